@@ -1,0 +1,69 @@
+# sluice build: a plain Makefile. `make` builds build/sluice; `make check` installs what is
+# missing and runs every test (unit, integration, the same under ASan+UBSan, a short fuzz run);
+# `make demo` starts PostgreSQL with sample data and sluice in front; `make bench` compares
+# sluice with direct PostgreSQL and PgBouncer.
+CC      ?= cc
+BUILD   ?= build
+OPT     ?= -O2
+EXTRA_CFLAGS ?=
+EXTRA_LDFLAGS ?=
+CFLAGS  = -std=c11 -D_GNU_SOURCE -Wall -Wextra -Werror -g $(OPT) -Isrc -pthread $(EXTRA_CFLAGS)
+LDLIBS  = -lssl -lcrypto -lcyaml -lyaml -pthread
+PYTHON  = /usr/bin/python3
+
+SRC     := $(shell find src -name '*.c' ! -path src/main.c | sort)
+OBJ     := $(SRC:%.c=$(BUILD)/%.o)
+UNIT    := $(patsubst tests/unit/%.c,$(BUILD)/tests/unit/%,$(wildcard tests/unit/test_*.c))
+
+.PHONY: all deps unit integration asan fuzz check demo bench format format-check clean
+
+all: $(BUILD)/sluice
+
+$(BUILD)/%.o: %.c
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) -MMD -MP -c $< -o $@
+
+$(BUILD)/sluice: $(OBJ) $(BUILD)/src/main.o
+	$(CC) $(CFLAGS) $^ -o $@ $(LDLIBS) $(EXTRA_LDFLAGS)
+
+$(BUILD)/tests/unit/%: tests/unit/%.c $(OBJ)
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) -Itests/unit $< $(OBJ) -o $@ $(LDLIBS) -lcmocka $(EXTRA_LDFLAGS)
+
+deps:
+	./scripts/install-deps.sh
+
+unit: $(UNIT)
+	@set -e; for t in $(UNIT); do echo "== $$t"; $$t; done
+
+integration: $(BUILD)/sluice
+	SLUICE_BIN=$(abspath $(BUILD)/sluice) $(PYTHON) -m pytest -q -x tests/integration $(PYTEST_ARGS)
+
+asan:
+	$(MAKE) BUILD=build-asan CC=clang OPT=-O1 \
+	  EXTRA_CFLAGS="-fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=undefined" \
+	  EXTRA_LDFLAGS="-fsanitize=address,undefined" all unit
+	ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
+	  $(MAKE) BUILD=build-asan integration
+
+fuzz:
+	./tests/fuzz/run.sh
+
+check: deps all unit integration asan fuzz format-check
+
+demo: deps all
+	./scripts/demo.sh
+
+bench: deps all
+	./bench/run.sh
+
+format:
+	clang-format -i $$(find src tests -name '*.[ch]')
+
+format-check:
+	@clang-format --dry-run --Werror $$(find src tests -name '*.[ch]') && echo "format: ok"
+
+clean:
+	rm -rf build build-asan build-fuzz
+
+-include $(OBJ:.o=.d) $(BUILD)/src/main.d

@@ -1,0 +1,131 @@
+/*
+ * buf.c: byte buffers with a small per-thread free list, and the allocation wrappers.
+ * Out of memory is the one error sluice does not handle: it aborts with a message.
+ */
+#include "core/buf.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define POOL_MAX 64
+
+static _Thread_local struct buf *pool[POOL_MAX];
+static _Thread_local unsigned pool_len;
+
+void *xmalloc(size_t n)
+{
+    void *p = malloc(n ? n : 1);
+    if (!p) {
+        fputs("sluice: out of memory\n", stderr);
+        abort();
+    }
+    return p;
+}
+
+void *xcalloc(size_t n, size_t m)
+{
+    void *p = calloc(n ? n : 1, m ? m : 1);
+    if (!p) {
+        fputs("sluice: out of memory\n", stderr);
+        abort();
+    }
+    return p;
+}
+
+void *xrealloc(void *p, size_t n)
+{
+    void *q = realloc(p, n ? n : 1);
+    if (!q) {
+        fputs("sluice: out of memory\n", stderr);
+        abort();
+    }
+    return q;
+}
+
+char *xstrdup(const char *s)
+{
+    size_t n = strlen(s) + 1;
+    char *p = xmalloc(n);
+    memcpy(p, s, n);
+    return p;
+}
+
+struct buf *buf_get(void)
+{
+    if (pool_len) return pool[--pool_len];
+    struct buf *b = xmalloc(sizeof *b);
+    b->data = xmalloc(BUF_CHUNK);
+    b->cap = BUF_CHUNK;
+    b->off = b->len = 0;
+    return b;
+}
+
+void buf_put(struct buf *b)
+{
+    if (!b) return;
+    if (b->cap == BUF_CHUNK && pool_len < POOL_MAX) {
+        b->off = b->len = 0;
+        pool[pool_len++] = b;
+        return;
+    }
+    free(b->data);
+    free(b);
+}
+
+void buf_compact(struct buf *b)
+{
+    if (b->off == 0) return;
+    size_t n = b->len - b->off;
+    if (n) memmove(b->data, b->data + b->off, n);
+    b->off = 0;
+    b->len = n;
+}
+
+void buf_reserve(struct buf *b, size_t need)
+{
+    if (b->cap - b->len >= need) return;
+    buf_compact(b);
+    if (b->cap - b->len >= need) return;
+    size_t cap = b->cap;
+    while (cap - b->len < need) cap *= 2;
+    b->data = xrealloc(b->data, cap);
+    b->cap = cap;
+}
+
+void buf_append(struct buf *b, const void *p, size_t n)
+{
+    buf_reserve(b, n);
+    memcpy(b->data + b->len, p, n);
+    b->len += n;
+}
+
+void buf_append_u8(struct buf *b, uint8_t v)
+{
+    buf_append(b, &v, 1);
+}
+
+void buf_append_u16(struct buf *b, uint16_t v)
+{
+    uint8_t x[2] = {(uint8_t)(v >> 8), (uint8_t)v};
+    buf_append(b, x, 2);
+}
+
+void buf_append_u32(struct buf *b, uint32_t v)
+{
+    uint8_t x[4] = {(uint8_t)(v >> 24), (uint8_t)(v >> 16), (uint8_t)(v >> 8), (uint8_t)v};
+    buf_append(b, x, 4);
+}
+
+void buf_append_str(struct buf *b, const char *s)
+{
+    buf_append(b, s, strlen(s) + 1);
+}
+
+void buf_patch_u32(struct buf *b, size_t pos, uint32_t v)
+{
+    b->data[pos] = (uint8_t)(v >> 24);
+    b->data[pos + 1] = (uint8_t)(v >> 16);
+    b->data[pos + 2] = (uint8_t)(v >> 8);
+    b->data[pos + 3] = (uint8_t)v;
+}

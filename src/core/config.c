@@ -1,0 +1,879 @@
+/*
+ * config.c: loads sluice.yaml into an immutable, reference-counted struct sluice_config.
+ *
+ * Three passes over one in-memory copy of the file: a libyaml event pass indexes where every
+ * key sits (config_pos.c) and catches YAML syntax errors; libcyaml maps the document onto
+ * the raw structs of config_raw.h, rejecting unknown keys, bad enum values and wrong shapes
+ * (its log_fn output is captured and turned into one error line); then this file applies
+ * defaults, checks values and cross-key rules, and reads upstream secrets. Every error is
+ * one line "FILE:LINE:COL: error: MESSAGE" naming the key. Secrets are never put in an
+ * error message.
+ */
+#include "core/config.h"
+
+#include "core/config_raw.h"
+
+#include <errno.h>
+#include <limits.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define CONFIG_MAX_FILE (1u << 20)    /* sluice.yaml larger than 1 MiB is a mistake */
+#define CONFIG_MAX_SECRET (64u << 10) /* password_file larger than 64 KiB likewise */
+#define CONFIG_MAX_WORKERS 1024u
+#define CONFIG_MIN_MESSAGE_SIZE 8192u
+
+#define DEFAULT_LISTEN_POSTGRES "127.0.0.1:7432"
+#define DEFAULT_LISTEN_ADMIN "127.0.0.1:7480"
+
+/* ---------------------------------------------------------------- memory helpers */
+
+static void *xcalloc(size_t n, size_t size)
+{
+    void *p = calloc(n ? n : 1, size ? size : 1);
+    if (!p) {
+        fputs("sluice: out of memory\n", stderr);
+        abort();
+    }
+    return p;
+}
+
+static char *xstrdup(const char *s)
+{
+    if (!s) return NULL;
+    char *d = strdup(s);
+    if (!d) {
+        fputs("sluice: out of memory\n", stderr);
+        abort();
+    }
+    return d;
+}
+
+static void free_secret(char *s)
+{
+    if (!s) return;
+    explicit_bzero(s, strlen(s));
+    free(s);
+}
+
+static void config_free(struct sluice_config *cfg)
+{
+    if (!cfg) return;
+    free(cfg->path);
+    free(cfg->listen.postgres);
+    free(cfg->listen.admin);
+    free(cfg->tls.cert);
+    free(cfg->tls.key);
+    free(cfg->tls.client_ca);
+    for (unsigned i = 0; i < cfg->n_targets; i++) {
+        struct cfg_target *t = &cfg->targets[i];
+        free(t->name);
+        free(t->host);
+        free(t->database);
+        free(t->user);
+        free(t->password_env);
+        free(t->password_file);
+        free(t->sslrootcert);
+        free_secret(t->password);
+    }
+    free(cfg->targets);
+    for (unsigned i = 0; i < cfg->n_identities; i++) {
+        struct cfg_identity *id = &cfg->identities[i];
+        free(id->name);
+        for (unsigned g = 0; g < id->n_groups; g++)
+            free(id->groups[g]);
+        free(id->groups);
+        free(id->secret_hash);
+    }
+    free(cfg->identities);
+    free(cfg);
+}
+
+/* ---------------------------------------------------------------- errors */
+
+struct loader {
+    const char *file; /* as given by the caller, used in messages */
+    size_t dirlen;    /* length of the directory part of file, with its '/'; 0 if none */
+    struct cfgpos pos;
+    char *err;
+    size_t errlen;
+    char log[4096]; /* libcyaml error output */
+    size_t loglen;
+};
+
+enum at { AT_KEY, AT_VALUE };
+
+/* Write "FILE:LINE:COL: error: MESSAGE" for the key at path (or its nearest parent). */
+static int fail_at(struct loader *ld, const char *path, enum at at, const char *fmt, ...)
+    __attribute__((format(printf, 4, 5)));
+
+static int fail_at(struct loader *ld, const char *path, enum at at, const char *fmt, ...)
+{
+    char msg[512];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(msg, sizeof(msg), fmt, ap);
+    va_end(ap);
+
+    const struct cfgpos_entry *e = NULL;
+    char buf[256];
+    snprintf(buf, sizeof(buf), "%s", path ? path : "");
+    while (buf[0] && !(e = cfgpos_find(&ld->pos, buf))) {
+        /* Fall back to the parent: "a.b[2].c" -> "a.b[2]" -> "a.b" -> "a". */
+        char *cut = strrchr(buf, '.');
+        char *br = strrchr(buf, '[');
+        if (br && (!cut || br > cut)) cut = br;
+        if (!cut) break;
+        *cut = '\0';
+        at = AT_KEY;
+    }
+    if (!e && path && !path[0]) e = cfgpos_find(&ld->pos, ""); /* the document itself */
+    if (ld->err && ld->errlen) {
+        if (e)
+            snprintf(ld->err, ld->errlen, "%s:%u:%u: error: %s", ld->file,
+                     at == AT_KEY ? e->key_line : e->val_line,
+                     at == AT_KEY ? e->key_col : e->val_col, msg);
+        else
+            snprintf(ld->err, ld->errlen, "%s: error: %s", ld->file, msg);
+    }
+    return -1;
+}
+
+static void cyaml_log_collect(cyaml_log_t level, void *ctx, const char *fmt, va_list args)
+{
+    struct loader *ld = ctx;
+    if (level < CYAML_LOG_ERROR || ld->loglen + 1 >= sizeof(ld->log)) return;
+    int n = vsnprintf(ld->log + ld->loglen, sizeof(ld->log) - ld->loglen, fmt, args);
+    if (n > 0) ld->loglen += (size_t)n;
+    if (ld->loglen >= sizeof(ld->log)) ld->loglen = sizeof(ld->log) - 1;
+}
+
+/* Top-level keys reserved for later work, with the issue that brings each. */
+static const char *future_key_issue(const char *key)
+{
+    static const struct {
+        const char *key, *issue;
+    } future[] = {
+        {"guardrails", "3"}, {"policy", "3"}, {"masking", "4"}, {"audit", "5"}, {"approvals", "6"},
+    };
+    for (size_t i = 0; i < sizeof(future) / sizeof(future[0]); i++)
+        if (strcmp(future[i].key, key) == 0) return future[i].issue;
+    return NULL;
+}
+
+static const char *event_noun(const char *ev)
+{
+    if (strncmp(ev, "MAPPING", 7) == 0) return "a mapping";
+    if (strncmp(ev, "SEQUENCE", 8) == 0) return "a list";
+    if (strncmp(ev, "SCALAR", 6) == 0) return "a scalar";
+    if (strncmp(ev, "ALIAS", 5) == 0) return "an alias";
+    return "something else";
+}
+
+static const char *type_noun(const char *type)
+{
+    if (strcmp(type, "MAPPING") == 0) return "a mapping";
+    if (strncmp(type, "SEQUENCE", 8) == 0) return "a list";
+    return "a single value";
+}
+
+/*
+ * Turn libcyaml's captured output into one error line. It looks like:
+ *   Load: Unexpected key: hots
+ *   Load: Backtrace:
+ *     in mapping (line: 6, column: 11)
+ *     in sequence entry '1' (line: 6, column: 5)      <- 1-based
+ *     in mapping field 'targets' (line: 4, column: 3)
+ * The backtrace (innermost first) gives the path; the position index gives line and column.
+ */
+static int fail_cyaml(struct loader *ld, cyaml_err_t rc)
+{
+    char what[256] = "";
+    char path[256] = "";
+    const char *frames[32];
+    size_t nframes = 0;
+
+    char *save = NULL;
+    for (char *line = strtok_r(ld->log, "\n", &save); line; line = strtok_r(NULL, "\n", &save)) {
+        if (strncmp(line, "Load: ", 6) == 0) {
+            if (!what[0] && strcmp(line + 6, "Backtrace:") != 0)
+                snprintf(what, sizeof(what), "%s", line + 6);
+        } else if (strncmp(line, "  in ", 5) == 0 && nframes < 32) {
+            frames[nframes++] = line + 5;
+        }
+    }
+    for (size_t i = nframes; i > 0; i--) {
+        const char *f = frames[i - 1];
+        char name[128];
+        unsigned idx;
+        size_t len = strlen(path);
+        if (sscanf(f, "mapping field '%127[^']'", name) == 1)
+            snprintf(path + len, sizeof(path) - len, "%s%s", len ? "." : "", name);
+        else if (sscanf(f, "sequence entry '%u'", &idx) == 1 && idx > 0)
+            snprintf(path + len, sizeof(path) - len, "[%u]", idx - 1);
+    }
+
+    char arg[128], arg2[64], full[256];
+    const char *leaf = strrchr(path, '.');
+    leaf = leaf ? leaf + 1 : path;
+    if (sscanf(what, "Unexpected key: %127[^\n]", arg) == 1) {
+        snprintf(full, sizeof(full), "%s%s%s", path, path[0] ? "." : "", arg);
+        const char *issue = path[0] ? NULL : future_key_issue(arg);
+        if (issue)
+            return fail_at(ld, full, AT_KEY,
+                           "unknown key \"%s\" (not supported yet: coming with issue %s)", arg,
+                           issue);
+        if (!path[0]) return fail_at(ld, full, AT_KEY, "unknown top-level key \"%s\"", arg);
+        return fail_at(ld, full, AT_KEY, "unknown key \"%s\" in %s", arg, path);
+    }
+    if (sscanf(what, "Invalid ENUM value: %127[^\n]", arg) == 1) {
+        const char *choices = config_raw_enum_choices(leaf);
+        return fail_at(ld, path, AT_VALUE, "invalid value \"%s\" for %s (expected %s)", arg, path,
+                       choices ? choices : "one of the documented values");
+    }
+    if (sscanf(what, "Mapping field already seen: %127[^\n]", arg) == 1) {
+        if (strcmp(leaf, arg) != 0) {
+            size_t len = strlen(path);
+            snprintf(path + len, sizeof(path) - len, "%s%s", len ? "." : "", arg);
+        }
+        const struct cfgpos_entry *e = cfgpos_find_last(&ld->pos, path);
+        if (e && ld->err && ld->errlen) {
+            snprintf(ld->err, ld->errlen, "%s:%u:%u: error: duplicate key \"%s\"", ld->file,
+                     e->key_line, e->key_col, path);
+            return -1;
+        }
+        return fail_at(ld, path, AT_KEY, "duplicate key \"%s\"", path);
+    }
+    if (sscanf(what, "Expecting %63s got event: %63s", arg, arg2) == 2) {
+        char *comma = strchr(arg, ',');
+        if (comma) *comma = '\0';
+        if (!path[0]) return fail_at(ld, "", AT_VALUE, "the top level must be a mapping");
+        return fail_at(ld, path, AT_VALUE, "%s must be %s, not %s", path, type_noun(arg),
+                       event_noun(arg2));
+    }
+    if (sscanf(what, "Missing required mapping field: %127[^\n]", arg) == 1)
+        return fail_at(ld, path, AT_KEY, "missing required key \"%s\" in %s", arg,
+                       path[0] ? path : "the top level");
+    if (what[0]) return fail_at(ld, path, AT_VALUE, "%s%s%s", what, path[0] ? " in " : "", path);
+    return fail_at(ld, path, AT_VALUE, "%s", cyaml_strerror(rc));
+}
+
+/* ---------------------------------------------------------------- value parsers */
+
+/* Decimal digits only, no sign, no overflow past max. */
+static int parse_uint(const char *s, unsigned long long max, unsigned long long *out)
+{
+    if (!s || !*s) return -1;
+    unsigned long long v = 0;
+    for (; *s; s++) {
+        if (*s < '0' || *s > '9') return -1;
+        unsigned d = (unsigned)(*s - '0');
+        if (d > max || v > (max - d) / 10) return -1;
+        v = v * 10 + d;
+    }
+    *out = v;
+    return 0;
+}
+
+static int parse_port(const char *s, uint16_t *out)
+{
+    unsigned long long v;
+    if (parse_uint(s, 65535, &v) < 0 || v == 0) return -1;
+    *out = (uint16_t)v;
+    return 0;
+}
+
+/* "30" (seconds), "30s", "5m", "1h". */
+static int parse_duration(const char *s, unsigned *out)
+{
+    char num[32];
+    size_t len = s ? strlen(s) : 0;
+    if (len == 0 || len >= sizeof(num)) return -1;
+    unsigned long long mult = 1;
+    memcpy(num, s, len + 1);
+    switch (num[len - 1]) {
+    case 's':
+        mult = 1;
+        num[--len] = '\0';
+        break;
+    case 'm':
+        mult = 60;
+        num[--len] = '\0';
+        break;
+    case 'h':
+        mult = 3600;
+        num[--len] = '\0';
+        break;
+    default:
+        break;
+    }
+    unsigned long long v;
+    if (parse_uint(num, UINT_MAX / mult, &v) < 0) return -1;
+    *out = (unsigned)(v * mult);
+    return 0;
+}
+
+/* "1073741824", "512kB", "64MB", "1GB" (binary multiples; "B", "KiB", "MiB" also accepted). */
+static int parse_size(const char *s, unsigned long long max, unsigned long long *out)
+{
+    static const struct {
+        const char *suffix;
+        unsigned long long mult;
+    } units[] = {
+        /* longest suffix first: "B" must not match before "MB" */
+        {"KiB", 1ull << 10}, {"MiB", 1ull << 20}, {"GiB", 1ull << 30}, {"kB", 1ull << 10},
+        {"KB", 1ull << 10},  {"MB", 1ull << 20},  {"GB", 1ull << 30},  {"B", 1},
+    };
+    char num[32];
+    size_t len = s ? strlen(s) : 0;
+    if (len == 0 || len >= sizeof(num)) return -1;
+    memcpy(num, s, len + 1);
+    unsigned long long mult = 1;
+    for (size_t i = 0; i < sizeof(units) / sizeof(units[0]); i++) {
+        size_t sl = strlen(units[i].suffix);
+        if (len > sl && strcmp(num + len - sl, units[i].suffix) == 0) {
+            mult = units[i].mult;
+            num[len - sl] = '\0';
+            break;
+        }
+    }
+    unsigned long long v;
+    if (parse_uint(num, max / mult, &v) < 0) return -1;
+    *out = v * mult;
+    return 0;
+}
+
+/* YAML 1.1 booleans as libyaml leaves them (plain scalars). */
+static int parse_bool(const char *s, bool *out)
+{
+    static const char *yes[] = {"true", "True", "TRUE", "yes", "Yes", "YES", "on", "On", "ON"};
+    static const char *no[] = {"false", "False", "FALSE", "no", "No", "NO", "off", "Off", "OFF"};
+    for (size_t i = 0; i < sizeof(yes) / sizeof(yes[0]); i++) {
+        if (strcmp(s, yes[i]) == 0) return *out = true, 0;
+        if (strcmp(s, no[i]) == 0) return *out = false, 0;
+    }
+    return -1;
+}
+
+/* "host:port" or "[v6]:port"; host must not be empty. */
+static int parse_hostport(const char *s)
+{
+    const char *colon;
+    if (s[0] == '[') {
+        const char *end = strchr(s, ']');
+        if (!end || end == s + 1 || end[1] != ':') return -1;
+        colon = end + 1;
+    } else {
+        colon = strrchr(s, ':');
+        if (!colon || colon == s || memchr(s, ':', (size_t)(colon - s))) return -1;
+    }
+    uint16_t port;
+    return parse_port(colon + 1, &port);
+}
+
+/* Standard base64 with padding; returns the decoded length or -1. */
+static int base64_decoded_len(const char *s, size_t len)
+{
+    if (len == 0 || len % 4) return -1;
+    size_t pad = 0;
+    for (size_t i = 0; i < len; i++) {
+        char c = s[i];
+        if (c == '=') {
+            if (i < len - 2) return -1;
+            pad++;
+        } else if (pad || !((c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z') ||
+                            (c >= '0' && c <= '9') || c == '+' || c == '/')) {
+            return -1;
+        }
+    }
+    return (int)(len / 4 * 3 - pad);
+}
+
+#define SCRAM_PREFIX "SCRAM-SHA-256$"
+/* The bounds src/pg/scram.c accepts (core does not include pg/: kept in step by test_config). */
+#define SCRAM_MAX_ITER 1000000u
+#define SCRAM_MAX_SALT 64
+
+/* "SCRAM-SHA-256$ITER:SALT$STOREDKEY:SERVERKEY" as PostgreSQL stores it: NULL when well
+ * formed, else what is wrong. */
+static const char *check_scram_verifier(const char *v)
+{
+    const char *p = v + strlen(SCRAM_PREFIX);
+    const char *colon = strchr(p, ':');
+    const char *dollar = colon ? strchr(colon, '$') : NULL;
+    const char *colon2 = dollar ? strchr(dollar, ':') : NULL;
+    if (!colon || !dollar || !colon2)
+        return "expected SCRAM-SHA-256$ITERATIONS:SALT$STOREDKEY:SERVERKEY";
+    char iter[16];
+    size_t n = (size_t)(colon - p);
+    unsigned long long it = 0;
+    if (n == 0 || n >= sizeof(iter)) return "iterations must be 1 to 1000000";
+    memcpy(iter, p, n);
+    iter[n] = '\0';
+    if (parse_uint(iter, SCRAM_MAX_ITER, &it) < 0 || it == 0)
+        return "iterations must be 1 to 1000000";
+    int salt_len = base64_decoded_len(colon + 1, (size_t)(dollar - colon - 1));
+    if (salt_len <= 0 || salt_len > SCRAM_MAX_SALT)
+        return "the salt must be base64 of 1 to 64 bytes";
+    if (base64_decoded_len(dollar + 1, (size_t)(colon2 - dollar - 1)) != 32)
+        return "the stored key must be base64 of 32 bytes";
+    if (base64_decoded_len(colon2 + 1, strlen(colon2 + 1)) != 32)
+        return "the server key must be base64 of 32 bytes";
+    return NULL;
+}
+
+/* ---------------------------------------------------------------- conversion */
+
+/* A file named in the config: relative paths are relative to the config file's directory. */
+static char *config_path(const struct loader *ld, const char *p)
+{
+    if (!p) return NULL;
+    if (p[0] == '/' || ld->dirlen == 0) return xstrdup(p);
+    size_t n = ld->dirlen + strlen(p) + 1;
+    char *s = xcalloc(1, n);
+    memcpy(s, ld->file, ld->dirlen);
+    memcpy(s + ld->dirlen, p, strlen(p) + 1);
+    return s;
+}
+
+static void config_set_defaults(struct sluice_config *cfg)
+{
+    cfg->listen.postgres = xstrdup(DEFAULT_LISTEN_POSTGRES);
+    cfg->listen.admin = xstrdup(DEFAULT_LISTEN_ADMIN);
+    cfg->server.workers = 0;
+    cfg->server.log_level = LOG_INFO;
+    cfg->server.shutdown_timeout = 30;
+    cfg->server.auth_timeout = 15;
+    cfg->server.connect_timeout = 10;
+    cfg->server.max_connections = 10000;
+    cfg->server.max_message_size = 1u << 30;
+    cfg->refs = 1;
+}
+
+static int convert_listen(struct loader *ld, const struct raw_listen *rl, struct sluice_config *cfg)
+{
+    if (!rl) return 0;
+    if (rl->postgres) {
+        if (parse_hostport(rl->postgres) < 0)
+            return fail_at(ld, "listen.postgres", AT_VALUE,
+                           "invalid address \"%s\" for listen.postgres (expected HOST:PORT)",
+                           rl->postgres);
+        free(cfg->listen.postgres);
+        cfg->listen.postgres = xstrdup(rl->postgres);
+    }
+    if (rl->admin) {
+        if (parse_hostport(rl->admin) < 0)
+            return fail_at(ld, "listen.admin", AT_VALUE,
+                           "invalid address \"%s\" for listen.admin (expected HOST:PORT)",
+                           rl->admin);
+        free(cfg->listen.admin);
+        cfg->listen.admin = xstrdup(rl->admin);
+    }
+    return 0;
+}
+
+static int convert_tls(struct loader *ld, const struct raw_tls *rt, struct sluice_config *cfg)
+{
+    if (!rt) return 0;
+    if (rt->require && parse_bool(rt->require, &cfg->tls.require) < 0)
+        return fail_at(ld, "tls.require", AT_VALUE,
+                       "invalid value \"%s\" for tls.require (expected true or false)",
+                       rt->require);
+    if (rt->cert && !rt->key)
+        return fail_at(ld, "tls.cert", AT_KEY, "tls.cert is set but tls.key is not");
+    if (rt->key && !rt->cert)
+        return fail_at(ld, "tls.key", AT_KEY, "tls.key is set but tls.cert is not");
+    if (rt->client_ca && !rt->cert)
+        return fail_at(ld, "tls.client_ca", AT_KEY,
+                       "tls.client_ca is set but tls.cert is not (client certificates need TLS)");
+    if (cfg->tls.require && !rt->cert)
+        return fail_at(ld, "tls.require", AT_KEY,
+                       "tls.require is true but no tls.cert and tls.key are set");
+    cfg->tls.cert = config_path(ld, rt->cert);
+    cfg->tls.key = config_path(ld, rt->key);
+    cfg->tls.client_ca = config_path(ld, rt->client_ca);
+    return 0;
+}
+
+static int check_state(struct loader *ld, const struct raw_state *rs)
+{
+    if (!rs) return 0;
+    int driver = rs->driver ? rs->driver : RAW_DRIVER_SQLITE;
+    if (driver == RAW_DRIVER_POSTGRES && !rs->dsn)
+        return fail_at(ld, "state", AT_KEY, "state.driver is postgres but state.dsn is not set");
+    if (driver == RAW_DRIVER_SQLITE && rs->dsn)
+        return fail_at(ld, "state.dsn", AT_KEY,
+                       "state.dsn is only for state.driver: postgres (sqlite uses state.path)");
+    if (driver == RAW_DRIVER_POSTGRES && rs->path)
+        return fail_at(ld, "state.path", AT_KEY,
+                       "state.path is only for state.driver: sqlite (postgres uses state.dsn)");
+    return 0;
+}
+
+/* Read the upstream password of target i from the environment or a file. */
+static int resolve_password(struct loader *ld, unsigned i, const struct raw_target *rt,
+                            struct cfg_target *t)
+{
+    char path[64];
+    if (rt->password_env) {
+        snprintf(path, sizeof(path), "targets[%u].password_env", i);
+        const char *v = getenv(rt->password_env);
+        if (!v)
+            return fail_at(ld, path, AT_VALUE, "environment variable \"%s\" named by %s is not set",
+                           rt->password_env, path);
+        if (!*v)
+            return fail_at(ld, path, AT_VALUE, "environment variable \"%s\" named by %s is empty",
+                           rt->password_env, path);
+        t->password = xstrdup(v);
+        return 0;
+    }
+    if (!t->password_file) return 0;
+
+    snprintf(path, sizeof(path), "targets[%u].password_file", i);
+    FILE *f = fopen(t->password_file, "r");
+    if (!f)
+        return fail_at(ld, path, AT_VALUE, "cannot read %s \"%s\": %s", path, t->password_file,
+                       strerror(errno));
+    char *buf = xcalloc(1, CONFIG_MAX_SECRET + 2);
+    size_t n = fread(buf, 1, CONFIG_MAX_SECRET + 1, f);
+    int rerr = ferror(f) ? errno : 0;
+    fclose(f);
+    int rc = 0;
+    if (rerr)
+        rc = fail_at(ld, path, AT_VALUE, "cannot read %s \"%s\": %s", path, t->password_file,
+                     strerror(rerr));
+    else if (n > CONFIG_MAX_SECRET)
+        rc = fail_at(ld, path, AT_VALUE, "%s \"%s\" is larger than 64 KiB", path, t->password_file);
+    if (rc == 0) {
+        buf[n] = '\0';
+        if (n && buf[n - 1] == '\n') buf[--n] = '\0';
+        if (n && buf[n - 1] == '\r') buf[--n] = '\0';
+        if (n == 0)
+            rc = fail_at(ld, path, AT_VALUE, "%s \"%s\" is empty", path, t->password_file);
+        else if (memchr(buf, '\0', n))
+            rc = fail_at(ld, path, AT_VALUE, "%s \"%s\" holds a NUL byte", path, t->password_file);
+        else if (memchr(buf, '\n', n))
+            rc = fail_at(ld, path, AT_VALUE, "%s \"%s\" holds more than one line", path,
+                         t->password_file);
+    }
+    if (rc == 0) t->password = xstrdup(buf);
+    explicit_bzero(buf, CONFIG_MAX_SECRET + 2);
+    free(buf);
+    return rc;
+}
+
+static int convert_targets(struct loader *ld, const struct raw_config *raw,
+                           struct sluice_config *cfg)
+{
+    if (!raw->targets_count) return 0;
+    cfg->targets = xcalloc(raw->targets_count, sizeof(*cfg->targets));
+    for (unsigned i = 0; i < raw->targets_count; i++) {
+        const struct raw_target *rt = &raw->targets[i];
+        struct cfg_target *t = &cfg->targets[i];
+        char path[64], key[96];
+        snprintf(path, sizeof(path), "targets[%u]", i);
+
+        cfg->n_targets = i + 1; /* what is set so far gets freed on error */
+        if (!rt->name || !*rt->name)
+            return fail_at(ld, path, AT_KEY, "missing required key \"name\" in %s", path);
+        for (unsigned j = 0; j < i; j++)
+            if (strcmp(cfg->targets[j].name, rt->name) == 0) {
+                snprintf(key, sizeof(key), "%s.name", path);
+                return fail_at(ld, key, AT_VALUE,
+                               "duplicate target name \"%s\" in %s (first in targets[%u])",
+                               rt->name, path, j);
+            }
+        t->name = xstrdup(rt->name);
+        if (!rt->host || !*rt->host)
+            return fail_at(ld, path, AT_KEY, "missing required key \"host\" in %s (\"%s\")", path,
+                           rt->name);
+        if (!rt->user || !*rt->user)
+            return fail_at(ld, path, AT_KEY, "missing required key \"user\" in %s (\"%s\")", path,
+                           rt->name);
+        t->host = xstrdup(rt->host);
+        t->user = xstrdup(rt->user);
+        t->port = 5432;
+        if (rt->port && parse_port(rt->port, &t->port) < 0) {
+            snprintf(key, sizeof(key), "%s.port", path);
+            return fail_at(ld, key, AT_VALUE, "invalid port \"%s\" for %s (expected 1 to 65535)",
+                           rt->port, key);
+        }
+        t->database = xstrdup(rt->database && *rt->database ? rt->database : rt->name);
+        t->sslmode = rt->sslmode ? (enum sslmode)(rt->sslmode - 1) : SSLMODE_PREFER;
+        t->sslrootcert = config_path(ld, rt->sslrootcert);
+        if (rt->password_env && rt->password_file) {
+            snprintf(key, sizeof(key), "%s.password_file", path);
+            return fail_at(ld, key, AT_KEY,
+                           "%s sets both password_env and password_file (choose one)", path);
+        }
+        t->password_env = xstrdup(rt->password_env);
+        t->password_file = config_path(ld, rt->password_file);
+        if (resolve_password(ld, i, rt, t) < 0) return -1;
+    }
+    return 0;
+}
+
+static int convert_identity(struct loader *ld, const char *path, const struct raw_ident *ri,
+                            bool is_token, struct sluice_config *cfg)
+{
+    const char *hash_key = is_token ? "token_hash" : "password_hash";
+    char key[96];
+    if (!ri->name || !*ri->name)
+        return fail_at(ld, path, AT_KEY, "missing required key \"name\" in %s", path);
+    for (unsigned j = 0; j < cfg->n_identities; j++)
+        if (strcmp(cfg->identities[j].name, ri->name) == 0) {
+            snprintf(key, sizeof(key), "%s.name", path);
+            return fail_at(ld, key, AT_VALUE, "duplicate identity name \"%s\" in %s", ri->name,
+                           path);
+        }
+    if (!ri->secret_hash)
+        return fail_at(ld, path, AT_KEY, "missing required key \"%s\" in %s (\"%s\")", hash_key,
+                       path, ri->name);
+    snprintf(key, sizeof(key), "%s.%s", path, hash_key);
+    if (strncmp(ri->secret_hash, SCRAM_PREFIX, strlen(SCRAM_PREFIX)) != 0)
+        return fail_at(ld, key, AT_VALUE,
+                       "%s is not a SCRAM-SHA-256 verifier (it must start with "
+                       "\"SCRAM-SHA-256$\"; make one with `sluice hash-token`)",
+                       key);
+    const char *why = check_scram_verifier(ri->secret_hash);
+    if (why)
+        return fail_at(ld, key, AT_VALUE, "malformed SCRAM-SHA-256 verifier in %s: %s", key, why);
+
+    struct cfg_identity *id = &cfg->identities[cfg->n_identities++];
+    id->name = xstrdup(ri->name);
+    id->kind = ri->kind ? (enum ident_kind)(ri->kind - 1) : is_token ? IDENT_SERVICE : IDENT_HUMAN;
+    id->is_token = is_token;
+    id->secret_hash = xstrdup(ri->secret_hash);
+    if (ri->groups_count) {
+        id->groups = xcalloc(ri->groups_count, sizeof(*id->groups));
+        for (unsigned g = 0; g < ri->groups_count; g++) {
+            if (!ri->groups[g] || !*ri->groups[g]) {
+                snprintf(key, sizeof(key), "%s.groups[%u]", path, g);
+                return fail_at(ld, key, AT_VALUE, "empty group name in %s", key);
+            }
+            id->groups[id->n_groups++] = xstrdup(ri->groups[g]);
+        }
+    }
+    return 0;
+}
+
+static int convert_identities(struct loader *ld, const struct raw_identities *ri,
+                              struct sluice_config *cfg)
+{
+    if (!ri || !(ri->users_count + ri->tokens_count)) return 0;
+    cfg->identities = xcalloc(ri->users_count + ri->tokens_count, sizeof(*cfg->identities));
+    char path[64];
+    for (unsigned i = 0; i < ri->users_count; i++) {
+        snprintf(path, sizeof(path), "identities.users[%u]", i);
+        if (convert_identity(ld, path, &ri->users[i], false, cfg) < 0) return -1;
+    }
+    for (unsigned i = 0; i < ri->tokens_count; i++) {
+        snprintf(path, sizeof(path), "identities.tokens[%u]", i);
+        if (convert_identity(ld, path, &ri->tokens[i], true, cfg) < 0) return -1;
+    }
+    return 0;
+}
+
+static int server_duration(struct loader *ld, const char *key, const char *val, unsigned *out)
+{
+    if (val && parse_duration(val, out) < 0)
+        return fail_at(ld, key, AT_VALUE,
+                       "invalid duration \"%s\" for %s (expected seconds, or a number followed "
+                       "by s, m or h)",
+                       val, key);
+    return 0;
+}
+
+static int convert_server(struct loader *ld, const struct raw_server *rs, struct sluice_config *cfg)
+{
+    if (!rs) return 0;
+    struct cfg_server *s = &cfg->server;
+    unsigned long long v;
+    if (rs->workers) {
+        if (parse_uint(rs->workers, CONFIG_MAX_WORKERS, &v) < 0)
+            return fail_at(ld, "server.workers", AT_VALUE,
+                           "invalid value \"%s\" for server.workers (expected 0 to %u; 0 = one "
+                           "per CPU)",
+                           rs->workers, CONFIG_MAX_WORKERS);
+        s->workers = (unsigned)v;
+    }
+    if (rs->log_level) s->log_level = (enum log_level)(rs->log_level - 1);
+    if (server_duration(ld, "server.shutdown_timeout", rs->shutdown_timeout, &s->shutdown_timeout) <
+            0 ||
+        server_duration(ld, "server.auth_timeout", rs->auth_timeout, &s->auth_timeout) < 0 ||
+        server_duration(ld, "server.connect_timeout", rs->connect_timeout, &s->connect_timeout) < 0)
+        return -1;
+    if (rs->max_connections) {
+        if (parse_uint(rs->max_connections, UINT_MAX, &v) < 0 || v == 0)
+            return fail_at(ld, "server.max_connections", AT_VALUE,
+                           "invalid value \"%s\" for server.max_connections (expected a positive "
+                           "integer)",
+                           rs->max_connections);
+        s->max_connections = (unsigned)v;
+    }
+    if (rs->max_message_size) {
+        if (parse_size(rs->max_message_size, UINT32_MAX, &v) < 0 || v < CONFIG_MIN_MESSAGE_SIZE)
+            return fail_at(ld, "server.max_message_size", AT_VALUE,
+                           "invalid size \"%s\" for server.max_message_size (expected bytes or "
+                           "a number followed by kB, MB or GB, from 8kB to 4GB - 1)",
+                           rs->max_message_size);
+        s->max_message_size = (uint32_t)v;
+    }
+    return 0;
+}
+
+static int config_convert(struct loader *ld, const struct raw_config *raw,
+                          struct sluice_config *cfg)
+{
+    if (!raw) return 0;
+    if (convert_listen(ld, raw->listen, cfg) < 0) return -1;
+    if (convert_tls(ld, raw->tls, cfg) < 0) return -1;
+    if (check_state(ld, raw->state) < 0) return -1;
+    if (convert_targets(ld, raw, cfg) < 0) return -1;
+    if (convert_identities(ld, raw->identities, cfg) < 0) return -1;
+    if (convert_server(ld, raw->server, cfg) < 0) return -1;
+    return 0;
+}
+
+/* ---------------------------------------------------------------- public API */
+
+static int read_file(struct loader *ld, const char *path, char **out, size_t *outlen)
+{
+    FILE *f = fopen(path, "rb");
+    if (!f) return fail_at(ld, NULL, AT_KEY, "cannot open: %s", strerror(errno));
+    char *buf = xcalloc(1, CONFIG_MAX_FILE + 1);
+    size_t n = fread(buf, 1, CONFIG_MAX_FILE + 1, f);
+    int rerr = ferror(f) ? errno : 0;
+    fclose(f);
+    if (rerr || n > CONFIG_MAX_FILE) {
+        free(buf);
+        if (rerr) return fail_at(ld, NULL, AT_KEY, "cannot read: %s", strerror(rerr));
+        return fail_at(ld, NULL, AT_KEY, "file is larger than 1 MiB");
+    }
+    *out = buf;
+    *outlen = n;
+    return 0;
+}
+
+int config_load(const char *path, struct sluice_config **out, char *err, size_t errlen)
+{
+    if (err && errlen) err[0] = '\0';
+    *out = NULL;
+    struct sluice_config *cfg = xcalloc(1, sizeof(*cfg));
+    config_set_defaults(cfg);
+    if (!path) {
+        *out = cfg;
+        return 0;
+    }
+    cfg->path = xstrdup(path);
+
+    struct loader *ld = xcalloc(1, sizeof(*ld));
+    ld->file = path;
+    const char *slash = strrchr(path, '/');
+    ld->dirlen = slash ? (size_t)(slash - path) + 1 : 0;
+    ld->err = err;
+    ld->errlen = errlen;
+    char *data = NULL;
+    size_t len = 0;
+    struct raw_config *raw = NULL;
+    const cyaml_config_t cyaml_cfg = {
+        .log_fn = cyaml_log_collect,
+        .log_ctx = ld,
+        .mem_fn = cyaml_mem,
+        .log_level = CYAML_LOG_ERROR,
+        .flags = CYAML_CFG_DEFAULT,
+    };
+    int rc = -1;
+
+    if (read_file(ld, path, &data, &len) < 0) goto done;
+    if (cfgpos_scan(data, len, &ld->pos) < 0) {
+        if (err && errlen)
+            snprintf(err, errlen, "%s:%u:%u: error: %s", path, ld->pos.line, ld->pos.col,
+                     ld->pos.problem);
+        goto done;
+    }
+    if (!ld->pos.empty) {
+        cyaml_err_t cerr = cyaml_load_data((const uint8_t *)data, len, &cyaml_cfg,
+                                           &config_raw_schema, (cyaml_data_t **)&raw, NULL);
+        if (cerr != CYAML_OK) {
+            fail_cyaml(ld, cerr);
+            raw = NULL;
+            goto done;
+        }
+    }
+    if (config_convert(ld, raw, cfg) < 0) goto done;
+    rc = 0;
+
+done:
+    if (raw) cyaml_free(&cyaml_cfg, &config_raw_schema, raw, 0);
+    free(data);
+    cfgpos_free(&ld->pos);
+    free(ld);
+    if (rc < 0) {
+        config_free(cfg);
+        return -1;
+    }
+    *out = cfg;
+    return 0;
+}
+
+struct sluice_config *config_ref(struct sluice_config *cfg)
+{
+    if (cfg) __atomic_add_fetch(&cfg->refs, 1, __ATOMIC_RELAXED);
+    return cfg;
+}
+
+void config_unref(struct sluice_config *cfg)
+{
+    if (cfg && __atomic_sub_fetch(&cfg->refs, 1, __ATOMIC_ACQ_REL) == 0) config_free(cfg);
+}
+
+const struct cfg_target *config_find_target(const struct sluice_config *cfg, const char *name)
+{
+    if (!cfg || !name) return NULL;
+    for (unsigned i = 0; i < cfg->n_targets; i++)
+        if (strcmp(cfg->targets[i].name, name) == 0) return &cfg->targets[i];
+    return NULL;
+}
+
+const struct cfg_identity *config_find_identity(const struct sluice_config *cfg, const char *name)
+{
+    if (!cfg || !name) return NULL;
+    for (unsigned i = 0; i < cfg->n_identities; i++)
+        if (strcmp(cfg->identities[i].name, name) == 0) return &cfg->identities[i];
+    return NULL;
+}
+
+const char *ident_kind_name(enum ident_kind kind)
+{
+    switch (kind) {
+    case IDENT_HUMAN:
+        return "human";
+    case IDENT_SERVICE:
+        return "service";
+    case IDENT_AGENT:
+        return "agent";
+    }
+    return "unknown";
+}
+
+const char *sslmode_name(enum sslmode mode)
+{
+    switch (mode) {
+    case SSLMODE_DISABLE:
+        return "disable";
+    case SSLMODE_ALLOW:
+        return "allow";
+    case SSLMODE_PREFER:
+        return "prefer";
+    case SSLMODE_REQUIRE:
+        return "require";
+    case SSLMODE_VERIFY_CA:
+        return "verify-ca";
+    case SSLMODE_VERIFY_FULL:
+        return "verify-full";
+    }
+    return "unknown";
+}

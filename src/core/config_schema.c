@@ -1,0 +1,164 @@
+/*
+ * config_schema.c: the libcyaml schema of sluice.yaml, filling the raw structs of
+ * config_raw.h. It only says which keys exist, their shape, and the spellings of enums;
+ * defaults, ranges and cross-key rules live in config.c. Keys planned for later issues
+ * (guardrails, policy, masking, approvals, audit) are deliberately absent, so libcyaml
+ * rejects them as unknown keys.
+ */
+#include "core/config_raw.h"
+
+#include <string.h>
+
+#define OPT CYAML_FLAG_OPTIONAL
+#define STR_OPT(key, st, member)                                                                   \
+    CYAML_FIELD_STRING_PTR(key, OPT | CYAML_FLAG_POINTER_NULL, st, member, 0, CYAML_UNLIMITED)
+#define STR_REQ(key, st, member)                                                                   \
+    CYAML_FIELD_STRING_PTR(key, CYAML_FLAG_POINTER, st, member, 0, CYAML_UNLIMITED)
+#define ENUM_OPT(key, st, member, strings)                                                         \
+    CYAML_FIELD_ENUM(key, OPT | CYAML_FLAG_STRICT, st, member, strings, CYAML_ARRAY_LEN(strings))
+#define MAP_OPT(key, st, member, fields)                                                           \
+    CYAML_FIELD_MAPPING_PTR(key, OPT | CYAML_FLAG_POINTER_NULL, st, member, fields)
+
+/* Enum strings: values are the public enum + 1 (0 = absent). */
+static const cyaml_strval_t sslmode_strings[] = {
+    {"disable", 1}, {"allow", 2},     {"prefer", 3},
+    {"require", 4}, {"verify-ca", 5}, {"verify-full", 6},
+};
+static const cyaml_strval_t kind_strings[] = {
+    {"human", 1},
+    {"service", 2},
+    {"agent", 3},
+};
+static const cyaml_strval_t log_level_strings[] = {
+    {"debug", 1},
+    {"info", 2},
+    {"warn", 3},
+    {"error", 4},
+};
+static const cyaml_strval_t driver_strings[] = {
+    {"sqlite", RAW_DRIVER_SQLITE},
+    {"postgres", RAW_DRIVER_POSTGRES},
+};
+
+const char *config_raw_enum_choices(const char *key)
+{
+    if (strcmp(key, "sslmode") == 0)
+        return "disable, allow, prefer, require, verify-ca or verify-full";
+    if (strcmp(key, "kind") == 0) return "human, service or agent";
+    if (strcmp(key, "log_level") == 0) return "debug, info, warn or error";
+    if (strcmp(key, "driver") == 0) return "sqlite or postgres";
+    return NULL;
+}
+
+static const cyaml_schema_field_t listen_fields[] = {
+    STR_OPT("postgres", struct raw_listen, postgres),
+    STR_OPT("admin", struct raw_listen, admin),
+    CYAML_FIELD_END,
+};
+
+static const cyaml_schema_field_t tls_fields[] = {
+    STR_OPT("cert", struct raw_tls, cert),
+    STR_OPT("key", struct raw_tls, key),
+    STR_OPT("client_ca", struct raw_tls, client_ca),
+    STR_OPT("require", struct raw_tls, require),
+    CYAML_FIELD_END,
+};
+
+static const cyaml_schema_field_t state_fields[] = {
+    ENUM_OPT("driver", struct raw_state, driver, driver_strings),
+    STR_OPT("path", struct raw_state, path),
+    STR_OPT("dsn", struct raw_state, dsn),
+    CYAML_FIELD_END,
+};
+
+/* name and host/user are checked in config.c, so that the error can name the entry. */
+static const cyaml_schema_field_t target_fields[] = {
+    STR_OPT("name", struct raw_target, name),
+    STR_OPT("host", struct raw_target, host),
+    STR_OPT("port", struct raw_target, port),
+    STR_OPT("database", struct raw_target, database),
+    STR_OPT("user", struct raw_target, user),
+    STR_OPT("password_env", struct raw_target, password_env),
+    STR_OPT("password_file", struct raw_target, password_file),
+    ENUM_OPT("sslmode", struct raw_target, sslmode, sslmode_strings),
+    STR_OPT("sslrootcert", struct raw_target, sslrootcert),
+    CYAML_FIELD_END,
+};
+
+static const cyaml_schema_value_t target_schema = {
+    CYAML_VALUE_MAPPING(CYAML_FLAG_DEFAULT, struct raw_target, target_fields),
+};
+
+static const cyaml_schema_value_t group_schema = {
+    CYAML_VALUE_STRING(CYAML_FLAG_POINTER, char, 0, CYAML_UNLIMITED),
+};
+
+static const cyaml_schema_field_t user_fields[] = {
+    STR_OPT("name", struct raw_ident, name),
+    ENUM_OPT("kind", struct raw_ident, kind, kind_strings),
+    CYAML_FIELD_SEQUENCE("groups", OPT | CYAML_FLAG_POINTER_NULL, struct raw_ident, groups,
+                         &group_schema, 0, CYAML_UNLIMITED),
+    STR_OPT("password_hash", struct raw_ident, secret_hash),
+    CYAML_FIELD_END,
+};
+
+static const cyaml_schema_field_t token_fields[] = {
+    STR_OPT("name", struct raw_ident, name),
+    ENUM_OPT("kind", struct raw_ident, kind, kind_strings),
+    CYAML_FIELD_SEQUENCE("groups", OPT | CYAML_FLAG_POINTER_NULL, struct raw_ident, groups,
+                         &group_schema, 0, CYAML_UNLIMITED),
+    STR_OPT("token_hash", struct raw_ident, secret_hash),
+    CYAML_FIELD_END,
+};
+
+static const cyaml_schema_value_t user_schema = {
+    CYAML_VALUE_MAPPING(CYAML_FLAG_DEFAULT, struct raw_ident, user_fields),
+};
+static const cyaml_schema_value_t token_schema = {
+    CYAML_VALUE_MAPPING(CYAML_FLAG_DEFAULT, struct raw_ident, token_fields),
+};
+
+static const cyaml_schema_field_t oidc_fields[] = {
+    STR_OPT("issuer", struct raw_oidc, issuer),
+    STR_OPT("audience", struct raw_oidc, audience),
+    STR_OPT("jwks_file", struct raw_oidc, jwks_file),
+    STR_OPT("jwks_url", struct raw_oidc, jwks_url),
+    STR_OPT("groups_claim", struct raw_oidc, groups_claim),
+    STR_OPT("kind_claim", struct raw_oidc, kind_claim),
+    CYAML_FIELD_END,
+};
+
+static const cyaml_schema_field_t identities_fields[] = {
+    CYAML_FIELD_SEQUENCE("users", OPT | CYAML_FLAG_POINTER_NULL, struct raw_identities, users,
+                         &user_schema, 0, CYAML_UNLIMITED),
+    CYAML_FIELD_SEQUENCE("tokens", OPT | CYAML_FLAG_POINTER_NULL, struct raw_identities, tokens,
+                         &token_schema, 0, CYAML_UNLIMITED),
+    MAP_OPT("oidc", struct raw_identities, oidc, oidc_fields),
+    CYAML_FIELD_END,
+};
+
+static const cyaml_schema_field_t server_fields[] = {
+    STR_OPT("workers", struct raw_server, workers),
+    ENUM_OPT("log_level", struct raw_server, log_level, log_level_strings),
+    STR_OPT("shutdown_timeout", struct raw_server, shutdown_timeout),
+    STR_OPT("auth_timeout", struct raw_server, auth_timeout),
+    STR_OPT("connect_timeout", struct raw_server, connect_timeout),
+    STR_OPT("max_connections", struct raw_server, max_connections),
+    STR_OPT("max_message_size", struct raw_server, max_message_size),
+    CYAML_FIELD_END,
+};
+
+static const cyaml_schema_field_t top_fields[] = {
+    MAP_OPT("listen", struct raw_config, listen, listen_fields),
+    MAP_OPT("tls", struct raw_config, tls, tls_fields),
+    MAP_OPT("state", struct raw_config, state, state_fields),
+    CYAML_FIELD_SEQUENCE("targets", OPT | CYAML_FLAG_POINTER_NULL, struct raw_config, targets,
+                         &target_schema, 0, CYAML_UNLIMITED),
+    MAP_OPT("identities", struct raw_config, identities, identities_fields),
+    MAP_OPT("server", struct raw_config, server, server_fields),
+    CYAML_FIELD_END,
+};
+
+const cyaml_schema_value_t config_raw_schema = {
+    CYAML_VALUE_MAPPING(CYAML_FLAG_POINTER, struct raw_config, top_fields),
+};

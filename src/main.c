@@ -1,0 +1,124 @@
+/*
+ * main.c: the sluice command line. Dispatches subcommands and nothing else; exit status 0
+ * on success, 1 on a runtime failure, 2 on a usage or configuration error.
+ */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "core/config.h"
+#include "ident/ident.h"
+#include "net/net.h"
+#include "proxy/proxy.h"
+
+#define SLUICE_VERSION "0.1.0"
+
+static int usage(void)
+{
+    fputs("usage:\n"
+          "  sluice serve [-c sluice.yaml]   run the proxy in the foreground\n"
+          "  sluice check -c sluice.yaml     validate a configuration\n"
+          "  sluice hash-token               read a secret on stdin, print its verifier\n"
+          "  sluice version\n",
+          stderr);
+    return 2;
+}
+
+/* -c FILE from argv[2..]; NULL when absent. Sets *bad on anything else. */
+static const char *config_arg(int argc, char **argv, int *bad)
+{
+    const char *path = NULL;
+    for (int i = 2; i < argc; i++) {
+        if ((strcmp(argv[i], "-c") == 0 || strcmp(argv[i], "--config") == 0) && i + 1 < argc)
+            path = argv[++i];
+        else
+            *bad = 1;
+    }
+    return path;
+}
+
+static int cmd_check(const char *path)
+{
+    char err[1024];
+    struct sluice_config *cfg;
+    if (config_load(path, &cfg, err, sizeof err) < 0) {
+        fprintf(stderr, "%s\n", err);
+        return 2;
+    }
+    int rc = 0;
+    if (cfg->tls.cert) {
+        SSL_CTX *ctx = tls_server_ctx(&cfg->tls, err, sizeof err);
+        if (!ctx) {
+            fprintf(stderr, "%s: error: tls: %s\n", path, err);
+            rc = 2;
+        }
+        SSL_CTX_free(ctx);
+    }
+    for (unsigned i = 0; i < cfg->n_targets && rc == 0; i++) {
+        if (cfg->targets[i].sslmode == SSLMODE_DISABLE) continue;
+        SSL_CTX *ctx = tls_client_ctx(&cfg->targets[i], err, sizeof err);
+        if (!ctx) {
+            fprintf(stderr, "%s: error: targets[%u] (%s): %s\n", path, i, cfg->targets[i].name,
+                    err);
+            rc = 2;
+        }
+        SSL_CTX_free(ctx);
+    }
+    if (rc == 0)
+        printf("%s: ok (%u targets, %u identities)\n", path, cfg->n_targets, cfg->n_identities);
+    config_unref(cfg);
+    return rc;
+}
+
+static int cmd_hash_token(void)
+{
+    char secret[4096];
+    size_t n = fread(secret, 1, sizeof secret - 1, stdin);
+    if (n == sizeof secret - 1) {
+        fputs("sluice: secret too long (at most 4095 bytes)\n", stderr);
+        return 2;
+    }
+    while (n && (secret[n - 1] == '\n' || secret[n - 1] == '\r')) n--;
+    secret[n] = 0;
+    if (n == 0 || strlen(secret) != n) {
+        fputs("sluice: give a non-empty secret on stdin\n", stderr);
+        return 2;
+    }
+    char out[512];
+    int rc = ident_hash_secret(secret, out, sizeof out);
+    explicit_bzero(secret, sizeof secret);
+    if (rc != 0) {
+        fputs("sluice: hashing failed\n", stderr);
+        return 1;
+    }
+    printf("%s\n", out);
+    return 0;
+}
+
+int main(int argc, char **argv)
+{
+    if (argc < 2) return usage();
+    const char *cmd = argv[1];
+    int bad = 0;
+    if (strcmp(cmd, "serve") == 0) {
+        const char *path = config_arg(argc, argv, &bad);
+        return bad ? usage() : server_run(path);
+    }
+    if (strcmp(cmd, "check") == 0) {
+        const char *path = config_arg(argc, argv, &bad);
+        if (bad || !path) return usage();
+        return cmd_check(path);
+    }
+    if (strcmp(cmd, "hash-token") == 0) return argc == 2 ? cmd_hash_token() : usage();
+    if (strcmp(cmd, "version") == 0 || strcmp(cmd, "--version") == 0) {
+        printf("sluice %s\n", SLUICE_VERSION);
+        return 0;
+    }
+    if (strcmp(cmd, "explain") == 0 || strcmp(cmd, "audit") == 0 ||
+        strcmp(cmd, "approvals") == 0) {
+        fprintf(stderr, "sluice: '%s' is not available yet in this version\n", cmd);
+        return 2;
+    }
+    return usage();
+}

@@ -1,0 +1,112 @@
+/*
+ * tls.c: OpenSSL contexts for both legs and the non-blocking handshake.
+ *
+ * Client leg: TLS 1.2+, the configured certificate, optional client CA (mTLS: a presented
+ * certificate is verified; identity from certificates comes later). Upstream leg: sslmode
+ * semantics of libpq: require encrypts without checking the server, verify-ca checks the
+ * chain against sslrootcert, verify-full also checks the host name or IP address.
+ */
+#include "net/net.h"
+
+#include <arpa/inet.h>
+#include <openssl/err.h>
+#include <openssl/x509v3.h>
+#include <stdio.h>
+#include <string.h>
+
+void tls_error_text(char *err, size_t errlen)
+{
+    unsigned long e = ERR_get_error();
+    if (e)
+        ERR_error_string_n(e, err, errlen);
+    else
+        snprintf(err, errlen, "TLS failure");
+    ERR_clear_error();
+}
+
+SSL_CTX *tls_server_ctx(const struct cfg_tls *tls, char *err, size_t errlen)
+{
+    SSL_CTX *ctx = SSL_CTX_new(TLS_server_method());
+    if (!ctx) goto fail;
+    SSL_CTX_set_min_proto_version(ctx, TLS1_2_VERSION);
+    SSL_CTX_set_mode(ctx, SSL_MODE_ENABLE_PARTIAL_WRITE | SSL_MODE_ACCEPT_MOVING_WRITE_BUFFER |
+                              SSL_MODE_RELEASE_BUFFERS);
+    SSL_CTX_set_options(ctx, SSL_OP_NO_RENEGOTIATION);
+    if (SSL_CTX_use_certificate_chain_file(ctx, tls->cert) != 1) goto fail;
+    if (SSL_CTX_use_PrivateKey_file(ctx, tls->key, SSL_FILETYPE_PEM) != 1) goto fail;
+    if (SSL_CTX_check_private_key(ctx) != 1) goto fail;
+    if (tls->client_ca) {
+        if (SSL_CTX_load_verify_locations(ctx, tls->client_ca, NULL) != 1) goto fail;
+        SSL_CTX_set_verify(ctx, SSL_VERIFY_PEER, NULL);
+    }
+    return ctx;
+fail:
+    tls_error_text(err, errlen);
+    SSL_CTX_free(ctx);
+    return NULL;
+}
+
+SSL_CTX *tls_client_ctx(const struct cfg_target *t, char *err, size_t errlen)
+{
+    SSL_CTX *ctx = SSL_CTX_new(TLS_client_method());
+    if (!ctx) goto fail;
+    SSL_CTX_set_min_proto_version(ctx, TLS1_2_VERSION);
+    SSL_CTX_set_mode(ctx, SSL_MODE_ENABLE_PARTIAL_WRITE | SSL_MODE_ACCEPT_MOVING_WRITE_BUFFER |
+                              SSL_MODE_RELEASE_BUFFERS);
+    if (t->sslmode >= SSLMODE_VERIFY_CA) {
+        int ok = t->sslrootcert ? SSL_CTX_load_verify_locations(ctx, t->sslrootcert, NULL)
+                                : SSL_CTX_set_default_verify_paths(ctx);
+        if (ok != 1) goto fail;
+        SSL_CTX_set_verify(ctx, SSL_VERIFY_PEER, NULL);
+    } else {
+        SSL_CTX_set_verify(ctx, SSL_VERIFY_NONE, NULL);
+    }
+    return ctx;
+fail:
+    tls_error_text(err, errlen);
+    SSL_CTX_free(ctx);
+    return NULL;
+}
+
+int tls_attach(struct sock *s, SSL_CTX *ctx, bool server, const struct cfg_target *t)
+{
+    s->ssl = SSL_new(ctx);
+    if (!s->ssl || SSL_set_fd(s->ssl, s->fd) != 1) return -1;
+    if (server) {
+        SSL_set_accept_state(s->ssl);
+        return 0;
+    }
+    SSL_set_connect_state(s->ssl);
+    if (t && t->host[0] != '/') {
+        unsigned char ip[16];
+        bool is_ip = inet_pton(AF_INET, t->host, ip) == 1 || inet_pton(AF_INET6, t->host, ip) == 1;
+        if (!is_ip) SSL_set_tlsext_host_name(s->ssl, t->host);
+        if (t->sslmode == SSLMODE_VERIFY_FULL) {
+            X509_VERIFY_PARAM *param = SSL_get0_param(s->ssl);
+            int ok = is_ip ? X509_VERIFY_PARAM_set1_ip_asc(param, t->host)
+                           : X509_VERIFY_PARAM_set1_host(param, t->host, 0);
+            if (ok != 1) return -1;
+        }
+    }
+    return 0;
+}
+
+int tls_handshake(struct sock *s, bool server, char *err, size_t errlen)
+{
+    ERR_clear_error();
+    s->want_write = false;
+    int r = server ? SSL_accept(s->ssl) : SSL_connect(s->ssl);
+    if (r == 1) return 1;
+    int e = SSL_get_error(s->ssl, r);
+    if (e == SSL_ERROR_WANT_READ) return 0;
+    if (e == SSL_ERROR_WANT_WRITE) {
+        s->want_write = true;
+        return 0;
+    }
+    long vr = SSL_get_verify_result(s->ssl);
+    if (vr != X509_V_OK)
+        snprintf(err, errlen, "certificate verify failed: %s", X509_verify_cert_error_string(vr));
+    else
+        tls_error_text(err, errlen);
+    return -1;
+}

@@ -1,0 +1,136 @@
+/*
+ * cancel.c: the cancel-key registry and CancelRequest forwarding.
+ *
+ * sluice gives each client the backend's real process id (clients compare it with
+ * pg_backend_pid() and NOTIFY pids) and a secret key of its own. A CancelRequest carrying
+ * that pair is looked up here and sent upstream with the backend's real key, from a short
+ * detached thread so no worker ever blocks on it. Registration happens once per session, so
+ * a mutex is fine.
+ */
+#include "proxy/proxy.h"
+
+#include <pthread.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "core/buf.h"
+#include "core/log.h"
+#include "net/net.h"
+#include "pg/msg.h"
+
+struct cancel_entry {
+    uint32_t pid, our_key, real_key;
+    unsigned port;
+    char *host;
+    struct cancel_entry *next;
+};
+
+#define CANCEL_BUCKETS 4096
+
+static pthread_mutex_t cancel_lock = PTHREAD_MUTEX_INITIALIZER;
+static struct cancel_entry *buckets[CANCEL_BUCKETS];
+
+static unsigned bucket_of(uint32_t pid, uint32_t key)
+{
+    return (pid * 2654435761u ^ key) % CANCEL_BUCKETS;
+}
+
+int cancel_register(uint32_t pid, uint32_t our_key, uint32_t real_key, const char *host,
+                    unsigned port)
+{
+    unsigned b = bucket_of(pid, our_key);
+    pthread_mutex_lock(&cancel_lock);
+    for (struct cancel_entry *e = buckets[b]; e; e = e->next) {
+        if (e->pid == pid && e->our_key == our_key) {
+            pthread_mutex_unlock(&cancel_lock);
+            return -1; /* taken: the caller draws another key */
+        }
+    }
+    struct cancel_entry *e = xmalloc(sizeof *e);
+    *e = (struct cancel_entry){pid, our_key, real_key, port, xstrdup(host), buckets[b]};
+    buckets[b] = e;
+    pthread_mutex_unlock(&cancel_lock);
+    return 0;
+}
+
+void cancel_unregister(uint32_t pid, uint32_t our_key)
+{
+    unsigned b = bucket_of(pid, our_key);
+    pthread_mutex_lock(&cancel_lock);
+    for (struct cancel_entry **pp = &buckets[b]; *pp; pp = &(*pp)->next) {
+        struct cancel_entry *e = *pp;
+        if (e->pid == pid && e->our_key == our_key) {
+            *pp = e->next;
+            free(e->host);
+            free(e);
+            break;
+        }
+    }
+    pthread_mutex_unlock(&cancel_lock);
+}
+
+struct cancel_job {
+    uint32_t pid, real_key;
+    unsigned port;
+    char *host;
+};
+
+static void *cancel_send(void *arg)
+{
+    struct cancel_job *job = arg;
+    char err[256];
+    int fd = net_connect(job->host, job->port, err, sizeof err);
+    if (fd >= 0) {
+        /* Wait for the connect, then send the 16-byte request; the server closes. */
+        int flags_ok = 1;
+        for (int i = 0; i < 100 && flags_ok; i++) {
+            if (net_connect_result(fd) == 0) {
+                struct buf *b = buf_get();
+                pg_put_cancel(b, job->pid, job->real_key);
+                ssize_t w = send(fd, b->data, b->len, MSG_NOSIGNAL);
+                if (w != (ssize_t)b->len) log_warn("cancel: could not send request to backend %u",
+                                                   job->pid);
+                buf_put(b);
+                break;
+            }
+            usleep(10000);
+        }
+        char tmp[16];
+        for (int i = 0; i < 50 && read(fd, tmp, sizeof tmp) != 0; i++) usleep(10000);
+        close(fd);
+    } else {
+        log_warn("cancel: cannot reach target for backend %u: %s", job->pid, err);
+    }
+    free(job->host);
+    free(job);
+    return NULL;
+}
+
+void cancel_forward(uint32_t pid, uint32_t our_key)
+{
+    struct cancel_job *job = NULL;
+    unsigned b = bucket_of(pid, our_key);
+    pthread_mutex_lock(&cancel_lock);
+    for (struct cancel_entry *e = buckets[b]; e; e = e->next) {
+        if (e->pid == pid && e->our_key == our_key) {
+            job = xmalloc(sizeof *job);
+            *job = (struct cancel_job){e->pid, e->real_key, e->port, xstrdup(e->host)};
+            break;
+        }
+    }
+    pthread_mutex_unlock(&cancel_lock);
+    if (!job) {
+        log_info("cancel: no session for backend %u with that key", pid);
+        return;
+    }
+    pthread_t t;
+    pthread_attr_t attr;
+    pthread_attr_init(&attr);
+    pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
+    if (pthread_create(&t, &attr, cancel_send, job) != 0) {
+        free(job->host);
+        free(job);
+    }
+    pthread_attr_destroy(&attr);
+}

@@ -1,0 +1,96 @@
+/*
+ * proxy.h: the proxy runtime shared by the files of src/proxy/: the runtime snapshot
+ * (config plus the TLS contexts derived from it), workers (one thread and one epoll loop
+ * each), sessions (a client connection and its upstream connection, pinned to one worker
+ * for life) and the cancel-key registry.
+ *
+ * Threads: the main thread loads configuration and handles signals; workers own their
+ * sessions outright, so the relay path takes no locks. The snapshot pointer and the cancel
+ * registry are the only shared state and are used at connect time, not per message.
+ */
+#ifndef SLUICE_PROXY_PROXY_H
+#define SLUICE_PROXY_PROXY_H
+
+#include <openssl/ssl.h>
+#include <pthread.h>
+#include <sys/socket.h>
+#include <stdatomic.h>
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "core/config.h"
+
+/* One immutable configuration snapshot with its derived objects. */
+struct runtime {
+    struct sluice_config *cfg;
+    SSL_CTX *server_tls;  /* NULL when no certificate is configured */
+    SSL_CTX **target_tls; /* per target; NULL where sslmode is disable */
+    atomic_int refs;
+};
+
+/* Build a runtime from cfg (taking its reference) and make it current. 0, or -1 with err. */
+int runtime_install(struct sluice_config *cfg, char *err, size_t errlen);
+/* The current runtime with a reference the caller drops with runtime_release(). */
+struct runtime *runtime_acquire(void);
+void runtime_release(struct runtime *rt);
+
+/* What an epoll registration points to. */
+enum ev_kind {
+    EV_LISTENER,
+    EV_WAKEUP,
+    EV_CLIENT,
+    EV_SERVER,
+};
+
+struct ev_handler {
+    enum ev_kind kind;
+    void *owner;
+};
+
+struct session;
+
+struct worker {
+    unsigned id;
+    pthread_t thread;
+    int epfd;
+    struct ev_handler wake; /* eventfd: the main thread asks for a drain */
+    int wake_fd;
+    struct ev_handler listen;
+    int listen_fd;
+    struct session *sessions; /* all sessions of this worker, doubly linked */
+    unsigned n_sessions;
+    struct session *dead; /* closed this round, freed by session_reap() */
+    atomic_bool drain_requested;
+    bool draining;
+    uint64_t drain_deadline_ms;
+};
+
+int worker_start(struct worker *w, unsigned id, int listen_fd);
+void worker_request_drain(struct worker *w);
+/* Register, change or remove fd's interest on w's loop. */
+int worker_watch(struct worker *w, int fd, struct ev_handler *h, uint32_t old_ev, uint32_t ev);
+
+/* Sessions (session.c). */
+void session_accept(struct worker *w, int fd, const struct sockaddr_storage *addr);
+void session_on_event(struct ev_handler *h, uint32_t events);
+void session_tick_all(struct worker *w, uint64_t now_ms);
+void session_drain_all(struct worker *w);
+void session_close_all(struct worker *w, const char *reason);
+void session_reap(struct worker *w);
+
+/* Cancel registry (cancel.c): sluice's key -> the backend's real key and target. */
+int cancel_register(uint32_t pid, uint32_t our_key, uint32_t real_key, const char *host,
+                    unsigned port);
+void cancel_unregister(uint32_t pid, uint32_t our_key);
+void cancel_forward(uint32_t pid, uint32_t our_key);
+
+/* Instance-wide counters. */
+extern atomic_uint proxy_n_clients;
+extern atomic_bool proxy_draining;
+
+uint64_t clock_ms(void);
+
+/* The serve command: run until SIGTERM/SIGINT; returns the exit status. */
+int server_run(const char *config_path);
+
+#endif

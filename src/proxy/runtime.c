@@ -1,0 +1,73 @@
+/*
+ * runtime.c: the current configuration snapshot and the TLS contexts made from it,
+ * swapped whole on reload. Sessions take a reference when they start and keep their
+ * snapshot for life; the old one is freed when its last session ends.
+ */
+#include "proxy/proxy.h"
+
+#include <stdlib.h>
+#include <time.h>
+
+#include "core/buf.h"
+#include "net/net.h"
+
+static pthread_mutex_t current_lock = PTHREAD_MUTEX_INITIALIZER;
+static struct runtime *current;
+
+uint64_t clock_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
+}
+
+static void runtime_free(struct runtime *rt)
+{
+    if (rt->target_tls) {
+        for (unsigned i = 0; i < rt->cfg->n_targets; i++) SSL_CTX_free(rt->target_tls[i]);
+        free(rt->target_tls);
+    }
+    SSL_CTX_free(rt->server_tls);
+    config_unref(rt->cfg);
+    free(rt);
+}
+
+int runtime_install(struct sluice_config *cfg, char *err, size_t errlen)
+{
+    struct runtime *rt = xcalloc(1, sizeof *rt);
+    rt->cfg = cfg;
+    atomic_init(&rt->refs, 1);
+    if (cfg->tls.cert) {
+        rt->server_tls = tls_server_ctx(&cfg->tls, err, errlen);
+        if (!rt->server_tls) goto fail;
+    }
+    rt->target_tls = xcalloc(cfg->n_targets ? cfg->n_targets : 1, sizeof *rt->target_tls);
+    for (unsigned i = 0; i < cfg->n_targets; i++) {
+        if (cfg->targets[i].sslmode == SSLMODE_DISABLE) continue;
+        rt->target_tls[i] = tls_client_ctx(&cfg->targets[i], err, errlen);
+        if (!rt->target_tls[i]) goto fail;
+    }
+    pthread_mutex_lock(&current_lock);
+    struct runtime *old = current;
+    current = rt;
+    pthread_mutex_unlock(&current_lock);
+    if (old) runtime_release(old);
+    return 0;
+fail:
+    runtime_free(rt);
+    return -1;
+}
+
+struct runtime *runtime_acquire(void)
+{
+    pthread_mutex_lock(&current_lock);
+    struct runtime *rt = current;
+    if (rt) atomic_fetch_add(&rt->refs, 1);
+    pthread_mutex_unlock(&current_lock);
+    return rt;
+}
+
+void runtime_release(struct runtime *rt)
+{
+    if (rt && atomic_fetch_sub(&rt->refs, 1) == 1) runtime_free(rt);
+}

@@ -1,0 +1,1132 @@
+/*
+ * session.c: one client connection and its upstream connection, from the first byte to
+ * the close. The state machine runs startup (SSLRequest/TLS, GSSENCRequest, CancelRequest,
+ * protocol version), client authentication (cleartext for tokens, SCRAM-SHA-256 for users
+ * with a verifier), the upstream login (TLS per sslmode, trust/cleartext/md5/SCRAM), then
+ * the relay.
+ *
+ * The relay copies bytes in place: what is read from one side is written to the other from
+ * the same buffer, and only message headers are looked at, so a message of any size streams
+ * through a 32 KiB buffer. A few message types are held whole so that sluice can act on them
+ * (client Query and Parse: the policy seam; server ReadyForQuery, CommandComplete and
+ * ErrorResponse: statement end, the audit emit seam). Buffers go back to the worker's pool
+ * whenever a direction drains, so an idle session holds no buffers.
+ *
+ * Parsing stays in src/pg/msg.c; this file decides and moves bytes. session_close() is the
+ * one place a session ends, with a reason that goes to the log.
+ */
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/epoll.h>
+#include <sys/random.h>
+#include <unistd.h>
+
+#include "core/buf.h"
+#include "core/log.h"
+#include "ident/ident.h"
+#include "net/net.h"
+#include "pg/msg.h"
+#include "pg/scram.h"
+#include "proxy/proxy.h"
+
+enum sess_state {
+    S_STARTUP,    /* reading the startup packet */
+    S_TLS_ACCEPT, /* client TLS handshake */
+    S_AUTH,       /* waiting for the client's password or SASL messages */
+    S_AUTH_DELAY, /* a failed login waits before its error is sent */
+    S_UP_CONNECT, /* TCP connect to the target */
+    S_UP_SSLREQ,  /* SSLRequest sent upstream, waiting for S or N */
+    S_UP_TLS,     /* upstream TLS handshake */
+    S_UP_LOGIN,   /* StartupMessage sent: authentication and parameters */
+    S_RELAY,      /* messages flow both ways */
+    S_CLOSING,    /* flushing a final error to the client */
+    S_DEAD,       /* closed; freed by the worker after this round of events */
+};
+
+/* One direction's source: the socket and what has been read from it. */
+struct side {
+    struct ev_handler h;
+    struct sock sk;
+    struct buf *in;    /* NULL while nothing is buffered */
+    size_t fwd;        /* bytes from in->off decided and waiting to be written to the peer */
+    uint32_t msg_left; /* bytes of a streamed message still to come from the socket */
+    uint32_t ev;       /* current epoll interest */
+};
+
+struct session {
+    struct worker *w;
+    struct session *prev, *next;
+    uint64_t id;
+    enum sess_state state;
+    struct side cl, sv;
+    struct buf *cl_out; /* sluice's own bytes for the client, sent before relayed ones */
+    struct buf *sv_out; /* sluice's own bytes for the upstream during login */
+    struct runtime *rt;
+    const struct cfg_identity *ident;
+    const struct cfg_target *target;
+    unsigned target_idx;
+    struct sockaddr_storage addr;
+    char addr_text[64];
+    uint8_t *startup; /* copy of the client's StartupMessage */
+    const char *user;
+    const char *dbname;
+    struct scram_server *scram_sv;
+    struct scram_client *scram_cl;
+    uint8_t sasl_step;
+    bool tls_client;
+    bool loopback;
+    bool cancel_registered;
+    bool c2s_blocked, s2c_blocked;
+    bool client_terminated; /* client sent Terminate: close once it is forwarded */
+    bool drain;             /* close at the next ReadyForQuery with nothing pending */
+    uint8_t tx;             /* transaction status of the last ReadyForQuery */
+    uint32_t pending_sync;  /* Query/Sync/FunctionCall forwarded, ReadyForQuery not yet back */
+    uint32_t be_pid, be_key, our_key;
+    uint64_t deadline_ms;
+    uint64_t statements;
+};
+
+atomic_uint proxy_n_clients;
+static atomic_ullong next_session_id = 1;
+
+static void session_close(struct session *s, const char *reason);
+static void relay_update_interest(struct session *s);
+static void login_continue(struct session *s);
+static void session_on_tick(struct session *s, uint64_t now_ms);
+
+/* ---- small helpers ------------------------------------------------------------------ */
+
+static void side_watch(struct session *s, struct side *d, uint32_t ev)
+{
+    if (d->sk.fd < 0 || d->ev == ev) return;
+    if (worker_watch(s->w, d->sk.fd, &d->h, d->ev, ev) == 0) d->ev = ev;
+}
+
+static void side_release_in(struct side *d)
+{
+    if (d->in && d->in->off == d->in->len && d->msg_left == 0) {
+        buf_put(d->in);
+        d->in = NULL;
+        d->fwd = 0;
+    }
+}
+
+/* Write as much of b as the socket takes. 0 all written, 1 some left, -1 broken. */
+static int flush_buf(struct sock *sk, struct buf *b)
+{
+    while (b->off < b->len) {
+        ssize_t n = sock_write(sk, b->data + b->off, b->len - b->off);
+        if (n == SOCK_AGAIN) return 1;
+        if (n < 0) return -1;
+        b->off += (size_t)n;
+    }
+    b->off = b->len = 0;
+    return 0;
+}
+
+static struct buf *out_buf(struct buf **slot)
+{
+    if (!*slot) *slot = buf_get();
+    return *slot;
+}
+
+/* Queue a FATAL error for the client and close once it is written. */
+static void session_fail(struct session *s, const char *sqlstate, const char *message,
+                         const char *detail, const char *reason)
+{
+    log_info("session %llu: %s", (unsigned long long)s->id, reason);
+    if (s->cl.sk.fd < 0) {
+        session_close(s, reason);
+        return;
+    }
+    pg_put_error(out_buf(&s->cl_out), "FATAL", sqlstate, message, detail, NULL);
+    /* The upstream is of no further use. */
+    if (s->sv.sk.fd >= 0) {
+        side_watch(s, &s->sv, 0);
+        sock_close(&s->sv.sk);
+    }
+    s->state = S_CLOSING;
+    s->deadline_ms = clock_ms() + 5000;
+    int r = flush_buf(&s->cl.sk, s->cl_out);
+    if (r != 1) {
+        session_close(s, reason);
+        return;
+    }
+    side_watch(s, &s->cl, EPOLLOUT);
+}
+
+static bool client_out_flush(struct session *s)
+{
+    if (!s->cl_out || s->cl_out->len == s->cl_out->off) return true;
+    int r = flush_buf(&s->cl.sk, s->cl_out);
+    if (r < 0) {
+        session_close(s, "client write failed");
+        return false;
+    }
+    return r == 0;
+}
+
+/* ---- accept and close -------------------------------------------------------------- */
+
+void session_accept(struct worker *w, int fd, const struct sockaddr_storage *addr)
+{
+    struct runtime *rt = runtime_acquire();
+    struct session *s = xcalloc(1, sizeof *s);
+    s->w = w;
+    s->id = atomic_fetch_add(&next_session_id, 1);
+    s->rt = rt;
+    s->addr = *addr;
+    s->loopback = net_is_loopback(addr);
+    net_addr_text(addr, s->addr_text, sizeof s->addr_text);
+    s->cl = (struct side){.h = {EV_CLIENT, s}, .sk = {.fd = fd}};
+    s->sv = (struct side){.h = {EV_SERVER, s}, .sk = {.fd = -1}};
+    s->state = S_STARTUP;
+    s->tx = 'I';
+    s->deadline_ms = clock_ms() + (uint64_t)rt->cfg->server.auth_timeout * 1000;
+    s->next = w->sessions;
+    if (w->sessions) w->sessions->prev = s;
+    w->sessions = s;
+    w->n_sessions++;
+    unsigned n = atomic_fetch_add(&proxy_n_clients, 1) + 1;
+    log_debug("session %llu: accepted from %s", (unsigned long long)s->id, s->addr_text);
+    if (n > rt->cfg->server.max_connections) {
+        session_fail(s, "53300", "sorry, too many clients already", NULL,
+                     "refused: server.max_connections reached");
+        return;
+    }
+    side_watch(s, &s->cl, EPOLLIN);
+}
+
+static void session_close(struct session *s, const char *reason)
+{
+    if (s->state == S_DEAD) return;
+    struct worker *w = s->w;
+    log_info("session %llu: closed (%s) user=%s target=%s client=%s statements=%llu",
+             (unsigned long long)s->id, reason, s->user ? s->user : "-",
+             s->dbname ? s->dbname : "-", s->addr_text, (unsigned long long)s->statements);
+    if (s->cancel_registered) cancel_unregister(s->be_pid, s->our_key);
+    side_watch(s, &s->cl, 0);
+    side_watch(s, &s->sv, 0);
+    sock_close(&s->cl.sk);
+    sock_close(&s->sv.sk);
+    buf_put(s->cl.in);
+    buf_put(s->sv.in);
+    buf_put(s->cl_out);
+    buf_put(s->sv_out);
+    s->cl.in = s->sv.in = s->cl_out = s->sv_out = NULL;
+    if (s->prev) s->prev->next = s->next;
+    else w->sessions = s->next;
+    if (s->next) s->next->prev = s->prev;
+    w->n_sessions--;
+    atomic_fetch_sub(&proxy_n_clients, 1);
+    /* Events for this session may still sit in the worker's current batch: the memory
+     * stays until session_reap() runs after the batch. */
+    s->state = S_DEAD;
+    s->next = w->dead;
+    w->dead = s;
+}
+
+void session_reap(struct worker *w)
+{
+    while (w->dead) {
+        struct session *s = w->dead;
+        w->dead = s->next;
+        free(s->startup);
+        free(s->scram_sv);
+        free(s->scram_cl);
+        runtime_release(s->rt);
+        free(s);
+    }
+}
+
+void session_close_all(struct worker *w, const char *reason)
+{
+    while (w->sessions) session_close(w->sessions, reason);
+}
+
+/* ---- startup ----------------------------------------------------------------------- */
+
+/* Read what the client has sent into cl.in. 1 got bytes, 0 nothing yet, -1 closed. */
+static int client_read(struct session *s)
+{
+    if (!s->cl.in) s->cl.in = buf_get();
+    buf_reserve(s->cl.in, 1024);
+    ssize_t n = sock_read(&s->cl.sk, s->cl.in->data + s->cl.in->len,
+                          s->cl.in->cap - s->cl.in->len);
+    if (n == SOCK_AGAIN) return 0;
+    if (n <= 0) return -1;
+    s->cl.in->len += (size_t)n;
+    return 1;
+}
+
+static void send_auth_request(struct session *s)
+{
+    bool scram = s->ident && !s->ident->is_token;
+    if (scram) {
+        static const char mechs[] = "SCRAM-SHA-256\0";
+        pg_put_auth(out_buf(&s->cl_out), PG_AUTH_SASL, mechs, sizeof mechs);
+    } else {
+        if (s->rt->cfg->tls.require && !s->tls_client && !s->loopback) {
+            session_fail(s, "28000", "sluice: TLS is required to send a password from this address",
+                         "Connect with sslmode=require or stronger.",
+                         "refused: cleartext password without TLS");
+            return;
+        }
+        pg_put_auth(out_buf(&s->cl_out), PG_AUTH_CLEARTEXT, NULL, 0);
+    }
+    s->state = S_AUTH;
+    if (!client_out_flush(s)) return;
+    relay_update_interest(s);
+}
+
+static void handle_startup_packet(struct session *s, const struct pg_startup *st)
+{
+    struct buf *in = s->cl.in;
+    uint32_t major = st->code >> 16, minor = st->code & 0xffff;
+    if (major != 3) {
+        char msg[128];
+        snprintf(msg, sizeof msg,
+                 "unsupported frontend protocol %u.%u: server supports 3.0 to 3.0", major, minor);
+        session_fail(s, "0A000", msg, NULL, "refused: unsupported protocol version");
+        return;
+    }
+    /* Keep a copy: the parameters go upstream after authentication. */
+    s->startup = xmalloc(st->len);
+    memcpy(s->startup, in->data + in->off, st->len);
+    in->off += st->len;
+    struct pg_startup copy;
+    if (pg_startup_parse(s->startup, st->len, &copy) != PG_OK) {
+        session_close(s, "invalid startup packet");
+        return;
+    }
+    const char *unsupported[PG_MAX_PARAMS];
+    unsigned n_unsupported = 0;
+    for (unsigned i = 0; i < copy.n_params; i++)
+        if (strncmp(copy.keys[i], "_pq_.", 5) == 0) unsupported[n_unsupported++] = copy.keys[i];
+    if (minor > 0 || n_unsupported)
+        pg_put_negotiate_version(out_buf(&s->cl_out), 0, unsupported, n_unsupported);
+    s->user = pg_startup_get(&copy, "user");
+    s->dbname = pg_startup_get(&copy, "database");
+    if (!s->user || !*s->user) {
+        s->user = NULL;
+        session_fail(s, "28000", "no PostgreSQL user name specified in startup packet", NULL,
+                     "refused: startup without user");
+        return;
+    }
+    if (!s->dbname || !*s->dbname) s->dbname = s->user;
+    const char *repl = pg_startup_get(&copy, "replication");
+    if (repl && strcmp(repl, "false") != 0 && strcmp(repl, "0") != 0 && strcmp(repl, "off") != 0 &&
+        strcmp(repl, "no") != 0) {
+        session_fail(s, "0A000", "sluice: replication connections are not supported", NULL,
+                     "refused: replication connection");
+        return;
+    }
+    s->ident = config_find_identity(s->rt->cfg, s->user);
+    send_auth_request(s);
+}
+
+static void on_startup(struct session *s)
+{
+    for (;;) {
+        struct buf *in = s->cl.in;
+        struct pg_startup st;
+        int r = in ? pg_startup_parse(in->data + in->off, in->len - in->off, &st) : PG_NEED_MORE;
+        if (r == PG_BAD) {
+            session_close(s, "invalid startup packet");
+            return;
+        }
+        if (r == PG_NEED_MORE) {
+            int rr = client_read(s);
+            if (rr < 0) {
+                session_close(s, "client closed during startup");
+                return;
+            }
+            if (rr == 0) return;
+            continue;
+        }
+        if (st.code == PG_CANCEL_REQUEST) {
+            cancel_forward(st.cancel_pid, st.cancel_key);
+            session_close(s, "cancel request handled");
+            return;
+        }
+        if (st.code == PG_SSL_REQUEST || st.code == PG_GSSENC_REQUEST) {
+            in->off += st.len;
+            if (in->off != in->len) {
+                /* Bytes after the request before our answer: possible injection. */
+                session_close(s, "unexpected data after SSLRequest");
+                return;
+            }
+            bool tls = st.code == PG_SSL_REQUEST && s->rt->server_tls && !s->tls_client;
+            char answer = tls ? 'S' : 'N';
+            if (sock_write(&s->cl.sk, &answer, 1) != 1) {
+                session_close(s, "client write failed");
+                return;
+            }
+            if (tls) {
+                if (tls_attach(&s->cl.sk, s->rt->server_tls, true, NULL) < 0) {
+                    session_close(s, "TLS setup failed");
+                    return;
+                }
+                s->tls_client = true;
+                s->state = S_TLS_ACCEPT;
+                buf_put(s->cl.in);
+                s->cl.in = NULL;
+                return;
+            }
+            continue;
+        }
+        handle_startup_packet(s, &st);
+        return;
+    }
+}
+
+static void on_tls_accept(struct session *s)
+{
+    char err[256];
+    int r = tls_handshake(&s->cl.sk, true, err, sizeof err);
+    if (r < 0) {
+        log_info("session %llu: client TLS handshake failed from %s: %s",
+                 (unsigned long long)s->id, s->addr_text, err);
+        session_close(s, "client TLS handshake failed");
+        return;
+    }
+    if (r == 0) {
+        side_watch(s, &s->cl, s->cl.sk.want_write ? EPOLLOUT : EPOLLIN);
+        return;
+    }
+    s->state = S_STARTUP;
+    side_watch(s, &s->cl, EPOLLIN);
+    on_startup(s);
+}
+
+/* ---- client authentication --------------------------------------------------------- */
+
+static void upstream_start(struct session *s);
+
+static void auth_failed(struct session *s, const char *why)
+{
+    log_info("session %llu: authentication failed for user \"%s\" from %s: %s",
+             (unsigned long long)s->id, s->user, s->addr_text, why);
+    ident_record_failure(&s->addr);
+    unsigned delay = ident_fail_delay_ms(&s->addr);
+    free(s->scram_sv);
+    s->scram_sv = NULL;
+    s->state = S_AUTH_DELAY;
+    s->deadline_ms = clock_ms() + delay;
+    side_watch(s, &s->cl, 0);
+    if (delay == 0) session_on_tick(s, s->deadline_ms);
+}
+
+static void auth_succeeded(struct session *s)
+{
+    ident_record_success(&s->addr);
+    free(s->scram_sv);
+    s->scram_sv = NULL;
+    s->target = config_find_target(s->rt->cfg, s->dbname);
+    if (!s->target) {
+        char msg[300];
+        snprintf(msg, sizeof msg, "database \"%.200s\" does not exist", s->dbname);
+        session_fail(s, "3D000", msg, "sluice: dbname names a target of the sluice configuration.",
+                     "refused: unknown target");
+        return;
+    }
+    s->target_idx = (unsigned)(s->target - s->rt->cfg->targets);
+    log_info("session %llu: user \"%s\" (%s) authenticated from %s for target \"%s\"",
+             (unsigned long long)s->id, s->user, ident_kind_name(s->ident->kind), s->addr_text,
+             s->target->name);
+    pg_put_auth(out_buf(&s->cl_out), PG_AUTH_OK, NULL, 0);
+    upstream_start(s);
+}
+
+static void on_auth_message(struct session *s, uint8_t type, const uint8_t *body, size_t len)
+{
+    if (type != 'p') {
+        session_fail(s, "08P01", "expected password response", NULL,
+                     "protocol violation during authentication");
+        return;
+    }
+    bool scram = s->ident && !s->ident->is_token;
+    if (!scram) {
+        const char *secret;
+        if (pg_body_cstring(body, len, &secret) != PG_OK) {
+            session_fail(s, "08P01", "invalid password packet", NULL, "malformed password");
+            return;
+        }
+        if (ident_check_secret(s->ident, s->user, secret, strlen(secret)))
+            auth_succeeded(s);
+        else
+            auth_failed(s, s->ident ? "wrong secret" : "unknown identity");
+        return;
+    }
+    char out[512];
+    size_t outlen = 0;
+    if (s->sasl_step == 0) {
+        const char *mech;
+        const uint8_t *data;
+        int32_t dlen;
+        if (pg_sasl_initial_parse(body, len, &mech, &data, &dlen) != PG_OK || dlen < 0) {
+            session_fail(s, "08P01", "malformed SASL message", NULL, "malformed SASL initial");
+            return;
+        }
+        if (strcmp(mech, "SCRAM-SHA-256") != 0) {
+            session_fail(s, "28000", "client selected an invalid SASL authentication mechanism",
+                         NULL, "unsupported SASL mechanism");
+            return;
+        }
+        struct scram_verifier v;
+        if (scram_verifier_parse(s->ident->secret_hash, &v) != 0) {
+            auth_failed(s, "unusable verifier");
+            return;
+        }
+        s->scram_sv = xcalloc(1, sizeof *s->scram_sv);
+        if (scram_server_start(s->scram_sv, &v, (const char *)data, (size_t)dlen, out, sizeof out,
+                               &outlen) != 0) {
+            session_fail(s, "08P01", "malformed SCRAM message", NULL, "malformed SCRAM first");
+            return;
+        }
+        s->sasl_step = 1;
+        pg_put_auth(out_buf(&s->cl_out), PG_AUTH_SASL_CONTINUE, out, outlen);
+        client_out_flush(s);
+        return;
+    }
+    int r = scram_server_finish(s->scram_sv, (const char *)body, len, out, sizeof out, &outlen);
+    if (r == -1) {
+        session_fail(s, "08P01", "malformed SCRAM message", NULL, "malformed SCRAM final");
+        return;
+    }
+    if (r != 0) {
+        auth_failed(s, "wrong secret");
+        return;
+    }
+    pg_put_auth(out_buf(&s->cl_out), PG_AUTH_SASL_FINAL, out, outlen);
+    auth_succeeded(s);
+}
+
+static void on_auth(struct session *s)
+{
+    for (;;) {
+        struct buf *in = s->cl.in;
+        struct pg_hdr h;
+        int r = in ? pg_hdr_parse(in->data + in->off, in->len - in->off, 65536, &h) : PG_NEED_MORE;
+        if (r == PG_BAD) {
+            session_fail(s, "08P01", "invalid message length", NULL, "bad auth message length");
+            return;
+        }
+        if (r == PG_OK && in->len - in->off >= 1 + (size_t)h.len) {
+            const uint8_t *body = in->data + in->off + 5;
+            in->off += 1 + h.len;
+            enum sess_state before = s->state;
+            on_auth_message(s, h.type, body, h.len - 4);
+            if (s->state != before) return;
+            continue;
+        }
+        int rr = client_read(s);
+        if (rr < 0) {
+            session_close(s, "client closed during authentication");
+            return;
+        }
+        if (rr == 0) return;
+    }
+}
+
+/* ---- upstream login ---------------------------------------------------------------- */
+
+static void upstream_fail(struct session *s, const char *detail, const char *reason)
+{
+    char msg[300];
+    snprintf(msg, sizeof msg, "sluice: cannot connect to target \"%s\"", s->target->name);
+    log_warn("session %llu: target \"%s\": %s", (unsigned long long)s->id, s->target->name,
+             detail);
+    session_fail(s, "08006", msg, detail, reason);
+}
+
+static void upstream_send_startup(struct session *s)
+{
+    struct pg_startup st;
+    pg_startup_parse(s->startup, pg_get_u32(s->startup), &st);
+    const char *keys[PG_MAX_PARAMS + 2], *vals[PG_MAX_PARAMS + 2];
+    unsigned n = 0;
+    keys[n] = "user";
+    vals[n++] = s->target->user;
+    keys[n] = "database";
+    vals[n++] = s->target->database;
+    for (unsigned i = 0; i < st.n_params; i++) {
+        if (strcmp(st.keys[i], "user") == 0 || strcmp(st.keys[i], "database") == 0 ||
+            strncmp(st.keys[i], "_pq_.", 5) == 0)
+            continue;
+        keys[n] = st.keys[i];
+        vals[n++] = st.vals[i];
+    }
+    pg_put_startup(out_buf(&s->sv_out), keys, vals, n);
+    s->state = S_UP_LOGIN;
+    login_continue(s);
+}
+
+static void upstream_start(struct session *s)
+{
+    char err[256];
+    int fd = net_connect(s->target->host, s->target->port, err, sizeof err);
+    if (fd < 0) {
+        upstream_fail(s, err, "upstream connect failed");
+        return;
+    }
+    s->sv.sk.fd = fd;
+    s->state = S_UP_CONNECT;
+    s->deadline_ms = clock_ms() + (uint64_t)s->rt->cfg->server.connect_timeout * 1000;
+    side_watch(s, &s->cl, 0); /* nothing is read from the client until the relay starts */
+    side_watch(s, &s->sv, EPOLLOUT);
+}
+
+static void on_up_connect(struct session *s)
+{
+    if (net_connect_result(s->sv.sk.fd) < 0) {
+        upstream_fail(s, strerror(errno), "upstream connect failed");
+        return;
+    }
+    if (s->target->sslmode == SSLMODE_DISABLE || s->target->sslmode == SSLMODE_ALLOW ||
+        s->target->host[0] == '/') {
+        upstream_send_startup(s);
+        return;
+    }
+    pg_put_ssl_request(out_buf(&s->sv_out));
+    s->state = S_UP_SSLREQ;
+    login_continue(s);
+}
+
+static void on_up_sslreq(struct session *s)
+{
+    char answer;
+    ssize_t n = sock_read(&s->sv.sk, &answer, 1);
+    if (n == SOCK_AGAIN) return;
+    if (n != 1) {
+        upstream_fail(s, "connection closed during TLS negotiation", "upstream closed");
+        return;
+    }
+    if (answer == 'S') {
+        if (tls_attach(&s->sv.sk, s->rt->target_tls[s->target_idx], false, s->target) < 0) {
+            upstream_fail(s, "TLS setup failed", "upstream TLS setup failed");
+            return;
+        }
+        s->state = S_UP_TLS;
+        login_continue(s);
+        return;
+    }
+    if (answer == 'N' && s->target->sslmode < SSLMODE_REQUIRE) {
+        upstream_send_startup(s);
+        return;
+    }
+    upstream_fail(s, answer == 'N' ? "the server does not support TLS (sslmode requires it)"
+                                   : "unexpected answer to SSLRequest",
+                  "upstream TLS refused");
+}
+
+static void on_up_tls(struct session *s)
+{
+    char err[256];
+    int r = tls_handshake(&s->sv.sk, false, err, sizeof err);
+    if (r < 0) {
+        upstream_fail(s, err, "upstream TLS handshake failed");
+        return;
+    }
+    if (r == 0) {
+        side_watch(s, &s->sv, s->sv.sk.want_write ? EPOLLOUT : EPOLLIN);
+        return;
+    }
+    upstream_send_startup(s);
+}
+
+static bool mech_offered(const uint8_t *data, size_t len, const char *mech)
+{
+    size_t i = 0;
+    while (i < len && data[i]) {
+        const char *m = (const char *)data + i;
+        size_t l = strnlen(m, len - i);
+        if (l == len - i) return false;
+        if (strcmp(m, mech) == 0) return true;
+        i += l + 1;
+    }
+    return false;
+}
+
+/* One message from the upstream during login. Returns false when the session ended. */
+static bool on_login_message(struct session *s, uint8_t type, const uint8_t *msg, size_t total)
+{
+    const uint8_t *body = msg + 5;
+    size_t len = total - 5;
+    const struct cfg_target *t = s->target;
+    switch (type) {
+    case 'R': {
+        uint32_t code;
+        const uint8_t *data;
+        size_t dlen;
+        if (pg_auth_parse(body, len, &code, &data, &dlen) != PG_OK) break;
+        if (code == PG_AUTH_OK) return true;
+        if (!t->password && code != PG_AUTH_SASL_FINAL) {
+            upstream_fail(s, "the server asks for a password but the target has none configured",
+                          "upstream needs a password");
+            return false;
+        }
+        if (code == PG_AUTH_CLEARTEXT) {
+            pg_put_password(out_buf(&s->sv_out), t->password);
+            return true;
+        }
+        if (code == PG_AUTH_MD5 && dlen == 4) {
+            char resp[36];
+            pg_md5_response(t->user, t->password, data, resp);
+            pg_put_password(out_buf(&s->sv_out), resp);
+            return true;
+        }
+        char out[512];
+        size_t outlen;
+        if (code == PG_AUTH_SASL) {
+            if (!mech_offered(data, dlen, "SCRAM-SHA-256")) break;
+            s->scram_cl = xcalloc(1, sizeof *s->scram_cl);
+            if (scram_client_start(s->scram_cl, out, sizeof out, &outlen) != 0) break;
+            pg_put_sasl_initial(out_buf(&s->sv_out), "SCRAM-SHA-256", out, outlen);
+            return true;
+        }
+        if (code == PG_AUTH_SASL_CONTINUE && s->scram_cl) {
+            if (scram_client_continue(s->scram_cl, t->password, (const char *)data, dlen, out,
+                                      sizeof out, &outlen) != 0)
+                break;
+            pg_put_sasl_response(out_buf(&s->sv_out), out, outlen);
+            return true;
+        }
+        if (code == PG_AUTH_SASL_FINAL && s->scram_cl) {
+            if (scram_client_finish(s->scram_cl, (const char *)data, dlen) != 0) {
+                upstream_fail(s, "the server's SCRAM signature did not verify",
+                              "upstream SCRAM signature mismatch");
+                return false;
+            }
+            free(s->scram_cl);
+            s->scram_cl = NULL;
+            return true;
+        }
+        char detail[96];
+        snprintf(detail, sizeof detail, "unsupported upstream authentication request %u", code);
+        upstream_fail(s, detail, "upstream auth method unsupported");
+        return false;
+    }
+    case 'K': {
+        if (pg_backend_key_parse(body, len, &s->be_pid, &s->be_key) != PG_OK) break;
+        for (int i = 0; i < 8 && !s->cancel_registered; i++) {
+            if (getrandom(&s->our_key, sizeof s->our_key, 0) != sizeof s->our_key) continue;
+            s->cancel_registered =
+                cancel_register(s->be_pid, s->our_key, s->be_key, t->host, t->port) == 0;
+        }
+        pg_put_backend_key(out_buf(&s->cl_out), s->be_pid, s->our_key);
+        return true;
+    }
+    case 'S':
+    case 'N':
+        buf_append(out_buf(&s->cl_out), msg, total);
+        return true;
+    case 'E': {
+        struct pg_error_view e;
+        if (pg_error_parse(body, len, &e) != PG_OK) break;
+        log_warn("session %llu: target \"%s\" refused login: %s %s", (unsigned long long)s->id,
+                 t->name, e.sqlstate, e.message);
+        if (strncmp(e.sqlstate, "28", 2) == 0) {
+            upstream_fail(s, "the target refused sluice's credentials", "upstream auth failed");
+            return false;
+        }
+        /* Other login errors (no such database, too many connections, shutting down) are
+         * the server's own words: pass them on. */
+        buf_append(out_buf(&s->cl_out), msg, total);
+        side_watch(s, &s->sv, 0);
+        sock_close(&s->sv.sk);
+        s->state = S_CLOSING;
+        s->deadline_ms = clock_ms() + 5000;
+        if (client_out_flush(s)) session_close(s, "upstream refused login");
+        else side_watch(s, &s->cl, EPOLLOUT);
+        return false;
+    }
+    case 'Z':
+        if (len != 1) break;
+        buf_append(out_buf(&s->cl_out), msg, total);
+        s->tx = body[0];
+        s->state = S_RELAY;
+        s->deadline_ms = 0;
+        log_debug("session %llu: relaying to backend pid %u", (unsigned long long)s->id,
+                  s->be_pid);
+        return true;
+    case 'v':
+        return true; /* we ask for 3.0 without options: nothing to negotiate */
+    default:
+        break;
+    }
+    upstream_fail(s, "protocol violation by the server during login", "upstream protocol error");
+    return false;
+}
+
+static void relay_start(struct session *s);
+
+/* Drive the login: flush what we owe the server, then read and handle its messages. */
+static void login_continue(struct session *s)
+{
+    for (;;) {
+        if (s->sv_out && s->sv_out->off < s->sv_out->len) {
+            int r = flush_buf(&s->sv.sk, s->sv_out);
+            if (r < 0) {
+                upstream_fail(s, "connection lost", "upstream write failed");
+                return;
+            }
+            if (r == 1) {
+                side_watch(s, &s->sv, EPOLLOUT);
+                return;
+            }
+        }
+        if (s->state == S_UP_SSLREQ) {
+            side_watch(s, &s->sv, EPOLLIN);
+            on_up_sslreq(s);
+            return;
+        }
+        if (s->state == S_UP_TLS) {
+            on_up_tls(s);
+            return;
+        }
+        struct buf *in = s->sv.in;
+        struct pg_hdr h;
+        int r = in ? pg_hdr_parse(in->data + in->off, in->len - in->off, 1 << 20, &h)
+                   : PG_NEED_MORE;
+        if (r == PG_BAD) {
+            upstream_fail(s, "invalid message from the server", "upstream protocol error");
+            return;
+        }
+        if (r == PG_OK && in->len - in->off >= 1 + (size_t)h.len) {
+            const uint8_t *msg = in->data + in->off;
+            in->off += 1 + h.len;
+            if (!on_login_message(s, h.type, msg, 1 + h.len)) return;
+            if (s->state == S_RELAY) {
+                relay_start(s);
+                return;
+            }
+            continue;
+        }
+        if (!s->sv.in) s->sv.in = buf_get();
+        buf_reserve(s->sv.in, 1024);
+        if (r == PG_OK) buf_reserve(s->sv.in, 1 + h.len - (in->len - in->off));
+        in = s->sv.in;
+        ssize_t n = sock_read(&s->sv.sk, in->data + in->len, in->cap - in->len);
+        if (n == SOCK_AGAIN) {
+            side_watch(s, &s->sv, s->sv.sk.want_write ? EPOLLOUT : EPOLLIN);
+            return;
+        }
+        if (n <= 0) {
+            upstream_fail(s, "the server closed the connection during login", "upstream closed");
+            return;
+        }
+        in->len += (size_t)n;
+    }
+}
+
+/* ---- relay ------------------------------------------------------------------------- */
+
+enum pump_result {
+    PUMP_IDLE,    /* waiting for the source to send more */
+    PUMP_BLOCKED, /* the destination cannot take more now */
+    PUMP_CLOSE,   /* the session is over */
+    PUMP_DRAINED, /* shutting down and nothing is running: end the session */
+};
+
+/* Policy seam: a whole client Query or Parse message. Today every statement is forwarded;
+ * the policy engine (issue 3) decides here. */
+static void on_client_statement(struct session *s, uint8_t type, const uint8_t *body, size_t len)
+{
+    (void)body;
+    (void)len;
+    if (type == 'Q') s->pending_sync++;
+    s->statements++;
+}
+
+/* Audit seam: whole server messages that end or describe a statement. */
+static void on_server_message(struct session *s, uint8_t type, const uint8_t *body, size_t len)
+{
+    if (type == 'Z' && len == 1) {
+        s->tx = body[0];
+        if (s->pending_sync) s->pending_sync--;
+    }
+}
+
+static bool client_holds(uint8_t type)
+{
+    return type == 'Q' || type == 'P';
+}
+
+static bool server_holds(uint8_t type)
+{
+    return type == 'Z' || type == 'C' || type == 'E';
+}
+
+/* Decide framing for the bytes of src->in not yet decided. Returns false on a framing error. */
+static bool relay_scan(struct session *s, struct side *src, bool from_client, const char **why)
+{
+    struct buf *b = src->in;
+    size_t pos = b->off + src->fwd;
+    uint32_t max = s->rt->cfg->server.max_message_size;
+    while (pos < b->len) {
+        if (src->msg_left) {
+            size_t take = b->len - pos < src->msg_left ? b->len - pos : src->msg_left;
+            pos += take;
+            src->msg_left -= (uint32_t)take;
+            continue;
+        }
+        struct pg_hdr h;
+        int r = pg_hdr_parse(b->data + pos, b->len - pos, PG_MAX_MESSAGE, &h);
+        if (r == PG_NEED_MORE) break;
+        if (r == PG_BAD) {
+            *why = from_client ? "invalid message length from client"
+                               : "invalid message length from server";
+            return false;
+        }
+        size_t total = 1 + (size_t)h.len;
+        bool hold = from_client ? client_holds(h.type) : server_holds(h.type);
+        if (hold) {
+            if (b->len - pos < total) {
+                if (from_client && h.len > max) {
+                    *why = "message larger than server.max_message_size";
+                    return false;
+                }
+                size_t off_before = b->off;
+                buf_reserve(b, total - (b->len - pos));
+                pos -= off_before - b->off;
+                break;
+            }
+            if (from_client)
+                on_client_statement(s, h.type, b->data + pos + 5, h.len - 4);
+            else
+                on_server_message(s, h.type, b->data + pos + 5, h.len - 4);
+            pos += total;
+            continue;
+        }
+        if (from_client) {
+            if (h.type == 'S' || h.type == 'F') s->pending_sync++;
+            if (h.type == 'X') s->client_terminated = true;
+        }
+        size_t take = b->len - pos < total ? b->len - pos : total;
+        pos += take;
+        src->msg_left = (uint32_t)(total - take);
+    }
+    src->fwd = pos - b->off;
+    return true;
+}
+
+/* Move bytes from src to dst until one of them would block. */
+static enum pump_result relay_pump(struct session *s, struct side *src, struct side *dst,
+                                   bool from_client, const char **why)
+{
+    bool drained = false;
+    for (int round = 0; round < 64; round++) {
+        if (!from_client && !client_out_flush(s))
+            return s->state == S_DEAD ? PUMP_CLOSE : PUMP_BLOCKED;
+        struct buf *b = src->in;
+        while (b && src->fwd) {
+            ssize_t n = sock_write(&dst->sk, b->data + b->off, src->fwd);
+            if (n == SOCK_AGAIN) return PUMP_BLOCKED;
+            if (n < 0) {
+                *why = from_client ? "server write failed" : "client write failed";
+                return PUMP_CLOSE;
+            }
+            b->off += (size_t)n;
+            src->fwd -= (size_t)n;
+        }
+        if (from_client && s->client_terminated && src->msg_left == 0) {
+            *why = "client terminated";
+            return PUMP_CLOSE;
+        }
+        if (!from_client && s->drain && s->pending_sync == 0 && src->msg_left == 0)
+            return PUMP_DRAINED;
+        side_release_in(src);
+        if (drained) return PUMP_IDLE;
+        if (!src->in) src->in = buf_get();
+        b = src->in;
+        if (b->cap - b->len < 512) buf_compact(b);
+        if (b->cap == b->len) buf_reserve(b, BUF_CHUNK);
+        size_t room = b->cap - b->len;
+        ssize_t n = sock_read(&src->sk, b->data + b->len, room);
+        if (n == SOCK_AGAIN) {
+            side_release_in(src);
+            return PUMP_IDLE;
+        }
+        if (n <= 0) {
+            *why = from_client ? (n == 0 ? "client disconnected" : "client read failed")
+                               : (n == 0 ? "server closed the connection" : "server read failed");
+            return PUMP_CLOSE;
+        }
+        b->len += (size_t)n;
+        if (!relay_scan(s, src, from_client, why)) return PUMP_CLOSE;
+        /* A short read drained the socket: write what we have, then wait for epoll. */
+        drained = (size_t)n < room && !sock_pending(&src->sk);
+    }
+    return PUMP_IDLE; /* fairness: let other sessions run; level-triggered epoll returns */
+}
+
+static void relay_update_interest(struct session *s)
+{
+    if (s->state == S_RELAY) {
+        side_watch(s, &s->cl,
+                   (s->c2s_blocked ? 0 : EPOLLIN) |
+                       (s->s2c_blocked || s->cl.sk.want_write ? EPOLLOUT : 0));
+        side_watch(s, &s->sv,
+                   (s->s2c_blocked ? 0 : EPOLLIN) |
+                       (s->c2s_blocked || s->sv.sk.want_write ? EPOLLOUT : 0));
+        return;
+    }
+    if (s->state == S_AUTH || s->state == S_STARTUP) {
+        bool pending = s->cl_out && s->cl_out->off < s->cl_out->len;
+        side_watch(s, &s->cl, EPOLLIN | (pending ? EPOLLOUT : 0));
+    }
+}
+
+static void relay_run(struct session *s, bool c2s, bool s2c)
+{
+    const char *why = NULL;
+    if (c2s) {
+        enum pump_result r = relay_pump(s, &s->cl, &s->sv, true, &why);
+        if (r == PUMP_CLOSE) {
+            session_close(s, why);
+            return;
+        }
+        s->c2s_blocked = r == PUMP_BLOCKED;
+    }
+    if (s2c) {
+        enum pump_result r = relay_pump(s, &s->sv, &s->cl, false, &why);
+        if (r == PUMP_CLOSE) {
+            session_close(s, why);
+            return;
+        }
+        if (r == PUMP_DRAINED) {
+            session_fail(s, "57P01", "terminating connection due to administrator command",
+                         "sluice is shutting down.", "shutting down");
+            return;
+        }
+        s->s2c_blocked = r == PUMP_BLOCKED;
+    }
+    relay_update_interest(s);
+}
+
+static void relay_start(struct session *s)
+{
+    side_release_in(&s->sv);
+    if (s->sv.in) s->sv.fwd = 0; /* anything after ReadyForQuery is relayed from here */
+    relay_run(s, true, true);
+}
+
+/* ---- events and timers ------------------------------------------------------------- */
+
+void session_on_event(struct ev_handler *h, uint32_t events)
+{
+    struct session *s = h->owner;
+    bool from_client = h->kind == EV_CLIENT;
+    switch (s->state) {
+    case S_STARTUP:
+        if (!client_out_flush(s)) return;
+        on_startup(s);
+        return;
+    case S_TLS_ACCEPT:
+        on_tls_accept(s);
+        return;
+    case S_AUTH:
+        if (!client_out_flush(s)) return;
+        on_auth(s);
+        return;
+    case S_AUTH_DELAY:
+    case S_DEAD:
+        return;
+    case S_UP_CONNECT:
+        if (!from_client) on_up_connect(s);
+        return;
+    case S_UP_SSLREQ:
+    case S_UP_TLS:
+    case S_UP_LOGIN:
+        if (!from_client) login_continue(s);
+        return;
+    case S_CLOSING:
+        if (from_client && client_out_flush(s)) session_close(s, "closed after error");
+        return;
+    case S_RELAY: {
+        bool in = events & (EPOLLIN | EPOLLHUP | EPOLLERR);
+        bool out = events & EPOLLOUT;
+        bool tls = s->cl.sk.ssl || s->sv.sk.ssl;
+        if (tls) {
+            relay_run(s, true, true);
+        } else if (from_client) {
+            relay_run(s, in, out);
+        } else {
+            relay_run(s, out, in);
+        }
+        return;
+    }
+    }
+}
+
+static void session_on_tick(struct session *s, uint64_t now_ms)
+{
+    if (!s->deadline_ms || now_ms < s->deadline_ms) return;
+    s->deadline_ms = 0;
+    switch (s->state) {
+    case S_AUTH_DELAY: {
+        char msg[300];
+        snprintf(msg, sizeof msg, "password authentication failed for user \"%.200s\"", s->user);
+        session_fail(s, "28P01", msg, NULL, "authentication failed");
+        return;
+    }
+    case S_UP_CONNECT:
+    case S_UP_SSLREQ:
+    case S_UP_TLS:
+    case S_UP_LOGIN:
+        upstream_fail(s, "timeout (server.connect_timeout)", "upstream login timed out");
+        return;
+    case S_CLOSING:
+        session_close(s, "client did not read the final error");
+        return;
+    case S_RELAY:
+        session_close(s, "shutdown timeout");
+        return;
+    case S_DEAD:
+        return;
+    default:
+        session_close(s, "authentication timeout (server.auth_timeout)");
+        return;
+    }
+}
+
+/* SIGTERM: sessions with nothing running close now; the others at their next
+ * ReadyForQuery (relay_pump checks s->drain), or at the worker's drain deadline. */
+static void session_drain(struct session *s)
+{
+    s->drain = true;
+    if (s->state == S_RELAY) {
+        bool busy = s->pending_sync || s->cl.msg_left || s->sv.msg_left ||
+                    (s->cl.in && s->cl.in->len > s->cl.in->off) ||
+                    (s->sv.in && s->sv.in->len > s->sv.in->off);
+        if (!busy) {
+            session_fail(s, "57P01", "terminating connection due to administrator command",
+                         "sluice is shutting down.", "shutting down");
+            return;
+        }
+        s->deadline_ms = s->w->drain_deadline_ms;
+        return;
+    }
+    if (s->state != S_CLOSING)
+        session_fail(s, "57P01", "terminating connection due to administrator command", NULL,
+                     "shutting down");
+}
+
+void session_tick_all(struct worker *w, uint64_t now_ms)
+{
+    for (struct session *s = w->sessions, *next; s; s = next) {
+        next = s->next;
+        session_on_tick(s, now_ms);
+    }
+}
+
+void session_drain_all(struct worker *w)
+{
+    for (struct session *s = w->sessions, *next; s; s = next) {
+        next = s->next;
+        session_drain(s);
+    }
+}

@@ -1,0 +1,133 @@
+/*
+ * worker.c: one worker thread: an epoll loop over its own SO_REUSEPORT listener, its
+ * sessions' sockets and an eventfd through which the main thread asks for a drain. Timers
+ * (authentication, login and drain deadlines, failed-login delays) are checked on a 100 ms
+ * tick while any session has one.
+ */
+#include <errno.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <stdint.h>
+#include <string.h>
+#include <sys/epoll.h>
+#include <sys/eventfd.h>
+#include <unistd.h>
+
+#include "core/log.h"
+#include "proxy/proxy.h"
+
+#define MAX_EVENTS 128
+#define TICK_MS 100
+
+int worker_watch(struct worker *w, int fd, struct ev_handler *h, uint32_t old_ev, uint32_t ev)
+{
+    struct epoll_event e = {.events = ev, .data.ptr = h};
+    int op = old_ev == 0 ? EPOLL_CTL_ADD : ev == 0 ? EPOLL_CTL_DEL : EPOLL_CTL_MOD;
+    if (old_ev == 0 && ev == 0) return 0;
+    if (epoll_ctl(w->epfd, op, fd, &e) < 0) {
+        log_error("worker %u: epoll_ctl(%d) on fd %d: %s", w->id, op, fd, strerror(errno));
+        return -1;
+    }
+    return 0;
+}
+
+static void worker_accept(struct worker *w)
+{
+    for (int i = 0; i < 64; i++) {
+        struct sockaddr_storage addr;
+        socklen_t len = sizeof addr;
+        int fd = accept4(w->listen_fd, (struct sockaddr *)&addr, &len,
+                         SOCK_NONBLOCK | SOCK_CLOEXEC);
+        if (fd < 0) {
+            if (errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR)
+                log_warn("worker %u: accept: %s", w->id, strerror(errno));
+            return;
+        }
+        if (addr.ss_family != AF_UNIX) {
+            int one = 1;
+            setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+        }
+        session_accept(w, fd, &addr);
+    }
+}
+
+static void worker_begin_drain(struct worker *w)
+{
+    if (w->draining) return;
+    w->draining = true;
+    struct runtime *rt = runtime_acquire();
+    w->drain_deadline_ms = clock_ms() + (uint64_t)rt->cfg->server.shutdown_timeout * 1000;
+    runtime_release(rt);
+    if (w->listen_fd >= 0) {
+        worker_watch(w, w->listen_fd, &w->listen, EPOLLIN, 0);
+        close(w->listen_fd);
+        w->listen_fd = -1;
+    }
+    session_drain_all(w);
+}
+
+static void *worker_main(void *arg)
+{
+    struct worker *w = arg;
+    struct epoll_event events[MAX_EVENTS];
+    uint64_t last_tick = clock_ms();
+    for (;;) {
+        if (w->draining && w->n_sessions == 0) break;
+        int timeout = w->sessions || w->draining ? TICK_MS : -1;
+        int n = epoll_wait(w->epfd, events, MAX_EVENTS, timeout);
+        if (n < 0 && errno != EINTR) {
+            log_error("worker %u: epoll_wait: %s", w->id, strerror(errno));
+            break;
+        }
+        for (int i = 0; i < n; i++) {
+            struct ev_handler *h = events[i].data.ptr;
+            switch (h->kind) {
+            case EV_LISTENER:
+                worker_accept(w);
+                break;
+            case EV_WAKEUP: {
+                uint64_t v;
+                if (read(w->wake_fd, &v, sizeof v) < 0) { /* nothing to do */
+                }
+                if (atomic_load(&w->drain_requested)) worker_begin_drain(w);
+                break;
+            }
+            default:
+                session_on_event(h, events[i].events);
+                break;
+            }
+        }
+        uint64_t now = clock_ms();
+        if (now - last_tick >= TICK_MS) {
+            last_tick = now;
+            session_tick_all(w, now);
+            if (w->draining && now >= w->drain_deadline_ms)
+                session_close_all(w, "shutdown timeout (server.shutdown_timeout)");
+        }
+        session_reap(w);
+    }
+    session_reap(w);
+    return NULL;
+}
+
+int worker_start(struct worker *w, unsigned id, int listen_fd)
+{
+    memset(w, 0, sizeof *w);
+    w->id = id;
+    w->listen_fd = listen_fd;
+    w->epfd = epoll_create1(EPOLL_CLOEXEC);
+    w->wake_fd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
+    if (w->epfd < 0 || w->wake_fd < 0) return -1;
+    w->wake = (struct ev_handler){EV_WAKEUP, w};
+    w->listen = (struct ev_handler){EV_LISTENER, w};
+    if (worker_watch(w, w->wake_fd, &w->wake, 0, EPOLLIN) < 0) return -1;
+    if (worker_watch(w, listen_fd, &w->listen, 0, EPOLLIN) < 0) return -1;
+    return pthread_create(&w->thread, NULL, worker_main, w) == 0 ? 0 : -1;
+}
+
+void worker_request_drain(struct worker *w)
+{
+    atomic_store(&w->drain_requested, true);
+    uint64_t one = 1;
+    if (write(w->wake_fd, &one, sizeof one) < 0) log_warn("worker %u: wakeup failed", w->id);
+}
