@@ -116,6 +116,8 @@ static int fail_at(struct loader *ld, const char *path, enum at at, const char *
     va_start(ap, fmt);
     vsnprintf(msg, sizeof(msg), fmt, ap);
     va_end(ap);
+    for (char *c = msg; *c; c++) /* one line, whatever a value holds */
+        if ((unsigned char)*c < 0x20 || *c == 0x7f) *c = ' ';
 
     const struct cfgpos_entry *e = NULL;
     char buf[256];

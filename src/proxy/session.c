@@ -113,16 +113,20 @@ static void side_release_in(struct side *d)
     }
 }
 
-/* Write as much of b as the socket takes. 0 all written, 1 some left, -1 broken. */
-static int flush_buf(struct sock *sk, struct buf *b)
+/* Write as much of *slot as the socket takes, giving the buffer back once it is empty.
+ * 0 all written, 1 some left, -1 broken. */
+static int flush_buf(struct sock *sk, struct buf **slot)
 {
+    struct buf *b = *slot;
+    if (!b) return 0;
     while (b->off < b->len) {
         ssize_t n = sock_write(sk, b->data + b->off, b->len - b->off);
         if (n == SOCK_AGAIN) return 1;
         if (n < 0) return -1;
         b->off += (size_t)n;
     }
-    b->off = b->len = 0;
+    buf_put(b);
+    *slot = NULL;
     return 0;
 }
 
@@ -149,7 +153,7 @@ static void session_fail(struct session *s, const char *sqlstate, const char *me
     }
     s->state = S_CLOSING;
     s->deadline_ms = clock_ms() + 5000;
-    int r = flush_buf(&s->cl.sk, s->cl_out);
+    int r = flush_buf(&s->cl.sk, &s->cl_out);
     if (r != 1) {
         session_close(s, reason);
         return;
@@ -160,7 +164,7 @@ static void session_fail(struct session *s, const char *sqlstate, const char *me
 static bool client_out_flush(struct session *s)
 {
     if (!s->cl_out || s->cl_out->len == s->cl_out->off) return true;
-    int r = flush_buf(&s->cl.sk, s->cl_out);
+    int r = flush_buf(&s->cl.sk, &s->cl_out);
     if (r < 0) {
         session_close(s, "client write failed");
         return false;
@@ -768,7 +772,7 @@ static void login_continue(struct session *s)
 {
     for (;;) {
         if (s->sv_out && s->sv_out->off < s->sv_out->len) {
-            int r = flush_buf(&s->sv.sk, s->sv_out);
+            int r = flush_buf(&s->sv.sk, &s->sv_out);
             if (r < 0) {
                 upstream_fail(s, "connection lost", "upstream write failed");
                 return;

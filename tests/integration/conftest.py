@@ -576,7 +576,7 @@ def sluice_only():
 
 
 @pytest.fixture
-def spawn_sluice(request, workdir, certs, pg, sluice_bin):
+def spawn_sluice(request, workdir, certs, pg, sluice_only, sluice_bin):
     """Start an extra sluice instance of its own (for signal tests). Returns a function
     (name, extra_identities) -> (SluiceProcess, Endpoint)."""
     started = []
