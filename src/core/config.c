@@ -444,6 +444,7 @@ static void config_set_defaults(struct sluice_config *cfg)
 {
     cfg->listen.postgres = xstrdup(DEFAULT_LISTEN_POSTGRES);
     cfg->listen.admin = xstrdup(DEFAULT_LISTEN_ADMIN);
+    cfg->tls.require = true; /* closed by default: loopback and SCRAM clients are exempt */
     cfg->server.workers = 0;
     cfg->server.log_level = LOG_INFO;
     cfg->server.shutdown_timeout = 30;
@@ -490,9 +491,6 @@ static int convert_tls(struct loader *ld, const struct raw_tls *rt, struct sluic
     if (rt->client_ca && !rt->cert)
         return fail_at(ld, "tls.client_ca", AT_KEY,
                        "tls.client_ca is set but tls.cert is not (client certificates need TLS)");
-    if (cfg->tls.require && !rt->cert)
-        return fail_at(ld, "tls.require", AT_KEY,
-                       "tls.require is true but no tls.cert and tls.key are set");
     cfg->tls.cert = config_path(ld, rt->cert);
     cfg->tls.key = config_path(ld, rt->key);
     cfg->tls.client_ca = config_path(ld, rt->client_ca);

@@ -90,7 +90,7 @@ static void test_defaults(void **state)
     assert_string_equal(cfg->listen.postgres, "127.0.0.1:7432");
     assert_string_equal(cfg->listen.admin, "127.0.0.1:7480");
     assert_null(cfg->tls.cert);
-    assert_false(cfg->tls.require);
+    assert_true(cfg->tls.require); /* closed by default */
     assert_int_equal(cfg->n_targets, 0);
     assert_int_equal(cfg->n_identities, 0);
     assert_int_equal(cfg->server.workers, 0);
