@@ -94,7 +94,9 @@ uint32_t pg_get_u32(const uint8_t *p);
 uint16_t pg_get_u16(const uint8_t *p);
 
 /* Builders: each appends one complete message to b. */
-size_t pg_msg_begin(struct buf *b, uint8_t type); /* returns the start to pass to _end */
+/* Begin a typed message; pass the returned token to pg_msg_end() only (it is not a position
+ * in b->data, and b->off must not move in between). */
+size_t pg_msg_begin(struct buf *b, uint8_t type);
 void pg_msg_end(struct buf *b, size_t start);
 void pg_put_error(struct buf *b, const char *severity, const char *sqlstate, const char *message,
                   const char *detail, const char *hint);

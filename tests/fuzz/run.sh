@@ -43,6 +43,7 @@ compile_one() { # src.c -> OUT/obj/src.o, rebuilt when it or a header it include
         done
         ((stale)) || return 0
     fi
+    # shellcheck disable=SC2086 # CFLAGS and SAN_LIB are lists of flags
     if ! $CC $CFLAGS $SAN_LIB -MMD -MF "$dep" -c "$src" -o "$obj" 2>"$obj.log"; then
         echo "fuzz: warning: $src does not compile, skipped:" >&2
         sed 's/^/    /' "$obj.log" | head -n 20 >&2
@@ -86,6 +87,7 @@ export UBSAN_OPTIONS=${UBSAN_OPTIONS:-halt_on_error=1:print_stacktrace=1}
 failed=()
 for t in "${TARGETS[@]}"; do
     echo "== fuzz: building $t"
+    # shellcheck disable=SC2086 # flag lists
     if ! $CC $CFLAGS $SAN_BIN "tests/fuzz/$t.c" "$OUT/libsluice.a" -o "$OUT/$t" $LDLIBS; then
         echo "fuzz: $t: build failed" >&2
         failed+=("$t (build)")
