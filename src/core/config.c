@@ -450,6 +450,8 @@ static void config_set_defaults(struct sluice_config *cfg)
     cfg->server.shutdown_timeout = 30;
     cfg->server.auth_timeout = 15;
     cfg->server.connect_timeout = 10;
+    cfg->server.pool_idle_timeout = 60;
+    cfg->server.pool_max_idle = 100;
     cfg->server.max_connections = 10000;
     cfg->server.max_message_size = 1u << 30;
     cfg->refs = 1;
@@ -703,8 +705,17 @@ static int convert_server(struct loader *ld, const struct raw_server *rs, struct
     if (server_duration(ld, "server.shutdown_timeout", rs->shutdown_timeout, &s->shutdown_timeout) <
             0 ||
         server_duration(ld, "server.auth_timeout", rs->auth_timeout, &s->auth_timeout) < 0 ||
-        server_duration(ld, "server.connect_timeout", rs->connect_timeout, &s->connect_timeout) < 0)
+        server_duration(ld, "server.connect_timeout", rs->connect_timeout, &s->connect_timeout) < 0 ||
+        server_duration(ld, "server.pool_idle_timeout", rs->pool_idle_timeout,
+                        &s->pool_idle_timeout) < 0)
         return -1;
+    if (rs->pool_max_idle) {
+        if (parse_uint(rs->pool_max_idle, 100000, &v) < 0)
+            return fail_at(ld, "server.pool_max_idle", AT_VALUE,
+                           "invalid value \"%s\" for server.pool_max_idle (expected 0 to 100000)",
+                           rs->pool_max_idle);
+        s->pool_max_idle = (unsigned)v;
+    }
     if (rs->max_connections) {
         if (parse_uint(rs->max_connections, UINT_MAX, &v) < 0 || v == 0)
             return fail_at(ld, "server.max_connections", AT_VALUE,

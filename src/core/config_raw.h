@@ -80,6 +80,8 @@ struct raw_server {
     char *connect_timeout;
     char *max_connections;
     char *max_message_size;
+    char *pool_idle_timeout;
+    char *pool_max_idle;
 };
 
 struct raw_config {

@@ -40,6 +40,7 @@ enum ev_kind {
     EV_WAKEUP,
     EV_CLIENT,
     EV_SERVER,
+    EV_POOLED,
 };
 
 struct ev_handler {
@@ -48,6 +49,7 @@ struct ev_handler {
 };
 
 struct session;
+struct pooled;
 
 struct worker {
     unsigned id;
@@ -60,6 +62,8 @@ struct worker {
     struct session *sessions; /* all sessions of this worker, doubly linked */
     unsigned n_sessions;
     struct session *dead; /* closed this round, freed by session_reap() */
+    struct pooled *pool;  /* idle upstream connections (pool.c) */
+    unsigned n_pooled;
     atomic_bool drain_requested;
     bool draining;
     uint64_t drain_deadline_ms;

@@ -29,6 +29,7 @@
 #include "net/net.h"
 #include "pg/msg.h"
 #include "pg/scram.h"
+#include "proxy/pool.h"
 #include "proxy/proxy.h"
 
 enum sess_state {
@@ -86,6 +87,9 @@ struct session {
     uint32_t be_pid, be_key, our_key;
     uint64_t deadline_ms;
     uint64_t statements;
+    uint8_t *params; /* the server's ParameterStatus messages, replayed if the upstream is reused */
+    size_t params_len;
+    bool client_left; /* the client ended the session (Terminate or close) */
 };
 
 atomic_uint proxy_n_clients;
@@ -94,6 +98,10 @@ static atomic_ullong next_session_id = 1;
 static void session_close(struct session *s, const char *reason);
 static void relay_update_interest(struct session *s);
 static void login_continue(struct session *s);
+static void session_put_backend_key(struct session *s);
+static bool upstream_reuse(struct session *s);
+static void upstream_release(struct session *s);
+static void upstream_put_startup(struct session *s, struct buf *b);
 static void session_on_tick(struct session *s, uint64_t now_ms);
 
 /* ---- small helpers ------------------------------------------------------------------ */
@@ -212,7 +220,7 @@ static void session_close(struct session *s, const char *reason)
              s->dbname ? s->dbname : "-", s->addr_text, (unsigned long long)s->statements);
     if (s->cancel_registered) cancel_unregister(s->be_pid, s->our_key);
     side_watch(s, &s->cl, 0);
-    side_watch(s, &s->sv, 0);
+    upstream_release(s);
     sock_close(&s->cl.sk);
     sock_close(&s->sv.sk);
     buf_put(s->cl.in);
@@ -232,12 +240,55 @@ static void session_close(struct session *s, const char *reason)
     w->dead = s;
 }
 
+/* What happens to the upstream connection when a session ends: reused if the client left
+ * while it was idle outside a transaction, else ended with a Terminate. */
+static void upstream_release(struct session *s)
+{
+    if (s->sv.sk.fd < 0) return;
+    bool idle = s->state == S_RELAY && s->pending_sync == 0 && s->tx == 'I' &&
+                s->sv.msg_left == 0 && s->cl.msg_left == 0 && !s->sv.sk.want_write &&
+                !(s->sv.in && s->sv.in->len > s->sv.in->off);
+    if (idle && s->client_left && !s->drain && s->rt->cfg->server.pool_idle_timeout) {
+        struct pooled *p = xcalloc(1, sizeof *p);
+        p->sk = s->sv.sk;
+        p->ev = s->sv.ev;
+        p->rt = s->rt;
+        atomic_fetch_add(&s->rt->refs, 1);
+        p->target_idx = s->target_idx;
+        struct buf *key = buf_get();
+        upstream_put_startup(s, key);
+        p->key = xmalloc(key->len);
+        memcpy(p->key, key->data, key->len);
+        p->key_len = key->len;
+        buf_put(key);
+        p->params = s->params;
+        p->params_len = s->params_len;
+        s->params = NULL;
+        p->be_pid = s->be_pid;
+        p->be_key = s->be_key;
+        s->sv.sk.fd = -1;
+        s->sv.sk.ssl = NULL;
+        s->sv.ev = 0;
+        pool_put(s->w, p);
+        return;
+    }
+    if (idle) {
+        struct buf *b = buf_get();
+        pg_put_terminate(b);
+        if (sock_write(&s->sv.sk, b->data, b->len) < 0) { /* closing anyway */
+        }
+        buf_put(b);
+    }
+    side_watch(s, &s->sv, 0);
+}
+
 void session_reap(struct worker *w)
 {
     while (w->dead) {
         struct session *s = w->dead;
         w->dead = s->next;
         free(s->startup);
+        free(s->params);
         free(s->scram_sv);
         free(s->scram_cl);
         runtime_release(s->rt);
@@ -441,7 +492,7 @@ static void auth_succeeded(struct session *s)
              (unsigned long long)s->id, s->user, ident_kind_name(s->ident->kind), s->addr_text,
              s->target->name);
     pg_put_auth(out_buf(&s->cl_out), PG_AUTH_OK, NULL, 0);
-    upstream_start(s);
+    if (!upstream_reuse(s)) upstream_start(s);
 }
 
 static void on_auth_message(struct session *s, uint8_t type, const uint8_t *body, size_t len)
@@ -546,7 +597,10 @@ static void upstream_fail(struct session *s, const char *detail, const char *rea
     session_fail(s, "08006", msg, detail, reason);
 }
 
-static void upstream_send_startup(struct session *s)
+/* The StartupMessage sluice sends upstream: the target's user and database, then every
+ * parameter the client sent but its user, database and protocol options. It is also the key
+ * under which an idle upstream connection is reused. */
+static void upstream_put_startup(struct session *s, struct buf *b)
 {
     struct pg_startup st;
     pg_startup_parse(s->startup, pg_get_u32(s->startup), &st);
@@ -563,7 +617,12 @@ static void upstream_send_startup(struct session *s)
         keys[n] = st.keys[i];
         vals[n++] = st.vals[i];
     }
-    pg_put_startup(out_buf(&s->sv_out), keys, vals, n);
+    pg_put_startup(b, keys, vals, n);
+}
+
+static void upstream_send_startup(struct session *s)
+{
+    upstream_put_startup(s, out_buf(&s->sv_out));
     s->state = S_UP_LOGIN;
     login_continue(s);
 }
@@ -713,17 +772,14 @@ static bool on_login_message(struct session *s, uint8_t type, const uint8_t *msg
         upstream_fail(s, detail, "upstream auth method unsupported");
         return false;
     }
-    case 'K': {
+    case 'K':
         if (pg_backend_key_parse(body, len, &s->be_pid, &s->be_key) != PG_OK) break;
-        for (int i = 0; i < 8 && !s->cancel_registered; i++) {
-            if (getrandom(&s->our_key, sizeof s->our_key, 0) != sizeof s->our_key) continue;
-            s->cancel_registered =
-                cancel_register(s->be_pid, s->our_key, s->be_key, t->host, t->port) == 0;
-        }
-        pg_put_backend_key(out_buf(&s->cl_out), s->be_pid, s->our_key);
+        session_put_backend_key(s);
         return true;
-    }
     case 'S':
+        pool_params_update(&s->params, &s->params_len, msg, total);
+        buf_append(out_buf(&s->cl_out), msg, total);
+        return true;
     case 'N':
         buf_append(out_buf(&s->cl_out), msg, total);
         return true;
@@ -766,6 +822,58 @@ static bool on_login_message(struct session *s, uint8_t type, const uint8_t *msg
 }
 
 static void relay_start(struct session *s);
+
+/* Give the client the backend's real pid with a key of sluice's own, registered so that a
+ * CancelRequest with it reaches the backend. */
+static void session_put_backend_key(struct session *s)
+{
+    for (int i = 0; i < 8 && !s->cancel_registered; i++) {
+        if (getrandom(&s->our_key, sizeof s->our_key, 0) != sizeof s->our_key) continue;
+        s->cancel_registered = cancel_register(s->be_pid, s->our_key, s->be_key,
+                                               s->target->host, s->target->port) == 0;
+    }
+    pg_put_backend_key(out_buf(&s->cl_out), s->be_pid, s->our_key);
+}
+
+/* Reuse an idle upstream connection of the same target and startup parameters, if the
+ * worker's pool has one: the client sees the same messages as after a fresh login. */
+static bool upstream_reuse(struct session *s)
+{
+    if (!s->w->pool) return false;
+    struct buf *key = buf_get();
+    upstream_put_startup(s, key);
+    struct pooled *p = pool_take(s->w, s->rt, s->target_idx, key->data, key->len);
+    buf_put(key);
+    if (!p) return false;
+    s->sv.sk = p->sk;
+    if (worker_watch(s->w, s->sv.sk.fd, &s->sv.h, p->ev, EPOLLIN) < 0) {
+        sock_close(&s->sv.sk);
+        p->sk.fd = -1;
+        p->sk.ssl = NULL;
+        pool_release(p);
+        return false;
+    }
+    s->sv.ev = EPOLLIN;
+    p->sk.fd = -1;
+    p->sk.ssl = NULL;
+    s->be_pid = p->be_pid;
+    s->be_key = p->be_key;
+    s->params = p->params;
+    s->params_len = p->params_len;
+    p->params = NULL;
+    pool_release(p);
+    log_debug("session %llu: reusing upstream backend pid %u", (unsigned long long)s->id,
+              s->be_pid);
+    if (s->params) buf_append(out_buf(&s->cl_out), s->params, s->params_len);
+    session_put_backend_key(s);
+    pg_put_ready(out_buf(&s->cl_out), 'I');
+    s->tx = 'I';
+    s->state = S_RELAY;
+    s->deadline_ms = 0;
+    side_watch(s, &s->cl, 0);
+    relay_start(s);
+    return true;
+}
 
 /* Drive the login: flush what we owe the server, then read and handle its messages. */
 static void login_continue(struct session *s)
@@ -851,6 +959,8 @@ static void on_server_message(struct session *s, uint8_t type, const uint8_t *bo
     if (type == 'Z' && len == 1) {
         s->tx = body[0];
         if (s->pending_sync) s->pending_sync--;
+    } else if (type == 'S') {
+        pool_params_update(&s->params, &s->params_len, body - 5, len + 5);
     }
 }
 
@@ -861,7 +971,7 @@ static bool client_holds(uint8_t type)
 
 static bool server_holds(uint8_t type)
 {
-    return type == 'Z' || type == 'C' || type == 'E';
+    return type == 'Z' || type == 'C' || type == 'E' || type == 'S';
 }
 
 /* Decide framing for the bytes of src->in not yet decided. Returns false on a framing error. */
@@ -907,7 +1017,11 @@ static bool relay_scan(struct session *s, struct side *src, bool from_client, co
         }
         if (from_client) {
             if (h.type == 'S' || h.type == 'F') s->pending_sync++;
-            if (h.type == 'X') s->client_terminated = true;
+            if (h.type == 'X') {
+                /* Not forwarded: sluice ends or reuses the upstream session itself. */
+                s->client_terminated = true;
+                break;
+            }
         }
         size_t take = b->len - pos < total ? b->len - pos : total;
         pos += take;
@@ -936,8 +1050,9 @@ static enum pump_result relay_pump(struct session *s, struct side *src, struct s
             b->off += (size_t)n;
             src->fwd -= (size_t)n;
         }
-        if (from_client && s->client_terminated && src->msg_left == 0) {
+        if (from_client && s->client_terminated) {
             *why = "client terminated";
+            s->client_left = true;
             return PUMP_CLOSE;
         }
         if (!from_client && s->drain && s->pending_sync == 0 && src->msg_left == 0)
@@ -955,6 +1070,7 @@ static enum pump_result relay_pump(struct session *s, struct side *src, struct s
             return PUMP_IDLE;
         }
         if (n <= 0) {
+            s->client_left = from_client;
             *why = from_client ? (n == 0 ? "client disconnected" : "client read failed")
                                : (n == 0 ? "server closed the connection" : "server read failed");
             return PUMP_CLOSE;

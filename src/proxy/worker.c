@@ -14,6 +14,7 @@
 #include <unistd.h>
 
 #include "core/log.h"
+#include "proxy/pool.h"
 #include "proxy/proxy.h"
 
 #define MAX_EVENTS 128
@@ -63,6 +64,7 @@ static void worker_begin_drain(struct worker *w)
         close(w->listen_fd);
         w->listen_fd = -1;
     }
+    pool_close_all(w);
     session_drain_all(w);
 }
 
@@ -73,7 +75,7 @@ static void *worker_main(void *arg)
     uint64_t last_tick = clock_ms();
     for (;;) {
         if (w->draining && w->n_sessions == 0) break;
-        int timeout = w->sessions || w->draining ? TICK_MS : -1;
+        int timeout = w->sessions || w->pool || w->draining ? TICK_MS : -1;
         int n = epoll_wait(w->epfd, events, MAX_EVENTS, timeout);
         if (n < 0 && errno != EINTR) {
             log_error("worker %u: epoll_wait: %s", w->id, strerror(errno));
@@ -92,6 +94,9 @@ static void *worker_main(void *arg)
                 if (atomic_load(&w->drain_requested)) worker_begin_drain(w);
                 break;
             }
+            case EV_POOLED:
+                pool_on_event(h, events[i].events);
+                break;
             default:
                 session_on_event(h, events[i].events);
                 break;
@@ -101,6 +106,7 @@ static void *worker_main(void *arg)
         if (now - last_tick >= TICK_MS) {
             last_tick = now;
             session_tick_all(w, now);
+            pool_tick(w, now);
             if (w->draining && now >= w->drain_deadline_ms)
                 session_close_all(w, "shutdown timeout (server.shutdown_timeout)");
         }

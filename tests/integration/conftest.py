@@ -257,7 +257,8 @@ def yaml_str(s):
 class SluiceConfig:
     """Builds sluice.yaml text. identities: {name: dict(kind, groups, token, secret_hash)}."""
 
-    def __init__(self, pg, certs, identities, port=None, admin_port=None):
+    def __init__(self, pg, certs, identities, port=None, admin_port=None, server_extra=None):
+        self.server_extra = dict(server_extra or {})
         self.pg = pg
         self.certs = certs
         self.identities = identities
@@ -310,7 +311,8 @@ class SluiceConfig:
         for n, i in tokens:
             out.append(f"    - {{ name: {yaml_str(n)}, kind: {i['kind']}, groups: [{', '.join(i['groups'])}], "
                        f"token_hash: {yaml_str(i['secret_hash'])} }}")
-        out.append(f"server: {{ workers: 2, log_level: {LOG_LEVEL} }}")
+        server = "".join(f", {k}: {v}" for k, v in self.server_extra.items())
+        out.append(f"server: {{ workers: 2, log_level: {LOG_LEVEL}{server} }}")
         return "\n".join(out) + "\n"
 
 
@@ -578,12 +580,12 @@ def sluice_only():
 @pytest.fixture
 def spawn_sluice(request, workdir, certs, pg, sluice_only, sluice_bin):
     """Start an extra sluice instance of its own (for signal tests). Returns a function
-    (name, extra_identities) -> (SluiceProcess, Endpoint)."""
+    (name, extra_identities=None, server_extra=None) -> (SluiceProcess, Endpoint)."""
     started = []
 
-    def spawn(name, extra_identities=None):
+    def spawn(name, extra_identities=None, server_extra=None):
         ids, secrets = make_identities(extra_identities)
-        sp = SluiceProcess(workdir, name, SluiceConfig(pg, certs, ids))
+        sp = SluiceProcess(workdir, name, SluiceConfig(pg, certs, ids, server_extra=server_extra))
         sp.secrets = secrets
         _state["extra"].append(sp)
         sp.start()

@@ -235,3 +235,13 @@ def test_cancel_with_wrong_key_is_ignored(sluice):
     t.join()
     assert cur.fetchone()[1] == "done"
     c.rollback()
+
+
+def test_client_encoding_startup_parameter(sluice):
+    c = sluice.connect(client_encoding="LATIN1")
+    cur = c.cursor()
+    cur.execute("SHOW client_encoding")
+    assert cur.fetchone()[0] == "LATIN1"
+    cur.execute("SELECT %s || 'x'", ("caf\u00e9",))
+    assert cur.fetchone()[0] == "caf\u00e9x"
+    c.rollback()

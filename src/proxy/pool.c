@@ -1,0 +1,186 @@
+/*
+ * pool.c: idle upstream connections kept for reuse, per worker.
+ *
+ * When a client leaves while its upstream session is idle and outside a transaction, the
+ * session hands the connection here; pool_put() sends DISCARD ALL and waits for its
+ * ReadyForQuery, collecting the ParameterStatus values the reset reports. A reset connection
+ * waits in the worker's list until a client of the same runtime snapshot, target and startup
+ * parameters logs in (pool_take) or pool_idle_timeout passes. Anything unexpected from an
+ * idle server (an error, a close, data) drops the connection. Connections never leave their
+ * worker, so no locks.
+ */
+#include <stdlib.h>
+#include <string.h>
+#include <sys/epoll.h>
+
+#include "core/buf.h"
+#include "core/log.h"
+#include "pg/msg.h"
+#include "proxy/pool.h"
+
+static const char reset_query[] = "DISCARD ALL";
+
+static void pool_free(struct pooled *p)
+{
+    if (p->sk.fd >= 0) worker_watch(p->w, p->sk.fd, &p->h, p->ev, 0);
+    sock_close(&p->sk);
+    buf_put(p->in);
+    free(p->params);
+    free(p->key);
+    runtime_release(p->rt);
+    free(p);
+}
+
+static void pool_unlink(struct pooled *p)
+{
+    struct worker *w = p->w;
+    for (struct pooled **pp = &w->pool; *pp; pp = &(*pp)->next) {
+        if (*pp == p) {
+            *pp = p->next;
+            w->n_pooled--;
+            return;
+        }
+    }
+}
+
+static void pool_drop(struct pooled *p, const char *why)
+{
+    log_debug("pool: dropping upstream connection to backend %u: %s", p->be_pid, why);
+    pool_unlink(p);
+    pool_free(p);
+}
+
+void pool_put(struct worker *w, struct pooled *p)
+{
+    struct cfg_server *srv = &p->rt->cfg->server;
+    if (srv->pool_idle_timeout == 0 || w->n_pooled >= srv->pool_max_idle || w->draining) {
+        pool_free(p);
+        return;
+    }
+    p->w = w;
+    p->h = (struct ev_handler){EV_POOLED, p};
+    p->resetting = true;
+    p->deadline_ms = clock_ms() + 5000;
+    struct buf *b = buf_get();
+    size_t m = pg_msg_begin(b, 'Q');
+    buf_append_str(b, reset_query);
+    pg_msg_end(b, m);
+    ssize_t n = sock_write(&p->sk, b->data, b->len);
+    bool sent = n == (ssize_t)b->len;
+    buf_put(b);
+    if (!sent || worker_watch(w, p->sk.fd, &p->h, p->ev, EPOLLIN) < 0) {
+        pool_free(p);
+        return;
+    }
+    p->ev = EPOLLIN;
+    p->next = w->pool;
+    w->pool = p;
+    w->n_pooled++;
+}
+
+void pool_params_update(uint8_t **params, size_t *params_len, const uint8_t *msg, size_t total)
+{
+    const char *name, *value;
+    if (pg_param_status_parse(msg + 5, total - 5, &name, &value) != PG_OK) return;
+    struct buf *b = buf_get();
+    size_t pos = 0;
+    while (pos + 5 <= *params_len) {
+        size_t mlen = 1 + pg_get_u32(*params + pos + 1);
+        const char *n2, *v2;
+        if (pg_param_status_parse(*params + pos + 5, mlen - 5, &n2, &v2) != PG_OK ||
+            strcmp(n2, name) != 0)
+            buf_append(b, *params + pos, mlen);
+        pos += mlen;
+    }
+    buf_append(b, msg, total);
+    free(*params);
+    *params = xmalloc(b->len);
+    memcpy(*params, b->data, b->len);
+    *params_len = b->len;
+    buf_put(b);
+}
+
+void pool_on_event(struct ev_handler *h, uint32_t events)
+{
+    struct pooled *p = h->owner;
+    (void)events;
+    if (!p->resetting) {
+        pool_drop(p, "server sent data or closed while idle");
+        return;
+    }
+    for (;;) {
+        if (!p->in) p->in = buf_get();
+        struct buf *in = p->in;
+        struct pg_hdr hd;
+        int r = pg_hdr_parse(in->data + in->off, in->len - in->off, 1 << 20, &hd);
+        if (r == PG_BAD) {
+            pool_drop(p, "invalid message during reset");
+            return;
+        }
+        if (r == PG_OK && in->len - in->off >= 1 + (size_t)hd.len) {
+            const uint8_t *msg = in->data + in->off;
+            in->off += 1 + hd.len;
+            if (hd.type == 'S') {
+                pool_params_update(&p->params, &p->params_len, msg, 1 + hd.len);
+            } else if (hd.type == 'Z') {
+                if (hd.len != 5 || msg[5] != 'I' || in->off != in->len) {
+                    pool_drop(p, "not idle after reset");
+                    return;
+                }
+                p->resetting = false;
+                p->deadline_ms = clock_ms() + (uint64_t)p->rt->cfg->server.pool_idle_timeout * 1000;
+                buf_put(p->in);
+                p->in = NULL;
+                return;
+            } else if (hd.type != 'C' && hd.type != 'N') {
+                pool_drop(p, "unexpected reply to DISCARD ALL");
+                return;
+            }
+            continue;
+        }
+        if (r == PG_OK) buf_reserve(in, 1 + hd.len - (in->len - in->off));
+        buf_reserve(in, 1024);
+        ssize_t n = sock_read(&p->sk, in->data + in->len, in->cap - in->len);
+        if (n == SOCK_AGAIN) return;
+        if (n <= 0) {
+            pool_drop(p, "server closed during reset");
+            return;
+        }
+        in->len += (size_t)n;
+    }
+}
+
+struct pooled *pool_take(struct worker *w, const struct runtime *rt, unsigned target_idx,
+                         const uint8_t *key, size_t key_len)
+{
+    for (struct pooled *p = w->pool; p; p = p->next) {
+        if (p->resetting || p->rt != rt || p->target_idx != target_idx ||
+            p->key_len != key_len || memcmp(p->key, key, key_len) != 0)
+            continue;
+        pool_unlink(p);
+        return p;
+    }
+    return NULL;
+}
+
+void pool_release(struct pooled *p)
+{
+    free(p->params);
+    free(p->key);
+    buf_put(p->in);
+    runtime_release(p->rt);
+    free(p);
+}
+
+void pool_tick(struct worker *w, uint64_t now_ms)
+{
+    for (struct pooled *p = w->pool, *next; p; p = next) {
+        next = p->next;
+        if (now_ms >= p->deadline_ms) pool_drop(p, p->resetting ? "reset timed out" : "idle timeout");
+    }
+}
+
+void pool_close_all(struct worker *w)
+{
+    while (w->pool) pool_drop(w->pool, "shutting down");
+}
