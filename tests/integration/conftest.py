@@ -311,8 +311,9 @@ class SluiceConfig:
         for n, i in tokens:
             out.append(f"    - {{ name: {yaml_str(n)}, kind: {i['kind']}, groups: [{', '.join(i['groups'])}], "
                        f"token_hash: {yaml_str(i['secret_hash'])} }}")
-        server = "".join(f", {k}: {v}" for k, v in self.server_extra.items())
-        out.append(f"server: {{ workers: 2, log_level: {LOG_LEVEL}{server} }}")
+        server = {"workers": 2, "log_level": LOG_LEVEL}
+        server.update(self.server_extra)
+        out.append("server: { " + ", ".join(f"{k}: {v}" for k, v in server.items()) + " }")
         return "\n".join(out) + "\n"
 
 

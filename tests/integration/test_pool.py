@@ -1,0 +1,68 @@
+"""test_pool.py: reuse of idle upstream connections must be invisible to clients.
+
+A client that leaves an idle session hands its backend to the next client of the same target
+with the same startup parameters, after DISCARD ALL. The next client must see a fresh session:
+no settings, prepared statements, temporary tables, LISTENs or advisory locks of the previous
+one. Sessions left inside a transaction, or with other startup parameters, are not reused.
+One worker, so that consecutive clients meet the same pool.
+"""
+
+import time
+
+
+def _pid(conn):
+    cur = conn.cursor()
+    cur.execute("SELECT pg_backend_pid()")
+    return cur.fetchone()[0]
+
+
+def _one(conn, sql):
+    cur = conn.cursor()
+    cur.execute(sql)
+    return cur.fetchone()[0]
+
+
+def test_reused_backend_is_reset(spawn_sluice):
+    _, ep = spawn_sluice("pool", server_extra={"workers": 1})
+    a = ep.connect("shop", user="etl")
+    a.autocommit = True
+    pid = _pid(a)
+    cur = a.cursor()
+    cur.execute("SET work_mem = '7MB'")
+    cur.execute("PREPARE p AS SELECT 1")
+    cur.execute("CREATE TEMP TABLE scratch (x int)")
+    cur.execute("LISTEN chan")
+    cur.execute("SELECT pg_advisory_lock(4242)")
+    a.close()
+    time.sleep(0.5)  # DISCARD ALL runs between the two clients
+
+    b = ep.connect("shop", user="etl")
+    b.autocommit = True
+    assert _pid(b) == pid, "an idle backend of the same target and parameters is reused"
+    assert b.get_backend_pid() == pid, "BackendKeyData carries the reused backend's real pid"
+    assert _one(b, "SHOW work_mem") == "4MB"
+    assert _one(b, "SELECT count(*) FROM pg_prepared_statements") == 0
+    assert _one(b, "SELECT count(*) FROM pg_class WHERE relname = 'scratch' "
+                   "AND relpersistence = 't'") == 0
+    assert _one(b, "SELECT count(*) FROM pg_listening_channels()") == 0
+    c = ep.connect("shop", user="etl")
+    c.autocommit = True
+    assert _one(c, "SELECT pg_try_advisory_lock(4242)") is True
+
+
+def test_not_reused_inside_transaction_or_with_other_parameters(spawn_sluice):
+    _, ep = spawn_sluice("pool2", server_extra={"workers": 1})
+    a = ep.connect("shop", user="etl")
+    pid_a = _pid(a)  # psycopg2 opened a transaction: the session is not idle
+    a.close()
+    time.sleep(0.3)
+    b = ep.connect("shop", user="etl")
+    b.autocommit = True
+    pid_b = _pid(b)
+    assert pid_b != pid_a
+    b.close()
+    time.sleep(0.3)
+    c = ep.connect("shop", user="etl", application_name="other")
+    c.autocommit = True
+    assert _pid(c) != pid_b, "different startup parameters never share a backend"
+    assert _one(c, "SHOW application_name") == "other"
