@@ -73,6 +73,15 @@ void buf_put(struct buf *b)
     free(b);
 }
 
+void buf_pool_free(void)
+{
+    while (pool_len) {
+        struct buf *b = pool[--pool_len];
+        free(b->data);
+        free(b);
+    }
+}
+
 void buf_compact(struct buf *b)
 {
     if (b->off == 0) return;

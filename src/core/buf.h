@@ -25,6 +25,8 @@ struct buf {
 
 struct buf *buf_get(void);
 void buf_put(struct buf *b);
+/* Free this thread's pooled buffers (at thread exit). */
+void buf_pool_free(void);
 
 /* Make room for at least `need` more bytes after len (compacting first). Aborts on OOM. */
 void buf_reserve(struct buf *b, size_t need);

@@ -104,6 +104,7 @@ static void *cancel_send(void *arg)
     }
     free(job->host);
     free(job);
+    buf_pool_free(); /* this thread's pool dies with it */
     return NULL;
 }
 

@@ -13,6 +13,7 @@
 #include <sys/eventfd.h>
 #include <unistd.h>
 
+#include "core/buf.h"
 #include "core/log.h"
 #include "proxy/pool.h"
 #include "proxy/proxy.h"
@@ -113,6 +114,7 @@ static void *worker_main(void *arg)
         session_reap(w);
     }
     session_reap(w);
+    buf_pool_free();
     return NULL;
 }
 
