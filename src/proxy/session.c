@@ -316,9 +316,17 @@ static int client_read(struct session *s)
     return 1;
 }
 
+/* Users log in with SCRAM-SHA-256; tokens (and later JWTs) as cleartext passwords. Unknown
+ * names get SCRAM against a mock verifier, as PostgreSQL does, so that the method does not
+ * tell which user names exist. */
+static bool uses_scram(const struct session *s)
+{
+    return !s->ident || !s->ident->is_token;
+}
+
 static void send_auth_request(struct session *s)
 {
-    bool scram = s->ident && !s->ident->is_token;
+    bool scram = uses_scram(s);
     if (scram) {
         static const char mechs[] = "SCRAM-SHA-256\0";
         pg_put_auth(out_buf(&s->cl_out), PG_AUTH_SASL, mechs, sizeof mechs);
@@ -502,7 +510,7 @@ static void on_auth_message(struct session *s, uint8_t type, const uint8_t *body
                      "protocol violation during authentication");
         return;
     }
-    bool scram = s->ident && !s->ident->is_token;
+    bool scram = uses_scram(s);
     if (!scram) {
         const char *secret;
         if (pg_body_cstring(body, len, &secret) != PG_OK) {
@@ -531,7 +539,9 @@ static void on_auth_message(struct session *s, uint8_t type, const uint8_t *body
             return;
         }
         struct scram_verifier v;
-        if (scram_verifier_parse(s->ident->secret_hash, &v) != 0) {
+        if (!s->ident) {
+            scram_verifier_mock(s->user, &v); /* fails at the proof, like a wrong password */
+        } else if (scram_verifier_parse(s->ident->secret_hash, &v) != 0) {
             auth_failed(s, "unusable verifier");
             return;
         }
@@ -552,7 +562,7 @@ static void on_auth_message(struct session *s, uint8_t type, const uint8_t *body
         return;
     }
     if (r != 0) {
-        auth_failed(s, "wrong secret");
+        auth_failed(s, s->ident ? "wrong secret" : "unknown identity");
         return;
     }
     pg_put_auth(out_buf(&s->cl_out), PG_AUTH_SASL_FINAL, out, outlen);
