@@ -79,7 +79,8 @@ static int cmd_hash_token(void)
         fputs("sluice: secret too long (at most 4095 bytes)\n", stderr);
         return 2;
     }
-    while (n && (secret[n - 1] == '\n' || secret[n - 1] == '\r')) n--;
+    while (n && (secret[n - 1] == '\n' || secret[n - 1] == '\r'))
+        n--;
     secret[n] = 0;
     if (n == 0 || strlen(secret) != n) {
         fputs("sluice: give a non-empty secret on stdin\n", stderr);
@@ -115,8 +116,7 @@ int main(int argc, char **argv)
         printf("sluice %s\n", SLUICE_VERSION);
         return 0;
     }
-    if (strcmp(cmd, "explain") == 0 || strcmp(cmd, "audit") == 0 ||
-        strcmp(cmd, "approvals") == 0) {
+    if (strcmp(cmd, "explain") == 0 || strcmp(cmd, "audit") == 0 || strcmp(cmd, "approvals") == 0) {
         fprintf(stderr, "sluice: '%s' is not available yet in this version\n", cmd);
         return 2;
     }

@@ -97,7 +97,8 @@ void buf_reserve(struct buf *b, size_t need)
     buf_compact(b);
     if (b->cap - b->len >= need) return;
     size_t cap = b->cap;
-    while (cap - b->len < need) cap *= 2;
+    while (cap - b->len < need)
+        cap *= 2;
     b->data = xrealloc(b->data, cap);
     b->cap = cap;
 }

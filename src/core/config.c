@@ -705,7 +705,8 @@ static int convert_server(struct loader *ld, const struct raw_server *rs, struct
     if (server_duration(ld, "server.shutdown_timeout", rs->shutdown_timeout, &s->shutdown_timeout) <
             0 ||
         server_duration(ld, "server.auth_timeout", rs->auth_timeout, &s->auth_timeout) < 0 ||
-        server_duration(ld, "server.connect_timeout", rs->connect_timeout, &s->connect_timeout) < 0 ||
+        server_duration(ld, "server.connect_timeout", rs->connect_timeout, &s->connect_timeout) <
+            0 ||
         server_duration(ld, "server.pool_idle_timeout", rs->pool_idle_timeout,
                         &s->pool_idle_timeout) < 0)
         return -1;

@@ -76,15 +76,16 @@ struct cfg_identity {
 };
 
 struct cfg_server {
-    unsigned workers;           /* worker threads; 0 = number of CPUs */
-    enum log_level log_level;   /* default info */
-    unsigned shutdown_timeout;  /* seconds SIGTERM waits for running statements; 30 */
-    unsigned auth_timeout;      /* seconds a client has to finish startup and auth; 15 */
-    unsigned connect_timeout;   /* seconds to reach and log into a target; 10 */
-    unsigned max_connections;   /* client connections per instance; 10000 */
-    uint32_t max_message_size;  /* largest message sluice buffers whole (Query, Parse); 1 GiB */
-    unsigned pool_idle_timeout; /* seconds an idle upstream connection is kept for reuse; 60, 0 off */
-    unsigned pool_max_idle;     /* idle upstream connections kept per worker; 100 */
+    unsigned workers;          /* worker threads; 0 = number of CPUs */
+    enum log_level log_level;  /* default info */
+    unsigned shutdown_timeout; /* seconds SIGTERM waits for running statements; 30 */
+    unsigned auth_timeout;     /* seconds a client has to finish startup and auth; 15 */
+    unsigned connect_timeout;  /* seconds to reach and log into a target; 10 */
+    unsigned max_connections;  /* client connections per instance; 10000 */
+    uint32_t max_message_size; /* largest message sluice buffers whole (Query, Parse); 1 GiB */
+    unsigned
+        pool_idle_timeout;  /* seconds an idle upstream connection is kept for reuse; 60, 0 off */
+    unsigned pool_max_idle; /* idle upstream connections kept per worker; 100 */
 };
 
 struct sluice_config {
@@ -110,8 +111,7 @@ struct sluice_config *config_ref(struct sluice_config *cfg);
 void config_unref(struct sluice_config *cfg);
 
 const struct cfg_target *config_find_target(const struct sluice_config *cfg, const char *name);
-const struct cfg_identity *config_find_identity(const struct sluice_config *cfg,
-                                                const char *name);
+const struct cfg_identity *config_find_identity(const struct sluice_config *cfg, const char *name);
 
 const char *ident_kind_name(enum ident_kind kind);
 const char *sslmode_name(enum sslmode mode);

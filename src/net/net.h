@@ -23,8 +23,8 @@
 
 struct sock {
     int fd;
-    SSL *ssl;           /* non-NULL once TLS is established or handshaking */
-    bool want_write;    /* the last TLS call needs the socket writable */
+    SSL *ssl;        /* non-NULL once TLS is established or handshaking */
+    bool want_write; /* the last TLS call needs the socket writable */
 };
 
 /* "host:port" or "[v6]:port" to a socket address. 0 or -1. */

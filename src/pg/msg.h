@@ -15,11 +15,11 @@
 
 #include "core/buf.h"
 
-#define PG_PROTO_V3 196608u     /* 3.0 */
+#define PG_PROTO_V3 196608u /* 3.0 */
 #define PG_SSL_REQUEST 80877103u
 #define PG_GSSENC_REQUEST 80877104u
 #define PG_CANCEL_REQUEST 80877102u
-#define PG_MAX_STARTUP 10000u /* PostgreSQL's MAX_STARTUP_PACKET_LENGTH */
+#define PG_MAX_STARTUP 10000u      /* PostgreSQL's MAX_STARTUP_PACKET_LENGTH */
 #define PG_MAX_MESSAGE 0x40000000u /* 1 GiB, PostgreSQL's largest message */
 #define PG_MAX_PARAMS 64
 
@@ -80,12 +80,11 @@ int pg_error_parse(const uint8_t *body, size_t len, struct pg_error_view *out);
 int pg_backend_key_parse(const uint8_t *body, size_t len, uint32_t *pid, uint32_t *key);
 
 /* 'S' body: name and value. */
-int pg_param_status_parse(const uint8_t *body, size_t len, const char **name,
-                          const char **value);
+int pg_param_status_parse(const uint8_t *body, size_t len, const char **name, const char **value);
 
 /* 'p' body of a SASLInitialResponse: mechanism and client data (dlen -1 means none). */
-int pg_sasl_initial_parse(const uint8_t *body, size_t len, const char **mech,
-                          const uint8_t **data, int32_t *dlen);
+int pg_sasl_initial_parse(const uint8_t *body, size_t len, const char **mech, const uint8_t **data,
+                          int32_t *dlen);
 
 /* A NUL-terminated string filling the whole body (PasswordMessage, Query). */
 int pg_body_cstring(const uint8_t *body, size_t len, const char **s);
@@ -105,8 +104,7 @@ void pg_put_backend_key(struct buf *b, uint32_t pid, uint32_t key);
 void pg_put_ready(struct buf *b, uint8_t status);
 void pg_put_negotiate_version(struct buf *b, uint32_t minor, const char *const *opts,
                               unsigned n_opts);
-void pg_put_startup(struct buf *b, const char *const *keys, const char *const *vals,
-                    unsigned n);
+void pg_put_startup(struct buf *b, const char *const *keys, const char *const *vals, unsigned n);
 void pg_put_ssl_request(struct buf *b);
 void pg_put_cancel(struct buf *b, uint32_t pid, uint32_t key);
 void pg_put_password(struct buf *b, const char *password);

@@ -89,15 +89,16 @@ static void *cancel_send(void *arg)
                 struct buf *b = buf_get();
                 pg_put_cancel(b, job->pid, job->real_key);
                 ssize_t w = send(fd, b->data, b->len, MSG_NOSIGNAL);
-                if (w != (ssize_t)b->len) log_warn("cancel: could not send request to backend %u",
-                                                   job->pid);
+                if (w != (ssize_t)b->len)
+                    log_warn("cancel: could not send request to backend %u", job->pid);
                 buf_put(b);
                 break;
             }
             usleep(10000);
         }
         char tmp[16];
-        for (int i = 0; i < 50 && read(fd, tmp, sizeof tmp) != 0; i++) usleep(10000);
+        for (int i = 0; i < 50 && read(fd, tmp, sizeof tmp) != 0; i++)
+            usleep(10000);
         close(fd);
     } else {
         log_warn("cancel: cannot reach target for backend %u: %s", job->pid, err);

@@ -154,8 +154,8 @@ struct pooled *pool_take(struct worker *w, const struct runtime *rt, unsigned ta
                          const uint8_t *key, size_t key_len)
 {
     for (struct pooled *p = w->pool; p; p = p->next) {
-        if (p->resetting || p->rt != rt || p->target_idx != target_idx ||
-            p->key_len != key_len || memcmp(p->key, key, key_len) != 0)
+        if (p->resetting || p->rt != rt || p->target_idx != target_idx || p->key_len != key_len ||
+            memcmp(p->key, key, key_len) != 0)
             continue;
         pool_unlink(p);
         return p;
@@ -176,11 +176,13 @@ void pool_tick(struct worker *w, uint64_t now_ms)
 {
     for (struct pooled *p = w->pool, *next; p; p = next) {
         next = p->next;
-        if (now_ms >= p->deadline_ms) pool_drop(p, p->resetting ? "reset timed out" : "idle timeout");
+        if (now_ms >= p->deadline_ms)
+            pool_drop(p, p->resetting ? "reset timed out" : "idle timeout");
     }
 }
 
 void pool_close_all(struct worker *w)
 {
-    while (w->pool) pool_drop(w->pool, "shutting down");
+    while (w->pool)
+        pool_drop(w->pool, "shutting down");
 }

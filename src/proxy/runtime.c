@@ -24,7 +24,8 @@ uint64_t clock_ms(void)
 static void runtime_free(struct runtime *rt)
 {
     if (rt->target_tls) {
-        for (unsigned i = 0; i < rt->cfg->n_targets; i++) SSL_CTX_free(rt->target_tls[i]);
+        for (unsigned i = 0; i < rt->cfg->n_targets; i++)
+            SSL_CTX_free(rt->target_tls[i]);
         free(rt->target_tls);
     }
     SSL_CTX_free(rt->server_tls);

@@ -112,8 +112,10 @@ int server_run(const char *path)
         break;
     }
     atomic_store(&proxy_draining, true);
-    for (unsigned i = 0; i < n_workers; i++) worker_request_drain(&workers[i]);
-    for (unsigned i = 0; i < n_workers; i++) pthread_join(workers[i].thread, NULL);
+    for (unsigned i = 0; i < n_workers; i++)
+        worker_request_drain(&workers[i]);
+    for (unsigned i = 0; i < n_workers; i++)
+        pthread_join(workers[i].thread, NULL);
     for (unsigned i = 0; i < n_workers; i++) {
         close(workers[i].epfd);
         close(workers[i].wake_fd);

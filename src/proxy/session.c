@@ -228,8 +228,10 @@ static void session_close(struct session *s, const char *reason)
     buf_put(s->cl_out);
     buf_put(s->sv_out);
     s->cl.in = s->sv.in = s->cl_out = s->sv_out = NULL;
-    if (s->prev) s->prev->next = s->next;
-    else w->sessions = s->next;
+    if (s->prev)
+        s->prev->next = s->next;
+    else
+        w->sessions = s->next;
     if (s->next) s->next->prev = s->prev;
     w->n_sessions--;
     atomic_fetch_sub(&proxy_n_clients, 1);
@@ -298,7 +300,8 @@ void session_reap(struct worker *w)
 
 void session_close_all(struct worker *w, const char *reason)
 {
-    while (w->sessions) session_close(w->sessions, reason);
+    while (w->sessions)
+        session_close(w->sessions, reason);
 }
 
 /* ---- startup ----------------------------------------------------------------------- */
@@ -308,8 +311,7 @@ static int client_read(struct session *s)
 {
     if (!s->cl.in) s->cl.in = buf_get();
     buf_reserve(s->cl.in, 1024);
-    ssize_t n = sock_read(&s->cl.sk, s->cl.in->data + s->cl.in->len,
-                          s->cl.in->cap - s->cl.in->len);
+    ssize_t n = sock_read(&s->cl.sk, s->cl.in->data + s->cl.in->len, s->cl.in->cap - s->cl.in->len);
     if (n == SOCK_AGAIN) return 0;
     if (n <= 0) return -1;
     s->cl.in->len += (size_t)n;
@@ -350,8 +352,8 @@ static void handle_startup_packet(struct session *s, const struct pg_startup *st
     uint32_t major = st->code >> 16, minor = st->code & 0xffff;
     if (major != 3) {
         char msg[128];
-        snprintf(msg, sizeof msg,
-                 "unsupported frontend protocol %u.%u: server supports 3.0 to 3.0", major, minor);
+        snprintf(msg, sizeof msg, "unsupported frontend protocol %u.%u: server supports 3.0 to 3.0",
+                 major, minor);
         session_fail(s, "0A000", msg, NULL, "refused: unsupported protocol version");
         return;
     }
@@ -450,8 +452,8 @@ static void on_tls_accept(struct session *s)
     char err[256];
     int r = tls_handshake(&s->cl.sk, true, err, sizeof err);
     if (r < 0) {
-        log_info("session %llu: client TLS handshake failed from %s: %s",
-                 (unsigned long long)s->id, s->addr_text, err);
+        log_info("session %llu: client TLS handshake failed from %s: %s", (unsigned long long)s->id,
+                 s->addr_text, err);
         session_close(s, "client TLS handshake failed");
         return;
     }
@@ -602,8 +604,7 @@ static void upstream_fail(struct session *s, const char *detail, const char *rea
 {
     char msg[300];
     snprintf(msg, sizeof msg, "sluice: cannot connect to target \"%s\"", s->target->name);
-    log_warn("session %llu: target \"%s\": %s", (unsigned long long)s->id, s->target->name,
-             detail);
+    log_warn("session %llu: target \"%s\": %s", (unsigned long long)s->id, s->target->name, detail);
     session_fail(s, "08006", msg, detail, reason);
 }
 
@@ -690,8 +691,9 @@ static void on_up_sslreq(struct session *s)
         upstream_send_startup(s);
         return;
     }
-    upstream_fail(s, answer == 'N' ? "the server does not support TLS (sslmode requires it)"
-                                   : "unexpected answer to SSLRequest",
+    upstream_fail(s,
+                  answer == 'N' ? "the server does not support TLS (sslmode requires it)"
+                                : "unexpected answer to SSLRequest",
                   "upstream TLS refused");
 }
 
@@ -809,8 +811,10 @@ static bool on_login_message(struct session *s, uint8_t type, const uint8_t *msg
         sock_close(&s->sv.sk);
         s->state = S_CLOSING;
         s->deadline_ms = clock_ms() + 5000;
-        if (client_out_flush(s)) session_close(s, "upstream refused login");
-        else side_watch(s, &s->cl, EPOLLOUT);
+        if (client_out_flush(s))
+            session_close(s, "upstream refused login");
+        else
+            side_watch(s, &s->cl, EPOLLOUT);
         return false;
     }
     case 'Z':
@@ -819,8 +823,7 @@ static bool on_login_message(struct session *s, uint8_t type, const uint8_t *msg
         s->tx = body[0];
         s->state = S_RELAY;
         s->deadline_ms = 0;
-        log_debug("session %llu: relaying to backend pid %u", (unsigned long long)s->id,
-                  s->be_pid);
+        log_debug("session %llu: relaying to backend pid %u", (unsigned long long)s->id, s->be_pid);
         return true;
     case 'v':
         return true; /* we ask for 3.0 without options: nothing to negotiate */
@@ -839,8 +842,8 @@ static void session_put_backend_key(struct session *s)
 {
     for (int i = 0; i < 8 && !s->cancel_registered; i++) {
         if (getrandom(&s->our_key, sizeof s->our_key, 0) != sizeof s->our_key) continue;
-        s->cancel_registered = cancel_register(s->be_pid, s->our_key, s->be_key,
-                                               s->target->host, s->target->port) == 0;
+        s->cancel_registered = cancel_register(s->be_pid, s->our_key, s->be_key, s->target->host,
+                                               s->target->port) == 0;
     }
     pg_put_backend_key(out_buf(&s->cl_out), s->be_pid, s->our_key);
 }
@@ -911,8 +914,8 @@ static void login_continue(struct session *s)
         }
         struct buf *in = s->sv.in;
         struct pg_hdr h;
-        int r = in ? pg_hdr_parse(in->data + in->off, in->len - in->off, 1 << 20, &h)
-                   : PG_NEED_MORE;
+        int r =
+            in ? pg_hdr_parse(in->data + in->off, in->len - in->off, 1 << 20, &h) : PG_NEED_MORE;
         if (r == PG_BAD) {
             upstream_fail(s, "invalid message from the server", "upstream protocol error");
             return;

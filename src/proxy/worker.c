@@ -38,8 +38,8 @@ static void worker_accept(struct worker *w)
     for (int i = 0; i < 64; i++) {
         struct sockaddr_storage addr;
         socklen_t len = sizeof addr;
-        int fd = accept4(w->listen_fd, (struct sockaddr *)&addr, &len,
-                         SOCK_NONBLOCK | SOCK_CLOEXEC);
+        int fd =
+            accept4(w->listen_fd, (struct sockaddr *)&addr, &len, SOCK_NONBLOCK | SOCK_CLOEXEC);
         if (fd < 0) {
             if (errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR)
                 log_warn("worker %u: accept: %s", w->id, strerror(errno));
