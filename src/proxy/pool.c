@@ -20,15 +20,29 @@
 
 static const char reset_query[] = "DISCARD ALL";
 
+/* Events for p may still sit in the worker's current batch: it is marked dead and freed by
+ * pool_reap() after the batch. */
 static void pool_free(struct pooled *p)
 {
-    if (p->sk.fd >= 0) worker_watch(p->w, p->sk.fd, &p->h, p->ev, 0);
+    if (p->sk.fd >= 0 && p->ev) worker_watch(p->w, p->sk.fd, &p->h, p->ev, 0);
     sock_close(&p->sk);
     buf_put(p->in);
-    free(p->params);
-    free(p->key);
-    runtime_release(p->rt);
-    free(p);
+    p->in = NULL;
+    p->dead = true;
+    p->next = p->w->pool_dead;
+    p->w->pool_dead = p;
+}
+
+void pool_reap(struct worker *w)
+{
+    while (w->pool_dead) {
+        struct pooled *p = w->pool_dead;
+        w->pool_dead = p->next;
+        free(p->params);
+        free(p->key);
+        runtime_release(p->rt);
+        free(p);
+    }
 }
 
 static void pool_unlink(struct pooled *p)
@@ -53,12 +67,12 @@ static void pool_drop(struct pooled *p, const char *why)
 void pool_put(struct worker *w, struct pooled *p)
 {
     struct cfg_server *srv = &p->rt->cfg->server;
+    p->w = w;
+    p->h = (struct ev_handler){EV_POOLED, p};
     if (srv->pool_idle_timeout == 0 || w->n_pooled >= srv->pool_max_idle || w->draining) {
         pool_free(p);
         return;
     }
-    p->w = w;
-    p->h = (struct ev_handler){EV_POOLED, p};
     p->resetting = true;
     p->deadline_ms = clock_ms() + 5000;
     struct buf *b = buf_get();
@@ -104,6 +118,7 @@ void pool_on_event(struct ev_handler *h, uint32_t events)
 {
     struct pooled *p = h->owner;
     (void)events;
+    if (p->dead) return;
     if (!p->resetting) {
         pool_drop(p, "server sent data or closed while idle");
         return;
@@ -165,11 +180,10 @@ struct pooled *pool_take(struct worker *w, const struct runtime *rt, unsigned ta
 
 void pool_release(struct pooled *p)
 {
-    free(p->params);
-    free(p->key);
-    buf_put(p->in);
-    runtime_release(p->rt);
-    free(p);
+    p->sk.fd = -1;
+    p->sk.ssl = NULL;
+    p->ev = 0;
+    pool_free(p);
 }
 
 void pool_tick(struct worker *w, uint64_t now_ms)

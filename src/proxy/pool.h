@@ -2,7 +2,7 @@
  * pool.h: idle upstream connections kept per worker for the next client (see pool.c).
  *
  * Ownership: pool_put() takes the connection; pool_take() hands one back to a session,
- * which takes its socket and then frees the rest with pool_release().
+ * which takes its socket (and ParameterStatus run) and then frees the rest with pool_release().
  */
 #ifndef SLUICE_PROXY_POOL_H
 #define SLUICE_PROXY_POOL_H
@@ -25,13 +25,16 @@ struct pooled {
     uint32_t be_pid, be_key;
     struct buf *in;
     bool resetting; /* DISCARD ALL sent, ReadyForQuery not yet seen */
+    bool dead;      /* freed by pool_reap() after the current batch of events */
     uint64_t deadline_ms;
 };
 
 void pool_put(struct worker *w, struct pooled *p);
 struct pooled *pool_take(struct worker *w, const struct runtime *rt, unsigned target_idx,
                          const uint8_t *key, size_t key_len);
+/* The session took p's socket: free the rest (after the current batch of events). */
 void pool_release(struct pooled *p);
+void pool_reap(struct worker *w);
 /* Replace or add one ParameterStatus message in a run of complete 'S' messages. */
 void pool_params_update(uint8_t **params, size_t *params_len, const uint8_t *msg, size_t total);
 void pool_on_event(struct ev_handler *h, uint32_t events);

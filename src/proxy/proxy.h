@@ -63,6 +63,7 @@ struct worker {
     unsigned n_sessions;
     struct session *dead; /* closed this round, freed by session_reap() */
     struct pooled *pool;  /* idle upstream connections (pool.c) */
+    struct pooled *pool_dead;
     unsigned n_pooled;
     atomic_bool drain_requested;
     bool draining;

@@ -861,14 +861,10 @@ static bool upstream_reuse(struct session *s)
     s->sv.sk = p->sk;
     if (worker_watch(s->w, s->sv.sk.fd, &s->sv.h, p->ev, EPOLLIN) < 0) {
         sock_close(&s->sv.sk);
-        p->sk.fd = -1;
-        p->sk.ssl = NULL;
         pool_release(p);
         return false;
     }
     s->sv.ev = EPOLLIN;
-    p->sk.fd = -1;
-    p->sk.ssl = NULL;
     s->be_pid = p->be_pid;
     s->be_key = p->be_key;
     s->params = p->params;

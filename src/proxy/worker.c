@@ -86,7 +86,7 @@ static void *worker_main(void *arg)
             struct ev_handler *h = events[i].data.ptr;
             switch (h->kind) {
             case EV_LISTENER:
-                worker_accept(w);
+                if (w->listen_fd >= 0) worker_accept(w);
                 break;
             case EV_WAKEUP: {
                 uint64_t v;
@@ -112,8 +112,10 @@ static void *worker_main(void *arg)
                 session_close_all(w, "shutdown timeout (server.shutdown_timeout)");
         }
         session_reap(w);
+        pool_reap(w);
     }
     session_reap(w);
+    pool_reap(w);
     buf_pool_free();
     return NULL;
 }
