@@ -1,0 +1,88 @@
+/*
+ * sql.h: what sluice understands of a SQL string, from the real PostgreSQL parser
+ * (libpg_query, PostgreSQL 15 grammar). Pure code: a string in, facts out; no sockets, no
+ * policy, no configuration.
+ *
+ * sql_analyze() parses every statement of a query string (a simple Query may hold several;
+ * a Parse message holds one) and fills one struct sql_stmt per statement: command, class,
+ * tables read and written (through CTEs, subqueries, EXPLAIN, PREPARE, CREATE TABLE AS,
+ * SELECT INTO, MERGE), functions called, WHERE presence for UPDATE/DELETE (a tautology such as
+ * WHERE true or WHERE 1=1 counts as no WHERE), and flags for what guardrails look at. It also
+ * gives the fingerprint (pg_query_fingerprint: equal for statements differing only in
+ * literals) and the normalized text (pg_query_normalize: literals replaced by $n).
+ *
+ * Ownership: sql_analyze() fills *out; the caller releases it with sql_facts_free(). Strings
+ * in the facts are owned by the facts. Thread-safe (libpg_query keeps per-thread state); never
+ * call pg_query_exit() from a worker thread.
+ */
+#ifndef SLUICE_SQL_SQL_H
+#define SLUICE_SQL_SQL_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+enum sql_class {
+    SQL_READ,        /* SELECT, SHOW, EXPLAIN without ANALYZE of anything, VALUES, FETCH ... */
+    SQL_WRITE,       /* INSERT, UPDATE, DELETE, MERGE, COPY FROM, SELECT INTO/CTAS counts as ddl */
+    SQL_DDL,         /* CREATE, ALTER, DROP, TRUNCATE, COMMENT, CREATE TABLE AS, SELECT INTO ... */
+    SQL_DCL,         /* GRANT, REVOKE, CREATE/ALTER/DROP ROLE, ALTER DEFAULT PRIVILEGES */
+    SQL_ADMIN,       /* ALTER SYSTEM, VACUUM, ANALYZE, CLUSTER, REINDEX, CHECKPOINT, LOAD ... */
+    SQL_TRANSACTION, /* BEGIN, COMMIT, ROLLBACK, SAVEPOINT, PREPARE TRANSACTION ... */
+    SQL_UTILITY,     /* SET, RESET, SHOW? (no: read), LISTEN, NOTIFY, DISCARD, PREPARE, EXECUTE,
+                        DEALLOCATE, DECLARE/CLOSE cursor, LOCK, DO, CALL, ... */
+    SQL_CLASS_COUNT,
+};
+
+/* Flags: what the guardrails and the "cannot judge" rule look at. */
+enum sql_flag {
+    SQL_F_NO_WHERE = 1u << 0,       /* UPDATE or DELETE without WHERE, or WHERE a tautology */
+    SQL_F_TAUTOLOGY = 1u << 1,      /* ... and it was a tautology (WHERE true, 1=1, 'a'='a') */
+    SQL_F_COPY_PROGRAM = 1u << 2,   /* COPY ... TO/FROM PROGRAM */
+    SQL_F_COPY_FILE = 1u << 3,      /* COPY ... TO/FROM 'file' on the server */
+    SQL_F_ALTER_SYSTEM = 1u << 4,   /* ALTER SYSTEM */
+    SQL_F_ROLE_CHANGE = 1u << 5,    /* SET ROLE, SET SESSION AUTHORIZATION (not RESET/NONE) */
+    SQL_F_ROLE_PRIVILEGE = 1u << 6, /* CREATE/ALTER ROLE with SUPERUSER, BYPASSRLS, REPLICATION,
+                                       CREATEROLE; GRANT of a role (membership) */
+    SQL_F_UNJUDGEABLE = 1u << 7,    /* DO, CALL, EXECUTE of dynamic SQL inside functions we
+                                       cannot see, CREATE FUNCTION/PROCEDURE bodies */
+    SQL_F_PARSE_ERROR = 1u << 8,    /* the parser refused the text */
+    SQL_F_EXPLAIN_ANALYZE = 1u << 9 /* the statement runs under EXPLAIN ANALYZE */
+};
+
+struct sql_stmt {
+    const char *command; /* upper case tag: "SELECT", "INSERT", "UPDATE", "DELETE", "MERGE",
+                            "TRUNCATE", "DROP", "ALTER", "CREATE", "GRANT", "REVOKE", "COPY",
+                            "DO", "CALL", "SET", "SHOW", "BEGIN", "COMMIT", "ROLLBACK", "EXPLAIN",
+                            "PREPARE", "EXECUTE", "VACUUM", ... ("UNKNOWN" when unparseable) */
+    enum sql_class cls;
+    unsigned flags; /* enum sql_flag */
+    /* Relations as written, lower-cased unless quoted: "schema.table" when qualified, else
+     * "table". Deduplicated. CTE names are not tables. */
+    char **tables_read;
+    unsigned n_read;
+    char **tables_written;
+    unsigned n_written;
+    /* Functions called, "schema.name" when qualified else "name", lower-cased. */
+    char **functions;
+    unsigned n_functions;
+};
+
+struct sql_facts {
+    struct sql_stmt *stmts;
+    unsigned n_stmts;
+    uint64_t fingerprint; /* of the whole string; 0 when it does not parse */
+    char *normalized;     /* literals replaced by $n; NULL when it does not parse */
+    char *error;          /* parser message when SQL_F_PARSE_ERROR; NULL otherwise */
+};
+
+/* Analyze sql (NUL-terminated). Returns 0 (facts filled, possibly with one UNKNOWN statement
+ * flagged SQL_F_PARSE_ERROR) or -1 on an internal failure. */
+int sql_analyze(const char *sql, struct sql_facts *out);
+void sql_facts_free(struct sql_facts *f);
+
+const char *sql_class_name(enum sql_class cls);
+/* Parse "read", "write", ... ; -1 when unknown. */
+int sql_class_from_name(const char *name);
+
+#endif
