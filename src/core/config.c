@@ -411,7 +411,8 @@ static const char *check_scram_verifier(const char *v)
     char iter[16];
     size_t n = (size_t)(colon - p);
     unsigned long long it = 0;
-    if (n == 0 || n >= sizeof(iter)) return "iterations must be 1 to 1000000";
+    /* at most 10 characters, leading zeros included, as src/pg/scram.c parses them */
+    if (n == 0 || n > 10) return "iterations must be 1 to 1000000";
     memcpy(iter, p, n);
     iter[n] = '\0';
     if (parse_uint(iter, SCRAM_MAX_ITER, &it) < 0 || it == 0)

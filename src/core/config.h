@@ -75,6 +75,97 @@ struct cfg_identity {
     bool is_token; /* from identities.tokens: always cleartext (API tokens, JWTs) */
 };
 
+/* ---- guardrails and policy (issue 3). Pure data: src/policy/ compiles and evaluates it. */
+
+/* What a guardrail or rule does with a statement. */
+enum cfg_action {
+    CFG_ALLOW,
+    CFG_DENY,
+    CFG_REVIEW, /* needs a human's approval */
+};
+
+/* Built-in guardrails, in the fixed order src/policy/ checks them. */
+enum cfg_guardrail {
+    CFG_GUARD_DROP,                 /* DROP TABLE/SCHEMA/DATABASE/... */
+    CFG_GUARD_TRUNCATE,             /* TRUNCATE */
+    CFG_GUARD_DELETE_WITHOUT_WHERE, /* DELETE without WHERE or with a tautology */
+    CFG_GUARD_UPDATE_WITHOUT_WHERE, /* UPDATE likewise */
+    CFG_GUARD_COPY_PROGRAM,         /* COPY ... TO/FROM PROGRAM */
+    CFG_GUARD_COPY_FILE,            /* COPY ... TO/FROM a server file */
+    CFG_GUARD_ALTER_SYSTEM,         /* ALTER SYSTEM */
+    CFG_GUARD_FILE_ACCESS,          /* pg_read_file, lo_import, lo_export, ... */
+    CFG_GUARD_ROLE_ESCALATION,      /* SET ROLE, CREATE ROLE ... SUPERUSER, GRANT role, ... */
+    CFG_GUARD_DANGEROUS_FUNCTIONS,  /* dblink*, pg_terminate_backend, pg_reload_conf, ... */
+    CFG_GUARD_UNJUDGEABLE,          /* DO, CALL, function bodies, unparseable text */
+    CFG_GUARD_COUNT,
+};
+
+#define CFG_KIND_COUNT 3 /* enum ident_kind values */
+
+struct cfg_guardrails {
+    /* action[g][kind]: what guardrail g does for an identity of that kind. Built-in defaults:
+     * deny everywhere, except unjudgeable which allows humans. A value in sluice.yaml sets
+     * all kinds at once. */
+    enum cfg_action action[CFG_GUARD_COUNT][CFG_KIND_COUNT];
+    bool configured[CFG_GUARD_COUNT]; /* set in sluice.yaml (else the built-in default) */
+};
+
+/* Statement classes as policy matches them; same order as enum sql_class (src/sql/sql.h). */
+enum cfg_class {
+    CFG_CLASS_READ,
+    CFG_CLASS_WRITE,
+    CFG_CLASS_DDL,
+    CFG_CLASS_DCL,
+    CFG_CLASS_ADMIN,
+    CFG_CLASS_TRANSACTION,
+    CFG_CLASS_UTILITY,
+    CFG_CLASS_COUNT,
+};
+
+enum cfg_approval_mode {
+    CFG_MODE_DEFAULT, /* approvals.mode decides (issue 6) */
+    CFG_MODE_WAIT,
+    CFG_MODE_DEFER,
+};
+
+/* What a rule matches. Every list given must match (AND between keys, OR inside a list);
+ * an absent key (n == 0, mask == 0) matches anything. */
+struct cfg_match {
+    char **identities; /* globs on the identity name */
+    unsigned n_identities;
+    unsigned kinds; /* bit (1u << enum ident_kind); 0 = any */
+    char **groups;  /* the identity is in any of these groups */
+    unsigned n_groups;
+    char **targets; /* target names (checked against targets:) */
+    unsigned n_targets;
+    unsigned classes; /* bit (1u << enum cfg_class); 0 = any */
+    char **commands;  /* upper case command tags: "DELETE", "DROP", ... */
+    unsigned n_commands;
+    char **tables; /* globs: any table read or written matches one */
+    unsigned n_tables;
+    char **tables_written; /* globs: every table written matches one (at least one written) */
+    unsigned n_tables_written;
+    char **functions; /* globs: any function called matches one */
+    unsigned n_functions;
+};
+
+struct cfg_rule {
+    char *name; /* unique; not a guardrail name, not "default" */
+    struct cfg_match match;
+    enum cfg_action action;
+    uint64_t limit_rows;         /* 0 = none; only with allow or review */
+    enum cfg_approval_mode mode; /* stored for issue 6 */
+    char *reason;                /* optional text for the client instead of the generated one */
+    char *hint;                  /* optional hint for the client */
+    unsigned overrides;          /* bit (1u << enum cfg_guardrail): guardrails this rule lifts */
+};
+
+struct cfg_policy {
+    struct cfg_rule *rules; /* in file order: first match wins */
+    unsigned n_rules;
+    enum cfg_action default_action; /* policy.default; CFG_ALLOW when absent */
+};
+
 struct cfg_server {
     unsigned workers;          /* worker threads; 0 = number of CPUs */
     enum log_level log_level;  /* default info */
@@ -97,6 +188,8 @@ struct sluice_config {
     struct cfg_identity *identities; /* users first, then tokens */
     unsigned n_identities;
     struct cfg_server server;
+    struct cfg_guardrails guardrails;
+    struct cfg_policy policy;
     int refs; /* atomic reference count */
 };
 
@@ -114,6 +207,10 @@ const struct cfg_target *config_find_target(const struct sluice_config *cfg, con
 const struct cfg_identity *config_find_identity(const struct sluice_config *cfg, const char *name);
 
 const char *ident_kind_name(enum ident_kind kind);
+const char *cfg_action_name(enum cfg_action a);       /* "allow", "deny", "review" */
+const char *cfg_guardrail_name(enum cfg_guardrail g); /* "drop", "delete_without_where", ... */
+int cfg_guardrail_from_name(const char *name);        /* -1 when unknown */
+const char *cfg_class_name(enum cfg_class c);         /* "read", "write", ... */
 const char *sslmode_name(enum sslmode mode);
 
 #endif

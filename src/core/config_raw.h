@@ -84,6 +84,31 @@ struct raw_server {
     char *pool_max_idle;
 };
 
+/* guardrails: one enum per built-in guardrail (raw action = enum cfg_action + 1). Indexed
+ * by enum cfg_guardrail: the schema fills v[g]. */
+struct raw_guardrails {
+    int v[16];
+};
+
+/* policy.rules[]: `match` is read by config_match.c from the YAML document (its values may
+ * be one scalar or a list, which libcyaml cannot express); libcyaml skips it here. */
+struct raw_rule {
+    char *name;
+    int action;
+    char *limit_rows;
+    int mode; /* enum cfg_approval_mode: 1 wait, 2 defer */
+    char *reason;
+    char *hint;
+    char **overrides;
+    unsigned overrides_count;
+};
+
+struct raw_policy {
+    struct raw_rule *rules;
+    unsigned rules_count;
+    int default_action;
+};
+
 struct raw_config {
     struct raw_listen *listen;
     struct raw_tls *tls;
@@ -92,6 +117,8 @@ struct raw_config {
     unsigned targets_count;
     struct raw_identities *identities;
     struct raw_server *server;
+    struct raw_guardrails *guardrails;
+    struct raw_policy *policy;
 };
 
 /* The top-level schema (config_schema.c). */
@@ -125,5 +152,17 @@ const struct cfgpos_entry *cfgpos_find(const struct cfgpos *pos, const char *pat
 /* The last entry with that path (where a duplicate key sits). */
 const struct cfgpos_entry *cfgpos_find_last(const struct cfgpos *pos, const char *path);
 void cfgpos_free(struct cfgpos *pos);
+
+/*
+ * The `match` mappings of policy.rules[] (config_match.c), read from the YAML document with
+ * libyaml: fills cfg->policy.rules[i].match for every rule (cfg->targets must be set: target
+ * names are checked against them). On error returns -1 with the message in err and its
+ * 1-based *line / *col; what was filled so far is freed with the config.
+ */
+struct cfg_match;
+struct sluice_config;
+int cfgmatch_load(const char *data, size_t len, struct sluice_config *cfg, char *err, size_t errlen,
+                  unsigned *line, unsigned *col);
+void cfgmatch_free(struct cfg_match *m);
 
 #endif

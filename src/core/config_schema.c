@@ -2,10 +2,12 @@
  * config_schema.c: the libcyaml schema of sluice.yaml, filling the raw structs of
  * config_raw.h. It only says which keys exist, their shape, and the spellings of enums;
  * defaults, ranges and cross-key rules live in config.c. Keys planned for later issues
- * (guardrails, policy, masking, approvals, audit) are deliberately absent, so libcyaml
- * rejects them as unknown keys.
+ * (masking, approvals, audit) are deliberately absent, so libcyaml rejects them as unknown
+ * keys. policy.rules[].match is skipped here and read by config_match.c.
  */
 #include "core/config_raw.h"
+
+#include "core/config.h"
 
 #include <string.h>
 
@@ -40,8 +42,22 @@ static const cyaml_strval_t driver_strings[] = {
     {"postgres", RAW_DRIVER_POSTGRES},
 };
 
+static const cyaml_strval_t action_strings[] = {
+    {"allow", CFG_ALLOW + 1},
+    {"deny", CFG_DENY + 1},
+    {"review", CFG_REVIEW + 1},
+};
+static const cyaml_strval_t mode_strings[] = {
+    {"wait", CFG_MODE_WAIT},
+    {"defer", CFG_MODE_DEFER},
+};
+
 const char *config_raw_enum_choices(const char *key)
 {
+    if (strcmp(key, "action") == 0 || strcmp(key, "default") == 0 ||
+        cfg_guardrail_from_name(key) >= 0)
+        return "allow, deny or review";
+    if (strcmp(key, "mode") == 0) return "wait or defer";
     if (strcmp(key, "sslmode") == 0)
         return "disable, allow, prefer, require, verify-ca or verify-full";
     if (strcmp(key, "kind") == 0) return "human, service or agent";
@@ -150,6 +166,47 @@ static const cyaml_schema_field_t server_fields[] = {
     CYAML_FIELD_END,
 };
 
+#define GUARD(name, g) ENUM_OPT(name, struct raw_guardrails, v[g], action_strings)
+static const cyaml_schema_field_t guardrails_fields[] = {
+    GUARD("drop", CFG_GUARD_DROP),
+    GUARD("truncate", CFG_GUARD_TRUNCATE),
+    GUARD("delete_without_where", CFG_GUARD_DELETE_WITHOUT_WHERE),
+    GUARD("update_without_where", CFG_GUARD_UPDATE_WITHOUT_WHERE),
+    GUARD("copy_program", CFG_GUARD_COPY_PROGRAM),
+    GUARD("copy_file", CFG_GUARD_COPY_FILE),
+    GUARD("alter_system", CFG_GUARD_ALTER_SYSTEM),
+    GUARD("file_access", CFG_GUARD_FILE_ACCESS),
+    GUARD("role_escalation", CFG_GUARD_ROLE_ESCALATION),
+    GUARD("dangerous_functions", CFG_GUARD_DANGEROUS_FUNCTIONS),
+    GUARD("unjudgeable", CFG_GUARD_UNJUDGEABLE),
+    CYAML_FIELD_END,
+};
+_Static_assert(CFG_GUARD_COUNT <= 16, "struct raw_guardrails holds 16 guardrails");
+
+static const cyaml_schema_field_t rule_fields[] = {
+    STR_OPT("name", struct raw_rule, name),
+    CYAML_FIELD_IGNORE("match", OPT),
+    ENUM_OPT("action", struct raw_rule, action, action_strings),
+    STR_OPT("limit_rows", struct raw_rule, limit_rows),
+    ENUM_OPT("mode", struct raw_rule, mode, mode_strings),
+    STR_OPT("reason", struct raw_rule, reason),
+    STR_OPT("hint", struct raw_rule, hint),
+    CYAML_FIELD_SEQUENCE("override", OPT | CYAML_FLAG_POINTER_NULL, struct raw_rule, overrides,
+                         &group_schema, 0, CYAML_UNLIMITED),
+    CYAML_FIELD_END,
+};
+
+static const cyaml_schema_value_t rule_schema = {
+    CYAML_VALUE_MAPPING(CYAML_FLAG_DEFAULT, struct raw_rule, rule_fields),
+};
+
+static const cyaml_schema_field_t policy_fields[] = {
+    CYAML_FIELD_SEQUENCE("rules", OPT | CYAML_FLAG_POINTER_NULL, struct raw_policy, rules,
+                         &rule_schema, 0, CYAML_UNLIMITED),
+    ENUM_OPT("default", struct raw_policy, default_action, action_strings),
+    CYAML_FIELD_END,
+};
+
 static const cyaml_schema_field_t top_fields[] = {
     MAP_OPT("listen", struct raw_config, listen, listen_fields),
     MAP_OPT("tls", struct raw_config, tls, tls_fields),
@@ -158,6 +215,8 @@ static const cyaml_schema_field_t top_fields[] = {
                          &target_schema, 0, CYAML_UNLIMITED),
     MAP_OPT("identities", struct raw_config, identities, identities_fields),
     MAP_OPT("server", struct raw_config, server, server_fields),
+    MAP_OPT("guardrails", struct raw_config, guardrails, guardrails_fields),
+    MAP_OPT("policy", struct raw_config, policy, policy_fields),
     CYAML_FIELD_END,
 };
 

@@ -23,8 +23,9 @@
 /* One immutable configuration snapshot with its derived objects. */
 struct runtime {
     struct sluice_config *cfg;
-    SSL_CTX *server_tls;  /* NULL when no certificate is configured */
-    SSL_CTX **target_tls; /* per target; NULL where sslmode is disable */
+    SSL_CTX *server_tls;   /* NULL when no certificate is configured */
+    SSL_CTX **target_tls;  /* per target; NULL where sslmode is disable */
+    struct policy *policy; /* guardrails and rules compiled for this snapshot */
     atomic_int refs;
 };
 

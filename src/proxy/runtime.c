@@ -10,6 +10,7 @@
 
 #include "core/buf.h"
 #include "net/net.h"
+#include "policy/policy.h"
 
 static pthread_mutex_t current_lock = PTHREAD_MUTEX_INITIALIZER;
 static struct runtime *current;
@@ -29,6 +30,7 @@ static void runtime_free(struct runtime *rt)
         free(rt->target_tls);
     }
     SSL_CTX_free(rt->server_tls);
+    if (rt->policy) policy_free(rt->policy);
     config_unref(rt->cfg);
     free(rt);
 }
@@ -38,6 +40,8 @@ int runtime_install(struct sluice_config *cfg, char *err, size_t errlen)
     struct runtime *rt = xcalloc(1, sizeof *rt);
     rt->cfg = cfg;
     atomic_init(&rt->refs, 1);
+    rt->policy = policy_compile(cfg, err, errlen);
+    if (!rt->policy) goto fail;
     if (cfg->tls.cert) {
         rt->server_tls = tls_server_ctx(&cfg->tls, err, errlen);
         if (!rt->server_tls) goto fail;

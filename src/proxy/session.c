@@ -29,6 +29,8 @@
 #include "net/net.h"
 #include "pg/msg.h"
 #include "pg/scram.h"
+#include "sql/sql.h"
+#include "policy/policy.h"
 #include "proxy/pool.h"
 #include "proxy/proxy.h"
 
@@ -54,6 +56,17 @@ struct side {
     size_t fwd;        /* bytes from in->off decided and waiting to be written to the peer */
     uint32_t msg_left; /* bytes of a streamed message still to come from the socket */
     uint32_t ev;       /* current epoll interest */
+    size_t skip;       /* after fwd: bytes of a replaced message to drop */
+    bool rescan;       /* scanning stopped at a replaced message: resume before reading */
+};
+
+/* A statement refused by policy: its placeholder's error from the server is replaced by
+ * this ErrorResponse. `group` counts Query/Sync messages sent before it. */
+struct blocked {
+    struct blocked *next;
+    uint64_t group;
+    size_t len;
+    uint8_t msg[];
 };
 
 struct session {
@@ -89,7 +102,9 @@ struct session {
     uint64_t statements;
     uint8_t *params; /* the server's ParameterStatus messages, replayed if the upstream is reused */
     size_t params_len;
-    bool client_left; /* the client ended the session (Terminate or close) */
+    bool client_left;              /* the client ended the session (Terminate or close) */
+    uint64_t c2s_group, s2c_group; /* Query/Sync/FunctionCall sent; ReadyForQuery received */
+    struct blocked *blocked, *blocked_tail;
 };
 
 atomic_uint proxy_n_clients;
@@ -291,6 +306,11 @@ void session_reap(struct worker *w)
         w->dead = s->next;
         free(s->startup);
         free(s->params);
+        while (s->blocked) {
+            struct blocked *b = s->blocked;
+            s->blocked = b->next;
+            free(b);
+        }
         free(s->scram_sv);
         free(s->scram_cl);
         runtime_release(s->rt);
@@ -952,25 +972,136 @@ enum pump_result {
     PUMP_DRAINED, /* shutting down and nothing is running: end the session */
 };
 
-/* Policy seam: a whole client Query or Parse message. Today every statement is forwarded;
- * the policy engine (issue 3) decides here. */
-static void on_client_statement(struct session *s, uint8_t type, const uint8_t *body, size_t len)
+/* What a hook decided about a held message. */
+enum hold_action {
+    HOLD_FORWARD, /* send it on unchanged */
+    HOLD_REPLACE, /* drop it; the bytes queued in the destination's output go instead */
+};
+
+/* A refused statement is replaced upstream by this text: the server answers with a syntax
+ * error at exactly the place the statement's own error would come, which puts an explicit
+ * transaction into the failed state and makes the extended protocol skip to Sync, as
+ * PostgreSQL does. sluice swaps that error for its own. The word also shows in the server's
+ * log, naming who blocked the statement. */
+#define BLOCKED_PLACEHOLDER "sluice_blocked_by_policy"
+
+static void blocked_push(struct session *s, const struct policy_decision *d)
 {
-    (void)body;
-    (void)len;
-    if (type == 'Q') s->pending_sync++;
+    struct buf *b = buf_get();
+    char msg[512];
+    bool review = d->action == POLICY_REVIEW;
+    snprintf(msg, sizeof msg, "sluice: blocked by rule \"%s\": %s%s", d->rule, d->reason,
+             review ? " (approval required)" : "");
+    const char *hint = d->hint[0] ? d->hint : NULL;
+    if (review && !hint) hint = "Approvals are not available yet; ask an administrator.";
+    pg_put_error(b, "ERROR", "42501", msg, NULL, hint);
+    struct blocked *e = xmalloc(sizeof *e + b->len);
+    e->next = NULL;
+    e->group = s->c2s_group;
+    e->len = b->len;
+    memcpy(e->msg, b->data, b->len);
+    buf_put(b);
+    if (s->blocked_tail)
+        s->blocked_tail->next = e;
+    else
+        s->blocked = e;
+    s->blocked_tail = e;
+}
+
+/* Forget refusals whose placeholder can no longer answer (its group has ended). */
+static void blocked_expire(struct session *s)
+{
+    while (s->blocked && s->blocked->group < s->s2c_group) {
+        struct blocked *e = s->blocked;
+        s->blocked = e->next;
+        if (!s->blocked) s->blocked_tail = NULL;
+        free(e);
+    }
+}
+
+/* Judge one statement text; true when it may go upstream. */
+static bool statement_allowed(struct session *s, const char *sql)
+{
+    struct sql_facts facts;
+    if (sql_analyze(sql, &facts) != 0) {
+        struct policy_decision d = {.action = POLICY_DENY, .rule = "internal"};
+        snprintf(d.reason, sizeof d.reason, "the statement could not be analyzed");
+        blocked_push(s, &d);
+        return false;
+    }
+    struct policy_subject who = {s->ident, s->target->name};
+    struct policy_decision d;
+    policy_eval(s->rt->policy, &who, &facts, &d);
+    sql_facts_free(&facts);
+    if (d.action == POLICY_ALLOW) return true;
+    log_info("session %llu: %s by \"%s\" for user \"%s\": %s", (unsigned long long)s->id,
+             policy_action_name(d.action), d.rule, s->user, d.reason);
+    blocked_push(s, &d);
+    return false;
+}
+
+/* Policy seam: a whole client Query or Parse message. A refused statement is replaced by the
+ * placeholder (its reply is swapped in on_server_message). */
+static enum hold_action on_client_statement(struct session *s, uint8_t type, const uint8_t *body,
+                                            size_t len)
+{
     s->statements++;
+    if (type == 'Q') {
+        const char *sql = (const char *)body;
+        bool ok = len > 0 && body[len - 1] == 0 ? statement_allowed(s, sql) : true;
+        s->pending_sync++;
+        s->c2s_group++;
+        if (ok) return HOLD_FORWARD;
+        size_t m = pg_msg_begin(out_buf(&s->sv_out), 'Q');
+        buf_append_str(s->sv_out, BLOCKED_PLACEHOLDER);
+        pg_msg_end(s->sv_out, m);
+        return HOLD_REPLACE;
+    }
+    /* Parse: statement name, query text, parameter types. */
+    const uint8_t *name_end = memchr(body, 0, len);
+    if (!name_end) return HOLD_FORWARD; /* malformed: the server will say so */
+    const uint8_t *sql = name_end + 1;
+    if (!memchr(sql, 0, len - (size_t)(sql - body))) return HOLD_FORWARD;
+    if (statement_allowed(s, (const char *)sql)) return HOLD_FORWARD;
+    size_t m = pg_msg_begin(out_buf(&s->sv_out), 'P');
+    buf_append_str(s->sv_out, (const char *)body);
+    buf_append_str(s->sv_out, BLOCKED_PLACEHOLDER);
+    buf_append_u16(s->sv_out, 0);
+    pg_msg_end(s->sv_out, m);
+    return HOLD_REPLACE;
+}
+
+/* Is this ErrorResponse the server's answer to a placeholder? */
+static bool is_placeholder_error(const uint8_t *body, size_t len)
+{
+    struct pg_error_view e;
+    return pg_error_parse(body, len, &e) == PG_OK && strcmp(e.sqlstate, "42601") == 0 &&
+           strstr(e.message, BLOCKED_PLACEHOLDER) != NULL;
 }
 
 /* Audit seam: whole server messages that end or describe a statement. */
-static void on_server_message(struct session *s, uint8_t type, const uint8_t *body, size_t len)
+static enum hold_action on_server_message(struct session *s, uint8_t type, const uint8_t *body,
+                                          size_t len)
 {
     if (type == 'Z' && len == 1) {
         s->tx = body[0];
         if (s->pending_sync) s->pending_sync--;
+        s->s2c_group++;
+        if (s->blocked) blocked_expire(s);
     } else if (type == 'S') {
         pool_params_update(&s->params, &s->params_len, body - 5, len + 5);
+    } else if (type == 'E' && s->blocked) {
+        blocked_expire(s);
+        struct blocked *e = s->blocked;
+        if (e && e->group == s->s2c_group && is_placeholder_error(body, len)) {
+            buf_append(out_buf(&s->cl_out), e->msg, e->len);
+            s->blocked = e->next;
+            if (!s->blocked) s->blocked_tail = NULL;
+            free(e);
+            return HOLD_REPLACE;
+        }
     }
+    return HOLD_FORWARD;
 }
 
 static bool client_holds(uint8_t type)
@@ -1017,15 +1148,24 @@ static bool relay_scan(struct session *s, struct side *src, bool from_client, co
                 pos -= off_before - b->off;
                 break;
             }
-            if (from_client)
-                on_client_statement(s, h.type, b->data + pos + 5, h.len - 4);
-            else
-                on_server_message(s, h.type, b->data + pos + 5, h.len - 4);
+            enum hold_action act =
+                from_client ? on_client_statement(s, h.type, b->data + pos + 5, h.len - 4)
+                            : on_server_message(s, h.type, b->data + pos + 5, h.len - 4);
+            if (act == HOLD_REPLACE) {
+                /* Write what came before, drop this message, send the replacement, then
+                 * resume scanning after it (relay_pump). */
+                src->skip = total;
+                src->rescan = true;
+                break;
+            }
             pos += total;
             continue;
         }
         if (from_client) {
-            if (h.type == 'S' || h.type == 'F') s->pending_sync++;
+            if (h.type == 'S' || h.type == 'F') {
+                s->pending_sync++;
+                s->c2s_group++;
+            }
             if (h.type == 'X') {
                 /* Not forwarded: sluice ends or reuses the upstream session itself. */
                 s->client_terminated = true;
@@ -1045,9 +1185,10 @@ static enum pump_result relay_pump(struct session *s, struct side *src, struct s
                                    bool from_client, const char **why)
 {
     bool drained = false;
+    struct buf **inject = from_client ? &s->sv_out : &s->cl_out;
     for (int round = 0; round < 64; round++) {
-        if (!from_client && !client_out_flush(s))
-            return s->state == S_DEAD ? PUMP_CLOSE : PUMP_BLOCKED;
+        /* Output order: bytes decided for forwarding, then (for a replaced message) its
+         * replacement, then whatever is scanned next. */
         struct buf *b = src->in;
         while (b && src->fwd) {
             ssize_t n = sock_write(&dst->sk, b->data + b->off, src->fwd);
@@ -1059,6 +1200,16 @@ static enum pump_result relay_pump(struct session *s, struct side *src, struct s
             b->off += (size_t)n;
             src->fwd -= (size_t)n;
         }
+        if (src->skip) {
+            b->off += src->skip;
+            src->skip = 0;
+        }
+        int r = flush_buf(&dst->sk, inject);
+        if (r < 0) {
+            *why = from_client ? "server write failed" : "client write failed";
+            return PUMP_CLOSE;
+        }
+        if (r == 1) return PUMP_BLOCKED;
         if (from_client && s->client_terminated) {
             *why = "client terminated";
             s->client_left = true;
@@ -1066,6 +1217,11 @@ static enum pump_result relay_pump(struct session *s, struct side *src, struct s
         }
         if (!from_client && s->drain && s->pending_sync == 0 && src->msg_left == 0)
             return PUMP_DRAINED;
+        if (src->rescan) {
+            src->rescan = false;
+            if (!relay_scan(s, src, from_client, why)) return PUMP_CLOSE;
+            continue;
+        }
         side_release_in(src);
         if (drained) return PUMP_IDLE;
         if (!src->in) src->in = buf_get();
@@ -1139,7 +1295,10 @@ static void relay_run(struct session *s, bool c2s, bool s2c)
 static void relay_start(struct session *s)
 {
     side_release_in(&s->sv);
-    if (s->sv.in) s->sv.fwd = 0; /* anything after ReadyForQuery is relayed from here */
+    if (s->sv.in) {
+        s->sv.fwd = 0; /* anything after ReadyForQuery is relayed from here */
+        s->sv.rescan = true;
+    }
     relay_run(s, true, true);
 }
 
