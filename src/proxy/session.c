@@ -1022,8 +1022,8 @@ static void blocked_expire(struct session *s)
 /* Judge one statement text; true when it may go upstream. */
 static bool statement_allowed(struct session *s, const char *sql)
 {
-    struct sql_facts facts;
-    if (sql_analyze(sql, &facts) != 0) {
+    const struct sql_facts *facts = sql_facts_cached(sql);
+    if (!facts) {
         struct policy_decision d = {.action = POLICY_DENY, .rule = "internal"};
         snprintf(d.reason, sizeof d.reason, "the statement could not be analyzed");
         blocked_push(s, &d);
@@ -1031,8 +1031,7 @@ static bool statement_allowed(struct session *s, const char *sql)
     }
     struct policy_subject who = {s->ident, s->target->name};
     struct policy_decision d;
-    policy_eval(s->rt->policy, &who, &facts, &d);
-    sql_facts_free(&facts);
+    policy_eval(s->rt->policy, &who, facts, &d);
     if (d.action == POLICY_ALLOW) return true;
     log_info("session %llu: %s by \"%s\" for user \"%s\": %s", (unsigned long long)s->id,
              policy_action_name(d.action), d.rule, s->user, d.reason);

@@ -16,6 +16,7 @@
 #include "core/buf.h"
 #include "core/log.h"
 #include "proxy/pool.h"
+#include "sql/sql.h"
 #include "proxy/proxy.h"
 
 #define MAX_EVENTS 128
@@ -116,6 +117,7 @@ static void *worker_main(void *arg)
     }
     session_reap(w);
     pool_reap(w);
+    sql_cache_clear();
     buf_pool_free();
     return NULL;
 }

@@ -81,6 +81,15 @@ struct sql_facts {
 int sql_analyze(const char *sql, struct sql_facts *out);
 void sql_facts_free(struct sql_facts *f);
 
+/* Facts from this thread's cache (src/sql/cache.c): statements differing only in literal
+ * values share an entry when that cannot change their facts. The result belongs to the cache
+ * and stays valid until the next call on this thread. NULL on an internal failure. */
+const struct sql_facts *sql_facts_cached(const char *sql);
+void sql_cache_stats(unsigned long *hits, unsigned long *misses);
+void sql_cache_clear(void); /* frees this thread's cache (at thread exit) */
+/* For tests: the cache key of sql (length, or -1 when it is parsed every time). */
+int sql_cache_key_for_test(const char *sql, char *out, size_t cap, bool *literals_compared);
+
 const char *sql_class_name(enum sql_class cls);
 /* Parse "read", "write", ... ; -1 when unknown. */
 int sql_class_from_name(const char *name);
