@@ -10,6 +10,7 @@
 #include "core/config.h"
 #include "ident/ident.h"
 #include "net/net.h"
+#include "policy/policy.h"
 #include "proxy/proxy.h"
 
 #define SLUICE_VERSION "0.1.0"
@@ -19,6 +20,10 @@ static int usage(void)
     fputs("usage:\n"
           "  sluice serve [-c sluice.yaml]   run the proxy in the foreground\n"
           "  sluice check -c sluice.yaml     validate a configuration\n"
+          "  sluice explain [-c sluice.yaml] --as IDENTITY [--target NAME] [--kind KIND]\n"
+          "                 [--group GROUP]... \"SQL\"|-\n"
+          "                                  judge SQL without a database (exit 0 allow,\n"
+          "                                  3 deny, 4 review)\n"
           "  sluice hash-token               read a secret on stdin, print its verifier\n"
           "  sluice version\n",
           stderr);
@@ -65,10 +70,57 @@ static int cmd_check(const char *path)
         }
         SSL_CTX_free(ctx);
     }
+    if (rc == 0) {
+        struct policy *pol = policy_compile(cfg, err, sizeof err);
+        if (!pol) {
+            fprintf(stderr, "%s: error: policy: %s\n", path, err);
+            rc = 2;
+        }
+        policy_free(pol);
+    }
     if (rc == 0)
-        printf("%s: ok (%u targets, %u identities)\n", path, cfg->n_targets, cfg->n_identities);
+        printf("%s: ok (%u targets, %u identities, %u rules)\n", path, cfg->n_targets,
+               cfg->n_identities, cfg->policy.n_rules);
     config_unref(cfg);
     return rc;
+}
+
+/* sluice explain: arguments only; src/policy/explain.c does the work. "-" reads the SQL from
+ * stdin. */
+static int cmd_explain(int argc, char **argv)
+{
+    static char sql_buf[1 << 20];
+    const char *groups[64];
+    struct policy_explain_args a = {.groups = groups};
+    for (int i = 2; i < argc; i++) {
+        const char *o = argv[i];
+        bool has_arg = i + 1 < argc;
+        if ((strcmp(o, "-c") == 0 || strcmp(o, "--config") == 0) && has_arg)
+            a.config_path = argv[++i];
+        else if (strcmp(o, "--as") == 0 && has_arg)
+            a.as = argv[++i];
+        else if (strcmp(o, "--target") == 0 && has_arg)
+            a.target = argv[++i];
+        else if (strcmp(o, "--kind") == 0 && has_arg)
+            a.kind = argv[++i];
+        else if (strcmp(o, "--group") == 0 && has_arg && a.n_groups < 64)
+            groups[a.n_groups++] = argv[++i];
+        else if ((o[0] != '-' || strcmp(o, "-") == 0) && !a.sql)
+            a.sql = o;
+        else
+            return usage();
+    }
+    if (!a.as || !a.sql) return usage();
+    if (strcmp(a.sql, "-") == 0) {
+        size_t n = fread(sql_buf, 1, sizeof sql_buf - 1, stdin);
+        if (n == sizeof sql_buf - 1) {
+            fputs("sluice explain: SQL on stdin is larger than 1 MiB\n", stderr);
+            return 2;
+        }
+        sql_buf[n] = 0;
+        a.sql = sql_buf;
+    }
+    return policy_explain(&a, stdout, stderr);
 }
 
 static int cmd_hash_token(void)
@@ -116,7 +168,8 @@ int main(int argc, char **argv)
         printf("sluice %s\n", SLUICE_VERSION);
         return 0;
     }
-    if (strcmp(cmd, "explain") == 0 || strcmp(cmd, "audit") == 0 || strcmp(cmd, "approvals") == 0) {
+    if (strcmp(cmd, "explain") == 0) return cmd_explain(argc, argv);
+    if (strcmp(cmd, "audit") == 0 || strcmp(cmd, "approvals") == 0) {
         fprintf(stderr, "sluice: '%s' is not available yet in this version\n", cmd);
         return 2;
     }

@@ -88,6 +88,14 @@ static void config_free(struct sluice_config *cfg)
         free(id->secret_hash);
     }
     free(cfg->identities);
+    for (unsigned i = 0; i < cfg->policy.n_rules; i++) {
+        struct cfg_rule *r = &cfg->policy.rules[i];
+        free(r->name);
+        free(r->reason);
+        free(r->hint);
+        cfgmatch_free(&r->match);
+    }
+    free(cfg->policy.rules);
     free(cfg);
 }
 
@@ -95,7 +103,9 @@ static void config_free(struct sluice_config *cfg)
 
 struct loader {
     const char *file; /* as given by the caller, used in messages */
-    size_t dirlen;    /* length of the directory part of file, with its '/'; 0 if none */
+    const char *data; /* the file's text (for config_match.c) */
+    size_t datalen;
+    size_t dirlen; /* length of the directory part of file, with its '/'; 0 if none */
     struct cfgpos pos;
     char *err;
     size_t errlen;
@@ -158,7 +168,9 @@ static const char *future_key_issue(const char *key)
     static const struct {
         const char *key, *issue;
     } future[] = {
-        {"guardrails", "3"}, {"policy", "3"}, {"masking", "4"}, {"audit", "5"}, {"approvals", "6"},
+        {"masking", "4"},
+        {"audit", "5"},
+        {"approvals", "6"},
     };
     for (size_t i = 0; i < sizeof(future) / sizeof(future[0]); i++)
         if (strcmp(future[i].key, key) == 0) return future[i].issue;
@@ -228,6 +240,13 @@ static int fail_cyaml(struct loader *ld, cyaml_err_t rc)
                            "unknown key \"%s\" (not supported yet: coming with issue %s)", arg,
                            issue);
         if (!path[0]) return fail_at(ld, full, AT_KEY, "unknown top-level key \"%s\"", arg);
+        if (strcmp(path, "guardrails") == 0)
+            return fail_at(ld, full, AT_KEY,
+                           "unknown guardrail \"%s\" (expected drop, truncate, "
+                           "delete_without_where, update_without_where, copy_program, copy_file, "
+                           "alter_system, file_access, role_escalation, dangerous_functions or "
+                           "unjudgeable)",
+                           arg);
         return fail_at(ld, full, AT_KEY, "unknown key \"%s\" in %s", arg, path);
     }
     if (sscanf(what, "Invalid ENUM value: %127[^\n]", arg) == 1) {
@@ -455,6 +474,15 @@ static void config_set_defaults(struct sluice_config *cfg)
     cfg->server.pool_max_idle = 100;
     cfg->server.max_connections = 10000;
     cfg->server.max_message_size = 1u << 30;
+    /* Guardrails are on with no config at all. Statements sluice cannot judge (DO, CALL,
+     * function bodies, unparseable text) are refused for services and agents, whose SQL is
+     * generated and should never need them, and allowed for humans, who run maintenance
+     * scripts and are accountable in the audit log. */
+    for (unsigned g = 0; g < CFG_GUARD_COUNT; g++)
+        for (unsigned k = 0; k < CFG_KIND_COUNT; k++)
+            cfg->guardrails.action[g][k] = CFG_DENY;
+    cfg->guardrails.action[CFG_GUARD_UNJUDGEABLE][IDENT_HUMAN] = CFG_ALLOW;
+    cfg->policy.default_action = CFG_ALLOW;
     cfg->refs = 1;
 }
 
@@ -737,6 +765,129 @@ static int convert_server(struct loader *ld, const struct raw_server *rs, struct
     return 0;
 }
 
+static void convert_guardrails(const struct raw_guardrails *rg, struct sluice_config *cfg)
+{
+    if (!rg) return;
+    for (unsigned g = 0; g < CFG_GUARD_COUNT; g++) {
+        if (!rg->v[g]) continue;
+        for (unsigned k = 0; k < CFG_KIND_COUNT; k++)
+            cfg->guardrails.action[g][k] = (enum cfg_action)(rg->v[g] - 1);
+        cfg->guardrails.configured[g] = true;
+    }
+}
+
+/* Rule names end up in client error messages and the audit: keep them plain. */
+static bool rule_name_ok(const char *s)
+{
+    if (!*s || strlen(s) > 64) return false;
+    for (; *s; s++)
+        if (!((*s >= 'a' && *s <= 'z') || (*s >= 'A' && *s <= 'Z') || (*s >= '0' && *s <= '9') ||
+              strchr("-_.:@/", *s)))
+            return false;
+    return true;
+}
+
+/* reason and hint go into a 256-byte decision field and an ErrorResponse. */
+static int rule_text(struct loader *ld, const char *key, const char *v, char **out)
+{
+    if (!v) return 0;
+    if (!*v) return fail_at(ld, key, AT_VALUE, "%s is empty", key);
+    if (strlen(v) > 200) return fail_at(ld, key, AT_VALUE, "%s is longer than 200 bytes", key);
+    for (const char *c = v; *c; c++)
+        if ((unsigned char)*c < 0x20 || *c == 0x7f)
+            return fail_at(ld, key, AT_VALUE, "%s holds a control character (one line only)", key);
+    *out = xstrdup(v);
+    return 0;
+}
+
+static int convert_rule(struct loader *ld, unsigned i, const struct raw_rule *rr,
+                        struct sluice_config *cfg)
+{
+    struct cfg_rule *r = &cfg->policy.rules[i];
+    char path[64], key[96];
+    snprintf(path, sizeof(path), "policy.rules[%u]", i);
+    if (!rr->name) return fail_at(ld, path, AT_KEY, "missing required key \"name\" in %s", path);
+    snprintf(key, sizeof(key), "%s.name", path);
+    if (!rule_name_ok(rr->name))
+        return fail_at(ld, key, AT_VALUE,
+                       "invalid rule name \"%s\" in %s (1 to 64 letters, digits and - _ . : @ /)",
+                       rr->name, key);
+    if (cfg_guardrail_from_name(rr->name) >= 0 || strcmp(rr->name, "default") == 0)
+        return fail_at(ld, key, AT_VALUE,
+                       "rule name \"%s\" in %s is reserved (a guardrail or \"default\")", rr->name,
+                       key);
+    for (unsigned j = 0; j < i; j++)
+        if (strcmp(cfg->policy.rules[j].name, rr->name) == 0)
+            return fail_at(ld, key, AT_VALUE,
+                           "duplicate rule name \"%s\" in %s (first in policy.rules[%u])", rr->name,
+                           path, j);
+    r->name = xstrdup(rr->name);
+    if (!rr->action)
+        return fail_at(ld, path, AT_KEY, "missing required key \"action\" in %s (\"%s\")", path,
+                       rr->name);
+    r->action = (enum cfg_action)(rr->action - 1);
+    if (rr->limit_rows) {
+        unsigned long long v;
+        snprintf(key, sizeof(key), "%s.limit_rows", path);
+        if (parse_uint(rr->limit_rows, UINT64_MAX, &v) < 0 || v == 0)
+            return fail_at(ld, key, AT_VALUE,
+                           "invalid value \"%s\" for %s (expected a positive number of rows)",
+                           rr->limit_rows, key);
+        if (r->action == CFG_DENY)
+            return fail_at(ld, key, AT_KEY, "%s has no effect with action deny", key);
+        r->limit_rows = v;
+    }
+    if (rr->mode) {
+        snprintf(key, sizeof(key), "%s.mode", path);
+        if (r->action != CFG_REVIEW)
+            return fail_at(ld, key, AT_KEY, "%s is only for action review", key);
+        r->mode = (enum cfg_approval_mode)rr->mode;
+    }
+    snprintf(key, sizeof(key), "%s.reason", path);
+    if (rule_text(ld, key, rr->reason, &r->reason) < 0) return -1;
+    snprintf(key, sizeof(key), "%s.hint", path);
+    if (rule_text(ld, key, rr->hint, &r->hint) < 0) return -1;
+    for (unsigned o = 0; o < rr->overrides_count; o++) {
+        snprintf(key, sizeof(key), "%s.override[%u]", path, o);
+        int g = rr->overrides[o] ? cfg_guardrail_from_name(rr->overrides[o]) : -1;
+        if (g < 0)
+            return fail_at(ld, key, AT_VALUE, "unknown guardrail \"%s\" in %s",
+                           rr->overrides[o] ? rr->overrides[o] : "", key);
+        r->overrides |= 1u << g;
+    }
+    if (r->overrides && r->action == CFG_DENY) {
+        snprintf(key, sizeof(key), "%s.override", path);
+        return fail_at(ld, key, AT_KEY,
+                       "%s has no effect with action deny (it lifts guardrails for allow or "
+                       "review)",
+                       key);
+    }
+    return 0;
+}
+
+static int convert_policy(struct loader *ld, const struct raw_policy *rp, struct sluice_config *cfg)
+{
+    if (!rp) return 0;
+    if (rp->default_action) cfg->policy.default_action = (enum cfg_action)(rp->default_action - 1);
+    if (!rp->rules_count) return 0;
+    cfg->policy.rules = xcalloc(rp->rules_count, sizeof(*cfg->policy.rules));
+    cfg->policy.n_rules = rp->rules_count;
+    for (unsigned i = 0; i < rp->rules_count; i++)
+        if (convert_rule(ld, i, &rp->rules[i], cfg) < 0) return -1;
+    char msg[512];
+    unsigned line, col;
+    if (cfgmatch_load(ld->data, ld->datalen, cfg, msg, sizeof(msg), &line, &col) < 0) {
+        if (ld->err && ld->errlen) {
+            if (line)
+                snprintf(ld->err, ld->errlen, "%s:%u:%u: error: %s", ld->file, line, col, msg);
+            else
+                snprintf(ld->err, ld->errlen, "%s: error: %s", ld->file, msg);
+        }
+        return -1;
+    }
+    return 0;
+}
+
 static int config_convert(struct loader *ld, const struct raw_config *raw,
                           struct sluice_config *cfg)
 {
@@ -747,6 +898,8 @@ static int config_convert(struct loader *ld, const struct raw_config *raw,
     if (convert_targets(ld, raw, cfg) < 0) return -1;
     if (convert_identities(ld, raw->identities, cfg) < 0) return -1;
     if (convert_server(ld, raw->server, cfg) < 0) return -1;
+    convert_guardrails(raw->guardrails, cfg);
+    if (convert_policy(ld, raw->policy, cfg) < 0) return -1;
     return 0;
 }
 
@@ -801,6 +954,8 @@ int config_load(const char *path, struct sluice_config **out, char *err, size_t 
     int rc = -1;
 
     if (read_file(ld, path, &data, &len) < 0) goto done;
+    ld->data = data;
+    ld->datalen = len;
     if (cfgpos_scan(data, len, &ld->pos) < 0) {
         if (err && errlen)
             snprintf(err, errlen, "%s:%u:%u: error: %s", path, ld->pos.line, ld->pos.col,
@@ -870,6 +1025,53 @@ const char *ident_kind_name(enum ident_kind kind)
         return "agent";
     }
     return "unknown";
+}
+
+const char *cfg_action_name(enum cfg_action a)
+{
+    switch (a) {
+    case CFG_ALLOW:
+        return "allow";
+    case CFG_DENY:
+        return "deny";
+    case CFG_REVIEW:
+        return "review";
+    }
+    return "unknown";
+}
+
+static const char *const guardrail_names[CFG_GUARD_COUNT] = {
+    [CFG_GUARD_DROP] = "drop",
+    [CFG_GUARD_TRUNCATE] = "truncate",
+    [CFG_GUARD_DELETE_WITHOUT_WHERE] = "delete_without_where",
+    [CFG_GUARD_UPDATE_WITHOUT_WHERE] = "update_without_where",
+    [CFG_GUARD_COPY_PROGRAM] = "copy_program",
+    [CFG_GUARD_COPY_FILE] = "copy_file",
+    [CFG_GUARD_ALTER_SYSTEM] = "alter_system",
+    [CFG_GUARD_FILE_ACCESS] = "file_access",
+    [CFG_GUARD_ROLE_ESCALATION] = "role_escalation",
+    [CFG_GUARD_DANGEROUS_FUNCTIONS] = "dangerous_functions",
+    [CFG_GUARD_UNJUDGEABLE] = "unjudgeable",
+};
+
+const char *cfg_guardrail_name(enum cfg_guardrail g)
+{
+    return (unsigned)g < CFG_GUARD_COUNT ? guardrail_names[g] : "unknown";
+}
+
+int cfg_guardrail_from_name(const char *name)
+{
+    for (int g = 0; g < CFG_GUARD_COUNT; g++)
+        if (strcmp(guardrail_names[g], name) == 0) return g;
+    return -1;
+}
+
+const char *cfg_class_name(enum cfg_class c)
+{
+    static const char *const names[CFG_CLASS_COUNT] = {
+        "read", "write", "ddl", "dcl", "admin", "transaction", "utility",
+    };
+    return (unsigned)c < CFG_CLASS_COUNT ? names[c] : "unknown";
 }
 
 const char *sslmode_name(enum sslmode mode)

@@ -11,6 +11,7 @@
 #include "core/config_raw.h"
 
 #include <ctype.h>
+#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>

@@ -14,6 +14,7 @@
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <stdio.h>
 
 #include "core/config.h"
 #include "sql/sql.h"
@@ -50,5 +51,31 @@ void policy_eval(const struct policy *p, const struct policy_subject *who,
                  const struct sql_facts *f, struct policy_decision *out);
 
 const char *policy_action_name(enum policy_action a);
+
+/* Judge one statement (index = its position in the string, copied to stmt_index). */
+void policy_eval_stmt(const struct policy *p, const struct policy_subject *who,
+                      const struct sql_stmt *s, unsigned index, struct policy_decision *out);
+
+/* Bits (1u << enum cfg_guardrail) of the guardrails that s triggers, whatever they are set
+ * to (so explain can show them). */
+unsigned policy_guardrails_hit(const struct sql_stmt *s);
+
+/*
+ * `sluice explain` (explain.c): load config_path (NULL: built-in defaults), judge sql as
+ * identity `as` on target (may be NULL) without a database, print the facts and the decision
+ * to out and problems to err. An identity not in the config needs kind (human, service or
+ * agent; groups optional) to describe it. Returns the exit status: 0 allow, 3 deny, 4 review,
+ * 2 usage or config error (unknown identity or target), 1 internal failure.
+ */
+struct policy_explain_args {
+    const char *config_path;
+    const char *as;
+    const char *target;
+    const char *kind;    /* for an identity that is not in the config */
+    const char **groups; /* likewise */
+    unsigned n_groups;
+    const char *sql;
+};
+int policy_explain(const struct policy_explain_args *a, FILE *out, FILE *err);
 
 #endif

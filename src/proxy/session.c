@@ -97,6 +97,9 @@ struct session {
     bool drain;             /* close at the next ReadyForQuery with nothing pending */
     uint8_t tx;             /* transaction status of the last ReadyForQuery */
     uint32_t pending_sync;  /* Query/Sync/FunctionCall forwarded, ReadyForQuery not yet back */
+    bool copy_in;           /* the server is in COPY FROM STDIN (CopyInResponse seen) */
+    uint32_t copy_syncs;    /* Syncs counted since the client's last Query or Execute */
+    uint32_t copy_ignored;  /* of those, the ones a COPY FROM STDIN swallows */
     uint32_t be_pid, be_key, our_key;
     uint64_t deadline_ms;
     uint64_t statements;
@@ -1103,6 +1106,18 @@ static enum hold_action on_server_message(struct session *s, uint8_t type, const
     return HOLD_FORWARD;
 }
 
+/* The client ended COPY FROM STDIN (or the server did, with an error): the Syncs sent behind
+ * the COPY's Execute were ignored by the server and get no ReadyForQuery. */
+static void copy_in_end(struct session *s)
+{
+    if (!s->copy_in) return;
+    uint32_t n = s->copy_ignored < s->pending_sync ? s->copy_ignored : s->pending_sync;
+    s->pending_sync -= n;
+    s->c2s_group -= n;
+    s->copy_in = false;
+    s->copy_ignored = 0;
+}
+
 static bool client_holds(uint8_t type)
 {
     return type == 'Q' || type == 'P';
@@ -1135,6 +1150,7 @@ static bool relay_scan(struct session *s, struct side *src, bool from_client, co
             return false;
         }
         size_t total = 1 + (size_t)h.len;
+        if (from_client && (h.type == 'Q' || h.type == 'E')) s->copy_syncs = 0;
         bool hold = from_client ? client_holds(h.type) : server_holds(h.type);
         if (hold) {
             if (b->len - pos < total) {
@@ -1147,6 +1163,7 @@ static bool relay_scan(struct session *s, struct side *src, bool from_client, co
                 pos -= off_before - b->off;
                 break;
             }
+            if (!from_client && (h.type == 'C' || h.type == 'E')) copy_in_end(s);
             enum hold_action act =
                 from_client ? on_client_statement(s, h.type, b->data + pos + 5, h.len - 4)
                             : on_server_message(s, h.type, b->data + pos + 5, h.len - 4);
@@ -1161,15 +1178,22 @@ static bool relay_scan(struct session *s, struct side *src, bool from_client, co
             continue;
         }
         if (from_client) {
-            if (h.type == 'S' || h.type == 'F') {
+            /* A server in COPY FROM STDIN ignores Sync: it gets no ReadyForQuery. */
+            if (h.type == 'F' || (h.type == 'S' && !s->copy_in)) {
                 s->pending_sync++;
                 s->c2s_group++;
+                if (h.type == 'S') s->copy_syncs++;
             }
+            if (h.type == 'c' || h.type == 'f') copy_in_end(s);
             if (h.type == 'X') {
                 /* Not forwarded: sluice ends or reuses the upstream session itself. */
                 s->client_terminated = true;
                 break;
             }
+        } else if (h.type == 'G') {
+            s->copy_in = true; /* CopyInResponse */
+            s->copy_ignored = s->copy_syncs;
+            s->copy_syncs = 0;
         }
         size_t take = b->len - pos < total ? b->len - pos : total;
         pos += take;
@@ -1298,6 +1322,8 @@ static void relay_start(struct session *s)
         s->sv.fwd = 0; /* anything after ReadyForQuery is relayed from here */
         s->sv.rescan = true;
     }
+    /* A client may pipeline its first messages behind the password: frame them too. */
+    if (s->cl.in) s->cl.rescan = true;
     relay_run(s, true, true);
 }
 

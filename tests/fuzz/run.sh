@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # run.sh: builds every libFuzzer target tests/fuzz/fuzz_*.c and runs each for FUZZ_SECONDS
-# (default 20). Exits non-zero when a target fails to build or any run finds a crash,
-# sanitizer report, leak or invariant failure; the reproducer is left in build-fuzz/artifacts/.
+# (default 15, so three targets take about 45 s). Exits non-zero when a target fails to build
+# or any run finds a crash, sanitizer report, leak or invariant failure; the reproducer is left
+# in build-fuzz/artifacts/. Targets run with stdin from /dev/null (fuzz_config may be pointed
+# at /dev/stdin by its input and must not wait on a terminal).
 #
 # The src objects (all of src/**/*.c but src/main.c) are compiled once with coverage and
 # sanitizers and put in an archive, so each target links only the objects it uses. A src
@@ -16,7 +18,7 @@
 set -euo pipefail
 
 cd "$(dirname "$0")/../.."
-FUZZ_SECONDS=${FUZZ_SECONDS:-20}
+FUZZ_SECONDS=${FUZZ_SECONDS:-15}
 CC=${FUZZ_CC:-clang}
 LDLIBS=${FUZZ_LDLIBS:--lssl -lcrypto -lcyaml -lyaml -pthread}
 JOBS=${FUZZ_JOBS:-$(nproc 2>/dev/null || echo 4)}
@@ -100,7 +102,7 @@ for t in "${TARGETS[@]}"; do
     [[ -f tests/fuzz/$t.dict ]] && args+=(-dict="tests/fuzz/$t.dict")
     echo "== fuzz: running $t for ${FUZZ_SECONDS}s"
     # shellcheck disable=SC2086 # FUZZ_ARGS is a list of flags
-    if ! "$OUT/$t" "${args[@]}" ${FUZZ_ARGS:-} "${corpora[@]}" >"$OUT/$t.log" 2>&1; then
+    if ! "$OUT/$t" "${args[@]}" ${FUZZ_ARGS:-} "${corpora[@]}" </dev/null >"$OUT/$t.log" 2>&1; then
         echo "fuzz: $t FAILED; last lines of $OUT/$t.log:" >&2
         tail -n 60 "$OUT/$t.log" >&2
         failed+=("$t")

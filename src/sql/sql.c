@@ -1,0 +1,919 @@
+/*
+ * sql.c: statement facts from the real PostgreSQL parser (libpg_query, PostgreSQL 15).
+ *
+ * pg_query_parse() gives the raw parse tree as JSON; cJSON reads it and a walker collects, for
+ * each RawStmt, the command tag, the class, the tables read and written, the functions called
+ * and the flags the guardrails look at. The walk is generic (every object of the tree is
+ * visited, so a table or a function call cannot hide in a corner the walker does not know) and
+ * specific only where meaning depends on position: DML targets are written, CTE names are not
+ * tables inside their scope, UPDATE/DELETE need a WHERE that is not a tautology (sql_const.c).
+ *
+ * Wrappers take the facts of what they wrap: EXPLAIN ANALYZE x and PREPARE p AS x report x's
+ * command and class (EXPLAIN ANALYZE also sets SQL_F_EXPLAIN_ANALYZE); plain EXPLAIN is a read
+ * of the tables x would touch. SELECT ... INTO and CREATE TABLE AS are CREATE / ddl, writing the
+ * new table and reading the query's. A read statement that writes a table anyway (a DML CTE,
+ * COPY (DELETE ... RETURNING) TO) becomes a write.
+ *
+ * Anything the walker cannot see through is flagged SQL_F_UNJUDGEABLE: DO, CALL, CREATE
+ * FUNCTION/PROCEDURE, statement kinds it does not know, trees too deep for cJSON (over 1000
+ * levels) and strings long enough to overflow the stack inside libpg_query (sql_guard.c).
+ *
+ * What is left to others: the parse cache, policy, and what EXECUTE of a prepared statement
+ * runs (the session judged it at PREPARE/Parse time).
+ */
+#include <ctype.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+
+#include <cjson/cJSON.h>
+#include <pg_query.h>
+
+#include "core/buf.h"
+#include "sql/sql.h"
+#include "sql/sql_int.h"
+
+/* Deeper than cJSON can ever deliver (1000): a safety net for the walker's own recursion. */
+#define WALK_MAX_DEPTH 1200
+
+/* ---- string sets ---- */
+
+struct strlist {
+    char **v;
+    unsigned n, cap;
+};
+
+static void strlist_add_take(struct strlist *l, char *s)
+{
+    if (l->n == l->cap) {
+        l->cap = l->cap ? l->cap * 2 : 8;
+        l->v = xrealloc(l->v, l->cap * sizeof *l->v);
+    }
+    l->v[l->n++] = s;
+}
+
+static void strlist_clear(struct strlist *l)
+{
+    for (unsigned i = 0; i < l->n; i++) free(l->v[i]);
+    free(l->v);
+    memset(l, 0, sizeof *l);
+}
+
+static int cmp_str(const void *a, const void *b)
+{
+    return strcmp(*(char *const *)a, *(char *const *)b);
+}
+
+/* Sort, drop duplicates, and hand the array over (NULL when empty). */
+static char **strlist_finish(struct strlist *l, unsigned *n)
+{
+    if (l->n == 0) {
+        strlist_clear(l);
+        *n = 0;
+        return NULL;
+    }
+    qsort(l->v, l->n, sizeof *l->v, cmp_str);
+    unsigned k = 0;
+    for (unsigned i = 0; i < l->n; i++) {
+        if (k && strcmp(l->v[k - 1], l->v[i]) == 0)
+            free(l->v[i]);
+        else
+            l->v[k++] = l->v[i];
+    }
+    char **out = l->v;
+    *n = k;
+    memset(l, 0, sizeof *l);
+    return out;
+}
+
+/* ---- the walker ---- */
+
+struct walk {
+    const char *src;
+    struct strlist read, written, funcs;
+    unsigned flags;
+    /* CTE names in scope (pointers into the cJSON tree). */
+    const char **scope;
+    unsigned nscope, capscope;
+};
+
+static const char *str_field(const cJSON *o, const char *key)
+{
+    const cJSON *v = cJSON_GetObjectItemCaseSensitive(o, key);
+    return cJSON_IsString(v) ? v->valuestring : NULL;
+}
+
+static bool bool_field(const cJSON *o, const char *key)
+{
+    return cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(o, key));
+}
+
+/* The single {"Type": body} pair of a wrapped node. */
+static const cJSON *node_body(const cJSON *n, const char **type)
+{
+    if (!cJSON_IsObject(n) || !n->child || !n->child->string) return NULL;
+    if (type) *type = n->child->string;
+    return n->child;
+}
+
+/* The sval of a {"String": {"sval": ...}} node ("" for an empty one). */
+static const char *string_node(const cJSON *n)
+{
+    const char *t;
+    const cJSON *b = node_body(n, &t);
+    if (!b || strcmp(t, "String")) return NULL;
+    const char *s = str_field(b, "sval");
+    return s ? s : "";
+}
+
+static void scope_push(struct walk *w, const char *name)
+{
+    if (w->nscope == w->capscope) {
+        w->capscope = w->capscope ? w->capscope * 2 : 8;
+        w->scope = xrealloc(w->scope, w->capscope * sizeof *w->scope);
+    }
+    w->scope[w->nscope++] = name;
+}
+
+static bool scope_has(const struct walk *w, const char *name)
+{
+    for (unsigned i = w->nscope; i-- > 0;)
+        if (strcmp(w->scope[i], name) == 0) return true;
+    return false;
+}
+
+/* "a.b.c" from parts; NULL parts are skipped. */
+static char *join3(const char *a, const char *b, const char *c)
+{
+    size_t n = (a ? strlen(a) + 1 : 0) + (b ? strlen(b) + 1 : 0) + strlen(c) + 1;
+    char *s = xmalloc(n);
+    snprintf(s, n, "%s%s%s%s%s", a ? a : "", a ? "." : "", b ? b : "", b ? "." : "", c);
+    return s;
+}
+
+/* Record a RangeVar body (an object with "relname"). */
+static void record_rangevar(struct walk *w, const cJSON *rv, bool written)
+{
+    const char *rel = str_field(rv, "relname");
+    if (!rel) return;
+    const char *schema = str_field(rv, "schemaname");
+    const char *catalog = str_field(rv, "catalogname");
+    if (!written && !schema && !catalog && scope_has(w, rel)) return; /* a CTE */
+    strlist_add_take(written ? &w->written : &w->read, join3(catalog, schema, rel));
+}
+
+/* Dotted name from a list of String nodes ("schema.fn"); NULL when it is not one. */
+static char *dotted_name(const cJSON *list)
+{
+    if (!cJSON_IsArray(list) || cJSON_GetArraySize(list) < 1) return NULL;
+    size_t n = 1;
+    const cJSON *it;
+    cJSON_ArrayForEach(it, list)
+    {
+        const char *s = string_node(it);
+        if (!s) return NULL;
+        n += strlen(s) + 1;
+    }
+    char *out = xmalloc(n);
+    out[0] = '\0';
+    cJSON_ArrayForEach(it, list)
+    {
+        if (out[0]) strcat(out, ".");
+        strcat(out, string_node(it));
+    }
+    return out;
+}
+
+static void walk_any(struct walk *w, const cJSON *item, int depth);
+static void walk_node(struct walk *w, const char *type, const cJSON *body, int depth);
+
+static bool key_in(const char *key, const char *const *skip)
+{
+    for (; skip && *skip; skip++)
+        if (key && strcmp(key, *skip) == 0) return true;
+    return false;
+}
+
+/* Visit every field of a node body but those named in skip (NULL-terminated). */
+static void walk_fields(struct walk *w, const cJSON *obj, const char *const *skip, int depth)
+{
+    const cJSON *c;
+    cJSON_ArrayForEach(c, obj)
+    {
+        const char *key = c->string;
+        if (key_in(key, skip)) continue;
+        if (key && isupper((unsigned char)key[0]) && cJSON_IsObject(c))
+            walk_node(w, key, c, depth + 1);
+        else if (key && (!strcmp(key, "larg") || !strcmp(key, "rarg")) && cJSON_IsObject(c))
+            walk_node(w, "SelectStmt", c, depth + 1); /* typed SelectStmt* fields */
+        else if (key && !strcmp(key, "funccall") && cJSON_IsObject(c))
+            walk_node(w, "FuncCall", c, depth + 1); /* CallStmt's typed FuncCall* */
+        else
+            walk_any(w, c, depth + 1);
+    }
+}
+
+static void walk_any(struct walk *w, const cJSON *item, int depth)
+{
+    if (depth > WALK_MAX_DEPTH) {
+        w->flags |= SQL_F_UNJUDGEABLE;
+        return;
+    }
+    if (cJSON_IsArray(item)) {
+        const cJSON *c;
+        cJSON_ArrayForEach(c, item) walk_any(w, c, depth + 1);
+    } else if (cJSON_IsObject(item)) {
+        /* Typed RangeVar fields are not wrapped: recognise them by shape. */
+        if (cJSON_IsString(cJSON_GetObjectItemCaseSensitive(item, "relname"))) {
+            record_rangevar(w, item, false);
+            return;
+        }
+        walk_fields(w, item, NULL, depth);
+    }
+}
+
+/* UPDATE/DELETE: no WHERE, or a WHERE that is always true. */
+static void check_where(struct walk *w, const cJSON *body)
+{
+    const cJSON *where = cJSON_GetObjectItemCaseSensitive(body, "whereClause");
+    if (!where)
+        w->flags |= SQL_F_NO_WHERE;
+    else if (sql_const_truth(where, w->src) == SQL_TV_TRUE)
+        w->flags |= SQL_F_NO_WHERE | SQL_F_TAUTOLOGY;
+}
+
+/* MERGE ... ON <always true> WHEN MATCHED [AND <always true>] THEN UPDATE/DELETE. */
+static void check_merge(struct walk *w, const cJSON *body)
+{
+    const cJSON *on = cJSON_GetObjectItemCaseSensitive(body, "joinCondition");
+    if (!on || sql_const_truth(on, w->src) != SQL_TV_TRUE) return;
+    const cJSON *c;
+    cJSON_ArrayForEach(c, cJSON_GetObjectItemCaseSensitive(body, "mergeWhenClauses"))
+    {
+        const cJSON *mw = node_body(c, NULL);
+        if (!mw || !bool_field(mw, "matched")) continue;
+        const char *cmd = str_field(mw, "commandType");
+        if (!cmd || (strcmp(cmd, "CMD_UPDATE") && strcmp(cmd, "CMD_DELETE"))) continue;
+        const cJSON *cond = cJSON_GetObjectItemCaseSensitive(mw, "condition");
+        if (!cond || sql_const_truth(cond, w->src) == SQL_TV_TRUE)
+            w->flags |= SQL_F_NO_WHERE | SQL_F_TAUTOLOGY;
+    }
+}
+
+/* WITH: each CTE body is walked with the names visible to it (earlier siblings; all of them
+ * under RECURSIVE); afterwards every name stays in scope for the rest of the statement. The
+ * caller pops back to the count it saved. */
+static void walk_with(struct walk *w, const cJSON *body, int depth)
+{
+    const cJSON *with = cJSON_GetObjectItemCaseSensitive(body, "withClause");
+    if (!with) return;
+    const cJSON *ctes = cJSON_GetObjectItemCaseSensitive(with, "ctes");
+    bool recursive = bool_field(with, "recursive");
+    const cJSON *c;
+    if (recursive) {
+        cJSON_ArrayForEach(c, ctes)
+        {
+            const cJSON *cte = node_body(c, NULL);
+            const char *name = cte ? str_field(cte, "ctename") : NULL;
+            if (name) scope_push(w, name);
+        }
+    }
+    cJSON_ArrayForEach(c, ctes)
+    {
+        const cJSON *cte = node_body(c, NULL);
+        if (!cte) {
+            walk_any(w, c, depth + 1);
+            continue;
+        }
+        static const char *const skip[] = {"ctename", NULL};
+        walk_fields(w, cte, skip, depth + 1);
+        const char *name = str_field(cte, "ctename");
+        if (!recursive && name) scope_push(w, name);
+    }
+}
+
+static bool streq_ci(const char *a, const char *b)
+{
+    return a && b && strcasecmp(a, b) == 0;
+}
+
+/* set_config('role' | 'session_authorization', ...), or a name we cannot read. */
+static void check_set_config(struct walk *w, const char *fname, const cJSON *body)
+{
+    if (strcmp(fname, "set_config") && strcmp(fname, "pg_catalog.set_config")) return;
+    const cJSON *args = cJSON_GetObjectItemCaseSensitive(body, "args");
+    const cJSON *a0 = cJSON_GetArrayItem(args, 0);
+    const char *t;
+    const cJSON *b = node_body(a0, &t);
+    while (b && !strcmp(t, "TypeCast")) b = node_body(cJSON_GetObjectItemCaseSensitive(b, "arg"), &t);
+    const char *name = NULL;
+    if (b && !strcmp(t, "A_Const")) {
+        const cJSON *sv = cJSON_GetObjectItemCaseSensitive(b, "sval");
+        if (sv) name = str_field(sv, "sval");
+    }
+    if (!name || streq_ci(name, "role") || streq_ci(name, "session_authorization"))
+        w->flags |= SQL_F_ROLE_CHANGE;
+}
+
+static void walk_funccall(struct walk *w, const cJSON *body, int depth)
+{
+    char *name = dotted_name(cJSON_GetObjectItemCaseSensitive(body, "funcname"));
+    if (name) {
+        check_set_config(w, name, body);
+        strlist_add_take(&w->funcs, name);
+    } else {
+        w->flags |= SQL_F_UNJUDGEABLE;
+    }
+    static const char *const skip[] = {"funcname", NULL};
+    walk_fields(w, body, skip, depth);
+}
+
+/* CREATE/ALTER ROLE options that grant power. */
+static void check_role_options(struct walk *w, const cJSON *body, bool alter)
+{
+    const cJSON *action = cJSON_GetObjectItemCaseSensitive(body, "action");
+    bool dropping = alter && cJSON_IsNumber(action) && action->valuedouble < 0;
+    const cJSON *c;
+    cJSON_ArrayForEach(c, cJSON_GetObjectItemCaseSensitive(body, "options"))
+    {
+        const cJSON *d = node_body(c, NULL);
+        const char *name = d ? str_field(d, "defname") : NULL;
+        if (!name) continue;
+        if (!strcmp(name, "superuser") || !strcmp(name, "bypassrls") ||
+            !strcmp(name, "isreplication") || !strcmp(name, "createrole")) {
+            const cJSON *arg = cJSON_GetObjectItemCaseSensitive(d, "arg");
+            const char *t;
+            const cJSON *ab = node_body(arg, &t);
+            bool on = true; /* no argument means on */
+            if (ab && !strcmp(t, "Boolean")) on = bool_field(ab, "boolval");
+            if (on) w->flags |= SQL_F_ROLE_PRIVILEGE;
+        } else if (!strcmp(name, "addroleto") || !strcmp(name, "adminmembers") ||
+                   (!strcmp(name, "rolemembers") && !dropping)) {
+            w->flags |= SQL_F_ROLE_PRIVILEGE; /* role membership */
+        }
+    }
+}
+
+static void check_variable_set(struct walk *w, const cJSON *body)
+{
+    const char *name = str_field(body, "name");
+    const char *kind = str_field(body, "kind");
+    if (!name || !kind || strcmp(kind, "VAR_SET_VALUE")) return;
+    bool role = !strcasecmp(name, "role");
+    if (!role && strcasecmp(name, "session_authorization")) return;
+    if (role) { /* SET ROLE NONE is RESET ROLE */
+        const cJSON *a0 = cJSON_GetArrayItem(cJSON_GetObjectItemCaseSensitive(body, "args"), 0);
+        const char *t;
+        const cJSON *b = node_body(a0, &t);
+        const cJSON *sv = b && !strcmp(t, "A_Const") ? cJSON_GetObjectItemCaseSensitive(b, "sval")
+                                                     : NULL;
+        const char *v = sv ? str_field(sv, "sval") : NULL;
+        if (v && !strcasecmp(v, "none") && cJSON_GetArraySize(cJSON_GetObjectItemCaseSensitive(
+                                               body, "args")) == 1)
+            return;
+    }
+    w->flags |= SQL_F_ROLE_CHANGE;
+}
+
+/* Relation-valued fields directly in a DDL/admin statement name what it changes. */
+static void walk_ddl(struct walk *w, const cJSON *body, int depth)
+{
+    const cJSON *c;
+    cJSON_ArrayForEach(c, body)
+    {
+        if (cJSON_IsObject(c) && cJSON_IsString(cJSON_GetObjectItemCaseSensitive(c, "relname"))) {
+            record_rangevar(w, c, true);
+        } else if (c->string && !strcmp(c->string, "base") && cJSON_IsObject(c)) {
+            walk_ddl(w, c, depth + 1); /* CreateForeignTableStmt embeds a CreateStmt */
+        } else if (c->string && !strcmp(c->string, "into") && cJSON_IsObject(c)) {
+            walk_ddl(w, c, depth + 1); /* CREATE TABLE AS: into.rel */
+        } else {
+            if (c->string && isupper((unsigned char)c->string[0]) && cJSON_IsObject(c))
+                walk_node(w, c->string, c, depth + 1);
+            else if (c->string && !strcmp(c->string, "funccall") && cJSON_IsObject(c))
+                walk_node(w, "FuncCall", c, depth + 1);
+            else
+                walk_any(w, c, depth + 1);
+        }
+    }
+}
+
+static bool drop_names_tables(const char *remove_type)
+{
+    static const char *const kinds[] = {"OBJECT_TABLE",         "OBJECT_VIEW",
+                                        "OBJECT_MATVIEW",       "OBJECT_FOREIGN_TABLE",
+                                        "OBJECT_SEQUENCE",      "OBJECT_INDEX",
+                                        "OBJECT_PARTITIONED_TABLE", NULL};
+    for (const char *const *k = kinds; *k; k++)
+        if (remove_type && !strcmp(remove_type, *k)) return true;
+    return false;
+}
+
+/* Side effects (tables, functions, flags) of one node; statements nest (CTEs, EXPLAIN,
+ * PREPARE, COPY (query), CREATE SCHEMA elements, rule actions), so this serves them all. */
+static void walk_node(struct walk *w, const char *type, const cJSON *body, int depth)
+{
+    if (depth > WALK_MAX_DEPTH) {
+        w->flags |= SQL_F_UNJUDGEABLE;
+        return;
+    }
+    if (!strcmp(type, "FuncCall")) {
+        walk_funccall(w, body, depth);
+        return;
+    }
+    if (!strcmp(type, "SelectStmt") || !strcmp(type, "InsertStmt") ||
+        !strcmp(type, "UpdateStmt") || !strcmp(type, "DeleteStmt") || !strcmp(type, "MergeStmt")) {
+        unsigned saved = w->nscope;
+        walk_with(w, body, depth);
+        if (type[0] == 'S') {
+            const cJSON *into = cJSON_GetObjectItemCaseSensitive(body, "intoClause");
+            const cJSON *rel = into ? cJSON_GetObjectItemCaseSensitive(into, "rel") : NULL;
+            if (rel) record_rangevar(w, rel, true);
+            static const char *const skip[] = {"withClause", "intoClause", NULL};
+            walk_fields(w, body, skip, depth);
+        } else {
+            const cJSON *rel = cJSON_GetObjectItemCaseSensitive(body, "relation");
+            if (rel) record_rangevar(w, rel, true);
+            if (type[0] == 'U' || type[0] == 'D') check_where(w, body);
+            if (type[0] == 'M') check_merge(w, body);
+            static const char *const skip[] = {"withClause", "relation", NULL};
+            walk_fields(w, body, skip, depth);
+        }
+        w->nscope = saved;
+        return;
+    }
+    if (!strcmp(type, "CopyStmt")) {
+        const cJSON *rel = cJSON_GetObjectItemCaseSensitive(body, "relation");
+        if (rel) record_rangevar(w, rel, bool_field(body, "is_from"));
+        if (bool_field(body, "is_program"))
+            w->flags |= SQL_F_COPY_PROGRAM;
+        else if (str_field(body, "filename"))
+            w->flags |= SQL_F_COPY_FILE;
+        static const char *const skip[] = {"relation", NULL};
+        walk_fields(w, body, skip, depth);
+        return;
+    }
+    if (!strcmp(type, "TruncateStmt")) {
+        const cJSON *c;
+        cJSON_ArrayForEach(c, cJSON_GetObjectItemCaseSensitive(body, "relations"))
+        {
+            const cJSON *rv = node_body(c, NULL);
+            if (rv) record_rangevar(w, rv, true);
+        }
+        return;
+    }
+    if (!strcmp(type, "DropStmt")) {
+        if (drop_names_tables(str_field(body, "removeType"))) {
+            const cJSON *c;
+            cJSON_ArrayForEach(c, cJSON_GetObjectItemCaseSensitive(body, "objects"))
+            {
+                const char *t;
+                const cJSON *l = node_body(c, &t);
+                char *name = l && !strcmp(t, "List")
+                                 ? dotted_name(cJSON_GetObjectItemCaseSensitive(l, "items"))
+                                 : NULL;
+                if (name) strlist_add_take(&w->written, name);
+            }
+        }
+        return;
+    }
+    if (!strcmp(type, "GrantStmt")) {
+        const cJSON *c;
+        cJSON_ArrayForEach(c, cJSON_GetObjectItemCaseSensitive(body, "objects"))
+        {
+            const char *t;
+            const cJSON *rv = node_body(c, &t);
+            if (rv && !strcmp(t, "RangeVar")) record_rangevar(w, rv, true);
+        }
+        return;
+    }
+    if (!strcmp(type, "GrantRoleStmt")) {
+        if (bool_field(body, "is_grant")) w->flags |= SQL_F_ROLE_PRIVILEGE;
+        return;
+    }
+    if (!strcmp(type, "CreateRoleStmt") || !strcmp(type, "AlterRoleStmt")) {
+        check_role_options(w, body, type[0] == 'A');
+        return;
+    }
+    if (!strcmp(type, "VariableSetStmt")) {
+        check_variable_set(w, body);
+        walk_fields(w, body, NULL, depth);
+        return;
+    }
+    if (!strcmp(type, "AlterSystemStmt")) {
+        w->flags |= SQL_F_ALTER_SYSTEM;
+        return;
+    }
+    if (!strcmp(type, "DoStmt") || !strcmp(type, "CallStmt") ||
+        !strcmp(type, "CreateFunctionStmt")) {
+        w->flags |= SQL_F_UNJUDGEABLE;
+        walk_fields(w, body, NULL, depth);
+        return;
+    }
+    if (!strcmp(type, "ExplainStmt") || !strcmp(type, "PrepareStmt")) {
+        walk_fields(w, body, NULL, depth);
+        return;
+    }
+    if (!strcmp(type, "CreateTableAsStmt") || !strcmp(type, "CreateStmt") ||
+        !strcmp(type, "CreateForeignTableStmt") || !strcmp(type, "IndexStmt") ||
+        !strcmp(type, "ViewStmt") || !strcmp(type, "AlterTableStmt") ||
+        !strcmp(type, "RenameStmt") || !strcmp(type, "AlterObjectSchemaStmt") ||
+        !strcmp(type, "AlterOwnerStmt") || !strcmp(type, "RuleStmt") ||
+        !strcmp(type, "CreateTrigStmt") || !strcmp(type, "CreatePolicyStmt") ||
+        !strcmp(type, "AlterPolicyStmt") || !strcmp(type, "RefreshMatViewStmt") ||
+        !strcmp(type, "ClusterStmt") || !strcmp(type, "ReindexStmt") ||
+        !strcmp(type, "CreateSeqStmt") || !strcmp(type, "AlterSeqStmt") ||
+        !strcmp(type, "CreateStatsStmt") || !strcmp(type, "CommentStmt") ||
+        !strcmp(type, "SecLabelStmt")) {
+        walk_ddl(w, body, depth);
+        return;
+    }
+    walk_any(w, body, depth);
+}
+
+/* ---- commands and classes ---- */
+
+struct kind {
+    const char *type;
+    const char *command;
+    enum sql_class cls;
+};
+
+static const struct kind kinds[] = {
+    {"SelectStmt", "SELECT", SQL_READ},
+    {"InsertStmt", "INSERT", SQL_WRITE},
+    {"UpdateStmt", "UPDATE", SQL_WRITE},
+    {"DeleteStmt", "DELETE", SQL_WRITE},
+    {"MergeStmt", "MERGE", SQL_WRITE},
+    {"CopyStmt", "COPY", SQL_READ},
+    {"RefreshMatViewStmt", "REFRESH", SQL_WRITE},
+    {"VariableShowStmt", "SHOW", SQL_READ},
+    {"DeclareCursorStmt", "DECLARE", SQL_READ},
+    {"FetchStmt", "FETCH", SQL_READ},
+    {"TruncateStmt", "TRUNCATE", SQL_DDL},
+    {"DropStmt", "DROP", SQL_DDL},
+    {"DropdbStmt", "DROP", SQL_DDL},
+    {"DropTableSpaceStmt", "DROP", SQL_DDL},
+    {"DropSubscriptionStmt", "DROP", SQL_DDL},
+    {"DropUserMappingStmt", "DROP", SQL_DDL},
+    {"CreateStmt", "CREATE", SQL_DDL},
+    {"CreateForeignTableStmt", "CREATE", SQL_DDL},
+    {"CreateTableAsStmt", "CREATE", SQL_DDL},
+    {"CreateSchemaStmt", "CREATE", SQL_DDL},
+    {"CreateSeqStmt", "CREATE", SQL_DDL},
+    {"CreateExtensionStmt", "CREATE", SQL_DDL},
+    {"CreateFunctionStmt", "CREATE", SQL_DDL},
+    {"CreateTrigStmt", "CREATE", SQL_DDL},
+    {"CreateEventTrigStmt", "CREATE", SQL_DDL},
+    {"CreatePLangStmt", "CREATE", SQL_DDL},
+    {"CreateDomainStmt", "CREATE", SQL_DDL},
+    {"CompositeTypeStmt", "CREATE", SQL_DDL},
+    {"CreateEnumStmt", "CREATE", SQL_DDL},
+    {"CreateRangeStmt", "CREATE", SQL_DDL},
+    {"DefineStmt", "CREATE", SQL_DDL},
+    {"CreateCastStmt", "CREATE", SQL_DDL},
+    {"CreateConversionStmt", "CREATE", SQL_DDL},
+    {"CreateOpClassStmt", "CREATE", SQL_DDL},
+    {"CreateOpFamilyStmt", "CREATE", SQL_DDL},
+    {"CreateFdwStmt", "CREATE", SQL_DDL},
+    {"CreateForeignServerStmt", "CREATE", SQL_DDL},
+    {"CreateUserMappingStmt", "CREATE", SQL_DDL},
+    {"CreatePolicyStmt", "CREATE", SQL_DDL},
+    {"CreatePublicationStmt", "CREATE", SQL_DDL},
+    {"CreateSubscriptionStmt", "CREATE", SQL_DDL},
+    {"CreateStatsStmt", "CREATE", SQL_DDL},
+    {"CreateTableSpaceStmt", "CREATE", SQL_DDL},
+    {"CreateTransformStmt", "CREATE", SQL_DDL},
+    {"CreateAmStmt", "CREATE", SQL_DDL},
+    {"CreatedbStmt", "CREATE", SQL_DDL},
+    {"IndexStmt", "CREATE", SQL_DDL},
+    {"ViewStmt", "CREATE", SQL_DDL},
+    {"RuleStmt", "CREATE", SQL_DDL},
+    {"ImportForeignSchemaStmt", "IMPORT", SQL_DDL},
+    {"CommentStmt", "COMMENT", SQL_DDL},
+    {"SecLabelStmt", "SECURITY LABEL", SQL_DDL},
+    {"AlterTableStmt", "ALTER", SQL_DDL},
+    {"AlterTableMoveAllStmt", "ALTER", SQL_DDL},
+    {"AlterDomainStmt", "ALTER", SQL_DDL},
+    {"AlterEnumStmt", "ALTER", SQL_DDL},
+    {"AlterExtensionStmt", "ALTER", SQL_DDL},
+    {"AlterExtensionContentsStmt", "ALTER", SQL_DDL},
+    {"AlterFdwStmt", "ALTER", SQL_DDL},
+    {"AlterForeignServerStmt", "ALTER", SQL_DDL},
+    {"AlterUserMappingStmt", "ALTER", SQL_DDL},
+    {"AlterFunctionStmt", "ALTER", SQL_DDL},
+    {"AlterObjectDependsStmt", "ALTER", SQL_DDL},
+    {"AlterObjectSchemaStmt", "ALTER", SQL_DDL},
+    {"AlterOwnerStmt", "ALTER", SQL_DDL},
+    {"AlterOperatorStmt", "ALTER", SQL_DDL},
+    {"AlterTypeStmt", "ALTER", SQL_DDL},
+    {"AlterPolicyStmt", "ALTER", SQL_DDL},
+    {"AlterPublicationStmt", "ALTER", SQL_DDL},
+    {"AlterSubscriptionStmt", "ALTER", SQL_DDL},
+    {"AlterSeqStmt", "ALTER", SQL_DDL},
+    {"AlterStatsStmt", "ALTER", SQL_DDL},
+    {"AlterTSConfigurationStmt", "ALTER", SQL_DDL},
+    {"AlterTSDictionaryStmt", "ALTER", SQL_DDL},
+    {"AlterTableSpaceOptionsStmt", "ALTER", SQL_DDL},
+    {"AlterCollationStmt", "ALTER", SQL_DDL},
+    {"AlterEventTrigStmt", "ALTER", SQL_DDL},
+    {"AlterDatabaseStmt", "ALTER", SQL_DDL},
+    {"AlterDatabaseSetStmt", "ALTER", SQL_DDL},
+    {"AlterDatabaseRefreshCollStmt", "ALTER", SQL_DDL},
+    {"AlterOpFamilyStmt", "ALTER", SQL_DDL},
+    {"RenameStmt", "ALTER", SQL_DDL},
+    {"CreateRoleStmt", "CREATE", SQL_DCL},
+    {"AlterRoleStmt", "ALTER", SQL_DCL},
+    {"AlterRoleSetStmt", "ALTER", SQL_DCL},
+    {"DropRoleStmt", "DROP", SQL_DCL},
+    {"DropOwnedStmt", "DROP", SQL_DCL},
+    {"ReassignOwnedStmt", "REASSIGN", SQL_DCL},
+    {"AlterDefaultPrivilegesStmt", "ALTER", SQL_DCL},
+    {"GrantStmt", "GRANT", SQL_DCL},
+    {"GrantRoleStmt", "GRANT", SQL_DCL},
+    {"AlterSystemStmt", "ALTER", SQL_ADMIN},
+    {"VacuumStmt", "VACUUM", SQL_ADMIN},
+    {"ClusterStmt", "CLUSTER", SQL_ADMIN},
+    {"ReindexStmt", "REINDEX", SQL_ADMIN},
+    {"CheckPointStmt", "CHECKPOINT", SQL_ADMIN},
+    {"LoadStmt", "LOAD", SQL_ADMIN},
+    {"TransactionStmt", "BEGIN", SQL_TRANSACTION},
+    {"VariableSetStmt", "SET", SQL_UTILITY},
+    {"ConstraintsSetStmt", "SET", SQL_UTILITY},
+    {"ExecuteStmt", "EXECUTE", SQL_UTILITY},
+    {"DeallocateStmt", "DEALLOCATE", SQL_UTILITY},
+    {"ClosePortalStmt", "CLOSE", SQL_UTILITY},
+    {"ListenStmt", "LISTEN", SQL_UTILITY},
+    {"UnlistenStmt", "UNLISTEN", SQL_UTILITY},
+    {"NotifyStmt", "NOTIFY", SQL_UTILITY},
+    {"DiscardStmt", "DISCARD", SQL_UTILITY},
+    {"LockStmt", "LOCK", SQL_UTILITY},
+    {"DoStmt", "DO", SQL_UTILITY},
+    {"CallStmt", "CALL", SQL_UTILITY},
+};
+
+static const char *transaction_command(const char *kind)
+{
+    static const struct {
+        const char *kind, *command;
+    } map[] = {{"TRANS_STMT_BEGIN", "BEGIN"},
+               {"TRANS_STMT_START", "BEGIN"},
+               {"TRANS_STMT_COMMIT", "COMMIT"},
+               {"TRANS_STMT_ROLLBACK", "ROLLBACK"},
+               {"TRANS_STMT_SAVEPOINT", "SAVEPOINT"},
+               {"TRANS_STMT_RELEASE", "RELEASE"},
+               {"TRANS_STMT_ROLLBACK_TO", "ROLLBACK"},
+               {"TRANS_STMT_PREPARE", "PREPARE TRANSACTION"},
+               {"TRANS_STMT_COMMIT_PREPARED", "COMMIT PREPARED"},
+               {"TRANS_STMT_ROLLBACK_PREPARED", "ROLLBACK PREPARED"}};
+    for (size_t i = 0; kind && i < sizeof map / sizeof map[0]; i++)
+        if (!strcmp(kind, map[i].kind)) return map[i].command;
+    return "BEGIN";
+}
+
+/* EXPLAIN runs the statement only with ANALYZE on (no argument, or one that is not false). */
+static bool explain_analyze(const cJSON *body)
+{
+    const cJSON *c;
+    cJSON_ArrayForEach(c, cJSON_GetObjectItemCaseSensitive(body, "options"))
+    {
+        const cJSON *d = node_body(c, NULL);
+        const char *name = d ? str_field(d, "defname") : NULL;
+        if (!name || strcasecmp(name, "analyze")) continue;
+        const cJSON *arg = cJSON_GetObjectItemCaseSensitive(d, "arg");
+        if (!arg) return true;
+        const char *t;
+        const cJSON *ab = node_body(arg, &t);
+        if (!ab) return true;
+        if (!strcmp(t, "Boolean")) return bool_field(ab, "boolval");
+        if (!strcmp(t, "Integer")) {
+            const cJSON *iv = cJSON_GetObjectItemCaseSensitive(ab, "ival");
+            return cJSON_IsNumber(iv) && iv->valuedouble != 0;
+        }
+        if (!strcmp(t, "String")) {
+            const char *s = str_field(ab, "sval");
+            static const char *const no[] = {"false", "off", "no", "0", "f", "fa", "fal", "fals",
+                                             "n",     "of",  NULL};
+            for (const char *const *p = no; s && *p; p++)
+                if (!strcasecmp(s, *p)) return false;
+            return true; /* anything else: assume it runs */
+        }
+        return true;
+    }
+    return false;
+}
+
+/* Command and class of one (possibly wrapped) statement; side effects go to w. */
+static void classify(struct walk *w, const char *type, const cJSON *body, const char **command,
+                     enum sql_class *cls, int depth)
+{
+    if (depth > 8) { /* EXPLAIN/PREPARE do not nest deeper than this in valid SQL */
+        *command = "UNKNOWN";
+        *cls = SQL_UTILITY;
+        w->flags |= SQL_F_UNJUDGEABLE;
+        return;
+    }
+    if (!strcmp(type, "ExplainStmt") || !strcmp(type, "PrepareStmt")) {
+        const char *itype = NULL;
+        const cJSON *inner = node_body(cJSON_GetObjectItemCaseSensitive(body, "query"), &itype);
+        bool explain = type[0] == 'E';
+        bool analyze = explain && explain_analyze(body);
+        if (!inner) {
+            *command = explain ? "EXPLAIN" : "PREPARE";
+            *cls = SQL_UTILITY;
+            w->flags |= SQL_F_UNJUDGEABLE;
+            return;
+        }
+        /* Other fields: PREPARE's argument types, EXPLAIN's options. */
+        static const char *const skip[] = {"query", NULL};
+        walk_fields(w, body, skip, depth);
+        classify(w, itype, inner, command, cls, depth + 1);
+        if (analyze) {
+            w->flags |= SQL_F_EXPLAIN_ANALYZE;
+        } else if (explain) {
+            /* Plans only: whatever it would write, it reads. */
+            for (unsigned i = 0; i < w->written.n; i++)
+                strlist_add_take(&w->read, w->written.v[i]);
+            w->written.n = 0;
+            w->flags &= ~(unsigned)(SQL_F_NO_WHERE | SQL_F_TAUTOLOGY);
+            *command = "EXPLAIN";
+            *cls = SQL_READ;
+        }
+        return;
+    }
+
+    const struct kind *k = NULL;
+    for (size_t i = 0; i < sizeof kinds / sizeof kinds[0]; i++) {
+        if (!strcmp(kinds[i].type, type)) {
+            k = &kinds[i];
+            break;
+        }
+    }
+    walk_node(w, type, body, depth);
+    if (!k) {
+        *command = !strncmp(type, "Create", 6)  ? "CREATE"
+                   : !strncmp(type, "Alter", 5) ? "ALTER"
+                   : !strncmp(type, "Drop", 4)  ? "DROP"
+                                                : "UNKNOWN";
+        *cls = strcmp(*command, "UNKNOWN") ? SQL_DDL : SQL_UTILITY;
+        w->flags |= SQL_F_UNJUDGEABLE;
+        return;
+    }
+    *command = k->command;
+    *cls = k->cls;
+    if (!strcmp(type, "SelectStmt") && cJSON_GetObjectItemCaseSensitive(body, "intoClause")) {
+        *command = "CREATE"; /* SELECT ... INTO creates a table */
+        *cls = SQL_DDL;
+    } else if (!strcmp(type, "CopyStmt")) {
+        *cls = bool_field(body, "is_from") ? SQL_WRITE : SQL_READ;
+    } else if (!strcmp(type, "GrantStmt") || !strcmp(type, "GrantRoleStmt")) {
+        *command = bool_field(body, "is_grant") ? "GRANT" : "REVOKE";
+    } else if (!strcmp(type, "TransactionStmt")) {
+        *command = transaction_command(str_field(body, "kind"));
+    } else if (!strcmp(type, "VariableSetStmt")) {
+        const char *kind = str_field(body, "kind");
+        if (kind && !strncmp(kind, "VAR_RESET", 9)) *command = "RESET";
+    } else if (!strcmp(type, "VacuumStmt")) {
+        *command = bool_field(body, "is_vacuumcmd") ? "VACUUM" : "ANALYZE";
+    } else if (!strcmp(type, "FetchStmt")) {
+        *command = bool_field(body, "ismove") ? "MOVE" : "FETCH";
+    } else if (!strcmp(type, "RenameStmt")) {
+        const char *rt = str_field(body, "renameType");
+        if (rt && !strcmp(rt, "OBJECT_ROLE")) *cls = SQL_DCL;
+    }
+}
+
+/* ---- facts ---- */
+
+static void stmt_fill(struct walk *w, struct sql_stmt *st, const char *command, enum sql_class cls)
+{
+    st->command = command;
+    st->cls = cls;
+    if (st->cls == SQL_READ && w->written.n > 0) st->cls = SQL_WRITE;
+    st->flags = w->flags;
+    st->tables_read = strlist_finish(&w->read, &st->n_read);
+    st->tables_written = strlist_finish(&w->written, &st->n_written);
+    st->functions = strlist_finish(&w->funcs, &st->n_functions);
+    w->flags = 0;
+    w->nscope = 0;
+}
+
+/* The facts of a string sluice cannot parse (or dares not). */
+static void facts_unparsed(struct sql_facts *out, const char *msg, int cursorpos)
+{
+    out->stmts = xcalloc(1, sizeof *out->stmts);
+    out->n_stmts = 1;
+    out->stmts[0].command = "UNKNOWN";
+    out->stmts[0].cls = SQL_UTILITY;
+    out->stmts[0].flags = SQL_F_PARSE_ERROR | SQL_F_UNJUDGEABLE;
+    char buf[512];
+    if (cursorpos > 0)
+        snprintf(buf, sizeof buf, "%s (at character %d)", msg, cursorpos);
+    else
+        snprintf(buf, sizeof buf, "%s", msg);
+    out->error = xstrdup(buf);
+}
+
+int sql_analyze(const char *sql, struct sql_facts *out)
+{
+    memset(out, 0, sizeof *out);
+    if (!sql) return -1;
+
+    size_t len = strlen(sql);
+    unsigned ops;
+    if (sql_guard_too_deep(sql, len, &ops)) {
+        char msg[128];
+        snprintf(msg, sizeof msg, "statement too complex to analyze (%u operators)", ops);
+        facts_unparsed(out, msg, 0);
+        return 0;
+    }
+
+    PgQueryParseResult pr = pg_query_parse(sql);
+    if (pr.error) {
+        facts_unparsed(out, pr.error->message ? pr.error->message : "syntax error",
+                       pr.error->cursorpos);
+        pg_query_free_parse_result(pr);
+        return 0;
+    }
+    if (!pr.parse_tree) {
+        pg_query_free_parse_result(pr);
+        return -1;
+    }
+    cJSON *root = cJSON_Parse(pr.parse_tree);
+    pg_query_free_parse_result(pr);
+    if (!root) {
+        /* cJSON stops at 1000 levels of nesting: too deep to judge. */
+        facts_unparsed(out, "statement nested too deeply to analyze", 0);
+        return 0;
+    }
+
+    const cJSON *stmts = cJSON_GetObjectItemCaseSensitive(root, "stmts");
+    int n = cJSON_GetArraySize(stmts);
+    struct walk w = {.src = sql};
+    if (n > 0) out->stmts = xcalloc((size_t)n, sizeof *out->stmts);
+    const cJSON *raw;
+    cJSON_ArrayForEach(raw, stmts)
+    {
+        const char *type;
+        const cJSON *body = node_body(cJSON_GetObjectItemCaseSensitive(raw, "stmt"), &type);
+        const char *command = "UNKNOWN";
+        enum sql_class cls = SQL_UTILITY;
+        if (body)
+            classify(&w, type, body, &command, &cls, 0);
+        else
+            w.flags |= SQL_F_UNJUDGEABLE;
+        stmt_fill(&w, &out->stmts[out->n_stmts++], command, cls);
+    }
+    free(w.scope);
+    cJSON_Delete(root);
+
+    PgQueryFingerprintResult fr = pg_query_fingerprint(sql);
+    if (!fr.error) out->fingerprint = fr.fingerprint;
+    pg_query_free_fingerprint_result(fr);
+    PgQueryNormalizeResult nr = pg_query_normalize(sql);
+    if (!nr.error && nr.normalized_query) out->normalized = xstrdup(nr.normalized_query);
+    pg_query_free_normalize_result(nr);
+    return 0;
+}
+
+static void free_list(char **v, unsigned n)
+{
+    for (unsigned i = 0; i < n; i++) free(v[i]);
+    free(v);
+}
+
+void sql_facts_free(struct sql_facts *f)
+{
+    if (!f) return;
+    for (unsigned i = 0; i < f->n_stmts; i++) {
+        struct sql_stmt *s = &f->stmts[i];
+        free_list(s->tables_read, s->n_read);
+        free_list(s->tables_written, s->n_written);
+        free_list(s->functions, s->n_functions);
+    }
+    free(f->stmts);
+    free(f->normalized);
+    free(f->error);
+    memset(f, 0, sizeof *f);
+}
+
+static const char *const class_names[SQL_CLASS_COUNT] = {
+    [SQL_READ] = "read",   [SQL_WRITE] = "write",       [SQL_DDL] = "ddl",
+    [SQL_DCL] = "dcl",     [SQL_ADMIN] = "admin",       [SQL_TRANSACTION] = "transaction",
+    [SQL_UTILITY] = "utility",
+};
+
+const char *sql_class_name(enum sql_class cls)
+{
+    if ((unsigned)cls >= SQL_CLASS_COUNT) return "unknown";
+    return class_names[cls];
+}
+
+int sql_class_from_name(const char *name)
+{
+    if (!name) return -1;
+    for (int i = 0; i < SQL_CLASS_COUNT; i++)
+        if (strcasecmp(name, class_names[i]) == 0) return i;
+    return -1;
+}

