@@ -312,7 +312,9 @@ static void check_set_config(struct walk *w, const char *fname, const cJSON *bod
         const cJSON *sv = cJSON_GetObjectItemCaseSensitive(b, "sval");
         if (sv) name = str_field(sv, "sval");
     }
-    if (!name || streq_ci(name, "role") || streq_ci(name, "session_authorization"))
+    if (!name)
+        w->flags |= SQL_F_UNJUDGEABLE; /* which setting it changes is known only at run time */
+    else if (streq_ci(name, "role") || streq_ci(name, "session_authorization"))
         w->flags |= SQL_F_ROLE_CHANGE;
 }
 
@@ -420,6 +422,12 @@ static void walk_node(struct walk *w, const char *type, const cJSON *body, int d
     }
     if (!strcmp(type, "FuncCall")) {
         walk_funccall(w, body, depth);
+        return;
+    }
+    /* Fast path: expressions and the like; every special case below is a statement. */
+    size_t tlen = strlen(type);
+    if (tlen < 4 || memcmp(type + tlen - 4, "Stmt", 4) != 0) {
+        walk_any(w, body, depth);
         return;
     }
     if (!strcmp(type, "SelectStmt") || !strcmp(type, "InsertStmt") ||

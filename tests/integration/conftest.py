@@ -311,6 +311,15 @@ class SluiceConfig:
         for n, i in tokens:
             out.append(f"    - {{ name: {yaml_str(n)}, kind: {i['kind']}, groups: [{', '.join(i['groups'])}], "
                        f"token_hash: {yaml_str(i['secret_hash'])} }}")
+        # The transparency tests run tools that drop and truncate (pgbench -i, psql -f,
+        # pg_dump's set_config): alice and etl may pass every guardrail; bob and copilot stay
+        # under the defaults for the policy tests.
+        out.append("policy:")
+        out.append("  rules:")
+        out.append("    - { name: harness-admins, match: { identity: [alice@corp.com, etl] }, action: allow,")
+        out.append("        override: [drop, truncate, delete_without_where, update_without_where, copy_program,")
+        out.append("                   copy_file, alter_system, file_access, role_escalation, dangerous_functions,")
+        out.append("                   unjudgeable] }")
         server = {"workers": 2, "log_level": LOG_LEVEL}
         server.update(self.server_extra)
         out.append("server: { " + ", ".join(f"{k}: {v}" for k, v in server.items()) + " }")
