@@ -4,7 +4,7 @@
 Reads the proxy's VmRSS from /proc/PID/status, opens N connections through it with psycopg2
 and holds them idle, reads VmRSS again, then runs one small query on every connection (so that
 buffers have been used) and reads it a third time. Optionally counts the server backends the
-proxy opened (--pg-dsn, a direct connection to PostgreSQL). Prints one line of key=value pairs.
+proxy opened for them (--pg-dsn, a direct connection to PostgreSQL). Prints one line of key=value pairs.
 Secrets come in the DSNs' environment (PGPASSWORD), never on the command line.
 """
 import argparse
@@ -23,6 +23,19 @@ def rss_kib(pid):
     raise RuntimeError(f"no VmRSS for pid {pid}")
 
 
+def count_backends(args):
+    """Client backends on the server, not counting the one asking; -1 without --pg-dsn."""
+    if not args.pg_dsn:
+        return -1
+    d = psycopg2.connect(args.pg_dsn, password=os.environ.get(args.pg_password_env, ""))
+    try:
+        with d.cursor() as cur:
+            cur.execute("SELECT count(*) - 1 FROM pg_stat_activity WHERE backend_type = 'client backend'")
+            return cur.fetchone()[0]
+    finally:
+        d.close()
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--pid", type=int, required=True, help="proxy process to measure")
@@ -36,6 +49,7 @@ def main():
 
     pw = os.environ.get(args.password_env, "")
     time.sleep(args.settle)
+    backends_before = count_backends(args)
     before = rss_kib(args.pid)
     conns = []
     t0 = time.monotonic()
@@ -53,13 +67,7 @@ def main():
                 cur.fetchall()
         time.sleep(args.settle)
         used = rss_kib(args.pid)
-        backends = -1
-        if args.pg_dsn:
-            d = psycopg2.connect(args.pg_dsn, password=os.environ.get(args.pg_password_env, ""))
-            with d.cursor() as cur:
-                cur.execute("SELECT count(*) FROM pg_stat_activity WHERE backend_type = 'client backend'")
-                backends = cur.fetchone()[0] - 1
-            d.close()
+        backends = count_backends(args) - backends_before
     except Exception as e:  # report how far it got
         print(f"error after {len(conns)} connections: {e}".strip(), file=sys.stderr)
         sys.exit(1)
@@ -71,7 +79,7 @@ def main():
         f"connections={n} connect_seconds={connect_s:.1f} rss_before_kib={before} "
         f"rss_idle_kib={idle} rss_after_query_kib={used} "
         f"per_conn_idle_bytes={(idle - before) * 1024 // n} "
-        f"per_conn_after_query_bytes={(used - before) * 1024 // n} upstream_backends={backends}"
+        f"per_conn_after_query_bytes={(used - before) * 1024 // n} new_upstream_backends={backends}"
     )
 
 

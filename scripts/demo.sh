@@ -40,7 +40,7 @@ FAILED=0
 # ---------------------------------------------------------------------------------------------
 # Output helpers
 
-if [ -t 1 ]; then B=$'\e[1m' G=$'\e[32m' R=$'\e[31m' D=$'\e[2m' N=$'\e[0m'; else B= G= R= D= N=; fi
+if [ -t 1 ]; then B=$'\e[1m' G=$'\e[32m' R=$'\e[31m' D=$'\e[2m' N=$'\e[0m'; else B='' G='' R='' D='' N=''; fi
 title() { printf '\n%s== %s%s\n' "$B" "$*" "$N"; }
 say() { printf '%s\n' "$*"; }
 ok() { printf '%s  ok: %s%s\n' "$G" "$*" "$N"; }
@@ -71,7 +71,7 @@ sluice_stop() {
   if kill -0 "$pid" 2>/dev/null; then
     kill -TERM "$pid" 2>/dev/null || true
     for _ in $(seq 1 50); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
-    kill -0 "$pid" 2>/dev/null && kill -KILL "$pid" 2>/dev/null || true
+    if kill -0 "$pid" 2>/dev/null; then kill -KILL "$pid" 2>/dev/null || true; fi
   fi
   rm -f "$RUN/sluice.pid"
 }

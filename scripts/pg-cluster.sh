@@ -69,8 +69,8 @@ cluster_write_conf() {
 }
 
 cluster_wait_ready() {
-  local dir=$1 port=$2 i
-  for i in $(seq 1 100); do
+  local dir=$1 port=$2
+  for _ in $(seq 1 100); do
     "$PGBIN/pg_isready" -q -h "$dir" -p "$port" && return 0
     sleep 0.1
   done

@@ -9,9 +9,12 @@
  */
 #include "proxy/proxy.h"
 
+#include <errno.h>
+#include <poll.h>
 #include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
 #include <unistd.h>
 
 #include "core/buf.h"
@@ -82,19 +85,23 @@ static void *cancel_send(void *arg)
     char err[256];
     int fd = net_connect(job->host, job->port, err, sizeof err);
     if (fd >= 0) {
-        /* Wait for the connect, then send the 16-byte request; the server closes. */
-        int flags_ok = 1;
-        for (int i = 0; i < 100 && flags_ok; i++) {
-            if (net_connect_result(fd) == 0) {
-                struct buf *b = buf_get();
-                pg_put_cancel(b, job->pid, job->real_key);
-                ssize_t w = send(fd, b->data, b->len, MSG_NOSIGNAL);
-                if (w != (ssize_t)b->len)
-                    log_warn("cancel: could not send request to backend %u", job->pid);
-                buf_put(b);
-                break;
-            }
-            usleep(10000);
+        /* Wait for the connect (SO_ERROR stays 0 while it is in progress, so wait for the
+         * socket to become writable), then send the 16-byte request; the server closes. */
+        struct pollfd pfd = {.fd = fd, .events = POLLOUT};
+        int pr;
+        do
+            pr = poll(&pfd, 1, 10000);
+        while (pr < 0 && errno == EINTR);
+        if (pr == 1 && net_connect_result(fd) == 0) {
+            struct buf *b = buf_get();
+            pg_put_cancel(b, job->pid, job->real_key);
+            ssize_t w = send(fd, b->data, b->len, MSG_NOSIGNAL);
+            if (w != (ssize_t)b->len)
+                log_warn("cancel: could not send request to backend %u", job->pid);
+            buf_put(b);
+        } else {
+            log_warn("cancel: cannot reach target for backend %u: %s", job->pid,
+                     pr == 0 ? "connect timed out" : strerror(errno));
         }
         char tmp[16];
         for (int i = 0; i < 50 && read(fd, tmp, sizeof tmp) != 0; i++)

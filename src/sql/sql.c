@@ -14,9 +14,13 @@
  * new table and reading the query's. A read statement that writes a table anyway (a DML CTE,
  * COPY (DELETE ... RETURNING) TO) becomes a write.
  *
+ * Functions are FuncCall names, plus field names that PostgreSQL may read as a call in
+ * functional notation (`('/etc/passwd'::text).pg_read_file` calls pg_read_file).
+ *
  * Anything the walker cannot see through is flagged SQL_F_UNJUDGEABLE: DO, CALL, CREATE
- * FUNCTION/PROCEDURE, statement kinds it does not know, trees too deep for cJSON (over 1000
- * levels) and strings long enough to overflow the stack inside libpg_query (sql_guard.c).
+ * FUNCTION/PROCEDURE, set_config() with a computed name, statement kinds it does not know,
+ * trees too deep for cJSON (over 1000 levels) and strings that could nest deep enough to
+ * overflow the stack inside libpg_query (sql_guard.c; these come back as parse errors).
  *
  * What is left to others: the parse cache, policy, and what EXECUTE of a prepared statement
  * runs (the session judged it at PREPARE/Parse time).
@@ -55,7 +59,8 @@ static void strlist_add_take(struct strlist *l, char *s)
 
 static void strlist_clear(struct strlist *l)
 {
-    for (unsigned i = 0; i < l->n; i++) free(l->v[i]);
+    for (unsigned i = 0; i < l->n; i++)
+        free(l->v[i]);
     free(l->v);
     memset(l, 0, sizeof *l);
 }
@@ -306,7 +311,8 @@ static void check_set_config(struct walk *w, const char *fname, const cJSON *bod
     const cJSON *a0 = cJSON_GetArrayItem(args, 0);
     const char *t;
     const cJSON *b = node_body(a0, &t);
-    while (b && !strcmp(t, "TypeCast")) b = node_body(cJSON_GetObjectItemCaseSensitive(b, "arg"), &t);
+    while (b && !strcmp(t, "TypeCast"))
+        b = node_body(cJSON_GetObjectItemCaseSensitive(b, "arg"), &t);
     const char *name = NULL;
     if (b && !strcmp(t, "A_Const")) {
         const cJSON *sv = cJSON_GetObjectItemCaseSensitive(b, "sval");
@@ -368,11 +374,11 @@ static void check_variable_set(struct walk *w, const cJSON *body)
         const cJSON *a0 = cJSON_GetArrayItem(cJSON_GetObjectItemCaseSensitive(body, "args"), 0);
         const char *t;
         const cJSON *b = node_body(a0, &t);
-        const cJSON *sv = b && !strcmp(t, "A_Const") ? cJSON_GetObjectItemCaseSensitive(b, "sval")
-                                                     : NULL;
+        const cJSON *sv =
+            b && !strcmp(t, "A_Const") ? cJSON_GetObjectItemCaseSensitive(b, "sval") : NULL;
         const char *v = sv ? str_field(sv, "sval") : NULL;
-        if (v && !strcasecmp(v, "none") && cJSON_GetArraySize(cJSON_GetObjectItemCaseSensitive(
-                                               body, "args")) == 1)
+        if (v && !strcasecmp(v, "none") &&
+            cJSON_GetArraySize(cJSON_GetObjectItemCaseSensitive(body, "args")) == 1)
             return;
     }
     w->flags |= SQL_F_ROLE_CHANGE;
@@ -403,10 +409,9 @@ static void walk_ddl(struct walk *w, const cJSON *body, int depth)
 
 static bool drop_names_tables(const char *remove_type)
 {
-    static const char *const kinds[] = {"OBJECT_TABLE",         "OBJECT_VIEW",
-                                        "OBJECT_MATVIEW",       "OBJECT_FOREIGN_TABLE",
-                                        "OBJECT_SEQUENCE",      "OBJECT_INDEX",
-                                        "OBJECT_PARTITIONED_TABLE", NULL};
+    static const char *const kinds[] = {
+        "OBJECT_TABLE",    "OBJECT_VIEW",  "OBJECT_MATVIEW",           "OBJECT_FOREIGN_TABLE",
+        "OBJECT_SEQUENCE", "OBJECT_INDEX", "OBJECT_PARTITIONED_TABLE", NULL};
     for (const char *const *k = kinds; *k; k++)
         if (remove_type && !strcmp(remove_type, *k)) return true;
     return false;
@@ -424,14 +429,34 @@ static void walk_node(struct walk *w, const char *type, const cJSON *body, int d
         walk_funccall(w, body, depth);
         return;
     }
+    /* Functional notation: PostgreSQL reads `(expr).fn` and `a.b.fn` as fn(expr) when no such
+     * field exists, so `SELECT ('/etc/passwd'::text).pg_read_file` calls pg_read_file. Field
+     * names in those positions are reported as functions too (a column named like a function
+     * shows up there; nothing is missed). Two-part names (t.x) are left alone: they can only
+     * call functions taking t's row type. */
+    if (!strcmp(type, "A_Indirection") || !strcmp(type, "ColumnRef")) {
+        const cJSON *list =
+            cJSON_GetObjectItemCaseSensitive(body, type[0] == 'A' ? "indirection" : "fields");
+        int n = cJSON_GetArraySize(list), i = 0;
+        const cJSON *it;
+        cJSON_ArrayForEach(it, list)
+        {
+            const char *s = string_node(it);
+            if (s && *s && (type[0] == 'A' || (n >= 3 && i >= 2)))
+                strlist_add_take(&w->funcs, xstrdup(s));
+            i++;
+        }
+        walk_any(w, body, depth);
+        return;
+    }
     /* Fast path: expressions and the like; every special case below is a statement. */
     size_t tlen = strlen(type);
     if (tlen < 4 || memcmp(type + tlen - 4, "Stmt", 4) != 0) {
         walk_any(w, body, depth);
         return;
     }
-    if (!strcmp(type, "SelectStmt") || !strcmp(type, "InsertStmt") ||
-        !strcmp(type, "UpdateStmt") || !strcmp(type, "DeleteStmt") || !strcmp(type, "MergeStmt")) {
+    if (!strcmp(type, "SelectStmt") || !strcmp(type, "InsertStmt") || !strcmp(type, "UpdateStmt") ||
+        !strcmp(type, "DeleteStmt") || !strcmp(type, "MergeStmt")) {
         unsigned saved = w->nscope;
         walk_with(w, body, depth);
         if (type[0] == 'S') {
@@ -701,8 +726,8 @@ static bool explain_analyze(const cJSON *body)
         }
         if (!strcmp(t, "String")) {
             const char *s = str_field(ab, "sval");
-            static const char *const no[] = {"false", "off", "no", "0", "f", "fa", "fal", "fals",
-                                             "n",     "of",  NULL};
+            static const char *const no[] = {"false", "off",  "no", "0",  "f", "fa",
+                                             "fal",   "fals", "n",  "of", NULL};
             for (const char *const *p = no; s && *p; p++)
                 if (!strcasecmp(s, *p)) return false;
             return true; /* anything else: assume it runs */
@@ -832,7 +857,8 @@ int sql_analyze(const char *sql, struct sql_facts *out)
     unsigned ops;
     if (sql_guard_too_deep(sql, len, &ops)) {
         char msg[128];
-        snprintf(msg, sizeof msg, "statement too complex to analyze (%u operators)", ops);
+        snprintf(msg, sizeof msg, "statement nested too deeply to analyze (depth estimate %u)",
+                 ops);
         facts_unparsed(out, msg, 0);
         return 0;
     }
@@ -887,7 +913,8 @@ int sql_analyze(const char *sql, struct sql_facts *out)
 
 static void free_list(char **v, unsigned n)
 {
-    for (unsigned i = 0; i < n; i++) free(v[i]);
+    for (unsigned i = 0; i < n; i++)
+        free(v[i]);
     free(v);
 }
 
@@ -907,8 +934,8 @@ void sql_facts_free(struct sql_facts *f)
 }
 
 static const char *const class_names[SQL_CLASS_COUNT] = {
-    [SQL_READ] = "read",   [SQL_WRITE] = "write",       [SQL_DDL] = "ddl",
-    [SQL_DCL] = "dcl",     [SQL_ADMIN] = "admin",       [SQL_TRANSACTION] = "transaction",
+    [SQL_READ] = "read",       [SQL_WRITE] = "write", [SQL_DDL] = "ddl",
+    [SQL_DCL] = "dcl",         [SQL_ADMIN] = "admin", [SQL_TRANSACTION] = "transaction",
     [SQL_UTILITY] = "utility",
 };
 

@@ -49,13 +49,15 @@ static const char *str_field(const cJSON *o, const char *key)
 /* Parse an integer literal as PostgreSQL 15 writes them (decimal, optional sign). */
 static bool parse_int(const char *s, long long *out)
 {
-    while (*s == ' ' || *s == '\t' || *s == '\n' || *s == '\r') s++;
+    while (*s == ' ' || *s == '\t' || *s == '\n' || *s == '\r')
+        s++;
     if (!*s) return false;
     errno = 0;
     char *end;
     long long v = strtoll(s, &end, 10);
     if (errno || end == s) return false;
-    while (*end == ' ' || *end == '\t' || *end == '\n' || *end == '\r') end++;
+    while (*end == ' ' || *end == '\t' || *end == '\n' || *end == '\r')
+        end++;
     if (*end) return false;
     *out = v;
     return true;
@@ -63,7 +65,8 @@ static bool parse_int(const char *s, long long *out)
 
 static bool parse_num(const char *s, double *out)
 {
-    while (*s == ' ' || *s == '\t' || *s == '\n' || *s == '\r') s++;
+    while (*s == ' ' || *s == '\t' || *s == '\n' || *s == '\r')
+        s++;
     if (!*s) return false;
     /* Only plain decimal notation: no hex floats, inf or nan spellings of strtod. */
     for (const char *p = s; *p; p++)
@@ -72,7 +75,8 @@ static bool parse_num(const char *s, double *out)
     char *end;
     double v = strtod(s, &end);
     if (errno || end == s || !isfinite(v)) return false;
-    while (*end == ' ' || *end == '\t' || *end == '\n' || *end == '\r') end++;
+    while (*end == ' ' || *end == '\t' || *end == '\n' || *end == '\r')
+        end++;
     if (*end) return false;
     *out = v;
     return true;
@@ -81,7 +85,8 @@ static bool parse_num(const char *s, double *out)
 /* PostgreSQL's parse_bool: true/false/yes/no/on/off/1/0 and unique prefixes. */
 static bool parse_bool(const char *s, bool *out)
 {
-    while (*s == ' ' || *s == '\t' || *s == '\n' || *s == '\r') s++;
+    while (*s == ' ' || *s == '\t' || *s == '\n' || *s == '\r')
+        s++;
     size_t n = strlen(s);
     while (n && (s[n - 1] == ' ' || s[n - 1] == '\t' || s[n - 1] == '\n' || s[n - 1] == '\r'))
         n--;
@@ -131,7 +136,8 @@ static struct val eval_const(const cJSON *c, const char *src)
             char buf[32];
             size_t n2 = 0;
             if (*p == '-' || *p == '+') buf[n2++] = *p++;
-            while (*p >= '0' && *p <= '9' && n2 < sizeof buf - 1) buf[n2++] = *p++;
+            while (*p >= '0' && *p <= '9' && n2 < sizeof buf - 1)
+                buf[n2++] = *p++;
             buf[n2] = '\0';
             if ((*p >= '0' && *p <= '9') || *p == '.' || *p == '_' || (*p | 0x20) == 'e' ||
                 (*p | 0x20) == 'x')
@@ -507,8 +513,7 @@ static struct val eval_cast(const cJSON *tc, const char *src, int depth)
     }
     if (!strcmp(type, "numeric") || !strcmp(type, "float4") || !strcmp(type, "float8"))
         return as_number(&v) ? v : UNK;
-    if (!strcmp(type, "text") || !strcmp(type, "varchar"))
-        return v.k == V_STR ? v : UNK;
+    if (!strcmp(type, "text") || !strcmp(type, "varchar")) return v.k == V_STR ? v : UNK;
     return UNK;
 }
 

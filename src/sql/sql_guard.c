@@ -12,6 +12,7 @@
  * here: the message is tiny and the library's protobuf header is not installed.
  */
 #include <stdint.h>
+#include <stdlib.h>
 #include <string.h>
 #include <strings.h>
 
@@ -81,17 +82,81 @@ static int keyword_is_value(const char *sql, size_t len, uint64_t start, uint64_
     return 0;
 }
 
-static int token_can_nest(const char *sql, size_t len, uint64_t start, uint64_t end,
-                          uint64_t token, uint64_t kwkind)
+static int token_can_nest(const char *sql, size_t len, uint64_t start, uint64_t end, uint64_t token,
+                          uint64_t kwkind)
 {
     if (kwkind != 0) return !keyword_is_value(sql, len, start, end);
     if (token < 128) return strchr("+-*/%^<>=|&~!@#?", (int)token) != NULL && token != 0;
     return token == TOK_OP || (token >= TOK_TYPECAST && token <= TOK_NOT_EQUALS_LAST);
 }
 
-int sql_guard_too_deep(const char *sql, size_t len, unsigned *count)
+static int keyword_is(const char *sql, size_t len, uint64_t start, uint64_t end, const char *word)
 {
-    *count = 0;
+    size_t n = strlen(word);
+    return end > start && end <= len && (size_t)(end - start) == n &&
+           strncasecmp(sql + start, word, n) == 0;
+}
+
+/* Depth estimate, one level per parenthesis or bracket. Within a level, `count` grows with
+ * every token that can add a tree level and restarts at what separates siblings (a comma, AND,
+ * OR: the parser flattens AND and OR chains); `chain` counts UNION, INTERSECT, EXCEPT and JOIN,
+ * which nest left-deep across commas, and restarts only at a semicolon. */
+struct level {
+    unsigned base, count, chain;
+};
+
+#define GUARD_LEVELS 12000 /* beyond the grammar's own 10,000 */
+
+static void estimate_token(const char *sql, size_t len, uint64_t start, uint64_t end,
+                           uint64_t token, uint64_t kwkind, struct level *lv, unsigned *top,
+                           unsigned *max)
+{
+    struct level *l = &lv[*top];
+    if (kwkind == 0 && (token == '(' || token == '[')) {
+        unsigned base = l->base + l->count + l->chain + 1;
+        if (*top + 1 < GUARD_LEVELS) {
+            (*top)++;
+            lv[*top] = (struct level){.base = base};
+        } else {
+            *max = UINT32_MAX; /* deeper than the grammar allows: refuse */
+        }
+        if (base > *max) *max = base;
+        return;
+    }
+    if (kwkind == 0 && (token == ')' || token == ']')) {
+        if (*top > 0) (*top)--;
+        return;
+    }
+    if (kwkind == 0 && token == ',') {
+        l->count = 0;
+        return;
+    }
+    if (kwkind == 0 && token == ';') {
+        *top = 0;
+        lv[0] = (struct level){0};
+        return;
+    }
+    if (kwkind != 0 &&
+        (keyword_is(sql, len, start, end, "and") || keyword_is(sql, len, start, end, "or"))) {
+        l->count = 0;
+        return;
+    }
+    if (kwkind != 0 &&
+        (keyword_is(sql, len, start, end, "union") ||
+         keyword_is(sql, len, start, end, "intersect") ||
+         keyword_is(sql, len, start, end, "except") || keyword_is(sql, len, start, end, "join")))
+        l->chain++;
+    else if (token_can_nest(sql, len, start, end, token, kwkind))
+        l->count++;
+    else
+        return;
+    unsigned d = l->base + l->count + l->chain;
+    if (d > *max) *max = d;
+}
+
+int sql_guard_too_deep(const char *sql, size_t len, unsigned *depth)
+{
+    *depth = 0;
     if (len < SQL_GUARD_MIN_LEN) return 0;
     PgQueryScanResult r = pg_query_scan(sql);
     if (r.error) {
@@ -99,7 +164,13 @@ int sql_guard_too_deep(const char *sql, size_t len, unsigned *count)
         pg_query_free_scan_result(r);
         return 0;
     }
-    unsigned n = 0;
+    struct level *lv = malloc(GUARD_LEVELS * sizeof *lv);
+    if (!lv) {
+        pg_query_free_scan_result(r);
+        return 1;
+    }
+    lv[0] = (struct level){0};
+    unsigned top = 0, max = 0;
     int bad = 0;
     struct pb b = {(const uint8_t *)r.pbuf.data, (const uint8_t *)r.pbuf.data + r.pbuf.len};
     while (b.p < b.end && !bad) {
@@ -154,10 +225,11 @@ int sql_guard_too_deep(const char *sql, size_t len, unsigned *count)
                 break;
             }
         }
-        if (!bad && token_can_nest(sql, len, start, end, token, kwkind)) n++;
+        if (!bad) estimate_token(sql, len, start, end, token, kwkind, lv, &top, &max);
     }
+    free(lv);
     pg_query_free_scan_result(r);
-    *count = n;
+    *depth = max;
     /* A result we cannot decode is treated as too deep: refuse rather than risk a crash. */
-    return bad || n > SQL_GUARD_MAX_TOKENS;
+    return bad || max > SQL_GUARD_MAX_DEPTH;
 }

@@ -31,14 +31,18 @@ enum sql_tv {
  * true ("tautology-like": WHERE id = id drops only rows where id is NULL). */
 enum sql_tv sql_const_truth(const cJSON *expr, const char *src);
 
-/* Strings longer than this are checked by sql_guard_too_deep() before parsing. */
-#define SQL_GUARD_MIN_LEN (32u * 1024u)
-/* Most operator-like tokens (each may add a tree level) a string may hold. */
-#define SQL_GUARD_MAX_TOKENS 20000u
+/* Strings of at least this many bytes are checked by sql_guard_too_deep() before parsing
+ * (shorter ones cannot nest deep enough to matter). */
+#define SQL_GUARD_MIN_LEN 2048u
+/* Largest depth estimate let through. Trees this deep would be refused anyway (cJSON stops at
+ * 1000 levels of JSON, about 500 levels of SQL), so the limit costs no judgeable statement;
+ * it keeps libpg_query's recursion within about 1 MiB of stack. */
+#define SQL_GUARD_MAX_DEPTH 2000u
 
-/* True when sql (len bytes) holds more than SQL_GUARD_MAX_TOKENS tokens that can nest
- * without parentheses (operators, casts, keywords such as UNION, JOIN, IS); *count gets the
- * number seen. Uses libpg_query's own scanner, which does not recurse. */
-int sql_guard_too_deep(const char *sql, size_t len, unsigned *count);
+/* True when sql (len bytes) might parse into a tree deeper than SQL_GUARD_MAX_DEPTH; *depth
+ * gets the estimate (an upper bound: parentheses, operators, casts and keywords such as UNION,
+ * JOIN, IS each count a level; commas, AND and OR separate siblings). Uses libpg_query's own
+ * scanner, which does not recurse. */
+int sql_guard_too_deep(const char *sql, size_t len, unsigned *depth);
 
 #endif

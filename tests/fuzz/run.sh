@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
 # run.sh: builds every libFuzzer target tests/fuzz/fuzz_*.c and runs each for FUZZ_SECONDS
-# (default 15, so three targets take about 45 s). Exits non-zero when a target fails to build
-# or any run finds a crash, sanitizer report, leak or invariant failure; the reproducer is left
-# in build-fuzz/artifacts/. Targets run with stdin from /dev/null (fuzz_config may be pointed
-# at /dev/stdin by its input and must not wait on a terminal).
+# (default: FUZZ_TOTAL_SECONDS, 45, shared among the targets, at least 5 s each; 15 s each for
+# three). Exits non-zero when a target fails to build or any run finds a crash, sanitizer
+# report, leak or invariant failure; the reproducer is left in build-fuzz/artifacts/. Targets
+# run with stdin from /dev/null (fuzz_config may be pointed at /dev/stdin by its input and must
+# not wait on a terminal).
 #
 # The src objects (all of src/**/*.c but src/main.c) are compiled once with coverage and
 # sanitizers and put in an archive, so each target links only the objects it uses. A src
@@ -13,14 +14,15 @@
 # Seeds come from tests/fuzz/corpus/<target>/ (committed, read-only here); new inputs go to
 # build-fuzz/corpus/<target>/. tests/fuzz/<target>.dict is used when present.
 #
-# Environment: FUZZ_SECONDS, FUZZ_TARGETS (space-separated names, default all), FUZZ_CC
-# (default clang), FUZZ_LDLIBS, FUZZ_ARGS (extra libFuzzer flags), FUZZ_JOBS (compile jobs).
+# Environment: FUZZ_SECONDS, FUZZ_TOTAL_SECONDS, FUZZ_TARGETS (space-separated names, default
+# all), FUZZ_CC (default clang), FUZZ_LDLIBS, FUZZ_ARGS (extra libFuzzer flags), FUZZ_JOBS
+# (compile jobs).
 set -euo pipefail
 
 cd "$(dirname "$0")/../.."
-FUZZ_SECONDS=${FUZZ_SECONDS:-15}
+FUZZ_TOTAL_SECONDS=${FUZZ_TOTAL_SECONDS:-45}
 CC=${FUZZ_CC:-clang}
-LDLIBS=${FUZZ_LDLIBS:--lssl -lcrypto -lcyaml -lyaml -pthread}
+LDLIBS=${FUZZ_LDLIBS:--lpg_query -lcjson -lssl -lcrypto -lcyaml -lyaml -pthread}
 JOBS=${FUZZ_JOBS:-$(nproc 2>/dev/null || echo 4)}
 OUT=build-fuzz
 CFLAGS="-std=c11 -D_GNU_SOURCE -g -O1 -Isrc -fno-omit-frame-pointer -fno-sanitize-recover=undefined"
@@ -81,6 +83,10 @@ fi
 if ((${#TARGETS[@]} == 0)); then
     echo "fuzz: no targets in tests/fuzz/fuzz_*.c" >&2
     exit 1
+fi
+if [[ -z ${FUZZ_SECONDS:-} ]]; then
+    FUZZ_SECONDS=$((FUZZ_TOTAL_SECONDS / ${#TARGETS[@]}))
+    ((FUZZ_SECONDS >= 5)) || FUZZ_SECONDS=5
 fi
 
 export ASAN_OPTIONS=${ASAN_OPTIONS:-abort_on_error=1:detect_leaks=1}

@@ -320,6 +320,8 @@ class SluiceConfig:
         out.append("        override: [drop, truncate, delete_without_where, update_without_where, copy_program,")
         out.append("                   copy_file, alter_system, file_access, role_escalation, dangerous_functions,")
         out.append("                   unjudgeable] }")
+        out.append("    - { name: agents-read-only, match: { kind: agent, class: [write, ddl, dcl, admin] },")
+        out.append("        action: deny, reason: agents may only read }")
         server = {"workers": 2, "log_level": LOG_LEVEL}
         server.update(self.server_extra)
         out.append("server: { " + ", ".join(f"{k}: {v}" for k, v in server.items()) + " }")

@@ -136,7 +136,8 @@ def copy_in_extended(c, table, values):
 
 def test_extended_copy_in_leaves_session_idle(spawn_sluice):
     sp, ep = spawn_sluice("xcopy", server_extra={"workers": 1, "shutdown_timeout": "20s"})
-    a = ep.raw_login("shop", "etl")
+    # copilot (an agent) stays under the default guardrails: DELETE without WHERE is refused.
+    a = ep.raw_login("shop", "copilot")
     pid = backend_pid(a)
     a.query("CREATE TEMP TABLE xc (v int)")
     copy_in_extended(a, "xc", [1, 2, 3])
@@ -148,7 +149,7 @@ def test_extended_copy_in_leaves_session_idle(spawn_sluice):
     a.terminate()
     time.sleep(0.5)
 
-    b = ep.raw_login("shop", "etl")
+    b = ep.raw_login("shop", "copilot")
     assert backend_pid(b) == pid, "an idle session after an extended COPY is reusable"
     b.query("CREATE TEMP TABLE xc2 (v int)")
     copy_in_extended(b, "xc2", [4, 5])
@@ -188,4 +189,167 @@ def test_unsynced_extended_write_is_not_committed(spawn_sluice, pg):
     cur.execute("SELECT count(*) FROM relay_unsynced")
     assert cur.fetchone()[0] == 0
     cur.execute("DROP TABLE relay_unsynced")
+    adm.close()
+
+
+# ---------------------------------------------------------------- cancel over a slow connect
+
+
+class _Forwarder:
+    """A TCP forwarder to PostgreSQL whose accepting can be paused. With accepting paused
+    and its accept queue full, new SYNs are dropped, so a connect to it completes only after
+    the SYN is retransmitted (about a second later): a target across a slow network."""
+
+    def __init__(self, pg_port):
+        self.pg_port = pg_port
+        self.lsock = socket.socket()
+        self.lsock.bind(("127.0.0.1", 0))
+        self.lsock.listen(1)
+        self.lsock.settimeout(0.05)
+        self.port = self.lsock.getsockname()[1]
+        self.accepting = threading.Event()
+        self.accepting.set()
+        self.stopped = False
+        self.socks = []
+        threading.Thread(target=self._loop, daemon=True).start()
+
+    def _pipe(self, a, b):
+        try:
+            while True:
+                d = a.recv(65536)
+                if not d:
+                    break
+                b.sendall(d)
+        except OSError:
+            pass
+        for s in (a, b):
+            try:
+                s.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+
+    def _loop(self):
+        while not self.stopped:
+            if not self.accepting.wait(0.05):
+                continue
+            try:
+                c, _ = self.lsock.accept()
+            except (socket.timeout, OSError):
+                continue
+            c.settimeout(None)
+            u = socket.create_connection(("127.0.0.1", self.pg_port))
+            self.socks += [c, u]
+            threading.Thread(target=self._pipe, args=(c, u), daemon=True).start()
+            threading.Thread(target=self._pipe, args=(u, c), daemon=True).start()
+
+    def stall(self):
+        """Stop accepting and fill the accept queue: later connects hang in SYN_SENT."""
+        self.accepting.clear()
+        time.sleep(0.1)
+        fillers = []
+        for _ in range(4):
+            f = socket.socket()
+            f.setblocking(False)
+            try:
+                f.connect(("127.0.0.1", self.port))
+            except BlockingIOError:
+                pass
+            fillers.append(f)
+        time.sleep(0.2)
+        return fillers
+
+    def close(self):
+        self.stopped = True
+        self.lsock.close()
+        for s in self.socks:
+            try:
+                s.close()
+            except OSError:
+                pass
+
+
+def test_cancel_reaches_target_with_slow_connect(workdir, certs, pg, sluice_only, sluice_bin):
+    fwd = _Forwarder(pg.port)
+
+    class FwdConfig(SluiceConfig):
+        def targets(self):
+            return super().targets() + [
+                dict(name="shop_fwd", port=fwd.port, user="app_trust", env=None,
+                     sslmode="disable")]
+
+    ids, secrets = make_identities()
+    cfg = FwdConfig(pg, certs, ids, server_extra={"workers": 1})
+    sp = SluiceProcess(workdir, "slowcancel", cfg)
+    sp.secrets = secrets
+    _state["extra"].append(sp)
+    sp.start()
+    ep = Endpoint(pg, secrets, cfg.port, certs, config=cfg, process=sp)
+    try:
+        c = ep.raw_login("shop_fwd", "etl")
+        pid, key = c.backend_key
+        c.send(message(b"Q", cstr("SELECT pg_sleep(8)")))
+        time.sleep(0.3)
+        fillers = fwd.stall()
+        t0 = time.time()
+        with socket.create_connection(("127.0.0.1", cfg.port)) as k:
+            k.sendall(struct.pack("!IIII", 16, pgwire.CANCEL_REQUEST, pid, key))
+        time.sleep(0.3)
+        fwd.accepting.set()  # the retransmitted SYN (after ~1s) gets through
+        msgs = read_until(c, timeout=15)
+        elapsed = time.time() - t0
+        errs = [pgwire.parse_fields(p) for t, p in msgs if t == b"E"]
+        assert errs and errs[0].get("C") == "57014", \
+            f"the query was not cancelled (ran {elapsed:.1f}s): {msgs}"
+        assert elapsed < 6
+        c.terminate()
+        for f in fillers:
+            f.close()
+    finally:
+        fwd.close()
+        sp.assert_clean_exit()
+
+
+# ---------------------------------------------------------------- the pump's fairness limit
+
+
+def test_stream_ending_on_the_last_round_of_a_pump_call(spawn_sluice, pg):
+    """relay_pump moves at most 64 rounds per event, then lets other sessions run. Bytes
+    read in the last round must still be written: if they are the last the client sends,
+    no further event comes for them. The client pipelines, behind its password, a COPY
+    whose final byte is exactly the last byte of the last round (sluice reads nothing from
+    the client while the upstream login runs, so the whole stream is queued by then)."""
+    adm = pg.admin(dbname="shop")
+    adm.autocommit = True
+    cur = adm.cursor()
+    cur.execute("CREATE TABLE IF NOT EXISTS relay_copy64 (v text)")
+    cur.execute("GRANT ALL ON relay_copy64 TO app_scram")
+    cur.execute("TRUNCATE relay_copy64")
+    _, ep = spawn_sluice("copy64", server_extra={"workers": 1})
+    chunk = 32 * 1024
+    c = ep.raw()
+    c.sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 8 << 20)
+    start = startup_packet({"user": "etl", "database": "shop"})
+    c.send(start)
+    t, p = c.read_msg()
+    assert t == b"R" and struct.unpack("!I", p[:4])[0] == pgwire.AUTH_CLEARTEXT
+    head = message(b"p", cstr(ep.secrets["etl"])) + message(b"Q", cstr("COPY relay_copy64 FROM STDIN"))
+    # sluice's first read during authentication fills its 32 KiB buffer behind the startup
+    # packet; the relay then spends one round on those bytes and reads 63 full buffers.
+    total = (chunk - len(start)) + 63 * chunk
+    data_len = total - len(head) - 5 - 5
+    line = b"a" * (data_len - 1) + b"\n"
+    stream = head + message(b"d", line) + message(b"c")
+    assert len(stream) == total
+    sender = threading.Thread(target=c.sock.sendall, args=(stream,), daemon=True)
+    sender.start()
+    try:
+        msgs = read_until(c, stop=b"C", timeout=10)
+    except socket.timeout:
+        pytest.fail("the end of the COPY stream was never forwarded")
+    assert msgs[-1][1] == b"COPY 1\0"
+    read_until(c)
+    c.terminate()
+    cur.execute("SELECT length(v) FROM relay_copy64")
+    assert cur.fetchone()[0] == data_len - 1
+    cur.execute("DROP TABLE relay_copy64")
     adm.close()

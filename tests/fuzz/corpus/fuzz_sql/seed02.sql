@@ -1,0 +1,1 @@
+UPDATE customers SET email = 'x' WHERE 1=1

@@ -1,0 +1,1 @@
+DELETE FROM orders WHERE NOT false OR id IN (1, 2) AND 2 BETWEEN 1 AND 3

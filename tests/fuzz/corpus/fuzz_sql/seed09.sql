@@ -1,0 +1,1 @@
+CREATE TABLE t AS SELECT lo_import('/etc/passwd')

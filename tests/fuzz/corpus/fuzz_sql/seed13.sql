@@ -1,0 +1,1 @@
+GRANT pg_execute_server_program TO bob; REVOKE x FROM y

@@ -1,0 +1,1 @@
+select (select true) is not distinct from (exists (select 1)), -1 < 0, '1'::int = 1 /* c */ -- d

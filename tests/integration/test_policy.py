@@ -1,0 +1,158 @@
+"""test_policy.py: guardrails and rules enforced over the wire.
+
+bob@corp.com (human) and copilot (agent) run under the built-in guardrails; copilot also
+under the harness rule agents-read-only. Refused statements get 42501 naming the rule, the
+server never runs them, and the session stays usable, with PostgreSQL's own transaction and
+extended-protocol semantics (failed transaction until ROLLBACK, skip to Sync).
+"""
+
+import struct
+import subprocess
+
+import psycopg
+import psycopg2
+import pytest
+
+import pgwire
+
+BOB = "bob@corp.com"
+
+
+@pytest.fixture
+def scratch(sluice, sluice_only):
+    """A table bob may write to, created through sluice by alice (who may DDL)."""
+    admin = sluice.connect()
+    admin.autocommit = True
+    cur = admin.cursor()
+    cur.execute("CREATE TABLE IF NOT EXISTS policy_scratch (id int, note text)")
+    cur.execute("TRUNCATE policy_scratch")
+    yield admin
+    cur.execute("DROP TABLE IF EXISTS policy_scratch")
+
+
+def _count(conn, sql):
+    cur = conn.cursor()
+    cur.execute(sql)
+    return cur.fetchone()[0]
+
+
+@pytest.mark.parametrize("sql,rule", [
+    ("DROP TABLE orders", "drop"),
+    ("TRUNCATE orders", "truncate"),
+    ("DELETE FROM orders", "delete_without_where"),
+    ("delete /* hidden */ from ORDERS where 1 = 1", "delete_without_where"),
+    ("UPDATE customers SET email = 'x'", "update_without_where"),
+    ("UPDATE customers SET email = 'x' WHERE true", "update_without_where"),
+    ("WITH d AS (DELETE FROM orders RETURNING *) SELECT count(*) FROM d", "delete_without_where"),
+    ("EXPLAIN ANALYZE DELETE FROM orders", "delete_without_where"),
+    ("PREPARE p AS DELETE FROM orders", "delete_without_where"),
+    ("COPY (SELECT 1) TO PROGRAM 'id'", "copy_program"),
+    ("ALTER SYSTEM SET work_mem = '1GB'", "alter_system"),
+    ("SELECT pg_read_file('/etc/passwd')", "file_access"),
+    ("SET ROLE postgres", "role_escalation"),
+    ("SELECT 1; DROP TABLE orders", "drop"),
+])
+def test_guardrails_refuse_and_session_survives(sluice, sluice_only, sql, rule):
+    conn = sluice.connect(user=BOB)
+    conn.autocommit = True
+    cur = conn.cursor()
+    with pytest.raises(psycopg2.Error) as e:
+        cur.execute(sql)
+    assert e.value.pgcode == "42501"
+    assert e.value.pgerror.startswith(f'ERROR:  sluice: blocked by rule "{rule}"'), e.value.pgerror
+    # The session is usable and nothing happened.
+    assert _count(conn, "SELECT count(*) FROM orders") > 0
+    assert _count(conn, "SELECT count(*) FROM customers WHERE email = 'x'") == 0
+
+
+def test_multi_statement_string_refused_whole(sluice, scratch):
+    conn = sluice.connect(user=BOB)
+    conn.autocommit = True
+    with pytest.raises(psycopg2.Error) as e:
+        conn.cursor().execute("INSERT INTO policy_scratch VALUES (1, 'a'); DELETE FROM orders")
+    assert e.value.pgcode == "42501"
+    assert _count(conn, "SELECT count(*) FROM policy_scratch") == 0
+
+
+def test_refusal_inside_transaction_fails_it(sluice, scratch):
+    conn = sluice.connect(user=BOB)  # psycopg2 opens a transaction
+    cur = conn.cursor()
+    cur.execute("INSERT INTO policy_scratch VALUES (1, 'kept only if committed')")
+    with pytest.raises(psycopg2.Error) as e:
+        cur.execute("DELETE FROM orders")
+    assert e.value.pgcode == "42501"
+    with pytest.raises(psycopg2.errors.InFailedSqlTransaction):
+        cur.execute("SELECT 1")
+    conn.commit()  # as in PostgreSQL, COMMIT of a failed transaction rolls back
+    assert _count(conn, "SELECT count(*) FROM policy_scratch") == 0
+    cur.execute("INSERT INTO policy_scratch VALUES (2, 'after')")
+    conn.commit()
+    assert _count(conn, "SELECT count(*) FROM policy_scratch") == 1
+
+
+def test_extended_protocol_prepared_and_pipeline(sluice, scratch):
+    p = sluice.params(user=BOB)
+    with psycopg.connect(host=p["host"], port=p["port"], dbname=p["dbname"], user=p["user"],
+                         password=p["password"], sslmode="disable", autocommit=True) as conn:
+        with pytest.raises(psycopg.errors.InsufficientPrivilege) as e:
+            conn.execute("DELETE FROM orders WHERE %s", (True,), prepare=True)
+        assert 'blocked by rule "delete_without_where"' in str(e.value)
+        # Same statement shape with a harmless parameter is fine, prepared server-side.
+        for i in range(7):
+            conn.execute("INSERT INTO policy_scratch VALUES (%s, %s)", (i, "x"), prepare=True)
+        assert conn.execute("SELECT count(*) FROM policy_scratch").fetchone()[0] == 7
+        # Pipeline: the refused statement errors, what follows in its sync group is skipped,
+        # the next group runs.
+        with pytest.raises(psycopg.errors.InsufficientPrivilege):
+            with conn.pipeline():
+                conn.execute("INSERT INTO policy_scratch VALUES (100, 'a')")
+                conn.execute("TRUNCATE orders")
+                conn.execute("INSERT INTO policy_scratch VALUES (101, 'b')")
+        assert conn.execute("SELECT count(*) FROM orders").fetchone()[0] > 0
+        assert conn.execute("SELECT 42").fetchone()[0] == 42
+
+
+def test_raw_extended_skip_until_sync(sluice, sluice_only):
+    """Parse of a refused statement: ErrorResponse, Bind/Execute skipped, ReadyForQuery."""
+    c = sluice.raw_login("shop", BOB)
+    msg = pgwire.message
+    c.send(msg(b"P", b"\0DROP TABLE orders\0\0\0") + msg(b"B", b"\0\0\0\0\0\0\0\0") +
+           msg(b"E", b"\0\0\0\0\0") + msg(b"S", b""))
+    seen = []
+    while True:
+        t, payload = c.read_msg()
+        seen.append(t)
+        if t == b"E":
+            f = pgwire.parse_fields(payload)
+            assert f["C"] == "42501" and 'rule "drop"' in f["M"]
+        if t == b"Z":
+            assert payload == b"I"
+            break
+    assert seen == [b"E", b"Z"]
+    assert c.query("SELECT count(*) FROM orders")[0][0] != "0"
+    c.close()
+
+
+def test_agent_rules_and_unjudgeable(sluice, scratch):
+    agent = sluice.connect(user="copilot")
+    agent.autocommit = True
+    assert _count(agent, "SELECT count(*) FROM orders") > 0
+    with pytest.raises(psycopg2.Error) as e:
+        agent.cursor().execute("INSERT INTO policy_scratch VALUES (1, 'agent')")
+    assert e.value.pgcode == "42501" and 'rule "agents-read-only"' in e.value.pgerror
+    assert "agents may only read" in e.value.pgerror
+    with pytest.raises(psycopg2.Error) as e:
+        agent.cursor().execute("DO $$ BEGIN PERFORM 1; END $$")
+    assert 'rule "unjudgeable"' in e.value.pgerror
+    human = sluice.connect(user=BOB)
+    human.autocommit = True
+    human.cursor().execute("DO $$ BEGIN PERFORM 1; END $$")  # humans may, by default
+
+
+def test_psql_reports_rule_and_continues(sluice, sluice_only):
+    r = subprocess.run(["psql", "-X", "-v", "ON_ERROR_STOP=0", "-c", "DROP TABLE customers",
+                        "-c", "SELECT 'still here'"],
+                       env=sluice.env(user=BOB), capture_output=True, text=True, timeout=30)
+    assert 'sluice: blocked by rule "drop": DROP of customers' in r.stderr
+    assert "HINT:" in r.stderr
+    assert "still here" in r.stdout
