@@ -238,13 +238,31 @@ static void walk_any(struct walk *w, const cJSON *item, int depth)
     }
 }
 
-/* UPDATE/DELETE: no WHERE, or a WHERE that is always true. */
+/* Does the expression mention any column? (depth-bounded: cJSON trees are bounded) */
+static bool mentions_column(const cJSON *node)
+{
+    if (!node) return false;
+    if (node->string &&
+        (strcmp(node->string, "ColumnRef") == 0 || strcmp(node->string, "CurrentOfExpr") == 0))
+        return true; /* WHERE CURRENT OF names one row */
+    for (const cJSON *c = node->child; c; c = c->next)
+        if (mentions_column(c)) return true;
+    return false;
+}
+
+/* UPDATE/DELETE: no WHERE, a WHERE that is always true, or one that mentions no column at
+ * all (WHERE $1, WHERE $1 = $2, WHERE EXISTS (SELECT 1 FROM t)): such a predicate does not
+ * depend on the row, so it selects every row or none, decided by values sluice does not see
+ * (Bind parameters). */
 static void check_where(struct walk *w, const cJSON *body)
 {
     const cJSON *where = cJSON_GetObjectItemCaseSensitive(body, "whereClause");
-    if (!where)
+    if (!where) {
         w->flags |= SQL_F_NO_WHERE;
-    else if (sql_const_truth(where, w->src) == SQL_TV_TRUE)
+        return;
+    }
+    enum sql_tv tv = sql_const_truth(where, w->src);
+    if (tv == SQL_TV_TRUE || (tv == SQL_TV_UNKNOWN && !mentions_column(where)))
         w->flags |= SQL_F_NO_WHERE | SQL_F_TAUTOLOGY;
 }
 
