@@ -52,16 +52,25 @@ enum sess_state {
 struct side {
     struct ev_handler h;
     struct sock sk;
-    struct buf *in;    /* NULL while nothing is buffered */
-    size_t fwd;        /* bytes from in->off decided and waiting to be written to the peer */
-    uint32_t msg_left; /* bytes of a streamed message still to come from the socket */
-    uint32_t ev;       /* current epoll interest */
-    size_t skip;       /* after fwd: bytes of a replaced message to drop */
-    bool rescan;       /* scanning stopped at a replaced message: resume before reading */
+    struct buf *in;     /* NULL while nothing is buffered */
+    size_t fwd;         /* bytes from in->off decided and waiting to be written to the peer */
+    uint32_t msg_left;  /* bytes of a streamed message still to come from the socket */
+    uint32_t ev;        /* current epoll interest */
+    size_t skip;        /* after fwd: bytes of a replaced or dropped message to drop */
+    uint32_t drop_left; /* bytes of a dropped streamed message still to come */
+    bool rescan;        /* scanning stopped at a replaced message: resume before reading */
 };
 
 /* A statement refused by policy: its placeholder's error from the server is replaced by
  * this ErrorResponse. `group` counts Query/Sync messages sent before it. */
+/* A prepared statement allowed with limit_rows: its Bind/Execute results are limited too. */
+struct limited_stmt {
+    struct limited_stmt *next;
+    uint64_t limit;
+    const char *rule;
+    char name[];
+};
+
 struct blocked {
     struct blocked *next;
     uint64_t group;
@@ -107,6 +116,10 @@ struct session {
     size_t params_len;
     bool client_left;              /* the client ended the session (Terminate or close) */
     uint64_t c2s_group, s2c_group; /* Query/Sync/FunctionCall sent; ReadyForQuery received */
+    /* limit_rows of the statements in group limit_group: DataRows beyond it are not sent. */
+    uint64_t row_limit, limit_group, rows_sent, rows_dropped;
+    const char *limit_rule;
+    struct limited_stmt *limited; /* prepared statements with a row limit */
     struct blocked *blocked, *blocked_tail;
 };
 
@@ -313,6 +326,11 @@ void session_reap(struct worker *w)
             struct blocked *b = s->blocked;
             s->blocked = b->next;
             free(b);
+        }
+        while (s->limited) {
+            struct limited_stmt *l = s->limited;
+            s->limited = l->next;
+            free(l);
         }
         free(s->scram_sv);
         free(s->scram_cl);
@@ -1035,11 +1053,58 @@ static bool statement_allowed(struct session *s, const char *sql)
     struct policy_subject who = {s->ident, s->target->name};
     struct policy_decision d;
     policy_eval(s->rt->policy, &who, facts, &d);
-    if (d.action == POLICY_ALLOW) return true;
+    if (d.action == POLICY_ALLOW) {
+        if (d.limit_rows) {
+            s->row_limit = d.limit_rows;
+            s->limit_group = s->c2s_group;
+            s->limit_rule = d.rule;
+        }
+        return true;
+    }
     log_info("session %llu: %s by \"%s\" for user \"%s\": %s", (unsigned long long)s->id,
              policy_action_name(d.action), d.rule, s->user, d.reason);
     blocked_push(s, &d);
     return false;
+}
+
+/* Remember (or forget) the row limit of a prepared statement by name. */
+static void limited_set(struct session *s, const char *name, uint64_t limit, const char *rule)
+{
+    for (struct limited_stmt **pp = &s->limited; *pp; pp = &(*pp)->next) {
+        if (strcmp((*pp)->name, name) == 0) {
+            struct limited_stmt *l = *pp;
+            *pp = l->next;
+            free(l);
+            break;
+        }
+    }
+    if (!limit) return;
+    size_t n = strlen(name) + 1;
+    struct limited_stmt *l = xmalloc(sizeof *l + n);
+    l->limit = limit;
+    l->rule = rule;
+    memcpy(l->name, name, n);
+    l->next = s->limited;
+    s->limited = l;
+}
+
+/* Bind of a statement with a row limit: results in this group are limited. Only the names at
+ * the start of the message are read (they are in the buffer whenever the header is). */
+static void on_client_bind(struct session *s, const uint8_t *body, size_t avail)
+{
+    const uint8_t *portal_end = memchr(body, 0, avail);
+    if (!portal_end) return;
+    const uint8_t *name = portal_end + 1;
+    size_t left = avail - (size_t)(name - body);
+    if (!memchr(name, 0, left)) return;
+    for (struct limited_stmt *l = s->limited; l; l = l->next) {
+        if (strcmp(l->name, (const char *)name) == 0) {
+            s->row_limit = l->limit;
+            s->limit_group = s->c2s_group;
+            s->limit_rule = l->rule;
+            return;
+        }
+    }
 }
 
 /* Policy seam: a whole client Query or Parse message. A refused statement is replaced by the
@@ -1064,7 +1129,15 @@ static enum hold_action on_client_statement(struct session *s, uint8_t type, con
     if (!name_end) return HOLD_FORWARD; /* malformed: the server will say so */
     const uint8_t *sql = name_end + 1;
     if (!memchr(sql, 0, len - (size_t)(sql - body))) return HOLD_FORWARD;
-    if (statement_allowed(s, (const char *)sql)) return HOLD_FORWARD;
+    uint64_t before = s->row_limit;
+    s->row_limit = 0;
+    if (statement_allowed(s, (const char *)sql)) {
+        limited_set(s, (const char *)body, s->row_limit, s->limit_rule);
+        if (!s->row_limit) s->row_limit = before;
+        return HOLD_FORWARD;
+    }
+    s->row_limit = before;
+    limited_set(s, (const char *)body, 0, NULL);
     size_t m = pg_msg_begin(out_buf(&s->sv_out), 'P');
     buf_append_str(s->sv_out, (const char *)body);
     buf_append_str(s->sv_out, BLOCKED_PLACEHOLDER);
@@ -1089,9 +1162,38 @@ static enum hold_action on_server_message(struct session *s, uint8_t type, const
         s->tx = body[0];
         if (s->pending_sync) s->pending_sync--;
         s->s2c_group++;
+        if (s->row_limit && s->s2c_group > s->limit_group) {
+            s->row_limit = 0;
+            s->rows_sent = s->rows_dropped = 0;
+        }
         if (s->blocked) blocked_expire(s);
     } else if (type == 'S') {
         pool_params_update(&s->params, &s->params_len, body - 5, len + 5);
+    } else if (type == 'C' && s->row_limit) {
+        uint64_t dropped = s->rows_dropped;
+        s->rows_sent = s->rows_dropped = 0;
+        if (dropped) {
+            /* Tell the client, just before the CommandComplete, what it did not get. */
+            char msg[300];
+            snprintf(msg, sizeof msg,
+                     "sluice: result limited to %llu rows by rule \"%s\"; %llu more rows were "
+                     "not sent",
+                     (unsigned long long)s->row_limit, s->limit_rule, (unsigned long long)dropped);
+            struct buf *o = out_buf(&s->cl_out);
+            size_t m = pg_msg_begin(o, 'N');
+            buf_append_u8(o, 'S');
+            buf_append_str(o, "NOTICE");
+            buf_append_u8(o, 'V');
+            buf_append_str(o, "NOTICE");
+            buf_append_u8(o, 'C');
+            buf_append_str(o, "01000");
+            buf_append_u8(o, 'M');
+            buf_append_str(o, msg);
+            buf_append_u8(o, 0);
+            pg_msg_end(o, m);
+            buf_append(o, body - 5, len + 5);
+            return HOLD_REPLACE;
+        }
     } else if (type == 'E' && s->blocked) {
         blocked_expire(s);
         struct blocked *e = s->blocked;
@@ -1132,6 +1234,11 @@ static bool server_holds(uint8_t type)
 static bool relay_scan(struct session *s, struct side *src, bool from_client, const char **why)
 {
     struct buf *b = src->in;
+    if (src->drop_left && src->fwd == 0) {
+        size_t take = b->len - b->off < src->drop_left ? b->len - b->off : src->drop_left;
+        b->off += take;
+        src->drop_left -= (uint32_t)take;
+    }
     size_t pos = b->off + src->fwd;
     uint32_t max = s->rt->cfg->server.max_message_size;
     while (pos < b->len) {
@@ -1178,6 +1285,9 @@ static bool relay_scan(struct session *s, struct side *src, bool from_client, co
             continue;
         }
         if (from_client) {
+            if (h.type == 'B' && s->limited)
+                on_client_bind(s, b->data + pos + 5,
+                               (b->len - pos < total ? b->len - pos : total) - 5);
             /* A server in COPY FROM STDIN ignores Sync: it gets no ReadyForQuery. */
             if (h.type == 'F' || (h.type == 'S' && !s->copy_in)) {
                 s->pending_sync++;
@@ -1196,6 +1306,15 @@ static bool relay_scan(struct session *s, struct side *src, bool from_client, co
             s->copy_syncs = 0;
         }
         size_t take = b->len - pos < total ? b->len - pos : total;
+        if (!from_client && h.type == 'D' && s->row_limit && s->s2c_group == s->limit_group &&
+            s->rows_sent++ >= s->row_limit) {
+            /* Beyond limit_rows: this DataRow is dropped, not sent. */
+            s->rows_dropped++;
+            src->skip = take;
+            src->drop_left = (uint32_t)(total - take);
+            src->rescan = true;
+            break;
+        }
         pos += take;
         src->msg_left = (uint32_t)(total - take);
     }
@@ -1268,7 +1387,10 @@ static enum pump_result relay_pump(struct session *s, struct side *src, struct s
         /* A short read drained the socket: write what we have, then wait for epoll. */
         drained = (size_t)n < room && !sock_pending(&src->sk);
     }
-    return PUMP_IDLE; /* fairness: let other sessions run; level-triggered epoll returns */
+    /* Fairness: let other sessions run. Bytes already read but not yet written must not wait
+     * for the source to send more: asking for the destination's writability resumes us. */
+    if (src->fwd || src->skip || src->rescan) return PUMP_BLOCKED;
+    return PUMP_IDLE; /* level-triggered epoll returns for anything left in the socket */
 }
 
 static void relay_update_interest(struct session *s)

@@ -24,7 +24,9 @@
 #define SQL_CACHE_SLOTS 1024
 #define SQL_CACHE_MAX_KEY 8192
 #define MARK_NUM "\x01n"
+#define MARK_INT "\x01i" /* at most 9 digits: always an Integer node, never a Float */
 #define MARK_STR "\x01s"
+#define MARK_BYTE '\x01' /* first byte of both markers */
 
 struct cache_slot {
     char *key;
@@ -51,6 +53,134 @@ static bool is_ident_char(unsigned char c)
 static bool is_digit(unsigned char c)
 {
     return c >= '0' && c <= '9';
+}
+
+/*
+ * PostgreSQL 15's reserved and type/function-name keywords (sorted): they can never be a bare
+ * column name, and some are constants (TRUE, FALSE, NULL, CURRENT_USER), so for the literal
+ * rule they are not names: `WHERE true = 't'`, `WHERE -1 ...` and `AND -1` compare no column.
+ */
+static const char *const reserved_words[] = {
+    "all",
+    "analyse",
+    "analyze",
+    "and",
+    "any",
+    "array",
+    "as",
+    "asc",
+    "asymmetric",
+    "authorization",
+    "binary",
+    "both",
+    "case",
+    "cast",
+    "check",
+    "collate",
+    "collation",
+    "column",
+    "concurrently",
+    "constraint",
+    "create",
+    "cross",
+    "current_catalog",
+    "current_date",
+    "current_role",
+    "current_schema",
+    "current_time",
+    "current_timestamp",
+    "current_user",
+    "default",
+    "deferrable",
+    "desc",
+    "distinct",
+    "do",
+    "else",
+    "end",
+    "except",
+    "false",
+    "fetch",
+    "for",
+    "foreign",
+    "freeze",
+    "from",
+    "full",
+    "grant",
+    "group",
+    "having",
+    "ilike",
+    "in",
+    "initially",
+    "inner",
+    "intersect",
+    "into",
+    "is",
+    "isnull",
+    "join",
+    "lateral",
+    "leading",
+    "left",
+    "like",
+    "limit",
+    "localtime",
+    "localtimestamp",
+    "natural",
+    "not",
+    "notnull",
+    "null",
+    "offset",
+    "on",
+    "only",
+    "or",
+    "order",
+    "outer",
+    "overlaps",
+    "placing",
+    "primary",
+    "references",
+    "returning",
+    "right",
+    "select",
+    "session_user",
+    "similar",
+    "some",
+    "symmetric",
+    "table",
+    "tablesample",
+    "then",
+    "to",
+    "trailing",
+    "true",
+    "union",
+    "unique",
+    "user",
+    "using",
+    "variadic",
+    "verbose",
+    "when",
+    "where",
+    "window",
+    "with",
+};
+
+static bool is_reserved_word(const unsigned char *s, size_t n)
+{
+    char low[24];
+    if (n >= sizeof low) return false;
+    for (size_t i = 0; i < n; i++)
+        low[i] = (char)(s[i] >= 'A' && s[i] <= 'Z' ? s[i] + 32 : s[i]);
+    low[n] = 0;
+    size_t lo = 0, hi = sizeof reserved_words / sizeof reserved_words[0];
+    while (lo < hi) {
+        size_t mid = (lo + hi) / 2;
+        int c = strcmp(low, reserved_words[mid]);
+        if (c == 0) return true;
+        if (c < 0)
+            hi = mid;
+        else
+            lo = mid + 1;
+    }
+    return false;
 }
 
 /* Token classes the literal rule looks at. */
@@ -118,13 +248,16 @@ static long cache_key(const char *sql, char *out, size_t cap, bool *literals_com
                         continue;
                     }
                     if (*p == '\'') break;
+                    if (*p == '\\') return -1; /* standard_conforming_strings decides */
                     p++;
                 }
                 p++;
                 EMIT(MARK_STR, 2);
             } else {
+                const unsigned char *s = p;
                 while (is_digit(*p))
                     p++;
+                bool small_int = p - s <= 9 && *p != '.' && *p != 'e' && *p != 'E';
                 if (*p == '.') {
                     p++;
                     while (is_digit(*p))
@@ -138,7 +271,8 @@ static long cache_key(const char *sql, char *out, size_t cap, bool *literals_com
                         p++;
                 }
                 if (is_ident_char(*p) || *p == '.' || *p == '\'') return -1;
-                EMIT(MARK_NUM, 2);
+                /* ORDER BY 1 is a column position, ORDER BY 1.5 a constant: not one key. */
+                EMIT(small_int ? MARK_INT : MARK_NUM, 2);
             }
             /* name OP literal, or name OP sign literal */
             bool ok = (prev == TOK_OP && prev2 == TOK_IDENT) ||
@@ -169,7 +303,7 @@ static long cache_key(const char *sql, char *out, size_t cap, bool *literals_com
                 p++;
             if (*p == '\'' || *p == '&') return -1; /* prefixed string: E'..', U&'..' */
             EMIT(s, (size_t)(p - s));
-            PUSH(TOK_IDENT);
+            PUSH(is_reserved_word(s, (size_t)(p - s)) ? TOK_OTHER : TOK_IDENT);
             continue;
         }
         EMIT(p, 1);
@@ -197,13 +331,61 @@ static uint64_t hash_bytes(const char *p, size_t n)
     return h;
 }
 
-/* May these facts be reused for another statement of the same key? */
-static bool facts_cacheable(const struct sql_facts *f, bool literals_compared)
+/*
+ * Did pg_query_normalize() replace exactly the literals the key blanked, and nothing else? It
+ * keeps some literals (ORDER BY 1, varchar(10), EXPLAIN options) and replaces some words (true,
+ * null), and takes a sign into the literal (`+ -5` becomes `+ $1`). The normalized text is
+ * shared with every statement of the key, so it must hold none of their literal values.
+ */
+static bool normalized_matches_key(const char *key, size_t klen, const char *norm)
 {
+    const char *k = key, *end = key + klen, *n = norm;
+    if (!norm) return false;
+    while (k < end) {
+        const char *lit = k;
+        if (*k == '-' || *k == '+') { /* a sign normalize may have taken in */
+            lit = k + 1;
+            while (lit < end &&
+                   (*lit == ' ' || *lit == '\t' || *lit == '\n' || *lit == '\r' || *lit == '\f'))
+                lit++;
+            if (lit >= end || *lit != MARK_BYTE) lit = k;
+        }
+        if (*lit == MARK_BYTE && *n == '$' && is_digit((unsigned char)n[1])) {
+            k = lit + 2;
+            n++;
+            while (is_digit((unsigned char)*n))
+                n++;
+            continue;
+        }
+        if (*k == MARK_BYTE || *k != *n) return false;
+        k++;
+        n++;
+    }
+    return *n == '\0';
+}
+
+/*
+ * May these facts be reused for another statement of the same key? A key with literals in it
+ * is shared only by plain DML: the literals of utility statements decide facts (SET ROLE
+ * 'none' is no role change, EXPLAIN (ANALYZE 0) runs nothing while EXPLAIN (ANALYZE 1) DELETE
+ * deletes).
+ */
+static bool facts_cacheable(const struct sql_facts *f, const char *key, size_t klen,
+                            bool literals_compared)
+{
+    static const char *const dml[] = {"SELECT", "INSERT", "UPDATE", "DELETE", "MERGE", NULL};
+    bool has_literals = memchr(key, MARK_BYTE, klen) != NULL;
     if (f->n_stmts == 0) return false;
+    if (has_literals && !normalized_matches_key(key, klen, f->normalized)) return false;
     for (unsigned i = 0; i < f->n_stmts; i++) {
         const struct sql_stmt *st = &f->stmts[i];
         if (st->flags || st->n_functions) return false;
+        if (has_literals) {
+            const char *const *d = dml;
+            while (*d && strcmp(*d, st->command))
+                d++;
+            if (!*d) return false;
+        }
         bool where_matters = strcmp(st->command, "UPDATE") == 0 ||
                              strcmp(st->command, "DELETE") == 0 ||
                              strcmp(st->command, "MERGE") == 0 || st->n_written > 0;
@@ -236,7 +418,7 @@ const struct sql_facts *sql_facts_cached(const char *sql)
     misses++;
     struct sql_facts f;
     if (sql_analyze(sql, &f) != 0) return NULL;
-    if (slot && facts_cacheable(&f, compared)) {
+    if (slot && facts_cacheable(&f, key, (size_t)klen, compared)) {
         if (slot->key) {
             free(slot->key);
             sql_facts_free(&slot->facts);

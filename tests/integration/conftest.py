@@ -322,6 +322,8 @@ class SluiceConfig:
         out.append("                   unjudgeable] }")
         out.append("    - { name: agents-read-only, match: { kind: agent, class: [write, ddl, dcl, admin] },")
         out.append("        action: deny, reason: agents may only read }")
+        out.append("    - { name: agents-row-limit, match: { kind: agent, class: [read] }, action: allow,")
+        out.append("        limit_rows: 5 }")
         server = {"workers": 2, "log_level": LOG_LEVEL}
         server.update(self.server_extra)
         out.append("server: { " + ", ".join(f"{k}: {v}" for k, v in server.items()) + " }")

@@ -155,3 +155,24 @@ def test_psql_reports_rule_and_continues(sluice, sluice_only):
     assert 'sluice: blocked by rule "drop": DROP of customers' in r.stderr
     assert "HINT:" in r.stderr
     assert "still here" in r.stdout
+
+
+def test_limit_rows_truncates_with_notice(sluice, sluice_only):
+    agent = sluice.connect(user="copilot")
+    agent.autocommit = True
+    cur = agent.cursor()
+    cur.execute("SELECT i, repeat('x', 100000) FROM generate_series(1, 50) i")
+    rows = cur.fetchall()
+    assert [r[0] for r in rows] == [1, 2, 3, 4, 5]
+    assert any('limited to 5 rows by rule "agents-row-limit"; 45 more rows' in n
+               for n in agent.notices), agent.notices
+    # Under the limit nothing changes, and the session goes on normally.
+    cur.execute("SELECT generate_series(1, 3)")
+    assert len(cur.fetchall()) == 3
+    # Extended protocol too.
+    p = sluice.params(user="copilot")
+    with psycopg.connect(host=p["host"], port=p["port"], dbname=p["dbname"], user=p["user"],
+                         password=p["password"], sslmode="disable", autocommit=True) as conn:
+        got = conn.execute("SELECT generate_series(1, %s)", (40,), prepare=True).fetchall()
+        assert len(got) == 5
+        assert conn.execute("SELECT 7").fetchone()[0] == 7

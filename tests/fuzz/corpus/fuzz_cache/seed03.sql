@@ -1,0 +1,1 @@
+delete from orders where id = 7 and 1 = 2

@@ -1,0 +1,1 @@
+delete from orders where 1 = 2

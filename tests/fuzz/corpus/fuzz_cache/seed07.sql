@@ -1,0 +1,1 @@
+delete from t where -1 = -2 or id = 3

@@ -1,0 +1,1 @@
+explain (analyze 'off') update t set a = 1 where id = 2

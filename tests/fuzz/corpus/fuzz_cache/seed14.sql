@@ -1,0 +1,1 @@
+select * from t where a = 1 order by 2 limit 3 offset 4

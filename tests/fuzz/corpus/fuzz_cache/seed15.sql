@@ -1,0 +1,1 @@
+with d as (delete from t where 1 = 2 returning *) select * from d

@@ -1,0 +1,1 @@
+merge into t using s on t.id = 1 when matched and 2 = 3 then delete
