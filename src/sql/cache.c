@@ -4,13 +4,22 @@
  * -S -M simple sends a new literal every time.
  *
  * The key is the statement's text with each numeric and plain string literal replaced by a
- * marker byte that cannot occur in SQL. The key is conservative: anything whose tokenizing
- * could depend on settings or on context (comments, backslashes, E'' U&'' B'' X'' prefixes,
- * dollar quotes, control bytes, numbers glued to names) gives no key, and the statement is
- * parsed every time. Facts are only cached when they cannot depend on literal values:
- * statements with any flag or any function call are never cached (set_config('role', ...)
- * and the like), and UPDATE/DELETE/MERGE only when every literal is compared with a column
- * (`col = 5`), since a comparison of two constants may be a tautology (WHERE 1=1).
+ * marker that cannot occur in SQL (small integers, which may be a column position as in ORDER
+ * BY 1, get a marker of their own). The key is conservative: anything whose tokenizing could
+ * depend on settings or on context (comments, backslashes anywhere, E'' U&'' B'' X'' N''
+ * prefixes, dollar quotes, control bytes, numbers glued to names) gives no key, and the
+ * statement is parsed every time. Facts are only shared when they cannot depend on literal
+ * values:
+ *  - statements with any flag or any function call are never cached (set_config('role', ...));
+ *  - a key with literals is shared only by SELECT/INSERT/UPDATE/DELETE/MERGE: the literals of
+ *    utility statements decide facts (SET ROLE 'none' vs 'admin', EXPLAIN (ANALYZE 0) vs 1);
+ *  - statements that write only when every literal is compared with a column (`col = 5`,
+ *    `col + -5`; reserved words such as TRUE, NULL, WHERE, AND are not columns), since a
+ *    comparison of two constants may be a tautology (WHERE 1=1, WHERE true = 't');
+ *  - only when pg_query_normalize() replaced exactly the blanked literals by $n, so that the
+ *    shared normalized text (and fingerprint) holds no literal of any one statement.
+ * tests/unit/test_cache.c (property test over tests/unit/sql_facts.tsv) and
+ * tests/fuzz/fuzz_cache.c check that a hit never yields facts different from a full parse.
  *
  * Entries live until evicted (direct-mapped, SQL_CACHE_SLOTS per thread); facts returned
  * by sql_facts_cached() stay valid until the next call on the same thread.
@@ -26,7 +35,7 @@
 #define MARK_NUM "\x01n"
 #define MARK_INT "\x01i" /* at most 9 digits: always an Integer node, never a Float */
 #define MARK_STR "\x01s"
-#define MARK_BYTE '\x01' /* first byte of both markers */
+#define MARK_BYTE '\x01' /* first byte of every marker */
 
 struct cache_slot {
     char *key;
@@ -60,108 +69,22 @@ static bool is_digit(unsigned char c)
  * column name, and some are constants (TRUE, FALSE, NULL, CURRENT_USER), so for the literal
  * rule they are not names: `WHERE true = 't'`, `WHERE -1 ...` and `AND -1` compare no column.
  */
+/* clang-format off */
 static const char *const reserved_words[] = {
-    "all",
-    "analyse",
-    "analyze",
-    "and",
-    "any",
-    "array",
-    "as",
-    "asc",
-    "asymmetric",
-    "authorization",
-    "binary",
-    "both",
-    "case",
-    "cast",
-    "check",
-    "collate",
-    "collation",
-    "column",
-    "concurrently",
-    "constraint",
-    "create",
-    "cross",
-    "current_catalog",
-    "current_date",
-    "current_role",
-    "current_schema",
-    "current_time",
-    "current_timestamp",
-    "current_user",
-    "default",
-    "deferrable",
-    "desc",
-    "distinct",
-    "do",
-    "else",
-    "end",
-    "except",
-    "false",
-    "fetch",
-    "for",
-    "foreign",
-    "freeze",
-    "from",
-    "full",
-    "grant",
-    "group",
-    "having",
-    "ilike",
-    "in",
-    "initially",
-    "inner",
-    "intersect",
-    "into",
-    "is",
-    "isnull",
-    "join",
-    "lateral",
-    "leading",
-    "left",
-    "like",
-    "limit",
-    "localtime",
-    "localtimestamp",
-    "natural",
-    "not",
-    "notnull",
-    "null",
-    "offset",
-    "on",
-    "only",
-    "or",
-    "order",
-    "outer",
-    "overlaps",
-    "placing",
-    "primary",
-    "references",
-    "returning",
-    "right",
-    "select",
-    "session_user",
-    "similar",
-    "some",
-    "symmetric",
-    "table",
-    "tablesample",
-    "then",
-    "to",
-    "trailing",
-    "true",
-    "union",
-    "unique",
-    "user",
-    "using",
-    "variadic",
-    "verbose",
-    "when",
-    "where",
-    "window",
-    "with",
+    "all", "analyse", "analyze", "and", "any", "array", "as", "asc", "asymmetric", "authorization",
+    "binary", "both", "case", "cast", "check", "collate", "collation", "column", "concurrently",
+    "constraint", "create", "cross", "current_catalog", "current_date", "current_role",
+    "current_schema", "current_time", "current_timestamp", "current_user", "default", "deferrable",
+    "desc", "distinct", "do", "else", "end", "except", "false", "fetch", "for", "foreign",
+    "freeze", "from", "full", "grant", "group", "having", "ilike", "in", "initially", "inner",
+    "intersect", "into", "is", "isnull", "join", "lateral", "leading", "left", "like", "limit",
+    "localtime", "localtimestamp", "natural", "not", "notnull", "null", "offset", "on", "only",
+    "or", "order", "outer", "overlaps", "placing", "primary", "references", "returning", "right",
+    "select", "session_user", "similar", "some", "symmetric", "table", "tablesample", "then", "to",
+    "trailing", "true", "union", "unique", "user", "using", "variadic", "verbose", "when", "where",
+    "window", "with",
 };
+/* clang-format on */
 
 static bool is_reserved_word(const unsigned char *s, size_t n)
 {

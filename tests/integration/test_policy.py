@@ -176,3 +176,25 @@ def test_limit_rows_truncates_with_notice(sluice, sluice_only):
         got = conn.execute("SELECT generate_series(1, %s)", (40,), prepare=True).fetchall()
         assert len(got) == 5
         assert conn.execute("SELECT 7").fetchone()[0] == 7
+
+
+def test_node_postgres_sees_refusals(sluice, sluice_only):
+    from test_node import NODE_DIR, ensure_node_modules
+    ensure_node_modules()
+    r = subprocess.run(["node", "policy.js"], cwd=NODE_DIR, env=sluice.env(user=BOB),
+                       capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0 and "OK" in r.stdout, r.stdout + r.stderr
+
+
+def test_jdbc_sees_refusals(sluice, sluice_only, tmp_path):
+    import os
+    jar = "/usr/share/java/postgresql.jar"
+    src = os.path.join(os.path.dirname(os.path.abspath(__file__)), "java", "SluicePolicy.java")
+    r = subprocess.run(["javac", "-cp", jar, "-d", str(tmp_path), src], capture_output=True,
+                       text=True, timeout=120)
+    assert r.returncode == 0, r.stderr
+    p = sluice.params(user=BOB)
+    url = f"jdbc:postgresql://{p['host']}:{p['port']}/{p['dbname']}?sslmode=disable"
+    r = subprocess.run(["java", "-cp", f"{tmp_path}:{jar}", "SluicePolicy", url, p["user"],
+                        p["password"]], capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0 and "OK" in r.stdout, r.stdout + r.stderr
