@@ -541,8 +541,8 @@ static const char *const extras[] = {
     "SELECT abalance FROM pgbench_accounts WHERE aid = 5;",
     "UPDATE pgbench_accounts SET abalance = abalance + -1234 WHERE aid = 5;",
     "UPDATE pgbench_accounts SET abalance = abalance + 1234 WHERE aid = 5;",
-    "INSERT INTO pgbench_history (tid, bid, aid, delta, mtime) VALUES (1, 2, 3, -4, "
-    "CURRENT_TIMESTAMP);",
+    ("INSERT INTO pgbench_history (tid, bid, aid, delta, mtime) VALUES (1, 2, 3, -4, "
+     "CURRENT_TIMESTAMP);"),
     "delete from t where id = 5",
     "delete from t where id = 5 and 1 = 2",
     "delete from t where id = 5 or 2 = 3",
