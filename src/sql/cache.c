@@ -26,6 +26,7 @@
  */
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 
 #include "core/buf.h"
 #include "sql/sql.h"
@@ -120,9 +121,22 @@ enum tok {
  * parsed every time. *literals_compared is set when every literal follows an operator (with
  * at most one unary sign) that itself follows a name: `col = 5`, `col + -5`.
  */
-static long cache_key(const char *sql, char *out, size_t cap, bool *literals_compared)
+/* Words after which a literal could sit in a predicate or a query rather than in a plain
+ * VALUES list. */
+static bool is_clause_word(const unsigned char *s, size_t n)
+{
+    static const char *const words[] = {"where", "with",   "select", "on",        "using",
+                                        "from",  "having", "join",   "returning", NULL};
+    for (const char *const *w = words; *w; w++)
+        if (strlen(*w) == n && strncasecmp((const char *)s, *w, n) == 0) return true;
+    return false;
+}
+
+static long cache_key(const char *sql, char *out, size_t cap, bool *literals_compared,
+                      bool *plain_values)
 {
     size_t o = 0;
+    bool clause_word = false;
     enum tok prev = TOK_NONE, prev2 = TOK_NONE, prev3 = TOK_NONE;
     bool compared = true;
     const unsigned char *p = (const unsigned char *)sql;
@@ -226,6 +240,7 @@ static long cache_key(const char *sql, char *out, size_t cap, bool *literals_com
                 p++;
             if (*p == '\'' || *p == '&') return -1; /* prefixed string: E'..', U&'..' */
             EMIT(s, (size_t)(p - s));
+            if (is_clause_word(s, (size_t)(p - s))) clause_word = true;
             PUSH(is_reserved_word(s, (size_t)(p - s)) ? TOK_OTHER : TOK_IDENT);
             continue;
         }
@@ -243,6 +258,7 @@ static long cache_key(const char *sql, char *out, size_t cap, bool *literals_com
 #undef PUSH
     out[o] = 0;
     *literals_compared = compared;
+    *plain_values = !clause_word;
     return (long)o;
 }
 
@@ -294,7 +310,7 @@ static bool normalized_matches_key(const char *key, size_t klen, const char *nor
  * deletes).
  */
 static bool facts_cacheable(const struct sql_facts *f, const char *key, size_t klen,
-                            bool literals_compared)
+                            bool literals_compared, bool plain_values)
 {
     static const char *const dml[] = {"SELECT", "INSERT", "UPDATE", "DELETE", "MERGE", NULL};
     bool has_literals = memchr(key, MARK_BYTE, klen) != NULL;
@@ -312,7 +328,10 @@ static bool facts_cacheable(const struct sql_facts *f, const char *key, size_t k
         bool where_matters = strcmp(st->command, "UPDATE") == 0 ||
                              strcmp(st->command, "DELETE") == 0 ||
                              strcmp(st->command, "MERGE") == 0 || st->n_written > 0;
-        if (where_matters && !literals_compared) return false;
+        /* INSERT ... VALUES (...) with no WHERE, WITH, SELECT, ON, ... anywhere: its literals
+         * can only be values to insert, which no fact depends on. */
+        bool plain_insert = f->n_stmts == 1 && strcmp(st->command, "INSERT") == 0 && plain_values;
+        if (where_matters && !literals_compared && !plain_insert) return false;
     }
     return true;
 }
@@ -325,8 +344,8 @@ const struct sql_facts *sql_facts_cached(const char *sql)
     }
     if (!slots) slots = xcalloc(SQL_CACHE_SLOTS, sizeof *slots);
     char key[SQL_CACHE_MAX_KEY];
-    bool compared = false;
-    long klen = cache_key(sql, key, sizeof key, &compared);
+    bool compared = false, plain_values = false;
+    long klen = cache_key(sql, key, sizeof key, &compared, &plain_values);
     uint64_t h = 0;
     struct cache_slot *slot = NULL;
     if (klen >= 0) {
@@ -341,7 +360,7 @@ const struct sql_facts *sql_facts_cached(const char *sql)
     misses++;
     struct sql_facts f;
     if (sql_analyze(sql, &f) != 0) return NULL;
-    if (slot && facts_cacheable(&f, key, (size_t)klen, compared)) {
+    if (slot && facts_cacheable(&f, key, (size_t)klen, compared, plain_values)) {
         if (slot->key) {
             free(slot->key);
             sql_facts_free(&slot->facts);
@@ -382,5 +401,6 @@ void sql_cache_clear(void)
 
 int sql_cache_key_for_test(const char *sql, char *out, size_t cap, bool *literals_compared)
 {
-    return (int)cache_key(sql, out, cap, literals_compared);
+    bool plain_values;
+    return (int)cache_key(sql, out, cap, literals_compared, &plain_values);
 }
