@@ -5,6 +5,8 @@ Reads the proxy's VmRSS from /proc/PID/status, opens N connections through it wi
 and holds them idle, reads VmRSS again, then runs one small query on every connection (so that
 buffers have been used) and reads it a third time. Optionally counts the server backends the
 proxy opened for them (--pg-dsn, a direct connection to PostgreSQL). Prints one line of key=value pairs.
+The first reading is taken after --warmup connections have been opened and used, so the figure
+is the marginal cost of one more idle connection.
 Secrets come in the DSNs' environment (PGPASSWORD), never on the command line.
 """
 import argparse
@@ -45,9 +47,21 @@ def main():
     ap.add_argument("--pg-password-env", default="PGAPP_PASSWORD")
     ap.add_argument("-n", type=int, default=1000)
     ap.add_argument("--settle", type=float, default=2.0, help="seconds to wait before measuring")
+    ap.add_argument("--warmup", type=int, default=50,
+                    help="connections opened (and used once) before the first reading, so that "
+                         "one-time start-up costs (per-thread caches, library state) are not "
+                         "charged to each connection")
     args = ap.parse_args()
 
     pw = os.environ.get(args.password_env, "")
+    warm = []
+    for _ in range(args.warmup):
+        c = psycopg2.connect(args.dsn, password=pw)
+        c.autocommit = True
+        with c.cursor() as cur:
+            cur.execute("SELECT 1")
+            cur.fetchall()
+        warm.append(c)
     time.sleep(args.settle)
     backends_before = count_backends(args)
     before = rss_kib(args.pid)
@@ -72,7 +86,7 @@ def main():
         print(f"error after {len(conns)} connections: {e}".strip(), file=sys.stderr)
         sys.exit(1)
     finally:
-        for c in conns:
+        for c in conns + warm:
             c.close()
     n = args.n
     print(

@@ -81,7 +81,7 @@ wait_port() {
 setup_postgres() {
   PG_PORT=$(pick_port 55432)
   log "PostgreSQL 15 on 127.0.0.1:$PG_PORT, pgbench -i -s $SCALE"
-  PGAPP_PASSWORD=$APP_PASSWORD PGCLUSTER_CONF=$'max_connections = 1100\nshared_buffers = 256MB' \
+  PGAPP_PASSWORD=$APP_PASSWORD PGCLUSTER_CONF=$'max_connections = 1200\nshared_buffers = 256MB' \
     "$ROOT/scripts/pg-cluster.sh" start "$RUN/pg" "$PG_PORT"
   "$ROOT/scripts/pg-cluster.sh" psql "$RUN/pg" "$PG_PORT" -d postgres -qAt -c \
     "SELECT 1 FROM pg_database WHERE datname = 'bench'" | grep -q 1 ||
@@ -113,7 +113,7 @@ auth_type = scram-sha-256
 auth_file = $d/userlist.txt
 pool_mode = session
 max_client_conn = 2000
-default_pool_size = 1100
+default_pool_size = 1150
 max_db_connections = 0
 logfile = $d/pgbouncer.log
 log_connections = 0
