@@ -50,6 +50,6 @@ void buf_patch_u32(struct buf *b, size_t pos, uint32_t v);
 void *xmalloc(size_t n);
 void *xcalloc(size_t n, size_t m);
 void *xrealloc(void *p, size_t n);
-char *xstrdup(const char *s);
+char *xstrdup(const char *s); /* NULL in, NULL out */
 
 #endif

@@ -9,6 +9,7 @@
  * one line "FILE:LINE:COL: error: MESSAGE" naming the key. Secrets are never put in an
  * error message.
  */
+#include "core/buf.h"
 #include "core/config.h"
 
 #include "core/config_raw.h"
@@ -29,27 +30,6 @@
 #define DEFAULT_LISTEN_ADMIN "127.0.0.1:7480"
 
 /* ---------------------------------------------------------------- memory helpers */
-
-static void *xcalloc(size_t n, size_t size)
-{
-    void *p = calloc(n ? n : 1, size ? size : 1);
-    if (!p) {
-        fputs("sluice: out of memory\n", stderr);
-        abort();
-    }
-    return p;
-}
-
-static char *xstrdup(const char *s)
-{
-    if (!s) return NULL;
-    char *d = strdup(s);
-    if (!d) {
-        fputs("sluice: out of memory\n", stderr);
-        abort();
-    }
-    return d;
-}
 
 static void free_secret(char *s)
 {

@@ -7,6 +7,7 @@
  * first problem with its line and column. Globs are stored as written; src/policy/ compiles
  * and matches them.
  */
+#include "core/buf.h"
 #include "core/config.h"
 #include "core/config_raw.h"
 
@@ -24,16 +25,6 @@ struct mctx {
     size_t errlen;
     unsigned *line, *col;
 };
-
-static void *xcalloc(size_t n, size_t size)
-{
-    void *p = calloc(n ? n : 1, size ? size : 1);
-    if (!p) {
-        fputs("sluice: out of memory\n", stderr);
-        abort();
-    }
-    return p;
-}
 
 static int fail_node(struct mctx *m, const yaml_node_t *node, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));

@@ -18,6 +18,7 @@
  * The compiled policy copies what it needs from the config, so it does not keep the config
  * alive; decisions point into it (rule names).
  */
+#include "core/buf.h"
 #include "policy/policy.h"
 
 #include "policy/guardrails.h"
@@ -82,27 +83,6 @@ struct policy {
     /* "allowed for group dba": who a rule lets past each guardrail, for hints */
     char guard_allowed[CFG_GUARD_COUNT][128];
 };
-
-static void *xcalloc(size_t n, size_t size)
-{
-    void *p = calloc(n ? n : 1, size ? size : 1);
-    if (!p) {
-        fputs("sluice: out of memory\n", stderr);
-        abort();
-    }
-    return p;
-}
-
-static char *xstrdup(const char *s)
-{
-    if (!s) return NULL;
-    char *d = strdup(s);
-    if (!d) {
-        fputs("sluice: out of memory\n", stderr);
-        abort();
-    }
-    return d;
-}
 
 static void copy_strings(struct pstrings *out, char *const *v, unsigned n)
 {
