@@ -10,7 +10,7 @@ import math
 import statistics
 import sys
 
-MODES = ("direct", "pgbouncer", "sluice")
+MODES = ("direct", "pgbouncer", "sluice", "relay")
 
 
 def median(xs):
@@ -39,6 +39,7 @@ def main(path):
     )
     print(head)
     print("-" * len(head))
+    relay_rows = []
     for w in order:
         tps = {m: median([r[0] for r in runs.get((w, m), [])]) for m in MODES}
         lat = {m: median([r[1] for r in runs.get((w, m), [])]) for m in MODES}
@@ -50,6 +51,15 @@ def main(path):
             f"{fmt(lat['pgbouncer'], '9.3f')} {fmt(lat['sluice'], '8.3f')}  "
             f"{fmt(r_d, '13.2f')} {fmt(r_p, '10.2f')}"
         )
+        if tps["relay"] == tps["relay"] and tps["relay"]:  # a relay build was measured too
+            relay_rows.append((w, tps["relay"], tps["sluice"] / tps["relay"],
+                               tps["relay"] / tps["pgbouncer"] if tps["pgbouncer"] else float("nan")))
+    if relay_rows:
+        print()
+        print("relay = SLUICE_RELAY_BIN (the same proxy without statement inspection), same run:")
+        print(f"{'workload':<18} {'TPS relay':>10} {'sluice/relay':>13} {'relay/pgb':>10}")
+        for w, t, r, rp in relay_rows:
+            print(f"{w:<18} {fmt(t, '10.0f')} {fmt(r, '13.2f')} {fmt(rp, '10.2f')}")
 
 
 if __name__ == "__main__":

@@ -15,7 +15,8 @@
 # VmRSS per connection. The proxies are restarted before the throughput runs. If sluice dies,
 # bench-run/crashes.txt gets its signal and a backtrace from its core, and it is restarted.
 #
-# Knobs: BENCH_SECONDS, BENCH_ROUNDS, BENCH_SCALE (10), BENCH_IDLE_CONNS, BENCH_MODES
+# Knobs: BENCH_SECONDS, BENCH_ROUNDS, BENCH_SCALE (10), BENCH_IDLE_CONNS, SLUICE_RELAY_BIN (a
+# second build measured as mode "relay" in the same run), BENCH_MODES
 # ("direct pgbouncer sluice"), BENCH_WORKLOADS (names above). Everything lives in ./bench-run/;
 # the table also goes to bench-run/results.txt, each pgbench output to bench-run/logs/.
 # Every process started here is stopped on exit.
@@ -32,7 +33,10 @@ SECS=${BENCH_SECONDS:-10}
 ROUNDS=${BENCH_ROUNDS:-3}
 SCALE=${BENCH_SCALE:-10}
 IDLE_CONNS=${BENCH_IDLE_CONNS:-1000}
-read -ra MODES <<<"${BENCH_MODES:-direct pgbouncer sluice}"
+# SLUICE_RELAY_BIN: a second sluice build to compare against in the same run (mode "relay"),
+# e.g. a build without statement inspection, to measure what inspection costs.
+RELAY_BIN=${SLUICE_RELAY_BIN:-}
+read -ra MODES <<<"${BENCH_MODES:-direct pgbouncer sluice${RELAY_BIN:+ relay}}"
 read -ra WORKLOADS <<<"${BENCH_WORKLOADS:-select-simple select-prepared tpcb select-connect large-result}"
 
 # Secrets of this run only: the upstream role app and the sluice identity `bench`.
@@ -158,6 +162,23 @@ EOF
     die "sluice check rejected $RUN/sluice.yaml"
 }
 
+setup_relay() {
+  [ -x "$RELAY_BIN" ] || die "SLUICE_RELAY_BIN=$RELAY_BIN is not an executable"
+  cp "$RELAY_BIN" "$RUN/relay.bin"
+  RELAY_PORT=$(pick_port 58432)
+  sed -e "s/127\.0\.0\.1:$SLUICE_PORT/127.0.0.1:$RELAY_PORT/" \
+    -e "s/admin: 127\.0\.0\.1:[0-9]*/admin: 127.0.0.1:$(pick_port $((RELAY_PORT + 48)))/" \
+    "$RUN/sluice.yaml" >"$RUN/relay.yaml"
+}
+
+start_relay() {
+  log "relay (SLUICE_RELAY_BIN) on 127.0.0.1:$RELAY_PORT (2 workers)"
+  (cd "$RUN" && BENCH_DB_PASSWORD=$APP_PASSWORD exec "$RUN/relay.bin" serve -c "$RUN/relay.yaml") \
+    >>"$RUN/relay.log" 2>&1 &
+  RELAY_PID=$!
+  wait_port "$RELAY_PORT" "$RELAY_PID" relay
+}
+
 # sluice runs in bench-run/ with core dumps allowed, so that a crash leaves a core to examine.
 start_sluice() {
   log "sluice on 127.0.0.1:$SLUICE_PORT (2 workers)"
@@ -196,13 +217,15 @@ sluice_check_alive() {
 start_proxies() {
   if has_mode pgbouncer; then start_pgbouncer; fi
   if has_mode sluice; then start_sluice; fi
+  if has_mode relay; then start_relay; fi
 }
 
 stop_proxies() {
   sluice_check_alive "$1"
   stop_pid "$SLUICE_PID"
   stop_pid "$PGB_PID"
-  SLUICE_PID='' PGB_PID=''
+  stop_pid "${RELAY_PID:-}"
+  SLUICE_PID='' PGB_PID='' RELAY_PID=''
   # Let the server backends they held exit before the next phase.
   for _ in $(seq 1 100); do
     [ "$("$ROOT/scripts/pg-cluster.sh" psql "$RUN/pg" "$PG_PORT" -d postgres -qAt -c \
@@ -215,9 +238,9 @@ stop_proxies() {
 # Throughput
 
 # Connection arguments and secret for one mode.
-mode_port() { case $1 in direct) echo "$PG_PORT" ;; pgbouncer) echo "$PGB_PORT" ;; sluice) echo "$SLUICE_PORT" ;; esac; }
-mode_user() { case $1 in sluice) echo bench ;; *) echo app ;; esac; }
-mode_secret() { case $1 in sluice) echo "$BENCH_SECRET" ;; *) echo "$APP_PASSWORD" ;; esac; }
+mode_port() { case $1 in direct) echo "$PG_PORT" ;; pgbouncer) echo "$PGB_PORT" ;; sluice) echo "$SLUICE_PORT" ;; relay) echo "$RELAY_PORT" ;; esac; }
+mode_user() { case $1 in sluice | relay) echo bench ;; *) echo app ;; esac; }
+mode_secret() { case $1 in sluice | relay) echo "$BENCH_SECRET" ;; *) echo "$APP_PASSWORD" ;; esac; }
 
 workload_args() {
   case $1 in
@@ -299,7 +322,8 @@ main() {
   LOAD_BEFORE=$(cut -d' ' -f1-3 /proc/loadavg)
   setup_postgres
   if has_mode pgbouncer; then setup_pgbouncer; fi
-  if has_mode sluice; then setup_sluice; fi
+  if has_mode sluice || has_mode relay; then setup_sluice; fi
+  if has_mode relay; then setup_relay; fi
   # Memory first, on fresh proxy processes; then fresh ones again for throughput.
   : >"$RUN/memory.txt"
   start_proxies
