@@ -257,8 +257,11 @@ def yaml_str(s):
 class SluiceConfig:
     """Builds sluice.yaml text. identities: {name: dict(kind, groups, token, secret_hash)}."""
 
-    def __init__(self, pg, certs, identities, port=None, admin_port=None, server_extra=None):
+    def __init__(self, pg, certs, identities, port=None, admin_port=None, server_extra=None,
+                 listen_host="127.0.0.1", tls_require=False):
         self.server_extra = dict(server_extra or {})
+        self.listen_host = listen_host
+        self.tls_require = tls_require
         self.pg = pg
         self.certs = certs
         self.identities = identities
@@ -288,8 +291,9 @@ class SluiceConfig:
     def text(self):
         out = [
             "# sluice config written by tests/integration/conftest.py",
-            f"listen: {{ postgres: 127.0.0.1:{self.port}, admin: 127.0.0.1:{self.admin_port} }}",
-            f"tls: {{ cert: {self.certs}/sluice.crt, key: {self.certs}/sluice.key, require: false }}",
+            f"listen: {{ postgres: {self.listen_host}:{self.port}, admin: 127.0.0.1:{self.admin_port} }}",
+            f"tls: {{ cert: {self.certs}/sluice.crt, key: {self.certs}/sluice.key, "
+            f"require: {'true' if self.tls_require else 'false'} }}",
             "targets:",
         ]
         for t in self.targets():
@@ -597,9 +601,10 @@ def spawn_sluice(request, workdir, certs, pg, sluice_only, sluice_bin):
     (name, extra_identities=None, server_extra=None) -> (SluiceProcess, Endpoint)."""
     started = []
 
-    def spawn(name, extra_identities=None, server_extra=None):
+    def spawn(name, extra_identities=None, server_extra=None, **config_kw):
         ids, secrets = make_identities(extra_identities)
-        sp = SluiceProcess(workdir, name, SluiceConfig(pg, certs, ids, server_extra=server_extra))
+        sp = SluiceProcess(workdir, name,
+                           SluiceConfig(pg, certs, ids, server_extra=server_extra, **config_kw))
         sp.secrets = secrets
         _state["extra"].append(sp)
         sp.start()
