@@ -21,6 +21,7 @@
 #include <string.h>
 #include <sys/epoll.h>
 #include <sys/random.h>
+#include <sys/socket.h>
 #include <unistd.h>
 
 #include "core/buf.h"
@@ -120,6 +121,8 @@ struct session {
     uint64_t row_limit, limit_group, rows_sent, rows_dropped;
     const char *limit_rule;
     struct limited_stmt *limited; /* prepared statements with a row limit */
+    const char *client_fault;     /* SQLSTATE of a client protocol error that ends the session */
+    bool lingering;               /* S_CLOSING: error sent, reading until the client closes */
     struct blocked *blocked, *blocked_tail;
 };
 
@@ -175,6 +178,29 @@ static struct buf *out_buf(struct buf **slot)
     return *slot;
 }
 
+/* The final error is written: stop sending and drop whatever the client still sends until it
+ * closes (or the S_CLOSING deadline passes). Closing a socket with unread input would reset
+ * the connection, and the client could lose the error before reading it. */
+static void closing_linger(struct session *s)
+{
+    if (s->cl.sk.ssl) SSL_shutdown(s->cl.sk.ssl);
+    shutdown(s->cl.sk.fd, SHUT_WR);
+    s->lingering = true;
+    side_watch(s, &s->cl, EPOLLIN);
+}
+
+static void closing_drain(struct session *s)
+{
+    char sink[16384];
+    for (int i = 0; i < 64; i++) {
+        ssize_t n = read(s->cl.sk.fd, sink, sizeof sink);
+        if (n > 0) continue;
+        if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR)) return;
+        session_close(s, "closed after error");
+        return;
+    }
+}
+
 /* Queue a FATAL error for the client and close once it is written. */
 static void session_fail(struct session *s, const char *sqlstate, const char *message,
                          const char *detail, const char *reason)
@@ -193,8 +219,12 @@ static void session_fail(struct session *s, const char *sqlstate, const char *me
     s->state = S_CLOSING;
     s->deadline_ms = clock_ms() + 5000;
     int r = flush_buf(&s->cl.sk, &s->cl_out);
-    if (r != 1) {
+    if (r < 0) {
         session_close(s, reason);
+        return;
+    }
+    if (r == 0) {
+        closing_linger(s);
         return;
     }
     side_watch(s, &s->cl, EPOLLOUT);
@@ -1254,17 +1284,19 @@ static bool relay_scan(struct session *s, struct side *src, bool from_client, co
         if (r == PG_BAD) {
             *why = from_client ? "invalid message length from client"
                                : "invalid message length from server";
+            if (from_client) s->client_fault = "08P01";
             return false;
         }
         size_t total = 1 + (size_t)h.len;
         if (from_client && (h.type == 'Q' || h.type == 'E')) s->copy_syncs = 0;
         bool hold = from_client ? client_holds(h.type) : server_holds(h.type);
         if (hold) {
+            if (from_client && h.len > max) {
+                *why = "message larger than server.max_message_size";
+                s->client_fault = "54000";
+                return false;
+            }
             if (b->len - pos < total) {
-                if (from_client && h.len > max) {
-                    *why = "message larger than server.max_message_size";
-                    return false;
-                }
                 size_t off_before = b->off;
                 buf_reserve(b, total - (b->len - pos));
                 pos -= off_before - b->off;
@@ -1415,6 +1447,13 @@ static void relay_run(struct session *s, bool c2s, bool s2c)
     const char *why = NULL;
     if (c2s) {
         enum pump_result r = relay_pump(s, &s->cl, &s->sv, true, &why);
+        if (r == PUMP_CLOSE && s->client_fault && s->sv.msg_left == 0 && !s->sv.fwd) {
+            /* The client broke the protocol: say why, as PostgreSQL does, then close. */
+            char msg[160];
+            snprintf(msg, sizeof msg, "sluice: %s", why);
+            session_fail(s, s->client_fault, msg, NULL, why);
+            return;
+        }
         if (r == PUMP_CLOSE) {
             session_close(s, why);
             return;
@@ -1479,7 +1518,12 @@ void session_on_event(struct ev_handler *h, uint32_t events)
         if (!from_client) login_continue(s);
         return;
     case S_CLOSING:
-        if (from_client && client_out_flush(s)) session_close(s, "closed after error");
+        if (!from_client) return;
+        if (s->lingering) {
+            closing_drain(s);
+            return;
+        }
+        if (client_out_flush(s)) closing_linger(s);
         return;
     case S_RELAY: {
         bool in = events & (EPOLLIN | EPOLLHUP | EPOLLERR);

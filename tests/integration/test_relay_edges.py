@@ -311,3 +311,22 @@ def test_cancel_reaches_target_with_slow_connect(workdir, certs, pg, sluice_only
         fwd.close()
         sp.assert_clean_exit()
 
+
+
+def test_oversized_client_message_gets_clear_error(spawn_sluice):
+    """server.max_message_size bounds what sluice buffers whole (Query, Parse): a larger one
+    gets FATAL 54000 naming the setting, whether it arrives in one read or many."""
+    sp, ep = spawn_sluice("maxmsg", server_extra={"max_message_size": "8kB"})
+    for size in (9000, 200000):
+        c = ep.raw_login("shop", "etl")
+        sql = "SELECT '" + "x" * size + "'"
+        c.send(pgwire.message(b"Q", sql.encode() + b"\0"))
+        t, payload = c.read_msg()
+        assert t == b"E", t
+        f = pgwire.parse_fields(payload)
+        assert f["C"] == "54000" and "max_message_size" in f["M"], f
+        assert c.read_msg() is None  # then the connection closes
+        c.close()
+    ok = ep.raw_login("shop", "etl")
+    assert ok.query("SELECT 'small'")[0][0] == "small"
+    ok.close()
