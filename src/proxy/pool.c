@@ -138,7 +138,10 @@ void pool_on_event(struct ev_handler *h, uint32_t events)
             if (hd.type == 'S') {
                 pool_params_update(&p->params, &p->params_len, msg, 1 + hd.len);
             } else if (hd.type == 'Z') {
-                if (hd.len != 5 || msg[5] != 'I' || in->off != in->len) {
+                /* Only the ReadyForQuery that follows DISCARD ALL's own CommandComplete
+                 * proves the reset ran: any other means replies of the last client were
+                 * still on their way. */
+                if (!p->reset_done || hd.len != 5 || msg[5] != 'I' || in->off != in->len) {
                     pool_drop(p, "not idle after reset");
                     return;
                 }
@@ -147,7 +150,14 @@ void pool_on_event(struct ev_handler *h, uint32_t events)
                 buf_put(p->in);
                 p->in = NULL;
                 return;
-            } else if (hd.type != 'C' && hd.type != 'N') {
+            } else if (hd.type == 'C') {
+                p->reset_done = hd.len == 4 + sizeof reset_query &&
+                                memcmp(msg + 5, reset_query, sizeof reset_query) == 0;
+                if (!p->reset_done) {
+                    pool_drop(p, "unexpected reply to DISCARD ALL");
+                    return;
+                }
+            } else if (hd.type != 'N') {
                 pool_drop(p, "unexpected reply to DISCARD ALL");
                 return;
             }

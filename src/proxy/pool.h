@@ -24,8 +24,9 @@ struct pooled {
     size_t params_len;
     uint32_t be_pid, be_key;
     struct buf *in;
-    bool resetting; /* DISCARD ALL sent, ReadyForQuery not yet seen */
-    bool dead;      /* freed by pool_reap() after the current batch of events */
+    bool resetting;  /* DISCARD ALL sent, ReadyForQuery not yet seen */
+    bool reset_done; /* DISCARD ALL's CommandComplete seen */
+    bool dead;       /* freed by pool_reap() after the current batch of events */
     uint64_t deadline_ms;
 };
 
