@@ -198,3 +198,19 @@ def test_jdbc_sees_refusals(sluice, sluice_only, tmp_path):
     r = subprocess.run(["java", "-cp", f"{tmp_path}:{jar}", "SluicePolicy", url, p["user"],
                         p["password"]], capture_output=True, text=True, timeout=120)
     assert r.returncode == 0 and "OK" in r.stdout, r.stdout + r.stderr
+
+
+@pytest.mark.parametrize("mode", ["simple", "extended", "prepared"])
+def test_pgbench_sees_refusals(sluice, sluice_only, tmp_path, mode):
+    bad = tmp_path / "bad.sql"
+    bad.write_text("SELECT 1;\nDELETE FROM orders;\n")
+    r = subprocess.run(["pgbench", "-n", "-t", "3", "-M", mode, "-f", str(bad)],
+                       env=sluice.env(user=BOB), capture_output=True, text=True, timeout=60)
+    assert r.returncode != 0
+    assert 'blocked by rule "delete_without_where"' in r.stderr, r.stderr
+    good = tmp_path / "good.sql"
+    good.write_text("\\set id random(1, 10)\nSELECT count(*) FROM orders WHERE customer_id = :id;\n")
+    r = subprocess.run(["pgbench", "-n", "-t", "50", "-c", "2", "-M", mode, "-f", str(good)],
+                       env=sluice.env(user=BOB), capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0, r.stderr
+    assert "number of failed transactions: 0" in r.stdout
