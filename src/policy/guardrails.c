@@ -70,11 +70,29 @@ static const char *const dangerous_functions[] = {
 };
 static const char *const dangerous_prefixes[] = {"dblink", NULL};
 
-/* Functions that run SQL given as a string: sluice cannot see what that SQL does. */
+/* Functions that run SQL given as a string, or read a table named by a value: sluice cannot
+ * see what that SQL does or which table is read. */
 static const char *const exec_functions[] = {
     "query_to_xml",
     "query_to_xmlschema",
     "query_to_xml_and_xmlschema",
+    "table_to_xml",
+    "table_to_xmlschema",
+    "table_to_xml_and_xmlschema",
+    "schema_to_xml",
+    "schema_to_xmlschema",
+    "schema_to_xml_and_xmlschema",
+    "database_to_xml",
+    "database_to_xmlschema",
+    "database_to_xml_and_xmlschema",
+    "cursor_to_xml",
+    "ts_stat",
+    "ts_rewrite",
+    "crosstab",
+    "crosstab2",
+    "crosstab3",
+    "crosstab4",
+    "connectby",
     NULL,
 };
 

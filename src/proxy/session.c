@@ -8,9 +8,12 @@
  * The relay copies bytes in place: what is read from one side is written to the other from
  * the same buffer, and only message headers are looked at, so a message of any size streams
  * through a 32 KiB buffer. A few message types are held whole so that sluice can act on them
- * (client Query and Parse: the policy seam; server ReadyForQuery, CommandComplete and
- * ErrorResponse: statement end, the audit emit seam). Buffers go back to the worker's pool
- * whenever a direction drains, so an idle session holds no buffers.
+ * (client Query, Parse and FunctionCall, and Bind while a prepared statement has a row limit:
+ * the policy seam; server ReadyForQuery, CommandComplete, ErrorResponse and ParameterStatus:
+ * statement end, the audit emit seam, and what a reused upstream replays). A held message can
+ * be replaced, and a streamed DataRow dropped, without breaking the framing (skip, drop_left,
+ * rescan). Buffers go back to the worker's pool whenever a direction drains, so an idle
+ * session holds no buffers.
  *
  * Parsing stays in src/pg/msg.c; this file decides and moves bytes. session_close() is the
  * one place a session ends, with a reason that goes to the log.
@@ -62,8 +65,13 @@ struct side {
     bool rescan;        /* scanning stopped at a replaced message: resume before reading */
 };
 
-/* A statement refused by policy: its placeholder's error from the server is replaced by
- * this ErrorResponse. `group` counts Query/Sync messages sent before it. */
+/* The row limit of the results of one Query/Sync group. */
+struct limit_entry {
+    struct limit_entry *next;
+    uint64_t group, limit;
+    const char *rule; /* points into the session's policy snapshot */
+};
+
 /* A prepared statement allowed with limit_rows: its Bind/Execute results are limited too. */
 struct limited_stmt {
     struct limited_stmt *next;
@@ -72,6 +80,8 @@ struct limited_stmt {
     char name[];
 };
 
+/* A statement refused by policy: its placeholder's error from the server is replaced by
+ * this ErrorResponse. `group` counts Query/Sync messages sent before it. */
 struct blocked {
     struct blocked *next;
     uint64_t group;
@@ -117,12 +127,13 @@ struct session {
     size_t params_len;
     bool client_left;              /* the client ended the session (Terminate or close) */
     uint64_t c2s_group, s2c_group; /* Query/Sync/FunctionCall sent; ReadyForQuery received */
-    /* limit_rows of the statements in group limit_group: DataRows beyond it are not sent. */
-    uint64_t row_limit, limit_group, rows_sent, rows_dropped;
-    const char *limit_rule;
-    struct limited_stmt *limited; /* prepared statements with a row limit */
-    const char *client_fault;     /* SQLSTATE of a client protocol error that ends the session */
-    bool lingering;               /* S_CLOSING: error sent, reading until the client closes */
+    /* limit_rows per Query/Sync group, oldest first: DataRows beyond it are not sent. */
+    struct limit_entry *limits, *limits_tail;
+    uint64_t rows_sent, rows_dropped; /* of the result being relayed */
+    bool unsynced;                    /* extended-protocol messages sent since the last Sync */
+    struct limited_stmt *limited;     /* prepared statements with a row limit */
+    const char *client_fault; /* SQLSTATE of a client protocol error that ends the session */
+    bool lingering;           /* S_CLOSING: error sent, reading until the client closes */
     struct blocked *blocked, *blocked_tail;
 };
 
@@ -308,7 +319,7 @@ static void session_close(struct session *s, const char *reason)
 static void upstream_release(struct session *s)
 {
     if (s->sv.sk.fd < 0) return;
-    bool idle = s->state == S_RELAY && s->pending_sync == 0 && s->tx == 'I' &&
+    bool idle = s->state == S_RELAY && s->pending_sync == 0 && s->tx == 'I' && !s->unsynced &&
                 s->sv.msg_left == 0 && s->cl.msg_left == 0 && !s->sv.sk.want_write &&
                 !(s->sv.in && s->sv.in->len > s->sv.in->off);
     if (idle && s->client_left && !s->drain && s->rt->cfg->server.pool_idle_timeout) {
@@ -356,6 +367,11 @@ void session_reap(struct worker *w)
             struct blocked *b = s->blocked;
             s->blocked = b->next;
             free(b);
+        }
+        while (s->limits) {
+            struct limit_entry *l = s->limits;
+            s->limits = l->next;
+            free(l);
         }
         while (s->limited) {
             struct limited_stmt *l = s->limited;
@@ -1070,9 +1086,45 @@ static void blocked_expire(struct session *s)
     }
 }
 
-/* Judge one statement text; true when it may go upstream. */
-static bool statement_allowed(struct session *s, const char *sql)
+/* Results of group `group` may send at most `limit` rows (the smaller limit wins when several
+ * statements of one group have one). */
+static void limit_push(struct session *s, uint64_t group, uint64_t limit, const char *rule)
 {
+    if (s->limits_tail && s->limits_tail->group == group) {
+        if (limit < s->limits_tail->limit) {
+            s->limits_tail->limit = limit;
+            s->limits_tail->rule = rule;
+        }
+        return;
+    }
+    struct limit_entry *l = xmalloc(sizeof *l);
+    *l = (struct limit_entry){NULL, group, limit, rule};
+    if (s->limits_tail)
+        s->limits_tail->next = l;
+    else
+        s->limits = l;
+    s->limits_tail = l;
+}
+
+/* The limit of the group whose results are arriving now, if any. */
+static const struct limit_entry *limit_current(struct session *s)
+{
+    while (s->limits && s->limits->group < s->s2c_group) {
+        struct limit_entry *l = s->limits;
+        s->limits = l->next;
+        if (!s->limits) s->limits_tail = NULL;
+        free(l);
+    }
+    return s->limits && s->limits->group == s->s2c_group ? s->limits : NULL;
+}
+
+/* Judge one statement text; true when it may go upstream (with *limit rows at most, 0 for
+ * no limit). */
+static bool statement_allowed(struct session *s, const char *sql, uint64_t *limit,
+                              const char **rule)
+{
+    *limit = 0;
+    *rule = NULL;
     const struct sql_facts *facts = sql_facts_cached(sql);
     if (!facts) {
         struct policy_decision d = {.action = POLICY_DENY, .rule = "internal"};
@@ -1084,11 +1136,8 @@ static bool statement_allowed(struct session *s, const char *sql)
     struct policy_decision d;
     policy_eval(s->rt->policy, &who, facts, &d);
     if (d.action == POLICY_ALLOW) {
-        if (d.limit_rows) {
-            s->row_limit = d.limit_rows;
-            s->limit_group = s->c2s_group;
-            s->limit_rule = d.rule;
-        }
+        *limit = d.limit_rows;
+        *rule = d.rule;
         return true;
     }
     log_info("session %llu: %s by \"%s\" for user \"%s\": %s", (unsigned long long)s->id,
@@ -1118,8 +1167,8 @@ static void limited_set(struct session *s, const char *name, uint64_t limit, con
     s->limited = l;
 }
 
-/* Bind of a statement with a row limit: results in this group are limited. Only the names at
- * the start of the message are read (they are in the buffer whenever the header is). */
+/* Bind of a statement with a row limit: results in this group are limited. Bind is held whole
+ * while any prepared statement of the session has a limit (client_holds). */
 static void on_client_bind(struct session *s, const uint8_t *body, size_t avail)
 {
     const uint8_t *portal_end = memchr(body, 0, avail);
@@ -1129,44 +1178,92 @@ static void on_client_bind(struct session *s, const uint8_t *body, size_t avail)
     if (!memchr(name, 0, left)) return;
     for (struct limited_stmt *l = s->limited; l; l = l->next) {
         if (strcmp(l->name, (const char *)name) == 0) {
-            s->row_limit = l->limit;
-            s->limit_group = s->c2s_group;
-            s->limit_rule = l->rule;
+            limit_push(s, s->c2s_group, l->limit, l->rule);
             return;
         }
     }
 }
 
-/* Policy seam: a whole client Query or Parse message. A refused statement is replaced by the
- * placeholder (its reply is swapped in on_server_message). */
+/* A FunctionCall names its function by OID, which sluice cannot judge without the catalog:
+ * it may only run when none of the guardrails about functions and unjudgeable statements
+ * applies to this identity's kind. */
+static bool function_call_allowed(struct session *s)
+{
+    static const enum cfg_guardrail guards[] = {CFG_GUARD_FILE_ACCESS,
+                                                CFG_GUARD_DANGEROUS_FUNCTIONS,
+                                                CFG_GUARD_ROLE_ESCALATION, CFG_GUARD_UNJUDGEABLE};
+    for (size_t i = 0; i < sizeof guards / sizeof guards[0]; i++) {
+        enum cfg_action a = s->rt->cfg->guardrails.action[guards[i]][s->ident->kind];
+        if (a == CFG_ALLOW) continue;
+        struct policy_decision d = {.action = a == CFG_REVIEW ? POLICY_REVIEW : POLICY_DENY,
+                                    .rule = cfg_guardrail_name(guards[i])};
+        snprintf(d.reason, sizeof d.reason, "a fast-path function call (by OID) cannot be judged");
+        snprintf(d.hint, sizeof d.hint, "call the function in a SELECT instead");
+        log_info("session %llu: refused a fast-path function call for user \"%s\"",
+                 (unsigned long long)s->id, s->user);
+        blocked_push(s, &d);
+        return false;
+    }
+    return true;
+}
+
+/* Replace the held message upstream by the placeholder Query. */
+static enum hold_action replace_with_placeholder_query(struct session *s)
+{
+    size_t m = pg_msg_begin(out_buf(&s->sv_out), 'Q');
+    buf_append_str(s->sv_out, BLOCKED_PLACEHOLDER);
+    pg_msg_end(s->sv_out, m);
+    return HOLD_REPLACE;
+}
+
+/* Policy seam: a whole client Query, Parse, FunctionCall (or Bind, while some prepared
+ * statement has a row limit). A refused statement is replaced by a placeholder whose reply
+ * is swapped in on_server_message. */
 static enum hold_action on_client_statement(struct session *s, uint8_t type, const uint8_t *body,
                                             size_t len)
 {
+    uint64_t limit;
+    const char *rule;
+    if (type == 'B') {
+        on_client_bind(s, body, len);
+        return HOLD_FORWARD;
+    }
     s->statements++;
-    if (type == 'Q') {
-        const char *sql = (const char *)body;
-        bool ok = len > 0 && body[len - 1] == 0 ? statement_allowed(s, sql) : true;
+    if (type == 'F') {
+        bool ok = function_call_allowed(s);
         s->pending_sync++;
         s->c2s_group++;
-        if (ok) return HOLD_FORWARD;
-        size_t m = pg_msg_begin(out_buf(&s->sv_out), 'Q');
-        buf_append_str(s->sv_out, BLOCKED_PLACEHOLDER);
-        pg_msg_end(s->sv_out, m);
-        return HOLD_REPLACE;
+        return ok ? HOLD_FORWARD : replace_with_placeholder_query(s);
+    }
+    if (type == 'Q') {
+        const char *sql = (const char *)body;
+        bool ok;
+        if (len > 0 && body[len - 1] == 0) {
+            ok = statement_allowed(s, sql, &limit, &rule);
+            if (ok && limit) limit_push(s, s->c2s_group, limit, rule);
+        } else {
+            struct policy_decision d = {.action = POLICY_DENY, .rule = "protocol"};
+            snprintf(d.reason, sizeof d.reason, "malformed Query message");
+            blocked_push(s, &d);
+            ok = false;
+        }
+        s->pending_sync++;
+        s->c2s_group++;
+        return ok ? HOLD_FORWARD : replace_with_placeholder_query(s);
     }
     /* Parse: statement name, query text, parameter types. */
     const uint8_t *name_end = memchr(body, 0, len);
-    if (!name_end) return HOLD_FORWARD; /* malformed: the server will say so */
-    const uint8_t *sql = name_end + 1;
-    if (!memchr(sql, 0, len - (size_t)(sql - body))) return HOLD_FORWARD;
-    uint64_t before = s->row_limit;
-    s->row_limit = 0;
-    if (statement_allowed(s, (const char *)sql)) {
-        limited_set(s, (const char *)body, s->row_limit, s->limit_rule);
-        if (!s->row_limit) s->row_limit = before;
+    const uint8_t *sql = name_end ? name_end + 1 : NULL;
+    if (!sql || !memchr(sql, 0, len - (size_t)(sql - body))) {
+        struct policy_decision d = {.action = POLICY_DENY, .rule = "protocol"};
+        snprintf(d.reason, sizeof d.reason, "malformed Parse message");
+        blocked_push(s, &d);
+        return replace_with_placeholder_query(s);
+    }
+    if (statement_allowed(s, (const char *)sql, &limit, &rule)) {
+        limited_set(s, (const char *)body, limit, rule);
         return HOLD_FORWARD;
     }
-    s->row_limit = before;
     limited_set(s, (const char *)body, 0, NULL);
     size_t m = pg_msg_begin(out_buf(&s->sv_out), 'P');
     buf_append_str(s->sv_out, (const char *)body);
@@ -1192,23 +1289,21 @@ static enum hold_action on_server_message(struct session *s, uint8_t type, const
         s->tx = body[0];
         if (s->pending_sync) s->pending_sync--;
         s->s2c_group++;
-        if (s->row_limit && s->s2c_group > s->limit_group) {
-            s->row_limit = 0;
-            s->rows_sent = s->rows_dropped = 0;
-        }
+        s->rows_sent = s->rows_dropped = 0;
         if (s->blocked) blocked_expire(s);
     } else if (type == 'S') {
         pool_params_update(&s->params, &s->params_len, body - 5, len + 5);
-    } else if (type == 'C' && s->row_limit) {
+    } else if (type == 'C' && s->limits) {
         uint64_t dropped = s->rows_dropped;
         s->rows_sent = s->rows_dropped = 0;
-        if (dropped) {
+        const struct limit_entry *lim = limit_current(s);
+        if (dropped && lim) {
             /* Tell the client, just before the CommandComplete, what it did not get. */
             char msg[300];
             snprintf(msg, sizeof msg,
                      "sluice: result limited to %llu rows by rule \"%s\"; %llu more rows were "
                      "not sent",
-                     (unsigned long long)s->row_limit, s->limit_rule, (unsigned long long)dropped);
+                     (unsigned long long)lim->limit, lim->rule, (unsigned long long)dropped);
             struct buf *o = out_buf(&s->cl_out);
             size_t m = pg_msg_begin(o, 'N');
             buf_append_u8(o, 'S');
@@ -1250,9 +1345,9 @@ static void copy_in_end(struct session *s)
     s->copy_ignored = 0;
 }
 
-static bool client_holds(uint8_t type)
+static bool client_holds(const struct session *s, uint8_t type)
 {
-    return type == 'Q' || type == 'P';
+    return type == 'Q' || type == 'P' || type == 'F' || (type == 'B' && s->limited);
 }
 
 static bool server_holds(uint8_t type)
@@ -1289,7 +1384,24 @@ static bool relay_scan(struct session *s, struct side *src, bool from_client, co
         }
         size_t total = 1 + (size_t)h.len;
         if (from_client && (h.type == 'Q' || h.type == 'E')) s->copy_syncs = 0;
-        bool hold = from_client ? client_holds(h.type) : server_holds(h.type);
+        if (from_client) {
+            switch (h.type) {
+            case 'P':
+            case 'B':
+            case 'E':
+            case 'D':
+            case 'C':
+            case 'H':
+                s->unsynced = true;
+                break;
+            case 'S':
+                s->unsynced = false;
+                break;
+            default:
+                break;
+            }
+        }
+        bool hold = from_client ? client_holds(s, h.type) : server_holds(h.type);
         if (hold) {
             if (from_client && h.len > max) {
                 *why = "message larger than server.max_message_size";
@@ -1317,11 +1429,8 @@ static bool relay_scan(struct session *s, struct side *src, bool from_client, co
             continue;
         }
         if (from_client) {
-            if (h.type == 'B' && s->limited)
-                on_client_bind(s, b->data + pos + 5,
-                               (b->len - pos < total ? b->len - pos : total) - 5);
             /* A server in COPY FROM STDIN ignores Sync: it gets no ReadyForQuery. */
-            if (h.type == 'F' || (h.type == 'S' && !s->copy_in)) {
+            if (h.type == 'S' && !s->copy_in) {
                 s->pending_sync++;
                 s->c2s_group++;
                 if (h.type == 'S') s->copy_syncs++;
@@ -1338,8 +1447,9 @@ static bool relay_scan(struct session *s, struct side *src, bool from_client, co
             s->copy_syncs = 0;
         }
         size_t take = b->len - pos < total ? b->len - pos : total;
-        if (!from_client && h.type == 'D' && s->row_limit && s->s2c_group == s->limit_group &&
-            s->rows_sent++ >= s->row_limit) {
+        const struct limit_entry *lim;
+        if (!from_client && h.type == 'D' && s->limits && (lim = limit_current(s)) &&
+            s->rows_sent++ >= lim->limit) {
             /* Beyond limit_rows: this DataRow is dropped, not sent. */
             s->rows_dropped++;
             src->skip = take;

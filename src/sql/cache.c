@@ -15,7 +15,9 @@
  *    utility statements decide facts (SET ROLE 'none' vs 'admin', EXPLAIN (ANALYZE 0) vs 1);
  *  - statements that write only when every literal is compared with a column (`col = 5`,
  *    `col + -5`; reserved words such as TRUE, NULL, WHERE, AND are not columns), since a
- *    comparison of two constants may be a tautology (WHERE 1=1, WHERE true = 't');
+ *    comparison of two constants may be a tautology (WHERE 1=1, WHERE true = 't'), except a
+ *    single INSERT whose text has no WHERE/WITH/SELECT/ON/USING/FROM/HAVING/JOIN/RETURNING,
+ *    whose literals can only be values to insert;
  *  - only when pg_query_normalize() replaced exactly the blanked literals by $n, so that the
  *    shared normalized text (and fingerprint) holds no literal of any one statement.
  * tests/unit/test_cache.c (property test over tests/unit/sql_facts.tsv) and
@@ -116,11 +118,6 @@ enum tok {
     TOK_OTHER,
 };
 
-/*
- * Write the key of sql into out. Returns the key length, or -1 when the statement must be
- * parsed every time. *literals_compared is set when every literal follows an operator (with
- * at most one unary sign) that itself follows a name: `col = 5`, `col + -5`.
- */
 /* Words after which a literal could sit in a predicate or a query rather than in a plain
  * VALUES list. */
 static bool is_clause_word(const unsigned char *s, size_t n)
@@ -132,6 +129,12 @@ static bool is_clause_word(const unsigned char *s, size_t n)
     return false;
 }
 
+/*
+ * Write the key of sql into out. Returns the key length, or -1 when the statement must be
+ * parsed every time. *literals_compared is set when every literal follows an operator (with
+ * at most one unary sign) that itself follows a name: `col = 5`, `col + -5`. *plain_values is
+ * set when no clause word (is_clause_word) occurs, so literals can only be VALUES items.
+ */
 static long cache_key(const char *sql, char *out, size_t cap, bool *literals_compared,
                       bool *plain_values)
 {

@@ -214,3 +214,33 @@ def test_pgbench_sees_refusals(sluice, sluice_only, tmp_path, mode):
                        env=sluice.env(user=BOB), capture_output=True, text=True, timeout=60)
     assert r.returncode == 0, r.stderr
     assert "number of failed transactions: 0" in r.stdout
+
+
+def test_fast_path_function_call_is_refused(sluice, sluice_only):
+    """FunctionCall names a function by OID, which sluice cannot judge: refused while the
+    function guardrails apply (they do for everyone by default), with PostgreSQL's reply shape."""
+    c = sluice.raw_login("shop", BOB)
+    oid_pg_backend_pid = 2026
+    # function OID, no argument formats, no arguments, text result
+    c.send(pgwire.message(b"F", struct.pack("!Ihhh", oid_pg_backend_pid, 0, 0, 0)))
+    t, payload = c.read_msg()
+    assert t == b"E", t
+    f = pgwire.parse_fields(payload)
+    assert f["C"] == "42501" and "fast-path function call" in f["M"], f
+    t, payload = c.read_msg()
+    assert t == b"Z"
+    assert c.query("SELECT 'still here'")[0][0] == "still here"
+    c.close()
+
+
+def test_limit_rows_holds_for_each_pipelined_statement(sluice, sluice_only):
+    p = sluice.params(user="copilot")
+    with psycopg.connect(host=p["host"], port=p["port"], dbname=p["dbname"], user=p["user"],
+                         password=p["password"], sslmode="disable", autocommit=True) as conn:
+        with conn.pipeline():
+            c1 = conn.execute("SELECT generate_series(1, 50)")
+            c2 = conn.execute("SELECT generate_series(1, 30)")
+            c3 = conn.execute("SELECT 1")
+        assert len(c1.fetchall()) == 5
+        assert len(c2.fetchall()) == 5
+        assert c3.fetchall() == [(1,)]
