@@ -63,6 +63,7 @@ stop_pid() {
 cleanup() {
   stop_pid "$SLUICE_PID"
   stop_pid "$PGB_PID"
+  stop_pid "${RELAY_PID:-}"
   "$ROOT/scripts/pg-cluster.sh" stop "$RUN/pg" || true
 }
 trap cleanup EXIT
