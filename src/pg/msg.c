@@ -169,10 +169,11 @@ void pg_msg_end(struct buf *b, size_t start)
     buf_patch_u32(b, pos + 1, (uint32_t)(b->len - pos - 1));
 }
 
-void pg_put_error(struct buf *b, const char *severity, const char *sqlstate, const char *message,
-                  const char *detail, const char *hint)
+/* ErrorResponse and NoticeResponse share their field layout. */
+static void put_fields(struct buf *b, uint8_t type, const char *severity, const char *sqlstate,
+                       const char *message, const char *detail, const char *hint)
 {
-    size_t m = pg_msg_begin(b, 'E');
+    size_t m = pg_msg_begin(b, type);
     buf_append_u8(b, 'S');
     buf_append_str(b, severity);
     buf_append_u8(b, 'V');
@@ -191,6 +192,17 @@ void pg_put_error(struct buf *b, const char *severity, const char *sqlstate, con
     }
     buf_append_u8(b, 0);
     pg_msg_end(b, m);
+}
+
+void pg_put_error(struct buf *b, const char *severity, const char *sqlstate, const char *message,
+                  const char *detail, const char *hint)
+{
+    put_fields(b, 'E', severity, sqlstate, message, detail, hint);
+}
+
+void pg_put_notice(struct buf *b, const char *sqlstate, const char *message)
+{
+    put_fields(b, 'N', "NOTICE", sqlstate, message, NULL, NULL);
 }
 
 void pg_put_auth(struct buf *b, uint32_t code, const void *data, size_t dlen)

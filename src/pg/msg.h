@@ -99,6 +99,7 @@ size_t pg_msg_begin(struct buf *b, uint8_t type);
 void pg_msg_end(struct buf *b, size_t start);
 void pg_put_error(struct buf *b, const char *severity, const char *sqlstate, const char *message,
                   const char *detail, const char *hint);
+void pg_put_notice(struct buf *b, const char *sqlstate, const char *message);
 void pg_put_auth(struct buf *b, uint32_t code, const void *data, size_t dlen);
 void pg_put_backend_key(struct buf *b, uint32_t pid, uint32_t key);
 void pg_put_ready(struct buf *b, uint8_t status);

@@ -1075,6 +1075,14 @@ static void blocked_push(struct session *s, const struct policy_decision *d)
     s->blocked_tail = e;
 }
 
+/* Refuse with a fixed reason (internal failures, malformed messages). */
+static void blocked_push_deny(struct session *s, const char *rule, const char *reason)
+{
+    struct policy_decision d = {.action = POLICY_DENY, .rule = rule};
+    snprintf(d.reason, sizeof d.reason, "%s", reason);
+    blocked_push(s, &d);
+}
+
 /* Forget refusals whose placeholder can no longer answer (its group has ended). */
 static void blocked_expire(struct session *s)
 {
@@ -1127,9 +1135,7 @@ static bool statement_allowed(struct session *s, const char *sql, uint64_t *limi
     *rule = NULL;
     const struct sql_facts *facts = sql_facts_cached(sql);
     if (!facts) {
-        struct policy_decision d = {.action = POLICY_DENY, .rule = "internal"};
-        snprintf(d.reason, sizeof d.reason, "the statement could not be analyzed");
-        blocked_push(s, &d);
+        blocked_push_deny(s, "internal", "the statement could not be analyzed");
         return false;
     }
     struct policy_subject who = {s->ident, s->target->name};
@@ -1242,9 +1248,7 @@ static enum hold_action on_client_statement(struct session *s, uint8_t type, con
             ok = statement_allowed(s, sql, &limit, &rule);
             if (ok && limit) limit_push(s, s->c2s_group, limit, rule);
         } else {
-            struct policy_decision d = {.action = POLICY_DENY, .rule = "protocol"};
-            snprintf(d.reason, sizeof d.reason, "malformed Query message");
-            blocked_push(s, &d);
+            blocked_push_deny(s, "protocol", "malformed Query message");
             ok = false;
         }
         s->pending_sync++;
@@ -1255,9 +1259,7 @@ static enum hold_action on_client_statement(struct session *s, uint8_t type, con
     const uint8_t *name_end = memchr(body, 0, len);
     const uint8_t *sql = name_end ? name_end + 1 : NULL;
     if (!sql || !memchr(sql, 0, len - (size_t)(sql - body))) {
-        struct policy_decision d = {.action = POLICY_DENY, .rule = "protocol"};
-        snprintf(d.reason, sizeof d.reason, "malformed Parse message");
-        blocked_push(s, &d);
+        blocked_push_deny(s, "protocol", "malformed Parse message");
         return replace_with_placeholder_query(s);
     }
     if (statement_allowed(s, (const char *)sql, &limit, &rule)) {
@@ -1304,19 +1306,8 @@ static enum hold_action on_server_message(struct session *s, uint8_t type, const
                      "sluice: result limited to %llu rows by rule \"%s\"; %llu more rows were "
                      "not sent",
                      (unsigned long long)lim->limit, lim->rule, (unsigned long long)dropped);
-            struct buf *o = out_buf(&s->cl_out);
-            size_t m = pg_msg_begin(o, 'N');
-            buf_append_u8(o, 'S');
-            buf_append_str(o, "NOTICE");
-            buf_append_u8(o, 'V');
-            buf_append_str(o, "NOTICE");
-            buf_append_u8(o, 'C');
-            buf_append_str(o, "01000");
-            buf_append_u8(o, 'M');
-            buf_append_str(o, msg);
-            buf_append_u8(o, 0);
-            pg_msg_end(o, m);
-            buf_append(o, body - 5, len + 5);
+            pg_put_notice(out_buf(&s->cl_out), "01000", msg);
+            buf_append(s->cl_out, body - 5, len + 5);
             return HOLD_REPLACE;
         }
     } else if (type == 'E' && s->blocked) {

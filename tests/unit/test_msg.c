@@ -596,6 +596,21 @@ static void test_put_ready_exact(void **state)
     buf_put(b);
 }
 
+static void test_put_notice_exact(void **state)
+{
+    (void)state;
+    struct buf *b = buf_get();
+    pg_put_notice(b, "01000", "hello");
+    static const char body[] = "SNOTICE\0VNOTICE\0C01000\0Mhello\0";
+    uint8_t want[64];
+    size_t n = 0;
+    want[n++] = 'N';
+    raw_u32(want, &n, (uint32_t)(4 + sizeof body));
+    raw_bytes(want, &n, body, sizeof body);
+    assert_buf_bytes(b, want, n);
+    buf_put(b);
+}
+
 static void test_put_error_exact(void **state)
 {
     (void)state;
@@ -917,6 +932,7 @@ int main(void)
         cmocka_unit_test(test_get_ints),
         cmocka_unit_test(test_put_ready_exact),
         cmocka_unit_test(test_put_error_exact),
+        cmocka_unit_test(test_put_notice_exact),
         cmocka_unit_test(test_put_error_detail_hint),
         cmocka_unit_test(test_put_auth),
         cmocka_unit_test(test_put_backend_key),
