@@ -31,7 +31,7 @@
 
 /* ---------------------------------------------------------------- memory helpers */
 
-static void free_secret(char *s)
+void cfgld_free_secret(char *s)
 {
     if (!s) return;
     explicit_bzero(s, strlen(s));
@@ -56,7 +56,7 @@ static void config_free(struct sluice_config *cfg)
         free(t->password_env);
         free(t->password_file);
         free(t->sslrootcert);
-        free_secret(t->password);
+        cfgld_free_secret(t->password);
     }
     free(cfg->targets);
     for (unsigned i = 0; i < cfg->n_identities; i++) {
@@ -76,30 +76,15 @@ static void config_free(struct sluice_config *cfg)
         cfgmatch_free(&r->match);
     }
     free(cfg->policy.rules);
+    cfgld_free_sections(cfg);
     free(cfg);
 }
 
 /* ---------------------------------------------------------------- errors */
 
-struct loader {
-    const char *file; /* as given by the caller, used in messages */
-    const char *data; /* the file's text (for config_match.c) */
-    size_t datalen;
-    size_t dirlen; /* length of the directory part of file, with its '/'; 0 if none */
-    struct cfgpos pos;
-    char *err;
-    size_t errlen;
-    char log[4096]; /* libcyaml error output */
-    size_t loglen;
-};
-
-enum at { AT_KEY, AT_VALUE };
 
 /* Write "FILE:LINE:COL: error: MESSAGE" for the key at path (or its nearest parent). */
-static int fail_at(struct loader *ld, const char *path, enum at at, const char *fmt, ...)
-    __attribute__((format(printf, 4, 5)));
-
-static int fail_at(struct loader *ld, const char *path, enum at at, const char *fmt, ...)
+int cfgld_fail(struct loader *ld, const char *path, enum at at, const char *fmt, ...)
 {
     char msg[512];
     va_list ap;
@@ -140,21 +125,6 @@ static void cyaml_log_collect(cyaml_log_t level, void *ctx, const char *fmt, va_
     int n = vsnprintf(ld->log + ld->loglen, sizeof(ld->log) - ld->loglen, fmt, args);
     if (n > 0) ld->loglen += (size_t)n;
     if (ld->loglen >= sizeof(ld->log)) ld->loglen = sizeof(ld->log) - 1;
-}
-
-/* Top-level keys reserved for later work, with the issue that brings each. */
-static const char *future_key_issue(const char *key)
-{
-    static const struct {
-        const char *key, *issue;
-    } future[] = {
-        {"masking", "4"},
-        {"audit", "5"},
-        {"approvals", "6"},
-    };
-    for (size_t i = 0; i < sizeof(future) / sizeof(future[0]); i++)
-        if (strcmp(future[i].key, key) == 0) return future[i].issue;
-    return NULL;
 }
 
 static const char *event_noun(const char *ev)
@@ -214,24 +184,19 @@ static int fail_cyaml(struct loader *ld, cyaml_err_t rc)
     leaf = leaf ? leaf + 1 : path;
     if (sscanf(what, "Unexpected key: %127[^\n]", arg) == 1) {
         snprintf(full, sizeof(full), "%s%s%s", path, path[0] ? "." : "", arg);
-        const char *issue = path[0] ? NULL : future_key_issue(arg);
-        if (issue)
-            return fail_at(ld, full, AT_KEY,
-                           "unknown key \"%s\" (not supported yet: coming with issue %s)", arg,
-                           issue);
-        if (!path[0]) return fail_at(ld, full, AT_KEY, "unknown top-level key \"%s\"", arg);
+        if (!path[0]) return cfgld_fail(ld, full, AT_KEY, "unknown top-level key \"%s\"", arg);
         if (strcmp(path, "guardrails") == 0)
-            return fail_at(ld, full, AT_KEY,
+            return cfgld_fail(ld, full, AT_KEY,
                            "unknown guardrail \"%s\" (expected drop, truncate, "
                            "delete_without_where, update_without_where, copy_program, copy_file, "
                            "alter_system, file_access, role_escalation, dangerous_functions or "
                            "unjudgeable)",
                            arg);
-        return fail_at(ld, full, AT_KEY, "unknown key \"%s\" in %s", arg, path);
+        return cfgld_fail(ld, full, AT_KEY, "unknown key \"%s\" in %s", arg, path);
     }
     if (sscanf(what, "Invalid ENUM value: %127[^\n]", arg) == 1) {
         const char *choices = config_raw_enum_choices(leaf);
-        return fail_at(ld, path, AT_VALUE, "invalid value \"%s\" for %s (expected %s)", arg, path,
+        return cfgld_fail(ld, path, AT_VALUE, "invalid value \"%s\" for %s (expected %s)", arg, path,
                        choices ? choices : "one of the documented values");
     }
     if (sscanf(what, "Mapping field already seen: %127[^\n]", arg) == 1) {
@@ -245,26 +210,26 @@ static int fail_cyaml(struct loader *ld, cyaml_err_t rc)
                      e->key_line, e->key_col, path);
             return -1;
         }
-        return fail_at(ld, path, AT_KEY, "duplicate key \"%s\"", path);
+        return cfgld_fail(ld, path, AT_KEY, "duplicate key \"%s\"", path);
     }
     if (sscanf(what, "Expecting %63s got event: %63s", arg, arg2) == 2) {
         char *comma = strchr(arg, ',');
         if (comma) *comma = '\0';
-        if (!path[0]) return fail_at(ld, "", AT_VALUE, "the top level must be a mapping");
-        return fail_at(ld, path, AT_VALUE, "%s must be %s, not %s", path, type_noun(arg),
+        if (!path[0]) return cfgld_fail(ld, "", AT_VALUE, "the top level must be a mapping");
+        return cfgld_fail(ld, path, AT_VALUE, "%s must be %s, not %s", path, type_noun(arg),
                        event_noun(arg2));
     }
     if (sscanf(what, "Missing required mapping field: %127[^\n]", arg) == 1)
-        return fail_at(ld, path, AT_KEY, "missing required key \"%s\" in %s", arg,
+        return cfgld_fail(ld, path, AT_KEY, "missing required key \"%s\" in %s", arg,
                        path[0] ? path : "the top level");
-    if (what[0]) return fail_at(ld, path, AT_VALUE, "%s%s%s", what, path[0] ? " in " : "", path);
-    return fail_at(ld, path, AT_VALUE, "%s", cyaml_strerror(rc));
+    if (what[0]) return cfgld_fail(ld, path, AT_VALUE, "%s%s%s", what, path[0] ? " in " : "", path);
+    return cfgld_fail(ld, path, AT_VALUE, "%s", cyaml_strerror(rc));
 }
 
 /* ---------------------------------------------------------------- value parsers */
 
 /* Decimal digits only, no sign, no overflow past max. */
-static int parse_uint(const char *s, unsigned long long max, unsigned long long *out)
+int cfgld_parse_uint(const char *s, unsigned long long max, unsigned long long *out)
 {
     if (!s || !*s) return -1;
     unsigned long long v = 0;
@@ -281,13 +246,13 @@ static int parse_uint(const char *s, unsigned long long max, unsigned long long 
 static int parse_port(const char *s, uint16_t *out)
 {
     unsigned long long v;
-    if (parse_uint(s, 65535, &v) < 0 || v == 0) return -1;
+    if (cfgld_parse_uint(s, 65535, &v) < 0 || v == 0) return -1;
     *out = (uint16_t)v;
     return 0;
 }
 
 /* "30" (seconds), "30s", "5m", "1h". */
-static int parse_duration(const char *s, unsigned *out)
+int cfgld_parse_duration(const char *s, unsigned *out)
 {
     char num[32];
     size_t len = s ? strlen(s) : 0;
@@ -307,11 +272,15 @@ static int parse_duration(const char *s, unsigned *out)
         mult = 3600;
         num[--len] = '\0';
         break;
+    case 'd':
+        mult = 86400;
+        num[--len] = '\0';
+        break;
     default:
         break;
     }
     unsigned long long v;
-    if (parse_uint(num, UINT_MAX / mult, &v) < 0) return -1;
+    if (cfgld_parse_uint(num, UINT_MAX / mult, &v) < 0) return -1;
     *out = (unsigned)(v * mult);
     return 0;
 }
@@ -341,13 +310,13 @@ static int parse_size(const char *s, unsigned long long max, unsigned long long 
         }
     }
     unsigned long long v;
-    if (parse_uint(num, max / mult, &v) < 0) return -1;
+    if (cfgld_parse_uint(num, max / mult, &v) < 0) return -1;
     *out = v * mult;
     return 0;
 }
 
 /* YAML 1.1 booleans as libyaml leaves them (plain scalars). */
-static int parse_bool(const char *s, bool *out)
+int cfgld_parse_bool(const char *s, bool *out)
 {
     static const char *yes[] = {"true", "True", "TRUE", "yes", "Yes", "YES", "on", "On", "ON"};
     static const char *no[] = {"false", "False", "FALSE", "no", "No", "NO", "off", "Off", "OFF"};
@@ -414,7 +383,7 @@ static const char *check_scram_verifier(const char *v)
     if (n == 0 || n > 10) return "iterations must be 1 to 1000000";
     memcpy(iter, p, n);
     iter[n] = '\0';
-    if (parse_uint(iter, SCRAM_MAX_ITER, &it) < 0 || it == 0)
+    if (cfgld_parse_uint(iter, SCRAM_MAX_ITER, &it) < 0 || it == 0)
         return "iterations must be 1 to 1000000";
     int salt_len = base64_decoded_len(colon + 1, (size_t)(dollar - colon - 1));
     if (salt_len <= 0 || salt_len > SCRAM_MAX_SALT)
@@ -429,7 +398,7 @@ static const char *check_scram_verifier(const char *v)
 /* ---------------------------------------------------------------- conversion */
 
 /* A file named in the config: relative paths are relative to the config file's directory. */
-static char *config_path(const struct loader *ld, const char *p)
+char *cfgld_path(const struct loader *ld, const char *p)
 {
     if (!p) return NULL;
     if (p[0] == '/' || ld->dirlen == 0) return xstrdup(p);
@@ -463,6 +432,7 @@ static void config_set_defaults(struct sluice_config *cfg)
             cfg->guardrails.action[g][k] = CFG_DENY;
     cfg->guardrails.action[CFG_GUARD_UNJUDGEABLE][IDENT_HUMAN] = CFG_ALLOW;
     cfg->policy.default_action = CFG_ALLOW;
+    cfgld_set_section_defaults(cfg);
     cfg->refs = 1;
 }
 
@@ -471,7 +441,7 @@ static int convert_listen(struct loader *ld, const struct raw_listen *rl, struct
     if (!rl) return 0;
     if (rl->postgres) {
         if (parse_hostport(rl->postgres) < 0)
-            return fail_at(ld, "listen.postgres", AT_VALUE,
+            return cfgld_fail(ld, "listen.postgres", AT_VALUE,
                            "invalid address \"%s\" for listen.postgres (expected HOST:PORT)",
                            rl->postgres);
         free(cfg->listen.postgres);
@@ -479,7 +449,7 @@ static int convert_listen(struct loader *ld, const struct raw_listen *rl, struct
     }
     if (rl->admin) {
         if (parse_hostport(rl->admin) < 0)
-            return fail_at(ld, "listen.admin", AT_VALUE,
+            return cfgld_fail(ld, "listen.admin", AT_VALUE,
                            "invalid address \"%s\" for listen.admin (expected HOST:PORT)",
                            rl->admin);
         free(cfg->listen.admin);
@@ -491,20 +461,20 @@ static int convert_listen(struct loader *ld, const struct raw_listen *rl, struct
 static int convert_tls(struct loader *ld, const struct raw_tls *rt, struct sluice_config *cfg)
 {
     if (!rt) return 0;
-    if (rt->require && parse_bool(rt->require, &cfg->tls.require) < 0)
-        return fail_at(ld, "tls.require", AT_VALUE,
+    if (rt->require && cfgld_parse_bool(rt->require, &cfg->tls.require) < 0)
+        return cfgld_fail(ld, "tls.require", AT_VALUE,
                        "invalid value \"%s\" for tls.require (expected true or false)",
                        rt->require);
     if (rt->cert && !rt->key)
-        return fail_at(ld, "tls.cert", AT_KEY, "tls.cert is set but tls.key is not");
+        return cfgld_fail(ld, "tls.cert", AT_KEY, "tls.cert is set but tls.key is not");
     if (rt->key && !rt->cert)
-        return fail_at(ld, "tls.key", AT_KEY, "tls.key is set but tls.cert is not");
+        return cfgld_fail(ld, "tls.key", AT_KEY, "tls.key is set but tls.cert is not");
     if (rt->client_ca && !rt->cert)
-        return fail_at(ld, "tls.client_ca", AT_KEY,
+        return cfgld_fail(ld, "tls.client_ca", AT_KEY,
                        "tls.client_ca is set but tls.cert is not (client certificates need TLS)");
-    cfg->tls.cert = config_path(ld, rt->cert);
-    cfg->tls.key = config_path(ld, rt->key);
-    cfg->tls.client_ca = config_path(ld, rt->client_ca);
+    cfg->tls.cert = cfgld_path(ld, rt->cert);
+    cfg->tls.key = cfgld_path(ld, rt->key);
+    cfg->tls.client_ca = cfgld_path(ld, rt->client_ca);
     return 0;
 }
 
@@ -513,12 +483,12 @@ static int check_state(struct loader *ld, const struct raw_state *rs)
     if (!rs) return 0;
     int driver = rs->driver ? rs->driver : RAW_DRIVER_SQLITE;
     if (driver == RAW_DRIVER_POSTGRES && !rs->dsn)
-        return fail_at(ld, "state", AT_KEY, "state.driver is postgres but state.dsn is not set");
+        return cfgld_fail(ld, "state", AT_KEY, "state.driver is postgres but state.dsn is not set");
     if (driver == RAW_DRIVER_SQLITE && rs->dsn)
-        return fail_at(ld, "state.dsn", AT_KEY,
+        return cfgld_fail(ld, "state.dsn", AT_KEY,
                        "state.dsn is only for state.driver: postgres (sqlite uses state.path)");
     if (driver == RAW_DRIVER_POSTGRES && rs->path)
-        return fail_at(ld, "state.path", AT_KEY,
+        return cfgld_fail(ld, "state.path", AT_KEY,
                        "state.path is only for state.driver: sqlite (postgres uses state.dsn)");
     return 0;
 }
@@ -532,10 +502,10 @@ static int resolve_password(struct loader *ld, unsigned i, const struct raw_targ
         snprintf(path, sizeof(path), "targets[%u].password_env", i);
         const char *v = getenv(rt->password_env);
         if (!v)
-            return fail_at(ld, path, AT_VALUE, "environment variable \"%s\" named by %s is not set",
+            return cfgld_fail(ld, path, AT_VALUE, "environment variable \"%s\" named by %s is not set",
                            rt->password_env, path);
         if (!*v)
-            return fail_at(ld, path, AT_VALUE, "environment variable \"%s\" named by %s is empty",
+            return cfgld_fail(ld, path, AT_VALUE, "environment variable \"%s\" named by %s is empty",
                            rt->password_env, path);
         t->password = xstrdup(v);
         return 0;
@@ -545,7 +515,7 @@ static int resolve_password(struct loader *ld, unsigned i, const struct raw_targ
     snprintf(path, sizeof(path), "targets[%u].password_file", i);
     FILE *f = fopen(t->password_file, "r");
     if (!f)
-        return fail_at(ld, path, AT_VALUE, "cannot read %s \"%s\": %s", path, t->password_file,
+        return cfgld_fail(ld, path, AT_VALUE, "cannot read %s \"%s\": %s", path, t->password_file,
                        strerror(errno));
     char *buf = xcalloc(1, CONFIG_MAX_SECRET + 2);
     size_t n = fread(buf, 1, CONFIG_MAX_SECRET + 1, f);
@@ -553,20 +523,20 @@ static int resolve_password(struct loader *ld, unsigned i, const struct raw_targ
     fclose(f);
     int rc = 0;
     if (rerr)
-        rc = fail_at(ld, path, AT_VALUE, "cannot read %s \"%s\": %s", path, t->password_file,
+        rc = cfgld_fail(ld, path, AT_VALUE, "cannot read %s \"%s\": %s", path, t->password_file,
                      strerror(rerr));
     else if (n > CONFIG_MAX_SECRET)
-        rc = fail_at(ld, path, AT_VALUE, "%s \"%s\" is larger than 64 KiB", path, t->password_file);
+        rc = cfgld_fail(ld, path, AT_VALUE, "%s \"%s\" is larger than 64 KiB", path, t->password_file);
     if (rc == 0) {
         buf[n] = '\0';
         if (n && buf[n - 1] == '\n') buf[--n] = '\0';
         if (n && buf[n - 1] == '\r') buf[--n] = '\0';
         if (n == 0)
-            rc = fail_at(ld, path, AT_VALUE, "%s \"%s\" is empty", path, t->password_file);
+            rc = cfgld_fail(ld, path, AT_VALUE, "%s \"%s\" is empty", path, t->password_file);
         else if (memchr(buf, '\0', n))
-            rc = fail_at(ld, path, AT_VALUE, "%s \"%s\" holds a NUL byte", path, t->password_file);
+            rc = cfgld_fail(ld, path, AT_VALUE, "%s \"%s\" holds a NUL byte", path, t->password_file);
         else if (memchr(buf, '\n', n))
-            rc = fail_at(ld, path, AT_VALUE, "%s \"%s\" holds more than one line", path,
+            rc = cfgld_fail(ld, path, AT_VALUE, "%s \"%s\" holds more than one line", path,
                          t->password_file);
     }
     if (rc == 0) t->password = xstrdup(buf);
@@ -588,39 +558,39 @@ static int convert_targets(struct loader *ld, const struct raw_config *raw,
 
         cfg->n_targets = i + 1; /* what is set so far gets freed on error */
         if (!rt->name || !*rt->name)
-            return fail_at(ld, path, AT_KEY, "missing required key \"name\" in %s", path);
+            return cfgld_fail(ld, path, AT_KEY, "missing required key \"name\" in %s", path);
         for (unsigned j = 0; j < i; j++)
             if (strcmp(cfg->targets[j].name, rt->name) == 0) {
                 snprintf(key, sizeof(key), "%s.name", path);
-                return fail_at(ld, key, AT_VALUE,
+                return cfgld_fail(ld, key, AT_VALUE,
                                "duplicate target name \"%s\" in %s (first in targets[%u])",
                                rt->name, path, j);
             }
         t->name = xstrdup(rt->name);
         if (!rt->host || !*rt->host)
-            return fail_at(ld, path, AT_KEY, "missing required key \"host\" in %s (\"%s\")", path,
+            return cfgld_fail(ld, path, AT_KEY, "missing required key \"host\" in %s (\"%s\")", path,
                            rt->name);
         if (!rt->user || !*rt->user)
-            return fail_at(ld, path, AT_KEY, "missing required key \"user\" in %s (\"%s\")", path,
+            return cfgld_fail(ld, path, AT_KEY, "missing required key \"user\" in %s (\"%s\")", path,
                            rt->name);
         t->host = xstrdup(rt->host);
         t->user = xstrdup(rt->user);
         t->port = 5432;
         if (rt->port && parse_port(rt->port, &t->port) < 0) {
             snprintf(key, sizeof(key), "%s.port", path);
-            return fail_at(ld, key, AT_VALUE, "invalid port \"%s\" for %s (expected 1 to 65535)",
+            return cfgld_fail(ld, key, AT_VALUE, "invalid port \"%s\" for %s (expected 1 to 65535)",
                            rt->port, key);
         }
         t->database = xstrdup(rt->database && *rt->database ? rt->database : rt->name);
         t->sslmode = rt->sslmode ? (enum sslmode)(rt->sslmode - 1) : SSLMODE_PREFER;
-        t->sslrootcert = config_path(ld, rt->sslrootcert);
+        t->sslrootcert = cfgld_path(ld, rt->sslrootcert);
         if (rt->password_env && rt->password_file) {
             snprintf(key, sizeof(key), "%s.password_file", path);
-            return fail_at(ld, key, AT_KEY,
+            return cfgld_fail(ld, key, AT_KEY,
                            "%s sets both password_env and password_file (choose one)", path);
         }
         t->password_env = xstrdup(rt->password_env);
-        t->password_file = config_path(ld, rt->password_file);
+        t->password_file = cfgld_path(ld, rt->password_file);
         if (resolve_password(ld, i, rt, t) < 0) return -1;
     }
     return 0;
@@ -632,25 +602,25 @@ static int convert_identity(struct loader *ld, const char *path, const struct ra
     const char *hash_key = is_token ? "token_hash" : "password_hash";
     char key[96];
     if (!ri->name || !*ri->name)
-        return fail_at(ld, path, AT_KEY, "missing required key \"name\" in %s", path);
+        return cfgld_fail(ld, path, AT_KEY, "missing required key \"name\" in %s", path);
     for (unsigned j = 0; j < cfg->n_identities; j++)
         if (strcmp(cfg->identities[j].name, ri->name) == 0) {
             snprintf(key, sizeof(key), "%s.name", path);
-            return fail_at(ld, key, AT_VALUE, "duplicate identity name \"%s\" in %s", ri->name,
+            return cfgld_fail(ld, key, AT_VALUE, "duplicate identity name \"%s\" in %s", ri->name,
                            path);
         }
     if (!ri->secret_hash)
-        return fail_at(ld, path, AT_KEY, "missing required key \"%s\" in %s (\"%s\")", hash_key,
+        return cfgld_fail(ld, path, AT_KEY, "missing required key \"%s\" in %s (\"%s\")", hash_key,
                        path, ri->name);
     snprintf(key, sizeof(key), "%s.%s", path, hash_key);
     if (strncmp(ri->secret_hash, SCRAM_PREFIX, strlen(SCRAM_PREFIX)) != 0)
-        return fail_at(ld, key, AT_VALUE,
+        return cfgld_fail(ld, key, AT_VALUE,
                        "%s is not a SCRAM-SHA-256 verifier (it must start with "
                        "\"SCRAM-SHA-256$\"; make one with `sluice hash-token`)",
                        key);
     const char *why = check_scram_verifier(ri->secret_hash);
     if (why)
-        return fail_at(ld, key, AT_VALUE, "malformed SCRAM-SHA-256 verifier in %s: %s", key, why);
+        return cfgld_fail(ld, key, AT_VALUE, "malformed SCRAM-SHA-256 verifier in %s: %s", key, why);
 
     struct cfg_identity *id = &cfg->identities[cfg->n_identities++];
     id->name = xstrdup(ri->name);
@@ -662,7 +632,7 @@ static int convert_identity(struct loader *ld, const char *path, const struct ra
         for (unsigned g = 0; g < ri->groups_count; g++) {
             if (!ri->groups[g] || !*ri->groups[g]) {
                 snprintf(key, sizeof(key), "%s.groups[%u]", path, g);
-                return fail_at(ld, key, AT_VALUE, "empty group name in %s", key);
+                return cfgld_fail(ld, key, AT_VALUE, "empty group name in %s", key);
             }
             id->groups[id->n_groups++] = xstrdup(ri->groups[g]);
         }
@@ -689,8 +659,8 @@ static int convert_identities(struct loader *ld, const struct raw_identities *ri
 
 static int server_duration(struct loader *ld, const char *key, const char *val, unsigned *out)
 {
-    if (val && parse_duration(val, out) < 0)
-        return fail_at(ld, key, AT_VALUE,
+    if (val && cfgld_parse_duration(val, out) < 0)
+        return cfgld_fail(ld, key, AT_VALUE,
                        "invalid duration \"%s\" for %s (expected seconds, or a number followed "
                        "by s, m or h)",
                        val, key);
@@ -703,8 +673,8 @@ static int convert_server(struct loader *ld, const struct raw_server *rs, struct
     struct cfg_server *s = &cfg->server;
     unsigned long long v;
     if (rs->workers) {
-        if (parse_uint(rs->workers, CONFIG_MAX_WORKERS, &v) < 0)
-            return fail_at(ld, "server.workers", AT_VALUE,
+        if (cfgld_parse_uint(rs->workers, CONFIG_MAX_WORKERS, &v) < 0)
+            return cfgld_fail(ld, "server.workers", AT_VALUE,
                            "invalid value \"%s\" for server.workers (expected 0 to %u; 0 = one "
                            "per CPU)",
                            rs->workers, CONFIG_MAX_WORKERS);
@@ -720,15 +690,15 @@ static int convert_server(struct loader *ld, const struct raw_server *rs, struct
                         &s->pool_idle_timeout) < 0)
         return -1;
     if (rs->pool_max_idle) {
-        if (parse_uint(rs->pool_max_idle, 100000, &v) < 0)
-            return fail_at(ld, "server.pool_max_idle", AT_VALUE,
+        if (cfgld_parse_uint(rs->pool_max_idle, 100000, &v) < 0)
+            return cfgld_fail(ld, "server.pool_max_idle", AT_VALUE,
                            "invalid value \"%s\" for server.pool_max_idle (expected 0 to 100000)",
                            rs->pool_max_idle);
         s->pool_max_idle = (unsigned)v;
     }
     if (rs->max_connections) {
-        if (parse_uint(rs->max_connections, UINT_MAX, &v) < 0 || v == 0)
-            return fail_at(ld, "server.max_connections", AT_VALUE,
+        if (cfgld_parse_uint(rs->max_connections, UINT_MAX, &v) < 0 || v == 0)
+            return cfgld_fail(ld, "server.max_connections", AT_VALUE,
                            "invalid value \"%s\" for server.max_connections (expected a positive "
                            "integer)",
                            rs->max_connections);
@@ -736,7 +706,7 @@ static int convert_server(struct loader *ld, const struct raw_server *rs, struct
     }
     if (rs->max_message_size) {
         if (parse_size(rs->max_message_size, UINT32_MAX, &v) < 0 || v < CONFIG_MIN_MESSAGE_SIZE)
-            return fail_at(ld, "server.max_message_size", AT_VALUE,
+            return cfgld_fail(ld, "server.max_message_size", AT_VALUE,
                            "invalid size \"%s\" for server.max_message_size (expected bytes or "
                            "a number followed by kB, MB or GB, from 8kB to 4GB - 1)",
                            rs->max_message_size);
@@ -771,11 +741,11 @@ static bool rule_name_ok(const char *s)
 static int rule_text(struct loader *ld, const char *key, const char *v, char **out)
 {
     if (!v) return 0;
-    if (!*v) return fail_at(ld, key, AT_VALUE, "%s is empty", key);
-    if (strlen(v) > 200) return fail_at(ld, key, AT_VALUE, "%s is longer than 200 bytes", key);
+    if (!*v) return cfgld_fail(ld, key, AT_VALUE, "%s is empty", key);
+    if (strlen(v) > 200) return cfgld_fail(ld, key, AT_VALUE, "%s is longer than 200 bytes", key);
     for (const char *c = v; *c; c++)
         if ((unsigned char)*c < 0x20 || *c == 0x7f)
-            return fail_at(ld, key, AT_VALUE, "%s holds a control character (one line only)", key);
+            return cfgld_fail(ld, key, AT_VALUE, "%s holds a control character (one line only)", key);
     *out = xstrdup(v);
     return 0;
 }
@@ -786,41 +756,41 @@ static int convert_rule(struct loader *ld, unsigned i, const struct raw_rule *rr
     struct cfg_rule *r = &cfg->policy.rules[i];
     char path[64], key[96];
     snprintf(path, sizeof(path), "policy.rules[%u]", i);
-    if (!rr->name) return fail_at(ld, path, AT_KEY, "missing required key \"name\" in %s", path);
+    if (!rr->name) return cfgld_fail(ld, path, AT_KEY, "missing required key \"name\" in %s", path);
     snprintf(key, sizeof(key), "%s.name", path);
     if (!rule_name_ok(rr->name))
-        return fail_at(ld, key, AT_VALUE,
+        return cfgld_fail(ld, key, AT_VALUE,
                        "invalid rule name \"%s\" in %s (1 to 64 letters, digits and - _ . : @ /)",
                        rr->name, key);
     if (cfg_guardrail_from_name(rr->name) >= 0 || strcmp(rr->name, "default") == 0)
-        return fail_at(ld, key, AT_VALUE,
+        return cfgld_fail(ld, key, AT_VALUE,
                        "rule name \"%s\" in %s is reserved (a guardrail or \"default\")", rr->name,
                        key);
     for (unsigned j = 0; j < i; j++)
         if (strcmp(cfg->policy.rules[j].name, rr->name) == 0)
-            return fail_at(ld, key, AT_VALUE,
+            return cfgld_fail(ld, key, AT_VALUE,
                            "duplicate rule name \"%s\" in %s (first in policy.rules[%u])", rr->name,
                            path, j);
     r->name = xstrdup(rr->name);
     if (!rr->action)
-        return fail_at(ld, path, AT_KEY, "missing required key \"action\" in %s (\"%s\")", path,
+        return cfgld_fail(ld, path, AT_KEY, "missing required key \"action\" in %s (\"%s\")", path,
                        rr->name);
     r->action = (enum cfg_action)(rr->action - 1);
     if (rr->limit_rows) {
         unsigned long long v;
         snprintf(key, sizeof(key), "%s.limit_rows", path);
-        if (parse_uint(rr->limit_rows, UINT64_MAX, &v) < 0 || v == 0)
-            return fail_at(ld, key, AT_VALUE,
+        if (cfgld_parse_uint(rr->limit_rows, UINT64_MAX, &v) < 0 || v == 0)
+            return cfgld_fail(ld, key, AT_VALUE,
                            "invalid value \"%s\" for %s (expected a positive number of rows)",
                            rr->limit_rows, key);
         if (r->action == CFG_DENY)
-            return fail_at(ld, key, AT_KEY, "%s has no effect with action deny", key);
+            return cfgld_fail(ld, key, AT_KEY, "%s has no effect with action deny", key);
         r->limit_rows = v;
     }
     if (rr->mode) {
         snprintf(key, sizeof(key), "%s.mode", path);
         if (r->action != CFG_REVIEW)
-            return fail_at(ld, key, AT_KEY, "%s is only for action review", key);
+            return cfgld_fail(ld, key, AT_KEY, "%s is only for action review", key);
         r->mode = (enum cfg_approval_mode)rr->mode;
     }
     snprintf(key, sizeof(key), "%s.reason", path);
@@ -831,13 +801,13 @@ static int convert_rule(struct loader *ld, unsigned i, const struct raw_rule *rr
         snprintf(key, sizeof(key), "%s.override[%u]", path, o);
         int g = rr->overrides[o] ? cfg_guardrail_from_name(rr->overrides[o]) : -1;
         if (g < 0)
-            return fail_at(ld, key, AT_VALUE, "unknown guardrail \"%s\" in %s",
+            return cfgld_fail(ld, key, AT_VALUE, "unknown guardrail \"%s\" in %s",
                            rr->overrides[o] ? rr->overrides[o] : "", key);
         r->overrides |= 1u << g;
     }
     if (r->overrides && r->action == CFG_DENY) {
         snprintf(key, sizeof(key), "%s.override", path);
-        return fail_at(ld, key, AT_KEY,
+        return cfgld_fail(ld, key, AT_KEY,
                        "%s has no effect with action deny (it lifts guardrails for allow or "
                        "review)",
                        key);
@@ -880,7 +850,7 @@ static int config_convert(struct loader *ld, const struct raw_config *raw,
     if (convert_server(ld, raw->server, cfg) < 0) return -1;
     convert_guardrails(raw->guardrails, cfg);
     if (convert_policy(ld, raw->policy, cfg) < 0) return -1;
-    return 0;
+    return cfgld_convert_sections(ld, raw, cfg);
 }
 
 /* ---------------------------------------------------------------- public API */
@@ -888,15 +858,15 @@ static int config_convert(struct loader *ld, const struct raw_config *raw,
 static int read_file(struct loader *ld, const char *path, char **out, size_t *outlen)
 {
     FILE *f = fopen(path, "rb");
-    if (!f) return fail_at(ld, NULL, AT_KEY, "cannot open: %s", strerror(errno));
+    if (!f) return cfgld_fail(ld, NULL, AT_KEY, "cannot open: %s", strerror(errno));
     char *buf = xcalloc(1, CONFIG_MAX_FILE + 1);
     size_t n = fread(buf, 1, CONFIG_MAX_FILE + 1, f);
     int rerr = ferror(f) ? errno : 0;
     fclose(f);
     if (rerr || n > CONFIG_MAX_FILE) {
         free(buf);
-        if (rerr) return fail_at(ld, NULL, AT_KEY, "cannot read: %s", strerror(rerr));
-        return fail_at(ld, NULL, AT_KEY, "file is larger than 1 MiB");
+        if (rerr) return cfgld_fail(ld, NULL, AT_KEY, "cannot read: %s", strerror(rerr));
+        return cfgld_fail(ld, NULL, AT_KEY, "file is larger than 1 MiB");
     }
     *out = buf;
     *outlen = n;
@@ -1016,6 +986,10 @@ const char *cfg_action_name(enum cfg_action a)
         return "deny";
     case CFG_REVIEW:
         return "review";
+    case CFG_MASK:
+        return "mask";
+    case CFG_UNMASK:
+        return "unmask";
     }
     return "unknown";
 }

@@ -82,6 +82,8 @@ enum cfg_action {
     CFG_ALLOW,
     CFG_DENY,
     CFG_REVIEW, /* needs a human's approval */
+    CFG_MASK,   /* rules only: allow, and mask even for masking.unmask groups */
+    CFG_UNMASK, /* rules only: allow, and return raw values */
 };
 
 /* Built-in guardrails, in the fixed order src/policy/ checks them. */
@@ -179,6 +181,124 @@ struct cfg_server {
     unsigned pool_max_idle; /* idle upstream connections kept per worker; 100 */
 };
 
+/* ---- masking (issue 4). Pure data: src/mask/ compiles it into a detector database. */
+
+/* How a detected value is rewritten. */
+enum cfg_mask_form {
+    CFG_FORM_DEFAULT, /* the detector's own form (partial for most, full for secrets) */
+    CFG_FORM_PARTIAL, /* keep shape: a***@example.com, ****-****-****-4242, ***-**-6789 */
+    CFG_FORM_FULL,    /* every character replaced: [REDACTED] style, length not kept */
+    CFG_FORM_HASH,    /* keyed HMAC-SHA-256, truncated: equal inputs mask equally */
+};
+
+/* Confirms a pattern match before it is masked (custom detectors). */
+enum cfg_mask_validator {
+    CFG_VALID_NONE,
+    CFG_VALID_LUHN,  /* card numbers */
+    CFG_VALID_MOD97, /* IBAN */
+    CFG_VALID_SSN,   /* US SSN area/group/serial rules */
+};
+
+struct cfg_detector {
+    char *name;    /* counts and audit name it; unique, not a built-in name */
+    char *pattern; /* vectorscan (PCRE subset) expression; bounded repeats please */
+    enum cfg_mask_validator validator;
+    enum cfg_mask_form form; /* DEFAULT = partial */
+};
+
+/* A column named sensitive (or exempt) explicitly. */
+struct cfg_mask_column {
+    char *match;    /* glob on "schema.table.column", "table.column" or "column" */
+    char *detector; /* the name counts use; default "column" */
+    enum cfg_mask_form form;
+};
+
+struct cfg_masking {
+    bool enabled;       /* default true */
+    char **unmask;      /* groups that see raw values (masking.unmask.groups) */
+    unsigned n_unmask;
+    char **unmask_identities; /* identity-name globs that see raw values */
+    unsigned n_unmask_identities;
+    char **detectors; /* built-in detectors in use; NULL (n 0) = all of them */
+    unsigned n_detectors;
+    struct cfg_detector *custom; /* masking.custom */
+    unsigned n_custom;
+    struct cfg_mask_column *columns; /* masking.columns: always masked */
+    unsigned n_columns;
+    char **exempt; /* masking.exempt: column globs never masked */
+    unsigned n_exempt;
+    enum cfg_mask_form form; /* masking.form: overrides every detector's form; DEFAULT = theirs */
+    char *hash_key;          /* from hash_key_env / hash_key_file; NULL = random per process */
+    size_t hash_key_len;
+};
+
+/* ---- state store and audit (issue 5). */
+
+enum cfg_state_driver { CFG_STATE_SQLITE, CFG_STATE_POSTGRES };
+
+struct cfg_state {
+    enum cfg_state_driver driver; /* default sqlite */
+    char *path;                   /* sqlite file; default "sluice.db" */
+    char *dsn;                    /* postgres driver */
+};
+
+struct cfg_audit {
+    bool enabled;        /* default true */
+    bool fail_open;      /* audit.fail: open; default closed (refuse while the store fails) */
+    bool row_digest;     /* SHA-256 over the rows sent; default true */
+    char *jsonl;         /* optional JSON Lines copy of every event */
+    uint64_t retention;  /* seconds; 0 = keep forever */
+    char *signing_key;   /* optional Ed25519 private key (PEM file) signing checkpoints */
+    unsigned checkpoint; /* events between checkpoints; default 1000 */
+    unsigned queue;      /* events the writer's queue holds; default 65536 */
+};
+
+/* ---- approvals (issue 6). */
+
+enum cfg_notify_kind { CFG_NOTIFY_SLACK, CFG_NOTIFY_WEBHOOK };
+
+struct cfg_notify {
+    enum cfg_notify_kind kind;
+    char *url;    /* resolved from webhook_url_env / url */
+    char *secret; /* webhook HMAC secret, or Slack signing secret; never logged */
+};
+
+struct cfg_approvals {
+    char **approvers; /* approvals.approvers.groups */
+    unsigned n_approvers;
+    enum cfg_approval_mode mode; /* DEFAULT: wait for humans, defer for services and agents */
+    unsigned timeout;            /* seconds a request waits; default 600 */
+    unsigned grant_ttl;          /* seconds; default 86400 */
+    unsigned grant_max_uses;     /* default 100 */
+    uint64_t grant_max_rows;     /* default 1000; 0 = none */
+    struct cfg_notify *notify;
+    unsigned n_notify;
+    char *public_url; /* where approvers reach the admin listener (links in messages) */
+};
+
+/* ---- OIDC identities (issue 6). */
+
+struct cfg_oidc {
+    bool enabled;       /* identities.oidc present */
+    char *issuer;       /* iss must equal it */
+    char *audience;     /* aud must equal it (or contain it) */
+    char *jwks_file;    /* JWKS document on disk, or */
+    char *jwks_url;     /* fetched with libcurl and cached */
+    char *name_claim;   /* identity name; default "email", falling back to "sub" */
+    char *groups_claim; /* default "groups" */
+    char *kind_claim;   /* default "sluice_kind"; absent claim: human */
+    char **algorithms;  /* pinned; default RS256 */
+    unsigned n_algorithms;
+    unsigned leeway; /* seconds of clock skew allowed for exp/nbf; default 60 */
+};
+
+/* ---- admin listener (issue 7). */
+
+struct cfg_admin {
+    char **groups; /* identity groups that may use the admin API (besides approvers) */
+    unsigned n_groups;
+};
+
 struct sluice_config {
     char *path; /* file it was loaded from, or NULL for built-in defaults */
     struct cfg_listen listen;
@@ -190,6 +310,12 @@ struct sluice_config {
     struct cfg_server server;
     struct cfg_guardrails guardrails;
     struct cfg_policy policy;
+    struct cfg_masking masking;
+    struct cfg_state state;
+    struct cfg_audit audit;
+    struct cfg_approvals approvals;
+    struct cfg_oidc oidc;
+    struct cfg_admin admin;
     int refs; /* atomic reference count */
 };
 

@@ -11,6 +11,7 @@
 #define SLUICE_CORE_CONFIG_RAW_H
 
 #include <cyaml/cyaml.h>
+#include <stdbool.h>
 #include <stddef.h>
 
 /* Raw enum values are the public enum value + 1; 0 means the key was absent. */
@@ -60,8 +61,12 @@ struct raw_oidc {
     char *audience;
     char *jwks_file;
     char *jwks_url;
+    char *name_claim;
     char *groups_claim;
     char *kind_claim;
+    char **algorithms;
+    unsigned algorithms_count;
+    char *leeway;
 };
 
 struct raw_identities {
@@ -109,6 +114,94 @@ struct raw_policy {
     int default_action;
 };
 
+/* masking: (issue 4). Raw enum values: form 1 partial, 2 full, 3 hash; validator 1 none, 2
+ * luhn, 3 mod97, 4 ssn. */
+struct raw_unmask {
+    char **groups;
+    unsigned groups_count;
+    char **identities;
+    unsigned identities_count;
+};
+
+struct raw_detector {
+    char *name;
+    char *pattern;
+    int validator;
+    int form;
+};
+
+struct raw_mask_column {
+    char *match;
+    char *detector;
+    int form;
+};
+
+struct raw_masking {
+    char *enabled;
+    struct raw_unmask *unmask;
+    char **detectors;
+    unsigned detectors_count;
+    struct raw_detector *custom;
+    unsigned custom_count;
+    struct raw_mask_column *columns;
+    unsigned columns_count;
+    char **exempt;
+    unsigned exempt_count;
+    int form;
+    char *hash_key_env;
+    char *hash_key_file;
+};
+
+/* audit: (issue 5). fail: 1 closed, 2 open. */
+struct raw_audit {
+    char *enabled;
+    int fail;
+    char *row_digest;
+    char *jsonl;
+    char *retention;
+    char *signing_key;
+    char *checkpoint;
+    char *queue;
+};
+
+/* approvals: (issue 6). */
+struct raw_groups {
+    char **groups;
+    unsigned groups_count;
+};
+
+struct raw_grant {
+    char *ttl;
+    char *max_uses;
+    char *max_rows;
+};
+
+struct raw_slack {
+    char *webhook_url_env;
+    char *signing_secret_env;
+};
+
+struct raw_webhook {
+    char *url;
+    char *url_env;
+    char *secret_env;
+};
+
+struct raw_notify {
+    struct raw_slack *slack;
+    struct raw_webhook *webhook;
+};
+
+struct raw_approvals {
+    struct raw_groups *approvers;
+    int mode;
+    char *timeout;
+    struct raw_grant *grant;
+    struct raw_notify *notify;
+    unsigned notify_count;
+    char *public_url;
+};
+
 struct raw_config {
     struct raw_listen *listen;
     struct raw_tls *tls;
@@ -119,6 +212,10 @@ struct raw_config {
     struct raw_server *server;
     struct raw_guardrails *guardrails;
     struct raw_policy *policy;
+    struct raw_masking *masking;
+    struct raw_audit *audit;
+    struct raw_approvals *approvals;
+    struct raw_groups *admin;
 };
 
 /* The top-level schema (config_schema.c). */
@@ -152,6 +249,41 @@ const struct cfgpos_entry *cfgpos_find(const struct cfgpos *pos, const char *pat
 /* The last entry with that path (where a duplicate key sits). */
 const struct cfgpos_entry *cfgpos_find_last(const struct cfgpos *pos, const char *path);
 void cfgpos_free(struct cfgpos *pos);
+
+/* ---- the loader's state and helpers, shared by config.c and config_sections.c */
+
+struct loader {
+    const char *file; /* as given by the caller, used in messages */
+    const char *data; /* the file's text (for config_match.c) */
+    size_t datalen;
+    size_t dirlen; /* length of the directory part of file, with its '/'; 0 if none */
+    struct cfgpos pos;
+    char *err;
+    size_t errlen;
+    char log[4096]; /* libcyaml error output */
+    size_t loglen;
+};
+
+enum at { AT_KEY, AT_VALUE };
+
+/* Write "FILE:LINE:COL: error: MESSAGE" for the key at path (or its nearest parent); -1. */
+int cfgld_fail(struct loader *ld, const char *path, enum at at, const char *fmt, ...)
+    __attribute__((format(printf, 4, 5)));
+int cfgld_parse_uint(const char *s, unsigned long long max, unsigned long long *out);
+/* "30" (seconds), "30s", "5m", "1h", "90d". */
+int cfgld_parse_duration(const char *s, unsigned *out);
+int cfgld_parse_bool(const char *s, bool *out);
+/* A file named in the config: relative to the config file's directory (malloc'd). */
+char *cfgld_path(const struct loader *ld, const char *p);
+void cfgld_free_secret(char *s);
+
+struct sluice_config;
+
+/* The sections of config_sections.c: state, masking, audit, approvals, oidc, admin. */
+int cfgld_convert_sections(struct loader *ld, const struct raw_config *raw,
+                           struct sluice_config *cfg);
+void cfgld_set_section_defaults(struct sluice_config *cfg);
+void cfgld_free_sections(struct sluice_config *cfg);
 
 /*
  * The `match` mappings of policy.rules[] (config_match.c), read from the YAML document with

@@ -1,9 +1,8 @@
 /*
  * config_schema.c: the libcyaml schema of sluice.yaml, filling the raw structs of
  * config_raw.h. It only says which keys exist, their shape, and the spellings of enums;
- * defaults, ranges and cross-key rules live in config.c. Keys planned for later issues
- * (masking, approvals, audit) are deliberately absent, so libcyaml rejects them as unknown
- * keys. policy.rules[].match is skipped here and read by config_match.c.
+ * defaults, ranges and cross-key rules live in config.c and config_sections.c.
+ * policy.rules[].match is skipped here and read by config_match.c.
  */
 #include "core/config_raw.h"
 
@@ -47,6 +46,25 @@ static const cyaml_strval_t action_strings[] = {
     {"deny", CFG_DENY + 1},
     {"review", CFG_REVIEW + 1},
 };
+static const cyaml_strval_t rule_action_strings[] = {
+    {"allow", CFG_ALLOW + 1},   {"deny", CFG_DENY + 1},     {"review", CFG_REVIEW + 1},
+    {"mask", CFG_MASK + 1},     {"unmask", CFG_UNMASK + 1},
+};
+static const cyaml_strval_t form_strings[] = {
+    {"partial", CFG_FORM_PARTIAL},
+    {"full", CFG_FORM_FULL},
+    {"hash", CFG_FORM_HASH},
+};
+static const cyaml_strval_t validator_strings[] = {
+    {"none", CFG_VALID_NONE + 1},
+    {"luhn", CFG_VALID_LUHN + 1},
+    {"mod97", CFG_VALID_MOD97 + 1},
+    {"ssn", CFG_VALID_SSN + 1},
+};
+static const cyaml_strval_t fail_strings[] = {
+    {"closed", 1},
+    {"open", 2},
+};
 static const cyaml_strval_t mode_strings[] = {
     {"wait", CFG_MODE_WAIT},
     {"defer", CFG_MODE_DEFER},
@@ -54,7 +72,11 @@ static const cyaml_strval_t mode_strings[] = {
 
 const char *config_raw_enum_choices(const char *key)
 {
-    if (strcmp(key, "action") == 0 || strcmp(key, "default") == 0 ||
+    if (strcmp(key, "action") == 0) return "allow, deny, review, mask or unmask";
+    if (strcmp(key, "form") == 0) return "partial, full or hash";
+    if (strcmp(key, "validator") == 0) return "none, luhn, mod97 or ssn";
+    if (strcmp(key, "fail") == 0) return "closed or open";
+    if (strcmp(key, "default") == 0 ||
         cfg_guardrail_from_name(key) >= 0)
         return "allow, deny or review";
     if (strcmp(key, "mode") == 0) return "wait or defer";
@@ -139,8 +161,12 @@ static const cyaml_schema_field_t oidc_fields[] = {
     STR_OPT("audience", struct raw_oidc, audience),
     STR_OPT("jwks_file", struct raw_oidc, jwks_file),
     STR_OPT("jwks_url", struct raw_oidc, jwks_url),
+    STR_OPT("name_claim", struct raw_oidc, name_claim),
     STR_OPT("groups_claim", struct raw_oidc, groups_claim),
     STR_OPT("kind_claim", struct raw_oidc, kind_claim),
+    CYAML_FIELD_SEQUENCE("algorithms", OPT | CYAML_FLAG_POINTER_NULL, struct raw_oidc, algorithms,
+                         &group_schema, 0, CYAML_UNLIMITED),
+    STR_OPT("leeway", struct raw_oidc, leeway),
     CYAML_FIELD_END,
 };
 
@@ -186,7 +212,7 @@ _Static_assert(CFG_GUARD_COUNT <= 16, "struct raw_guardrails holds 16 guardrails
 static const cyaml_schema_field_t rule_fields[] = {
     STR_OPT("name", struct raw_rule, name),
     CYAML_FIELD_IGNORE("match", OPT),
-    ENUM_OPT("action", struct raw_rule, action, action_strings),
+    ENUM_OPT("action", struct raw_rule, action, rule_action_strings),
     STR_OPT("limit_rows", struct raw_rule, limit_rows),
     ENUM_OPT("mode", struct raw_rule, mode, mode_strings),
     STR_OPT("reason", struct raw_rule, reason),
@@ -207,6 +233,109 @@ static const cyaml_schema_field_t policy_fields[] = {
     CYAML_FIELD_END,
 };
 
+#define STR_LIST(key, st, member)                                                                  \
+    CYAML_FIELD_SEQUENCE(key, OPT | CYAML_FLAG_POINTER_NULL, st, member, &group_schema, 0,        \
+                         CYAML_UNLIMITED)
+
+static const cyaml_schema_field_t unmask_fields[] = {
+    STR_LIST("groups", struct raw_unmask, groups),
+    STR_LIST("identities", struct raw_unmask, identities),
+    CYAML_FIELD_END,
+};
+
+static const cyaml_schema_field_t detector_fields[] = {
+    STR_OPT("name", struct raw_detector, name),
+    STR_OPT("pattern", struct raw_detector, pattern),
+    ENUM_OPT("validator", struct raw_detector, validator, validator_strings),
+    ENUM_OPT("form", struct raw_detector, form, form_strings),
+    CYAML_FIELD_END,
+};
+static const cyaml_schema_value_t detector_schema = {
+    CYAML_VALUE_MAPPING(CYAML_FLAG_DEFAULT, struct raw_detector, detector_fields),
+};
+
+static const cyaml_schema_field_t mask_column_fields[] = {
+    STR_OPT("match", struct raw_mask_column, match),
+    STR_OPT("detector", struct raw_mask_column, detector),
+    ENUM_OPT("form", struct raw_mask_column, form, form_strings),
+    CYAML_FIELD_END,
+};
+static const cyaml_schema_value_t mask_column_schema = {
+    CYAML_VALUE_MAPPING(CYAML_FLAG_DEFAULT, struct raw_mask_column, mask_column_fields),
+};
+
+static const cyaml_schema_field_t masking_fields[] = {
+    STR_OPT("enabled", struct raw_masking, enabled),
+    MAP_OPT("unmask", struct raw_masking, unmask, unmask_fields),
+    STR_LIST("detectors", struct raw_masking, detectors),
+    CYAML_FIELD_SEQUENCE("custom", OPT | CYAML_FLAG_POINTER_NULL, struct raw_masking, custom,
+                         &detector_schema, 0, CYAML_UNLIMITED),
+    CYAML_FIELD_SEQUENCE("columns", OPT | CYAML_FLAG_POINTER_NULL, struct raw_masking, columns,
+                         &mask_column_schema, 0, CYAML_UNLIMITED),
+    STR_LIST("exempt", struct raw_masking, exempt),
+    ENUM_OPT("form", struct raw_masking, form, form_strings),
+    STR_OPT("hash_key_env", struct raw_masking, hash_key_env),
+    STR_OPT("hash_key_file", struct raw_masking, hash_key_file),
+    CYAML_FIELD_END,
+};
+
+static const cyaml_schema_field_t audit_fields[] = {
+    STR_OPT("enabled", struct raw_audit, enabled),
+    ENUM_OPT("fail", struct raw_audit, fail, fail_strings),
+    STR_OPT("row_digest", struct raw_audit, row_digest),
+    STR_OPT("jsonl", struct raw_audit, jsonl),
+    STR_OPT("retention", struct raw_audit, retention),
+    STR_OPT("signing_key", struct raw_audit, signing_key),
+    STR_OPT("checkpoint", struct raw_audit, checkpoint),
+    STR_OPT("queue", struct raw_audit, queue),
+    CYAML_FIELD_END,
+};
+
+static const cyaml_schema_field_t groups_fields[] = {
+    STR_LIST("groups", struct raw_groups, groups),
+    CYAML_FIELD_END,
+};
+
+static const cyaml_schema_field_t grant_fields[] = {
+    STR_OPT("ttl", struct raw_grant, ttl),
+    STR_OPT("max_uses", struct raw_grant, max_uses),
+    STR_OPT("max_rows", struct raw_grant, max_rows),
+    CYAML_FIELD_END,
+};
+
+static const cyaml_schema_field_t slack_fields[] = {
+    STR_OPT("webhook_url_env", struct raw_slack, webhook_url_env),
+    STR_OPT("signing_secret_env", struct raw_slack, signing_secret_env),
+    CYAML_FIELD_END,
+};
+
+static const cyaml_schema_field_t webhook_fields[] = {
+    STR_OPT("url", struct raw_webhook, url),
+    STR_OPT("url_env", struct raw_webhook, url_env),
+    STR_OPT("secret_env", struct raw_webhook, secret_env),
+    CYAML_FIELD_END,
+};
+
+static const cyaml_schema_field_t notify_fields[] = {
+    MAP_OPT("slack", struct raw_notify, slack, slack_fields),
+    MAP_OPT("webhook", struct raw_notify, webhook, webhook_fields),
+    CYAML_FIELD_END,
+};
+static const cyaml_schema_value_t notify_schema = {
+    CYAML_VALUE_MAPPING(CYAML_FLAG_DEFAULT, struct raw_notify, notify_fields),
+};
+
+static const cyaml_schema_field_t approvals_fields[] = {
+    MAP_OPT("approvers", struct raw_approvals, approvers, groups_fields),
+    ENUM_OPT("mode", struct raw_approvals, mode, mode_strings),
+    STR_OPT("timeout", struct raw_approvals, timeout),
+    MAP_OPT("grant", struct raw_approvals, grant, grant_fields),
+    CYAML_FIELD_SEQUENCE("notify", OPT | CYAML_FLAG_POINTER_NULL, struct raw_approvals, notify,
+                         &notify_schema, 0, CYAML_UNLIMITED),
+    STR_OPT("public_url", struct raw_approvals, public_url),
+    CYAML_FIELD_END,
+};
+
 static const cyaml_schema_field_t top_fields[] = {
     MAP_OPT("listen", struct raw_config, listen, listen_fields),
     MAP_OPT("tls", struct raw_config, tls, tls_fields),
@@ -217,6 +346,10 @@ static const cyaml_schema_field_t top_fields[] = {
     MAP_OPT("server", struct raw_config, server, server_fields),
     MAP_OPT("guardrails", struct raw_config, guardrails, guardrails_fields),
     MAP_OPT("policy", struct raw_config, policy, policy_fields),
+    MAP_OPT("masking", struct raw_config, masking, masking_fields),
+    MAP_OPT("audit", struct raw_config, audit, audit_fields),
+    MAP_OPT("approvals", struct raw_config, approvals, approvals_fields),
+    MAP_OPT("admin", struct raw_config, admin, groups_fields),
     CYAML_FIELD_END,
 };
 

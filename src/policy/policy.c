@@ -62,6 +62,7 @@ struct prule {
     enum policy_action action;
     uint64_t limit_rows;
     unsigned overrides;
+    int mask; /* 1 mask, -1 unmask, 0 as configured */
     char *reason; /* may be NULL */
     char *hint;   /* may be NULL */
     struct pglobs identities;
@@ -189,7 +190,10 @@ struct policy *policy_compile(const struct sluice_config *cfg, char *err, size_t
         const struct cfg_match *m = &cr->match;
         struct prule *r = &p->rules[i];
         r->name = xstrdup(cr->name);
-        r->action = (enum policy_action)cr->action;
+        r->action = cr->action == CFG_MASK || cr->action == CFG_UNMASK
+                        ? POLICY_ALLOW
+                        : (enum policy_action)cr->action;
+        r->mask = cr->action == CFG_MASK ? 1 : cr->action == CFG_UNMASK ? -1 : 0;
         r->limit_rows = cr->limit_rows;
         r->overrides = cr->overrides;
         r->reason = xstrdup(cr->reason);
@@ -340,6 +344,7 @@ static void rule_decision(const struct policy *p, const struct prule *r,
     out->action = r->action;
     out->rule = r->name;
     out->limit_rows = r->limit_rows;
+    out->mask = r->mask;
     switch (r->action) {
     case POLICY_ALLOW:
         snprintf(out->reason, sizeof(out->reason), "allowed by rule \"%s\"", r->name);
@@ -420,13 +425,17 @@ void policy_eval(const struct policy *p, const struct policy_subject *who,
         return;
     }
     uint64_t limit = 0;
+    int mask = 0;
     struct policy_decision d;
     for (unsigned i = 0; i < f->n_stmts; i++) {
         policy_eval_stmt(p, who, &f->stmts[i], i, i == 0 ? out : &d);
         const struct policy_decision *cur = i == 0 ? out : &d;
         if (cur->limit_rows && (!limit || cur->limit_rows < limit)) limit = cur->limit_rows;
+        /* masking wins: unmask only when every statement's rule says unmask */
+        if (i == 0 || cur->mask > 0 || (mask < 0 && cur->mask == 0)) mask = cur->mask;
         if (i > 0 && strictness(d.action) > strictness(out->action)) *out = d;
         if (out->action == POLICY_DENY) break; /* nothing is stricter */
     }
     out->limit_rows = out->action == POLICY_DENY ? 0 : limit;
+    out->mask = mask;
 }

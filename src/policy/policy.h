@@ -38,6 +38,7 @@ struct policy_decision {
     char hint[256];      /* what would be allowed or how to ask for approval */
     uint64_t limit_rows; /* 0 = no limit; else rows beyond it are not sent */
     unsigned stmt_index; /* the statement of a multi-statement string that decided */
+    int mask;            /* rule action mask: 1 (mask even for unmask groups); unmask: -1; 0 */
 };
 
 struct policy;

@@ -28,6 +28,10 @@ static void set_test_env(void)
     setenv("SLUICE_TEST_SHOP_PASSWORD", "shop-env-secret", 1);
     setenv("SHOP_DB_PASSWORD", "example-shop-secret", 1);
     setenv("ANALYTICS_DB_PASSWORD", "example-analytics-secret", 1);
+    setenv("SLUICE_TEST_MASK_KEY", "mask-key-for-tests", 1);
+    setenv("SLUICE_TEST_SLACK_URL", "https://hooks.slack.com/services/T/B/X", 1);
+    setenv("SLUICE_TEST_SLACK_SECRET", "slack-signing-secret", 1);
+    setenv("SLUICE_TEST_HOOK_SECRET", "hook-secret", 1);
     unsetenv("SLUICE_TEST_UNSET_VARIABLE");
 }
 
@@ -194,6 +198,46 @@ static void test_full_values(void **state)
     /* one trailing newline stripped */
     assert_string_equal(rep->password, "shop-file-secret");
     assert_null(config_find_target(cfg, "nope"));
+
+    /* sections of issues 4 to 7 */
+    assert_int_equal(cfg->state.driver, CFG_STATE_SQLITE);
+    assert_string_equal(cfg->state.path, VALID_DIR "/sluice.db");
+    assert_true(cfg->masking.enabled);
+    assert_int_equal(cfg->masking.n_unmask, 1);
+    assert_string_equal(cfg->masking.unmask[0], "dpo");
+    assert_string_equal(cfg->masking.unmask_identities[0], "auditor-*");
+    assert_int_equal(cfg->masking.n_detectors, 7);
+    assert_int_equal(cfg->masking.n_custom, 2);
+    assert_string_equal(cfg->masking.custom[0].pattern, "EMP-[0-9]{6}");
+    assert_int_equal(cfg->masking.custom[0].form, CFG_FORM_FULL);
+    assert_int_equal(cfg->masking.custom[1].validator, CFG_VALID_LUHN);
+    assert_int_equal(cfg->masking.custom[1].form, CFG_FORM_DEFAULT);
+    assert_int_equal(cfg->masking.n_columns, 2);
+    assert_string_equal(cfg->masking.columns[0].detector, "notes");
+    assert_string_equal(cfg->masking.columns[1].detector, "column");
+    assert_int_equal(cfg->masking.n_exempt, 2);
+    assert_int_equal(cfg->masking.form, CFG_FORM_PARTIAL);
+    assert_int_equal(cfg->masking.hash_key_len, strlen("mask-key-for-tests"));
+    assert_true(cfg->audit.fail_open);
+    assert_string_equal(cfg->audit.jsonl, VALID_DIR "/audit.jsonl");
+    assert_int_equal(cfg->audit.retention, 90 * 86400);
+    assert_int_equal(cfg->audit.checkpoint, 500);
+    assert_int_equal(cfg->audit.queue, 4096);
+    assert_int_equal(cfg->approvals.n_approvers, 1);
+    assert_int_equal(cfg->approvals.mode, CFG_MODE_WAIT);
+    assert_int_equal(cfg->approvals.timeout, 600);
+    assert_int_equal(cfg->approvals.grant_ttl, 86400);
+    assert_int_equal(cfg->approvals.grant_max_rows, 1000);
+    assert_int_equal(cfg->approvals.n_notify, 2);
+    assert_int_equal(cfg->approvals.notify[0].kind, CFG_NOTIFY_SLACK);
+    assert_string_equal(cfg->approvals.notify[0].secret, "slack-signing-secret");
+    assert_int_equal(cfg->approvals.notify[1].kind, CFG_NOTIFY_WEBHOOK);
+    assert_string_equal(cfg->approvals.notify[1].url, "https://hooks.example.com/sluice");
+    assert_true(cfg->oidc.enabled);
+    assert_int_equal(cfg->oidc.n_algorithms, 2);
+    assert_int_equal(cfg->oidc.leeway, 30);
+    assert_string_equal(cfg->oidc.name_claim, "email");
+    assert_int_equal(cfg->admin.n_groups, 1);
 
     assert_int_equal(cfg->n_identities, 4);
     assert_string_equal(cfg->identities[0].name, "alice@corp.com");
