@@ -72,6 +72,28 @@ void mask_value(const struct mask_db *db, int detector, enum cfg_mask_form form,
  * (malloc'd; the caller frees it). db NULL: a copy of s. */
 char *mask_string(const struct mask_db *db, const char *s);
 
+/* ---- shared inside src/mask/ (detect.c provides; rows.c and tests use) ---------------- */
+
+/* Column-only detector names every db knows besides the built-ins, for values masked because
+ * of their column: "dob", "address", "column"; NULL-terminated. Names from
+ * masking.columns[].detector that are not detectors are added to a db the same way. Their
+ * own form is full redaction. */
+extern const char *const mask_column_detectors[];
+
+/* The masking config as compiled into db: a deep copy of enabled, unmask, unmask_identities,
+ * columns, exempt and form (detectors, custom and hash_key are not kept). Lives as long as
+ * db. */
+const struct cfg_masking *mask_db_config(const struct mask_db *db);
+/* Index of the "column" detector (always present). */
+int mask_db_column_detector(const struct mask_db *db);
+/* True when detector i is looked for by value (an enabled built-in or a custom detector);
+ * false for built-ins left out of masking.detectors and for column-only names. */
+bool mask_db_detector_scans(const struct mask_db *db, unsigned i);
+/* The form mask_value() uses for detector i given a column's form: the column's when not
+ * DEFAULT, else masking.form when not DEFAULT, else the detector's own. */
+enum cfg_mask_form mask_db_detector_form(const struct mask_db *db, unsigned i,
+                                         enum cfg_mask_form form);
+
 /* ---- result rows (rows.c) --------------------------------------------------------- */
 
 /* What the catalog says about a result column (any field may be NULL when unknown). */
@@ -116,11 +138,6 @@ int mask_notice_rewrite(const struct mask_db *db, uint8_t type, const uint8_t *b
 
 /* ---- internal, for rows.c (not for callers outside src/mask/) ------------------------ */
 
-/* The configuration db was built from (borrowed; valid as long as db): rows.c reads the
- * column rules (columns), exemptions (exempt) and the global form from it. Implemented by
- * detect.c. */
-const struct cfg_masking *mask_db_config(const struct mask_db *db);
-
 /* What a column name alone says about its values (classify.c). */
 enum mask_name_class {
     MASK_NAME_NONE,
@@ -134,8 +151,8 @@ enum mask_name_class {
     MASK_NAME_ADDRESS,
 };
 enum mask_name_class mask_classify_name(const char *name);
-/* The detector name a class masks with ("email", "credit_card", ..., "dob", "address"); when
- * the db has no such detector rows.c falls back to "column", then to scanning by value. */
+/* The detector name a class masks with ("email", "credit_card", ..., "dob", "address"). A
+ * column classified under a value detector left out of masking.detectors is only scanned. */
 const char *mask_name_class_detector(enum mask_name_class c);
 
 #endif

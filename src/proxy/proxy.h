@@ -26,6 +26,7 @@ struct runtime {
     SSL_CTX *server_tls;   /* NULL when no certificate is configured */
     SSL_CTX **target_tls;  /* per target; NULL where sslmode is disable */
     struct policy *policy; /* guardrails and rules compiled for this snapshot */
+    struct mask_db *mask;  /* detectors compiled from masking:; NULL when masking is off */
     atomic_int refs;
 };
 
@@ -65,6 +66,7 @@ struct worker {
     struct session *dead; /* closed this round, freed by session_reap() */
     struct pooled *pool;  /* idle upstream connections (pool.c) */
     struct pooled *pool_dead;
+    struct session *parked; /* sessions whose client message waits (audit, approval) */
     unsigned n_pooled;
     atomic_bool drain_requested;
     bool draining;
@@ -83,6 +85,8 @@ void session_tick_all(struct worker *w, uint64_t now_ms);
 void session_drain_all(struct worker *w);
 void session_close_all(struct worker *w, const char *reason);
 void session_reap(struct worker *w);
+/* Resume parked sessions whose wait is over (after a wakeup from the audit or approvals). */
+void session_unpark_ready(struct worker *w);
 
 /* Cancel registry (cancel.c): sluice's key -> the backend's real key and target. */
 int cancel_register(uint32_t pid, uint32_t our_key, uint32_t real_key, const char *host,

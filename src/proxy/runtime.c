@@ -10,6 +10,7 @@
 
 #include "core/buf.h"
 #include "net/net.h"
+#include "mask/mask.h"
 #include "policy/policy.h"
 
 static pthread_mutex_t current_lock = PTHREAD_MUTEX_INITIALIZER;
@@ -31,6 +32,7 @@ static void runtime_free(struct runtime *rt)
     }
     SSL_CTX_free(rt->server_tls);
     if (rt->policy) policy_free(rt->policy);
+    mask_db_free(rt->mask);
     config_unref(rt->cfg);
     free(rt);
 }
@@ -42,6 +44,10 @@ int runtime_install(struct sluice_config *cfg, char *err, size_t errlen)
     atomic_init(&rt->refs, 1);
     rt->policy = policy_compile(cfg, err, errlen);
     if (!rt->policy) goto fail;
+    if (cfg->masking.enabled) {
+        rt->mask = mask_db_build(&cfg->masking, err, errlen);
+        if (!rt->mask) goto fail;
+    }
     if (cfg->tls.cert) {
         rt->server_tls = tls_server_ctx(&cfg->tls, err, errlen);
         if (!rt->server_tls) goto fail;

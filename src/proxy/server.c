@@ -13,6 +13,7 @@
 #include <sys/signalfd.h>
 #include <unistd.h>
 
+#include "audit/audit.h"
 #include "core/buf.h"
 #include "core/log.h"
 #include "net/net.h"
@@ -66,12 +67,8 @@ int server_run(const char *path)
         n_workers = n > 0 ? (unsigned)n : 1;
     }
     if (n_workers > SLUICE_MAX_WORKERS) n_workers = SLUICE_MAX_WORKERS;
-    if (runtime_install(cfg, err, sizeof err) < 0) {
-        fprintf(stderr, "%s: error: %s\n", path ? path : "config", err);
-        free(listen_text);
-        return 2;
-    }
-
+    /* Signals go to the main thread only: block them before any thread starts (the audit
+     * writer, notifiers, the admin listener, workers) so that those inherit the mask. */
     signal(SIGPIPE, SIG_IGN);
     sigset_t mask;
     sigemptyset(&mask);
@@ -80,6 +77,17 @@ int server_run(const char *path)
     sigaddset(&mask, SIGHUP);
     pthread_sigmask(SIG_BLOCK, &mask, NULL);
     int sfd = signalfd(-1, &mask, SFD_CLOEXEC);
+    if (runtime_install(cfg, err, sizeof err) < 0) {
+        fprintf(stderr, "%s: error: %s\n", path ? path : "config", err);
+        free(listen_text);
+        return 2;
+    }
+    if (audit_start(cfg, err, sizeof err) < 0) {
+        fprintf(stderr, "%s: error: audit: %s\n", path ? path : "config", err);
+        free(listen_text);
+        return 1;
+    }
+
 
     struct worker *workers = xcalloc(n_workers, sizeof *workers);
     for (unsigned i = 0; i < n_workers; i++) {
@@ -92,6 +100,7 @@ int server_run(const char *path)
             log_error("cannot start worker %u: %s", i, strerror(errno));
             exit(1);
         }
+        audit_subscribe(workers[i].wake_fd);
     }
     log_info("sluice listening on %s with %u workers (config %s)", listen_text, n_workers,
              path ? path : "built-in defaults");
@@ -116,6 +125,9 @@ int server_run(const char *path)
         worker_request_drain(&workers[i]);
     for (unsigned i = 0; i < n_workers; i++)
         pthread_join(workers[i].thread, NULL);
+    for (unsigned i = 0; i < n_workers; i++)
+        audit_unsubscribe(workers[i].wake_fd);
+    audit_stop();
     for (unsigned i = 0; i < n_workers; i++) {
         close(workers[i].epfd);
         close(workers[i].wake_fd);

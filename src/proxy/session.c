@@ -37,105 +37,7 @@
 #include "policy/policy.h"
 #include "proxy/pool.h"
 #include "proxy/proxy.h"
-
-enum sess_state {
-    S_STARTUP,    /* reading the startup packet */
-    S_TLS_ACCEPT, /* client TLS handshake */
-    S_AUTH,       /* waiting for the client's password or SASL messages */
-    S_AUTH_DELAY, /* a failed login waits before its error is sent */
-    S_UP_CONNECT, /* TCP connect to the target */
-    S_UP_SSLREQ,  /* SSLRequest sent upstream, waiting for S or N */
-    S_UP_TLS,     /* upstream TLS handshake */
-    S_UP_LOGIN,   /* StartupMessage sent: authentication and parameters */
-    S_RELAY,      /* messages flow both ways */
-    S_CLOSING,    /* flushing a final error to the client */
-    S_DEAD,       /* closed; freed by the worker after this round of events */
-};
-
-/* One direction's source: the socket and what has been read from it. */
-struct side {
-    struct ev_handler h;
-    struct sock sk;
-    struct buf *in;     /* NULL while nothing is buffered */
-    size_t fwd;         /* bytes from in->off decided and waiting to be written to the peer */
-    uint32_t msg_left;  /* bytes of a streamed message still to come from the socket */
-    uint32_t ev;        /* current epoll interest */
-    size_t skip;        /* after fwd: bytes of a replaced or dropped message to drop */
-    uint32_t drop_left; /* bytes of a dropped streamed message still to come */
-    bool rescan;        /* scanning stopped at a replaced message: resume before reading */
-};
-
-/* The row limit of the results of one Query/Sync group. */
-struct limit_entry {
-    struct limit_entry *next;
-    uint64_t group, limit;
-    const char *rule; /* points into the session's policy snapshot */
-};
-
-/* A prepared statement allowed with limit_rows: its Bind/Execute results are limited too. */
-struct limited_stmt {
-    struct limited_stmt *next;
-    uint64_t limit;
-    const char *rule;
-    char name[];
-};
-
-/* A statement refused by policy: its placeholder's error from the server is replaced by
- * this ErrorResponse. `group` counts Query/Sync messages sent before it. */
-struct blocked {
-    struct blocked *next;
-    uint64_t group;
-    size_t len;
-    uint8_t msg[];
-};
-
-struct session {
-    struct worker *w;
-    struct session *prev, *next;
-    uint64_t id;
-    enum sess_state state;
-    struct side cl, sv;
-    struct buf *cl_out; /* sluice's own bytes for the client, sent before relayed ones */
-    struct buf *sv_out; /* sluice's own bytes for the upstream during login */
-    struct runtime *rt;
-    const struct cfg_identity *ident;
-    const struct cfg_target *target;
-    unsigned target_idx;
-    struct sockaddr_storage addr;
-    char addr_text[64];
-    uint8_t *startup; /* copy of the client's StartupMessage */
-    const char *user;
-    const char *dbname;
-    struct scram_server *scram_sv;
-    struct scram_client *scram_cl;
-    uint8_t sasl_step;
-    bool tls_client;
-    bool loopback;
-    bool cancel_registered;
-    bool c2s_blocked, s2c_blocked;
-    bool client_terminated; /* client sent Terminate: close once it is forwarded */
-    bool drain;             /* close at the next ReadyForQuery with nothing pending */
-    uint8_t tx;             /* transaction status of the last ReadyForQuery */
-    uint32_t pending_sync;  /* Query/Sync/FunctionCall forwarded, ReadyForQuery not yet back */
-    bool copy_in;           /* the server is in COPY FROM STDIN (CopyInResponse seen) */
-    uint32_t copy_syncs;    /* Syncs counted since the client's last Query or Execute */
-    uint32_t copy_ignored;  /* of those, the ones a COPY FROM STDIN swallows */
-    uint32_t be_pid, be_key, our_key;
-    uint64_t deadline_ms;
-    uint64_t statements;
-    uint8_t *params; /* the server's ParameterStatus messages, replayed if the upstream is reused */
-    size_t params_len;
-    bool client_left;              /* the client ended the session (Terminate or close) */
-    uint64_t c2s_group, s2c_group; /* Query/Sync/FunctionCall sent; ReadyForQuery received */
-    /* limit_rows per Query/Sync group, oldest first: DataRows beyond it are not sent. */
-    struct limit_entry *limits, *limits_tail;
-    uint64_t rows_sent, rows_dropped; /* of the result being relayed */
-    bool unsynced;                    /* extended-protocol messages sent since the last Sync */
-    struct limited_stmt *limited;     /* prepared statements with a row limit */
-    const char *client_fault; /* SQLSTATE of a client protocol error that ends the session */
-    bool lingering;           /* S_CLOSING: error sent, reading until the client closes */
-    struct blocked *blocked, *blocked_tail;
-};
+#include "proxy/session_int.h"
 
 atomic_uint proxy_n_clients;
 static atomic_ullong next_session_id = 1;
@@ -148,6 +50,7 @@ static bool upstream_reuse(struct session *s);
 static void upstream_release(struct session *s);
 static void upstream_put_startup(struct session *s, struct buf *b);
 static void session_on_tick(struct session *s, uint64_t now_ms);
+static void session_unpark_remove(struct session *s);
 
 /* ---- small helpers ------------------------------------------------------------------ */
 
@@ -183,7 +86,7 @@ static int flush_buf(struct sock *sk, struct buf **slot)
     return 0;
 }
 
-static struct buf *out_buf(struct buf **slot)
+struct buf *session_out_buf(struct buf **slot)
 {
     if (!*slot) *slot = buf_get();
     return *slot;
@@ -221,7 +124,7 @@ static void session_fail(struct session *s, const char *sqlstate, const char *me
         session_close(s, reason);
         return;
     }
-    pg_put_error(out_buf(&s->cl_out), "FATAL", sqlstate, message, detail, NULL);
+    pg_put_error(session_out_buf(&s->cl_out), "FATAL", sqlstate, message, detail, NULL);
     /* The upstream is of no further use. */
     if (s->sv.sk.fd >= 0) {
         side_watch(s, &s->sv, 0);
@@ -291,6 +194,12 @@ static void session_close(struct session *s, const char *reason)
              (unsigned long long)s->id, reason, s->user ? s->user : "-",
              s->dbname ? s->dbname : "-", s->addr_text, (unsigned long long)s->statements);
     if (s->cancel_registered) cancel_unregister(s->be_pid, s->our_key);
+    if (s->parked) session_unpark_remove(s);
+    if (s->audit_started) {
+        relay_audit_end(s);
+        relay_audit_session(s, AUDIT_SESSION_END, reason);
+        s->audit_started = false;
+    }
     side_watch(s, &s->cl, 0);
     upstream_release(s);
     sock_close(&s->cl.sk);
@@ -380,6 +289,8 @@ void session_reap(struct worker *w)
         }
         free(s->scram_sv);
         free(s->scram_cl);
+        relay_mask_end(s);
+        relay_audit_end(s);
         runtime_release(s->rt);
         free(s);
     }
@@ -418,7 +329,7 @@ static void send_auth_request(struct session *s)
     bool scram = uses_scram(s);
     if (scram) {
         static const char mechs[] = "SCRAM-SHA-256\0";
-        pg_put_auth(out_buf(&s->cl_out), PG_AUTH_SASL, mechs, sizeof mechs);
+        pg_put_auth(session_out_buf(&s->cl_out), PG_AUTH_SASL, mechs, sizeof mechs);
     } else {
         if (s->rt->cfg->tls.require && !s->tls_client && !s->loopback) {
             session_fail(s, "28000", "sluice: TLS is required to send a password from this address",
@@ -426,7 +337,7 @@ static void send_auth_request(struct session *s)
                          "refused: cleartext password without TLS");
             return;
         }
-        pg_put_auth(out_buf(&s->cl_out), PG_AUTH_CLEARTEXT, NULL, 0);
+        pg_put_auth(session_out_buf(&s->cl_out), PG_AUTH_CLEARTEXT, NULL, 0);
     }
     s->state = S_AUTH;
     if (!client_out_flush(s)) return;
@@ -458,7 +369,7 @@ static void handle_startup_packet(struct session *s, const struct pg_startup *st
     for (unsigned i = 0; i < copy.n_params; i++)
         if (strncmp(copy.keys[i], "_pq_.", 5) == 0) unsupported[n_unsupported++] = copy.keys[i];
     if (minor > 0 || n_unsupported)
-        pg_put_negotiate_version(out_buf(&s->cl_out), 0, unsupported, n_unsupported);
+        pg_put_negotiate_version(session_out_buf(&s->cl_out), 0, unsupported, n_unsupported);
     s->user = pg_startup_get(&copy, "user");
     s->dbname = pg_startup_get(&copy, "database");
     if (!s->user || !*s->user) {
@@ -468,6 +379,8 @@ static void handle_startup_packet(struct session *s, const struct pg_startup *st
         return;
     }
     if (!s->dbname || !*s->dbname) s->dbname = s->user;
+    const char *app = pg_startup_get(&copy, "application_name");
+    if (app) snprintf(s->app_name, sizeof s->app_name, "%s", app);
     const char *repl = pg_startup_get(&copy, "replication");
     if (repl && strcmp(repl, "false") != 0 && strcmp(repl, "0") != 0 && strcmp(repl, "off") != 0 &&
         strcmp(repl, "no") != 0) {
@@ -562,6 +475,7 @@ static void auth_failed(struct session *s, const char *why)
     log_info("session %llu: authentication failed for user \"%s\" from %s: %s",
              (unsigned long long)s->id, s->user, s->addr_text, why);
     ident_record_failure(&s->addr);
+    relay_audit_session(s, AUDIT_AUTH_FAILURE, why);
     unsigned delay = ident_fail_delay_ms(&s->addr);
     free(s->scram_sv);
     s->scram_sv = NULL;
@@ -588,7 +502,8 @@ static void auth_succeeded(struct session *s)
     log_info("session %llu: user \"%s\" (%s) authenticated from %s for target \"%s\"",
              (unsigned long long)s->id, s->user, ident_kind_name(s->ident->kind), s->addr_text,
              s->target->name);
-    pg_put_auth(out_buf(&s->cl_out), PG_AUTH_OK, NULL, 0);
+    relay_mask_start(s);
+    pg_put_auth(session_out_buf(&s->cl_out), PG_AUTH_OK, NULL, 0);
     if (!upstream_reuse(s)) upstream_start(s);
 }
 
@@ -641,7 +556,7 @@ static void on_auth_message(struct session *s, uint8_t type, const uint8_t *body
             return;
         }
         s->sasl_step = 1;
-        pg_put_auth(out_buf(&s->cl_out), PG_AUTH_SASL_CONTINUE, out, outlen);
+        pg_put_auth(session_out_buf(&s->cl_out), PG_AUTH_SASL_CONTINUE, out, outlen);
         client_out_flush(s);
         return;
     }
@@ -654,7 +569,7 @@ static void on_auth_message(struct session *s, uint8_t type, const uint8_t *body
         auth_failed(s, s->ident ? "wrong secret" : "unknown identity");
         return;
     }
-    pg_put_auth(out_buf(&s->cl_out), PG_AUTH_SASL_FINAL, out, outlen);
+    pg_put_auth(session_out_buf(&s->cl_out), PG_AUTH_SASL_FINAL, out, outlen);
     auth_succeeded(s);
 }
 
@@ -720,7 +635,7 @@ static void upstream_put_startup(struct session *s, struct buf *b)
 
 static void upstream_send_startup(struct session *s)
 {
-    upstream_put_startup(s, out_buf(&s->sv_out));
+    upstream_put_startup(s, session_out_buf(&s->sv_out));
     s->state = S_UP_LOGIN;
     login_continue(s);
 }
@@ -751,7 +666,7 @@ static void on_up_connect(struct session *s)
         upstream_send_startup(s);
         return;
     }
-    pg_put_ssl_request(out_buf(&s->sv_out));
+    pg_put_ssl_request(session_out_buf(&s->sv_out));
     s->state = S_UP_SSLREQ;
     login_continue(s);
 }
@@ -831,13 +746,13 @@ static bool on_login_message(struct session *s, uint8_t type, const uint8_t *msg
             return false;
         }
         if (code == PG_AUTH_CLEARTEXT) {
-            pg_put_password(out_buf(&s->sv_out), t->password);
+            pg_put_password(session_out_buf(&s->sv_out), t->password);
             return true;
         }
         if (code == PG_AUTH_MD5 && dlen == 4) {
             char resp[36];
             pg_md5_response(t->user, t->password, data, resp);
-            pg_put_password(out_buf(&s->sv_out), resp);
+            pg_put_password(session_out_buf(&s->sv_out), resp);
             return true;
         }
         char out[512];
@@ -846,14 +761,14 @@ static bool on_login_message(struct session *s, uint8_t type, const uint8_t *msg
             if (!mech_offered(data, dlen, "SCRAM-SHA-256")) break;
             s->scram_cl = xcalloc(1, sizeof *s->scram_cl);
             if (scram_client_start(s->scram_cl, out, sizeof out, &outlen) != 0) break;
-            pg_put_sasl_initial(out_buf(&s->sv_out), "SCRAM-SHA-256", out, outlen);
+            pg_put_sasl_initial(session_out_buf(&s->sv_out), "SCRAM-SHA-256", out, outlen);
             return true;
         }
         if (code == PG_AUTH_SASL_CONTINUE && s->scram_cl) {
             if (scram_client_continue(s->scram_cl, t->password, (const char *)data, dlen, out,
                                       sizeof out, &outlen) != 0)
                 break;
-            pg_put_sasl_response(out_buf(&s->sv_out), out, outlen);
+            pg_put_sasl_response(session_out_buf(&s->sv_out), out, outlen);
             return true;
         }
         if (code == PG_AUTH_SASL_FINAL && s->scram_cl) {
@@ -877,10 +792,10 @@ static bool on_login_message(struct session *s, uint8_t type, const uint8_t *msg
         return true;
     case 'S':
         pool_params_update(&s->params, &s->params_len, msg, total);
-        buf_append(out_buf(&s->cl_out), msg, total);
+        buf_append(session_out_buf(&s->cl_out), msg, total);
         return true;
     case 'N':
-        buf_append(out_buf(&s->cl_out), msg, total);
+        buf_append(session_out_buf(&s->cl_out), msg, total);
         return true;
     case 'E': {
         struct pg_error_view e;
@@ -893,7 +808,7 @@ static bool on_login_message(struct session *s, uint8_t type, const uint8_t *msg
         }
         /* Other login errors (no such database, too many connections, shutting down) are
          * the server's own words: pass them on. */
-        buf_append(out_buf(&s->cl_out), msg, total);
+        buf_append(session_out_buf(&s->cl_out), msg, total);
         side_watch(s, &s->sv, 0);
         sock_close(&s->sv.sk);
         s->state = S_CLOSING;
@@ -906,7 +821,7 @@ static bool on_login_message(struct session *s, uint8_t type, const uint8_t *msg
     }
     case 'Z':
         if (len != 1) break;
-        buf_append(out_buf(&s->cl_out), msg, total);
+        buf_append(session_out_buf(&s->cl_out), msg, total);
         s->tx = body[0];
         s->state = S_RELAY;
         s->deadline_ms = 0;
@@ -932,7 +847,7 @@ static void session_put_backend_key(struct session *s)
         s->cancel_registered = cancel_register(s->be_pid, s->our_key, s->be_key, s->target->host,
                                                s->target->port) == 0;
     }
-    pg_put_backend_key(out_buf(&s->cl_out), s->be_pid, s->our_key);
+    pg_put_backend_key(session_out_buf(&s->cl_out), s->be_pid, s->our_key);
 }
 
 /* Reuse an idle upstream connection of the same target and startup parameters, if the
@@ -960,9 +875,9 @@ static bool upstream_reuse(struct session *s)
     pool_release(p);
     log_debug("session %llu: reusing upstream backend pid %u", (unsigned long long)s->id,
               s->be_pid);
-    if (s->params) buf_append(out_buf(&s->cl_out), s->params, s->params_len);
+    if (s->params) buf_append(session_out_buf(&s->cl_out), s->params, s->params_len);
     session_put_backend_key(s);
-    pg_put_ready(out_buf(&s->cl_out), 'I');
+    pg_put_ready(session_out_buf(&s->cl_out), 'I');
     s->tx = 'I';
     s->state = S_RELAY;
     s->deadline_ms = 0;
@@ -1039,12 +954,6 @@ enum pump_result {
     PUMP_DRAINED, /* shutting down and nothing is running: end the session */
 };
 
-/* What a hook decided about a held message. */
-enum hold_action {
-    HOLD_FORWARD, /* send it on unchanged */
-    HOLD_REPLACE, /* drop it; the bytes queued in the destination's output go instead */
-};
-
 /* A refused statement is replaced upstream by this text: the server answers with a syntax
  * error at exactly the place the statement's own error would come, which puts an explicit
  * transaction into the failed state and makes the extended protocol skip to Sync, as
@@ -1095,18 +1004,23 @@ static void blocked_expire(struct session *s)
 }
 
 /* Results of group `group` may send at most `limit` rows (the smaller limit wins when several
- * statements of one group have one). */
-static void limit_push(struct session *s, uint64_t group, uint64_t limit, const char *rule)
+ * statements of one group have one; 0 = no limit) and are masked (mask 1) or not (-1) as a
+ * rule said (masking wins within a group). */
+static void limit_push(struct session *s, uint64_t group, uint64_t limit, const char *rule,
+                       int mask)
 {
+    if (!limit && !mask) return;
     if (s->limits_tail && s->limits_tail->group == group) {
-        if (limit < s->limits_tail->limit) {
-            s->limits_tail->limit = limit;
-            s->limits_tail->rule = rule;
+        struct limit_entry *t = s->limits_tail;
+        if (limit && (!t->limit || limit < t->limit)) {
+            t->limit = limit;
+            t->rule = rule;
         }
+        if (mask > 0 || (t->mask < 0 && mask == 0)) t->mask = mask;
         return;
     }
     struct limit_entry *l = xmalloc(sizeof *l);
-    *l = (struct limit_entry){NULL, group, limit, rule};
+    *l = (struct limit_entry){NULL, group, limit, rule, mask};
     if (s->limits_tail)
         s->limits_tail->next = l;
     else
@@ -1114,8 +1028,8 @@ static void limit_push(struct session *s, uint64_t group, uint64_t limit, const 
     s->limits_tail = l;
 }
 
-/* The limit of the group whose results are arriving now, if any. */
-static const struct limit_entry *limit_current(struct session *s)
+/* The entry of the group whose results are arriving now, if any. */
+const struct limit_entry *relay_group_current(struct session *s)
 {
     while (s->limits && s->limits->group < s->s2c_group) {
         struct limit_entry *l = s->limits;
@@ -1126,34 +1040,90 @@ static const struct limit_entry *limit_current(struct session *s)
     return s->limits && s->limits->group == s->s2c_group ? s->limits : NULL;
 }
 
-/* Judge one statement text; true when it may go upstream (with *limit rows at most, 0 for
- * no limit). */
-static bool statement_allowed(struct session *s, const char *sql, uint64_t *limit,
-                              const char **rule)
+/* Refuse with an error of sluice's own (not a policy rule): the audit cannot record. */
+static void blocked_push_error(struct session *s, const char *sqlstate, const char *msg,
+                               const char *hint)
 {
-    *limit = 0;
-    *rule = NULL;
+    struct buf *b = buf_get();
+    pg_put_error(b, "ERROR", sqlstate, msg, NULL, hint);
+    struct blocked *e = xmalloc(sizeof *e + b->len);
+    e->next = NULL;
+    e->group = s->c2s_group;
+    e->len = b->len;
+    memcpy(e->msg, b->data, b->len);
+    buf_put(b);
+    if (s->blocked_tail)
+        s->blocked_tail->next = e;
+    else
+        s->blocked = e;
+    s->blocked_tail = e;
+}
+
+static void refuse_audit_down(struct session *s)
+{
+    log_warn("session %llu: statement refused: the audit store cannot be written",
+             (unsigned long long)s->id);
+    blocked_push_error(s, "58030",
+                       "sluice: the audit store cannot be written; statements are refused until "
+                       "it recovers",
+                       "audit.fail is closed; see sluice's log for the store's error");
+}
+
+/* What judging a statement text decided. */
+struct verdict {
+    bool ok;          /* may go upstream */
+    uint64_t limit;   /* rows, 0 = none */
+    const char *rule; /* points into the policy snapshot */
+    int mask;
+    int64_t wait; /* audit sequence number to wait for before forwarding; 0 none */
+};
+
+/* Judge one statement text (and record it for the audit when `query`: a simple Query; a
+ * Parse is recorded by name for its Executes). */
+static void statement_judge(struct session *s, const char *sql, bool query, const char *name,
+                            struct verdict *v)
+{
+    memset(v, 0, sizeof *v);
+    bool audit = relay_audit_on(s);
+    if (audit && !audit_healthy() && !audit_fail_open()) {
+        refuse_audit_down(s);
+        return;
+    }
     const struct sql_facts *facts = sql_facts_cached(sql);
     if (!facts) {
         blocked_push_deny(s, "internal", "the statement could not be analyzed");
-        return false;
+        if (audit) v->wait = relay_audit_query(s, sql, NULL, "deny", "internal", true);
+        return;
     }
     struct policy_subject who = {s->ident, s->target->name};
     struct policy_decision d;
     policy_eval(s->rt->policy, &who, facts, &d);
     if (d.action == POLICY_ALLOW) {
-        *limit = d.limit_rows;
-        *rule = d.rule;
-        return true;
+        v->ok = true;
+        v->limit = d.limit_rows;
+        v->rule = d.rule;
+        v->mask = d.mask;
+        if (audit && query) v->wait = relay_audit_query(s, sql, facts, "allow", d.rule, false);
+        if (audit && !query) relay_audit_parse(s, name, sql, facts);
+        if (v->wait < 0) {
+            v->ok = false;
+            v->wait = 0;
+            refuse_audit_down(s);
+        }
+        return;
     }
     log_info("session %llu: %s by \"%s\" for user \"%s\": %s", (unsigned long long)s->id,
              policy_action_name(d.action), d.rule, s->user, d.reason);
     blocked_push(s, &d);
-    return false;
+    if (audit) {
+        v->wait = relay_audit_query(s, sql, facts, policy_action_name(d.action), d.rule, true);
+        if (v->wait < 0) v->wait = 0; /* refused either way */
+    }
 }
 
 /* Remember (or forget) the row limit of a prepared statement by name. */
-static void limited_set(struct session *s, const char *name, uint64_t limit, const char *rule)
+static void limited_set(struct session *s, const char *name, uint64_t limit, const char *rule,
+                        int mask)
 {
     for (struct limited_stmt **pp = &s->limited; *pp; pp = &(*pp)->next) {
         if (strcmp((*pp)->name, name) == 0) {
@@ -1163,10 +1133,11 @@ static void limited_set(struct session *s, const char *name, uint64_t limit, con
             break;
         }
     }
-    if (!limit) return;
+    if (!limit && !mask) return;
     size_t n = strlen(name) + 1;
     struct limited_stmt *l = xmalloc(sizeof *l + n);
     l->limit = limit;
+    l->mask = mask;
     l->rule = rule;
     memcpy(l->name, name, n);
     l->next = s->limited;
@@ -1184,7 +1155,7 @@ static void on_client_bind(struct session *s, const uint8_t *body, size_t avail)
     if (!memchr(name, 0, left)) return;
     for (struct limited_stmt *l = s->limited; l; l = l->next) {
         if (strcmp(l->name, (const char *)name) == 0) {
-            limit_push(s, s->c2s_group, l->limit, l->rule);
+            limit_push(s, s->c2s_group, l->limit, l->rule, l->mask);
             return;
         }
     }
@@ -1213,92 +1184,160 @@ static bool function_call_allowed(struct session *s)
     return true;
 }
 
-/* Replace the held message upstream by the placeholder Query. */
-static enum hold_action replace_with_placeholder_query(struct session *s)
+/* The refused message's stand-in upstream: a placeholder Query (for Query and FunctionCall), a
+ * Parse of the placeholder under the same statement name, or an Execute of a portal that
+ * does not exist. Each fails where the original would have, as PostgreSQL would. */
+static enum hold_action replace_with_placeholder(struct session *s, uint8_t type,
+                                                 const uint8_t *body)
 {
-    size_t m = pg_msg_begin(out_buf(&s->sv_out), 'Q');
-    buf_append_str(s->sv_out, BLOCKED_PLACEHOLDER);
-    pg_msg_end(s->sv_out, m);
+    struct buf *out = session_out_buf(&s->sv_out);
+    size_t m = pg_msg_begin(out, type == 'P' || type == 'E' ? type : 'Q');
+    if (type == 'P') {
+        buf_append_str(out, (const char *)body);
+        buf_append_str(out, BLOCKED_PLACEHOLDER);
+        buf_append_u16(out, 0);
+    } else if (type == 'E') {
+        buf_append_str(out, BLOCKED_PLACEHOLDER);
+        buf_append_u32(out, 0);
+    } else {
+        buf_append_str(out, BLOCKED_PLACEHOLDER);
+    }
+    pg_msg_end(out, m);
     return HOLD_REPLACE;
 }
 
-/* Policy seam: a whole client Query, Parse, FunctionCall (or Bind, while some prepared
- * statement has a row limit). A refused statement is replaced by a placeholder whose reply
- * is swapped in on_server_message. */
+/* Put the session on its worker's parked list: the message stays in cl.in until
+ * session_unpark_ready() finds its wait over. */
+static enum hold_action park(struct session *s, bool ok, int64_t seq)
+{
+    s->parked = true;
+    s->park_act = ok ? HOLD_FORWARD : HOLD_REPLACE;
+    s->park_seq = (uint64_t)seq;
+    s->park_next = s->w->parked;
+    s->w->parked = s;
+    return HOLD_PARK;
+}
+
+static enum hold_action statement_finish(struct session *s, uint8_t type, const uint8_t *body,
+                                         bool ok, int64_t wait)
+{
+    if (wait > 0) return park(s, ok, wait);
+    return ok ? HOLD_FORWARD : replace_with_placeholder(s, type, body);
+}
+
+/* Policy seam: a whole client Query, Parse, FunctionCall; Bind and Execute while the audit
+ * follows prepared statements or one has a row limit. A refused statement is replaced by a
+ * placeholder whose reply is swapped in on_server_message; a statement whose audit event
+ * must be committed first is parked. */
 static enum hold_action on_client_statement(struct session *s, uint8_t type, const uint8_t *body,
                                             size_t len)
 {
-    uint64_t limit;
-    const char *rule;
-    if (type == 'B') {
+    if (s->park_ready) { /* the parked message, once more: apply what was decided */
+        s->park_ready = false;
+        return s->park_act == HOLD_FORWARD ? HOLD_FORWARD
+                                           : replace_with_placeholder(s, type, body);
+    }
+    struct verdict v;
+    switch (type) {
+    case 'B': {
         on_client_bind(s, body, len);
+        const uint8_t *portal_end = memchr(body, 0, len);
+        if (portal_end && memchr(portal_end + 1, 0, len - (size_t)(portal_end + 1 - body)))
+            relay_audit_bind(s, (const char *)portal_end + 1);
         return HOLD_FORWARD;
     }
-    s->statements++;
-    if (type == 'F') {
+    case 'E': {
+        s->statements++;
+        int64_t wait = relay_audit_execute(s);
+        if (wait < 0) {
+            refuse_audit_down(s);
+            return replace_with_placeholder(s, 'E', body);
+        }
+        return statement_finish(s, 'E', body, true, wait);
+    }
+    case 'F': {
+        s->statements++;
         bool ok = function_call_allowed(s);
         s->pending_sync++;
         s->c2s_group++;
-        return ok ? HOLD_FORWARD : replace_with_placeholder_query(s);
+        return ok ? HOLD_FORWARD : replace_with_placeholder(s, 'Q', body);
     }
-    if (type == 'Q') {
-        const char *sql = (const char *)body;
-        bool ok;
+    case 'Q': {
+        s->statements++;
         if (len > 0 && body[len - 1] == 0) {
-            ok = statement_allowed(s, sql, &limit, &rule);
-            if (ok && limit) limit_push(s, s->c2s_group, limit, rule);
+            statement_judge(s, (const char *)body, true, NULL, &v);
+            if (v.ok) limit_push(s, s->c2s_group, v.limit, v.rule, v.mask);
         } else {
+            memset(&v, 0, sizeof v);
             blocked_push_deny(s, "protocol", "malformed Query message");
-            ok = false;
         }
         s->pending_sync++;
         s->c2s_group++;
-        return ok ? HOLD_FORWARD : replace_with_placeholder_query(s);
+        return statement_finish(s, 'Q', body, v.ok, v.wait);
+    }
+    default:
+        break;
     }
     /* Parse: statement name, query text, parameter types. */
     const uint8_t *name_end = memchr(body, 0, len);
     const uint8_t *sql = name_end ? name_end + 1 : NULL;
     if (!sql || !memchr(sql, 0, len - (size_t)(sql - body))) {
         blocked_push_deny(s, "protocol", "malformed Parse message");
-        return replace_with_placeholder_query(s);
+        return replace_with_placeholder(s, 'Q', body);
     }
-    if (statement_allowed(s, (const char *)sql, &limit, &rule)) {
-        limited_set(s, (const char *)body, limit, rule);
-        return HOLD_FORWARD;
-    }
-    limited_set(s, (const char *)body, 0, NULL);
-    size_t m = pg_msg_begin(out_buf(&s->sv_out), 'P');
-    buf_append_str(s->sv_out, (const char *)body);
-    buf_append_str(s->sv_out, BLOCKED_PLACEHOLDER);
-    buf_append_u16(s->sv_out, 0);
-    pg_msg_end(s->sv_out, m);
-    return HOLD_REPLACE;
+    statement_judge(s, (const char *)sql, false, (const char *)body, &v);
+    limited_set(s, (const char *)body, v.ok ? v.limit : 0, v.rule, v.ok ? v.mask : 0);
+    return statement_finish(s, 'P', body, v.ok, v.wait);
 }
 
 /* Is this ErrorResponse the server's answer to a placeholder? */
 static bool is_placeholder_error(const uint8_t *body, size_t len)
 {
     struct pg_error_view e;
-    return pg_error_parse(body, len, &e) == PG_OK && strcmp(e.sqlstate, "42601") == 0 &&
+    return pg_error_parse(body, len, &e) == PG_OK &&
+           (strcmp(e.sqlstate, "42601") == 0 || strcmp(e.sqlstate, "34000") == 0) &&
            strstr(e.message, BLOCKED_PLACEHOLDER) != NULL;
 }
 
-/* Audit seam: whole server messages that end or describe a statement. */
+/* The row limit in force drops this DataRow? */
+static bool row_beyond_limit(struct session *s)
+{
+    const struct limit_entry *lim;
+    if (!s->limits || !(lim = relay_group_current(s)) || !lim->limit) return false;
+    if (s->rows_sent++ < lim->limit) return false;
+    s->rows_dropped++;
+    return true;
+}
+
+/* The seam for whole server messages: statement end (Z, C, E), parameters (S), and what
+ * masking looks at (relay_mask_holds). */
 static enum hold_action on_server_message(struct session *s, uint8_t type, const uint8_t *body,
                                           size_t len)
 {
-    if (type == 'Z' && len == 1) {
-        s->tx = body[0];
-        if (s->pending_sync) s->pending_sync--;
-        s->s2c_group++;
-        s->rows_sent = s->rows_dropped = 0;
-        if (s->blocked) blocked_expire(s);
-    } else if (type == 'S') {
+    switch (type) {
+    case 'Z':
+        if (s->recs) relay_audit_server(s, type, body, len);
+        if (len == 1) {
+            s->tx = body[0];
+            if (s->pending_sync) s->pending_sync--;
+            s->s2c_group++;
+            s->rows_sent = s->rows_dropped = 0;
+            if (s->blocked) blocked_expire(s);
+        }
+        relay_mask_result_end(s);
+        return HOLD_FORWARD;
+    case 'S':
         pool_params_update(&s->params, &s->params_len, body - 5, len + 5);
-    } else if (type == 'C' && s->limits) {
+        if (len > 17 && memcmp(body, "application_name", 17) == 0)
+            snprintf(s->app_name, sizeof s->app_name, "%s", (const char *)body + 17);
+        return HOLD_FORWARD;
+    case 'C': {
+        if (s->recs) relay_audit_server(s, type, body, len);
+        relay_mask_result_end(s);
+        if (!s->limits) return HOLD_FORWARD;
         uint64_t dropped = s->rows_dropped;
         s->rows_sent = s->rows_dropped = 0;
-        const struct limit_entry *lim = limit_current(s);
+        const struct limit_entry *lim = relay_group_current(s);
         if (dropped && lim) {
             /* Tell the client, just before the CommandComplete, what it did not get. */
             char msg[300];
@@ -1306,22 +1345,46 @@ static enum hold_action on_server_message(struct session *s, uint8_t type, const
                      "sluice: result limited to %llu rows by rule \"%s\"; %llu more rows were "
                      "not sent",
                      (unsigned long long)lim->limit, lim->rule, (unsigned long long)dropped);
-            pg_put_notice(out_buf(&s->cl_out), "01000", msg);
+            pg_put_notice(session_out_buf(&s->cl_out), "01000", msg);
             buf_append(s->cl_out, body - 5, len + 5);
             return HOLD_REPLACE;
         }
-    } else if (type == 'E' && s->blocked) {
-        blocked_expire(s);
-        struct blocked *e = s->blocked;
-        if (e && e->group == s->s2c_group && is_placeholder_error(body, len)) {
-            buf_append(out_buf(&s->cl_out), e->msg, e->len);
-            s->blocked = e->next;
-            if (!s->blocked) s->blocked_tail = NULL;
-            free(e);
-            return HOLD_REPLACE;
-        }
+        return HOLD_FORWARD;
     }
-    return HOLD_FORWARD;
+    case 'E':
+        if (s->recs) relay_audit_server(s, type, body, len);
+        relay_mask_result_end(s);
+        if (s->blocked) {
+            blocked_expire(s);
+            struct blocked *e = s->blocked;
+            if (e && e->group == s->s2c_group && is_placeholder_error(body, len)) {
+                buf_append(session_out_buf(&s->cl_out), e->msg, e->len);
+                s->blocked = e->next;
+                if (!s->blocked) s->blocked_tail = NULL;
+                free(e);
+                return HOLD_REPLACE;
+            }
+        }
+        return relay_mask_server(s, type, body, len);
+    case 'D': {
+        if (row_beyond_limit(s)) return HOLD_REPLACE; /* dropped: nothing goes instead */
+        size_t mark = s->cl_out ? s->cl_out->len - s->cl_out->off : 0;
+        enum hold_action act = relay_mask_server(s, type, body, len);
+        if (!s->recs) return act;
+        if (act == HOLD_REPLACE && s->cl_out && s->cl_out->len - s->cl_out->off > mark + 5)
+            relay_audit_row(s, s->cl_out->data + s->cl_out->off + mark + 5,
+                            s->cl_out->len - s->cl_out->off - mark - 5);
+        else if (act == HOLD_FORWARD)
+            relay_audit_row(s, body, len);
+        return act;
+    }
+    case 's':
+    case 'I':
+        if (s->recs) relay_audit_server(s, type, body, len);
+        return relay_mask_server(s, type, body, len);
+    default:
+        return relay_mask_server(s, type, body, len);
+    }
 }
 
 /* The client ended COPY FROM STDIN (or the server did, with an error): the Syncs sent behind
@@ -1338,12 +1401,14 @@ static void copy_in_end(struct session *s)
 
 static bool client_holds(const struct session *s, uint8_t type)
 {
-    return type == 'Q' || type == 'P' || type == 'F' || (type == 'B' && s->limited);
+    return type == 'Q' || type == 'P' || type == 'F' ||
+           ((type == 'B' || type == 'E') && (s->limited || relay_audit_on(s)));
 }
 
-static bool server_holds(uint8_t type)
+static bool server_holds(const struct session *s, uint8_t type)
 {
-    return type == 'Z' || type == 'C' || type == 'E' || type == 'S';
+    return type == 'Z' || type == 'C' || type == 'E' || type == 'S' ||
+           ((type == 'D' || type == 's' || type == 'I') && s->recs) || relay_mask_holds(s, type);
 }
 
 /* Decide framing for the bytes of src->in not yet decided. Returns false on a framing error. */
@@ -1357,6 +1422,11 @@ static bool relay_scan(struct session *s, struct side *src, bool from_client, co
     }
     size_t pos = b->off + src->fwd;
     uint32_t max = s->rt->cfg->server.max_message_size;
+    /* Set once a server message was replaced with nothing decided before it: the replacement
+     * went to cl_out, so every message after it in this scan is copied there too (in order)
+     * instead of being written in place. Rewritten rows then leave in one write, not one
+     * write per row. */
+    bool copying = false;
     while (pos < b->len) {
         if (src->msg_left) {
             size_t take = b->len - pos < src->msg_left ? b->len - pos : src->msg_left;
@@ -1392,7 +1462,7 @@ static bool relay_scan(struct session *s, struct side *src, bool from_client, co
                 break;
             }
         }
-        bool hold = from_client ? client_holds(s, h.type) : server_holds(h.type);
+        bool hold = from_client ? client_holds(s, h.type) : server_holds(s, h.type);
         if (hold) {
             if (from_client && h.len > max) {
                 *why = "message larger than server.max_message_size";
@@ -1409,12 +1479,25 @@ static bool relay_scan(struct session *s, struct side *src, bool from_client, co
             enum hold_action act =
                 from_client ? on_client_statement(s, h.type, b->data + pos + 5, h.len - 4)
                             : on_server_message(s, h.type, b->data + pos + 5, h.len - 4);
+            if (act == HOLD_PARK) break; /* fwd ends before it; it stays in the buffer */
+            if (act == HOLD_REPLACE && !from_client && pos == b->off) {
+                b->off += total;
+                pos = b->off;
+                copying = true;
+                continue;
+            }
             if (act == HOLD_REPLACE) {
                 /* Write what came before, drop this message, send the replacement, then
                  * resume scanning after it (relay_pump). */
                 src->skip = total;
                 src->rescan = true;
                 break;
+            }
+            if (copying) {
+                buf_append(session_out_buf(&s->cl_out), b->data + pos, total);
+                b->off += total;
+                pos = b->off;
+                continue;
             }
             pos += total;
             continue;
@@ -1438,15 +1521,22 @@ static bool relay_scan(struct session *s, struct side *src, bool from_client, co
             s->copy_syncs = 0;
         }
         size_t take = b->len - pos < total ? b->len - pos : total;
-        const struct limit_entry *lim;
-        if (!from_client && h.type == 'D' && s->limits && (lim = limit_current(s)) &&
-            s->rows_sent++ >= lim->limit) {
+        if (!from_client && h.type == 'D' && row_beyond_limit(s)) {
             /* Beyond limit_rows: this DataRow is dropped, not sent. */
-            s->rows_dropped++;
             src->skip = take;
             src->drop_left = (uint32_t)(total - take);
             src->rescan = true;
             break;
+        }
+        if (copying) {
+            if (take < total) { /* flush what is copied, then stream this one in place */
+                src->rescan = true;
+                break;
+            }
+            buf_append(session_out_buf(&s->cl_out), b->data + pos, total);
+            b->off += total;
+            pos = b->off;
+            continue;
         }
         pos += take;
         src->msg_left = (uint32_t)(total - take);
@@ -1485,6 +1575,7 @@ static enum pump_result relay_pump(struct session *s, struct side *src, struct s
             return PUMP_CLOSE;
         }
         if (r == 1) return PUMP_BLOCKED;
+        if (from_client && s->parked) return PUMP_IDLE; /* unparking resumes it */
         if (from_client && s->client_terminated) {
             *why = "client terminated";
             s->client_left = true;
@@ -1530,7 +1621,7 @@ static void relay_update_interest(struct session *s)
 {
     if (s->state == S_RELAY) {
         side_watch(s, &s->cl,
-                   (s->c2s_blocked ? 0 : EPOLLIN) |
+                   (s->c2s_blocked ? 0 : s->parked ? EPOLLRDHUP : EPOLLIN) |
                        (s->s2c_blocked || s->cl.sk.want_write ? EPOLLOUT : 0));
         side_watch(s, &s->sv,
                    (s->s2c_blocked ? 0 : EPOLLIN) |
@@ -1579,6 +1670,10 @@ static void relay_run(struct session *s, bool c2s, bool s2c)
 
 static void relay_start(struct session *s)
 {
+    if (!s->audit_started && relay_audit_on(s)) {
+        relay_audit_session(s, AUDIT_SESSION_START, NULL);
+        s->audit_started = true;
+    }
     side_release_in(&s->sv);
     if (s->sv.in) {
         s->sv.fwd = 0; /* anything after ReadyForQuery is relayed from here */
@@ -1627,6 +1722,11 @@ void session_on_event(struct ev_handler *h, uint32_t events)
         if (client_out_flush(s)) closing_linger(s);
         return;
     case S_RELAY: {
+        if (from_client && s->parked && (events & (EPOLLRDHUP | EPOLLHUP | EPOLLERR))) {
+            s->client_left = true;
+            session_close(s, "client disconnected while its statement waited");
+            return;
+        }
         bool in = events & (EPOLLIN | EPOLLHUP | EPOLLERR);
         bool out = events & EPOLLOUT;
         bool tls = s->cl.sk.ssl || s->sv.sk.ssl;
@@ -1708,5 +1808,44 @@ void session_drain_all(struct worker *w)
     for (struct session *s = w->sessions, *next; s; s = next) {
         next = s->next;
         session_drain(s);
+    }
+}
+
+/* ---- parked statements ------------------------------------------------------------- */
+
+static void session_unpark_remove(struct session *s)
+{
+    for (struct session **pp = &s->w->parked; *pp; pp = &(*pp)->park_next)
+        if (*pp == s) {
+            *pp = s->park_next;
+            break;
+        }
+    s->park_next = NULL;
+    s->parked = false;
+}
+
+/* Is the wait of a parked session over? */
+static bool park_done(struct session *s)
+{
+    if (s->park_seq && audit_committed_seq() < s->park_seq) return false;
+    return true;
+}
+
+void session_unpark_ready(struct worker *w)
+{
+    struct session **pp = &w->parked;
+    while (*pp) {
+        struct session *s = *pp;
+        if (s->state != S_RELAY || !park_done(s)) {
+            pp = &s->park_next;
+            continue;
+        }
+        *pp = s->park_next;
+        s->park_next = NULL;
+        s->parked = false;
+        s->park_ready = true;
+        s->park_seq = 0;
+        s->cl.rescan = true;
+        relay_run(s, true, false);
     }
 }

@@ -17,6 +17,7 @@
 #include "core/log.h"
 #include "proxy/pool.h"
 #include "sql/sql.h"
+#include "mask/mask.h"
 #include "proxy/proxy.h"
 
 #define MAX_EVENTS 128
@@ -94,6 +95,7 @@ static void *worker_main(void *arg)
                 if (read(w->wake_fd, &v, sizeof v) < 0) { /* nothing to do */
                 }
                 if (atomic_load(&w->drain_requested)) worker_begin_drain(w);
+                if (w->parked) session_unpark_ready(w);
                 break;
             }
             case EV_POOLED:
@@ -118,6 +120,7 @@ static void *worker_main(void *arg)
     session_reap(w);
     pool_reap(w);
     sql_cache_clear();
+    mask_thread_release();
     buf_pool_free();
     return NULL;
 }

@@ -258,8 +258,10 @@ class SluiceConfig:
     """Builds sluice.yaml text. identities: {name: dict(kind, groups, token, secret_hash)}."""
 
     def __init__(self, pg, certs, identities, port=None, admin_port=None, server_extra=None,
-                 listen_host="127.0.0.1", tls_require=False):
+                 listen_host="127.0.0.1", tls_require=False, extra_yaml="", state_dir=None):
         self.server_extra = dict(server_extra or {})
+        self.extra_yaml = extra_yaml  # more top-level sections (masking:, audit:, ...)
+        self.state_dir = state_dir
         self.listen_host = listen_host
         self.tls_require = tls_require
         self.pg = pg
@@ -331,6 +333,13 @@ class SluiceConfig:
         server = {"workers": 2, "log_level": LOG_LEVEL}
         server.update(self.server_extra)
         out.append("server: { " + ", ".join(f"{k}: {v}" for k, v in server.items()) + " }")
+        if self.state_dir:
+            out.append(f"state: {{ path: {self.state_dir}/sluice.db }}")
+        if "masking:" not in self.extra_yaml:
+            # alice and etl run the driver suites and tools: they see raw values; bob and
+            # copilot get the default masking.
+            out.append("masking: { unmask: { identities: [alice@corp.com, etl] } }")
+        out.append(self.extra_yaml)
         return "\n".join(out) + "\n"
 
 
@@ -341,6 +350,9 @@ class SluiceProcess:
         self.base = base
         self.name = name
         self.config = config
+        if config.state_dir is None:
+            config.state_dir = os.path.join(base, f"{name}-state")
+            os.makedirs(config.state_dir, exist_ok=True)
         self.path = os.path.join(base, f"{name}.yaml")
         self.log = os.path.join(base, f"{name}.log")
         self.proc = None

@@ -1,0 +1,36 @@
+/*
+ * admin_int.h: what the files of src/admin/ share among themselves (not a public interface).
+ *
+ * admin.c owns the server, routing, auth and reply helpers; sse.c owns the event ring and the
+ * stream responses.
+ */
+#ifndef SLUICE_ADMIN_INT_H
+#define SLUICE_ADMIN_INT_H
+
+#include <microhttpd.h>
+
+#include "admin/admin.h"
+
+/* Queue a reply: body is malloc'd and taken over (NULL = empty). Adds the common headers and
+ * counts the request. */
+enum MHD_Result admin_reply_take(struct MHD_Connection *c, unsigned status, const char *ctype,
+                                 char *body, size_t len);
+/* {"error": msg} with the given status (401 adds WWW-Authenticate). */
+enum MHD_Result admin_reply_error(struct MHD_Connection *c, unsigned status, const char *msg);
+
+/* Event ring lifecycle, around the daemon's life. */
+void sse_open(void);
+void sse_close(void); /* wakes every stream so it ends; the daemon stop then joins them */
+void sse_reset(void); /* frees the ring's events (after the daemon stopped) */
+
+/* Answer GET /api/v1/events (already authenticated). */
+enum MHD_Result sse_serve(struct MHD_Connection *c);
+
+/* Does the event (one JSON object) pass the stream filters? NULL filter = any; a filter may
+ * list several values separated by commas. Exposed for the unit test. */
+struct sse_filter {
+    const char *identity, *kind, *target, *decision;
+};
+bool sse_event_matches(const char *json, const struct sse_filter *f);
+
+#endif

@@ -1,0 +1,118 @@
+/*
+ * audit_int.h: what the files of src/audit/ share among themselves (and with their unit
+ * test): the queued copy of an event, its canonical JSON body, the chain hash, checkpoint
+ * signing, the JSON Lines sink and verification. Not for other modules: they use audit.h.
+ */
+#ifndef SLUICE_AUDIT_AUDIT_INT_H
+#define SLUICE_AUDIT_AUDIT_INT_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <string.h>
+
+#include <openssl/evp.h>
+
+#include "audit/audit.h"
+#include "store/store.h"
+
+#define AUDIT_HASH_HEX 65
+#define AUDIT_GENESIS "0000000000000000000000000000000000000000000000000000000000000000"
+
+/* A growable string. */
+struct sbuf {
+    char *p;
+    size_t len, cap;
+};
+void sbuf_grow(struct sbuf *b, size_t n); /* room for n more bytes and a NUL */
+static inline void sbuf_add(struct sbuf *b, const char *s, size_t n)
+{
+    if (b->len + n + 1 > b->cap) sbuf_grow(b, n);
+    memcpy(b->p + b->len, s, n);
+    b->len += n;
+    b->p[b->len] = 0;
+}
+void sbuf_adds(struct sbuf *b, const char *s);
+void sbuf_addf(struct sbuf *b, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+void sbuf_free(struct sbuf *b);
+
+/* ---- event.c */
+
+/* A queued event: a copy of the caller's event in one allocation (strings follow it). */
+struct audit_rec {
+    uint64_t seq;
+    struct audit_event ev; /* strings point into this allocation */
+};
+/* Copy ev; fills time_us when 0. Free with free(). */
+struct audit_rec *audit_rec_new(const struct audit_event *ev);
+
+/* Append the canonical JSON body of ev (seq, prev_hash included; no hash) to out. The body is
+ * stored verbatim and hashed as is; default_instance stands in for a NULL ev->instance. */
+void audit_event_body(const struct audit_event *ev, uint64_t seq, const char *default_instance,
+                      const char *prev_hash, struct sbuf *out);
+/* The JSON line of an event: body with ,"hash":"..." before its closing brace (no newline). */
+void audit_event_line(const char *body, size_t body_len, const char *hash, struct sbuf *out);
+/* Split a JSON line back into body and hash. Returns 0, or -1 when it is not such a line. */
+int audit_line_split(const char *line, size_t len, struct sbuf *body, char hash[AUDIT_HASH_HEX]);
+/* ISO 8601 UTC with microseconds: 2025-01-02T03:04:05.123456Z */
+void audit_time_format(int64_t time_us, char out[32]);
+/* "1h", "30m", "90d", "45s", "2w" before now, or an ISO date/time (UTC). -1 when invalid. */
+int audit_time_parse(const char *s, int64_t now_us, int64_t *out_us);
+int64_t audit_now_us(void);
+
+/* ---- chain.c */
+
+/* hex SHA-256 of data. */
+void audit_sha256_hex(const void *data, size_t len, char out[AUDIT_HASH_HEX]);
+/* The bytes a checkpoint signature covers: "sluice-audit-checkpoint\n<seq>\n<hash>\n". */
+void audit_checkpoint_message(uint64_t seq, const char *hash, struct sbuf *out);
+/* Load an Ed25519 private key (PEM). */
+int audit_key_load_private(const char *path, EVP_PKEY **out, char *err, size_t errlen);
+/* Load an Ed25519 public key (PEM "PUBLIC KEY"; a private key file works too). */
+int audit_key_load_public(const char *path, EVP_PKEY **out, char *err, size_t errlen);
+/* First 16 hex digits of the SHA-256 of the raw public key. */
+int audit_key_id(EVP_PKEY *key, char out[17]);
+/* Sign a checkpoint: sig_hex gets 128 hex digits and a NUL. */
+int audit_checkpoint_sign(EVP_PKEY *key, uint64_t seq, const char *hash, char sig_hex[129]);
+/* 1 valid, 0 invalid. */
+int audit_checkpoint_verify(EVP_PKEY *pub, uint64_t seq, const char *hash, const char *sig_hex);
+
+/* ---- jsonl.c */
+
+struct audit_jsonl;
+/* Open (create) for appending; a partial last line left by a crash is cut off. */
+int audit_jsonl_open(const char *path, struct audit_jsonl **out, char *err, size_t errlen);
+void audit_jsonl_close(struct audit_jsonl *j);
+/* Append data (whole lines) and fsync. On failure the file is cut back to where it was and
+ * -1 returned with the message in err. */
+int audit_jsonl_append(struct audit_jsonl *j, const char *data, size_t len, char *err,
+                       size_t errlen);
+/* seq of the last complete line of the file at path (0 when empty or absent). */
+int audit_jsonl_last_seq(const char *path, uint64_t *seq, char *err, size_t errlen);
+
+/* ---- verify.c */
+
+struct audit_verify_result {
+    bool intact;
+    uint64_t events;             /* events checked */
+    uint64_t first_seq, last_seq; /* range checked (0 when none) */
+    uint64_t anchor_seq;         /* store: retention anchor (0 = none) */
+    uint64_t checkpoints;        /* checkpoints checked */
+    uint64_t signed_checkpoints; /* of which signatures verified */
+    uint64_t broken_seq;         /* the first broken link (0 when intact) */
+    char what[512];              /* what is wrong there */
+};
+/* Recompute the chain over the store; pub (may be NULL) verifies checkpoint signatures and
+ * then requires every checkpoint to be signed. Returns 0 when verification ran (see
+ * r->intact), -1 when it could not run (message in r->what). */
+int audit_verify_store(struct store *st, EVP_PKEY *pub, struct audit_verify_result *r);
+/* Verify a JSON Lines copy: its own chain, and against the store when st is not NULL (every
+ * event in both must agree; neither may end before the other). */
+int audit_verify_jsonl(const char *path, struct store *st, struct audit_verify_result *r);
+
+/* ---- writer.c (tests) */
+
+/* Ask the writer to run retention now (tests); returns after it ran. */
+int audit_writer_prune_now(uint64_t *pruned);
+
+#endif

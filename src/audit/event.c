@@ -1,0 +1,488 @@
+/*
+ * event.c: the audit event model: kind names, the copy audit_emit() queues, and the
+ * canonical JSON body that is stored, hashed and shipped.
+ *
+ * The body is one JSON object with keys in a fixed order, strings escaped as JSON requires
+ * (bytes that are not UTF-8 become U+FFFD), empty fields left out, and "prev_hash" last. It
+ * is written once and stored verbatim: verification hashes the stored bytes, so nothing ever
+ * has to re-serialize an event identically. The JSON line adds ,"hash":"..." before the
+ * closing brace. No I/O here.
+ */
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <cjson/cJSON.h>
+
+#include "audit/audit_int.h"
+#include "core/buf.h"
+
+/* ---- sbuf */
+
+void sbuf_grow(struct sbuf *b, size_t n)
+{
+    size_t cap = b->cap ? b->cap : 256;
+    while (cap < b->len + n + 1)
+        cap *= 2;
+    b->p = xrealloc(b->p, cap);
+    b->cap = cap;
+}
+
+void sbuf_adds(struct sbuf *b, const char *s)
+{
+    sbuf_add(b, s, strlen(s));
+}
+
+void sbuf_addf(struct sbuf *b, const char *fmt, ...)
+{
+    char tmp[256];
+    va_list ap;
+    va_start(ap, fmt);
+    int n = vsnprintf(tmp, sizeof tmp, fmt, ap);
+    va_end(ap);
+    if (n < 0) return;
+    if ((size_t)n < sizeof tmp) {
+        sbuf_add(b, tmp, (size_t)n);
+        return;
+    }
+    char *big = xmalloc((size_t)n + 1);
+    va_start(ap, fmt);
+    vsnprintf(big, (size_t)n + 1, fmt, ap);
+    va_end(ap);
+    sbuf_add(b, big, (size_t)n);
+    free(big);
+}
+
+void sbuf_free(struct sbuf *b)
+{
+    free(b->p);
+    b->p = NULL;
+    b->len = b->cap = 0;
+}
+
+/* ---- kinds */
+
+static const char *const kind_names[AUDIT_KIND_COUNT] = {
+    [AUDIT_SESSION_START] = "session_start",
+    [AUDIT_SESSION_END] = "session_end",
+    [AUDIT_AUTH_FAILURE] = "auth_failure",
+    [AUDIT_STATEMENT] = "statement",
+    [AUDIT_STATEMENT_END] = "statement_end",
+    [AUDIT_CONFIG_RELOAD] = "config_reload",
+    [AUDIT_APPROVAL_REQUESTED] = "approval_requested",
+    [AUDIT_APPROVAL_APPROVED] = "approval_approved",
+    [AUDIT_APPROVAL_DENIED] = "approval_denied",
+    [AUDIT_APPROVAL_EXPIRED] = "approval_expired",
+    [AUDIT_GRANT_USED] = "grant_used",
+    [AUDIT_GRANT_EXHAUSTED] = "grant_exhausted",
+    [AUDIT_EVENTS_LOST] = "events_lost",
+};
+
+const char *audit_kind_name(enum audit_kind kind)
+{
+    return (unsigned)kind < AUDIT_KIND_COUNT ? kind_names[kind] : "unknown";
+}
+
+int audit_kind_from_name(const char *name)
+{
+    for (int i = 0; i < AUDIT_KIND_COUNT; i++)
+        if (strcmp(kind_names[i], name) == 0) return i;
+    return -1;
+}
+
+/* ---- time */
+
+int64_t audit_now_us(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    return (int64_t)ts.tv_sec * 1000000 + ts.tv_nsec / 1000;
+}
+
+void audit_time_format(int64_t time_us, char out[32])
+{
+    time_t sec = (time_t)(time_us / 1000000);
+    long us = (long)(time_us % 1000000);
+    if (us < 0) {
+        us += 1000000;
+        sec--;
+    }
+    static __thread time_t cached_sec = -1;
+    static __thread char cached[24];
+    static __thread size_t cached_len;
+    if (sec != cached_sec) {
+        struct tm tm;
+        gmtime_r(&sec, &tm);
+        cached_len = strftime(cached, sizeof cached, "%Y-%m-%dT%H:%M:%S", &tm);
+        cached_sec = sec;
+    }
+    memcpy(out, cached, cached_len);
+    char *p = out + cached_len;
+    *p++ = '.';
+    for (int i = 5; i >= 0; i--) {
+        p[i] = (char)('0' + us % 10);
+        us /= 10;
+    }
+    p[6] = 'Z';
+    p[7] = 0;
+}
+
+int audit_time_parse(const char *s, int64_t now_us, int64_t *out_us)
+{
+    char *end;
+    if (!s || !*s) return -1;
+    unsigned long long n = strtoull(s, &end, 10);
+    if (end != s && end[0] && !end[1] && strchr("smhdw", end[0])) {
+        static const int64_t mult[] = {1, 60, 3600, 86400, 604800};
+        int64_t m = mult[strchr("smhdw", end[0]) - "smhdw"];
+        *out_us = now_us - (int64_t)n * m * 1000000;
+        return 0;
+    }
+    struct tm tm = {0};
+    const char *p = strptime(s, "%Y-%m-%d", &tm);
+    if (!p) return -1;
+    long us = 0;
+    if (*p == 'T' || *p == ' ') {
+        p = strptime(p + 1, "%H:%M", &tm);
+        if (!p) return -1;
+        if (*p == ':') {
+            p = strptime(p + 1, "%S", &tm);
+            if (!p) return -1;
+            if (*p == '.') {
+                p++;
+                long scale = 100000;
+                while (*p >= '0' && *p <= '9') {
+                    us += (*p - '0') * scale;
+                    scale /= 10;
+                    p++;
+                }
+            }
+        }
+    }
+    if (*p == 'Z') p++;
+    if (*p) return -1;
+    *out_us = (int64_t)timegm(&tm) * 1000000 + us;
+    return 0;
+}
+
+/* ---- the queued copy */
+
+/* Every string field of struct audit_event, for copying. */
+static const size_t str_fields[] = {
+    offsetof(struct audit_event, instance),      offsetof(struct audit_event, identity),
+    offsetof(struct audit_event, identity_kind), offsetof(struct audit_event, groups),
+    offsetof(struct audit_event, auth_method),   offsetof(struct audit_event, client_addr),
+    offsetof(struct audit_event, application_name), offsetof(struct audit_event, target),
+    offsetof(struct audit_event, statement),     offsetof(struct audit_event, fingerprint),
+    offsetof(struct audit_event, command),       offsetof(struct audit_event, class_),
+    offsetof(struct audit_event, tables),        offsetof(struct audit_event, decision),
+    offsetof(struct audit_event, rule),          offsetof(struct audit_event, request_id),
+    offsetof(struct audit_event, grant_id),      offsetof(struct audit_event, actor),
+    offsetof(struct audit_event, masked),        offsetof(struct audit_event, digest),
+    offsetof(struct audit_event, sqlstate),      offsetof(struct audit_event, detail),
+};
+#define N_STR_FIELDS (sizeof str_fields / sizeof str_fields[0])
+
+static const char **field_at(struct audit_event *ev, size_t off)
+{
+    return (const char **)((char *)ev + off);
+}
+
+struct audit_rec *audit_rec_new(const struct audit_event *ev)
+{
+    size_t lens[N_STR_FIELDS], total = 0;
+    for (size_t i = 0; i < N_STR_FIELDS; i++) {
+        const char *s = *field_at((struct audit_event *)ev, str_fields[i]);
+        lens[i] = s && *s ? strlen(s) + 1 : 0;
+        total += lens[i];
+    }
+    struct audit_rec *r = xmalloc(sizeof *r + total);
+    r->seq = 0;
+    r->ev = *ev;
+    if (!r->ev.time_us) r->ev.time_us = audit_now_us();
+    char *p = (char *)(r + 1);
+    for (size_t i = 0; i < N_STR_FIELDS; i++) {
+        const char **dst = field_at(&r->ev, str_fields[i]);
+        if (!lens[i]) {
+            *dst = NULL;
+            continue;
+        }
+        memcpy(p, *dst, lens[i]);
+        *dst = p;
+        p += lens[i];
+    }
+    return r;
+}
+
+/* ---- JSON */
+
+/* Length of a valid UTF-8 sequence at s (n bytes available), 0 when invalid. */
+static size_t utf8_len(const unsigned char *s, size_t n)
+{
+    unsigned c = s[0];
+    size_t len;
+    unsigned min;
+    if (c < 0x80) return 1;
+    if ((c & 0xE0) == 0xC0) {
+        len = 2;
+        min = 0x80;
+        c &= 0x1F;
+    } else if ((c & 0xF0) == 0xE0) {
+        len = 3;
+        min = 0x800;
+        c &= 0x0F;
+    } else if ((c & 0xF8) == 0xF0) {
+        len = 4;
+        min = 0x10000;
+        c &= 0x07;
+    } else {
+        return 0;
+    }
+    if (len > n) return 0;
+    for (size_t i = 1; i < len; i++) {
+        if ((s[i] & 0xC0) != 0x80) return 0;
+        c = (c << 6) | (s[i] & 0x3F);
+    }
+    if (c < min || c > 0x10FFFF || (c >= 0xD800 && c <= 0xDFFF)) return 0;
+    return len;
+}
+
+static void json_str(struct sbuf *b, const char *s)
+{
+    static const char hex[] = "0123456789abcdef";
+    const unsigned char *p = (const unsigned char *)s;
+    size_t n = strlen(s), i = 0, run = 0;
+    sbuf_add(b, "\"", 1);
+    while (i < n) {
+        unsigned c = p[i];
+        if (c >= 0x20 && c < 0x7f && c != '"' && c != '\\') {
+            i++;
+            run++;
+            continue;
+        }
+        size_t u = c >= 0x80 ? utf8_len(p + i, n - i) : 0;
+        if (u) {
+            i += u;
+            run += u;
+            continue;
+        }
+        sbuf_add(b, (const char *)p + i - run, run);
+        run = 0;
+        switch (c) {
+        case '"':
+            sbuf_add(b, "\\\"", 2);
+            break;
+        case '\\':
+            sbuf_add(b, "\\\\", 2);
+            break;
+        case '\n':
+            sbuf_add(b, "\\n", 2);
+            break;
+        case '\r':
+            sbuf_add(b, "\\r", 2);
+            break;
+        case '\t':
+            sbuf_add(b, "\\t", 2);
+            break;
+        default:
+            if (c >= 0x80) {
+                sbuf_add(b, "\\ufffd", 6);
+            } else {
+                char e[6] = {'\\', 'u', '0', '0', hex[c >> 4], hex[c & 15]};
+                sbuf_add(b, e, 6);
+            }
+        }
+        i++;
+    }
+    sbuf_add(b, (const char *)p + i - run, run);
+    sbuf_add(b, "\"", 1);
+}
+
+static void key(struct sbuf *b, const char *k)
+{
+    size_t n = strlen(k);
+    sbuf_add(b, ",\"", 2);
+    sbuf_add(b, k, n);
+    sbuf_add(b, "\":", 2);
+}
+
+static void add_u64(struct sbuf *b, uint64_t v)
+{
+    char tmp[24];
+    size_t i = sizeof tmp;
+    do {
+        tmp[--i] = (char)('0' + v % 10);
+        v /= 10;
+    } while (v);
+    sbuf_add(b, tmp + i, sizeof tmp - i);
+}
+
+static void field_str(struct sbuf *b, const char *k, const char *v)
+{
+    if (!v || !*v) return;
+    key(b, k);
+    json_str(b, v);
+}
+
+static void field_u64(struct sbuf *b, const char *k, uint64_t v, bool always)
+{
+    if (!v && !always) return;
+    key(b, k);
+    add_u64(b, v);
+}
+
+/* A list given as a comma list or a JSON array of strings, written as a JSON array. */
+static void field_list(struct sbuf *b, const char *k, const char *v)
+{
+    if (!v || !*v) return;
+    key(b, k);
+    sbuf_add(b, "[", 1);
+    const char *p = v;
+    while (*p == ' ')
+        p++;
+    if (*p == '[') {
+        cJSON *arr = cJSON_Parse(p);
+        if (arr && cJSON_IsArray(arr)) {
+            int first = 1;
+            cJSON *it;
+            cJSON_ArrayForEach(it, arr)
+            {
+                if (!cJSON_IsString(it)) continue;
+                if (!first) sbuf_add(b, ",", 1);
+                json_str(b, it->valuestring);
+                first = 0;
+            }
+            cJSON_Delete(arr);
+            sbuf_add(b, "]", 1);
+            return;
+        }
+        cJSON_Delete(arr);
+    }
+    int first = 1;
+    while (*v) {
+        const char *e = strchr(v, ',');
+        size_t n = e ? (size_t)(e - v) : strlen(v);
+        while (n && *v == ' ') {
+            v++;
+            n--;
+        }
+        while (n && v[n - 1] == ' ')
+            n--;
+        if (n) {
+            char *item = xmalloc(n + 1);
+            memcpy(item, v, n);
+            item[n] = 0;
+            if (!first) sbuf_add(b, ",", 1);
+            json_str(b, item);
+            free(item);
+            first = 0;
+        }
+        if (!e) break;
+        v = e + 1;
+    }
+    sbuf_add(b, "]", 1);
+}
+
+/* Masked counts: a JSON object of numbers, rewritten canonically; anything else as a string. */
+static void field_masked(struct sbuf *b, const char *v)
+{
+    if (!v || !*v) return;
+    cJSON *o = cJSON_Parse(v);
+    if (o && cJSON_IsObject(o)) {
+        key(b, "masked");
+        sbuf_add(b, "{", 1);
+        int first = 1;
+        cJSON *it;
+        cJSON_ArrayForEach(it, o)
+        {
+            if (!cJSON_IsNumber(it) || !it->string) continue;
+            if (!first) sbuf_add(b, ",", 1);
+            json_str(b, it->string);
+            sbuf_addf(b, ":%llu", it->valuedouble > 0 ? (unsigned long long)it->valuedouble : 0ull);
+            first = 0;
+        }
+        sbuf_add(b, "}", 1);
+    } else {
+        field_str(b, "masked", v);
+    }
+    cJSON_Delete(o);
+}
+
+void audit_event_body(const struct audit_event *ev, uint64_t seq, const char *default_instance,
+                      const char *prev_hash, struct sbuf *out)
+{
+    char t[32];
+    audit_time_format(ev->time_us, t);
+    bool stmt = ev->kind == AUDIT_STATEMENT || ev->kind == AUDIT_STATEMENT_END;
+    sbuf_add(out, "{\"seq\":", 7);
+    add_u64(out, seq);
+    sbuf_add(out, ",\"time\":\"", 9);
+    sbuf_adds(out, t);
+    sbuf_add(out, "\",\"time_us\":", 12);
+    if (ev->time_us < 0) sbuf_add(out, "-", 1);
+    add_u64(out, ev->time_us < 0 ? (uint64_t)-ev->time_us : (uint64_t)ev->time_us);
+    sbuf_add(out, ",\"kind\":\"", 9);
+    sbuf_adds(out, audit_kind_name(ev->kind));
+    sbuf_add(out, "\"", 1);
+    field_str(out, "instance", ev->instance ? ev->instance : default_instance);
+    field_u64(out, "session", ev->session_id, false);
+    field_str(out, "identity", ev->identity);
+    field_str(out, "identity_kind", ev->identity_kind);
+    field_list(out, "groups", ev->groups);
+    field_str(out, "auth_method", ev->auth_method);
+    field_str(out, "client_addr", ev->client_addr);
+    field_str(out, "application_name", ev->application_name);
+    field_str(out, "target", ev->target);
+    field_str(out, "statement", ev->statement);
+    field_str(out, "fingerprint", ev->fingerprint);
+    field_str(out, "command", ev->command);
+    field_str(out, "class", ev->class_);
+    field_list(out, "tables", ev->tables);
+    field_str(out, "decision", ev->decision);
+    field_str(out, "rule", ev->rule);
+    field_str(out, "request_id", ev->request_id);
+    field_str(out, "grant_id", ev->grant_id);
+    field_str(out, "actor", ev->actor);
+    field_u64(out, "ref", ev->ref, false);
+    field_u64(out, "duration_us", ev->duration_us, stmt);
+    field_u64(out, "rows", ev->rows, stmt);
+    field_u64(out, "bytes", ev->bytes, stmt);
+    field_masked(out, ev->masked);
+    field_str(out, "digest", ev->digest);
+    field_str(out, "sqlstate", ev->sqlstate);
+    field_str(out, "detail", ev->detail);
+    sbuf_add(out, ",\"prev_hash\":\"", 14);
+    sbuf_adds(out, prev_hash);
+    sbuf_add(out, "\"}", 2);
+}
+
+void audit_event_line(const char *body, size_t body_len, const char *hash, struct sbuf *out)
+{
+    sbuf_add(out, body, body_len - 1); /* without the closing brace */
+    sbuf_adds(out, ",\"hash\":\"");
+    sbuf_adds(out, hash);
+    sbuf_adds(out, "\"}");
+}
+
+int audit_line_split(const char *line, size_t len, struct sbuf *body, char hash[AUDIT_HASH_HEX])
+{
+    static const char tag[] = ",\"hash\":\"";
+    const size_t tl = sizeof tag - 1, hl = AUDIT_HASH_HEX - 1;
+    while (len && (line[len - 1] == '\n' || line[len - 1] == '\r'))
+        len--;
+    if (len < tl + hl + 2 + 2 || line[0] != '{') return -1;
+    const char *h = line + len - 2 - hl - tl;
+    if (memcmp(h, tag, tl) != 0 || memcmp(line + len - 2, "\"}", 2) != 0) return -1;
+    memcpy(hash, h + tl, hl);
+    hash[hl] = 0;
+    for (size_t i = 0; i < hl; i++)
+        if (!strchr("0123456789abcdef", hash[i])) return -1;
+    body->len = 0;
+    sbuf_add(body, line, (size_t)(h - line));
+    sbuf_add(body, "}", 1);
+    return 0;
+}

@@ -1,0 +1,642 @@
+/*
+ * writer.c: the audit's queue and writer thread.
+ *
+ * Workers call audit_emit(): the event is copied (one allocation) and put in a bounded ring
+ * under a mutex that is held only for the push; its sequence number is taken there too, so
+ * queue order is chain order. One writer thread drains up to 1,000 events at a time,
+ * serializes and hashes them in order, adds a (signed) checkpoint every audit.checkpoint
+ * events, and commits the batch in one store transaction (group commit), then appends the
+ * JSON lines to audit.jsonl with one fsync. Only then does audit_committed_seq() move, the
+ * subscribed eventfds get a wakeup, and the live feed sees the lines.
+ *
+ * A failed write is retried with the same batch (backoff 10 ms doubling to 1 s) while
+ * audit_healthy() is false; new events wait in the ring until it is full, after which
+ * audit_emit() returns 0 and counts the loss. When the queue drains, the writer records an
+ * events_lost event with the count, so no loss is silent. Retention runs here every minute.
+ */
+#include <errno.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "audit/audit_int.h"
+#include "core/buf.h"
+#include "core/log.h"
+
+#define BATCH_MAX 1000
+#define MAX_EFDS 256
+#define MAX_FEEDS 16
+#define RETENTION_EVERY_US (60LL * 1000000)
+#define STOP_GIVE_UP_US (5LL * 1000000)
+
+struct feed_sub {
+    audit_feed_fn fn;
+    void *ctx;
+};
+
+static struct writer {
+    /* mu guards the ring, next_seq and the flags below it */
+    pthread_mutex_t mu;
+    pthread_cond_t cv;      /* writer waits for events (and for stop) */
+    pthread_cond_t done_cv; /* prune_now waits for the writer */
+    struct audit_rec **ring;
+    unsigned cap, head, count, inflight;
+    uint64_t next_seq;
+    bool running, stopping, waiting, prune_req, prune_done;
+    int prune_rc;
+    uint64_t prune_count;
+    pthread_t thread;
+
+    /* writer-thread state (set before the thread starts) */
+    struct store *st;
+    struct audit_jsonl *jsonl;
+    EVP_PKEY *key;
+    char key_id[17];
+    unsigned checkpoint;
+    uint64_t retention_s;
+    char instance[128];
+    char prev_hash[AUDIT_HASH_HEX];
+    int64_t last_prune_us;
+    uint64_t lost_reported;
+    int64_t give_up_at; /* while stopping with a failing store */
+
+    atomic_bool disabled;
+    atomic_bool fail_open;
+    atomic_bool healthy;
+    atomic_uint_least64_t committed, written, lost, errors, fake_seq;
+
+    pthread_mutex_t err_mu;
+    char last_error[256];
+
+    pthread_mutex_t sub_mu;
+    int efds[MAX_EFDS];
+    unsigned n_efds;
+    struct feed_sub feeds[MAX_FEEDS];
+    unsigned n_feeds;
+} W = {
+    .mu = PTHREAD_MUTEX_INITIALIZER,
+    .cv = PTHREAD_COND_INITIALIZER,
+    .done_cv = PTHREAD_COND_INITIALIZER,
+    .err_mu = PTHREAD_MUTEX_INITIALIZER,
+    .sub_mu = PTHREAD_MUTEX_INITIALIZER,
+};
+
+static void set_error(const char *msg)
+{
+    pthread_mutex_lock(&W.err_mu);
+    snprintf(W.last_error, sizeof W.last_error, "%.255s", msg);
+    pthread_mutex_unlock(&W.err_mu);
+}
+
+/* ---- emit side */
+
+uint64_t audit_emit(const struct audit_event *ev)
+{
+    if (atomic_load_explicit(&W.disabled, memory_order_relaxed))
+        return atomic_fetch_add(&W.fake_seq, 1) + 1;
+    struct audit_rec *rec = audit_rec_new(ev);
+    pthread_mutex_lock(&W.mu);
+    if (!W.running || W.stopping || W.count >= W.cap) {
+        pthread_mutex_unlock(&W.mu);
+        free(rec);
+        atomic_fetch_add(&W.lost, 1);
+        return 0;
+    }
+    uint64_t seq = W.next_seq++;
+    rec->seq = seq;
+    W.ring[(W.head + W.count) % W.cap] = rec;
+    W.count++;
+    if (W.waiting) {
+        W.waiting = false;
+        pthread_cond_signal(&W.cv);
+    }
+    pthread_mutex_unlock(&W.mu);
+    return seq;
+}
+
+uint64_t audit_committed_seq(void)
+{
+    if (atomic_load_explicit(&W.disabled, memory_order_relaxed))
+        return atomic_load(&W.fake_seq);
+    return atomic_load_explicit(&W.committed, memory_order_acquire);
+}
+
+bool audit_healthy(void)
+{
+    return atomic_load_explicit(&W.healthy, memory_order_relaxed);
+}
+
+bool audit_fail_open(void)
+{
+    return atomic_load_explicit(&W.fail_open, memory_order_relaxed);
+}
+
+void audit_stats_get(struct audit_stats *out)
+{
+    memset(out, 0, sizeof *out);
+    out->written = atomic_load(&W.written);
+    out->lost = atomic_load(&W.lost);
+    out->write_errors = atomic_load(&W.errors);
+    out->committed_seq = audit_committed_seq();
+    out->healthy = audit_healthy();
+    pthread_mutex_lock(&W.mu);
+    out->queued = W.count + W.inflight;
+    pthread_mutex_unlock(&W.mu);
+    pthread_mutex_lock(&W.err_mu);
+    snprintf(out->last_error, sizeof out->last_error, "%s", W.last_error);
+    pthread_mutex_unlock(&W.err_mu);
+}
+
+int audit_subscribe(int efd)
+{
+    int ret = -1;
+    pthread_mutex_lock(&W.sub_mu);
+    if (W.n_efds < MAX_EFDS) {
+        W.efds[W.n_efds++] = efd;
+        ret = 0;
+    }
+    pthread_mutex_unlock(&W.sub_mu);
+    return ret;
+}
+
+void audit_unsubscribe(int efd)
+{
+    pthread_mutex_lock(&W.sub_mu);
+    for (unsigned i = 0; i < W.n_efds; i++) {
+        if (W.efds[i] == efd) {
+            W.efds[i] = W.efds[--W.n_efds];
+            break;
+        }
+    }
+    pthread_mutex_unlock(&W.sub_mu);
+}
+
+int audit_feed_subscribe(audit_feed_fn fn, void *ctx)
+{
+    int ret = -1;
+    pthread_mutex_lock(&W.sub_mu);
+    if (W.n_feeds < MAX_FEEDS) {
+        W.feeds[W.n_feeds++] = (struct feed_sub){fn, ctx};
+        ret = 0;
+    }
+    pthread_mutex_unlock(&W.sub_mu);
+    return ret;
+}
+
+void audit_feed_unsubscribe(audit_feed_fn fn, void *ctx)
+{
+    pthread_mutex_lock(&W.sub_mu);
+    for (unsigned i = 0; i < W.n_feeds; i++) {
+        if (W.feeds[i].fn == fn && W.feeds[i].ctx == ctx) {
+            W.feeds[i] = W.feeds[--W.n_feeds];
+            break;
+        }
+    }
+    pthread_mutex_unlock(&W.sub_mu);
+}
+
+/* ---- writer thread */
+
+static struct timespec deadline_in(int64_t us)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    int64_t ns = ts.tv_nsec + (us % 1000000) * 1000;
+    ts.tv_sec += (time_t)(us / 1000000 + ns / 1000000000);
+    ts.tv_nsec = (long)(ns % 1000000000);
+    return ts;
+}
+
+/* Sleep up to us, waking early when stop is requested. Returns true when stopping. */
+static bool backoff_sleep(int64_t us)
+{
+    pthread_mutex_lock(&W.mu);
+    if (!W.stopping) {
+        struct timespec ts = deadline_in(us);
+        pthread_cond_timedwait(&W.cv, &W.mu, &ts);
+    }
+    bool stopping = W.stopping;
+    pthread_mutex_unlock(&W.mu);
+    return stopping;
+}
+
+/* Run `op` until it succeeds; false when the writer gave up (stopping with a failing store). */
+static bool retry(int (*op)(void *arg, char *err, size_t errlen), void *arg)
+{
+    int64_t backoff = 10000;
+    char err[512];
+    bool was_healthy = true;
+    for (;;) {
+        if (op(arg, err, sizeof err) == 0) {
+            if (!was_healthy) log_info("audit: the store is writable again");
+            return true;
+        }
+        atomic_fetch_add(&W.errors, 1);
+        set_error(err);
+        if (was_healthy) log_error("audit: %s (retrying; events are kept in memory)", err);
+        was_healthy = false;
+        atomic_store(&W.healthy, false);
+        bool stopping = backoff_sleep(backoff);
+        if (stopping) {
+            int64_t now = audit_now_us();
+            if (!W.give_up_at) W.give_up_at = now + STOP_GIVE_UP_US;
+            if (now >= W.give_up_at) return false;
+        }
+        backoff = backoff * 2 > 1000000 ? 1000000 : backoff * 2;
+    }
+}
+
+struct batch {
+    struct audit_rec **recs;
+    unsigned n;
+    struct sbuf bodies;
+    size_t *off, *len;
+    char (*hash)[AUDIT_HASH_HEX];
+    struct store_event *sev;
+    struct store_checkpoint *cps;
+    char (*sigs)[129];
+    unsigned ncp;
+    struct sbuf lines;
+    size_t *line_off;
+};
+
+static int op_store(void *arg, char *err, size_t errlen)
+{
+    struct batch *b = arg;
+    if (store_events_append(W.st, b->sev, b->n, b->cps, b->ncp) == 0) return 0;
+    snprintf(err, errlen, "%s", store_errmsg(W.st));
+    return -1;
+}
+
+static int op_jsonl(void *arg, char *err, size_t errlen)
+{
+    struct batch *b = arg;
+    if (store_test_failing_writes()) {
+        snprintf(err, errlen, "writing audit.jsonl: no space left (injected by a test)");
+        return -1;
+    }
+    return audit_jsonl_append(W.jsonl, b->lines.p, b->lines.len, err, errlen);
+}
+
+static void write_batch(struct batch *b)
+{
+    unsigned n = b->n;
+    b->bodies.len = 0;
+    b->lines.len = 0;
+    b->ncp = 0;
+    char prev[AUDIT_HASH_HEX];
+    memcpy(prev, W.prev_hash, sizeof prev);
+    for (unsigned i = 0; i < n; i++) {
+        struct audit_rec *r = b->recs[i];
+        b->off[i] = b->bodies.len;
+        audit_event_body(&r->ev, r->seq, W.instance, prev, &b->bodies);
+        b->len[i] = b->bodies.len - b->off[i];
+        audit_sha256_hex(b->bodies.p + b->off[i], b->len[i], b->hash[i]);
+        memcpy(prev, b->hash[i], sizeof prev);
+    }
+    pthread_mutex_lock(&W.sub_mu);
+    bool want_lines = W.jsonl || W.n_feeds;
+    pthread_mutex_unlock(&W.sub_mu);
+    for (unsigned i = 0; i < n; i++) {
+        struct audit_rec *r = b->recs[i];
+        const char *body = b->bodies.p + b->off[i];
+        b->sev[i] = (struct store_event){
+            .seq = r->seq,
+            .time_us = r->ev.time_us,
+            .kind = audit_kind_name(r->ev.kind),
+            .identity = r->ev.identity,
+            .decision = r->ev.decision,
+            .body = body,
+            .body_len = b->len[i],
+            .hash = b->hash[i],
+        };
+        b->line_off[i] = b->lines.len;
+        if (want_lines) {
+            audit_event_line(body, b->len[i], b->hash[i], &b->lines);
+            sbuf_add(&b->lines, "\n", 1);
+        }
+        if (W.checkpoint && r->seq % W.checkpoint == 0) {
+            struct store_checkpoint *cp = &b->cps[b->ncp];
+            *cp = (struct store_checkpoint){.seq = r->seq, .time_us = r->ev.time_us,
+                                            .hash = b->hash[i]};
+            if (W.key) {
+                if (audit_checkpoint_sign(W.key, r->seq, b->hash[i], b->sigs[b->ncp]) == 0) {
+                    cp->signature = b->sigs[b->ncp];
+                    cp->key_id = W.key_id;
+                } else {
+                    log_error("audit: signing checkpoint %llu failed",
+                              (unsigned long long)r->seq);
+                }
+            }
+            b->ncp++;
+        }
+    }
+    b->line_off[n] = b->lines.len;
+
+    bool ok = retry(op_store, b);
+    if (ok && W.jsonl) ok = retry(op_jsonl, b);
+    if (!ok) {
+        atomic_fetch_add(&W.lost, n);
+        log_error("audit: gave up writing %u events at shutdown: the store is failing", n);
+        return;
+    }
+    memcpy(W.prev_hash, b->hash[n - 1], AUDIT_HASH_HEX);
+    atomic_store_explicit(&W.committed, b->recs[n - 1]->seq, memory_order_release);
+    atomic_fetch_add(&W.written, n);
+    atomic_store(&W.healthy, true);
+
+    pthread_mutex_lock(&W.sub_mu);
+    uint64_t one = 1;
+    for (unsigned i = 0; i < W.n_efds; i++) {
+        if (write(W.efds[i], &one, sizeof one) < 0 && errno != EAGAIN)
+            log_debug("audit: eventfd %d: %s", W.efds[i], strerror(errno));
+    }
+    for (unsigned f = 0; f < W.n_feeds && want_lines; f++)
+        for (unsigned i = 0; i < n; i++)
+            W.feeds[f].fn(W.feeds[f].ctx, b->recs[i]->seq, b->lines.p + b->line_off[i],
+                          b->line_off[i + 1] - b->line_off[i] - 1);
+    pthread_mutex_unlock(&W.sub_mu);
+}
+
+static int run_prune(uint64_t *total)
+{
+    *total = 0;
+    if (!W.retention_s) return 0;
+    int64_t before = audit_now_us() - (int64_t)W.retention_s * 1000000;
+    for (int round = 0; round < 100; round++) {
+        uint64_t n = 0;
+        if (store_prune(W.st, before, &n) != 0) {
+            log_warn("audit: retention: %s", store_errmsg(W.st));
+            return -1;
+        }
+        *total += n;
+        if (!n) break;
+    }
+    if (*total) log_info("audit: retention pruned %llu events", (unsigned long long)*total);
+    return 0;
+}
+
+static void *writer_main(void *arg)
+{
+    (void)arg;
+    struct batch b = {0};
+    b.recs = xcalloc(BATCH_MAX + 1, sizeof *b.recs);
+    b.off = xcalloc(BATCH_MAX + 1, sizeof *b.off);
+    b.len = xcalloc(BATCH_MAX + 1, sizeof *b.len);
+    b.hash = xcalloc(BATCH_MAX + 1, sizeof *b.hash);
+    b.sev = xcalloc(BATCH_MAX + 1, sizeof *b.sev);
+    b.cps = xcalloc(BATCH_MAX + 1, sizeof *b.cps);
+    b.sigs = xcalloc(BATCH_MAX + 1, sizeof *b.sigs);
+    b.line_off = xcalloc(BATCH_MAX + 2, sizeof *b.line_off);
+
+    for (;;) {
+        pthread_mutex_lock(&W.mu);
+        if (W.count == 0 && !W.stopping && !W.prune_req) {
+            W.waiting = true;
+            struct timespec ts = deadline_in(100000);
+            pthread_cond_timedwait(&W.cv, &W.mu, &ts);
+            W.waiting = false;
+        }
+        if (W.prune_req) {
+            W.prune_req = false;
+            pthread_mutex_unlock(&W.mu);
+            uint64_t pruned = 0;
+            int rc = run_prune(&pruned);
+            pthread_mutex_lock(&W.mu);
+            W.prune_rc = rc;
+            W.prune_count = pruned;
+            W.prune_done = true;
+            pthread_cond_broadcast(&W.done_cv);
+        }
+        unsigned n = W.count < BATCH_MAX ? W.count : BATCH_MAX;
+        for (unsigned i = 0; i < n; i++) {
+            b.recs[i] = W.ring[W.head];
+            W.head = (W.head + 1) % W.cap;
+        }
+        W.count -= n;
+        /* Record losses once the ring is drained, so the marker keeps chain order. */
+        uint64_t lost = atomic_load(&W.lost);
+        if (W.count == 0 && lost > W.lost_reported && !W.stopping) {
+            char detail[128];
+            snprintf(detail, sizeof detail,
+                     "%llu events could not be queued (queue full or store failing)",
+                     (unsigned long long)(lost - W.lost_reported));
+            struct audit_event ev = {.kind = AUDIT_EVENTS_LOST, .detail = detail};
+            struct audit_rec *r = audit_rec_new(&ev);
+            r->seq = W.next_seq++;
+            b.recs[n++] = r;
+            W.lost_reported = lost;
+        }
+        W.inflight = n;
+        bool stop = W.stopping && n == 0;
+        pthread_mutex_unlock(&W.mu);
+        if (stop) break;
+        if (n) {
+            b.n = n;
+            write_batch(&b);
+            for (unsigned i = 0; i < n; i++)
+                free(b.recs[i]);
+            pthread_mutex_lock(&W.mu);
+            W.inflight = 0;
+            pthread_mutex_unlock(&W.mu);
+        }
+        int64_t now = audit_now_us();
+        if (W.retention_s && now - W.last_prune_us >= RETENTION_EVERY_US) {
+            uint64_t pruned;
+            W.last_prune_us = now;
+            (void)run_prune(&pruned);
+        }
+    }
+    sbuf_free(&b.bodies);
+    sbuf_free(&b.lines);
+    free(b.recs);
+    free(b.off);
+    free(b.len);
+    free(b.hash);
+    free(b.sev);
+    free(b.cps);
+    free(b.sigs);
+    free(b.line_off);
+    return NULL;
+}
+
+int audit_writer_prune_now(uint64_t *pruned)
+{
+    pthread_mutex_lock(&W.mu);
+    if (!W.running) {
+        pthread_mutex_unlock(&W.mu);
+        return -1;
+    }
+    W.prune_done = false;
+    W.prune_req = true;
+    pthread_cond_signal(&W.cv);
+    while (!W.prune_done)
+        pthread_cond_wait(&W.done_cv, &W.mu);
+    int rc = W.prune_rc;
+    if (pruned) *pruned = W.prune_count;
+    pthread_mutex_unlock(&W.mu);
+    return rc;
+}
+
+/* ---- start / stop */
+
+struct catchup {
+    struct audit_jsonl *j;
+    struct sbuf lines;
+    unsigned n;
+    char err[256];
+    int failed;
+};
+
+static int catchup_flush(struct catchup *c)
+{
+    if (c->lines.len && audit_jsonl_append(c->j, c->lines.p, c->lines.len, c->err,
+                                           sizeof c->err) != 0)
+        return -1;
+    c->lines.len = 0;
+    c->n = 0;
+    return 0;
+}
+
+static int catchup_event(void *ctx, const struct store_event *ev)
+{
+    struct catchup *c = ctx;
+    audit_event_line(ev->body, ev->body_len, ev->hash, &c->lines);
+    sbuf_add(&c->lines, "\n", 1);
+    if (++c->n >= BATCH_MAX && catchup_flush(c) != 0) {
+        c->failed = 1;
+        return 1;
+    }
+    return 0;
+}
+
+static void cleanup_state(void)
+{
+    store_close(W.st);
+    W.st = NULL;
+    audit_jsonl_close(W.jsonl);
+    W.jsonl = NULL;
+    EVP_PKEY_free(W.key);
+    W.key = NULL;
+    free(W.ring);
+    W.ring = NULL;
+}
+
+int audit_start(const struct sluice_config *cfg, char *err, size_t errlen)
+{
+    const struct cfg_audit *ac = &cfg->audit;
+    if (W.running) {
+        snprintf(err, errlen, "the audit is already running");
+        return -1;
+    }
+    atomic_store(&W.fail_open, ac->fail_open);
+    atomic_store(&W.lost, 0);
+    atomic_store(&W.errors, 0);
+    atomic_store(&W.written, 0);
+    W.last_error[0] = 0;
+    if (!ac->enabled) {
+        atomic_store(&W.disabled, true);
+        atomic_store(&W.healthy, true);
+        return 0;
+    }
+    atomic_store(&W.disabled, false);
+    if (store_open(&cfg->state, 0, &W.st, err, errlen) != 0) return -1;
+    uint64_t last = 0;
+    char hash[STORE_HASH_HEX];
+    if (store_events_last(W.st, &last, hash) != 0) {
+        snprintf(err, errlen, "audit: %s", store_errmsg(W.st));
+        goto fail;
+    }
+    memcpy(W.prev_hash, last ? hash : AUDIT_GENESIS, AUDIT_HASH_HEX);
+    W.next_seq = last + 1;
+    atomic_store(&W.committed, last);
+
+    if (ac->signing_key && *ac->signing_key) {
+        if (audit_key_load_private(ac->signing_key, &W.key, err, errlen) != 0) goto fail;
+        if (audit_key_id(W.key, W.key_id) != 0) {
+            snprintf(err, errlen, "audit.signing_key %s: no public key", ac->signing_key);
+            goto fail;
+        }
+    }
+    if (ac->jsonl && *ac->jsonl) {
+        uint64_t jlast = 0;
+        if (audit_jsonl_open(ac->jsonl, &W.jsonl, err, errlen) != 0 ||
+            audit_jsonl_last_seq(ac->jsonl, &jlast, err, errlen) != 0)
+            goto fail;
+        if (jlast > last) {
+            log_warn("audit: %s has events up to %llu but the store only up to %llu",
+                     ac->jsonl, (unsigned long long)jlast, (unsigned long long)last);
+        } else if (jlast && jlast < last) {
+            /* a crash between the store commit and the JSONL append: copy what is missing */
+            struct catchup c = {.j = W.jsonl};
+            int rc = store_events_scan(W.st, jlast, catchup_event, &c);
+            if (rc == 0) rc = catchup_flush(&c);
+            sbuf_free(&c.lines);
+            if (rc != 0) {
+                snprintf(err, errlen, "audit: catching up %s: %s", ac->jsonl,
+                         c.err[0] ? c.err : store_errmsg(W.st));
+                goto fail;
+            }
+            log_info("audit: copied events %llu..%llu into %s", (unsigned long long)jlast + 1,
+                     (unsigned long long)last, ac->jsonl);
+        }
+    }
+    W.checkpoint = ac->checkpoint;
+    W.retention_s = ac->retention;
+    W.last_prune_us = 0;
+    W.give_up_at = 0;
+    W.lost_reported = 0;
+    char host[64] = "localhost";
+    gethostname(host, sizeof host - 1);
+    host[sizeof host - 1] = 0;
+    snprintf(W.instance, sizeof W.instance, "%s:%d", host, (int)getpid());
+    W.cap = ac->queue ? ac->queue : 65536;
+    W.ring = xcalloc(W.cap, sizeof *W.ring);
+    W.head = W.count = W.inflight = 0;
+    W.stopping = false;
+    atomic_store(&W.healthy, true);
+    pthread_mutex_lock(&W.mu);
+    W.running = true;
+    pthread_mutex_unlock(&W.mu);
+    int rc = pthread_create(&W.thread, NULL, writer_main, NULL);
+    if (rc != 0) {
+        W.running = false;
+        snprintf(err, errlen, "audit: cannot start the writer thread: %s", strerror(rc));
+        goto fail;
+    }
+    return 0;
+fail:
+    cleanup_state();
+    return -1;
+}
+
+void audit_stop(void)
+{
+    if (atomic_load(&W.disabled)) {
+        atomic_store(&W.disabled, false);
+        return;
+    }
+    pthread_mutex_lock(&W.mu);
+    if (!W.running) {
+        pthread_mutex_unlock(&W.mu);
+        return;
+    }
+    W.stopping = true;
+    pthread_cond_broadcast(&W.cv);
+    pthread_mutex_unlock(&W.mu);
+    pthread_join(W.thread, NULL);
+    pthread_mutex_lock(&W.mu);
+    W.running = false;
+    W.stopping = false;
+    for (; W.count; W.count--) { /* only when the writer gave up */
+        free(W.ring[W.head]);
+        W.head = (W.head + 1) % W.cap;
+        atomic_fetch_add(&W.lost, 1);
+    }
+    pthread_mutex_unlock(&W.mu);
+    cleanup_state();
+}

@@ -1,0 +1,589 @@
+/*
+ * rows.c: the result-row rewriter. It turns one RowDescription into a plan (what to do with
+ * each column), then rewrites each DataRow under that plan as it streams by, plus CopyData
+ * lines of COPY TO STDOUT and the value-echoing fields of ErrorResponse/NoticeResponse.
+ * Detection and the masked forms are detect.c's (mask_text, mask_value); the catalog lookup
+ * behind a resolver is the caller's. Pure code: message bodies in, whole messages out.
+ *
+ * Per column the plan says one of:
+ *   skip   the type cannot hold text PII (integers, numeric, bool, dates and times, uuid,
+ *          bytea and their arrays), or an exemption glob names the column;
+ *   value  the column is sensitive as a whole: a column rule (masking.columns) names it, or
+ *          its name classifies (classify.c) and that detector is in use (a built-in left out
+ *          of masking.detectors masks no column; dob and address always do): every
+ *          non-empty value becomes mask_value(); column rules win over exemptions and over
+ *          type skipping;
+ *   scan   anything else (text types, json, xml, arrays of text, unknown types): detection by
+ *          value with mask_text().
+ * Binary format: text, varchar, bpchar, name, char, unknown, json and xml travel as their text
+ * and are treated the same; jsonb's binary form is a version byte (1) and the text; a type
+ * sluice does not know is treated as text when its bytes look like text (no control bytes
+ * but tab, CR, LF). Other binary values are left alone, except in a column rule's column,
+ * where a value that cannot be rewritten as text is replaced by zero bytes of the same
+ * length (valid for fixed-size types: 0, false, 2000-01-01). Arrays and json named like
+ * sensitive columns are scanned, not masked whole, so clients can still parse them.
+ *
+ * A DataRow that changes nothing costs one pass over its column headers plus the scans; no
+ * byte is copied. The first change starts the output message: bytes before it are copied
+ * once, runs of unchanged columns after it are copied with one memcpy each.
+ */
+#include <fnmatch.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "mask/mask.h"
+#include "pg/msg.h"
+
+/* What happens to one column's values. */
+enum col_op {
+    OP_SKIP,       /* forward as is */
+    OP_SCAN,       /* mask_text over the value */
+    OP_SCAN_JSONB, /* binary jsonb: keep the version byte 1, scan the rest */
+    OP_SCAN_GUESS, /* binary of an unknown type: scan when the bytes look like text */
+    OP_VALUE,      /* mask_value over the whole value */
+    OP_VALUE_JSONB,
+    OP_VALUE_GUESS, /* binary of an unknown type: mask_value if text-like, else zero bytes */
+    OP_ZERO,        /* binary of a type that is not text: zero bytes of the same length */
+};
+
+struct mask_col {
+    uint8_t op;
+    uint8_t form; /* enum cfg_mask_form for OP_VALUE* */
+    int16_t detector;
+};
+
+struct mask_plan {
+    unsigned n;
+    struct mask_col cols[];
+};
+
+/* ---- type OIDs ------------------------------------------------------------------------ */
+
+enum type_kind {
+    TY_SKIP,  /* cannot hold text PII */
+    TY_TEXT,  /* text-like: binary form is the text */
+    TY_JSON,  /* json, xml: text in both formats, but structured */
+    TY_JSONB, /* binary: version byte + text */
+    TY_ARRAY, /* arrays that can hold text: scan in text format, leave binary */
+    TY_OTHER, /* not known here (extensions, composites, inet, ...) */
+};
+
+static enum type_kind type_kind(uint32_t oid)
+{
+    switch (oid) {
+    case 16:   /* bool */
+    case 17:   /* bytea */
+    case 20:   /* int8 */
+    case 21:   /* int2 */
+    case 23:   /* int4 */
+    case 26:   /* oid */
+    case 28:   /* xid */
+    case 29:   /* cid */
+    case 700:  /* float4 */
+    case 701:  /* float8 */
+    case 790:  /* money */
+    case 1082: /* date */
+    case 1083: /* time */
+    case 1114: /* timestamp */
+    case 1184: /* timestamptz */
+    case 1186: /* interval */
+    case 1266: /* timetz */
+    case 1700: /* numeric */
+    case 2950: /* uuid */
+    case 3220: /* pg_lsn */
+    case 5069: /* xid8 */
+    case 1000: /* _bool */
+    case 1001: /* _bytea */
+    case 1005: /* _int2 */
+    case 1007: /* _int4 */
+    case 1016: /* _int8 */
+    case 1021: /* _float4 */
+    case 1022: /* _float8 */
+    case 1028: /* _oid */
+    case 1115: /* _timestamp */
+    case 1182: /* _date */
+    case 1183: /* _time */
+    case 1185: /* _timestamptz */
+    case 1187: /* _interval */
+    case 1231: /* _numeric */
+    case 1270: /* _timetz */
+    case 2951: /* _uuid */
+        return TY_SKIP;
+    case 18:   /* char */
+    case 19:   /* name */
+    case 25:   /* text */
+    case 705:  /* unknown */
+    case 1042: /* bpchar */
+    case 1043: /* varchar */
+        return TY_TEXT;
+    case 114: /* json */
+    case 142: /* xml */
+        return TY_JSON;
+    case 3802: /* jsonb */
+        return TY_JSONB;
+    case 143:  /* _xml */
+    case 199:  /* _json */
+    case 1002: /* _char */
+    case 1003: /* _name */
+    case 1009: /* _text */
+    case 1014: /* _bpchar */
+    case 1015: /* _varchar */
+    case 3807: /* _jsonb */
+        return TY_ARRAY;
+    default:
+        return TY_OTHER;
+    }
+}
+
+/* ---- names ---------------------------------------------------------------------------- */
+
+/* The names a column goes by: its RowDescription field name and, when resolved, "column",
+ * "table.column" and "schema.table.column". */
+struct col_names {
+    const char *field, *column; /* column: the catalog's name, NULL when not resolved */
+    const char *v[4];
+    unsigned n;
+    char table_col[2 * 128 + 2];
+    char full[3 * 128 + 3];
+};
+
+static void col_names_fill(struct col_names *cn, const char *field, const struct mask_colref *ref)
+{
+    cn->n = 0;
+    cn->field = field;
+    cn->column = NULL;
+    cn->v[cn->n++] = field;
+    if (!ref || !ref->column) return;
+    cn->column = ref->column;
+    if (strcmp(ref->column, field) != 0) cn->v[cn->n++] = ref->column;
+    if (ref->table) {
+        snprintf(cn->table_col, sizeof cn->table_col, "%.128s.%.128s", ref->table, ref->column);
+        cn->v[cn->n++] = cn->table_col;
+        if (ref->schema) {
+            snprintf(cn->full, sizeof cn->full, "%.128s.%.128s.%.128s", ref->schema, ref->table,
+                     ref->column);
+            cn->v[cn->n++] = cn->full;
+        }
+    }
+}
+
+static bool glob_any(const char *glob, const struct col_names *cn)
+{
+    if (!glob) return false;
+    for (unsigned i = 0; i < cn->n; i++)
+        if (fnmatch(glob, cn->v[i], FNM_CASEFOLD) == 0) return true;
+    return false;
+}
+
+/* The op for a whole-value column of this type and format. */
+static enum col_op value_op(enum type_kind k, bool binary, bool by_rule)
+{
+    if (!binary) {
+        if (!by_rule && (k == TY_JSON || k == TY_JSONB || k == TY_ARRAY)) return OP_SCAN;
+        return OP_VALUE;
+    }
+    switch (k) {
+    case TY_TEXT:
+        return OP_VALUE;
+    case TY_JSON:
+        return by_rule ? OP_VALUE : OP_SCAN;
+    case TY_JSONB:
+        return by_rule ? OP_VALUE_JSONB : OP_SCAN_JSONB;
+    case TY_OTHER:
+        return OP_VALUE_GUESS;
+    case TY_ARRAY:
+        return by_rule ? OP_ZERO : OP_SKIP;
+    case TY_SKIP:
+        break;
+    }
+    return OP_ZERO;
+}
+
+static enum col_op scan_op(enum type_kind k, bool binary)
+{
+    if (k == TY_SKIP) return OP_SKIP;
+    if (!binary) return OP_SCAN;
+    switch (k) {
+    case TY_TEXT:
+    case TY_JSON:
+        return OP_SCAN;
+    case TY_JSONB:
+        return OP_SCAN_JSONB;
+    case TY_OTHER:
+        return OP_SCAN_GUESS;
+    default:
+        return OP_SKIP;
+    }
+}
+
+static void classify_column(const struct mask_db *db, const struct cfg_masking *cfg,
+                            const struct col_names *cn, uint32_t type_oid, bool binary,
+                            struct mask_col *col)
+{
+    enum type_kind k = type_kind(type_oid);
+    col->op = OP_SKIP;
+    col->form = CFG_FORM_DEFAULT;
+    col->detector = -1;
+
+    if (cfg) {
+        for (unsigned i = 0; i < cfg->n_columns; i++) {
+            const struct cfg_mask_column *r = &cfg->columns[i];
+            if (!glob_any(r->match, cn)) continue;
+            int d = r->detector ? mask_db_detector_index(db, r->detector) : -1;
+            if (d < 0) d = mask_db_column_detector(db);
+            if (d < 0) d = 0; /* cannot happen ("column" is in every db); a rule always masks */
+            col->op = (uint8_t)value_op(k, binary, true);
+            col->form = (uint8_t)r->form;
+            col->detector = (int16_t)d;
+            return;
+        }
+        for (unsigned i = 0; i < cfg->n_exempt; i++)
+            if (glob_any(cfg->exempt[i], cn)) return;
+    }
+    if (k == TY_SKIP) return;
+
+    enum mask_name_class c = mask_classify_name(cn->field);
+    if (c == MASK_NAME_NONE && cn->column) c = mask_classify_name(cn->column);
+    if (c != MASK_NAME_NONE) {
+        const char *dname = mask_name_class_detector(c);
+        int d = mask_db_detector_index(db, dname);
+        bool column_only = c == MASK_NAME_DOB || c == MASK_NAME_ADDRESS;
+        if (d < 0 && column_only) d = mask_db_column_detector(db);
+        /* A value detector the admin left out of masking.detectors masks no column either. */
+        if (d >= 0 && (column_only || mask_db_detector_scans(db, (unsigned)d))) {
+            col->op = (uint8_t)value_op(k, binary, false);
+            col->detector = (int16_t)d;
+            return;
+        }
+    }
+    col->op = (uint8_t)scan_op(k, binary);
+}
+
+/* ---- RowDescription ------------------------------------------------------------------- */
+
+int mask_plan_build(const struct mask_db *db, const uint8_t *body, size_t len,
+                    mask_resolve_fn resolve, void *ctx, struct mask_plan **out)
+{
+    *out = NULL;
+    if (len < 2) return -1;
+    int16_t nf = (int16_t)pg_get_u16(body);
+    if (nf < 0) return -1;
+    const struct cfg_masking *cfg = db ? mask_db_config(db) : NULL;
+    struct mask_plan *p = xmalloc(sizeof *p + (size_t)nf * sizeof p->cols[0]);
+    p->n = (unsigned)nf;
+    bool any = false;
+    size_t pos = 2;
+    for (unsigned i = 0; i < p->n; i++) {
+        const uint8_t *nul = pos < len ? memchr(body + pos, 0, len - pos) : NULL;
+        if (!nul) goto fail;
+        const char *field = (const char *)body + pos;
+        pos = (size_t)(nul - body) + 1;
+        if (len - pos < 18) goto fail;
+        uint32_t table_oid = pg_get_u32(body + pos);
+        int16_t attnum = (int16_t)pg_get_u16(body + pos + 4);
+        uint32_t type_oid = pg_get_u32(body + pos + 6);
+        uint16_t format = pg_get_u16(body + pos + 16);
+        pos += 18;
+        if (format > 1) goto fail;
+
+        struct mask_colref ref = {0}, *refp = NULL;
+        if (resolve && table_oid != 0 && attnum > 0 && resolve(ctx, table_oid, attnum, &ref))
+            refp = &ref;
+        struct col_names cn;
+        col_names_fill(&cn, field, refp);
+        if (db) {
+            classify_column(db, cfg, &cn, type_oid, format == 1, &p->cols[i]);
+        } else {
+            p->cols[i] = (struct mask_col){.op = (uint8_t)scan_op(type_kind(type_oid), format == 1),
+                                           .detector = -1};
+        }
+        if (p->cols[i].op != OP_SKIP) any = true;
+    }
+    if (pos != len) goto fail;
+    if (!any) {
+        mask_plan_free(p);
+        return 0;
+    }
+    *out = p;
+    return 0;
+fail:
+    mask_plan_free(p);
+    return -1;
+}
+
+void mask_plan_free(struct mask_plan *p)
+{
+    free(p);
+}
+
+/* ---- DataRow -------------------------------------------------------------------------- */
+
+/* Position in b relative to b->off (stable across the compaction buf_reserve may do). */
+static size_t rel(const struct buf *b)
+{
+    return b->len - b->off;
+}
+
+static void truncate_to(struct buf *b, size_t r)
+{
+    b->len = b->off + r;
+}
+
+static bool looks_like_text(const uint8_t *s, size_t n)
+{
+    for (size_t i = 0; i < n; i++)
+        if (s[i] < 0x20 && s[i] != '\t' && s[i] != '\n' && s[i] != '\r') return false;
+    return true;
+}
+
+/* The output DataRow being built; nothing is in out until the first change. */
+struct row_out {
+    struct buf *out;
+    const uint8_t *body;
+    size_t len;     /* of body */
+    size_t base;    /* rel(out) on entry */
+    size_t msg;     /* pg_msg_begin()'s token for the message once started */
+    bool started;   /* the message header and every body byte before `emitted` are in out */
+    size_t emitted; /* body bytes [0, emitted) are represented in out */
+};
+
+static void row_flush(struct row_out *w, size_t upto)
+{
+    if (upto > w->emitted) buf_append(w->out, w->body + w->emitted, upto - w->emitted);
+    w->emitted = upto;
+}
+
+static void row_start(struct row_out *w, size_t upto)
+{
+    buf_reserve(w->out, 5 + w->len + 128); /* the whole row, usually, in one go */
+    w->msg = pg_msg_begin(w->out, 'D');
+    w->started = true;
+    w->emitted = 0;
+    row_flush(w, upto);
+}
+
+/*
+ * Scan one value by value. pre (0 or 1 byte, jsonb's version) is kept before the scanned
+ * text. h: body offset of the column's length field; the value is [v, v + n). Returns -1 on
+ * a scanner failure, else the number of values masked (0: nothing written).
+ */
+static int row_scan(struct row_out *w, const struct mask_db *db, size_t h, const uint8_t *pre,
+                    size_t npre, const uint8_t *v, size_t n, struct mask_counts *counts)
+{
+    struct buf *out = w->out;
+    if (n == 0) return 0;
+    if (!w->started) {
+        size_t mark = rel(out);
+        int r = mask_text(db, v, n, out, counts);
+        if (r <= 0) {
+            truncate_to(out, mark);
+            return r;
+        }
+        /* Slide the masked text right and put the header and earlier columns before it. */
+        size_t m = rel(out) - mark;
+        size_t p = 5 + h + 4 + npre;
+        buf_reserve(out, p + (w->len - h) + 128); /* room for the rest of the row too */
+        uint8_t *d = out->data + out->off + mark;
+        memmove(d + p, d, m);
+        d[0] = 'D';
+        memset(d + 1, 0, 4);
+        memcpy(d + 5, w->body, h);
+        uint32_t vl = (uint32_t)(m + npre);
+        d[5 + h] = (uint8_t)(vl >> 24);
+        d[5 + h + 1] = (uint8_t)(vl >> 16);
+        d[5 + h + 2] = (uint8_t)(vl >> 8);
+        d[5 + h + 3] = (uint8_t)vl;
+        if (npre) memcpy(d + 5 + h + 4, pre, npre);
+        out->len += p;
+        w->msg = mark; /* what pg_msg_begin() would have returned at mark */
+        w->started = true;
+        w->emitted = (size_t)(v - w->body) + n;
+        return r;
+    }
+    row_flush(w, h);
+    size_t at = rel(out);
+    buf_append_u32(out, 0);
+    if (npre) buf_append(out, pre, npre);
+    int r = mask_text(db, v, n, out, counts);
+    if (r <= 0) {
+        truncate_to(out, at);
+        return r;
+    }
+    buf_patch_u32(out, out->off + at, (uint32_t)(rel(out) - at - 4));
+    w->emitted = (size_t)(v - w->body) + n;
+    return r;
+}
+
+/* Replace one value by what op says (mask_value or zero bytes). */
+static void row_replace(struct row_out *w, const struct mask_db *db, const struct mask_col *c,
+                        enum col_op op, size_t h, const uint8_t *v, size_t n,
+                        struct mask_counts *counts)
+{
+    struct buf *out = w->out;
+    if (!w->started)
+        row_start(w, h);
+    else
+        row_flush(w, h);
+    size_t at = rel(out);
+    buf_append_u32(out, 0);
+    if (op == OP_ZERO) {
+        buf_reserve(out, n);
+        memset(out->data + out->len, 0, n);
+        out->len += n;
+    } else {
+        const uint8_t *s = v;
+        size_t sn = n;
+        if (op == OP_VALUE_JSONB) {
+            buf_append_u8(out, 1);
+            s++, sn--;
+        }
+        mask_value(db, c->detector, (enum cfg_mask_form)c->form, s, sn, out);
+    }
+    if (counts && c->detector >= 0 && c->detector < MASK_MAX_DETECTORS) counts->n[c->detector]++;
+    buf_patch_u32(out, out->off + at, (uint32_t)(rel(out) - at - 4));
+    w->emitted = (size_t)(v - w->body) + n;
+}
+
+static const struct mask_col scan_all = {.op = OP_SCAN, .detector = -1};
+
+int mask_row_rewrite(const struct mask_db *db, const struct mask_plan *plan, const uint8_t *body,
+                     size_t len, struct buf *out, struct mask_counts *counts)
+{
+    if (len < 2) return -1;
+    int16_t nc = (int16_t)pg_get_u16(body);
+    if (nc < 0) return -1;
+    if (plan && (unsigned)nc != plan->n) return -1;
+
+    /* Validate the whole row first, so a malformed tail never leaves half a message. */
+    size_t pos = 2;
+    for (int i = 0; i < nc; i++) {
+        if (len - pos < 4) return -1;
+        int32_t l = (int32_t)pg_get_u32(body + pos);
+        pos += 4;
+        if (l < -1) return -1;
+        if (l > 0) {
+            if ((size_t)l > len - pos) return -1;
+            pos += (size_t)l;
+        }
+    }
+    if (pos != len) return -1;
+
+    struct row_out w = {.out = out, .body = body, .len = len, .base = rel(out)};
+    pos = 2;
+    for (int i = 0; i < nc; i++) {
+        size_t h = pos;
+        int32_t l = (int32_t)pg_get_u32(body + pos);
+        pos += 4;
+        if (l < 0) continue; /* NULL stays NULL */
+        const uint8_t *v = body + pos;
+        size_t n = (size_t)l;
+        pos += n;
+        const struct mask_col *c = plan ? &plan->cols[i] : &scan_all;
+        enum col_op op = (enum col_op)c->op;
+        int r = 0;
+        switch (op) {
+        case OP_SKIP:
+            break;
+        case OP_SCAN:
+            r = row_scan(&w, db, h, NULL, 0, v, n, counts);
+            break;
+        case OP_SCAN_JSONB:
+            if (n >= 1 && v[0] == 1) r = row_scan(&w, db, h, v, 1, v + 1, n - 1, counts);
+            break;
+        case OP_SCAN_GUESS:
+            if (looks_like_text(v, n)) r = row_scan(&w, db, h, NULL, 0, v, n, counts);
+            break;
+        case OP_VALUE_GUESS:
+            if (n == 0) break;
+            row_replace(&w, db, c, looks_like_text(v, n) ? OP_VALUE : OP_ZERO, h, v, n, counts);
+            break;
+        case OP_VALUE_JSONB:
+            if (n == 0) break;
+            row_replace(&w, db, c, (v[0] == 1 && n > 1) ? OP_VALUE_JSONB : OP_ZERO, h, v, n,
+                        counts);
+            break;
+        case OP_VALUE:
+        case OP_ZERO:
+            if (n == 0) break; /* empty stays empty */
+            row_replace(&w, db, c, op, h, v, n, counts);
+            break;
+        }
+        if (r < 0) {
+            truncate_to(out, w.base);
+            return -1;
+        }
+    }
+    if (!w.started) return 0;
+    row_flush(&w, len);
+    pg_msg_end(out, w.msg);
+    return 1;
+}
+
+/* ---- CopyData, ErrorResponse, NoticeResponse ------------------------------------------ */
+
+int mask_copy_rewrite(const struct mask_db *db, const uint8_t *body, size_t len, struct buf *out,
+                      struct mask_counts *counts)
+{
+    if (len == 0) return 0;
+    size_t base = rel(out);
+    size_t m = pg_msg_begin(out, 'd');
+    int r = mask_text(db, body, len, out, counts);
+    if (r <= 0) {
+        truncate_to(out, base);
+        return r < 0 ? -1 : 0;
+    }
+    pg_msg_end(out, m);
+    return 1;
+}
+
+static bool notice_field_masked(uint8_t code)
+{
+    return code == 'M' || code == 'D' || code == 'H' || code == 'W' || code == 'q';
+}
+
+int mask_notice_rewrite(const struct mask_db *db, uint8_t type, const uint8_t *body, size_t len,
+                        struct buf *out, struct mask_counts *counts)
+{
+    if (type != 'E' && type != 'N') return -1;
+    /* Validate: (code, cstring)* then a single 0 that ends the body. */
+    size_t pos = 0;
+    for (;;) {
+        if (pos >= len) return -1;
+        if (body[pos] == 0) break;
+        const uint8_t *nul = memchr(body + pos + 1, 0, len - pos - 1);
+        if (!nul) return -1;
+        pos = (size_t)(nul - body) + 1;
+    }
+    if (pos + 1 != len) return -1;
+
+    size_t base = rel(out);
+    size_t m = pg_msg_begin(out, type);
+    bool changed = false;
+    pos = 0;
+    while (body[pos] != 0) {
+        uint8_t code = body[pos];
+        const uint8_t *s = body + pos + 1;
+        size_t n = strlen((const char *)s);
+        buf_append_u8(out, code);
+        int r = 0;
+        if (notice_field_masked(code) && n > 0) r = mask_text(db, s, n, out, counts);
+        if (r < 0) {
+            truncate_to(out, base);
+            return -1;
+        }
+        if (r > 0)
+            changed = true;
+        else
+            buf_append(out, s, n);
+        buf_append_u8(out, 0);
+        pos += 1 + n + 1;
+    }
+    if (!changed) {
+        truncate_to(out, base);
+        return 0;
+    }
+    buf_append_u8(out, 0);
+    pg_msg_end(out, m);
+    return 1;
+}

@@ -1,0 +1,366 @@
+/*
+ * relay_audit.c: what the relay tells the audit. Sessions (start, end, failed logins) and
+ * statements: one record per simple Query message and per Execute, matched in order with the
+ * server's answers (DataRow, CommandComplete, ErrorResponse, ReadyForQuery), carrying rows,
+ * bytes, the digest of the rows as sent, masked counts and the SQLSTATE of a failure.
+ *
+ * Durability (docs/audit.md): a statement that writes (class write, ddl, dcl, admin) or that
+ * policy refuses gets its `statement` event before it goes upstream; the relay parks it until
+ * the writer has committed that event, and its result follows as `statement_end`. Other
+ * statements get one `statement` event, with their result, when they complete.
+ *
+ * Statement text is the parser's normalized form (literals replaced by $n) passed through the
+ * masking function; unparseable text is masked by value. Nothing raw reaches the audit.
+ */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "audit/audit.h"
+#include "core/log.h"
+#include "mask/mask.h"
+#include "pg/msg.h"
+#include "proxy/session_int.h"
+#include "sql/sql.h"
+
+/* What is known about a statement text (a Query, or a Parse kept for its Executes). */
+struct stmt_info {
+    int refs;
+    char *text; /* normalized and masked */
+    char fingerprint[17];
+    const char *command;
+    const char *cls;
+    char *tables;
+    bool durable;
+};
+
+/* One statement execution waiting for its result. */
+struct stmt_rec {
+    struct stmt_rec *next;
+    struct stmt_info *info;
+    uint64_t group;
+    uint64_t start_us;
+    uint64_t pre_seq; /* the statement event emitted before forwarding, or 0 */
+    const char *decision, *rule;
+    bool query;   /* a simple Query: complete at ReadyForQuery */
+    bool refused; /* its event is written; the error that answers it is sluice's */
+    uint64_t rows, tag_rows, bytes;
+    char sqlstate[6];
+    struct audit_digest digest;
+};
+
+/* Prepared statements by name. */
+struct prep {
+    struct prep *next;
+    struct stmt_info *info;
+    char name[];
+};
+
+static uint64_t now_us(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    return (uint64_t)ts.tv_sec * 1000000u + (uint64_t)ts.tv_nsec / 1000u;
+}
+
+static void info_put(struct stmt_info *i)
+{
+    if (i && --i->refs == 0) {
+        free(i->text);
+        free(i->tables);
+        free(i);
+    }
+}
+
+static void groups_join(const struct cfg_identity *id, char *out, size_t len)
+{
+    size_t n = 0;
+    out[0] = '\0';
+    for (unsigned g = 0; g < id->n_groups && n < len; g++)
+        n += (size_t)snprintf(out + n, len - n, "%s%s", g ? "," : "", id->groups[g]);
+}
+
+static void event_base(struct session *s, struct audit_event *ev, enum audit_kind kind,
+                       char *groups, size_t glen)
+{
+    memset(ev, 0, sizeof *ev);
+    ev->kind = kind;
+    ev->session_id = s->id;
+    ev->identity = s->ident ? s->ident->name : s->user;
+    ev->identity_kind = s->ident ? ident_kind_name(s->ident->kind) : NULL;
+    if (s->ident) groups_join(s->ident, groups, glen);
+    ev->groups = groups;
+    ev->auth_method = s->ident ? (s->ident->is_token ? "token" : "password") : NULL;
+    ev->client_addr = s->addr_text;
+    ev->application_name = s->app_name;
+    ev->target = s->target ? s->target->name : s->dbname;
+}
+
+bool relay_audit_on(const struct session *s)
+{
+    return s->rt->cfg->audit.enabled;
+}
+
+void relay_audit_session(struct session *s, enum audit_kind kind, const char *detail)
+{
+    if (!relay_audit_on(s)) return;
+    struct audit_event ev;
+    char groups[512];
+    event_base(s, &ev, kind, groups, sizeof groups);
+    ev.detail = detail;
+    if (!audit_emit(&ev)) log_warn("session %llu: audit event lost", (unsigned long long)s->id);
+}
+
+/* Describe sql (with its facts, possibly NULL) for the audit. */
+static struct stmt_info *info_new(struct session *s, const char *sql,
+                                  const struct sql_facts *f)
+{
+    struct stmt_info *i = xcalloc(1, sizeof *i);
+    i->refs = 1;
+    const char *text = f && f->normalized ? f->normalized : sql;
+    i->text = s->rt->mask ? mask_string(s->rt->mask, text) : xstrdup(text);
+    if (f && f->fingerprint) snprintf(i->fingerprint, sizeof i->fingerprint, "%016llx",
+                                      (unsigned long long)f->fingerprint);
+    i->command = "UNKNOWN";
+    i->cls = "utility";
+    if (f && f->n_stmts) {
+        /* The strictest class of the string names it; the first statement its command. */
+        static const int rank[SQL_CLASS_COUNT] = {
+            [SQL_READ] = 1, [SQL_WRITE] = 4, [SQL_DDL] = 5, [SQL_DCL] = 6,
+            [SQL_ADMIN] = 3, [SQL_TRANSACTION] = 0, [SQL_UTILITY] = 2};
+        enum sql_class best = f->stmts[0].cls;
+        i->command = f->stmts[0].command;
+        size_t n = 0, cap = 256;
+        i->tables = xcalloc(1, cap);
+        for (unsigned k = 0; k < f->n_stmts; k++) {
+            const struct sql_stmt *st = &f->stmts[k];
+            if (rank[st->cls] > rank[best]) best = st->cls;
+            for (unsigned t = 0; t < st->n_read + st->n_written; t++) {
+                const char *name = t < st->n_read ? st->tables_read[t]
+                                                  : st->tables_written[t - st->n_read];
+                size_t need = strlen(name) + 2;
+                if (n + need >= cap) {
+                    cap = (n + need) * 2;
+                    i->tables = xrealloc(i->tables, cap);
+                }
+                n += (size_t)snprintf(i->tables + n, cap - n, "%s%s", n ? "," : "", name);
+            }
+        }
+        i->cls = sql_class_name(best);
+        i->durable = best == SQL_WRITE || best == SQL_DDL || best == SQL_DCL || best == SQL_ADMIN;
+    }
+    return i;
+}
+
+static void masked_json(const struct session *s, char *out, size_t len)
+{
+    out[0] = '\0';
+    if (!s->masked || !s->rt->mask) return;
+    size_t n = 0;
+    unsigned nd = mask_db_detector_count(s->rt->mask);
+    for (unsigned d = 0; d < nd && d < MASK_MAX_DETECTORS && n + 64 < len; d++)
+        if (s->masked->n[d])
+            n += (size_t)snprintf(out + n, len - n, "%s\"%s\":%u", n ? "," : "{",
+                                  mask_db_detector_name(s->rt->mask, d), s->masked->n[d]);
+    if (n) snprintf(out + n, len - n, "}");
+}
+
+/* Emit the statement event of r: before forwarding (pre) or with its result. */
+static uint64_t emit_statement(struct session *s, struct stmt_rec *r, bool pre)
+{
+    struct audit_event ev;
+    char groups[512], masked[512], digest[65];
+    event_base(s, &ev, pre || !r->pre_seq ? AUDIT_STATEMENT : AUDIT_STATEMENT_END, groups,
+               sizeof groups);
+    ev.statement = r->info->text;
+    ev.fingerprint = r->info->fingerprint[0] ? r->info->fingerprint : NULL;
+    ev.command = r->info->command;
+    ev.class_ = r->info->cls;
+    ev.tables = r->info->tables;
+    ev.decision = r->decision;
+    ev.rule = r->rule;
+    ev.ref = pre ? 0 : r->pre_seq;
+    if (!pre) {
+        ev.duration_us = now_us() - r->start_us;
+        ev.rows = r->rows ? r->rows : r->tag_rows;
+        ev.bytes = r->bytes;
+        masked_json(s, masked, sizeof masked);
+        ev.masked = masked[0] ? masked : NULL;
+        if (r->digest.ctx) {
+            audit_digest_final(&r->digest, digest);
+            ev.digest = digest;
+        }
+        ev.sqlstate = r->sqlstate[0] ? r->sqlstate : NULL;
+    }
+    return audit_emit(&ev);
+}
+
+static void rec_free(struct stmt_rec *r)
+{
+    if (r->digest.ctx) audit_digest_free(&r->digest);
+    info_put(r->info);
+    free(r);
+}
+
+/*
+ * A statement (Query text, or the statement an Execute runs) was judged. Records it and, when
+ * it must be durable first, emits its event and returns the sequence number to wait for.
+ * Returns 0 when nothing needs waiting, and -1 when the audit cannot take the event while
+ * audit.fail is closed (the caller refuses the statement).
+ */
+static int64_t rec_push(struct session *s, struct stmt_info *info, bool query, bool refused,
+                        const char *decision, const char *rule)
+{
+    struct stmt_rec *r = xcalloc(1, sizeof *r);
+    r->info = info;
+    info->refs++;
+    r->group = s->c2s_group;
+    r->start_us = now_us();
+    r->query = query;
+    r->refused = refused;
+    r->decision = decision;
+    r->rule = rule;
+    if (s->rt->cfg->audit.row_digest && !refused) audit_digest_init(&r->digest);
+    if (s->recs_tail)
+        s->recs_tail->next = r;
+    else
+        s->recs = r;
+    s->recs_tail = r;
+    if (!refused && !info->durable) return 0;
+    uint64_t seq = emit_statement(s, r, true);
+    if (!seq) return s->rt->cfg->audit.fail_open ? 0 : -1;
+    r->pre_seq = seq;
+    return (int64_t)seq;
+}
+
+int64_t relay_audit_query(struct session *s, const char *sql, const struct sql_facts *f,
+                          const char *decision, const char *rule, bool refused)
+{
+    if (!relay_audit_on(s)) return 0;
+    struct stmt_info *i = info_new(s, sql, f);
+    int64_t r = rec_push(s, i, true, refused, decision, rule);
+    info_put(i);
+    return r;
+}
+
+void relay_audit_parse(struct session *s, const char *name, const char *sql,
+                       const struct sql_facts *f)
+{
+    if (!relay_audit_on(s)) return;
+    struct stmt_info *i = info_new(s, sql, f);
+    for (struct prep **pp = &s->preps; *pp; pp = &(*pp)->next)
+        if (strcmp((*pp)->name, name) == 0) {
+            info_put((*pp)->info);
+            (*pp)->info = i;
+            return;
+        }
+    size_t n = strlen(name) + 1;
+    struct prep *p = xmalloc(sizeof *p + n);
+    p->info = i;
+    memcpy(p->name, name, n);
+    p->next = s->preps;
+    s->preps = p;
+}
+
+void relay_audit_bind(struct session *s, const char *stmt_name)
+{
+    if (!relay_audit_on(s)) return;
+    info_put(s->bound);
+    s->bound = NULL;
+    for (struct prep *p = s->preps; p; p = p->next)
+        if (strcmp(p->name, stmt_name) == 0) {
+            s->bound = p->info;
+            p->info->refs++;
+            return;
+        }
+}
+
+int64_t relay_audit_execute(struct session *s)
+{
+    if (!relay_audit_on(s)) return 0;
+    if (!s->bound) {
+        /* A statement prepared before sluice saw it (a reused upstream): record its use. */
+        s->bound = info_new(s, "(prepared statement)", NULL);
+    }
+    return rec_push(s, s->bound, false, false, "allow", NULL);
+}
+
+/* The oldest record still waiting for results. */
+static struct stmt_rec *rec_head(struct session *s)
+{
+    return s->recs;
+}
+
+static void rec_pop_emit(struct session *s, bool emit)
+{
+    struct stmt_rec *r = s->recs;
+    s->recs = r->next;
+    if (!s->recs) s->recs_tail = NULL;
+    if (emit && !r->refused && !emit_statement(s, r, false))
+        log_warn("session %llu: audit event lost", (unsigned long long)s->id);
+    if (s->masked) memset(s->masked, 0, sizeof *s->masked);
+    rec_free(r);
+}
+
+void relay_audit_row(struct session *s, const uint8_t *body, size_t len)
+{
+    struct stmt_rec *r = rec_head(s);
+    if (!r) return;
+    r->rows++;
+    r->bytes += len + 5;
+    if (r->digest.ctx) audit_digest_datarow(&r->digest, body, len);
+}
+
+/* The number at the end of a CommandComplete tag ("UPDATE 3", "INSERT 0 1"), or 0. */
+static uint64_t tag_rows(const uint8_t *body, size_t len)
+{
+    const char *end = memchr(body, 0, len);
+    if (!end) return 0;
+    const char *sp = strrchr((const char *)body, ' ');
+    if (!sp) return 0;
+    return strtoull(sp + 1, NULL, 10);
+}
+
+void relay_audit_server(struct session *s, uint8_t type, const uint8_t *body, size_t len)
+{
+    struct stmt_rec *r = rec_head(s);
+    switch (type) {
+    case 'C':
+    case 's':
+    case 'I':
+        if (!r || r->group != s->s2c_group) return;
+        if (type == 'C') r->tag_rows += tag_rows(body, len);
+        if (!r->query) rec_pop_emit(s, true);
+        return;
+    case 'E': {
+        if (!r || r->group != s->s2c_group) return;
+        struct pg_error_view e;
+        if (pg_error_parse(body, len, &e) == PG_OK)
+            snprintf(r->sqlstate, sizeof r->sqlstate, "%s", e.sqlstate);
+        if (!r->query) rec_pop_emit(s, true);
+        return;
+    }
+    case 'Z':
+        /* The group is over: Queries complete; Executes skipped after an error never ran. */
+        while (s->recs && s->recs->group <= s->s2c_group)
+            rec_pop_emit(s, s->recs->query);
+        return;
+    default:
+        return;
+    }
+}
+
+void relay_audit_end(struct session *s)
+{
+    while (s->recs)
+        rec_pop_emit(s, s->recs->query || s->recs->rows);
+    while (s->preps) {
+        struct prep *p = s->preps;
+        s->preps = p->next;
+        info_put(p->info);
+        free(p);
+    }
+    info_put(s->bound);
+    s->bound = NULL;
+}

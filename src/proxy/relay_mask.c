@@ -1,0 +1,139 @@
+/*
+ * relay_mask.c: masking in the relay. Decides whether the results of a session (and of each
+ * Query/Sync group, when a rule says mask or unmask) are masked, keeps the plan of the
+ * current RowDescription, and rewrites the server messages that can carry values: DataRow,
+ * CopyData of COPY TO STDOUT, and the fields of ErrorResponse/NoticeResponse. The detection
+ * itself is src/mask/ (pure); this file only routes messages to it.
+ *
+ * Rows with nothing to mask are not touched (the relay forwards them in place); a result
+ * whose columns cannot hold text (pgbench -S) is not even held.
+ */
+#include <fnmatch.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "core/log.h"
+#include "mask/mask.h"
+#include "pg/msg.h"
+#include "proxy/session_int.h"
+
+void relay_mask_start(struct session *s)
+{
+    const struct cfg_masking *m = &s->rt->cfg->masking;
+    s->mask_base = false;
+    if (!s->rt->mask || !s->ident) return;
+    for (unsigned i = 0; i < m->n_unmask; i++)
+        for (unsigned g = 0; g < s->ident->n_groups; g++)
+            if (strcmp(m->unmask[i], s->ident->groups[g]) == 0) return;
+    for (unsigned i = 0; i < m->n_unmask_identities; i++)
+        if (fnmatch(m->unmask_identities[i], s->ident->name, 0) == 0) return;
+    s->mask_base = true;
+}
+
+void relay_mask_end(struct session *s)
+{
+    mask_plan_free(s->plan);
+    s->plan = NULL;
+    free(s->masked);
+    s->masked = NULL;
+}
+
+/* Are the results arriving now masked? */
+static bool mask_on(struct session *s)
+{
+    if (!s->rt->mask) return false;
+    const struct limit_entry *e = s->limits ? relay_group_current(s) : NULL;
+    if (e && e->mask) return e->mask > 0;
+    return s->mask_base;
+}
+
+bool relay_mask_holds(const struct session *s, uint8_t type)
+{
+    if (!s->rt->mask || (!s->mask_base && !s->limits)) return false;
+    switch (type) {
+    case 'T': /* RowDescription: the plan */
+    case 'N': /* NoticeResponse */
+    case 'H': /* CopyOutResponse */
+    case 'c': /* CopyDone */
+    case 'I': /* EmptyQueryResponse */
+        return true;
+    case 'D':
+        return !s->plan_known || s->plan;
+    case 'd':
+        return s->copy_out;
+    default:
+        return false;
+    }
+}
+
+static struct mask_counts *counts(struct session *s)
+{
+    if (!s->masked) s->masked = xcalloc(1, sizeof *s->masked);
+    return s->masked;
+}
+
+void relay_mask_result_end(struct session *s)
+{
+    mask_plan_free(s->plan);
+    s->plan = NULL;
+    s->plan_known = false;
+    s->copy_out = false;
+}
+
+enum hold_action relay_mask_server(struct session *s, uint8_t type, const uint8_t *body,
+                                   size_t len)
+{
+    const struct mask_db *db = s->rt->mask;
+    switch (type) {
+    case 'T':
+        relay_mask_result_end(s);
+        if (!mask_on(s)) return HOLD_FORWARD;
+        if (mask_plan_build(db, body, len, NULL, NULL, &s->plan) < 0) {
+            log_warn("session %llu: malformed RowDescription from the server; values are "
+                     "scanned by value",
+                     (unsigned long long)s->id);
+            s->plan = NULL;
+            return HOLD_FORWARD; /* plan_known stays false: every value is scanned */
+        }
+        s->plan_known = true;
+        return HOLD_FORWARD;
+    case 'D': {
+        if (!db || !mask_on(s)) return HOLD_FORWARD;
+        struct buf *out = session_out_buf(&s->cl_out);
+        int r = mask_row_rewrite(db, s->plan_known ? s->plan : NULL, body, len, out, counts(s));
+        if (r < 0 && s->plan_known && s->plan) /* rows of another portal: scan every value */
+            r = mask_row_rewrite(db, NULL, body, len, out, counts(s));
+        if (r < 0) {
+            /* A DataRow the codec cannot read never leaves unmasked. */
+            log_warn("session %llu: malformed DataRow from the server withheld",
+                     (unsigned long long)s->id);
+            pg_put_notice(out, "01000", "sluice: a malformed row from the server was withheld");
+            return HOLD_REPLACE;
+        }
+        return r == 1 ? HOLD_REPLACE : HOLD_FORWARD;
+    }
+    case 'H':
+        s->copy_out = true;
+        return HOLD_FORWARD;
+    case 'c':
+        s->copy_out = false;
+        return HOLD_FORWARD;
+    case 'd':
+        if (!s->copy_out || !mask_on(s)) return HOLD_FORWARD;
+        return mask_copy_rewrite(db, body, len, session_out_buf(&s->cl_out), counts(s)) == 1
+                   ? HOLD_REPLACE
+                   : HOLD_FORWARD;
+    case 'I':
+        relay_mask_result_end(s);
+        return HOLD_FORWARD;
+    case 'E':
+    case 'N':
+        if (!db || !mask_on(s)) return HOLD_FORWARD;
+        return mask_notice_rewrite(db, type, body, len, session_out_buf(&s->cl_out),
+                                   counts(s)) == 1
+                   ? HOLD_REPLACE
+                   : HOLD_FORWARD;
+    default:
+        return HOLD_FORWARD;
+    }
+}

@@ -1,0 +1,184 @@
+/*
+ * session_int.h: the session as the files of the relay share it (session.c: state machine
+ * and byte moving; relay_mask.c: masking of results; relay_audit.c: statement records and
+ * audit events; relay_approve.c: approvals and parked statements). Not for use outside
+ * src/proxy/.
+ */
+#ifndef SLUICE_PROXY_SESSION_INT_H
+#define SLUICE_PROXY_SESSION_INT_H
+
+#include <stdbool.h>
+#include <stdint.h>
+#include <sys/socket.h>
+
+#include "audit/audit.h"
+#include "core/buf.h"
+#include "net/net.h"
+#include "proxy/proxy.h"
+
+struct mask_plan;
+struct mask_counts;
+
+/* What a hook decided about a held message. */
+enum hold_action {
+    HOLD_FORWARD, /* send it on unchanged */
+    HOLD_REPLACE, /* drop it; the bytes queued in the destination's output go instead */
+    HOLD_PARK,    /* client messages only: stop here until the session is unparked */
+};
+
+enum sess_state {
+    S_STARTUP,    /* reading the startup packet */
+    S_TLS_ACCEPT, /* client TLS handshake */
+    S_AUTH,       /* waiting for the client's password or SASL messages */
+    S_AUTH_DELAY, /* a failed login waits before its error is sent */
+    S_UP_CONNECT, /* TCP connect to the target */
+    S_UP_SSLREQ,  /* SSLRequest sent upstream, waiting for S or N */
+    S_UP_TLS,     /* upstream TLS handshake */
+    S_UP_LOGIN,   /* StartupMessage sent: authentication and parameters */
+    S_RELAY,      /* messages flow both ways */
+    S_CLOSING,    /* flushing a final error to the client */
+    S_DEAD,       /* closed; freed by the worker after this round of events */
+};
+
+/* One direction's source: the socket and what has been read from it. */
+struct side {
+    struct ev_handler h;
+    struct sock sk;
+    struct buf *in;     /* NULL while nothing is buffered */
+    size_t fwd;         /* bytes from in->off decided and waiting to be written to the peer */
+    uint32_t msg_left;  /* bytes of a streamed message still to come from the socket */
+    uint32_t ev;        /* current epoll interest */
+    size_t skip;        /* after fwd: bytes of a replaced or dropped message to drop */
+    uint32_t drop_left; /* bytes of a dropped streamed message still to come */
+    bool rescan;        /* scanning stopped at a replaced message: resume before reading */
+};
+
+/* What policy said about the results of one Query/Sync group: a row limit, and whether a
+ * rule asked for masking (1) or raw values (-1). */
+struct limit_entry {
+    struct limit_entry *next;
+    uint64_t group, limit;
+    const char *rule; /* points into the session's policy snapshot */
+    int mask;
+};
+
+/* A prepared statement allowed with limit_rows: its Bind/Execute results are limited too. */
+struct limited_stmt {
+    struct limited_stmt *next;
+    uint64_t limit;
+    int mask;
+    const char *rule;
+    char name[];
+};
+
+/* A statement refused by policy: its placeholder's error from the server is replaced by
+ * this ErrorResponse. `group` counts Query/Sync messages sent before it. */
+struct blocked {
+    struct blocked *next;
+    uint64_t group;
+    size_t len;
+    uint8_t msg[];
+};
+
+struct session {
+    struct worker *w;
+    struct session *prev, *next;
+    uint64_t id;
+    enum sess_state state;
+    struct side cl, sv;
+    struct buf *cl_out; /* sluice's own bytes for the client, sent before relayed ones */
+    struct buf *sv_out; /* sluice's own bytes for the upstream during login */
+    struct runtime *rt;
+    const struct cfg_identity *ident;
+    const struct cfg_target *target;
+    unsigned target_idx;
+    struct sockaddr_storage addr;
+    char addr_text[64];
+    uint8_t *startup; /* copy of the client's StartupMessage */
+    const char *user;
+    const char *dbname;
+    struct scram_server *scram_sv;
+    struct scram_client *scram_cl;
+    uint8_t sasl_step;
+    bool tls_client;
+    bool loopback;
+    bool cancel_registered;
+    bool c2s_blocked, s2c_blocked;
+    bool client_terminated; /* client sent Terminate: close once it is forwarded */
+    bool drain;             /* close at the next ReadyForQuery with nothing pending */
+    uint8_t tx;             /* transaction status of the last ReadyForQuery */
+    uint32_t pending_sync;  /* Query/Sync/FunctionCall forwarded, ReadyForQuery not yet back */
+    bool copy_in;           /* the server is in COPY FROM STDIN (CopyInResponse seen) */
+    uint32_t copy_syncs;    /* Syncs counted since the client's last Query or Execute */
+    uint32_t copy_ignored;  /* of those, the ones a COPY FROM STDIN swallows */
+    uint32_t be_pid, be_key, our_key;
+    uint64_t deadline_ms;
+    uint64_t statements;
+    uint8_t *params; /* the server's ParameterStatus messages, replayed if the upstream is reused */
+    size_t params_len;
+    bool client_left;              /* the client ended the session (Terminate or close) */
+    uint64_t c2s_group, s2c_group; /* Query/Sync/FunctionCall sent; ReadyForQuery received */
+    /* limit_rows per Query/Sync group, oldest first: DataRows beyond it are not sent. */
+    struct limit_entry *limits, *limits_tail;
+    uint64_t rows_sent, rows_dropped; /* of the result being relayed */
+    bool unsynced;                    /* extended-protocol messages sent since the last Sync */
+    struct limited_stmt *limited;     /* prepared statements with a row limit */
+    const char *client_fault; /* SQLSTATE of a client protocol error that ends the session */
+    bool lingering;           /* S_CLOSING: error sent, reading until the client closes */
+    struct blocked *blocked, *blocked_tail;
+    /* masking (relay_mask.c) */
+    bool mask_base;         /* this identity's results are masked unless a rule says unmask */
+    bool plan_known;        /* a RowDescription (or NoData) describes the rows arriving now */
+    bool copy_out;          /* the server is in COPY TO STDOUT */
+    struct mask_plan *plan; /* of the RowDescription; NULL: nothing to look at */
+    struct mask_counts *masked; /* of the statement being relayed; NULL until needed */
+    /* audit (relay_audit.c) */
+    char app_name[64];
+    struct stmt_rec *recs, *recs_tail; /* statements waiting for their results, oldest first */
+    struct prep *preps;                /* prepared statements by name */
+    struct stmt_info *bound;           /* the statement of the last Bind */
+    bool audit_started;                /* session_start emitted: session_end is due */
+    /* A parked client message (at cl.in->off + cl.fwd) waits for its audit event to be
+     * committed (park_seq) or for an approval (relay_approve.c); nothing more is read from
+     * the client meanwhile. */
+    bool parked;
+    bool park_ready;            /* woken: the next hook call for it applies park_act */
+    enum hold_action park_act;  /* FORWARD, or REPLACE with a placeholder */
+    uint64_t park_seq;          /* audit sequence number to wait for; 0 = none */
+    char park_request[32];      /* approval request id to wait for; "" = none */
+    struct session *park_next;  /* the worker's list of parked sessions */
+};
+
+
+/* The buffer in *slot, taken from the pool when there is none. */
+struct buf *session_out_buf(struct buf **slot);
+
+/* The row limit and masking entry of the group whose results are arriving (session.c). */
+const struct limit_entry *relay_group_current(struct session *s);
+
+/* Masking (relay_mask.c). */
+void relay_mask_start(struct session *s);  /* after authentication: does this identity see masks */
+void relay_mask_end(struct session *s);    /* at close */
+bool relay_mask_holds(const struct session *s, uint8_t type);
+/* T, D, d, H, c, I, N and (not swapped) E: rewrite or note; C, E, Z end the result. */
+enum hold_action relay_mask_server(struct session *s, uint8_t type, const uint8_t *body,
+                                   size_t len);
+void relay_mask_result_end(struct session *s);
+
+/* Audit (relay_audit.c). Statement calls return the audit sequence number to wait for before
+ * forwarding (0: none), or -1 when the audit cannot take the event and audit.fail is closed. */
+
+struct sql_facts;
+bool relay_audit_on(const struct session *s);
+void relay_audit_session(struct session *s, enum audit_kind kind, const char *detail);
+int64_t relay_audit_query(struct session *s, const char *sql, const struct sql_facts *f,
+                          const char *decision, const char *rule, bool refused);
+void relay_audit_parse(struct session *s, const char *name, const char *sql,
+                       const struct sql_facts *f);
+void relay_audit_bind(struct session *s, const char *stmt_name);
+int64_t relay_audit_execute(struct session *s);
+void relay_audit_row(struct session *s, const uint8_t *body, size_t len);
+void relay_audit_server(struct session *s, uint8_t type, const uint8_t *body, size_t len);
+void relay_audit_end(struct session *s);
+
+#endif
