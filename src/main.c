@@ -7,8 +7,11 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "approve/approve.h"
+#include "audit/audit.h"
 #include "core/config.h"
 #include "ident/ident.h"
+#include "mask/mask.h"
 #include "net/net.h"
 #include "policy/policy.h"
 #include "proxy/proxy.h"
@@ -24,6 +27,10 @@ static int usage(void)
           "                 [--group GROUP]... \"SQL\"|-\n"
           "                                  judge SQL without a database (exit 0 allow,\n"
           "                                  3 deny, 4 review)\n"
+          "  sluice audit {tail|search|export|verify} [-c sluice.yaml] ...\n"
+          "                                  read and verify the audit trail\n"
+          "  sluice approvals {list|approve ID|deny ID|grants|revoke ID} [-c sluice.yaml]\n"
+          "                                  act on approval requests and grants\n"
           "  sluice hash-token               read a secret on stdin, print its verifier\n"
           "  sluice version\n",
           stderr);
@@ -59,6 +66,15 @@ static int cmd_check(const char *path)
             rc = 2;
         }
         SSL_CTX_free(ctx);
+    }
+    if (rc == 0 && cfg->masking.enabled) {
+        struct mask_db *db = mask_db_build(&cfg->masking, err, sizeof err);
+        if (!db) {
+            fprintf(stderr, "%s: error: masking: %s\n", path, err);
+            rc = 2;
+        }
+        mask_db_free(db);
+        mask_thread_release();
     }
     for (unsigned i = 0; i < cfg->n_targets && rc == 0; i++) {
         if (cfg->targets[i].sslmode == SSLMODE_DISABLE) continue;
@@ -169,9 +185,7 @@ int main(int argc, char **argv)
         return 0;
     }
     if (strcmp(cmd, "explain") == 0) return cmd_explain(argc, argv);
-    if (strcmp(cmd, "audit") == 0 || strcmp(cmd, "approvals") == 0) {
-        fprintf(stderr, "sluice: '%s' is not available yet in this version\n", cmd);
-        return 2;
-    }
+    if (strcmp(cmd, "audit") == 0) return audit_cli_main(argc - 1, argv + 1);
+    if (strcmp(cmd, "approvals") == 0) return approvals_cli_main(argc - 1, argv + 1);
     return usage();
 }

@@ -36,8 +36,10 @@
 
 /* Events kept for stream clients; a client further behind than this loses events. */
 #define ADMIN_RING_EVENTS 4096
-/* Longest event published; longer ones are replaced by a short notice (counted as dropped). */
-#define ADMIN_EVENT_MAX (256 * 1024)
+/* Bytes of events kept at most; past it the oldest go first. */
+#define ADMIN_RING_BYTES (64u * 1024 * 1024)
+/* Longest event published; longer ones are not streamed (counted as dropped). */
+#define ADMIN_EVENT_MAX (1024 * 1024)
 /* Largest request body accepted (approve/deny, Slack actions). */
 #define ADMIN_BODY_MAX (64 * 1024)
 

@@ -31,7 +31,10 @@ static pthread_mutex_t ring_lock = PTHREAD_MUTEX_INITIALIZER;
 static pthread_cond_t ring_cond;
 static pthread_once_t ring_once = PTHREAD_ONCE_INIT;
 static char *ring[ADMIN_RING_EVENTS];
-static uint64_t next_seq = 1; /* the seq the next event gets; ring[seq % N] */
+static size_t ring_len[ADMIN_RING_EVENTS];
+static size_t ring_bytes;      /* sum of ring_len: held under ADMIN_RING_BYTES */
+static uint64_t next_seq = 1;  /* the seq the next event gets; ring[seq % N] */
+static uint64_t floor_seq = 1; /* events below were evicted early for the byte budget */
 static bool stopping;
 static atomic_bool ring_open;
 static atomic_uint n_clients;
@@ -76,13 +79,30 @@ void sse_reset(void)
     for (unsigned i = 0; i < ADMIN_RING_EVENTS; i++) {
         free(ring[i]);
         ring[i] = NULL;
+        ring_len[i] = 0;
     }
+    ring_bytes = 0;
+    floor_seq = next_seq;
     pthread_mutex_unlock(&ring_lock);
 }
 
 static uint64_t oldest_seq(void)
 {
-    return next_seq > ADMIN_RING_EVENTS ? next_seq - ADMIN_RING_EVENTS : 1;
+    uint64_t o = next_seq > ADMIN_RING_EVENTS ? next_seq - ADMIN_RING_EVENTS : 1;
+    return o > floor_seq ? o : floor_seq;
+}
+
+/* Free the oldest buffered event (ring_lock held). */
+static void evict_oldest(void)
+{
+    uint64_t o = oldest_seq();
+    if (o >= next_seq) return;
+    unsigned i = (unsigned)(o % ADMIN_RING_EVENTS);
+    free(ring[i]);
+    ring[i] = NULL;
+    ring_bytes -= ring_len[i];
+    ring_len[i] = 0;
+    floor_seq = o + 1;
 }
 
 void admin_publish_event(const char *json_line)
@@ -99,9 +119,15 @@ void admin_publish_event(const char *json_line)
     copy[len] = '\0';
 
     pthread_mutex_lock(&ring_lock);
-    char **slot = &ring[next_seq % ADMIN_RING_EVENTS];
-    char *old = *slot;
-    *slot = copy;
+    /* make room: the slot this event takes, then the byte budget */
+    if (next_seq - oldest_seq() >= ADMIN_RING_EVENTS) evict_oldest();
+    while (ring_bytes + len > ADMIN_RING_BYTES && oldest_seq() < next_seq)
+        evict_oldest();
+    unsigned slot = (unsigned)(next_seq % ADMIN_RING_EVENTS);
+    char *old = ring[slot]; /* NULL: evicted above */
+    ring[slot] = copy;
+    ring_len[slot] = len;
+    ring_bytes += len;
     next_seq++;
     pthread_cond_broadcast(&ring_cond);
     pthread_mutex_unlock(&ring_lock);
@@ -235,9 +261,12 @@ static ssize_t sse_read(void *cls, uint64_t pos, char *buf, size_t max)
             dropped = oldest_seq() - s->cursor;
             s->cursor = oldest_seq();
         }
-        while (n < SSE_BATCH && s->cursor < next_seq) {
+        size_t bytes = 0; /* copy at most about SSE_BLOCK bytes (at least one event) */
+        while (n < SSE_BATCH && s->cursor < next_seq && bytes < SSE_BLOCK) {
+            unsigned i = (unsigned)(s->cursor % ADMIN_RING_EVENTS);
             seqs[n] = s->cursor;
-            batch[n++] = xstrdup(ring[s->cursor % ADMIN_RING_EVENTS]);
+            batch[n++] = xstrdup(ring[i]);
+            bytes += ring_len[i];
             s->cursor++;
         }
         pthread_mutex_unlock(&ring_lock);

@@ -56,10 +56,10 @@ int audit_kind_from_name(const char *name);        /* -1 when unknown */
  */
 struct audit_event {
     enum audit_kind kind;
-    int64_t time_us;      /* microseconds since the epoch; 0 = now */
-    const char *instance; /* NULL = this instance (hostname:pid) */
-    uint64_t session_id;  /* 0 = none */
-    const char *identity; /* identity name (for auth_failure: the user name given) */
+    int64_t time_us;           /* microseconds since the epoch; 0 = now */
+    const char *instance;      /* NULL = this instance (hostname:pid) */
+    uint64_t session_id;       /* 0 = none */
+    const char *identity;      /* identity name (for auth_failure: the user name given) */
     const char *identity_kind; /* "human", "service", "agent" */
     const char *groups;        /* comma list, or a JSON array */
     const char *auth_method;   /* "password", "token", "oidc", "cert", ... */
@@ -118,7 +118,8 @@ int audit_subscribe(int efd);
 void audit_unsubscribe(int efd);
 
 /* Live feed: called on the writer thread after each commit with the event's JSON line (no
- * newline). The callback must be quick and copy what it keeps. */
+ * newline). The callback must be quick, copy what it keeps, and not call audit_subscribe,
+ * audit_feed_subscribe or their unsubscribe functions (they share its lock). */
 typedef void (*audit_feed_fn)(void *ctx, uint64_t seq, const char *line, size_t len);
 int audit_feed_subscribe(audit_feed_fn fn, void *ctx);
 void audit_feed_unsubscribe(audit_feed_fn fn, void *ctx);

@@ -94,13 +94,13 @@ int audit_jsonl_last_seq(const char *path, uint64_t *seq, char *err, size_t errl
 
 struct audit_verify_result {
     bool intact;
-    uint64_t events;             /* events checked */
+    uint64_t events;              /* events checked */
     uint64_t first_seq, last_seq; /* range checked (0 when none) */
-    uint64_t anchor_seq;         /* store: retention anchor (0 = none) */
-    uint64_t checkpoints;        /* checkpoints checked */
-    uint64_t signed_checkpoints; /* of which signatures verified */
-    uint64_t broken_seq;         /* the first broken link (0 when intact) */
-    char what[512];              /* what is wrong there */
+    uint64_t anchor_seq;          /* store: retention anchor (0 = none) */
+    uint64_t checkpoints;         /* checkpoints checked */
+    uint64_t signed_checkpoints;  /* of which signatures verified */
+    uint64_t broken_seq;          /* the first broken link (0 when intact) */
+    char what[512];               /* what is wrong there */
 };
 /* Recompute the chain over the store; pub (may be NULL) verifies checkpoint signatures and
  * then requires every checkpoint to be signed. Returns 0 when verification ran (see

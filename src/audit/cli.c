@@ -24,8 +24,7 @@
 #include "core/buf.h"
 
 struct cli {
-    const char *config, *db, *identity, *decision, *kind, *since, *until, *format, *jsonl,
-        *pubkey;
+    const char *config, *db, *identity, *decision, *kind, *since, *until, *format, *jsonl, *pubkey;
     unsigned n, limit;
     bool follow, json, limit_set;
     FILE *out;
@@ -56,19 +55,35 @@ static int parse_uint(const char *s, unsigned *out)
 
 static int parse_args(int argc, char **argv, struct cli *c)
 {
-    enum { O_DB = 256, O_IDENT, O_DEC, O_KIND, O_SINCE, O_UNTIL, O_LIMIT, O_JSON, O_FORMAT,
-           O_JSONL, O_PUBKEY, O_FOLLOW };
+    enum {
+        O_DB = 256,
+        O_IDENT,
+        O_DEC,
+        O_KIND,
+        O_SINCE,
+        O_UNTIL,
+        O_LIMIT,
+        O_JSON,
+        O_FORMAT,
+        O_JSONL,
+        O_PUBKEY,
+        O_FOLLOW
+    };
     static const struct option opts[] = {
-        {"config", required_argument, NULL, 'c'},  {"db", required_argument, NULL, O_DB},
+        {"config", required_argument, NULL, 'c'},
+        {"db", required_argument, NULL, O_DB},
         {"identity", required_argument, NULL, O_IDENT},
         {"decision", required_argument, NULL, O_DEC},
-        {"kind", required_argument, NULL, O_KIND}, {"since", required_argument, NULL, O_SINCE},
+        {"kind", required_argument, NULL, O_KIND},
+        {"since", required_argument, NULL, O_SINCE},
         {"until", required_argument, NULL, O_UNTIL},
-        {"limit", required_argument, NULL, O_LIMIT}, {"json", no_argument, NULL, O_JSON},
+        {"limit", required_argument, NULL, O_LIMIT},
+        {"json", no_argument, NULL, O_JSON},
         {"format", required_argument, NULL, O_FORMAT},
         {"jsonl", required_argument, NULL, O_JSONL},
         {"pubkey", required_argument, NULL, O_PUBKEY},
-        {"follow", no_argument, NULL, O_FOLLOW},   {NULL, 0, NULL, 0},
+        {"follow", no_argument, NULL, O_FOLLOW},
+        {NULL, 0, NULL, 0},
     };
     optind = 1;
     opterr = 0;
@@ -161,8 +176,8 @@ static void print_human(struct cli *c, const struct store_event *ev)
     fprintf(c->out, "%s #%llu %s", js(o, "time"), (unsigned long long)ev->seq, js(o, "kind"));
     cJSON *sess = cJSON_GetObjectItemCaseSensitive(o, "session");
     if (cJSON_IsNumber(sess)) fprintf(c->out, " s%llu", (unsigned long long)sess->valuedouble);
-    static const char *const keys[] = {"identity", "client_addr", "target", "decision", "rule",
-                                       "request_id", "grant_id", "actor", "sqlstate"};
+    static const char *const keys[] = {"identity",   "client_addr", "target", "decision", "rule",
+                                       "request_id", "grant_id",    "actor",  "sqlstate"};
     for (size_t i = 0; i < sizeof keys / sizeof keys[0]; i++) {
         const char *v = js(o, keys[i]);
         if (*v) fprintf(c->out, " %s=%s", keys[i], v);
@@ -194,13 +209,38 @@ static void csv_field(FILE *f, const char *s)
 }
 
 static const char *const csv_cols[] = {
-    "seq",         "time",     "kind",        "instance",   "session",
-    "identity",    "identity_kind", "groups", "auth_method", "client_addr",
-    "application_name", "target", "command",  "class",      "tables",
-    "statement",   "fingerprint", "decision", "rule",       "request_id",
-    "grant_id",    "actor",    "ref",         "duration_us", "rows",
-    "bytes",       "masked",   "digest",      "sqlstate",   "detail",
-    "prev_hash",   "hash",
+    "seq",
+    "time",
+    "kind",
+    "instance",
+    "session",
+    "identity",
+    "identity_kind",
+    "groups",
+    "auth_method",
+    "client_addr",
+    "application_name",
+    "target",
+    "command",
+    "class",
+    "tables",
+    "statement",
+    "fingerprint",
+    "decision",
+    "rule",
+    "request_id",
+    "grant_id",
+    "actor",
+    "ref",
+    "duration_us",
+    "rows",
+    "bytes",
+    "masked",
+    "digest",
+    "sqlstate",
+    "detail",
+    "prev_hash",
+    "hash",
 };
 #define N_CSV (sizeof csv_cols / sizeof csv_cols[0])
 
@@ -363,10 +403,10 @@ static int cmd_verify(struct cli *c, struct sluice_config *cfg, struct store *st
                (unsigned long long)r.broken_seq, r.what);
         status = 1;
     } else {
-        printf("audit verify: intact: store %s: %llu events", dbname,
-               (unsigned long long)r.events);
-        if (r.events) printf(" (%llu..%llu)", (unsigned long long)r.first_seq,
-                             (unsigned long long)r.last_seq);
+        printf("audit verify: intact: store %s: %llu events", dbname, (unsigned long long)r.events);
+        if (r.events)
+            printf(" (%llu..%llu)", (unsigned long long)r.first_seq,
+                   (unsigned long long)r.last_seq);
         if (r.anchor_seq) printf(", anchored at checkpoint %llu", (unsigned long long)r.anchor_seq);
         printf(", %llu checkpoints", (unsigned long long)r.checkpoints);
         if (pub) printf(" (%llu signatures verified)", (unsigned long long)r.signed_checkpoints);
@@ -385,8 +425,9 @@ static int cmd_verify(struct cli *c, struct sluice_config *cfg, struct store *st
             status = 1;
         } else {
             printf("audit verify: intact: %s: %llu events", jsonl, (unsigned long long)r.events);
-            if (r.events) printf(" (%llu..%llu)", (unsigned long long)r.first_seq,
-                                 (unsigned long long)r.last_seq);
+            if (r.events)
+                printf(" (%llu..%llu)", (unsigned long long)r.first_seq,
+                       (unsigned long long)r.last_seq);
             printf(", consistent with the store\n");
         }
     }

@@ -85,8 +85,8 @@ static int collect_cp(void *ctx, const struct store_checkpoint *c)
     p->seq = c->seq;
     snprintf(p->hash, sizeof p->hash, "%s", c->hash);
     p->is_signed = c->signature && *c->signature;
-    p->sig_ok = v->pub && p->is_signed && audit_checkpoint_verify(v->pub, c->seq, c->hash,
-                                                                    c->signature);
+    p->sig_ok =
+        v->pub && p->is_signed && audit_checkpoint_verify(v->pub, c->seq, c->hash, c->signature);
     return 0;
 }
 
@@ -107,7 +107,8 @@ static int check_event(void *ctx, const struct store_event *ev)
                       "recomputed %.16s...): the event was changed",
                       (unsigned long long)ev->seq, ev->hash, h);
     cJSON *o = cJSON_ParseWithLength(ev->body, ev->body_len);
-    if (!o) return broken(r, ev->seq, "event %llu: the body is not JSON", (unsigned long long)ev->seq);
+    if (!o)
+        return broken(r, ev->seq, "event %llu: the body is not JSON", (unsigned long long)ev->seq);
     int ret = 0;
     int64_t bseq = 0, btime = 0;
     const char *prev = jstr(o, "prev_hash");
@@ -193,8 +194,7 @@ int audit_verify_store(struct store *st, EVP_PKEY *pub, struct audit_verify_resu
         goto out;
     }
     if (r->intact && v.icp < v.ncp)
-        broken(r, v.cps[v.icp].seq,
-               "checkpoint %llu has no event: events after %llu were deleted",
+        broken(r, v.cps[v.icp].seq, "checkpoint %llu has no event: events after %llu were deleted",
                (unsigned long long)v.cps[v.icp].seq, (unsigned long long)(v.expect - 1));
     for (size_t i = 0; i < v.ncp; i++) {
         r->checkpoints++;
@@ -279,8 +279,7 @@ static int jnext(struct jreader *j, struct audit_verify_result *r)
     if (j->lineno == 1) {
         j->first_seq = j->seq;
         if (j->seq == 1 && strcmp(j->prev, AUDIT_GENESIS) != 0)
-            return broken(r, 1, "event 1 (%s line 1): prev_hash is not the genesis hash",
-                          j->path);
+            return broken(r, 1, "event 1 (%s line 1): prev_hash is not the genesis hash", j->path);
     } else {
         if (j->seq != j->last_seq + 1)
             return broken(r, j->last_seq + 1,
@@ -337,8 +336,8 @@ static int jsonl_vs_store(void *ctx, const struct store_event *ev)
         return broken(v->r, ev->seq,
                       "event %llu differs between the store (hash %.16s...) and %s (line %llu, "
                       "hash %.16s...)",
-                      (unsigned long long)ev->seq, ev->hash, j->path,
-                      (unsigned long long)j->lineno, j->hash);
+                      (unsigned long long)ev->seq, ev->hash, j->path, (unsigned long long)j->lineno,
+                      j->hash);
     return 0;
 }
 

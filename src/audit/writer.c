@@ -120,8 +120,7 @@ uint64_t audit_emit(const struct audit_event *ev)
 
 uint64_t audit_committed_seq(void)
 {
-    if (atomic_load_explicit(&W.disabled, memory_order_relaxed))
-        return atomic_load(&W.fake_seq);
+    if (atomic_load_explicit(&W.disabled, memory_order_relaxed)) return atomic_load(&W.fake_seq);
     return atomic_load_explicit(&W.committed, memory_order_acquire);
 }
 
@@ -321,15 +320,14 @@ static void write_batch(struct batch *b)
         }
         if (W.checkpoint && r->seq % W.checkpoint == 0) {
             struct store_checkpoint *cp = &b->cps[b->ncp];
-            *cp = (struct store_checkpoint){.seq = r->seq, .time_us = r->ev.time_us,
-                                            .hash = b->hash[i]};
+            *cp = (struct store_checkpoint){
+                .seq = r->seq, .time_us = r->ev.time_us, .hash = b->hash[i]};
             if (W.key) {
                 if (audit_checkpoint_sign(W.key, r->seq, b->hash[i], b->sigs[b->ncp]) == 0) {
                     cp->signature = b->sigs[b->ncp];
                     cp->key_id = W.key_id;
                 } else {
-                    log_error("audit: signing checkpoint %llu failed",
-                              (unsigned long long)r->seq);
+                    log_error("audit: signing checkpoint %llu failed", (unsigned long long)r->seq);
                 }
             }
             b->ncp++;
@@ -494,8 +492,8 @@ struct catchup {
 
 static int catchup_flush(struct catchup *c)
 {
-    if (c->lines.len && audit_jsonl_append(c->j, c->lines.p, c->lines.len, c->err,
-                                           sizeof c->err) != 0)
+    if (c->lines.len &&
+        audit_jsonl_append(c->j, c->lines.p, c->lines.len, c->err, sizeof c->err) != 0)
         return -1;
     c->lines.len = 0;
     c->n = 0;
@@ -568,8 +566,8 @@ int audit_start(const struct sluice_config *cfg, char *err, size_t errlen)
             audit_jsonl_last_seq(ac->jsonl, &jlast, err, errlen) != 0)
             goto fail;
         if (jlast > last) {
-            log_warn("audit: %s has events up to %llu but the store only up to %llu",
-                     ac->jsonl, (unsigned long long)jlast, (unsigned long long)last);
+            log_warn("audit: %s has events up to %llu but the store only up to %llu", ac->jsonl,
+                     (unsigned long long)jlast, (unsigned long long)last);
         } else if (jlast && jlast < last) {
             /* a crash between the store commit and the JSONL append: copy what is missing */
             struct catchup c = {.j = W.jsonl};
@@ -585,7 +583,7 @@ int audit_start(const struct sluice_config *cfg, char *err, size_t errlen)
                      (unsigned long long)last, ac->jsonl);
         }
     }
-    W.checkpoint = ac->checkpoint;
+    W.checkpoint = ac->checkpoint ? ac->checkpoint : 1000; /* anchors need checkpoints */
     W.retention_s = ac->retention;
     W.last_prune_us = 0;
     W.give_up_at = 0;

@@ -69,14 +69,19 @@ struct builtin_pat {
 
 static const struct builtin_pat builtin_pats[] = {
     {MASK_K_EMAIL, EXT_EMAIL, "[A-Za-z0-9._%+\\-]@[A-Za-z0-9]", 0, 0, 0, 0, 0},
-    {MASK_K_CARD, EXT_CARD, "\\b\\d(?:[ \\-]?\\d){12,18}\\b", 0, 0, 0, 0, 0},
-    {MASK_K_SSN, EXT_SSN, "\\b\\d{3}-\\d{2}-\\d{4}\\b", 0, 0, 0, 0, 0},
-    {MASK_K_PHONE, EXT_NANP, "\\b\\d{3}[\\-.]\\d{3}[\\-.]\\d{4}\\b", 0, 0, 0, 0, 0},
+    /* 13+ digits, separators only where printed cards have them; the extractor takes the
+     * whole run around the end */
+    {MASK_K_CARD, EXT_CARD, "\\d{4}[ \\-]?\\d{4}[ \\-]?\\d{4}[ \\-]?\\d", 0, 0, 0, 0, 0},
+    {MASK_K_CARD, EXT_CARD, "\\d{4}[ \\-]?\\d{6}[ \\-]?\\d{4}", 0, 0, 0, 0, 0},
+    {MASK_K_SSN, EXT_SSN, "\\d{3}-\\d{2}-\\d{4}", 0, 0, 0, 0, 0},
+    {MASK_K_PHONE, EXT_NANP, "\\d{3}[\\-.]\\d{3}[\\-.]\\d{4}", 0, 0, 0, 0, 0},
     {MASK_K_PHONE, EXT_NANP_PAREN, "\\(\\d{3}\\) ?\\d{3}[\\-. ]\\d{4}\\b", 0, 0, 0, 0, 0},
     {MASK_K_PHONE, EXT_E164, "\\+[1-9]", 0, 0, 0, 0, 0},
-    {MASK_K_IBAN, EXT_IBAN, "\\b[A-Z]{2}\\d{2} ?[A-Z0-9]{4}", 0, 0, 0, 0, 0},
-    {MASK_K_IPV4, EXT_IPV4, "\\b\\d{1,3}\\.\\d{1,3}\\.\\d{1,3}\\.\\d{1,3}\\b", 0, 0, 0, 0, 0},
-    {MASK_K_IPV6, EXT_IPV6, ":[0-9A-Fa-f]{0,4}:[0-9A-Fa-f]", 0, 0, 0, 0, 0},
+    /* pattern NULL: built from the IBAN country table, (?:AD|AE|...)\\d{2} */
+    {MASK_K_IBAN, EXT_IBAN, NULL, 0, 0, 0, 0, 0},
+    {MASK_K_IPV4, EXT_IPV4, "\\d\\.\\d{1,3}\\.\\d{1,3}\\.\\d", 0, 0, 0, 0, 0},
+    {MASK_K_IPV6, EXT_IPV6, "::", 0, 0, 0, 0, 0},
+    {MASK_K_IPV6, EXT_IPV6, ":[0-9A-Fa-f]{1,4}:[0-9A-Fa-f]{1,4}:", 0, 0, 0, 0, 0},
     /* AWS access key ids */
     {MASK_K_SECRET, EXT_KEY, "\\b(?:AKIA|ASIA|ABIA|ACCA)[0-9A-Z]{16}\\b", 0, 20, CLS_UPPERNUM, 20,
      20},
@@ -212,6 +217,7 @@ struct mask_db *mask_db_build(const struct cfg_masking *cfg, char *err, size_t e
 {
     struct mask_db *db = xcalloc(1, sizeof *db);
     const char *exprs[MAX_PATS];
+    char iban_re[600];
     unsigned flags[MAX_PATS], ids[MAX_PATS];
     hs_compile_error_t *cerr = NULL;
     db->id = atomic_fetch_add(&next_db_id, 1);
@@ -273,6 +279,12 @@ struct mask_db *mask_db_build(const struct cfg_masking *cfg, char *err, size_t e
         if (!db->det[bp->kind].scans) continue;
         db->pat[db->n_pat] = (struct mask_pat){(uint16_t)bp->kind, (uint8_t)bp->ext, bp};
         exprs[db->n_pat] = bp->re;
+        if (!bp->re) {
+            char cc[400];
+            if (!mask_iban_countries(cc, sizeof cc)) abort(); /* the table outgrew cc */
+            snprintf(iban_re, sizeof iban_re, "(?:%s)\\d{2}", cc);
+            exprs[db->n_pat] = iban_re;
+        }
         flags[db->n_pat] = bp->flags;
         ids[db->n_pat] = db->n_pat;
         db->n_pat++;
@@ -547,6 +559,7 @@ static bool ext_card(const uint8_t *s, size_t len, size_t to, size_t *pa, size_t
     digit_run(s, len, to - 1, &a, &b);
     *scan_to = b;
     if (b - a > 256 || cont_before(s, a) || cont_after(s, len, b)) return false;
+    if ((a > 0 && is_word(s[a - 1])) || (b < len && is_word(s[b]))) return false;
     /* groups of the run */
     size_t gs[40], gl[40], ng = 0;
     uint8_t sep_before[40];
@@ -591,6 +604,7 @@ static bool ext_ssn(const uint8_t *s, size_t len, size_t to, size_t *pa, size_t 
 {
     size_t a = to - 11;
     if (cont_before(s, a) || cont_after(s, len, to)) return false;
+    if ((a > 0 && is_word(s[a - 1])) || (to < len && is_word(s[to]))) return false;
     *pa = a;
     *pb = to;
     return mask_valid_ssn(s + a, 11);
@@ -614,6 +628,7 @@ static bool ext_nanp(const uint8_t *s, size_t len, size_t to, size_t *pa, size_t
     if (s[a + 7] != sep) return false;
     size_t a2 = nanp_prefix(s, a, sep);
     if ((a2 == a && cont_before(s, a)) || cont_after(s, len, to)) return false;
+    if ((a > 0 && is_word(s[a - 1])) || (to < len && is_word(s[to]))) return false;
     *pa = a2;
     *pb = to;
     return mask_valid_nanp(s + a, 12);
@@ -693,11 +708,11 @@ static bool is_iban_char(uint8_t c)
 static bool ext_iban(const uint8_t *s, size_t len, size_t to, size_t *pa, size_t *pb,
                      size_t *scan_to)
 {
-    size_t a = s[to - 5] == ' ' ? to - 9 : to - 8;
+    size_t a = to - 4;
     unsigned want = mask_iban_length(s + a);
     *scan_to = to;
-    if (!want) return false;
-    bool formatted = s[a + 4] == ' ';
+    if (!want || (a > 0 && is_alnum(s[a - 1]))) return false;
+    bool formatted = a + 4 < len && s[a + 4] == ' ';
     size_t i = a + 4, count = 0;
     while (i < len && count < want - 4) {
         if (is_iban_char(s[i])) {

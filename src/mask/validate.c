@@ -156,6 +156,19 @@ unsigned mask_iban_length(const uint8_t *cc)
     return 0;
 }
 
+size_t mask_iban_countries(char *out, size_t cap)
+{
+    size_t k = 0, n = sizeof iban_lengths / sizeof iban_lengths[0];
+    for (size_t i = 0; i < n; i++) {
+        if (k + 4 > cap) return 0;
+        if (i) out[k++] = '|';
+        out[k++] = iban_lengths[i].cc[0];
+        out[k++] = iban_lengths[i].cc[1];
+    }
+    out[k] = 0;
+    return k;
+}
+
 static unsigned mod97_add(unsigned r, uint8_t c)
 {
     if (is_digit(c)) return (r * 10 + (c - '0')) % 97;

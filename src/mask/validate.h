@@ -42,6 +42,9 @@ bool mask_valid_luhn(const uint8_t *s, size_t n);
 bool mask_valid_card(const uint8_t *s, size_t n);
 /* Expected IBAN length for a country code (two upper-case letters), 0 when unknown. */
 unsigned mask_iban_length(const uint8_t *cc);
+/* The known IBAN countries as "AD|AE|...|YE" into out (NUL-terminated); 0 when cap is too
+ * small. */
+size_t mask_iban_countries(char *out, size_t cap);
 /* IBAN: country, two check digits, BBAN of the country's length (single spaces between
  * groups allowed), upper case, mod-97 == 1. */
 bool mask_valid_iban(const uint8_t *s, size_t n);

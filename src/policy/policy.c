@@ -63,6 +63,7 @@ struct prule {
     uint64_t limit_rows;
     unsigned overrides;
     int mask; /* 1 mask, -1 unmask, 0 as configured */
+    enum cfg_approval_mode mode;
     char *reason; /* may be NULL */
     char *hint;   /* may be NULL */
     struct pglobs identities;
@@ -194,6 +195,7 @@ struct policy *policy_compile(const struct sluice_config *cfg, char *err, size_t
                         ? POLICY_ALLOW
                         : (enum policy_action)cr->action;
         r->mask = cr->action == CFG_MASK ? 1 : cr->action == CFG_UNMASK ? -1 : 0;
+        r->mode = cr->mode;
         r->limit_rows = cr->limit_rows;
         r->overrides = cr->overrides;
         r->reason = xstrdup(cr->reason);
@@ -345,6 +347,7 @@ static void rule_decision(const struct policy *p, const struct prule *r,
     out->rule = r->name;
     out->limit_rows = r->limit_rows;
     out->mask = r->mask;
+    out->mode = r->mode;
     switch (r->action) {
     case POLICY_ALLOW:
         snprintf(out->reason, sizeof(out->reason), "allowed by rule \"%s\"", r->name);

@@ -39,6 +39,7 @@ struct policy_decision {
     uint64_t limit_rows; /* 0 = no limit; else rows beyond it are not sent */
     unsigned stmt_index; /* the statement of a multi-statement string that decided */
     int mask;            /* rule action mask: 1 (mask even for unmask groups); unmask: -1; 0 */
+    enum cfg_approval_mode mode; /* review: the rule's mode (DEFAULT: approvals.mode) */
 };
 
 struct policy;

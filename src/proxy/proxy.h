@@ -97,8 +97,13 @@ void cancel_forward(uint32_t pid, uint32_t our_key);
 /* Instance-wide counters. */
 extern atomic_uint proxy_n_clients;
 extern atomic_bool proxy_draining;
+extern atomic_bool proxy_approvals; /* the approvals module runs (review can ask humans) */
 
 uint64_t clock_ms(void);
+
+/* Approval events into the audit trail (relay_approve.c). */
+struct approve_audit;
+void relay_approve_audit(const struct approve_audit *a);
 
 /* The serve command: run until SIGTERM/SIGINT; returns the exit status. */
 int server_run(const char *config_path);

@@ -13,6 +13,7 @@
 #include <sys/signalfd.h>
 #include <unistd.h>
 
+#include "approve/approve.h"
 #include "audit/audit.h"
 #include "core/buf.h"
 #include "core/log.h"
@@ -22,6 +23,7 @@
 #define SLUICE_MAX_WORKERS 256
 
 atomic_bool proxy_draining;
+atomic_bool proxy_approvals;
 
 static void reload(const char *path, const char *listen_before)
 {
@@ -38,6 +40,11 @@ static void reload(const char *path, const char *listen_before)
         return;
     }
     log_set_level(level);
+    struct runtime *rt = runtime_acquire();
+    if (atomic_load(&proxy_approvals)) approve_reload(rt->cfg);
+    runtime_release(rt);
+    struct audit_event ev = {.kind = AUDIT_CONFIG_RELOAD, .detail = path};
+    if (!audit_emit(&ev)) log_warn("reload: audit event lost");
     if (listen_changed)
         log_warn("reload: listen.postgres changed; it takes effect at the next restart");
     log_info("configuration reloaded from %s", path ? path : "(built-in defaults)");
@@ -87,6 +94,11 @@ int server_run(const char *path)
         free(listen_text);
         return 1;
     }
+    approve_set_audit_hook(relay_approve_audit);
+    if (approve_start(cfg, err, sizeof err) < 0)
+        log_warn("approvals are off (statements sent to review are refused): %s", err);
+    else
+        atomic_store(&proxy_approvals, true);
 
 
     struct worker *workers = xcalloc(n_workers, sizeof *workers);
@@ -101,6 +113,7 @@ int server_run(const char *path)
             exit(1);
         }
         audit_subscribe(workers[i].wake_fd);
+        approve_subscribe(workers[i].wake_fd);
     }
     log_info("sluice listening on %s with %u workers (config %s)", listen_text, n_workers,
              path ? path : "built-in defaults");
@@ -125,8 +138,11 @@ int server_run(const char *path)
         worker_request_drain(&workers[i]);
     for (unsigned i = 0; i < n_workers; i++)
         pthread_join(workers[i].thread, NULL);
-    for (unsigned i = 0; i < n_workers; i++)
+    for (unsigned i = 0; i < n_workers; i++) {
         audit_unsubscribe(workers[i].wake_fd);
+        approve_unsubscribe(workers[i].wake_fd);
+    }
+    if (atomic_load(&proxy_approvals)) approve_stop();
     audit_stop();
     for (unsigned i = 0; i < n_workers; i++) {
         close(workers[i].epfd);

@@ -194,7 +194,10 @@ static void session_close(struct session *s, const char *reason)
              (unsigned long long)s->id, reason, s->user ? s->user : "-",
              s->dbname ? s->dbname : "-", s->addr_text, (unsigned long long)s->statements);
     if (s->cancel_registered) cancel_unregister(s->be_pid, s->our_key);
-    if (s->parked) session_unpark_remove(s);
+    if (s->parked) {
+        session_unpark_remove(s);
+        relay_approve_abandon(s);
+    }
     if (s->audit_started) {
         relay_audit_end(s);
         relay_audit_session(s, AUDIT_SESSION_END, reason);
@@ -1040,15 +1043,28 @@ const struct limit_entry *relay_group_current(struct session *s)
     return s->limits && s->limits->group == s->s2c_group ? s->limits : NULL;
 }
 
-/* Refuse with an error of sluice's own (not a policy rule): the audit cannot record. */
-static void blocked_push_error(struct session *s, const char *sqlstate, const char *msg,
-                               const char *hint)
+void blocked_push_raw(struct session *s, const char *sqlstate, const char *msg, const char *hint)
+{
+    blocked_push_group(s, s->c2s_group, sqlstate, msg, hint);
+}
+
+void blocked_push_text(struct session *s, const char *sqlstate, const char *rule,
+                       const char *reason, const char *hint)
+{
+    char msg[512];
+    snprintf(msg, sizeof msg, "sluice: blocked by rule \"%s\": %s", rule, reason);
+    blocked_push_group(s, s->c2s_group, sqlstate, msg, hint);
+}
+
+/* Refuse (the statement of group `group`) with this error instead of the placeholder's. */
+void blocked_push_group(struct session *s, uint64_t group, const char *sqlstate, const char *msg,
+                        const char *hint)
 {
     struct buf *b = buf_get();
     pg_put_error(b, "ERROR", sqlstate, msg, NULL, hint);
     struct blocked *e = xmalloc(sizeof *e + b->len);
     e->next = NULL;
-    e->group = s->c2s_group;
+    e->group = group;
     e->len = b->len;
     memcpy(e->msg, b->data, b->len);
     buf_put(b);
@@ -1063,7 +1079,7 @@ static void refuse_audit_down(struct session *s)
 {
     log_warn("session %llu: statement refused: the audit store cannot be written",
              (unsigned long long)s->id);
-    blocked_push_error(s, "58030",
+    blocked_push_raw(s, "58030",
                        "sluice: the audit store cannot be written; statements are refused until "
                        "it recovers",
                        "audit.fail is closed; see sluice's log for the store's error");
@@ -1076,6 +1092,7 @@ struct verdict {
     const char *rule; /* points into the policy snapshot */
     int mask;
     int64_t wait; /* audit sequence number to wait for before forwarding; 0 none */
+    bool approval; /* wait for the approval request in s->park_request too */
 };
 
 /* Judge one statement text (and record it for the audit when `query`: a simple Query; a
@@ -1110,6 +1127,23 @@ static void statement_judge(struct session *s, const char *sql, bool query, cons
             v->wait = 0;
             refuse_audit_down(s);
         }
+        return;
+    }
+    if (d.action == POLICY_REVIEW) {
+        s->park_group = s->c2s_group;
+        enum review_outcome r = relay_approve_review(s, sql, facts, &d);
+        if (r == REVIEW_GRANTED || r == REVIEW_WAIT) {
+            v->ok = true;
+            v->limit = d.limit_rows;
+            v->rule = d.rule;
+            v->mask = d.mask;
+            v->approval = r == REVIEW_WAIT;
+            if (audit && query) v->wait = relay_audit_query(s, sql, facts, "review", d.rule, false);
+            if (audit && !query) relay_audit_parse(s, name, sql, facts);
+            if (v->wait < 0) v->wait = 0;
+            return;
+        }
+        if (audit) relay_audit_query(s, sql, facts, "review", d.rule, true);
         return;
     }
     log_info("session %llu: %s by \"%s\" for user \"%s\": %s", (unsigned long long)s->id,
@@ -1219,8 +1253,9 @@ static enum hold_action park(struct session *s, bool ok, int64_t seq)
 }
 
 static enum hold_action statement_finish(struct session *s, uint8_t type, const uint8_t *body,
-                                         bool ok, int64_t wait)
+                                         bool ok, int64_t wait, bool approval)
 {
+    if (approval) return park(s, ok, wait > 0 ? wait : 0);
     if (wait > 0) return park(s, ok, wait);
     return ok ? HOLD_FORWARD : replace_with_placeholder(s, type, body);
 }
@@ -1253,7 +1288,7 @@ static enum hold_action on_client_statement(struct session *s, uint8_t type, con
             refuse_audit_down(s);
             return replace_with_placeholder(s, 'E', body);
         }
-        return statement_finish(s, 'E', body, true, wait);
+        return statement_finish(s, 'E', body, true, wait, false);
     }
     case 'F': {
         s->statements++;
@@ -1273,7 +1308,7 @@ static enum hold_action on_client_statement(struct session *s, uint8_t type, con
         }
         s->pending_sync++;
         s->c2s_group++;
-        return statement_finish(s, 'Q', body, v.ok, v.wait);
+        return statement_finish(s, 'Q', body, v.ok, v.wait, v.ok && v.approval);
     }
     default:
         break;
@@ -1287,7 +1322,7 @@ static enum hold_action on_client_statement(struct session *s, uint8_t type, con
     }
     statement_judge(s, (const char *)sql, false, (const char *)body, &v);
     limited_set(s, (const char *)body, v.ok ? v.limit : 0, v.rule, v.ok ? v.mask : 0);
-    return statement_finish(s, 'P', body, v.ok, v.wait);
+    return statement_finish(s, 'P', body, v.ok, v.wait, v.ok && v.approval);
 }
 
 /* Is this ErrorResponse the server's answer to a placeholder? */
@@ -1828,6 +1863,7 @@ static void session_unpark_remove(struct session *s)
 static bool park_done(struct session *s)
 {
     if (s->park_seq && audit_committed_seq() < s->park_seq) return false;
+    if (s->park_request[0] && !relay_approve_done(s)) return false;
     return true;
 }
 
@@ -1845,6 +1881,7 @@ void session_unpark_ready(struct worker *w)
         s->parked = false;
         s->park_ready = true;
         s->park_seq = 0;
+        if (s->park_request[0]) relay_approve_resume(s);
         s->cl.rescan = true;
         relay_run(s, true, false);
     }

@@ -18,6 +18,8 @@
 
 struct mask_plan;
 struct mask_counts;
+struct policy_decision;
+struct sql_facts;
 
 /* What a hook decided about a held message. */
 enum hold_action {
@@ -146,6 +148,9 @@ struct session {
     enum hold_action park_act;  /* FORWARD, or REPLACE with a placeholder */
     uint64_t park_seq;          /* audit sequence number to wait for; 0 = none */
     char park_request[32];      /* approval request id to wait for; "" = none */
+    uint64_t park_group;        /* the Query/Sync group of the parked statement */
+    char audit_request[32];     /* approval request / grant of the statement being judged */
+    char audit_grant[32];
     struct session *park_next;  /* the worker's list of parked sessions */
 };
 
@@ -164,6 +169,26 @@ bool relay_mask_holds(const struct session *s, uint8_t type);
 enum hold_action relay_mask_server(struct session *s, uint8_t type, const uint8_t *body,
                                    size_t len);
 void relay_mask_result_end(struct session *s);
+
+/* Refusals (session.c): the placeholder's error is replaced by this one. */
+void blocked_push_raw(struct session *s, const char *sqlstate, const char *msg, const char *hint);
+void blocked_push_text(struct session *s, const char *sqlstate, const char *rule,
+                       const char *reason, const char *hint);
+void blocked_push_group(struct session *s, uint64_t group, const char *sqlstate, const char *msg,
+                        const char *hint);
+
+/* Approvals (relay_approve.c). */
+enum review_outcome {
+    REVIEW_REFUSED, /* refused now (defer mode, or no approvals): an error is queued */
+    REVIEW_GRANTED, /* a live grant covers it: run it */
+    REVIEW_WAIT,    /* park until s->park_request is decided */
+};
+enum review_outcome relay_approve_review(struct session *s, const char *sql,
+                                         const struct sql_facts *f,
+                                         const struct policy_decision *d);
+bool relay_approve_done(struct session *s);
+void relay_approve_resume(struct session *s); /* sets park_act from the decision */
+void relay_approve_abandon(struct session *s); /* the client left: cancel the request */
 
 /* Audit (relay_audit.c). Statement calls return the audit sequence number to wait for before
  * forwarding (0: none), or -1 when the audit cannot take the event and audit.fail is closed. */

@@ -79,8 +79,7 @@ const char *store_driver_name(const struct store *st)
     return st->drv->name;
 }
 
-int store_migrate(struct store *st, const char *module, const struct store_migration *m,
-                  unsigned n)
+int store_migrate(struct store *st, const char *module, const struct store_migration *m, unsigned n)
 {
     if (st->flags & STORE_READONLY) {
         store_set_err(st, "store opened read-only");
@@ -99,8 +98,7 @@ int store_events_append(struct store *st, const struct store_event *ev, unsigned
     return st->drv->events_append(st, ev, n, cp, ncp);
 }
 
-int store_events_query(struct store *st, const struct store_query *q, store_event_fn fn,
-                       void *ctx)
+int store_events_query(struct store *st, const struct store_query *q, store_event_fn fn, void *ctx)
 {
     return st->drv->events_query(st, q, fn, ctx);
 }
@@ -116,8 +114,7 @@ int store_events_last(struct store *st, uint64_t *seq, char hash[STORE_HASH_HEX]
     return st->drv->events_last(st, seq, hash);
 }
 
-int store_checkpoints_scan(struct store *st, uint64_t from_seq, store_checkpoint_fn fn,
-                           void *ctx)
+int store_checkpoints_scan(struct store *st, uint64_t from_seq, store_checkpoint_fn fn, void *ctx)
 {
     return st->drv->checkpoints_scan(st, from_seq, fn, ctx);
 }

@@ -91,8 +91,7 @@ struct store_driver {
     int (*events_query)(struct store *st, const struct store_query *q, store_event_fn fn,
                         void *ctx);
     int (*events_last)(struct store *st, uint64_t *seq, char hash[STORE_HASH_HEX]);
-    int (*checkpoints_scan)(struct store *st, uint64_t from_seq, store_checkpoint_fn fn,
-                            void *ctx);
+    int (*checkpoints_scan)(struct store *st, uint64_t from_seq, store_checkpoint_fn fn, void *ctx);
     int (*anchor_get)(struct store *st, uint64_t *seq);
     int (*prune)(struct store *st, int64_t before_us, uint64_t *pruned);
 };
@@ -105,7 +104,8 @@ struct store {
     char err[512];
 };
 
-#define STORE_READONLY 1u /* CLI readers: no migrations, no writes; fails if the store is absent */
+/* Flag for readers (the CLI): no migrations, no writes; fails when the store is absent. */
+#define STORE_READONLY 1u
 
 /* Open (and for writers create and migrate) the store cfg describes. On failure returns -1
  * with a message in err. *out is owned by the caller: store_close() it. */
@@ -117,8 +117,8 @@ const char *store_driver_name(const struct store *st);
 
 /* Bring `module`'s tables to the newest version of m[0..n) (each step in one transaction).
  * Approvals (issue 6) calls this with its own list at start. */
-int store_migrate(struct store *st, const char *module, const struct store_migration *m,
-                  unsigned n) __attribute__((warn_unused_result));
+int store_migrate(struct store *st, const char *module, const struct store_migration *m, unsigned n)
+    __attribute__((warn_unused_result));
 
 /* Append n events and ncp checkpoints in one transaction: all or nothing. */
 int store_events_append(struct store *st, const struct store_event *ev, unsigned n,
@@ -126,15 +126,13 @@ int store_events_append(struct store *st, const struct store_event *ev, unsigned
     __attribute__((warn_unused_result));
 
 /* Events matching q in seq order. */
-int store_events_query(struct store *st, const struct store_query *q, store_event_fn fn,
-                       void *ctx);
+int store_events_query(struct store *st, const struct store_query *q, store_event_fn fn, void *ctx);
 /* Every stored event with seq > after_seq, in seq order (verify, export). */
 int store_events_scan(struct store *st, uint64_t after_seq, store_event_fn fn, void *ctx);
 /* The newest event: *seq 0 (and hash "") when there is none. */
 int store_events_last(struct store *st, uint64_t *seq, char hash[STORE_HASH_HEX]);
 /* Checkpoints with seq >= from_seq in seq order. */
-int store_checkpoints_scan(struct store *st, uint64_t from_seq, store_checkpoint_fn fn,
-                           void *ctx);
+int store_checkpoints_scan(struct store *st, uint64_t from_seq, store_checkpoint_fn fn, void *ctx);
 /* The anchor: seq of the checkpoint the oldest kept event follows (0 = nothing pruned). */
 int store_anchor_get(struct store *st, uint64_t *seq);
 

@@ -98,8 +98,8 @@ static int module_version(struct store *st, const char *module, unsigned *versio
 {
     sqlite3_stmt *q = NULL;
     *version = 0;
-    if (sqlite3_prepare_v2(priv(st)->db, "SELECT version FROM schema_version WHERE module = ?",
-                           -1, &q, NULL) != SQLITE_OK)
+    if (sqlite3_prepare_v2(priv(st)->db, "SELECT version FROM schema_version WHERE module = ?", -1,
+                           &q, NULL) != SQLITE_OK)
         return fail_db(st, "reading schema_version");
     sqlite3_bind_text(q, 1, module, -1, SQLITE_STATIC);
     int rc = sqlite3_step(q);
@@ -126,8 +126,7 @@ static int sq_migrate(struct store *st, const char *module, const struct store_m
     unsigned have;
     if (module_version(st, module, &have) != 0) goto fail;
     if (have > n) {
-        store_set_err(st,
-                      "the store's %s schema is version %u, newer than this sluice knows (%u)",
+        store_set_err(st, "the store's %s schema is version %u, newer than this sluice knows (%u)",
                       module, have, n);
         goto fail;
     }
@@ -201,8 +200,7 @@ static int sq_open(struct store *st, const struct cfg_state *cfg, unsigned flags
         if (exec(st, "PRAGMA page_size=16384") != 0 || exec(st, "PRAGMA journal_mode=WAL") != 0 ||
             exec(st, "PRAGMA synchronous=NORMAL") != 0)
             goto fail_path;
-        if (sq_migrate(st, "audit", audit_migrations, AUDIT_SCHEMA_VERSION) != 0)
-            goto fail_path;
+        if (sq_migrate(st, "audit", audit_migrations, AUDIT_SCHEMA_VERSION) != 0) goto fail_path;
         if (sqlite3_prepare_v3(s->db,
                                "INSERT INTO audit_events (seq, time_us, kind, identity, decision, "
                                "body, hash) VALUES (?, ?, ?, ?, ?, ?, ?)",
@@ -223,14 +221,15 @@ static int sq_open(struct store *st, const struct cfg_state *cfg, unsigned flags
             goto fail_path;
         }
         if (have > AUDIT_SCHEMA_VERSION) {
-            store_set_err(st, "the store's audit schema is version %u, newer than this sluice "
-                              "knows (%zu)",
+            store_set_err(st,
+                          "the store's audit schema is version %u, newer than this sluice "
+                          "knows (%zu)",
                           have, AUDIT_SCHEMA_VERSION);
             goto fail_path;
         }
     }
     return 0;
-fail_path: {
+fail_path : {
     char pre[300];
     snprintf(pre, sizeof pre, "state store %.250s: ", path);
     prefix_err(st, pre);
@@ -313,7 +312,8 @@ static int sq_events_query(struct store *st, const struct store_query *qr, store
     if (qr->kind) n += (size_t)snprintf(where + n, sizeof where - n, " AND kind = ?4");
     if (qr->since_us > 0) n += (size_t)snprintf(where + n, sizeof where - n, " AND time_us >= ?5");
     if (qr->until_us > 0) snprintf(where + n, sizeof where - n, " AND time_us < ?6");
-    const char *cols = "SELECT seq, time_us, kind, identity, decision, body, hash FROM audit_events";
+    const char *cols =
+        "SELECT seq, time_us, kind, identity, decision, body, hash FROM audit_events";
     if (qr->limit && qr->newest_first)
         snprintf(sql, sizeof sql,
                  "SELECT * FROM (%s WHERE seq > ?1%s ORDER BY seq DESC LIMIT ?7) ORDER BY seq",
@@ -445,13 +445,14 @@ static int sq_prune(struct store *st, int64_t before_us, uint64_t *pruned)
     /* The newest checkpoint (not too far) whose event is older than before_us; else the
      * oldest qualifying one, so that progress is made even with sparse checkpoints. */
     sqlite3_stmt *q = NULL;
-    if (sqlite3_prepare_v2(priv(st)->db,
-                           "SELECT COALESCE("
-                           " (SELECT max(c.seq) FROM audit_checkpoints c JOIN audit_events e "
-                           "  ON e.seq = c.seq WHERE e.time_us < ?1 AND c.seq > ?2 AND c.seq <= ?3),"
-                           " (SELECT min(c.seq) FROM audit_checkpoints c JOIN audit_events e "
-                           "  ON e.seq = c.seq WHERE e.time_us < ?1 AND c.seq > ?2), 0)",
-                           -1, &q, NULL) != SQLITE_OK)
+    if (sqlite3_prepare_v2(
+            priv(st)->db,
+            "SELECT COALESCE("
+            " (SELECT max(c.seq) FROM audit_checkpoints c JOIN audit_events e "
+            "  ON e.seq = c.seq WHERE e.time_us < ?1 AND c.seq > ?2 AND c.seq <= ?3),"
+            " (SELECT min(c.seq) FROM audit_checkpoints c JOIN audit_events e "
+            "  ON e.seq = c.seq WHERE e.time_us < ?1 AND c.seq > ?2), 0)",
+            -1, &q, NULL) != SQLITE_OK)
         return fail_db(st, "choosing what to prune");
     sqlite3_bind_int64(q, 1, before_us);
     sqlite3_bind_int64(q, 2, (sqlite3_int64)anchor);

@@ -1,0 +1,201 @@
+/*
+ * relay_approve.c: statements that policy sends to review. A live grant for the same
+ * fingerprint lets the statement run at once (and counts a use); otherwise an approval
+ * request is made (src/approve/) and, by mode, the client is told to re-run after approval
+ * (defer: 42501 now) or the statement is parked until a human decides (wait: a NOTICE now,
+ * then the statement runs, or 42501 naming the approver or the expiry).
+ *
+ * A parked session reads nothing from its client; its upstream session and transaction stay
+ * as they are. The approvals thread wakes the worker (eventfd); the worker asks for the
+ * request's state here.
+ */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "approve/approve.h"
+#include "core/log.h"
+#include "mask/mask.h"
+#include "pg/msg.h"
+#include "policy/policy.h"
+#include "proxy/session_int.h"
+#include "sql/sql.h"
+
+static const char *tables_of(const struct sql_facts *f, char *out, size_t len)
+{
+    size_t n = 0;
+    out[0] = '\0';
+    for (unsigned k = 0; k < f->n_stmts; k++)
+        for (unsigned t = 0; t < f->stmts[k].n_written + f->stmts[k].n_read && n + 2 < len; t++) {
+            const struct sql_stmt *st = &f->stmts[k];
+            const char *name =
+                t < st->n_written ? st->tables_written[t] : st->tables_read[t - st->n_written];
+            n += (size_t)snprintf(out + n, len - n, "%s%s", n ? "," : "", name);
+        }
+    return out;
+}
+
+enum review_outcome relay_approve_review(struct session *s, const char *sql,
+                                         const struct sql_facts *f,
+                                         const struct policy_decision *d)
+{
+    char fp[17];
+    snprintf(fp, sizeof fp, "%016llx", (unsigned long long)f->fingerprint);
+    s->audit_request[0] = s->audit_grant[0] = '\0';
+    if (!atomic_load(&proxy_approvals)) {
+        blocked_push_text(s, "42501", d->rule, "approvals are not configured on this sluice",
+                          "ask an administrator");
+        return REVIEW_REFUSED;
+    }
+    struct approve_grant g;
+    if (f->fingerprint &&
+        approve_grant_find(s->ident->name, (const char **)s->ident->groups, s->ident->n_groups,
+                           s->target->name, fp, &g)) {
+        int left = approve_grant_use(g.id, 0);
+        if (left >= 0) {
+            snprintf(s->audit_grant, sizeof s->audit_grant, "%s", g.id);
+            log_info("session %llu: statement runs under grant %s (approved by %s)",
+                     (unsigned long long)s->id, g.id, g.approver);
+            return REVIEW_GRANTED;
+        }
+    }
+    char *text = s->rt->mask ? mask_string(s->rt->mask, f->normalized ? f->normalized : sql)
+                             : xstrdup(f->normalized ? f->normalized : sql);
+    char tables[512];
+    struct approve_ask ask = {
+        .identity = s->ident->name,
+        .kind = s->ident->kind,
+        .groups = (const char *const *)s->ident->groups,
+        .n_groups = s->ident->n_groups,
+        .target = s->target->name,
+        .statement = text,
+        .fingerprint = fp,
+        .command = f->n_stmts ? f->stmts[0].command : NULL,
+        .class_name = f->n_stmts ? sql_class_name(f->stmts[0].cls) : NULL,
+        .tables = tables_of(f, tables, sizeof tables),
+        .rule = d->rule,
+        .reason = d->reason,
+        .mode = d->mode,
+        .session_id = s->id,
+        .client_addr = s->addr_text,
+    };
+    char id[APPROVE_ID_LEN], err[256];
+    int rc = approve_request(&ask, id, err, sizeof err);
+    free(text);
+    if (rc < 0) {
+        log_warn("session %llu: approval request failed: %s", (unsigned long long)s->id, err);
+        blocked_push_text(s, "42501", d->rule, "an approval request could not be made",
+                          "try again later");
+        return REVIEW_REFUSED;
+    }
+    snprintf(s->audit_request, sizeof s->audit_request, "%s", id);
+    struct approve_status st;
+    enum cfg_approval_mode mode = approve_state(id, &st) == 0 ? st.mode : CFG_MODE_DEFER;
+    char msg[256];
+    if (mode != CFG_MODE_WAIT) {
+        snprintf(msg, sizeof msg, "sluice: approval required (request %s)", id);
+        blocked_push_raw(s, "42501", msg, "re-run the same statement after approval");
+        return REVIEW_REFUSED;
+    }
+    snprintf(s->park_request, sizeof s->park_request, "%s", id);
+    /* Tell the client it waits (only when nothing of an earlier statement is still coming
+     * from the server, so that the notice cannot land inside a result). */
+    if (s->pending_sync == 0 && !s->sv.msg_left) {
+        unsigned secs = s->rt->cfg->approvals.timeout;
+        snprintf(msg, sizeof msg, "sluice: approval required (request %s); waiting up to %um%02us",
+                 id, secs / 60, secs % 60);
+        pg_put_notice(session_out_buf(&s->cl_out), "01000", msg);
+    }
+    log_info("session %llu: waiting for approval %s", (unsigned long long)s->id, id);
+    return REVIEW_WAIT;
+}
+
+bool relay_approve_done(struct session *s)
+{
+    struct approve_status st;
+    if (approve_state(s->park_request, &st) < 0) return true;
+    return st.state != APPROVE_PENDING;
+}
+
+void relay_approve_resume(struct session *s)
+{
+    struct approve_status st;
+    char msg[1200];
+    int rc = approve_state(s->park_request, &st);
+    if (rc == 0 && st.state == APPROVE_APPROVED) {
+        s->park_act = HOLD_FORWARD;
+        snprintf(s->audit_grant, sizeof s->audit_grant, "%s", st.grant_id);
+        if (st.grant_id[0]) approve_grant_use(st.grant_id, 0);
+        log_info("session %llu: request %s approved by %s", (unsigned long long)s->id,
+                 s->park_request, st.approver);
+    } else {
+        s->park_act = HOLD_REPLACE;
+        if (rc == 0 && st.state == APPROVE_DENIED)
+            snprintf(msg, sizeof msg, "sluice: request %s denied by %s%s%s", s->park_request,
+                     st.approver, st.reason[0] ? ": " : "", st.reason);
+        else if (rc == 0 && st.state == APPROVE_EXPIRED)
+            snprintf(msg, sizeof msg, "sluice: request %s expired", s->park_request);
+        else
+            snprintf(msg, sizeof msg, "sluice: request %s was cancelled", s->park_request);
+        blocked_push_group(s, s->park_group, "42501", msg,
+                           "ask again, or ask an approver for a grant");
+    }
+    s->park_request[0] = '\0';
+}
+
+void relay_approve_abandon(struct session *s)
+{
+    if (s->park_request[0]) approve_cancel(s->park_request);
+    s->park_request[0] = '\0';
+}
+
+/* The approvals module's events, into the audit trail (called on its threads). */
+void relay_approve_audit(const struct approve_audit *a)
+{
+    enum audit_kind kind;
+    const char *detail = a->detail;
+    switch (a->event) {
+    case APPROVE_EV_REQUESTED:
+        kind = AUDIT_APPROVAL_REQUESTED;
+        break;
+    case APPROVE_EV_APPROVED:
+        kind = AUDIT_APPROVAL_APPROVED;
+        break;
+    case APPROVE_EV_DENIED:
+        kind = AUDIT_APPROVAL_DENIED;
+        break;
+    case APPROVE_EV_CANCELLED:
+        kind = AUDIT_APPROVAL_DENIED;
+        detail = "cancelled: the client left while waiting";
+        break;
+    case APPROVE_EV_EXPIRED:
+        kind = AUDIT_APPROVAL_EXPIRED;
+        break;
+    case APPROVE_EV_GRANT_USED:
+        kind = AUDIT_GRANT_USED;
+        break;
+    case APPROVE_EV_GRANT_EXHAUSTED:
+        kind = AUDIT_GRANT_EXHAUSTED;
+        break;
+    case APPROVE_EV_GRANT_REVOKED:
+        kind = AUDIT_GRANT_EXHAUSTED;
+        detail = "revoked";
+        break;
+    default:
+        return; /* notifications are counted in metrics, not audited */
+    }
+    struct audit_event ev = {
+        .kind = kind,
+        .session_id = a->session_id,
+        .identity = a->identity,
+        .target = a->target,
+        .statement = a->statement,
+        .fingerprint = a->fingerprint,
+        .request_id = a->request_id,
+        .grant_id = a->grant_id,
+        .actor = a->approver,
+        .rows = a->rows,
+        .detail = detail ? detail : a->reason,
+    };
+    if (!audit_emit(&ev)) log_warn("approvals: audit event lost (%s)", approve_event_name(a->event));
+}

@@ -1,0 +1,432 @@
+"""test_masking.py: masking of results over the wire (issue 4), with real clients.
+
+A table of sensitive values (emails, Luhn-valid cards, SSNs, phones, an email inside free
+text) next to non-sensitive ones (integer id, uuid, plain words, multi-byte UTF-8, a 16-digit
+reference that fails Luhn), NULLs and empty strings is created by alice (unmasked). bob
+(human, outside every unmask list) must get the masked forms through psycopg2 (text),
+psycopg 3 (binary results), psql, node-postgres, JDBC and COPY TO STDOUT (text and CSV), with
+no raw value anywhere in what he receives, while alice gets every value byte for byte.
+Then: a 20,000-row result with values longer than a network read, an error whose DETAIL
+echoes a value, a NOTICE echoing one, a rule `action: unmask`, `masking.unmask.groups` and
+`masking.enabled: false` (own sluice instances).
+"""
+
+import csv
+import io
+import json
+import os
+import subprocess
+
+import psycopg
+import psycopg2
+import pytest
+
+import conftest
+from conftest import ALICE, SluiceConfig
+
+BOB = "bob@corp.com"
+HERE = os.path.dirname(os.path.abspath(__file__))
+NODE_DIR = os.path.join(HERE, "node")
+JAR = "/usr/share/java/postgresql.jar"
+JAVA_SRC = os.path.join(HERE, "java", "SluiceDump.java")
+
+COLS = ["id", "uid", "email", "card", "ssn", "phone", "note", "word", "utf", "ref"]
+SELECT = "SELECT " + ", ".join(COLS) + " FROM mask_pii ORDER BY id"
+UTF = "Grüße aus 東京 🎉 naïve"
+
+# (raw row, masked row as bob must see it)
+ROWS = [
+    ((1, "a0eebc99-9c0b-4ef8-bb6d-6bb9bd380a11", "alice.smith@example.org", "4242424242424242",
+      "123-45-6789", "+1 415-555-0132", "please mail john.doe@acme.io about the refund",
+      "plain words", UTF, "4242424242424241"),
+     (1, "a0eebc99-9c0b-4ef8-bb6d-6bb9bd380a11", "a***@example.org", "****-****-****-4242",
+      "***-**-6789", "+1 ***-***-0132", "please mail j***@acme.io about the refund",
+      "plain words", UTF, "4242424242424241")),
+    ((2, "b1ffcd00-1d1c-4ff9-8c7e-7cc0ce491b22", None, None, None, None, None, "hello", None,
+      None),
+     (2, "b1ffcd00-1d1c-4ff9-8c7e-7cc0ce491b22", None, None, None, None, None, "hello", None,
+      None)),
+    ((3, "c2aade11-2e2d-4aa0-9d8f-8dd1df5a2c33", "", "", "", "", "", "", "", ""),
+     (3, "c2aade11-2e2d-4aa0-9d8f-8dd1df5a2c33", "", "", "", "", "", "", "", "")),
+    ((4, "d3bbef22-3f3e-4bb1-ae90-9ee2e06b3d44", "zoe.martin@beispiel.de", "5555 5555 5555 4444",
+      "536-90-4399", "(212) 555-0199",
+      "card 4111 1111 1111 1111 and ssn 219-52-7780 in text — 日本",
+      "order 12345", "Ωμέγα", "version 1.2.3.4"),
+     (4, "d3bbef22-3f3e-4bb1-ae90-9ee2e06b3d44", "z***@beispiel.de", "****-****-****-4444",
+      "***-**-4399", "+1 ***-***-0199",
+      "card ****-****-****-1111 and ssn ***-**-7780 in text — 日本",
+      "order 12345", "Ωμέγα", "version 1.2.3.4")),
+]
+RAW = [r for r, _ in ROWS]
+MASKED = [m for _, m in ROWS]
+# Sensitive raw values (and their bare digit forms) that must never reach bob.
+SECRETS = ["alice.smith@example.org", "john.doe@acme.io", "zoe.martin@beispiel.de",
+           "4242424242424242", "5555 5555 5555 4444", "5555555555554444",
+           "4111 1111 1111 1111", "4111111111111111", "123-45-6789", "536-90-4399",
+           "219-52-7780", "415-555-0132", "555-0199", "alice.smith", "john.doe", "zoe.martin"]
+
+
+def as_text(rows):
+    """Rows as all-text tuples (what text-format clients give when parsers are off)."""
+    return [tuple(None if v is None else str(v) for v in r) for r in rows]
+
+
+def assert_no_secret(blob, who):
+    if isinstance(blob, str):
+        blob = blob.encode()
+    leaked = [s for s in SECRETS if s.encode() in blob]
+    assert not leaked, f"{who}: raw values reached the client: {leaked}\n{blob[:2000]!r}"
+
+
+@pytest.fixture(scope="module")
+def pii(_endpoint):
+    if conftest.DIRECT:
+        pytest.skip("masking is sluice behaviour (SLUICE_DIRECT=1)")
+    c = psycopg2.connect(**_endpoint.params(user=ALICE))
+    c.autocommit = True
+    cur = c.cursor()
+    cur.execute("DROP TABLE IF EXISTS mask_pii")
+    cur.execute("CREATE TABLE mask_pii (id int PRIMARY KEY, uid uuid, email text, card text, "
+                "ssn text, phone text, note text, word text, utf text, ref text)")
+    for r in RAW:
+        cur.execute("INSERT INTO mask_pii VALUES (" + ", ".join(["%s"] * len(r)) + ")", r)
+    c.close()
+    return _endpoint
+
+
+def psycopg3_connect(ep, user):
+    p = ep.params(user=user)
+    return psycopg.connect(host=p["host"], port=p["port"], dbname=p["dbname"], user=p["user"],
+                           password=p["password"], sslmode=p["sslmode"], connect_timeout=15,
+                           autocommit=True)
+
+
+def fetch_psycopg2(ep, user, sql=SELECT):
+    c = psycopg2.connect(**ep.params(user=user))
+    try:
+        cur = c.cursor()
+        cur.execute(sql)
+        return [tuple(None if v is None else str(v) for v in r) for r in cur.fetchall()]
+    finally:
+        c.close()
+
+
+# ---------------------------------------------------------------- the clients, bob and alice
+
+
+@pytest.mark.parametrize("user,expected", [(BOB, MASKED), (ALICE, RAW)], ids=["bob", "alice"])
+def test_psycopg2_text(pii, user, expected):
+    rows = fetch_psycopg2(pii, user)
+    assert rows == as_text(expected)
+    if user == BOB:
+        assert_no_secret(repr(rows), "psycopg2")
+
+
+@pytest.mark.parametrize("user,expected", [(BOB, MASKED), (ALICE, RAW)], ids=["bob", "alice"])
+def test_psycopg3_binary_results(pii, user, expected):
+    """Binary results: text columns are masked in binary format too; uuid and int4 in binary
+    come back unchanged. Both a plain query and one with a real Bind parameter."""
+    with psycopg3_connect(pii, user) as c:
+        cur = c.cursor(binary=True)
+        cur.execute(SELECT)
+        rows = [tuple(None if v is None else str(v) for v in r) for r in cur.fetchall()]
+        assert rows == as_text(expected)
+        cur.execute(SELECT.replace("ORDER BY", "WHERE id >= %s ORDER BY"), (1,), binary=True)
+        rows2 = [tuple(None if v is None else str(v) for v in r) for r in cur.fetchall()]
+        assert rows2 == as_text(expected)
+        if user == BOB:
+            assert_no_secret(repr(rows) + repr(rows2), "psycopg3 binary")
+
+
+@pytest.mark.parametrize("user,expected", [(BOB, MASKED), (ALICE, RAW)], ids=["bob", "alice"])
+def test_psql(pii, user, expected):
+    r = subprocess.run(["psql", "-X", "-q", "-A", "-t", "-F", "\x1f", "-P", "null=<NULL>",
+                        "-v", "ON_ERROR_STOP=1", "-c", SELECT],
+                       env=pii.env(user=user), capture_output=True, timeout=30)
+    assert r.returncode == 0, r.stderr.decode(errors="replace")
+    out = r.stdout.decode()
+    rows = [tuple(None if v == "<NULL>" else v for v in line.split("\x1f"))
+            for line in out.rstrip("\n").split("\n")]
+    assert rows == as_text(expected)
+    if user == BOB:
+        assert_no_secret(r.stdout + r.stderr, "psql")
+
+
+def ensure_node_modules():
+    if not os.path.isdir(os.path.join(NODE_DIR, "node_modules", "pg")):
+        r = subprocess.run(["npm", "install", "--no-audit", "--no-fund"], cwd=NODE_DIR,
+                           capture_output=True, text=True, timeout=300)
+        assert r.returncode == 0, f"npm install failed:\n{r.stdout}\n{r.stderr}"
+
+
+@pytest.mark.parametrize("user,expected", [(BOB, MASKED), (ALICE, RAW)], ids=["bob", "alice"])
+def test_node_postgres(pii, user, expected):
+    ensure_node_modules()
+    for args in ([SELECT], [SELECT.replace("ORDER BY", "WHERE id >= $1 ORDER BY"), "1"]):
+        r = subprocess.run(["node", "dump.js"] + args, cwd=NODE_DIR, env=pii.env(user=user),
+                           capture_output=True, timeout=60)
+        assert r.returncode == 0, r.stderr.decode(errors="replace")
+        rows = [tuple(x) for x in json.loads(r.stdout)["rows"]]
+        assert rows == as_text(expected), f"node {args[1:] and 'extended' or 'simple'}"
+        if user == BOB:
+            assert_no_secret(r.stdout + r.stderr, "node-postgres")
+
+
+@pytest.fixture(scope="module")
+def java_classes(tmp_path_factory):
+    d = tmp_path_factory.mktemp("javamask")
+    r = subprocess.run(["javac", "-cp", JAR, "-d", str(d), JAVA_SRC], capture_output=True,
+                       text=True, timeout=120)
+    assert r.returncode == 0, r.stderr
+    return d
+
+
+@pytest.mark.parametrize("user,expected", [(BOB, MASKED), (ALICE, RAW)], ids=["bob", "alice"])
+def test_jdbc(pii, java_classes, user, expected):
+    p = pii.params(user=user)
+    url = f"jdbc:postgresql://{p['host']}:{p['port']}/{p['dbname']}?sslmode=disable"
+    for extra in ([], [SELECT.replace("ORDER BY", "WHERE id >= ? ORDER BY"), "1"]):
+        sql = extra[:1] or [SELECT]
+        r = subprocess.run(["java", "-cp", f"{java_classes}:{JAR}", "SluiceDump", url, p["user"],
+                            p["password"]] + sql + extra[1:], capture_output=True, timeout=120)
+        assert r.returncode == 0, r.stderr.decode(errors="replace")
+        rows = [tuple(None if v == "\\N" else bytes.fromhex(v).decode() for v in
+                      line.split("\t")) for line in r.stdout.decode().rstrip("\n").split("\n")]
+        assert rows == as_text(expected), "jdbc " + ("prepared" if extra else "plain")
+        if user == BOB:
+            assert_no_secret(b"\n".join(bytes.fromhex(v) for line in r.stdout.decode().split()
+                                        for v in line.split("\t") if v != "\\N"), "jdbc")
+
+
+def copy_out(ep, user, sql):
+    c = psycopg2.connect(**ep.params(user=user))
+    try:
+        sink = io.BytesIO()
+        c.cursor().copy_expert(sql, sink)
+        return sink.getvalue()
+    finally:
+        c.close()
+
+
+def copy_text_rows(data):
+    out = []
+    for line in data.decode().rstrip("\n").split("\n"):
+        out.append(tuple(None if v == "\\N" else v for v in line.split("\t")))
+    return out
+
+
+@pytest.mark.parametrize("user,expected", [(BOB, MASKED), (ALICE, RAW)], ids=["bob", "alice"])
+def test_copy_to_stdout_text_and_csv(pii, user, expected):
+    """COPY has no column names to go by: values are found by their shape alone. Phone
+    numbers in COPY are only masked when they look like phones by value; the rest must come
+    out exactly as in a SELECT."""
+    data = copy_out(pii, user, f"COPY ({SELECT}) TO STDOUT")
+    assert copy_text_rows(data) == as_text(expected)
+    data_csv = copy_out(pii, user, f"COPY ({SELECT}) TO STDOUT WITH (FORMAT csv, NULL '<NULL>')")
+    rows = [tuple(None if v == "<NULL>" else v for v in r)
+            for r in csv.reader(io.StringIO(data_csv.decode()))]
+    assert rows == as_text(expected)
+    if user == BOB:
+        assert_no_secret(data + data_csv, "COPY TO STDOUT")
+
+
+def test_copilot_masked_too(pii):
+    """An agent (kind agent, row limit 5) gets the same masked values."""
+    assert fetch_psycopg2(pii, "copilot") == as_text(MASKED)
+
+
+# ---------------------------------------------------------------- large results
+
+
+def luhn_complete(partial):
+    digits = [int(d) for d in partial]
+    s = 0
+    for i, d in enumerate(reversed(digits)):
+        if i % 2 == 0:
+            d *= 2
+            if d > 9:
+                d -= 9
+        s += d
+    return partial + str((10 - s % 10) % 10)
+
+
+N_BIG = 20000
+
+
+def big_row(i):
+    email = f"user{i}.x@host{i % 7}.example.com"
+    card = luhn_complete(f"4{i:014d}")
+    ssn = f"{101 + i % 500:03d}-{1 + i % 98:02d}-{1 + i % 9998:04d}"
+    if i % 1000 == 7:  # a few values far longer than one network read
+        note = ("x" * 40000) + f" mail big{i}@example.net " + ("y" * 40000) + " card " + card
+    else:
+        note = f"row {i}: write to {email} about card {card} " + "z" * (i % 200)
+    return (i, email, card, ssn, note)
+
+
+def big_masked(i):
+    _, email, card, ssn, note = big_row(i)
+    m_email = "u***@" + email.split("@")[1]
+    m_card = "****-****-****-" + card[-4:]
+    m_ssn = "***-**-" + ssn[-4:]
+    if i % 1000 == 7:
+        m_note = note.replace(f"big{i}@example.net", "b***@example.net").replace(card, m_card)
+    else:
+        m_note = note.replace(email, m_email).replace(card, m_card)
+    return (str(i), m_email, m_card, m_ssn, m_note)
+
+
+@pytest.fixture(scope="module")
+def big(pii):
+    c = psycopg2.connect(**pii.params(user=ALICE))
+    c.autocommit = True
+    cur = c.cursor()
+    cur.execute("DROP TABLE IF EXISTS mask_big")
+    cur.execute("CREATE TABLE mask_big (id int PRIMARY KEY, email text, card text, ssn text, "
+                "note text)")
+    buf = io.StringIO()
+    for i in range(1, N_BIG + 1):
+        buf.write("\t".join(str(v) for v in big_row(i)) + "\n")
+    buf.seek(0)
+    cur.copy_expert("COPY mask_big FROM STDIN", buf)
+    c.close()
+    return pii
+
+
+def test_large_result_masked_row_by_row(big):
+    rows = fetch_psycopg2(big, BOB, "SELECT id, email, card, ssn, note FROM mask_big ORDER BY id")
+    assert len(rows) == N_BIG
+    bad = [(i + 1, r) for i, r in enumerate(rows) if r != big_masked(i + 1)]
+    assert not bad, f"{len(bad)} rows differ; first: {bad[0][1][:4]} vs {big_masked(bad[0][0])[:4]}"
+
+
+def test_large_result_raw_for_alice_and_copy_masked(big):
+    rows = fetch_psycopg2(big, ALICE, "SELECT id, email, card, ssn, note FROM mask_big ORDER BY id")
+    assert rows == [tuple(str(v) for v in big_row(i)) for i in range(1, N_BIG + 1)]
+    data = copy_out(big, BOB, "COPY (SELECT id, email, card, ssn, note FROM mask_big ORDER BY id) "
+                              "TO STDOUT")
+    got = copy_text_rows(data)
+    assert len(got) == N_BIG
+    bad = [i + 1 for i, r in enumerate(got) if r != big_masked(i + 1)]
+    assert not bad, f"{len(bad)} COPY rows differ; first id {bad[0]}: {got[bad[0] - 1][:4]}"
+
+
+# ---------------------------------------------------------------- errors and notices
+
+
+@pytest.fixture(scope="module")
+def uniq(pii):
+    c = psycopg2.connect(**pii.params(user=ALICE))
+    c.autocommit = True
+    cur = c.cursor()
+    cur.execute("DROP TABLE IF EXISTS mask_uniq")
+    cur.execute("CREATE TABLE mask_uniq (id serial, email text UNIQUE)")
+    cur.execute("INSERT INTO mask_uniq (email) VALUES ('dup.user@example.com')")
+    cur.execute("""CREATE OR REPLACE FUNCTION mask_notice() RETURNS int LANGUAGE plpgsql AS $$
+                   BEGIN RAISE NOTICE 'write to % now', 'notice.person@example.com'; RETURN 1;
+                   END $$""")
+    c.close()
+    return pii
+
+
+@pytest.mark.parametrize("user", [BOB, ALICE], ids=["bob", "alice"])
+def test_unique_violation_detail_masked(uniq, user):
+    c = psycopg2.connect(**uniq.params(user=user))
+    c.autocommit = True
+    try:
+        with pytest.raises(psycopg2.errors.UniqueViolation) as e:
+            c.cursor().execute("INSERT INTO mask_uniq (email) VALUES ('dup.user@example.com')")
+        detail = e.value.diag.message_detail
+        if user == BOB:
+            assert detail == "Key (email)=(d***@example.com) already exists.", detail
+            assert "dup.user" not in e.value.pgerror
+        else:
+            assert detail == "Key (email)=(dup.user@example.com) already exists."
+        # the session goes on
+        cur = c.cursor()
+        cur.execute("SELECT 1")
+        assert cur.fetchone() == (1,)
+    finally:
+        c.close()
+
+
+@pytest.mark.parametrize("user", [BOB, ALICE], ids=["bob", "alice"])
+def test_notice_masked(uniq, user):
+    c = psycopg2.connect(**uniq.params(user=user))
+    try:
+        cur = c.cursor()
+        cur.execute("SELECT mask_notice()")
+        assert cur.fetchone() == (1,)
+        notices = "".join(c.notices)
+        if user == BOB:
+            assert "write to n***@example.com now" in notices, notices
+            assert "notice.person" not in notices
+        else:
+            assert "write to notice.person@example.com now" in notices, notices
+    finally:
+        c.close()
+
+
+# ---------------------------------------------------------------- who sees raw values
+
+
+class RulesConfig(SluiceConfig):
+    """The harness config with rules of the test's own first in policy.rules."""
+
+    extra_rules = []
+
+    def text(self):
+        lines = super().text().split("\n")
+        i = lines.index("  rules:")
+        return "\n".join(lines[:i + 1] + self.extra_rules + lines[i + 1:])
+
+
+def spawn_with_rules(monkeypatch, spawn_sluice, name, rules, **kw):
+    cls = type("Rules_" + name, (RulesConfig,), {"extra_rules": rules})
+    monkeypatch.setattr(conftest, "SluiceConfig", cls)
+    try:
+        return spawn_sluice(name, **kw)
+    finally:
+        monkeypatch.undo()
+
+
+def test_rule_unmask_for_bob_on_one_table(pii, spawn_sluice, monkeypatch):
+    sp, ep = spawn_with_rules(monkeypatch, spawn_sluice, "unmaskrule", [
+        "    - { name: bob-sees-pii, match: { identity: bob@corp.com, tables: mask_pii },",
+        "        action: unmask }",
+    ])
+    assert fetch_psycopg2(ep, BOB) == as_text(RAW)
+    # another table stays masked for bob
+    rows = fetch_psycopg2(ep, BOB, "SELECT email FROM customers WHERE id = 3")
+    assert rows == [("u***@example.com",)]
+    # and so does mask_pii for copilot
+    assert fetch_psycopg2(ep, "copilot") == as_text(MASKED)
+    sp.assert_clean_exit()
+
+
+def test_rule_mask_overrides_unmask_list(pii, spawn_sluice, monkeypatch):
+    """action: mask masks even for an identity in masking.unmask."""
+    sp, ep = spawn_with_rules(monkeypatch, spawn_sluice, "maskrule", [
+        "    - { name: alice-masked-pii, match: { identity: alice@corp.com, tables: mask_pii },",
+        "        action: mask }",
+    ])
+    assert fetch_psycopg2(ep, ALICE) == as_text(MASKED)
+    assert fetch_psycopg2(ep, ALICE, "SELECT email FROM customers WHERE id = 3") == \
+        [("user3@example.com",)]
+    sp.assert_clean_exit()
+
+
+def test_unmask_groups(pii, spawn_sluice):
+    sp, ep = spawn_sluice("unmaskgroups", extra_yaml="masking: { unmask: { groups: [analysts] } }")
+    assert fetch_psycopg2(ep, BOB) == as_text(RAW)  # bob is in analysts
+    assert fetch_psycopg2(ep, ALICE) == as_text(MASKED)  # alice (engineers) is not
+    assert fetch_psycopg2(ep, "copilot") == as_text(MASKED)
+    sp.assert_clean_exit()
+
+
+def test_masking_disabled(pii, spawn_sluice):
+    sp, ep = spawn_sluice("nomasking", extra_yaml="masking: { enabled: false }")
+    for user in (BOB, "copilot"):
+        assert fetch_psycopg2(ep, user) == as_text(RAW), user
+    assert copy_text_rows(copy_out(ep, BOB, f"COPY ({SELECT}) TO STDOUT")) == as_text(RAW)
+    sp.assert_clean_exit()

@@ -1,0 +1,912 @@
+/*
+ * test_mask_rows.c: unit tests of the result-row rewriter (src/mask/rows.c) and the column
+ * name classifier (src/mask/classify.c), over the real detector database (detect.c).
+ *
+ * Messages are built byte by byte as PostgreSQL sends them; every rewritten message is
+ * re-parsed (type, length field, column count, each column's length) and each rewritten
+ * value is compared with what mask_value()/mask_text() give for that value alone, so the
+ * tests hold whatever masked forms detect.c chooses.
+ */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <cmocka.h>
+
+#include "mask/mask.h"
+#include "pg/msg.h"
+
+/* ---- message builders ---- */
+
+struct field {
+    const char *name;
+    uint32_t table_oid;
+    int16_t attnum;
+    uint32_t type_oid;
+    int16_t format;
+};
+
+#define T_TEXT 25u
+#define T_INT4 23u
+#define T_INT8 20u
+#define T_BOOL 16u
+#define T_NUMERIC 1700u
+#define T_TSTZ 1184u
+#define T_UUID 2950u
+#define T_VARCHAR 1043u
+#define T_JSONB 3802u
+#define T_TEXTARR 1009u
+
+static void put_u16(struct buf *b, uint16_t v)
+{
+    buf_append_u16(b, v);
+}
+
+/* RowDescription body into a fresh buffer (data at b->data + b->off). */
+static struct buf *rowdesc(const struct field *f, unsigned n)
+{
+    struct buf *b = buf_get();
+    put_u16(b, (uint16_t)n);
+    for (unsigned i = 0; i < n; i++) {
+        buf_append_str(b, f[i].name);
+        buf_append_u32(b, f[i].table_oid);
+        put_u16(b, (uint16_t)f[i].attnum);
+        buf_append_u32(b, f[i].type_oid);
+        put_u16(b, (uint16_t)-1); /* typlen */
+        buf_append_u32(b, (uint32_t)-1);
+        put_u16(b, (uint16_t)f[i].format);
+    }
+    return b;
+}
+
+/* A DataRow value: NULL when s == NULL; n = strlen(s) unless len is given (>= 0). */
+struct val {
+    const char *s;
+    int len;
+};
+
+static struct buf *datarow(const struct val *v, unsigned n)
+{
+    struct buf *b = buf_get();
+    put_u16(b, (uint16_t)n);
+    for (unsigned i = 0; i < n; i++) {
+        if (!v[i].s) {
+            buf_append_u32(b, (uint32_t)-1);
+            continue;
+        }
+        size_t l = v[i].len >= 0 ? (size_t)v[i].len : strlen(v[i].s);
+        buf_append_u32(b, (uint32_t)l);
+        buf_append(b, v[i].s, l);
+    }
+    return b;
+}
+
+#define V(str)                                                                                     \
+    {                                                                                              \
+        (str), -1                                                                                  \
+    }
+#define VNULL                                                                                      \
+    {                                                                                              \
+        NULL, -1                                                                                   \
+    }
+
+static const uint8_t *bdata(const struct buf *b)
+{
+    return b->data + b->off;
+}
+
+/* Copy into an exactly sized heap block so ASan sees any read past the end. */
+static uint8_t *dup_exact(const uint8_t *p, size_t n)
+{
+    uint8_t *q = malloc(n ? n : 1);
+    assert_non_null(q);
+    if (n) memcpy(q, p, n);
+    return q;
+}
+
+/* A parsed DataRow message (from the rewriter's output). */
+struct row {
+    unsigned n;
+    int32_t len[16];
+    const uint8_t *val[16];
+};
+
+/* Parse one whole 'D' message at m (avail bytes): checks type, length field and columns;
+ * returns the message size. */
+static size_t parse_row_msg(const uint8_t *m, size_t avail, struct row *r)
+{
+    assert_true(avail >= 7);
+    assert_int_equal(m[0], 'D');
+    uint32_t ml = pg_get_u32(m + 1);
+    assert_true(ml + 1 <= avail);
+    const uint8_t *body = m + 5;
+    size_t len = ml - 4, pos = 2;
+    r->n = pg_get_u16(body);
+    assert_true(r->n <= 16);
+    for (unsigned i = 0; i < r->n; i++) {
+        assert_true(pos + 4 <= len);
+        r->len[i] = (int32_t)pg_get_u32(body + pos);
+        pos += 4;
+        r->val[i] = body + pos;
+        if (r->len[i] > 0) pos += (size_t)r->len[i];
+        assert_true(pos <= len);
+    }
+    assert_int_equal(pos, len);
+    return ml + 1;
+}
+
+static bool col_is(const struct row *r, unsigned i, const void *s, size_t n)
+{
+    return r->len[i] == (int32_t)n && (n == 0 || memcmp(r->val[i], s, n) == 0);
+}
+
+/* ---- fixtures ---- */
+
+struct fx {
+    struct cfg_masking cfg;
+    struct mask_db *db;
+    struct buf *out;
+};
+
+static char *exempt_globs[] = {"notes_exempt", "public.audit_log.*"};
+static struct cfg_mask_column column_rules[] = {
+    {.match = "salary", .detector = NULL, .form = CFG_FORM_DEFAULT},
+    {.match = "*.customers.nickname", .detector = NULL, .form = CFG_FORM_FULL},
+    {.match = "notes_exempt", .detector = "email", .form = CFG_FORM_DEFAULT},
+    {.match = "blob_secret", .detector = NULL, .form = CFG_FORM_DEFAULT},
+};
+
+static int setup(void **state)
+{
+    struct fx *f = calloc(1, sizeof *f);
+    f->cfg.enabled = true;
+    f->cfg.exempt = exempt_globs;
+    f->cfg.n_exempt = 2;
+    f->cfg.columns = column_rules;
+    f->cfg.n_columns = 4;
+    char err[256] = "";
+    f->db = mask_db_build(&f->cfg, err, sizeof err);
+    if (!f->db) fprintf(stderr, "mask_db_build: %s\n", err);
+    assert_non_null(f->db);
+    f->out = buf_get();
+    *state = f;
+    return 0;
+}
+
+static int teardown(void **state)
+{
+    struct fx *f = *state;
+    buf_put(f->out);
+    mask_db_free(f->db);
+    free(f);
+    mask_thread_release();
+    buf_pool_free();
+    return 0;
+}
+
+static int det(const struct fx *f, const char *name)
+{
+    int d = mask_db_detector_index(f->db, name);
+    assert_true(d >= 0);
+    return d;
+}
+
+/* mask_value of s for detector d (the expected whole-value form) into a new buffer. */
+static struct buf *want_value(const struct fx *f, int d, enum cfg_mask_form form, const char *s,
+                              size_t n)
+{
+    struct buf *b = buf_get();
+    mask_value(f->db, d, form, (const uint8_t *)s, n, b);
+    return b;
+}
+
+/* mask_text of s (expected scan result); NULL when nothing is detected. */
+static struct buf *want_text(const struct fx *f, const char *s)
+{
+    struct buf *b = buf_get();
+    int r = mask_text(f->db, (const uint8_t *)s, strlen(s), b, NULL);
+    assert_true(r >= 0);
+    if (r == 0) {
+        assert_int_equal(buf_avail(b), 0);
+        buf_put(b);
+        return NULL;
+    }
+    return b;
+}
+
+static int plan_of(const struct fx *f, const struct field *fl, unsigned n, mask_resolve_fn res,
+                   void *ctx, struct mask_plan **p)
+{
+    struct buf *rd = rowdesc(fl, n);
+    uint8_t *body = dup_exact(bdata(rd), buf_avail(rd));
+    int rc = mask_plan_build(f->db, body, buf_avail(rd), res, ctx, p);
+    free(body);
+    buf_put(rd);
+    return rc;
+}
+
+/* Rewrite one DataRow; out is emptied first. */
+static int rewrite(struct fx *f, const struct mask_plan *p, const struct val *v, unsigned n,
+                   struct mask_counts *counts)
+{
+    struct buf *dr = datarow(v, n);
+    uint8_t *body = dup_exact(bdata(dr), buf_avail(dr));
+    f->out->off = f->out->len = 0;
+    int rc = mask_row_rewrite(f->db, p, body, buf_avail(dr), f->out, counts);
+    free(body);
+    buf_put(dr);
+    return rc;
+}
+
+/* ---- RowDescription parsing and plans ---- */
+
+static void test_plan_good_and_int_only(void **state)
+{
+    struct fx *f = *state;
+    struct mask_plan *p = (struct mask_plan *)1;
+    struct field ints[] = {
+        {"id", 0, 0, T_INT4, 0},
+        {"n", 0, 0, T_INT8, 1},
+        {"ok", 0, 0, T_BOOL, 0},
+        {"price", 0, 0, T_NUMERIC, 0},
+        {"at", 0, 0, T_TSTZ, 0},
+        {"u", 0, 0, T_UUID, 0},
+        {"email_verified", 0, 0, T_BOOL, 0},
+        {"phone_count", 0, 0, T_INT4, 0},
+    };
+    assert_int_equal(plan_of(f, ints, 8, NULL, NULL, &p), 0);
+    assert_null(p); /* nothing to look at: DataRows pass untouched */
+
+    assert_int_equal(plan_of(f, ints, 0, NULL, NULL, &p), 0);
+    assert_null(p);
+
+    struct field mixed[] = {{"id", 0, 0, T_INT4, 0}, {"note", 0, 0, T_TEXT, 0}};
+    assert_int_equal(plan_of(f, mixed, 2, NULL, NULL, &p), 0);
+    assert_non_null(p);
+    mask_plan_free(p);
+}
+
+static void test_plan_malformed(void **state)
+{
+    struct fx *f = *state;
+    struct field fl[] = {{"email", 16384, 2, T_TEXT, 0}, {"id", 16384, 1, T_INT4, 1}};
+    struct buf *rd = rowdesc(fl, 2);
+    size_t len = buf_avail(rd);
+    struct mask_plan *p;
+    /* Every truncation is malformed. */
+    for (size_t cut = 0; cut < len; cut++) {
+        uint8_t *body = dup_exact(bdata(rd), cut);
+        p = (struct mask_plan *)1;
+        assert_int_equal(mask_plan_build(f->db, body, cut, NULL, NULL, &p), -1);
+        assert_null(p);
+        free(body);
+    }
+    /* A trailing byte. */
+    uint8_t *body = malloc(len + 1);
+    memcpy(body, bdata(rd), len);
+    body[len] = 0;
+    assert_int_equal(mask_plan_build(f->db, body, len + 1, NULL, NULL, &p), -1);
+    /* Count larger than the fields present, smaller, negative. */
+    body[0] = 0, body[1] = 3;
+    assert_int_equal(mask_plan_build(f->db, body, len, NULL, NULL, &p), -1);
+    body[0] = 0, body[1] = 1;
+    assert_int_equal(mask_plan_build(f->db, body, len, NULL, NULL, &p), -1);
+    body[0] = 0xff, body[1] = 0xff;
+    assert_int_equal(mask_plan_build(f->db, body, len, NULL, NULL, &p), -1);
+    /* A format code that is neither text nor binary. */
+    body[0] = 0, body[1] = 2;
+    body[len - 1] = 2;
+    assert_int_equal(mask_plan_build(f->db, body, len, NULL, NULL, &p), -1);
+    body[len - 1] = 1;
+    assert_int_equal(mask_plan_build(f->db, body, len, NULL, NULL, &p), 0);
+    assert_non_null(p);
+    mask_plan_free(p);
+    free(body);
+    buf_put(rd);
+}
+
+/* ---- the name classifier ---- */
+
+static void test_classify_names(void **state)
+{
+    (void)state;
+    static const struct {
+        const char *name;
+        enum mask_name_class c;
+    } cases[] = {
+        {"email", MASK_NAME_EMAIL},
+        {"e_mail", MASK_NAME_EMAIL},
+        {"mail", MASK_NAME_EMAIL},
+        {"userEmail", MASK_NAME_EMAIL},
+        {"contact_email", MASK_NAME_EMAIL},
+        {"EmailAddress", MASK_NAME_EMAIL},
+        {"email_address", MASK_NAME_EMAIL},
+        {"ssn", MASK_NAME_SSN},
+        {"social_security_number", MASK_NAME_SSN},
+        {"phone", MASK_NAME_PHONE},
+        {"phone_number", MASK_NAME_PHONE},
+        {"mobile", MASK_NAME_PHONE},
+        {"mobile_no", MASK_NAME_PHONE},
+        {"telephone", MASK_NAME_PHONE},
+        {"homePhone", MASK_NAME_PHONE},
+        {"dob", MASK_NAME_DOB},
+        {"date_of_birth", MASK_NAME_DOB},
+        {"birth_date", MASK_NAME_DOB},
+        {"birthday", MASK_NAME_DOB},
+        {"card", MASK_NAME_CARD},
+        {"card_number", MASK_NAME_CARD},
+        {"cc_number", MASK_NAME_CARD},
+        {"credit_card", MASK_NAME_CARD},
+        {"pan", MASK_NAME_CARD},
+        {"iban", MASK_NAME_IBAN},
+        {"password", MASK_NAME_SECRET},
+        {"passwd", MASK_NAME_SECRET},
+        {"pwd", MASK_NAME_SECRET},
+        {"password_hash", MASK_NAME_SECRET},
+        {"token", MASK_NAME_SECRET},
+        {"access_token", MASK_NAME_SECRET},
+        {"refreshToken", MASK_NAME_SECRET},
+        {"api_key", MASK_NAME_SECRET},
+        {"apiKey", MASK_NAME_SECRET},
+        {"secret_key", MASK_NAME_SECRET},
+        {"client_secret", MASK_NAME_SECRET},
+        {"email_verification_token", MASK_NAME_SECRET},
+        {"cvv", MASK_NAME_SECRET},
+        {"address", MASK_NAME_ADDRESS},
+        {"street", MASK_NAME_ADDRESS},
+        {"billing_address", MASK_NAME_ADDRESS},
+        {"address_line_1", MASK_NAME_ADDRESS},
+        /* metadata about a value, not the value */
+        {"email_verified", MASK_NAME_NONE},
+        {"is_email", MASK_NAME_NONE},
+        {"email_domain", MASK_NAME_NONE},
+        {"email_template_id", MASK_NAME_NONE},
+        {"phone_count", MASK_NAME_NONE},
+        {"num_phones", MASK_NAME_NONE},
+        {"phone_country_code", MASK_NAME_NONE},
+        {"token_type", MASK_NAME_NONE},
+        {"token_expires_at", MASK_NAME_NONE},
+        {"password_changed_at", MASK_NAME_NONE},
+        {"password_policy", MASK_NAME_NONE},
+        {"card_last4", MASK_NAME_NONE},
+        {"card_brand", MASK_NAME_NONE},
+        {"api_key_id", MASK_NAME_NONE},
+        {"address_id", MASK_NAME_NONE},
+        /* words that merely contain a category word */
+        {"tokenizer_name", MASK_NAME_NONE},
+        {"secretary", MASK_NAME_NONE},
+        {"telemetry", MASK_NAME_NONE},
+        {"dashboard_card", MASK_NAME_NONE},
+        {"scorecard", MASK_NAME_NONE},
+        {"mobile_os", MASK_NAME_NONE},
+        {"ip_address", MASK_NAME_NONE},
+        {"mac_address", MASK_NAME_NONE},
+        {"sort_key", MASK_NAME_NONE},
+        {"cc", MASK_NAME_NONE},
+        {"cell", MASK_NAME_NONE},
+        {"note", MASK_NAME_NONE},
+        {"id", MASK_NAME_NONE},
+        {"", MASK_NAME_NONE},
+        {"___", MASK_NAME_NONE},
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        enum mask_name_class c = mask_classify_name(cases[i].name);
+        if (c != cases[i].c)
+            fail_msg("classify \"%s\": got %d, want %d", cases[i].name, c, cases[i].c);
+    }
+    assert_int_equal(mask_classify_name(NULL), MASK_NAME_NONE);
+    /* A very long name does not overflow anything. */
+    char longname[1000];
+    memset(longname, 'a', sizeof longname - 7);
+    memcpy(longname + sizeof longname - 7, "_email", 7);
+    (void)mask_classify_name(longname);
+    assert_string_equal(mask_name_class_detector(MASK_NAME_CARD), "credit_card");
+    assert_null(mask_name_class_detector(MASK_NAME_NONE));
+}
+
+/* ---- DataRow rewriting ---- */
+
+static void test_row_by_field_name(void **state)
+{
+    struct fx *f = *state;
+    struct field fl[] = {
+        {"id", 0, 0, T_INT4, 0},   {"email", 0, 0, T_TEXT, 0}, {"ssn", 0, 0, T_VARCHAR, 0},
+        {"card", 0, 0, T_TEXT, 0}, {"note", 0, 0, T_TEXT, 0},
+    };
+    struct mask_plan *p;
+    assert_int_equal(plan_of(f, fl, 5, NULL, NULL, &p), 0);
+    assert_non_null(p);
+
+    const char *email = "0cc175b9c0f1b6a831c399e269772661@example.com";
+    const char *note = "note xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx";
+    struct val v[] = {V("42"), V(email), V("000000001"), V("4242 4242 4242 0001"), V(note)};
+    struct mask_counts counts = {0};
+    assert_int_equal(rewrite(f, p, v, 5, &counts), 1);
+    struct row r;
+    assert_int_equal(parse_row_msg(bdata(f->out), buf_avail(f->out), &r), buf_avail(f->out));
+    assert_int_equal(r.n, 5);
+    assert_true(col_is(&r, 0, "42", 2));
+    assert_true(col_is(&r, 4, note, strlen(note)));
+
+    struct buf *e = want_value(f, det(f, "email"), CFG_FORM_DEFAULT, email, strlen(email));
+    assert_true(col_is(&r, 1, bdata(e), buf_avail(e)));
+    assert_false(col_is(&r, 1, email, strlen(email)));
+    buf_put(e);
+    e = want_value(f, det(f, "ssn"), CFG_FORM_DEFAULT, "000000001", 9);
+    assert_true(col_is(&r, 2, bdata(e), buf_avail(e)));
+    buf_put(e);
+    e = want_value(f, det(f, "credit_card"), CFG_FORM_DEFAULT, "4242 4242 4242 0001", 19);
+    assert_true(col_is(&r, 3, bdata(e), buf_avail(e)));
+    buf_put(e);
+    assert_int_equal(counts.n[det(f, "email")], 1);
+    assert_int_equal(counts.n[det(f, "ssn")], 1);
+    assert_int_equal(counts.n[det(f, "credit_card")], 1);
+
+    /* NULLs stay NULL, empty strings stay empty; a row with nothing to mask is left alone. */
+    struct val v2[] = {VNULL, VNULL, V(""), VNULL, V("")};
+    assert_int_equal(rewrite(f, p, v2, 5, NULL), 0);
+    assert_int_equal(buf_avail(f->out), 0);
+    struct val v3[] = {VNULL, V(email), VNULL, V(""), VNULL};
+    assert_int_equal(rewrite(f, p, v3, 5, NULL), 1);
+    parse_row_msg(bdata(f->out), buf_avail(f->out), &r);
+    assert_int_equal(r.len[0], -1);
+    assert_int_equal(r.len[2], -1);
+    assert_int_equal(r.len[3], 0);
+    assert_int_equal(r.len[4], -1);
+    assert_true(r.len[1] > 0);
+
+    /* Column count differing from the plan. */
+    assert_int_equal(rewrite(f, p, v, 4, NULL), -1);
+    assert_int_equal(buf_avail(f->out), 0);
+    mask_plan_free(p);
+}
+
+static void test_row_scan_by_value(void **state)
+{
+    struct fx *f = *state;
+    struct field fl[] = {
+        {"id", 0, 0, T_INT4, 0}, {"comment", 0, 0, T_TEXT, 0}, {"other", 0, 0, T_TEXT, 0}};
+    struct mask_plan *p;
+    assert_int_equal(plan_of(f, fl, 3, NULL, NULL, &p), 0);
+
+    /* Multi-byte UTF-8 around an email inside a sentence. */
+    const char *c = "Grüße von Jörg — schreib an joerg.mueller@example.de, danke 😀";
+    struct buf *want = want_text(f, c);
+    assert_non_null(want);
+    struct val v[] = {V("7"), V(c), V("plain ümlaut text")};
+    struct mask_counts counts = {0};
+    assert_int_equal(rewrite(f, p, v, 3, &counts), 1);
+    struct row r;
+    parse_row_msg(bdata(f->out), buf_avail(f->out), &r);
+    assert_true(col_is(&r, 0, "7", 1));
+    assert_true(col_is(&r, 1, bdata(want), buf_avail(want)));
+    assert_true(col_is(&r, 2, "plain ümlaut text", strlen("plain ümlaut text")));
+    assert_null(memmem(r.val[1], (size_t)r.len[1], "joerg.mueller", 13));
+    assert_non_null(memmem(r.val[1], (size_t)r.len[1], "Grüße von Jörg", strlen("Grüße von Jörg")));
+    assert_int_equal(counts.n[det(f, "email")], 1);
+
+    /* Changes in the last column only, and in the first and last with one between. */
+    struct val v2[] = {V("8"), V("nothing here"), V(c)};
+    assert_int_equal(rewrite(f, p, v2, 3, NULL), 1);
+    parse_row_msg(bdata(f->out), buf_avail(f->out), &r);
+    assert_true(col_is(&r, 1, "nothing here", 12));
+    assert_true(col_is(&r, 2, bdata(want), buf_avail(want)));
+    struct val v3[] = {V("9"), V(c), V(c)};
+    assert_int_equal(rewrite(f, p, v3, 3, NULL), 1);
+    parse_row_msg(bdata(f->out), buf_avail(f->out), &r);
+    assert_true(col_is(&r, 1, bdata(want), buf_avail(want)));
+    assert_true(col_is(&r, 2, bdata(want), buf_avail(want)));
+
+    /* Nothing detected: 0 and nothing appended. */
+    struct val v4[] = {V("10"), V("order 12345 shipped 2024-01-02"), V("v1.2.3")};
+    f->out->off = f->out->len = 0;
+    assert_int_equal(rewrite(f, p, v4, 3, NULL), 0);
+    assert_int_equal(f->out->len, 0);
+    buf_put(want);
+    mask_plan_free(p);
+}
+
+/* A row rewritten into a buffer with bytes already pending near its end (compaction). */
+static void test_row_output_compaction(void **state)
+{
+    struct fx *f = *state;
+    struct field fl[] = {{"a", 0, 0, T_TEXT, 0}, {"b", 0, 0, T_TEXT, 0}};
+    struct mask_plan *p;
+    assert_int_equal(plan_of(f, fl, 2, NULL, NULL, &p), 0);
+    const char *c = "mail me: someone.long.name@example.com please";
+    struct buf *want = want_text(f, c);
+    struct val v[] = {V("x"), V(c)};
+    struct buf *dr = datarow(v, 2);
+    for (size_t room = 0; room < 80; room += 7) {
+        struct buf *out = buf_get();
+        out->off = out->cap - room - 3;
+        out->len = out->cap - room;
+        memcpy(out->data + out->off, "abc", 3);
+        assert_int_equal(mask_row_rewrite(f->db, p, bdata(dr), buf_avail(dr), out, NULL), 1);
+        assert_memory_equal(out->data + out->off, "abc", 3);
+        struct row r;
+        parse_row_msg(out->data + out->off + 3, buf_avail(out) - 3, &r);
+        assert_true(col_is(&r, 0, "x", 1));
+        assert_true(col_is(&r, 1, bdata(want), buf_avail(want)));
+        buf_put(out);
+    }
+    buf_put(dr);
+    buf_put(want);
+    mask_plan_free(p);
+}
+
+static void test_row_malformed(void **state)
+{
+    struct fx *f = *state;
+    struct val v[] = {V("a@example.com"), VNULL, V("hello")};
+    struct buf *dr = datarow(v, 3);
+    size_t len = buf_avail(dr);
+    for (size_t cut = 0; cut < len; cut++) {
+        uint8_t *body = dup_exact(bdata(dr), cut);
+        f->out->off = f->out->len = 0;
+        assert_int_equal(mask_row_rewrite(f->db, NULL, body, cut, f->out, NULL), -1);
+        assert_int_equal(f->out->len, 0);
+        free(body);
+    }
+    uint8_t *body = malloc(len + 1);
+    memcpy(body, bdata(dr), len);
+    body[len] = 'x'; /* trailing byte */
+    assert_int_equal(mask_row_rewrite(f->db, NULL, body, len + 1, f->out, NULL), -1);
+    /* A length of -2, and a length past the end. */
+    memcpy(body, bdata(dr), len);
+    body[2] = 0xff, body[3] = 0xff, body[4] = 0xff, body[5] = 0xfe;
+    assert_int_equal(mask_row_rewrite(f->db, NULL, body, len, f->out, NULL), -1);
+    body[2] = 0x7f;
+    assert_int_equal(mask_row_rewrite(f->db, NULL, body, len, f->out, NULL), -1);
+    body[0] = 0xff; /* negative count */
+    assert_int_equal(mask_row_rewrite(f->db, NULL, body, len, f->out, NULL), -1);
+    assert_int_equal(f->out->len, 0);
+    free(body);
+    buf_put(dr);
+}
+
+/* No RowDescription: every non-NULL value is scanned as text. */
+static void test_row_no_plan(void **state)
+{
+    struct fx *f = *state;
+    const char *c = "reach me at bob.smith@example.org";
+    struct buf *want = want_text(f, c);
+    struct val v[] = {V("1"), VNULL, V(c), V("")};
+    assert_int_equal(rewrite(f, NULL, v, 4, NULL), 1);
+    struct row r;
+    parse_row_msg(bdata(f->out), buf_avail(f->out), &r);
+    assert_int_equal(r.n, 4);
+    assert_true(col_is(&r, 0, "1", 1));
+    assert_int_equal(r.len[1], -1);
+    assert_true(col_is(&r, 2, bdata(want), buf_avail(want)));
+    assert_int_equal(r.len[3], 0);
+    struct val v2[] = {V("1"), VNULL};
+    assert_int_equal(rewrite(f, NULL, v2, 2, NULL), 0);
+    assert_int_equal(rewrite(f, NULL, v2, 0, NULL), 0);
+    buf_put(want);
+}
+
+static void test_row_binary(void **state)
+{
+    struct fx *f = *state;
+    struct field fl[] = {
+        {"id", 0, 0, T_INT4, 1},   {"email", 0, 0, T_TEXT, 1},   {"comment", 0, 0, T_VARCHAR, 1},
+        {"doc", 0, 0, T_JSONB, 1}, {"tags", 0, 0, T_TEXTARR, 1},
+    };
+    struct mask_plan *p;
+    assert_int_equal(plan_of(f, fl, 5, NULL, NULL, &p), 0);
+    const char *email = "carol@example.net";
+    const char *c = "contact: dave.jones@example.com";
+    const char *js = "\x01{\"to\": \"erin@example.com\"}";
+    /* A binary text[] holding an email: left alone (binary arrays are not parsed). */
+    static const uint8_t arr[] = {0,  0, 0,   1,   0,   0,   0,   0,   0,   0,   0,
+                                  25, 0, 0,   0,   1,   0,   0,   0,   1,   0,   0,
+                                  0,  9, 'a', '@', 'b', '.', 'c', 'o', 'm', '.', 'x'};
+    struct val v[] = {{"\0\0\0\x2a", 4}, V(email), V(c), V(js), {(const char *)arr, sizeof arr}};
+    assert_int_equal(rewrite(f, p, v, 5, NULL), 1);
+    struct row r;
+    parse_row_msg(bdata(f->out), buf_avail(f->out), &r);
+    assert_true(col_is(&r, 0, "\0\0\0\x2a", 4));
+    struct buf *e = want_value(f, det(f, "email"), CFG_FORM_DEFAULT, email, strlen(email));
+    assert_true(col_is(&r, 1, bdata(e), buf_avail(e)));
+    buf_put(e);
+    e = want_text(f, c);
+    assert_true(col_is(&r, 2, bdata(e), buf_avail(e)));
+    buf_put(e);
+    e = want_text(f, js + 1);
+    assert_true(r.len[3] == (int32_t)buf_avail(e) + 1);
+    assert_int_equal(r.val[3][0], 1);
+    assert_memory_equal(r.val[3] + 1, bdata(e), buf_avail(e));
+    buf_put(e);
+    assert_true(col_is(&r, 4, arr, sizeof arr));
+    mask_plan_free(p);
+}
+
+/* ---- resolver, exemptions, column rules ---- */
+
+struct resolver_ctx {
+    unsigned calls;
+};
+
+static bool resolve_cb(void *ctx, uint32_t table_oid, int16_t attnum, struct mask_colref *out)
+{
+    struct resolver_ctx *rc = ctx;
+    rc->calls++;
+    if (table_oid == 5000 && attnum == 2) {
+        *out = (struct mask_colref){"public", "customers", "email"};
+        return true;
+    }
+    if (table_oid == 5000 && attnum == 3) {
+        *out = (struct mask_colref){"public", "customers", "nickname"};
+        return true;
+    }
+    if (table_oid == 6000) {
+        *out = (struct mask_colref){"public", "audit_log", "payload"};
+        return true;
+    }
+    return false;
+}
+
+static void test_resolver(void **state)
+{
+    struct fx *f = *state;
+    struct resolver_ctx rc = {0};
+    /* "c1" says nothing; the catalog says public.customers.email. */
+    struct field fl[] = {{"c1", 5000, 2, T_TEXT, 0},
+                         {"c2", 5000, 9, T_TEXT, 0}, /* unknown to the resolver: scanned */
+                         {"c3", 0, 0, T_TEXT, 0}};   /* no table: resolver not asked */
+    struct mask_plan *p;
+    assert_int_equal(plan_of(f, fl, 3, resolve_cb, &rc, &p), 0);
+    assert_int_equal(rc.calls, 2);
+    const char *email = "frank@example.com";
+    struct val v[] = {V(email), V("hello"), V("hi")};
+    assert_int_equal(rewrite(f, p, v, 3, NULL), 1);
+    struct row r;
+    parse_row_msg(bdata(f->out), buf_avail(f->out), &r);
+    struct buf *e = want_value(f, det(f, "email"), CFG_FORM_DEFAULT, email, strlen(email));
+    assert_true(col_is(&r, 0, bdata(e), buf_avail(e)));
+    buf_put(e);
+    assert_true(col_is(&r, 1, "hello", 5));
+    mask_plan_free(p);
+
+    /* Without the resolver the same result has nothing to mask but by value. */
+    assert_int_equal(plan_of(f, fl, 3, NULL, NULL, &p), 0);
+    struct val v2[] = {V("not an email"), V("hello"), V("hi")};
+    assert_int_equal(rewrite(f, p, v2, 3, NULL), 0);
+    mask_plan_free(p);
+}
+
+static void test_exempt_and_rules(void **state)
+{
+    struct fx *f = *state;
+    struct resolver_ctx rc = {0};
+    struct field fl[] = {
+        {"payload", 6000, 1, T_TEXT, 0},   /* exempt through public.audit_log.* */
+        {"nickname", 5000, 3, T_TEXT, 0},  /* rule *.customers.nickname, form full */
+        {"salary", 0, 0, T_INT4, 0},       /* rule: masks an int column */
+        {"salary", 0, 0, T_INT4, 1},       /* ... in binary: zero bytes */
+        {"notes_exempt", 0, 0, T_TEXT, 0}, /* both a rule and exempt: the rule wins */
+        {"plain", 0, 0, T_TEXT, 0},
+    };
+    struct mask_plan *p;
+    assert_int_equal(plan_of(f, fl, 6, resolve_cb, &rc, &p), 0);
+    assert_non_null(p);
+    const char *pay = "sent to grace@example.com";
+    struct val v[] = {V(pay), V("Gracie"), V("120000"), {"\0\x01\xd4\xc0", 4},
+                      V("x"), V("nothing")};
+    struct mask_counts counts = {0};
+    assert_int_equal(rewrite(f, p, v, 6, &counts), 1);
+    struct row r;
+    parse_row_msg(bdata(f->out), buf_avail(f->out), &r);
+    assert_true(col_is(&r, 0, pay, strlen(pay)));
+    int col = mask_db_detector_index(f->db, "column");
+    if (col < 0) col = 0;
+    struct buf *e = want_value(f, col, CFG_FORM_FULL, "Gracie", 6);
+    assert_true(col_is(&r, 1, bdata(e), buf_avail(e)));
+    buf_put(e);
+    e = want_value(f, col, CFG_FORM_DEFAULT, "120000", 6);
+    assert_true(col_is(&r, 2, bdata(e), buf_avail(e)));
+    buf_put(e);
+    assert_true(col_is(&r, 3, "\0\0\0\0", 4));
+    e = want_value(f, det(f, "email"), CFG_FORM_DEFAULT, "x", 1);
+    assert_true(col_is(&r, 4, bdata(e), buf_avail(e)));
+    buf_put(e);
+    assert_true(col_is(&r, 5, "nothing", 7));
+    assert_int_equal(counts.n[col], 3);
+    assert_int_equal(counts.n[det(f, "email")], 1);
+    mask_plan_free(p);
+
+    /* An exempt column alone: nothing to look at. */
+    struct field only[] = {{"payload", 6000, 1, T_TEXT, 0}, {"id", 0, 0, T_INT8, 0}};
+    assert_int_equal(plan_of(f, only, 2, resolve_cb, &rc, &p), 0);
+    assert_null(p);
+}
+
+/* A built-in left out of masking.detectors masks no column; dob and address always do. */
+static void test_detectors_in_use(void **state)
+{
+    (void)state;
+    static char *only[] = {"email"};
+    struct cfg_masking cfg = {.enabled = true, .detectors = only, .n_detectors = 1};
+    char err[256] = "";
+    struct mask_db *db = mask_db_build(&cfg, err, sizeof err);
+    assert_non_null(db);
+    struct fx f = {.db = db, .out = buf_get()};
+    struct field fl[] = {{"phone", 0, 0, T_TEXT, 0},
+                         {"email", 0, 0, T_TEXT, 0},
+                         {"date_of_birth", 0, 0, T_TEXT, 0},
+                         {"home_address", 0, 0, T_TEXT, 0}};
+    struct mask_plan *p;
+    assert_int_equal(plan_of(&f, fl, 4, NULL, NULL, &p), 0);
+    struct val v[] = {V("+1 415 555 2671"), V("liz@example.com"), V("1990-04-01"),
+                      V("1 Main St, Springfield")};
+    struct mask_counts counts = {0};
+    assert_int_equal(rewrite(&f, p, v, 4, &counts), 1);
+    struct row r;
+    parse_row_msg(bdata(f.out), buf_avail(f.out), &r);
+    assert_true(col_is(&r, 0, "+1 415 555 2671", 15)); /* phone is not in use */
+    assert_false(col_is(&r, 1, "liz@example.com", 15));
+    struct buf *e = want_value(&f, det(&f, "dob"), CFG_FORM_DEFAULT, "1990-04-01", 10);
+    assert_true(col_is(&r, 2, bdata(e), buf_avail(e)));
+    buf_put(e);
+    e = want_value(&f, det(&f, "address"), CFG_FORM_DEFAULT, "1 Main St, Springfield", 22);
+    assert_true(col_is(&r, 3, bdata(e), buf_avail(e)));
+    buf_put(e);
+    assert_int_equal(counts.n[det(&f, "dob")], 1);
+    assert_int_equal(counts.n[det(&f, "address")], 1);
+    mask_plan_free(p);
+    buf_put(f.out);
+    mask_db_free(db);
+}
+
+/* ---- CopyData ---- */
+
+static void test_copy(void **state)
+{
+    struct fx *f = *state;
+    const char *lines[] = {
+        "1\thenry@example.com\t\\N\tplain\n",
+        "2,\"ivy@example.com\",\"a, b\",\n",
+        "3\tno pii here\t2024-01-01\n",
+    };
+    for (int i = 0; i < 3; i++) {
+        struct buf *want = want_text(f, lines[i]);
+        uint8_t *body = dup_exact((const uint8_t *)lines[i], strlen(lines[i]));
+        f->out->off = f->out->len = 0;
+        int rc = mask_copy_rewrite(f->db, body, strlen(lines[i]), f->out, NULL);
+        free(body);
+        if (!want) {
+            assert_int_equal(rc, 0);
+            assert_int_equal(f->out->len, 0);
+            continue;
+        }
+        assert_int_equal(rc, 1);
+        const uint8_t *m = bdata(f->out);
+        assert_int_equal(m[0], 'd');
+        assert_int_equal(pg_get_u32(m + 1), buf_avail(want) + 4);
+        assert_int_equal(buf_avail(f->out), buf_avail(want) + 5);
+        assert_memory_equal(m + 5, bdata(want), buf_avail(want));
+        /* The field separators survive. */
+        assert_int_equal(memchr(m + 5, i == 1 ? ',' : '\t', buf_avail(want)) != NULL, 1);
+        buf_put(want);
+    }
+    assert_int_equal(mask_copy_rewrite(f->db, (const uint8_t *)"", 0, f->out, NULL), 0);
+}
+
+/* ---- ErrorResponse / NoticeResponse ---- */
+
+static struct buf *notice_body(const char *const *kv)
+{
+    struct buf *b = buf_get();
+    for (; *kv; kv += 2) {
+        buf_append_u8(b, (uint8_t)kv[0][0]);
+        buf_append_str(b, kv[1]);
+    }
+    buf_append_u8(b, 0);
+    return b;
+}
+
+static void test_notice(void **state)
+{
+    struct fx *f = *state;
+    const char *detail = "Key (email)=(judy@example.com) already exists.";
+    const char *kv[] = {
+        "S", "ERROR",     "V", "ERROR",
+        "C", "23505",     "M", "duplicate key value violates unique constraint \"u_email\"",
+        "D", detail,      "s", "public",
+        "t", "customers", "n", "u_email",
+        NULL};
+    struct buf *nb = notice_body(kv);
+    uint8_t *body = dup_exact(bdata(nb), buf_avail(nb));
+    f->out->off = f->out->len = 0;
+    struct mask_counts counts = {0};
+    assert_int_equal(mask_notice_rewrite(f->db, 'E', body, buf_avail(nb), f->out, &counts), 1);
+    const uint8_t *m = bdata(f->out);
+    assert_int_equal(m[0], 'E');
+    assert_int_equal(pg_get_u32(m + 1) + 1, buf_avail(f->out));
+    struct pg_error_view ev;
+    assert_int_equal(pg_error_parse(m + 5, buf_avail(f->out) - 5, &ev), PG_OK);
+    assert_string_equal(ev.sqlstate, "23505");
+    assert_string_equal(ev.severity, "ERROR");
+    assert_string_equal(ev.message, kv[7]);
+    struct buf *want = want_text(f, detail);
+    assert_non_null(want);
+    assert_int_equal(strlen(ev.detail), buf_avail(want));
+    assert_memory_equal(ev.detail, bdata(want), buf_avail(want));
+    assert_null(strstr(ev.detail, "judy@"));
+    assert_int_equal(counts.n[det(f, "email")], 1);
+    /* The fields sluice keeps are still there, in order. */
+    assert_non_null(memmem(m, buf_avail(f->out), "tcustomers\0nu_email\0\0", 21));
+    buf_put(want);
+    free(body);
+    buf_put(nb);
+
+    /* Nothing to mask in a notice: 0, nothing appended. */
+    const char *kv2[] = {"S", "NOTICE", "C", "00000", "M", "table \"t\" does not exist, skipping",
+                         NULL};
+    nb = notice_body(kv2);
+    body = dup_exact(bdata(nb), buf_avail(nb));
+    f->out->off = f->out->len = 0;
+    assert_int_equal(mask_notice_rewrite(f->db, 'N', body, buf_avail(nb), f->out, NULL), 0);
+    assert_int_equal(f->out->len, 0);
+    /* Malformed: every truncation, trailing bytes, a wrong type. */
+    for (size_t cut = 0; cut < buf_avail(nb); cut++) {
+        uint8_t *b2 = dup_exact(bdata(nb), cut);
+        assert_int_equal(mask_notice_rewrite(f->db, 'N', b2, cut, f->out, NULL), -1);
+        free(b2);
+    }
+    free(body);
+    body = malloc(buf_avail(nb) + 2);
+    memcpy(body, bdata(nb), buf_avail(nb));
+    body[buf_avail(nb)] = 'M';
+    body[buf_avail(nb) + 1] = 0;
+    assert_int_equal(mask_notice_rewrite(f->db, 'N', body, buf_avail(nb) + 2, f->out, NULL), -1);
+    assert_int_equal(mask_notice_rewrite(f->db, 'D', body, buf_avail(nb), f->out, NULL), -1);
+    assert_int_equal(f->out->len, 0);
+    free(body);
+    buf_put(nb);
+
+    /* A masked hint and internal query in a NoticeResponse; severity and code kept. */
+    const char *kv3[] = {"S", "WARNING",
+                         "C", "01000",
+                         "M", "check",
+                         "H", "write to kim@example.com",
+                         "q", "select 'kim@example.com'",
+                         NULL};
+    nb = notice_body(kv3);
+    body = dup_exact(bdata(nb), buf_avail(nb));
+    f->out->off = f->out->len = 0;
+    assert_int_equal(mask_notice_rewrite(f->db, 'N', body, buf_avail(nb), f->out, NULL), 1);
+    m = bdata(f->out);
+    assert_int_equal(m[0], 'N');
+    assert_int_equal(pg_get_u32(m + 1) + 1, buf_avail(f->out));
+    assert_null(memmem(m, buf_avail(f->out), "kim@", 4));
+    assert_non_null(memmem(m, buf_avail(f->out), "C01000\0Mcheck\0", 14));
+    free(body);
+    buf_put(nb);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_classify_names),
+        cmocka_unit_test_setup_teardown(test_plan_good_and_int_only, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_plan_malformed, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_row_by_field_name, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_row_scan_by_value, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_row_output_compaction, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_row_malformed, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_row_no_plan, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_row_binary, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_resolver, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_exempt_and_rules, setup, teardown),
+        cmocka_unit_test(test_detectors_in_use),
+        cmocka_unit_test_setup_teardown(test_copy, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_notice, setup, teardown),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
