@@ -12,7 +12,8 @@ LDLIBS  = -lpg_query -lcjson -lssl -lcrypto -lcyaml -lyaml -lhs -lsqlite3 -lmicr
 PYTHON  = /usr/bin/python3
 
 SRC     := $(shell find src -name '*.c' ! -path src/main.c | sort)
-OBJ     := $(SRC:%.c=$(BUILD)/%.o)
+OBJ     := $(SRC:%.c=$(BUILD)/%.o) $(BUILD)/gen/web_assets.o
+WEB     := $(wildcard web/*)
 UNIT    := $(patsubst tests/unit/%.c,$(BUILD)/tests/unit/%,$(wildcard tests/unit/test_*.c))
 
 .PHONY: all deps unit integration asan fuzz check demo bench format format-check clean
@@ -22,6 +23,14 @@ all: $(BUILD)/sluice
 $(BUILD)/%.o: %.c
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS) -MMD -MP -c $< -o $@
+
+# The dashboard (web/) is embedded into the binary.
+$(BUILD)/gen/web_assets.c: $(WEB) scripts/embed-web.sh
+	@mkdir -p $(dir $@)
+	./scripts/embed-web.sh web $@
+
+$(BUILD)/gen/web_assets.o: $(BUILD)/gen/web_assets.c
+	$(CC) $(CFLAGS) -c $< -o $@
 
 $(BUILD)/sluice: $(OBJ) $(BUILD)/src/main.o
 	$(CC) $(CFLAGS) $^ -o $@ $(LDLIBS) $(EXTRA_LDFLAGS)

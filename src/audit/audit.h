@@ -156,6 +156,20 @@ void audit_digest_final(struct audit_digest *d, char hex[65]);
 /* Release without a result (statement abandoned). */
 void audit_digest_free(struct audit_digest *d);
 
+/* The admin API's views (query.c): events matching q as {"events": [...]}, newest `limit`
+ * (default 100) oldest first; and {"ok", "events", "first_broken_seq", "message"} from a
+ * verification of the chain. Return an HTTP status: 200 with *out malloc'd, else a message
+ * in err. */
+struct audit_query {
+    const char *identity, *decision, *kind, *target;
+    const char *since, *until; /* "1h", ISO time, ... (as the CLI takes them) */
+    uint64_t after_seq;
+    unsigned limit;
+};
+int audit_query_json(const struct sluice_config *cfg, const struct audit_query *q, char **out,
+                     char *err, size_t errlen);
+int audit_verify_json(const struct sluice_config *cfg, char **out, char *err, size_t errlen);
+
 /* `sluice audit ...`: argv[0] is "audit". Returns the exit status (0, 1 broken/failed,
  * 2 usage). */
 int audit_cli_main(int argc, char **argv);

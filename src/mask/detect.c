@@ -95,10 +95,10 @@ static const struct builtin_pat builtin_pats[] = {
     /* Google API keys */
     {MASK_K_SECRET, EXT_KEY, "\\bAIza[0-9A-Za-z_\\-]{35}", 0, 39, CLS_B64URL, 39, 39},
     {MASK_K_SECRET, EXT_PRIVKEY, "-----BEGIN [A-Z0-9 ]{0,40}PRIVATE KEY", 0, 0, 0, 0, 0},
+    /* key words of "password=..." style assignments, literals only (cheap); the extractor
+     * checks for the rest of the key, an optional quote, and ':' or '=' */
     {MASK_K_SECRET, EXT_ASSIGN,
-     "(?:passw(?:or)?d|pwd|secret|api[_\\-]?key|access[_\\-]?key|secret[_\\-]?key|private[_\\-]?"
-     "key|client[_\\-]?secret|auth[_\\-]?token|access[_\\-]?token|refresh[_\\-]?token|token)"
-     "[\"']?[ \\t]{0,3}[:=]",
+     "(?:passw(?:or)?d|pwd|secret|api[_\\-]?key|access[_\\-]?key|private[_\\-]?key|token)",
      HS_FLAG_CASELESS, 0, 0, 0, 0},
     {MASK_K_JWT, EXT_JWT, "\\beyJ[A-Za-z0-9_\\-]{8}", 0, 0, 0, 0, 0},
 };
@@ -300,9 +300,8 @@ struct mask_db *mask_db_build(const struct cfg_masking *cfg, char *err, size_t e
         ids[db->n_pat] = db->n_pat;
         db->n_pat++;
     }
-    if (db->n_pat &&
-        hs_compile_multi(exprs, flags, ids, db->n_pat, HS_MODE_BLOCK, NULL, &db->hs, &cerr) !=
-            HS_SUCCESS) {
+    if (db->n_pat && hs_compile_multi(exprs, flags, ids, db->n_pat, HS_MODE_BLOCK, NULL, &db->hs,
+                                      &cerr) != HS_SUCCESS) {
         int e = cerr ? cerr->expression : -1;
         const char *msg = cerr && cerr->message ? cerr->message : "compile failed";
         if (e >= 0 && (unsigned)e < db->n_pat && db->pat[e].ext == EXT_CUSTOM)
@@ -467,8 +466,8 @@ struct scan_ctx {
     const struct mask_db *db;
     const uint8_t *s;
     size_t len;
-    size_t n;                 /* spans in tl_sp */
-    size_t skip[MAX_PATS];    /* per pattern: reports ending at or before this are seen */
+    size_t n;                     /* spans in tl_sp */
+    size_t skip[MAX_PATS];        /* per pattern: reports ending at or before this are seen */
     int last[MASK_MAX_DETECTORS]; /* custom: index of the detector's last span, -1 none */
 };
 
@@ -548,7 +547,7 @@ static void digit_run(const uint8_t *s, size_t len, size_t p, size_t *pa, size_t
 }
 
 /* Printed card layouts (digits per group) when a number is written with separators. */
-static const uint8_t card_layouts[][6] = {{4, 4, 4, 4, 0}, {4, 6, 5, 0},       {4, 6, 4, 0},
+static const uint8_t card_layouts[][6] = {{4, 4, 4, 4, 0},    {4, 6, 5, 0},       {4, 6, 4, 0},
                                           {4, 4, 4, 4, 3, 0}, {4, 4, 4, 4, 2, 0}, {4, 4, 5, 0},
                                           {4, 4, 4, 1, 0}};
 
@@ -830,6 +829,14 @@ static bool ext_privkey(const uint8_t *s, size_t len, size_t to, size_t *pa, siz
 static bool ext_assign(const uint8_t *s, size_t len, size_t to, size_t *pa, size_t *pb)
 {
     size_t i = to;
+    /* the rest of the key (secret_key, client_secret, token_v2), a closing quote, blanks */
+    while (i < len && i - to < 16 && (is_word(s[i]) || s[i] == '-'))
+        i++;
+    if (i < len && (s[i] == '"' || s[i] == '\'')) i++;
+    for (unsigned k = 0; k < 3 && i < len && (s[i] == ' ' || s[i] == '\t'); k++)
+        i++;
+    if (i >= len || (s[i] != ':' && s[i] != '=')) return false;
+    i++;
     if (i < len && (s[i] == '>' || s[i] == '=')) i++;
     for (unsigned k = 0; k < 3 && i < len && (s[i] == ' ' || s[i] == '\t'); k++)
         i++;
@@ -987,8 +994,7 @@ static long scan_spans(const struct mask_db *db, const uint8_t *s, size_t len)
     memset(c.skip, 0, db->n_pat * sizeof c.skip[0]);
     for (unsigned i = 0; i < db->n_det; i++)
         c.last[i] = -1;
-    if (hs_scan(db->hs, (const char *)s, (unsigned)len, 0, tl_scratch, on_match, &c) !=
-        HS_SUCCESS)
+    if (hs_scan(db->hs, (const char *)s, (unsigned)len, 0, tl_scratch, on_match, &c) != HS_SUCCESS)
         return -1;
     if (c.n > 1) qsort(tl_sp, c.n, sizeof *tl_sp, span_cmp);
     size_t k = 0;
@@ -1019,11 +1025,11 @@ int mask_text(const struct mask_db *db, const uint8_t *s, size_t len, struct buf
     return n > INT32_MAX ? INT32_MAX : (int)n;
 }
 
-void mask_value(const struct mask_db *db, int detector, enum cfg_mask_form form,
-                const uint8_t *s, size_t len, struct buf *out)
+void mask_value(const struct mask_db *db, int detector, enum cfg_mask_form form, const uint8_t *s,
+                size_t len, struct buf *out)
 {
     unsigned i = detector >= 0 && (unsigned)detector < db->n_det ? (unsigned)detector
-                                                                   : (unsigned)db->column_det;
+                                                                 : (unsigned)db->column_det;
     struct mask_form_key key = {db->key, db->key_len};
     mask_form_write(&key, db->det[i].kind, db->det[i].name, mask_db_detector_form(db, i, form), s,
                     len, out);

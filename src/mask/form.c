@@ -71,9 +71,8 @@ static void form_hash(const struct mask_form_key *key, enum mask_kind kind, cons
     uint8_t tmp[256];
     const uint8_t *p = s;
     size_t m = n;
-    if (n <= sizeof tmp &&
-        (kind == MASK_K_CARD || kind == MASK_K_SSN || kind == MASK_K_PHONE ||
-         kind == MASK_K_IBAN || kind == MASK_K_EMAIL)) {
+    if (n <= sizeof tmp && (kind == MASK_K_CARD || kind == MASK_K_SSN || kind == MASK_K_PHONE ||
+                            kind == MASK_K_IBAN || kind == MASK_K_EMAIL)) {
         m = 0;
         for (size_t i = 0; i < n; i++) {
             uint8_t c = s[i];

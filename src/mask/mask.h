@@ -65,8 +65,8 @@ int mask_text(const struct mask_db *db, const uint8_t *s, size_t len, struct buf
 
 /* The masked form of a whole value known to be sensitive (a column classified as detector
  * `detector` with form `form`; CFG_FORM_DEFAULT = the detector's own). Appends to out. */
-void mask_value(const struct mask_db *db, int detector, enum cfg_mask_form form,
-                const uint8_t *s, size_t len, struct buf *out);
+void mask_value(const struct mask_db *db, int detector, enum cfg_mask_form form, const uint8_t *s,
+                size_t len, struct buf *out);
 
 /* A NUL-terminated copy of s with every detected value masked, for logs and the audit
  * (malloc'd; the caller frees it). db NULL: a copy of s. */

@@ -123,22 +123,20 @@ static const struct {
     char cc[3];
     uint8_t len;
 } iban_lengths[] = {
-    {"AD", 24}, {"AE", 23}, {"AL", 28}, {"AO", 25}, {"AT", 20}, {"AZ", 28}, {"BA", 20},
-    {"BE", 16}, {"BF", 28}, {"BG", 22}, {"BH", 22}, {"BI", 27}, {"BJ", 28}, {"BR", 29},
-    {"BY", 28}, {"CF", 27}, {"CG", 27}, {"CH", 21}, {"CI", 28}, {"CM", 27}, {"CR", 22},
-    {"CV", 25}, {"CY", 28}, {"CZ", 24}, {"DE", 22}, {"DJ", 27}, {"DK", 18}, {"DO", 28},
-    {"DZ", 26}, {"EE", 20}, {"EG", 29}, {"ES", 24}, {"FI", 18}, {"FK", 18}, {"FO", 18},
-    {"FR", 27}, {"GA", 27}, {"GB", 22}, {"GE", 22}, {"GI", 23}, {"GL", 18}, {"GQ", 27},
-    {"GR", 27}, {"GT", 28}, {"GW", 25}, {"HN", 28}, {"HR", 21}, {"HU", 28}, {"IE", 22},
-    {"IL", 23}, {"IQ", 23}, {"IR", 26}, {"IS", 26}, {"IT", 27}, {"JO", 30}, {"KM", 27},
-    {"KW", 30}, {"KZ", 20}, {"LB", 28}, {"LC", 32}, {"LI", 21}, {"LT", 20}, {"LU", 20},
-    {"LV", 21}, {"LY", 25}, {"MA", 28}, {"MC", 27}, {"MD", 24}, {"ME", 22}, {"MG", 27},
-    {"MK", 19}, {"ML", 28}, {"MN", 20}, {"MR", 27}, {"MT", 31}, {"MU", 30}, {"MZ", 25},
-    {"NE", 28}, {"NI", 28}, {"NL", 18}, {"NO", 15}, {"OM", 23}, {"PK", 24}, {"PL", 28},
-    {"PS", 29}, {"PT", 25}, {"QA", 29}, {"RO", 24}, {"RS", 22}, {"RU", 33}, {"SA", 24},
-    {"SC", 31}, {"SD", 18}, {"SE", 24}, {"SI", 19}, {"SK", 24}, {"SM", 27}, {"SN", 28},
-    {"SO", 23}, {"ST", 25}, {"SV", 28}, {"TD", 27}, {"TG", 28}, {"TL", 23}, {"TN", 24},
-    {"TR", 26}, {"UA", 29}, {"VA", 22}, {"VG", 24}, {"XK", 20}, {"YE", 30},
+    {"AD", 24}, {"AE", 23}, {"AL", 28}, {"AO", 25}, {"AT", 20}, {"AZ", 28}, {"BA", 20}, {"BE", 16},
+    {"BF", 28}, {"BG", 22}, {"BH", 22}, {"BI", 27}, {"BJ", 28}, {"BR", 29}, {"BY", 28}, {"CF", 27},
+    {"CG", 27}, {"CH", 21}, {"CI", 28}, {"CM", 27}, {"CR", 22}, {"CV", 25}, {"CY", 28}, {"CZ", 24},
+    {"DE", 22}, {"DJ", 27}, {"DK", 18}, {"DO", 28}, {"DZ", 26}, {"EE", 20}, {"EG", 29}, {"ES", 24},
+    {"FI", 18}, {"FK", 18}, {"FO", 18}, {"FR", 27}, {"GA", 27}, {"GB", 22}, {"GE", 22}, {"GI", 23},
+    {"GL", 18}, {"GQ", 27}, {"GR", 27}, {"GT", 28}, {"GW", 25}, {"HN", 28}, {"HR", 21}, {"HU", 28},
+    {"IE", 22}, {"IL", 23}, {"IQ", 23}, {"IR", 26}, {"IS", 26}, {"IT", 27}, {"JO", 30}, {"KM", 27},
+    {"KW", 30}, {"KZ", 20}, {"LB", 28}, {"LC", 32}, {"LI", 21}, {"LT", 20}, {"LU", 20}, {"LV", 21},
+    {"LY", 25}, {"MA", 28}, {"MC", 27}, {"MD", 24}, {"ME", 22}, {"MG", 27}, {"MK", 19}, {"ML", 28},
+    {"MN", 20}, {"MR", 27}, {"MT", 31}, {"MU", 30}, {"MZ", 25}, {"NE", 28}, {"NI", 28}, {"NL", 18},
+    {"NO", 15}, {"OM", 23}, {"PK", 24}, {"PL", 28}, {"PS", 29}, {"PT", 25}, {"QA", 29}, {"RO", 24},
+    {"RS", 22}, {"RU", 33}, {"SA", 24}, {"SC", 31}, {"SD", 18}, {"SE", 24}, {"SI", 19}, {"SK", 24},
+    {"SM", 27}, {"SN", 28}, {"SO", 23}, {"ST", 25}, {"SV", 28}, {"TD", 27}, {"TG", 28}, {"TL", 23},
+    {"TN", 24}, {"TR", 26}, {"UA", 29}, {"VA", 22}, {"VG", 24}, {"XK", 20}, {"YE", 30},
 };
 
 unsigned mask_iban_length(const uint8_t *cc)
@@ -221,7 +219,8 @@ bool mask_valid_ssn(const uint8_t *s, size_t n)
     unsigned area = num_prefix(d, 3), group = num_prefix(d + 3, 2), serial = num_prefix(d + 5, 4);
     if (area == 0 || area == 666 || area >= 900 || group == 0 || serial == 0) return false;
     /* specimen numbers printed on sample cards and in advertising */
-    if ((area == 78 && group == 5 && serial == 1120) || (area == 219 && group == 9 && serial == 9999))
+    if ((area == 78 && group == 5 && serial == 1120) ||
+        (area == 219 && group == 9 && serial == 9999))
         return false;
     return true;
 }
@@ -244,10 +243,9 @@ unsigned mask_e164_cc_len(const uint8_t *d, size_t n)
     if (d[0] == '1' || d[0] == '7') return 1;
     unsigned two = num_prefix(d, 2);
     /* zone 2-9 two-digit codes */
-    static const unsigned char cc2[] = {20, 27, 30, 31, 32, 33, 34, 36, 39, 40, 41, 43, 44, 45,
-                                        46, 47, 48, 49, 51, 52, 53, 54, 55, 56, 57, 58, 60, 61,
-                                        62, 63, 64, 65, 66, 81, 82, 84, 86, 90, 91, 92, 93, 94,
-                                        95, 98};
+    static const unsigned char cc2[] = {20, 27, 30, 31, 32, 33, 34, 36, 39, 40, 41, 43, 44, 45, 46,
+                                        47, 48, 49, 51, 52, 53, 54, 55, 56, 57, 58, 60, 61, 62, 63,
+                                        64, 65, 66, 81, 82, 84, 86, 90, 91, 92, 93, 94, 95, 98};
     for (size_t i = 0; i < sizeof cc2; i++)
         if (cc2[i] == two) return 2;
     return 3;
@@ -399,9 +397,9 @@ static bool ieq(const uint8_t *s, size_t n, const char *w)
 bool mask_valid_assigned_secret(const uint8_t *s, size_t n, bool quoted)
 {
     if (n < (quoted ? 4u : 6u)) return false;
-    static const char *const placeholders[] = {"null",  "none",     "nil",      "true",   "false",
-                                               "empty", "redacted", "required", "optional",
-                                               "hidden", "undefined", "changeme_placeholder"};
+    static const char *const placeholders[] = {
+        "null",     "none",     "nil",      "true",   "false",     "empty",
+        "redacted", "required", "optional", "hidden", "undefined", "changeme_placeholder"};
     for (size_t i = 0; i < sizeof placeholders / sizeof placeholders[0]; i++)
         if (ieq(s, n, placeholders[i])) return false;
     if (s[0] == '<' || s[0] == '[' || s[0] == '{' || s[0] == '%' || s[0] == '?' ||

@@ -67,8 +67,8 @@ bool mask_valid_ipv6(const uint8_t *s, size_t n);
 /* Compact JWS/JWE: 3 (or 5) base64url parts; the header decodes to a JSON object with a
  * string "alg". */
 bool mask_valid_jwt(const uint8_t *s, size_t n);
-/* Email: local part 1..64 bytes of [A-Za-z0-9._%+-] or UTF-8 (no leading, trailing or double dot), '@',
- * 2+ domain labels of 1..63 [A-Za-z0-9-] (no leading/trailing '-'), at most 253, and an
+/* Email: local part 1..64 bytes of [A-Za-z0-9._%+-] or UTF-8 (no leading, trailing or double dot),
+ * '@', 2+ domain labels of 1..63 [A-Za-z0-9-] (no leading/trailing '-'), at most 253, and an
  * alphabetic TLD of 2..24 (or xn--). */
 bool mask_valid_email(const uint8_t *s, size_t n);
 /* Value of a "password=..." style assignment: not a placeholder (null, ***, <x>, ${x},

@@ -27,6 +27,7 @@ struct runtime {
     SSL_CTX **target_tls;  /* per target; NULL where sslmode is disable */
     struct policy *policy; /* guardrails and rules compiled for this snapshot */
     struct mask_db *mask;  /* detectors compiled from masking:; NULL when masking is off */
+    struct oidc_verifier *oidc; /* identities.oidc; NULL when not configured */
     atomic_int refs;
 };
 
@@ -67,6 +68,7 @@ struct worker {
     struct pooled *pool;  /* idle upstream connections (pool.c) */
     struct pooled *pool_dead;
     struct session *parked; /* sessions whose client message waits (audit, approval) */
+    atomic_uint kills;      /* sessions the admin asked to end (registry_kill) */
     unsigned n_pooled;
     atomic_bool drain_requested;
     bool draining;
@@ -101,9 +103,38 @@ extern atomic_bool proxy_approvals; /* the approvals module runs (review can ask
 
 uint64_t clock_ms(void);
 
+/* Live sessions for the admin API (registry.c). */
+struct sess_info {
+    struct sess_info *prev, *next;
+    struct worker *w;
+    uint64_t id;
+    char identity[128];
+    enum ident_kind kind;
+    char groups[256];
+    char target[64];
+    char client[64];
+    char app[64];
+    int64_t started_ms;
+    atomic_ullong statements, rows;
+    atomic_bool busy; /* a statement is running */
+    atomic_bool kill; /* ended by an administrator (killer) */
+    char killer[128];
+};
+struct sess_info *registry_add(struct worker *w, uint64_t id, const struct cfg_identity *ident,
+                               const char *target, const char *client, const char *app);
+void registry_remove(struct sess_info *r);
+char *registry_json(void);                   /* {"sessions": [...]}; malloc'd */
+int registry_kill(uint64_t id, const char *by); /* 0, or -1 when no such session */
+/* End the sessions the admin asked to end (worker thread). */
+void session_kill_requested(struct worker *w);
+
 /* Approval events into the audit trail (relay_approve.c). */
 struct approve_audit;
 void relay_approve_audit(const struct approve_audit *a);
+
+/* The admin listener with its hooks into sluice (admin_glue.c). */
+int admin_glue_start(const struct sluice_config *cfg, char *err, size_t errlen);
+void admin_glue_stop(void);
 
 /* The serve command: run until SIGTERM/SIGINT; returns the exit status. */
 int server_run(const char *config_path);

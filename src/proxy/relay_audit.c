@@ -17,6 +17,7 @@
 #include <string.h>
 #include <time.h>
 
+#include "admin/metrics.h"
 #include "audit/audit.h"
 #include "core/log.h"
 #include "mask/mask.h"
@@ -297,8 +298,25 @@ static void rec_pop_emit(struct session *s, bool emit)
     struct stmt_rec *r = s->recs;
     s->recs = r->next;
     if (!s->recs) s->recs_tail = NULL;
-    if (emit && !r->refused && !emit_statement(s, r, false))
-        log_warn("session %llu: audit event lost", (unsigned long long)s->id);
+    if (emit && !r->refused) {
+        metrics_add(M_ROWS, METRICS_TO_CLIENT, 0, r->rows);
+        metrics_add(M_BYTES, METRICS_TO_CLIENT, 0, r->bytes);
+        metrics_observe_latency(H_UPSTREAM_LATENCY, (now_us() - r->start_us) * 1000);
+        if (s->reg) {
+            atomic_fetch_add_explicit(&s->reg->statements, 1, memory_order_relaxed);
+            atomic_fetch_add_explicit(&s->reg->rows, r->rows ? r->rows : r->tag_rows,
+                                      memory_order_relaxed);
+        }
+        if (s->masked && s->rt->mask)
+            for (unsigned d = 0; d < mask_db_detector_count(s->rt->mask) && d < MASK_MAX_DETECTORS;
+                 d++)
+                if (s->masked->n[d])
+                    metrics_add(M_MASKED_VALUES,
+                                metrics_register_detector(mask_db_detector_name(s->rt->mask, d)),
+                                0, s->masked->n[d]);
+        if (!emit_statement(s, r, false))
+            log_warn("session %llu: audit event lost", (unsigned long long)s->id);
+    }
     if (s->masked) memset(s->masked, 0, sizeof *s->masked);
     rec_free(r);
 }

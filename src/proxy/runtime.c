@@ -10,6 +10,8 @@
 
 #include "core/buf.h"
 #include "net/net.h"
+#include "admin/metrics.h"
+#include "ident/oidc.h"
 #include "mask/mask.h"
 #include "policy/policy.h"
 
@@ -33,6 +35,7 @@ static void runtime_free(struct runtime *rt)
     SSL_CTX_free(rt->server_tls);
     if (rt->policy) policy_free(rt->policy);
     mask_db_free(rt->mask);
+    if (rt->oidc) oidc_verifier_free(rt->oidc);
     config_unref(rt->cfg);
     free(rt);
 }
@@ -47,6 +50,12 @@ int runtime_install(struct sluice_config *cfg, char *err, size_t errlen)
     if (cfg->masking.enabled) {
         rt->mask = mask_db_build(&cfg->masking, err, errlen);
         if (!rt->mask) goto fail;
+        for (unsigned i = 0; i < mask_db_detector_count(rt->mask); i++)
+            metrics_register_detector(mask_db_detector_name(rt->mask, i));
+    }
+    if (cfg->oidc.enabled) {
+        rt->oidc = oidc_verifier_new(&cfg->oidc, err, errlen);
+        if (!rt->oidc) goto fail;
     }
     if (cfg->tls.cert) {
         rt->server_tls = tls_server_ctx(&cfg->tls, err, errlen);

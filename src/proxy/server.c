@@ -94,6 +94,12 @@ int server_run(const char *path)
         free(listen_text);
         return 1;
     }
+    if (admin_glue_start(cfg, err, sizeof err) < 0) {
+        fprintf(stderr, "%s: error: admin listener: %s\n", path ? path : "config", err);
+        audit_stop();
+        free(listen_text);
+        return 1;
+    }
     approve_set_audit_hook(relay_approve_audit);
     if (approve_start(cfg, err, sizeof err) < 0)
         log_warn("approvals are off (statements sent to review are refused): %s", err);
@@ -142,6 +148,7 @@ int server_run(const char *path)
         audit_unsubscribe(workers[i].wake_fd);
         approve_unsubscribe(workers[i].wake_fd);
     }
+    admin_glue_stop();
     if (atomic_load(&proxy_approvals)) approve_stop();
     audit_stop();
     for (unsigned i = 0; i < n_workers; i++) {

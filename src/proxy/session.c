@@ -38,6 +38,7 @@
 #include "proxy/pool.h"
 #include "proxy/proxy.h"
 #include "proxy/session_int.h"
+#include "admin/metrics.h"
 
 atomic_uint proxy_n_clients;
 static atomic_ullong next_session_id = 1;
@@ -197,6 +198,11 @@ static void session_close(struct session *s, const char *reason)
     if (s->parked) {
         session_unpark_remove(s);
         relay_approve_abandon(s);
+    }
+    if (s->reg) {
+        metrics_gauge_add(M_CONNECTIONS_CURRENT, s->ident->kind, 0, -1);
+        registry_remove(s->reg);
+        s->reg = NULL;
     }
     if (s->audit_started) {
         relay_audit_end(s);
@@ -478,6 +484,7 @@ static void auth_failed(struct session *s, const char *why)
     log_info("session %llu: authentication failed for user \"%s\" from %s: %s",
              (unsigned long long)s->id, s->user, s->addr_text, why);
     ident_record_failure(&s->addr);
+    metrics_inc(M_AUTH_FAILURES, 0, 0);
     relay_audit_session(s, AUDIT_AUTH_FAILURE, why);
     unsigned delay = ident_fail_delay_ms(&s->addr);
     free(s->scram_sv);
@@ -1115,6 +1122,11 @@ static void statement_judge(struct session *s, const char *sql, bool query, cons
     struct policy_subject who = {s->ident, s->target->name};
     struct policy_decision d;
     policy_eval(s->rt->policy, &who, facts, &d);
+    metrics_inc(M_STATEMENTS,
+                d.action == POLICY_ALLOW    ? METRICS_ALLOW
+                : d.action == POLICY_REVIEW ? METRICS_REVIEW
+                                            : METRICS_DENY,
+                facts->n_stmts ? (unsigned)facts->stmts[0].cls : (unsigned)CFG_CLASS_UTILITY);
     if (d.action == POLICY_ALLOW) {
         v->ok = true;
         v->limit = d.limit_rows;
@@ -1705,6 +1717,11 @@ static void relay_run(struct session *s, bool c2s, bool s2c)
 
 static void relay_start(struct session *s)
 {
+    if (!s->reg) {
+        s->reg = registry_add(s->w, s->id, s->ident, s->target->name, s->addr_text, s->app_name);
+        metrics_gauge_add(M_CONNECTIONS_CURRENT, s->ident->kind, 0, 1);
+        metrics_inc(M_CONNECTIONS_TOTAL, s->ident->kind, 0);
+    }
     if (!s->audit_started && relay_audit_on(s)) {
         relay_audit_session(s, AUDIT_SESSION_START, NULL);
         s->audit_started = true;
@@ -1884,5 +1901,20 @@ void session_unpark_ready(struct worker *w)
         if (s->park_request[0]) relay_approve_resume(s);
         s->cl.rescan = true;
         relay_run(s, true, false);
+    }
+}
+
+/* ---- ended by an administrator ----------------------------------------------------- */
+
+void session_kill_requested(struct worker *w)
+{
+    atomic_store(&w->kills, 0);
+    for (struct session *s = w->sessions, *next; s; s = next) {
+        next = s->next;
+        if (s->state != S_RELAY || !s->reg || !atomic_load(&s->reg->kill)) continue;
+        char msg[200];
+        snprintf(msg, sizeof msg, "sluice: session ended by an administrator (%s)",
+                 s->reg->killer);
+        session_fail(s, "57P01", msg, NULL, "ended by an administrator");
     }
 }

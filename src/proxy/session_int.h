@@ -152,6 +152,7 @@ struct session {
     char audit_request[32];     /* approval request / grant of the statement being judged */
     char audit_grant[32];
     struct session *park_next;  /* the worker's list of parked sessions */
+    struct sess_info *reg;      /* the admin API's view of this session while it relays */
 };
 
 

@@ -96,6 +96,7 @@ static void *worker_main(void *arg)
                 }
                 if (atomic_load(&w->drain_requested)) worker_begin_drain(w);
                 if (w->parked) session_unpark_ready(w);
+                if (atomic_load(&w->kills)) session_kill_requested(w);
                 break;
             }
             case EV_POOLED:
