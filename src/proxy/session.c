@@ -25,11 +25,13 @@
 #include <sys/epoll.h>
 #include <sys/random.h>
 #include <sys/socket.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "core/buf.h"
 #include "core/log.h"
 #include "ident/ident.h"
+#include "ident/oidc.h"
 #include "net/net.h"
 #include "pg/msg.h"
 #include "pg/scram.h"
@@ -52,6 +54,7 @@ static void upstream_release(struct session *s);
 static void upstream_put_startup(struct session *s, struct buf *b);
 static void session_on_tick(struct session *s, uint64_t now_ms);
 static void session_unpark_remove(struct session *s);
+static void oidc_ident_free(struct cfg_identity *ci);
 
 /* ---- small helpers ------------------------------------------------------------------ */
 
@@ -300,6 +303,7 @@ void session_reap(struct worker *w)
         free(s->scram_cl);
         relay_mask_end(s);
         relay_audit_end(s);
+        oidc_ident_free(s->oidc_ident);
         runtime_release(s->rt);
         free(s);
     }
@@ -330,7 +334,49 @@ static int client_read(struct session *s)
  * tell which user names exist. */
 static bool uses_scram(const struct session *s)
 {
+    if (!s->ident && s->rt->oidc) return false; /* the password carries an OIDC JWT */
     return !s->ident || !s->ident->is_token;
+}
+
+/* An identity from a verified OIDC token; the session owns it. The startup user must be the
+ * token's name, so that logs and pg_stat_activity are not misleading. */
+static bool oidc_login(struct session *s, const char *token)
+{
+    struct oidc_identity id;
+    char why[256];
+    if (!oidc_looks_like_jwt(token) ||
+        oidc_verify(s->rt->oidc, token, (uint64_t)time(NULL), &id, why, sizeof why) < 0) {
+        log_info("session %llu: OIDC token refused for user \"%s\": %s", (unsigned long long)s->id,
+                 s->user, oidc_looks_like_jwt(token) ? why : "not a JWT");
+        return false;
+    }
+    if (strcmp(id.name, s->user) != 0) {
+        log_info("session %llu: OIDC token names \"%s\", not the user \"%s\"",
+                 (unsigned long long)s->id, id.name, s->user);
+        oidc_identity_free(&id);
+        return false;
+    }
+    struct cfg_identity *ci = xcalloc(1, sizeof *ci);
+    ci->name = xstrdup(id.name);
+    ci->kind = id.kind;
+    ci->groups = id.n_groups ? xcalloc(id.n_groups, sizeof(char *)) : NULL;
+    for (unsigned g = 0; g < id.n_groups; g++)
+        ci->groups[ci->n_groups++] = xstrdup(id.groups[g]);
+    ci->is_token = true;
+    oidc_identity_free(&id);
+    s->oidc_ident = ci;
+    s->ident = ci;
+    return true;
+}
+
+static void oidc_ident_free(struct cfg_identity *ci)
+{
+    if (!ci) return;
+    free(ci->name);
+    for (unsigned g = 0; g < ci->n_groups; g++)
+        free(ci->groups[g]);
+    free(ci->groups);
+    free(ci);
 }
 
 static void send_auth_request(struct session *s)
@@ -531,7 +577,12 @@ static void on_auth_message(struct session *s, uint8_t type, const uint8_t *body
             session_fail(s, "08P01", "invalid password packet", NULL, "malformed password");
             return;
         }
-        if (ident_check_secret(s->ident, s->user, secret, strlen(secret)))
+        if (!s->ident && s->rt->oidc) {
+            if (oidc_login(s, secret))
+                auth_succeeded(s);
+            else
+                auth_failed(s, "OIDC token refused");
+        } else if (ident_check_secret(s->ident, s->user, secret, strlen(secret)))
             auth_succeeded(s);
         else
             auth_failed(s, s->ident ? "wrong secret" : "unknown identity");

@@ -153,6 +153,7 @@ struct session {
     char audit_grant[32];
     struct session *park_next;  /* the worker's list of parked sessions */
     struct sess_info *reg;      /* the admin API's view of this session while it relays */
+    struct cfg_identity *oidc_ident; /* owned: the identity of a verified OIDC token */
 };
 
 
