@@ -12,6 +12,7 @@ pkgs=(
   python3 python3-pytest python3-psycopg python3-psycopg2
   libpostgresql-jdbc-java default-jdk-headless
   nodejs npm procps iproute2 util-linux openssl
+  prometheus chromium
 )
 
 missing=()

@@ -113,26 +113,43 @@ enum hold_action relay_mask_server(struct session *s, uint8_t type, const uint8_
         return r == 1 ? HOLD_REPLACE : HOLD_FORWARD;
     }
     case 'H':
-        s->copy_out = true;
+        /* CopyOutResponse: int8 overall format (0 text, 1 binary). Binary COPY rows are
+         * tuples with binary fields: not rewritten by value (documented). */
+        s->copy_out = len >= 1 && body[0] == 0;
+        if (len >= 1 && body[0] != 0 && mask_on(s))
+            log_warn("session %llu: binary COPY TO STDOUT is not masked",
+                     (unsigned long long)s->id);
         return HOLD_FORWARD;
     case 'c':
         s->copy_out = false;
         return HOLD_FORWARD;
-    case 'd':
+    case 'd': {
         if (!s->copy_out || !mask_on(s)) return HOLD_FORWARD;
-        return mask_copy_rewrite(db, body, len, session_out_buf(&s->cl_out), counts(s)) == 1
-                   ? HOLD_REPLACE
-                   : HOLD_FORWARD;
+        struct buf *out = session_out_buf(&s->cl_out);
+        int r = mask_copy_rewrite(db, body, len, out, counts(s));
+        if (r < 0) { /* the scanner failed: the line does not leave unmasked */
+            log_warn("session %llu: a COPY line could not be scanned and was withheld",
+                     (unsigned long long)s->id);
+            return HOLD_REPLACE;
+        }
+        return r == 1 ? HOLD_REPLACE : HOLD_FORWARD;
+    }
     case 'I':
         relay_mask_result_end(s);
         return HOLD_FORWARD;
     case 'E':
     case 'N':
         if (!db || !mask_on(s)) return HOLD_FORWARD;
-        return mask_notice_rewrite(db, type, body, len, session_out_buf(&s->cl_out),
-                                   counts(s)) == 1
-                   ? HOLD_REPLACE
-                   : HOLD_FORWARD;
+        int r = mask_notice_rewrite(db, type, body, len, session_out_buf(&s->cl_out), counts(s));
+        if (r < 0 && type == 'E') {
+            /* Unreadable or unscannable: the client still gets an error, without its text. */
+            pg_put_error(s->cl_out, "ERROR", "XX000",
+                         "sluice: the server's error could not be masked and was withheld", NULL,
+                         NULL);
+            return HOLD_REPLACE;
+        }
+        if (r < 0) return HOLD_REPLACE; /* a notice that cannot be masked is dropped */
+        return r == 1 ? HOLD_REPLACE : HOLD_FORWARD;
     default:
         return HOLD_FORWARD;
     }
