@@ -1,16 +1,31 @@
 #!/usr/bin/python3
-"""report.py: turn bench/run.sh's raw measurements into the results table.
+"""report.py: turn bench/run.sh's raw measurements into the results tables.
 
-Input: a TSV file, one line per pgbench run: workload, mode (direct|pgbouncer|sluice), round,
-TPS, average latency in ms ("nan" when the run failed). Output on stdout: per workload the
-median TPS and median latency of each mode, and the ratios sluice/direct and
-sluice/pgbouncer of the median TPS.
+  report.py RAW.tsv [--result-bytes N]
+
+Input: a TSV file, one line per pgbench run: workload, mode, round, TPS, average latency in ms
+("nan" when the run failed). Modes: direct, pgbouncer, sluice (masking and audit on, identity
+`bench`, masked), sluice-raw (the same process, identity `bench-raw` in masking.unmask),
+nomask (a sluice with `masking: { enabled: false }`), noaudit (a sluice with
+`audit: { enabled: false }`), relay (SLUICE_RELAY_BIN). --result-bytes: the text size of one
+large-pii result (the sum of its values), to turn its TPS into MB/s.
+
+Output on stdout:
+  1. per workload the median TPS and latency of direct, PgBouncer and sluice, and the ratios
+     sluice/direct and sluice/pgbouncer of the median TPS;
+  2. masking: the large-pii result (100,000 rows of email, SSN, card, note) through each mode
+     with the target masked/PgBouncer >= 0.80, and -S with masking on against off (target:
+     within 3%);
+  3. audit: audit on against off on -S simple, -S prepared and TPC-B (target: at most 10%);
+  4. the relay comparison when a relay build was measured.
+Ratios are of the medians; "rounds" gives the lowest and highest ratio of the same round's
+two runs (the modes alternate inside a round), a view of the noise.
 """
 import math
 import statistics
 import sys
 
-MODES = ("direct", "pgbouncer", "sluice", "relay")
+MB = 1e6
 
 
 def median(xs):
@@ -23,44 +38,144 @@ def fmt(x, spec):
     return format("-", f">{width}") if math.isnan(x) else format(x, spec)
 
 
-def main(path):
-    order, runs = [], {}
-    with open(path) as f:
-        for line in f:
-            if not line.strip():
-                continue
-            w, mode, _rnd, tps, lat = line.rstrip("\n").split("\t")
-            if w not in order:
-                order.append(w)
-            runs.setdefault((w, mode), []).append((float(tps), float(lat)))
+def ratio(a, b):
+    return a / b if b and not math.isnan(a) and not math.isnan(b) else float("nan")
+
+
+class Runs:
+    def __init__(self, path):
+        self.order, self.by = [], {}
+        with open(path) as f:
+            for line in f:
+                if not line.strip():
+                    continue
+                w, mode, rnd, tps, lat = line.rstrip("\n").split("\t")
+                if w not in self.order:
+                    self.order.append(w)
+                self.by.setdefault((w, mode), {})[rnd] = (float(tps), float(lat))
+
+    def has(self, w, mode):
+        return (w, mode) in self.by
+
+    def tps(self, w, mode):
+        return median([r[0] for r in self.by.get((w, mode), {}).values()])
+
+    def lat(self, w, mode):
+        return median([r[1] for r in self.by.get((w, mode), {}).values()])
+
+    def round_range(self, w, a, b):
+        """Lowest and highest per-round ratio a/b."""
+        ra, rb = self.by.get((w, a), {}), self.by.get((w, b), {})
+        rs = [ratio(ra[k][0], rb[k][0]) for k in ra if k in rb]
+        rs = [r for r in rs if not math.isnan(r)]
+        return (min(rs), max(rs)) if rs else (float("nan"), float("nan"))
+
+
+def verdict(r, target):
+    if math.isnan(r):
+        return "n/a"
+    return "met" if r >= target else "NOT met"
+
+
+def rng(lo_hi):
+    lo, hi = lo_hi
+    return "-" if math.isnan(lo) else f"{lo:.2f}..{hi:.2f}"
+
+
+def main(argv):
+    path = argv[0]
+    result_bytes = 0
+    if "--result-bytes" in argv:
+        result_bytes = int(argv[argv.index("--result-bytes") + 1])
+    R = Runs(path)
+
     head = (
         f"{'workload':<18} {'TPS direct':>11} {'pgbouncer':>10} {'sluice':>10}  "
         f"{'lat ms direct':>13} {'pgbouncer':>9} {'sluice':>8}  {'sluice/direct':>13} {'sluice/pgb':>10}"
     )
     print(head)
     print("-" * len(head))
-    relay_rows = []
-    for w in order:
-        tps = {m: median([r[0] for r in runs.get((w, m), [])]) for m in MODES}
-        lat = {m: median([r[1] for r in runs.get((w, m), [])]) for m in MODES}
-        r_d = tps["sluice"] / tps["direct"] if tps["direct"] else float("nan")
-        r_p = tps["sluice"] / tps["pgbouncer"] if tps["pgbouncer"] else float("nan")
+    for w in R.order:
+        if not R.has(w, "sluice"):
+            continue
+        t = {m: R.tps(w, m) for m in ("direct", "pgbouncer", "sluice")}
+        lt = {m: R.lat(w, m) for m in ("direct", "pgbouncer", "sluice")}
         print(
-            f"{w:<18} {fmt(tps['direct'], '11.0f')} {fmt(tps['pgbouncer'], '10.0f')} "
-            f"{fmt(tps['sluice'], '10.0f')}  {fmt(lat['direct'], '13.3f')} "
-            f"{fmt(lat['pgbouncer'], '9.3f')} {fmt(lat['sluice'], '8.3f')}  "
-            f"{fmt(r_d, '13.2f')} {fmt(r_p, '10.2f')}"
+            f"{w:<18} {fmt(t['direct'], '11.0f')} {fmt(t['pgbouncer'], '10.0f')} "
+            f"{fmt(t['sluice'], '10.0f')}  {fmt(lt['direct'], '13.3f')} "
+            f"{fmt(lt['pgbouncer'], '9.3f')} {fmt(lt['sluice'], '8.3f')}  "
+            f"{fmt(ratio(t['sluice'], t['direct']), '13.2f')} "
+            f"{fmt(ratio(t['sluice'], t['pgbouncer']), '10.2f')}"
         )
-        if tps["relay"] == tps["relay"] and tps["relay"]:  # a relay build was measured too
-            relay_rows.append((w, tps["relay"], tps["sluice"] / tps["relay"],
-                               tps["relay"] / tps["pgbouncer"] if tps["pgbouncer"] else float("nan")))
-    if relay_rows:
+    print("(sluice = masking and audit on, identity masked; on large-pii every sensitive value "
+          "is masked)")
+
+    # ---- masking
+    if "large-pii" in R.order or any(R.has(w, "nomask") for w in R.order):
         print()
-        print("relay = SLUICE_RELAY_BIN (the same proxy without statement inspection), same run:")
+        print("Masking")
+    if "large-pii" in R.order:
+        w = "large-pii"
+        print(f"  large-pii: SELECT * FROM pii, 100,000 rows"
+              + (f" ({result_bytes / MB:.1f} MB of values)" if result_bytes else "")
+              + ", pgbench -c 2 -j 2")
+        print(f"  {'mode':<34} {'results/s':>9} {'rows/s':>10} {'MB/s':>7} {'lat ms':>8} "
+              f"{'x pgbouncer':>11} {'rounds':>11}")
+        names = [("direct", "direct"), ("pgbouncer", "PgBouncer (pass-through)"),
+                 ("sluice-raw", "sluice, unmasked identity"),
+                 ("sluice", "sluice, masked identity")]
+        pgb = R.tps(w, "pgbouncer")
+        for m, label in names:
+            if not R.has(w, m):
+                continue
+            t = R.tps(w, m)
+            mbs = t * result_bytes / MB if result_bytes else float("nan")
+            print(f"  {label:<34} {fmt(t, '9.2f')} {fmt(t * 100000, '10.0f')} {fmt(mbs, '7.1f')} "
+                  f"{fmt(R.lat(w, m), '8.1f')} {fmt(ratio(t, pgb), '11.2f')} "
+                  f"{rng(R.round_range(w, m, 'pgbouncer')) if m != 'pgbouncer' else '':>11}")
+        r = ratio(R.tps(w, "sluice"), pgb)
+        print(f"  target masked sluice >= 0.80 x PgBouncer: {fmt(r, '4.2f')} -> {verdict(r, 0.80)}")
+        if R.has(w, "sluice-raw"):
+            print(f"  masked/unmasked sluice: "
+                  f"{fmt(ratio(R.tps(w, 'sluice'), R.tps(w, 'sluice-raw')), '4.2f')} "
+                  f"(rounds {rng(R.round_range(w, 'sluice', 'sluice-raw'))})")
+    ws = [w for w in R.order if R.has(w, "nomask") and R.has(w, "sluice")]
+    if ws:
+        print("  pgbench -S, no sensitive columns: masking on (sluice) vs masking.enabled false "
+              "(nomask), both with audit on")
+        print(f"  {'workload':<18} {'TPS on':>9} {'TPS off':>9} {'on/off':>7} {'rounds':>11}  "
+              f"target >= 0.97")
+        for w in ws:
+            on, off = R.tps(w, "sluice"), R.tps(w, "nomask")
+            r = ratio(on, off)
+            print(f"  {w:<18} {fmt(on, '9.0f')} {fmt(off, '9.0f')} {fmt(r, '7.3f')} "
+                  f"{rng(R.round_range(w, 'sluice', 'nomask')):>11}  {verdict(r, 0.97)}")
+
+    # ---- audit
+    ws = [w for w in R.order if R.has(w, "noaudit") and R.has(w, "sluice")]
+    if ws:
+        print()
+        print("Audit: audit on (sluice) vs audit.enabled false (noaudit), both with masking on")
+        print(f"  {'workload':<18} {'TPS on':>9} {'TPS off':>9} {'PgBouncer':>9} {'on/off':>7} "
+              f"{'rounds':>11} {'on/pgb':>7} {'off/pgb':>7}  target on/off >= 0.90")
+        for w in ws:
+            on, off, pgb = R.tps(w, "sluice"), R.tps(w, "noaudit"), R.tps(w, "pgbouncer")
+            r = ratio(on, off)
+            print(f"  {w:<18} {fmt(on, '9.0f')} {fmt(off, '9.0f')} {fmt(pgb, '9.0f')} "
+                  f"{fmt(r, '7.3f')} {rng(R.round_range(w, 'sluice', 'noaudit')):>11} "
+                  f"{fmt(ratio(on, pgb), '7.2f')} {fmt(ratio(off, pgb), '7.2f')}  {verdict(r, 0.90)}")
+
+    # ---- relay
+    rows = [w for w in R.order if R.has(w, "relay") and R.has(w, "sluice")]
+    if rows:
+        print()
+        print("relay = SLUICE_RELAY_BIN (another sluice build), same run:")
         print(f"{'workload':<18} {'TPS relay':>10} {'sluice/relay':>13} {'relay/pgb':>10}")
-        for w, t, r, rp in relay_rows:
-            print(f"{w:<18} {fmt(t, '10.0f')} {fmt(r, '13.2f')} {fmt(rp, '10.2f')}")
+        for w in rows:
+            t = R.tps(w, "relay")
+            print(f"{w:<18} {fmt(t, '10.0f')} {fmt(ratio(R.tps(w, 'sluice'), t), '13.2f')} "
+                  f"{fmt(ratio(t, R.tps(w, 'pgbouncer')), '10.2f')}")
 
 
 if __name__ == "__main__":
-    main(sys.argv[1])
+    main(sys.argv[1:])

@@ -1,25 +1,48 @@
 #!/usr/bin/env bash
 # run.sh: `make bench`. Compares sluice with PostgreSQL directly and with PgBouncer (session
-# mode) on the same throwaway PostgreSQL 15 cluster, then measures memory per idle connection.
+# mode) on the same throwaway PostgreSQL 15 cluster, prices masking and audit inside sluice,
+# then measures memory per idle connection.
 #
-# Throughput: for each workload, BENCH_ROUNDS rounds (3) of BENCH_SECONDS seconds (10) per
-# mode, the modes alternating direct / pgbouncer / sluice inside each round; the table shows
-# median TPS and median average latency. Workloads (pgbench, -c 8 -j 2, pgbench -i -s 10):
-#   select-simple     -S -M simple
-#   select-prepared   -S -M prepared
-#   tpcb              the default TPC-B-like script
+# Modes (each a pgbench target):
+#   direct       PostgreSQL
+#   pgbouncer    PgBouncer, session mode
+#   sluice       sluice as shipped: masking on (identity `bench` is masked), audit on (SQLite)
+#   sluice-raw   the same sluice process, identity `bench-raw` listed in masking.unmask
+#   nomask       a second sluice with `masking: { enabled: false }` (audit on)
+#   noaudit      a third sluice with `audit: { enabled: false }` (masking on)
+#   relay        SLUICE_RELAY_BIN, when set: another sluice build
+# Every sluice runs 2 workers and keeps its audit store in bench-run/state/.
+#
+# Throughput: for each workload, BENCH_ROUNDS rounds (3) of BENCH_SECONDS seconds (6) per
+# mode, the modes alternating inside each round; the tables show median TPS and median
+# average latency. Workloads (pgbench, -c 8 -j 2, pgbench -i -s 10) and the modes they run:
+#   select-simple     -S -M simple                   direct pgbouncer sluice nomask noaudit
+#   select-prepared   -S -M prepared                 direct pgbouncer sluice nomask noaudit
+#   tpcb              the default TPC-B-like script  direct pgbouncer sluice noaudit
 #   select-connect    -S -C (a new connection, with SCRAM authentication, per transaction)
-#   large-result      bench/large.sql, 100,000 rows of ~150 bytes, with 2 clients
+#                                                    direct pgbouncer sluice
+#   large-pii         bench/large_pii.sql: table pii, 100,000 rows of email, SSN, card number
+#                     and an 80-byte note (bench/pii.py), ~15 MB, 2 clients
+#                                                    direct pgbouncer sluice-raw sluice
+#   large-result      (not by default) bench/large.sql, 100,000 generated rows, 2 clients
+#                                                    direct pgbouncer sluice
+# Before the throughput runs the whole pii table is fetched direct, as `bench` and as
+# `bench-raw`, and bench/pii.py checks that every sensitive value came back masked for `bench`
+# and untouched for `bench-raw` (bench-run/masking-check.txt).
+# After them: bench/audit_bench.c (the audit writer's sustained events/s, BENCH_AUDIT_EVENTS
+# events from 2 producer threads into a fresh SQLite store) and bench/mask_scan.c (scanner GB/s
+# on one core, PII-free text and 5% PII, BENCH_SCAN_MIB MiB), both built from build/src objects.
 # Memory (first, on freshly started proxies): bench/idle_conns.py holds BENCH_IDLE_CONNS (1000)
 # idle connections through sluice, then through PgBouncer, and reports the growth of the proxy's
-# VmRSS per connection. The proxies are restarted before the throughput runs. If sluice dies,
+# VmRSS per connection. The proxies are restarted before the throughput runs. If a sluice dies,
 # bench-run/crashes.txt gets its signal and a backtrace from its core, and it is restarted.
 #
-# Knobs: BENCH_SECONDS, BENCH_ROUNDS, BENCH_SCALE (10), BENCH_IDLE_CONNS, SLUICE_RELAY_BIN (a
-# second build measured as mode "relay" in the same run), BENCH_MODES
-# ("direct pgbouncer sluice"), BENCH_WORKLOADS (names above). Everything lives in ./bench-run/;
-# the table also goes to bench-run/results.txt, each pgbench output to bench-run/logs/.
-# Every process started here is stopped on exit.
+# Knobs: BENCH_SECONDS, BENCH_ROUNDS, BENCH_SCALE (10), BENCH_IDLE_CONNS, BENCH_AUDIT_EVENTS
+# (500000), BENCH_SCAN_MIB (64), SLUICE_RELAY_BIN (a second build measured as mode "relay" in
+# the same run), BENCH_MODES (the modes above; a workload runs those of its modes listed),
+# BENCH_WORKLOADS (names above). Everything lives in ./bench-run/; the tables also go to
+# bench-run/results.txt, each pgbench output to bench-run/logs/, sluice logs to
+# bench-run/sluice*.log. Every process started here is stopped on exit.
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
@@ -29,21 +52,28 @@ PGBIN=/usr/lib/postgresql/15/bin
 PYTHON=/usr/bin/python3
 export PATH=$PGBIN:$PATH
 
-SECS=${BENCH_SECONDS:-10}
+SECS=${BENCH_SECONDS:-6}
 ROUNDS=${BENCH_ROUNDS:-3}
 SCALE=${BENCH_SCALE:-10}
 IDLE_CONNS=${BENCH_IDLE_CONNS:-1000}
+AUDIT_EVENTS=${BENCH_AUDIT_EVENTS:-500000}
+SCAN_MIB=${BENCH_SCAN_MIB:-64}
 # SLUICE_RELAY_BIN: a second sluice build to compare against in the same run (mode "relay"),
 # e.g. a build without statement inspection, to measure what inspection costs.
 RELAY_BIN=${SLUICE_RELAY_BIN:-}
-read -ra MODES <<<"${BENCH_MODES:-direct pgbouncer sluice${RELAY_BIN:+ relay}}"
-read -ra WORKLOADS <<<"${BENCH_WORKLOADS:-select-simple select-prepared tpcb select-connect large-result}"
+read -ra MODES <<<"${BENCH_MODES:-direct pgbouncer sluice sluice-raw nomask noaudit${RELAY_BIN:+ relay}}"
+read -ra WORKLOADS <<<"${BENCH_WORKLOADS:-select-simple select-prepared tpcb select-connect large-pii}"
 
-# Secrets of this run only: the upstream role app and the sluice identity `bench`.
+# Secrets of this run only: the upstream role app and the sluice identities `bench` and
+# `bench-raw` (the same secret).
 APP_PASSWORD=$(openssl rand -hex 16)
 BENCH_SECRET=$(openssl rand -hex 16)
 
-PGB_PID='' SLUICE_PID=''
+# The sluice processes: main (modes sluice and sluice-raw), nomask, noaudit. Per instance: pid,
+# port, config, log, working directory (where a core lands).
+declare -A SL_PID=() SL_PORT=()
+SL_INSTANCES=()
+PGB_PID=''
 
 log() { printf '[bench] %s\n' "$*" >&2; }
 die() { printf '[bench] error: %s\n' "$*" >&2; exit 1; }
@@ -61,7 +91,8 @@ stop_pid() {
 }
 
 cleanup() {
-  stop_pid "$SLUICE_PID"
+  local i
+  for i in "${!SL_PID[@]}"; do stop_pid "${SL_PID[$i]}"; done
   stop_pid "$PGB_PID"
   stop_pid "${RELAY_PID:-}"
   "$ROOT/scripts/pg-cluster.sh" stop "$RUN/pg" || true
@@ -94,6 +125,22 @@ setup_postgres() {
       "CREATE DATABASE bench OWNER app"
   PGPASSWORD=$APP_PASSWORD pgbench -i -q -s "$SCALE" -h 127.0.0.1 -p "$PG_PORT" -U app bench \
     >"$RUN/logs/pgbench-init.log" 2>&1 || { cat "$RUN/logs/pgbench-init.log" >&2; die "pgbench -i failed"; }
+}
+
+pg_psql() { "$ROOT/scripts/pg-cluster.sh" psql "$RUN/pg" "$PG_PORT" "$@"; }
+
+# The PII table of the large-pii workload (bench/pii.py), owned by app; PII_BYTES is the text
+# size of one full result (the sum of the values' lengths).
+setup_pii() {
+  log "table pii: 100,000 rows of email, SSN, card, note (bench/pii.py)"
+  pg_psql -d bench -q -v ON_ERROR_STOP=1 -c "DROP TABLE IF EXISTS pii" \
+    -c "CREATE TABLE pii (id int PRIMARY KEY, email text, ssn text, card text, note text)" \
+    -c "ALTER TABLE pii OWNER TO app" >/dev/null
+  "$PYTHON" "$ROOT/bench/pii.py" gen 100000 | pg_psql -d bench -q -v ON_ERROR_STOP=1 -c "COPY pii FROM STDIN" ||
+    die "loading table pii failed"
+  pg_psql -d bench -q -c "VACUUM ANALYZE pii" >/dev/null
+  PII_BYTES=$(pg_psql -d bench -qAt -c "SELECT sum(octet_length(id::text) + octet_length(email) +
+    octet_length(ssn) + octet_length(card) + octet_length(note)) FROM pii")
 }
 
 # PgBouncer's userlist holds the verifier PostgreSQL stores for app (not the password): PgBouncer
@@ -137,99 +184,143 @@ start_pgbouncer() {
   wait_port "$PGB_PORT" "$PGB_PID" pgbouncer
 }
 
+# Instance NAME of sluice: its config, log and working directory (main keeps the historical
+# bench-run/sluice.yaml, sluice.log and bench-run/ itself).
+sl_conf() { [ "$1" = main ] && echo "$RUN/sluice.yaml" || echo "$RUN/sluice-$1.yaml"; }
+sl_log() { [ "$1" = main ] && echo "$RUN/sluice.log" || echo "$RUN/sluice-$1.log"; }
+sl_dir() { [ "$1" = main ] && echo "$RUN" || echo "$RUN/$1"; }
+mode_instance() { case $1 in sluice | sluice-raw) echo main ;; nomask | noaudit) echo "$1" ;; esac; }
+
+# The config of one instance. $1 instance, $2 "plain" for a config with no masking, audit or
+# state keys (for SLUICE_RELAY_BIN, which may be an older build that rejects them).
+write_sluice_config() {
+  local inst=$1 plain=${2:-} port admin_port masking=true audit=true
+  port=$(pick_port $((57432 + 10 * ${#SL_PORT[@]})))
+  admin_port=$(pick_port $((port + 48)))
+  case $inst in nomask) masking=false ;; noaudit) audit=false ;; esac
+  SL_PORT[$inst]=$port
+  {
+    echo "# generated by bench/run.sh (sluice instance $inst)"
+    echo "listen: { postgres: 127.0.0.1:$port, admin: 127.0.0.1:$admin_port }"
+    echo "targets:"
+    echo "  - { name: bench, host: 127.0.0.1, port: $PG_PORT, database: bench, user: app,"
+    echo "      password_env: BENCH_DB_PASSWORD, sslmode: disable }"
+    echo "identities:"
+    echo "  users:"
+    echo "    - { name: bench, kind: service, password_hash: \"$SL_HASH\" }"
+    echo "    - { name: bench-raw, kind: service, password_hash: \"$SL_HASH\" }"
+    echo "server: { workers: 2, log_level: warn, max_connections: 2000 }"
+    if [ -z "$plain" ]; then
+      echo "state: { driver: sqlite, path: $RUN/state/$inst.db }"
+      echo "masking: { enabled: $masking, unmask: { identities: [bench-raw] } }"
+      echo "audit: { enabled: $audit }"
+    fi
+  } >"$(sl_conf "$inst")"
+  BENCH_DB_PASSWORD=$APP_PASSWORD "$SLUICE" check -c "$(sl_conf "$inst")" >&2 ||
+    die "sluice check rejected $(sl_conf "$inst")"
+}
+
 setup_sluice() {
   [ -x "$SLUICE" ] || die "$SLUICE not found: run make first"
   # Run a private copy: a rebuild during the benchmark then changes nothing, and a core
   # matches the binary gdb reads.
   cp "$SLUICE" "$RUN/sluice.bin"
   SLUICE=$RUN/sluice.bin
-  SLUICE_PORT=$(pick_port 57432)
-  local admin_port
-  admin_port=$(pick_port $((SLUICE_PORT + 48)))
-  local hash
-  hash=$(printf '%s' "$BENCH_SECRET" | "$SLUICE" hash-token) || die "sluice hash-token failed"
-  cat >"$RUN/sluice.yaml" <<EOF
-# generated by bench/run.sh
-listen: { postgres: 127.0.0.1:$SLUICE_PORT, admin: 127.0.0.1:$admin_port }
-targets:
-  - { name: bench, host: 127.0.0.1, port: $PG_PORT, database: bench, user: app,
-      password_env: BENCH_DB_PASSWORD, sslmode: disable }
-identities:
-  users:
-    - { name: bench, kind: service, password_hash: "$hash" }
-server: { workers: 2, log_level: warn, max_connections: 2000 }
-EOF
-  BENCH_DB_PASSWORD=$APP_PASSWORD "$SLUICE" check -c "$RUN/sluice.yaml" >&2 ||
-    die "sluice check rejected $RUN/sluice.yaml"
+  SL_HASH=$(printf '%s' "$BENCH_SECRET" | "$SLUICE" hash-token) || die "sluice hash-token failed"
+  rm -rf "$RUN/state"
+  mkdir -p "$RUN/state"
+  local inst
+  if has_mode sluice || has_mode sluice-raw || has_mode relay; then SL_INSTANCES+=(main); fi
+  if has_mode nomask; then SL_INSTANCES+=(nomask); fi
+  if has_mode noaudit; then SL_INSTANCES+=(noaudit); fi
+  for inst in "${SL_INSTANCES[@]}"; do
+    mkdir -p "$(sl_dir "$inst")"
+    rm -f "$(sl_dir "$inst")"/core*
+    write_sluice_config "$inst"
+  done
 }
 
 setup_relay() {
   [ -x "$RELAY_BIN" ] || die "SLUICE_RELAY_BIN=$RELAY_BIN is not an executable"
   cp "$RELAY_BIN" "$RUN/relay.bin"
+  mkdir -p "$RUN/relay"
   RELAY_PORT=$(pick_port 58432)
-  sed -e "s/127\.0\.0\.1:$SLUICE_PORT/127.0.0.1:$RELAY_PORT/" \
+  write_sluice_config relay plain
+  unset 'SL_PORT[relay]'
+  sed -e "s/postgres: 127\.0\.0\.1:[0-9]*/postgres: 127.0.0.1:$RELAY_PORT/" \
     -e "s/admin: 127\.0\.0\.1:[0-9]*/admin: 127.0.0.1:$(pick_port $((RELAY_PORT + 48)))/" \
-    "$RUN/sluice.yaml" >"$RUN/relay.yaml"
+    "$RUN/sluice-relay.yaml" >"$RUN/relay.yaml"
+  rm -f "$RUN/sluice-relay.yaml"
 }
 
 start_relay() {
   log "relay (SLUICE_RELAY_BIN) on 127.0.0.1:$RELAY_PORT (2 workers)"
-  (cd "$RUN" && BENCH_DB_PASSWORD=$APP_PASSWORD exec "$RUN/relay.bin" serve -c "$RUN/relay.yaml") \
+  (cd "$RUN/relay" && BENCH_DB_PASSWORD=$APP_PASSWORD exec "$RUN/relay.bin" serve -c "$RUN/relay.yaml") \
     >>"$RUN/relay.log" 2>&1 &
   RELAY_PID=$!
   wait_port "$RELAY_PORT" "$RELAY_PID" relay
 }
 
-# sluice runs in bench-run/ with core dumps allowed, so that a crash leaves a core to examine.
+# Every sluice runs in its own directory with core dumps allowed, so that a crash leaves a
+# core to examine.
 start_sluice() {
-  log "sluice on 127.0.0.1:$SLUICE_PORT (2 workers)"
-  (cd "$RUN" && ulimit -c unlimited && BENCH_DB_PASSWORD=$APP_PASSWORD \
-    exec "$SLUICE" serve -c "$RUN/sluice.yaml") >>"$RUN/sluice.log" 2>&1 &
-  SLUICE_PID=$!
-  wait_port "$SLUICE_PORT" "$SLUICE_PID" sluice
+  local inst=$1
+  log "sluice ($inst) on 127.0.0.1:${SL_PORT[$inst]} (2 workers)"
+  (cd "$(sl_dir "$inst")" && ulimit -c unlimited && BENCH_DB_PASSWORD=$APP_PASSWORD \
+    exec "$SLUICE" serve -c "$(sl_conf "$inst")") >>"$(sl_log "$inst")" 2>&1 &
+  SL_PID[$inst]=$!
+  wait_port "${SL_PORT[$inst]}" "${SL_PID[$inst]}" "sluice ($inst)"
 }
 
-# If sluice died, record how (exit status or signal, backtrace from its core when gdb is
-# there) in bench-run/crashes.txt and start a new one, so the remaining runs still measure.
-# $1 says what was running.
+# If a sluice died, record how (exit status or signal, backtrace from its core when gdb is
+# there, the tail of its log) in bench-run/crashes.txt and start a new one, so the remaining
+# runs still measure. $1 says what was running; $2 names one instance (default: all).
 sluice_check_alive() {
-  has_mode sluice || return 0
-  kill -0 "$SLUICE_PID" 2>/dev/null && return 0
-  local rc=0 core
-  wait "$SLUICE_PID" 2>/dev/null || rc=$?
-  {
-    if [ "$rc" -gt 128 ]; then
-      echo "sluice died of signal $((rc - 128)) ($(kill -l $((rc - 128)))) during/after: $1"
-    else
-      echo "sluice exited with status $rc during/after: $1"
-    fi
-    core=$(find "$RUN" -maxdepth 1 -name 'core*' -newer "$RUN/sluice.yaml" | head -1)
-    if [ -n "$core" ] && command -v gdb >/dev/null; then
-      echo "  core: $core; backtrace:"
-      gdb -q -batch -ex 'thread apply all bt 12' "$SLUICE" "$core" 2>/dev/null |
-        grep -E '^(Thread|#)' | sed 's/^/    /' | head -60
-      mv "$core" "$core.seen"
-    fi
-  } >>"$RUN/crashes.txt"
-  log "sluice died during/after $1 -- restarting it (details in $RUN/crashes.txt)"
-  start_sluice
+  local what=$1 inst rc core pid
+  for inst in ${2:-${SL_INSTANCES[@]}}; do
+    pid=${SL_PID[$inst]:-}
+    [ -n "$pid" ] || continue
+    kill -0 "$pid" 2>/dev/null && continue
+    rc=0
+    wait "$pid" 2>/dev/null || rc=$?
+    {
+      if [ "$rc" -gt 128 ]; then
+        echo "sluice ($inst) died of signal $((rc - 128)) ($(kill -l $((rc - 128)))) during/after: $what"
+      else
+        echo "sluice ($inst) exited with status $rc during/after: $what"
+      fi
+      core=$(find "$(sl_dir "$inst")" -maxdepth 1 -name 'core*' ! -name '*.seen' -newer "$(sl_conf "$inst")" | head -1)
+      if [ -n "$core" ] && command -v gdb >/dev/null; then
+        echo "  core: $core; backtrace:"
+        gdb -q -batch -ex 'thread apply all bt 12' "$SLUICE" "$core" 2>/dev/null |
+          grep -E '^(Thread|#)' | sed 's/^/    /' | head -60
+        mv "$core" "$core.seen"
+      fi
+      echo "  last lines of $(sl_log "$inst"):"
+      tail -n 15 "$(sl_log "$inst")" | sed 's/^/    /'
+    } >>"$RUN/crashes.txt"
+    log "sluice ($inst) died during/after $what -- restarting it (details in $RUN/crashes.txt)"
+    start_sluice "$inst"
+  done
 }
 
 start_proxies() {
+  local inst
   if has_mode pgbouncer; then start_pgbouncer; fi
-  if has_mode sluice; then start_sluice; fi
+  for inst in "${SL_INSTANCES[@]}"; do start_sluice "$inst"; done
   if has_mode relay; then start_relay; fi
 }
 
 stop_proxies() {
+  local inst
   sluice_check_alive "$1"
-  stop_pid "$SLUICE_PID"
+  for inst in "${SL_INSTANCES[@]}"; do stop_pid "${SL_PID[$inst]:-}"; SL_PID[$inst]=''; done
   stop_pid "$PGB_PID"
   stop_pid "${RELAY_PID:-}"
-  SLUICE_PID='' PGB_PID='' RELAY_PID=''
+  PGB_PID='' RELAY_PID=''
   # Let the server backends they held exit before the next phase.
   for _ in $(seq 1 100); do
-    [ "$("$ROOT/scripts/pg-cluster.sh" psql "$RUN/pg" "$PG_PORT" -d postgres -qAt -c \
+    [ "$(pg_psql -d postgres -qAt -c \
       "SELECT count(*) FROM pg_stat_activity WHERE backend_type = 'client backend'")" -le 1 ] && break
     sleep 0.1
   done
@@ -239,9 +330,14 @@ stop_proxies() {
 # Throughput
 
 # Connection arguments and secret for one mode.
-mode_port() { case $1 in direct) echo "$PG_PORT" ;; pgbouncer) echo "$PGB_PORT" ;; sluice) echo "$SLUICE_PORT" ;; relay) echo "$RELAY_PORT" ;; esac; }
-mode_user() { case $1 in sluice | relay) echo bench ;; *) echo app ;; esac; }
-mode_secret() { case $1 in sluice | relay) echo "$BENCH_SECRET" ;; *) echo "$APP_PASSWORD" ;; esac; }
+mode_port() {
+  case $1 in
+    direct) echo "$PG_PORT" ;; pgbouncer) echo "$PGB_PORT" ;; relay) echo "$RELAY_PORT" ;;
+    *) echo "${SL_PORT[$(mode_instance "$1")]}" ;;
+  esac
+}
+mode_user() { case $1 in direct | pgbouncer) echo app ;; sluice-raw) echo bench-raw ;; *) echo bench ;; esac; }
+mode_secret() { case $1 in direct | pgbouncer) echo "$APP_PASSWORD" ;; *) echo "$BENCH_SECRET" ;; esac; }
 
 workload_args() {
   case $1 in
@@ -249,9 +345,23 @@ workload_args() {
     select-prepared) echo "-c 8 -j 2 -S -M prepared" ;;
     tpcb) echo "-c 8 -j 2" ;;
     select-connect) echo "-c 8 -j 2 -S -C" ;;
+    large-pii) echo "-c 2 -j 2 -f $ROOT/bench/large_pii.sql" ;;
     large-result) echo "-c 2 -j 2 -f $ROOT/bench/large.sql" ;;
     *) die "unknown workload $1" ;;
   esac
+}
+
+# The modes a workload runs (those of them in BENCH_MODES), in the order they alternate.
+workload_modes() {
+  local all m out=()
+  case $1 in
+    select-simple | select-prepared) all="direct pgbouncer sluice nomask noaudit" ;;
+    tpcb) all="direct pgbouncer sluice noaudit" ;;
+    large-pii) all="direct pgbouncer sluice-raw sluice" ;;
+    *) all="direct pgbouncer sluice" ;;
+  esac
+  for m in $all relay; do has_mode "$m" && out+=("$m"); done
+  echo "${out[*]}"
 }
 
 # One pgbench run; appends "workload mode round tps latency" to raw.tsv.
@@ -274,17 +384,98 @@ run_one() {
 
 run_throughput() {
   : >"$RUN/raw.tsv"
-  local w r m
+  local w r m modes
   for w in "${WORKLOADS[@]}"; do
-    log "workload $w: pgbench $(workload_args "$w"), $ROUNDS x ${SECS}s per mode"
-    "$ROOT/scripts/pg-cluster.sh" psql "$RUN/pg" "$PG_PORT" -d bench -q -c "VACUUM ANALYZE" >/dev/null
+    read -ra modes <<<"$(workload_modes "$w")"
+    log "workload $w: pgbench $(workload_args "$w"), $ROUNDS x ${SECS}s per mode (${modes[*]})"
+    pg_psql -d bench -q -c "VACUUM ANALYZE" >/dev/null
     for r in $(seq 1 "$ROUNDS"); do
-      for m in "${MODES[@]}"; do
+      for m in "${modes[@]}"; do
         run_one "$w" "$m" "$r"
-        if [ "$m" = sluice ]; then sluice_check_alive "$w round $r"; fi
+        if [ -n "$(mode_instance "$m")" ]; then sluice_check_alive "$w $m round $r" "$(mode_instance "$m")"; fi
       done
     done
   done
+}
+
+# ---------------------------------------------------------------------------------------------
+# Masking check: the whole pii table through sluice as `bench` must come back with every
+# sensitive value masked, and as `bench-raw` exactly as PostgreSQL sends it.
+
+fetch_pii() {
+  PGPASSWORD=$(mode_secret "$1") psql -X -q -AtF $'\t' -v ON_ERROR_STOP=1 \
+    "host=127.0.0.1 port=$(mode_port "$1") dbname=bench user=$(mode_user "$1")" \
+    -c "SELECT * FROM pii ORDER BY id"
+}
+
+check_masking() {
+  [[ " ${WORKLOADS[*]} " == *" large-pii "* ]] || return 0
+  local f=$RUN/masking-check.txt out
+  : >"$f"
+  fetch_pii direct >"$RUN/pii-direct.tsv" || { echo "direct fetch failed" >>"$f"; return 0; }
+  if has_mode sluice; then
+    log "masking check: the pii table through sluice as bench (masked)"
+    if ! fetch_pii sluice >"$RUN/pii-masked.tsv" 2>>"$RUN/logs/masking-check.err"; then
+      echo "masked identity (bench): FETCH FAILED (see $RUN/logs/masking-check.err)" >>"$f"
+    elif out=$("$PYTHON" "$ROOT/bench/pii.py" verify "$RUN/pii-direct.tsv" "$RUN/pii-masked.tsv"); then
+      echo "masked identity (bench): every sensitive value masked: $out" >>"$f"
+    else
+      echo "masked identity (bench): LEAK: $out" >>"$f"
+    fi
+    sluice_check_alive "masking check (bench)" main
+  fi
+  if has_mode sluice-raw; then
+    log "masking check: the pii table through sluice as bench-raw (unmasked)"
+    if ! fetch_pii sluice-raw >"$RUN/pii-raw.tsv" 2>>"$RUN/logs/masking-check.err"; then
+      echo "unmasked identity (bench-raw): FETCH FAILED (see $RUN/logs/masking-check.err)" >>"$f"
+    elif cmp -s "$RUN/pii-direct.tsv" "$RUN/pii-raw.tsv"; then
+      echo "unmasked identity (bench-raw): $(wc -l <"$RUN/pii-raw.tsv") rows, identical to direct" >>"$f"
+    else
+      echo "unmasked identity (bench-raw): DIFFERS from direct in" \
+        "$(diff "$RUN/pii-direct.tsv" "$RUN/pii-raw.tsv" | grep -c '^>') rows" >>"$f"
+    fi
+    sluice_check_alive "masking check (bench-raw)" main
+  fi
+  rm -f "$RUN/pii-direct.tsv" "$RUN/pii-masked.tsv" "$RUN/pii-raw.tsv"
+}
+
+# ---------------------------------------------------------------------------------------------
+# Audit writer and masking scanner micro-benchmarks (bench/audit_bench.c, bench/mask_scan.c),
+# built here from the objects `make` left in build/src and the Makefile's LDLIBS.
+
+build_tools() {
+  local objs=() f ldlibs
+  mkdir -p "$RUN/bin"
+  while IFS= read -r f; do objs+=("$ROOT/build/${f%.c}.o"); done \
+    < <(cd "$ROOT" && find src -name '*.c' ! -path src/main.c | sort)
+  for f in "${objs[@]}"; do [ -f "$f" ] || { log "$f missing (run make): tools not built"; return 1; }; done
+  ldlibs=$(sed -n 's/^LDLIBS *= *//p' "$ROOT/Makefile")
+  for f in audit_bench mask_scan; do
+    # shellcheck disable=SC2086
+    cc -std=c11 -D_GNU_SOURCE -O2 -I"$ROOT/src" -pthread "$ROOT/bench/$f.c" "${objs[@]}" \
+      -o "$RUN/bin/$f" $ldlibs >"$RUN/logs/build-$f.log" 2>&1 ||
+      log "building bench/$f.c failed (see $RUN/logs/build-$f.log)"
+  done
+}
+
+run_tools() {
+  : >"$RUN/audit_bench.txt"
+  : >"$RUN/mask_scan.txt"
+  build_tools || true
+  if [ -x "$RUN/bin/audit_bench" ]; then
+    log "audit writer: $AUDIT_EVENTS events, 2 producer threads (bench/audit_bench.c)"
+    "$RUN/bin/audit_bench" "$AUDIT_EVENTS" 2 "$RUN/state" >>"$RUN/audit_bench.txt" 2>&1 ||
+      echo "audit_bench FAILED (status $?)" >>"$RUN/audit_bench.txt"
+  else
+    echo "audit_bench not built (see $RUN/logs/build-audit_bench.log)" >>"$RUN/audit_bench.txt"
+  fi
+  if [ -x "$RUN/bin/mask_scan" ]; then
+    log "masking scanner: $SCAN_MIB MiB per text (bench/mask_scan.c)"
+    "$RUN/bin/mask_scan" "$SCAN_MIB" >>"$RUN/mask_scan.txt" 2>&1 ||
+      echo "mask_scan FAILED (status $?)" >>"$RUN/mask_scan.txt"
+  else
+    echo "mask_scan not built (see $RUN/logs/build-mask_scan.log)" >>"$RUN/mask_scan.txt"
+  fi
 }
 
 # ---------------------------------------------------------------------------------------------
@@ -294,7 +485,7 @@ run_memory() {
   local mode pid out
   for mode in sluice pgbouncer; do
     has_mode "$mode" || continue
-    pid=$([ "$mode" = sluice ] && echo "$SLUICE_PID" || echo "$PGB_PID")
+    pid=$([ "$mode" = sluice ] && echo "${SL_PID[main]}" || echo "$PGB_PID")
     kill -0 "$pid" 2>/dev/null || { echo "$mode: not running" >>"$RUN/memory.txt"; continue; }
     log "memory: $IDLE_CONNS idle connections through $mode"
     if out=$(PGPASSWORD=$(mode_secret "$mode") PGAPP_PASSWORD=$APP_PASSWORD \
@@ -306,7 +497,7 @@ run_memory() {
       printf '%-9s FAILED: %s\n' "$mode:" "$(tail -n 1 <<<"$out")" >>"$RUN/memory.txt"
     fi
     sleep 1
-    if [ "$mode" = sluice ]; then sluice_check_alive "memory test ($IDLE_CONNS connections, then closing them)"; fi
+    if [ "$mode" = sluice ]; then sluice_check_alive "memory test ($IDLE_CONNS connections, then closing them)" main; fi
   done
 }
 
@@ -316,14 +507,19 @@ main() {
   command -v pgbench >/dev/null || die "pgbench not found"
   command -v pgbouncer >/dev/null || die "pgbouncer not found"
   [ "$(id -u)" -eq 0 ] || die "run as root (PostgreSQL and PgBouncer run as user postgres)"
+  local t0=$SECONDS
   mkdir -p "$RUN/logs"
-  rm -f "$RUN"/logs/*.txt "$RUN/memory.txt" "$RUN/crashes.txt" "$RUN/sluice.log" "$RUN"/core*
+  rm -f "$RUN"/logs/*.txt "$RUN"/logs/*.err "$RUN/memory.txt" "$RUN/crashes.txt" "$RUN"/sluice*.log \
+    "$RUN"/core* "$RUN/masking-check.txt"
   ulimit -n 20000 2>/dev/null || ulimit -n "$(ulimit -Hn)"
 
   LOAD_BEFORE=$(cut -d' ' -f1-3 /proc/loadavg)
   setup_postgres
+  if [[ " ${WORKLOADS[*]} " == *" large-pii "* ]]; then setup_pii; fi
   if has_mode pgbouncer; then setup_pgbouncer; fi
-  if has_mode sluice || has_mode relay; then setup_sluice; fi
+  if has_mode sluice || has_mode sluice-raw || has_mode nomask || has_mode noaudit || has_mode relay; then
+    setup_sluice
+  fi
   if has_mode relay; then setup_relay; fi
   # Memory first, on fresh proxy processes; then fresh ones again for throughput.
   : >"$RUN/memory.txt"
@@ -331,20 +527,38 @@ main() {
   run_memory
   stop_proxies "memory test"
   start_proxies
+  check_masking
   run_throughput
-  sluice_check_alive "the last run"
+  stop_proxies "the last run"
+  run_tools
 
   {
     echo "sluice benchmark, $(date -u "+%Y-%m-%d %H:%M UTC"), $(nproc) CPUs, load average before: $LOAD_BEFORE"
     echo "pgbench -s $SCALE, $ROUNDS rounds x ${SECS}s per mode, medians; PostgreSQL 15 (fsync off), PgBouncer session mode, sluice 2 workers"
     echo
-    "$PYTHON" "$ROOT/bench/report.py" "$RUN/raw.tsv"
+    "$PYTHON" "$ROOT/bench/report.py" "$RUN/raw.tsv" --result-bytes "${PII_BYTES:-0}"
+    if [ -s "$RUN/masking-check.txt" ]; then
+      echo
+      echo "Masking check (the whole pii table, direct vs through sluice):"
+      sed 's/^/  /' "$RUN/masking-check.txt"
+    fi
+    echo
+    echo "Audit writer (bench/audit_bench.c, SQLite store):"
+    sed 's/^/  /' "$RUN/audit_bench.txt"
+    if compgen -G "$RUN/state/*.db" >/dev/null; then
+      echo "  audit stores after the run: $(cd "$RUN/state" && du -h -- *.db | tr '\t\n' ' ')"
+    fi
+    echo
+    echo "Masking scanner (bench/mask_scan.c, one core):"
+    sed 's/^/  /' "$RUN/mask_scan.txt"
     echo
     echo "load average after: $(cut -d' ' -f1-3 /proc/loadavg) (other work on the machine skews TPS; compare ratios)"
     echo
     echo "Memory per idle connection ($IDLE_CONNS connections, growth of the proxy's VmRSS):"
     cat "$RUN/memory.txt"
     if [ -s "$RUN/crashes.txt" ]; then echo; echo "sluice crashes:"; cat "$RUN/crashes.txt"; fi
+    echo
+    echo "whole benchmark: $((SECONDS - t0)) s"
   } | tee "$RUN/results.txt"
   log "results in $RUN/results.txt"
 }
