@@ -7,7 +7,7 @@ BUILD   ?= build
 OPT     ?= -O2
 EXTRA_CFLAGS ?=
 EXTRA_LDFLAGS ?=
-CFLAGS  = -std=c11 -D_GNU_SOURCE -Wall -Wextra -Werror -g $(OPT) -Isrc -pthread $(EXTRA_CFLAGS)
+CFLAGS  = -std=c11 -D_GNU_SOURCE -Wall -Wextra -Werror -g $(OPT) -Isrc -I/usr/include/postgresql -pthread $(EXTRA_CFLAGS)
 LDLIBS  = -lpg_query -lcjson -lssl -lcrypto -lcyaml -lyaml -lhs -lsqlite3 -lmicrohttpd -lcurl -lcjose -ljansson -lpq -pthread
 PYTHON  = /usr/bin/python3
 

@@ -82,7 +82,6 @@ static void config_free(struct sluice_config *cfg)
 
 /* ---------------------------------------------------------------- errors */
 
-
 /* Write "FILE:LINE:COL: error: MESSAGE" for the key at path (or its nearest parent). */
 int cfgld_fail(struct loader *ld, const char *path, enum at at, const char *fmt, ...)
 {
@@ -186,18 +185,19 @@ static int fail_cyaml(struct loader *ld, cyaml_err_t rc)
         snprintf(full, sizeof(full), "%s%s%s", path, path[0] ? "." : "", arg);
         if (!path[0]) return cfgld_fail(ld, full, AT_KEY, "unknown top-level key \"%s\"", arg);
         if (strcmp(path, "guardrails") == 0)
-            return cfgld_fail(ld, full, AT_KEY,
-                           "unknown guardrail \"%s\" (expected drop, truncate, "
-                           "delete_without_where, update_without_where, copy_program, copy_file, "
-                           "alter_system, file_access, role_escalation, dangerous_functions or "
-                           "unjudgeable)",
-                           arg);
+            return cfgld_fail(
+                ld, full, AT_KEY,
+                "unknown guardrail \"%s\" (expected drop, truncate, "
+                "delete_without_where, update_without_where, copy_program, copy_file, "
+                "alter_system, file_access, role_escalation, dangerous_functions or "
+                "unjudgeable)",
+                arg);
         return cfgld_fail(ld, full, AT_KEY, "unknown key \"%s\" in %s", arg, path);
     }
     if (sscanf(what, "Invalid ENUM value: %127[^\n]", arg) == 1) {
         const char *choices = config_raw_enum_choices(leaf);
-        return cfgld_fail(ld, path, AT_VALUE, "invalid value \"%s\" for %s (expected %s)", arg, path,
-                       choices ? choices : "one of the documented values");
+        return cfgld_fail(ld, path, AT_VALUE, "invalid value \"%s\" for %s (expected %s)", arg,
+                          path, choices ? choices : "one of the documented values");
     }
     if (sscanf(what, "Mapping field already seen: %127[^\n]", arg) == 1) {
         if (strcmp(leaf, arg) != 0) {
@@ -217,11 +217,11 @@ static int fail_cyaml(struct loader *ld, cyaml_err_t rc)
         if (comma) *comma = '\0';
         if (!path[0]) return cfgld_fail(ld, "", AT_VALUE, "the top level must be a mapping");
         return cfgld_fail(ld, path, AT_VALUE, "%s must be %s, not %s", path, type_noun(arg),
-                       event_noun(arg2));
+                          event_noun(arg2));
     }
     if (sscanf(what, "Missing required mapping field: %127[^\n]", arg) == 1)
         return cfgld_fail(ld, path, AT_KEY, "missing required key \"%s\" in %s", arg,
-                       path[0] ? path : "the top level");
+                          path[0] ? path : "the top level");
     if (what[0]) return cfgld_fail(ld, path, AT_VALUE, "%s%s%s", what, path[0] ? " in " : "", path);
     return cfgld_fail(ld, path, AT_VALUE, "%s", cyaml_strerror(rc));
 }
@@ -442,16 +442,16 @@ static int convert_listen(struct loader *ld, const struct raw_listen *rl, struct
     if (rl->postgres) {
         if (parse_hostport(rl->postgres) < 0)
             return cfgld_fail(ld, "listen.postgres", AT_VALUE,
-                           "invalid address \"%s\" for listen.postgres (expected HOST:PORT)",
-                           rl->postgres);
+                              "invalid address \"%s\" for listen.postgres (expected HOST:PORT)",
+                              rl->postgres);
         free(cfg->listen.postgres);
         cfg->listen.postgres = xstrdup(rl->postgres);
     }
     if (rl->admin) {
         if (parse_hostport(rl->admin) < 0)
             return cfgld_fail(ld, "listen.admin", AT_VALUE,
-                           "invalid address \"%s\" for listen.admin (expected HOST:PORT)",
-                           rl->admin);
+                              "invalid address \"%s\" for listen.admin (expected HOST:PORT)",
+                              rl->admin);
         free(cfg->listen.admin);
         cfg->listen.admin = xstrdup(rl->admin);
     }
@@ -463,15 +463,16 @@ static int convert_tls(struct loader *ld, const struct raw_tls *rt, struct sluic
     if (!rt) return 0;
     if (rt->require && cfgld_parse_bool(rt->require, &cfg->tls.require) < 0)
         return cfgld_fail(ld, "tls.require", AT_VALUE,
-                       "invalid value \"%s\" for tls.require (expected true or false)",
-                       rt->require);
+                          "invalid value \"%s\" for tls.require (expected true or false)",
+                          rt->require);
     if (rt->cert && !rt->key)
         return cfgld_fail(ld, "tls.cert", AT_KEY, "tls.cert is set but tls.key is not");
     if (rt->key && !rt->cert)
         return cfgld_fail(ld, "tls.key", AT_KEY, "tls.key is set but tls.cert is not");
     if (rt->client_ca && !rt->cert)
-        return cfgld_fail(ld, "tls.client_ca", AT_KEY,
-                       "tls.client_ca is set but tls.cert is not (client certificates need TLS)");
+        return cfgld_fail(
+            ld, "tls.client_ca", AT_KEY,
+            "tls.client_ca is set but tls.cert is not (client certificates need TLS)");
     cfg->tls.cert = cfgld_path(ld, rt->cert);
     cfg->tls.key = cfgld_path(ld, rt->key);
     cfg->tls.client_ca = cfgld_path(ld, rt->client_ca);
@@ -486,10 +487,10 @@ static int check_state(struct loader *ld, const struct raw_state *rs)
         return cfgld_fail(ld, "state", AT_KEY, "state.driver is postgres but state.dsn is not set");
     if (driver == RAW_DRIVER_SQLITE && rs->dsn)
         return cfgld_fail(ld, "state.dsn", AT_KEY,
-                       "state.dsn is only for state.driver: postgres (sqlite uses state.path)");
+                          "state.dsn is only for state.driver: postgres (sqlite uses state.path)");
     if (driver == RAW_DRIVER_POSTGRES && rs->path)
         return cfgld_fail(ld, "state.path", AT_KEY,
-                       "state.path is only for state.driver: sqlite (postgres uses state.dsn)");
+                          "state.path is only for state.driver: sqlite (postgres uses state.dsn)");
     return 0;
 }
 
@@ -502,11 +503,13 @@ static int resolve_password(struct loader *ld, unsigned i, const struct raw_targ
         snprintf(path, sizeof(path), "targets[%u].password_env", i);
         const char *v = getenv(rt->password_env);
         if (!v)
-            return cfgld_fail(ld, path, AT_VALUE, "environment variable \"%s\" named by %s is not set",
-                           rt->password_env, path);
+            return cfgld_fail(ld, path, AT_VALUE,
+                              "environment variable \"%s\" named by %s is not set",
+                              rt->password_env, path);
         if (!*v)
-            return cfgld_fail(ld, path, AT_VALUE, "environment variable \"%s\" named by %s is empty",
-                           rt->password_env, path);
+            return cfgld_fail(ld, path, AT_VALUE,
+                              "environment variable \"%s\" named by %s is empty", rt->password_env,
+                              path);
         t->password = xstrdup(v);
         return 0;
     }
@@ -516,7 +519,7 @@ static int resolve_password(struct loader *ld, unsigned i, const struct raw_targ
     FILE *f = fopen(t->password_file, "r");
     if (!f)
         return cfgld_fail(ld, path, AT_VALUE, "cannot read %s \"%s\": %s", path, t->password_file,
-                       strerror(errno));
+                          strerror(errno));
     char *buf = xcalloc(1, CONFIG_MAX_SECRET + 2);
     size_t n = fread(buf, 1, CONFIG_MAX_SECRET + 1, f);
     int rerr = ferror(f) ? errno : 0;
@@ -524,9 +527,10 @@ static int resolve_password(struct loader *ld, unsigned i, const struct raw_targ
     int rc = 0;
     if (rerr)
         rc = cfgld_fail(ld, path, AT_VALUE, "cannot read %s \"%s\": %s", path, t->password_file,
-                     strerror(rerr));
+                        strerror(rerr));
     else if (n > CONFIG_MAX_SECRET)
-        rc = cfgld_fail(ld, path, AT_VALUE, "%s \"%s\" is larger than 64 KiB", path, t->password_file);
+        rc = cfgld_fail(ld, path, AT_VALUE, "%s \"%s\" is larger than 64 KiB", path,
+                        t->password_file);
     if (rc == 0) {
         buf[n] = '\0';
         if (n && buf[n - 1] == '\n') buf[--n] = '\0';
@@ -534,10 +538,11 @@ static int resolve_password(struct loader *ld, unsigned i, const struct raw_targ
         if (n == 0)
             rc = cfgld_fail(ld, path, AT_VALUE, "%s \"%s\" is empty", path, t->password_file);
         else if (memchr(buf, '\0', n))
-            rc = cfgld_fail(ld, path, AT_VALUE, "%s \"%s\" holds a NUL byte", path, t->password_file);
+            rc = cfgld_fail(ld, path, AT_VALUE, "%s \"%s\" holds a NUL byte", path,
+                            t->password_file);
         else if (memchr(buf, '\n', n))
             rc = cfgld_fail(ld, path, AT_VALUE, "%s \"%s\" holds more than one line", path,
-                         t->password_file);
+                            t->password_file);
     }
     if (rc == 0) t->password = xstrdup(buf);
     explicit_bzero(buf, CONFIG_MAX_SECRET + 2);
@@ -563,23 +568,23 @@ static int convert_targets(struct loader *ld, const struct raw_config *raw,
             if (strcmp(cfg->targets[j].name, rt->name) == 0) {
                 snprintf(key, sizeof(key), "%s.name", path);
                 return cfgld_fail(ld, key, AT_VALUE,
-                               "duplicate target name \"%s\" in %s (first in targets[%u])",
-                               rt->name, path, j);
+                                  "duplicate target name \"%s\" in %s (first in targets[%u])",
+                                  rt->name, path, j);
             }
         t->name = xstrdup(rt->name);
         if (!rt->host || !*rt->host)
-            return cfgld_fail(ld, path, AT_KEY, "missing required key \"host\" in %s (\"%s\")", path,
-                           rt->name);
+            return cfgld_fail(ld, path, AT_KEY, "missing required key \"host\" in %s (\"%s\")",
+                              path, rt->name);
         if (!rt->user || !*rt->user)
-            return cfgld_fail(ld, path, AT_KEY, "missing required key \"user\" in %s (\"%s\")", path,
-                           rt->name);
+            return cfgld_fail(ld, path, AT_KEY, "missing required key \"user\" in %s (\"%s\")",
+                              path, rt->name);
         t->host = xstrdup(rt->host);
         t->user = xstrdup(rt->user);
         t->port = 5432;
         if (rt->port && parse_port(rt->port, &t->port) < 0) {
             snprintf(key, sizeof(key), "%s.port", path);
             return cfgld_fail(ld, key, AT_VALUE, "invalid port \"%s\" for %s (expected 1 to 65535)",
-                           rt->port, key);
+                              rt->port, key);
         }
         t->database = xstrdup(rt->database && *rt->database ? rt->database : rt->name);
         t->sslmode = rt->sslmode ? (enum sslmode)(rt->sslmode - 1) : SSLMODE_PREFER;
@@ -587,7 +592,7 @@ static int convert_targets(struct loader *ld, const struct raw_config *raw,
         if (rt->password_env && rt->password_file) {
             snprintf(key, sizeof(key), "%s.password_file", path);
             return cfgld_fail(ld, key, AT_KEY,
-                           "%s sets both password_env and password_file (choose one)", path);
+                              "%s sets both password_env and password_file (choose one)", path);
         }
         t->password_env = xstrdup(rt->password_env);
         t->password_file = cfgld_path(ld, rt->password_file);
@@ -607,20 +612,21 @@ static int convert_identity(struct loader *ld, const char *path, const struct ra
         if (strcmp(cfg->identities[j].name, ri->name) == 0) {
             snprintf(key, sizeof(key), "%s.name", path);
             return cfgld_fail(ld, key, AT_VALUE, "duplicate identity name \"%s\" in %s", ri->name,
-                           path);
+                              path);
         }
     if (!ri->secret_hash)
         return cfgld_fail(ld, path, AT_KEY, "missing required key \"%s\" in %s (\"%s\")", hash_key,
-                       path, ri->name);
+                          path, ri->name);
     snprintf(key, sizeof(key), "%s.%s", path, hash_key);
     if (strncmp(ri->secret_hash, SCRAM_PREFIX, strlen(SCRAM_PREFIX)) != 0)
         return cfgld_fail(ld, key, AT_VALUE,
-                       "%s is not a SCRAM-SHA-256 verifier (it must start with "
-                       "\"SCRAM-SHA-256$\"; make one with `sluice hash-token`)",
-                       key);
+                          "%s is not a SCRAM-SHA-256 verifier (it must start with "
+                          "\"SCRAM-SHA-256$\"; make one with `sluice hash-token`)",
+                          key);
     const char *why = check_scram_verifier(ri->secret_hash);
     if (why)
-        return cfgld_fail(ld, key, AT_VALUE, "malformed SCRAM-SHA-256 verifier in %s: %s", key, why);
+        return cfgld_fail(ld, key, AT_VALUE, "malformed SCRAM-SHA-256 verifier in %s: %s", key,
+                          why);
 
     struct cfg_identity *id = &cfg->identities[cfg->n_identities++];
     id->name = xstrdup(ri->name);
@@ -661,9 +667,9 @@ static int server_duration(struct loader *ld, const char *key, const char *val, 
 {
     if (val && cfgld_parse_duration(val, out) < 0)
         return cfgld_fail(ld, key, AT_VALUE,
-                       "invalid duration \"%s\" for %s (expected seconds, or a number followed "
-                       "by s, m or h)",
-                       val, key);
+                          "invalid duration \"%s\" for %s (expected seconds, or a number followed "
+                          "by s, m or h)",
+                          val, key);
     return 0;
 }
 
@@ -675,9 +681,9 @@ static int convert_server(struct loader *ld, const struct raw_server *rs, struct
     if (rs->workers) {
         if (cfgld_parse_uint(rs->workers, CONFIG_MAX_WORKERS, &v) < 0)
             return cfgld_fail(ld, "server.workers", AT_VALUE,
-                           "invalid value \"%s\" for server.workers (expected 0 to %u; 0 = one "
-                           "per CPU)",
-                           rs->workers, CONFIG_MAX_WORKERS);
+                              "invalid value \"%s\" for server.workers (expected 0 to %u; 0 = one "
+                              "per CPU)",
+                              rs->workers, CONFIG_MAX_WORKERS);
         s->workers = (unsigned)v;
     }
     if (rs->log_level) s->log_level = (enum log_level)(rs->log_level - 1);
@@ -691,25 +697,27 @@ static int convert_server(struct loader *ld, const struct raw_server *rs, struct
         return -1;
     if (rs->pool_max_idle) {
         if (cfgld_parse_uint(rs->pool_max_idle, 100000, &v) < 0)
-            return cfgld_fail(ld, "server.pool_max_idle", AT_VALUE,
-                           "invalid value \"%s\" for server.pool_max_idle (expected 0 to 100000)",
-                           rs->pool_max_idle);
+            return cfgld_fail(
+                ld, "server.pool_max_idle", AT_VALUE,
+                "invalid value \"%s\" for server.pool_max_idle (expected 0 to 100000)",
+                rs->pool_max_idle);
         s->pool_max_idle = (unsigned)v;
     }
     if (rs->max_connections) {
         if (cfgld_parse_uint(rs->max_connections, UINT_MAX, &v) < 0 || v == 0)
-            return cfgld_fail(ld, "server.max_connections", AT_VALUE,
-                           "invalid value \"%s\" for server.max_connections (expected a positive "
-                           "integer)",
-                           rs->max_connections);
+            return cfgld_fail(
+                ld, "server.max_connections", AT_VALUE,
+                "invalid value \"%s\" for server.max_connections (expected a positive "
+                "integer)",
+                rs->max_connections);
         s->max_connections = (unsigned)v;
     }
     if (rs->max_message_size) {
         if (parse_size(rs->max_message_size, UINT32_MAX, &v) < 0 || v < CONFIG_MIN_MESSAGE_SIZE)
             return cfgld_fail(ld, "server.max_message_size", AT_VALUE,
-                           "invalid size \"%s\" for server.max_message_size (expected bytes or "
-                           "a number followed by kB, MB or GB, from 8kB to 4GB - 1)",
-                           rs->max_message_size);
+                              "invalid size \"%s\" for server.max_message_size (expected bytes or "
+                              "a number followed by kB, MB or GB, from 8kB to 4GB - 1)",
+                              rs->max_message_size);
         s->max_message_size = (uint32_t)v;
     }
     return 0;
@@ -745,7 +753,8 @@ static int rule_text(struct loader *ld, const char *key, const char *v, char **o
     if (strlen(v) > 200) return cfgld_fail(ld, key, AT_VALUE, "%s is longer than 200 bytes", key);
     for (const char *c = v; *c; c++)
         if ((unsigned char)*c < 0x20 || *c == 0x7f)
-            return cfgld_fail(ld, key, AT_VALUE, "%s holds a control character (one line only)", key);
+            return cfgld_fail(ld, key, AT_VALUE, "%s holds a control character (one line only)",
+                              key);
     *out = xstrdup(v);
     return 0;
 }
@@ -759,30 +768,31 @@ static int convert_rule(struct loader *ld, unsigned i, const struct raw_rule *rr
     if (!rr->name) return cfgld_fail(ld, path, AT_KEY, "missing required key \"name\" in %s", path);
     snprintf(key, sizeof(key), "%s.name", path);
     if (!rule_name_ok(rr->name))
-        return cfgld_fail(ld, key, AT_VALUE,
-                       "invalid rule name \"%s\" in %s (1 to 64 letters, digits and - _ . : @ /)",
-                       rr->name, key);
+        return cfgld_fail(
+            ld, key, AT_VALUE,
+            "invalid rule name \"%s\" in %s (1 to 64 letters, digits and - _ . : @ /)", rr->name,
+            key);
     if (cfg_guardrail_from_name(rr->name) >= 0 || strcmp(rr->name, "default") == 0)
         return cfgld_fail(ld, key, AT_VALUE,
-                       "rule name \"%s\" in %s is reserved (a guardrail or \"default\")", rr->name,
-                       key);
+                          "rule name \"%s\" in %s is reserved (a guardrail or \"default\")",
+                          rr->name, key);
     for (unsigned j = 0; j < i; j++)
         if (strcmp(cfg->policy.rules[j].name, rr->name) == 0)
             return cfgld_fail(ld, key, AT_VALUE,
-                           "duplicate rule name \"%s\" in %s (first in policy.rules[%u])", rr->name,
-                           path, j);
+                              "duplicate rule name \"%s\" in %s (first in policy.rules[%u])",
+                              rr->name, path, j);
     r->name = xstrdup(rr->name);
     if (!rr->action)
         return cfgld_fail(ld, path, AT_KEY, "missing required key \"action\" in %s (\"%s\")", path,
-                       rr->name);
+                          rr->name);
     r->action = (enum cfg_action)(rr->action - 1);
     if (rr->limit_rows) {
         unsigned long long v;
         snprintf(key, sizeof(key), "%s.limit_rows", path);
         if (cfgld_parse_uint(rr->limit_rows, UINT64_MAX, &v) < 0 || v == 0)
             return cfgld_fail(ld, key, AT_VALUE,
-                           "invalid value \"%s\" for %s (expected a positive number of rows)",
-                           rr->limit_rows, key);
+                              "invalid value \"%s\" for %s (expected a positive number of rows)",
+                              rr->limit_rows, key);
         if (r->action == CFG_DENY)
             return cfgld_fail(ld, key, AT_KEY, "%s has no effect with action deny", key);
         r->limit_rows = v;
@@ -802,15 +812,15 @@ static int convert_rule(struct loader *ld, unsigned i, const struct raw_rule *rr
         int g = rr->overrides[o] ? cfg_guardrail_from_name(rr->overrides[o]) : -1;
         if (g < 0)
             return cfgld_fail(ld, key, AT_VALUE, "unknown guardrail \"%s\" in %s",
-                           rr->overrides[o] ? rr->overrides[o] : "", key);
+                              rr->overrides[o] ? rr->overrides[o] : "", key);
         r->overrides |= 1u << g;
     }
     if (r->overrides && r->action == CFG_DENY) {
         snprintf(key, sizeof(key), "%s.override", path);
         return cfgld_fail(ld, key, AT_KEY,
-                       "%s has no effect with action deny (it lifts guardrails for allow or "
-                       "review)",
-                       key);
+                          "%s has no effect with action deny (it lifts guardrails for allow or "
+                          "review)",
+                          key);
     }
     return 0;
 }

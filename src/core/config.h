@@ -214,8 +214,8 @@ struct cfg_mask_column {
 };
 
 struct cfg_masking {
-    bool enabled;       /* default true */
-    char **unmask;      /* groups that see raw values (masking.unmask.groups) */
+    bool enabled;  /* default true */
+    char **unmask; /* groups that see raw values (masking.unmask.groups) */
     unsigned n_unmask;
     char **unmask_identities; /* identity-name globs that see raw values */
     unsigned n_unmask_identities;

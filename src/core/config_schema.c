@@ -47,8 +47,8 @@ static const cyaml_strval_t action_strings[] = {
     {"review", CFG_REVIEW + 1},
 };
 static const cyaml_strval_t rule_action_strings[] = {
-    {"allow", CFG_ALLOW + 1},   {"deny", CFG_DENY + 1},     {"review", CFG_REVIEW + 1},
-    {"mask", CFG_MASK + 1},     {"unmask", CFG_UNMASK + 1},
+    {"allow", CFG_ALLOW + 1}, {"deny", CFG_DENY + 1},     {"review", CFG_REVIEW + 1},
+    {"mask", CFG_MASK + 1},   {"unmask", CFG_UNMASK + 1},
 };
 static const cyaml_strval_t form_strings[] = {
     {"partial", CFG_FORM_PARTIAL},
@@ -76,8 +76,7 @@ const char *config_raw_enum_choices(const char *key)
     if (strcmp(key, "form") == 0) return "partial, full or hash";
     if (strcmp(key, "validator") == 0) return "none, luhn, mod97 or ssn";
     if (strcmp(key, "fail") == 0) return "closed or open";
-    if (strcmp(key, "default") == 0 ||
-        cfg_guardrail_from_name(key) >= 0)
+    if (strcmp(key, "default") == 0 || cfg_guardrail_from_name(key) >= 0)
         return "allow, deny or review";
     if (strcmp(key, "mode") == 0) return "wait or defer";
     if (strcmp(key, "sslmode") == 0)
@@ -234,7 +233,7 @@ static const cyaml_schema_field_t policy_fields[] = {
 };
 
 #define STR_LIST(key, st, member)                                                                  \
-    CYAML_FIELD_SEQUENCE(key, OPT | CYAML_FLAG_POINTER_NULL, st, member, &group_schema, 0,        \
+    CYAML_FIELD_SEQUENCE(key, OPT | CYAML_FLAG_POINTER_NULL, st, member, &group_schema, 0,         \
                          CYAML_UNLIMITED)
 
 static const cyaml_schema_field_t unmask_fields[] = {

@@ -213,7 +213,8 @@ static int convert_masking(struct loader *ld, const struct raw_masking *rm,
         const struct raw_detector *rd = &rm->custom[i];
         char path[64], key[96];
         snprintf(path, sizeof(path), "masking.custom[%u]", i);
-        if (!rd->name) return cfgld_fail(ld, path, AT_KEY, "missing required key \"name\" in %s", path);
+        if (!rd->name)
+            return cfgld_fail(ld, path, AT_KEY, "missing required key \"name\" in %s", path);
         snprintf(key, sizeof(key), "%s.name", path);
         if (!detector_name_ok(rd->name))
             return cfgld_fail(ld, key, AT_VALUE,
@@ -229,7 +230,8 @@ static int convert_masking(struct loader *ld, const struct raw_masking *rm,
         struct cfg_detector *d = &m->custom[m->n_custom++];
         d->name = xstrdup(rd->name);
         d->pattern = xstrdup(rd->pattern);
-        d->validator = rd->validator ? (enum cfg_mask_validator)(rd->validator - 1) : CFG_VALID_NONE;
+        d->validator =
+            rd->validator ? (enum cfg_mask_validator)(rd->validator - 1) : CFG_VALID_NONE;
         d->form = (enum cfg_mask_form)rd->form;
     }
     if (rm->columns_count) m->columns = xcalloc(rm->columns_count, sizeof(*m->columns));
@@ -244,8 +246,7 @@ static int convert_masking(struct loader *ld, const struct raw_masking *rm,
         c->detector = xstrdup(rc->detector ? rc->detector : "column");
         c->form = (enum cfg_mask_form)rc->form;
     }
-    if (copy_list(ld, "masking.exempt", rm->exempt, rm->exempt_count, &m->exempt, &m->n_exempt) <
-        0)
+    if (copy_list(ld, "masking.exempt", rm->exempt, rm->exempt_count, &m->exempt, &m->n_exempt) < 0)
         return -1;
     m->form = (enum cfg_mask_form)rm->form;
     if (rm->hash_key_env && rm->hash_key_file)
@@ -341,9 +342,8 @@ static int convert_approvals(struct loader *ld, const struct raw_approvals *ra,
 {
     if (!ra) return 0;
     struct cfg_approvals *a = &cfg->approvals;
-    if (ra->approvers &&
-        copy_list(ld, "approvals.approvers.groups", ra->approvers->groups,
-                  ra->approvers->groups_count, &a->approvers, &a->n_approvers) < 0)
+    if (ra->approvers && copy_list(ld, "approvals.approvers.groups", ra->approvers->groups,
+                                   ra->approvers->groups_count, &a->approvers, &a->n_approvers) < 0)
         return -1;
     a->mode = (enum cfg_approval_mode)ra->mode;
     if (duration_key(ld, "approvals.timeout", ra->timeout, &a->timeout) < 0) return -1;

@@ -176,7 +176,7 @@ static int glue_session_kill(void *ctx, const char *id, const struct admin_calle
 static int glue_audit(void *ctx, const struct admin_audit_query *q, char **out)
 {
     (void)ctx;
-    struct audit_query aq = {q->identity, q->decision, q->kind, q->target,
+    struct audit_query aq = {q->identity, q->decision, q->kind,      q->target,
                              q->since,    q->until,    q->after_seq, q->limit};
     char err[512];
     struct runtime *rt = runtime_acquire();
@@ -305,8 +305,8 @@ static int glue_slack(void *ctx, const char *body, size_t len, const char *signa
     (void)ctx;
     if (!approvals_on(out)) return 503;
     char msg[512];
-    int status = approve_slack_action(timestamp ? timestamp : "", signature ? signature : "",
-                                      body, len, msg, sizeof msg);
+    int status = approve_slack_action(timestamp ? timestamp : "", signature ? signature : "", body,
+                                      len, msg, sizeof msg);
     if (status == 200) {
         cJSON *o = cJSON_CreateObject();
         cJSON_AddStringToObject(o, "text", msg);

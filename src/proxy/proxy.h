@@ -23,10 +23,10 @@
 /* One immutable configuration snapshot with its derived objects. */
 struct runtime {
     struct sluice_config *cfg;
-    SSL_CTX *server_tls;   /* NULL when no certificate is configured */
-    SSL_CTX **target_tls;  /* per target; NULL where sslmode is disable */
-    struct policy *policy; /* guardrails and rules compiled for this snapshot */
-    struct mask_db *mask;  /* detectors compiled from masking:; NULL when masking is off */
+    SSL_CTX *server_tls;        /* NULL when no certificate is configured */
+    SSL_CTX **target_tls;       /* per target; NULL where sslmode is disable */
+    struct policy *policy;      /* guardrails and rules compiled for this snapshot */
+    struct mask_db *mask;       /* detectors compiled from masking:; NULL when masking is off */
     struct oidc_verifier *oidc; /* identities.oidc; NULL when not configured */
     atomic_int refs;
 };
@@ -123,7 +123,7 @@ struct sess_info {
 struct sess_info *registry_add(struct worker *w, uint64_t id, const struct cfg_identity *ident,
                                const char *target, const char *client, const char *app);
 void registry_remove(struct sess_info *r);
-char *registry_json(void);                   /* {"sessions": [...]}; malloc'd */
+char *registry_json(void);                      /* {"sessions": [...]}; malloc'd */
 int registry_kill(uint64_t id, const char *by); /* 0, or -1 when no such session */
 /* End the sessions the admin asked to end (worker thread). */
 void session_kill_requested(struct worker *w);
@@ -131,6 +131,16 @@ void session_kill_requested(struct worker *w);
 /* Approval events into the audit trail (relay_approve.c). */
 struct approve_audit;
 void relay_approve_audit(const struct approve_audit *a);
+
+/* Column names from the targets' catalogs (catalog.c): a resolver thread with a side
+ * connection per target; lookups never block (a miss queues the table). */
+int catalog_start(struct sluice_config *cfg);
+void catalog_stop(void);
+bool catalog_lookup(unsigned target, uint32_t table, int16_t attnum, char *schema, size_t sl,
+                    char *rel, size_t rl, char *col, size_t cl);
+void catalog_request(unsigned target, uint32_t table);
+void catalog_invalidate(unsigned target);
+const struct sluice_config *catalog_config(void); /* the snapshot the indexes refer to */
 
 /* The admin listener with its hooks into sluice (admin_glue.c). */
 int admin_glue_start(const struct sluice_config *cfg, char *err, size_t errlen);

@@ -36,8 +36,7 @@ static const char *tables_of(const struct sql_facts *f, char *out, size_t len)
 }
 
 enum review_outcome relay_approve_review(struct session *s, const char *sql,
-                                         const struct sql_facts *f,
-                                         const struct policy_decision *d)
+                                         const struct sql_facts *f, const struct policy_decision *d)
 {
     char fp[17];
     snprintf(fp, sizeof fp, "%016llx", (unsigned long long)f->fingerprint);
@@ -48,9 +47,8 @@ enum review_outcome relay_approve_review(struct session *s, const char *sql,
         return REVIEW_REFUSED;
     }
     struct approve_grant g;
-    if (f->fingerprint &&
-        approve_grant_find(s->ident->name, (const char **)s->ident->groups, s->ident->n_groups,
-                           s->target->name, fp, &g)) {
+    if (f->fingerprint && approve_grant_find(s->ident->name, (const char **)s->ident->groups,
+                                             s->ident->n_groups, s->target->name, fp, &g)) {
         int left = approve_grant_use(g.id, 0);
         if (left >= 0) {
             snprintf(s->audit_grant, sizeof s->audit_grant, "%s", g.id);
@@ -197,5 +195,6 @@ void relay_approve_audit(const struct approve_audit *a)
         .rows = a->rows,
         .detail = detail ? detail : a->reason,
     };
-    if (!audit_emit(&ev)) log_warn("approvals: audit event lost (%s)", approve_event_name(a->event));
+    if (!audit_emit(&ev))
+        log_warn("approvals: audit event lost (%s)", approve_event_name(a->event));
 }

@@ -114,21 +114,21 @@ void relay_audit_session(struct session *s, enum audit_kind kind, const char *de
 }
 
 /* Describe sql (with its facts, possibly NULL) for the audit. */
-static struct stmt_info *info_new(struct session *s, const char *sql,
-                                  const struct sql_facts *f)
+static struct stmt_info *info_new(struct session *s, const char *sql, const struct sql_facts *f)
 {
     struct stmt_info *i = xcalloc(1, sizeof *i);
     i->refs = 1;
     const char *text = f && f->normalized ? f->normalized : sql;
     i->text = s->rt->mask ? mask_string(s->rt->mask, text) : xstrdup(text);
-    if (f && f->fingerprint) snprintf(i->fingerprint, sizeof i->fingerprint, "%016llx",
-                                      (unsigned long long)f->fingerprint);
+    if (f && f->fingerprint)
+        snprintf(i->fingerprint, sizeof i->fingerprint, "%016llx",
+                 (unsigned long long)f->fingerprint);
     i->command = "UNKNOWN";
     i->cls = "utility";
     if (f && f->n_stmts) {
         /* The strictest class of the string names it; the first statement its command. */
         static const int rank[SQL_CLASS_COUNT] = {
-            [SQL_READ] = 1, [SQL_WRITE] = 4, [SQL_DDL] = 5, [SQL_DCL] = 6,
+            [SQL_READ] = 1,  [SQL_WRITE] = 4,       [SQL_DDL] = 5,    [SQL_DCL] = 6,
             [SQL_ADMIN] = 3, [SQL_TRANSACTION] = 0, [SQL_UTILITY] = 2};
         enum sql_class best = f->stmts[0].cls;
         i->command = f->stmts[0].command;
@@ -138,8 +138,8 @@ static struct stmt_info *info_new(struct session *s, const char *sql,
             const struct sql_stmt *st = &f->stmts[k];
             if (rank[st->cls] > rank[best]) best = st->cls;
             for (unsigned t = 0; t < st->n_read + st->n_written; t++) {
-                const char *name = t < st->n_read ? st->tables_read[t]
-                                                  : st->tables_written[t - st->n_read];
+                const char *name =
+                    t < st->n_read ? st->tables_read[t] : st->tables_written[t - st->n_read];
                 size_t need = strlen(name) + 2;
                 if (n + need >= cap) {
                     cap = (n + need) * 2;
@@ -312,8 +312,8 @@ static void rec_pop_emit(struct session *s, bool emit)
                  d++)
                 if (s->masked->n[d])
                     metrics_add(M_MASKED_VALUES,
-                                metrics_register_detector(mask_db_detector_name(s->rt->mask, d)),
-                                0, s->masked->n[d]);
+                                metrics_register_detector(mask_db_detector_name(s->rt->mask, d)), 0,
+                                s->masked->n[d]);
         if (!emit_statement(s, r, false))
             log_warn("session %llu: audit event lost", (unsigned long long)s->id);
     }

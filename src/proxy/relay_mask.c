@@ -38,6 +38,23 @@ void relay_mask_end(struct session *s)
     s->masked = NULL;
 }
 
+/* mask_resolve_fn over the catalog cache; a miss asks for the table in the background. */
+static bool resolve_column(void *ctx, uint32_t table, int16_t attnum, struct mask_colref *out)
+{
+    static __thread char schema[64], rel[64], col[64];
+    const struct session *s = ctx;
+    if (s->rt->cfg != catalog_config()) return false; /* reloaded: indexes may differ */
+    if (!catalog_lookup(s->target_idx, table, attnum, schema, sizeof schema, rel, sizeof rel, col,
+                        sizeof col)) {
+        catalog_request(s->target_idx, table);
+        return false;
+    }
+    out->schema = schema;
+    out->table = rel;
+    out->column = col;
+    return true;
+}
+
 /* Are the results arriving now masked? */
 static bool mask_on(struct session *s)
 {
@@ -80,15 +97,14 @@ void relay_mask_result_end(struct session *s)
     s->copy_out = false;
 }
 
-enum hold_action relay_mask_server(struct session *s, uint8_t type, const uint8_t *body,
-                                   size_t len)
+enum hold_action relay_mask_server(struct session *s, uint8_t type, const uint8_t *body, size_t len)
 {
     const struct mask_db *db = s->rt->mask;
     switch (type) {
     case 'T':
         relay_mask_result_end(s);
         if (!mask_on(s)) return HOLD_FORWARD;
-        if (mask_plan_build(db, body, len, NULL, NULL, &s->plan) < 0) {
+        if (mask_plan_build(db, body, len, resolve_column, s, &s->plan) < 0) {
             log_warn("session %llu: malformed RowDescription from the server; values are "
                      "scanned by value",
                      (unsigned long long)s->id);

@@ -42,6 +42,8 @@ static void reload(const char *path, const char *listen_before)
     log_set_level(level);
     struct runtime *rt = runtime_acquire();
     if (atomic_load(&proxy_approvals)) approve_reload(rt->cfg);
+    catalog_stop();
+    if (catalog_start(rt->cfg) < 0) log_warn("reload: the catalog resolver did not restart");
     runtime_release(rt);
     struct audit_event ev = {.kind = AUDIT_CONFIG_RELOAD, .detail = path};
     if (!audit_emit(&ev)) log_warn("reload: audit event lost");
@@ -100,12 +102,12 @@ int server_run(const char *path)
         free(listen_text);
         return 1;
     }
+    if (catalog_start(cfg) < 0) log_warn("the catalog resolver did not start");
     approve_set_audit_hook(relay_approve_audit);
     if (approve_start(cfg, err, sizeof err) < 0)
         log_warn("approvals are off (statements sent to review are refused): %s", err);
     else
         atomic_store(&proxy_approvals, true);
-
 
     struct worker *workers = xcalloc(n_workers, sizeof *workers);
     for (unsigned i = 0; i < n_workers; i++) {
@@ -149,6 +151,7 @@ int server_run(const char *path)
         approve_unsubscribe(workers[i].wake_fd);
     }
     admin_glue_stop();
+    catalog_stop();
     if (atomic_load(&proxy_approvals)) approve_stop();
     audit_stop();
     for (unsigned i = 0; i < n_workers; i++) {

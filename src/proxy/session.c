@@ -1138,9 +1138,9 @@ static void refuse_audit_down(struct session *s)
     log_warn("session %llu: statement refused: the audit store cannot be written",
              (unsigned long long)s->id);
     blocked_push_raw(s, "58030",
-                       "sluice: the audit store cannot be written; statements are refused until "
-                       "it recovers",
-                       "audit.fail is closed; see sluice's log for the store's error");
+                     "sluice: the audit store cannot be written; statements are refused until "
+                     "it recovers",
+                     "audit.fail is closed; see sluice's log for the store's error");
 }
 
 /* What judging a statement text decided. */
@@ -1149,7 +1149,7 @@ struct verdict {
     uint64_t limit;   /* rows, 0 = none */
     const char *rule; /* points into the policy snapshot */
     int mask;
-    int64_t wait; /* audit sequence number to wait for before forwarding; 0 none */
+    int64_t wait;  /* audit sequence number to wait for before forwarding; 0 none */
     bool approval; /* wait for the approval request in s->park_request too */
 };
 
@@ -1178,6 +1178,11 @@ static void statement_judge(struct session *s, const char *sql, bool query, cons
                 : d.action == POLICY_REVIEW ? METRICS_REVIEW
                                             : METRICS_DENY,
                 facts->n_stmts ? (unsigned)facts->stmts[0].cls : (unsigned)CFG_CLASS_UTILITY);
+    for (unsigned k = 0; k < facts->n_stmts; k++)
+        if (facts->stmts[k].cls == SQL_DDL) {
+            catalog_invalidate(s->target_idx); /* column names may change */
+            break;
+        }
     if (d.action == POLICY_ALLOW) {
         v->ok = true;
         v->limit = d.limit_rows;
@@ -1332,8 +1337,7 @@ static enum hold_action on_client_statement(struct session *s, uint8_t type, con
 {
     if (s->park_ready) { /* the parked message, once more: apply what was decided */
         s->park_ready = false;
-        return s->park_act == HOLD_FORWARD ? HOLD_FORWARD
-                                           : replace_with_placeholder(s, type, body);
+        return s->park_act == HOLD_FORWARD ? HOLD_FORWARD : replace_with_placeholder(s, type, body);
     }
     struct verdict v;
     switch (type) {
@@ -1719,7 +1723,9 @@ static void relay_update_interest(struct session *s)
 {
     if (s->state == S_RELAY) {
         side_watch(s, &s->cl,
-                   (s->c2s_blocked ? 0 : s->parked ? EPOLLRDHUP : EPOLLIN) |
+                   (s->c2s_blocked ? 0
+                    : s->parked    ? EPOLLRDHUP
+                                   : EPOLLIN) |
                        (s->s2c_blocked || s->cl.sk.want_write ? EPOLLOUT : 0));
         side_watch(s, &s->sv,
                    (s->s2c_blocked ? 0 : EPOLLIN) |
@@ -1964,8 +1970,7 @@ void session_kill_requested(struct worker *w)
         next = s->next;
         if (s->state != S_RELAY || !s->reg || !atomic_load(&s->reg->kill)) continue;
         char msg[200];
-        snprintf(msg, sizeof msg, "sluice: session ended by an administrator (%s)",
-                 s->reg->killer);
+        snprintf(msg, sizeof msg, "sluice: session ended by an administrator (%s)", s->reg->killer);
         session_fail(s, "57P01", msg, NULL, "ended by an administrator");
     }
 }

@@ -129,10 +129,10 @@ struct session {
     bool lingering;           /* S_CLOSING: error sent, reading until the client closes */
     struct blocked *blocked, *blocked_tail;
     /* masking (relay_mask.c) */
-    bool mask_base;         /* this identity's results are masked unless a rule says unmask */
-    bool plan_known;        /* a RowDescription (or NoData) describes the rows arriving now */
-    bool copy_out;          /* the server is in COPY TO STDOUT */
-    struct mask_plan *plan; /* of the RowDescription; NULL: nothing to look at */
+    bool mask_base;             /* this identity's results are masked unless a rule says unmask */
+    bool plan_known;            /* a RowDescription (or NoData) describes the rows arriving now */
+    bool copy_out;              /* the server is in COPY TO STDOUT */
+    struct mask_plan *plan;     /* of the RowDescription; NULL: nothing to look at */
     struct mask_counts *masked; /* of the statement being relayed; NULL until needed */
     /* audit (relay_audit.c) */
     char app_name[64];
@@ -144,18 +144,17 @@ struct session {
      * committed (park_seq) or for an approval (relay_approve.c); nothing more is read from
      * the client meanwhile. */
     bool parked;
-    bool park_ready;            /* woken: the next hook call for it applies park_act */
-    enum hold_action park_act;  /* FORWARD, or REPLACE with a placeholder */
-    uint64_t park_seq;          /* audit sequence number to wait for; 0 = none */
-    char park_request[32];      /* approval request id to wait for; "" = none */
-    uint64_t park_group;        /* the Query/Sync group of the parked statement */
-    char audit_request[32];     /* approval request / grant of the statement being judged */
+    bool park_ready;           /* woken: the next hook call for it applies park_act */
+    enum hold_action park_act; /* FORWARD, or REPLACE with a placeholder */
+    uint64_t park_seq;         /* audit sequence number to wait for; 0 = none */
+    char park_request[32];     /* approval request id to wait for; "" = none */
+    uint64_t park_group;       /* the Query/Sync group of the parked statement */
+    char audit_request[32];    /* approval request / grant of the statement being judged */
     char audit_grant[32];
-    struct session *park_next;  /* the worker's list of parked sessions */
-    struct sess_info *reg;      /* the admin API's view of this session while it relays */
+    struct session *park_next;       /* the worker's list of parked sessions */
+    struct sess_info *reg;           /* the admin API's view of this session while it relays */
     struct cfg_identity *oidc_ident; /* owned: the identity of a verified OIDC token */
 };
-
 
 /* The buffer in *slot, taken from the pool when there is none. */
 struct buf *session_out_buf(struct buf **slot);
@@ -164,8 +163,8 @@ struct buf *session_out_buf(struct buf **slot);
 const struct limit_entry *relay_group_current(struct session *s);
 
 /* Masking (relay_mask.c). */
-void relay_mask_start(struct session *s);  /* after authentication: does this identity see masks */
-void relay_mask_end(struct session *s);    /* at close */
+void relay_mask_start(struct session *s); /* after authentication: does this identity see masks */
+void relay_mask_end(struct session *s);   /* at close */
 bool relay_mask_holds(const struct session *s, uint8_t type);
 /* T, D, d, H, c, I, N and (not swapped) E: rewrite or note; C, E, Z end the result. */
 enum hold_action relay_mask_server(struct session *s, uint8_t type, const uint8_t *body,
@@ -189,7 +188,7 @@ enum review_outcome relay_approve_review(struct session *s, const char *sql,
                                          const struct sql_facts *f,
                                          const struct policy_decision *d);
 bool relay_approve_done(struct session *s);
-void relay_approve_resume(struct session *s); /* sets park_act from the decision */
+void relay_approve_resume(struct session *s);  /* sets park_act from the decision */
 void relay_approve_abandon(struct session *s); /* the client left: cancel the request */
 
 /* Audit (relay_audit.c). Statement calls return the audit sequence number to wait for before

@@ -25,7 +25,7 @@ CC=${FUZZ_CC:-clang}
 LDLIBS=${FUZZ_LDLIBS:--lpg_query -lcjson -lssl -lcrypto -lcyaml -lyaml -lhs -lsqlite3 -lmicrohttpd -lcurl -lcjose -ljansson -lpq -pthread}
 JOBS=${FUZZ_JOBS:-$(nproc 2>/dev/null || echo 4)}
 OUT=build-fuzz
-CFLAGS="-std=c11 -D_GNU_SOURCE -g -O1 -Isrc -fno-omit-frame-pointer -fno-sanitize-recover=undefined"
+CFLAGS="-std=c11 -D_GNU_SOURCE -g -O1 -Isrc -I/usr/include/postgresql -fno-omit-frame-pointer -fno-sanitize-recover=undefined"
 SAN_LIB="-fsanitize=fuzzer-no-link,address,undefined"
 SAN_BIN="-fsanitize=fuzzer,address,undefined"
 

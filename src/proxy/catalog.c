@@ -1,0 +1,243 @@
+/*
+ * catalog.c: table OID + attribute number -> schema, table and column names, for masking by
+ * column name when a query renames its columns (SELECT email AS x). Names come from each
+ * target's catalog over a side connection (libpq, the target's own credentials) kept by one
+ * resolver thread; workers only read the cache. A miss queues the table and answers "unknown"
+ * at once, so a result is never held up: its values are still scanned by value, and the next
+ * result of that table is classified by its real column names. DDL seen through sluice
+ * empties the target's cache.
+ */
+#include <libpq-fe.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "core/buf.h"
+#include "core/log.h"
+#include "mask/mask.h"
+#include "proxy/proxy.h"
+
+#define CAT_BUCKETS 4096
+#define CAT_QUEUE 256
+#define CAT_MAX_ENTRIES 200000
+
+struct cat_entry {
+    struct cat_entry *next;
+    unsigned target;
+    uint32_t table;
+    int16_t attnum;
+    char *schema, *relname, *column;
+};
+
+struct cat_req {
+    unsigned target;
+    uint32_t table;
+};
+
+static pthread_rwlock_t cat_lock = PTHREAD_RWLOCK_INITIALIZER;
+static struct cat_entry *cat_map[CAT_BUCKETS];
+static unsigned cat_entries;
+
+static pthread_mutex_t q_lock = PTHREAD_MUTEX_INITIALIZER;
+static pthread_cond_t q_cond = PTHREAD_COND_INITIALIZER;
+static struct cat_req q[CAT_QUEUE];
+static unsigned q_head, q_len;
+static bool q_stop, started;
+static pthread_t cat_thread;
+static struct sluice_config *cat_cfg; /* the snapshot whose targets the side connections use */
+
+static unsigned cat_hash(unsigned target, uint32_t table, int16_t attnum)
+{
+    uint64_t h =
+        ((uint64_t)target * 0x9E3779B97F4A7C15ull) ^ ((uint64_t)table << 16) ^ (uint16_t)attnum;
+    h ^= h >> 29;
+    h *= 0xBF58476D1CE4E5B9ull;
+    return (unsigned)(h >> 40) % CAT_BUCKETS;
+}
+
+static void cat_clear_locked(int target) /* -1: every target */
+{
+    for (unsigned b = 0; b < CAT_BUCKETS; b++) {
+        struct cat_entry **pp = &cat_map[b];
+        while (*pp) {
+            struct cat_entry *e = *pp;
+            if (target >= 0 && e->target != (unsigned)target) {
+                pp = &e->next;
+                continue;
+            }
+            *pp = e->next;
+            free(e->schema);
+            free(e->relname);
+            free(e->column);
+            free(e);
+            cat_entries--;
+        }
+    }
+}
+
+bool catalog_lookup(unsigned target, uint32_t table, int16_t attnum, char *schema, size_t sl,
+                    char *rel, size_t rl, char *col, size_t cl)
+{
+    bool found = false;
+    pthread_rwlock_rdlock(&cat_lock);
+    for (struct cat_entry *e = cat_map[cat_hash(target, table, attnum)]; e; e = e->next)
+        if (e->target == target && e->table == table && e->attnum == attnum) {
+            snprintf(schema, sl, "%s", e->schema);
+            snprintf(rel, rl, "%s", e->relname);
+            snprintf(col, cl, "%s", e->column);
+            found = true;
+            break;
+        }
+    pthread_rwlock_unlock(&cat_lock);
+    return found;
+}
+
+void catalog_request(unsigned target, uint32_t table)
+{
+    if (!started || !table) return;
+    pthread_mutex_lock(&q_lock);
+    bool dup = false;
+    for (unsigned i = 0; i < q_len && !dup; i++) {
+        const struct cat_req *r = &q[(q_head + i) % CAT_QUEUE];
+        dup = r->target == target && r->table == table;
+    }
+    if (!dup && q_len < CAT_QUEUE) {
+        q[(q_head + q_len++) % CAT_QUEUE] = (struct cat_req){target, table};
+        pthread_cond_signal(&q_cond);
+    }
+    pthread_mutex_unlock(&q_lock);
+}
+
+void catalog_invalidate(unsigned target)
+{
+    pthread_rwlock_wrlock(&cat_lock);
+    cat_clear_locked((int)target);
+    pthread_rwlock_unlock(&cat_lock);
+}
+
+/* A libpq connection to target t with its stored credentials (never logged). */
+static PGconn *cat_connect(const struct cfg_target *t)
+{
+    char port[8];
+    snprintf(port, sizeof port, "%u", t->port);
+    const char *keys[] = {"host",     "port",        "dbname",           "user",
+                          "sslmode",  "sslrootcert", "application_name", "connect_timeout",
+                          "password", NULL};
+    const char *vals[] = {
+        t->host,          port, t->database, t->user, sslmode_name(t->sslmode), t->sslrootcert,
+        "sluice catalog", "5",  t->password, NULL};
+    PGconn *c = PQconnectdbParams(keys, vals, 0);
+    if (PQstatus(c) != CONNECTION_OK) {
+        log_warn("catalog: cannot connect to target \"%s\": %s", t->name, PQerrorMessage(c));
+        PQfinish(c);
+        return NULL;
+    }
+    return c;
+}
+
+static void cat_fetch(PGconn *c, unsigned target, uint32_t table)
+{
+    char oid[16];
+    snprintf(oid, sizeof oid, "%u", table);
+    const char *params[] = {oid};
+    PGresult *r = PQexecParams(c,
+                               "SELECT a.attnum, n.nspname, c.relname, a.attname "
+                               "FROM pg_catalog.pg_attribute a "
+                               "JOIN pg_catalog.pg_class c ON c.oid = a.attrelid "
+                               "JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace "
+                               "WHERE a.attrelid = $1::oid AND a.attnum > 0 AND NOT a.attisdropped",
+                               1, NULL, params, NULL, NULL, 0);
+    if (PQresultStatus(r) != PGRES_TUPLES_OK) {
+        log_warn("catalog: lookup of table %u failed: %s", table, PQresultErrorMessage(r));
+        PQclear(r);
+        return;
+    }
+    pthread_rwlock_wrlock(&cat_lock);
+    if (cat_entries + (unsigned)PQntuples(r) > CAT_MAX_ENTRIES) cat_clear_locked(-1);
+    for (int i = 0; i < PQntuples(r); i++) {
+        int16_t attnum = (int16_t)atoi(PQgetvalue(r, i, 0));
+        unsigned h = cat_hash(target, table, attnum);
+        bool have = false;
+        for (struct cat_entry *e = cat_map[h]; e && !have; e = e->next)
+            have = e->target == target && e->table == table && e->attnum == attnum;
+        if (have) continue;
+        struct cat_entry *e = xcalloc(1, sizeof *e);
+        *e = (struct cat_entry){cat_map[h],
+                                target,
+                                table,
+                                attnum,
+                                xstrdup(PQgetvalue(r, i, 1)),
+                                xstrdup(PQgetvalue(r, i, 2)),
+                                xstrdup(PQgetvalue(r, i, 3))};
+        cat_map[h] = e;
+        cat_entries++;
+    }
+    pthread_rwlock_unlock(&cat_lock);
+    PQclear(r);
+}
+
+static void *cat_main(void *arg)
+{
+    (void)arg;
+    unsigned n = cat_cfg->n_targets;
+    PGconn **conns = xcalloc(n ? n : 1, sizeof *conns);
+    pthread_mutex_lock(&q_lock);
+    for (;;) {
+        while (!q_len && !q_stop)
+            pthread_cond_wait(&q_cond, &q_lock);
+        if (q_stop) break;
+        struct cat_req r = q[q_head];
+        q_head = (q_head + 1) % CAT_QUEUE;
+        q_len--;
+        pthread_mutex_unlock(&q_lock);
+        if (r.target < n) {
+            if (conns[r.target] && PQstatus(conns[r.target]) != CONNECTION_OK) {
+                PQfinish(conns[r.target]);
+                conns[r.target] = NULL;
+            }
+            if (!conns[r.target]) conns[r.target] = cat_connect(&cat_cfg->targets[r.target]);
+            if (conns[r.target]) cat_fetch(conns[r.target], r.target, r.table);
+        }
+        pthread_mutex_lock(&q_lock);
+    }
+    pthread_mutex_unlock(&q_lock);
+    for (unsigned i = 0; i < n; i++)
+        PQfinish(conns[i]);
+    free(conns);
+    return NULL;
+}
+
+const struct sluice_config *catalog_config(void)
+{
+    return cat_cfg;
+}
+
+int catalog_start(struct sluice_config *cfg)
+{
+    cat_cfg = config_ref(cfg);
+    q_stop = false;
+    if (pthread_create(&cat_thread, NULL, cat_main, NULL) != 0) {
+        config_unref(cat_cfg);
+        return -1;
+    }
+    started = true;
+    return 0;
+}
+
+void catalog_stop(void)
+{
+    if (!started) return;
+    pthread_mutex_lock(&q_lock);
+    q_stop = true;
+    pthread_cond_signal(&q_cond);
+    pthread_mutex_unlock(&q_lock);
+    pthread_join(cat_thread, NULL);
+    started = false;
+    pthread_rwlock_wrlock(&cat_lock);
+    cat_clear_locked(-1);
+    pthread_rwlock_unlock(&cat_lock);
+    config_unref(cat_cfg);
+    cat_cfg = NULL;
+}
