@@ -1025,6 +1025,17 @@ int mask_text(const struct mask_db *db, const uint8_t *s, size_t len, struct buf
     return n > INT32_MAX ? INT32_MAX : (int)n;
 }
 
+int mask_text_inplace(const struct mask_db *db, uint8_t *s, size_t len, struct mask_counts *counts)
+{
+    long n = scan_spans(db, s, len);
+    for (long i = 0; i < n; i++) {
+        const struct span *sp = &tl_sp[i];
+        memset(s + sp->start, '*', sp->end - sp->start);
+        if (counts) counts->n[sp->det]++;
+    }
+    return n > INT32_MAX ? INT32_MAX : (int)n;
+}
+
 void mask_value(const struct mask_db *db, int detector, enum cfg_mask_form form, const uint8_t *s,
                 size_t len, struct buf *out)
 {

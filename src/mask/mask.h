@@ -63,6 +63,11 @@ extern const char *const mask_builtin_detectors[];
 int mask_text(const struct mask_db *db, const uint8_t *s, size_t len, struct buf *out,
               struct mask_counts *counts);
 
+/* Detection by value inside binary data whose framing must not move (binary arrays, binary
+ * COPY tuples): every detected value is overwritten with '*' of the same length, in place.
+ * Returns the number masked, -1 on a scanner failure. */
+int mask_text_inplace(const struct mask_db *db, uint8_t *s, size_t len, struct mask_counts *counts);
+
 /* The masked form of a whole value known to be sensitive (a column classified as detector
  * `detector` with form `form`; CFG_FORM_DEFAULT = the detector's own). Appends to out. */
 void mask_value(const struct mask_db *db, int detector, enum cfg_mask_form form, const uint8_t *s,

@@ -45,6 +45,7 @@ enum col_op {
     OP_VALUE_JSONB,
     OP_VALUE_GUESS, /* binary of an unknown type: mask_value if text-like, else zero bytes */
     OP_ZERO,        /* binary of a type that is not text: zero bytes of the same length */
+    OP_SCAN_BINARY, /* binary array of text: detected values starred in place (same length) */
 };
 
 struct mask_col {
@@ -212,6 +213,8 @@ static enum col_op scan_op(enum type_kind k, bool binary)
         return OP_SCAN_JSONB;
     case TY_OTHER:
         return OP_SCAN_GUESS;
+    case TY_ARRAY:
+        return OP_SCAN_BINARY;
     default:
         return OP_SKIP;
     }
@@ -445,6 +448,20 @@ static void row_replace(struct row_out *w, const struct mask_db *db, const struc
     w->emitted = (size_t)(v - w->body) + n;
 }
 
+/* Replace a value with bytes of the same length (the framing inside them is kept). */
+static void row_replace_raw(struct row_out *w, size_t h, const uint8_t *v, const uint8_t *nv,
+                            size_t n)
+{
+    struct buf *out = w->out;
+    if (!w->started)
+        row_start(w, h);
+    else
+        row_flush(w, h);
+    buf_append_u32(out, (uint32_t)n);
+    buf_append(out, nv, n);
+    w->emitted = (size_t)(v - w->body) + n;
+}
+
 static const struct mask_col scan_all = {.op = OP_SCAN, .detector = -1};
 
 int mask_row_rewrite(const struct mask_db *db, const struct mask_plan *plan, const uint8_t *body,
@@ -503,6 +520,15 @@ int mask_row_rewrite(const struct mask_db *db, const struct mask_plan *plan, con
             row_replace(&w, db, c, (v[0] == 1 && n > 1) ? OP_VALUE_JSONB : OP_ZERO, h, v, n,
                         counts);
             break;
+        case OP_SCAN_BINARY: {
+            if (n == 0) break;
+            uint8_t *copy = xmalloc(n);
+            memcpy(copy, v, n);
+            r = mask_text_inplace(db, copy, n, counts);
+            if (r > 0) row_replace_raw(&w, h, v, copy, n);
+            free(copy);
+            break;
+        }
         case OP_VALUE:
         case OP_ZERO:
             if (n == 0) break; /* empty stays empty */

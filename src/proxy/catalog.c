@@ -2,10 +2,11 @@
  * catalog.c: table OID + attribute number -> schema, table and column names, for masking by
  * column name when a query renames its columns (SELECT email AS x). Names come from each
  * target's catalog over a side connection (libpq, the target's own credentials) kept by one
- * resolver thread; workers only read the cache. A miss queues the table and answers "unknown"
- * at once, so a result is never held up: its values are still scanned by value, and the next
- * result of that table is classified by its real column names. DDL seen through sluice
- * empties the target's cache.
+ * resolver thread; workers read the cache. A miss queues the table and waits for the resolver
+ * at most CAT_WAIT_MS (one indexed catalog query, well under a millisecond on a live
+ * connection): only the first result of a table in this process pays it. While a target's
+ * catalog cannot be reached, lookups do not wait and columns are judged by their field names
+ * and values. DDL seen through sluice empties the target's cache.
  */
 #include <libpq-fe.h>
 #include <pthread.h>
@@ -22,6 +23,8 @@
 #define CAT_BUCKETS 4096
 #define CAT_QUEUE 256
 #define CAT_MAX_ENTRIES 200000
+#define CAT_WAIT_MS 200
+#define CAT_DOWN_MS 10000
 
 struct cat_entry {
     struct cat_entry *next;
@@ -42,6 +45,10 @@ static unsigned cat_entries;
 
 static pthread_mutex_t q_lock = PTHREAD_MUTEX_INITIALIZER;
 static pthread_cond_t q_cond = PTHREAD_COND_INITIALIZER;
+static pthread_cond_t done_cond = PTHREAD_COND_INITIALIZER; /* a request was answered */
+static uint64_t done_seq;                                   /* requests answered */
+static uint64_t asked_seq;                                  /* requests queued */
+static uint64_t down_until_ms;                              /* catalog unreachable until */
 static struct cat_req q[CAT_QUEUE];
 static unsigned q_head, q_len;
 static bool q_stop, started;
@@ -94,20 +101,44 @@ bool catalog_lookup(unsigned target, uint32_t table, int16_t attnum, char *schem
     return found;
 }
 
+/* Queue a lookup of table; returns the sequence number it will be answered by (0: none). */
+static uint64_t request_locked(unsigned target, uint32_t table)
+{
+    for (unsigned i = 0; i < q_len; i++) {
+        const struct cat_req *r = &q[(q_head + i) % CAT_QUEUE];
+        if (r->target == target && r->table == table) return asked_seq - q_len + i + 1;
+    }
+    if (q_len >= CAT_QUEUE) return 0;
+    q[(q_head + q_len++) % CAT_QUEUE] = (struct cat_req){target, table};
+    pthread_cond_signal(&q_cond);
+    return ++asked_seq;
+}
+
 void catalog_request(unsigned target, uint32_t table)
 {
     if (!started || !table) return;
     pthread_mutex_lock(&q_lock);
-    bool dup = false;
-    for (unsigned i = 0; i < q_len && !dup; i++) {
-        const struct cat_req *r = &q[(q_head + i) % CAT_QUEUE];
-        dup = r->target == target && r->table == table;
-    }
-    if (!dup && q_len < CAT_QUEUE) {
-        q[(q_head + q_len++) % CAT_QUEUE] = (struct cat_req){target, table};
-        pthread_cond_signal(&q_cond);
-    }
+    request_locked(target, table);
     pthread_mutex_unlock(&q_lock);
+}
+
+bool catalog_resolve(unsigned target, uint32_t table, int16_t attnum, char *schema, size_t sl,
+                     char *rel, size_t rl, char *col, size_t cl)
+{
+    if (catalog_lookup(target, table, attnum, schema, sl, rel, rl, col, cl)) return true;
+    if (!started || !table || clock_ms() < __atomic_load_n(&down_until_ms, __ATOMIC_RELAXED))
+        return false;
+    pthread_mutex_lock(&q_lock);
+    uint64_t ticket = request_locked(target, table);
+    struct timespec until;
+    clock_gettime(CLOCK_REALTIME, &until);
+    until.tv_nsec += CAT_WAIT_MS * 1000000L;
+    until.tv_sec += until.tv_nsec / 1000000000L;
+    until.tv_nsec %= 1000000000L;
+    while (ticket && done_seq < ticket && !q_stop)
+        if (pthread_cond_timedwait(&done_cond, &q_lock, &until) != 0) break;
+    pthread_mutex_unlock(&q_lock);
+    return catalog_lookup(target, table, attnum, schema, sl, rel, rl, col, cl);
 }
 
 void catalog_invalidate(unsigned target)
@@ -198,9 +229,14 @@ static void *cat_main(void *arg)
                 conns[r.target] = NULL;
             }
             if (!conns[r.target]) conns[r.target] = cat_connect(&cat_cfg->targets[r.target]);
-            if (conns[r.target]) cat_fetch(conns[r.target], r.target, r.table);
+            if (conns[r.target])
+                cat_fetch(conns[r.target], r.target, r.table);
+            else
+                __atomic_store_n(&down_until_ms, clock_ms() + CAT_DOWN_MS, __ATOMIC_RELAXED);
         }
         pthread_mutex_lock(&q_lock);
+        done_seq++;
+        pthread_cond_broadcast(&done_cond);
     }
     pthread_mutex_unlock(&q_lock);
     for (unsigned i = 0; i < n; i++)
@@ -232,9 +268,12 @@ void catalog_stop(void)
     pthread_mutex_lock(&q_lock);
     q_stop = true;
     pthread_cond_signal(&q_cond);
+    pthread_cond_broadcast(&done_cond);
     pthread_mutex_unlock(&q_lock);
     pthread_join(cat_thread, NULL);
     started = false;
+    q_len = 0;
+    done_seq = asked_seq = 0;
     pthread_rwlock_wrlock(&cat_lock);
     cat_clear_locked(-1);
     pthread_rwlock_unlock(&cat_lock);

@@ -139,6 +139,9 @@ void catalog_stop(void);
 bool catalog_lookup(unsigned target, uint32_t table, int16_t attnum, char *schema, size_t sl,
                     char *rel, size_t rl, char *col, size_t cl);
 void catalog_request(unsigned target, uint32_t table);
+/* The cache, else ask the resolver and wait for it briefly (first sight of a table). */
+bool catalog_resolve(unsigned target, uint32_t table, int16_t attnum, char *schema, size_t sl,
+                     char *rel, size_t rl, char *col, size_t cl);
 void catalog_invalidate(unsigned target);
 const struct sluice_config *catalog_config(void); /* the snapshot the indexes refer to */
 

@@ -34,6 +34,7 @@ struct stmt_info {
     const char *cls;
     char *tables;
     bool durable;
+    const char *decision, *rule; /* of a Parse: what its Executes record */
 };
 
 /* One statement execution waiting for its result. */
@@ -246,10 +247,12 @@ int64_t relay_audit_query(struct session *s, const char *sql, const struct sql_f
 }
 
 void relay_audit_parse(struct session *s, const char *name, const char *sql,
-                       const struct sql_facts *f)
+                       const struct sql_facts *f, const char *decision, const char *rule)
 {
     if (!relay_audit_on(s)) return;
     struct stmt_info *i = info_new(s, sql, f);
+    i->decision = decision;
+    i->rule = rule;
     for (struct prep **pp = &s->preps; *pp; pp = &(*pp)->next)
         if (strcmp((*pp)->name, name) == 0) {
             info_put((*pp)->info);
@@ -284,7 +287,8 @@ int64_t relay_audit_execute(struct session *s)
         /* A statement prepared before sluice saw it (a reused upstream): record its use. */
         s->bound = info_new(s, "(prepared statement)", NULL);
     }
-    return rec_push(s, s->bound, false, false, "allow", NULL);
+    return rec_push(s, s->bound, false, false, s->bound->decision ? s->bound->decision : "allow",
+                    s->bound->rule);
 }
 
 /* The oldest record still waiting for results. */

@@ -44,11 +44,9 @@ static bool resolve_column(void *ctx, uint32_t table, int16_t attnum, struct mas
     static __thread char schema[64], rel[64], col[64];
     const struct session *s = ctx;
     if (s->rt->cfg != catalog_config()) return false; /* reloaded: indexes may differ */
-    if (!catalog_lookup(s->target_idx, table, attnum, schema, sizeof schema, rel, sizeof rel, col,
-                        sizeof col)) {
-        catalog_request(s->target_idx, table);
+    if (!catalog_resolve(s->target_idx, table, attnum, schema, sizeof schema, rel, sizeof rel, col,
+                         sizeof col))
         return false;
-    }
     out->schema = schema;
     out->table = rel;
     out->column = col;
@@ -73,6 +71,7 @@ bool relay_mask_holds(const struct session *s, uint8_t type)
     case 'H': /* CopyOutResponse */
     case 'c': /* CopyDone */
     case 'I': /* EmptyQueryResponse */
+    case 'A': /* NotificationResponse */
         return true;
     case 'D':
         return !s->plan_known || s->plan;
@@ -115,6 +114,7 @@ enum hold_action relay_mask_server(struct session *s, uint8_t type, const uint8_
         return HOLD_FORWARD;
     case 'D': {
         if (!db || !mask_on(s)) return HOLD_FORWARD;
+        if (s->plan_known && !s->plan) return HOLD_FORWARD; /* no column needs looking at */
         struct buf *out = session_out_buf(&s->cl_out);
         int r = mask_row_rewrite(db, s->plan_known ? s->plan : NULL, body, len, out, counts(s));
         if (r < 0 && s->plan_known && s->plan) /* rows of another portal: scan every value */
@@ -131,10 +131,8 @@ enum hold_action relay_mask_server(struct session *s, uint8_t type, const uint8_
     case 'H':
         /* CopyOutResponse: int8 overall format (0 text, 1 binary). Binary COPY rows are
          * tuples with binary fields: not rewritten by value (documented). */
-        s->copy_out = len >= 1 && body[0] == 0;
-        if (len >= 1 && body[0] != 0 && mask_on(s))
-            log_warn("session %llu: binary COPY TO STDOUT is not masked",
-                     (unsigned long long)s->id);
+        s->copy_out = true;
+        s->copy_binary = len >= 1 && body[0] != 0;
         return HOLD_FORWARD;
     case 'c':
         s->copy_out = false;
@@ -142,6 +140,21 @@ enum hold_action relay_mask_server(struct session *s, uint8_t type, const uint8_
     case 'd': {
         if (!s->copy_out || !mask_on(s)) return HOLD_FORWARD;
         struct buf *out = session_out_buf(&s->cl_out);
+        if (s->copy_binary) {
+            /* Binary tuples: detected values are starred in place, lengths unchanged. */
+            size_t mark = out->len - out->off;
+            buf_append_u8(out, 'd');
+            buf_append_u32(out, (uint32_t)(len + 4));
+            buf_append(out, body, len);
+            int r = mask_text_inplace(db, out->data + out->off + mark + 5, len, counts(s));
+            if (r <= 0) out->len = out->off + mark; /* unchanged: forward the original */
+            if (r < 0) {
+                log_warn("session %llu: a COPY line could not be scanned and was withheld",
+                         (unsigned long long)s->id);
+                return HOLD_REPLACE;
+            }
+            return r > 0 ? HOLD_REPLACE : HOLD_FORWARD;
+        }
         int r = mask_copy_rewrite(db, body, len, out, counts(s));
         if (r < 0) { /* the scanner failed: the line does not leave unmasked */
             log_warn("session %llu: a COPY line could not be scanned and was withheld",
@@ -153,6 +166,26 @@ enum hold_action relay_mask_server(struct session *s, uint8_t type, const uint8_
     case 'I':
         relay_mask_result_end(s);
         return HOLD_FORWARD;
+    case 'A': { /* NotificationResponse: int32 pid, channel, payload */
+        if (!db || !mask_on(s) || len < 6) return HOLD_FORWARD;
+        const uint8_t *chan_end = memchr(body + 4, 0, len - 4);
+        if (!chan_end) return HOLD_FORWARD;
+        const uint8_t *payload = chan_end + 1;
+        size_t plen = len - (size_t)(payload - body);
+        if (!plen || payload[plen - 1] != 0) return HOLD_FORWARD;
+        struct buf *out = session_out_buf(&s->cl_out);
+        size_t m = pg_msg_begin(out, 'A');
+        buf_append(out, body, (size_t)(payload - body));
+        int r = mask_text(db, payload, plen - 1, out, counts(s));
+        if (r <= 0) {
+            out->len = out->off + m;        /* drop the half-built message */
+            if (r < 0) return HOLD_REPLACE; /* unscannable: withheld */
+            return HOLD_FORWARD;
+        }
+        buf_append_u8(out, 0);
+        pg_msg_end(out, m);
+        return HOLD_REPLACE;
+    }
     case 'E':
     case 'N':
         if (!db || !mask_on(s)) return HOLD_FORWARD;

@@ -1155,10 +1155,28 @@ struct verdict {
 
 /* Judge one statement text (and record it for the audit when `query`: a simple Query; a
  * Parse is recorded by name for its Executes). */
+static void statement_judge_inner(struct session *s, const char *sql, bool query, const char *name,
+                                  struct verdict *v);
+
+/* sluice's own time per statement (parse, policy, audit record) goes to the overhead
+ * histogram. */
 static void statement_judge(struct session *s, const char *sql, bool query, const char *name,
                             struct verdict *v)
 {
+    struct timespec a, b;
+    clock_gettime(CLOCK_MONOTONIC, &a);
+    statement_judge_inner(s, sql, query, name, v);
+    clock_gettime(CLOCK_MONOTONIC, &b);
+    metrics_observe_latency(H_STATEMENT_OVERHEAD, (uint64_t)(b.tv_sec - a.tv_sec) * 1000000000u +
+                                                      (uint64_t)b.tv_nsec - (uint64_t)a.tv_nsec);
+    if (s->reg) atomic_store_explicit(&s->reg->busy, true, memory_order_relaxed);
+}
+
+static void statement_judge_inner(struct session *s, const char *sql, bool query, const char *name,
+                                  struct verdict *v)
+{
     memset(v, 0, sizeof *v);
+    s->park_group = s->c2s_group;
     bool audit = relay_audit_on(s);
     if (audit && !audit_healthy() && !audit_fail_open()) {
         refuse_audit_down(s);
@@ -1189,7 +1207,7 @@ static void statement_judge(struct session *s, const char *sql, bool query, cons
         v->rule = d.rule;
         v->mask = d.mask;
         if (audit && query) v->wait = relay_audit_query(s, sql, facts, "allow", d.rule, false);
-        if (audit && !query) relay_audit_parse(s, name, sql, facts);
+        if (audit && !query) relay_audit_parse(s, name, sql, facts, "allow", d.rule);
         if (v->wait < 0) {
             v->ok = false;
             v->wait = 0;
@@ -1207,7 +1225,7 @@ static void statement_judge(struct session *s, const char *sql, bool query, cons
             v->mask = d.mask;
             v->approval = r == REVIEW_WAIT;
             if (audit && query) v->wait = relay_audit_query(s, sql, facts, "review", d.rule, false);
-            if (audit && !query) relay_audit_parse(s, name, sql, facts);
+            if (audit && !query) relay_audit_parse(s, name, sql, facts, "review", d.rule);
             if (v->wait < 0) v->wait = 0;
             return;
         }
@@ -1350,6 +1368,7 @@ static enum hold_action on_client_statement(struct session *s, uint8_t type, con
     }
     case 'E': {
         s->statements++;
+        s->park_group = s->c2s_group;
         int64_t wait = relay_audit_execute(s);
         if (wait < 0) {
             refuse_audit_down(s);
@@ -1424,6 +1443,8 @@ static enum hold_action on_server_message(struct session *s, uint8_t type, const
             if (s->pending_sync) s->pending_sync--;
             s->s2c_group++;
             s->rows_sent = s->rows_dropped = 0;
+            if (s->reg && s->pending_sync == 0)
+                atomic_store_explicit(&s->reg->busy, false, memory_order_relaxed);
             if (s->blocked) blocked_expire(s);
         }
         relay_mask_result_end(s);
@@ -1709,6 +1730,7 @@ static enum pump_result relay_pump(struct session *s, struct side *src, struct s
             return PUMP_CLOSE;
         }
         b->len += (size_t)n;
+        if (from_client) metrics_add(M_BYTES, METRICS_FROM_CLIENT, 0, (uint64_t)n);
         if (!relay_scan(s, src, from_client, why)) return PUMP_CLOSE;
         /* A short read drained the socket: write what we have, then wait for epoll. */
         drained = (size_t)n < room && !sock_pending(&src->sk);
@@ -1906,6 +1928,7 @@ static void session_drain(struct session *s)
 
 void session_tick_all(struct worker *w, uint64_t now_ms)
 {
+    if (w->parked) session_unpark_ready(w); /* waits that end without a wakeup (audit down) */
     for (struct session *s = w->sessions, *next; s; s = next) {
         next = s->next;
         session_on_tick(s, now_ms);
@@ -1936,7 +1959,9 @@ static void session_unpark_remove(struct session *s)
 /* Is the wait of a parked session over? */
 static bool park_done(struct session *s)
 {
-    if (s->park_seq && audit_committed_seq() < s->park_seq) return false;
+    /* While the store cannot be written, audit.fail: closed refuses the statement. */
+    if (s->park_seq && audit_committed_seq() < s->park_seq)
+        return !audit_healthy() && !audit_fail_open();
     if (s->park_request[0] && !relay_approve_done(s)) return false;
     return true;
 }
@@ -1954,6 +1979,16 @@ void session_unpark_ready(struct worker *w)
         s->park_next = NULL;
         s->parked = false;
         s->park_ready = true;
+        if (s->park_seq && audit_committed_seq() < s->park_seq) {
+            log_warn("session %llu: statement refused: the audit store cannot be written",
+                     (unsigned long long)s->id);
+            s->park_act = HOLD_REPLACE;
+            blocked_push_group(s, s->park_group, "58030",
+                               "sluice: the audit store cannot be written; statements are refused "
+                               "until it recovers",
+                               "audit.fail is closed; see sluice's log for the store's error");
+            relay_approve_abandon(s);
+        }
         s->park_seq = 0;
         if (s->park_request[0]) relay_approve_resume(s);
         s->cl.rescan = true;
@@ -1971,6 +2006,8 @@ void session_kill_requested(struct worker *w)
         if (s->state != S_RELAY || !s->reg || !atomic_load(&s->reg->kill)) continue;
         char msg[200];
         snprintf(msg, sizeof msg, "sluice: session ended by an administrator (%s)", s->reg->killer);
+        /* Stop what runs upstream too, as pg_terminate_backend would. */
+        if (s->cancel_registered && s->pending_sync) cancel_forward(s->be_pid, s->our_key);
         session_fail(s, "57P01", msg, NULL, "ended by an administrator");
     }
 }

@@ -132,6 +132,7 @@ struct session {
     bool mask_base;             /* this identity's results are masked unless a rule says unmask */
     bool plan_known;            /* a RowDescription (or NoData) describes the rows arriving now */
     bool copy_out;              /* the server is in COPY TO STDOUT */
+    bool copy_binary;           /* ... in binary format */
     struct mask_plan *plan;     /* of the RowDescription; NULL: nothing to look at */
     struct mask_counts *masked; /* of the statement being relayed; NULL until needed */
     /* audit (relay_audit.c) */
@@ -200,7 +201,7 @@ void relay_audit_session(struct session *s, enum audit_kind kind, const char *de
 int64_t relay_audit_query(struct session *s, const char *sql, const struct sql_facts *f,
                           const char *decision, const char *rule, bool refused);
 void relay_audit_parse(struct session *s, const char *name, const char *sql,
-                       const struct sql_facts *f);
+                       const struct sql_facts *f, const char *decision, const char *rule);
 void relay_audit_bind(struct session *s, const char *stmt_name);
 int64_t relay_audit_execute(struct session *s);
 void relay_audit_row(struct session *s, const uint8_t *body, size_t len);

@@ -16,6 +16,7 @@ import io
 import json
 import os
 import subprocess
+import time
 
 import psycopg
 import psycopg2
@@ -430,3 +431,117 @@ def test_masking_disabled(pii, spawn_sluice):
         assert fetch_psycopg2(ep, user) == as_text(RAW), user
     assert copy_text_rows(copy_out(ep, BOB, f"COPY ({SELECT}) TO STDOUT")) == as_text(RAW)
     sp.assert_clean_exit()
+
+
+# ---------------------------------------------------------------- paths around the plain text row
+
+
+@pytest.fixture(scope="module")
+def renamed(pii):
+    """A table whose sensitive values are recognisable by their column names only (an SSN
+    without dashes, a token of no known shape)."""
+    c = psycopg2.connect(**pii.params(user=ALICE))
+    c.autocommit = True
+    cur = c.cursor()
+    cur.execute("DROP TABLE IF EXISTS mask_renamed")
+    cur.execute("CREATE TABLE mask_renamed (id int, ssn text, api_token text)")
+    cur.execute("INSERT INTO mask_renamed VALUES (1, '078051120', 'plainsecretvalue42')")
+    c.close()
+    return pii
+
+
+RENAMED_RAW = ["078051120", "plainsecretvalue42"]
+
+
+def test_columns_by_name(renamed):
+    rows = fetch_psycopg2(renamed, BOB, "SELECT ssn, api_token FROM mask_renamed")
+    assert rows == [("***-**-1120", "[REDACTED:secret]")]
+
+
+def test_renamed_columns_masked_from_the_first_query(renamed):
+    """SELECT ssn AS a: the column is known by its table OID and attribute number only. The
+    catalog resolver learns it in the background after a cache miss, so the very first
+    result (and every first result after DDL empties the cache) must not go out raw."""
+    c = psycopg2.connect(**renamed.params(user=BOB))
+    c.autocommit = True
+    try:
+        cur = c.cursor()
+        got = []
+        # DDL seen through sluice empties the catalog cache: bob can do that himself.
+        cur.execute("CREATE TEMP TABLE mask_flush (x int)")
+        for _ in range(3):
+            cur.execute("SELECT ssn AS a, api_token AS b FROM mask_renamed")
+            got.append(cur.fetchall())
+            time.sleep(0.2)
+        leaked = [i for i, r in enumerate(got) if set(RENAMED_RAW) & set(r[0])]
+        assert not leaked, f"renamed sensitive columns went out raw in results {leaked}: {got}"
+        assert got[-1] == [("***-**-1120", "[REDACTED:secret]")]
+    finally:
+        c.close()
+
+
+def test_binary_text_array_masked(pii):
+    """text[] in binary format carries its elements' bytes inside the array structure."""
+    with psycopg3_connect(pii, BOB) as c:
+        rows = c.cursor(binary=True).execute(
+            "SELECT ARRAY[email, note] FROM mask_pii WHERE id = 1").fetchall()
+    assert_no_secret(repr(rows), "binary text[]")
+    assert rows[0][0][0] == "a***@example.org"
+
+
+def test_binary_copy_not_raw(pii):
+    """COPY ... TO STDOUT (FORMAT binary): either masked (lengths rewritten) or refused; never
+    raw."""
+    with psycopg3_connect(pii, BOB) as c:
+        try:
+            with c.cursor().copy(f"COPY ({SELECT}) TO STDOUT (FORMAT binary)") as cp:
+                data = b"".join(bytes(x) for x in cp)
+        except psycopg.Error:
+            return  # refused: acceptable
+    assert_no_secret(data, "COPY binary")
+
+
+def test_notification_payload_masked(pii):
+    """NOTIFY payloads come from the database like rows do: bob alone can LISTEN and then
+    SELECT pg_notify(channel, email) FROM ..., so an unmasked payload hands him raw values."""
+    b = psycopg2.connect(**pii.params(user=BOB))
+    b.autocommit = True
+    try:
+        cur = b.cursor()
+        cur.execute("LISTEN mask_ch")
+        cur.execute("SELECT pg_notify('mask_ch', 'mail ' || email) FROM mask_pii WHERE id = 1")
+        deadline = time.time() + 5
+        while not b.notifies and time.time() < deadline:
+            time.sleep(0.05)
+            b.poll()
+        assert b.notifies, "no notification arrived"
+        payload = b.notifies[0].payload
+        assert payload == "mail a***@example.org", payload
+    finally:
+        b.close()
+
+
+def test_error_message_field_masked(pii):
+    c = psycopg2.connect(**pii.params(user=BOB))
+    try:
+        with pytest.raises(psycopg2.Error) as e:
+            c.cursor().execute("SELECT email::int FROM mask_pii WHERE id = 1")
+        assert e.value.diag.message_primary == \
+            'invalid input syntax for type integer: "a***@example.org"'
+    finally:
+        c.close()
+
+
+def test_returning_and_cursor_fetch_masked(pii):
+    c = psycopg2.connect(**pii.params(user=BOB))
+    try:
+        cur = c.cursor()
+        cur.execute("CREATE TEMP TABLE mask_ret (email text)")
+        cur.execute("INSERT INTO mask_ret VALUES ('ret.person@example.com') RETURNING email")
+        assert cur.fetchall() == [("r***@example.com",)]
+        cur.execute("DECLARE mc CURSOR FOR SELECT email, card FROM mask_pii ORDER BY id")
+        cur.execute("FETCH 1 FROM mc")
+        assert cur.fetchall() == [("a***@example.org", "****-****-****-4242")]
+        c.rollback()
+    finally:
+        c.close()
