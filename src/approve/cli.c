@@ -204,7 +204,7 @@ int approvals_cli_main(int argc, char **argv)
 
     struct sluice_config *cfg = NULL;
     char err[512];
-    if (config_load(config, &cfg, err, sizeof err) < 0) {
+    if (config_load_ex(config, CONFIG_NO_SECRETS, &cfg, err, sizeof err) < 0) {
         fprintf(stderr, "%s\n", err);
         return 2;
     }

@@ -305,7 +305,7 @@ static int open_store(struct cli *c, struct sluice_config **cfg, struct store **
 {
     char err[512];
     *st = NULL;
-    if (config_load(c->config, cfg, err, sizeof err) != 0) {
+    if (config_load_ex(c->config, CONFIG_NO_SECRETS, cfg, err, sizeof err) != 0) {
         fprintf(stderr, "%s\n", err);
         return 2;
     }

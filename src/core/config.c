@@ -596,7 +596,7 @@ static int convert_targets(struct loader *ld, const struct raw_config *raw,
         }
         t->password_env = xstrdup(rt->password_env);
         t->password_file = cfgld_path(ld, rt->password_file);
-        if (resolve_password(ld, i, rt, t) < 0) return -1;
+        if (!ld->no_secrets && resolve_password(ld, i, rt, t) < 0) return -1;
     }
     return 0;
 }
@@ -885,6 +885,12 @@ static int read_file(struct loader *ld, const char *path, char **out, size_t *ou
 
 int config_load(const char *path, struct sluice_config **out, char *err, size_t errlen)
 {
+    return config_load_ex(path, 0, out, err, errlen);
+}
+
+int config_load_ex(const char *path, unsigned flags, struct sluice_config **out, char *err,
+                   size_t errlen)
+{
     if (err && errlen) err[0] = '\0';
     *out = NULL;
     struct sluice_config *cfg = xcalloc(1, sizeof(*cfg));
@@ -897,6 +903,7 @@ int config_load(const char *path, struct sluice_config **out, char *err, size_t 
 
     struct loader *ld = xcalloc(1, sizeof(*ld));
     ld->file = path;
+    ld->no_secrets = (flags & CONFIG_NO_SECRETS) != 0;
     const char *slash = strrchr(path, '/');
     ld->dirlen = slash ? (size_t)(slash - path) + 1 : 0;
     ld->err = err;

@@ -326,6 +326,13 @@ struct sluice_config {
  */
 int config_load(const char *path, struct sluice_config **out, char *err, size_t errlen);
 
+/* Flags of config_load_ex(). CONFIG_NO_SECRETS: leave upstream passwords and notifier
+ * secrets unread (and their variables unchecked), for commands that only read the state
+ * store (`sluice audit`, `sluice approvals`). */
+#define CONFIG_NO_SECRETS 1u
+int config_load_ex(const char *path, unsigned flags, struct sluice_config **out, char *err,
+                   size_t errlen);
+
 struct sluice_config *config_ref(struct sluice_config *cfg);
 void config_unref(struct sluice_config *cfg);
 

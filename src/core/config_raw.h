@@ -261,6 +261,7 @@ struct loader {
     char *err;
     size_t errlen;
     char log[4096]; /* libcyaml error output */
+    bool no_secrets; /* CONFIG_NO_SECRETS: do not read password/secret environment or files */
     size_t loglen;
 };
 

@@ -130,6 +130,7 @@ static int count_key(struct loader *ld, const char *key, const char *v, unsigned
  * the variable is not set or empty. */
 static int secret_env(struct loader *ld, const char *key, const char *var, char **out)
 {
+    if (ld->no_secrets) return 0;
     const char *v = getenv(var);
     if (!v || !*v)
         return cfgld_fail(ld, key, AT_VALUE, "environment variable %s named by %s is not set", var,
@@ -141,6 +142,7 @@ static int secret_env(struct loader *ld, const char *key, const char *var, char 
 static int secret_file(struct loader *ld, const char *key, const char *file, char **out,
                        size_t *outlen)
 {
+    if (ld->no_secrets) return 0;
     char *path = cfgld_path(ld, file);
     FILE *f = fopen(path, "rb");
     if (!f) {
