@@ -123,7 +123,10 @@ void relay_approve_resume(struct session *s)
     if (rc == 0 && st.state == APPROVE_APPROVED) {
         s->park_act = HOLD_FORWARD;
         snprintf(s->audit_grant, sizeof s->audit_grant, "%s", st.grant_id);
-        if (st.grant_id[0]) approve_grant_use(st.grant_id, 0);
+        if (st.grant_id[0]) {
+            approve_grant_use(st.grant_id, 0);
+            relay_audit_note_grant(s, st.grant_id);
+        }
         log_info("session %llu: request %s approved by %s", (unsigned long long)s->id,
                  s->park_request, st.approver);
     } else {

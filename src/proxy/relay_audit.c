@@ -47,6 +47,7 @@ struct stmt_rec {
     const char *decision, *rule;
     bool query;   /* a simple Query: complete at ReadyForQuery */
     bool refused; /* its event is written; the error that answers it is sluice's */
+    char request_id[32], grant_id[32]; /* approval request / grant it ran under */
     uint64_t rows, tag_rows, bytes;
     char sqlstate[6];
     struct audit_digest digest;
@@ -183,6 +184,8 @@ static uint64_t emit_statement(struct session *s, struct stmt_rec *r, bool pre)
     ev.decision = r->decision;
     ev.rule = r->rule;
     ev.ref = pre ? 0 : r->pre_seq;
+    ev.request_id = r->request_id[0] ? r->request_id : NULL;
+    ev.grant_id = r->grant_id[0] ? r->grant_id : NULL;
     if (!pre) {
         ev.duration_us = now_us() - r->start_us;
         ev.rows = r->rows ? r->rows : r->tag_rows;
@@ -223,6 +226,8 @@ static int64_t rec_push(struct session *s, struct stmt_info *info, bool query, b
     r->refused = refused;
     r->decision = decision;
     r->rule = rule;
+    memcpy(r->request_id, s->audit_request, sizeof r->request_id);
+    memcpy(r->grant_id, s->audit_grant, sizeof r->grant_id);
     if (s->rt->cfg->audit.row_digest && !refused) audit_digest_init(&r->digest);
     if (s->recs_tail)
         s->recs_tail->next = r;
@@ -289,6 +294,12 @@ int64_t relay_audit_execute(struct session *s)
     }
     return rec_push(s, s->bound, false, false, s->bound->decision ? s->bound->decision : "allow",
                     s->bound->rule);
+}
+
+void relay_audit_note_grant(struct session *s, const char *grant_id)
+{
+    if (s->recs_tail)
+        snprintf(s->recs_tail->grant_id, sizeof s->recs_tail->grant_id, "%s", grant_id);
 }
 
 /* The oldest record still waiting for results. */

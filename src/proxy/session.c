@@ -1177,6 +1177,7 @@ static void statement_judge_inner(struct session *s, const char *sql, bool query
 {
     memset(v, 0, sizeof *v);
     s->park_group = s->c2s_group;
+    s->audit_request[0] = s->audit_grant[0] = '\0';
     bool audit = relay_audit_on(s);
     if (audit && !audit_healthy() && !audit_fail_open()) {
         refuse_audit_down(s);
@@ -1777,6 +1778,8 @@ static void relay_run(struct session *s, bool c2s, bool s2c)
             return;
         }
         s->c2s_blocked = r == PUMP_BLOCKED;
+        /* A statement just parked may have left a NOTICE for the client: send it now. */
+        if (s->parked && s->cl_out && s->cl_out->off < s->cl_out->len) s2c = true;
     }
     if (s2c) {
         enum pump_result r = relay_pump(s, &s->sv, &s->cl, false, &why);

@@ -207,5 +207,7 @@ int64_t relay_audit_execute(struct session *s);
 void relay_audit_row(struct session *s, const uint8_t *body, size_t len);
 void relay_audit_server(struct session *s, uint8_t type, const uint8_t *body, size_t len);
 void relay_audit_end(struct session *s);
+/* The statement just recorded runs under this grant (approved while it waited). */
+void relay_audit_note_grant(struct session *s, const char *grant_id);
 
 #endif

@@ -486,7 +486,10 @@ def test_binary_text_array_masked(pii):
         rows = c.cursor(binary=True).execute(
             "SELECT ARRAY[email, note] FROM mask_pii WHERE id = 1").fetchall()
     assert_no_secret(repr(rows), "binary text[]")
-    assert rows[0][0][0] == "a***@example.org"
+    # Inside binary arrays the element framing must not move: detected values are starred
+    # in place, keeping their length (docs/masking.md).
+    email = rows[0][0][0]
+    assert email == "*" * len("alice.smith@example.org"), email
 
 
 def test_binary_copy_not_raw(pii):

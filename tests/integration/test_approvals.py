@@ -1,0 +1,961 @@
+"""test_approvals.py: human approval of statements over the wire (issue 6).
+
+A sluice instance of this module's own (policy: agents' writes need review, bob's UPDATEs wait
+for a human, carol's writes need review; approvers are the group `dba`; Slack and a webhook
+notifier point at a local HTTP receiver run by the test) is driven by psycopg2, psql and
+node-postgres:
+
+- defer (agents): 42501 at once with the request id and the HINT; approval through the CLI,
+  the admin API or a signed Slack callback leaves a grant: the same fingerprint with other
+  literals runs, another fingerprint asks again, uses run out, a grant expires;
+- wait (bob): the client gets a NOTICE and blocks; approval runs the statement (the row changes
+  upstream), denial gives 42501 naming the approver, a client that disconnects cancels its
+  request; a second instance with `approvals.timeout: 2s` shows expiry;
+- the admin API refuses unauthenticated callers (401), non-approvers and self-approval (403);
+- Slack: the webhook message carries Approve/Deny buttons with the request id; forged or stale
+  signatures get 401; the generic webhook's X-Sluice-Signature is verified here.
+"""
+
+import hashlib
+import hmac
+import http.server
+import json
+import os
+import queue
+import re
+import subprocess
+import threading
+import time
+import urllib.error
+import urllib.parse
+import urllib.request
+
+import psycopg2
+import pytest
+
+import conftest
+from conftest import Endpoint, SluiceConfig, SluiceProcess, make_identities, _state
+
+BOB = "bob@corp.com"
+DBA = "dba@corp.com"
+CAROL = "carol@corp.com"
+EXTRA_IDS = {
+    DBA: dict(kind="human", groups=["dba"], token=False),
+    CAROL: dict(kind="human", groups=["dba", "writers"], token=False),
+    "copilot2": dict(kind="agent", groups=["ai"], token=True),
+}
+RULES = [
+    "    - { name: agents-writes-need-review, match: { kind: agent, class: [write] }, action: review,",
+    "        reason: writes by agents need review }",
+    "    - { name: bob-updates-wait, match: { identity: bob@corp.com, command: [UPDATE] },",
+    "        action: review, mode: wait }",
+    "    - { name: carol-writes-review, match: { identity: carol@corp.com, class: [write] },",
+    "        action: review, mode: defer }",
+]
+NODE_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "node")
+REQ_RE = re.compile(r"request (req_[A-Za-z0-9]+)")
+SLACK_SECRET = "slack-signing-" + os.urandom(8).hex()
+HOOK_SECRET = "hook-secret-" + os.urandom(8).hex()
+
+pytestmark = pytest.mark.skipif(conftest.DIRECT, reason="approvals are sluice behaviour")
+
+
+class RulesConfig(SluiceConfig):
+    """The harness config with this module's rules first in policy.rules."""
+
+    extra_rules = []
+
+    def text(self):
+        lines = super().text().split("\n")
+        i = lines.index("  rules:")
+        return "\n".join(lines[:i + 1] + self.extra_rules + lines[i + 1:])
+
+
+class Receiver:
+    """A local HTTP server standing in for Slack and for a webhook receiver: it records every
+    POST (path, headers, body) and answers 200."""
+
+    def __init__(self):
+        self.posts = []
+        self.cond = threading.Condition()
+        outer = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def do_POST(self):
+                n = int(self.headers.get("Content-Length") or 0)
+                body = self.rfile.read(n)
+                with outer.cond:
+                    outer.posts.append((self.path, dict(self.headers), body))
+                    outer.cond.notify_all()
+                self.send_response(200)
+                self.send_header("Content-Length", "2")
+                self.end_headers()
+                self.wfile.write(b"ok")
+
+            def log_message(self, *a):
+                pass
+
+        self.srv = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.port = self.srv.server_address[1]
+        self.thread = threading.Thread(target=self.srv.serve_forever, daemon=True)
+        self.thread.start()
+
+    def url(self, path):
+        return f"http://127.0.0.1:{self.port}{path}"
+
+    def wait(self, pred, timeout=10.0):
+        """The first recorded POST for which pred(path, headers, body) holds."""
+        deadline = time.time() + timeout
+        with self.cond:
+            while True:
+                for p in self.posts:
+                    if pred(*p):
+                        return p
+                left = deadline - time.time()
+                if left <= 0:
+                    paths = [p[0] for p in self.posts]
+                    raise AssertionError(f"no matching POST within {timeout}s; got {paths}")
+                self.cond.wait(left)
+
+    def close(self):
+        self.srv.shutdown()
+        self.srv.server_close()
+
+
+class Inst:
+    def __init__(self, sp, ep, pg):
+        self.sp, self.ep, self.pg = sp, ep, pg
+        self.secrets = sp.secrets
+        self.admin_port = sp.config.admin_port
+
+    def bearer(self, who):
+        return f"{who}:{self.secrets[who]}"
+
+    def api(self, method, path, token=None, body=None, raw=None, headers=None):
+        """(status, parsed JSON or None, text) of one admin API call."""
+        if raw is None and body is not None:
+            raw = json.dumps(body).encode()
+        if raw is None and method == "POST":
+            raw = b""
+        req = urllib.request.Request(f"http://127.0.0.1:{self.admin_port}{path}", data=raw,
+                                     method=method)
+        if token is not None:
+            req.add_header("Authorization", "Bearer " + token)
+        if body is not None:
+            req.add_header("Content-Type", "application/json")
+        for k, v in (headers or {}).items():
+            req.add_header(k, v)
+        try:
+            with urllib.request.urlopen(req, timeout=15) as r:
+                status, text = r.status, r.read().decode()
+        except urllib.error.HTTPError as e:
+            status, text = e.code, e.read().decode()
+        try:
+            js = json.loads(text)
+        except ValueError:
+            js = None
+        return status, js, text
+
+    def approvals(self, state="all"):
+        st, js, text = self.api("GET", f"/api/v1/approvals?state={state}", self.bearer(DBA))
+        assert st == 200, text
+        return js["approvals"]
+
+    def request(self, rid):
+        for r in self.approvals("all"):
+            if r["id"] == rid:
+                return r
+        raise AssertionError(f"request {rid} not listed")
+
+    def wait_pending(self, identity, table, timeout=10.0):
+        """The id of the pending request of identity on table (a waiting client's)."""
+        deadline = time.time() + timeout
+        while time.time() < deadline:
+            for r in self.approvals("pending"):
+                if r["identity"] == identity and table in r["statement"]:
+                    return r["id"]
+            time.sleep(0.05)
+        raise AssertionError(f"no pending request by {identity} on {table}")
+
+    def decide(self, rid, approve=True, who=DBA, body=None):
+        st, js, text = self.api("POST", f"/api/v1/approvals/{rid}/{'approve' if approve else 'deny'}",
+                                self.bearer(who), body=body)
+        assert st == 200, f"{who} deciding {rid}: {st} {text}"
+        return js
+
+    def cli(self, *args, timeout=30):
+        env = dict(os.environ)
+        env.update(self.sp.config.env())
+        return subprocess.run([conftest.SLUICE_BIN, "approvals"] + list(args)
+                              + ["-c", self.sp.path],
+                              capture_output=True, text=True, timeout=timeout, env=env)
+
+
+def start_instance(workdir, certs, pg, name, rules, extra_yaml):
+    ids, secrets = make_identities(EXTRA_IDS)
+    cls = type("Rules_" + name, (RulesConfig,), {"extra_rules": rules})
+    cfg = cls(pg, certs, ids, extra_yaml=extra_yaml)
+    sp = SluiceProcess(workdir, name, cfg)
+    sp.secrets = secrets
+    _state["extra"].append(sp)
+    sp.start()
+    return Inst(sp, Endpoint(pg, secrets, cfg.port, certs, config=cfg, process=sp), pg)
+
+
+@pytest.fixture(scope="module")
+def receiver():
+    r = Receiver()
+    yield r
+    r.close()
+
+
+@pytest.fixture(scope="module")
+def appr(workdir, certs, pg, sluice_bin, receiver):
+    os.environ["SLUICE_IT_SLACK_URL"] = receiver.url("/slack")
+    os.environ["SLUICE_IT_SLACK_SECRET"] = SLACK_SECRET
+    os.environ["SLUICE_IT_HOOK_SECRET"] = HOOK_SECRET
+    yaml = f"""approvals:
+  approvers: {{ groups: [dba] }}
+  timeout: 30s
+  grant: {{ ttl: 1h, max_uses: 100, max_rows: 1000 }}
+  notify:
+    - slack: {{ webhook_url_env: SLUICE_IT_SLACK_URL, signing_secret_env: SLUICE_IT_SLACK_SECRET }}
+    - webhook: {{ url: "{receiver.url('/hook')}", secret_env: SLUICE_IT_HOOK_SECRET }}
+admin: {{ groups: [admins] }}
+"""
+    inst = start_instance(workdir, certs, pg, "approvals", RULES, yaml)
+    yield inst
+    inst.ep.close_all()
+    inst.sp.assert_clean_exit()
+
+
+def make_table(pg, name, n=10):
+    c = pg.admin(dbname="shop")
+    c.autocommit = True
+    cur = c.cursor()
+    cur.execute("SET ROLE app_scram")
+    cur.execute(f"DROP TABLE IF EXISTS {name}")
+    cur.execute(f"CREATE TABLE {name} (id int PRIMARY KEY, v int NOT NULL, note text)")
+    cur.execute(f"INSERT INTO {name} SELECT i, i, 'n' || i FROM generate_series(1, %s) i", (n,))
+    c.close()
+
+
+def upstream(pg, sql, args=()):
+    c = pg.admin(dbname="shop")
+    try:
+        cur = c.cursor()
+        cur.execute(sql, args)
+        return cur.fetchall()
+    finally:
+        c.close()
+
+
+def value_of(pg, table, rid):
+    return upstream(pg, f"SELECT v, note FROM {table} WHERE id = %s", (rid,))[0]
+
+
+def refused_for_approval(conn, sql):
+    """Run sql expecting the defer refusal; return the request id."""
+    with pytest.raises(psycopg2.Error) as ei:
+        conn.cursor().execute(sql)
+    e = ei.value
+    assert e.pgcode == "42501", f"{sql}: {e.pgcode} {e}"
+    m = re.fullmatch(r"sluice: approval required \(request (req_[A-Za-z0-9]+)\)", e.diag.message_primary)
+    assert m, e.diag.message_primary
+    assert e.diag.message_hint == "re-run the same statement after approval"
+    return m.group(1)
+
+
+def runs(conn, sql):
+    cur = conn.cursor()
+    cur.execute(sql)
+    return cur.rowcount
+
+
+# ---------------------------------------------------------------- defer mode and grants
+
+
+def test_defer_agent_cli_approval_and_grant(appr):
+    t = "appr_defer"
+    make_table(appr.pg, t)
+    c = appr.ep.connect(user="copilot")
+    c.autocommit = True
+    rid = refused_for_approval(c, f"UPDATE {t} SET v = 101 WHERE id = 1")
+    assert value_of(appr.pg, t, 1)[0] == 1, "the refused statement must not run"
+    r = appr.request(rid)
+    assert r["state"] == "pending" and r["identity"] == "copilot"
+    assert r["rule"] == "agents-writes-need-review" and r["mode"] == "defer"
+    assert "101" not in r["statement"] and t in r["statement"], r["statement"]
+    # another statement while the first is pending asks again, with a new id
+    rid_b = refused_for_approval(c, f"UPDATE {t} SET v = 102 WHERE id = 2")
+    assert rid_b != rid
+
+    # the CLI (root owns the state file: a trusted approver)
+    p = appr.cli("approve", rid, "--as", "dba1")
+    assert p.returncode == 0, p.stdout + p.stderr
+    assert rid in p.stdout and "grt_" in p.stdout, p.stdout
+    r = appr.request(rid)
+    assert r["state"] == "approved" and r["approver"] == "dba1", r
+
+    # same fingerprint, other literals: runs under the grant without asking
+    assert runs(c, f"UPDATE {t} SET v = 103 WHERE id = 3") == 1
+    assert value_of(appr.pg, t, 3)[0] == 103
+    assert runs(c, f"UPDATE {t} SET v = 101 WHERE id = 1") == 1
+    assert value_of(appr.pg, t, 1)[0] == 101
+    st, js, text = appr.api("GET", "/api/v1/grants", appr.bearer(DBA))
+    assert st == 200, text
+    g = [g for g in js["grants"] if g["request_id"] == rid]
+    assert len(g) == 1 and g[0]["identity"] == "copilot" and g[0]["uses_left"] == 98, g
+
+    # another fingerprint asks again
+    rid2 = refused_for_approval(c, f"DELETE FROM {t} WHERE id = 4")
+    assert rid2 not in (rid, rid_b)
+    assert upstream(appr.pg, f"SELECT count(*) FROM {t} WHERE id = 4")[0][0] == 1
+    # deny through the CLI: the request stays refused and a re-run asks again
+    p = appr.cli("deny", rid2, "--as", "dba1", "--reason", "no deletes")
+    assert p.returncode == 0, p.stdout + p.stderr
+    assert appr.request(rid2)["state"] == "denied"
+    refused_for_approval(c, f"DELETE FROM {t} WHERE id = 5")
+    # the CLI refuses to decide a request twice and refuses self-approval
+    p = appr.cli("approve", rid2, "--as", "dba1")
+    assert p.returncode == 1, p.stdout + p.stderr
+    p = appr.cli("approve", rid_b, "--as", "copilot")
+    assert p.returncode == 1, p.stdout + p.stderr
+    assert appr.request(rid_b)["state"] == "pending"
+    # reads are not affected
+    assert runs(c, f"SELECT * FROM {t} WHERE id < 3") == 2
+
+
+def test_grant_uses_run_out(appr):
+    t = "appr_uses"
+    make_table(appr.pg, t)
+    c = appr.ep.connect(user="copilot")
+    c.autocommit = True
+    rid = refused_for_approval(c, f"UPDATE {t} SET note = 'a' WHERE id = 1")
+    js = appr.decide(rid, body={"uses": 1})
+    assert js["state"] == "approved" and js["grant_id"].startswith("grt_"), js
+    assert runs(c, f"UPDATE {t} SET note = 'b' WHERE id = 2") == 1
+    assert value_of(appr.pg, t, 2)[1] == "b"
+    rid2 = refused_for_approval(c, f"UPDATE {t} SET note = 'c' WHERE id = 3")
+    assert rid2 != rid
+    assert value_of(appr.pg, t, 3)[1] == "n3"
+    # an approver cannot widen a grant beyond the configured ceiling (max_uses 100)
+    js = appr.decide(rid2, body={"uses": 100000})
+    st, gj, text = appr.api("GET", "/api/v1/grants", appr.bearer(DBA))
+    g = [g for g in gj["grants"] if g["request_id"] == rid2]
+    assert len(g) == 1 and g[0]["uses_left"] <= 100, g
+
+
+def test_grant_expiry(appr):
+    t = "appr_ttl"
+    make_table(appr.pg, t)
+    c = appr.ep.connect(user="copilot")
+    c.autocommit = True
+    rid = refused_for_approval(c, f"UPDATE {t} SET v = v + 1 WHERE id = 1")
+    appr.decide(rid, body={"ttl": 2})
+    assert runs(c, f"UPDATE {t} SET v = v + 1 WHERE id = 2") == 1
+    time.sleep(2.5)
+    rid2 = refused_for_approval(c, f"UPDATE {t} SET v = v + 1 WHERE id = 3")
+    assert rid2 != rid
+    assert value_of(appr.pg, t, 3)[0] == 3
+
+
+def test_grant_revoked(appr):
+    """A revoked grant stops matching (API), and the CLI lists and revokes grants too."""
+    t = "appr_revoke"
+    make_table(appr.pg, t)
+    c = appr.ep.connect(user="copilot")
+    c.autocommit = True
+    rid = refused_for_approval(c, f"UPDATE {t} SET v = 1 WHERE id = 1")
+    gid = appr.decide(rid)["grant_id"]
+    assert runs(c, f"UPDATE {t} SET v = 2 WHERE id = 2") == 1
+    st, js, text = appr.api("DELETE", f"/api/v1/grants/{gid}", appr.bearer(BOB))
+    assert st == 403, text
+    st, js, text = appr.api("DELETE", f"/api/v1/grants/{gid}", appr.bearer(DBA))
+    assert st == 200 and js == {"revoked": gid}, text
+    refused_for_approval(c, f"UPDATE {t} SET v = 3 WHERE id = 3")
+    assert value_of(appr.pg, t, 3)[0] == 3
+
+    rid = refused_for_approval(c, f"UPDATE {t} SET note = 'q' WHERE id = 4")
+    gid = appr.decide(rid)["grant_id"]
+    p = appr.cli("grants", "--json")
+    assert p.returncode == 0, p.stdout + p.stderr
+    assert gid in [g["id"] for g in json.loads(p.stdout)], p.stdout
+    p = appr.cli("revoke", gid, "--as", "dba1")
+    assert p.returncode == 0, p.stdout + p.stderr
+    deadline = time.time() + 5
+    while time.time() < deadline:  # the server sees the file's change within about 0.2 s
+        try:
+            refused_for_approval(c, f"UPDATE {t} SET note = 'r' WHERE id = 5")
+            break
+        except AssertionError:
+            time.sleep(0.2)
+    else:
+        raise AssertionError("a grant revoked by the CLI still matches")
+    assert value_of(appr.pg, t, 5)[1] in ("n5", "r")
+
+
+@pytest.mark.xfail(strict=True, reason="grant max_rows is not enforced by the relay yet "
+                   "(no savepoint in src/proxy; issue 6)")
+def test_grant_max_rows_rolls_back(appr):
+    """A write under a grant with max_rows that touches more rows is rolled back and refused,
+    outside and inside a client transaction; within the bound it runs."""
+    t = "appr_rows"
+    make_table(appr.pg, t)
+    c = appr.ep.connect(user="copilot")
+    c.autocommit = True
+    rid = refused_for_approval(c, f"UPDATE {t} SET v = v + 100 WHERE id <= 1")
+    appr.decide(rid, body={"rows": 2})
+    assert runs(c, f"UPDATE {t} SET v = v + 100 WHERE id <= 2") == 2
+    before = upstream(appr.pg, f"SELECT id, v FROM {t} ORDER BY id")
+    with pytest.raises(psycopg2.Error) as ei:
+        runs(c, f"UPDATE {t} SET v = v + 100 WHERE id <= 6")
+    assert "rows" in str(ei.value), ei.value
+    assert upstream(appr.pg, f"SELECT id, v FROM {t} ORDER BY id") == before
+    assert runs(c, "SELECT 1") == 1
+    # inside the client's transaction: the earlier statement of the transaction is kept
+    c.autocommit = False
+    cur = c.cursor()
+    cur.execute(f"SELECT v FROM {t} WHERE id = 10")
+    with pytest.raises(psycopg2.Error):
+        cur.execute(f"UPDATE {t} SET v = v + 100 WHERE id <= 7")
+    c.rollback()
+    assert upstream(appr.pg, f"SELECT id, v FROM {t} ORDER BY id") == before
+
+
+def test_group_grant_covers_other_members(appr):
+    """scope identity (the default) covers the requester only; scope group covers every
+    member of the requester's group (copilot and copilot2 are both in `ai`)."""
+    t = "appr_group"
+    make_table(appr.pg, t)
+    c1 = appr.ep.connect(user="copilot")
+    c2 = appr.ep.connect(user="copilot2")
+    c1.autocommit = c2.autocommit = True
+    rid = refused_for_approval(c1, f"UPDATE {t} SET v = 7 WHERE id = 1")
+    appr.decide(rid)
+    assert runs(c1, f"UPDATE {t} SET v = 8 WHERE id = 2") == 1
+    refused_for_approval(c2, f"UPDATE {t} SET v = 9 WHERE id = 3")  # identity scope
+    assert value_of(appr.pg, t, 3)[0] == 3
+
+    rid = refused_for_approval(c1, f"UPDATE {t} SET note = 'g' WHERE id = 4")
+    st, js, text = appr.api("POST", f"/api/v1/approvals/{rid}/approve", appr.bearer(DBA),
+                            body={"scope": "group"})
+    assert st == 200, text
+    st, gj, text = appr.api("GET", "/api/v1/grants", appr.bearer(DBA))
+    g = [g for g in gj["grants"] if g["request_id"] == rid]
+    assert len(g) == 1 and g[0]["scope"] == "group" and g[0]["group"] == "ai", g
+    assert runs(c2, f"UPDATE {t} SET note = 'h' WHERE id = 5") == 1
+    assert value_of(appr.pg, t, 5)[1] == "h"
+    # carol is in no group of copilot's: the group grant does not cover her
+    c3 = appr.ep.connect(user=CAROL)
+    c3.autocommit = True
+    refused_for_approval(c3, f"UPDATE {t} SET note = 'i' WHERE id = 6")
+
+
+def test_audit_names_requests_and_grants(appr):
+    t = "appr_audit"
+    make_table(appr.pg, t)
+    c = appr.ep.connect(user="copilot")
+    c.autocommit = True
+    rid = refused_for_approval(c, f"UPDATE {t} SET v = 11 WHERE id = 1")
+    gid = appr.decide(rid)["grant_id"]
+    assert runs(c, f"UPDATE {t} SET v = 12 WHERE id = 2") == 1
+
+    def events():
+        st, js, text = appr.api("GET", "/api/v1/audit?identity=copilot&limit=1000",
+                                appr.bearer(DBA))
+        assert st == 200, text
+        return js["events"]
+
+    want = {"approval_requested", "approval_approved", "grant_used"}
+    deadline = time.time() + 10
+    while True:
+        evs = events()
+        mine = [e for e in evs if e.get("request_id") == rid or e.get("grant_id") == gid]
+        kinds = {e["kind"] for e in mine}
+        if want <= kinds:
+            break
+        assert time.time() < deadline, f"audit events for {rid}/{gid}: {mine}"
+        time.sleep(0.2)
+    approved = [e for e in mine if e["kind"] == "approval_approved"]
+    assert approved[0].get("actor") == DBA, approved
+    req = [e for e in mine if e["kind"] == "approval_requested"][0]
+    assert "11" not in (req.get("statement") or ""), req
+    used = [e for e in mine if e["kind"] == "grant_used"]
+    assert used[0].get("actor") == DBA and used[0].get("request_id") == rid, used
+
+
+def test_statement_events_name_request_and_grant(appr):
+    """The statement events themselves carry the approval request (the refused statement)
+    and the grant (the statement run under it), as design.md's audit fields say."""
+    t = "appr_audit_stmt"
+    make_table(appr.pg, t)
+    c = appr.ep.connect(user="copilot")
+    c.autocommit = True
+    rid = refused_for_approval(c, f"UPDATE {t} SET v = 11 WHERE id = 1")
+    gid = appr.decide(rid)["grant_id"]
+    assert runs(c, f"UPDATE {t} SET v = 12 WHERE id = 2") == 1
+    assert runs(c, f"SELECT v FROM {t} WHERE id = 3") == 1
+    deadline = time.time() + 10
+    while True:
+        st, js, text = appr.api("GET", "/api/v1/audit?identity=copilot&kind=statement&limit=1000",
+                                appr.bearer(DBA))
+        assert st == 200, text
+        stmts = [e for e in js["events"] if t in (e.get("statement") or "")]
+        if len(stmts) >= 3 or time.time() > deadline:
+            break
+        time.sleep(0.2)
+    assert len(stmts) == 3, stmts
+    assert stmts[0].get("request_id") == rid, stmts[0]
+    assert stmts[1].get("grant_id") == gid, stmts[1]
+    assert not stmts[2].get("grant_id") and not stmts[2].get("request_id"), stmts[2]
+
+
+# ---------------------------------------------------------------- the admin API's checks
+
+
+def test_api_auth_roles_and_self_approval(appr):
+    t = "appr_auth"
+    make_table(appr.pg, t)
+    c = appr.ep.connect(user=CAROL)
+    c.autocommit = True
+    rid = refused_for_approval(c, f"UPDATE {t} SET v = 50 WHERE id = 1")
+    path = f"/api/v1/approvals/{rid}/approve"
+    st, _, text = appr.api("POST", path)
+    assert st == 401, text
+    st, _, text = appr.api("POST", path, token="not-a-token")
+    assert st == 401, text
+    st, _, text = appr.api("POST", path, token=f"{DBA}:wrong-secret")
+    assert st == 401, text
+    st, _, text = appr.api("GET", "/api/v1/approvals")
+    assert st == 401, text
+    # bob is no approver; copilot's bare token neither
+    st, _, text = appr.api("POST", path, token=appr.bearer(BOB))
+    assert st == 403, text
+    st, _, text = appr.api("POST", path, token=appr.secrets["copilot"])
+    assert st == 403, text
+    st, _, text = appr.api("GET", "/api/v1/approvals", token=appr.bearer(BOB))
+    assert st == 403, text
+    # carol is an approver but this is her own request
+    st, _, text = appr.api("POST", path, token=appr.bearer(CAROL))
+    assert st == 403, text
+    st, _, text = appr.api("POST", f"/api/v1/approvals/{rid}/deny", token=appr.bearer(CAROL))
+    assert st == 403, text
+    assert appr.request(rid)["state"] == "pending"
+    # unknown id 404, bad body 400
+    st, _, text = appr.api("POST", "/api/v1/approvals/req_nosuchthing/approve", appr.bearer(DBA))
+    assert st == 404, text
+    st, _, text = appr.api("POST", path, appr.bearer(DBA), body={"bogus": 1})
+    assert st == 400, text
+    # dba approves; a second decision conflicts
+    js = appr.decide(rid)
+    assert js["state"] == "approved" and js["approver"] == DBA, js
+    st, _, text = appr.api("POST", path, appr.bearer(DBA))
+    assert st == 409, text
+    st, js, text = appr.api("GET", "/api/v1/whoami", appr.bearer(DBA))
+    assert st == 200 and js["approver"] is True, text
+    assert runs(c, f"UPDATE {t} SET v = 51 WHERE id = 2") == 1
+
+
+# ---------------------------------------------------------------- wait mode
+
+
+def test_wait_psycopg2_approve_then_grant_then_deny(appr):
+    t = "appr_wait_pg"
+    make_table(appr.pg, t)
+    c = appr.ep.connect(user=BOB)
+    c.autocommit = True
+    out = {}
+
+    def client(sql):
+        try:
+            out["rows"] = runs(c, sql)
+        except Exception as e:  # noqa: BLE001 - reported below
+            out["err"] = e
+
+    th = threading.Thread(target=client, args=(f"UPDATE {t} SET v = 500 WHERE id = 1",))
+    th.start()
+    rid = appr.wait_pending(BOB, t)
+    time.sleep(0.3)
+    assert th.is_alive(), f"the client did not wait: {out}"
+    assert value_of(appr.pg, t, 1)[0] == 1
+    assert appr.request(rid)["mode"] == "wait"
+    appr.decide(rid)
+    th.join(15)
+    assert not th.is_alive(), "the client still waits after approval"
+    assert out.get("rows") == 1, out
+    assert value_of(appr.pg, t, 1)[0] == 500
+    notes = [n for n in c.notices if rid in n]
+    assert notes and "sluice: approval required (request %s); waiting up to" % rid in notes[0], \
+        c.notices
+
+    # same fingerprint again: the grant lets it run without waiting
+    n_notices = len(c.notices)
+    assert runs(c, f"UPDATE {t} SET v = 501 WHERE id = 2") == 1
+    assert len(c.notices) == n_notices
+
+    # another fingerprint waits again; denial gives 42501 naming the approver
+    out.clear()
+    th = threading.Thread(target=client, args=(f"UPDATE {t} SET note = 'x' WHERE id = 3",))
+    th.start()
+    rid2 = appr.wait_pending(BOB, t)
+    assert rid2 != rid
+    appr.decide(rid2, approve=False, body={"reason": "not today"})
+    th.join(15)
+    assert not th.is_alive()
+    e = out.get("err")
+    assert isinstance(e, psycopg2.Error) and e.pgcode == "42501", out
+    assert e.diag.message_primary.startswith(f"sluice: request {rid2} denied by {DBA}"), \
+        e.diag.message_primary
+    assert "not today" in e.diag.message_primary
+    assert value_of(appr.pg, t, 3)[1] == "n3"
+    assert runs(c, "SELECT 1") == 1  # the session goes on
+
+
+def test_wait_inside_transaction_keeps_it(appr):
+    """A parked statement inside an explicit transaction: the transaction survives the wait
+    and commits with the statement's effect."""
+    t = "appr_wait_tx"
+    make_table(appr.pg, t)
+    c = appr.ep.connect(user=BOB)
+    out = {}
+
+    def client():
+        try:
+            cur = c.cursor()
+            cur.execute(f"INSERT INTO {t} VALUES (100, 100, 'tx')")
+            cur.execute(f"UPDATE {t} SET v = 600 WHERE id = 100")
+            c.commit()
+            out["ok"] = True
+        except Exception as e:  # noqa: BLE001
+            out["err"] = e
+
+    th = threading.Thread(target=client)
+    th.start()
+    rid = appr.wait_pending(BOB, t)
+    assert upstream(appr.pg, f"SELECT count(*) FROM {t} WHERE id = 100")[0][0] == 0
+    appr.decide(rid)
+    th.join(15)
+    assert out.get("ok"), out
+    assert value_of(appr.pg, t, 100)[0] == 600
+
+
+_children = []
+
+
+@pytest.fixture(autouse=True)
+def _kill_children():
+    """Client processes a failed test leaves behind are killed."""
+    yield
+    while _children:
+        p = _children.pop()
+        if p.poll() is None:
+            p.kill()
+            p.wait()
+
+
+class Psql:
+    """psql -c SQL in the background; stderr lines arrive on a queue as they are printed."""
+
+    def __init__(self, ep, user, sql):
+        self.p = subprocess.Popen(["psql", "-X", "-v", "ON_ERROR_STOP=1", "-c", sql],
+                                  env=ep.env(user=user), stdout=subprocess.PIPE,
+                                  stderr=subprocess.PIPE, text=True)
+        _children.append(self.p)
+        self.lines = queue.Queue()
+        threading.Thread(target=self._read, daemon=True).start()
+
+    def _read(self):
+        for line in self.p.stderr:
+            self.lines.put(line)
+
+    def notice(self, timeout=10.0):
+        deadline = time.time() + timeout
+        while True:
+            try:
+                line = self.lines.get(timeout=max(0.01, deadline - time.time()))
+            except queue.Empty:
+                raise AssertionError("psql printed no NOTICE")
+            if "NOTICE" in line:
+                return line
+
+
+def test_wait_psql_approve(appr):
+    t = "appr_wait_psql"
+    make_table(appr.pg, t)
+    p = Psql(appr.ep, BOB, f"UPDATE {t} SET v = 700 WHERE id = 1")
+    line = p.notice()
+    m = REQ_RE.search(line)
+    assert m and "approval required" in line and "waiting up to" in line, line
+    rid = m.group(1)
+    time.sleep(0.2)
+    assert p.p.poll() is None, "psql did not wait"
+    appr.decide(rid)
+    p.p.wait(15)
+    out = p.p.stdout.read()
+    assert p.p.returncode == 0 and "UPDATE 1" in out, out
+    assert value_of(appr.pg, t, 1)[0] == 700
+
+
+def test_wait_psql_disconnect_cancels(appr):
+    t = "appr_wait_gone"
+    make_table(appr.pg, t)
+    p = Psql(appr.ep, BOB, f"UPDATE {t} SET v = 800 WHERE id = 1")
+    rid = REQ_RE.search(p.notice()).group(1)
+    assert appr.request(rid)["state"] == "pending"
+    p.p.kill()
+    p.p.wait(5)
+    deadline = time.time() + 10
+    while appr.request(rid)["state"] == "pending" and time.time() < deadline:
+        time.sleep(0.1)
+    assert appr.request(rid)["state"] == "cancelled"
+    st, _, text = appr.api("POST", f"/api/v1/approvals/{rid}/approve", appr.bearer(DBA))
+    assert st == 409, text
+    assert value_of(appr.pg, t, 1)[0] == 1
+    appr.ep.assert_alive()
+
+
+class Node:
+    """node approval_wait.js SQL in the background; stdout lines arrive on a queue."""
+
+    def __init__(self, ep, user, sql, params=None):
+        args = [json.dumps(params)] if params is not None else []
+        self.p = subprocess.Popen(["node", "approval_wait.js", sql] + args, cwd=NODE_DIR,
+                                  env=ep.env(user=user), stdout=subprocess.PIPE,
+                                  stderr=subprocess.PIPE, text=True)
+        _children.append(self.p)
+        self.lines = queue.Queue()
+        threading.Thread(target=self._read, daemon=True).start()
+
+    def _read(self):
+        for line in self.p.stdout:
+            self.lines.put(line)
+        self.lines.put(None)
+
+    def first_line(self, timeout=10.0):
+        try:
+            line = self.lines.get(timeout=timeout)
+        except queue.Empty:
+            raise AssertionError(f"node printed nothing within {timeout}s (no NOTICE yet)")
+        assert line, "node printed nothing:\n" + self.p.stderr.read()
+        return line
+
+    def rest(self, timeout=20.0):
+        self.p.wait(timeout)
+        out = []
+        while True:
+            line = self.lines.get(timeout=5)
+            if line is None:
+                return "".join(out), self.p.stderr.read()
+            out.append(line)
+
+
+def test_wait_node_postgres(appr):
+    if not os.path.isdir(os.path.join(NODE_DIR, "node_modules", "pg")):
+        pytest.skip("node_modules not installed (test_node.py installs them)")
+    t = "appr_wait_node"
+    make_table(appr.pg, t)
+    n = Node(appr.ep, BOB, f"UPDATE {t} SET v = 900 WHERE id = 1")
+    line = n.first_line()
+    assert line.startswith("NOTICE sluice: approval required"), line
+    rid = REQ_RE.search(line).group(1)
+    appr.decide(rid)
+    out, err = n.rest()
+    assert n.p.returncode == 0 and out.strip() == "OK 1", out + err
+    assert value_of(appr.pg, t, 1)[0] == 900
+
+    n = Node(appr.ep, BOB, f"UPDATE {t} SET note = 'z' WHERE id = 2")
+    rid = REQ_RE.search(n.first_line()).group(1)
+    appr.decide(rid, approve=False)
+    out, err = n.rest()
+    assert n.p.returncode == 0, out + err
+    assert f"ERR 42501 sluice: request {rid} denied by {DBA}" in out and "ALIVE" in out, out
+    assert value_of(appr.pg, t, 2)[1] == "n2"
+
+    # the extended protocol (Parse/Bind/Execute with parameters) parks the same way
+    n = Node(appr.ep, BOB, f"UPDATE {t} SET v = $1 + v WHERE id = $2", [1000, 3])
+    line = n.first_line()
+    assert line.startswith("NOTICE sluice: approval required"), line
+    rid = REQ_RE.search(line).group(1)
+    assert appr.request(rid)["state"] == "pending"
+    assert value_of(appr.pg, t, 3)[0] == 3
+    appr.decide(rid)
+    out, err = n.rest()
+    assert n.p.returncode == 0 and out.strip() == "OK 1", out + err
+    assert value_of(appr.pg, t, 3)[0] == 1003
+
+
+# ---------------------------------------------------------------- Slack and webhooks
+
+
+def slack_sign(body, ts, secret=SLACK_SECRET):
+    base = b"v0:" + str(ts).encode() + b":" + body
+    return "v0=" + hmac.new(secret.encode(), base, hashlib.sha256).hexdigest()
+
+
+def slack_body(rid, action="approve", user="dana", response_url=None):
+    payload = {"type": "block_actions", "user": {"id": "U0" + user.upper(), "username": user},
+               "actions": [{"action_id": action, "value": rid, "type": "button"}]}
+    if response_url:
+        payload["response_url"] = response_url
+    return urllib.parse.urlencode({"payload": json.dumps(payload)}).encode()
+
+
+def slack_post(appr, body, ts=None, sig=None):
+    ts = int(time.time()) if ts is None else ts
+    sig = slack_sign(body, ts) if sig is None else sig
+    return appr.api("POST", "/api/v1/slack/actions", raw=body, headers={
+        "Content-Type": "application/x-www-form-urlencoded",
+        "X-Slack-Request-Timestamp": str(ts), "X-Slack-Signature": sig})
+
+
+def hook_event(receiver, rid, kind):
+    def pred(path, headers, body):
+        if path != "/hook":
+            return False
+        js = json.loads(body)
+        return js.get("type") == kind and js.get("request", {}).get("id") == rid
+    return receiver.wait(pred)
+
+
+def verify_hook_signature(headers, body):
+    h = {k.lower(): v for k, v in headers.items()}
+    ts = h["x-sluice-timestamp"]
+    assert abs(time.time() - int(ts)) < 60, ts
+    want = "sha256=" + hmac.new(HOOK_SECRET.encode(), ts.encode() + b"." + body,
+                                hashlib.sha256).hexdigest()
+    assert hmac.compare_digest(want, h["x-sluice-signature"]), (h["x-sluice-signature"], want)
+    assert h.get("content-type", "").startswith("application/json")
+
+
+def test_slack_message_and_signed_callback(appr, receiver):
+    t = "appr_slack"
+    make_table(appr.pg, t)
+    c = appr.ep.connect(user="copilot")
+    c.autocommit = True
+    rid = refused_for_approval(c, f"UPDATE {t} SET v = 42 WHERE id = 1")
+
+    # the Slack incoming webhook got a Block Kit message with the two buttons
+    def slack_pred(path, headers, body):
+        return path == "/slack" and rid.encode() in body
+    _, headers, body = receiver.wait(slack_pred)
+    msg = json.loads(body)
+    assert isinstance(msg.get("blocks"), list) and msg["blocks"], msg
+    buttons = [e for b in msg["blocks"] if b.get("type") == "actions" for e in b.get("elements", [])]
+    by_action = {b["action_id"]: b for b in buttons}
+    assert set(by_action) >= {"approve", "deny"}, buttons
+    assert by_action["approve"]["value"] == rid and by_action["deny"]["value"] == rid
+    assert "copilot" in body.decode() and t in body.decode()
+
+    # the webhook got approval.requested, signed
+    _, headers, body = hook_event(receiver, rid, "approval.requested")
+    verify_hook_signature(headers, body)
+    ev = json.loads(body)
+    assert ev["request"]["identity"] == "copilot" and ev["request"]["state"] == "pending"
+    assert ev["request"]["rule"] == "agents-writes-need-review"
+    assert "42" not in ev["request"]["statement"].replace(rid, ""), ev["request"]["statement"]
+
+    good = slack_body(rid, response_url=receiver.url("/slack-response"))
+    # forged signature, wrong secret, stale timestamp, missing headers: 401
+    st, _, text = slack_post(appr, good, sig="v0=" + "0" * 64)
+    assert st == 401, text
+    st, _, text = slack_post(appr, good, sig=slack_sign(good, int(time.time()), "other-secret"))
+    assert st == 401, text
+    old = int(time.time()) - 400
+    st, _, text = slack_post(appr, good, ts=old, sig=slack_sign(good, old))
+    assert st == 401, text
+    st, _, text = appr.api("POST", "/api/v1/slack/actions", raw=good,
+                           headers={"Content-Type": "application/x-www-form-urlencoded"})
+    assert st == 401, text
+    # a body changed after signing
+    tampered = slack_body(rid, user="mallory")
+    ts = int(time.time())
+    st, _, text = slack_post(appr, tampered, ts=ts, sig=slack_sign(good, ts))
+    assert st == 401, text
+    assert appr.request(rid)["state"] == "pending"
+    # a Slack user named like the requester may not approve its own request
+    st, _, text = slack_post(appr, slack_body(rid, user="copilot"))
+    assert st == 403, text
+    assert appr.request(rid)["state"] == "pending"
+
+    # the real click
+    st, js, text = slack_post(appr, good)
+    assert st == 200, text
+    r = appr.request(rid)
+    assert r["state"] == "approved" and r["approver"] == "slack:dana", r
+    _, _, body = receiver.wait(lambda p, h, b: p == "/slack-response")
+    assert b"approved by slack:dana" in body, body
+    st, _, text = slack_post(appr, good)
+    assert st == 409, text
+
+    _, headers, body = hook_event(receiver, rid, "approval.approved")
+    verify_hook_signature(headers, body)
+    assert json.loads(body)["request"]["approver"] == "slack:dana"
+
+    assert runs(c, f"UPDATE {t} SET v = 43 WHERE id = 2") == 1
+    assert value_of(appr.pg, t, 2)[0] == 43
+
+
+def test_slack_deny(appr, receiver):
+    t = "appr_slack_deny"
+    make_table(appr.pg, t)
+    c = appr.ep.connect(user="copilot")
+    c.autocommit = True
+    rid = refused_for_approval(c, f"DELETE FROM {t} WHERE id = 1")
+    st, _, text = slack_post(appr, slack_body(rid, action="deny", user="erin"))
+    assert st == 200, text
+    r = appr.request(rid)
+    assert r["state"] == "denied" and r["approver"] == "slack:erin", r
+    _, headers, body = hook_event(receiver, rid, "approval.denied")
+    verify_hook_signature(headers, body)
+    refused_for_approval(c, f"DELETE FROM {t} WHERE id = 2")
+
+
+# ---------------------------------------------------------------- request expiry
+
+
+def wait_state(inst, rid, state, timeout=3.0):
+    deadline = time.time() + timeout
+    while True:
+        got = inst.request(rid)["state"]
+        if got == state:
+            return
+        assert time.time() < deadline, f"request {rid} is {got}, not {state}, after {timeout}s"
+        time.sleep(0.05)
+
+
+def test_request_expiry(workdir, certs, pg, sluice_bin):
+    yaml = "approvals:\n  approvers: { groups: [dba] }\n  timeout: 2s\n"
+    inst = start_instance(workdir, certs, pg, "approvals_expiry", RULES, yaml)
+    try:
+        t = "appr_expiry"
+        make_table(pg, t)
+        # wait mode: the client gets 42501 "expired" after the timeout
+        c = inst.ep.connect(user=BOB)
+        c.autocommit = True
+        t0 = time.time()
+        with pytest.raises(psycopg2.Error) as ei:
+            c.cursor().execute(f"UPDATE {t} SET v = 1000 WHERE id = 1")
+        took = time.time() - t0
+        e = ei.value
+        assert e.pgcode == "42501", e
+        m = re.fullmatch(r"sluice: request (req_[A-Za-z0-9]+) expired", e.diag.message_primary)
+        assert m, e.diag.message_primary
+        assert 1.5 <= took <= 10, took
+        assert any("waiting up to" in n for n in c.notices), c.notices
+        assert value_of(pg, t, 1)[0] == 1
+        wait_state(inst, m.group(1), "expired")  # the timer marks it within about 0.2 s
+        assert runs(c, "SELECT 1") == 1
+
+        # defer mode: a request nobody decides expires and can no longer be approved
+        a = inst.ep.connect(user="copilot")
+        a.autocommit = True
+        rid = refused_for_approval(a, f"UPDATE {t} SET v = 1001 WHERE id = 2")
+        time.sleep(2)
+        wait_state(inst, rid, "expired")
+        st, _, text = inst.api("POST", f"/api/v1/approvals/{rid}/approve", inst.bearer(DBA))
+        assert st == 409, text
+        refused_for_approval(a, f"UPDATE {t} SET v = 1002 WHERE id = 3")
+    finally:
+        inst.ep.close_all()
+    inst.sp.assert_clean_exit()
