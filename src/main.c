@@ -11,6 +11,7 @@
 #include "audit/audit.h"
 #include "core/config.h"
 #include "ident/ident.h"
+#include "ident/oidc.h"
 #include "mask/mask.h"
 #include "net/net.h"
 #include "policy/policy.h"
@@ -75,6 +76,14 @@ static int cmd_check(const char *path)
         }
         mask_db_free(db);
         mask_thread_release();
+    }
+    if (rc == 0 && cfg->oidc.enabled) {
+        struct oidc_verifier *v = oidc_verifier_new(&cfg->oidc, err, sizeof err);
+        if (!v) {
+            fprintf(stderr, "%s: error: identities.oidc: %s\n", path, err);
+            rc = 2;
+        }
+        if (v) oidc_verifier_free(v);
     }
     for (unsigned i = 0; i < cfg->n_targets && rc == 0; i++) {
         if (cfg->targets[i].sslmode == SSLMODE_DISABLE) continue;

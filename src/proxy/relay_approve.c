@@ -40,6 +40,8 @@ enum review_outcome relay_approve_review(struct session *s, const char *sql,
 {
     char fp[17];
     snprintf(fp, sizeof fp, "%016llx", (unsigned long long)f->fingerprint);
+    snprintf(s->park_fp, sizeof s->park_fp, "%s", fp);
+    s->park_guardable = f->n_stmts == 1 && f->stmts[0].cls == SQL_WRITE;
     s->audit_request[0] = s->audit_grant[0] = '\0';
     if (!atomic_load(&proxy_approvals)) {
         blocked_push_text(s, "42501", d->rule, "approvals are not configured on this sluice",
@@ -52,6 +54,7 @@ enum review_outcome relay_approve_review(struct session *s, const char *sql,
         int left = approve_grant_use(g.id, 0);
         if (left >= 0) {
             snprintf(s->audit_grant, sizeof s->audit_grant, "%s", g.id);
+            if (g.max_rows && s->park_guardable) s->gg_pending_max = g.max_rows;
             log_info("session %llu: statement runs under grant %s (approved by %s)",
                      (unsigned long long)s->id, g.id, g.approver);
             return REVIEW_GRANTED;
@@ -126,6 +129,12 @@ void relay_approve_resume(struct session *s)
         if (st.grant_id[0]) {
             approve_grant_use(st.grant_id, 0);
             relay_audit_note_grant(s, st.grant_id);
+            struct approve_grant g;
+            if (s->park_guardable &&
+                approve_grant_find(s->ident->name, (const char **)s->ident->groups,
+                                   s->ident->n_groups, s->target->name, s->park_fp, &g) &&
+                g.max_rows)
+                s->gg_pending_max = g.max_rows;
         }
         log_info("session %llu: request %s approved by %s", (unsigned long long)s->id,
                  s->park_request, st.approver);

@@ -304,6 +304,7 @@ void session_reap(struct worker *w)
         relay_mask_end(s);
         relay_audit_end(s);
         oidc_ident_free(s->oidc_ident);
+        free(s->gg_held);
         runtime_release(s->rt);
         free(s);
     }
@@ -1177,6 +1178,7 @@ static void statement_judge_inner(struct session *s, const char *sql, bool query
 {
     memset(v, 0, sizeof *v);
     s->park_group = s->c2s_group;
+    s->gg_pending_max = 0;
     s->audit_request[0] = s->audit_grant[0] = '\0';
     bool audit = relay_audit_on(s);
     if (audit && !audit_healthy() && !audit_fail_open()) {
@@ -1356,6 +1358,8 @@ static enum hold_action on_client_statement(struct session *s, uint8_t type, con
 {
     if (s->park_ready) { /* the parked message, once more: apply what was decided */
         s->park_ready = false;
+        if (s->park_act == HOLD_FORWARD && type == 'Q' && s->gg_pending_max)
+            return relay_grant_wrap(s, body, len);
         return s->park_act == HOLD_FORWARD ? HOLD_FORWARD : replace_with_placeholder(s, type, body);
     }
     struct verdict v;
@@ -1395,7 +1399,9 @@ static enum hold_action on_client_statement(struct session *s, uint8_t type, con
         }
         s->pending_sync++;
         s->c2s_group++;
-        return statement_finish(s, 'Q', body, v.ok, v.wait, v.ok && v.approval);
+        enum hold_action act = statement_finish(s, 'Q', body, v.ok, v.wait, v.ok && v.approval);
+        if (act == HOLD_FORWARD && s->gg_pending_max) return relay_grant_wrap(s, body, len);
+        return act;
     }
     default:
         break;
@@ -1408,6 +1414,11 @@ static enum hold_action on_client_statement(struct session *s, uint8_t type, con
         return replace_with_placeholder(s, 'Q', body);
     }
     statement_judge(s, (const char *)sql, false, (const char *)body, &v);
+    if (s->gg_pending_max) {
+        log_warn("session %llu: a grant's max_rows is not enforced for the extended protocol",
+                 (unsigned long long)s->id);
+        s->gg_pending_max = 0;
+    }
     limited_set(s, (const char *)body, v.ok ? v.limit : 0, v.rule, v.ok ? v.mask : 0);
     return statement_finish(s, 'P', body, v.ok, v.wait, v.ok && v.approval);
 }
@@ -1436,6 +1447,8 @@ static bool row_beyond_limit(struct session *s)
 static enum hold_action on_server_message(struct session *s, uint8_t type, const uint8_t *body,
                                           size_t len)
 {
+    enum hold_action gact;
+    if (s->gg && relay_grant_server(s, type, body, len, &gact)) return gact;
     switch (type) {
     case 'Z':
         if (s->recs) relay_audit_server(s, type, body, len);
@@ -1449,6 +1462,11 @@ static enum hold_action on_server_message(struct session *s, uint8_t type, const
             if (s->blocked) blocked_expire(s);
         }
         relay_mask_result_end(s);
+        if (s->gg_append_z) { /* after the grant guard's own reply */
+            s->gg_append_z = false;
+            buf_append(session_out_buf(&s->cl_out), body - 5, len + 5);
+            return HOLD_REPLACE;
+        }
         return HOLD_FORWARD;
     case 'S':
         pool_params_update(&s->params, &s->params_len, body - 5, len + 5);
@@ -1699,7 +1717,7 @@ static enum pump_result relay_pump(struct session *s, struct side *src, struct s
             return PUMP_CLOSE;
         }
         if (r == 1) return PUMP_BLOCKED;
-        if (from_client && s->parked) return PUMP_IDLE; /* unparking resumes it */
+        if (from_client && (s->parked || s->gg)) return PUMP_IDLE; /* resumed later */
         if (from_client && s->client_terminated) {
             *why = "client terminated";
             s->client_left = true;
@@ -1746,9 +1764,9 @@ static void relay_update_interest(struct session *s)
 {
     if (s->state == S_RELAY) {
         side_watch(s, &s->cl,
-                   (s->c2s_blocked ? 0
-                    : s->parked    ? EPOLLRDHUP
-                                   : EPOLLIN) |
+                   (s->c2s_blocked       ? 0
+                    : s->parked || s->gg ? EPOLLRDHUP
+                                         : EPOLLIN) |
                        (s->s2c_blocked || s->cl.sk.want_write ? EPOLLOUT : 0));
         side_watch(s, &s->sv,
                    (s->s2c_blocked ? 0 : EPOLLIN) |
@@ -1793,6 +1811,16 @@ static void relay_run(struct session *s, bool c2s, bool s2c)
             return;
         }
         s->s2c_blocked = r == PUMP_BLOCKED;
+        if (s->gg_kick) { /* the grant guard queued a query, or is done: client side runs */
+            s->gg_kick = false;
+            if (!s->gg) s->cl.rescan = s->cl.in != NULL;
+            r = relay_pump(s, &s->cl, &s->sv, true, &why);
+            if (r == PUMP_CLOSE) {
+                session_close(s, why);
+                return;
+            }
+            s->c2s_blocked = r == PUMP_BLOCKED;
+        }
     }
     relay_update_interest(s);
 }

@@ -28,6 +28,13 @@ enum hold_action {
     HOLD_PARK,    /* client messages only: stop here until the session is unparked */
 };
 
+/* A write under a grant with max_rows (relay_grant.c). */
+enum grant_guard {
+    GG_NONE,
+    GG_STMT,   /* the wrapped statement runs */
+    GG_FINISH, /* COMMIT / ROLLBACK / RELEASE sent by sluice runs */
+};
+
 enum sess_state {
     S_STARTUP,    /* reading the startup packet */
     S_TLS_ACCEPT, /* client TLS handshake */
@@ -155,6 +162,19 @@ struct session {
     struct session *park_next;       /* the worker's list of parked sessions */
     struct sess_info *reg;           /* the admin API's view of this session while it relays */
     struct cfg_identity *oidc_ident; /* owned: the identity of a verified OIDC token */
+    /* grant max_rows guard (relay_grant.c) */
+    uint8_t gg;      /* enum grant_guard */
+    bool gg_outside; /* BEGIN was added: the client was not in a transaction */
+    bool gg_error, gg_exceeded;
+    bool gg_kick;     /* run the client direction (flush sv_out, resume reading) */
+    bool gg_append_z; /* the final ReadyForQuery follows sluice's queued reply */
+    uint8_t gg_cmds;  /* CommandCompletes seen while the statement ran */
+    uint64_t gg_max, gg_rows;
+    uint64_t gg_pending_max; /* the next Query forwarded runs under a grant with this bound */
+    uint8_t *gg_held;        /* the statement's CommandComplete, sent once the work is kept */
+    size_t gg_held_len;
+    char park_fp[17];    /* the reviewed statement's fingerprint */
+    bool park_guardable; /* ... is one write statement (max_rows can be enforced) */
 };
 
 /* The buffer in *slot, taken from the pool when there is none. */
@@ -191,6 +211,11 @@ enum review_outcome relay_approve_review(struct session *s, const char *sql,
 bool relay_approve_done(struct session *s);
 void relay_approve_resume(struct session *s);  /* sets park_act from the decision */
 void relay_approve_abandon(struct session *s); /* the client left: cancel the request */
+
+/* Grants with max_rows (relay_grant.c). */
+enum hold_action relay_grant_wrap(struct session *s, const uint8_t *body, size_t len);
+bool relay_grant_server(struct session *s, uint8_t type, const uint8_t *body, size_t len,
+                        enum hold_action *act);
 
 /* Audit (relay_audit.c). Statement calls return the audit sequence number to wait for before
  * forwarding (0: none), or -1 when the audit cannot take the event and audit.fail is closed. */

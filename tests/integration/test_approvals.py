@@ -395,8 +395,6 @@ def test_grant_revoked(appr):
     assert value_of(appr.pg, t, 5)[1] in ("n5", "r")
 
 
-@pytest.mark.xfail(strict=True, reason="grant max_rows is not enforced by the relay yet "
-                   "(no savepoint in src/proxy; issue 6)")
 def test_grant_max_rows_rolls_back(appr):
     """A write under a grant with max_rows that touches more rows is rolled back and refused,
     outside and inside a client transaction; within the bound it runs."""
