@@ -7,8 +7,10 @@
  * whole string. The exit status says the decision, so CI can test policy files:
  * 0 allow, 3 deny, 4 review, 2 usage or config error, 1 internal failure.
  */
+#include "mask/mask.h"
 #include "policy/policy.h"
 
+#include <fnmatch.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -76,6 +78,73 @@ static int parse_kind(const char *s, enum ident_kind *out)
     else
         return -1;
     return 0;
+}
+
+/* Would results be masked for this identity, and which columns named in the statement are
+ * masked whole by their name? Other text values are scanned by value. */
+static void print_masking(FILE *out, const struct sluice_config *cfg, const struct cfg_identity *id,
+                          const struct policy_decision *d, const char *sql)
+{
+    const struct cfg_masking *m = &cfg->masking;
+    const char *why = NULL;
+    bool on = m->enabled;
+    if (!m->enabled) why = "masking.enabled is false";
+    for (unsigned i = 0; on && i < m->n_unmask; i++)
+        for (unsigned g = 0; g < id->n_groups; g++)
+            if (strcmp(m->unmask[i], id->groups[g]) == 0) {
+                on = false;
+                why = "the identity is in masking.unmask";
+            }
+    for (unsigned i = 0; on && i < m->n_unmask_identities; i++)
+        if (fnmatch(m->unmask_identities[i], id->name, 0) == 0) {
+            on = false;
+            why = "masking.unmask.identities names the identity";
+        }
+    if (m->enabled && d->mask > 0) on = true, why = "rule action mask";
+    if (m->enabled && d->mask < 0) on = false, why = "rule action unmask";
+    fprintf(out, "%-12s%s%s%s%s\n", "masking:", on ? "on" : "off", why ? " (" : "", why ? why : "",
+            why ? ")" : "");
+    if (!on) return;
+    char err[512];
+    struct mask_db *db = mask_db_build(m, err, sizeof err);
+    if (!db) {
+        fprintf(out, "  (masking.* does not compile: %s)\n", err);
+        return;
+    }
+    fputs("  by value:  ", out);
+    for (unsigned i = 0; i < mask_db_detector_count(db); i++)
+        if (mask_db_detector_scans(db, i))
+            fprintf(out, "%s%s", i ? ", " : "", mask_db_detector_name(db, i));
+    fputc('\n', out);
+    /* Identifiers of the statement that name a sensitive column (as written). */
+    char word[64];
+    size_t n = 0;
+    unsigned shown = 0;
+    for (const char *p = sql;; p++) {
+        char c = *p;
+        bool in =
+            (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '_';
+        if (in && n + 1 < sizeof word) {
+            word[n++] = c;
+            continue;
+        }
+        if (n) {
+            word[n] = '\0';
+            enum mask_name_class k = mask_classify_name(word);
+            bool exempt = false;
+            for (unsigned e = 0; e < m->n_exempt; e++)
+                exempt |= fnmatch(m->exempt[e], word, FNM_CASEFOLD) == 0;
+            if (k != MASK_NAME_NONE && !exempt)
+                fprintf(out, "  column %s: masked whole as %s (by its name)\n", word,
+                        mask_name_class_detector(k)),
+                    shown++;
+            n = 0;
+        }
+        if (!c) break;
+    }
+    if (!shown) fputs("  columns:   none named in the statement is sensitive by its name\n", out);
+    mask_db_free(db);
+    mask_thread_release();
 }
 
 int policy_explain(const struct policy_explain_args *a, FILE *out, FILE *err)
@@ -184,6 +253,7 @@ int policy_explain(const struct policy_explain_args *a, FILE *out, FILE *err)
     fprintf(out, "\nresult%s:\n", facts.n_stmts > 1 ? " (the strictest statement decides)" : "");
     print_decision(out, "", &d);
     if (facts.n_stmts > 1) fprintf(out, "%-12s%u\n", "statement:", d.stmt_index + 1);
+    if (d.action != POLICY_DENY) print_masking(out, cfg, id, &d, a->sql);
     rc = d.action == POLICY_ALLOW ? EXIT_ALLOW : d.action == POLICY_DENY ? EXIT_DENY : EXIT_REVIEW;
 
 done:
