@@ -48,12 +48,14 @@ unit: $(UNIT)
 integration: $(BUILD)/sluice
 	SLUICE_BIN=$(abspath $(BUILD)/sluice) $(PYTHON) -m pytest -q -x tests/integration $(PYTEST_ARGS)
 
-asan:
-	$(MAKE) BUILD=build-asan CC=clang OPT=-O1 \
+ASAN_VARS = BUILD=build-asan CC=clang OPT=-O1 \
 	  EXTRA_CFLAGS="-fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=undefined" \
-	  EXTRA_LDFLAGS="-fsanitize=address,undefined" all unit
+	  EXTRA_LDFLAGS="-fsanitize=address,undefined"
+
+asan:
+	$(MAKE) $(ASAN_VARS) all unit
 	ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
-	  $(MAKE) BUILD=build-asan integration
+	  $(MAKE) $(ASAN_VARS) integration
 
 fuzz:
 	./tests/fuzz/run.sh
