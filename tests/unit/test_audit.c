@@ -825,6 +825,7 @@ static void *bench_thread(void *p)
     return NULL;
 }
 
+/* Two producers against the writer: every event lands (or is counted lost), none twice. */
 static void test_throughput(void **state)
 {
     (void)state;
@@ -833,7 +834,7 @@ static void test_throughput(void **state)
     e->cfg.audit.checkpoint = 1000;
     char err[256];
     assert_int_equal(audit_start(&e->cfg, err, sizeof err), 0);
-    enum { THREADS = 2, PER = 100000 };
+    enum { THREADS = 2, PER = 20000 };
     pthread_t th[THREADS];
     struct bench_arg args[THREADS] = {0};
     struct timespec t0, t1;
@@ -860,7 +861,7 @@ static void test_throughput(void **state)
     assert_true(s.written >= THREADS * PER);
     assert_true(s.written <= THREADS * PER + 1 + s.lost);
     assert_int_equal(s.lost, args[0].retries + args[1].retries);
-    assert_true(THREADS * PER / secs > 20000); /* loose: shared CI machines; see the bench */
+    /* Speed is measured by `make bench` (bench/audit_bench.c), not asserted here. */
     env_free(e);
 }
 
