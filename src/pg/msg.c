@@ -295,3 +295,16 @@ void pg_put_terminate(struct buf *b)
     size_t m = pg_msg_begin(b, 'X');
     pg_msg_end(b, m);
 }
+
+uint64_t pg_tag_rows(const uint8_t *body, size_t len)
+{
+    const uint8_t *end = memchr(body, 0, len);
+    if (!end) return 0;
+    const uint8_t *sp = NULL;
+    for (const uint8_t *p = body; p < end; p++)
+        if (*p == ' ') sp = p;
+    uint64_t n = 0;
+    for (const uint8_t *p = sp ? sp + 1 : end; p < end && *p >= '0' && *p <= '9'; p++)
+        n = n * 10 + (uint64_t)(*p - '0');
+    return n;
+}

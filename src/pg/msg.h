@@ -88,6 +88,9 @@ int pg_sasl_initial_parse(const uint8_t *body, size_t len, const char **mech, co
 
 /* A NUL-terminated string filling the whole body (PasswordMessage, Query). */
 int pg_body_cstring(const uint8_t *body, size_t len, const char **s);
+/* CommandComplete body: the row count at the end of its tag ("UPDATE 3", "INSERT 0 1"), 0
+ * when the tag has none or is malformed. */
+uint64_t pg_tag_rows(const uint8_t *body, size_t len);
 
 uint32_t pg_get_u32(const uint8_t *p);
 uint16_t pg_get_u16(const uint8_t *p);

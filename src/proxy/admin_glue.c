@@ -318,12 +318,17 @@ static int glue_slack(void *ctx, const char *body, size_t len, const char *signa
     return status;
 }
 
+/* The writer's lines are not NUL-terminated (they sit in the batch buffer). */
 static void feed_to_admin(void *ctx, uint64_t seq, const char *line, size_t len)
 {
     (void)ctx;
     (void)seq;
-    (void)len;
-    admin_publish_event(line);
+    char small[2048];
+    char *copy = len < sizeof small ? small : xmalloc(len + 1);
+    memcpy(copy, line, len);
+    copy[len] = '\0';
+    admin_publish_event(copy);
+    if (copy != small) free(copy);
 }
 
 static const struct admin_hooks glue_hooks = {

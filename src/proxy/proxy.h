@@ -28,6 +28,7 @@ struct runtime {
     struct policy *policy;      /* guardrails and rules compiled for this snapshot */
     struct mask_db *mask;       /* detectors compiled from masking:; NULL when masking is off */
     struct oidc_verifier *oidc; /* identities.oidc; NULL when not configured */
+    unsigned det_metric[64];    /* mask detector index -> its metrics label */
     atomic_int refs;
 };
 

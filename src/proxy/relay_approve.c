@@ -41,7 +41,8 @@ enum review_outcome relay_approve_review(struct session *s, const char *sql,
     char fp[17];
     snprintf(fp, sizeof fp, "%016llx", (unsigned long long)f->fingerprint);
     snprintf(s->park_fp, sizeof s->park_fp, "%s", fp);
-    s->park_guardable = f->n_stmts == 1 && f->stmts[0].cls == SQL_WRITE;
+    s->park_guardable = f->n_stmts == 1 && f->stmts[0].cls == SQL_WRITE &&
+                        strcmp(f->stmts[0].command, "COPY") != 0; /* COPY streams: not wrapped */
     s->audit_request[0] = s->audit_grant[0] = '\0';
     if (!atomic_load(&proxy_approvals)) {
         blocked_push_text(s, "42501", d->rule, "approvals are not configured on this sluice",

@@ -48,6 +48,7 @@ struct stmt_rec {
     bool query;   /* a simple Query: complete at ReadyForQuery */
     bool refused; /* its event is written; the error that answers it is sluice's */
     char request_id[32], grant_id[32]; /* approval request / grant it ran under */
+    bool undigested;                   /* a row was too large to hold: no digest */
     uint64_t rows, tag_rows, bytes;
     char sqlstate[6];
     struct audit_digest digest;
@@ -60,10 +61,11 @@ struct prep {
     char name[];
 };
 
+/* Monotonic microseconds: durations only (event times come from the audit itself). */
 static uint64_t now_us(void)
 {
     struct timespec ts;
-    clock_gettime(CLOCK_REALTIME, &ts);
+    clock_gettime(CLOCK_MONOTONIC, &ts);
     return (uint64_t)ts.tv_sec * 1000000u + (uint64_t)ts.tv_nsec / 1000u;
 }
 
@@ -197,6 +199,7 @@ static uint64_t emit_statement(struct session *s, struct stmt_rec *r, bool pre)
             ev.digest = digest;
         }
         ev.sqlstate = r->sqlstate[0] ? r->sqlstate : NULL;
+        if (r->undigested) ev.detail = "no digest: a row was larger than 16 MiB";
     }
     return audit_emit(&ev);
 }
@@ -322,18 +325,22 @@ static void rec_pop_emit(struct session *s, bool emit)
             atomic_fetch_add_explicit(&s->reg->rows, r->rows ? r->rows : r->tag_rows,
                                       memory_order_relaxed);
         }
-        if (s->masked && s->rt->mask)
-            for (unsigned d = 0; d < mask_db_detector_count(s->rt->mask) && d < MASK_MAX_DETECTORS;
-                 d++)
-                if (s->masked->n[d])
-                    metrics_add(M_MASKED_VALUES,
-                                metrics_register_detector(mask_db_detector_name(s->rt->mask, d)), 0,
-                                s->masked->n[d]);
+        relay_mask_count(s);
         if (!emit_statement(s, r, false))
             log_warn("session %llu: audit event lost", (unsigned long long)s->id);
     }
     if (s->masked) memset(s->masked, 0, sizeof *s->masked);
     rec_free(r);
+}
+
+void relay_audit_row_big(struct session *s, size_t total)
+{
+    struct stmt_rec *r = rec_head(s);
+    if (!r) return;
+    r->rows++;
+    r->bytes += total;
+    if (r->digest.ctx) audit_digest_free(&r->digest);
+    r->undigested = true;
 }
 
 void relay_audit_row(struct session *s, const uint8_t *body, size_t len)
@@ -345,16 +352,6 @@ void relay_audit_row(struct session *s, const uint8_t *body, size_t len)
     if (r->digest.ctx) audit_digest_datarow(&r->digest, body, len);
 }
 
-/* The number at the end of a CommandComplete tag ("UPDATE 3", "INSERT 0 1"), or 0. */
-static uint64_t tag_rows(const uint8_t *body, size_t len)
-{
-    const char *end = memchr(body, 0, len);
-    if (!end) return 0;
-    const char *sp = strrchr((const char *)body, ' ');
-    if (!sp) return 0;
-    return strtoull(sp + 1, NULL, 10);
-}
-
 void relay_audit_server(struct session *s, uint8_t type, const uint8_t *body, size_t len)
 {
     struct stmt_rec *r = rec_head(s);
@@ -363,7 +360,7 @@ void relay_audit_server(struct session *s, uint8_t type, const uint8_t *body, si
     case 's':
     case 'I':
         if (!r || r->group != s->s2c_group) return;
-        if (type == 'C') r->tag_rows += tag_rows(body, len);
+        if (type == 'C') r->tag_rows += pg_tag_rows(body, len);
         if (!r->query) rec_pop_emit(s, true);
         return;
     case 'E': {

@@ -37,6 +37,16 @@ static void queue_query(struct session *s, const char *a, const uint8_t *b, size
 
 enum hold_action relay_grant_wrap(struct session *s, const uint8_t *body, size_t len)
 {
+    if (s->pending_sync != 1) {
+        /* Statements before it are still running: their transaction state is not known yet,
+         * so the bound cannot be kept safely. */
+        s->gg_pending_max = 0;
+        blocked_push_group(s, s->c2s_group - 1, "42501",
+                           "sluice: a write under a grant with max_rows must not be pipelined "
+                           "behind other statements",
+                           "send it after the previous statements' results");
+        return relay_placeholder_query(s);
+    }
     s->gg_outside = s->tx == 'I';
     s->gg = GG_STMT;
     s->gg_cmds = 0;
@@ -50,14 +60,6 @@ enum hold_action relay_grant_wrap(struct session *s, const uint8_t *body, size_t
     return HOLD_REPLACE;
 }
 
-/* The number at the end of a CommandComplete tag ("UPDATE 3", "INSERT 0 1"). */
-static uint64_t tag_rows(const uint8_t *body, size_t len)
-{
-    if (!memchr(body, 0, len)) return 0;
-    const char *sp = strrchr((const char *)body, ' ');
-    return sp ? strtoull(sp + 1, NULL, 10) : 0;
-}
-
 bool relay_grant_server(struct session *s, uint8_t type, const uint8_t *body, size_t len,
                         enum hold_action *act)
 {
@@ -66,7 +68,7 @@ bool relay_grant_server(struct session *s, uint8_t type, const uint8_t *body, si
         switch (type) {
         case 'C':
             if (++s->gg_cmds == 1) return true; /* BEGIN / SAVEPOINT */
-            s->gg_rows = tag_rows(body, len);
+            s->gg_rows = pg_tag_rows(body, len);
             relay_audit_server(s, 'C', body, len); /* the statement's record gets its rows */
             s->gg_exceeded = s->gg_rows > s->gg_max;
             free(s->gg_held);
@@ -88,7 +90,7 @@ bool relay_grant_server(struct session *s, uint8_t type, const uint8_t *body, si
             else if (s->gg_exceeded)
                 queue_query(s,
                             "ROLLBACK TO SAVEPOINT " SAVEPOINT "; RELEASE SAVEPOINT " SAVEPOINT
-                            "; sluice_blocked_by_policy",
+                            "; " BLOCKED_PLACEHOLDER,
                             NULL, 0);
             else
                 queue_query(s, "RELEASE SAVEPOINT " SAVEPOINT, NULL, 0);
@@ -113,7 +115,12 @@ bool relay_grant_server(struct session *s, uint8_t type, const uint8_t *body, si
     switch (type) {
     case 'C':
         return true;
-    case 'E': /* the placeholder that leaves a client transaction failed */
+    case 'E':
+        if (!s->gg_exceeded) { /* COMMIT or RELEASE failed (deferred constraint, ...) */
+            s->gg_error = true;
+            return false; /* the client gets the server's own error */
+        }
+        /* the placeholder that leaves a client transaction failed */
         pg_put_error(session_out_buf(&s->cl_out), "ERROR", "42501", msg, NULL,
                      "ask for a grant with a larger max_rows, or narrow the statement");
         return true;

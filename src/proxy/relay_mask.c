@@ -12,6 +12,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "admin/metrics.h"
 #include "core/log.h"
 #include "mask/mask.h"
 #include "pg/msg.h"
@@ -30,6 +31,14 @@ void relay_mask_start(struct session *s)
     s->mask_base = true;
 }
 
+void relay_mask_count(struct session *s)
+{
+    if (!s->masked || !s->rt->mask) return;
+    unsigned n = mask_db_detector_count(s->rt->mask);
+    for (unsigned d = 0; d < n && d < MASK_MAX_DETECTORS; d++)
+        if (s->masked->n[d]) metrics_add(M_MASKED_VALUES, s->rt->det_metric[d], 0, s->masked->n[d]);
+}
+
 void relay_mask_end(struct session *s)
 {
     mask_plan_free(s->plan);
@@ -44,9 +53,25 @@ static bool resolve_column(void *ctx, uint32_t table, int16_t attnum, struct mas
     static __thread char schema[64], rel[64], col[64];
     const struct session *s = ctx;
     if (s->rt->cfg != catalog_config()) return false; /* reloaded: indexes may differ */
-    if (!catalog_resolve(s->target_idx, table, attnum, schema, sizeof schema, rel, sizeof rel, col,
-                         sizeof col))
+    /* A table the resolver could not answer for is not waited for again for a second (a
+     * RowDescription has many columns of one table). */
+    static __thread uint32_t miss_table;
+    static __thread unsigned miss_target;
+    static __thread uint64_t miss_until;
+    bool waited_recently =
+        miss_table == table && miss_target == s->target_idx && clock_ms() < miss_until;
+    bool ok = waited_recently ? catalog_lookup(s->target_idx, table, attnum, schema, sizeof schema,
+                                               rel, sizeof rel, col, sizeof col)
+                              : catalog_resolve(s->target_idx, table, attnum, schema, sizeof schema,
+                                                rel, sizeof rel, col, sizeof col);
+    if (!ok) {
+        if (!waited_recently) {
+            miss_table = table;
+            miss_target = s->target_idx;
+            miss_until = clock_ms() + 1000;
+        }
         return false;
+    }
     out->schema = schema;
     out->table = rel;
     out->column = col;

@@ -50,8 +50,8 @@ int runtime_install(struct sluice_config *cfg, char *err, size_t errlen)
     if (cfg->masking.enabled) {
         rt->mask = mask_db_build(&cfg->masking, err, errlen);
         if (!rt->mask) goto fail;
-        for (unsigned i = 0; i < mask_db_detector_count(rt->mask); i++)
-            metrics_register_detector(mask_db_detector_name(rt->mask, i));
+        for (unsigned i = 0; i < mask_db_detector_count(rt->mask) && i < MASK_MAX_DETECTORS; i++)
+            rt->det_metric[i] = metrics_register_detector(mask_db_detector_name(rt->mask, i));
     }
     if (cfg->oidc.enabled) {
         rt->oidc = oidc_verifier_new(&cfg->oidc, err, errlen);

@@ -41,6 +41,7 @@
 #include "proxy/proxy.h"
 #include "proxy/session_int.h"
 #include "admin/metrics.h"
+#include "mask/mask.h"
 
 atomic_uint proxy_n_clients;
 static atomic_ullong next_session_id = 1;
@@ -1021,7 +1022,6 @@ enum pump_result {
  * transaction into the failed state and makes the extended protocol skip to Sync, as
  * PostgreSQL does. sluice swaps that error for its own. The word also shows in the server's
  * log, naming who blocked the statement. */
-#define BLOCKED_PLACEHOLDER "sluice_blocked_by_policy"
 
 static void blocked_push(struct session *s, const struct policy_decision *d)
 {
@@ -1329,6 +1329,11 @@ static enum hold_action replace_with_placeholder(struct session *s, uint8_t type
     return HOLD_REPLACE;
 }
 
+enum hold_action relay_placeholder_query(struct session *s)
+{
+    return replace_with_placeholder(s, 'Q', NULL);
+}
+
 /* Put the session on its worker's parked list: the message stays in cl.in until
  * session_unpark_ready() finds its wait over. */
 static enum hold_action park(struct session *s, bool ok, int64_t seq)
@@ -1451,7 +1456,12 @@ static enum hold_action on_server_message(struct session *s, uint8_t type, const
     if (s->gg && relay_grant_server(s, type, body, len, &gact)) return gact;
     switch (type) {
     case 'Z':
-        if (s->recs) relay_audit_server(s, type, body, len);
+        if (s->recs)
+            relay_audit_server(s, type, body, len);
+        else if (s->masked) { /* no audit record takes the counts: metrics only */
+            relay_mask_count(s);
+            memset(s->masked, 0, sizeof *s->masked);
+        }
         if (len == 1) {
             s->tx = body[0];
             if (s->pending_sync) s->pending_sync--;
@@ -1470,7 +1480,7 @@ static enum hold_action on_server_message(struct session *s, uint8_t type, const
         return HOLD_FORWARD;
     case 'S':
         pool_params_update(&s->params, &s->params_len, body - 5, len + 5);
-        if (len > 17 && memcmp(body, "application_name", 17) == 0)
+        if (len > 17 && memcmp(body, "application_name", 17) == 0 && memchr(body + 17, 0, len - 17))
             snprintf(s->app_name, sizeof s->app_name, "%s", (const char *)body + 17);
         return HOLD_FORWARD;
     case 'C': {
@@ -1605,6 +1615,16 @@ static bool relay_scan(struct session *s, struct side *src, bool from_client, co
             }
         }
         bool hold = from_client ? client_holds(s, h.type) : server_holds(s, h.type);
+        if (hold && !from_client && h.type == 'D' && h.len > HELD_ROW_MAX) {
+            /* Too large to hold whole: never sent unmasked, else streamed undigested. */
+            if (relay_mask_holds(s, 'D')) {
+                *why = "a row larger than 16 MiB cannot be masked";
+                s->server_fault = "54000";
+                return false;
+            }
+            relay_audit_row_big(s, total);
+            hold = false;
+        }
         if (hold) {
             if (from_client && h.len > max) {
                 *why = "message larger than server.max_message_size";
@@ -1663,6 +1683,10 @@ static bool relay_scan(struct session *s, struct side *src, bool from_client, co
             s->copy_syncs = 0;
         }
         size_t take = b->len - pos < total ? b->len - pos : total;
+        if (copying && take < total) { /* flush what is copied, then stream this one in place */
+            src->rescan = true;
+            break;
+        }
         if (!from_client && h.type == 'D' && row_beyond_limit(s)) {
             /* Beyond limit_rows: this DataRow is dropped, not sent. */
             src->skip = take;
@@ -1671,10 +1695,6 @@ static bool relay_scan(struct session *s, struct side *src, bool from_client, co
             break;
         }
         if (copying) {
-            if (take < total) { /* flush what is copied, then stream this one in place */
-                src->rescan = true;
-                break;
-            }
             buf_append(session_out_buf(&s->cl_out), b->data + pos, total);
             b->off += total;
             pos = b->off;
@@ -1756,8 +1776,9 @@ static enum pump_result relay_pump(struct session *s, struct side *src, struct s
     }
     /* Fairness: let other sessions run. Bytes already read but not yet written must not wait
      * for the source to send more: asking for the destination's writability resumes us. */
-    if (src->fwd || src->skip || src->rescan) return PUMP_BLOCKED;
-    return PUMP_IDLE; /* level-triggered epoll returns for anything left in the socket */
+    if (src->fwd || src->skip || src->rescan || ((*inject) && (*inject)->off < (*inject)->len))
+        return PUMP_BLOCKED; /* bytes copied or queued for dst (masking) must not wait either */
+    return PUMP_IDLE;        /* level-triggered epoll returns for anything left in the socket */
 }
 
 static void relay_update_interest(struct session *s)
@@ -1801,6 +1822,12 @@ static void relay_run(struct session *s, bool c2s, bool s2c)
     }
     if (s2c) {
         enum pump_result r = relay_pump(s, &s->sv, &s->cl, false, &why);
+        if (r == PUMP_CLOSE && s->server_fault && !s->cl.msg_left) {
+            char msg[160];
+            snprintf(msg, sizeof msg, "sluice: %s", why);
+            session_fail(s, s->server_fault, msg, NULL, why);
+            return;
+        }
         if (r == PUMP_CLOSE) {
             session_close(s, why);
             return;
@@ -1884,7 +1911,7 @@ void session_on_event(struct ev_handler *h, uint32_t events)
         if (client_out_flush(s)) closing_linger(s);
         return;
     case S_RELAY: {
-        if (from_client && s->parked && (events & (EPOLLRDHUP | EPOLLHUP | EPOLLERR))) {
+        if (from_client && (s->parked || s->gg) && (events & (EPOLLRDHUP | EPOLLHUP | EPOLLERR))) {
             s->client_left = true;
             session_close(s, "client disconnected while its statement waited");
             return;
@@ -1991,8 +2018,7 @@ static void session_unpark_remove(struct session *s)
 static bool park_done(struct session *s)
 {
     /* While the store cannot be written, audit.fail: closed refuses the statement. */
-    if (s->park_seq && audit_committed_seq() < s->park_seq)
-        return !audit_healthy() && !audit_fail_open();
+    if (s->park_seq && audit_committed_seq() < s->park_seq) return !audit_healthy();
     if (s->park_request[0] && !relay_approve_done(s)) return false;
     return true;
 }
@@ -2010,7 +2036,7 @@ void session_unpark_ready(struct worker *w)
         s->park_next = NULL;
         s->parked = false;
         s->park_ready = true;
-        if (s->park_seq && audit_committed_seq() < s->park_seq) {
+        if (s->park_seq && audit_committed_seq() < s->park_seq && !audit_fail_open()) {
             log_warn("session %llu: statement refused: the audit store cannot be written",
                      (unsigned long long)s->id);
             s->park_act = HOLD_REPLACE;

@@ -133,6 +133,7 @@ struct session {
     bool unsynced;                    /* extended-protocol messages sent since the last Sync */
     struct limited_stmt *limited;     /* prepared statements with a row limit */
     const char *client_fault; /* SQLSTATE of a client protocol error that ends the session */
+    const char *server_fault; /* SQLSTATE of a server message sluice cannot relay safely */
     bool lingering;           /* S_CLOSING: error sent, reading until the client closes */
     struct blocked *blocked, *blocked_tail;
     /* masking (relay_mask.c) */
@@ -191,6 +192,14 @@ bool relay_mask_holds(const struct session *s, uint8_t type);
 enum hold_action relay_mask_server(struct session *s, uint8_t type, const uint8_t *body,
                                    size_t len);
 void relay_mask_result_end(struct session *s);
+/* Add the session's masked counts to the metrics (the caller then resets them). */
+void relay_mask_count(struct session *s);
+
+/* A refused statement is replaced upstream by this text: the server answers with a syntax
+ * error at exactly the place the statement's own error would come (session.c). */
+#define BLOCKED_PLACEHOLDER "sluice_blocked_by_policy"
+/* Queue the placeholder Query upstream; HOLD_REPLACE. */
+enum hold_action relay_placeholder_query(struct session *s);
 
 /* Refusals (session.c): the placeholder's error is replaced by this one. */
 void blocked_push_raw(struct session *s, const char *sqlstate, const char *msg, const char *hint);
@@ -230,6 +239,9 @@ void relay_audit_parse(struct session *s, const char *name, const char *sql,
 void relay_audit_bind(struct session *s, const char *stmt_name);
 int64_t relay_audit_execute(struct session *s);
 void relay_audit_row(struct session *s, const uint8_t *body, size_t len);
+/* A DataRow streamed without being held (larger than HELD_ROW_MAX): counted, not digested. */
+void relay_audit_row_big(struct session *s, size_t total);
+#define HELD_ROW_MAX (16u << 20)
 void relay_audit_server(struct session *s, uint8_t type, const uint8_t *body, size_t len);
 void relay_audit_end(struct session *s);
 /* The statement just recorded runs under this grant (approved while it waited). */
