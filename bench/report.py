@@ -17,7 +17,10 @@ Output on stdout:
      with the target masked/PgBouncer >= 0.80, and -S with masking on against off (target:
      within 3%);
   3. audit: audit on against off on -S simple, -S prepared and TPC-B (target: at most 10%);
-  4. the relay comparison when a relay build was measured.
+  4. write latency (workload write-latency: one single-row UPDATE, one client): average
+     latency direct, PgBouncer, sluice without audit and with audit (each write parked until
+     its audit event is committed), and what that wait adds per write;
+  5. the relay comparison when a relay build was measured.
 Ratios are of the medians; "rounds" gives the lowest and highest ratio of the same round's
 two runs (the modes alternate inside a round), a view of the noise.
 """
@@ -152,7 +155,7 @@ def main(argv):
                   f"{rng(R.round_range(w, 'sluice', 'nomask')):>11}  {verdict(r, 0.97)}")
 
     # ---- audit
-    ws = [w for w in R.order if R.has(w, "noaudit") and R.has(w, "sluice")]
+    ws = [w for w in R.order if R.has(w, "noaudit") and R.has(w, "sluice") and w != "write-latency"]
     if ws:
         print()
         print("Audit: audit on (sluice) vs audit.enabled false (noaudit), both with masking on")
@@ -164,6 +167,27 @@ def main(argv):
             print(f"  {w:<18} {fmt(on, '9.0f')} {fmt(off, '9.0f')} {fmt(pgb, '9.0f')} "
                   f"{fmt(r, '7.3f')} {rng(R.round_range(w, 'sluice', 'noaudit')):>11} "
                   f"{fmt(ratio(on, pgb), '7.2f')} {fmt(ratio(off, pgb), '7.2f')}  {verdict(r, 0.90)}")
+
+    # ---- write latency
+    w = "write-latency"
+    if w in R.order:
+        print()
+        print("Write latency: one single-row UPDATE per transaction, pgbench -c 1 -M simple "
+              "(bench/update.sql)")
+        print(f"  {'mode':<42} {'lat ms':>8} {'TPS':>8} {'rounds lat ms':>15}")
+        names = [("direct", "direct"), ("pgbouncer", "PgBouncer"),
+                 ("noaudit", "sluice, audit off"),
+                 ("sluice", "sluice, audit on (write waits for commit)")]
+        for m, label in names:
+            if not R.has(w, m):
+                continue
+            lats = [r[1] for r in R.by[(w, m)].values() if not math.isnan(r[1])]
+            lr = f"{min(lats):.3f}..{max(lats):.3f}" if lats else "-"
+            print(f"  {label:<42} {fmt(R.lat(w, m), '8.3f')} {fmt(R.tps(w, m), '8.0f')} {lr:>15}")
+        on, off = R.lat(w, "sluice"), R.lat(w, "noaudit")
+        if not math.isnan(on) and not math.isnan(off):
+            print(f"  durable audit wait: +{on - off:.3f} ms per write "
+                  f"(audit on/off latency {fmt(ratio(on, off), '4.2f')})")
 
     # ---- relay
     rows = [w for w in R.order if R.has(w, "relay") and R.has(w, "sluice")]

@@ -26,6 +26,10 @@
 #                                                    direct pgbouncer sluice-raw sluice
 #   large-result      (not by default) bench/large.sql, 100,000 generated rows, 2 clients
 #                                                    direct pgbouncer sluice
+#   write-latency     bench/update.sql: one single-row UPDATE per transaction, -c 1 -j 1
+#                     -M simple: the latency of one write, which an audited sluice parks
+#                     until its audit event is committed
+#                                                    direct pgbouncer sluice noaudit
 # Before the throughput runs the whole pii table is fetched direct, as `bench` and as
 # `bench-raw`, and bench/pii.py checks that every sensitive value came back masked for `bench`
 # and untouched for `bench-raw` (bench-run/masking-check.txt).
@@ -62,7 +66,7 @@ SCAN_MIB=${BENCH_SCAN_MIB:-64}
 # e.g. a build without statement inspection, to measure what inspection costs.
 RELAY_BIN=${SLUICE_RELAY_BIN:-}
 read -ra MODES <<<"${BENCH_MODES:-direct pgbouncer sluice sluice-raw nomask noaudit${RELAY_BIN:+ relay}}"
-read -ra WORKLOADS <<<"${BENCH_WORKLOADS:-select-simple select-prepared tpcb select-connect large-pii}"
+read -ra WORKLOADS <<<"${BENCH_WORKLOADS:-select-simple select-prepared tpcb select-connect large-pii write-latency}"
 
 # Secrets of this run only: the upstream role app and the sluice identities `bench` and
 # `bench-raw` (the same secret).
@@ -349,6 +353,8 @@ workload_args() {
     select-connect) echo "-c 8 -j 2 -S -C" ;;
     large-pii) echo "-c 2 -j 2 -f $ROOT/bench/large_pii.sql" ;;
     large-result) echo "-c 2 -j 2 -f $ROOT/bench/large.sql" ;;
+    # -s: a custom script's :scale is 1 unless given.
+    write-latency) echo "-c 1 -j 1 -M simple -s $SCALE -f $ROOT/bench/update.sql" ;;
     *) die "unknown workload $1" ;;
   esac
 }
@@ -358,7 +364,7 @@ workload_modes() {
   local all m out=()
   case $1 in
     select-simple | select-prepared) all="direct pgbouncer sluice nomask noaudit" ;;
-    tpcb) all="direct pgbouncer sluice noaudit" ;;
+    tpcb | write-latency) all="direct pgbouncer sluice noaudit" ;;
     large-pii) all="direct pgbouncer sluice-raw sluice" ;;
     *) all="direct pgbouncer sluice" ;;
   esac

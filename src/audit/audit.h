@@ -84,6 +84,7 @@ struct audit_event {
     const char *digest;   /* hex SHA-256 of the rows sent (struct audit_digest) */
     const char *sqlstate; /* of a failure */
     const char *detail;   /* free text */
+    bool urgent;          /* not recorded: a statement waits for this commit (no batching delay) */
 };
 
 /*

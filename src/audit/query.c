@@ -34,6 +34,9 @@ int audit_query_json(const struct sluice_config *cfg, const struct audit_query *
                              .after_seq = q->after_seq,
                              .limit = q->limit ? q->limit : 100,
                              .newest_first = true};
+    unsigned want = sq.limit;
+    /* target is not a store column: read more, filter here, keep the newest `want` */
+    if (q->target) sq.limit = want * 20 < 20000 ? want * 20 : 20000;
     int64_t now = audit_now_us();
     if (q->since && audit_time_parse(q->since, now, &sq.since_us) < 0) {
         snprintf(err, errlen, "invalid since \"%s\"", q->since);
@@ -60,6 +63,8 @@ int audit_query_json(const struct sluice_config *cfg, const struct audit_query *
             if (!cJSON_IsString(t) || strcmp(t->valuestring, q->target) != 0)
                 cJSON_DeleteItemFromArray(arr, i);
         }
+        while ((unsigned)cJSON_GetArraySize(arr) > want) /* oldest first: drop from the front */
+            cJSON_DeleteItemFromArray(arr, 0);
     }
     *out = cJSON_PrintUnformatted(root);
     cJSON_Delete(root);

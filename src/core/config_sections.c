@@ -6,7 +6,6 @@
  * key, like the rest of the loader.
  */
 #include <errno.h>
-#include <fnmatch.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>

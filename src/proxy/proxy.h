@@ -134,7 +134,8 @@ struct approve_audit;
 void relay_approve_audit(const struct approve_audit *a);
 
 /* Column names from the targets' catalogs (catalog.c): a resolver thread with a side
- * connection per target; lookups never block (a miss queues the table). */
+ * connection per target. catalog_lookup() never blocks; catalog_resolve() waits briefly for
+ * a table seen for the first time. */
 int catalog_start(struct sluice_config *cfg);
 void catalog_stop(void);
 bool catalog_lookup(unsigned target, uint32_t table, int16_t attnum, char *schema, size_t sl,

@@ -186,6 +186,7 @@ static uint64_t emit_statement(struct session *s, struct stmt_rec *r, bool pre)
     ev.decision = r->decision;
     ev.rule = r->rule;
     ev.ref = pre ? 0 : r->pre_seq;
+    ev.urgent = pre; /* the statement is parked until this event is committed */
     ev.request_id = r->request_id[0] ? r->request_id : NULL;
     ev.grant_id = r->grant_id[0] ? r->grant_id : NULL;
     if (!pre) {
@@ -254,6 +255,48 @@ int64_t relay_audit_query(struct session *s, const char *sql, const struct sql_f
     return r;
 }
 
+/* name -> info in a list of struct prep (prepared statements, portals); info may be NULL
+ * to forget the name. */
+static void prep_set(struct prep **list, const char *name, struct stmt_info *info)
+{
+    for (struct prep **pp = list; *pp; pp = &(*pp)->next)
+        if (strcmp((*pp)->name, name) == 0) {
+            struct prep *p = *pp;
+            info_put(p->info);
+            if (info) {
+                p->info = info;
+                return;
+            }
+            *pp = p->next;
+            free(p);
+            return;
+        }
+    if (!info) return;
+    size_t n = strlen(name) + 1;
+    struct prep *p = xmalloc(sizeof *p + n);
+    p->info = info;
+    memcpy(p->name, name, n);
+    p->next = *list;
+    *list = p;
+}
+
+static struct stmt_info *prep_get(struct prep *list, const char *name)
+{
+    for (struct prep *p = list; p; p = p->next)
+        if (strcmp(p->name, name) == 0) return p->info;
+    return NULL;
+}
+
+static void prep_free_all(struct prep **list)
+{
+    while (*list) {
+        struct prep *p = *list;
+        *list = p->next;
+        info_put(p->info);
+        free(p);
+    }
+}
+
 void relay_audit_parse(struct session *s, const char *name, const char *sql,
                        const struct sql_facts *f, const char *decision, const char *rule)
 {
@@ -261,42 +304,29 @@ void relay_audit_parse(struct session *s, const char *name, const char *sql,
     struct stmt_info *i = info_new(s, sql, f);
     i->decision = decision;
     i->rule = rule;
-    for (struct prep **pp = &s->preps; *pp; pp = &(*pp)->next)
-        if (strcmp((*pp)->name, name) == 0) {
-            info_put((*pp)->info);
-            (*pp)->info = i;
-            return;
-        }
-    size_t n = strlen(name) + 1;
-    struct prep *p = xmalloc(sizeof *p + n);
-    p->info = i;
-    memcpy(p->name, name, n);
-    p->next = s->preps;
-    s->preps = p;
+    prep_set(&s->preps, name, i);
 }
 
-void relay_audit_bind(struct session *s, const char *stmt_name)
+void relay_audit_bind(struct session *s, const char *portal, const char *stmt_name)
 {
     if (!relay_audit_on(s)) return;
-    info_put(s->bound);
-    s->bound = NULL;
-    for (struct prep *p = s->preps; p; p = p->next)
-        if (strcmp(p->name, stmt_name) == 0) {
-            s->bound = p->info;
-            p->info->refs++;
-            return;
-        }
+    struct stmt_info *i = prep_get(s->preps, stmt_name);
+    if (i) i->refs++;
+    prep_set(&s->portals, portal, i);
 }
 
-int64_t relay_audit_execute(struct session *s)
+int64_t relay_audit_execute(struct session *s, const char *portal)
 {
     if (!relay_audit_on(s)) return 0;
-    if (!s->bound) {
-        /* A statement prepared before sluice saw it (a reused upstream): record its use. */
-        s->bound = info_new(s, "(prepared statement)", NULL);
+    struct stmt_info *i = prep_get(s->portals, portal);
+    if (!i) {
+        /* Prepared before sluice saw it (a reused upstream): its use is recorded, durably,
+         * since sluice cannot tell what it does. */
+        i = info_new(s, "(prepared statement)", NULL);
+        i->durable = true;
+        prep_set(&s->portals, portal, i);
     }
-    return rec_push(s, s->bound, false, false, s->bound->decision ? s->bound->decision : "allow",
-                    s->bound->rule);
+    return rec_push(s, i, false, false, i->decision ? i->decision : "allow", i->rule);
 }
 
 void relay_audit_note_grant(struct session *s, const char *grant_id)
@@ -385,12 +415,6 @@ void relay_audit_end(struct session *s)
 {
     while (s->recs)
         rec_pop_emit(s, s->recs->query || s->recs->rows);
-    while (s->preps) {
-        struct prep *p = s->preps;
-        s->preps = p->next;
-        info_put(p->info);
-        free(p);
-    }
-    info_put(s->bound);
-    s->bound = NULL;
+    prep_free_all(&s->preps);
+    prep_free_all(&s->portals);
 }

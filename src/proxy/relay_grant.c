@@ -60,6 +60,16 @@ enum hold_action relay_grant_wrap(struct session *s, const uint8_t *body, size_t
     return HOLD_REPLACE;
 }
 
+/* The client's error for a write beyond the bound; its audit record gets the SQLSTATE. */
+static void put_refusal(struct session *s, const char *msg)
+{
+    struct buf *out = session_out_buf(&s->cl_out);
+    size_t mark = out->len - out->off;
+    pg_put_error(out, "ERROR", "42501", msg, NULL,
+                 "ask for a grant with a larger max_rows, or narrow the statement");
+    relay_audit_server(s, 'E', out->data + out->off + mark + 5, out->len - out->off - mark - 5);
+}
+
 bool relay_grant_server(struct session *s, uint8_t type, const uint8_t *body, size_t len,
                         enum hold_action *act)
 {
@@ -121,13 +131,11 @@ bool relay_grant_server(struct session *s, uint8_t type, const uint8_t *body, si
             return false; /* the client gets the server's own error */
         }
         /* the placeholder that leaves a client transaction failed */
-        pg_put_error(session_out_buf(&s->cl_out), "ERROR", "42501", msg, NULL,
-                     "ask for a grant with a larger max_rows, or narrow the statement");
+        put_refusal(s, msg);
         return true;
     case 'Z':
         if (s->gg_exceeded && s->gg_outside)
-            pg_put_error(session_out_buf(&s->cl_out), "ERROR", "42501", msg, NULL,
-                         "ask for a grant with a larger max_rows, or narrow the statement");
+            put_refusal(s, msg);
         else if (!s->gg_exceeded && !s->gg_error && s->gg_held)
             buf_append(session_out_buf(&s->cl_out), s->gg_held, s->gg_held_len);
         free(s->gg_held);

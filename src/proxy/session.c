@@ -55,7 +55,7 @@ static void upstream_release(struct session *s);
 static void upstream_put_startup(struct session *s, struct buf *b);
 static void session_on_tick(struct session *s, uint64_t now_ms);
 static void session_unpark_remove(struct session *s);
-static void oidc_ident_free(struct cfg_identity *ci);
+static void session_ident_free(struct cfg_identity *ci);
 
 /* ---- small helpers ------------------------------------------------------------------ */
 
@@ -304,7 +304,7 @@ void session_reap(struct worker *w)
         free(s->scram_cl);
         relay_mask_end(s);
         relay_audit_end(s);
-        oidc_ident_free(s->oidc_ident);
+        session_ident_free(s->oidc_ident);
         free(s->gg_held);
         runtime_release(s->rt);
         free(s);
@@ -342,7 +342,7 @@ static bool uses_scram(const struct session *s)
 
 /* An identity from a verified OIDC token; the session owns it. The startup user must be the
  * token's name, so that logs and pg_stat_activity are not misleading. */
-static bool oidc_login(struct session *s, const char *token)
+static bool session_login_oidc(struct session *s, const char *token)
 {
     struct oidc_identity id;
     char why[256];
@@ -371,7 +371,7 @@ static bool oidc_login(struct session *s, const char *token)
     return true;
 }
 
-static void oidc_ident_free(struct cfg_identity *ci)
+static void session_ident_free(struct cfg_identity *ci)
 {
     if (!ci) return;
     free(ci->name);
@@ -580,7 +580,7 @@ static void on_auth_message(struct session *s, uint8_t type, const uint8_t *body
             return;
         }
         if (!s->ident && s->rt->oidc) {
-            if (oidc_login(s, secret))
+            if (session_login_oidc(s, secret))
                 auth_succeeded(s);
             else
                 auth_failed(s, "OIDC token refused");
@@ -1373,13 +1373,14 @@ static enum hold_action on_client_statement(struct session *s, uint8_t type, con
         on_client_bind(s, body, len);
         const uint8_t *portal_end = memchr(body, 0, len);
         if (portal_end && memchr(portal_end + 1, 0, len - (size_t)(portal_end + 1 - body)))
-            relay_audit_bind(s, (const char *)portal_end + 1);
+            relay_audit_bind(s, (const char *)body, (const char *)portal_end + 1);
         return HOLD_FORWARD;
     }
     case 'E': {
         s->statements++;
         s->park_group = s->c2s_group;
-        int64_t wait = relay_audit_execute(s);
+        int64_t wait = memchr(body, 0, len) ? relay_audit_execute(s, (const char *)body)
+                                            : relay_audit_execute(s, "");
         if (wait < 0) {
             refuse_audit_down(s);
             return replace_with_placeholder(s, 'E', body);

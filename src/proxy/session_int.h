@@ -147,7 +147,7 @@ struct session {
     char app_name[64];
     struct stmt_rec *recs, *recs_tail; /* statements waiting for their results, oldest first */
     struct prep *preps;                /* prepared statements by name */
-    struct stmt_info *bound;           /* the statement of the last Bind */
+    struct prep *portals;              /* portals by name -> their statement */
     bool audit_started;                /* session_start emitted: session_end is due */
     /* A parked client message (at cl.in->off + cl.fwd) waits for its audit event to be
      * committed (park_seq) or for an approval (relay_approve.c); nothing more is read from
@@ -229,15 +229,14 @@ bool relay_grant_server(struct session *s, uint8_t type, const uint8_t *body, si
 /* Audit (relay_audit.c). Statement calls return the audit sequence number to wait for before
  * forwarding (0: none), or -1 when the audit cannot take the event and audit.fail is closed. */
 
-struct sql_facts;
 bool relay_audit_on(const struct session *s);
 void relay_audit_session(struct session *s, enum audit_kind kind, const char *detail);
 int64_t relay_audit_query(struct session *s, const char *sql, const struct sql_facts *f,
                           const char *decision, const char *rule, bool refused);
 void relay_audit_parse(struct session *s, const char *name, const char *sql,
                        const struct sql_facts *f, const char *decision, const char *rule);
-void relay_audit_bind(struct session *s, const char *stmt_name);
-int64_t relay_audit_execute(struct session *s);
+void relay_audit_bind(struct session *s, const char *portal, const char *stmt_name);
+int64_t relay_audit_execute(struct session *s, const char *portal);
 void relay_audit_row(struct session *s, const uint8_t *body, size_t len);
 /* A DataRow streamed without being held (larger than HELD_ROW_MAX): counted, not digested. */
 void relay_audit_row_big(struct session *s, size_t total);
