@@ -260,7 +260,7 @@ struct loader {
     struct cfgpos pos;
     char *err;
     size_t errlen;
-    char log[4096]; /* libcyaml error output */
+    char log[4096];  /* libcyaml error output */
     bool no_secrets; /* CONFIG_NO_SECRETS: do not read password/secret environment or files */
     size_t loglen;
 };
