@@ -16,7 +16,7 @@ OBJ     := $(SRC:%.c=$(BUILD)/%.o) $(BUILD)/gen/web_assets.o
 WEB     := $(wildcard web/*)
 UNIT    := $(patsubst tests/unit/%.c,$(BUILD)/tests/unit/%,$(wildcard tests/unit/test_*.c))
 
-.PHONY: all deps unit integration asan fuzz mask-corpus check demo bench format format-check clean
+.PHONY: all deps unit integration npm-test-deps asan fuzz mask-corpus check demo bench format format-check clean
 
 all: $(BUILD)/sluice
 
@@ -45,7 +45,13 @@ deps:
 unit: $(UNIT)
 	@set -e; for t in $(UNIT); do echo "== $$t"; $$t; done
 
-integration: $(BUILD)/sluice
+# npm packages the tests drive (node-postgres, playwright-core): installed once.
+NPM_TEST_DIRS = tests/integration/node tests/integration/browser
+npm-test-deps:
+	@set -e; for d in $(NPM_TEST_DIRS); do [ -d $$d/node_modules ] || \
+	  (cd $$d && npm install --no-audit --no-fund --silent); done
+
+integration: $(BUILD)/sluice npm-test-deps
 	SLUICE_BIN=$(abspath $(BUILD)/sluice) $(PYTHON) -m pytest -q -x tests/integration $(PYTEST_ARGS)
 
 ASAN_VARS = BUILD=build-asan CC=clang OPT=-O1 \

@@ -749,8 +749,8 @@ class Node:
 
 
 def test_wait_node_postgres(appr):
-    if not os.path.isdir(os.path.join(NODE_DIR, "node_modules", "pg")):
-        pytest.skip("node_modules not installed (test_node.py installs them)")
+    assert os.path.isdir(os.path.join(NODE_DIR, "node_modules", "pg")), \
+        "node-postgres is not installed: run `make npm-test-deps`"
     t = "appr_wait_node"
     make_table(appr.pg, t)
     n = Node(appr.ep, BOB, f"UPDATE {t} SET v = 900 WHERE id = 1")
