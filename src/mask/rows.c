@@ -290,7 +290,7 @@ int mask_plan_build(const struct mask_db *db, const uint8_t *body, size_t len,
         pos += 18;
         if (format > 1) goto fail;
 
-                /* A column that cannot hold text and that no column rule could name is skipped
+        /* A column that cannot hold text and that no column rule could name is skipped
          * without asking the catalog (pgbench -S stays cheap). */
         if (type_kind(type_oid) == TY_SKIP && (!cfg || cfg->n_columns == 0)) {
             p->cols[i] = (struct mask_col){.op = OP_SKIP, .detector = -1};
