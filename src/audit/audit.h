@@ -42,7 +42,8 @@ enum audit_kind {
     AUDIT_APPROVAL_EXPIRED,
     AUDIT_GRANT_USED,
     AUDIT_GRANT_EXHAUSTED,
-    AUDIT_EVENTS_LOST, /* written by the audit itself: events that could not be queued */
+    AUDIT_EVENTS_LOST,       /* written by the audit itself: events that could not be queued */
+    AUDIT_APPROVAL_NOTIFIED, /* approvers were notified (Slack, webhook), or it failed */
     AUDIT_KIND_COUNT,
 };
 

@@ -80,6 +80,7 @@ static const char *const kind_names[AUDIT_KIND_COUNT] = {
     [AUDIT_GRANT_USED] = "grant_used",
     [AUDIT_GRANT_EXHAUSTED] = "grant_exhausted",
     [AUDIT_EVENTS_LOST] = "events_lost",
+    [AUDIT_APPROVAL_NOTIFIED] = "approval_notified",
 };
 
 const char *audit_kind_name(enum audit_kind kind)

@@ -163,11 +163,20 @@ void relay_approve_abandon(struct session *s)
 /* The approvals module's events, into the audit trail (called on its threads). */
 void relay_approve_audit(const struct approve_audit *a)
 {
-    enum audit_kind kind;
+        enum audit_kind kind;
     const char *detail = a->detail;
+    char failed[96];
     switch (a->event) {
     case APPROVE_EV_REQUESTED:
         kind = AUDIT_APPROVAL_REQUESTED;
+        break;
+    case APPROVE_EV_NOTIFIED:
+        kind = AUDIT_APPROVAL_NOTIFIED;
+        break;
+        case APPROVE_EV_NOTIFY_FAILED:
+        kind = AUDIT_APPROVAL_NOTIFIED;
+        snprintf(failed, sizeof failed, "failed: %s", a->detail ? a->detail : "notifier");
+        detail = failed;
         break;
     case APPROVE_EV_APPROVED:
         kind = AUDIT_APPROVAL_APPROVED;
@@ -193,7 +202,7 @@ void relay_approve_audit(const struct approve_audit *a)
         detail = "revoked";
         break;
     default:
-        return; /* notifications are counted in metrics, not audited */
+        return;
     }
     struct audit_event ev = {
         .kind = kind,

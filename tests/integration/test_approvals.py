@@ -481,6 +481,17 @@ def test_audit_names_requests_and_grants(appr):
     assert "11" not in (req.get("statement") or ""), req
     used = [e for e in mine if e["kind"] == "grant_used"]
     assert used[0].get("actor") == DBA and used[0].get("request_id") == rid, used
+    # the notifications to Slack and the webhook are audited too
+    deadline = time.time() + 10
+    while True:
+        st, js, text = appr.api("GET", "/api/v1/audit?kind=approval_notified&limit=1000",
+                                appr.bearer(DBA))
+        assert st == 200, text
+        notified = [e for e in js["events"] if e.get("request_id") == rid]
+        if notified:
+            break
+        assert time.time() < deadline, f"no approval_notified event for {rid}"
+        time.sleep(0.2)
 
 
 def test_statement_events_name_request_and_grant(appr):
