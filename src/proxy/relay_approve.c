@@ -163,7 +163,7 @@ void relay_approve_abandon(struct session *s)
 /* The approvals module's events, into the audit trail (called on its threads). */
 void relay_approve_audit(const struct approve_audit *a)
 {
-        enum audit_kind kind;
+    enum audit_kind kind;
     const char *detail = a->detail;
     char failed[96];
     switch (a->event) {
@@ -173,7 +173,7 @@ void relay_approve_audit(const struct approve_audit *a)
     case APPROVE_EV_NOTIFIED:
         kind = AUDIT_APPROVAL_NOTIFIED;
         break;
-        case APPROVE_EV_NOTIFY_FAILED:
+    case APPROVE_EV_NOTIFY_FAILED:
         kind = AUDIT_APPROVAL_NOTIFIED;
         snprintf(failed, sizeof failed, "failed: %s", a->detail ? a->detail : "notifier");
         detail = failed;
