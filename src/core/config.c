@@ -981,6 +981,18 @@ const struct cfg_identity *config_find_identity(const struct sluice_config *cfg,
     return NULL;
 }
 
+size_t config_groups_join(const struct cfg_identity *id, char *out, size_t len)
+{
+    size_t n = 0;
+    if (len) out[0] = '\0';
+    for (unsigned g = 0; g < id->n_groups && n + 1 < len; g++) {
+        int w = snprintf(out + n, len - n, "%s%s", g ? "," : "", id->groups[g]);
+        if (w < 0) break;
+        n = n + (size_t)w < len ? n + (size_t)w : len - 1;
+    }
+    return n;
+}
+
 const char *ident_kind_name(enum ident_kind kind)
 {
     switch (kind) {

@@ -340,6 +340,8 @@ const struct cfg_target *config_find_target(const struct sluice_config *cfg, con
 const struct cfg_identity *config_find_identity(const struct sluice_config *cfg, const char *name);
 
 const char *ident_kind_name(enum ident_kind kind);
+/* id's groups as "a,b,c" into out (truncated to fit); returns the length written. */
+size_t config_groups_join(const struct cfg_identity *id, char *out, size_t len);
 const char *cfg_action_name(enum cfg_action a);       /* "allow", "deny", "review" */
 const char *cfg_guardrail_name(enum cfg_guardrail g); /* "drop", "delete_without_where", ... */
 int cfg_guardrail_from_name(const char *name);        /* -1 when unknown */

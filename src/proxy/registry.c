@@ -27,10 +27,7 @@ struct sess_info *registry_add(struct worker *w, uint64_t id, const struct cfg_i
     r->id = id;
     snprintf(r->identity, sizeof r->identity, "%s", ident->name);
     r->kind = ident->kind;
-    size_t n = 0;
-    for (unsigned g = 0; g < ident->n_groups && n < sizeof r->groups; g++)
-        n += (size_t)snprintf(r->groups + n, sizeof r->groups - n, "%s%s", g ? "," : "",
-                              ident->groups[g]);
+    config_groups_join(ident, r->groups, sizeof r->groups);
     snprintf(r->target, sizeof r->target, "%s", target);
     snprintf(r->client, sizeof r->client, "%s", client);
     snprintf(r->app, sizeof r->app, "%s", app ? app : "");

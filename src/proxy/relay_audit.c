@@ -78,14 +78,6 @@ static void info_put(struct stmt_info *i)
     }
 }
 
-static void groups_join(const struct cfg_identity *id, char *out, size_t len)
-{
-    size_t n = 0;
-    out[0] = '\0';
-    for (unsigned g = 0; g < id->n_groups && n < len; g++)
-        n += (size_t)snprintf(out + n, len - n, "%s%s", g ? "," : "", id->groups[g]);
-}
-
 static void event_base(struct session *s, struct audit_event *ev, enum audit_kind kind,
                        char *groups, size_t glen)
 {
@@ -94,8 +86,10 @@ static void event_base(struct session *s, struct audit_event *ev, enum audit_kin
     ev->session_id = s->id;
     ev->identity = s->ident ? s->ident->name : s->user;
     ev->identity_kind = s->ident ? ident_kind_name(s->ident->kind) : NULL;
-    if (s->ident) groups_join(s->ident, groups, glen);
-    ev->groups = groups;
+    if (s->ident) {
+        config_groups_join(s->ident, groups, glen);
+        ev->groups = groups;
+    }
     ev->auth_method = s->ident ? (s->ident->is_token ? "token" : "password") : NULL;
     ev->client_addr = s->addr_text;
     ev->application_name = s->app_name;

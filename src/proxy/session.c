@@ -1025,25 +1025,13 @@ enum pump_result {
 
 static void blocked_push(struct session *s, const struct policy_decision *d)
 {
-    struct buf *b = buf_get();
     char msg[512];
     bool review = d->action == POLICY_REVIEW;
     snprintf(msg, sizeof msg, "sluice: blocked by rule \"%s\": %s%s", d->rule, d->reason,
              review ? " (approval required)" : "");
     const char *hint = d->hint[0] ? d->hint : NULL;
-    if (review && !hint) hint = "Approvals are not available yet; ask an administrator.";
-    pg_put_error(b, "ERROR", "42501", msg, NULL, hint);
-    struct blocked *e = xmalloc(sizeof *e + b->len);
-    e->next = NULL;
-    e->group = s->c2s_group;
-    e->len = b->len;
-    memcpy(e->msg, b->data, b->len);
-    buf_put(b);
-    if (s->blocked_tail)
-        s->blocked_tail->next = e;
-    else
-        s->blocked = e;
-    s->blocked_tail = e;
+    if (review && !hint) hint = "ask for approval";
+    blocked_push_group(s, s->c2s_group, "42501", msg, hint);
 }
 
 /* Refuse with a fixed reason (internal failures, malformed messages). */
