@@ -21,20 +21,6 @@
 #include "proxy/session_int.h"
 #include "sql/sql.h"
 
-static const char *tables_of(const struct sql_facts *f, char *out, size_t len)
-{
-    size_t n = 0;
-    out[0] = '\0';
-    for (unsigned k = 0; k < f->n_stmts; k++)
-        for (unsigned t = 0; t < f->stmts[k].n_written + f->stmts[k].n_read && n + 2 < len; t++) {
-            const struct sql_stmt *st = &f->stmts[k];
-            const char *name =
-                t < st->n_written ? st->tables_written[t] : st->tables_read[t - st->n_written];
-            n += (size_t)snprintf(out + n, len - n, "%s%s", n ? "," : "", name);
-        }
-    return out;
-}
-
 enum review_outcome relay_approve_review(struct session *s, const char *sql,
                                          const struct sql_facts *f, const struct policy_decision *d)
 {
@@ -63,7 +49,7 @@ enum review_outcome relay_approve_review(struct session *s, const char *sql,
     }
     char *text = s->rt->mask ? mask_string(s->rt->mask, f->normalized ? f->normalized : sql)
                              : xstrdup(f->normalized ? f->normalized : sql);
-    char tables[512];
+    char *tables = sql_facts_tables(f);
     struct approve_ask ask = {
         .identity = s->ident->name,
         .kind = s->ident->kind,
@@ -74,7 +60,7 @@ enum review_outcome relay_approve_review(struct session *s, const char *sql,
         .fingerprint = fp,
         .command = f->n_stmts ? f->stmts[0].command : NULL,
         .class_name = f->n_stmts ? sql_class_name(f->stmts[0].cls) : NULL,
-        .tables = tables_of(f, tables, sizeof tables),
+        .tables = tables,
         .rule = d->rule,
         .reason = d->reason,
         .mode = d->mode,
@@ -84,6 +70,7 @@ enum review_outcome relay_approve_review(struct session *s, const char *sql,
     char id[APPROVE_ID_LEN], err[256];
     int rc = approve_request(&ask, id, err, sizeof err);
     free(text);
+    free(tables);
     if (rc < 0) {
         log_warn("session %llu: approval request failed: %s", (unsigned long long)s->id, err);
         blocked_push_text(s, "42501", d->rule, "an approval request could not be made",

@@ -130,22 +130,9 @@ static struct stmt_info *info_new(struct session *s, const char *sql, const stru
             [SQL_ADMIN] = 3, [SQL_TRANSACTION] = 0, [SQL_UTILITY] = 2};
         enum sql_class best = f->stmts[0].cls;
         i->command = f->stmts[0].command;
-        size_t n = 0, cap = 256;
-        i->tables = xcalloc(1, cap);
-        for (unsigned k = 0; k < f->n_stmts; k++) {
-            const struct sql_stmt *st = &f->stmts[k];
-            if (rank[st->cls] > rank[best]) best = st->cls;
-            for (unsigned t = 0; t < st->n_read + st->n_written; t++) {
-                const char *name =
-                    t < st->n_read ? st->tables_read[t] : st->tables_written[t - st->n_read];
-                size_t need = strlen(name) + 2;
-                if (n + need >= cap) {
-                    cap = (n + need) * 2;
-                    i->tables = xrealloc(i->tables, cap);
-                }
-                n += (size_t)snprintf(i->tables + n, cap - n, "%s%s", n ? "," : "", name);
-            }
-        }
+        for (unsigned k = 0; k < f->n_stmts; k++)
+            if (rank[f->stmts[k].cls] > rank[best]) best = f->stmts[k].cls;
+        i->tables = sql_facts_tables(f);
         i->cls = sql_class_name(best);
         i->durable = best == SQL_WRITE || best == SQL_DDL || best == SQL_DCL || best == SQL_ADMIN;
     }

@@ -1122,14 +1122,15 @@ void blocked_push_group(struct session *s, uint64_t group, const char *sqlstate,
     s->blocked_tail = e;
 }
 
-static void refuse_audit_down(struct session *s)
+/* Refuse the statement of Query/Sync group `group`: the audit cannot record it. */
+static void refuse_audit_down(struct session *s, uint64_t group)
 {
     log_warn("session %llu: statement refused: the audit store cannot be written",
              (unsigned long long)s->id);
-    blocked_push_raw(s, "58030",
-                     "sluice: the audit store cannot be written; statements are refused until "
-                     "it recovers",
-                     "audit.fail is closed; see sluice's log for the store's error");
+    blocked_push_group(s, group, "58030",
+                       "sluice: the audit store cannot be written; statements are refused until "
+                       "it recovers",
+                       "audit.fail is closed; see sluice's log for the store's error");
 }
 
 /* What judging a statement text decided. */
@@ -1170,7 +1171,7 @@ static void statement_judge_inner(struct session *s, const char *sql, bool query
     s->audit_request[0] = s->audit_grant[0] = '\0';
     bool audit = relay_audit_on(s);
     if (audit && !audit_healthy() && !audit_fail_open()) {
-        refuse_audit_down(s);
+        refuse_audit_down(s, s->c2s_group);
         return;
     }
     const struct sql_facts *facts = sql_facts_cached(sql);
@@ -1202,7 +1203,7 @@ static void statement_judge_inner(struct session *s, const char *sql, bool query
         if (v->wait < 0) {
             v->ok = false;
             v->wait = 0;
-            refuse_audit_down(s);
+            refuse_audit_down(s, s->c2s_group);
         }
         return;
     }
@@ -1370,7 +1371,7 @@ static enum hold_action on_client_statement(struct session *s, uint8_t type, con
         int64_t wait = memchr(body, 0, len) ? relay_audit_execute(s, (const char *)body)
                                             : relay_audit_execute(s, "");
         if (wait < 0) {
-            refuse_audit_down(s);
+            refuse_audit_down(s, s->c2s_group);
             return replace_with_placeholder(s, 'E', body);
         }
         return statement_finish(s, 'E', body, true, wait, false);
@@ -2026,13 +2027,8 @@ void session_unpark_ready(struct worker *w)
         s->parked = false;
         s->park_ready = true;
         if (s->park_seq && audit_committed_seq() < s->park_seq && !audit_fail_open()) {
-            log_warn("session %llu: statement refused: the audit store cannot be written",
-                     (unsigned long long)s->id);
             s->park_act = HOLD_REPLACE;
-            blocked_push_group(s, s->park_group, "58030",
-                               "sluice: the audit store cannot be written; statements are refused "
-                               "until it recovers",
-                               "audit.fail is closed; see sluice's log for the store's error");
+            refuse_audit_down(s, s->park_group);
             relay_approve_abandon(s);
         }
         s->park_seq = 0;

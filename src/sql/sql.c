@@ -970,3 +970,23 @@ int sql_class_from_name(const char *name)
         if (strcasecmp(name, class_names[i]) == 0) return i;
     return -1;
 }
+
+char *sql_facts_tables(const struct sql_facts *f)
+{
+    size_t n = 0, cap = 64;
+    char *out = xcalloc(1, cap);
+    for (unsigned k = 0; k < f->n_stmts; k++) {
+        const struct sql_stmt *st = &f->stmts[k];
+        for (unsigned t = 0; t < st->n_read + st->n_written; t++) {
+            const char *name =
+                t < st->n_read ? st->tables_read[t] : st->tables_written[t - st->n_read];
+            size_t need = strlen(name) + 2;
+            if (n + need >= cap) {
+                cap = (n + need) * 2;
+                out = xrealloc(out, cap);
+            }
+            n += (size_t)snprintf(out + n, cap - n, "%s%s", n ? "," : "", name);
+        }
+    }
+    return out;
+}

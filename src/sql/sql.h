@@ -90,6 +90,9 @@ void sql_cache_clear(void); /* frees this thread's cache (at thread exit) */
 /* For tests: the cache key of sql (length, or -1 when it is parsed every time). */
 int sql_cache_key_for_test(const char *sql, char *out, size_t cap, bool *literals_compared);
 
+/* Every table the statements of f read, then write, as "a,b,c" (malloc'd; "" when none). */
+char *sql_facts_tables(const struct sql_facts *f);
+
 const char *sql_class_name(enum sql_class cls);
 /* Parse "read", "write", ... ; -1 when unknown. */
 int sql_class_from_name(const char *name);
