@@ -85,7 +85,7 @@ struct audit_event {
     const char *digest;   /* hex SHA-256 of the rows sent (struct audit_digest) */
     const char *sqlstate; /* of a failure */
     const char *detail;   /* free text */
-    bool urgent;          /* not recorded: a statement waits for this commit (no batching delay) */
+    bool durable; /* not recorded: in the journal before audit_emit() returns (writes, refusals) */
 };
 
 /*
@@ -101,8 +101,10 @@ int audit_start(const struct sluice_config *cfg, char *err, size_t errlen)
 void audit_stop(void);
 
 /*
- * Queue one event. Returns its sequence number (> 0), or 0 when it could not be queued (the
- * queue is full, or the audit is not running): the caller then refuses the statement
+ * Queue one event; a durable one is also appended to the journal first (docs/audit.md,
+ * Durability), so that when this returns it survives a crash of sluice. Returns its sequence
+ * number (> 0), or 0 when it could not be queued (the queue is full, the journal cannot be
+ * written, or the audit is not running): the caller then refuses the statement
  * (audit.fail: closed) or lets it through (open); either way the loss is counted and recorded
  * later as an events_lost event. Never blocks beyond a short mutex.
  */

@@ -46,6 +46,11 @@ struct audit_rec {
 /* Copy ev; fills time_us when 0. Free with free(). */
 struct audit_rec *audit_rec_new(const struct audit_event *ev);
 
+/* The journal's encoding of an event (host byte order, for this machine's recovery only), and
+ * back: NULL when p..len is not one encoded event. The decoded record is the caller's. */
+void audit_rec_encode(const struct audit_event *ev, struct sbuf *out);
+struct audit_rec *audit_rec_decode(const char *p, size_t len);
+
 /* Append the canonical JSON body of ev (seq, prev_hash included; no hash) to out. The body is
  * stored verbatim and hashed as is; default_instance stands in for a NULL ev->instance. */
 void audit_event_body(const struct audit_event *ev, uint64_t seq, const char *default_instance,
@@ -89,6 +94,36 @@ int audit_jsonl_append(struct audit_jsonl *j, const char *data, size_t len, char
                        size_t errlen);
 /* seq of the last complete line of the file at path (0 when empty or absent). */
 int audit_jsonl_last_seq(const char *path, uint64_t *seq, char *err, size_t errlen);
+
+/* ---- journal.c */
+
+/*
+ * The audit journal: durable events (audit_event.durable) are appended by the emitting thread
+ * before audit_emit() returns; the writer commits them to the store like any other event, and
+ * empties the journal files once the store holds everything they do. Two files,
+ * STORE_PATH.audit-journal.0 and .1, alternate so that one can be emptied while the other
+ * takes appends. The journal is locked (flock) by the process that opened it.
+ */
+struct audit_journal;
+/* Open (create) the two files next to the store file. Fails when another process holds them. */
+int audit_journal_open(const char *store_path, struct audit_journal **out, char *err,
+                       size_t errlen);
+void audit_journal_close(struct audit_journal *j);
+/* Append one encoded event (audit_rec_encode) with its sequence number. Calls are serialized
+ * by the caller (the queue's mutex), so files hold records in sequence order. On failure
+ * nothing of the record stays in the file and -1 is returned with errno set. */
+int audit_journal_append(struct audit_journal *j, uint64_t seq, const char *rec, size_t len);
+/* Writer thread, after a commit: every sequence number up to seq is in the store. Empties a
+ * file whose records are all committed and switches files when the current one is large. */
+void audit_journal_committed(struct audit_journal *j, uint64_t seq);
+/* Recovery: calls fn for each intact record with a sequence number above after, in sequence
+ * order (a torn record at a file's end, left by a crash, ends that file). Returns the count,
+ * or -1 with a message in err. */
+typedef void (*audit_journal_fn)(void *ctx, uint64_t seq, struct audit_rec *rec);
+long audit_journal_replay(struct audit_journal *j, uint64_t after, audit_journal_fn fn, void *ctx,
+                          char *err, size_t errlen);
+/* Empty both files (after what they held is committed). Returns 0 or -1 with errno set. */
+int audit_journal_reset(struct audit_journal *j);
 
 /* ---- verify.c */
 

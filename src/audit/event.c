@@ -230,6 +230,69 @@ struct audit_rec *audit_rec_new(const struct audit_event *ev)
     return r;
 }
 
+/* ---- the journal record (journal.c): numbers in host byte order, each string as a 32-bit
+ * length (0 = none) and its bytes; the caller frames and checks it. */
+
+struct rec_numbers {
+    uint32_t kind;
+    int64_t time_us;
+    uint64_t session_id, ref, duration_us, rows, bytes;
+};
+
+void audit_rec_encode(const struct audit_event *ev, struct sbuf *out)
+{
+    struct rec_numbers n = {(uint32_t)ev->kind, ev->time_us, ev->session_id, ev->ref,
+                            ev->duration_us,    ev->rows,    ev->bytes};
+    sbuf_add(out, (const char *)&n, sizeof n);
+    for (size_t i = 0; i < N_STR_FIELDS; i++) {
+        const char *s = *field_at((struct audit_event *)ev, str_fields[i]);
+        uint32_t len = s ? (uint32_t)strlen(s) : 0;
+        sbuf_add(out, (const char *)&len, sizeof len);
+        if (len) sbuf_add(out, s, len);
+    }
+}
+
+struct audit_rec *audit_rec_decode(const char *p, size_t len)
+{
+    struct rec_numbers n;
+    if (len < sizeof n) return NULL;
+    memcpy(&n, p, sizeof n);
+    if (n.kind >= AUDIT_KIND_COUNT) return NULL;
+    struct audit_event ev = {.kind = (enum audit_kind)n.kind,
+                             .time_us = n.time_us,
+                             .session_id = n.session_id,
+                             .ref = n.ref,
+                             .duration_us = n.duration_us,
+                             .rows = n.rows,
+                             .bytes = n.bytes};
+    /* The strings are NUL-terminated in a scratch copy, then copied once more by
+     * audit_rec_new() into the record's own allocation. */
+    char *scratch = xmalloc(len + N_STR_FIELDS);
+    char *w = scratch;
+    size_t off = sizeof n;
+    for (size_t i = 0; i < N_STR_FIELDS; i++) {
+        uint32_t slen;
+        if (len - off < sizeof slen) goto bad;
+        memcpy(&slen, p + off, sizeof slen);
+        off += sizeof slen;
+        if (slen > len - off) goto bad;
+        if (slen) {
+            memcpy(w, p + off, slen);
+            w[slen] = 0;
+            *field_at(&ev, str_fields[i]) = w;
+            w += slen + 1;
+            off += slen;
+        }
+    }
+    if (off != len) goto bad;
+    struct audit_rec *r = audit_rec_new(&ev);
+    free(scratch);
+    return r;
+bad:
+    free(scratch);
+    return NULL;
+}
+
 /* ---- JSON */
 
 /* Length of a valid UTF-8 sequence at s (n bytes available), 0 when invalid. */

@@ -9,6 +9,11 @@
  * JSON lines to audit.jsonl with one fsync. Only then does audit_committed_seq() move, the
  * subscribed eventfds get a wakeup, and the live feed sees the lines.
  *
+ * Durable events (writes, refusals: audit_event.durable) are also appended to the journal
+ * (journal.c) under the same mutex before audit_emit() returns, so the relay forwards them at
+ * once; the writer empties the journal as the store catches up, and audit_start() replays
+ * what a crash left in it before anything else is written.
+ *
  * A failed write is retried with the same batch (backoff 10 ms doubling to 1 s) while
  * audit_healthy() is false; new events wait in the ring until it is full, after which
  * audit_emit() returns 0 and counts the loss. When the queue drains, the writer records an
@@ -46,7 +51,7 @@ static struct writer {
     pthread_cond_t done_cv; /* prune_now waits for the writer */
     struct audit_rec **ring;
     unsigned cap, head, count, inflight;
-    unsigned urgent; /* queued events someone waits for (committed without delay) */
+    bool backlog; /* events were left behind the last batch: commit them without delay */
     uint64_t next_seq;
     bool running, stopping, waiting, prune_req, prune_done;
     int prune_rc;
@@ -56,6 +61,7 @@ static struct writer {
     /* writer-thread state (set before the thread starts) */
     struct store *st;
     struct audit_jsonl *jsonl;
+    struct audit_journal *journal;
     EVP_PKEY *key;
     char key_id[17];
     unsigned checkpoint;
@@ -101,26 +107,42 @@ uint64_t audit_emit(const struct audit_event *ev)
     if (atomic_load_explicit(&W.disabled, memory_order_relaxed))
         return atomic_fetch_add(&W.fake_seq, 1) + 1;
     struct audit_rec *rec = audit_rec_new(ev);
-    pthread_mutex_lock(&W.mu);
-    if (!W.running || W.stopping || W.count >= W.cap) {
-        pthread_mutex_unlock(&W.mu);
-        free(rec);
-        atomic_fetch_add(&W.lost, 1);
-        return 0;
+    struct sbuf jrec = {0};
+    if (ev->durable && W.journal) {
+        struct audit_event named = rec->ev; /* a replayed event keeps this instance's name */
+        if (!named.instance) named.instance = W.instance;
+        audit_rec_encode(&named, &jrec);
     }
-    uint64_t seq = W.next_seq++;
+    pthread_mutex_lock(&W.mu);
+    if (!W.running || W.stopping || W.count >= W.cap) goto lost;
+    uint64_t seq = W.next_seq;
+    if (jrec.p && audit_journal_append(W.journal, seq, jrec.p, jrec.len) != 0) {
+        char msg[200];
+        snprintf(msg, sizeof msg, "writing the audit journal: %s", strerror(errno));
+        atomic_fetch_add(&W.errors, 1);
+        set_error(msg);
+        /* fail open: the event still goes to the store, just not ahead of the statement */
+        if (!atomic_load_explicit(&W.fail_open, memory_order_relaxed)) goto lost;
+    }
+    W.next_seq++;
+    sbuf_free(&jrec);
     rec->seq = seq;
     W.ring[(W.head + W.count) % W.cap] = rec;
     W.count++;
-    if (ev->urgent) W.urgent++;
-    /* The writer sleeps while it gathers events nobody waits for (BATCH_DELAY_US): wake it
-     * for the first event, an urgent one, or a full batch. */
-    if (W.waiting && (W.count == 1 || ev->urgent || W.count >= BATCH_MAX)) {
+    /* The writer sleeps while it gathers events (BATCH_DELAY_US): wake it for the first
+     * event or a full batch. */
+    if (W.waiting && (W.count == 1 || W.count >= BATCH_MAX)) {
         W.waiting = false;
         pthread_cond_signal(&W.cv);
     }
     pthread_mutex_unlock(&W.mu);
     return seq;
+lost:
+    pthread_mutex_unlock(&W.mu);
+    sbuf_free(&jrec);
+    free(rec);
+    atomic_fetch_add(&W.lost, 1);
+    return 0;
 }
 
 uint64_t audit_committed_seq(void)
@@ -286,7 +308,10 @@ static int op_jsonl(void *arg, char *err, size_t errlen)
     return audit_jsonl_append(W.jsonl, b->lines.p, b->lines.len, err, errlen);
 }
 
-static void write_batch(struct batch *b)
+/* Serialize, chain and commit the batch (and append it to the JSONL copy). once: a single
+ * attempt (recovery at start) instead of retrying until it works or the writer gives up.
+ * Returns false when it was not written. */
+static bool write_batch(struct batch *b, bool once)
 {
     unsigned n = b->n;
     b->bodies.len = 0;
@@ -340,17 +365,23 @@ static void write_batch(struct batch *b)
     }
     b->line_off[n] = b->lines.len;
 
-    bool ok = retry(op_store, b);
-    if (ok && W.jsonl) ok = retry(op_jsonl, b);
+    char err[512];
+    bool ok = once ? op_store(b, err, sizeof err) == 0 : retry(op_store, b);
+    if (ok && W.jsonl) ok = once ? op_jsonl(b, err, sizeof err) == 0 : retry(op_jsonl, b);
+    if (!ok && once) {
+        set_error(err);
+        return false;
+    }
     if (!ok) {
         atomic_fetch_add(&W.lost, n);
         log_error("audit: gave up writing %u events at shutdown: the store is failing", n);
-        return;
+        return false;
     }
     memcpy(W.prev_hash, b->hash[n - 1], AUDIT_HASH_HEX);
     atomic_store_explicit(&W.committed, b->recs[n - 1]->seq, memory_order_release);
     atomic_fetch_add(&W.written, n);
     atomic_store(&W.healthy, true);
+    if (W.journal) audit_journal_committed(W.journal, b->recs[n - 1]->seq);
 
     pthread_mutex_lock(&W.sub_mu);
     uint64_t one = 1;
@@ -363,6 +394,34 @@ static void write_batch(struct batch *b)
             W.feeds[f].fn(W.feeds[f].ctx, b->recs[i]->seq, b->lines.p + b->line_off[i],
                           b->line_off[i + 1] - b->line_off[i] - 1);
     pthread_mutex_unlock(&W.sub_mu);
+    return true;
+}
+
+static void batch_init(struct batch *b, unsigned cap)
+{
+    memset(b, 0, sizeof *b);
+    b->recs = xcalloc(cap + 1, sizeof *b->recs);
+    b->off = xcalloc(cap + 1, sizeof *b->off);
+    b->len = xcalloc(cap + 1, sizeof *b->len);
+    b->hash = xcalloc(cap + 1, sizeof *b->hash);
+    b->sev = xcalloc(cap + 1, sizeof *b->sev);
+    b->cps = xcalloc(cap + 1, sizeof *b->cps);
+    b->sigs = xcalloc(cap + 1, sizeof *b->sigs);
+    b->line_off = xcalloc(cap + 2, sizeof *b->line_off);
+}
+
+static void batch_free(struct batch *b)
+{
+    sbuf_free(&b->bodies);
+    sbuf_free(&b->lines);
+    free(b->recs);
+    free(b->off);
+    free(b->len);
+    free(b->hash);
+    free(b->sev);
+    free(b->cps);
+    free(b->sigs);
+    free(b->line_off);
 }
 
 static int run_prune(uint64_t *total)
@@ -386,15 +445,8 @@ static int run_prune(uint64_t *total)
 static void *writer_main(void *arg)
 {
     (void)arg;
-    struct batch b = {0};
-    b.recs = xcalloc(BATCH_MAX + 1, sizeof *b.recs);
-    b.off = xcalloc(BATCH_MAX + 1, sizeof *b.off);
-    b.len = xcalloc(BATCH_MAX + 1, sizeof *b.len);
-    b.hash = xcalloc(BATCH_MAX + 1, sizeof *b.hash);
-    b.sev = xcalloc(BATCH_MAX + 1, sizeof *b.sev);
-    b.cps = xcalloc(BATCH_MAX + 1, sizeof *b.cps);
-    b.sigs = xcalloc(BATCH_MAX + 1, sizeof *b.sigs);
-    b.line_off = xcalloc(BATCH_MAX + 2, sizeof *b.line_off);
+    struct batch b;
+    batch_init(&b, BATCH_MAX);
 
     for (;;) {
         pthread_mutex_lock(&W.mu);
@@ -404,10 +456,10 @@ static void *writer_main(void *arg)
             pthread_cond_timedwait(&W.cv, &W.mu, &ts);
             W.waiting = false;
         }
-        /* Group commit: events nobody waits for (reads) are gathered for up to BATCH_DELAY_US
-         * so that one transaction carries many; an urgent event (a write waiting to be
-         * forwarded) or a full batch ends the wait at once. */
-        if (W.count && !W.urgent && W.count < BATCH_MAX && !W.stopping && !W.prune_req) {
+        /* Group commit: events are gathered for up to BATCH_DELAY_US so that one
+         * transaction carries many (nobody waits for them: durable ones are in the journal);
+         * a full batch or a backlog ends the wait at once. */
+        if (W.count && !W.backlog && W.count < BATCH_MAX && !W.stopping && !W.prune_req) {
             W.waiting = true;
             struct timespec ts = deadline_in(BATCH_DELAY_US);
             pthread_cond_timedwait(&W.cv, &W.mu, &ts);
@@ -430,7 +482,7 @@ static void *writer_main(void *arg)
             W.head = (W.head + 1) % W.cap;
         }
         W.count -= n;
-        W.urgent = W.count ? 1 : 0; /* a backlog behind this batch is committed without delay */
+        W.backlog = W.count > 0;
         /* Record losses once the ring is drained, so the marker keeps chain order. */
         uint64_t lost = atomic_load(&W.lost);
         if (W.count == 0 && lost > W.lost_reported && !W.stopping) {
@@ -450,7 +502,7 @@ static void *writer_main(void *arg)
         if (stop) break;
         if (n) {
             b.n = n;
-            write_batch(&b);
+            (void)write_batch(&b, false);
             for (unsigned i = 0; i < n; i++)
                 free(b.recs[i]);
             pthread_mutex_lock(&W.mu);
@@ -464,16 +516,7 @@ static void *writer_main(void *arg)
             (void)run_prune(&pruned);
         }
     }
-    sbuf_free(&b.bodies);
-    sbuf_free(&b.lines);
-    free(b.recs);
-    free(b.off);
-    free(b.len);
-    free(b.hash);
-    free(b.sev);
-    free(b.cps);
-    free(b.sigs);
-    free(b.line_off);
+    batch_free(&b);
     return NULL;
 }
 
@@ -527,12 +570,87 @@ static int catchup_event(void *ctx, const struct store_event *ev)
     return 0;
 }
 
+/* ---- recovery */
+
+struct recovery {
+    struct audit_rec **recs;
+    size_t n, cap;
+    uint64_t last_seq; /* the highest sequence number the crashed process had given */
+};
+
+static void recovered_one(void *ctx, uint64_t seq, struct audit_rec *rec)
+{
+    struct recovery *r = ctx;
+    if (r->n + 1 >= r->cap) {
+        r->cap = r->cap ? r->cap * 2 : 64;
+        r->recs = xrealloc(r->recs, r->cap * sizeof *r->recs);
+    }
+    r->recs[r->n++] = rec;
+    r->last_seq = seq;
+}
+
+/*
+ * Commit what a crash left in the journal and the store lacks (everything after *last), then
+ * empty the journal. The events are numbered on from the store's last one, since the events
+ * between them that were never durable (reads, results, session events of the last moments)
+ * are gone; an events_lost event says how many at least. *last moves to the new end.
+ */
+static int journal_recover(uint64_t *last, char *err, size_t errlen)
+{
+    struct recovery rc = {0};
+    long n = audit_journal_replay(W.journal, *last, recovered_one, &rc, err, errlen);
+    if (n < 0) return -1;
+    int ret = 0;
+    if (n > 0) {
+        uint64_t missing = rc.last_seq - *last - (uint64_t)n;
+        char detail[200];
+        snprintf(detail, sizeof detail,
+                 "unclean stop: %ld events recovered from the audit journal; at least %llu events "
+                 "not yet committed (reads, statement results, session events) were lost",
+                 n, (unsigned long long)missing);
+        struct audit_event ev = {.kind = AUDIT_EVENTS_LOST, .detail = detail};
+        rc.recs[rc.n++] = audit_rec_new(&ev);
+        struct batch b;
+        batch_init(&b, BATCH_MAX);
+        size_t done = 0;
+        while (done < rc.n && ret == 0) {
+            b.n = 0;
+            for (; done < rc.n && b.n < BATCH_MAX; done++) {
+                rc.recs[done]->seq = ++*last;
+                b.recs[b.n++] = rc.recs[done];
+            }
+            if (!write_batch(&b, true)) {
+                pthread_mutex_lock(&W.err_mu);
+                snprintf(err, errlen, "audit: committing the events of the journal: %s",
+                         W.last_error);
+                pthread_mutex_unlock(&W.err_mu);
+                ret = -1;
+            }
+        }
+        batch_free(&b);
+        if (ret == 0)
+            log_warn("audit: recovered %ld events from the journal after an unclean stop; at "
+                     "least %llu uncommitted events were lost",
+                     n, (unsigned long long)missing);
+    }
+    for (size_t i = 0; i < rc.n; i++)
+        free(rc.recs[i]);
+    free(rc.recs);
+    if (ret == 0 && audit_journal_reset(W.journal) != 0) {
+        snprintf(err, errlen, "audit: emptying the journal: %s", strerror(errno));
+        ret = -1;
+    }
+    return ret;
+}
+
 static void cleanup_state(void)
 {
     store_close(W.st);
     W.st = NULL;
     audit_jsonl_close(W.jsonl);
     W.jsonl = NULL;
+    audit_journal_close(W.journal);
+    W.journal = NULL;
     EVP_PKEY_free(W.key);
     W.key = NULL;
     free(W.ring);
@@ -607,9 +725,15 @@ int audit_start(const struct sluice_config *cfg, char *err, size_t errlen)
     gethostname(host, sizeof host - 1);
     host[sizeof host - 1] = 0;
     snprintf(W.instance, sizeof W.instance, "%s:%d", host, (int)getpid());
+    if (audit_journal_open(cfg->state.path && *cfg->state.path ? cfg->state.path : "sluice.db",
+                           &W.journal, err, errlen) != 0 ||
+        journal_recover(&last, err, errlen) != 0)
+        goto fail;
+    W.next_seq = last + 1;
     W.cap = ac->queue ? ac->queue : 65536;
     W.ring = xcalloc(W.cap, sizeof *W.ring);
     W.head = W.count = W.inflight = 0;
+    W.backlog = false;
     W.stopping = false;
     atomic_store(&W.healthy, true);
     pthread_mutex_lock(&W.mu);
@@ -645,11 +769,15 @@ void audit_stop(void)
     pthread_mutex_lock(&W.mu);
     W.running = false;
     W.stopping = false;
+    bool all_written = W.count == 0;
     for (; W.count; W.count--) { /* only when the writer gave up */
         free(W.ring[W.head]);
         W.head = (W.head + 1) % W.cap;
         atomic_fetch_add(&W.lost, 1);
     }
+    /* The store holds everything: the journal is not needed (if it cannot be emptied, the
+     * next start skips what the store already has). */
+    if (all_written && W.journal) (void)audit_journal_reset(W.journal);
     pthread_mutex_unlock(&W.mu);
     cleanup_state();
 }

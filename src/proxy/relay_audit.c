@@ -5,8 +5,8 @@
  * bytes, the digest of the rows as sent, masked counts and the SQLSTATE of a failure.
  *
  * Durability (docs/audit.md): a statement that writes (class write, ddl, dcl, admin) or that
- * policy refuses gets its `statement` event before it goes upstream; the relay parks it until
- * the writer has committed that event, and its result follows as `statement_end`. Other
+ * policy refuses gets its `statement` event before it goes upstream, durable (in the audit
+ * journal) when audit_emit() returns, and its result follows as `statement_end`. Other
  * statements get one `statement` event, with their result, when they complete.
  *
  * Statement text is the parser's normalized form (literals replaced by $n) passed through the
@@ -167,7 +167,7 @@ static uint64_t emit_statement(struct session *s, struct stmt_rec *r, bool pre)
     ev.decision = r->decision;
     ev.rule = r->rule;
     ev.ref = pre ? 0 : r->pre_seq;
-    ev.urgent = pre; /* the statement is parked until this event is committed */
+    ev.durable = pre; /* journaled before the statement goes upstream */
     ev.request_id = r->request_id[0] ? r->request_id : NULL;
     ev.grant_id = r->grant_id[0] ? r->grant_id : NULL;
     if (!pre) {
@@ -195,12 +195,11 @@ static void rec_free(struct stmt_rec *r)
 
 /*
  * A statement (Query text, or the statement an Execute runs) was judged. Records it and, when
- * it must be durable first, emits its event and returns the sequence number to wait for.
- * Returns 0 when nothing needs waiting, and -1 when the audit cannot take the event while
- * audit.fail is closed (the caller refuses the statement).
+ * it must be durable first, emits its event. Returns 0, or -1 when the audit cannot take the
+ * event while audit.fail is closed (the caller refuses the statement).
  */
-static int64_t rec_push(struct session *s, struct stmt_info *info, bool query, bool refused,
-                        const char *decision, const char *rule)
+static int rec_push(struct session *s, struct stmt_info *info, bool query, bool refused,
+                    const char *decision, const char *rule)
 {
     struct stmt_rec *r = xcalloc(1, sizeof *r);
     r->info = info;
@@ -223,15 +222,15 @@ static int64_t rec_push(struct session *s, struct stmt_info *info, bool query, b
     uint64_t seq = emit_statement(s, r, true);
     if (!seq) return s->rt->cfg->audit.fail_open ? 0 : -1;
     r->pre_seq = seq;
-    return (int64_t)seq;
+    return 0;
 }
 
-int64_t relay_audit_query(struct session *s, const char *sql, const struct sql_facts *f,
-                          const char *decision, const char *rule, bool refused)
+int relay_audit_query(struct session *s, const char *sql, const struct sql_facts *f,
+                      const char *decision, const char *rule, bool refused)
 {
     if (!relay_audit_on(s)) return 0;
     struct stmt_info *i = info_new(s, sql, f);
-    int64_t r = rec_push(s, i, true, refused, decision, rule);
+    int r = rec_push(s, i, true, refused, decision, rule);
     info_put(i);
     return r;
 }
@@ -296,7 +295,7 @@ void relay_audit_bind(struct session *s, const char *portal, const char *stmt_na
     prep_set(&s->portals, portal, i);
 }
 
-int64_t relay_audit_execute(struct session *s, const char *portal)
+int relay_audit_execute(struct session *s, const char *portal)
 {
     if (!relay_audit_on(s)) return 0;
     struct stmt_info *i = prep_get(s->portals, portal);

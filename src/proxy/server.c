@@ -120,7 +120,6 @@ int server_run(const char *path)
             log_error("cannot start worker %u: %s", i, strerror(errno));
             exit(1);
         }
-        audit_subscribe(workers[i].wake_fd);
         approve_subscribe(workers[i].wake_fd);
     }
     log_info("sluice listening on %s with %u workers (config %s)", listen_text, n_workers,
@@ -147,7 +146,6 @@ int server_run(const char *path)
     for (unsigned i = 0; i < n_workers; i++)
         pthread_join(workers[i].thread, NULL);
     for (unsigned i = 0; i < n_workers; i++) {
-        audit_unsubscribe(workers[i].wake_fd);
         approve_unsubscribe(workers[i].wake_fd);
     }
     admin_glue_stop();

@@ -1139,8 +1139,7 @@ struct verdict {
     uint64_t limit;   /* rows, 0 = none */
     const char *rule; /* points into the policy snapshot */
     int mask;
-    int64_t wait;  /* audit sequence number to wait for before forwarding; 0 none */
-    bool approval; /* wait for the approval request in s->park_request too */
+    bool approval; /* wait for the approval request in s->park_request */
 };
 
 /* Judge one statement text (and record it for the audit when `query`: a simple Query; a
@@ -1177,7 +1176,7 @@ static void statement_judge_inner(struct session *s, const char *sql, bool query
     const struct sql_facts *facts = sql_facts_cached(sql);
     if (!facts) {
         blocked_push_deny(s, "internal", "the statement could not be analyzed");
-        if (audit) v->wait = relay_audit_query(s, sql, NULL, "deny", "internal", true);
+        if (audit) (void)relay_audit_query(s, sql, NULL, "deny", "internal", true);
         return;
     }
     struct policy_subject who = {s->ident, s->target->name};
@@ -1198,11 +1197,9 @@ static void statement_judge_inner(struct session *s, const char *sql, bool query
         v->limit = d.limit_rows;
         v->rule = d.rule;
         v->mask = d.mask;
-        if (audit && query) v->wait = relay_audit_query(s, sql, facts, "allow", d.rule, false);
         if (audit && !query) relay_audit_parse(s, name, sql, facts, "allow", d.rule);
-        if (v->wait < 0) {
+        if (audit && query && relay_audit_query(s, sql, facts, "allow", d.rule, false) < 0) {
             v->ok = false;
-            v->wait = 0;
             refuse_audit_down(s, s->c2s_group);
         }
         return;
@@ -1216,9 +1213,12 @@ static void statement_judge_inner(struct session *s, const char *sql, bool query
             v->rule = d.rule;
             v->mask = d.mask;
             v->approval = r == REVIEW_WAIT;
-            if (audit && query) v->wait = relay_audit_query(s, sql, facts, "review", d.rule, false);
             if (audit && !query) relay_audit_parse(s, name, sql, facts, "review", d.rule);
-            if (v->wait < 0) v->wait = 0;
+            if (audit && query && relay_audit_query(s, sql, facts, "review", d.rule, false) < 0) {
+                v->ok = v->approval = false;
+                refuse_audit_down(s, s->c2s_group);
+                relay_approve_abandon(s);
+            }
             return;
         }
         if (audit) relay_audit_query(s, sql, facts, "review", d.rule, true);
@@ -1227,10 +1227,8 @@ static void statement_judge_inner(struct session *s, const char *sql, bool query
     log_info("session %llu: %s by \"%s\" for user \"%s\": %s", (unsigned long long)s->id,
              policy_action_name(d.action), d.rule, s->user, d.reason);
     blocked_push(s, &d);
-    if (audit) {
-        v->wait = relay_audit_query(s, sql, facts, policy_action_name(d.action), d.rule, true);
-        if (v->wait < 0) v->wait = 0; /* refused either way */
-    }
+    if (audit) /* refused either way */
+        (void)relay_audit_query(s, sql, facts, policy_action_name(d.action), d.rule, true);
 }
 
 /* Remember (or forget) the row limit of a prepared statement by name. */
@@ -1325,21 +1323,19 @@ enum hold_action relay_placeholder_query(struct session *s)
 
 /* Put the session on its worker's parked list: the message stays in cl.in until
  * session_unpark_ready() finds its wait over. */
-static enum hold_action park(struct session *s, bool ok, int64_t seq)
+static enum hold_action park(struct session *s, bool ok)
 {
     s->parked = true;
     s->park_act = ok ? HOLD_FORWARD : HOLD_REPLACE;
-    s->park_seq = (uint64_t)seq;
     s->park_next = s->w->parked;
     s->w->parked = s;
     return HOLD_PARK;
 }
 
 static enum hold_action statement_finish(struct session *s, uint8_t type, const uint8_t *body,
-                                         bool ok, int64_t wait, bool approval)
+                                         bool ok, bool approval)
 {
-    if (approval) return park(s, ok, wait > 0 ? wait : 0);
-    if (wait > 0) return park(s, ok, wait);
+    if (approval) return park(s, ok);
     return ok ? HOLD_FORWARD : replace_with_placeholder(s, type, body);
 }
 
@@ -1368,13 +1364,11 @@ static enum hold_action on_client_statement(struct session *s, uint8_t type, con
     case 'E': {
         s->statements++;
         s->park_group = s->c2s_group;
-        int64_t wait = memchr(body, 0, len) ? relay_audit_execute(s, (const char *)body)
-                                            : relay_audit_execute(s, "");
-        if (wait < 0) {
+        if (relay_audit_execute(s, memchr(body, 0, len) ? (const char *)body : "") < 0) {
             refuse_audit_down(s, s->c2s_group);
             return replace_with_placeholder(s, 'E', body);
         }
-        return statement_finish(s, 'E', body, true, wait, false);
+        return HOLD_FORWARD;
     }
     case 'F': {
         s->statements++;
@@ -1394,7 +1388,7 @@ static enum hold_action on_client_statement(struct session *s, uint8_t type, con
         }
         s->pending_sync++;
         s->c2s_group++;
-        enum hold_action act = statement_finish(s, 'Q', body, v.ok, v.wait, v.ok && v.approval);
+        enum hold_action act = statement_finish(s, 'Q', body, v.ok, v.ok && v.approval);
         if (act == HOLD_FORWARD && s->gg_pending_max) return relay_grant_wrap(s, body, len);
         return act;
     }
@@ -1415,7 +1409,7 @@ static enum hold_action on_client_statement(struct session *s, uint8_t type, con
         s->gg_pending_max = 0;
     }
     limited_set(s, (const char *)body, v.ok ? v.limit : 0, v.rule, v.ok ? v.mask : 0);
-    return statement_finish(s, 'P', body, v.ok, v.wait, v.ok && v.approval);
+    return statement_finish(s, 'P', body, v.ok, v.ok && v.approval);
 }
 
 /* Is this ErrorResponse the server's answer to a placeholder? */
@@ -2007,8 +2001,6 @@ static void session_unpark_remove(struct session *s)
 /* Is the wait of a parked session over? */
 static bool park_done(struct session *s)
 {
-    /* While the store cannot be written, audit.fail: closed refuses the statement. */
-    if (s->park_seq && audit_committed_seq() < s->park_seq) return !audit_healthy();
     if (s->park_request[0] && !relay_approve_done(s)) return false;
     return true;
 }
@@ -2026,12 +2018,7 @@ void session_unpark_ready(struct worker *w)
         s->park_next = NULL;
         s->parked = false;
         s->park_ready = true;
-        if (s->park_seq && audit_committed_seq() < s->park_seq && !audit_fail_open()) {
-            s->park_act = HOLD_REPLACE;
-            refuse_audit_down(s, s->park_group);
-            relay_approve_abandon(s);
-        }
-        s->park_seq = 0;
+
         if (s->park_request[0]) relay_approve_resume(s);
         s->cl.rescan = true;
         relay_run(s, true, false);

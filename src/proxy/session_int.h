@@ -149,16 +149,15 @@ struct session {
     struct prep *preps;                /* prepared statements by name */
     struct prep *portals;              /* portals by name -> their statement */
     bool audit_started;                /* session_start emitted: session_end is due */
-    /* A parked client message (at cl.in->off + cl.fwd) waits for its audit event to be
-     * committed (park_seq) or for an approval (relay_approve.c); nothing more is read from
-     * the client meanwhile. */
+    /* A parked client message (at cl.in->off + cl.fwd) waits for an approval
+     * (relay_approve.c); nothing more is read from the client meanwhile. */
     bool parked;
     bool park_ready;           /* woken: the next hook call for it applies park_act */
     enum hold_action park_act; /* FORWARD, or REPLACE with a placeholder */
-    uint64_t park_seq;         /* audit sequence number to wait for; 0 = none */
-    char park_request[32];     /* approval request id to wait for; "" = none */
-    uint64_t park_group;       /* the Query/Sync group of the parked statement */
-    char audit_request[32];    /* approval request / grant of the statement being judged */
+
+    char park_request[32];  /* approval request id to wait for; "" = none */
+    uint64_t park_group;    /* the Query/Sync group of the parked statement */
+    char audit_request[32]; /* approval request / grant of the statement being judged */
     char audit_grant[32];
     struct session *park_next;       /* the worker's list of parked sessions */
     struct sess_info *reg;           /* the admin API's view of this session while it relays */
@@ -226,17 +225,18 @@ enum hold_action relay_grant_wrap(struct session *s, const uint8_t *body, size_t
 bool relay_grant_server(struct session *s, uint8_t type, const uint8_t *body, size_t len,
                         enum hold_action *act);
 
-/* Audit (relay_audit.c). Statement calls return the audit sequence number to wait for before
- * forwarding (0: none), or -1 when the audit cannot take the event and audit.fail is closed. */
+/* Audit (relay_audit.c). Statement calls return 0, or -1 when the audit cannot take the
+ * statement's event (a durable one: in the journal before this returns) and audit.fail is
+ * closed: the caller refuses the statement. */
 
 bool relay_audit_on(const struct session *s);
 void relay_audit_session(struct session *s, enum audit_kind kind, const char *detail);
-int64_t relay_audit_query(struct session *s, const char *sql, const struct sql_facts *f,
-                          const char *decision, const char *rule, bool refused);
+int relay_audit_query(struct session *s, const char *sql, const struct sql_facts *f,
+                      const char *decision, const char *rule, bool refused);
 void relay_audit_parse(struct session *s, const char *name, const char *sql,
                        const struct sql_facts *f, const char *decision, const char *rule);
 void relay_audit_bind(struct session *s, const char *portal, const char *stmt_name);
-int64_t relay_audit_execute(struct session *s, const char *portal);
+int relay_audit_execute(struct session *s, const char *portal);
 void relay_audit_row(struct session *s, const uint8_t *body, size_t len);
 /* A DataRow streamed without being held (larger than HELD_ROW_MAX): counted, not digested. */
 void relay_audit_row_big(struct session *s, size_t total);

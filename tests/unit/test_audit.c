@@ -4,7 +4,9 @@
  * queue full, a failing store and its recovery, events_lost), the hash chain and its
  * verification against tampering in the SQLite file (UPDATE, DELETE, rewritten hash) and in
  * the JSON Lines copy (truncation, edits), Ed25519 checkpoint signatures, retention with
- * anchors, the result digest recipe, the CLI's exit codes, and a throughput figure.
+ * anchors, the result digest recipe, the CLI's exit codes, the journal of durable events
+ * (append, torn records, replay, recovery at start, emptied once committed), and a throughput
+ * figure.
  * Each test works in its own temporary directory.
  */
 #include <setjmp.h>
@@ -658,6 +660,155 @@ static void test_failing_store_and_queue_full(void **state)
     env_free(e);
 }
 
+/* ---- the journal */
+
+struct bodies {
+    unsigned n;
+    char body[16][1024];
+    uint64_t seq[16];
+};
+
+static int collect_body(void *ctx, const struct store_event *ev)
+{
+    struct bodies *b = ctx;
+    if (b->n < 16) {
+        snprintf(b->body[b->n], sizeof b->body[0], "%.*s", (int)ev->body_len, ev->body);
+        b->seq[b->n] = ev->seq;
+    }
+    b->n++;
+    return 0;
+}
+
+static void journal_put(struct audit_journal *j, uint64_t seq, const char *stmt)
+{
+    struct audit_event ev = {.kind = AUDIT_STATEMENT,
+                             .time_us = 1700000000000000 + (int64_t)seq,
+                             .session_id = 9,
+                             .identity = "alice",
+                             .instance = "crashed:1",
+                             .statement = stmt,
+                             .command = "UPDATE",
+                             .class_ = "write",
+                             .decision = "allow"};
+    struct sbuf b = {0};
+    audit_rec_encode(&ev, &b);
+    assert_int_equal(audit_journal_append(j, seq, b.p, b.len), 0);
+    sbuf_free(&b);
+}
+
+static off_t file_size(const char *path)
+{
+    struct stat st;
+    return stat(path, &st) == 0 ? st.st_size : -1;
+}
+
+struct replay_seen {
+    unsigned n;
+    uint64_t seq[8];
+    char stmt[8][64];
+};
+
+static void replay_cb(void *ctx, uint64_t seq, struct audit_rec *rec)
+{
+    struct replay_seen *r = ctx;
+    if (r->n < 8) {
+        r->seq[r->n] = seq;
+        snprintf(r->stmt[r->n], sizeof r->stmt[0], "%s", rec->ev.statement);
+    }
+    r->n++;
+    free(rec);
+}
+
+/* What a crash leaves: records in both files (one already in the store), a torn record at
+ * the end of a file. Replay skips what the store has and stops at the torn bytes; the next
+ * start commits the rest after the store's last event, records the gap, empties the files. */
+static void test_journal_recovery(void **state)
+{
+    (void)state;
+    struct env *e = env_new();
+    uint64_t last = run_events(e, 5);
+    char err[256], j0[256], j1[256];
+    snprintf(j0, sizeof j0, "%s.audit-journal.0", e->db);
+    snprintf(j1, sizeof j1, "%s.audit-journal.1", e->db);
+    assert_int_equal(file_size(j0), 0); /* a clean stop leaves the journal empty */
+
+    struct audit_journal *j = NULL;
+    assert_int_equal(audit_journal_open(e->db, &j, err, sizeof err), 0);
+    journal_put(j, last, "UPDATE t SET a = $1 /* in the store already */");
+    journal_put(j, last + 2, "UPDATE t SET a = $1 /* second */");
+    journal_put(j, last + 4, "UPDATE t SET a = $1 /* fourth */");
+    audit_journal_close(j);
+    FILE *f = fopen(j0, "ab"); /* half a record: a crash in the middle of an append */
+    assert_non_null(f);
+    fwrite("SLJ1\x40\0\0\0\x09", 1, 9, f);
+    fclose(f);
+
+    assert_int_equal(audit_journal_open(e->db, &j, err, sizeof err), 0);
+    struct audit_journal *j2 = NULL; /* one process at a time */
+    assert_int_equal(audit_journal_open(e->db, &j2, err, sizeof err), -1);
+    assert_non_null(strstr(err, "another sluice process"));
+    struct replay_seen seen = {0};
+    assert_int_equal(audit_journal_replay(j, last, replay_cb, &seen, err, sizeof err), 2);
+    assert_int_equal(seen.seq[0], last + 2);
+    assert_int_equal(seen.seq[1], last + 4);
+    assert_non_null(strstr(seen.stmt[1], "fourth"));
+    audit_journal_close(j);
+
+    assert_int_equal(audit_start(&e->cfg, err, sizeof err), 0);
+    audit_stop();
+    assert_int_equal(file_size(j0), 0);
+    assert_int_equal(file_size(j1), 0);
+    struct store *st = open_ro(e->db);
+    struct bodies b = {0};
+    assert_int_equal(store_events_scan(st, last, collect_body, &b), 0);
+    assert_int_equal(b.n, 3);
+    assert_int_equal(b.seq[0], last + 1);
+    assert_non_null(strstr(b.body[0], "second"));
+    assert_non_null(strstr(b.body[0], "\"instance\":\"crashed:1\""));
+    assert_non_null(strstr(b.body[1], "fourth"));
+    assert_non_null(strstr(b.body[2], "\"kind\":\"events_lost\""));
+    assert_non_null(strstr(b.body[2], "2 events recovered"));
+    assert_non_null(strstr(b.body[2], "at least 2 events"));
+    struct audit_verify_result r;
+    assert_int_equal(audit_verify_store(st, NULL, &r), 0);
+    assert_true(r.intact);
+    assert_int_equal(r.last_seq, last + 3);
+    store_close(st);
+    env_free(e);
+}
+
+/* A durable event is in the journal when audit_emit() returns, even while the store cannot
+ * be written; once the store has it, the writer empties the journal. */
+static void test_journal_durable_emit(void **state)
+{
+    (void)state;
+    struct env *e = env_new();
+    char err[256], j0[256];
+    snprintf(j0, sizeof j0, "%s.audit-journal.0", e->db);
+    assert_int_equal(audit_start(&e->cfg, err, sizeof err), 0);
+    store_test_fail_writes(true);
+    struct audit_event ev = {.kind = AUDIT_STATEMENT,
+                             .identity = "alice",
+                             .statement = "DELETE FROM t WHERE id = $1",
+                             .class_ = "write",
+                             .decision = "allow",
+                             .durable = true};
+    uint64_t seq = audit_emit(&ev);
+    assert_true(seq > 0);
+    off_t size = file_size(j0);
+    assert_true(size > 0);
+    ev.durable = false; /* a read: not journaled */
+    assert_true(audit_emit(&ev) > seq);
+    assert_int_equal(file_size(j0), size);
+    store_test_fail_writes(false);
+    wait_committed(seq + 1);
+    for (int i = 0; i < 2000 && file_size(j0) != 0; i++)
+        usleep(1000);
+    assert_int_equal(file_size(j0), 0);
+    audit_stop();
+    env_free(e);
+}
+
 /* A real full disk: a small tmpfs under the store (root only; skipped elsewhere). */
 static void test_disk_full_tmpfs(void **state)
 {
@@ -877,6 +1028,8 @@ int main(void)
         cmocka_unit_test(test_jsonl_truncation),
         cmocka_unit_test(test_eventfd_wakes),
         cmocka_unit_test(test_failing_store_and_queue_full),
+        cmocka_unit_test(test_journal_recovery),
+        cmocka_unit_test(test_journal_durable_emit),
         cmocka_unit_test(test_disk_full_tmpfs),
         cmocka_unit_test(test_retention),
         cmocka_unit_test(test_disabled),
