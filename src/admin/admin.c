@@ -23,6 +23,7 @@
 #include <string.h>
 #include <strings.h>
 #include <sys/socket.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "admin/admin_int.h"
@@ -162,11 +163,57 @@ static const char *bearer_token(struct MHD_Connection *c, bool allow_query)
     return NULL;
 }
 
-/* 0 when the caller is authenticated and has the role; else the reply was queued in *ret. */
+static const struct sockaddr *client_addr(struct MHD_Connection *c)
+{
+    const union MHD_ConnectionInfo *ci =
+        MHD_get_connection_info(c, MHD_CONNECTION_INFO_CLIENT_ADDRESS);
+    return ci ? ci->client_addr : NULL;
+}
+
+static int64_t mono_seconds(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (int64_t)ts.tv_sec;
+}
+
+/* 429 with Retry-After: this address sent too many invalid tokens lately. */
+static enum MHD_Result reply_throttled(struct MHD_Connection *c, unsigned wait)
+{
+    const char *msg = "too many invalid tokens from this address; retry later";
+    cJSON *o = cJSON_CreateObject();
+    cJSON_AddStringToObject(o, "error", msg);
+    char *s = cJSON_PrintUnformatted(o);
+    cJSON_Delete(o);
+    struct MHD_Response *r =
+        s ? MHD_create_response_from_buffer(strlen(s), s, MHD_RESPMEM_MUST_FREE) : NULL;
+    if (!r) {
+        free(s);
+        return MHD_NO;
+    }
+    char retry[24];
+    snprintf(retry, sizeof retry, "%u", wait ? wait : 1);
+    MHD_add_response_header(r, "Content-Type", "application/json");
+    MHD_add_response_header(r, "Cache-Control", "no-store");
+    MHD_add_response_header(r, "Retry-After", retry);
+    enum MHD_Result ret = MHD_queue_response(c, 429, r);
+    MHD_destroy_response(r);
+    metrics_inc(M_ADMIN_HTTP_REQUESTS, METRICS_FAILED, 0);
+    return ret;
+}
+
+/* 0 when the caller is authenticated and has the role; else the reply was queued in *ret.
+ * An address that sent too many invalid tokens is refused before its token is looked at. */
 static int authorize(struct MHD_Connection *c, enum role role, bool allow_query,
                      struct admin_caller *caller, enum MHD_Result *ret)
 {
     memset(caller, 0, sizeof *caller);
+    const struct sockaddr *from = client_addr(c);
+    unsigned wait = admin_throttle_wait(from, mono_seconds());
+    if (wait) {
+        *ret = reply_throttled(c, wait);
+        return -1;
+    }
     const char *tok = bearer_token(c, allow_query);
     if (!tok) {
         *ret = admin_reply_error(c, 401, "bearer token required");
@@ -175,6 +222,18 @@ static int authorize(struct MHD_Connection *c, enum role role, bool allow_query,
     if (strlen(tok) > ADMIN_TOKEN_MAX || !hooks.authenticate ||
         hooks.authenticate(hooks.ctx, tok, caller) != 0 || !caller->name) {
         admin_caller_clear(caller);
+        admin_throttle_failed(from, mono_seconds());
+        if (admin_throttle_wait(from, mono_seconds())) { /* this failure reached the limit */
+            char host[NI_MAXHOST] = "?";
+            if (from)
+                getnameinfo(from,
+                            from->sa_family == AF_INET6 ? sizeof(struct sockaddr_in6)
+                                                        : sizeof(struct sockaddr_in),
+                            host, sizeof host, NULL, 0, NI_NUMERICHOST);
+            log_warn("admin: %d invalid bearer tokens from %s within %d s: refusing it (429) "
+                     "until the window ends",
+                     ADMIN_FAIL_MAX, host, ADMIN_FAIL_WINDOW);
+        }
         *ret = admin_reply_error(c, 401, "invalid token");
         return -1;
     }
@@ -668,6 +727,7 @@ int admin_start(const struct sluice_config *cfg, const struct admin_hooks *h, ch
         snprintf(err, errlen, "admin: already running");
         return -1;
     }
+    admin_throttle_reset();
     const char *addr = cfg && cfg->listen.admin ? cfg->listen.admin : "127.0.0.1:7480";
     int fd = admin_bind(addr, err, errlen);
     if (fd < 0) {

@@ -2,10 +2,13 @@
  * admin_int.h: what the files of src/admin/ share among themselves (not a public interface).
  *
  * admin.c owns the server, routing, auth and reply helpers; sse.c owns the event ring and the
- * stream responses.
+ * stream responses; throttle.c counts failed tokens per client address.
  */
 #ifndef SLUICE_ADMIN_INT_H
 #define SLUICE_ADMIN_INT_H
+
+#include <stdint.h>
+#include <sys/socket.h>
 
 #include <microhttpd.h>
 
@@ -32,5 +35,14 @@ struct sse_filter {
     const char *identity, *kind, *target, *decision;
 };
 bool sse_event_matches(const char *json, const struct sse_filter *f);
+
+/* Failed bearer tokens (throttle.c): ADMIN_FAIL_MAX failures from one address within
+ * ADMIN_FAIL_WINDOW seconds refuse it (429) until the window ends. now: seconds (monotonic). */
+#define ADMIN_FAIL_MAX 100
+#define ADMIN_FAIL_WINDOW 60
+/* Seconds the address must still wait (0: it may try). sa NULL or not IP: 0. */
+unsigned admin_throttle_wait(const struct sockaddr *sa, int64_t now);
+void admin_throttle_failed(const struct sockaddr *sa, int64_t now);
+void admin_throttle_reset(void); /* forget every address (at admin_start) */
 
 #endif

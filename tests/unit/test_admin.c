@@ -969,6 +969,62 @@ static void test_stop_with_stream_open(void **state)
     stream_close(s, th);
 }
 
+/* ---- tests: failed tokens per address */
+
+static void test_throttle_window(void **state)
+{
+    (void)state;
+    admin_throttle_reset();
+    struct sockaddr_in a = {.sin_family = AF_INET}, b = a;
+    inet_pton(AF_INET, "192.0.2.7", &a.sin_addr);
+    inet_pton(AF_INET, "192.0.2.8", &b.sin_addr);
+    for (int i = 0; i < ADMIN_FAIL_MAX - 1; i++)
+        admin_throttle_failed((struct sockaddr *)&a, 1000 + i / 10);
+    assert_int_equal(admin_throttle_wait((struct sockaddr *)&a, 1003), 0);
+    admin_throttle_failed((struct sockaddr *)&a, 1003);
+    assert_int_equal(admin_throttle_wait((struct sockaddr *)&a, 1003), ADMIN_FAIL_WINDOW - 3);
+    assert_int_equal(admin_throttle_wait((struct sockaddr *)&a, 1000 + ADMIN_FAIL_WINDOW - 1), 1);
+    assert_int_equal(admin_throttle_wait((struct sockaddr *)&a, 1000 + ADMIN_FAIL_WINDOW), 0);
+    assert_int_equal(admin_throttle_wait((struct sockaddr *)&b, 1003), 0); /* another address */
+    assert_int_equal(admin_throttle_wait(NULL, 1003), 0);
+    /* failures spread over more than a window never add up */
+    for (int i = 0; i < 3 * ADMIN_FAIL_MAX; i++) {
+        admin_throttle_failed((struct sockaddr *)&b, 2000 + i * (ADMIN_FAIL_WINDOW / 10));
+        assert_int_equal(
+            admin_throttle_wait((struct sockaddr *)&b, 2000 + i * (ADMIN_FAIL_WINDOW / 10)), 0);
+    }
+    admin_throttle_reset();
+}
+
+/* Over HTTP: the address is refused (429, Retry-After) once it reached the limit, even with a
+ * good token, so that a right guess looks like a wrong one. */
+static void test_throttle_http(void **state)
+{
+    (void)state;
+    admin_throttle_reset();
+    struct resp r;
+    for (int i = 0; i < ADMIN_FAIL_MAX; i++) {
+        http("GET", "/api/v1/sessions", "wrong-token", NULL, NULL, &r);
+        assert_int_equal(r.status, 401);
+        resp_free(&r);
+    }
+    http("GET", "/api/v1/sessions", "wrong-token", NULL, NULL, &r);
+    assert_int_equal(r.status, 429);
+    assert_non_null(strstr(r.headers, "Retry-After: "));
+    assert_non_null(strstr(r.body, "too many invalid tokens"));
+    resp_free(&r);
+    http("GET", "/api/v1/sessions", "admin-token", NULL, NULL, &r);
+    assert_int_equal(r.status, 429);
+    resp_free(&r);
+    http("GET", "/healthz", NULL, NULL, NULL, &r); /* no token needed: not throttled */
+    assert_int_equal(r.status, 200);
+    resp_free(&r);
+    admin_throttle_reset();
+    http("GET", "/api/v1/sessions", "admin-token", NULL, NULL, &r);
+    assert_int_equal(r.status, 200);
+    resp_free(&r);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -986,6 +1042,8 @@ int main(void)
         cmocka_unit_test(test_metrics),
         cmocka_unit_test(test_metrics_threads),
         cmocka_unit_test(test_dashboard),
+        cmocka_unit_test(test_throttle_window),
+        cmocka_unit_test(test_throttle_http),
         cmocka_unit_test(test_stop_with_stream_open),
     };
     return cmocka_run_group_tests(tests, group_setup, group_teardown);

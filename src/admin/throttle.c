@@ -1,0 +1,93 @@
+/*
+ * throttle.c: failed bearer tokens per client address, so that the admin API cannot be used
+ * to guess tokens. An address with ADMIN_FAIL_MAX failures inside one ADMIN_FAIL_WINDOW
+ * (seconds, counted from its first failure) is refused with 429 before any token is checked,
+ * until that window ends: a right guess then looks the same as a wrong one. A successful
+ * sign-in does not reset the count. The table holds ADMIN_FAIL_SLOTS addresses; when it is
+ * full, the address whose window is oldest makes room.
+ */
+#include <netinet/in.h>
+#include <pthread.h>
+#include <string.h>
+
+#include "admin/admin_int.h"
+
+#define ADMIN_FAIL_SLOTS 256
+
+struct fail_slot {
+    unsigned char addr[16]; /* IPv6, or IPv4 mapped into it */
+    int64_t since;          /* start of the window (seconds); 0 = free slot */
+    unsigned fails;
+};
+
+static pthread_mutex_t fail_lock = PTHREAD_MUTEX_INITIALIZER;
+static struct fail_slot slots[ADMIN_FAIL_SLOTS];
+
+/* The 16-byte key of an address; false for families without one (Unix sockets). */
+static bool addr_key(const struct sockaddr *sa, unsigned char out[16])
+{
+    if (!sa) return false;
+    if (sa->sa_family == AF_INET6) {
+        memcpy(out, &((const struct sockaddr_in6 *)sa)->sin6_addr, 16);
+        return true;
+    }
+    if (sa->sa_family == AF_INET) {
+        memset(out, 0, 10);
+        out[10] = out[11] = 0xff;
+        memcpy(out + 12, &((const struct sockaddr_in *)sa)->sin_addr, 4);
+        return true;
+    }
+    return false;
+}
+
+/* The slot of key (its window still open), or NULL. Caller holds fail_lock. */
+static struct fail_slot *slot_find(const unsigned char key[16], int64_t now)
+{
+    for (unsigned i = 0; i < ADMIN_FAIL_SLOTS; i++)
+        if (slots[i].since && now - slots[i].since < ADMIN_FAIL_WINDOW &&
+            memcmp(slots[i].addr, key, 16) == 0)
+            return &slots[i];
+    return NULL;
+}
+
+unsigned admin_throttle_wait(const struct sockaddr *sa, int64_t now)
+{
+    unsigned char key[16];
+    if (!addr_key(sa, key)) return 0;
+    pthread_mutex_lock(&fail_lock);
+    struct fail_slot *s = slot_find(key, now);
+    unsigned wait =
+        s && s->fails >= ADMIN_FAIL_MAX ? (unsigned)(s->since + ADMIN_FAIL_WINDOW - now) : 0;
+    pthread_mutex_unlock(&fail_lock);
+    return wait;
+}
+
+void admin_throttle_failed(const struct sockaddr *sa, int64_t now)
+{
+    unsigned char key[16];
+    if (!addr_key(sa, key)) return;
+    pthread_mutex_lock(&fail_lock);
+    struct fail_slot *s = slot_find(key, now);
+    if (!s) {
+        s = &slots[0];
+        for (unsigned i = 0; i < ADMIN_FAIL_SLOTS; i++) {
+            if (!slots[i].since || now - slots[i].since >= ADMIN_FAIL_WINDOW) {
+                s = &slots[i];
+                break;
+            }
+            if (slots[i].since < s->since) s = &slots[i];
+        }
+        memcpy(s->addr, key, 16);
+        s->since = now;
+        s->fails = 0;
+    }
+    s->fails++;
+    pthread_mutex_unlock(&fail_lock);
+}
+
+void admin_throttle_reset(void)
+{
+    pthread_mutex_lock(&fail_lock);
+    memset(slots, 0, sizeof slots);
+    pthread_mutex_unlock(&fail_lock);
+}
