@@ -398,3 +398,20 @@ void relay_audit_end(struct session *s)
     prep_free_all(&s->preps);
     prep_free_all(&s->portals);
 }
+
+/* A fast-path FunctionCall names its function by OID only: it is recorded by that OID, and
+ * durably, since sluice cannot tell what it does. Its result (FunctionCallResponse) completes
+ * it at ReadyForQuery, as a simple Query. */
+int relay_audit_fastpath(struct session *s, const uint8_t *body, size_t len, const char *decision,
+                         const char *rule, bool refused)
+{
+    if (!relay_audit_on(s)) return 0;
+    char text[64];
+    snprintf(text, sizeof text, "(fast-path call of function %u)", len >= 4 ? pg_get_u32(body) : 0);
+    struct stmt_info *i = info_new(s, text, NULL);
+    i->command = "FUNCTION CALL";
+    i->durable = true;
+    int r = rec_push(s, i, true, refused, decision, rule);
+    info_put(i);
+    return r;
+}

@@ -97,6 +97,7 @@ bool relay_mask_holds(const struct session *s, uint8_t type)
     case 'c': /* CopyDone */
     case 'I': /* EmptyQueryResponse */
     case 'A': /* NotificationResponse */
+    case 'V': /* FunctionCallResponse */
         return true;
     case 'D':
         return !s->plan_known || s->plan;
@@ -208,6 +209,22 @@ enum hold_action relay_mask_server(struct session *s, uint8_t type, const uint8_
             return HOLD_FORWARD;
         }
         buf_append_u8(out, 0);
+        pg_msg_end(out, m);
+        return HOLD_REPLACE;
+    }
+    case 'V': { /* FunctionCallResponse: int32 length (-1 = NULL), the value; scanned by value */
+        if (!db || !mask_on(s) || len < 4 || pg_get_u32(body) != len - 4) return HOLD_FORWARD;
+        struct buf *out = session_out_buf(&s->cl_out);
+        size_t m = pg_msg_begin(out, 'V');
+        size_t at = out->len - out->off; /* relative: appending may compact the buffer */
+        buf_append_u32(out, 0);
+        int r = mask_text(db, body + 4, len - 4, out, counts(s));
+        if (r <= 0) {
+            out->len = out->off + m;        /* drop the half-built message */
+            if (r < 0) return HOLD_REPLACE; /* unscannable: withheld */
+            return HOLD_FORWARD;
+        }
+        buf_patch_u32(out, out->off + at, (uint32_t)(out->len - out->off - at - 4));
         pg_msg_end(out, m);
         return HOLD_REPLACE;
     }

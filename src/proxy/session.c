@@ -1273,9 +1273,11 @@ static void on_client_bind(struct session *s, const uint8_t *body, size_t avail)
 
 /* A FunctionCall names its function by OID, which sluice cannot judge without the catalog:
  * it may only run when none of the guardrails about functions and unjudgeable statements
- * applies to this identity's kind. */
-static bool function_call_allowed(struct session *s)
+ * applies to this identity's kind. *decision and *rule say what decided, for the audit. */
+static bool function_call_allowed(struct session *s, const char **decision, const char **rule)
 {
+    *decision = "allow";
+    *rule = "default";
     static const enum cfg_guardrail guards[] = {CFG_GUARD_FILE_ACCESS,
                                                 CFG_GUARD_DANGEROUS_FUNCTIONS,
                                                 CFG_GUARD_ROLE_ESCALATION, CFG_GUARD_UNJUDGEABLE};
@@ -1288,6 +1290,8 @@ static bool function_call_allowed(struct session *s)
         snprintf(d.hint, sizeof d.hint, "call the function in a SELECT instead");
         log_info("session %llu: refused a fast-path function call for user \"%s\"",
                  (unsigned long long)s->id, s->user);
+        *decision = policy_action_name(d.action);
+        *rule = d.rule;
         blocked_push(s, &d);
         return false;
     }
@@ -1372,7 +1376,18 @@ static enum hold_action on_client_statement(struct session *s, uint8_t type, con
     }
     case 'F': {
         s->statements++;
-        bool ok = function_call_allowed(s);
+        const char *decision, *rule;
+        bool ok;
+        if (relay_audit_on(s) && !audit_healthy() && !audit_fail_open()) {
+            ok = false;
+            refuse_audit_down(s, s->c2s_group);
+        } else {
+            ok = function_call_allowed(s, &decision, &rule);
+            if (relay_audit_fastpath(s, body, len, decision, rule, !ok) < 0 && ok) {
+                ok = false;
+                refuse_audit_down(s, s->c2s_group);
+            }
+        }
         s->pending_sync++;
         s->c2s_group++;
         return ok ? HOLD_FORWARD : replace_with_placeholder(s, 'Q', body);

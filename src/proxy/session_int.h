@@ -237,6 +237,9 @@ void relay_audit_parse(struct session *s, const char *name, const char *sql,
                        const struct sql_facts *f, const char *decision, const char *rule);
 void relay_audit_bind(struct session *s, const char *portal, const char *stmt_name);
 int relay_audit_execute(struct session *s, const char *portal);
+/* A FunctionCall message (body: function OID first), allowed or refused. */
+int relay_audit_fastpath(struct session *s, const uint8_t *body, size_t len, const char *decision,
+                         const char *rule, bool refused);
 void relay_audit_row(struct session *s, const uint8_t *body, size_t len);
 /* A DataRow streamed without being held (larger than HELD_ROW_MAX): counted, not digested. */
 void relay_audit_row_big(struct session *s, size_t total);

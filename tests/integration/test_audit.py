@@ -31,6 +31,7 @@ import psycopg2
 import pytest
 
 import conftest
+import pgwire
 from conftest import ALICE, SluiceConfig, SluiceProcess, Endpoint, make_identities, _state
 
 BOB = "bob@corp.com"
@@ -485,6 +486,43 @@ def test_verify_detects_truncated_jsonl(audited, tmp_path, cut):
     r = verify(sp, "--jsonl", str(bad))
     assert r.returncode == 1, f"verify passed a truncated JSONL ({cut}):\n{r.stdout}{r.stderr}"
     assert "BROKEN" in r.stdout or r.stderr, r.stdout
+
+
+# ---------------------------------------------------------------- fast path
+
+
+def test_fast_path_call_is_audited_and_masked(workdir, certs, pg, sluice_only, sluice_bin):
+    """With the function guardrails allowed, a FunctionCall runs: it gets a durable statement
+    event naming the function's OID, and its result is masked for a masked identity."""
+    sp, ep = start_instance(workdir, certs, pg, "fastpath", extra_yaml=(
+        "guardrails: { file_access: allow, dangerous_functions: allow, role_escalation: allow,"
+        " unjudgeable: allow }"))
+    try:
+        c = ep.raw_login("shop", BOB)
+        oid = int(c.query("SELECT 'textcat(text,text)'::regprocedure::oid")[0][0])
+        a, b = (x.encode() for x in PII["email"].split("@"))
+        a += b"@"  # the email exists only in the result
+        # function OID; 1 argument format (text); 2 arguments; text result
+        c.send(pgwire.message(b"F", struct.pack("!IhhhI", oid, 1, 0, 2, len(a)) + a +
+                              struct.pack("!I", len(b)) + b + struct.pack("!h", 0)))
+        t, payload = c.read_msg()
+        assert t == b"V", (t, payload)
+        (n,) = struct.unpack("!i", payload[:4])
+        value = payload[4:4 + n].decode()
+        assert PII["email"] not in value and "@" in value, value
+        t, _ = c.read_msg()
+        assert t == b"Z"
+        c.close()
+        time.sleep(0.3)
+        calls = [e for e in export_events(sp)
+                 if e["kind"] == "statement" and e.get("command") == "FUNCTION CALL"]
+        assert len(calls) == 1, calls
+        assert calls[0]["statement"] == f"(fast-path call of function {oid})", calls[0]
+        assert calls[0]["decision"] == "allow" and calls[0]["identity"] == BOB, calls[0]
+        assert any(e["kind"] == "statement_end" and e.get("ref") == calls[0]["seq"]
+                   for e in export_events(sp))
+    finally:
+        sp.assert_clean_exit()
 
 
 # ---------------------------------------------------------------- kill -9
