@@ -571,6 +571,12 @@ def test_kill9_keeps_every_completed_write(workdir, certs, pg, sluice_only, slui
     load.kill()
     load.wait()
     assert len(done) > 20, f"the writer completed only {len(done)} writes before the kill"
+    journal = sum(os.path.getsize(p) for p in
+                  glob.glob(os.path.join(sp.config.state_dir, "sluice.db.audit-journal.*")))
+    r = sluice_cli(sp, "audit", "verify", "-c", sp.path)
+    assert r.returncode == 0, r.stdout + r.stderr  # what the store holds is intact
+    assert ("audit journal next to the store holds" in r.stdout) == (journal > 0), r.stdout
+
 
     sp.start()  # same config and store: replays the journal
     try:
