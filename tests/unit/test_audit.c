@@ -171,6 +171,101 @@ static struct audit_verify_result tampered(struct env *e, const char *name, cons
 
 /* ---- tests */
 
+/* Bodies must stay byte-identical across versions of event.c (the chain hashes them): a
+ * table of events covering every field, list and masked form, escapes and invalid UTF-8,
+ * with the SHA-256 of the body the canonical writer produced for each. */
+static const char long_stmt[] =
+    "SELECT \"a\\b\" FROM t WHERE x = $1 AND y = $2 -- \t\r\n"
+    "caf\xc3\xa9 \xe2\x82\xac \xf0\x9f\x98\x80 \xc0\xaf \xed\xa0\x80 \xf4\x90\x80\x80 \xe2\x82"
+    " 0123456789012345678901234567890123456789012345678901234567890123456789012345678901"
+    " 0123456789012345678901234567890123456789012345678901234567890123456789012345678901"
+    " 0123456789012345678901234567890123456789012345678901234567890123456789012345678901"
+    " \x7f\x1f\x01 end \xe2";
+
+static const struct audit_event golden_events[] = {
+    {.kind = AUDIT_STATEMENT,
+     .time_us = 1700000000123456LL,
+     .session_id = 42,
+     .identity = "alice@corp.com",
+     .identity_kind = "human",
+     .groups = ",engineers,, dba ,  ,x",
+     .auth_method = "password",
+     .client_addr = "127.0.0.1:5432",
+     .application_name = "psql \"quoted\"",
+     .target = "shop",
+     .statement = long_stmt,
+     .fingerprint = "a1b2c3d4e5f60718",
+     .command = "SELECT",
+     .class_ = "read",
+     .tables = "[\"public.orders\",1,\"a,b\",null,\"\\u00e9\"]",
+     .decision = "allow",
+     .rule = "default",
+     .request_id = "req-1",
+     .grant_id = "g-2",
+     .actor = "bob",
+     .ref = 7,
+     .duration_us = 120,
+     .rows = 3,
+     .bytes = 64,
+     .masked = "{\"email\":3,\"card\":1,\"neg\":-2,\"f\":2.7,\"s\":\"x\"}",
+     .digest = "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855",
+     .sqlstate = "42501",
+     .detail = "no digest: a row was larger than 16 MiB"},
+    {.kind = AUDIT_STATEMENT_END, .time_us = -1500001, .instance = "other:9", .ref = 99},
+    {.kind = AUDIT_SESSION_START,
+     .time_us = 1,
+     .groups = "  [\"a\",\"b\\\"c\",2]",
+     .tables = "[oops",
+     .masked = "3 values",
+     .identity = ""},
+    {.kind = AUDIT_CONFIG_RELOAD, .time_us = 1700000000000000LL, .actor = "ops", .detail = "ok"},
+    {.kind = AUDIT_KIND_COUNT, .time_us = 5, .groups = "solo", .tables = "public.a, public.b"},
+    {.kind = AUDIT_EVENTS_LOST,
+     .time_us = 86400000000LL,
+     .masked = "{}",
+     .groups = "[]",
+     .tables = " , "},
+    {.kind = AUDIT_STATEMENT, .time_us = 1700000001999999LL, .groups = "[1,2]", .masked = "[1]"},
+};
+
+static const char *const golden_sha[] = {
+    "57d02c2537e3aca7a0d7f56355386273e952d56cd8ec94ce300e5bb839dac329", /* 0 */
+    "b0de81c9371e38cd0faa270a9dd7a899a5742a1e52d5525ce824f72efda47e3e", /* 1 */
+    "7ede9510cc7e4f2d04b111d372383ddc10aaa07981ba98dc42458d9f7a51aa33", /* 2 */
+    "b8d52af129b8693f0ef741aed0db3096d141b74de4c329a432867aa3a1b026be", /* 3 */
+    "49cd028ea95c95632f26eabb5a1ef43622e2aa2e12620eb505a4a171d0eddb0a", /* 4 */
+    "f425e5233d5bcc8463ee559962e001664d8f179b8ca609c9f3061a13be7e873a", /* 5 */
+    "c745c739e96e8dd072da4ccc44c03fc6481416bac7e1421381f74a7d1e170cea", /* 6 */
+};
+
+static void test_event_body_golden(void **state)
+{
+    (void)state;
+    bool print = getenv("SLUICE_GOLDEN_PRINT") != NULL;
+    for (size_t i = 0; i < sizeof golden_events / sizeof golden_events[0]; i++) {
+        struct sbuf b = {0};
+        audit_event_body(&golden_events[i], 1000 + i, "host:1", AUDIT_GENESIS, &b);
+        /* appending to a non-empty buffer gives the same bytes after what was there */
+        struct sbuf b2 = {0};
+        sbuf_add(&b2, "prefix", 6);
+        audit_event_body(&golden_events[i], 1000 + i, "host:1", AUDIT_GENESIS, &b2);
+        assert_int_equal(b2.len, b.len + 6);
+        assert_memory_equal(b2.p + 6, b.p, b.len);
+        char h[AUDIT_HASH_HEX];
+        audit_sha256_hex(b.p, b.len, h);
+        if (print) {
+            printf("    \"%s\", /* %zu */\n", h, i);
+            printf("%s\n", b.p);
+        } else {
+            if (i >= sizeof golden_sha / sizeof golden_sha[0] || !golden_sha[i] ||
+                strcmp(h, golden_sha[i]) != 0)
+                fail_msg("event %zu: body changed: %s", i, b.p);
+        }
+        sbuf_free(&b);
+        sbuf_free(&b2);
+    }
+}
+
 static void test_event_json(void **state)
 {
     (void)state;
@@ -870,6 +965,7 @@ int main(void)
     log_set_level(LOG_ERROR);
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_event_json),
+        cmocka_unit_test(test_event_body_golden),
         cmocka_unit_test(test_digest),
         cmocka_unit_test(test_chain_and_tampering),
         cmocka_unit_test(test_store_query),
