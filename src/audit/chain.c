@@ -197,9 +197,35 @@ int audit_checkpoint_verify(EVP_PKEY *pub, uint64_t seq, const char *hash, const
 
 /* ---- result digest (audit.h) */
 
+/* One finished context per thread is kept for the next digest: making and freeing one per
+ * statement cost more than hashing its few rows. The key frees it at thread exit; it is
+ * registered there only while parked, so a context in use is never freed twice. */
+static pthread_key_t spare_key;
+static pthread_once_t spare_once = PTHREAD_ONCE_INIT;
+static _Thread_local EVP_MD_CTX *spare;
+
+static void spare_free(void *ctx)
+{
+    EVP_MD_CTX_free(ctx);
+}
+
+static void spare_key_create(void)
+{
+    if (pthread_key_create(&spare_key, spare_free) != 0) {
+        fprintf(stderr, "sluice: pthread_key_create failed\n");
+        abort();
+    }
+}
+
 void audit_digest_init(struct audit_digest *d)
 {
-    EVP_MD_CTX *ctx = EVP_MD_CTX_new();
+    EVP_MD_CTX *ctx = spare;
+    if (ctx) {
+        spare = NULL;
+        pthread_setspecific(spare_key, NULL);
+    } else {
+        ctx = EVP_MD_CTX_new();
+    }
     if (!ctx || EVP_DigestInit_ex2(ctx, sha256(), NULL) != 1) {
         fprintf(stderr, "sluice: out of memory (SHA-256 context)\n");
         abort();
@@ -228,11 +254,19 @@ void audit_digest_final(struct audit_digest *d, char hex[65])
 {
     unsigned char md[32];
     unsigned int n = sizeof md;
-    EVP_DigestFinal_ex(d->ctx, md, &n);
+    EVP_DigestFinal_ex(d->ctx, md, &n); /* clears the context's buffered input */
     to_hex(md, 32, hex);
-    audit_digest_free(d);
+    if (!spare) {
+        pthread_once(&spare_once, spare_key_create);
+        spare = d->ctx;
+        pthread_setspecific(spare_key, spare);
+    } else {
+        EVP_MD_CTX_free(d->ctx);
+    }
+    d->ctx = NULL;
 }
 
+/* An abandoned digest still holds row bytes: freed (and cleansed), not kept. */
 void audit_digest_free(struct audit_digest *d)
 {
     EVP_MD_CTX_free(d->ctx);

@@ -52,6 +52,7 @@ struct stmt_rec {
     bool refused; /* its event is written; the error that answers it is sluice's */
     char request_id[32], grant_id[32]; /* approval request / grant it ran under */
     bool undigested;                   /* a row was too large to hold: no digest */
+    bool digesting;                    /* audit.row_digest: its context is made at the first row */
     uint64_t rows, tag_rows, bytes;
     char sqlstate[6];
     struct audit_digest digest;
@@ -242,6 +243,11 @@ static void masked_json(const struct session *s, char *out, size_t len)
     if (n) snprintf(out + n, len - n, "}");
 }
 
+/* The digest of zero rows: SHA-256 of nothing (audit.h). Most statements that write return no
+ * rows, so a digest context is only made when a first row arrives. */
+static const char digest_no_rows[65] =
+    "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855";
+
 /* Emit the statement event of r: before forwarding (pre) or with its result. */
 static uint64_t emit_statement(struct session *s, struct stmt_rec *r, bool pre)
 {
@@ -266,8 +272,11 @@ static uint64_t emit_statement(struct session *s, struct stmt_rec *r, bool pre)
         ev.bytes = r->bytes;
         masked_json(s, masked, sizeof masked);
         ev.masked = masked[0] ? masked : NULL;
-        if (r->digest.ctx) {
-            audit_digest_final(&r->digest, digest);
+        if (r->digesting) {
+            if (r->digest.ctx)
+                audit_digest_final(&r->digest, digest);
+            else
+                memcpy(digest, digest_no_rows, sizeof digest);
             ev.digest = digest;
         }
         ev.sqlstate = r->sqlstate[0] ? r->sqlstate : NULL;
@@ -303,7 +312,7 @@ static int64_t rec_push(struct session *s, struct stmt_info *info, bool query, b
     r->rule = rule;
     memcpy(r->request_id, s->audit_request, sizeof r->request_id);
     memcpy(r->grant_id, s->audit_grant, sizeof r->grant_id);
-    if (s->rt->cfg->audit.row_digest && !refused) audit_digest_init(&r->digest);
+    r->digesting = s->rt->cfg->audit.row_digest && !refused;
     if (s->recs_tail)
         s->recs_tail->next = r;
     else
@@ -441,6 +450,7 @@ void relay_audit_row_big(struct session *s, size_t total)
     r->rows++;
     r->bytes += total;
     if (r->digest.ctx) audit_digest_free(&r->digest);
+    r->digesting = false;
     r->undigested = true;
 }
 
@@ -450,7 +460,9 @@ void relay_audit_row(struct session *s, const uint8_t *body, size_t len)
     if (!r) return;
     r->rows++;
     r->bytes += len + 5;
-    if (r->digest.ctx) audit_digest_datarow(&r->digest, body, len);
+    if (!r->digesting) return;
+    if (!r->digest.ctx) audit_digest_init(&r->digest);
+    audit_digest_datarow(&r->digest, body, len);
 }
 
 void relay_audit_server(struct session *s, uint8_t type, const uint8_t *body, size_t len)
