@@ -270,6 +270,25 @@ static const unsigned char json_plain[256] = {
     [0x5d ... 0x7e] = 1,
 };
 
+/* Whether the 8 bytes at p are all plain (json_plain), tested a word at a time: no byte
+ * below 0x20, none with the high bit, none equal to '"', '\\' or 0x7f. */
+static bool json_plain8(const unsigned char *p)
+{
+    const uint64_t ones = 0x0101010101010101ull, high = 0x8080808080808080ull;
+    uint64_t x, q, bs, del;
+    memcpy(&x, p, sizeof x);
+    q = x ^ (ones * '"');
+    bs = x ^ (ones * '\\');
+    del = x ^ (ones * 0x7f);
+    /* (v - ones) & ~v has a high bit set where a byte of v is zero (exact as a whole when no
+     * byte of x has its high bit, which x & high rules out) */
+    uint64_t bad = (x - ones * 0x20) & ~x;
+    bad |= (q - ones) & ~q;
+    bad |= (bs - ones) & ~bs;
+    bad |= (del - ones) & ~del;
+    return ((bad | x) & high) == 0;
+}
+
 /* s[0..n) as a JSON string. */
 static void json_strn(struct sbuf *b, const char *s, size_t n)
 {
@@ -278,6 +297,10 @@ static void json_strn(struct sbuf *b, const char *s, size_t n)
     size_t i = 0, start = 0;
     sbuf_add(b, "\"", 1);
     while (i < n) {
+        if (n - i >= 8 && json_plain8(p + i)) {
+            i += 8;
+            continue;
+        }
         unsigned c = p[i];
         if (json_plain[c]) {
             i++;

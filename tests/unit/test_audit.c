@@ -238,6 +238,121 @@ static const char *const golden_sha[] = {
     "c745c739e96e8dd072da4ccc44c03fc6481416bac7e1421381f74a7d1e170cea", /* 6 */
 };
 
+/* The JSON string escaping as first written (byte by byte), to check the faster one against. */
+static size_t ref_utf8_len(const unsigned char *s, size_t n)
+{
+    unsigned c = s[0], min;
+    size_t len;
+    if (c < 0x80) return 1;
+    if ((c & 0xE0) == 0xC0) {
+        len = 2, min = 0x80, c &= 0x1F;
+    } else if ((c & 0xF0) == 0xE0) {
+        len = 3, min = 0x800, c &= 0x0F;
+    } else if ((c & 0xF8) == 0xF0) {
+        len = 4, min = 0x10000, c &= 0x07;
+    } else {
+        return 0;
+    }
+    if (len > n) return 0;
+    for (size_t i = 1; i < len; i++) {
+        if ((s[i] & 0xC0) != 0x80) return 0;
+        c = (c << 6) | (s[i] & 0x3F);
+    }
+    if (c < min || c > 0x10FFFF || (c >= 0xD800 && c <= 0xDFFF)) return 0;
+    return len;
+}
+
+static void ref_json_str(struct sbuf *b, const char *s)
+{
+    const unsigned char *p = (const unsigned char *)s;
+    size_t n = strlen(s);
+    sbuf_add(b, "\"", 1);
+    for (size_t i = 0; i < n;) {
+        unsigned c = p[i];
+        size_t u = c >= 0x80 ? ref_utf8_len(p + i, n - i) : 0;
+        if (c >= 0x20 && c < 0x7f && c != '"' && c != '\\') {
+            sbuf_add(b, s + i, 1);
+        } else if (u) {
+            sbuf_add(b, s + i, u);
+            i += u;
+            continue;
+        } else if (c == '"' || c == '\\') {
+            char e[2] = {'\\', (char)c};
+            sbuf_add(b, e, 2);
+        } else if (c == '\n' || c == '\r' || c == '\t') {
+            sbuf_add(b, c == '\n' ? "\\n" : c == '\r' ? "\\r" : "\\t", 2);
+        } else if (c >= 0x80) {
+            sbuf_add(b, "\\ufffd", 6);
+        } else {
+            char e[7];
+            snprintf(e, sizeof e, "\\u%04x", c);
+            sbuf_add(b, e, 6);
+        }
+        i++;
+    }
+    sbuf_add(b, "\"", 1);
+}
+
+/* Random statements (mostly plain ASCII with escapes, UTF-8 and broken UTF-8 at every offset)
+ * are escaped in the body exactly as the reference does. */
+static void test_event_json_escaping_random(void **state)
+{
+    (void)state;
+    static const char *const pieces[] = {"a",
+                                         "SELECT ",
+                                         "\"",
+                                         "\\",
+                                         "\n",
+                                         "\t",
+                                         "\x01",
+                                         "\x7f",
+                                         "\xc3\xa9",
+                                         "\xe2\x82\xac",
+                                         "\xf0\x9f\x98\x80",
+                                         "\xc0\xaf",
+                                         "\xed\xa0\x80",
+                                         "\xe2\x82",
+                                         "\xff",
+                                         " $1",
+                                         "0123456789abcdef"};
+    const size_t np = sizeof pieces / sizeof pieces[0];
+    unsigned seed = 12345;
+    struct audit_event ev = {.kind = AUDIT_STATEMENT, .time_us = 1700000000000000LL};
+    struct sbuf plain = {0};
+    ev.statement = "@";
+    audit_event_body(&ev, 1, "h", AUDIT_GENESIS, &plain);
+    const char *at = strstr(plain.p, "\"statement\":\"@\"");
+    assert_non_null(at);
+    size_t pre = (size_t)(at - plain.p) + strlen("\"statement\":");
+    const char *post = at + strlen("\"statement\":\"@\"");
+    for (int round = 0; round < 2000; round++) {
+        char text[600];
+        size_t len = 0;
+        unsigned k = (seed = seed * 1103515245u + 12345u) >> 16 & 63;
+        for (unsigned j = 0; j <= k; j++) {
+            seed = seed * 1103515245u + 12345u;
+            unsigned r = (seed >> 16) & 0xff;
+            const char *piece = r < 160 ? pieces[r % 2] : pieces[r % np];
+            size_t pl = strlen(piece);
+            if (len + pl >= sizeof text) break;
+            memcpy(text + len, piece, pl);
+            len += pl;
+        }
+        text[len] = 0;
+        ev.statement = text;
+        struct sbuf got = {0}, want = {0};
+        audit_event_body(&ev, 1, "h", AUDIT_GENESIS, &got);
+        sbuf_add(&want, plain.p, pre);
+        ref_json_str(&want, text);
+        sbuf_adds(&want, post);
+        if (got.len != want.len || memcmp(got.p, want.p, got.len) != 0)
+            fail_msg("round %d: %s\n  want %s", round, got.p, want.p);
+        sbuf_free(&got);
+        sbuf_free(&want);
+    }
+    sbuf_free(&plain);
+}
+
 static void test_event_body_golden(void **state)
 {
     (void)state;
@@ -966,6 +1081,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_event_json),
         cmocka_unit_test(test_event_body_golden),
+        cmocka_unit_test(test_event_json_escaping_random),
         cmocka_unit_test(test_digest),
         cmocka_unit_test(test_chain_and_tampering),
         cmocka_unit_test(test_store_query),
