@@ -114,9 +114,10 @@ void admin_publish_event(const char *json_line)
         return;
     }
     char *copy = xmalloc(len + 1);
-    for (size_t i = 0; i < len; i++) /* SSE data lines end at a newline: keep it one line */
-        copy[i] = (json_line[i] == '\n' || json_line[i] == '\r') ? ' ' : json_line[i];
-    copy[len] = '\0';
+    memcpy(copy, json_line, len + 1);
+    /* SSE data lines end at a newline: keep it one line (audit lines never have one) */
+    for (char *p = copy + strcspn(copy, "\r\n"); *p; p += 1 + strcspn(p + 1, "\r\n"))
+        *p = ' ';
 
     pthread_mutex_lock(&ring_lock);
     /* make room: the slot this event takes, then the byte budget */

@@ -5,6 +5,7 @@
  * checked with its public key, so that a copy of the store can be verified elsewhere. All
  * through OpenSSL 3 EVP; no I/O beyond reading key files.
  */
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -46,10 +47,35 @@ static int from_hex(const char *in, unsigned char *out, size_t n)
     return 0;
 }
 
+/* SHA-256, fetched from the default provider once: EVP_sha256() and SHA256() look the
+ * algorithm up by name on every use, which costs more than hashing a small event. Held for
+ * the life of the process. */
+static EVP_MD *sha256_md;
+static pthread_once_t sha256_once = PTHREAD_ONCE_INIT;
+
+static void sha256_fetch(void)
+{
+    sha256_md = EVP_MD_fetch(NULL, "SHA256", NULL);
+}
+
+static const EVP_MD *sha256(void)
+{
+    pthread_once(&sha256_once, sha256_fetch);
+    if (!sha256_md) {
+        fprintf(stderr, "sluice: OpenSSL has no SHA-256\n");
+        abort();
+    }
+    return sha256_md;
+}
+
 void audit_sha256_hex(const void *data, size_t len, char out[AUDIT_HASH_HEX])
 {
     unsigned char md[SHA256_DIGEST_LENGTH];
-    SHA256(data, len, md);
+    unsigned int n = sizeof md;
+    if (EVP_Digest(data, len, md, &n, sha256(), NULL) != 1) {
+        fprintf(stderr, "sluice: SHA-256 failed\n");
+        abort();
+    }
     to_hex(md, sizeof md, out);
 }
 
@@ -171,10 +197,36 @@ int audit_checkpoint_verify(EVP_PKEY *pub, uint64_t seq, const char *hash, const
 
 /* ---- result digest (audit.h) */
 
+/* One finished context per thread is kept for the next digest: making and freeing one per
+ * statement cost more than hashing its few rows. The key frees it at thread exit; it is
+ * registered there only while parked, so a context in use is never freed twice. */
+static pthread_key_t spare_key;
+static pthread_once_t spare_once = PTHREAD_ONCE_INIT;
+static _Thread_local EVP_MD_CTX *spare;
+
+static void spare_free(void *ctx)
+{
+    EVP_MD_CTX_free(ctx);
+}
+
+static void spare_key_create(void)
+{
+    if (pthread_key_create(&spare_key, spare_free) != 0) {
+        fprintf(stderr, "sluice: pthread_key_create failed\n");
+        abort();
+    }
+}
+
 void audit_digest_init(struct audit_digest *d)
 {
-    EVP_MD_CTX *ctx = EVP_MD_CTX_new();
-    if (!ctx || EVP_DigestInit_ex(ctx, EVP_sha256(), NULL) != 1) {
+    EVP_MD_CTX *ctx = spare;
+    if (ctx) {
+        spare = NULL;
+        pthread_setspecific(spare_key, NULL);
+    } else {
+        ctx = EVP_MD_CTX_new();
+    }
+    if (!ctx || EVP_DigestInit_ex2(ctx, sha256(), NULL) != 1) {
         fprintf(stderr, "sluice: out of memory (SHA-256 context)\n");
         abort();
     }
@@ -202,11 +254,19 @@ void audit_digest_final(struct audit_digest *d, char hex[65])
 {
     unsigned char md[32];
     unsigned int n = sizeof md;
-    EVP_DigestFinal_ex(d->ctx, md, &n);
+    EVP_DigestFinal_ex(d->ctx, md, &n); /* clears the context's buffered input */
     to_hex(md, 32, hex);
-    audit_digest_free(d);
+    if (!spare) {
+        pthread_once(&spare_once, spare_key_create);
+        spare = d->ctx;
+        pthread_setspecific(spare_key, spare);
+    } else {
+        EVP_MD_CTX_free(d->ctx);
+    }
+    d->ctx = NULL;
 }
 
+/* An abandoned digest still holds row bytes: freed (and cleansed), not kept. */
 void audit_digest_free(struct audit_digest *d)
 {
     EVP_MD_CTX_free(d->ctx);

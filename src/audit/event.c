@@ -326,27 +326,55 @@ static size_t utf8_len(const unsigned char *s, size_t n)
     return len;
 }
 
-static void json_str(struct sbuf *b, const char *s)
+/* Bytes written as they are inside a JSON string: printable ASCII but '"' and '\'. */
+static const unsigned char json_plain[256] = {
+    [0x20 ... 0x21] = 1,
+    [0x23 ... 0x5b] = 1,
+    [0x5d ... 0x7e] = 1,
+};
+
+/* Whether the 8 bytes at p are all plain (json_plain), tested a word at a time: no byte
+ * below 0x20, none with the high bit, none equal to '"', '\\' or 0x7f. */
+static bool json_plain8(const unsigned char *p)
+{
+    const uint64_t ones = 0x0101010101010101ull, high = 0x8080808080808080ull;
+    uint64_t x, q, bs, del;
+    memcpy(&x, p, sizeof x);
+    q = x ^ (ones * '"');
+    bs = x ^ (ones * '\\');
+    del = x ^ (ones * 0x7f);
+    /* (v - ones) & ~v has a high bit set where a byte of v is zero (exact as a whole when no
+     * byte of x has its high bit, which x & high rules out) */
+    uint64_t bad = (x - ones * 0x20) & ~x;
+    bad |= (q - ones) & ~q;
+    bad |= (bs - ones) & ~bs;
+    bad |= (del - ones) & ~del;
+    return ((bad | x) & high) == 0;
+}
+
+/* s[0..n) as a JSON string. */
+static void json_strn(struct sbuf *b, const char *s, size_t n)
 {
     static const char hex[] = "0123456789abcdef";
     const unsigned char *p = (const unsigned char *)s;
-    size_t n = strlen(s), i = 0, run = 0;
+    size_t i = 0, start = 0;
     sbuf_add(b, "\"", 1);
     while (i < n) {
+        if (n - i >= 8 && json_plain8(p + i)) {
+            i += 8;
+            continue;
+        }
         unsigned c = p[i];
-        if (c >= 0x20 && c < 0x7f && c != '"' && c != '\\') {
+        if (json_plain[c]) {
             i++;
-            run++;
             continue;
         }
         size_t u = c >= 0x80 ? utf8_len(p + i, n - i) : 0;
         if (u) {
             i += u;
-            run += u;
             continue;
         }
-        sbuf_add(b, (const char *)p + i - run, run);
-        run = 0;
+        sbuf_add(b, s + start, i - start);
         switch (c) {
         case '"':
             sbuf_add(b, "\\\"", 2);
@@ -371,18 +399,15 @@ static void json_str(struct sbuf *b, const char *s)
                 sbuf_add(b, e, 6);
             }
         }
-        i++;
+        start = ++i;
     }
-    sbuf_add(b, (const char *)p + i - run, run);
+    sbuf_add(b, s + start, i - start);
     sbuf_add(b, "\"", 1);
 }
 
-static void key(struct sbuf *b, const char *k)
+static void json_str(struct sbuf *b, const char *s)
 {
-    size_t n = strlen(k);
-    sbuf_add(b, ",\"", 2);
-    sbuf_add(b, k, n);
-    sbuf_add(b, "\":", 2);
+    json_strn(b, s, strlen(s));
 }
 
 static void add_u64(struct sbuf *b, uint64_t v)
@@ -396,25 +421,28 @@ static void add_u64(struct sbuf *b, uint64_t v)
     sbuf_add(b, tmp + i, sizeof tmp - i);
 }
 
-static void field_str(struct sbuf *b, const char *k, const char *v)
+/* The fields below take their key as `,"key":` with its length: KEY("name") makes both. */
+#define KEY(k) ",\"" k "\":", sizeof(",\"" k "\":") - 1
+
+static void field_str(struct sbuf *b, const char *k, size_t klen, const char *v)
 {
     if (!v || !*v) return;
-    key(b, k);
+    sbuf_add(b, k, klen);
     json_str(b, v);
 }
 
-static void field_u64(struct sbuf *b, const char *k, uint64_t v, bool always)
+static void field_u64(struct sbuf *b, const char *k, size_t klen, uint64_t v, bool always)
 {
     if (!v && !always) return;
-    key(b, k);
+    sbuf_add(b, k, klen);
     add_u64(b, v);
 }
 
 /* A list given as a comma list or a JSON array of strings, written as a JSON array. */
-static void field_list(struct sbuf *b, const char *k, const char *v)
+static void field_list(struct sbuf *b, const char *k, size_t klen, const char *v)
 {
     if (!v || !*v) return;
-    key(b, k);
+    sbuf_add(b, k, klen);
     sbuf_add(b, "[", 1);
     const char *p = v;
     while (*p == ' ')
@@ -448,12 +476,8 @@ static void field_list(struct sbuf *b, const char *k, const char *v)
         while (n && v[n - 1] == ' ')
             n--;
         if (n) {
-            char *item = xmalloc(n + 1);
-            memcpy(item, v, n);
-            item[n] = 0;
             if (!first) sbuf_add(b, ",", 1);
-            json_str(b, item);
-            free(item);
+            json_strn(b, v, n);
             first = 0;
         }
         if (!e) break;
@@ -468,7 +492,7 @@ static void field_masked(struct sbuf *b, const char *v)
     if (!v || !*v) return;
     cJSON *o = cJSON_Parse(v);
     if (o && cJSON_IsObject(o)) {
-        key(b, "masked");
+        sbuf_add(b, KEY("masked"));
         sbuf_add(b, "{", 1);
         int first = 1;
         cJSON *it;
@@ -477,12 +501,13 @@ static void field_masked(struct sbuf *b, const char *v)
             if (!cJSON_IsNumber(it) || !it->string) continue;
             if (!first) sbuf_add(b, ",", 1);
             json_str(b, it->string);
-            sbuf_addf(b, ":%llu", it->valuedouble > 0 ? (unsigned long long)it->valuedouble : 0ull);
+            sbuf_add(b, ":", 1);
+            add_u64(b, it->valuedouble > 0 ? (uint64_t)it->valuedouble : 0);
             first = 0;
         }
         sbuf_add(b, "}", 1);
     } else {
-        field_str(b, "masked", v);
+        field_str(b, KEY("masked"), v);
     }
     cJSON_Delete(o);
 }
@@ -503,33 +528,33 @@ void audit_event_body(const struct audit_event *ev, uint64_t seq, const char *de
     sbuf_add(out, ",\"kind\":\"", 9);
     sbuf_adds(out, audit_kind_name(ev->kind));
     sbuf_add(out, "\"", 1);
-    field_str(out, "instance", ev->instance ? ev->instance : default_instance);
-    field_u64(out, "session", ev->session_id, false);
-    field_str(out, "identity", ev->identity);
-    field_str(out, "identity_kind", ev->identity_kind);
-    field_list(out, "groups", ev->groups);
-    field_str(out, "auth_method", ev->auth_method);
-    field_str(out, "client_addr", ev->client_addr);
-    field_str(out, "application_name", ev->application_name);
-    field_str(out, "target", ev->target);
-    field_str(out, "statement", ev->statement);
-    field_str(out, "fingerprint", ev->fingerprint);
-    field_str(out, "command", ev->command);
-    field_str(out, "class", ev->class_);
-    field_list(out, "tables", ev->tables);
-    field_str(out, "decision", ev->decision);
-    field_str(out, "rule", ev->rule);
-    field_str(out, "request_id", ev->request_id);
-    field_str(out, "grant_id", ev->grant_id);
-    field_str(out, "actor", ev->actor);
-    field_u64(out, "ref", ev->ref, false);
-    field_u64(out, "duration_us", ev->duration_us, stmt);
-    field_u64(out, "rows", ev->rows, stmt);
-    field_u64(out, "bytes", ev->bytes, stmt);
+    field_str(out, KEY("instance"), ev->instance ? ev->instance : default_instance);
+    field_u64(out, KEY("session"), ev->session_id, false);
+    field_str(out, KEY("identity"), ev->identity);
+    field_str(out, KEY("identity_kind"), ev->identity_kind);
+    field_list(out, KEY("groups"), ev->groups);
+    field_str(out, KEY("auth_method"), ev->auth_method);
+    field_str(out, KEY("client_addr"), ev->client_addr);
+    field_str(out, KEY("application_name"), ev->application_name);
+    field_str(out, KEY("target"), ev->target);
+    field_str(out, KEY("statement"), ev->statement);
+    field_str(out, KEY("fingerprint"), ev->fingerprint);
+    field_str(out, KEY("command"), ev->command);
+    field_str(out, KEY("class"), ev->class_);
+    field_list(out, KEY("tables"), ev->tables);
+    field_str(out, KEY("decision"), ev->decision);
+    field_str(out, KEY("rule"), ev->rule);
+    field_str(out, KEY("request_id"), ev->request_id);
+    field_str(out, KEY("grant_id"), ev->grant_id);
+    field_str(out, KEY("actor"), ev->actor);
+    field_u64(out, KEY("ref"), ev->ref, false);
+    field_u64(out, KEY("duration_us"), ev->duration_us, stmt);
+    field_u64(out, KEY("rows"), ev->rows, stmt);
+    field_u64(out, KEY("bytes"), ev->bytes, stmt);
     field_masked(out, ev->masked);
-    field_str(out, "digest", ev->digest);
-    field_str(out, "sqlstate", ev->sqlstate);
-    field_str(out, "detail", ev->detail);
+    field_str(out, KEY("digest"), ev->digest);
+    field_str(out, KEY("sqlstate"), ev->sqlstate);
+    field_str(out, KEY("detail"), ev->detail);
     sbuf_add(out, ",\"prev_hash\":\"", 14);
     sbuf_adds(out, prev_hash);
     sbuf_add(out, "\"}", 2);

@@ -10,8 +10,11 @@
  * statements get one `statement` event, with their result, when they complete.
  *
  * Statement text is the parser's normalized form (literals replaced by $n) passed through the
- * masking function; unparseable text is masked by value. Nothing raw reaches the audit.
+ * masking function; unparseable text is masked by value. Nothing raw reaches the audit. The
+ * masked form of a normalized text is kept per worker thread (masked_text()), so a statement
+ * shape is scanned once per configuration snapshot rather than once per execution.
  */
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -28,13 +31,13 @@
 /* What is known about a statement text (a Query, or a Parse kept for its Executes). */
 struct stmt_info {
     int refs;
-    char *text; /* normalized and masked */
     char fingerprint[17];
     const char *command;
     const char *cls;
     char *tables;
     bool durable;
     const char *decision, *rule; /* of a Parse: what its Executes record */
+    char text[];                 /* normalized and masked */
 };
 
 /* One statement execution waiting for its result. */
@@ -49,6 +52,7 @@ struct stmt_rec {
     bool refused; /* its event is written; the error that answers it is sluice's */
     char request_id[32], grant_id[32]; /* approval request / grant it ran under */
     bool undigested;                   /* a row was too large to hold: no digest */
+    bool digesting;                    /* audit.row_digest: its context is made at the first row */
     uint64_t rows, tag_rows, bytes;
     char sqlstate[6];
     struct audit_digest digest;
@@ -72,7 +76,6 @@ static uint64_t now_us(void)
 static void info_put(struct stmt_info *i)
 {
     if (i && --i->refs == 0) {
-        free(i->text);
         free(i->tables);
         free(i);
     }
@@ -111,16 +114,104 @@ void relay_audit_session(struct session *s, enum audit_kind kind, const char *de
     if (!audit_emit(&ev)) log_warn("session %llu: audit event lost", (unsigned long long)s->id);
 }
 
+/*
+ * Masked normalized texts, per worker thread: a direct-mapped table indexed by fingerprint.
+ * A slot holds a reference to the runtime whose masking database masked it, so it can only
+ * match sessions of that same snapshot; it is dropped when the slot is reused or the thread
+ * exits (a pthread key destructor). Only normalized texts are kept: they hold no literal, and
+ * the set of statement shapes is small.
+ */
+#define MASKED_SLOTS 256
+#define MASKED_MAX_TEXT 8192
+
+struct masked_slot {
+    struct runtime *rt; /* NULL: empty */
+    uint64_t fingerprint;
+    char *text;   /* the normalized text, then the masked one (one allocation) */
+    char *masked; /* inside text's allocation */
+};
+
+static pthread_key_t masked_key;
+static pthread_once_t masked_once = PTHREAD_ONCE_INIT;
+static _Thread_local struct masked_slot *masked_slots;
+
+static void masked_slot_clear(struct masked_slot *sl)
+{
+    if (sl->rt) runtime_release(sl->rt);
+    free(sl->text);
+    memset(sl, 0, sizeof *sl);
+}
+
+static void masked_free(void *p)
+{
+    struct masked_slot *slots = p;
+    for (unsigned k = 0; k < MASKED_SLOTS; k++)
+        masked_slot_clear(&slots[k]);
+    free(slots);
+}
+
+static void masked_key_create(void)
+{
+    if (pthread_key_create(&masked_key, masked_free) != 0) {
+        fprintf(stderr, "sluice: pthread_key_create failed\n");
+        abort();
+    }
+}
+
+/* mask_string()'s answer when the scan itself failed (out of memory): not remembered. */
+static const char mask_unscannable[] = "[REDACTED:unscannable]";
+
+/* The masked form of a normalized text (tl bytes with its NUL, fingerprint fp) under s->rt:
+ * borrowed, valid until the next call on this thread; or, when the scan failed, a copy the
+ * caller frees, in *owned. */
+static const char *masked_text(struct session *s, const char *text, size_t tl, uint64_t fp,
+                               char **owned)
+{
+    if (!masked_slots) {
+        pthread_once(&masked_once, masked_key_create);
+        masked_slots = xcalloc(MASKED_SLOTS, sizeof *masked_slots);
+        pthread_setspecific(masked_key, masked_slots);
+    }
+    struct masked_slot *sl = &masked_slots[fp % MASKED_SLOTS];
+    if (sl->rt == s->rt && sl->fingerprint == fp && strcmp(sl->text, text) == 0) return sl->masked;
+    char *m = mask_string(s->rt->mask, text);
+    if (strcmp(m, mask_unscannable) == 0) return *owned = m;
+    size_t ml = strlen(m) + 1;
+    masked_slot_clear(sl);
+    sl->text = xmalloc(tl + ml);
+    memcpy(sl->text, text, tl);
+    sl->masked = sl->text + tl;
+    memcpy(sl->masked, m, ml);
+    free(m);
+    atomic_fetch_add(&s->rt->refs, 1);
+    sl->rt = s->rt;
+    sl->fingerprint = fp;
+    return sl->masked;
+}
+
 /* Describe sql (with its facts, possibly NULL) for the audit. */
 static struct stmt_info *info_new(struct session *s, const char *sql, const struct sql_facts *f)
 {
-    struct stmt_info *i = xcalloc(1, sizeof *i);
-    i->refs = 1;
+    static const char hex[] = "0123456789abcdef";
     const char *text = f && f->normalized ? f->normalized : sql;
-    i->text = s->rt->mask ? mask_string(s->rt->mask, text) : xstrdup(text);
-    if (f && f->fingerprint)
-        snprintf(i->fingerprint, sizeof i->fingerprint, "%016llx",
-                 (unsigned long long)f->fingerprint);
+    char *owned = NULL;
+    size_t tl = strlen(text) + 1;
+    if (s->rt->mask) {
+        if (f && f->normalized && f->fingerprint && tl <= MASKED_MAX_TEXT)
+            text = masked_text(s, text, tl, f->fingerprint, &owned);
+        else
+            text = owned = mask_string(s->rt->mask, text);
+        tl = strlen(text) + 1;
+    }
+    struct stmt_info *i = xcalloc(1, sizeof *i + tl);
+    memcpy(i->text, text, tl);
+    free(owned);
+    i->refs = 1;
+    if (f && f->fingerprint) {
+        uint64_t fp = f->fingerprint;
+        for (int k = 15; k >= 0; k--, fp >>= 4)
+            i->fingerprint[k] = hex[fp & 15];
+    }
     i->command = "UNKNOWN";
     i->cls = "utility";
     if (f && f->n_stmts) {
@@ -152,6 +243,11 @@ static void masked_json(const struct session *s, char *out, size_t len)
     if (n) snprintf(out + n, len - n, "}");
 }
 
+/* The digest of zero rows: SHA-256 of nothing (audit.h). Most statements that write return no
+ * rows, so a digest context is only made when a first row arrives. */
+static const char digest_no_rows[65] =
+    "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855";
+
 /* Emit the statement event of r: before forwarding (pre) or with its result. */
 static uint64_t emit_statement(struct session *s, struct stmt_rec *r, bool pre)
 {
@@ -176,8 +272,11 @@ static uint64_t emit_statement(struct session *s, struct stmt_rec *r, bool pre)
         ev.bytes = r->bytes;
         masked_json(s, masked, sizeof masked);
         ev.masked = masked[0] ? masked : NULL;
-        if (r->digest.ctx) {
-            audit_digest_final(&r->digest, digest);
+        if (r->digesting) {
+            if (r->digest.ctx)
+                audit_digest_final(&r->digest, digest);
+            else
+                memcpy(digest, digest_no_rows, sizeof digest);
             ev.digest = digest;
         }
         ev.sqlstate = r->sqlstate[0] ? r->sqlstate : NULL;
@@ -212,7 +311,7 @@ static int rec_push(struct session *s, struct stmt_info *info, bool query, bool 
     r->rule = rule;
     memcpy(r->request_id, s->audit_request, sizeof r->request_id);
     memcpy(r->grant_id, s->audit_grant, sizeof r->grant_id);
-    if (s->rt->cfg->audit.row_digest && !refused) audit_digest_init(&r->digest);
+    r->digesting = s->rt->cfg->audit.row_digest && !refused;
     if (s->recs_tail)
         s->recs_tail->next = r;
     else
@@ -350,6 +449,7 @@ void relay_audit_row_big(struct session *s, size_t total)
     r->rows++;
     r->bytes += total;
     if (r->digest.ctx) audit_digest_free(&r->digest);
+    r->digesting = false;
     r->undigested = true;
 }
 
@@ -359,7 +459,9 @@ void relay_audit_row(struct session *s, const uint8_t *body, size_t len)
     if (!r) return;
     r->rows++;
     r->bytes += len + 5;
-    if (r->digest.ctx) audit_digest_datarow(&r->digest, body, len);
+    if (!r->digesting) return;
+    if (!r->digest.ctx) audit_digest_init(&r->digest);
+    audit_digest_datarow(&r->digest, body, len);
 }
 
 void relay_audit_server(struct session *s, uint8_t type, const uint8_t *body, size_t len)

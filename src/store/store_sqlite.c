@@ -263,9 +263,9 @@ static int sq_events_append(struct store *st, const struct store_event *ev, unsi
         bind_opt_text(q, 5, ev[i].decision);
         sqlite3_bind_text(q, 6, ev[i].body, (int)ev[i].body_len, SQLITE_STATIC);
         sqlite3_bind_text(q, 7, ev[i].hash, -1, SQLITE_STATIC);
+        /* every parameter is bound again for the next row: no sqlite3_clear_bindings() */
         int rc = sqlite3_step(q);
         sqlite3_reset(q);
-        sqlite3_clear_bindings(q);
         if (rc != SQLITE_DONE) {
             fail_db(st, "writing audit events");
             goto fail;

@@ -664,6 +664,10 @@ static void test_sse_delivers_within_1s(void **state)
     /* SSE framing: id line, data line, blank line */
     assert_non_null(strstr(s->buf, "\ndata: {\"kind\":\"statement\""));
     assert_non_null(strstr(s->buf, "marker-7731\"}\n\n"));
+    /* a raw newline or carriage return in an event would end the data line: spaces */
+    admin_publish_event("{\"m\":\"\nnl-a\rnl-b\r\n\nnl-c\"}\n");
+    assert_true(stream_wait_for(s, "nl-c", 1.0));
+    assert_non_null(strstr(s->buf, "\ndata: {\"m\":\" nl-a nl-b   nl-c\"} \n\n"));
     /* keepalive comments flow while idle (200 ms in tests) */
     assert_true(stream_wait_for(s, ": keepalive\n\n", 2.0));
     stream_close(s, th);

@@ -173,6 +173,216 @@ static struct audit_verify_result tampered(struct env *e, const char *name, cons
 
 /* ---- tests */
 
+/* Bodies must stay byte-identical across versions of event.c (the chain hashes them): a
+ * table of events covering every field, list and masked form, escapes and invalid UTF-8,
+ * with the SHA-256 of the body the canonical writer produced for each. */
+static const char long_stmt[] =
+    "SELECT \"a\\b\" FROM t WHERE x = $1 AND y = $2 -- \t\r\n"
+    "caf\xc3\xa9 \xe2\x82\xac \xf0\x9f\x98\x80 \xc0\xaf \xed\xa0\x80 \xf4\x90\x80\x80 \xe2\x82"
+    " 0123456789012345678901234567890123456789012345678901234567890123456789012345678901"
+    " 0123456789012345678901234567890123456789012345678901234567890123456789012345678901"
+    " 0123456789012345678901234567890123456789012345678901234567890123456789012345678901"
+    " \x7f\x1f\x01 end \xe2";
+
+static const struct audit_event golden_events[] = {
+    {.kind = AUDIT_STATEMENT,
+     .time_us = 1700000000123456LL,
+     .session_id = 42,
+     .identity = "alice@corp.com",
+     .identity_kind = "human",
+     .groups = ",engineers,, dba ,  ,x",
+     .auth_method = "password",
+     .client_addr = "127.0.0.1:5432",
+     .application_name = "psql \"quoted\"",
+     .target = "shop",
+     .statement = long_stmt,
+     .fingerprint = "a1b2c3d4e5f60718",
+     .command = "SELECT",
+     .class_ = "read",
+     .tables = "[\"public.orders\",1,\"a,b\",null,\"\\u00e9\"]",
+     .decision = "allow",
+     .rule = "default",
+     .request_id = "req-1",
+     .grant_id = "g-2",
+     .actor = "bob",
+     .ref = 7,
+     .duration_us = 120,
+     .rows = 3,
+     .bytes = 64,
+     .masked = "{\"email\":3,\"card\":1,\"neg\":-2,\"f\":2.7,\"s\":\"x\"}",
+     .digest = "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855",
+     .sqlstate = "42501",
+     .detail = "no digest: a row was larger than 16 MiB"},
+    {.kind = AUDIT_STATEMENT_END, .time_us = -1500001, .instance = "other:9", .ref = 99},
+    {.kind = AUDIT_SESSION_START,
+     .time_us = 1,
+     .groups = "  [\"a\",\"b\\\"c\",2]",
+     .tables = "[oops",
+     .masked = "3 values",
+     .identity = ""},
+    {.kind = AUDIT_CONFIG_RELOAD, .time_us = 1700000000000000LL, .actor = "ops", .detail = "ok"},
+    {.kind = AUDIT_KIND_COUNT, .time_us = 5, .groups = "solo", .tables = "public.a, public.b"},
+    {.kind = AUDIT_EVENTS_LOST,
+     .time_us = 86400000000LL,
+     .masked = "{}",
+     .groups = "[]",
+     .tables = " , "},
+    {.kind = AUDIT_STATEMENT, .time_us = 1700000001999999LL, .groups = "[1,2]", .masked = "[1]"},
+};
+
+static const char *const golden_sha[] = {
+    "57d02c2537e3aca7a0d7f56355386273e952d56cd8ec94ce300e5bb839dac329", /* 0 */
+    "b0de81c9371e38cd0faa270a9dd7a899a5742a1e52d5525ce824f72efda47e3e", /* 1 */
+    "7ede9510cc7e4f2d04b111d372383ddc10aaa07981ba98dc42458d9f7a51aa33", /* 2 */
+    "b8d52af129b8693f0ef741aed0db3096d141b74de4c329a432867aa3a1b026be", /* 3 */
+    "49cd028ea95c95632f26eabb5a1ef43622e2aa2e12620eb505a4a171d0eddb0a", /* 4 */
+    "f425e5233d5bcc8463ee559962e001664d8f179b8ca609c9f3061a13be7e873a", /* 5 */
+    "c745c739e96e8dd072da4ccc44c03fc6481416bac7e1421381f74a7d1e170cea", /* 6 */
+};
+
+/* The JSON string escaping as first written (byte by byte), to check the faster one against. */
+static size_t ref_utf8_len(const unsigned char *s, size_t n)
+{
+    unsigned c = s[0], min;
+    size_t len;
+    if (c < 0x80) return 1;
+    if ((c & 0xE0) == 0xC0) {
+        len = 2, min = 0x80, c &= 0x1F;
+    } else if ((c & 0xF0) == 0xE0) {
+        len = 3, min = 0x800, c &= 0x0F;
+    } else if ((c & 0xF8) == 0xF0) {
+        len = 4, min = 0x10000, c &= 0x07;
+    } else {
+        return 0;
+    }
+    if (len > n) return 0;
+    for (size_t i = 1; i < len; i++) {
+        if ((s[i] & 0xC0) != 0x80) return 0;
+        c = (c << 6) | (s[i] & 0x3F);
+    }
+    if (c < min || c > 0x10FFFF || (c >= 0xD800 && c <= 0xDFFF)) return 0;
+    return len;
+}
+
+static void ref_json_str(struct sbuf *b, const char *s)
+{
+    const unsigned char *p = (const unsigned char *)s;
+    size_t n = strlen(s);
+    sbuf_add(b, "\"", 1);
+    for (size_t i = 0; i < n;) {
+        unsigned c = p[i];
+        size_t u = c >= 0x80 ? ref_utf8_len(p + i, n - i) : 0;
+        if (c >= 0x20 && c < 0x7f && c != '"' && c != '\\') {
+            sbuf_add(b, s + i, 1);
+        } else if (u) {
+            sbuf_add(b, s + i, u);
+            i += u;
+            continue;
+        } else if (c == '"' || c == '\\') {
+            char e[2] = {'\\', (char)c};
+            sbuf_add(b, e, 2);
+        } else if (c == '\n' || c == '\r' || c == '\t') {
+            sbuf_add(b, c == '\n' ? "\\n" : c == '\r' ? "\\r" : "\\t", 2);
+        } else if (c >= 0x80) {
+            sbuf_add(b, "\\ufffd", 6);
+        } else {
+            char e[7];
+            snprintf(e, sizeof e, "\\u%04x", c);
+            sbuf_add(b, e, 6);
+        }
+        i++;
+    }
+    sbuf_add(b, "\"", 1);
+}
+
+/* Random statements (mostly plain ASCII with escapes, UTF-8 and broken UTF-8 at every offset)
+ * are escaped in the body exactly as the reference does. */
+static void test_event_json_escaping_random(void **state)
+{
+    (void)state;
+    static const char *const pieces[] = {"a",
+                                         "SELECT ",
+                                         "\"",
+                                         "\\",
+                                         "\n",
+                                         "\t",
+                                         "\x01",
+                                         "\x7f",
+                                         "\xc3\xa9",
+                                         "\xe2\x82\xac",
+                                         "\xf0\x9f\x98\x80",
+                                         "\xc0\xaf",
+                                         "\xed\xa0\x80",
+                                         "\xe2\x82",
+                                         "\xff",
+                                         " $1",
+                                         "0123456789abcdef"};
+    const size_t np = sizeof pieces / sizeof pieces[0];
+    unsigned seed = 12345;
+    struct audit_event ev = {.kind = AUDIT_STATEMENT, .time_us = 1700000000000000LL};
+    struct sbuf plain = {0};
+    ev.statement = "@";
+    audit_event_body(&ev, 1, "h", AUDIT_GENESIS, &plain);
+    const char *at = strstr(plain.p, "\"statement\":\"@\"");
+    assert_non_null(at);
+    size_t pre = (size_t)(at - plain.p) + strlen("\"statement\":");
+    const char *post = at + strlen("\"statement\":\"@\"");
+    for (int round = 0; round < 2000; round++) {
+        char text[600];
+        size_t len = 0;
+        unsigned k = (seed = seed * 1103515245u + 12345u) >> 16 & 63;
+        for (unsigned j = 0; j <= k; j++) {
+            seed = seed * 1103515245u + 12345u;
+            unsigned r = (seed >> 16) & 0xff;
+            const char *piece = r < 160 ? pieces[r % 2] : pieces[r % np];
+            size_t pl = strlen(piece);
+            if (len + pl >= sizeof text) break;
+            memcpy(text + len, piece, pl);
+            len += pl;
+        }
+        text[len] = 0;
+        ev.statement = text;
+        struct sbuf got = {0}, want = {0};
+        audit_event_body(&ev, 1, "h", AUDIT_GENESIS, &got);
+        sbuf_add(&want, plain.p, pre);
+        ref_json_str(&want, text);
+        sbuf_adds(&want, post);
+        if (got.len != want.len || memcmp(got.p, want.p, got.len) != 0)
+            fail_msg("round %d: %s\n  want %s", round, got.p, want.p);
+        sbuf_free(&got);
+        sbuf_free(&want);
+    }
+    sbuf_free(&plain);
+}
+
+static void test_event_body_golden(void **state)
+{
+    (void)state;
+    bool print = getenv("SLUICE_GOLDEN_PRINT") != NULL;
+    for (size_t i = 0; i < sizeof golden_events / sizeof golden_events[0]; i++) {
+        struct sbuf b = {0};
+        audit_event_body(&golden_events[i], 1000 + i, "host:1", AUDIT_GENESIS, &b);
+        /* appending to a non-empty buffer gives the same bytes after what was there */
+        struct sbuf b2 = {0};
+        sbuf_add(&b2, "prefix", 6);
+        audit_event_body(&golden_events[i], 1000 + i, "host:1", AUDIT_GENESIS, &b2);
+        assert_int_equal(b2.len, b.len + 6);
+        assert_memory_equal(b2.p + 6, b.p, b.len);
+        char h[AUDIT_HASH_HEX];
+        audit_sha256_hex(b.p, b.len, h);
+        if (print) {
+            printf("    \"%s\", /* %zu */\n", h, i);
+            printf("%s\n", b.p);
+        } else {
+            if (i >= sizeof golden_sha / sizeof golden_sha[0] || !golden_sha[i] ||
+                strcmp(h, golden_sha[i]) != 0)
+                fail_msg("event %zu: body changed: %s", i, b.p);
+        }
+        sbuf_free(&b);
+        sbuf_free(&b2);
+    }
+}
+
 static void test_event_json(void **state)
 {
     (void)state;
@@ -1021,6 +1231,8 @@ int main(void)
     log_set_level(LOG_ERROR);
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_event_json),
+        cmocka_unit_test(test_event_body_golden),
+        cmocka_unit_test(test_event_json_escaping_random),
         cmocka_unit_test(test_digest),
         cmocka_unit_test(test_chain_and_tampering),
         cmocka_unit_test(test_store_query),
