@@ -29,6 +29,7 @@ struct runtime {
     struct mask_db *mask;       /* detectors compiled from masking:; NULL when masking is off */
     struct oidc_verifier *oidc; /* identities.oidc; NULL when not configured */
     unsigned det_metric[64];    /* mask detector index -> its metrics label */
+    uint64_t generation;        /* 1, 2, 3, ... per snapshot installed: never reused */
     atomic_int refs;
 };
 

@@ -116,16 +116,17 @@ void relay_audit_session(struct session *s, enum audit_kind kind, const char *de
 
 /*
  * Masked normalized texts, per worker thread: a direct-mapped table indexed by fingerprint.
- * A slot holds a reference to the runtime whose masking database masked it, so it can only
- * match sessions of that same snapshot; it is dropped when the slot is reused or the thread
- * exits (a pthread key destructor). Only normalized texts are kept: they hold no literal, and
+ * A slot remembers the generation of the runtime snapshot whose masking database masked it,
+ * so it only matches sessions of that same snapshot (generations are never reused, unlike
+ * addresses); it is freed when the slot is reused or the thread exits (a pthread key
+ * destructor). Only normalized texts are kept: they hold no literal, and
  * the set of statement shapes is small.
  */
 #define MASKED_SLOTS 256
 #define MASKED_MAX_TEXT 8192
 
 struct masked_slot {
-    struct runtime *rt; /* NULL: empty */
+    uint64_t generation; /* of the runtime snapshot; 0: empty */
     uint64_t fingerprint;
     char *text;   /* the normalized text, then the masked one (one allocation) */
     char *masked; /* inside text's allocation */
@@ -137,7 +138,6 @@ static _Thread_local struct masked_slot *masked_slots;
 
 static void masked_slot_clear(struct masked_slot *sl)
 {
-    if (sl->rt) runtime_release(sl->rt);
     free(sl->text);
     memset(sl, 0, sizeof *sl);
 }
@@ -173,7 +173,8 @@ static const char *masked_text(struct session *s, const char *text, size_t tl, u
         pthread_setspecific(masked_key, masked_slots);
     }
     struct masked_slot *sl = &masked_slots[fp % MASKED_SLOTS];
-    if (sl->rt == s->rt && sl->fingerprint == fp && strcmp(sl->text, text) == 0) return sl->masked;
+    if (sl->generation == s->rt->generation && sl->fingerprint == fp && strcmp(sl->text, text) == 0)
+        return sl->masked;
     char *m = mask_string(s->rt->mask, text);
     if (strcmp(m, mask_unscannable) == 0) return *owned = m;
     size_t ml = strlen(m) + 1;
@@ -183,8 +184,7 @@ static const char *masked_text(struct session *s, const char *text, size_t tl, u
     sl->masked = sl->text + tl;
     memcpy(sl->masked, m, ml);
     free(m);
-    atomic_fetch_add(&s->rt->refs, 1);
-    sl->rt = s->rt;
+    sl->generation = s->rt->generation;
     sl->fingerprint = fp;
     return sl->masked;
 }

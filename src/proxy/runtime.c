@@ -42,8 +42,10 @@ static void runtime_free(struct runtime *rt)
 
 int runtime_install(struct sluice_config *cfg, char *err, size_t errlen)
 {
+    static atomic_uint_least64_t generations;
     struct runtime *rt = xcalloc(1, sizeof *rt);
     rt->cfg = cfg;
+    rt->generation = atomic_fetch_add(&generations, 1) + 1;
     atomic_init(&rt->refs, 1);
     rt->policy = policy_compile(cfg, err, errlen);
     if (!rt->policy) goto fail;
