@@ -131,6 +131,7 @@ struct mask_db {
     uint8_t *key;
     size_t key_len;
     struct cfg_masking cfg; /* deep copy of unmask, columns and exempt */
+    bool batchable;         /* no custom pattern: values may be scanned many per call */
 };
 
 static atomic_uint_fast64_t next_db_id = 1;
@@ -159,6 +160,9 @@ static __thread unsigned tl_next_id;
 static __thread struct span *tl_sp;
 static __thread size_t tl_sp_cap;
 
+static void batch_free(void);
+static void memo_free(void);
+
 void mask_thread_release(void)
 {
     if (tl_scratch) hs_free_scratch(tl_scratch);
@@ -168,6 +172,8 @@ void mask_thread_release(void)
     free(tl_sp);
     tl_sp = NULL;
     tl_sp_cap = 0;
+    batch_free();
+    memo_free();
 }
 
 static int scratch_for(const struct mask_db *db)
@@ -300,6 +306,9 @@ struct mask_db *mask_db_build(const struct cfg_masking *cfg, char *err, size_t e
         ids[db->n_pat] = db->n_pat;
         db->n_pat++;
     }
+    db->batchable = true;
+    for (unsigned i = 0; i < db->n_pat; i++)
+        if (db->pat[i].ext == EXT_CUSTOM) db->batchable = false;
     if (db->n_pat && hs_compile_multi(exprs, flags, ids, db->n_pat, HS_MODE_BLOCK, NULL, &db->hs,
                                       &cerr) != HS_SUCCESS) {
         int e = cerr ? cerr->expression : -1;
@@ -462,10 +471,17 @@ static inline bool in_cls(uint8_t c, unsigned cls)
     }
 }
 
+/* One scan. s[0, len) is what the scanner sees: one value, or (batch) values joined by NUL
+ * bytes, value k at [voff[k], voff[k] + vlen[k]). No built-in pattern matches a NUL and NUL is
+ * not a word character, so in a batch every built-in match lies inside one value and is the
+ * match the value alone would give; extractors then see only that value. Custom patterns
+ * (any regex) could cross a NUL: dbs with custom detectors are never scanned in batches. */
 struct scan_ctx {
     const struct mask_db *db;
     const uint8_t *s;
     size_t len;
+    const uint32_t *voff, *vlen; /* batch: the values; NULL for one value */
+    size_t nv;
     size_t n;                     /* spans in tl_sp */
     size_t skip[MAX_PATS];        /* per pattern: reports ending at or before this are seen */
     int last[MASK_MAX_DETECTORS]; /* custom: index of the detector's last span, -1 none */
@@ -908,8 +924,25 @@ static int on_match(unsigned int id, unsigned long long from, unsigned long long
     struct scan_ctx *c = arg;
     const struct mask_pat *p = &c->db->pat[id];
     const uint8_t *s = c->s;
-    size_t len = c->len, a = 0, b = 0, scan_to = (size_t)to;
+    size_t len = c->len, a = 0, b = 0, base = 0;
     bool ok = false;
+    if (to <= c->skip[id]) return 0;
+    if (c->voff) {
+        /* the value holding the match's last byte (to - 1) */
+        size_t lo = 0, hi = c->nv;
+        while (hi - lo > 1) {
+            size_t mid = (lo + hi) / 2;
+            if (c->voff[mid] <= to - 1)
+                lo = mid;
+            else
+                hi = mid;
+        }
+        base = c->voff[lo];
+        s += base;
+        len = c->vlen[lo];
+        to -= base;
+    }
+    size_t scan_to = (size_t)to;
     if (p->ext == EXT_CUSTOM) {
         unsigned det = p->det;
         if (to <= from || !custom_valid(c->db->det[det].validator, s + from, to - from)) return 0;
@@ -922,7 +955,6 @@ static int on_match(unsigned int id, unsigned long long from, unsigned long long
         push_span(c, from, to, det);
         return 0;
     }
-    if (to <= c->skip[id]) return 0;
     switch ((enum ext)p->ext) {
     case EXT_EMAIL:
         ok = ext_email(s, len, to, &a, &b);
@@ -967,8 +999,8 @@ static int on_match(unsigned int id, unsigned long long from, unsigned long long
     case EXT_CUSTOM:
         break;
     }
-    if (scan_to > c->skip[id]) c->skip[id] = scan_to;
-    if (ok && b > a) push_span(c, a, b, p->det);
+    if (base + scan_to > c->skip[id]) c->skip[id] = base + scan_to;
+    if (ok && b > a) push_span(c, base + a, base + b, p->det);
     return 0;
 }
 
@@ -980,9 +1012,10 @@ static int span_cmp(const void *x, const void *y)
     return (int)a->det - (int)b->det;
 }
 
-/* Scan s; leaves the accepted, sorted, non-overlapping spans in tl_sp and returns how many,
- * or -1 on a scanner failure. */
-static long scan_spans(const struct mask_db *db, const uint8_t *s, size_t len)
+/* Scan s (one value, or a batch when voff is set); leaves the accepted, sorted,
+ * non-overlapping spans in tl_sp and returns how many, or -1 on a scanner failure. */
+static long scan_spans(const struct mask_db *db, const uint8_t *s, size_t len, const uint32_t *voff,
+                       const uint32_t *vlen, size_t nv)
 {
     if (!db->hs || len == 0) return 0;
     if (len > UINT32_MAX || scratch_for(db) < 0) return -1;
@@ -990,6 +1023,9 @@ static long scan_spans(const struct mask_db *db, const uint8_t *s, size_t len)
     c.db = db;
     c.s = s;
     c.len = len;
+    c.voff = voff;
+    c.vlen = vlen;
+    c.nv = nv;
     c.n = 0;
     memset(c.skip, 0, db->n_pat * sizeof c.skip[0]);
     for (unsigned i = 0; i < db->n_det; i++)
@@ -1005,29 +1041,149 @@ static long scan_spans(const struct mask_db *db, const uint8_t *s, size_t len)
     return (long)k;
 }
 
-int mask_text(const struct mask_db *db, const uint8_t *s, size_t len, struct buf *out,
-              struct mask_counts *counts)
+/* Append s with the n spans sp (offsets into s) masked; counts them. */
+static int write_masked(const struct mask_db *db, const uint8_t *s, size_t len,
+                        const struct span *sp, long n, struct buf *out, struct mask_counts *counts)
 {
-    long n = scan_spans(db, s, len);
-    if (n <= 0) return (int)n;
     struct mask_form_key key = {db->key, db->key_len};
     size_t pos = 0;
     for (long i = 0; i < n; i++) {
-        const struct span *sp = &tl_sp[i];
-        const struct mask_det *d = &db->det[sp->det];
-        if (sp->start > pos) buf_append(out, s + pos, sp->start - pos);
+        const struct mask_det *d = &db->det[sp[i].det];
+        if (sp[i].start > pos) mask_put(out, s + pos, sp[i].start - pos);
         enum cfg_mask_form form = db->form != CFG_FORM_DEFAULT ? db->form : d->form;
-        mask_form_write(&key, d->kind, d->name, form, s + sp->start, sp->end - sp->start, out);
-        pos = sp->end;
-        if (counts) counts->n[sp->det]++;
+        mask_form_write(&key, d->kind, d->name, form, s + sp[i].start, sp[i].end - sp[i].start,
+                        out);
+        pos = sp[i].end;
+        if (counts) counts->n[sp[i].det]++;
     }
-    if (pos < len) buf_append(out, s + pos, len - pos);
+    if (pos < len) mask_put(out, s + pos, len - pos);
     return n > INT32_MAX ? INT32_MAX : (int)n;
+}
+
+int mask_text(const struct mask_db *db, const uint8_t *s, size_t len, struct buf *out,
+              struct mask_counts *counts)
+{
+    long n = scan_spans(db, s, len, NULL, NULL, 0);
+    if (n <= 0) return (int)n;
+    return write_masked(db, s, len, tl_sp, n, out, counts);
+}
+
+/* ---- batches: many values, one scanner call ---- */
+
+/* This thread's batch: the values added since the last reset, joined by NUL bytes in text,
+ * and after mask_batch_scan() their spans (offsets into each value), sp[first[k], +nsp[k]).
+ * next: the value mask_batch_take() expects. */
+struct batch {
+    uint64_t db_id; /* of the scan; 0 before it */
+    uint8_t *text;
+    size_t text_len;
+    uint32_t *voff, *vlen, *first, *nsp;
+    size_t n, cap, next;
+    struct span *sp;
+    size_t sp_cap;
+};
+static __thread struct batch tl_batch;
+
+static void batch_free(void)
+{
+    struct batch *b = &tl_batch;
+    free(b->text);
+    free(b->voff);
+    free(b->vlen);
+    free(b->first);
+    free(b->nsp);
+    free(b->sp);
+    memset(b, 0, sizeof *b);
+}
+
+bool mask_db_batchable(const struct mask_db *db)
+{
+    return db->batchable && db->hs;
+}
+
+void mask_batch_reset(void)
+{
+    tl_batch.n = tl_batch.next = tl_batch.text_len = 0;
+    tl_batch.db_id = 0;
+}
+
+bool mask_batch_add(const uint8_t *s, size_t len)
+{
+    struct batch *b = &tl_batch;
+    if (len == 0 || len + 1 > MASK_BATCH_TEXT - b->text_len || b->n == MASK_BATCH_VALUES)
+        return false;
+    if (!b->text) {
+        b->text = xmalloc(MASK_BATCH_TEXT);
+        b->voff = xmalloc(MASK_BATCH_VALUES * sizeof *b->voff);
+        b->vlen = xmalloc(MASK_BATCH_VALUES * sizeof *b->vlen);
+        b->first = xmalloc(MASK_BATCH_VALUES * sizeof *b->first);
+        b->nsp = xmalloc(MASK_BATCH_VALUES * sizeof *b->nsp);
+    }
+    b->voff[b->n] = (uint32_t)b->text_len;
+    b->vlen[b->n] = (uint32_t)len;
+    b->n++;
+    memcpy(b->text + b->text_len, s, len);
+    b->text[b->text_len + len] = 0;
+    b->text_len += len + 1;
+    return true;
+}
+
+int mask_batch_scan(const struct mask_db *db)
+{
+    struct batch *b = &tl_batch;
+    b->next = 0;
+    if (!mask_db_batchable(db)) {
+        mask_batch_reset();
+        return -1;
+    }
+    long n = b->n ? scan_spans(db, b->text, b->text_len, b->voff, b->vlen, b->n) : 0;
+    if (n < 0) {
+        mask_batch_reset();
+        return -1;
+    }
+    if ((size_t)n > b->sp_cap) {
+        b->sp_cap = (size_t)n;
+        b->sp = xrealloc(b->sp, b->sp_cap * sizeof *b->sp);
+    }
+    /* spans are sorted by batch offset, so each value's are one run */
+    size_t i = 0;
+    for (size_t k = 0; k < b->n; k++) {
+        b->first[k] = (uint32_t)i;
+        uint32_t end = b->voff[k] + b->vlen[k];
+        while (i < (size_t)n && tl_sp[i].start < end) {
+            b->sp[i] =
+                (struct span){tl_sp[i].start - b->voff[k], tl_sp[i].end - b->voff[k], tl_sp[i].det};
+            i++;
+        }
+        b->nsp[k] = (uint32_t)(i - b->first[k]);
+    }
+    b->db_id = db->id;
+    return 0;
+}
+
+bool mask_batch_pending(const struct mask_db *db)
+{
+    return tl_batch.db_id == db->id && tl_batch.next < tl_batch.n;
+}
+
+int mask_batch_take(const struct mask_db *db, const uint8_t *s, size_t len, struct buf *out,
+                    struct mask_counts *counts)
+{
+    struct batch *b = &tl_batch;
+    if (b->db_id != db->id || b->next >= b->n) return -2;
+    size_t k = b->next;
+    if (b->vlen[k] != len || memcmp(b->text + b->voff[k], s, len) != 0) {
+        mask_batch_reset(); /* not the value scanned: the rest of the batch is stale too */
+        return -2;
+    }
+    b->next++;
+    if (b->nsp[k] == 0) return 0;
+    return write_masked(db, s, len, b->sp + b->first[k], b->nsp[k], out, counts);
 }
 
 int mask_text_inplace(const struct mask_db *db, uint8_t *s, size_t len, struct mask_counts *counts)
 {
-    long n = scan_spans(db, s, len);
+    long n = scan_spans(db, s, len, NULL, NULL, 0);
     for (long i = 0; i < n; i++) {
         const struct span *sp = &tl_sp[i];
         memset(s + sp->start, '*', sp->end - sp->start);
@@ -1046,20 +1202,71 @@ void mask_value(const struct mask_db *db, int detector, enum cfg_mask_form form,
                     len, out);
 }
 
-char *mask_string(const struct mask_db *db, const char *s)
+/* mask_string's memo: the audit masks the normalized text of every statement, which repeats
+ * (one text per prepared or parameterized statement), so this thread remembers the results
+ * of recent texts up to MEMO_MAX bytes, direct-mapped by a hash of the text and checked
+ * byte for byte. A result depends only on the db and the text. */
+#define MEMO_SLOTS 32
+#define MEMO_MAX 1024
+struct memo {
+    uint64_t db_id; /* 0: empty */
+    size_t len;     /* of the text */
+    char *text;     /* text, NUL, result, NUL (malloc'd) */
+};
+static __thread struct memo *tl_memo;
+
+static void memo_free(void)
 {
-    if (!s) return NULL;
-    if (!db) return xstrdup(s);
-    size_t len = strlen(s);
+    for (unsigned i = 0; tl_memo && i < MEMO_SLOTS; i++)
+        free(tl_memo[i].text);
+    free(tl_memo);
+    tl_memo = NULL;
+}
+
+static unsigned memo_slot(const char *s, size_t len)
+{
+    uint64_t h = 14695981039346656037ull;
+    for (size_t i = 0; i < len; i++)
+        h = (h ^ (uint8_t)s[i]) * 1099511628211ull;
+    return (unsigned)(h >> 32) % MEMO_SLOTS;
+}
+
+static char *mask_string_scan(const struct mask_db *db, const char *s, size_t len)
+{
     struct buf b = {0};
     b.cap = len + 64;
     b.data = xmalloc(b.cap);
     int r = mask_text(db, (const uint8_t *)s, len, &b, NULL);
     if (r < 0) {
         free(b.data);
-        return xstrdup("[REDACTED:unscannable]"); /* fail closed */
+        return NULL;
     }
     if (r == 0) buf_append(&b, s, len);
     buf_append_u8(&b, 0);
     return (char *)b.data;
+}
+
+char *mask_string(const struct mask_db *db, const char *s)
+{
+    if (!s) return NULL;
+    if (!db) return xstrdup(s);
+    size_t len = strlen(s);
+    struct memo *m = NULL;
+    if (len <= MEMO_MAX) {
+        if (!tl_memo) tl_memo = xcalloc(MEMO_SLOTS, sizeof *tl_memo);
+        m = &tl_memo[memo_slot(s, len)];
+        if (m->db_id == db->id && m->len == len && memcmp(m->text, s, len) == 0)
+            return xstrdup(m->text + len + 1);
+    }
+    char *r = mask_string_scan(db, s, len);
+    if (!r) return xstrdup("[REDACTED:unscannable]"); /* fail closed; not remembered */
+    if (m) {
+        size_t rl = strlen(r);
+        m->text = xrealloc(m->text, len + 1 + rl + 1);
+        memcpy(m->text, s, len + 1);
+        memcpy(m->text + len + 1, r, rl + 1);
+        m->len = len;
+        m->db_id = db->id;
+    }
+    return r;
 }

@@ -11,6 +11,8 @@
  */
 #include "mask/validate.h"
 
+#include "mask/mask.h"
+
 #include <string.h>
 
 #include <openssl/evp.h>
@@ -26,9 +28,14 @@ static inline bool is_alnum(uint8_t c)
     return is_digit(c) || (c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z');
 }
 
-static void put(struct buf *out, const char *s)
+static inline void put_u8(struct buf *out, uint8_t c)
 {
-    buf_append(out, s, strlen(s));
+    mask_put(out, &c, 1);
+}
+
+static inline void put(struct buf *out, const char *s)
+{
+    mask_put(out, s, strlen(s));
 }
 
 enum cfg_mask_form mask_kind_default_form(enum mask_kind kind)
@@ -104,7 +111,7 @@ static void form_hash(const struct mask_form_key *key, enum mask_kind kind, cons
         h[2 + 2 * i] = hex[md[i] >> 4];
         h[3 + 2 * i] = hex[md[i] & 15];
     }
-    buf_append(out, h, sizeof h);
+    mask_put(out, h, sizeof h);
 }
 
 static bool form_email(const uint8_t *s, size_t n, struct buf *out)
@@ -119,15 +126,15 @@ static bool form_email(const uint8_t *s, size_t n, struct buf *out)
     size_t first = 1; /* the first character, whole when it is multi-byte UTF-8 */
     while (first < (size_t)(at - s) && (s[first] & 0xC0) == 0x80)
         first++;
-    buf_append(out, s, first);
+    mask_put(out, s, first);
     put(out, "***");
-    buf_append(out, at, n - (size_t)(at - s));
+    mask_put(out, at, n - (size_t)(at - s));
     return true;
 }
 
 static void put_last4(struct buf *out, const uint8_t *d, size_t k)
 {
-    buf_append(out, d + k - 4, 4);
+    mask_put(out, d + k - 4, 4);
 }
 
 static bool form_card(const uint8_t *s, size_t n, struct buf *out)
@@ -175,7 +182,7 @@ static bool form_phone(const uint8_t *s, size_t n, struct buf *out)
     }
     if (cc && cc + 4 <= k) {
         put(out, "+");
-        buf_append(out, d, cc);
+        mask_put(out, d, cc);
         put(out, " ");
     }
     put(out, "***-***-");
@@ -195,9 +202,9 @@ static bool form_iban(const uint8_t *s, size_t n, struct buf *out)
     if (k < 12 || !(a[0] >= 'A' && a[0] <= 'Z') || !(a[1] >= 'A' && a[1] <= 'Z') ||
         !is_digit(a[2]) || !is_digit(a[3]))
         return false;
-    buf_append(out, a, 4);
+    mask_put(out, a, 4);
     put(out, "****");
-    buf_append(out, a + k - 4, 4);
+    mask_put(out, a + k - 4, 4);
     return true;
 }
 
@@ -205,7 +212,7 @@ static bool form_ipv4(const uint8_t *s, size_t n, struct buf *out)
 {
     if (!mask_valid_ipv4(s, n)) return false;
     const uint8_t *dot = memchr(s, '.', n);
-    buf_append(out, s, (size_t)(dot - s));
+    mask_put(out, s, (size_t)(dot - s));
     put(out, ".*.*.*");
     return true;
 }
@@ -214,7 +221,7 @@ static bool form_ipv6(const uint8_t *s, size_t n, struct buf *out)
 {
     if (!mask_valid_ipv6(s, n)) return false;
     const uint8_t *c = memchr(s, ':', n);
-    buf_append(out, s, (size_t)(c - s));
+    mask_put(out, s, (size_t)(c - s));
     put(out, "::*");
     return true;
 }
@@ -232,11 +239,11 @@ static bool form_generic(const uint8_t *s, size_t n, struct buf *out)
         uint8_t c = s[i];
         if (is_alnum(c)) {
             seen++;
-            buf_append_u8(out, seen > alnum - 4 ? c : '*');
+            put_u8(out, seen > alnum - 4 ? c : '*');
         } else if (c >= 0x80) {
-            if ((c & 0xC0) != 0x80) buf_append_u8(out, '*');
+            if ((c & 0xC0) != 0x80) put_u8(out, '*');
         } else {
-            buf_append_u8(out, c < 0x20 ? '*' : c);
+            put_u8(out, c < 0x20 ? '*' : c);
         }
     }
     return true;

@@ -56,6 +56,7 @@ struct mask_col {
 
 struct mask_plan {
     unsigned n;
+    bool scans; /* some column is scanned by value as text (batched, see scan_slice) */
     struct mask_col cols[];
 };
 
@@ -275,6 +276,7 @@ int mask_plan_build(const struct mask_db *db, const uint8_t *body, size_t len,
     const struct cfg_masking *cfg = db ? mask_db_config(db) : NULL;
     struct mask_plan *p = xmalloc(sizeof *p + (size_t)nf * sizeof p->cols[0]);
     p->n = (unsigned)nf;
+    p->scans = false;
     bool any = false;
     size_t pos = 2;
     for (unsigned i = 0; i < p->n; i++) {
@@ -308,6 +310,9 @@ int mask_plan_build(const struct mask_db *db, const uint8_t *body, size_t len,
                                            .detector = -1};
         }
         if (p->cols[i].op != OP_SKIP) any = true;
+        if (p->cols[i].op == OP_SCAN || p->cols[i].op == OP_SCAN_JSONB ||
+            p->cols[i].op == OP_SCAN_GUESS)
+            p->scans = true;
     }
     if (pos != len) goto fail;
     if (!any) {
@@ -339,6 +344,17 @@ static void truncate_to(struct buf *b, size_t r)
     b->len = b->off + r;
 }
 
+/* The value length written as 0 at rel(out) == at becomes what was appended after it. */
+static inline void patch_len(struct buf *out, size_t at)
+{
+    uint32_t v = (uint32_t)(rel(out) - at - 4);
+    uint8_t *d = out->data + out->off + at;
+    d[0] = (uint8_t)(v >> 24);
+    d[1] = (uint8_t)(v >> 16);
+    d[2] = (uint8_t)(v >> 8);
+    d[3] = (uint8_t)v;
+}
+
 static bool looks_like_text(const uint8_t *s, size_t n)
 {
     for (size_t i = 0; i < n; i++)
@@ -359,7 +375,7 @@ struct row_out {
 
 static void row_flush(struct row_out *w, size_t upto)
 {
-    if (upto > w->emitted) buf_append(w->out, w->body + w->emitted, upto - w->emitted);
+    if (upto > w->emitted) mask_put(w->out, w->body + w->emitted, upto - w->emitted);
     w->emitted = upto;
 }
 
@@ -370,6 +386,82 @@ static void row_start(struct row_out *w, size_t upto)
     w->started = true;
     w->emitted = 0;
     row_flush(w, upto);
+}
+
+/* The text that detection by value scans in a value of a column with op, at v + *pre; false
+ * when the value is not scanned as text (other ops, empty text, binary that is not text).
+ * mask_row_rewrite and batch_fill both choose values with it, so a batch holds exactly the
+ * values the rows will ask for, in order. */
+static bool scan_slice(enum col_op op, const uint8_t *v, size_t n, size_t *pre)
+{
+    *pre = 0;
+    switch (op) {
+    case OP_SCAN:
+        return n > 0;
+    case OP_SCAN_JSONB:
+        *pre = 1;
+        return n > 1 && v[0] == 1;
+    case OP_SCAN_GUESS:
+        return n > 0 && looks_like_text(v, n);
+    default:
+        return false;
+    }
+}
+
+static const struct mask_col scan_all = {.op = OP_SCAN, .detector = -1};
+
+/* Add the scanned values of one DataRow (body) to the batch; false when the row is malformed,
+ * does not match the plan or does not fit whole (its values may then be partly added). */
+static bool batch_add_row(const struct mask_plan *plan, const uint8_t *body, size_t len)
+{
+    if (len < 2) return false;
+    int16_t nc = (int16_t)pg_get_u16(body);
+    if (nc < 0 || (plan && (unsigned)nc != plan->n)) return false;
+    size_t pos = 2;
+    for (int i = 0; i < nc; i++) {
+        if (len - pos < 4) return false;
+        int32_t l = (int32_t)mask_get_u32(body + pos);
+        pos += 4;
+        if (l < 0) continue;
+        if ((size_t)l > len - pos) return false;
+        const uint8_t *v = body + pos;
+        pos += (size_t)l;
+        size_t pre;
+        const struct mask_col *c = plan ? &plan->cols[i] : &scan_all;
+        if (scan_slice((enum col_op)c->op, v, (size_t)l, &pre) &&
+            !mask_batch_add(v + pre, (size_t)l - pre))
+            return false;
+    }
+    return pos == len;
+}
+
+/* Start a batch with this DataRow's values and those of the DataRows after it in the `ahead`
+ * bytes, up to the batch's size; then scan it. On failure the batch is empty and values are
+ * scanned one by one. */
+static void batch_fill(const struct mask_db *db, const struct mask_plan *plan, const uint8_t *body,
+                       size_t len, size_t ahead)
+{
+    mask_batch_reset();
+    if (!mask_db_batchable(db)) return;
+    if (batch_add_row(plan, body, len)) {
+        const uint8_t *p = body + len;
+        while (ahead >= 5 && p[0] == 'D') {
+            uint32_t ml = mask_get_u32(p + 1);
+            if (ml < 4 || ml - 4 > ahead - 5) break; /* not whole in memory */
+            if (!batch_add_row(plan, p + 5, ml - 4)) break;
+            p += 1 + (size_t)ml;
+            ahead -= 1 + (size_t)ml;
+        }
+    }
+    (void)mask_batch_scan(db);
+}
+
+/* mask_text for a value of the row being rewritten, from the batch when it holds it. */
+static int scan_text(const struct mask_db *db, const uint8_t *s, size_t len, struct buf *out,
+                     struct mask_counts *counts)
+{
+    int r = mask_batch_take(db, s, len, out, counts);
+    return r == -2 ? mask_text(db, s, len, out, counts) : r;
 }
 
 /*
@@ -384,7 +476,7 @@ static int row_scan(struct row_out *w, const struct mask_db *db, size_t h, const
     if (n == 0) return 0;
     if (!w->started) {
         size_t mark = rel(out);
-        int r = mask_text(db, v, n, out, counts);
+        int r = scan_text(db, v, n, out, counts);
         if (r <= 0) {
             truncate_to(out, mark);
             return r;
@@ -412,14 +504,14 @@ static int row_scan(struct row_out *w, const struct mask_db *db, size_t h, const
     }
     row_flush(w, h);
     size_t at = rel(out);
-    buf_append_u32(out, 0);
-    if (npre) buf_append(out, pre, npre);
-    int r = mask_text(db, v, n, out, counts);
+    mask_put_u32(out, 0);
+    if (npre) mask_put(out, pre, npre);
+    int r = scan_text(db, v, n, out, counts);
     if (r <= 0) {
         truncate_to(out, at);
         return r;
     }
-    buf_patch_u32(out, out->off + at, (uint32_t)(rel(out) - at - 4));
+    patch_len(out, at);
     w->emitted = (size_t)(v - w->body) + n;
     return r;
 }
@@ -435,7 +527,7 @@ static void row_replace(struct row_out *w, const struct mask_db *db, const struc
     else
         row_flush(w, h);
     size_t at = rel(out);
-    buf_append_u32(out, 0);
+    mask_put_u32(out, 0);
     if (op == OP_ZERO) {
         buf_reserve(out, n);
         memset(out->data + out->len, 0, n);
@@ -444,13 +536,13 @@ static void row_replace(struct row_out *w, const struct mask_db *db, const struc
         const uint8_t *s = v;
         size_t sn = n;
         if (op == OP_VALUE_JSONB) {
-            buf_append_u8(out, 1);
+            mask_put(out, "\x01", 1);
             s++, sn--;
         }
         mask_value(db, c->detector, (enum cfg_mask_form)c->form, s, sn, out);
     }
     if (counts && c->detector >= 0 && c->detector < MASK_MAX_DETECTORS) counts->n[c->detector]++;
-    buf_patch_u32(out, out->off + at, (uint32_t)(rel(out) - at - 4));
+    patch_len(out, at);
     w->emitted = (size_t)(v - w->body) + n;
 }
 
@@ -463,15 +555,20 @@ static void row_replace_raw(struct row_out *w, size_t h, const uint8_t *v, const
         row_start(w, h);
     else
         row_flush(w, h);
-    buf_append_u32(out, (uint32_t)n);
-    buf_append(out, nv, n);
+    mask_put_u32(out, (uint32_t)n);
+    mask_put(out, nv, n);
     w->emitted = (size_t)(v - w->body) + n;
 }
 
-static const struct mask_col scan_all = {.op = OP_SCAN, .detector = -1};
-
 int mask_row_rewrite(const struct mask_db *db, const struct mask_plan *plan, const uint8_t *body,
                      size_t len, struct buf *out, struct mask_counts *counts)
+{
+    return mask_row_rewrite_ahead(db, plan, body, len, 0, out, counts);
+}
+
+int mask_row_rewrite_ahead(const struct mask_db *db, const struct mask_plan *plan,
+                           const uint8_t *body, size_t len, size_t ahead, struct buf *out,
+                           struct mask_counts *counts)
 {
     if (len < 2) return -1;
     int16_t nc = (int16_t)pg_get_u16(body);
@@ -482,7 +579,7 @@ int mask_row_rewrite(const struct mask_db *db, const struct mask_plan *plan, con
     size_t pos = 2;
     for (int i = 0; i < nc; i++) {
         if (len - pos < 4) return -1;
-        int32_t l = (int32_t)pg_get_u32(body + pos);
+        int32_t l = (int32_t)mask_get_u32(body + pos);
         pos += 4;
         if (l < -1) return -1;
         if (l > 0) {
@@ -491,12 +588,13 @@ int mask_row_rewrite(const struct mask_db *db, const struct mask_plan *plan, con
         }
     }
     if (pos != len) return -1;
+    if ((!plan || plan->scans) && !mask_batch_pending(db)) batch_fill(db, plan, body, len, ahead);
 
     struct row_out w = {.out = out, .body = body, .len = len, .base = rel(out)};
     pos = 2;
     for (int i = 0; i < nc; i++) {
         size_t h = pos;
-        int32_t l = (int32_t)pg_get_u32(body + pos);
+        int32_t l = (int32_t)mask_get_u32(body + pos);
         pos += 4;
         if (l < 0) continue; /* NULL stays NULL */
         const uint8_t *v = body + pos;
@@ -509,14 +607,13 @@ int mask_row_rewrite(const struct mask_db *db, const struct mask_plan *plan, con
         case OP_SKIP:
             break;
         case OP_SCAN:
-            r = row_scan(&w, db, h, NULL, 0, v, n, counts);
-            break;
         case OP_SCAN_JSONB:
-            if (n >= 1 && v[0] == 1) r = row_scan(&w, db, h, v, 1, v + 1, n - 1, counts);
+        case OP_SCAN_GUESS: {
+            size_t pre;
+            if (scan_slice(op, v, n, &pre))
+                r = row_scan(&w, db, h, v, pre, v + pre, n - pre, counts);
             break;
-        case OP_SCAN_GUESS:
-            if (looks_like_text(v, n)) r = row_scan(&w, db, h, NULL, 0, v, n, counts);
-            break;
+        }
         case OP_VALUE_GUESS:
             if (n == 0) break;
             row_replace(&w, db, c, looks_like_text(v, n) ? OP_VALUE : OP_ZERO, h, v, n, counts);

@@ -142,7 +142,14 @@ enum hold_action relay_mask_server(struct session *s, uint8_t type, const uint8_
         if (!db || !mask_on(s)) return HOLD_FORWARD;
         if (s->plan_known && !s->plan) return HOLD_FORWARD; /* no column needs looking at */
         struct buf *out = session_out_buf(&s->cl_out);
-        int r = mask_row_rewrite(db, s->plan_known ? s->plan : NULL, body, len, out, counts(s));
+        /* The messages after this one already read from the server: their rows are scanned
+         * in one batch with this one (mask_row_rewrite_ahead). */
+        const struct buf *in = s->sv.in;
+        size_t ahead = 0;
+        if (in && body >= in->data + in->off && body + len <= in->data + in->len)
+            ahead = (size_t)(in->data + in->len - (body + len));
+        int r = mask_row_rewrite_ahead(db, s->plan_known ? s->plan : NULL, body, len, ahead, out,
+                                       counts(s));
         if (r < 0 && s->plan_known && s->plan) /* rows of another portal: scan every value */
             r = mask_row_rewrite(db, NULL, body, len, out, counts(s));
         if (r < 0) {

@@ -388,6 +388,44 @@ static void test_hash_form(void **state)
     mask_db_free(a), mask_db_free(a2), mask_db_free(b), mask_db_free(r1), mask_db_free(r2);
 }
 
+/* mask_string remembers recent texts per thread: a repeated text, texts that share a slot,
+ * a text seen under another db and a text too long to remember all give what mask_text gives
+ * for them afresh. */
+static void test_mask_string_memo(void **state)
+{
+    (void)state;
+    struct cfg_masking cfg = {0};
+    struct mask_db *db = build(&cfg);
+    cfg.form = CFG_FORM_FULL;
+    struct mask_db *full = build(&cfg);
+    char txt[2200];
+    for (int round = 0; round < 3; round++) {
+        for (int i = 0; i < 200; i++) {
+            int n = snprintf(txt, sizeof txt, "SELECT %d FROM t WHERE mail = '%s%d@example.com'", i,
+                             i % 3 ? "user" : "", i);
+            if (i % 50 == 0) { /* longer than what is remembered */
+                memset(txt + n, ' ', 1500);
+                snprintf(txt + n + 1500, sizeof txt - (size_t)n - 1500, "bob@example.org");
+            }
+            struct mask_db *d = i % 7 ? db : full;
+            char *got = mask_string(d, txt);
+            struct buf b = {0};
+            b.cap = strlen(txt) + 256;
+            b.data = malloc(b.cap);
+            assert_true(mask_text(d, (const uint8_t *)txt, strlen(txt), &b, NULL) > 0);
+            buf_append_u8(&b, 0);
+            assert_string_equal(got, (char *)b.data);
+            char raw[64];
+            snprintf(raw, sizeof raw, "%s%d@example.com", i % 3 ? "user" : "", i);
+            assert_null(strstr(got, raw));
+            free(b.data);
+            free(got);
+        }
+    }
+    mask_db_free(db);
+    mask_db_free(full);
+}
+
 static void test_form_full_override(void **state)
 {
     (void)state;
@@ -607,17 +645,12 @@ static void test_threads(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_positives),
-        cmocka_unit_test(test_negatives_untouched),
-        cmocka_unit_test(test_validators),
-        cmocka_unit_test(test_forms_whole_values),
-        cmocka_unit_test(test_hash_form),
-        cmocka_unit_test(test_form_full_override),
-        cmocka_unit_test(test_custom_detectors),
-        cmocka_unit_test(test_build_errors),
-        cmocka_unit_test(test_detector_subset_and_names),
-        cmocka_unit_test(test_utf8_and_overlaps),
-        cmocka_unit_test(test_mask_text_contract),
+        cmocka_unit_test(test_positives),         cmocka_unit_test(test_negatives_untouched),
+        cmocka_unit_test(test_validators),        cmocka_unit_test(test_forms_whole_values),
+        cmocka_unit_test(test_hash_form),         cmocka_unit_test(test_form_full_override),
+        cmocka_unit_test(test_mask_string_memo),  cmocka_unit_test(test_custom_detectors),
+        cmocka_unit_test(test_build_errors),      cmocka_unit_test(test_detector_subset_and_names),
+        cmocka_unit_test(test_utf8_and_overlaps), cmocka_unit_test(test_mask_text_contract),
         cmocka_unit_test(test_threads),
     };
     int r = cmocka_run_group_tests(tests, NULL, NULL);

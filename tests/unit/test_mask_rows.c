@@ -510,6 +510,147 @@ static void test_row_scan_by_value(void **state)
     mask_plan_free(p);
 }
 
+/* Rows rewritten with the rows after them in memory (mask_row_rewrite_ahead: their values
+ * scanned in one batch) give, value for value, what mask_text() gives for that value alone,
+ * also when rows are skipped, another result's rows come between, or values do not fit one
+ * batch. */
+static const char *const ahead_pool[] = {
+    "alice@example.com",
+    "alice@",
+    "example.com",
+    "4111 1111 1111 1111",
+    "4111 1111",
+    "1111 1111",
+    "078-05-1120",
+    "call +1 415 555 2671 now",
+    "(415) 555-2671",
+    "DE89370400440532013000",
+    "-----BEGIN RSA PRIVATE KEY-----\nMIIEabc",
+    "xyz\n-----END RSA PRIVATE KEY----- after",
+    "password=hunter2xyz",
+    "token",
+    "=s3cr3tvalue",
+    "eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiIxIn0.c2lnbmF0dXJl",
+    "192.168.1.10",
+    "AKIAIOSFODNN7EXAMPLE",
+    "customer asked about order delivery refund pending review",
+    "order 12345 shipped 2024-01-02",
+    "",
+};
+#define AHEAD_POOL (sizeof ahead_pool / sizeof ahead_pool[0])
+
+/* A stream of n whole DataRow messages of 4 columns (int4, 3 text), values drawn by seed.
+ * shadow: every value replaced by as many 'x' (same lengths, nothing to detect). */
+static void put_value(struct buf *b, const char *s, size_t n, bool shadow)
+{
+    buf_append_u32(b, (uint32_t)n);
+    for (size_t i = 0; i < n; i++)
+        buf_append_u8(b, shadow ? 'x' : (uint8_t)s[i]);
+}
+
+static struct buf *ahead_stream(unsigned n, uint32_t seed, size_t *offs, bool shadow)
+{
+    static char big[3000];
+    memset(big, 'x', sizeof big);
+    memcpy(big + 1000, " bob@example.org ", 17);
+    struct buf *b = buf_get();
+    for (unsigned i = 0; i < n; i++) {
+        offs[i] = buf_avail(b);
+        size_t m = pg_msg_begin(b, 'D');
+        put_u16(b, 4);
+        buf_append_u32(b, 1);
+        buf_append_u8(b, '7');
+        for (unsigned c = 0; c < 3; c++) {
+            seed = seed * 1103515245u + 12345u;
+            unsigned k = (seed >> 16) % (AHEAD_POOL + 3);
+            if (k == AHEAD_POOL) { /* NULL */
+                buf_append_u32(b, (uint32_t)-1);
+            } else if (k == AHEAD_POOL + 1) { /* a NUL inside */
+                put_value(b, "a\0bob@example.com", 18, shadow);
+            } else if (k == AHEAD_POOL + 2) { /* large: batches fill up */
+                put_value(b, big, sizeof big, shadow);
+            } else {
+                put_value(b, ahead_pool[k], strlen(ahead_pool[k]), shadow);
+            }
+        }
+        pg_msg_end(b, m);
+    }
+    offs[n] = buf_avail(b);
+    return b;
+}
+
+/* Rewrite row i of stream st (with what follows it in memory) and check every column. */
+static void ahead_check_row(struct fx *f, const struct mask_plan *p, const struct buf *st,
+                            const size_t *offs, unsigned i, bool ahead)
+{
+    const uint8_t *m = bdata(st) + offs[i];
+    size_t len = offs[i + 1] - offs[i] - 5, after = buf_avail(st) - offs[i + 1];
+    f->out->off = f->out->len = 0;
+    int rc = ahead ? mask_row_rewrite_ahead(f->db, p, m + 5, len, after, f->out, NULL)
+                   : mask_row_rewrite(f->db, p, m + 5, len, f->out, NULL);
+    assert_true(rc == 0 || rc == 1);
+    struct row in, out;
+    parse_row_msg(m, offs[i + 1] - offs[i], &in);
+    if (rc == 0) {
+        assert_int_equal(f->out->len, 0);
+        out = in;
+    } else {
+        parse_row_msg(bdata(f->out), buf_avail(f->out), &out);
+    }
+    assert_int_equal(out.n, 4);
+    for (unsigned c = 0; c < 4; c++) {
+        if (in.len[c] < 0) {
+            assert_int_equal(out.len[c], -1);
+            continue;
+        }
+        if (in.len[c] == 0 || c == 0) {
+            assert_true(col_is(&out, c, in.val[c], (size_t)in.len[c]));
+            continue;
+        }
+        struct buf *want = buf_get();
+        int r = mask_text(f->db, in.val[c], (size_t)in.len[c], want, NULL);
+        assert_true(r >= 0);
+        if (r == 0)
+            assert_true(col_is(&out, c, in.val[c], (size_t)in.len[c]));
+        else
+            assert_true(col_is(&out, c, bdata(want), buf_avail(want)));
+        buf_put(want);
+    }
+}
+
+static void test_row_ahead_batch(void **state)
+{
+    struct fx *f = *state;
+    struct field fl[] = {{"id", 0, 0, T_INT4, 0},
+                         {"c1", 0, 0, T_TEXT, 0},
+                         {"c2", 0, 0, T_TEXT, 0},
+                         {"c3", 0, 0, T_VARCHAR, 0}};
+    struct mask_plan *p;
+    assert_int_equal(plan_of(f, fl, 4, NULL, NULL, &p), 0);
+    enum { N = 400 };
+    static size_t oa[N + 1], ob[N + 1], os[N + 1];
+    struct buf *a = ahead_stream(N, 1, oa, false), *b = ahead_stream(N, 2, ob, false);
+    struct buf *sh = ahead_stream(N, 1, os, true); /* a's lengths, other bytes */
+    unsigned j = 0;
+    for (unsigned i = 0; i < N; i++) {
+        if (i % 53 == 5) continue;                                /* a row the relay dropped */
+        if (i % 7 == 3) ahead_check_row(f, p, sh, os, i, true);   /* same lengths as a's next */
+        if (i % 37 == 3) ahead_check_row(f, p, b, ob, j++, true); /* another session's row */
+        if (i % 41 == 7) ahead_check_row(f, p, b, ob, j++, false);
+        ahead_check_row(f, p, a, oa, i, true);
+        if (i % 97 == 0) ahead_check_row(f, NULL, a, oa, i, true); /* no plan: every value */
+    }
+    /* The same rows again, nothing skipped, and with no plan. */
+    for (unsigned i = 0; i < N; i++)
+        ahead_check_row(f, p, a, oa, i, true);
+    for (unsigned i = 0; i < N; i++)
+        ahead_check_row(f, NULL, b, ob, i, true);
+    buf_put(a);
+    buf_put(b);
+    buf_put(sh);
+    mask_plan_free(p);
+}
+
 /* A row rewritten into a buffer with bytes already pending near its end (compaction). */
 static void test_row_output_compaction(void **state)
 {
@@ -898,6 +1039,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_plan_malformed, setup, teardown),
         cmocka_unit_test_setup_teardown(test_row_by_field_name, setup, teardown),
         cmocka_unit_test_setup_teardown(test_row_scan_by_value, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_row_ahead_batch, setup, teardown),
         cmocka_unit_test_setup_teardown(test_row_output_compaction, setup, teardown),
         cmocka_unit_test_setup_teardown(test_row_malformed, setup, teardown),
         cmocka_unit_test_setup_teardown(test_row_no_plan, setup, teardown),
