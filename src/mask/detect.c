@@ -161,7 +161,6 @@ static __thread struct span *tl_sp;
 static __thread size_t tl_sp_cap;
 
 static void batch_free(void);
-static void memo_free(void);
 
 void mask_thread_release(void)
 {
@@ -173,7 +172,6 @@ void mask_thread_release(void)
     tl_sp = NULL;
     tl_sp_cap = 0;
     batch_free();
-    memo_free();
 }
 
 static int scratch_for(const struct mask_db *db)
@@ -1202,35 +1200,6 @@ void mask_value(const struct mask_db *db, int detector, enum cfg_mask_form form,
                     len, out);
 }
 
-/* mask_string's memo: the audit masks the normalized text of every statement, which repeats
- * (one text per prepared or parameterized statement), so this thread remembers the results
- * of recent texts up to MEMO_MAX bytes, direct-mapped by a hash of the text and checked
- * byte for byte. A result depends only on the db and the text. */
-#define MEMO_SLOTS 32
-#define MEMO_MAX 1024
-struct memo {
-    uint64_t db_id; /* 0: empty */
-    size_t len;     /* of the text */
-    char *text;     /* text, NUL, result, NUL (malloc'd) */
-};
-static __thread struct memo *tl_memo;
-
-static void memo_free(void)
-{
-    for (unsigned i = 0; tl_memo && i < MEMO_SLOTS; i++)
-        free(tl_memo[i].text);
-    free(tl_memo);
-    tl_memo = NULL;
-}
-
-static unsigned memo_slot(const char *s, size_t len)
-{
-    uint64_t h = 14695981039346656037ull;
-    for (size_t i = 0; i < len; i++)
-        h = (h ^ (uint8_t)s[i]) * 1099511628211ull;
-    return (unsigned)(h >> 32) % MEMO_SLOTS;
-}
-
 static char *mask_string_scan(const struct mask_db *db, const char *s, size_t len)
 {
     struct buf b = {0};
@@ -1250,23 +1219,6 @@ char *mask_string(const struct mask_db *db, const char *s)
 {
     if (!s) return NULL;
     if (!db) return xstrdup(s);
-    size_t len = strlen(s);
-    struct memo *m = NULL;
-    if (len <= MEMO_MAX) {
-        if (!tl_memo) tl_memo = xcalloc(MEMO_SLOTS, sizeof *tl_memo);
-        m = &tl_memo[memo_slot(s, len)];
-        if (m->db_id == db->id && m->len == len && memcmp(m->text, s, len) == 0)
-            return xstrdup(m->text + len + 1);
-    }
-    char *r = mask_string_scan(db, s, len);
-    if (!r) return xstrdup("[REDACTED:unscannable]"); /* fail closed; not remembered */
-    if (m) {
-        size_t rl = strlen(r);
-        m->text = xrealloc(m->text, len + 1 + rl + 1);
-        memcpy(m->text, s, len + 1);
-        memcpy(m->text + len + 1, r, rl + 1);
-        m->len = len;
-        m->db_id = db->id;
-    }
-    return r;
+    char *r = mask_string_scan(db, s, strlen(s));
+    return r ? r : xstrdup("[REDACTED:unscannable]"); /* fail closed */
 }

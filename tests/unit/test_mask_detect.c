@@ -388,10 +388,9 @@ static void test_hash_form(void **state)
     mask_db_free(a), mask_db_free(a2), mask_db_free(b), mask_db_free(r1), mask_db_free(r2);
 }
 
-/* mask_string remembers recent texts per thread: a repeated text, texts that share a slot,
- * a text seen under another db and a text too long to remember all give what mask_text gives
- * for them afresh. */
-static void test_mask_string_memo(void **state)
+/* mask_string gives what mask_text gives, text after text, under two databases, for short
+ * and long texts. */
+static void test_mask_string_like_mask_text(void **state)
 {
     (void)state;
     struct cfg_masking cfg = {0};
@@ -645,12 +644,18 @@ static void test_threads(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_positives),         cmocka_unit_test(test_negatives_untouched),
-        cmocka_unit_test(test_validators),        cmocka_unit_test(test_forms_whole_values),
-        cmocka_unit_test(test_hash_form),         cmocka_unit_test(test_form_full_override),
-        cmocka_unit_test(test_mask_string_memo),  cmocka_unit_test(test_custom_detectors),
-        cmocka_unit_test(test_build_errors),      cmocka_unit_test(test_detector_subset_and_names),
-        cmocka_unit_test(test_utf8_and_overlaps), cmocka_unit_test(test_mask_text_contract),
+        cmocka_unit_test(test_positives),
+        cmocka_unit_test(test_negatives_untouched),
+        cmocka_unit_test(test_validators),
+        cmocka_unit_test(test_forms_whole_values),
+        cmocka_unit_test(test_hash_form),
+        cmocka_unit_test(test_form_full_override),
+        cmocka_unit_test(test_mask_string_like_mask_text),
+        cmocka_unit_test(test_custom_detectors),
+        cmocka_unit_test(test_build_errors),
+        cmocka_unit_test(test_detector_subset_and_names),
+        cmocka_unit_test(test_utf8_and_overlaps),
+        cmocka_unit_test(test_mask_text_contract),
         cmocka_unit_test(test_threads),
     };
     int r = cmocka_run_group_tests(tests, NULL, NULL);
