@@ -123,6 +123,11 @@ int admin_port(void);
 /* Publish one committed audit event (one JSON object, no newline inside) to stream clients.
  * Copies it; never blocks on clients; a no-op while the server is not running. Thread-safe. */
 void admin_publish_event(const char *json_line);
+/* Is anyone interested in live events: a stream client connected, or one that left less than
+ * ADMIN_RESUME_SECONDS ago (an EventSource reconnecting resumes from its Last-Event-ID)? The
+ * audit's feed skips publishing otherwise. Thread-safe. */
+#define ADMIN_RESUME_SECONDS 60
+bool admin_events_wanted(void);
 
 /* Tests: send keepalive comments every ms milliseconds instead of 15 s. */
 void admin_set_keepalive_ms(unsigned ms);

@@ -38,6 +38,7 @@ static uint64_t floor_seq = 1; /* events below were evicted early for the byte b
 static bool stopping;
 static atomic_bool ring_open;
 static atomic_uint n_clients;
+static atomic_llong last_left_s; /* monotonic seconds when a stream client last left; 0 never */
 static atomic_uint keepalive_ms = 15000;
 
 static void ring_init(void)
@@ -294,6 +295,20 @@ static ssize_t sse_read(void *cls, uint64_t pos, char *buf, size_t max)
     }
 }
 
+static int64_t mono_s(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (int64_t)ts.tv_sec;
+}
+
+bool admin_events_wanted(void)
+{
+    if (atomic_load_explicit(&n_clients, memory_order_relaxed)) return true;
+    long long left = atomic_load_explicit(&last_left_s, memory_order_relaxed);
+    return left && mono_s() - left < ADMIN_RESUME_SECONDS;
+}
+
 static void sse_free(void *cls)
 {
     struct sse_client *s = cls;
@@ -303,6 +318,7 @@ static void sse_free(void *cls)
     free(s->decision);
     free(s->out);
     free(s);
+    atomic_store(&last_left_s, (long long)mono_s());
     atomic_fetch_sub(&n_clients, 1);
     metrics_gauge_add(M_ADMIN_SSE_CLIENTS, 0, 0, -1);
 }
