@@ -177,7 +177,7 @@ def main(argv):
         print(f"  {'mode':<42} {'lat ms':>8} {'TPS':>8} {'rounds lat ms':>15}")
         names = [("direct", "direct"), ("pgbouncer", "PgBouncer"),
                  ("noaudit", "sluice, audit off"),
-                 ("sluice", "sluice, audit on (write waits for commit)")]
+                 ("sluice", "sluice, audit on (event journaled first)")]
         for m, label in names:
             if not R.has(w, m):
                 continue
@@ -186,7 +186,7 @@ def main(argv):
             print(f"  {label:<42} {fmt(R.lat(w, m), '8.3f')} {fmt(R.tps(w, m), '8.0f')} {lr:>15}")
         on, off = R.lat(w, "sluice"), R.lat(w, "noaudit")
         if not math.isnan(on) and not math.isnan(off):
-            print(f"  durable audit wait: +{on - off:.3f} ms per write "
+            print(f"  durable audit cost: +{on - off:.3f} ms per write "
                   f"(audit on/off latency {fmt(ratio(on, off), '4.2f')})")
 
     # ---- relay

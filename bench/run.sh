@@ -27,8 +27,8 @@
 #   large-result      (not by default) bench/large.sql, 100,000 generated rows, 2 clients
 #                                                    direct pgbouncer sluice
 #   write-latency     bench/update.sql: one single-row UPDATE per transaction, -c 1 -j 1
-#                     -M simple: the latency of one write, which an audited sluice parks
-#                     until its audit event is committed
+#                     -M simple: the latency of one write, whose audit event an audited
+#                     sluice appends to its journal before forwarding it
 #                                                    direct pgbouncer sluice noaudit
 # Before the throughput runs the whole pii table is fetched direct, as `bench` and as
 # `bench-raw`, and bench/pii.py checks that every sensitive value came back masked for `bench`
