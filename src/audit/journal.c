@@ -242,7 +242,7 @@ long audit_journal_replay(struct audit_journal *j, uint64_t after, audit_journal
         }
         free(data);
     }
-    qsort(list, n, sizeof *list, replayed_cmp);
+    if (n) qsort(list, n, sizeof *list, replayed_cmp);
     long count = 0;
     for (size_t k = 0; k < n; k++) {
         if (k && list[k].seq == list[k - 1].seq) { /* cannot happen: appended once */

@@ -28,6 +28,8 @@
 #include <time.h>
 #include <unistd.h>
 
+#include <cjson/cJSON.h>
+
 #include "audit/audit_int.h"
 #include "core/buf.h"
 #include "core/log.h"
@@ -71,6 +73,7 @@ static struct writer {
     int64_t last_prune_us;
     uint64_t lost_reported;
     int64_t give_up_at; /* while stopping with a failing store */
+    bool gave_up;       /* a batch was given up: the journal must keep what it holds */
 
     atomic_bool disabled;
     atomic_bool fail_open;
@@ -375,13 +378,16 @@ static bool write_batch(struct batch *b, bool once)
     if (!ok) {
         atomic_fetch_add(&W.lost, n);
         log_error("audit: gave up writing %u events at shutdown: the store is failing", n);
+        W.gave_up = true;
         return false;
     }
     memcpy(W.prev_hash, b->hash[n - 1], AUDIT_HASH_HEX);
     atomic_store_explicit(&W.committed, b->recs[n - 1]->seq, memory_order_release);
     atomic_fetch_add(&W.written, n);
     atomic_store(&W.healthy, true);
-    if (W.journal) audit_journal_committed(W.journal, b->recs[n - 1]->seq);
+    /* Recovery (once) empties the journal itself, after its last batch; after a given-up
+     * batch the journal keeps everything for the next start. */
+    if (W.journal && !once && !W.gave_up) audit_journal_committed(W.journal, b->recs[n - 1]->seq);
 
     pthread_mutex_lock(&W.sub_mu);
     uint64_t one = 1;
@@ -581,6 +587,7 @@ struct recovery {
 static void recovered_one(void *ctx, uint64_t seq, struct audit_rec *rec)
 {
     struct recovery *r = ctx;
+    if (!rec->ev.detail) rec->ev.detail = "recovered from the audit journal";
     if (r->n + 1 >= r->cap) {
         r->cap = r->cap ? r->cap * 2 : 64;
         r->recs = xrealloc(r->recs, r->cap * sizeof *r->recs);
@@ -589,49 +596,64 @@ static void recovered_one(void *ctx, uint64_t seq, struct audit_rec *rec)
     r->last_seq = seq;
 }
 
+/* A recovery's closing events_lost event carries, as `ref`, the last journal sequence number
+ * it committed. When the store ends with one, a crash came between that commit and emptying
+ * the journal: what the journal holds up to there is in the store already. */
+static int last_recovered_cb(void *ctx, const struct store_event *ev)
+{
+    uint64_t *through = ctx;
+    *through = 0;
+    if (strcmp(ev->kind, "events_lost") != 0) return 0;
+    cJSON *o = cJSON_ParseWithLength(ev->body, ev->body_len);
+    const cJSON *ref = cJSON_GetObjectItemCaseSensitive(o, "ref");
+    if (cJSON_IsNumber(ref) && ref->valuedouble > 0) *through = (uint64_t)ref->valuedouble;
+    cJSON_Delete(o);
+    return 0;
+}
+
 /*
- * Commit what a crash left in the journal and the store lacks (everything after *last), then
- * empty the journal. The events are numbered on from the store's last one, since the events
- * between them that were never durable (reads, results, session events of the last moments)
- * are gone; an events_lost event says how many at least. *last moves to the new end.
+ * Commit what a crash left in the journal and the store lacks (everything after *last), in
+ * one store transaction, then empty the journal. The events are numbered on from the store's
+ * last one, since the events between them that were never durable (reads, results, session
+ * events of the last moments) are gone; a closing events_lost event says how many at least,
+ * and records the last journal sequence number committed (ref). *last moves to the new end.
  */
 static int journal_recover(uint64_t *last, char *err, size_t errlen)
 {
     struct recovery rc = {0};
-    long n = audit_journal_replay(W.journal, *last, recovered_one, &rc, err, errlen);
+    uint64_t after = *last, through = 0;
+    if (*last && store_events_scan(W.st, *last - 1, last_recovered_cb, &through) == 0 &&
+        through > after)
+        after = through;
+    long n = audit_journal_replay(W.journal, after, recovered_one, &rc, err, errlen);
     if (n < 0) return -1;
     int ret = 0;
     if (n > 0) {
-        uint64_t missing = rc.last_seq - *last - (uint64_t)n;
-        char detail[200];
-        snprintf(detail, sizeof detail,
-                 "unclean stop: %ld events recovered from the audit journal; at least %llu events "
-                 "not yet committed (reads, statement results, session events) were lost",
-                 n, (unsigned long long)missing);
-        struct audit_event ev = {.kind = AUDIT_EVENTS_LOST, .detail = detail};
+        uint64_t missing = rc.last_seq - after - (uint64_t)n;
+        char detail[240];
+        int k = snprintf(detail, sizeof detail,
+                         "unclean stop: %ld events recovered from the audit journal", n);
+        if (missing)
+            snprintf(detail + k, sizeof detail - (size_t)k,
+                     "; at least %llu events not yet committed (reads, statement results, "
+                     "session events) were lost",
+                     (unsigned long long)missing);
+        struct audit_event ev = {.kind = AUDIT_EVENTS_LOST, .detail = detail, .ref = rc.last_seq};
         rc.recs[rc.n++] = audit_rec_new(&ev);
         struct batch b;
-        batch_init(&b, BATCH_MAX);
-        size_t done = 0;
-        while (done < rc.n && ret == 0) {
-            b.n = 0;
-            for (; done < rc.n && b.n < BATCH_MAX; done++) {
-                rc.recs[done]->seq = ++*last;
-                b.recs[b.n++] = rc.recs[done];
-            }
-            if (!write_batch(&b, true)) {
-                pthread_mutex_lock(&W.err_mu);
-                snprintf(err, errlen, "audit: committing the events of the journal: %s",
-                         W.last_error);
-                pthread_mutex_unlock(&W.err_mu);
-                ret = -1;
-            }
+        batch_init(&b, (unsigned)rc.n);
+        for (size_t i = 0; i < rc.n; i++) {
+            rc.recs[i]->seq = ++*last;
+            b.recs[b.n++] = rc.recs[i];
+        }
+        if (!write_batch(&b, true)) {
+            pthread_mutex_lock(&W.err_mu);
+            snprintf(err, errlen, "audit: committing the events of the journal: %s", W.last_error);
+            pthread_mutex_unlock(&W.err_mu);
+            ret = -1;
         }
         batch_free(&b);
-        if (ret == 0)
-            log_warn("audit: recovered %ld events from the journal after an unclean stop; at "
-                     "least %llu uncommitted events were lost",
-                     n, (unsigned long long)missing);
+        if (ret == 0) log_warn("audit: %s", detail);
     }
     for (size_t i = 0; i < rc.n; i++)
         free(rc.recs[i]);
@@ -676,6 +698,10 @@ int audit_start(const struct sluice_config *cfg, char *err, size_t errlen)
     }
     atomic_store(&W.disabled, false);
     if (store_open(&cfg->state, 0, &W.st, err, errlen) != 0) return -1;
+    /* First: the journal's lock keeps a second sluice away from this store and its JSONL. */
+    if (audit_journal_open(cfg->state.path && *cfg->state.path ? cfg->state.path : "sluice.db",
+                           &W.journal, err, errlen) != 0)
+        goto fail;
     uint64_t last = 0;
     char hash[STORE_HASH_HEX];
     if (store_events_last(W.st, &last, hash) != 0) {
@@ -720,15 +746,13 @@ int audit_start(const struct sluice_config *cfg, char *err, size_t errlen)
     W.retention_s = ac->retention;
     W.last_prune_us = 0;
     W.give_up_at = 0;
+    W.gave_up = false;
     W.lost_reported = 0;
     char host[64] = "localhost";
     gethostname(host, sizeof host - 1);
     host[sizeof host - 1] = 0;
     snprintf(W.instance, sizeof W.instance, "%s:%d", host, (int)getpid());
-    if (audit_journal_open(cfg->state.path && *cfg->state.path ? cfg->state.path : "sluice.db",
-                           &W.journal, err, errlen) != 0 ||
-        journal_recover(&last, err, errlen) != 0)
-        goto fail;
+    if (journal_recover(&last, err, errlen) != 0) goto fail;
     W.next_seq = last + 1;
     W.cap = ac->queue ? ac->queue : 65536;
     W.ring = xcalloc(W.cap, sizeof *W.ring);
@@ -769,7 +793,7 @@ void audit_stop(void)
     pthread_mutex_lock(&W.mu);
     W.running = false;
     W.stopping = false;
-    bool all_written = W.count == 0;
+    bool all_written = !W.gave_up && atomic_load(&W.committed) + 1 == W.next_seq;
     for (; W.count; W.count--) { /* only when the writer gave up */
         free(W.ring[W.head]);
         W.head = (W.head + 1) % W.cap;

@@ -984,6 +984,21 @@ static void test_journal_recovery(void **state)
     assert_true(r.intact);
     assert_int_equal(r.last_seq, last + 3);
     store_close(st);
+
+    /* A crash after that commit but before the journal was emptied: the next start finds the
+     * same records again, and must not commit them twice. */
+    assert_int_equal(audit_journal_open(e->db, &j, err, sizeof err), 0);
+    journal_put(j, last + 2, "UPDATE t SET a = $1 /* second */");
+    journal_put(j, last + 4, "UPDATE t SET a = $1 /* fourth */");
+    audit_journal_close(j);
+    assert_int_equal(audit_start(&e->cfg, err, sizeof err), 0);
+    audit_stop();
+    st = open_ro(e->db);
+    memset(&b, 0, sizeof b);
+    assert_int_equal(store_events_scan(st, last, collect_body, &b), 0);
+    assert_int_equal(b.n, 3);
+    store_close(st);
+    assert_int_equal(file_size(j0), 0);
     env_free(e);
 }
 
@@ -1016,6 +1031,39 @@ static void test_journal_durable_emit(void **state)
         usleep(1000);
     assert_int_equal(file_size(j0), 0);
     audit_stop();
+    env_free(e);
+}
+
+/* A stop while the store keeps failing gives up on what is queued, but the journal keeps the
+ * durable events for the next start. */
+static void test_journal_kept_when_stop_gives_up(void **state)
+{
+    (void)state;
+    struct env *e = env_new();
+    char err[256], j0[256];
+    snprintf(j0, sizeof j0, "%s.audit-journal.0", e->db);
+    assert_int_equal(audit_start(&e->cfg, err, sizeof err), 0);
+    store_test_fail_writes(true);
+    struct audit_event ev = {.kind = AUDIT_STATEMENT,
+                             .identity = "alice",
+                             .statement = "UPDATE t SET a = $1 /* kept */",
+                             .class_ = "write",
+                             .decision = "allow",
+                             .durable = true};
+    assert_true(audit_emit(&ev) > 0);
+    audit_stop(); /* gives up after 5 s */
+    assert_true(file_size(j0) > 0);
+    store_test_fail_writes(false);
+    assert_int_equal(audit_start(&e->cfg, err, sizeof err), 0);
+    audit_stop();
+    assert_int_equal(file_size(j0), 0);
+    struct store *st = open_ro(e->db);
+    struct bodies b = {0};
+    assert_int_equal(store_events_scan(st, 0, collect_body, &b), 0);
+    assert_int_equal(b.n, 2);
+    assert_non_null(strstr(b.body[0], "kept"));
+    assert_non_null(strstr(b.body[0], "recovered from the audit journal"));
+    store_close(st);
     env_free(e);
 }
 
@@ -1242,6 +1290,7 @@ int main(void)
         cmocka_unit_test(test_failing_store_and_queue_full),
         cmocka_unit_test(test_journal_recovery),
         cmocka_unit_test(test_journal_durable_emit),
+        cmocka_unit_test(test_journal_kept_when_stop_gives_up),
         cmocka_unit_test(test_disk_full_tmpfs),
         cmocka_unit_test(test_retention),
         cmocka_unit_test(test_disabled),
