@@ -3,11 +3,13 @@
  * to guess tokens. An address with ADMIN_FAIL_MAX failures inside one ADMIN_FAIL_WINDOW
  * (seconds, counted from its first failure) is refused with 429 before any token is checked,
  * until that window ends: a right guess then looks the same as a wrong one. A successful
- * sign-in does not reset the count. The table holds ADMIN_FAIL_SLOTS addresses; when it is
- * full, the address whose window is oldest makes room.
+ * sign-in does not reset the count. IPv6 clients are counted by their /64 (one host usually
+ * has a whole /64). The table holds ADMIN_FAIL_SLOTS addresses; when it is full, the oldest
+ * address that is not refused makes room, so that many addresses cannot free a refused one.
  */
 #include <netinet/in.h>
 #include <pthread.h>
+#include <stdbool.h>
 #include <string.h>
 
 #include "admin/admin_int.h"
@@ -15,8 +17,9 @@
 #define ADMIN_FAIL_SLOTS 256
 
 struct fail_slot {
-    unsigned char addr[16]; /* IPv6, or IPv4 mapped into it */
-    int64_t since;          /* start of the window (seconds); 0 = free slot */
+    unsigned char addr[16]; /* IPv6 /64, or IPv4 mapped into IPv6 */
+    bool used;
+    int64_t since; /* start of the window (seconds) */
     unsigned fails;
 };
 
@@ -29,6 +32,8 @@ static bool addr_key(const struct sockaddr *sa, unsigned char out[16])
     if (!sa) return false;
     if (sa->sa_family == AF_INET6) {
         memcpy(out, &((const struct sockaddr_in6 *)sa)->sin6_addr, 16);
+        static const unsigned char v4mapped[12] = {0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff};
+        if (memcmp(out, v4mapped, 12) != 0) memset(out + 8, 0, 8); /* the /64 */
         return true;
     }
     if (sa->sa_family == AF_INET) {
@@ -44,7 +49,7 @@ static bool addr_key(const struct sockaddr *sa, unsigned char out[16])
 static struct fail_slot *slot_find(const unsigned char key[16], int64_t now)
 {
     for (unsigned i = 0; i < ADMIN_FAIL_SLOTS; i++)
-        if (slots[i].since && now - slots[i].since < ADMIN_FAIL_WINDOW &&
+        if (slots[i].used && now - slots[i].since < ADMIN_FAIL_WINDOW &&
             memcmp(slots[i].addr, key, 16) == 0)
             return &slots[i];
     return NULL;
@@ -69,15 +74,20 @@ void admin_throttle_failed(const struct sockaddr *sa, int64_t now)
     pthread_mutex_lock(&fail_lock);
     struct fail_slot *s = slot_find(key, now);
     if (!s) {
-        s = &slots[0];
+        /* a free or expired slot, else the oldest not refused, else the oldest */
+        struct fail_slot *open = NULL, *oldest = &slots[0];
         for (unsigned i = 0; i < ADMIN_FAIL_SLOTS; i++) {
-            if (!slots[i].since || now - slots[i].since >= ADMIN_FAIL_WINDOW) {
-                s = &slots[i];
+            struct fail_slot *c = &slots[i];
+            if (!c->used || now - c->since >= ADMIN_FAIL_WINDOW) {
+                s = c;
                 break;
             }
-            if (slots[i].since < s->since) s = &slots[i];
+            if (c->fails < ADMIN_FAIL_MAX && (!open || c->since < open->since)) open = c;
+            if (c->since < oldest->since) oldest = c;
         }
+        if (!s) s = open ? open : oldest;
         memcpy(s->addr, key, 16);
+        s->used = true;
         s->since = now;
         s->fails = 0;
     }

@@ -49,6 +49,7 @@ struct audit_journal {
     unsigned cur;        /* the file appends go to */
     off_t size[2];       /* bytes of complete records */
     uint64_t max_seq[2]; /* highest seq in each file (0 when empty) */
+    bool torn[2];        /* a failed append could not be cut off: replay would stop there */
 };
 
 static uint64_t fnv1a(uint64_t h, const void *data, size_t len)
@@ -117,13 +118,21 @@ int audit_journal_append(struct audit_journal *j, uint64_t seq, const char *rec,
     struct iovec iov[2] = {{&h, sizeof h}, {(void *)rec, len}};
     pthread_mutex_lock(&j->mu);
     unsigned c = j->cur;
+    if (j->torn[c]) {
+        /* Nothing appended after torn bytes could be replayed: use the other file once it
+         * is empty, else refuse (the writer empties a file once the store holds it). */
+        if (j->size[1 - c] != 0 || j->torn[1 - c]) {
+            pthread_mutex_unlock(&j->mu);
+            errno = EIO;
+            return -1;
+        }
+        c = j->cur = 1 - c;
+    }
     size_t want = sizeof h + len;
     ssize_t n = writev(j->fd[c], iov, 2);
     if (n != (ssize_t)want) {
         int e = n < 0 ? errno : ENOSPC;
-        if (n > 0 && ftruncate(j->fd[c], j->size[c]) != 0) {
-            /* the torn record stays; replay stops at it, and so would the next append's */
-        }
+        if (n > 0 && ftruncate(j->fd[c], j->size[c]) != 0) j->torn[c] = true;
         pthread_mutex_unlock(&j->mu);
         errno = e;
         return -1;
@@ -138,22 +147,24 @@ void audit_journal_committed(struct audit_journal *j, uint64_t seq)
 {
     pthread_mutex_lock(&j->mu);
     unsigned other = 1 - j->cur;
-    bool empty_other = j->size[other] > 0 && j->max_seq[other] <= seq;
+    bool empty_other = (j->size[other] > 0 || j->torn[other]) && j->max_seq[other] <= seq;
     pthread_mutex_unlock(&j->mu);
     /* Nobody appends to the other file: only this thread switches files. */
     if (empty_other && ftruncate(j->fd[other], 0) == 0) {
         pthread_mutex_lock(&j->mu);
         j->size[other] = 0;
         j->max_seq[other] = 0;
+        j->torn[other] = false;
         pthread_mutex_unlock(&j->mu);
     }
     pthread_mutex_lock(&j->mu);
     unsigned c = j->cur;
-    if (j->size[c] > 0 && j->max_seq[c] <= seq) {
+    if ((j->size[c] > 0 || j->torn[c]) && j->max_seq[c] <= seq) {
         /* everything appended is committed: empty the file (small, or idle) */
         if (ftruncate(j->fd[c], 0) == 0) {
             j->size[c] = 0;
             j->max_seq[c] = 0;
+            j->torn[c] = false;
         }
     } else if (j->size[c] >= JOURNAL_ROTATE && j->size[1 - c] == 0) {
         j->cur = 1 - c;
@@ -172,6 +183,7 @@ int audit_journal_reset(struct audit_journal *j)
         }
         j->size[i] = 0;
         j->max_seq[i] = 0;
+        j->torn[i] = false;
     }
     j->cur = 0;
     pthread_mutex_unlock(&j->mu);

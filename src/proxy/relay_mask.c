@@ -220,19 +220,44 @@ enum hold_action relay_mask_server(struct session *s, uint8_t type, const uint8_
         return HOLD_REPLACE;
     }
     case 'V': { /* FunctionCallResponse: int32 length (-1 = NULL), the value; scanned by value */
-        if (!db || !mask_on(s) || len < 4 || pg_get_u32(body) != len - 4) return HOLD_FORWARD;
+        if (!db || !mask_on(s)) return HOLD_FORWARD;
+        if (len == 4 && pg_get_u32(body) == UINT32_MAX) return HOLD_FORWARD; /* NULL */
         struct buf *out = session_out_buf(&s->cl_out);
+        if (len < 4 || pg_get_u32(body) != len - 4) {
+            /* A result the codec cannot read never leaves unmasked. */
+            log_warn("session %llu: malformed FunctionCallResponse from the server withheld",
+                     (unsigned long long)s->id);
+            pg_put_error(out, "ERROR", "XX000",
+                         "sluice: a malformed function result from the server was withheld", NULL,
+                         NULL);
+            return HOLD_REPLACE;
+        }
+        if (s->fastpath_binary) { /* binary: detected values starred in place, same length */
+            size_t mark = out->len - out->off;
+            buf_append_u8(out, 'V');
+            buf_append_u32(out, (uint32_t)(len + 4));
+            buf_append(out, body, len);
+            int r = mask_text_inplace(db, out->data + out->off + mark + 9, len - 4, counts(s));
+            if (r <= 0) out->len = out->off + mark; /* unchanged: forward the original */
+            if (r < 0) goto unscannable;
+            return r > 0 ? HOLD_REPLACE : HOLD_FORWARD;
+        }
         size_t m = pg_msg_begin(out, 'V');
         size_t at = out->len - out->off; /* relative: appending may compact the buffer */
         buf_append_u32(out, 0);
         int r = mask_text(db, body + 4, len - 4, out, counts(s));
         if (r <= 0) {
-            out->len = out->off + m;        /* drop the half-built message */
-            if (r < 0) return HOLD_REPLACE; /* unscannable: withheld */
+            out->len = out->off + m; /* drop the half-built message */
+            if (r < 0) goto unscannable;
             return HOLD_FORWARD;
         }
         buf_patch_u32(out, out->off + at, (uint32_t)(out->len - out->off - at - 4));
         pg_msg_end(out, m);
+        return HOLD_REPLACE;
+    unscannable:
+        pg_put_error(out, "ERROR", "XX000",
+                     "sluice: the function result could not be masked and was withheld", NULL,
+                     NULL);
         return HOLD_REPLACE;
     }
     case 'E':

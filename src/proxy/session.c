@@ -1376,6 +1376,8 @@ static enum hold_action on_client_statement(struct session *s, uint8_t type, con
     }
     case 'F': {
         s->statements++;
+        /* the message ends with the result format: 1 = binary (relay_mask.c) */
+        s->fastpath_binary = len >= 2 && body[len - 2] == 0 && body[len - 1] == 1;
         const char *decision, *rule;
         bool ok;
         if (relay_audit_on(s) && !audit_healthy() && !audit_fail_open()) {
@@ -1614,6 +1616,11 @@ static bool relay_scan(struct session *s, struct side *src, bool from_client, co
             }
         }
         bool hold = from_client ? client_holds(s, h.type) : server_holds(s, h.type);
+        if (hold && !from_client && h.type == 'V' && h.len > HELD_ROW_MAX) {
+            *why = "a function result larger than 16 MiB cannot be masked";
+            s->server_fault = "54000";
+            return false;
+        }
         if (hold && !from_client && h.type == 'D' && h.len > HELD_ROW_MAX) {
             /* Too large to hold whole: never sent unmasked, else streamed undigested. */
             if (relay_mask_holds(s, 'D')) {

@@ -152,6 +152,7 @@ struct session {
     /* A parked client message (at cl.in->off + cl.fwd) waits for an approval
      * (relay_approve.c); nothing more is read from the client meanwhile. */
     bool parked;
+    bool fastpath_binary;      /* the last FunctionCall asked for a binary result */
     bool park_ready;           /* woken: the next hook call for it applies park_act */
     enum hold_action park_act; /* FORWARD, or REPLACE with a placeholder */
 

@@ -512,11 +512,20 @@ def test_fast_path_call_is_audited_and_masked(workdir, certs, pg, sluice_only, s
         assert PII["email"] not in value and "@" in value, value
         t, _ = c.read_msg()
         assert t == b"Z"
+        # a binary result (libpq's large objects ask for those): starred in place, same length
+        c.send(pgwire.message(b"F", struct.pack("!IhhhI", oid, 1, 0, 2, len(a)) + a +
+                              struct.pack("!I", len(b)) + b + struct.pack("!h", 1)))
+        t, payload = c.read_msg()
+        assert t == b"V", (t, payload)
+        (n,) = struct.unpack("!i", payload[:4])
+        assert n == len(PII["email"]) and PII["email"].encode() not in payload, payload
+        t, _ = c.read_msg()
+        assert t == b"Z"
         c.close()
         time.sleep(0.3)
         calls = [e for e in export_events(sp)
                  if e["kind"] == "statement" and e.get("command") == "FUNCTION CALL"]
-        assert len(calls) == 1, calls
+        assert len(calls) == 2, calls
         assert calls[0]["statement"] == f"(fast-path call of function {oid})", calls[0]
         assert calls[0]["decision"] == "allow" and calls[0]["identity"] == BOB, calls[0]
         assert any(e["kind"] == "statement_end" and e.get("ref") == calls[0]["seq"]

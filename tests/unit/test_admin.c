@@ -991,6 +991,23 @@ static void test_throttle_window(void **state)
     assert_int_equal(admin_throttle_wait((struct sockaddr *)&a, 1000 + ADMIN_FAIL_WINDOW), 0);
     assert_int_equal(admin_throttle_wait((struct sockaddr *)&b, 1003), 0); /* another address */
     assert_int_equal(admin_throttle_wait(NULL, 1003), 0);
+    /* IPv6: one /64 counts as one address */
+    struct sockaddr_in6 v6a = {.sin6_family = AF_INET6}, v6b = v6a, v6c = v6a, v6other = v6a;
+    inet_pton(AF_INET6, "2001:db8:1:2::1", &v6a.sin6_addr);
+    inet_pton(AF_INET6, "2001:db8:1:2:ffff::9", &v6b.sin6_addr);
+    inet_pton(AF_INET6, "2001:db8:1:2::77", &v6c.sin6_addr);
+    inet_pton(AF_INET6, "2001:db8:1:3::1", &v6other.sin6_addr);
+    for (int i = 0; i < ADMIN_FAIL_MAX; i++)
+        admin_throttle_failed((struct sockaddr *)(i % 2 ? &v6a : &v6b), 1010);
+    assert_true(admin_throttle_wait((struct sockaddr *)&v6c, 1010) > 0);
+    assert_int_equal(admin_throttle_wait((struct sockaddr *)&v6other, 1010), 0);
+    /* many other addresses failing once cannot push a refused one out of the table */
+    for (int i = 0; i < 1000; i++) {
+        struct sockaddr_in o = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(0x0a000000u + i)};
+        admin_throttle_failed((struct sockaddr *)&o, 1011);
+    }
+    assert_true(admin_throttle_wait((struct sockaddr *)&a, 1011) > 0);
+    assert_true(admin_throttle_wait((struct sockaddr *)&v6c, 1011) > 0);
     /* failures spread over more than a window never add up */
     for (int i = 0; i < 3 * ADMIN_FAIL_MAX; i++) {
         admin_throttle_failed((struct sockaddr *)&b, 2000 + i * (ADMIN_FAIL_WINDOW / 10));
