@@ -170,13 +170,6 @@ static const struct sockaddr *client_addr(struct MHD_Connection *c)
     return ci ? ci->client_addr : NULL;
 }
 
-static int64_t mono_seconds(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (int64_t)ts.tv_sec;
-}
-
 /* 429 with Retry-After: this address sent too many invalid tokens lately. */
 static enum MHD_Result reply_throttled(struct MHD_Connection *c, unsigned wait)
 {
@@ -209,7 +202,7 @@ static int authorize(struct MHD_Connection *c, enum role role, bool allow_query,
 {
     memset(caller, 0, sizeof *caller);
     const struct sockaddr *from = client_addr(c);
-    unsigned wait = admin_throttle_wait(from, mono_seconds());
+    unsigned wait = admin_throttle_wait(from, admin_mono_seconds());
     if (wait) {
         *ret = reply_throttled(c, wait);
         return -1;
@@ -222,8 +215,8 @@ static int authorize(struct MHD_Connection *c, enum role role, bool allow_query,
     if (strlen(tok) > ADMIN_TOKEN_MAX || !hooks.authenticate ||
         hooks.authenticate(hooks.ctx, tok, caller) != 0 || !caller->name) {
         admin_caller_clear(caller);
-        admin_throttle_failed(from, mono_seconds());
-        if (admin_throttle_wait(from, mono_seconds())) { /* this failure reached the limit */
+        admin_throttle_failed(from, admin_mono_seconds());
+        if (admin_throttle_wait(from, admin_mono_seconds())) { /* this failure reached the limit */
             char host[NI_MAXHOST] = "?";
             if (from)
                 getnameinfo(from,

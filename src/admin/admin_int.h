@@ -43,6 +43,7 @@ bool sse_event_matches(const char *json, const struct sse_filter *f);
 /* Seconds the address must still wait (0: it may try). sa NULL or not IP: 0. */
 unsigned admin_throttle_wait(const struct sockaddr *sa, int64_t now);
 void admin_throttle_failed(const struct sockaddr *sa, int64_t now);
-void admin_throttle_reset(void); /* forget every address (at admin_start) */
+void admin_throttle_reset(void);  /* forget every address (at admin_start) */
+int64_t admin_mono_seconds(void); /* CLOCK_MONOTONIC, whole seconds */
 
 #endif

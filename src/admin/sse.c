@@ -295,18 +295,11 @@ static ssize_t sse_read(void *cls, uint64_t pos, char *buf, size_t max)
     }
 }
 
-static int64_t mono_s(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (int64_t)ts.tv_sec;
-}
-
 bool admin_events_wanted(void)
 {
     if (atomic_load_explicit(&n_clients, memory_order_relaxed)) return true;
     long long left = atomic_load_explicit(&last_left_s, memory_order_relaxed);
-    return left && mono_s() - left < ADMIN_RESUME_SECONDS;
+    return left && admin_mono_seconds() - left < ADMIN_RESUME_SECONDS;
 }
 
 static void sse_free(void *cls)
@@ -318,7 +311,7 @@ static void sse_free(void *cls)
     free(s->decision);
     free(s->out);
     free(s);
-    atomic_store(&last_left_s, (long long)mono_s());
+    atomic_store(&last_left_s, (long long)admin_mono_seconds());
     atomic_fetch_sub(&n_clients, 1);
     metrics_gauge_add(M_ADMIN_SSE_CLIENTS, 0, 0, -1);
 }

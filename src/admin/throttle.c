@@ -11,6 +11,7 @@
 #include <pthread.h>
 #include <stdbool.h>
 #include <string.h>
+#include <time.h>
 
 #include "admin/admin_int.h"
 
@@ -93,6 +94,13 @@ void admin_throttle_failed(const struct sockaddr *sa, int64_t now)
     }
     s->fails++;
     pthread_mutex_unlock(&fail_lock);
+}
+
+int64_t admin_mono_seconds(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (int64_t)ts.tv_sec;
 }
 
 void admin_throttle_reset(void)

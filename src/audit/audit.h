@@ -8,13 +8,13 @@
  * thread takes up to 1,000 events at a time, serializes each to its canonical JSON body
  * (including the previous event's hash), hashes it, signs a checkpoint every
  * audit.checkpoint events when a key is configured, and commits the batch in one transaction.
- * After the commit it advances audit_committed_seq(), writes 1 to every subscribed eventfd,
- * and hands each event's JSON line to the live-feed subscribers. A failing store keeps the
+ * After the commit it advances audit_committed_seq() and hands each event's JSON line to the
+ * live-feed subscribers. A failing store keeps the
  * batch in memory and retries with backoff while audit_healthy() is false.
  *
- * What is left to others: the relay decides what to emit and when to park a statement until
- * its event is committed (docs/audit.md: durability contract); it masks statement text before
- * emitting (the audit copies strings, it does not inspect them).
+ * What is left to others: the relay decides what to emit and which events must be durable
+ * before their statement is forwarded (docs/audit.md: durability contract); it masks statement text
+ * before emitting (the audit copies strings, it does not inspect them).
  *
  * Threads: audit_emit, audit_committed_seq, audit_healthy, audit_stats_get and the digest
  * helpers may be called from any thread. audit_start/audit_stop from the main thread only.
@@ -117,13 +117,9 @@ bool audit_healthy(void);
 /* audit.fail: open (from the running config). */
 bool audit_fail_open(void);
 
-/* Writes the 8-byte value 1 to efd after each committed batch. Up to 256 descriptors. */
-int audit_subscribe(int efd);
-void audit_unsubscribe(int efd);
-
 /* Live feed: called on the writer thread after each commit with the event's JSON line (no
- * newline). The callback must be quick, copy what it keeps, and not call audit_subscribe,
- * audit_feed_subscribe or their unsubscribe functions (they share its lock). */
+ * newline). The callback must be quick, copy what it keeps, and not call audit_feed_subscribe or
+ * audit_feed_unsubscribe (they share its lock). */
 typedef void (*audit_feed_fn)(void *ctx, uint64_t seq, const char *line, size_t len);
 int audit_feed_subscribe(audit_feed_fn fn, void *ctx);
 void audit_feed_unsubscribe(audit_feed_fn fn, void *ctx);

@@ -105,6 +105,8 @@ int audit_jsonl_last_seq(const char *path, uint64_t *seq, char *err, size_t errl
  * takes appends. The journal is locked (flock) by the process that opened it.
  */
 struct audit_journal;
+/* The path of journal file i (0 or 1) of the store at store_path; false when it is too long. */
+bool audit_journal_path(const char *store_path, int i, char *out, size_t n);
 /* Open (create) the two files next to the store file. Fails when another process holds them. */
 int audit_journal_open(const char *store_path, struct audit_journal **out, char *err,
                        size_t errlen);

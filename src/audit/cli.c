@@ -388,8 +388,8 @@ static void journal_note(const char *dbname)
     for (int i = 0; i < 2; i++) {
         char path[4096];
         struct stat sb;
-        snprintf(path, sizeof path, "%s.audit-journal.%d", dbname, i);
-        if (stat(path, &sb) == 0) bytes += (long long)sb.st_size;
+        if (audit_journal_path(dbname, i, path, sizeof path) && stat(path, &sb) == 0)
+            bytes += (long long)sb.st_size;
     }
     if (bytes)
         printf("audit verify: note: the audit journal next to the store holds %lld bytes of "

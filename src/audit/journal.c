@@ -67,14 +67,18 @@ static uint64_t record_check(uint64_t seq, const char *payload, size_t len)
     return fnv1a(fnv1a(0xcbf29ce484222325ull, &seq, sizeof seq), payload, len);
 }
 
+bool audit_journal_path(const char *store_path, int i, char *out, size_t n)
+{
+    return (size_t)snprintf(out, n, "%s.audit-journal.%d", store_path, i) < n;
+}
+
 int audit_journal_open(const char *store_path, struct audit_journal **out, char *err, size_t errlen)
 {
     struct audit_journal *j = xcalloc(1, sizeof *j);
     pthread_mutex_init(&j->mu, NULL);
     j->fd[0] = j->fd[1] = -1;
     for (int i = 0; i < 2; i++) {
-        if ((size_t)snprintf(j->path[i], sizeof j->path[i], "%s.audit-journal.%d", store_path, i) >=
-            sizeof j->path[i]) {
+        if (!audit_journal_path(store_path, i, j->path[i], sizeof j->path[i])) {
             snprintf(err, errlen, "audit journal: the path %s is too long", store_path);
             goto fail;
         }

@@ -6,8 +6,8 @@
  * queue order is chain order. One writer thread drains up to 1,000 events at a time,
  * serializes and hashes them in order, adds a (signed) checkpoint every audit.checkpoint
  * events, and commits the batch in one store transaction (group commit), then appends the
- * JSON lines to audit.jsonl with one fsync. Only then does audit_committed_seq() move, the
- * subscribed eventfds get a wakeup, and the live feed sees the lines.
+ * JSON lines to audit.jsonl with one fsync. Only then does audit_committed_seq() move and
+ * the live feed see the lines.
  *
  * Durable events (writes, refusals: audit_event.durable) are also appended to the journal
  * (journal.c) under the same mutex before audit_emit() returns, so the relay forwards them at
@@ -36,7 +36,7 @@
 
 #define BATCH_MAX 1000
 #define BATCH_DELAY_US 20000 /* reads are committed within this (docs/audit.md: 100 ms) */
-#define MAX_EFDS 256
+
 #define MAX_FEEDS 16
 #define RETENTION_EVERY_US (60LL * 1000000)
 #define STOP_GIVE_UP_US (5LL * 1000000)
@@ -84,8 +84,7 @@ static struct writer {
     char last_error[256];
 
     pthread_mutex_t sub_mu;
-    int efds[MAX_EFDS];
-    unsigned n_efds;
+
     struct feed_sub feeds[MAX_FEEDS];
     unsigned n_feeds;
 } W = {
@@ -178,30 +177,6 @@ void audit_stats_get(struct audit_stats *out)
     pthread_mutex_lock(&W.err_mu);
     snprintf(out->last_error, sizeof out->last_error, "%s", W.last_error);
     pthread_mutex_unlock(&W.err_mu);
-}
-
-int audit_subscribe(int efd)
-{
-    int ret = -1;
-    pthread_mutex_lock(&W.sub_mu);
-    if (W.n_efds < MAX_EFDS) {
-        W.efds[W.n_efds++] = efd;
-        ret = 0;
-    }
-    pthread_mutex_unlock(&W.sub_mu);
-    return ret;
-}
-
-void audit_unsubscribe(int efd)
-{
-    pthread_mutex_lock(&W.sub_mu);
-    for (unsigned i = 0; i < W.n_efds; i++) {
-        if (W.efds[i] == efd) {
-            W.efds[i] = W.efds[--W.n_efds];
-            break;
-        }
-    }
-    pthread_mutex_unlock(&W.sub_mu);
 }
 
 int audit_feed_subscribe(audit_feed_fn fn, void *ctx)
@@ -390,11 +365,6 @@ static bool write_batch(struct batch *b, bool once)
     if (W.journal && !once && !W.gave_up) audit_journal_committed(W.journal, b->recs[n - 1]->seq);
 
     pthread_mutex_lock(&W.sub_mu);
-    uint64_t one = 1;
-    for (unsigned i = 0; i < W.n_efds; i++) {
-        if (write(W.efds[i], &one, sizeof one) < 0 && errno != EAGAIN)
-            log_debug("audit: eventfd %d: %s", W.efds[i], strerror(errno));
-    }
     for (unsigned f = 0; f < W.n_feeds && want_lines; f++)
         for (unsigned i = 0; i < n; i++)
             W.feeds[f].fn(W.feeds[f].ctx, b->recs[i]->seq, b->lines.p + b->line_off[i],

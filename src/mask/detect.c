@@ -1200,8 +1200,11 @@ void mask_value(const struct mask_db *db, int detector, enum cfg_mask_form form,
                     len, out);
 }
 
-static char *mask_string_scan(const struct mask_db *db, const char *s, size_t len)
+char *mask_string_try(const struct mask_db *db, const char *s)
 {
+    if (!s) return NULL;
+    if (!db) return xstrdup(s);
+    size_t len = strlen(s);
     struct buf b = {0};
     b.cap = len + 64;
     b.data = xmalloc(b.cap);
@@ -1218,7 +1221,6 @@ static char *mask_string_scan(const struct mask_db *db, const char *s, size_t le
 char *mask_string(const struct mask_db *db, const char *s)
 {
     if (!s) return NULL;
-    if (!db) return xstrdup(s);
-    char *r = mask_string_scan(db, s, strlen(s));
+    char *r = mask_string_try(db, s);
     return r ? r : xstrdup("[REDACTED:unscannable]"); /* fail closed */
 }

@@ -75,8 +75,10 @@ void mask_value(const struct mask_db *db, int detector, enum cfg_mask_form form,
                 size_t len, struct buf *out);
 
 /* A NUL-terminated copy of s with every detected value masked, for logs and the audit
- * (malloc'd; the caller frees it). db NULL: a copy of s. */
+ * (malloc'd; the caller frees it). db NULL: a copy of s. When the scan fails (out of memory)
+ * mask_string() answers "[REDACTED:unscannable]" and mask_string_try() NULL. */
 char *mask_string(const struct mask_db *db, const char *s);
+char *mask_string_try(const struct mask_db *db, const char *s);
 
 /* ---- shared inside src/mask/ (detect.c provides; rows.c and tests use) ---------------- */
 

@@ -158,9 +158,6 @@ static void masked_key_create(void)
     }
 }
 
-/* mask_string()'s answer when the scan itself failed (out of memory): not remembered. */
-static const char mask_unscannable[] = "[REDACTED:unscannable]";
-
 /* The masked form of a normalized text (tl bytes with its NUL, fingerprint fp) under s->rt:
  * borrowed, valid until the next call on this thread; or, when the scan failed, a copy the
  * caller frees, in *owned. */
@@ -175,8 +172,8 @@ static const char *masked_text(struct session *s, const char *text, size_t tl, u
     struct masked_slot *sl = &masked_slots[fp % MASKED_SLOTS];
     if (sl->generation == s->rt->generation && sl->fingerprint == fp && strcmp(sl->text, text) == 0)
         return sl->masked;
-    char *m = mask_string(s->rt->mask, text);
-    if (strcmp(m, mask_unscannable) == 0) return *owned = m;
+    char *m = mask_string_try(s->rt->mask, text);
+    if (!m) return *owned = mask_string(s->rt->mask, text); /* scan failed: not remembered */
     size_t ml = strlen(m) + 1;
     masked_slot_clear(sl);
     sl->text = xmalloc(tl + ml);

@@ -1133,6 +1133,15 @@ static void refuse_audit_down(struct session *s, uint64_t group)
                        "audit.fail is closed; see sluice's log for the store's error");
 }
 
+/* audit.fail: closed while the store cannot be written: the statement of the current group
+ * is refused (true). */
+static bool audit_down_refused(struct session *s)
+{
+    if (!relay_audit_on(s) || audit_healthy() || audit_fail_open()) return false;
+    refuse_audit_down(s, s->c2s_group);
+    return true;
+}
+
 /* What judging a statement text decided. */
 struct verdict {
     bool ok;          /* may go upstream */
@@ -1169,10 +1178,7 @@ static void statement_judge_inner(struct session *s, const char *sql, bool query
     s->gg_pending_max = 0;
     s->audit_request[0] = s->audit_grant[0] = '\0';
     bool audit = relay_audit_on(s);
-    if (audit && !audit_healthy() && !audit_fail_open()) {
-        refuse_audit_down(s, s->c2s_group);
-        return;
-    }
+    if (audit_down_refused(s)) return;
     const struct sql_facts *facts = sql_facts_cached(sql);
     if (!facts) {
         blocked_push_deny(s, "internal", "the statement could not be analyzed");
@@ -1380,9 +1386,8 @@ static enum hold_action on_client_statement(struct session *s, uint8_t type, con
         s->fastpath_binary = len >= 2 && body[len - 2] == 0 && body[len - 1] == 1;
         const char *decision, *rule;
         bool ok;
-        if (relay_audit_on(s) && !audit_healthy() && !audit_fail_open()) {
+        if (audit_down_refused(s)) {
             ok = false;
-            refuse_audit_down(s, s->c2s_group);
         } else {
             ok = function_call_allowed(s, &decision, &rule);
             if (relay_audit_fastpath(s, body, len, decision, rule, !ok) < 0 && ok) {
@@ -2040,7 +2045,6 @@ void session_unpark_ready(struct worker *w)
         s->park_next = NULL;
         s->parked = false;
         s->park_ready = true;
-
         if (s->park_request[0]) relay_approve_resume(s);
         s->cl.rescan = true;
         relay_run(s, true, false);

@@ -155,10 +155,9 @@ struct session {
     bool fastpath_binary;      /* the last FunctionCall asked for a binary result */
     bool park_ready;           /* woken: the next hook call for it applies park_act */
     enum hold_action park_act; /* FORWARD, or REPLACE with a placeholder */
-
-    char park_request[32];  /* approval request id to wait for; "" = none */
-    uint64_t park_group;    /* the Query/Sync group of the parked statement */
-    char audit_request[32]; /* approval request / grant of the statement being judged */
+    char park_request[32];     /* approval request id to wait for; "" = none */
+    uint64_t park_group;       /* the Query/Sync group of the parked statement */
+    char audit_request[32];    /* approval request / grant of the statement being judged */
     char audit_grant[32];
     struct session *park_next;       /* the worker's list of parked sessions */
     struct sess_info *reg;           /* the admin API's view of this session while it relays */

@@ -1,6 +1,6 @@
 /*
  * test_audit.c: unit tests of the audit trail (src/audit/) and the SQLite state store
- * (src/store/): the canonical event JSON, the writer (commit, committed_seq, eventfd wakeups,
+ * (src/store/): the canonical event JSON, the writer (commit, committed_seq,
  * queue full, a failing store and its recovery, events_lost), the hash chain and its
  * verification against tampering in the SQLite file (UPDATE, DELETE, rewritten hash) and in
  * the JSON Lines copy (truncation, edits), Ed25519 checkpoint signatures, retention with
@@ -18,9 +18,7 @@
 #include <string.h>
 #include <time.h>
 #include <unistd.h>
-#include <poll.h>
 #include <pthread.h>
-#include <sys/eventfd.h>
 #include <sys/stat.h>
 
 #include <cmocka.h>
@@ -769,36 +767,6 @@ static void test_jsonl_truncation(void **state)
     env_free(e);
 }
 
-static void test_eventfd_wakes(void **state)
-{
-    (void)state;
-    struct env *e = env_new();
-    char err[256];
-    assert_int_equal(audit_start(&e->cfg, err, sizeof err), 0);
-    int efd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
-    assert_true(efd >= 0);
-    assert_int_equal(audit_subscribe(efd), 0);
-    uint64_t seq = emit_statement("alice", "allow", 0, 1);
-    assert_true(seq > 0);
-    struct pollfd pfd = {.fd = efd, .events = POLLIN};
-    assert_int_equal(poll(&pfd, 1, 3000), 1);
-    uint64_t v = 0;
-    assert_int_equal(read(efd, &v, sizeof v), 8);
-    assert_true(v >= 1);
-    assert_true(audit_committed_seq() >= seq);
-    audit_unsubscribe(efd);
-    uint64_t seq2 = emit_statement("alice", "allow", 0, 2);
-    wait_committed(seq2);
-    assert_int_equal(poll(&pfd, 1, 200), 0); /* unsubscribed: no wakeup */
-    close(efd);
-    struct audit_stats s;
-    audit_stats_get(&s);
-    assert_int_equal(s.written, 2);
-    assert_true(s.healthy);
-    audit_stop();
-    env_free(e);
-}
-
 struct feed_seen {
     unsigned n;
     uint64_t last;
@@ -1286,7 +1254,6 @@ int main(void)
         cmocka_unit_test(test_store_query),
         cmocka_unit_test(test_signed_checkpoints),
         cmocka_unit_test(test_jsonl_truncation),
-        cmocka_unit_test(test_eventfd_wakes),
         cmocka_unit_test(test_failing_store_and_queue_full),
         cmocka_unit_test(test_journal_recovery),
         cmocka_unit_test(test_journal_durable_emit),
