@@ -106,6 +106,16 @@ static void evict_oldest(void)
     floor_seq = o + 1;
 }
 
+void admin_skip_event(void)
+{
+    pthread_mutex_lock(&ring_lock);
+    while (oldest_seq() < next_seq) /* after the first skip: already empty */
+        evict_oldest();
+    next_seq++;
+    floor_seq = next_seq;
+    pthread_mutex_unlock(&ring_lock);
+}
+
 void admin_publish_event(const char *json_line)
 {
     if (!json_line || !atomic_load_explicit(&ring_open, memory_order_acquire)) return;

@@ -323,7 +323,10 @@ static void feed_to_admin(void *ctx, uint64_t seq, const char *line, size_t len)
 {
     (void)ctx;
     (void)seq;
-    if (!admin_events_wanted()) return; /* nobody streams: skip the copies */
+    if (!admin_events_wanted()) { /* nobody streams: skip the copies */
+        admin_skip_event();
+        return;
+    }
     char small[2048];
     char *copy = len < sizeof small ? small : xmalloc(len + 1);
     memcpy(copy, line, len);

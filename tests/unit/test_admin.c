@@ -784,6 +784,68 @@ static void test_sse_stuck_client(void **state)
     assert_true(metrics_value(M_ADMIN_SSE_DROPPED, 0, 0) > dropped0);
 }
 
+/* A raw stream connection (extra: more header lines, each ending in \r\n). */
+static int raw_stream(const char *extra)
+{
+    int fd = socket(AF_INET, SOCK_STREAM, 0);
+    assert_true(fd >= 0);
+    struct sockaddr_in sa = {.sin_family = AF_INET, .sin_port = htons((uint16_t)admin_port())};
+    sa.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    assert_int_equal(connect(fd, (struct sockaddr *)&sa, sizeof sa), 0);
+    char req[512];
+    int n = snprintf(req, sizeof req,
+                     "GET /api/v1/events HTTP/1.1\r\nHost: x\r\n"
+                     "Authorization: Bearer admin-token\r\n%s\r\n",
+                     extra);
+    assert_int_equal(send(fd, req, (size_t)n, 0), n);
+    return fd;
+}
+
+/* Read from fd until needle shows up (or 5 s pass); the text read so far goes to got. */
+static bool raw_wait_for(int fd, const char *needle, char *got, size_t cap)
+{
+    size_t len = 0;
+    got[0] = '\0';
+    double until = now_s() + 5;
+    while (!strstr(got, needle) && now_s() < until && len + 1 < cap) {
+        struct pollfd p = {.fd = fd, .events = POLLIN};
+        if (poll(&p, 1, 200) <= 0) continue;
+        ssize_t n = recv(fd, got + len, cap - len - 1, 0);
+        if (n <= 0) break;
+        len += (size_t)n;
+        got[len] = '\0';
+    }
+    return strstr(got, needle) != NULL;
+}
+
+/* Events skipped while nobody streamed keep their place in the numbering: a client resuming
+ * from before them is told how many it missed. */
+static void test_sse_resume_after_skipped(void **state)
+{
+    (void)state;
+    assert_true(wait_clients(0));
+    char got[8192];
+    int fd = raw_stream("");
+    assert_true(wait_clients(1));
+    admin_publish_event("{\"n\":\"before-skip\"}");
+    assert_true(raw_wait_for(fd, "before-skip", got, sizeof got));
+    close(fd);
+    char *id = strstr(got, "id: ");
+    assert_non_null(id);
+    unsigned long long last = strtoull(id + 4, NULL, 10);
+    assert_true(wait_clients(0));
+    for (int i = 0; i < 3; i++)
+        admin_skip_event();
+    admin_publish_event("{\"n\":\"after-skip\"}");
+    char hdr[64];
+    snprintf(hdr, sizeof hdr, "Last-Event-ID: %llu\r\n", last);
+    fd = raw_stream(hdr);
+    assert_true(raw_wait_for(fd, "after-skip", got, sizeof got));
+    close(fd);
+    assert_non_null(strstr(got, ": dropped 3"));
+    assert_true(strstr(got, ": dropped 3") < strstr(got, "after-skip"));
+}
+
 /* Big events: the ring keeps to its byte budget, an event over ADMIN_EVENT_MAX is dropped and
  * counted, and the stream still works afterwards. */
 static void test_sse_big_events(void **state)
@@ -1059,6 +1121,7 @@ int main(void)
         cmocka_unit_test(test_sse_auth_and_filters),
         cmocka_unit_test(test_sse_filter_matching),
         cmocka_unit_test(test_sse_stuck_client),
+        cmocka_unit_test(test_sse_resume_after_skipped),
         cmocka_unit_test(test_sse_big_events),
         cmocka_unit_test(test_metrics),
         cmocka_unit_test(test_metrics_threads),
