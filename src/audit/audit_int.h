@@ -111,6 +111,9 @@ bool audit_journal_path(const char *store_path, int i, char *out, size_t n);
 int audit_journal_open(const char *store_path, struct audit_journal **out, char *err,
                        size_t errlen);
 void audit_journal_close(struct audit_journal *j);
+/* Check records with an HMAC keyed from secret (the signing key) instead of a checksum; set
+ * before replaying or appending. */
+void audit_journal_set_key(struct audit_journal *j, const unsigned char *secret, size_t len);
 /* Append one encoded event (audit_rec_encode) with its sequence number. Calls are serialized
  * by the caller (the queue's mutex), so files hold records in sequence order. On failure
  * nothing of the record stays in the file and -1 is returned with errno set. */
@@ -119,11 +122,12 @@ int audit_journal_append(struct audit_journal *j, uint64_t seq, const char *rec,
  * file whose records are all committed and switches files when the current one is large. */
 void audit_journal_committed(struct audit_journal *j, uint64_t seq);
 /* Recovery: calls fn for each intact record with a sequence number above after, in sequence
- * order (a torn record at a file's end, left by a crash, ends that file). Returns the count,
- * or -1 with a message in err. */
+ * order (a torn record at a file's end, left by a crash, ends that file; a whole record that
+ * fails its check ends it too and counts in *rejected). Returns the count, or -1 with a
+ * message in err. */
 typedef void (*audit_journal_fn)(void *ctx, uint64_t seq, struct audit_rec *rec);
 long audit_journal_replay(struct audit_journal *j, uint64_t after, audit_journal_fn fn, void *ctx,
-                          char *err, size_t errlen);
+                          unsigned *rejected, char *err, size_t errlen);
 /* Empty both files (after what they held is committed). Returns 0 or -1 with errno set. */
 int audit_journal_reset(struct audit_journal *j);
 

@@ -11,9 +11,12 @@
  * replays what the store is missing (audit_journal_replay) and commits it before anything
  * else.
  *
- * Record: header {magic, payload length, seq, FNV-1a 64 of seq and payload} and the payload
- * of audit_rec_encode(). Two files alternate: the writer switches appends to the other file
- * when the current one passes JOURNAL_ROTATE bytes, and empties a file once the store holds
+ * Record: header {magic, payload length, seq, check} and the payload of audit_rec_encode().
+ * The check is FNV-1a 64 of seq and payload (it finds torn records); with audit.signing_key
+ * set it is the first 8 bytes of an HMAC-SHA-256 keyed from the signing key instead, so that
+ * whoever can write the state directory but not read the key cannot plant records that the
+ * next start would chain and sign. Two files alternate: the writer switches appends to the other
+ * file when the current one passes JOURNAL_ROTATE bytes, and empties a file once the store holds
  * all of its records, so the journal stays small and is empty when sluice is idle.
  */
 #include <errno.h>
@@ -28,6 +31,9 @@
 #include <sys/uio.h>
 #include <unistd.h>
 
+#include <openssl/evp.h>
+#include <openssl/hmac.h>
+
 #include "audit/audit_int.h"
 #include "core/buf.h"
 
@@ -39,17 +45,19 @@ struct journal_header {
     uint32_t magic;
     uint32_t len; /* payload bytes */
     uint64_t seq;
-    uint64_t check; /* FNV-1a 64 over seq and the payload */
+    uint64_t check; /* FNV-1a 64, or truncated HMAC-SHA-256, over seq and the payload */
 };
 
 struct audit_journal {
     pthread_mutex_t mu; /* cur, size and max_seq; appends are serialized by the caller */
     int fd[2];
     char path[2][PATH_MAX];
-    unsigned cur;        /* the file appends go to */
-    off_t size[2];       /* bytes of complete records */
-    uint64_t max_seq[2]; /* highest seq in each file (0 when empty) */
-    bool torn[2];        /* a failed append could not be cut off: replay would stop there */
+    unsigned cur;          /* the file appends go to */
+    off_t size[2];         /* bytes of complete records */
+    uint64_t max_seq[2];   /* highest seq in each file (0 when empty) */
+    bool torn[2];          /* a failed append could not be cut off: replay would stop there */
+    unsigned char key[32]; /* HMAC key for the check (audit_journal_set_key) */
+    bool keyed;
 };
 
 static uint64_t fnv1a(uint64_t h, const void *data, size_t len)
@@ -62,9 +70,43 @@ static uint64_t fnv1a(uint64_t h, const void *data, size_t len)
     return h;
 }
 
-static uint64_t record_check(uint64_t seq, const char *payload, size_t len)
+static uint64_t record_check(const struct audit_journal *j, uint64_t seq, const char *payload,
+                             size_t len)
 {
-    return fnv1a(fnv1a(0xcbf29ce484222325ull, &seq, sizeof seq), payload, len);
+    if (!j->keyed) return fnv1a(fnv1a(0xcbf29ce484222325ull, &seq, sizeof seq), payload, len);
+    unsigned char md[EVP_MAX_MD_SIZE];
+    unsigned int mdlen = 0;
+    uint64_t out = 0;
+    unsigned char msg_seq[8];
+    memcpy(msg_seq, &seq, 8);
+    /* HMAC over seq then payload: one call on a stack copy when small */
+    unsigned char small[1024];
+    if (len + 8 <= sizeof small) {
+        memcpy(small, msg_seq, 8);
+        memcpy(small + 8, payload, len);
+        HMAC(EVP_sha256(), j->key, sizeof j->key, small, len + 8, md, &mdlen);
+    } else {
+        unsigned char *big = xmalloc(len + 8);
+        memcpy(big, msg_seq, 8);
+        memcpy(big + 8, payload, len);
+        HMAC(EVP_sha256(), j->key, sizeof j->key, big, len + 8, md, &mdlen);
+        free(big);
+    }
+    memcpy(&out, md, sizeof out);
+    return out;
+}
+
+void audit_journal_set_key(struct audit_journal *j, const unsigned char *secret, size_t len)
+{
+    /* the journal's own key: SHA-256("sluice-audit-journal" || secret) */
+    EVP_MD_CTX *c = EVP_MD_CTX_new();
+    unsigned int n = 0;
+    EVP_DigestInit_ex(c, EVP_sha256(), NULL);
+    EVP_DigestUpdate(c, "sluice-audit-journal", 20);
+    EVP_DigestUpdate(c, secret, len);
+    EVP_DigestFinal_ex(c, j->key, &n);
+    EVP_MD_CTX_free(c);
+    j->keyed = n == sizeof j->key;
 }
 
 bool audit_journal_path(const char *store_path, int i, char *out, size_t n)
@@ -108,6 +150,7 @@ void audit_journal_close(struct audit_journal *j)
     if (!j) return;
     for (int i = 0; i < 2; i++)
         if (j->fd[i] >= 0) close(j->fd[i]);
+    OPENSSL_cleanse(j->key, sizeof j->key);
     pthread_mutex_destroy(&j->mu);
     free(j);
 }
@@ -118,7 +161,7 @@ int audit_journal_append(struct audit_journal *j, uint64_t seq, const char *rec,
         errno = EFBIG;
         return -1;
     }
-    struct journal_header h = {JOURNAL_MAGIC, (uint32_t)len, seq, record_check(seq, rec, len)};
+    struct journal_header h = {JOURNAL_MAGIC, (uint32_t)len, seq, record_check(j, seq, rec, len)};
     struct iovec iov[2] = {{&h, sizeof h}, {(void *)rec, len}};
     pthread_mutex_lock(&j->mu);
     unsigned c = j->cur;
@@ -231,8 +274,9 @@ fail:
 }
 
 long audit_journal_replay(struct audit_journal *j, uint64_t after, audit_journal_fn fn, void *ctx,
-                          char *err, size_t errlen)
+                          unsigned *rejected, char *err, size_t errlen)
 {
+    *rejected = 0;
     struct replayed *list = NULL;
     size_t n = 0, cap = 0;
     for (int i = 0; i < 2; i++) {
@@ -245,11 +289,14 @@ long audit_journal_replay(struct audit_journal *j, uint64_t after, audit_journal
             memcpy(&h, data + off, sizeof h);
             if (h.magic != JOURNAL_MAGIC || h.len > len - off - sizeof h) break; /* torn */
             const char *payload = data + off + sizeof h;
-            if (record_check(h.seq, payload, h.len) != h.check) break;
+            struct audit_rec *rec = NULL;
+            if (record_check(j, h.seq, payload, h.len) != h.check ||
+                (h.seq > after && !(rec = audit_rec_decode(payload, h.len)))) {
+                ++*rejected; /* a whole record that is not ours: nothing after it is trusted */
+                break;
+            }
             off += sizeof h + h.len;
-            if (h.seq <= after) continue;
-            struct audit_rec *rec = audit_rec_decode(payload, h.len);
-            if (!rec) break;
+            if (!rec) continue;
             if (n == cap) {
                 cap = cap ? cap * 2 : 64;
                 list = xrealloc(list, cap * sizeof *list);

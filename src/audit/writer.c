@@ -595,8 +595,14 @@ static int journal_recover(uint64_t *last, char *err, size_t errlen)
     if (*last && store_events_scan(W.st, *last - 1, last_recovered_cb, &through) == 0 &&
         through > after)
         after = through;
-    long n = audit_journal_replay(W.journal, after, recovered_one, &rc, err, errlen);
+    unsigned rejected = 0;
+    long n = audit_journal_replay(W.journal, after, recovered_one, &rc, &rejected, err, errlen);
     if (n < 0) return -1;
+    if (rejected)
+        log_warn("audit: %u journal file(s) hold a record that fails its check (not written by "
+                 "this sluice, or with another audit.signing_key): nothing from there on is "
+                 "replayed",
+                 rejected);
     int ret = 0;
     if (n > 0) {
         uint64_t missing = rc.last_seq - after - (uint64_t)n;
@@ -688,6 +694,15 @@ int audit_start(const struct sluice_config *cfg, char *err, size_t errlen)
             snprintf(err, errlen, "audit.signing_key %s: no public key", ac->signing_key);
             goto fail;
         }
+        unsigned char raw[64];
+        size_t rawlen = sizeof raw;
+        if (EVP_PKEY_get_raw_private_key(W.key, raw, &rawlen) != 1) {
+            snprintf(err, errlen, "audit.signing_key %s: cannot read the private key",
+                     ac->signing_key);
+            goto fail;
+        }
+        audit_journal_set_key(W.journal, raw, rawlen);
+        OPENSSL_cleanse(raw, sizeof raw);
     }
     if (ac->jsonl && *ac->jsonl) {
         uint64_t jlast = 0;
