@@ -14,7 +14,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#define BUF_CHUNK (32 * 1024)
+#define BUF_CHUNK (128 * 1024)
 
 struct buf {
     uint8_t *data;
