@@ -65,8 +65,10 @@ static const char *const csp = "default-src 'self'; script-src 'self'; style-src
                                "img-src 'self' data:; connect-src 'self'; object-src 'none'; "
                                "base-uri 'none'; form-action 'none'; frame-ancestors 'none'";
 
-enum MHD_Result admin_reply_take(struct MHD_Connection *c, unsigned status, const char *ctype,
-                                 char *body, size_t len)
+/* admin_reply_take with one more header (retry_after: Retry-After seconds, 0 = none). */
+static enum MHD_Result reply_take_retry(struct MHD_Connection *c, unsigned status,
+                                        const char *ctype, char *body, size_t len,
+                                        unsigned retry_after)
 {
     struct MHD_Response *r =
         body ? MHD_create_response_from_buffer(len, body, MHD_RESPMEM_MUST_FREE)
@@ -80,10 +82,21 @@ enum MHD_Result admin_reply_take(struct MHD_Connection *c, unsigned status, cons
     MHD_add_response_header(r, "X-Content-Type-Options", "nosniff");
     MHD_add_response_header(r, "Referrer-Policy", "no-referrer");
     if (status == 401) MHD_add_response_header(r, "WWW-Authenticate", "Bearer realm=\"sluice\"");
+    if (retry_after) {
+        char v[24];
+        snprintf(v, sizeof v, "%u", retry_after);
+        MHD_add_response_header(r, "Retry-After", v);
+    }
     enum MHD_Result ret = MHD_queue_response(c, status, r);
     MHD_destroy_response(r);
     metrics_inc(M_ADMIN_HTTP_REQUESTS, status < 400 ? METRICS_OK : METRICS_FAILED, 0);
     return ret;
+}
+
+enum MHD_Result admin_reply_take(struct MHD_Connection *c, unsigned status, const char *ctype,
+                                 char *body, size_t len)
+{
+    return reply_take_retry(c, status, ctype, body, len, 0);
 }
 
 static enum MHD_Result reply_text(struct MHD_Connection *c, unsigned status, const char *text)
@@ -96,7 +109,9 @@ static enum MHD_Result reply_json_take(struct MHD_Connection *c, unsigned status
     return admin_reply_take(c, status, "application/json", json, strlen(json));
 }
 
-enum MHD_Result admin_reply_error(struct MHD_Connection *c, unsigned status, const char *msg)
+/* {"error": msg} with the status, and Retry-After when retry_after is not 0. */
+static enum MHD_Result reply_error_retry(struct MHD_Connection *c, unsigned status, const char *msg,
+                                         unsigned retry_after)
 {
     cJSON *o = cJSON_CreateObject();
     cJSON_AddStringToObject(o, "error", msg ? msg : "error");
@@ -104,7 +119,12 @@ enum MHD_Result admin_reply_error(struct MHD_Connection *c, unsigned status, con
     cJSON_Delete(o);
     if (!s) return MHD_NO;
     /* cJSON allocates with malloc (the default hooks): MHD_RESPMEM_MUST_FREE frees it */
-    return admin_reply_take(c, status, "application/json", s, strlen(s));
+    return reply_take_retry(c, status, "application/json", s, strlen(s), retry_after);
+}
+
+enum MHD_Result admin_reply_error(struct MHD_Connection *c, unsigned status, const char *msg)
+{
+    return reply_error_retry(c, status, msg, 0);
 }
 
 static const char *status_text(int status)
@@ -170,31 +190,6 @@ static const struct sockaddr *client_addr(struct MHD_Connection *c)
     return ci ? ci->client_addr : NULL;
 }
 
-/* 429 with Retry-After: this address sent too many invalid tokens lately. */
-static enum MHD_Result reply_throttled(struct MHD_Connection *c, unsigned wait)
-{
-    const char *msg = "too many invalid tokens from this address; retry later";
-    cJSON *o = cJSON_CreateObject();
-    cJSON_AddStringToObject(o, "error", msg);
-    char *s = cJSON_PrintUnformatted(o);
-    cJSON_Delete(o);
-    struct MHD_Response *r =
-        s ? MHD_create_response_from_buffer(strlen(s), s, MHD_RESPMEM_MUST_FREE) : NULL;
-    if (!r) {
-        free(s);
-        return MHD_NO;
-    }
-    char retry[24];
-    snprintf(retry, sizeof retry, "%u", wait ? wait : 1);
-    MHD_add_response_header(r, "Content-Type", "application/json");
-    MHD_add_response_header(r, "Cache-Control", "no-store");
-    MHD_add_response_header(r, "Retry-After", retry);
-    enum MHD_Result ret = MHD_queue_response(c, 429, r);
-    MHD_destroy_response(r);
-    metrics_inc(M_ADMIN_HTTP_REQUESTS, METRICS_FAILED, 0);
-    return ret;
-}
-
 /* 0 when the caller is authenticated and has the role; else the reply was queued in *ret.
  * An address that sent too many invalid tokens is refused before its token is looked at. */
 static int authorize(struct MHD_Connection *c, enum role role, bool allow_query,
@@ -204,7 +199,8 @@ static int authorize(struct MHD_Connection *c, enum role role, bool allow_query,
     const struct sockaddr *from = client_addr(c);
     unsigned wait = admin_throttle_wait(from, admin_mono_seconds());
     if (wait) {
-        *ret = reply_throttled(c, wait);
+        *ret = reply_error_retry(c, 429, "too many invalid tokens from this address; retry later",
+                                 wait);
         return -1;
     }
     const char *tok = bearer_token(c, allow_query);
