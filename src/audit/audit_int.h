@@ -6,6 +6,7 @@
 #ifndef SLUICE_AUDIT_AUDIT_INT_H
 #define SLUICE_AUDIT_AUDIT_INT_H
 
+#include <stdatomic.h>
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -41,6 +42,7 @@ void sbuf_free(struct sbuf *b);
 /* A queued event: a copy of the caller's event in one allocation (strings follow it). */
 struct audit_rec {
     uint64_t seq;
+    atomic_bool ready;     /* false while its journal record is being copied (writer.c) */
     struct audit_event ev; /* strings point into this allocation */
 };
 /* Copy ev; fills time_us when 0. Free with free(). */
@@ -114,20 +116,35 @@ void audit_journal_close(struct audit_journal *j);
 /* Check records with an HMAC keyed from secret (the signing key) instead of a checksum; set
  * before replaying or appending. */
 void audit_journal_set_key(struct audit_journal *j, const unsigned char *secret, size_t len);
-/* Append one encoded event (audit_rec_encode) with its sequence number. Calls are serialized
- * by the caller (the queue's mutex), so files hold records in sequence order. On failure
- * nothing of the record stays in the file and -1 is returned with errno set. */
+/* A reserved record: where its header is, and what fill() completes it with. */
+struct audit_journal_slot {
+    char *at;
+    uint64_t seq;
+    size_t len;
+};
+/* Take room for a record of len payload bytes with sequence number seq and write its header.
+ * Calls are serialized by the caller (the queue's mutex), so files hold records in sequence
+ * order. -1 with errno set when the file cannot grow (disk full). */
+int audit_journal_reserve(struct audit_journal *j, uint64_t seq, size_t len,
+                          struct audit_journal_slot *out);
+/* Copy the encoded event (audit_rec_encode, slot->len bytes) into its slot and write its
+ * check: the record is whole, and survives a crash of the process, once this returns. Any
+ * thread, no lock; the writer must not commit the event before then. */
+void audit_journal_fill(struct audit_journal *j, const struct audit_journal_slot *slot,
+                        const char *rec);
+/* reserve() and fill() in one call (tests). */
 int audit_journal_append(struct audit_journal *j, uint64_t seq, const char *rec, size_t len);
 /* Writer thread, after a commit: every sequence number up to seq is in the store. Empties a
  * file whose records are all committed and switches files when the current one is large. */
 void audit_journal_committed(struct audit_journal *j, uint64_t seq);
 /* Recovery: calls fn for each intact record with a sequence number above after, in sequence
- * order (a torn record at a file's end, left by a crash, ends that file; a whole record that
- * fails its check ends it too and counts in *rejected). Returns the count, or -1 with a
- * message in err. */
+ * order. A record a crash left half copied is skipped; one that fails its check is skipped
+ * and counted in *rejected. Returns the count, or -1 with a message in err. */
 typedef void (*audit_journal_fn)(void *ctx, uint64_t seq, struct audit_rec *rec);
 long audit_journal_replay(struct audit_journal *j, uint64_t after, audit_journal_fn fn, void *ctx,
                           unsigned *rejected, char *err, size_t errlen);
+/* Records in the journal files of the store at store_path (read only; 0 when none). */
+long audit_journal_pending(const char *store_path);
 /* Empty both files (after what they held is committed). Returns 0 or -1 with errno set. */
 int audit_journal_reset(struct audit_journal *j);
 

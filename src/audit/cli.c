@@ -381,21 +381,15 @@ static int cmd_query(struct cli *c, struct store *st, int mode, bool tail)
     return rc == 0 ? 0 : 1;
 }
 
-/* Events in the journal (journal.c) are not in the store yet: say so, they are not checked. */
+/* Events in the journal (journal.c) may not be in the store yet: say so, they are not checked. */
 static void journal_note(const char *dbname)
 {
-    long long bytes = 0;
-    for (int i = 0; i < 2; i++) {
-        char path[4096];
-        struct stat sb;
-        if (audit_journal_path(dbname, i, path, sizeof path) && stat(path, &sb) == 0)
-            bytes += (long long)sb.st_size;
-    }
-    if (bytes)
-        printf("audit verify: note: the audit journal next to the store holds %lld bytes of "
-               "events not yet in the store (a running sluice commits them within 100 ms, a "
+    long n = audit_journal_pending(dbname);
+    if (n > 0)
+        printf("audit verify: note: the audit journal next to the store holds %ld events that "
+               "may not be in the store yet (a running sluice commits them within 100 ms, a "
                "stopped one at its next start); they are not checked here\n",
-               bytes);
+               n);
 }
 
 static int cmd_verify(struct cli *c, struct sluice_config *cfg, struct store *st)

@@ -214,6 +214,7 @@ struct audit_rec *audit_rec_new(const struct audit_event *ev)
     }
     struct audit_rec *r = xmalloc(sizeof *r + total);
     r->seq = 0;
+    atomic_init(&r->ready, true);
     r->ev = *ev;
     if (!r->ev.time_us) r->ev.time_us = audit_now_us();
     char *p = (char *)(r + 1);

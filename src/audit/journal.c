@@ -3,32 +3,46 @@
  *
  * A statement that writes (or that policy refuses or sends to review) must have its event
  * recorded before it goes upstream. Instead of waiting for the writer's next store commit,
- * the emitting thread appends the event here (one writev) and the relay forwards at once;
- * the writer then commits it with the other events of its batch. An append reaches the
- * kernel before audit_emit() returns, so it survives a crash of sluice exactly as a commit
- * of the store does (SQLite in WAL mode with synchronous=NORMAL does not fsync commits
- * either); neither survives a power loss of the host. On the next start, audit_start()
- * replays what the store is missing (audit_journal_replay) and commits it before anything
- * else.
+ * the emitting thread copies the event into the journal and the relay forwards at once; the
+ * writer then commits it with the other events of its batch. The files are mapped into memory
+ * (MAP_SHARED): a record is in the kernel's page cache as soon as the copy is done, so it
+ * survives a crash of sluice exactly as a commit of the store does (SQLite in WAL mode with
+ * synchronous=NORMAL does not fsync commits either); neither survives a power loss of the
+ * host. On the next start, audit_start() replays what the store is missing
+ * (audit_journal_replay) and commits it before anything else.
+ *
+ * Appending takes two steps so that emitting threads do not wait on one another:
+ * audit_journal_reserve(), under the audit queue's mutex, takes the next bytes of the current
+ * file and writes the record's header (magic, length, seq) there, so the files are always a
+ * chain of records; audit_journal_fill(), outside any lock, copies the payload and writes the
+ * check last. A record whose check is still 0 was being copied when the process died: its
+ * statement was never forwarded, and replay skips it. A zeroed header follows the last
+ * record, so replay knows where the records end. Files grow by JOURNAL_GROW bytes allocated
+ * on disk (posix_fallocate) under the lock, so a full disk is an error returned to the
+ * emitter, never a fault while copying; they are not shrunk while sluice runs (an emptied
+ * file starts again at offset 0 with its pages in memory: no allocation, no page faults),
+ * and are cut to nothing at a clean stop.
  *
  * Record: header {magic, payload length, seq, check} and the payload of audit_rec_encode().
- * The check is FNV-1a 64 of seq and payload (it finds torn records); with audit.signing_key
- * set it is the first 8 bytes of an HMAC-SHA-256 keyed from the signing key instead, so that
- * whoever can write the state directory but not read the key cannot plant records that the
- * next start would chain and sign. Two files alternate: the writer switches appends to the other
- * file when the current one passes JOURNAL_ROTATE bytes, and empties a file once the store holds
- * all of its records, so the journal stays small and is empty when sluice is idle.
+ * The check is FNV-1a 64 of seq and payload; with audit.signing_key set it is the first 8
+ * bytes of an HMAC-SHA-256 keyed from the signing key instead, so that whoever can write the
+ * state directory but not read the key cannot plant records that the next start would chain
+ * and sign. Two files alternate: the writer moves appends to the other (empty) file once the
+ * current one's records are all committed (or it passed JOURNAL_ROTATE bytes), and empties a
+ * file whose records are all in the store, so the journal holds no record when sluice is
+ * idle.
  */
 #include <errno.h>
 #include <fcntl.h>
 #include <limits.h>
 #include <pthread.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/file.h>
+#include <sys/mman.h>
 #include <sys/stat.h>
-#include <sys/uio.h>
 #include <unistd.h>
 
 #include <openssl/evp.h>
@@ -40,6 +54,8 @@
 #define JOURNAL_MAGIC 0x314a4c53u /* "SLJ1" */
 #define JOURNAL_ROTATE (4u << 20)
 #define JOURNAL_MAX_RECORD (64u << 20)
+#define JOURNAL_GROW (1u << 20)  /* bytes allocated at a time */
+#define JOURNAL_MAP (1ull << 30) /* address space reserved per file: the most a file holds */
 
 struct journal_header {
     uint32_t magic;
@@ -49,13 +65,14 @@ struct journal_header {
 };
 
 struct audit_journal {
-    pthread_mutex_t mu; /* cur, size and max_seq; appends are serialized by the caller */
+    pthread_mutex_t mu; /* cur, used, alloc and max_seq */
     int fd[2];
+    char *map[2]; /* JOURNAL_MAP bytes each, of which alloc[i] are backed by the file */
     char path[2][PATH_MAX];
     unsigned cur;          /* the file appends go to */
-    off_t size[2];         /* bytes of complete records */
+    size_t used[2];        /* bytes of reserved records */
+    size_t alloc[2];       /* the file's size */
     uint64_t max_seq[2];   /* highest seq in each file (0 when empty) */
-    bool torn[2];          /* a failed append could not be cut off: replay would stop there */
     unsigned char key[32]; /* HMAC key for the check (audit_journal_set_key) */
     bool keyed;
 };
@@ -119,18 +136,22 @@ int audit_journal_open(const char *store_path, struct audit_journal **out, char 
     struct audit_journal *j = xcalloc(1, sizeof *j);
     pthread_mutex_init(&j->mu, NULL);
     j->fd[0] = j->fd[1] = -1;
+    j->map[0] = j->map[1] = MAP_FAILED;
     for (int i = 0; i < 2; i++) {
         if (!audit_journal_path(store_path, i, j->path[i], sizeof j->path[i])) {
             snprintf(err, errlen, "audit journal: the path %s is too long", store_path);
             goto fail;
         }
-        j->fd[i] = open(j->path[i], O_RDWR | O_CREAT | O_APPEND | O_CLOEXEC, 0600);
+        j->fd[i] = open(j->path[i], O_RDWR | O_CREAT | O_CLOEXEC, 0600);
         struct stat st;
-        if (j->fd[i] < 0 || fstat(j->fd[i], &st) != 0) {
+        if (j->fd[i] < 0 || fstat(j->fd[i], &st) != 0 ||
+            (j->map[i] = mmap(NULL, JOURNAL_MAP, PROT_READ | PROT_WRITE, MAP_SHARED, j->fd[i],
+                              0)) == MAP_FAILED) {
             snprintf(err, errlen, "audit journal %s: %s", j->path[i], strerror(errno));
             goto fail;
         }
-        j->size[i] = st.st_size;
+        /* what a crash left is read by replay and emptied by reset before any append */
+        j->used[i] = j->alloc[i] = (size_t)st.st_size;
     }
     if (flock(j->fd[0], LOCK_EX | LOCK_NB) != 0) {
         snprintf(err, errlen, "audit journal %s: %s", j->path[0],
@@ -148,73 +169,91 @@ fail:
 void audit_journal_close(struct audit_journal *j)
 {
     if (!j) return;
-    for (int i = 0; i < 2; i++)
+    for (int i = 0; i < 2; i++) {
+        if (j->map[i] != MAP_FAILED) munmap(j->map[i], JOURNAL_MAP);
+        /* leave no allocated tail (or stale records) behind the records */
+        if (j->fd[i] >= 0 && j->alloc[i] > j->used[i])
+            (void)!ftruncate(j->fd[i], (off_t)j->used[i]);
         if (j->fd[i] >= 0) close(j->fd[i]);
+    }
     OPENSSL_cleanse(j->key, sizeof j->key);
     pthread_mutex_destroy(&j->mu);
     free(j);
 }
 
-int audit_journal_append(struct audit_journal *j, uint64_t seq, const char *rec, size_t len)
+int audit_journal_reserve(struct audit_journal *j, uint64_t seq, size_t len,
+                          struct audit_journal_slot *out)
 {
     if (len > JOURNAL_MAX_RECORD) {
         errno = EFBIG;
         return -1;
     }
-    struct journal_header h = {JOURNAL_MAGIC, (uint32_t)len, seq, record_check(j, seq, rec, len)};
-    struct iovec iov[2] = {{&h, sizeof h}, {(void *)rec, len}};
+    const size_t hs = sizeof(struct journal_header);
+    size_t want = hs + len;
     pthread_mutex_lock(&j->mu);
     unsigned c = j->cur;
-    if (j->torn[c]) {
-        /* Nothing appended after torn bytes could be replayed: use the other file once it
-         * is empty, else refuse (the writer empties a file once the store holds it). */
-        if (j->size[1 - c] != 0 || j->torn[1 - c]) {
+    size_t off = j->used[c];
+    if (off + want + hs > j->alloc[c]) { /* room for the record and the end marker */
+        size_t to = (off + want + hs + JOURNAL_GROW - 1) / JOURNAL_GROW * JOURNAL_GROW;
+        int e = to > JOURNAL_MAP
+                    ? ENOSPC
+                    : posix_fallocate(j->fd[c], (off_t)j->alloc[c], (off_t)(to - j->alloc[c]));
+        if (e != 0) {
             pthread_mutex_unlock(&j->mu);
-            errno = EIO;
+            errno = e;
             return -1;
         }
-        c = j->cur = 1 - c;
+        j->alloc[c] = to;
     }
-    size_t want = sizeof h + len;
-    ssize_t n = writev(j->fd[c], iov, 2);
-    if (n != (ssize_t)want) {
-        int e = n < 0 ? errno : ENOSPC;
-        if (n > 0 && ftruncate(j->fd[c], j->size[c]) != 0) j->torn[c] = true;
-        pthread_mutex_unlock(&j->mu);
-        errno = e;
-        return -1;
-    }
-    j->size[c] += (off_t)want;
-    j->max_seq[c] = seq;
+    struct journal_header h = {JOURNAL_MAGIC, (uint32_t)len, seq, 0};
+    memset(j->map[c] + off + want, 0, hs); /* the end marker (what follows is stale) */
+    memcpy(j->map[c] + off, &h, hs);
+    j->used[c] = off + want;
+    j->max_seq[c] = seq > j->max_seq[c] ? seq : j->max_seq[c];
     pthread_mutex_unlock(&j->mu);
+    *out = (struct audit_journal_slot){j->map[c] + off, seq, len};
     return 0;
+}
+
+void audit_journal_fill(struct audit_journal *j, const struct audit_journal_slot *slot,
+                        const char *rec)
+{
+    char *p = slot->at;
+    memcpy(p + sizeof(struct journal_header), rec, slot->len);
+    uint64_t check = record_check(j, slot->seq, rec, slot->len);
+    memcpy(p + offsetof(struct journal_header, check), &check, sizeof check);
+}
+
+int audit_journal_append(struct audit_journal *j, uint64_t seq, const char *rec, size_t len)
+{
+    struct audit_journal_slot slot;
+    if (audit_journal_reserve(j, seq, len, &slot) != 0) return -1;
+    audit_journal_fill(j, &slot, rec);
+    return 0;
+}
+
+/* Empty file i, which takes no appends (it is not the current file); j->mu held. Its space
+ * and pages stay for the next use: only the first header is zeroed. */
+static void empty_file(struct audit_journal *j, unsigned i)
+{
+    if (j->alloc[i]) memset(j->map[i], 0, sizeof(struct journal_header));
+    j->used[i] = 0;
+    j->max_seq[i] = 0;
 }
 
 void audit_journal_committed(struct audit_journal *j, uint64_t seq)
 {
+    /* Every record reserved in a file has a seq at most max_seq and was filled before the
+     * writer could commit it, so a file with max_seq <= seq holds nothing still needed. */
     pthread_mutex_lock(&j->mu);
-    unsigned other = 1 - j->cur;
-    bool empty_other = (j->size[other] > 0 || j->torn[other]) && j->max_seq[other] <= seq;
-    pthread_mutex_unlock(&j->mu);
-    /* Nobody appends to the other file: only this thread switches files. */
-    if (empty_other && ftruncate(j->fd[other], 0) == 0) {
-        pthread_mutex_lock(&j->mu);
-        j->size[other] = 0;
-        j->max_seq[other] = 0;
-        j->torn[other] = false;
-        pthread_mutex_unlock(&j->mu);
-    }
-    pthread_mutex_lock(&j->mu);
-    unsigned c = j->cur;
-    if ((j->size[c] > 0 || j->torn[c]) && j->max_seq[c] <= seq) {
-        /* everything appended is committed: empty the file (small, or idle) */
-        if (ftruncate(j->fd[c], 0) == 0) {
-            j->size[c] = 0;
-            j->max_seq[c] = 0;
-            j->torn[c] = false;
-        }
-    } else if (j->size[c] >= JOURNAL_ROTATE && j->size[1 - c] == 0) {
-        j->cur = 1 - c;
+    unsigned c = j->cur, other = 1 - c;
+    if (j->used[other] > 0 && j->max_seq[other] <= seq) empty_file(j, other);
+    bool done = j->used[c] > 0 && j->max_seq[c] <= seq;
+    /* Move appends to the other file when this one is all committed (then empty it: records
+     * still being reserved go to the other file) or large. */
+    if (j->used[other] == 0 && (done || j->used[c] >= JOURNAL_ROTATE)) {
+        j->cur = other;
+        if (done) empty_file(j, c);
     }
     pthread_mutex_unlock(&j->mu);
 }
@@ -228,9 +267,8 @@ int audit_journal_reset(struct audit_journal *j)
             rc = -1;
             continue;
         }
-        j->size[i] = 0;
+        j->used[i] = j->alloc[i] = 0;
         j->max_seq[i] = 0;
-        j->torn[i] = false;
     }
     j->cur = 0;
     pthread_mutex_unlock(&j->mu);
@@ -250,15 +288,15 @@ static int replayed_cmp(const void *a, const void *b)
     return x->seq < y->seq ? -1 : x->seq > y->seq;
 }
 
-/* Read the whole file i; NULL with a message when it cannot be read. */
-static char *read_all(struct audit_journal *j, int i, size_t *len, char *err, size_t errlen)
+/* Read the whole file; NULL with a message when it cannot be read. */
+static char *read_all(int fd, const char *path, size_t *len, char *err, size_t errlen)
 {
     struct stat st;
-    if (fstat(j->fd[i], &st) != 0) goto fail;
+    if (fstat(fd, &st) != 0) goto fail;
     size_t n = (size_t)st.st_size, got = 0;
     char *p = xmalloc(n + 1);
     while (got < n) {
-        ssize_t r = pread(j->fd[i], p + got, n - got, (off_t)got);
+        ssize_t r = pread(fd, p + got, n - got, (off_t)got);
         if (r < 0 && errno == EINTR) continue;
         if (r <= 0) {
             free(p);
@@ -269,8 +307,39 @@ static char *read_all(struct audit_journal *j, int i, size_t *len, char *err, si
     *len = n;
     return p;
 fail:
-    snprintf(err, errlen, "audit journal %s: %s", j->path[i], strerror(errno ? errno : EIO));
+    snprintf(err, errlen, "audit journal %s: %s", path, strerror(errno ? errno : EIO));
     return NULL;
+}
+
+/* The next record at data + *off (header in *h), or false at the end of the records. */
+static bool next_record(const char *data, size_t len, size_t *off, struct journal_header *h)
+{
+    if (len - *off < sizeof *h) return false;
+    memcpy(h, data + *off, sizeof *h);
+    /* the end: the zeroed header after the last record, or bytes a crash cut short */
+    if (h->magic != JOURNAL_MAGIC || h->len > len - *off - sizeof *h) return false;
+    *off += sizeof *h + h->len;
+    return true;
+}
+
+long audit_journal_pending(const char *store_path)
+{
+    long n = 0;
+    for (int i = 0; i < 2; i++) {
+        char path[PATH_MAX], err[64];
+        int fd = audit_journal_path(store_path, i, path, sizeof path)
+                     ? open(path, O_RDONLY | O_CLOEXEC)
+                     : -1;
+        if (fd < 0) continue;
+        size_t len = 0, off = 0;
+        char *data = read_all(fd, path, &len, err, sizeof err);
+        close(fd);
+        struct journal_header h;
+        while (data && next_record(data, len, &off, &h))
+            n += h.check != 0;
+        free(data);
+    }
+    return n;
 }
 
 long audit_journal_replay(struct audit_journal *j, uint64_t after, audit_journal_fn fn, void *ctx,
@@ -281,22 +350,21 @@ long audit_journal_replay(struct audit_journal *j, uint64_t after, audit_journal
     size_t n = 0, cap = 0;
     for (int i = 0; i < 2; i++) {
         size_t len;
-        char *data = read_all(j, i, &len, err, errlen);
+        char *data = read_all(j->fd[i], j->path[i], &len, err, errlen);
         if (!data) goto fail;
         size_t off = 0;
-        while (len - off >= sizeof(struct journal_header)) {
-            struct journal_header h;
-            memcpy(&h, data + off, sizeof h);
-            if (h.magic != JOURNAL_MAGIC || h.len > len - off - sizeof h) break; /* torn */
-            const char *payload = data + off + sizeof h;
+        struct journal_header h;
+        while (next_record(data, len, &off, &h)) {
+            const char *payload = data + off - h.len;
+            /* check 0: the record was being copied when the process died; its statement
+             * was never forwarded */
+            if (h.seq <= after || h.check == 0) continue;
             struct audit_rec *rec = NULL;
             if (record_check(j, h.seq, payload, h.len) != h.check ||
-                (h.seq > after && !(rec = audit_rec_decode(payload, h.len)))) {
-                ++*rejected; /* a whole record that is not ours: nothing after it is trusted */
-                break;
+                !(rec = audit_rec_decode(payload, h.len))) {
+                ++*rejected; /* not written by this sluice (or with another key) */
+                continue;
             }
-            off += sizeof h + h.len;
-            if (!rec) continue;
             if (n == cap) {
                 cap = cap ? cap * 2 : 64;
                 list = xrealloc(list, cap * sizeof *list);

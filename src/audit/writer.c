@@ -9,10 +9,11 @@
  * JSON lines to audit.jsonl with one fsync. Only then does audit_committed_seq() move and
  * the live feed see the lines.
  *
- * Durable events (writes, refusals: audit_event.durable) are also appended to the journal
- * (journal.c) under the same mutex before audit_emit() returns, so the relay forwards them at
- * once; the writer empties the journal as the store catches up, and audit_start() replays
- * what a crash left in it before anything else is written.
+ * Durable events (writes, refusals: audit_event.durable) are also written to the journal
+ * (journal.c) before audit_emit() returns, so the relay forwards them at once: their room is
+ * reserved under the same mutex, the copy is made after it is released (the writer takes an
+ * event only once its copy is done); the writer empties the journal as the store catches up, and
+ * audit_start() replays what a crash left in it before anything else is written.
  *
  * A failed write is retried with the same batch (backoff 10 ms doubling to 1 s) while
  * audit_healthy() is false; new events wait in the ring until it is full, after which
@@ -21,6 +22,7 @@
  */
 #include <errno.h>
 #include <pthread.h>
+#include <sched.h>
 #include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -115,10 +117,11 @@ uint64_t audit_emit(const struct audit_event *ev)
         if (!named.instance) named.instance = W.instance;
         audit_rec_encode(&named, &jrec);
     }
+    struct audit_journal_slot slot = {0};
     pthread_mutex_lock(&W.mu);
     if (!W.running || W.stopping || W.count >= W.cap) goto lost;
     uint64_t seq = W.next_seq;
-    if (jrec.p && audit_journal_append(W.journal, seq, jrec.p, jrec.len) != 0) {
+    if (jrec.p && audit_journal_reserve(W.journal, seq, jrec.len, &slot) != 0) {
         char msg[200];
         snprintf(msg, sizeof msg, "writing the audit journal: %s", strerror(errno));
         atomic_fetch_add(&W.errors, 1);
@@ -127,8 +130,9 @@ uint64_t audit_emit(const struct audit_event *ev)
         if (!atomic_load_explicit(&W.fail_open, memory_order_relaxed)) goto lost;
     }
     W.next_seq++;
-    sbuf_free(&jrec);
     rec->seq = seq;
+    /* The writer takes events in order and stops at one whose record is still being copied. */
+    atomic_store_explicit(&rec->ready, slot.at == NULL, memory_order_relaxed);
     W.ring[(W.head + W.count) % W.cap] = rec;
     W.count++;
     /* The writer sleeps while it gathers events (BATCH_DELAY_US): wake it for the first
@@ -138,6 +142,12 @@ uint64_t audit_emit(const struct audit_event *ev)
         pthread_cond_signal(&W.cv);
     }
     pthread_mutex_unlock(&W.mu);
+    if (slot.at) {
+        /* outside the lock: emitters do not wait for one another's copies */
+        audit_journal_fill(W.journal, &slot, jrec.p);
+        atomic_store_explicit(&rec->ready, true, memory_order_release); /* rec is the writer's */
+    }
+    sbuf_free(&jrec);
     return seq;
 lost:
     pthread_mutex_unlock(&W.mu);
@@ -452,7 +462,11 @@ static void *writer_main(void *arg)
             W.prune_done = true;
             pthread_cond_broadcast(&W.done_cv);
         }
-        unsigned n = W.count < BATCH_MAX ? W.count : BATCH_MAX;
+        unsigned n = 0;
+        while (n < W.count && n < BATCH_MAX &&
+               atomic_load_explicit(&W.ring[(W.head + n) % W.cap]->ready, memory_order_acquire))
+            n++;
+        bool copying = n == 0 && W.count > 0; /* its emitter is copying the journal record */
         for (unsigned i = 0; i < n; i++) {
             b.recs[i] = W.ring[W.head];
             W.head = (W.head + 1) % W.cap;
@@ -473,9 +487,13 @@ static void *writer_main(void *arg)
             W.lost_reported = lost;
         }
         W.inflight = n;
-        bool stop = W.stopping && n == 0;
+        bool stop = W.stopping && n == 0 && !copying;
         pthread_mutex_unlock(&W.mu);
         if (stop) break;
+        if (copying) {
+            sched_yield(); /* a copy takes microseconds */
+            continue;
+        }
         if (n) {
             b.n = n;
             (void)write_batch(&b, false);
@@ -599,9 +617,8 @@ static int journal_recover(uint64_t *last, char *err, size_t errlen)
     long n = audit_journal_replay(W.journal, after, recovered_one, &rc, &rejected, err, errlen);
     if (n < 0) return -1;
     if (rejected)
-        log_warn("audit: %u journal file(s) hold a record that fails its check (not written by "
-                 "this sluice, or with another audit.signing_key): nothing from there on is "
-                 "replayed",
+        log_warn("audit: %u journal record(s) fail their check (not written by this sluice, or "
+                 "with another audit.signing_key): they are not replayed",
                  rejected);
     int ret = 0;
     if (n > 0) {
