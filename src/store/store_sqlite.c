@@ -24,6 +24,9 @@ struct sqlite_store {
     sqlite3 *db;
     sqlite3_stmt *ins_event;
     sqlite3_stmt *ins_checkpoint;
+    sqlite3_stmt *ins_block;
+    sqlite3_stmt *ins_block_identity;
+    unsigned audit_version; /* the audit schema of the file (older ones when read only) */
 };
 
 /* The audit module's schema. Append new versions; never edit a released one. */
@@ -48,6 +51,28 @@ static const struct store_migration audit_migrations[] = {
      "CREATE TABLE audit_anchor (\n"
      "  id  INTEGER PRIMARY KEY CHECK (id = 1),\n"
      "  seq INTEGER NOT NULL);\n",
+     NULL},
+    /* Block ranges instead of an index entry per event: one audit_blocks row per appended
+     * batch (its seq range and time range) and one audit_block_identities row per identity
+     * in it. Searches by time or identity read these to find the seq ranges to scan. */
+    {2,
+     "DROP INDEX audit_events_time;\n"
+     "DROP INDEX audit_events_identity;\n"
+     "CREATE TABLE audit_blocks (\n"
+     "  first_seq   INTEGER PRIMARY KEY,\n"
+     "  last_seq    INTEGER NOT NULL,\n"
+     "  min_time_us INTEGER NOT NULL,\n"
+     "  max_time_us INTEGER NOT NULL);\n"
+     "CREATE INDEX audit_blocks_time ON audit_blocks(max_time_us, first_seq);\n"
+     "CREATE TABLE audit_block_identities (\n"
+     "  identity  TEXT NOT NULL,\n"
+     "  first_seq INTEGER NOT NULL,\n"
+     "  last_seq  INTEGER NOT NULL,\n"
+     "  PRIMARY KEY (identity, first_seq)) WITHOUT ROWID;\n"
+     "INSERT INTO audit_blocks SELECT min(seq), max(seq), min(time_us), max(time_us)\n"
+     "  FROM audit_events GROUP BY (seq - 1) / 1000;\n"
+     "INSERT INTO audit_block_identities SELECT identity, min(seq), max(seq)\n"
+     "  FROM audit_events WHERE identity IS NOT NULL GROUP BY (seq - 1) / 1000, identity;\n",
      NULL},
 };
 
@@ -169,6 +194,8 @@ static void sq_close(struct store *st)
     if (!s) return;
     sqlite3_finalize(s->ins_event);
     sqlite3_finalize(s->ins_checkpoint);
+    sqlite3_finalize(s->ins_block);
+    sqlite3_finalize(s->ins_block_identity);
     sqlite3_close(s->db);
     free(s);
     st->priv = NULL;
@@ -209,10 +236,20 @@ static int sq_open(struct store *st, const struct cfg_state *cfg, unsigned flags
                                "INSERT INTO audit_checkpoints (seq, time_us, hash, signature, "
                                "key_id) VALUES (?, ?, ?, ?, ?)",
                                -1, SQLITE_PREPARE_PERSISTENT, &s->ins_checkpoint,
+                               NULL) != SQLITE_OK ||
+            sqlite3_prepare_v3(s->db,
+                               "INSERT INTO audit_blocks (first_seq, last_seq, min_time_us, "
+                               "max_time_us) VALUES (?, ?, ?, ?)",
+                               -1, SQLITE_PREPARE_PERSISTENT, &s->ins_block, NULL) != SQLITE_OK ||
+            sqlite3_prepare_v3(s->db,
+                               "INSERT INTO audit_block_identities (identity, first_seq, "
+                               "last_seq) VALUES (?, ?, ?)",
+                               -1, SQLITE_PREPARE_PERSISTENT, &s->ins_block_identity,
                                NULL) != SQLITE_OK) {
             fail_db(st, "preparing inserts");
             goto fail_path;
         }
+        s->audit_version = AUDIT_SCHEMA_VERSION;
     } else {
         unsigned have = 0;
         if (module_version(st, "audit", &have) != 0) goto fail_path;
@@ -227,6 +264,7 @@ static int sq_open(struct store *st, const struct cfg_state *cfg, unsigned flags
                           have, AUDIT_SCHEMA_VERSION);
             goto fail_path;
         }
+        s->audit_version = have;
     }
     return 0;
 fail_path : {
@@ -243,6 +281,46 @@ static void bind_opt_text(sqlite3_stmt *q, int i, const char *v)
         sqlite3_bind_text(q, i, v, -1, SQLITE_STATIC);
     else
         sqlite3_bind_null(q, i);
+}
+
+/* The block rows of a batch: its seq and time ranges, and each identity's seq range in it. */
+static int append_block(struct store *st, const struct store_event *ev, unsigned n)
+{
+    struct sqlite_store *s = priv(st);
+    int64_t tmin = ev[0].time_us, tmax = ev[0].time_us;
+    for (unsigned i = 1; i < n; i++) {
+        if (ev[i].time_us < tmin) tmin = ev[i].time_us;
+        if (ev[i].time_us > tmax) tmax = ev[i].time_us;
+    }
+    sqlite3_stmt *q = s->ins_block;
+    sqlite3_bind_int64(q, 1, (sqlite3_int64)ev[0].seq);
+    sqlite3_bind_int64(q, 2, (sqlite3_int64)ev[n - 1].seq);
+    sqlite3_bind_int64(q, 3, tmin);
+    sqlite3_bind_int64(q, 4, tmax);
+    int rc = sqlite3_step(q);
+    sqlite3_reset(q);
+    if (rc != SQLITE_DONE) return fail_db(st, "writing audit blocks");
+    /* Each identity once, at its first event of the batch: its range ends at its last one.
+     * Batches hold a few identities, so the inner loops are short. */
+    for (unsigned i = 0; i < n; i++) {
+        const char *id = ev[i].identity;
+        if (!id) continue;
+        unsigned k = 0;
+        while (k < i && !(ev[k].identity && strcmp(ev[k].identity, id) == 0))
+            k++;
+        if (k < i) continue; /* seen */
+        uint64_t last = ev[i].seq;
+        for (unsigned m = i + 1; m < n; m++)
+            if (ev[m].identity && strcmp(ev[m].identity, id) == 0) last = ev[m].seq;
+        q = s->ins_block_identity;
+        sqlite3_bind_text(q, 1, id, -1, SQLITE_STATIC);
+        sqlite3_bind_int64(q, 2, (sqlite3_int64)ev[i].seq);
+        sqlite3_bind_int64(q, 3, (sqlite3_int64)last);
+        rc = sqlite3_step(q);
+        sqlite3_reset(q);
+        if (rc != SQLITE_DONE) return fail_db(st, "writing audit blocks");
+    }
+    return 0;
 }
 
 static int sq_events_append(struct store *st, const struct store_event *ev, unsigned n,
@@ -271,6 +349,7 @@ static int sq_events_append(struct store *st, const struct store_event *ev, unsi
             goto fail;
         }
     }
+    if (n && append_block(st, ev, n) != 0) goto fail;
     for (unsigned i = 0; i < ncp; i++) {
         sqlite3_stmt *q = s->ins_checkpoint;
         sqlite3_bind_int64(q, 1, (sqlite3_int64)cp[i].seq);
@@ -301,30 +380,74 @@ static const char *col_text(sqlite3_stmt *q, int i)
     return (const char *)sqlite3_column_text(q, i);
 }
 
+/* Events after seq lo whose time can be >= since_us: lo moves up to just before the first
+ * block that ends at or after since_us; *none when no block does (no event matches). */
+static int since_bound(struct store *st, int64_t since_us, uint64_t *lo, bool *none)
+{
+    sqlite3_stmt *q = NULL;
+    *none = false;
+    if (sqlite3_prepare_v2(priv(st)->db,
+                           "SELECT min(first_seq) FROM audit_blocks WHERE max_time_us >= ?", -1, &q,
+                           NULL) != SQLITE_OK)
+        return fail_db(st, "querying audit blocks");
+    sqlite3_bind_int64(q, 1, since_us);
+    int rc = sqlite3_step(q);
+    if (rc == SQLITE_ROW && sqlite3_column_type(q, 0) == SQLITE_NULL)
+        *none = true;
+    else if (rc == SQLITE_ROW) {
+        uint64_t first = (uint64_t)sqlite3_column_int64(q, 0);
+        if (first > 0 && first - 1 > *lo) *lo = first - 1;
+    }
+    sqlite3_finalize(q);
+    if (rc != SQLITE_ROW) return fail_db(st, "querying audit blocks");
+    return 0;
+}
+
 static int sq_events_query(struct store *st, const struct store_query *qr, store_event_fn fn,
                            void *ctx)
 {
-    char where[512], sql[1024];
+    struct sqlite_store *s = priv(st);
+    bool blocks = s->audit_version >= 2; /* else (an old store read only): plain scans */
+    uint64_t lo = qr->after_seq;
+    if (blocks && qr->since_us > 0) {
+        bool none;
+        if (since_bound(st, qr->since_us, &lo, &none) != 0) return -1;
+        if (none) return 0;
+    }
+    char where[512], sql[1400];
     size_t n = 0;
     where[0] = 0;
-    if (qr->identity) n += (size_t)snprintf(where + n, sizeof where - n, " AND identity = ?2");
-    if (qr->decision) n += (size_t)snprintf(where + n, sizeof where - n, " AND decision = ?3");
-    if (qr->kind) n += (size_t)snprintf(where + n, sizeof where - n, " AND kind = ?4");
-    if (qr->since_us > 0) n += (size_t)snprintf(where + n, sizeof where - n, " AND time_us >= ?5");
-    if (qr->until_us > 0) snprintf(where + n, sizeof where - n, " AND time_us < ?6");
-    const char *cols =
-        "SELECT seq, time_us, kind, identity, decision, body, hash FROM audit_events";
+    if (qr->identity) n += (size_t)snprintf(where + n, sizeof where - n, " AND e.identity = ?2");
+    if (qr->decision) n += (size_t)snprintf(where + n, sizeof where - n, " AND e.decision = ?3");
+    if (qr->kind) n += (size_t)snprintf(where + n, sizeof where - n, " AND e.kind = ?4");
+    if (qr->since_us > 0)
+        n += (size_t)snprintf(where + n, sizeof where - n, " AND e.time_us >= ?5");
+    if (qr->until_us > 0) snprintf(where + n, sizeof where - n, " AND e.time_us < ?6");
+    /* By identity: the identity's block ranges from the one holding lo on, in seq order, and
+     * the events inside each (SQLite walks both in order: no sort). */
+    const char *from = "audit_events e", *by_block = "", *order = "e.seq",
+               *order_desc = "e.seq DESC";
+    if (blocks && qr->identity) {
+        from = "audit_block_identities b JOIN audit_events e "
+               "ON e.seq BETWEEN b.first_seq AND b.last_seq";
+        by_block = " AND b.identity = ?2 AND b.first_seq >= COALESCE((SELECT max(first_seq) "
+                   "FROM audit_block_identities WHERE identity = ?2 AND first_seq <= ?1), 0)";
+        order = "b.first_seq, e.seq";
+        order_desc = "b.first_seq DESC, e.seq DESC";
+    }
+    const char *cols = "e.seq, e.time_us, e.kind, e.identity, e.decision, e.body, e.hash";
     if (qr->limit && qr->newest_first)
         snprintf(sql, sizeof sql,
-                 "SELECT * FROM (%s WHERE seq > ?1%s ORDER BY seq DESC LIMIT ?7) ORDER BY seq",
-                 cols, where);
+                 "SELECT * FROM (SELECT %s FROM %s WHERE e.seq > ?1%s%s ORDER BY %s LIMIT ?7) "
+                 "ORDER BY seq",
+                 cols, from, by_block, where, order_desc);
     else
-        snprintf(sql, sizeof sql, "%s WHERE seq > ?1%s ORDER BY seq%s", cols, where,
-                 qr->limit ? " LIMIT ?7" : "");
+        snprintf(sql, sizeof sql, "SELECT %s FROM %s WHERE e.seq > ?1%s%s ORDER BY %s%s", cols,
+                 from, by_block, where, order, qr->limit ? " LIMIT ?7" : "");
     sqlite3_stmt *q = NULL;
     if (sqlite3_prepare_v2(priv(st)->db, sql, -1, &q, NULL) != SQLITE_OK)
         return fail_db(st, "querying audit events");
-    sqlite3_bind_int64(q, 1, (sqlite3_int64)qr->after_seq);
+    sqlite3_bind_int64(q, 1, (sqlite3_int64)lo);
     if (qr->identity) sqlite3_bind_text(q, 2, qr->identity, -1, SQLITE_STATIC);
     if (qr->decision) sqlite3_bind_text(q, 3, qr->decision, -1, SQLITE_STATIC);
     if (qr->kind) sqlite3_bind_text(q, 4, qr->kind, -1, SQLITE_STATIC);
@@ -470,6 +593,11 @@ static int sq_prune(struct store *st, int64_t before_us, uint64_t *pruned)
     if (exec(st, sql) != 0) goto fail;
     *pruned = (uint64_t)sqlite3_changes(priv(st)->db);
     snprintf(sql, sizeof sql, "DELETE FROM audit_checkpoints WHERE seq < %" PRIu64, upto);
+    if (exec(st, sql) != 0) goto fail;
+    snprintf(sql, sizeof sql,
+             "DELETE FROM audit_blocks WHERE last_seq <= %" PRIu64 "; "
+             "DELETE FROM audit_block_identities WHERE last_seq <= %" PRIu64,
+             upto, upto);
     if (exec(st, sql) != 0) goto fail;
     snprintf(sql, sizeof sql,
              "INSERT INTO audit_anchor (id, seq) VALUES (1, %" PRIu64
