@@ -250,19 +250,27 @@ static uint64_t emit_statement(struct session *s, struct stmt_rec *r, bool pre)
 {
     struct audit_event ev;
     char groups[512], masked[512], digest[65];
-    event_base(s, &ev, pre || !r->pre_seq ? AUDIT_STATEMENT : AUDIT_STATEMENT_END, groups,
-               sizeof groups);
-    ev.statement = r->info->text;
-    ev.fingerprint = r->info->fingerprint[0] ? r->info->fingerprint : NULL;
-    ev.command = r->info->command;
-    ev.class_ = r->info->cls;
-    ev.tables = r->info->tables;
-    ev.decision = r->decision;
-    ev.rule = r->rule;
+    if (!pre && r->pre_seq) {
+        /* statement_end: the result only; who, what and the decision are on the statement
+         * event it completes (ref) */
+        memset(&ev, 0, sizeof ev);
+        ev.kind = AUDIT_STATEMENT_END;
+        ev.session_id = s->id;
+        ev.identity = s->ident ? s->ident->name : s->user;
+    } else {
+        event_base(s, &ev, AUDIT_STATEMENT, groups, sizeof groups);
+        ev.statement = r->info->text;
+        ev.fingerprint = r->info->fingerprint[0] ? r->info->fingerprint : NULL;
+        ev.command = r->info->command;
+        ev.class_ = r->info->cls;
+        ev.tables = r->info->tables;
+        ev.decision = r->decision;
+        ev.rule = r->rule;
+        ev.request_id = r->request_id[0] ? r->request_id : NULL;
+        ev.grant_id = r->grant_id[0] ? r->grant_id : NULL;
+    }
     ev.ref = pre ? 0 : r->pre_seq;
     ev.durable = pre; /* journaled before the statement goes upstream */
-    ev.request_id = r->request_id[0] ? r->request_id : NULL;
-    ev.grant_id = r->grant_id[0] ? r->grant_id : NULL;
     if (!pre) {
         ev.duration_us = now_us() - r->start_us;
         ev.rows = r->rows ? r->rows : r->tag_rows;

@@ -300,6 +300,9 @@ def test_write_rows_through_statement_end(audited, marker, command, cls, rows):
     assert end["seq"] > ev["seq"]
     assert end["rows"] == rows
     assert end.get("sqlstate") is None
+    # the result only: who and what are on the statement event it completes
+    assert (end["identity"], end["session"]) == (ev["identity"], ev["session"])
+    assert not {"statement", "decision", "client_addr", "command"} & end.keys(), end
 
 
 def test_masked_counts(audited):
