@@ -143,7 +143,8 @@ void audit_stats_get(struct audit_stats *out);
  * Zero rows give the SHA-256 of the empty string.
  */
 struct audit_digest {
-    void *ctx; /* EVP_MD_CTX */
+    _Alignas(8) unsigned char state[128]; /* OpenSSL's SHA256_CTX (digest.c) */
+    bool active;                          /* between init and final/free */
     uint64_t rows;
 };
 void audit_digest_init(struct audit_digest *d);
@@ -151,9 +152,9 @@ void audit_digest_init(struct audit_digest *d);
 void audit_digest_datarow(struct audit_digest *d, const uint8_t *body, size_t len);
 /* One column value (len -1 = NULL); call for each column of each row instead of _datarow. */
 void audit_digest_column(struct audit_digest *d, const void *val, int32_t len);
-/* Write 64 hex digits and a NUL to hex, and release the context. */
+/* Write 64 hex digits and a NUL to hex, and end the digest. */
 void audit_digest_final(struct audit_digest *d, char hex[65]);
-/* Release without a result (statement abandoned). */
+/* End without a result (statement abandoned): the state is wiped. */
 void audit_digest_free(struct audit_digest *d);
 
 /* The admin API's views (query.c): events matching q as {"events": [...]}, newest `limit`

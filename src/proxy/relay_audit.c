@@ -278,7 +278,7 @@ static uint64_t emit_statement(struct session *s, struct stmt_rec *r, bool pre)
         masked_json(s, masked, sizeof masked);
         ev.masked = masked[0] ? masked : NULL;
         if (r->digesting) {
-            if (r->digest.ctx)
+            if (r->digest.active)
                 audit_digest_final(&r->digest, digest);
             else
                 memcpy(digest, digest_no_rows, sizeof digest);
@@ -292,7 +292,7 @@ static uint64_t emit_statement(struct session *s, struct stmt_rec *r, bool pre)
 
 static void rec_free(struct stmt_rec *r)
 {
-    if (r->digest.ctx) audit_digest_free(&r->digest);
+    if (r->digest.active) audit_digest_free(&r->digest);
     info_put(r->info);
     free(r);
 }
@@ -453,7 +453,7 @@ void relay_audit_row_big(struct session *s, size_t total)
     if (!r) return;
     r->rows++;
     r->bytes += total;
-    if (r->digest.ctx) audit_digest_free(&r->digest);
+    if (r->digest.active) audit_digest_free(&r->digest);
     r->digesting = false;
     r->undigested = true;
 }
@@ -465,7 +465,7 @@ void relay_audit_row(struct session *s, const uint8_t *body, size_t len)
     r->rows++;
     r->bytes += len + 5;
     if (!r->digesting) return;
-    if (!r->digest.ctx) audit_digest_init(&r->digest);
+    if (!r->digest.active) audit_digest_init(&r->digest);
     audit_digest_datarow(&r->digest, body, len);
 }
 
