@@ -36,6 +36,7 @@
 #include <fcntl.h>
 #include <limits.h>
 #include <pthread.h>
+#include <stdatomic.h>
 #include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -192,11 +193,12 @@ int audit_journal_reserve(struct audit_journal *j, uint64_t seq, size_t len,
     size_t want = hs + len;
     pthread_mutex_lock(&j->mu);
     unsigned c = j->cur;
+    if (j->used[c] + want + hs > JOURNAL_MAP && j->used[1 - c] == 0) c = j->cur = 1 - c;
     size_t off = j->used[c];
     if (off + want + hs > j->alloc[c]) { /* room for the record and the end marker */
         size_t to = (off + want + hs + JOURNAL_GROW - 1) / JOURNAL_GROW * JOURNAL_GROW;
         int e = to > JOURNAL_MAP
-                    ? ENOSPC
+                    ? EFBIG /* both files full: the store is far behind */
                     : posix_fallocate(j->fd[c], (off_t)j->alloc[c], (off_t)(to - j->alloc[c]));
         if (e != 0) {
             pthread_mutex_unlock(&j->mu);
@@ -207,6 +209,8 @@ int audit_journal_reserve(struct audit_journal *j, uint64_t seq, size_t len,
     }
     struct journal_header h = {JOURNAL_MAGIC, (uint32_t)len, seq, 0};
     memset(j->map[c] + off + want, 0, hs); /* the end marker (what follows is stale) */
+    /* a crash sees these stores in program order: the marker before the header */
+    atomic_signal_fence(memory_order_release);
     memcpy(j->map[c] + off, &h, hs);
     j->used[c] = off + want;
     j->max_seq[c] = seq > j->max_seq[c] ? seq : j->max_seq[c];
@@ -221,6 +225,7 @@ void audit_journal_fill(struct audit_journal *j, const struct audit_journal_slot
     char *p = slot->at;
     memcpy(p + sizeof(struct journal_header), rec, slot->len);
     uint64_t check = record_check(j, slot->seq, rec, slot->len);
+    atomic_signal_fence(memory_order_release); /* the payload before its check */
     memcpy(p + offsetof(struct journal_header, check), &check, sizeof check);
 }
 

@@ -22,7 +22,6 @@
  */
 #include <errno.h>
 #include <pthread.h>
-#include <sched.h>
 #include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -466,13 +465,15 @@ static void *writer_main(void *arg)
         while (n < W.count && n < BATCH_MAX &&
                atomic_load_explicit(&W.ring[(W.head + n) % W.cap]->ready, memory_order_acquire))
             n++;
-        bool copying = n == 0 && W.count > 0; /* its emitter is copying the journal record */
+        /* stopped before an event whose emitter is still copying its journal record: the
+         * rest waits for the next batch (within microseconds it is ready) */
+        bool copying = n < W.count && n < BATCH_MAX;
         for (unsigned i = 0; i < n; i++) {
             b.recs[i] = W.ring[W.head];
             W.head = (W.head + 1) % W.cap;
         }
         W.count -= n;
-        W.backlog = W.count > 0;
+        W.backlog = W.count > 0 && !copying;
         /* Record losses once the ring is drained, so the marker keeps chain order. */
         uint64_t lost = atomic_load(&W.lost);
         if (W.count == 0 && lost > W.lost_reported && !W.stopping) {
@@ -490,10 +491,7 @@ static void *writer_main(void *arg)
         bool stop = W.stopping && n == 0 && !copying;
         pthread_mutex_unlock(&W.mu);
         if (stop) break;
-        if (copying) {
-            sched_yield(); /* a copy takes microseconds */
-            continue;
-        }
+        if (n == 0 && copying && W.stopping) usleep(100); /* no gathering wait while stopping */
         if (n) {
             b.n = n;
             (void)write_batch(&b, false);
@@ -690,11 +688,12 @@ int audit_start(const struct sluice_config *cfg, char *err, size_t errlen)
         return 0;
     }
     atomic_store(&W.disabled, false);
-    if (store_open(&cfg->state, 0, &W.st, err, errlen) != 0) return -1;
-    /* First: the journal's lock keeps a second sluice away from this store and its JSONL. */
+    /* First: the journal's lock keeps a second sluice away from this store (before it is
+     * opened: opening migrates its schema) and its JSONL. */
     if (audit_journal_open(cfg->state.path && *cfg->state.path ? cfg->state.path : "sluice.db",
                            &W.journal, err, errlen) != 0)
         goto fail;
+    if (store_open(&cfg->state, 0, &W.st, err, errlen) != 0) goto fail;
     uint64_t last = 0;
     char hash[STORE_HASH_HEX];
     if (store_events_last(W.st, &last, hash) != 0) {

@@ -257,6 +257,8 @@ static uint64_t emit_statement(struct session *s, struct stmt_rec *r, bool pre)
         ev.kind = AUDIT_STATEMENT_END;
         ev.session_id = s->id;
         ev.identity = s->ident ? s->ident->name : s->user;
+        /* a grant given while the statement waited is known only now */
+        ev.grant_id = r->grant_id[0] ? r->grant_id : NULL;
     } else {
         event_base(s, &ev, AUDIT_STATEMENT, groups, sizeof groups);
         ev.statement = r->info->text;

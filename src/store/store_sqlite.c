@@ -595,9 +595,9 @@ static int sq_prune(struct store *st, int64_t before_us, uint64_t *pruned)
     snprintf(sql, sizeof sql, "DELETE FROM audit_checkpoints WHERE seq < %" PRIu64, upto);
     if (exec(st, sql) != 0) goto fail;
     snprintf(sql, sizeof sql,
-             "DELETE FROM audit_blocks WHERE last_seq <= %" PRIu64 "; "
-             "DELETE FROM audit_block_identities WHERE last_seq <= %" PRIu64,
-             upto, upto);
+             "DELETE FROM audit_blocks WHERE first_seq <= %" PRIu64 " AND last_seq <= %" PRIu64
+             "; DELETE FROM audit_block_identities WHERE last_seq <= %" PRIu64,
+             upto, upto, upto);
     if (exec(st, sql) != 0) goto fail;
     snprintf(sql, sizeof sql,
              "INSERT INTO audit_anchor (id, seq) VALUES (1, %" PRIu64
