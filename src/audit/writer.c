@@ -568,11 +568,19 @@ struct recovery {
     struct audit_rec **recs;
     size_t n, cap;
     uint64_t last_seq; /* the highest sequence number the crashed process had given */
+    /* the store ends with an earlier recovery's marker: records up to through that are
+     * older than the marker are in the store already (see last_recovered_cb) */
+    uint64_t through;
+    int64_t marker_us;
 };
 
 static void recovered_one(void *ctx, uint64_t seq, struct audit_rec *rec)
 {
     struct recovery *r = ctx;
+    if (seq <= r->through && rec->ev.time_us < r->marker_us) {
+        free(rec);
+        return;
+    }
     if (!rec->ev.detail) rec->ev.detail = "recovered from the audit journal";
     if (r->n + 1 >= r->cap) {
         r->cap = r->cap ? r->cap * 2 : 64;
@@ -583,16 +591,22 @@ static void recovered_one(void *ctx, uint64_t seq, struct audit_rec *rec)
 }
 
 /* A recovery's closing events_lost event carries, as `ref`, the last journal sequence number
- * it committed. When the store ends with one, a crash came between that commit and emptying
- * the journal: what the journal holds up to there is in the store already. */
+ * it committed. When the store ends with one, either a crash came between that commit and
+ * emptying the journal (the journal still holds those records: made before the marker, with
+ * numbers up to ref), or the journal was emptied and the next run crashed before it could
+ * commit anything (its records were made after the marker, and their numbers, which go on
+ * from the marker's, may be below ref). The marker's time tells them apart. */
 static int last_recovered_cb(void *ctx, const struct store_event *ev)
 {
-    uint64_t *through = ctx;
-    *through = 0;
+    struct recovery *r = ctx;
+    r->through = 0;
     if (strcmp(ev->kind, "events_lost") != 0) return 0;
     cJSON *o = cJSON_ParseWithLength(ev->body, ev->body_len);
     const cJSON *ref = cJSON_GetObjectItemCaseSensitive(o, "ref");
-    if (cJSON_IsNumber(ref) && ref->valuedouble > 0) *through = (uint64_t)ref->valuedouble;
+    if (cJSON_IsNumber(ref) && ref->valuedouble > 0) {
+        r->through = (uint64_t)ref->valuedouble;
+        r->marker_us = ev->time_us;
+    }
     cJSON_Delete(o);
     return 0;
 }
@@ -607,13 +621,12 @@ static int last_recovered_cb(void *ctx, const struct store_event *ev)
 static int journal_recover(uint64_t *last, char *err, size_t errlen)
 {
     struct recovery rc = {0};
-    uint64_t after = *last, through = 0;
-    if (*last && store_events_scan(W.st, *last - 1, last_recovered_cb, &through) == 0 &&
-        through > after)
-        after = through;
+    uint64_t after = *last;
+    if (*last && store_events_scan(W.st, *last - 1, last_recovered_cb, &rc) != 0) rc.through = 0;
     unsigned rejected = 0;
-    long n = audit_journal_replay(W.journal, after, recovered_one, &rc, &rejected, err, errlen);
-    if (n < 0) return -1;
+    if (audit_journal_replay(W.journal, after, recovered_one, &rc, &rejected, err, errlen) < 0)
+        return -1;
+    long n = (long)rc.n;
     if (rejected)
         log_warn("audit: %u journal record(s) fail their check (not written by this sluice, or "
                  "with another audit.signing_key): they are not replayed",

@@ -857,10 +857,10 @@ static int collect_body(void *ctx, const struct store_event *ev)
     return 0;
 }
 
-static void journal_put(struct audit_journal *j, uint64_t seq, const char *stmt)
+static void journal_put_at(struct audit_journal *j, uint64_t seq, const char *stmt, int64_t time_us)
 {
     struct audit_event ev = {.kind = AUDIT_STATEMENT,
-                             .time_us = 1700000000000000 + (int64_t)seq,
+                             .time_us = time_us,
                              .session_id = 9,
                              .identity = "alice",
                              .instance = "crashed:1",
@@ -872,6 +872,12 @@ static void journal_put(struct audit_journal *j, uint64_t seq, const char *stmt)
     audit_rec_encode(&ev, &b);
     assert_int_equal(audit_journal_append(j, seq, b.p, b.len), 0);
     sbuf_free(&b);
+}
+
+/* A record made by a process that crashed long ago. */
+static void journal_put(struct audit_journal *j, uint64_t seq, const char *stmt)
+{
+    journal_put_at(j, seq, stmt, 1700000000000000 + (int64_t)seq);
 }
 
 static off_t file_size(const char *path)
@@ -970,6 +976,21 @@ static void test_journal_recovery(void **state)
     assert_int_equal(b.n, 3);
     store_close(st);
     assert_int_equal(file_size(j0), 0);
+
+    /* The journal was emptied after that recovery and the next run crashed before it could
+     * commit anything: its write, numbered on from the marker (last + 3) and so at most the
+     * marker's ref (last + 4), was made after the marker and must be recovered. */
+    assert_int_equal(audit_journal_open(e->db, &j, err, sizeof err), 0);
+    journal_put_at(j, last + 4, "UPDATE t SET a = $1 /* after the marker */", audit_now_us());
+    audit_journal_close(j);
+    assert_int_equal(audit_start(&e->cfg, err, sizeof err), 0);
+    audit_stop();
+    st = open_ro(e->db);
+    memset(&b, 0, sizeof b);
+    assert_int_equal(store_events_scan(st, last + 3, collect_body, &b), 0);
+    assert_int_equal(b.n, 2); /* the write and a new marker */
+    assert_non_null(strstr(b.body[0], "after the marker"));
+    store_close(st);
     env_free(e);
 }
 
