@@ -132,8 +132,6 @@ int audit_journal_reserve(struct audit_journal *j, uint64_t seq, size_t len,
  * thread, no lock; the writer must not commit the event before then. */
 void audit_journal_fill(struct audit_journal *j, const struct audit_journal_slot *slot,
                         const char *rec);
-/* reserve() and fill() in one call (tests). */
-int audit_journal_append(struct audit_journal *j, uint64_t seq, const char *rec, size_t len);
 /* Writer thread, after a commit: every sequence number up to seq is in the store. Empties a
  * file whose records are all committed and switches files when the current one is large. */
 void audit_journal_committed(struct audit_journal *j, uint64_t seq);

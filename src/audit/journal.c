@@ -229,14 +229,6 @@ void audit_journal_fill(struct audit_journal *j, const struct audit_journal_slot
     memcpy(p + offsetof(struct journal_header, check), &check, sizeof check);
 }
 
-int audit_journal_append(struct audit_journal *j, uint64_t seq, const char *rec, size_t len)
-{
-    struct audit_journal_slot slot;
-    if (audit_journal_reserve(j, seq, len, &slot) != 0) return -1;
-    audit_journal_fill(j, &slot, rec);
-    return 0;
-}
-
 /* Empty file i, which takes no appends (it is not the current file); j->mu held. Its space
  * and pages stay for the next use: only the first header is zeroed. */
 static void empty_file(struct audit_journal *j, unsigned i)

@@ -870,7 +870,9 @@ static void journal_put_at(struct audit_journal *j, uint64_t seq, const char *st
                              .decision = "allow"};
     struct sbuf b = {0};
     audit_rec_encode(&ev, &b);
-    assert_int_equal(audit_journal_append(j, seq, b.p, b.len), 0);
+    struct audit_journal_slot slot;
+    assert_int_equal(audit_journal_reserve(j, seq, b.len, &slot), 0);
+    audit_journal_fill(j, &slot, b.p);
     sbuf_free(&b);
 }
 
