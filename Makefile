@@ -8,7 +8,7 @@ OPT     ?= -O2
 EXTRA_CFLAGS ?=
 EXTRA_LDFLAGS ?=
 CFLAGS  = -std=c11 -D_GNU_SOURCE -Wall -Wextra -Werror -g $(OPT) -Isrc -I/usr/include/postgresql -pthread $(EXTRA_CFLAGS)
-LDLIBS  = -lpg_query -lcjson -lssl -lcrypto -lcyaml -lyaml -lhs -lsqlite3 -lmicrohttpd -lcurl -lcjose -ljansson -lpq -pthread
+LDLIBS  = -lpg_query -lcjson -lssl -lcrypto -lcyaml -lyaml -lhs -lsqlite3 -lzstd -lmicrohttpd -lcurl -lcjose -ljansson -lpq -pthread
 PYTHON  = /usr/bin/python3
 
 SRC     := $(shell find src -name '*.c' ! -path src/main.c | sort)

@@ -6,10 +6,10 @@ set -euo pipefail
 pkgs=(
   build-essential pkg-config clang libclang-rt-14-dev clang-format
   libssl-dev libcyaml-dev libyaml-dev libcjson-dev libjansson-dev
-  libpg-query-dev libprotobuf-c-dev libvectorscan-dev libsqlite3-dev libpq-dev
+  libpg-query-dev libprotobuf-c-dev libvectorscan-dev libsqlite3-dev libzstd-dev libpq-dev
   libmicrohttpd-dev libcurl4-openssl-dev libcjose-dev libcmocka-dev
   postgresql-15 postgresql-client-15 pgbouncer
-  python3 python3-pytest python3-psycopg python3-psycopg2
+  python3 python3-pytest python3-psycopg python3-psycopg2 python3-zstandard
   libpostgresql-jdbc-java default-jdk-headless
   nodejs npm procps iproute2 util-linux openssl
   prometheus chromium

@@ -99,6 +99,11 @@ static int check_event(void *ctx, const struct store_event *ev)
                       "event %llu is missing (the next stored event is %llu): events were "
                       "deleted",
                       (unsigned long long)v->expect, (unsigned long long)ev->seq);
+    if (ev->body_len == 0)
+        return broken(r, ev->seq,
+                      "event %llu: its body is missing (the block row holding it is damaged "
+                      "or was deleted)",
+                      (unsigned long long)ev->seq);
     char h[AUDIT_HASH_HEX];
     audit_sha256_hex(ev->body, ev->body_len, h);
     if (strcmp(h, ev->hash) != 0)

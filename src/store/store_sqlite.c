@@ -2,11 +2,13 @@
  * store_sqlite.c: the SQLite driver of the state store (the default, one instance).
  *
  * One database file in WAL mode with synchronous=NORMAL: a commit is durable against a
- * process crash at once and against a power loss at the next checkpoint of the WAL, and
- * batches of 1,000 rows commit at several hundred thousand rows/s. busy_timeout lets the CLI
- * read while the writer writes. The hot statements (event and checkpoint inserts) are
- * prepared once and reused. Schema versions live in `schema_version` (one row per module);
- * the audit module's tables are migrated here, other modules bring their own lists.
+ * process crash at once and against a power loss at the next checkpoint of the WAL.
+ * busy_timeout lets the CLI read while the writer writes. Audit events are kept in packed
+ * blocks (sqlite_blocks.c, schema 3); this file opens and migrates the store, appends
+ * checkpoints, keeps the anchor and reads the event rows of schemas 1 and 2 for a read-only
+ * opener. The hot statements are prepared once and reused. Schema versions live in
+ * `schema_version` (one row per module); the audit module's tables are migrated here, other
+ * modules bring their own lists.
  */
 #include <errno.h>
 #include <inttypes.h>
@@ -15,19 +17,8 @@
 #include <string.h>
 #include <sys/stat.h>
 
-#include <sqlite3.h>
-
 #include "core/buf.h"
-#include "store/store.h"
-
-struct sqlite_store {
-    sqlite3 *db;
-    sqlite3_stmt *ins_event;
-    sqlite3_stmt *ins_checkpoint;
-    sqlite3_stmt *ins_block;
-    sqlite3_stmt *ins_block_identity;
-    unsigned audit_version; /* the audit schema of the file (older ones when read only) */
-};
+#include "store/sqlite_int.h"
 
 /* The audit module's schema. Append new versions; never edit a released one. */
 static const struct store_migration audit_migrations[] = {
@@ -74,18 +65,16 @@ static const struct store_migration audit_migrations[] = {
      "INSERT INTO audit_block_identities SELECT identity, min(seq), max(seq)\n"
      "  FROM audit_events WHERE identity IS NOT NULL GROUP BY (seq - 1) / 1000, identity;\n",
      NULL},
+    /* Events packed in their blocks (sqlite_blocks.c); a writer moves the rows of
+     * audit_events there when it opens the store. */
+    {3, "ALTER TABLE audit_blocks ADD COLUMN events BLOB;\n", NULL},
 };
 
 #define AUDIT_SCHEMA_VERSION (sizeof audit_migrations / sizeof audit_migrations[0])
 
-static struct sqlite_store *priv(struct store *st)
+int sq_fail(struct store *st, const char *what)
 {
-    return st->priv;
-}
-
-static int fail_db(struct store *st, const char *what)
-{
-    struct sqlite_store *s = priv(st);
+    struct sqlite_store *s = sq_priv(st);
     store_set_err(st, "%s: %s", what, s && s->db ? sqlite3_errmsg(s->db) : "no database");
     return -1;
 }
@@ -102,20 +91,20 @@ static void prefix_err(struct store *st, const char *prefix)
     st->err[pl + ml] = 0;
 }
 
-static int exec(struct store *st, const char *sql)
+int sq_exec(struct store *st, const char *sql)
 {
     char *msg = NULL;
-    if (sqlite3_exec(priv(st)->db, sql, NULL, NULL, &msg) != SQLITE_OK) {
-        store_set_err(st, "%s", msg ? msg : sqlite3_errmsg(priv(st)->db));
+    if (sqlite3_exec(sq_priv(st)->db, sql, NULL, NULL, &msg) != SQLITE_OK) {
+        store_set_err(st, "%s", msg ? msg : sqlite3_errmsg(sq_priv(st)->db));
         sqlite3_free(msg);
         return -1;
     }
     return 0;
 }
 
-static void rollback(struct store *st)
+void sq_rollback(struct store *st)
 {
-    sqlite3_exec(priv(st)->db, "ROLLBACK", NULL, NULL, NULL);
+    sqlite3_exec(sq_priv(st)->db, "ROLLBACK", NULL, NULL, NULL);
 }
 
 /* Version of module in schema_version; 0 when absent. -1 on error. */
@@ -123,23 +112,23 @@ static int module_version(struct store *st, const char *module, unsigned *versio
 {
     sqlite3_stmt *q = NULL;
     *version = 0;
-    if (sqlite3_prepare_v2(priv(st)->db, "SELECT version FROM schema_version WHERE module = ?", -1,
-                           &q, NULL) != SQLITE_OK)
-        return fail_db(st, "reading schema_version");
+    if (sqlite3_prepare_v2(sq_priv(st)->db, "SELECT version FROM schema_version WHERE module = ?",
+                           -1, &q, NULL) != SQLITE_OK)
+        return sq_fail(st, "reading schema_version");
     sqlite3_bind_text(q, 1, module, -1, SQLITE_STATIC);
     int rc = sqlite3_step(q);
     if (rc == SQLITE_ROW) *version = (unsigned)sqlite3_column_int64(q, 0);
     sqlite3_finalize(q);
-    if (rc != SQLITE_ROW && rc != SQLITE_DONE) return fail_db(st, "reading schema_version");
+    if (rc != SQLITE_ROW && rc != SQLITE_DONE) return sq_fail(st, "reading schema_version");
     return 0;
 }
 
 static int sq_migrate(struct store *st, const char *module, const struct store_migration *m,
                       unsigned n)
 {
-    if (exec(st, "CREATE TABLE IF NOT EXISTS schema_version (\n"
-                 "  module  TEXT PRIMARY KEY,\n"
-                 "  version INTEGER NOT NULL)") != 0)
+    if (sq_exec(st, "CREATE TABLE IF NOT EXISTS schema_version (\n"
+                    "  module  TEXT PRIMARY KEY,\n"
+                    "  version INTEGER NOT NULL)") != 0)
         return -1;
     for (unsigned i = 0; i < n; i++) {
         if (m[i].version != i + 1) {
@@ -147,7 +136,7 @@ static int sq_migrate(struct store *st, const char *module, const struct store_m
             return -1;
         }
     }
-    if (exec(st, "BEGIN IMMEDIATE") != 0) return -1;
+    if (sq_exec(st, "BEGIN IMMEDIATE") != 0) return -1;
     unsigned have;
     if (module_version(st, module, &have) != 0) goto fail;
     if (have > n) {
@@ -156,7 +145,7 @@ static int sq_migrate(struct store *st, const char *module, const struct store_m
         goto fail;
     }
     for (unsigned i = have; i < n; i++) {
-        if (m[i].sqlite && exec(st, m[i].sqlite) != 0) {
+        if (m[i].sqlite && sq_exec(st, m[i].sqlite) != 0) {
             char pre[128];
             snprintf(pre, sizeof pre, "%.60s migration %u: ", module, m[i].version);
             prefix_err(st, pre);
@@ -165,11 +154,11 @@ static int sq_migrate(struct store *st, const char *module, const struct store_m
     }
     if (have < n) {
         sqlite3_stmt *q = NULL;
-        if (sqlite3_prepare_v2(priv(st)->db,
+        if (sqlite3_prepare_v2(sq_priv(st)->db,
                                "INSERT INTO schema_version (module, version) VALUES (?, ?) "
                                "ON CONFLICT (module) DO UPDATE SET version = excluded.version",
                                -1, &q, NULL) != SQLITE_OK) {
-            fail_db(st, "updating schema_version");
+            sq_fail(st, "updating schema_version");
             goto fail;
         }
         sqlite3_bind_text(q, 1, module, -1, SQLITE_STATIC);
@@ -177,26 +166,26 @@ static int sq_migrate(struct store *st, const char *module, const struct store_m
         int rc = sqlite3_step(q);
         sqlite3_finalize(q);
         if (rc != SQLITE_DONE) {
-            fail_db(st, "updating schema_version");
+            sq_fail(st, "updating schema_version");
             goto fail;
         }
     }
-    if (exec(st, "COMMIT") != 0) goto fail;
+    if (sq_exec(st, "COMMIT") != 0) goto fail;
     return 0;
 fail:
-    rollback(st);
+    sq_rollback(st);
     return -1;
 }
 
 static void sq_close(struct store *st)
 {
-    struct sqlite_store *s = priv(st);
+    struct sqlite_store *s = sq_priv(st);
     if (!s) return;
-    sqlite3_finalize(s->ins_event);
     sqlite3_finalize(s->ins_checkpoint);
     sqlite3_finalize(s->ins_block);
     sqlite3_finalize(s->ins_block_identity);
     sqlite3_close(s->db);
+    store_pack_free(&s->pack);
     free(s);
     st->priv = NULL;
 }
@@ -224,29 +213,19 @@ static int sq_open(struct store *st, const struct cfg_state *cfg, unsigned flags
     sqlite3_busy_timeout(s->db, 5000);
     if (!ro) {
         /* Larger pages: fewer WAL frames per batch of ~500-byte events (new files only). */
-        if (exec(st, "PRAGMA page_size=16384") != 0 || exec(st, "PRAGMA journal_mode=WAL") != 0 ||
-            exec(st, "PRAGMA synchronous=NORMAL") != 0)
+        if (sq_exec(st, "PRAGMA page_size=16384") != 0 ||
+            sq_exec(st, "PRAGMA journal_mode=WAL") != 0 ||
+            sq_exec(st, "PRAGMA synchronous=NORMAL") != 0)
             goto fail_path;
-        if (sq_migrate(st, "audit", audit_migrations, AUDIT_SCHEMA_VERSION) != 0) goto fail_path;
+        if (sq_migrate(st, "audit", audit_migrations, AUDIT_SCHEMA_VERSION) != 0 ||
+            sq_blocks_prepare(st) != 0 || sq_blocks_convert(st) != 0)
+            goto fail_path;
         if (sqlite3_prepare_v3(s->db,
-                               "INSERT INTO audit_events (seq, time_us, kind, identity, decision, "
-                               "body, hash) VALUES (?, ?, ?, ?, ?, ?, ?)",
-                               -1, SQLITE_PREPARE_PERSISTENT, &s->ins_event, NULL) != SQLITE_OK ||
-            sqlite3_prepare_v3(s->db,
                                "INSERT INTO audit_checkpoints (seq, time_us, hash, signature, "
                                "key_id) VALUES (?, ?, ?, ?, ?)",
                                -1, SQLITE_PREPARE_PERSISTENT, &s->ins_checkpoint,
-                               NULL) != SQLITE_OK ||
-            sqlite3_prepare_v3(s->db,
-                               "INSERT INTO audit_blocks (first_seq, last_seq, min_time_us, "
-                               "max_time_us) VALUES (?, ?, ?, ?)",
-                               -1, SQLITE_PREPARE_PERSISTENT, &s->ins_block, NULL) != SQLITE_OK ||
-            sqlite3_prepare_v3(s->db,
-                               "INSERT INTO audit_block_identities (identity, first_seq, "
-                               "last_seq) VALUES (?, ?, ?)",
-                               -1, SQLITE_PREPARE_PERSISTENT, &s->ins_block_identity,
                                NULL) != SQLITE_OK) {
-            fail_db(st, "preparing inserts");
+            sq_fail(st, "preparing inserts");
             goto fail_path;
         }
         s->audit_version = AUDIT_SCHEMA_VERSION;
@@ -275,7 +254,7 @@ fail_path : {
 }
 }
 
-static void bind_opt_text(sqlite3_stmt *q, int i, const char *v)
+void sq_bind_opt_text(sqlite3_stmt *q, int i, const char *v)
 {
     if (v)
         sqlite3_bind_text(q, i, v, -1, SQLITE_STATIC);
@@ -283,95 +262,38 @@ static void bind_opt_text(sqlite3_stmt *q, int i, const char *v)
         sqlite3_bind_null(q, i);
 }
 
-/* The block rows of a batch: its seq and time ranges, and each identity's seq range in it. */
-static int append_block(struct store *st, const struct store_event *ev, unsigned n)
-{
-    struct sqlite_store *s = priv(st);
-    int64_t tmin = ev[0].time_us, tmax = ev[0].time_us;
-    for (unsigned i = 1; i < n; i++) {
-        if (ev[i].time_us < tmin) tmin = ev[i].time_us;
-        if (ev[i].time_us > tmax) tmax = ev[i].time_us;
-    }
-    sqlite3_stmt *q = s->ins_block;
-    sqlite3_bind_int64(q, 1, (sqlite3_int64)ev[0].seq);
-    sqlite3_bind_int64(q, 2, (sqlite3_int64)ev[n - 1].seq);
-    sqlite3_bind_int64(q, 3, tmin);
-    sqlite3_bind_int64(q, 4, tmax);
-    int rc = sqlite3_step(q);
-    sqlite3_reset(q);
-    if (rc != SQLITE_DONE) return fail_db(st, "writing audit blocks");
-    /* Each identity once, at its first event of the batch: its range ends at its last one.
-     * Batches hold a few identities, so the inner loops are short. */
-    for (unsigned i = 0; i < n; i++) {
-        const char *id = ev[i].identity;
-        if (!id) continue;
-        unsigned k = 0;
-        while (k < i && !(ev[k].identity && strcmp(ev[k].identity, id) == 0))
-            k++;
-        if (k < i) continue; /* seen */
-        uint64_t last = ev[i].seq;
-        for (unsigned m = i + 1; m < n; m++)
-            if (ev[m].identity && strcmp(ev[m].identity, id) == 0) last = ev[m].seq;
-        q = s->ins_block_identity;
-        sqlite3_bind_text(q, 1, id, -1, SQLITE_STATIC);
-        sqlite3_bind_int64(q, 2, (sqlite3_int64)ev[i].seq);
-        sqlite3_bind_int64(q, 3, (sqlite3_int64)last);
-        rc = sqlite3_step(q);
-        sqlite3_reset(q);
-        if (rc != SQLITE_DONE) return fail_db(st, "writing audit blocks");
-    }
-    return 0;
-}
-
 static int sq_events_append(struct store *st, const struct store_event *ev, unsigned n,
                             const struct store_checkpoint *cp, unsigned ncp)
 {
-    struct sqlite_store *s = priv(st);
+    struct sqlite_store *s = sq_priv(st);
     if (store_test_failing_writes()) {
         store_set_err(st, "database or disk is full (injected by a test)");
         return -1;
     }
-    if (exec(st, "BEGIN IMMEDIATE") != 0) return -1;
-    for (unsigned i = 0; i < n; i++) {
-        sqlite3_stmt *q = s->ins_event;
-        sqlite3_bind_int64(q, 1, (sqlite3_int64)ev[i].seq);
-        sqlite3_bind_int64(q, 2, ev[i].time_us);
-        sqlite3_bind_text(q, 3, ev[i].kind, -1, SQLITE_STATIC);
-        bind_opt_text(q, 4, ev[i].identity);
-        bind_opt_text(q, 5, ev[i].decision);
-        sqlite3_bind_text(q, 6, ev[i].body, (int)ev[i].body_len, SQLITE_STATIC);
-        sqlite3_bind_text(q, 7, ev[i].hash, -1, SQLITE_STATIC);
-        /* every parameter is bound again for the next row: no sqlite3_clear_bindings() */
-        int rc = sqlite3_step(q);
-        sqlite3_reset(q);
-        if (rc != SQLITE_DONE) {
-            fail_db(st, "writing audit events");
-            goto fail;
-        }
-    }
-    if (n && append_block(st, ev, n) != 0) goto fail;
+    if (sq_exec(st, "BEGIN IMMEDIATE") != 0) return -1;
+    if (sq_blocks_append(st, ev, n, cp, ncp) != 0) goto fail;
     for (unsigned i = 0; i < ncp; i++) {
         sqlite3_stmt *q = s->ins_checkpoint;
         sqlite3_bind_int64(q, 1, (sqlite3_int64)cp[i].seq);
         sqlite3_bind_int64(q, 2, cp[i].time_us);
         sqlite3_bind_text(q, 3, cp[i].hash, -1, SQLITE_STATIC);
-        bind_opt_text(q, 4, cp[i].signature);
-        bind_opt_text(q, 5, cp[i].key_id);
+        sq_bind_opt_text(q, 4, cp[i].signature);
+        sq_bind_opt_text(q, 5, cp[i].key_id);
         int rc = sqlite3_step(q);
         sqlite3_reset(q);
         sqlite3_clear_bindings(q);
         if (rc != SQLITE_DONE) {
-            fail_db(st, "writing audit checkpoints");
+            sq_fail(st, "writing audit checkpoints");
             goto fail;
         }
     }
     if (sqlite3_exec(s->db, "COMMIT", NULL, NULL, NULL) != SQLITE_OK) {
-        fail_db(st, "committing audit events");
+        sq_fail(st, "committing audit events");
         goto fail;
     }
     return 0;
 fail:
-    rollback(st);
+    sq_rollback(st);
     return -1;
 }
 
@@ -386,10 +308,10 @@ static int since_bound(struct store *st, int64_t since_us, uint64_t *lo, bool *n
 {
     sqlite3_stmt *q = NULL;
     *none = false;
-    if (sqlite3_prepare_v2(priv(st)->db,
+    if (sqlite3_prepare_v2(sq_priv(st)->db,
                            "SELECT min(first_seq) FROM audit_blocks WHERE max_time_us >= ?", -1, &q,
                            NULL) != SQLITE_OK)
-        return fail_db(st, "querying audit blocks");
+        return sq_fail(st, "querying audit blocks");
     sqlite3_bind_int64(q, 1, since_us);
     int rc = sqlite3_step(q);
     if (rc == SQLITE_ROW && sqlite3_column_type(q, 0) == SQLITE_NULL)
@@ -399,15 +321,17 @@ static int since_bound(struct store *st, int64_t since_us, uint64_t *lo, bool *n
         if (first > 0 && first - 1 > *lo) *lo = first - 1;
     }
     sqlite3_finalize(q);
-    if (rc != SQLITE_ROW) return fail_db(st, "querying audit blocks");
+    if (rc != SQLITE_ROW) return sq_fail(st, "querying audit blocks");
     return 0;
 }
 
 static int sq_events_query(struct store *st, const struct store_query *qr, store_event_fn fn,
                            void *ctx)
 {
-    struct sqlite_store *s = priv(st);
-    bool blocks = s->audit_version >= 2; /* else (an old store read only): plain scans */
+    struct sqlite_store *s = sq_priv(st);
+    if (s->audit_version >= 3) return sq_blocks_query(st, qr, fn, ctx);
+    /* the event rows of schema 1 or 2 (an old store opened read only) */
+    bool blocks = s->audit_version >= 2; /* else plain scans */
     uint64_t lo = qr->after_seq;
     if (blocks && qr->since_us > 0) {
         bool none;
@@ -445,8 +369,8 @@ static int sq_events_query(struct store *st, const struct store_query *qr, store
         snprintf(sql, sizeof sql, "SELECT %s FROM %s WHERE e.seq > ?1%s%s ORDER BY %s%s", cols,
                  from, by_block, where, order, qr->limit ? " LIMIT ?7" : "");
     sqlite3_stmt *q = NULL;
-    if (sqlite3_prepare_v2(priv(st)->db, sql, -1, &q, NULL) != SQLITE_OK)
-        return fail_db(st, "querying audit events");
+    if (sqlite3_prepare_v2(sq_priv(st)->db, sql, -1, &q, NULL) != SQLITE_OK)
+        return sq_fail(st, "querying audit events");
     sqlite3_bind_int64(q, 1, (sqlite3_int64)lo);
     if (qr->identity) sqlite3_bind_text(q, 2, qr->identity, -1, SQLITE_STATIC);
     if (qr->decision) sqlite3_bind_text(q, 3, qr->decision, -1, SQLITE_STATIC);
@@ -472,7 +396,7 @@ static int sq_events_query(struct store *st, const struct store_query *qr, store
         ret = fn(ctx, &ev);
         if (ret != 0) break;
     }
-    if (ret == 0 && rc != SQLITE_DONE) ret = fail_db(st, "reading audit events");
+    if (ret == 0 && rc != SQLITE_DONE) ret = sq_fail(st, "reading audit events");
     sqlite3_finalize(q);
     return ret;
 }
@@ -481,13 +405,13 @@ static int sq_anchor_get(struct store *st, uint64_t *seq)
 {
     sqlite3_stmt *q = NULL;
     *seq = 0;
-    if (sqlite3_prepare_v2(priv(st)->db, "SELECT seq FROM audit_anchor WHERE id = 1", -1, &q,
+    if (sqlite3_prepare_v2(sq_priv(st)->db, "SELECT seq FROM audit_anchor WHERE id = 1", -1, &q,
                            NULL) != SQLITE_OK)
-        return fail_db(st, "reading audit anchor");
+        return sq_fail(st, "reading audit anchor");
     int rc = sqlite3_step(q);
     if (rc == SQLITE_ROW) *seq = (uint64_t)sqlite3_column_int64(q, 0);
     sqlite3_finalize(q);
-    if (rc != SQLITE_ROW && rc != SQLITE_DONE) return fail_db(st, "reading audit anchor");
+    if (rc != SQLITE_ROW && rc != SQLITE_DONE) return sq_fail(st, "reading audit anchor");
     return 0;
 }
 
@@ -496,8 +420,8 @@ static int one_seq_hash(struct store *st, const char *sql, uint64_t arg, uint64_
                         char hash[STORE_HASH_HEX])
 {
     sqlite3_stmt *q = NULL;
-    if (sqlite3_prepare_v2(priv(st)->db, sql, -1, &q, NULL) != SQLITE_OK)
-        return fail_db(st, "reading the chain head");
+    if (sqlite3_prepare_v2(sq_priv(st)->db, sql, -1, &q, NULL) != SQLITE_OK)
+        return sq_fail(st, "reading the chain head");
     if (sqlite3_bind_parameter_count(q) > 0) sqlite3_bind_int64(q, 1, (sqlite3_int64)arg);
     int rc = sqlite3_step(q);
     if (rc == SQLITE_ROW) {
@@ -506,7 +430,7 @@ static int one_seq_hash(struct store *st, const char *sql, uint64_t arg, uint64_
         snprintf(hash, STORE_HASH_HEX, "%s", h ? h : "");
     }
     sqlite3_finalize(q);
-    if (rc != SQLITE_ROW && rc != SQLITE_DONE) return fail_db(st, "reading the chain head");
+    if (rc != SQLITE_ROW && rc != SQLITE_DONE) return sq_fail(st, "reading the chain head");
     return 0;
 }
 
@@ -515,8 +439,11 @@ static int sq_events_last(struct store *st, uint64_t *seq, char hash[STORE_HASH_
 {
     *seq = 0;
     hash[0] = 0;
-    if (one_seq_hash(st, "SELECT seq, hash FROM audit_events ORDER BY seq DESC LIMIT 1", 0, seq,
-                     hash) != 0)
+    if (sq_priv(st)->audit_version >= 3 ? sq_blocks_last(st, seq, hash) != 0
+                                        : one_seq_hash(st,
+                                                       "SELECT seq, hash FROM audit_events "
+                                                       "ORDER BY seq DESC LIMIT 1",
+                                                       0, seq, hash) != 0)
         return -1;
     if (*seq) return 0;
     uint64_t anchor;
@@ -530,11 +457,11 @@ static int sq_checkpoints_scan(struct store *st, uint64_t from_seq, store_checkp
                                void *ctx)
 {
     sqlite3_stmt *q = NULL;
-    if (sqlite3_prepare_v2(priv(st)->db,
+    if (sqlite3_prepare_v2(sq_priv(st)->db,
                            "SELECT seq, time_us, hash, signature, key_id FROM audit_checkpoints "
                            "WHERE seq >= ? ORDER BY seq",
                            -1, &q, NULL) != SQLITE_OK)
-        return fail_db(st, "reading audit checkpoints");
+        return sq_fail(st, "reading audit checkpoints");
     sqlite3_bind_int64(q, 1, (sqlite3_int64)from_seq);
     int rc, ret = 0;
     while ((rc = sqlite3_step(q)) == SQLITE_ROW) {
@@ -549,13 +476,12 @@ static int sq_checkpoints_scan(struct store *st, uint64_t from_seq, store_checkp
         ret = fn(ctx, &cp);
         if (ret != 0) break;
     }
-    if (ret == 0 && rc != SQLITE_DONE) ret = fail_db(st, "reading audit checkpoints");
+    if (ret == 0 && rc != SQLITE_DONE) ret = sq_fail(st, "reading audit checkpoints");
     sqlite3_finalize(q);
     return ret;
 }
 
-#define PRUNE_CHUNK 100000 /* events deleted per call at most (when checkpoints allow) */
-
+/* Writers only, so always on schema 3 (sqlite_blocks.c). */
 static int sq_prune(struct store *st, int64_t before_us, uint64_t *pruned)
 {
     *pruned = 0;
@@ -565,51 +491,7 @@ static int sq_prune(struct store *st, int64_t before_us, uint64_t *pruned)
     }
     uint64_t anchor;
     if (sq_anchor_get(st, &anchor) != 0) return -1;
-    /* The newest checkpoint (not too far) whose event is older than before_us; else the
-     * oldest qualifying one, so that progress is made even with sparse checkpoints. */
-    sqlite3_stmt *q = NULL;
-    if (sqlite3_prepare_v2(
-            priv(st)->db,
-            "SELECT COALESCE("
-            " (SELECT max(c.seq) FROM audit_checkpoints c JOIN audit_events e "
-            "  ON e.seq = c.seq WHERE e.time_us < ?1 AND c.seq > ?2 AND c.seq <= ?3),"
-            " (SELECT min(c.seq) FROM audit_checkpoints c JOIN audit_events e "
-            "  ON e.seq = c.seq WHERE e.time_us < ?1 AND c.seq > ?2), 0)",
-            -1, &q, NULL) != SQLITE_OK)
-        return fail_db(st, "choosing what to prune");
-    sqlite3_bind_int64(q, 1, before_us);
-    sqlite3_bind_int64(q, 2, (sqlite3_int64)anchor);
-    sqlite3_bind_int64(q, 3, (sqlite3_int64)(anchor + PRUNE_CHUNK));
-    uint64_t upto = 0;
-    int rc = sqlite3_step(q);
-    if (rc == SQLITE_ROW) upto = (uint64_t)sqlite3_column_int64(q, 0);
-    sqlite3_finalize(q);
-    if (rc != SQLITE_ROW) return fail_db(st, "choosing what to prune");
-    if (upto == 0) return 0;
-
-    if (exec(st, "BEGIN IMMEDIATE") != 0) return -1;
-    char sql[256];
-    snprintf(sql, sizeof sql, "DELETE FROM audit_events WHERE seq <= %" PRIu64, upto);
-    if (exec(st, sql) != 0) goto fail;
-    *pruned = (uint64_t)sqlite3_changes(priv(st)->db);
-    snprintf(sql, sizeof sql, "DELETE FROM audit_checkpoints WHERE seq < %" PRIu64, upto);
-    if (exec(st, sql) != 0) goto fail;
-    snprintf(sql, sizeof sql,
-             "DELETE FROM audit_blocks WHERE first_seq <= %" PRIu64 " AND last_seq <= %" PRIu64
-             "; DELETE FROM audit_block_identities WHERE last_seq <= %" PRIu64,
-             upto, upto, upto);
-    if (exec(st, sql) != 0) goto fail;
-    snprintf(sql, sizeof sql,
-             "INSERT INTO audit_anchor (id, seq) VALUES (1, %" PRIu64
-             ") ON CONFLICT (id) DO UPDATE SET seq = excluded.seq",
-             upto);
-    if (exec(st, sql) != 0) goto fail;
-    if (exec(st, "COMMIT") != 0) goto fail;
-    return 0;
-fail:
-    *pruned = 0;
-    rollback(st);
-    return -1;
+    return sq_blocks_prune(st, before_us, anchor, pruned);
 }
 
 const struct store_driver store_driver_sqlite = {

@@ -22,7 +22,7 @@ set -euo pipefail
 cd "$(dirname "$0")/../.."
 FUZZ_TOTAL_SECONDS=${FUZZ_TOTAL_SECONDS:-45}
 CC=${FUZZ_CC:-clang}
-LDLIBS=${FUZZ_LDLIBS:--lpg_query -lcjson -lssl -lcrypto -lcyaml -lyaml -lhs -lsqlite3 -lmicrohttpd -lcurl -lcjose -ljansson -lpq -pthread}
+LDLIBS=${FUZZ_LDLIBS:--lpg_query -lcjson -lssl -lcrypto -lcyaml -lyaml -lhs -lsqlite3 -lzstd -lmicrohttpd -lcurl -lcjose -ljansson -lpq -pthread}
 JOBS=${FUZZ_JOBS:-$(nproc 2>/dev/null || echo 4)}
 OUT=build-fuzz
 CFLAGS="-std=c11 -D_GNU_SOURCE -g -O1 -Isrc -I/usr/include/postgresql -fno-omit-frame-pointer -fno-sanitize-recover=undefined"

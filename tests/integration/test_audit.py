@@ -28,6 +28,7 @@ import time
 
 import psycopg
 import psycopg2
+import zstandard
 import pytest
 
 import conftest
@@ -465,23 +466,87 @@ def copy_db(sp, tmp_path):
     return dst
 
 
+# The store packs events in blocks (src/store/store_pack.h): a record is u64 seq, i64 time_us,
+# u32 body length, u16 lengths of hash, kind, identity, decision (0xffff: NULL), then those
+# fields and the body, each followed by a NUL; a block is a zstd frame of records.
+REC = struct.Struct("<QqIHHHH")
+
+
+def unpack_block(frame):
+    raw = zstandard.ZstdDecompressor().decompress(frame)
+    out, at = [], 0
+    while at < len(raw):
+        seq, t, blen, *lens = REC.unpack_from(raw, at)
+        at += REC.size
+        fields = []
+        for n in lens + [blen]:
+            if n == 0xFFFF and len(fields) in (2, 3):
+                fields.append(None)
+                continue
+            fields.append(raw[at:at + n])
+            at += n + 1
+        out.append([seq, t] + fields)  # seq, time, hash, kind, identity, decision, body
+    return out
+
+
+def pack_block(records):
+    raw = b""
+    for seq, t, h, kind, ident, dec, body in records:
+        lens = [len(h), len(kind), 0xFFFF if ident is None else len(ident),
+                0xFFFF if dec is None else len(dec)]
+        raw += REC.pack(seq, t, len(body), *lens)
+        for f in (h, kind, ident, dec, body):
+            if f is not None:
+                raw += f + b"\0"
+    return zstandard.ZstdCompressor(level=1, write_checksum=True,
+                                    write_content_size=True).compress(raw)
+
+
+def rewrite_event(db, seq, edit):
+    """Change (edit returns the record) or drop (edit returns None) event seq in its block,
+    as someone with write access to the SQLite file could."""
+    c = sqlite3.connect(db)
+    first, frame = c.execute("SELECT first_seq, events FROM audit_blocks WHERE first_seq <= ? "
+                             "ORDER BY first_seq DESC LIMIT 1", (seq,)).fetchone()
+    records = []
+    for rec in unpack_block(frame):
+        if rec[0] == seq:
+            rec = edit(rec)
+        if rec is not None:
+            records.append(rec)
+    c.execute("UPDATE audit_blocks SET events = ? WHERE first_seq = ?",
+              (pack_block(records), first))
+    assert c.total_changes == 1
+    c.commit()
+    c.close()
+
+
+def test_block_format_roundtrip(audited, tmp_path):
+    """The test's own reader agrees with the store: unpacking and repacking a block unchanged
+    keeps the store intact (so the tampering below changes only what it means to)."""
+    sp, events, _, _ = audited
+    db = copy_db(sp, tmp_path)
+    rewrite_event(db, one(events, "sel_five")["seq"], lambda rec: rec)
+    r = verify(sp, "--db", db)
+    assert r.returncode == 0, r.stdout + r.stderr
+
+
 @pytest.mark.parametrize("tamper", ["update_body", "update_rows", "delete"])
 def test_verify_detects_tampered_store(audited, tmp_path, tamper):
     sp, events, _, _ = audited
     db = copy_db(sp, tmp_path)
     target = one(events, "sel_five")["seq"]
-    c = sqlite3.connect(db)
-    if tamper == "update_body":
-        c.execute("UPDATE audit_events SET body = replace(body, '\"identity\":\"alice@corp.com\"', "
-                  "'\"identity\":\"mallory@corp.com\"') WHERE seq = ?", (target,))
-    elif tamper == "update_rows":
-        c.execute("UPDATE audit_events SET body = replace(body, '\"rows\":5', '\"rows\":0') "
-                  "WHERE seq = ?", (target,))
-    else:
-        c.execute("DELETE FROM audit_events WHERE seq = ?", (target,))
-    assert c.total_changes == 1
-    c.commit()
-    c.close()
+
+    def edit(rec):
+        if tamper == "delete":
+            return None
+        old, new = ((b'"identity":"alice@corp.com"', b'"identity":"mallory@corp.com"')
+                    if tamper == "update_body" else (b'"rows":5', b'"rows":0'))
+        assert old in rec[6]
+        rec[6] = rec[6].replace(old, new)
+        return rec
+
+    rewrite_event(db, target, edit)
     r = verify(sp, "--db", db)
     assert r.returncode == 1, f"verify passed a tampered store ({tamper}):\n{r.stdout}{r.stderr}"
     assert "BROKEN" in r.stdout and f"event {target}" in r.stdout, r.stdout

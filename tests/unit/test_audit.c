@@ -33,6 +33,7 @@
 #include "audit/audit_int.h"
 #include "core/log.h"
 #include "store/store.h"
+#include "store/store_pack.h"
 
 /* ---- helpers */
 
@@ -154,6 +155,116 @@ static void sql_exec(const char *path, const char *sql)
     char *msg = NULL;
     if (sqlite3_exec(db, sql, NULL, NULL, &msg) != SQLITE_OK) fail_msg("%s: %s", sql, msg);
     sqlite3_close(db);
+}
+
+/*
+ * Tampering with packed events as someone with write access to the file could: the blocks
+ * holding events lo..hi are unpacked, each of those events is handed to edit (which may change
+ * it, or return false to drop it) and the blocks are packed and written back.
+ */
+typedef bool (*edit_fn)(struct store_event *ev, char *body);
+
+static void rewrite_events(const char *path, uint64_t lo, uint64_t hi, edit_fn edit)
+{
+    sqlite3 *db;
+    assert_int_equal(sqlite3_open(path, &db), SQLITE_OK);
+    sqlite3_stmt *q, *up;
+    assert_int_equal(sqlite3_prepare_v2(db,
+                                        "SELECT first_seq, events FROM audit_blocks "
+                                        "WHERE last_seq >= ? AND first_seq <= ?",
+                                        -1, &q, NULL),
+                     SQLITE_OK);
+    assert_int_equal(sqlite3_prepare_v2(db,
+                                        "UPDATE audit_blocks SET events = ? WHERE first_seq = ?",
+                                        -1, &up, NULL),
+                     SQLITE_OK);
+    sqlite3_bind_int64(q, 1, (sqlite3_int64)lo);
+    sqlite3_bind_int64(q, 2, (sqlite3_int64)hi);
+    struct store_unpacked u = {0};
+    struct store_pack p = {0};
+    while (sqlite3_step(q) == SQLITE_ROW) {
+        assert_int_equal(
+            store_unpack_events(&u, sqlite3_column_blob(q, 1), (size_t)sqlite3_column_bytes(q, 1)),
+            0);
+        struct store_event out[64];
+        char *bodies[64];
+        unsigned n = 0;
+        assert_true(u.n <= 64);
+        for (unsigned i = 0; i < u.n; i++) {
+            struct store_event ev = u.ev[i];
+            bodies[n] = strndup(ev.body, ev.body_len);
+            ev.body = bodies[n];
+            if (ev.seq >= lo && ev.seq <= hi && !edit(&ev, bodies[n])) {
+                free(bodies[n]);
+                continue;
+            }
+            out[n++] = ev;
+        }
+        if (n) {
+            assert_int_equal(store_pack_events(&p, out, n), 0);
+            sqlite3_bind_blob(up, 1, p.out, (int)p.len, SQLITE_STATIC);
+        } else {
+            sqlite3_bind_null(up, 1);
+        }
+        sqlite3_bind_int64(up, 2, sqlite3_column_int64(q, 0));
+        assert_int_equal(sqlite3_step(up), SQLITE_DONE);
+        sqlite3_reset(up);
+        for (unsigned i = 0; i < n; i++)
+            free(bodies[i]);
+    }
+    sqlite3_finalize(q);
+    sqlite3_finalize(up);
+    sqlite3_close(db);
+    store_unpacked_free(&u);
+    store_pack_free(&p);
+}
+
+/* Rewrite events lo..hi of a copy of the store named name with edit, and verify it. */
+static struct audit_verify_result tampered_events(struct env *e, const char *name, uint64_t lo,
+                                                  uint64_t hi, edit_fn edit)
+{
+    char path[256];
+    snprintf(path, sizeof path, "%s/%s.db", e->dir, name);
+    copy_file(e->db, path);
+    rewrite_events(path, lo, hi, edit);
+    struct audit_verify_result r;
+    verify_store_path(path, NULL, &r);
+    return r;
+}
+
+static bool edit_alice(struct store_event *ev, char *body)
+{
+    char *p = strstr(body, "alice");
+    assert_non_null(p);
+    memcpy(p, "bobby", 5);
+    (void)ev;
+    return true;
+}
+
+static bool edit_identity(struct store_event *ev, char *body)
+{
+    (void)body;
+    ev->identity = "mallory";
+    return true;
+}
+
+static bool edit_drop(struct store_event *ev, char *body)
+{
+    (void)ev;
+    (void)body;
+    return false;
+}
+
+/* "rows":23 becomes "rows":20, and the hash is recomputed to match. */
+static char rehashed[AUDIT_HASH_HEX];
+static bool edit_rows_rehash(struct store_event *ev, char *body)
+{
+    char *p = strstr(body, "\"rows\":23");
+    assert_non_null(p);
+    p[8] = '0';
+    audit_sha256_hex(body, ev->body_len, rehashed);
+    ev->hash = rehashed;
+    return true;
 }
 
 /* Tamper a copy of the store with sql and verify it: returns the result. */
@@ -470,78 +581,69 @@ static void test_chain_and_tampering(void **state)
     store_close(st);
 
     /* a field changed in the body */
-    r = tampered(e, "t1",
-                 "UPDATE audit_events SET body = replace(body, 'alice', 'mallory') "
-                 "WHERE seq = 17",
-                 NULL);
+    r = tampered_events(e, "t1", 17, 17, edit_alice);
     assert_false(r.intact);
     assert_int_equal(r.broken_seq, 17);
     assert_non_null(strstr(r.what, "event 17"));
     assert_non_null(strstr(r.what, "does not match its hash"));
 
     /* a query column changed (body intact) */
-    r = tampered(e, "t2", "UPDATE audit_events SET identity = 'mallory' WHERE seq = 20", NULL);
+    r = tampered_events(e, "t2", 20, 20, edit_identity);
     assert_false(r.intact);
     assert_int_equal(r.broken_seq, 20);
     assert_non_null(strstr(r.what, "identity"));
 
     /* a deleted event */
-    r = tampered(e, "t3", "DELETE FROM audit_events WHERE seq = 30", NULL);
+    r = tampered_events(e, "t3", 30, 30, edit_drop);
     assert_false(r.intact);
     assert_int_equal(r.broken_seq, 30);
     assert_non_null(strstr(r.what, "event 30 is missing"));
 
     /* the first event deleted */
-    r = tampered(e, "t4", "DELETE FROM audit_events WHERE seq = 1", NULL);
+    r = tampered_events(e, "t4", 1, 1, edit_drop);
     assert_false(r.intact);
     assert_int_equal(r.broken_seq, 1);
 
     /* body changed and its hash recomputed: the next link breaks */
-    sqlite3 *db;
-    char path[256];
-    snprintf(path, sizeof path, "%s/t5.db", e->dir);
-    copy_file(e->db, path);
-    assert_int_equal(sqlite3_open(path, &db), SQLITE_OK);
-    sqlite3_stmt *q;
-    assert_int_equal(
-        sqlite3_prepare_v2(db, "SELECT body FROM audit_events WHERE seq = 23", -1, &q, NULL),
-        SQLITE_OK);
-    assert_int_equal(sqlite3_step(q), SQLITE_ROW);
-    char *body = strdup((const char *)sqlite3_column_text(q, 0));
-    sqlite3_finalize(q);
-    char *p = strstr(body, "\"rows\":23");
-    assert_non_null(p);
-    p[8] = '0'; /* "rows":20 */
-    char h[AUDIT_HASH_HEX], sql[4096];
-    audit_sha256_hex(body, strlen(body), h);
-    char *esc =
-        sqlite3_mprintf("UPDATE audit_events SET body = %Q, hash = %Q WHERE seq = 23", body, h);
-    assert_int_equal(sqlite3_exec(db, esc, NULL, NULL, NULL), SQLITE_OK);
-    sqlite3_free(esc);
-    free(body);
-    sqlite3_close(db);
-    verify_store_path(path, NULL, &r);
+    r = tampered_events(e, "t5", 23, 23, edit_rows_rehash);
     assert_false(r.intact);
     assert_int_equal(r.broken_seq, 24);
     assert_non_null(strstr(r.what, "event 23 was changed"));
 
+    /* a damaged block: its first event is named */
+    r = tampered(
+        e, "t9",
+        "UPDATE audit_blocks SET events = substr(events, 1, length(events) - 9) "
+        "WHERE first_seq = (SELECT max(first_seq) FROM audit_blocks WHERE first_seq <= 33)",
+        NULL);
+    assert_false(r.intact);
+    assert_true(r.broken_seq >= 1 && r.broken_seq <= 33);
+    assert_non_null(strstr(r.what, "body is missing"));
+    /* a deleted block */
+    r = tampered(e, "t10",
+                 "DELETE FROM audit_blocks WHERE first_seq = (SELECT max(first_seq) FROM "
+                 "audit_blocks WHERE first_seq <= 33)",
+                 NULL);
+    assert_false(r.intact);
+    assert_non_null(strstr(r.what, "is missing"));
+
     /* the newest events deleted: the checkpoint at 50 names it */
-    r = tampered(e, "t6", "DELETE FROM audit_events WHERE seq >= 45", NULL);
+    r = tampered_events(e, "t6", 45, 50, edit_drop);
     assert_false(r.intact);
     assert_int_equal(r.broken_seq, 50);
     /* ... and the JSONL copy shows what the store lacks */
+    char path[256];
     snprintf(path, sizeof path, "%s/t7.db", e->dir);
     copy_file(e->db, path);
-    snprintf(sql, sizeof sql, "DELETE FROM audit_events WHERE seq = 49 OR seq = 48");
-    sql_exec(path, "DELETE FROM audit_events WHERE seq >= 48 AND seq <= 49");
+    rewrite_events(path, 48, 49, edit_drop);
     st = open_ro(path);
     assert_int_equal(audit_verify_store(st, NULL, &r), 0);
     assert_false(r.intact); /* 50 no longer links to 47 */
     store_close(st);
     snprintf(path, sizeof path, "%s/t8.db", e->dir);
     copy_file(e->db, path);
-    sql_exec(path, "DELETE FROM audit_events WHERE seq = 50; "
-                   "DELETE FROM audit_checkpoints WHERE seq = 50");
+    rewrite_events(path, 50, 50, edit_drop);
+    sql_exec(path, "DELETE FROM audit_checkpoints WHERE seq = 50");
     verify_store_path(path, NULL, &r);
     assert_true(r.intact); /* the store alone cannot see its newest event gone */
     st = open_ro(path);
@@ -679,8 +781,8 @@ static void test_signed_checkpoints(void **state)
     assert_int_equal(r.broken_seq, 15);
     assert_non_null(strstr(r.what, "not signed"));
     r = tampered(e, "s2",
-                 "UPDATE audit_checkpoints SET hash = (SELECT hash FROM audit_events WHERE "
-                 "seq = 9) WHERE seq = 10",
+                 "UPDATE audit_checkpoints SET hash = (SELECT hash FROM audit_checkpoints WHERE "
+                 "seq = 5) WHERE seq = 10",
                  NULL);
     assert_false(r.intact);
     assert_int_equal(r.broken_seq, 10);

@@ -17,6 +17,7 @@
 #include <sqlite3.h>
 
 #include "store/store.h"
+#include "store/store_pack.h"
 
 #define N_EVENTS 3000
 
@@ -64,7 +65,10 @@ static void append_all(struct store *st)
                                           .body_len = 2,
                                           .hash = "00"};
         }
-        assert_int_equal(store_events_append(st, sev, n, NULL, 0), 0);
+        /* a checkpoint at 1500 (the store ends a block there): retention can cut there */
+        struct store_checkpoint cp = {.seq = 1500, .time_us = events[1499].time_us, .hash = "00"};
+        bool has_cp = events[i].seq <= 1500 && events[i + n - 1].seq >= 1500;
+        assert_int_equal(store_events_append(st, sev, n, &cp, has_cp ? 1 : 0), 0);
         i += n;
     }
 }
@@ -209,16 +213,8 @@ static void test_prune_blocks(void **state)
     tmp_db(dir, sizeof dir, db, sizeof db);
     make_events(11);
     struct store *st = open_store(db, 0);
-    append_all(st);
-    /* a checkpoint at 1500 lets retention cut there */
-    sqlite3 *h;
-    assert_int_equal(sqlite3_open(db, &h), SQLITE_OK);
-    char *sql = sqlite3_mprintf("INSERT INTO audit_checkpoints (seq, time_us, hash) "
-                                "VALUES (1500, %lld, '00')",
-                                (long long)events[1499].time_us);
-    assert_int_equal(sqlite3_exec(h, sql, NULL, NULL, NULL), SQLITE_OK);
-    sqlite3_free(sql);
-    sqlite3_close(h);
+    append_all(st); /* with a checkpoint at 1500 */
+    assert_int_equal(count_rows(db, "SELECT count(*) FROM audit_blocks WHERE last_seq = 1500"), 1);
     uint64_t pruned = 0;
     assert_int_equal(store_prune(st, events[N_EVENTS - 1].time_us + 1, &pruned), 0);
     assert_int_equal(pruned, 1500);
@@ -236,7 +232,8 @@ static void test_prune_blocks(void **state)
     rm_db(dir, db);
 }
 
-/* A store of schema version 1 (before block ranges): read as it is, then migrated. */
+/* A store of schema version 1 (a row per event, before block ranges): read as it is, then
+ * migrated, its event rows moved into blocks. */
 static void test_migrate_from_v1(void **state)
 {
     (void)state;
@@ -288,16 +285,73 @@ static void test_migrate_from_v1(void **state)
     check_queries(st);
     store_close(st);
     assert_int_equal(count_rows(db, "SELECT version FROM schema_version WHERE module = 'audit'"),
-                     2);
+                     3);
+    assert_int_equal(count_rows(db, "SELECT count(*) FROM audit_events"), 0);
+    assert_int_equal(count_rows(db, "SELECT sum(last_seq - first_seq + 1) FROM audit_blocks"),
+                     N_EVENTS);
     assert_int_equal(count_rows(db, "SELECT count(*) FROM sqlite_master WHERE name = "
                                     "'audit_events_identity'"),
                      0);
     rm_db(dir, db);
 }
 
+/* Packed blocks: what goes in comes out; a damaged frame is refused. */
+static void test_pack_roundtrip(void **state)
+{
+    (void)state;
+    struct store_event in[3] = {
+        {.seq = 7,
+         .time_us = -5,
+         .kind = "statement",
+         .identity = "alice",
+         .decision = "allow",
+         .body = "{\"a\":1}",
+         .body_len = 7,
+         .hash = "ab"},
+        {.seq = 8,
+         .time_us = 1,
+         .kind = "session_end",
+         .body = "line\nbreak",
+         .body_len = 10,
+         .hash = "cd"},
+        {.seq = 9, .time_us = INT64_MAX, .kind = "", .identity = "", .body = "", .hash = ""},
+    };
+    struct store_pack p = {0};
+    struct store_unpacked u = {0};
+    for (int round = 0; round < 2; round++) { /* buffers are reused */
+        assert_int_equal(store_pack_events(&p, in, 3), 0);
+        assert_int_equal(store_unpack_events(&u, p.out, p.len), 0);
+        assert_int_equal(u.n, 3);
+        for (unsigned i = 0; i < 3; i++) {
+            assert_int_equal(u.ev[i].seq, in[i].seq);
+            assert_true(u.ev[i].time_us == in[i].time_us);
+            assert_string_equal(u.ev[i].kind, in[i].kind);
+            assert_string_equal(u.ev[i].hash, in[i].hash);
+            assert_int_equal(u.ev[i].body_len, in[i].body_len);
+            assert_memory_equal(u.ev[i].body, in[i].body, in[i].body_len);
+            assert_true(!in[i].identity == !u.ev[i].identity);
+            if (in[i].identity) assert_string_equal(u.ev[i].identity, in[i].identity);
+            assert_true(!in[i].decision == !u.ev[i].decision);
+            if (in[i].decision) assert_string_equal(u.ev[i].decision, in[i].decision);
+        }
+    }
+    unsigned char bad[4096];
+    assert_true(p.len <= sizeof bad);
+    for (size_t i = 0; i < p.len; i++) { /* every single-byte change is caught */
+        memcpy(bad, p.out, p.len);
+        bad[i] ^= 0x41;
+        assert_int_equal(store_unpack_events(&u, bad, p.len), -1);
+    }
+    assert_int_equal(store_unpack_events(&u, p.out, p.len - 1), -1);
+    assert_int_equal(store_unpack_events(&u, "", 0), -1);
+    store_pack_free(&p);
+    store_unpacked_free(&u);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_pack_roundtrip),
         cmocka_unit_test(test_search_by_blocks),
         cmocka_unit_test(test_prune_blocks),
         cmocka_unit_test(test_migrate_from_v1),
