@@ -5,7 +5,6 @@
  * checked with its public key, so that a copy of the store can be verified elsewhere. All
  * through OpenSSL 3 EVP; no I/O beyond reading key files.
  */
-#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -45,38 +44,6 @@ static int from_hex(const char *in, unsigned char *out, size_t n)
         out[i] = (unsigned char)v;
     }
     return 0;
-}
-
-/* SHA-256, fetched from the default provider once: EVP_sha256() and SHA256() look the
- * algorithm up by name on every use, which costs more than hashing a small event. Held for
- * the life of the process. */
-static EVP_MD *sha256_md;
-static pthread_once_t sha256_once = PTHREAD_ONCE_INIT;
-
-static void sha256_fetch(void)
-{
-    sha256_md = EVP_MD_fetch(NULL, "SHA256", NULL);
-}
-
-static const EVP_MD *sha256(void)
-{
-    pthread_once(&sha256_once, sha256_fetch);
-    if (!sha256_md) {
-        fprintf(stderr, "sluice: OpenSSL has no SHA-256\n");
-        abort();
-    }
-    return sha256_md;
-}
-
-void audit_sha256_hex(const void *data, size_t len, char out[AUDIT_HASH_HEX])
-{
-    unsigned char md[SHA256_DIGEST_LENGTH];
-    unsigned int n = sizeof md;
-    if (EVP_Digest(data, len, md, &n, sha256(), NULL) != 1) {
-        fprintf(stderr, "sluice: SHA-256 failed\n");
-        abort();
-    }
-    to_hex(md, sizeof md, out);
 }
 
 void audit_checkpoint_message(uint64_t seq, const char *hash, struct sbuf *out)

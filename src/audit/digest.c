@@ -1,5 +1,6 @@
 /*
- * digest.c: the result digest of a statement (audit.h): SHA-256 over the rows as sent.
+ * digest.c: the result digest of a statement (audit.h): SHA-256 over the rows as sent; and
+ * the SHA-256 of an event body for the hash chain (audit_sha256_hex).
  *
  * It uses OpenSSL's SHA256_Init/Update/Final on a context kept inside struct audit_digest,
  * deprecated in OpenSSL 3 but still part of it: through EVP, OpenSSL 3.0 frees and allocates
@@ -15,6 +16,7 @@
 #include <openssl/sha.h>
 
 #include "audit/audit.h"
+#include "audit/audit_int.h"
 
 static_assert(sizeof(SHA256_CTX) <= sizeof(((struct audit_digest *)0)->state),
               "struct audit_digest cannot hold a SHA256_CTX");
@@ -65,4 +67,14 @@ void audit_digest_free(struct audit_digest *d)
 {
     OPENSSL_cleanse(d->state, sizeof d->state);
     d->active = false;
+}
+
+/* The chain's hash of an event body, and key ids: a context on the stack, without EVP's
+ * allocation and initialization of one per call. */
+void audit_sha256_hex(const void *data, size_t len, char out[AUDIT_HASH_HEX])
+{
+    struct audit_digest d;
+    SHA256_Init(ctx_of(&d));
+    SHA256_Update(ctx_of(&d), data, len);
+    audit_digest_final(&d, out);
 }
