@@ -20,7 +20,11 @@
 #include "core/buf.h"
 #include "store/sqlite_int.h"
 
-#define CONVERT_RUN 1000 /* events per block when converting event rows */
+#define CONVERT_RUN 1000 /* events read at a time when converting event rows */
+/* A block ends after this many events or bytes of bodies, whatever the batch: a recovery
+ * commits everything the journal held in one batch. */
+#define BLOCK_MAX_EVENTS 1000
+#define BLOCK_MAX_BYTES ((size_t)64 << 20)
 
 int sq_blocks_prepare(struct store *st)
 {
@@ -84,19 +88,23 @@ static int block_insert(struct store *st, const struct store_event *ev, unsigned
     return 0;
 }
 
-/* ev[0..n) as blocks, a block ending after each event whose seq is in cut[0..ncut) (sorted)
- * and at the end. Inside the caller's transaction. */
+/* ev[0..n) as blocks, a block ending after each event whose seq is in cut[0..ncut) (sorted),
+ * at the size limits and at the end. Inside the caller's transaction. */
 static int blocks_write_cut(struct store *st, const struct store_event *ev, unsigned n,
                             const uint64_t *cut, unsigned ncut)
 {
     unsigned start = 0, c = 0;
+    size_t bytes = 0;
     for (unsigned i = 0; i < n; i++) {
         while (c < ncut && cut[c] < ev[i].seq)
             c++;
-        bool end = i + 1 == n || (c < ncut && cut[c] == ev[i].seq);
+        bytes += ev[i].body_len;
+        bool end = i + 1 == n || (c < ncut && cut[c] == ev[i].seq) ||
+                   i + 1 - start >= BLOCK_MAX_EVENTS || bytes >= BLOCK_MAX_BYTES;
         if (!end) continue;
         if (block_insert(st, ev + start, i + 1 - start) != 0) return -1;
         start = i + 1;
+        bytes = 0;
     }
     return 0;
 }
