@@ -295,6 +295,35 @@ static void test_migrate_from_v1(void **state)
     rm_db(dir, db);
 }
 
+/* One batch larger than a block (a recovery commits the whole journal at once): blocks end at
+ * 1,000 events and at the checkpoint, and searches still agree. */
+static void test_large_batch(void **state)
+{
+    (void)state;
+    char dir[64], db[128];
+    tmp_db(dir, sizeof dir, db, sizeof db);
+    make_events(5);
+    struct store *st = open_store(db, 0);
+    static struct store_event sev[N_EVENTS];
+    for (unsigned k = 0; k < N_EVENTS; k++)
+        sev[k] = (struct store_event){.seq = events[k].seq,
+                                      .time_us = events[k].time_us,
+                                      .kind = events[k].kind,
+                                      .identity = events[k].identity,
+                                      .decision = events[k].decision,
+                                      .body = "{}",
+                                      .body_len = 2,
+                                      .hash = "00"};
+    struct store_checkpoint cp = {.seq = 1500, .time_us = events[1499].time_us, .hash = "00"};
+    assert_int_equal(store_events_append(st, sev, N_EVENTS, &cp, 1), 0);
+    /* 1-1000, 1001-1500 (the checkpoint), 1501-2500, 2501-3000 */
+    assert_int_equal(count_rows(db, "SELECT count(*) FROM audit_blocks"), 4);
+    assert_int_equal(count_rows(db, "SELECT count(*) FROM audit_blocks WHERE last_seq = 1500"), 1);
+    check_queries(st);
+    store_close(st);
+    rm_db(dir, db);
+}
+
 /* Packed blocks: what goes in comes out; a damaged frame is refused. */
 static void test_pack_roundtrip(void **state)
 {
@@ -351,9 +380,8 @@ static void test_pack_roundtrip(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_pack_roundtrip),
-        cmocka_unit_test(test_search_by_blocks),
-        cmocka_unit_test(test_prune_blocks),
+        cmocka_unit_test(test_pack_roundtrip),   cmocka_unit_test(test_large_batch),
+        cmocka_unit_test(test_search_by_blocks), cmocka_unit_test(test_prune_blocks),
         cmocka_unit_test(test_migrate_from_v1),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
