@@ -101,8 +101,8 @@ static int check_event(void *ctx, const struct store_event *ev)
                       (unsigned long long)v->expect, (unsigned long long)ev->seq);
     if (ev->body_len == 0)
         return broken(r, ev->seq,
-                      "event %llu: its body is missing (the block row holding it is damaged "
-                      "or was deleted)",
+                      "event %llu: its body is missing (the block holding it in the store is "
+                      "damaged)",
                       (unsigned long long)ev->seq);
     char h[AUDIT_HASH_HEX];
     audit_sha256_hex(ev->body, ev->body_len, h);

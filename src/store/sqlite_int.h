@@ -30,7 +30,6 @@ static inline struct sqlite_store *sq_priv(struct store *st)
 int sq_fail(struct store *st, const char *what); /* "what: sqlite's message"; returns -1 */
 int sq_exec(struct store *st, const char *sql);
 void sq_rollback(struct store *st);
-void sq_bind_opt_text(sqlite3_stmt *q, int i, const char *v);
 
 /* Schema 3 (sqlite_blocks.c). */
 int sq_blocks_prepare(struct store *st);

@@ -254,7 +254,7 @@ fail_path : {
 }
 }
 
-void sq_bind_opt_text(sqlite3_stmt *q, int i, const char *v)
+static void bind_opt_text(sqlite3_stmt *q, int i, const char *v)
 {
     if (v)
         sqlite3_bind_text(q, i, v, -1, SQLITE_STATIC);
@@ -277,8 +277,8 @@ static int sq_events_append(struct store *st, const struct store_event *ev, unsi
         sqlite3_bind_int64(q, 1, (sqlite3_int64)cp[i].seq);
         sqlite3_bind_int64(q, 2, cp[i].time_us);
         sqlite3_bind_text(q, 3, cp[i].hash, -1, SQLITE_STATIC);
-        sq_bind_opt_text(q, 4, cp[i].signature);
-        sq_bind_opt_text(q, 5, cp[i].key_id);
+        bind_opt_text(q, 4, cp[i].signature);
+        bind_opt_text(q, 5, cp[i].key_id);
         int rc = sqlite3_step(q);
         sqlite3_reset(q);
         sqlite3_clear_bindings(q);
