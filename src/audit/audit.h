@@ -110,6 +110,14 @@ void audit_stop(void);
  */
 uint64_t audit_emit(const struct audit_event *ev);
 
+/*
+ * Replace the queued event seq, not yet taken by the writer, with ev (same seq and time; ev
+ * is not journaled): a write's result folded into its `statement` event while that event
+ * still waits for its batch, which saves a `statement_end`. Returns false when the writer
+ * took it already (or the audit is off): the caller emits the result as its own event.
+ */
+bool audit_fold(uint64_t seq, const struct audit_event *ev);
+
 /* Highest sequence number committed to the store (every lower one is committed too). */
 uint64_t audit_committed_seq(void);
 /* false while the store cannot be written (the writer keeps retrying). */

@@ -156,6 +156,31 @@ lost:
     return 0;
 }
 
+bool audit_fold(uint64_t seq, const struct audit_event *ev)
+{
+    if (atomic_load_explicit(&W.disabled, memory_order_relaxed)) return false;
+    struct audit_rec *rec = audit_rec_new(ev), *old = NULL;
+    pthread_mutex_lock(&W.mu);
+    if (W.running && W.count) {
+        /* the ring holds consecutive seqs from its head on */
+        uint64_t head = W.ring[W.head]->seq;
+        if (seq >= head && seq - head < W.count) {
+            unsigned slot = (unsigned)((W.head + (seq - head)) % W.cap);
+            struct audit_rec *q = W.ring[slot];
+            if (q->seq == seq && atomic_load_explicit(&q->ready, memory_order_acquire)) {
+                rec->seq = seq;
+                rec->ev.time_us = q->ev.time_us;
+                rec->ev.durable = false;
+                W.ring[slot] = rec;
+                old = q;
+            }
+        }
+    }
+    pthread_mutex_unlock(&W.mu);
+    free(old ? old : rec);
+    return old != NULL;
+}
+
 uint64_t audit_committed_seq(void)
 {
     if (atomic_load_explicit(&W.disabled, memory_order_relaxed)) return atomic_load(&W.fake_seq);

@@ -245,51 +245,59 @@ static void masked_json(const struct session *s, char *out, size_t len)
 static const char digest_no_rows[65] =
     "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855";
 
-/* Emit the statement event of r: before forwarding (pre) or with its result. */
+/* Emit the statement event of r: before forwarding (pre) or with its result. The result of
+ * a statement whose event went out before it (pre_seq) is folded into that event while the
+ * event still waits in the queue; else it follows as a statement_end. */
 static uint64_t emit_statement(struct session *s, struct stmt_rec *r, bool pre)
 {
     struct audit_event ev;
     char groups[512], masked[512], digest[65];
-    if (!pre && r->pre_seq) {
-        /* statement_end: the result only; who, what and the decision are on the statement
-         * event it completes (ref) */
-        memset(&ev, 0, sizeof ev);
-        ev.kind = AUDIT_STATEMENT_END;
-        ev.session_id = s->id;
-        ev.identity = s->ident ? s->ident->name : s->user;
-        /* a grant given while the statement waited is known only now */
-        ev.grant_id = r->grant_id[0] ? r->grant_id : NULL;
-    } else {
-        event_base(s, &ev, AUDIT_STATEMENT, groups, sizeof groups);
-        ev.statement = r->info->text;
-        ev.fingerprint = r->info->fingerprint[0] ? r->info->fingerprint : NULL;
-        ev.command = r->info->command;
-        ev.class_ = r->info->cls;
-        ev.tables = r->info->tables;
-        ev.decision = r->decision;
-        ev.rule = r->rule;
-        ev.request_id = r->request_id[0] ? r->request_id : NULL;
-        ev.grant_id = r->grant_id[0] ? r->grant_id : NULL;
-    }
-    ev.ref = pre ? 0 : r->pre_seq;
+    event_base(s, &ev, AUDIT_STATEMENT, groups, sizeof groups);
+    ev.statement = r->info->text;
+    ev.fingerprint = r->info->fingerprint[0] ? r->info->fingerprint : NULL;
+    ev.command = r->info->command;
+    ev.class_ = r->info->cls;
+    ev.tables = r->info->tables;
+    ev.decision = r->decision;
+    ev.rule = r->rule;
+    ev.request_id = r->request_id[0] ? r->request_id : NULL;
+    /* a grant given while the statement waited is known only at its end */
+    ev.grant_id = r->grant_id[0] ? r->grant_id : NULL;
     ev.durable = pre; /* journaled before the statement goes upstream */
-    if (!pre) {
-        ev.duration_us = now_us() - r->start_us;
-        ev.rows = r->rows ? r->rows : r->tag_rows;
-        ev.bytes = r->bytes;
-        masked_json(s, masked, sizeof masked);
-        ev.masked = masked[0] ? masked : NULL;
-        if (r->digesting) {
-            if (r->digest.active)
-                audit_digest_final(&r->digest, digest);
-            else
-                memcpy(digest, digest_no_rows, sizeof digest);
-            ev.digest = digest;
-        }
-        ev.sqlstate = r->sqlstate[0] ? r->sqlstate : NULL;
-        if (r->undigested) ev.detail = "no digest: a row was larger than 16 MiB";
+    if (pre) return audit_emit(&ev);
+    ev.duration_us = now_us() - r->start_us;
+    ev.rows = r->rows ? r->rows : r->tag_rows;
+    ev.bytes = r->bytes;
+    masked_json(s, masked, sizeof masked);
+    ev.masked = masked[0] ? masked : NULL;
+    if (r->digesting) {
+        if (r->digest.active)
+            audit_digest_final(&r->digest, digest);
+        else
+            memcpy(digest, digest_no_rows, sizeof digest);
+        ev.digest = digest;
     }
-    return audit_emit(&ev);
+    ev.sqlstate = r->sqlstate[0] ? r->sqlstate : NULL;
+    if (r->undigested) ev.detail = "no digest: a row was larger than 16 MiB";
+    if (!r->pre_seq) return audit_emit(&ev);
+    if (audit_fold(r->pre_seq, &ev)) return r->pre_seq;
+    /* statement_end: the result only; who, what and the decision are on the statement event
+     * it completes (ref) */
+    struct audit_event end = {
+        .kind = AUDIT_STATEMENT_END,
+        .session_id = ev.session_id,
+        .identity = ev.identity,
+        .grant_id = ev.grant_id,
+        .ref = r->pre_seq,
+        .duration_us = ev.duration_us,
+        .rows = ev.rows,
+        .bytes = ev.bytes,
+        .masked = ev.masked,
+        .digest = ev.digest,
+        .sqlstate = ev.sqlstate,
+        .detail = ev.detail,
+    };
+    return audit_emit(&end);
 }
 
 static void rec_free(struct stmt_rec *r)

@@ -278,21 +278,23 @@ struct reader {
     unsigned delivered;
     struct store_event **kept; /* newest first: the newest `limit` matches, newest first */
     unsigned nkept;
+    bool done; /* the limit is reached */
 };
 
-/* One event of a block, in the query's order. Returns 0 to go on, 1 when the query is
- * complete, or the callback's non-zero value. */
+/* One event of a block, in the query's order. Returns 0 to go on (r->done is set when the
+ * limit is reached), or the callback's non-zero value. */
 static int reader_take(struct reader *r, const struct store_event *e)
 {
     const struct store_query *qr = r->qr;
     if (!event_matches(qr, e)) return 0;
     if (qr->limit && qr->newest_first) {
         r->kept[r->nkept++] = event_copy(e);
-        return r->nkept == qr->limit ? 1 : 0;
+        r->done = r->nkept == qr->limit;
+        return 0;
     }
     int rc = r->fn(r->ctx, e);
-    if (rc != 0) return rc;
-    return qr->limit && ++r->delivered == qr->limit ? 1 : 0;
+    r->done = qr->limit && ++r->delivered == qr->limit;
+    return rc;
 }
 
 /* A block that cannot be unpacked: an unfiltered scan (verify, export) gets each of its
@@ -307,7 +309,7 @@ static int reader_damaged(struct store *st, struct reader *r, uint64_t first, ui
         return -1;
     }
     bool desc = r->qr->limit && r->qr->newest_first;
-    for (uint64_t k = 0; k <= last - first; k++) {
+    for (uint64_t k = 0; k <= last - first && !r->done; k++) {
         struct store_event e = {
             .seq = desc ? last - k : first + k, .kind = "", .body = "", .hash = ""};
         int rc = reader_take(r, &e);
@@ -349,8 +351,8 @@ int sq_blocks_query(struct store *st, const struct store_query *qr, store_event_
     if (qr->since_us > 0) sqlite3_bind_int64(q, 3, qr->since_us);
     if (qr->until_us > 0) sqlite3_bind_int64(q, 4, qr->until_us);
     struct store_unpacked u = {0};
-    int rc, ret = 0;
-    while (ret == 0 && (rc = sqlite3_step(q)) == SQLITE_ROW) {
+    int rc = SQLITE_DONE, ret = 0;
+    while (ret == 0 && !r.done && (rc = sqlite3_step(q)) == SQLITE_ROW) {
         uint64_t first = (uint64_t)sqlite3_column_int64(q, 0);
         uint64_t last = (uint64_t)sqlite3_column_int64(q, 1);
         const void *blob = sqlite3_column_blob(q, 2);
@@ -360,11 +362,10 @@ int sq_blocks_query(struct store *st, const struct store_query *qr, store_event_
             ret = reader_damaged(st, &r, first, last);
             continue;
         }
-        for (unsigned k = 0; k < u.n && ret == 0; k++)
+        for (unsigned k = 0; k < u.n && ret == 0 && !r.done; k++)
             ret = reader_take(&r, &u.ev[desc ? u.n - 1 - k : k]);
     }
-    if (ret == 0 && rc != SQLITE_DONE) ret = sq_fail(st, "reading audit blocks");
-    if (ret == 1) ret = 0; /* complete */
+    if (ret == 0 && !r.done && rc != SQLITE_DONE) ret = sq_fail(st, "reading audit blocks");
     sqlite3_finalize(q);
     store_unpacked_free(&u);
     /* newest first: delivered oldest first */

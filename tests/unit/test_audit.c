@@ -1343,6 +1343,62 @@ static void test_retention(void **state)
     env_free(e);
 }
 
+static int rows_of(void *ctx, const struct store_event *ev)
+{
+    const char *p = strstr(ev->body, "\"rows\":");
+    *(long *)ctx = p ? atol(p + 7) : -1;
+    return 1;
+}
+
+/* audit_fold(): a write's result replaces its queued statement event while the writer has not
+ * taken it (here: the writer is stuck retrying an earlier batch), and not once it has. */
+static void test_fold(void **state)
+{
+    (void)state;
+    struct env *e = env_new();
+    char err[256];
+    assert_int_equal(audit_start(&e->cfg, err, sizeof err), 0);
+    uint64_t s1 = emit_statement("alice", "allow", 0, 1);
+    wait_committed(s1);
+    assert_false(audit_fold(s1, &(struct audit_event){.kind = AUDIT_STATEMENT, .rows = 9}));
+
+    store_test_fail_writes(true);
+    uint64_t s2 = emit_statement("alice", "allow", 0, 2); /* the batch the writer retries */
+    for (int i = 0; i < 3000 && audit_healthy(); i++)
+        usleep(1000);
+    assert_false(audit_healthy());
+    struct audit_event pre = {.kind = AUDIT_STATEMENT,
+                              .identity = "alice",
+                              .statement = "UPDATE t SET a = $1",
+                              .decision = "allow",
+                              .durable = true};
+    uint64_t s3 = audit_emit(&pre);
+    assert_true(s3 > s2);
+    struct audit_event full = pre;
+    full.durable = false;
+    full.rows = 7;
+    assert_true(audit_fold(s3, &full));
+    assert_false(audit_fold(s3 + 1, &full)); /* not queued */
+    store_test_fail_writes(false);
+    wait_committed(s3);
+    audit_stop();
+
+    struct store *st = open_ro(e->db);
+    long rows = 0;
+    struct store_query q = {.after_seq = s3 - 1, .limit = 1};
+    assert_int_equal(store_events_query(st, &q, rows_of, &rows), 1);
+    assert_int_equal(rows, 7);
+    uint64_t last;
+    char hash[STORE_HASH_HEX];
+    assert_int_equal(store_events_last(st, &last, hash), 0);
+    assert_int_equal(last, s3); /* no event for the result beside it */
+    store_close(st);
+    struct audit_verify_result r;
+    verify_store_path(e->db, NULL, &r);
+    assert_true(r.intact);
+    env_free(e);
+}
+
 static void test_disabled(void **state)
 {
     (void)state;
@@ -1473,6 +1529,7 @@ int main(void)
         cmocka_unit_test(test_journal_records_keyed),
         cmocka_unit_test(test_disk_full_tmpfs),
         cmocka_unit_test(test_retention),
+        cmocka_unit_test(test_fold),
         cmocka_unit_test(test_disabled),
         cmocka_unit_test(test_throughput),
     };
