@@ -22,7 +22,9 @@ Output on stdout:
      its audit event is committed), and what that wait adds per write;
   5. the relay comparison when a relay build was measured.
 Ratios are of the medians; "rounds" gives the lowest and highest ratio of the same round's
-two runs (the modes alternate inside a round), a view of the noise.
+two runs (the modes alternate inside a round), a view of the noise; "pairs" (audit) is the
+median of those per-round ratios, less sensitive to drift between rounds. The verdicts use
+the ratio of the medians.
 """
 import math
 import statistics
@@ -66,11 +68,15 @@ class Runs:
     def lat(self, w, mode):
         return median([r[1] for r in self.by.get((w, mode), {}).values()])
 
-    def round_range(self, w, a, b):
-        """Lowest and highest per-round ratio a/b."""
+    def round_ratios(self, w, a, b):
+        """The per-round ratios a/b (the two runs of a round are back to back)."""
         ra, rb = self.by.get((w, a), {}), self.by.get((w, b), {})
         rs = [ratio(ra[k][0], rb[k][0]) for k in ra if k in rb]
-        rs = [r for r in rs if not math.isnan(r)]
+        return [r for r in rs if not math.isnan(r)]
+
+    def round_range(self, w, a, b):
+        """Lowest and highest per-round ratio a/b."""
+        rs = self.round_ratios(w, a, b)
         return (min(rs), max(rs)) if rs else (float("nan"), float("nan"))
 
 
@@ -160,12 +166,14 @@ def main(argv):
         print()
         print("Audit: audit on (sluice) vs audit.enabled false (noaudit), both with masking on")
         print(f"  {'workload':<18} {'TPS on':>9} {'TPS off':>9} {'PgBouncer':>9} {'on/off':>7} "
-              f"{'rounds':>11} {'on/pgb':>7} {'off/pgb':>7}  target on/off >= 0.90")
+              f"{'pairs':>6} {'rounds':>11} {'on/pgb':>7} {'off/pgb':>7}  target on/off >= 0.90")
         for w in ws:
             on, off, pgb = R.tps(w, "sluice"), R.tps(w, "noaudit"), R.tps(w, "pgbouncer")
             r = ratio(on, off)
+            pairs = median(R.round_ratios(w, "sluice", "noaudit"))
             print(f"  {w:<18} {fmt(on, '9.0f')} {fmt(off, '9.0f')} {fmt(pgb, '9.0f')} "
-                  f"{fmt(r, '7.3f')} {rng(R.round_range(w, 'sluice', 'noaudit')):>11} "
+                  f"{fmt(r, '7.3f')} {fmt(pairs, '6.3f')} "
+                  f"{rng(R.round_range(w, 'sluice', 'noaudit')):>11} "
                   f"{fmt(ratio(on, pgb), '7.2f')} {fmt(ratio(off, pgb), '7.2f')}  {verdict(r, 0.90)}")
 
     # ---- write latency
