@@ -336,6 +336,12 @@ static void blocks_sql(const struct store_query *qr, bool desc, char *sql, size_
 int sq_blocks_query(struct store *st, const struct store_query *qr, store_event_fn fn, void *ctx)
 {
     struct sqlite_store *s = sq_priv(st);
+    uint64_t lo = qr->after_seq;
+    if (qr->since_us > 0) { /* start at the first block that can hold a match */
+        bool none;
+        if (sq_since_bound(st, qr->since_us, &lo, &none) != 0) return -1;
+        if (none) return 0;
+    }
     bool desc = qr->limit && qr->newest_first;
     struct reader r = {.qr = qr, .fn = fn, .ctx = ctx};
     if (desc) r.kept = xcalloc(qr->limit, sizeof *r.kept);
@@ -346,7 +352,7 @@ int sq_blocks_query(struct store *st, const struct store_query *qr, store_event_
         free(r.kept);
         return sq_fail(st, "querying audit blocks");
     }
-    sqlite3_bind_int64(q, 1, (sqlite3_int64)qr->after_seq);
+    sqlite3_bind_int64(q, 1, (sqlite3_int64)lo);
     if (qr->identity) sqlite3_bind_text(q, 2, qr->identity, -1, SQLITE_STATIC);
     if (qr->since_us > 0) sqlite3_bind_int64(q, 3, qr->since_us);
     if (qr->until_us > 0) sqlite3_bind_int64(q, 4, qr->until_us);

@@ -30,6 +30,9 @@ static inline struct sqlite_store *sq_priv(struct store *st)
 int sq_fail(struct store *st, const char *what); /* "what: sqlite's message"; returns -1 */
 int sq_exec(struct store *st, const char *sql);
 void sq_rollback(struct store *st);
+/* Events after seq *lo whose time can be >= since_us: *lo moves up to just before the first
+ * block that ends at or after since_us (index audit_blocks_time); *none when no block does. */
+int sq_since_bound(struct store *st, int64_t since_us, uint64_t *lo, bool *none);
 
 /* Schema 3 (sqlite_blocks.c). */
 int sq_blocks_prepare(struct store *st);

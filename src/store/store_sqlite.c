@@ -304,7 +304,7 @@ static const char *col_text(sqlite3_stmt *q, int i)
 
 /* Events after seq lo whose time can be >= since_us: lo moves up to just before the first
  * block that ends at or after since_us; *none when no block does (no event matches). */
-static int since_bound(struct store *st, int64_t since_us, uint64_t *lo, bool *none)
+int sq_since_bound(struct store *st, int64_t since_us, uint64_t *lo, bool *none)
 {
     sqlite3_stmt *q = NULL;
     *none = false;
@@ -335,7 +335,7 @@ static int sq_events_query(struct store *st, const struct store_query *qr, store
     uint64_t lo = qr->after_seq;
     if (blocks && qr->since_us > 0) {
         bool none;
-        if (since_bound(st, qr->since_us, &lo, &none) != 0) return -1;
+        if (sq_since_bound(st, qr->since_us, &lo, &none) != 0) return -1;
         if (none) return 0;
     }
     char where[512], sql[1400];
