@@ -42,11 +42,17 @@ void sbuf_free(struct sbuf *b);
 /* A queued event: a copy of the caller's event in one allocation (strings follow it). */
 struct audit_rec {
     uint64_t seq;
-    atomic_bool ready;     /* false while its journal record is being copied (writer.c) */
-    struct audit_event ev; /* strings point into this allocation */
+    atomic_bool ready;      /* false while its journal record is being copied (writer.c) */
+    struct audit_event ev;  /* strings point into this allocation */
+    size_t room;            /* bytes for strings after the struct */
+    struct audit_rec *next; /* in the writer's list of spare records */
 };
 /* Copy ev; fills time_us when 0. Free with free(). */
 struct audit_rec *audit_rec_new(const struct audit_event *ev);
+/* Copy ev into spare when its room is enough, else into a new record with room for at least
+ * min_room bytes of strings (spare, if any, is freed). */
+struct audit_rec *audit_rec_reuse(struct audit_rec *spare, const struct audit_event *ev,
+                                  size_t min_room);
 
 /* The journal's encoding of an event (host byte order, for this machine's recovery only), and
  * back: NULL when p..len is not one encoded event. The decoded record is the caller's. */

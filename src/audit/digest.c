@@ -59,7 +59,9 @@ void audit_digest_final(struct audit_digest *d, char hex[65])
         hex[2 * i + 1] = digits[md[i] & 15];
     }
     hex[64] = 0;
-    audit_digest_free(d);
+    /* SHA256_Final wipes the block buffer itself: what is left is the chaining state, which
+     * the digest just published. */
+    d->active = false;
 }
 
 /* An abandoned digest still holds row bytes in its buffer: wiped, not just dropped. */

@@ -206,13 +206,26 @@ static const char **field_at(struct audit_event *ev, size_t off)
 
 struct audit_rec *audit_rec_new(const struct audit_event *ev)
 {
+    return audit_rec_reuse(NULL, ev, 0);
+}
+
+struct audit_rec *audit_rec_reuse(struct audit_rec *spare, const struct audit_event *ev,
+                                  size_t min_room)
+{
     size_t lens[N_STR_FIELDS], total = 0;
     for (size_t i = 0; i < N_STR_FIELDS; i++) {
         const char *s = *field_at((struct audit_event *)ev, str_fields[i]);
         lens[i] = s && *s ? strlen(s) + 1 : 0;
         total += lens[i];
     }
-    struct audit_rec *r = xmalloc(sizeof *r + total);
+    struct audit_rec *r = spare;
+    if (!r || r->room < total) {
+        free(spare);
+        size_t room = total > min_room ? total : min_room;
+        r = xmalloc(sizeof *r + room);
+        r->room = room;
+    }
+    r->next = NULL;
     r->seq = 0;
     atomic_init(&r->ready, true);
     r->ev = *ev;
@@ -244,6 +257,12 @@ void audit_rec_encode(const struct audit_event *ev, struct sbuf *out)
 {
     struct rec_numbers n = {(uint32_t)ev->kind, ev->time_us, ev->session_id, ev->ref,
                             ev->duration_us,    ev->rows,    ev->bytes};
+    size_t total = sizeof n + N_STR_FIELDS * sizeof(uint32_t);
+    for (size_t i = 0; i < N_STR_FIELDS; i++) {
+        const char *s = *field_at((struct audit_event *)ev, str_fields[i]);
+        total += s ? strlen(s) : 0;
+    }
+    if (out->len + total + 1 > out->cap) sbuf_grow(out, total); /* one allocation */
     sbuf_add(out, (const char *)&n, sizeof n);
     for (size_t i = 0; i < N_STR_FIELDS; i++) {
         const char *s = *field_at((struct audit_event *)ev, str_fields[i]);
