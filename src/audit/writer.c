@@ -374,6 +374,7 @@ struct batch {
     unsigned ncp;
     struct sbuf lines;
     size_t *line_off;
+    bool polite; /* yield the core while serializing (the writer keeps up: no backlog) */
 };
 
 static int op_store(void *arg, char *err, size_t errlen)
@@ -398,13 +399,14 @@ static int op_jsonl(void *arg, char *err, size_t errlen)
  * attempt (recovery at start) instead of retrying until it works or the writer gives up.
  * Returns false when it was not written.
  *
- * The writer yields its core every YIELD_EVERY events and before the commit. It sleeps
+ * While it keeps up (no backlog), the writer yields its core every YIELD_EVERY events and
+ * before the commit; behind, it runs flat out. It sleeps
  * between batches, so the scheduler (EEVDF) lets it run a whole batch, a millisecond or more
  * under load, before a worker woken by a client's or the server's packet gets that core back;
  * meanwhile every session of that worker stalls, and so do their clients and backends. In
- * bursts of tens of microseconds the same work costs throughput only its CPU time
- * (docs/performance.md, 2026-11-26: audit on/off under pgbench -S -M simple from a median
- * of 0.84 to 0.92). A yield with nothing else runnable returns at once. */
+ * bursts of tens of microseconds they wait far less (docs/audit.md, Throughput: audit on/off
+ * under pgbench -S -M simple from a mean of 0.881 to 0.905). A yield with nothing else
+ * runnable returns at once. */
 static bool write_batch(struct batch *b, bool once)
 {
     unsigned n = b->n;
@@ -420,7 +422,7 @@ static bool write_batch(struct batch *b, bool once)
         b->len[i] = b->bodies.len - b->off[i];
         audit_sha256_hex(b->bodies.p + b->off[i], b->len[i], b->hash[i]);
         memcpy(prev, b->hash[i], sizeof prev);
-        if (i % YIELD_EVERY == YIELD_EVERY - 1) sched_yield();
+        if (b->polite && i % YIELD_EVERY == YIELD_EVERY - 1) sched_yield();
     }
     pthread_mutex_lock(&W.sub_mu);
     bool want_lines = W.jsonl || W.n_feeds;
@@ -461,7 +463,7 @@ static bool write_batch(struct batch *b, bool once)
     b->line_off[n] = b->lines.len;
 
     char err[512];
-    sched_yield();
+    if (b->polite) sched_yield();
     bool ok = once ? op_store(b, err, sizeof err) == 0 : retry(op_store, b);
     if (ok && W.jsonl) ok = once ? op_jsonl(b, err, sizeof err) == 0 : retry(op_jsonl, b);
     if (!ok && once) {
@@ -583,6 +585,7 @@ static void *writer_main(void *arg)
         }
         W.count -= n;
         W.backlog = W.count > 0 && !copying;
+        b.polite = !W.backlog && !W.stopping;
         /* Record losses once the ring is drained, so the marker keeps chain order. */
         uint64_t lost = atomic_load(&W.lost);
         if (W.count == 0 && lost > W.lost_reported && !W.stopping) {
