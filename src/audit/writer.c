@@ -37,8 +37,8 @@
 #include "core/log.h"
 
 #define BATCH_MAX 1000
-/* The writer gives its core back (sched_yield) every this many events it serializes, and
- * before it commits: see write_batch(). */
+/* While it keeps up, the writer gives its core back (sched_yield) every this many events it
+ * serializes, and before it commits: see write_batch(). */
 #define YIELD_EVERY 32
 #define BATCH_DELAY_US 20000 /* reads are committed within this (docs/audit.md: 100 ms) */
 
@@ -135,32 +135,28 @@ static struct audit_rec *rec_take(const struct audit_event *ev)
     return audit_rec_reuse(r, ev, SPARE_ROOM);
 }
 
-/* Done with recs[0..n): kept as spares up to SPARE_MAX, the rest freed. */
-static void rec_give(struct audit_rec **recs, unsigned n)
+static void rec_list_free(struct audit_rec *r)
 {
-    struct audit_rec *keep = NULL, *drop = NULL;
-    pthread_mutex_lock(&W.spare_mu);
-    for (unsigned i = 0; i < n; i++) {
-        struct audit_rec *r = recs[i];
-        if (W.n_spare < SPARE_MAX && r->room <= SPARE_KEEP_ROOM) {
-            r->next = keep;
-            keep = r;
-            W.n_spare++;
-        } else {
-            r->next = drop;
-            drop = r;
-        }
-    }
-    for (struct audit_rec *r = keep, *nx; r; r = nx) {
-        nx = r->next;
-        r->next = W.spare;
-        W.spare = r;
-    }
-    pthread_mutex_unlock(&W.spare_mu);
-    for (struct audit_rec *r = drop, *nx; r; r = nx) {
+    for (struct audit_rec *nx; r; r = nx) {
         nx = r->next;
         free(r);
     }
+}
+
+/* Done with recs[0..n): kept as spares up to SPARE_MAX, the rest freed. */
+static void rec_give(struct audit_rec **recs, unsigned n)
+{
+    struct audit_rec *drop = NULL;
+    pthread_mutex_lock(&W.spare_mu);
+    for (unsigned i = 0; i < n; i++) {
+        struct audit_rec *r = recs[i];
+        bool keep = W.n_spare < SPARE_MAX && r->room <= SPARE_KEEP_ROOM;
+        r->next = keep ? W.spare : drop;
+        *(keep ? &W.spare : &drop) = r;
+        W.n_spare += keep;
+    }
+    pthread_mutex_unlock(&W.spare_mu);
+    rec_list_free(drop);
 }
 
 static void spares_free(void)
@@ -170,10 +166,7 @@ static void spares_free(void)
     W.spare = NULL;
     W.n_spare = 0;
     pthread_mutex_unlock(&W.spare_mu);
-    for (struct audit_rec *nx; r; r = nx) {
-        nx = r->next;
-        free(r);
-    }
+    rec_list_free(r);
 }
 
 /* ---- emit side */
@@ -400,13 +393,12 @@ static int op_jsonl(void *arg, char *err, size_t errlen)
  * Returns false when it was not written.
  *
  * While it keeps up (no backlog), the writer yields its core every YIELD_EVERY events and
- * before the commit; behind, it runs flat out. It sleeps
- * between batches, so the scheduler (EEVDF) lets it run a whole batch, a millisecond or more
- * under load, before a worker woken by a client's or the server's packet gets that core back;
- * meanwhile every session of that worker stalls, and so do their clients and backends. In
- * bursts of tens of microseconds they wait far less (docs/audit.md, Throughput: audit on/off
- * under pgbench -S -M simple from a mean of 0.881 to 0.905). A yield with nothing else
- * runnable returns at once. */
+ * before the commit; behind, it runs flat out. It sleeps between batches, so the scheduler
+ * (EEVDF) lets it run a whole batch, a millisecond or more under load, before a worker woken
+ * by a client's or the server's packet gets that core back; meanwhile every session of that
+ * worker stalls, and so do their clients and backends. In bursts of tens of microseconds they
+ * wait far less (docs/audit.md, Throughput: audit on/off under pgbench -S -M simple from a
+ * mean of 0.881 to 0.905). A yield with nothing else runnable returns at once. */
 static bool write_batch(struct batch *b, bool once)
 {
     unsigned n = b->n;
