@@ -111,12 +111,16 @@ void audit_stop(void);
 uint64_t audit_emit(const struct audit_event *ev);
 
 /*
- * Replace the queued event seq, not yet taken by the writer, with ev (same seq and time; ev
- * is not journaled): a write's result folded into its `statement` event while that event
- * still waits for its batch, which saves a `statement_end`. Returns false when the writer
- * took it already (or the audit is off): the caller emits the result as its own event.
+ * Replace the queued event seq, not yet taken by the writer, with ev (same seq; ev is not
+ * journaled): a write's result folded into its `statement` event while that event still
+ * waits for its batch, which saves a `statement_end`. ev->time_us must be that event's time
+ * (the caller emitted it with a time of its own, audit_now_us()). Returns false when the
+ * writer took it already, the times differ, or the audit is off: the caller emits the result
+ * as its own event.
  */
 bool audit_fold(uint64_t seq, const struct audit_event *ev);
+/* Microseconds since the epoch (the clock of event times). */
+int64_t audit_now_us(void);
 
 /* Highest sequence number committed to the store (every lower one is committed too). */
 uint64_t audit_committed_seq(void);
@@ -160,6 +164,8 @@ void audit_digest_init(struct audit_digest *d);
 void audit_digest_datarow(struct audit_digest *d, const uint8_t *body, size_t len);
 /* One column value (len -1 = NULL); call for each column of each row instead of _datarow. */
 void audit_digest_column(struct audit_digest *d, const void *val, int32_t len);
+/* Hash len bytes as they are (not a row: rows is unchanged). */
+void audit_digest_update(struct audit_digest *d, const void *data, size_t len);
 /* Write 64 hex digits and a NUL to hex, and end the digest. */
 void audit_digest_final(struct audit_digest *d, char hex[65]);
 /* End without a result (statement abandoned): the state is wiped. */

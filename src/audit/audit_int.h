@@ -39,13 +39,23 @@ void sbuf_free(struct sbuf *b);
 
 /* ---- event.c */
 
-/* A queued event: a copy of the caller's event in one allocation (strings follow it). */
+/*
+ * A queued event, in one allocation (strings follow the struct). Either a copy of the caller's
+ * event (audit_rec_new, audit_rec_reuse), whose body the writer serializes; or, from
+ * audit_emit() and audit_fold(), the body its emitter serialized and began hashing
+ * (audit_rec_reserve, audit_rec_body_begin) with only the fields the writer still reads.
+ */
 struct audit_rec {
     uint64_t seq;
-    atomic_bool ready;      /* false while its journal record is being copied (writer.c) */
+    atomic_bool ready;      /* false while its emitter still writes it (writer.c) */
     struct audit_event ev;  /* strings point into this allocation */
-    size_t room;            /* bytes for strings after the struct */
+    size_t room;            /* bytes for strings (and body) after the struct */
     struct audit_rec *next; /* in the writer's list of spare records */
+    /* The body from its start up to the value of prev_hash, and the SHA-256 state after
+     * those bytes; body_len 0: none (the writer serializes ev). */
+    char *body;
+    size_t body_len;
+    struct audit_digest body_hash;
 };
 /* Copy ev; fills time_us when 0. Free with free(). */
 struct audit_rec *audit_rec_new(const struct audit_event *ev);
@@ -54,13 +64,32 @@ struct audit_rec *audit_rec_new(const struct audit_event *ev);
 struct audit_rec *audit_rec_reuse(struct audit_rec *spare, const struct audit_event *ev,
                                   size_t min_room);
 
+/* A record for an event whose body its emitter serializes (audit_event_fields, then
+ * audit_rec_body_begin once seq is set): ev's kind, time (now when 0), identity and decision
+ * are copied, its other fields are not; body_room bytes (audit_rec_body_room) follow them.
+ * Reuses spare as audit_rec_reuse() does. */
+struct audit_rec *audit_rec_reserve(struct audit_rec *spare, const struct audit_event *ev,
+                                    size_t body_room, size_t min_room);
+/* Room for a body whose fields (audit_event_fields) take fields_len bytes. */
+size_t audit_rec_body_room(size_t fields_len);
+/* Write r's body from its start up to the value of prev_hash (seq and fields) and hash it so
+ * far: the costly part of the chain, done by the emitter, off the writer's thread. */
+void audit_rec_body_begin(struct audit_rec *r, const char *fields, size_t fields_len);
+/* Append r's whole body, closed with prev_hash, to bodies and put its chain hash in hash:
+ * the same bytes and hash as audit_event_body() and audit_sha256_hex(). r is unchanged. */
+void audit_rec_body_end(struct audit_rec *r, const char *prev_hash, struct sbuf *bodies,
+                        char hash[AUDIT_HASH_HEX]);
+
 /* The journal's encoding of an event (host byte order, for this machine's recovery only), and
  * back: NULL when p..len is not one encoded event. The decoded record is the caller's. */
 void audit_rec_encode(const struct audit_event *ev, struct sbuf *out);
 struct audit_rec *audit_rec_decode(const char *p, size_t len);
 
 /* Append the canonical JSON body of ev (seq, prev_hash included; no hash) to out. The body is
- * stored verbatim and hashed as is; default_instance stands in for a NULL ev->instance. */
+ * stored verbatim and hashed as is; default_instance stands in for a NULL ev->instance.
+ * audit_event_fields() appends the part between seq and prev_hash (from ,"time": on). */
+void audit_event_fields(const struct audit_event *ev, const char *default_instance,
+                        struct sbuf *out);
 void audit_event_body(const struct audit_event *ev, uint64_t seq, const char *default_instance,
                       const char *prev_hash, struct sbuf *out);
 /* The JSON line of an event: body with ,"hash":"..." before its closing brace (no newline). */
@@ -71,7 +100,6 @@ int audit_line_split(const char *line, size_t len, struct sbuf *body, char hash[
 void audit_time_format(int64_t time_us, char out[32]);
 /* "1h", "30m", "90d", "45s", "2w" before now, or an ISO date/time (UTC). -1 when invalid. */
 int audit_time_parse(const char *s, int64_t now_us, int64_t *out_us);
-int64_t audit_now_us(void);
 
 /* ---- chain.c */
 

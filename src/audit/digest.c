@@ -49,6 +49,11 @@ void audit_digest_column(struct audit_digest *d, const void *val, int32_t len)
     if (len > 0) SHA256_Update(ctx_of(d), val, (size_t)len);
 }
 
+void audit_digest_update(struct audit_digest *d, const void *data, size_t len)
+{
+    SHA256_Update(ctx_of(d), data, len);
+}
+
 void audit_digest_final(struct audit_digest *d, char hex[65])
 {
     static const char digits[] = "0123456789abcdef";
@@ -76,7 +81,7 @@ void audit_digest_free(struct audit_digest *d)
 void audit_sha256_hex(const void *data, size_t len, char out[AUDIT_HASH_HEX])
 {
     struct audit_digest d;
-    SHA256_Init(ctx_of(&d));
-    SHA256_Update(ctx_of(&d), data, len);
+    audit_digest_init(&d);
+    audit_digest_update(&d, data, len);
     audit_digest_final(&d, out);
 }

@@ -230,6 +230,8 @@ struct audit_rec *audit_rec_reuse(struct audit_rec *spare, const struct audit_ev
     atomic_init(&r->ready, true);
     r->ev = *ev;
     if (!r->ev.time_us) r->ev.time_us = audit_now_us();
+    r->body = NULL;
+    r->body_len = 0;
     char *p = (char *)(r + 1);
     for (size_t i = 0; i < N_STR_FIELDS; i++) {
         const char **dst = field_at(&r->ev, str_fields[i]);
@@ -241,6 +243,39 @@ struct audit_rec *audit_rec_reuse(struct audit_rec *spare, const struct audit_ev
         *dst = p;
         p += lens[i];
     }
+    return r;
+}
+
+struct audit_rec *audit_rec_reserve(struct audit_rec *spare, const struct audit_event *ev,
+                                    size_t body_room, size_t min_room)
+{
+    size_t il = ev->identity && *ev->identity ? strlen(ev->identity) + 1 : 0;
+    size_t dl = ev->decision && *ev->decision ? strlen(ev->decision) + 1 : 0;
+    size_t total = il + dl + body_room;
+    struct audit_rec *r = spare;
+    if (!r || r->room < total) {
+        free(spare);
+        size_t room = total > min_room ? total : min_room;
+        r = xmalloc(sizeof *r + room);
+        r->room = room;
+    }
+    r->next = NULL;
+    r->seq = 0;
+    atomic_init(&r->ready, true);
+    /* only what the writer reads besides the body: numbers, kind, identity, decision */
+    r->ev = (struct audit_event){.kind = ev->kind, .time_us = ev->time_us, .durable = ev->durable};
+    if (!r->ev.time_us) r->ev.time_us = audit_now_us();
+    char *p = (char *)(r + 1);
+    if (il) {
+        r->ev.identity = memcpy(p, ev->identity, il);
+        p += il;
+    }
+    if (dl) {
+        r->ev.decision = memcpy(p, ev->decision, dl);
+        p += dl;
+    }
+    r->body = p;
+    r->body_len = 0;
     return r;
 }
 
@@ -532,14 +567,12 @@ static void field_masked(struct sbuf *b, const char *v)
     cJSON_Delete(o);
 }
 
-void audit_event_body(const struct audit_event *ev, uint64_t seq, const char *default_instance,
-                      const char *prev_hash, struct sbuf *out)
+void audit_event_fields(const struct audit_event *ev, const char *default_instance,
+                        struct sbuf *out)
 {
     char t[32];
     audit_time_format(ev->time_us, t);
     bool stmt = ev->kind == AUDIT_STATEMENT || ev->kind == AUDIT_STATEMENT_END;
-    sbuf_add(out, "{\"seq\":", 7);
-    add_u64(out, seq);
     sbuf_add(out, ",\"time\":\"", 9);
     sbuf_adds(out, t);
     sbuf_add(out, "\",\"time_us\":", 12);
@@ -575,9 +608,62 @@ void audit_event_body(const struct audit_event *ev, uint64_t seq, const char *de
     field_str(out, KEY("digest"), ev->digest);
     field_str(out, KEY("sqlstate"), ev->sqlstate);
     field_str(out, KEY("detail"), ev->detail);
-    sbuf_add(out, ",\"prev_hash\":\"", 14);
+}
+
+#define BODY_OPEN "{\"seq\":"
+#define BODY_PREV ",\"prev_hash\":\""
+#define BODY_CLOSE "\"}"
+
+void audit_event_body(const struct audit_event *ev, uint64_t seq, const char *default_instance,
+                      const char *prev_hash, struct sbuf *out)
+{
+    sbuf_add(out, BODY_OPEN, sizeof BODY_OPEN - 1);
+    add_u64(out, seq);
+    audit_event_fields(ev, default_instance, out);
+    sbuf_add(out, BODY_PREV, sizeof BODY_PREV - 1);
     sbuf_adds(out, prev_hash);
-    sbuf_add(out, "\"}", 2);
+    sbuf_add(out, BODY_CLOSE, sizeof BODY_CLOSE - 1);
+}
+
+size_t audit_rec_body_room(size_t fields_len)
+{
+    return sizeof BODY_OPEN - 1 + 20 + fields_len + sizeof BODY_PREV - 1;
+}
+
+void audit_rec_body_begin(struct audit_rec *r, const char *fields, size_t fields_len)
+{
+    char digits[24];
+    size_t d = sizeof digits;
+    uint64_t v = r->seq;
+    do {
+        digits[--d] = (char)('0' + v % 10);
+        v /= 10;
+    } while (v);
+    char *p = r->body;
+    memcpy(p, BODY_OPEN, sizeof BODY_OPEN - 1);
+    p += sizeof BODY_OPEN - 1;
+    memcpy(p, digits + d, sizeof digits - d);
+    p += sizeof digits - d;
+    memcpy(p, fields, fields_len);
+    p += fields_len;
+    memcpy(p, BODY_PREV, sizeof BODY_PREV - 1);
+    p += sizeof BODY_PREV - 1;
+    r->body_len = (size_t)(p - r->body);
+    audit_digest_init(&r->body_hash);
+    audit_digest_update(&r->body_hash, r->body, r->body_len);
+}
+
+void audit_rec_body_end(struct audit_rec *r, const char *prev_hash, struct sbuf *bodies,
+                        char hash[AUDIT_HASH_HEX])
+{
+    size_t pl = strlen(prev_hash);
+    sbuf_add(bodies, r->body, r->body_len);
+    sbuf_add(bodies, prev_hash, pl);
+    sbuf_add(bodies, BODY_CLOSE, sizeof BODY_CLOSE - 1);
+    struct audit_digest d = r->body_hash; /* the record keeps its own (a retried batch) */
+    audit_digest_update(&d, prev_hash, pl);
+    audit_digest_update(&d, BODY_CLOSE, sizeof BODY_CLOSE - 1);
+    audit_digest_final(&d, hash);
 }
 
 void audit_event_line(const char *body, size_t body_len, const char *hash, struct sbuf *out)

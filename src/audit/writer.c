@@ -1,19 +1,24 @@
 /*
  * writer.c: the audit's queue and writer thread.
  *
- * Workers call audit_emit(): the event is copied (one allocation) and put in a bounded ring
- * under a mutex that is held only for the push; its sequence number is taken there too, so
- * queue order is chain order. One writer thread drains up to 1,000 events at a time,
- * serializes and hashes them in order, adds a (signed) checkpoint every audit.checkpoint
- * events, and commits the batch in one store transaction (group commit), then appends the
- * JSON lines to audit.jsonl with one fsync. Only then does audit_committed_seq() move and
- * the live feed see the lines.
+ * Workers call audit_emit(): the event goes into a record (one allocation, usually a spare) put
+ * in a bounded ring under a mutex that is held only for the push; its sequence number is taken
+ * there too, so queue order is chain order. After the push, outside the lock, the emitter
+ * writes the event's JSON body up to the value of prev_hash into the record and runs SHA-256
+ * over it (audit_rec_body_begin): that work is spread over the workers. One writer thread
+ * drains up to 1,000 events at a time, closes each body with the previous event's hash and
+ * finishes its hash in order (two SHA-256 blocks), adds a (signed) checkpoint every
+ * audit.checkpoint events, and commits the batch in one store transaction (group commit), then
+ * appends the JSON lines to audit.jsonl with one fsync. Only then does audit_committed_seq()
+ * move and the live feed see the lines.
  *
  * Durable events (writes, refusals: audit_event.durable) are also written to the journal
  * (journal.c) before audit_emit() returns, so the relay forwards them at once: their room is
  * reserved under the same mutex, the copy is made after it is released (the writer takes an
- * event only once its copy is done); the writer empties the journal as the store catches up, and
- * audit_start() replays what a crash left in it before anything else is written.
+ * event only once its emitter is done with it); the writer empties the journal as the store
+ * catches up, and audit_start() replays what a crash left in it before anything else is
+ * written. Their bodies are left to the writer: a write's result is usually folded into its
+ * queued event (audit_fold), whose emitter then writes the body of the folded event.
  *
  * A failed write is retried with the same batch (backoff 10 ms doubling to 1 s) while
  * audit_healthy() is false; new events wait in the ring until it is full, after which
@@ -47,7 +52,7 @@
  * that thread's malloc cache, so each emit took malloc's slow path and each free an arena
  * lock (about 5 µs of the workers' CPU per TPC-B transaction). */
 #define SPARE_MAX 1024       /* records kept */
-#define SPARE_ROOM 512       /* bytes of strings a new record has room for, at least */
+#define SPARE_ROOM 1024      /* bytes a new record has room for, at least (a body) */
 #define SPARE_KEEP_ROOM 8192 /* records with more room are freed */
 
 #define MAX_FEEDS 16
@@ -123,7 +128,9 @@ static void set_error(const char *msg)
 /* ---- spare records */
 
 /* A record holding a copy of ev: a spare one when there is one with room. */
-static struct audit_rec *rec_take(const struct audit_event *ev)
+/* A record for ev, a spare if any: with room for the body its emitter writes from fields
+ * (audit_rec_reserve), or with fields NULL a copy of ev whose body the writer serializes. */
+static struct audit_rec *rec_take(const struct audit_event *ev, const struct sbuf *fields)
 {
     pthread_mutex_lock(&W.spare_mu);
     struct audit_rec *r = W.spare;
@@ -132,7 +139,8 @@ static struct audit_rec *rec_take(const struct audit_event *ev)
         W.n_spare--;
     }
     pthread_mutex_unlock(&W.spare_mu);
-    return audit_rec_reuse(r, ev, SPARE_ROOM);
+    if (!fields) return audit_rec_reuse(r, ev, SPARE_ROOM);
+    return audit_rec_reserve(r, ev, audit_rec_body_room(fields->len), SPARE_ROOM);
 }
 
 static void rec_list_free(struct audit_rec *r)
@@ -171,14 +179,50 @@ static void spares_free(void)
 
 /* ---- emit side */
 
+/* The emitting thread's buffer for the fields of a body (audit_event_fields). */
+static pthread_key_t fields_key;
+static pthread_once_t fields_once = PTHREAD_ONCE_INIT;
+
+static void fields_free(void *p)
+{
+    sbuf_free(p);
+    free(p);
+}
+
+static void fields_key_create(void)
+{
+    if (pthread_key_create(&fields_key, fields_free) != 0) abort();
+}
+
+/* ev's fields (from ,"time": on), serialized into this thread's buffer. */
+static const struct sbuf *fields_of(const struct audit_event *ev)
+{
+    pthread_once(&fields_once, fields_key_create);
+    struct sbuf *b = pthread_getspecific(fields_key);
+    if (!b) {
+        b = xcalloc(1, sizeof *b);
+        if (pthread_setspecific(fields_key, b) != 0) abort();
+    }
+    b->len = 0;
+    audit_event_fields(ev, W.instance, b);
+    return b;
+}
+
 uint64_t audit_emit(const struct audit_event *ev)
 {
     if (atomic_load_explicit(&W.disabled, memory_order_relaxed))
         return atomic_fetch_add(&W.fake_seq, 1) + 1;
-    struct audit_rec *rec = rec_take(ev);
+    /* The emitter serializes the body and hashes all of it but prev_hash (which only the
+     * writer knows): that work is spread over the workers instead of queued on one thread.
+     * Not for a durable event: a write's result is usually folded into it (audit_fold), which
+     * serializes the body again; the writer serializes what was not. */
+    struct audit_event e = *ev;
+    if (!e.time_us) e.time_us = audit_now_us();
+    const struct sbuf *fields = e.durable ? NULL : fields_of(&e);
+    struct audit_rec *rec = rec_take(&e, fields);
     struct sbuf jrec = {0};
-    if (ev->durable && W.journal) {
-        struct audit_event named = rec->ev; /* a replayed event keeps this instance's name */
+    if (e.durable && W.journal) {
+        struct audit_event named = e; /* a replayed event keeps this instance's name */
         if (!named.instance) named.instance = W.instance;
         audit_rec_encode(&named, &jrec);
     }
@@ -196,8 +240,8 @@ uint64_t audit_emit(const struct audit_event *ev)
     }
     W.next_seq++;
     rec->seq = seq;
-    /* The writer takes events in order and stops at one whose record is still being copied. */
-    atomic_store_explicit(&rec->ready, slot.at == NULL, memory_order_relaxed);
+    /* The writer takes events in order and stops at one still being written. */
+    atomic_store_explicit(&rec->ready, !fields && !slot.at, memory_order_relaxed);
     W.ring[(W.head + W.count) % W.cap] = rec;
     W.count++;
     /* The writer sleeps while it gathers events (BATCH_DELAY_US): wake it for the first
@@ -207,11 +251,11 @@ uint64_t audit_emit(const struct audit_event *ev)
         pthread_cond_signal(&W.cv);
     }
     pthread_mutex_unlock(&W.mu);
-    if (slot.at) {
-        /* outside the lock: emitters do not wait for one another's copies */
-        audit_journal_fill(W.journal, &slot, jrec.p);
-        atomic_store_explicit(&rec->ready, true, memory_order_release); /* rec is the writer's */
-    }
+    /* outside the lock: emitters do not wait for one another's bodies or copies */
+    if (fields) audit_rec_body_begin(rec, fields->p, fields->len);
+    if (slot.at) audit_journal_fill(W.journal, &slot, jrec.p);
+    if (fields || slot.at)
+        atomic_store_explicit(&rec->ready, true, memory_order_release); /* the writer's now */
     sbuf_free(&jrec);
     return seq;
 lost:
@@ -225,7 +269,12 @@ lost:
 bool audit_fold(uint64_t seq, const struct audit_event *ev)
 {
     if (atomic_load_explicit(&W.disabled, memory_order_relaxed)) return false;
-    struct audit_rec *rec = rec_take(ev), *old = NULL;
+    struct audit_event e = *ev;
+    e.durable = false;
+    const struct sbuf *fields = fields_of(&e);
+    struct audit_rec *rec = rec_take(&e, fields), *old = NULL;
+    rec->seq = seq;
+    audit_rec_body_begin(rec, fields->p, fields->len);
     pthread_mutex_lock(&W.mu);
     if (W.running && W.count) {
         /* the ring holds consecutive seqs from its head on */
@@ -233,10 +282,9 @@ bool audit_fold(uint64_t seq, const struct audit_event *ev)
         if (seq >= head && seq - head < W.count) {
             unsigned slot = (unsigned)((W.head + (seq - head)) % W.cap);
             struct audit_rec *q = W.ring[slot];
-            if (q->seq == seq && atomic_load_explicit(&q->ready, memory_order_acquire)) {
-                rec->seq = seq;
-                rec->ev.time_us = q->ev.time_us;
-                rec->ev.durable = false;
+            /* the body carries the time: it must be the queued event's */
+            if (q->seq == seq && atomic_load_explicit(&q->ready, memory_order_acquire) &&
+                q->ev.time_us == rec->ev.time_us) {
                 W.ring[slot] = rec;
                 old = q;
             }
@@ -410,9 +458,14 @@ static bool write_batch(struct batch *b, bool once)
     for (unsigned i = 0; i < n; i++) {
         struct audit_rec *r = b->recs[i];
         b->off[i] = b->bodies.len;
-        audit_event_body(&r->ev, r->seq, W.instance, prev, &b->bodies);
-        b->len[i] = b->bodies.len - b->off[i];
-        audit_sha256_hex(b->bodies.p + b->off[i], b->len[i], b->hash[i]);
+        if (r->body_len) {
+            audit_rec_body_end(r, prev, &b->bodies, b->hash[i]);
+            b->len[i] = b->bodies.len - b->off[i];
+        } else { /* replayed from the journal, or written here (events_lost) */
+            audit_event_body(&r->ev, r->seq, W.instance, prev, &b->bodies);
+            b->len[i] = b->bodies.len - b->off[i];
+            audit_sha256_hex(b->bodies.p + b->off[i], b->len[i], b->hash[i]);
+        }
         memcpy(prev, b->hash[i], sizeof prev);
         if (b->polite && i % YIELD_EVERY == YIELD_EVERY - 1) sched_yield();
     }

@@ -46,7 +46,8 @@ struct stmt_rec {
     struct stmt_info *info;
     uint64_t group;
     uint64_t start_us;
-    uint64_t pre_seq; /* the statement event emitted before forwarding, or 0 */
+    uint64_t pre_seq;    /* the statement event emitted before forwarding, or 0 */
+    int64_t pre_time_us; /* its time (a fold keeps it) */
     const char *decision, *rule;
     bool query;   /* a simple Query: complete at ReadyForQuery */
     bool refused; /* its event is written; the error that answers it is sluice's */
@@ -264,7 +265,10 @@ static uint64_t emit_statement(struct session *s, struct stmt_rec *r, bool pre)
     /* a grant given while the statement waited is known only at its end */
     ev.grant_id = r->grant_id[0] ? r->grant_id : NULL;
     ev.durable = pre; /* journaled before the statement goes upstream */
-    if (pre) return audit_emit(&ev);
+    if (pre) {
+        ev.time_us = r->pre_time_us = audit_now_us();
+        return audit_emit(&ev);
+    }
     ev.duration_us = now_us() - r->start_us;
     ev.rows = r->rows ? r->rows : r->tag_rows;
     ev.bytes = r->bytes;
@@ -280,6 +284,7 @@ static uint64_t emit_statement(struct session *s, struct stmt_rec *r, bool pre)
     ev.sqlstate = r->sqlstate[0] ? r->sqlstate : NULL;
     if (r->undigested) ev.detail = "no digest: a row was larger than 16 MiB";
     if (!r->pre_seq) return audit_emit(&ev);
+    ev.time_us = r->pre_time_us;
     if (audit_fold(r->pre_seq, &ev)) return r->pre_seq;
     /* statement_end: the result only; who, what and the decision are on the statement event
      * it completes (ref) */
