@@ -14,8 +14,9 @@
 # Every sluice runs 2 workers and keeps its audit store in bench-run/state/.
 #
 # Throughput: for each workload, BENCH_ROUNDS rounds (3) of BENCH_SECONDS seconds (6) per
-# mode, the modes alternating inside each round; the tables show median TPS and median
-# average latency. Workloads (pgbench, -c 8 -j 2, pgbench -i -s 10) and the modes they run:
+# mode, the modes alternating inside each round (in reverse order every other round); the
+# tables show median TPS and median average latency. Workloads (pgbench, -c 8 -j 2,
+# pgbench -i -s 10) and the modes they run:
 #   select-simple     -S -M simple                   direct pgbouncer sluice nomask noaudit
 #   select-prepared   -S -M prepared                 direct pgbouncer sluice nomask noaudit
 #   tpcb              the default TPC-B-like script  direct pgbouncer sluice noaudit
@@ -449,13 +450,20 @@ audit_drain() {
 run_throughput() {
   : >"$RUN/raw.tsv"
   : >"$RUN/audit-backlog.tsv"
-  local w r m modes
+  local w r m i modes order
   for w in "${WORKLOADS[@]}"; do
     read -ra modes <<<"$(workload_modes "$w")"
     log "workload $w: pgbench $(workload_args "$w"), $ROUNDS x ${SECS}s per mode (${modes[*]})"
     pg_psql -d bench -q -c "VACUUM ANALYZE" >/dev/null
     for r in $(seq 1 "$ROUNDS"); do
-      for m in "${modes[@]}"; do
+      # every other round in reverse order, so that no mode always runs right after another
+      # (a round leaves dirty pages, a writer backlog, warm caches to the one after it)
+      order=("${modes[@]}")
+      if ((r % 2 == 0)); then
+        order=()
+        for ((i = ${#modes[@]} - 1; i >= 0; i--)); do order+=("${modes[$i]}"); done
+      fi
+      for m in "${order[@]}"; do
         run_one "$w" "$m" "$r"
         audit_drain "$w" "$m" "$r"
         if [ -n "$(mode_instance "$m")" ]; then sluice_check_alive "$w $m round $r" "$(mode_instance "$m")"; fi
