@@ -465,14 +465,21 @@ static void json_str(struct sbuf *b, const char *s)
     json_strn(b, s, strlen(s));
 }
 
-static void add_u64(struct sbuf *b, uint64_t v)
+/* v in decimal at the end of tmp: returns where it starts. */
+static size_t u64_decimal(uint64_t v, char tmp[24])
 {
-    char tmp[24];
-    size_t i = sizeof tmp;
+    size_t i = 24;
     do {
         tmp[--i] = (char)('0' + v % 10);
         v /= 10;
     } while (v);
+    return i;
+}
+
+static void add_u64(struct sbuf *b, uint64_t v)
+{
+    char tmp[24];
+    size_t i = u64_decimal(v, tmp);
     sbuf_add(b, tmp + i, sizeof tmp - i);
 }
 
@@ -633,12 +640,7 @@ size_t audit_rec_body_room(size_t fields_len)
 void audit_rec_body_begin(struct audit_rec *r, const char *fields, size_t fields_len)
 {
     char digits[24];
-    size_t d = sizeof digits;
-    uint64_t v = r->seq;
-    do {
-        digits[--d] = (char)('0' + v % 10);
-        v /= 10;
-    } while (v);
+    size_t d = u64_decimal(r->seq, digits);
     char *p = r->body;
     memcpy(p, BODY_OPEN, sizeof BODY_OPEN - 1);
     p += sizeof BODY_OPEN - 1;

@@ -127,7 +127,6 @@ static void set_error(const char *msg)
 
 /* ---- spare records */
 
-/* A record holding a copy of ev: a spare one when there is one with room. */
 /* A record for ev, a spare if any: with room for the body its emitter writes from fields
  * (audit_rec_reserve), or with fields NULL a copy of ev whose body the writer serializes. */
 static struct audit_rec *rec_take(const struct audit_event *ev, const struct sbuf *fields)
