@@ -209,15 +209,10 @@ struct audit_rec *audit_rec_new(const struct audit_event *ev)
     return audit_rec_reuse(NULL, ev, 0);
 }
 
-struct audit_rec *audit_rec_reuse(struct audit_rec *spare, const struct audit_event *ev,
-                                  size_t min_room)
+/* spare when it has room for total bytes, else a new record with room for at least min_room
+ * (spare is freed); emptied either way. */
+static struct audit_rec *rec_with_room(struct audit_rec *spare, size_t total, size_t min_room)
 {
-    size_t lens[N_STR_FIELDS], total = 0;
-    for (size_t i = 0; i < N_STR_FIELDS; i++) {
-        const char *s = *field_at((struct audit_event *)ev, str_fields[i]);
-        lens[i] = s && *s ? strlen(s) + 1 : 0;
-        total += lens[i];
-    }
     struct audit_rec *r = spare;
     if (!r || r->room < total) {
         free(spare);
@@ -228,10 +223,23 @@ struct audit_rec *audit_rec_reuse(struct audit_rec *spare, const struct audit_ev
     r->next = NULL;
     r->seq = 0;
     atomic_init(&r->ready, true);
-    r->ev = *ev;
-    if (!r->ev.time_us) r->ev.time_us = audit_now_us();
     r->body = NULL;
     r->body_len = 0;
+    return r;
+}
+
+struct audit_rec *audit_rec_reuse(struct audit_rec *spare, const struct audit_event *ev,
+                                  size_t min_room)
+{
+    size_t lens[N_STR_FIELDS], total = 0;
+    for (size_t i = 0; i < N_STR_FIELDS; i++) {
+        const char *s = *field_at((struct audit_event *)ev, str_fields[i]);
+        lens[i] = s && *s ? strlen(s) + 1 : 0;
+        total += lens[i];
+    }
+    struct audit_rec *r = rec_with_room(spare, total, min_room);
+    r->ev = *ev;
+    if (!r->ev.time_us) r->ev.time_us = audit_now_us();
     char *p = (char *)(r + 1);
     for (size_t i = 0; i < N_STR_FIELDS; i++) {
         const char **dst = field_at(&r->ev, str_fields[i]);
@@ -252,16 +260,7 @@ struct audit_rec *audit_rec_reserve(struct audit_rec *spare, const struct audit_
     size_t il = ev->identity && *ev->identity ? strlen(ev->identity) + 1 : 0;
     size_t dl = ev->decision && *ev->decision ? strlen(ev->decision) + 1 : 0;
     size_t total = il + dl + body_room;
-    struct audit_rec *r = spare;
-    if (!r || r->room < total) {
-        free(spare);
-        size_t room = total > min_room ? total : min_room;
-        r = xmalloc(sizeof *r + room);
-        r->room = room;
-    }
-    r->next = NULL;
-    r->seq = 0;
-    atomic_init(&r->ready, true);
+    struct audit_rec *r = rec_with_room(spare, total, min_room);
     /* only what the writer reads besides the body: numbers, kind, identity, decision */
     r->ev = (struct audit_event){.kind = ev->kind, .time_us = ev->time_us, .durable = ev->durable};
     if (!r->ev.time_us) r->ev.time_us = audit_now_us();
@@ -275,7 +274,6 @@ struct audit_rec *audit_rec_reserve(struct audit_rec *spare, const struct audit_
         p += dl;
     }
     r->body = p;
-    r->body_len = 0;
     return r;
 }
 
