@@ -460,7 +460,7 @@ static bool write_batch(struct batch *b, bool once)
         if (r->body_len) {
             audit_rec_body_end(r, prev, &b->bodies, b->hash[i]);
             b->len[i] = b->bodies.len - b->off[i];
-        } else { /* replayed from the journal, or written here (events_lost) */
+        } else { /* durable (nothing folded into it), replayed, or events_lost */
             audit_event_body(&r->ev, r->seq, W.instance, prev, &b->bodies);
             b->len[i] = b->bodies.len - b->off[i];
             audit_sha256_hex(b->bodies.p + b->off[i], b->len[i], b->hash[i]);
