@@ -128,10 +128,10 @@ void admin_publish_event(const char *json_line);
  * audit's feed skips publishing otherwise. Thread-safe. */
 #define ADMIN_RESUME_SECONDS 60
 bool admin_events_wanted(void);
-/* An event not published because nobody wanted it: it takes its place in the stream's
- * numbering (and empties the ring), so a client resuming from before it is told what it
+/* n events not published because nobody wanted them: they take their places in the stream's
+ * numbering (and empty the ring), so a client resuming from before them is told what it
  * missed (`: dropped N`). */
-void admin_skip_event(void);
+void admin_skip_events(unsigned n);
 
 /* Tests: send keepalive comments every ms milliseconds instead of 15 s. */
 void admin_set_keepalive_ms(unsigned ms);

@@ -106,12 +106,13 @@ static void evict_oldest(void)
     floor_seq = o + 1;
 }
 
-void admin_skip_event(void)
+void admin_skip_events(unsigned n)
 {
+    if (!n) return;
     pthread_mutex_lock(&ring_lock);
     while (oldest_seq() < next_seq) /* after the first skip: already empty */
         evict_oldest();
-    next_seq++;
+    next_seq += n;
     floor_seq = next_seq;
     pthread_mutex_unlock(&ring_lock);
 }

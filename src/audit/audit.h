@@ -129,12 +129,22 @@ bool audit_healthy(void);
 /* audit.fail: open (from the running config). */
 bool audit_fail_open(void);
 
-/* Live feed: called on the writer thread after each commit with the event's JSON line (no
- * newline). The callback must be quick, copy what it keeps, and not call audit_feed_subscribe or
- * audit_feed_unsubscribe (they share its lock). */
-typedef void (*audit_feed_fn)(void *ctx, uint64_t seq, const char *line, size_t len);
-int audit_feed_subscribe(audit_feed_fn fn, void *ctx);
-void audit_feed_unsubscribe(audit_feed_fn fn, void *ctx);
+/* Live feed of committed events, called on the writer thread after each commit. The callbacks
+ * must be quick, copy what they keep, and not call audit_feed_subscribe or
+ * audit_feed_unsubscribe (they share their lock). */
+struct audit_feed {
+    /* one event's JSON line (no newline, not NUL-terminated) */
+    void (*event)(void *ctx, uint64_t seq, const char *line, size_t len);
+    /* asked once per batch (NULL: always yes); the writer builds no lines that nobody wants */
+    bool (*wanted)(void *ctx);
+    /* instead of event: n events of a batch that wanted declined (may be NULL) */
+    void (*skipped)(void *ctx, unsigned n);
+    void *ctx;
+};
+/* Subscribe f (copied); 0, or -1 when too many feeds are subscribed. */
+int audit_feed_subscribe(const struct audit_feed *f);
+/* Unsubscribe the feed with f's event callback and ctx. */
+void audit_feed_unsubscribe(const struct audit_feed *f);
 
 struct audit_stats {
     uint64_t written;      /* events committed since start */

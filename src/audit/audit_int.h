@@ -51,8 +51,8 @@ struct audit_rec {
     struct audit_event ev;  /* strings point into this allocation */
     size_t room;            /* bytes for strings (and body) after the struct */
     struct audit_rec *next; /* in the writer's list of spare records */
-    /* The body from its start up to the value of prev_hash, and the SHA-256 state after
-     * those bytes; body_len 0: none (the writer serializes ev). */
+    /* The body from its start up to the value of prev_hash (room for the rest follows), and
+     * the SHA-256 state after those bytes; body_len 0: none (the writer serializes ev). */
     char *body;
     size_t body_len;
     struct audit_digest body_hash;
@@ -75,10 +75,11 @@ size_t audit_rec_body_room(size_t fields_len);
 /* Write r's body from its start up to the value of prev_hash (seq and fields) and hash it so
  * far: the costly part of the chain, done by the emitter, off the writer's thread. */
 void audit_rec_body_begin(struct audit_rec *r, const char *fields, size_t fields_len);
-/* Append r's whole body, closed with prev_hash, to bodies and put its chain hash in hash:
- * the same bytes and hash as audit_event_body() and audit_sha256_hex(). r is unchanged. */
-void audit_rec_body_end(struct audit_rec *r, const char *prev_hash, struct sbuf *bodies,
-                        char hash[AUDIT_HASH_HEX]);
+/* Close r's body in place with prev_hash (64 hex digits; the room was left for them) and put
+ * its chain hash in hash: the same bytes and hash as audit_event_body() and
+ * audit_sha256_hex(). Returns the whole body's length (not NUL-terminated). r->body_len and
+ * the saved hash state stay as they were, so a retried batch closes it again. */
+size_t audit_rec_body_close(struct audit_rec *r, const char *prev_hash, char hash[AUDIT_HASH_HEX]);
 
 /* The journal's encoding of an event (host byte order, for this machine's recovery only), and
  * back: NULL when p..len is not one encoded event. The decoded record is the caller's. */

@@ -632,7 +632,8 @@ void audit_event_body(const struct audit_event *ev, uint64_t seq, const char *de
 
 size_t audit_rec_body_room(size_t fields_len)
 {
-    return sizeof BODY_OPEN - 1 + 20 + fields_len + sizeof BODY_PREV - 1;
+    return sizeof BODY_OPEN - 1 + 20 + fields_len + sizeof BODY_PREV - 1 + AUDIT_HASH_HEX - 1 +
+           sizeof BODY_CLOSE - 1;
 }
 
 void audit_rec_body_begin(struct audit_rec *r, const char *fields, size_t fields_len)
@@ -653,17 +654,16 @@ void audit_rec_body_begin(struct audit_rec *r, const char *fields, size_t fields
     audit_digest_update(&r->body_hash, r->body, r->body_len);
 }
 
-void audit_rec_body_end(struct audit_rec *r, const char *prev_hash, struct sbuf *bodies,
-                        char hash[AUDIT_HASH_HEX])
+size_t audit_rec_body_close(struct audit_rec *r, const char *prev_hash, char hash[AUDIT_HASH_HEX])
 {
-    size_t pl = strlen(prev_hash);
-    sbuf_add(bodies, r->body, r->body_len);
-    sbuf_add(bodies, prev_hash, pl);
-    sbuf_add(bodies, BODY_CLOSE, sizeof BODY_CLOSE - 1);
+    size_t pl = strnlen(prev_hash, AUDIT_HASH_HEX - 1);
+    char *p = r->body + r->body_len;
+    memcpy(p, prev_hash, pl);
+    memcpy(p + pl, BODY_CLOSE, sizeof BODY_CLOSE - 1);
     struct audit_digest d = r->body_hash; /* the record keeps its own (a retried batch) */
-    audit_digest_update(&d, prev_hash, pl);
-    audit_digest_update(&d, BODY_CLOSE, sizeof BODY_CLOSE - 1);
+    audit_digest_update(&d, p, pl + sizeof BODY_CLOSE - 1);
     audit_digest_final(&d, hash);
+    return r->body_len + pl + sizeof BODY_CLOSE - 1;
 }
 
 void audit_event_line(const char *body, size_t body_len, const char *hash, struct sbuf *out)

@@ -6,11 +6,12 @@
  * there too, so queue order is chain order. After the push, outside the lock, the emitter
  * writes the event's JSON body up to the value of prev_hash into the record and runs SHA-256
  * over it (audit_rec_body_begin): that work is spread over the workers. One writer thread
- * drains up to 1,000 events at a time, closes each body with the previous event's hash and
- * finishes its hash in order (two SHA-256 blocks), adds a (signed) checkpoint every
- * audit.checkpoint events, and commits the batch in one store transaction (group commit), then
- * appends the JSON lines to audit.jsonl with one fsync. Only then does audit_committed_seq()
- * move and the live feed see the lines.
+ * drains up to 1,000 events at a time, closes each body in its record with the previous
+ * event's hash and finishes its hash in order (two SHA-256 blocks), adds a (signed) checkpoint
+ * every audit.checkpoint events, and commits the batch in one store transaction (group
+ * commit), then appends the JSON lines to audit.jsonl with one fsync. Only then does
+ * audit_committed_seq() move and the live feed see the lines (built only when audit.jsonl is
+ * written or a feed wants them: the dashboard's while someone streams).
  *
  * Durable events (writes, refusals: audit_event.durable) are also written to the journal
  * (journal.c) before audit_emit() returns, so the relay forwards them at once: their room is
@@ -59,10 +60,6 @@
 #define RETENTION_EVERY_US (60LL * 1000000)
 #define STOP_GIVE_UP_US (5LL * 1000000)
 
-struct feed_sub {
-    audit_feed_fn fn;
-    void *ctx;
-};
 
 static struct writer {
     /* mu guards the ring, next_seq and the flags below it */
@@ -107,7 +104,7 @@ static struct writer {
     struct audit_rec *spare;
     unsigned n_spare;
 
-    struct feed_sub feeds[MAX_FEEDS];
+    struct audit_feed feeds[MAX_FEEDS];
     unsigned n_feeds;
 } W = {
     .mu = PTHREAD_MUTEX_INITIALIZER,
@@ -327,23 +324,23 @@ void audit_stats_get(struct audit_stats *out)
     pthread_mutex_unlock(&W.err_mu);
 }
 
-int audit_feed_subscribe(audit_feed_fn fn, void *ctx)
+int audit_feed_subscribe(const struct audit_feed *f)
 {
     int ret = -1;
     pthread_mutex_lock(&W.sub_mu);
     if (W.n_feeds < MAX_FEEDS) {
-        W.feeds[W.n_feeds++] = (struct feed_sub){fn, ctx};
+        W.feeds[W.n_feeds++] = *f;
         ret = 0;
     }
     pthread_mutex_unlock(&W.sub_mu);
     return ret;
 }
 
-void audit_feed_unsubscribe(audit_feed_fn fn, void *ctx)
+void audit_feed_unsubscribe(const struct audit_feed *f)
 {
     pthread_mutex_lock(&W.sub_mu);
     for (unsigned i = 0; i < W.n_feeds; i++) {
-        if (W.feeds[i].fn == fn && W.feeds[i].ctx == ctx) {
+        if (W.feeds[i].event == f->event && W.feeds[i].ctx == f->ctx) {
             W.feeds[i] = W.feeds[--W.n_feeds];
             break;
         }
@@ -406,7 +403,7 @@ struct batch {
     struct audit_rec **recs;
     unsigned n;
     struct sbuf bodies;
-    size_t *off, *len;
+    size_t *off, *len; /* a body in bodies (off SIZE_MAX: in its record), its length */
     char (*hash)[AUDIT_HASH_HEX];
     struct store_event *sev;
     struct store_checkpoint *cps;
@@ -456,11 +453,11 @@ static bool write_batch(struct batch *b, bool once)
     memcpy(prev, W.prev_hash, sizeof prev);
     for (unsigned i = 0; i < n; i++) {
         struct audit_rec *r = b->recs[i];
-        b->off[i] = b->bodies.len;
-        if (r->body_len) {
-            audit_rec_body_end(r, prev, &b->bodies, b->hash[i]);
-            b->len[i] = b->bodies.len - b->off[i];
+        if (r->body_len) { /* its emitter wrote it: closed where it is */
+            b->off[i] = SIZE_MAX;
+            b->len[i] = audit_rec_body_close(r, prev, b->hash[i]);
         } else { /* durable (nothing folded into it), replayed, or events_lost */
+            b->off[i] = b->bodies.len;
             audit_event_body(&r->ev, r->seq, W.instance, prev, &b->bodies);
             b->len[i] = b->bodies.len - b->off[i];
             audit_sha256_hex(b->bodies.p + b->off[i], b->len[i], b->hash[i]);
@@ -468,12 +465,14 @@ static bool write_batch(struct batch *b, bool once)
         memcpy(prev, b->hash[i], sizeof prev);
         if (b->polite && i % YIELD_EVERY == YIELD_EVERY - 1) sched_yield();
     }
+    bool want_lines = W.jsonl != NULL;
     pthread_mutex_lock(&W.sub_mu);
-    bool want_lines = W.jsonl || W.n_feeds;
+    for (unsigned f = 0; f < W.n_feeds && !want_lines; f++)
+        want_lines = !W.feeds[f].wanted || W.feeds[f].wanted(W.feeds[f].ctx);
     pthread_mutex_unlock(&W.sub_mu);
     for (unsigned i = 0; i < n; i++) {
         struct audit_rec *r = b->recs[i];
-        const char *body = b->bodies.p + b->off[i];
+        const char *body = b->off[i] == SIZE_MAX ? r->body : b->bodies.p + b->off[i];
         b->sev[i] = (struct store_event){
             .seq = r->seq,
             .time_us = r->ev.time_us,
@@ -528,11 +527,18 @@ static bool write_batch(struct batch *b, bool once)
      * batch the journal keeps everything for the next start. */
     if (W.journal && !once && !W.gave_up) audit_journal_committed(W.journal, b->recs[n - 1]->seq);
 
+    /* a feed that wanted none (or subscribed since the question) is told how many it missed */
     pthread_mutex_lock(&W.sub_mu);
-    for (unsigned f = 0; f < W.n_feeds && want_lines; f++)
-        for (unsigned i = 0; i < n; i++)
-            W.feeds[f].fn(W.feeds[f].ctx, b->recs[i]->seq, b->lines.p + b->line_off[i],
+    for (unsigned f = 0; f < W.n_feeds; f++) {
+        const struct audit_feed *fd = &W.feeds[f];
+        if (want_lines && (!fd->wanted || fd->wanted(fd->ctx))) {
+            for (unsigned i = 0; i < n; i++)
+                fd->event(fd->ctx, b->recs[i]->seq, b->lines.p + b->line_off[i],
                           b->line_off[i + 1] - b->line_off[i] - 1);
+        } else if (fd->skipped) {
+            fd->skipped(fd->ctx, n);
+        }
+    }
     pthread_mutex_unlock(&W.sub_mu);
     return true;
 }

@@ -318,15 +318,12 @@ static int glue_slack(void *ctx, const char *body, size_t len, const char *signa
     return status;
 }
 
-/* The writer's lines are not NUL-terminated (they sit in the batch buffer). */
+/* The audit's live feed to the dashboard's stream: lines only while someone streams (the
+ * writer then builds none); the writer's lines are not NUL-terminated. */
 static void feed_to_admin(void *ctx, uint64_t seq, const char *line, size_t len)
 {
     (void)ctx;
     (void)seq;
-    if (!admin_events_wanted()) { /* nobody streams: skip the copies */
-        admin_skip_event();
-        return;
-    }
     char small[2048];
     char *copy = len < sizeof small ? small : xmalloc(len + 1);
     memcpy(copy, line, len);
@@ -334,6 +331,21 @@ static void feed_to_admin(void *ctx, uint64_t seq, const char *line, size_t len)
     admin_publish_event(copy);
     if (copy != small) free(copy);
 }
+
+static bool feed_wanted(void *ctx)
+{
+    (void)ctx;
+    return admin_events_wanted();
+}
+
+static void feed_skipped(void *ctx, unsigned n)
+{
+    (void)ctx;
+    admin_skip_events(n);
+}
+
+static const struct audit_feed admin_feed = {
+    .event = feed_to_admin, .wanted = feed_wanted, .skipped = feed_skipped};
 
 static const struct admin_hooks glue_hooks = {
     .authenticate = glue_authenticate,
@@ -353,12 +365,12 @@ static const struct admin_hooks glue_hooks = {
 int admin_glue_start(const struct sluice_config *cfg, char *err, size_t errlen)
 {
     if (admin_start(cfg, &glue_hooks, err, errlen) < 0) return -1;
-    audit_feed_subscribe(feed_to_admin, NULL);
+    audit_feed_subscribe(&admin_feed);
     return 0;
 }
 
 void admin_glue_stop(void)
 {
-    audit_feed_unsubscribe(feed_to_admin, NULL);
+    audit_feed_unsubscribe(&admin_feed);
     admin_stop();
 }

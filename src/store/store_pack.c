@@ -58,24 +58,20 @@ static void put_str(unsigned char *raw, size_t *at, const char *s, size_t len)
 
 int store_pack_events(struct store_pack *p, const struct store_event *ev, unsigned n)
 {
-    size_t total = 0;
-    for (unsigned i = 0; i < n; i++) {
-        size_t h = str_len(ev[i].hash), k = str_len(ev[i].kind), id = str_len(ev[i].identity),
-               d = str_len(ev[i].decision);
-        if (h > MAX_STR || k > MAX_STR || id > MAX_STR || d > MAX_STR ||
-            ev[i].body_len > UINT32_MAX)
-            return -1;
-        total += HEAD + h + 1 + k + 1 + (ev[i].identity ? id + 1 : 0) +
-                 (ev[i].decision ? d + 1 : 0) + ev[i].body_len + 1;
-    }
-    if (!n || total > STORE_PACK_MAX) return -1;
-    p->raw = reserve(p->raw, &p->raw_cap, total);
+    if (!n) return -1;
     size_t at = 0;
     for (unsigned i = 0; i < n; i++) {
         const struct store_event *e = &ev[i];
         const char *kind = e->kind ? e->kind : "", *hash = e->hash ? e->hash : "";
         size_t h = strlen(hash), k = strlen(kind), id = str_len(e->identity),
                d = str_len(e->decision);
+        if (h > MAX_STR || k > MAX_STR || id > MAX_STR || d > MAX_STR ||
+            e->body_len > UINT32_MAX)
+            return -1;
+        size_t need = HEAD + h + 1 + k + 1 + (e->identity ? id + 1 : 0) +
+                      (e->decision ? d + 1 : 0) + e->body_len + 1;
+        if (at + need > STORE_PACK_MAX) return -1;
+        p->raw = reserve(p->raw, &p->raw_cap, at + need);
         unsigned char *r = p->raw + at;
         put_le(r, e->seq, 8);
         put_le(r + 8, (uint64_t)e->time_us, 8);

@@ -883,6 +883,58 @@ static void feed_cb(void *ctx, uint64_t seq, const char *line, size_t len)
     snprintf(f->line, sizeof f->line, "%.*s", (int)len, line);
 }
 
+struct feed_gate {
+    struct feed_seen seen;
+    atomic_bool open;
+    atomic_uint skipped;
+};
+
+static void gate_event(void *ctx, uint64_t seq, const char *line, size_t len)
+{
+    feed_cb(&((struct feed_gate *)ctx)->seen, seq, line, len);
+}
+
+static bool gate_wanted(void *ctx)
+{
+    return atomic_load(&((struct feed_gate *)ctx)->open);
+}
+
+static void gate_skipped(void *ctx, unsigned n)
+{
+    atomic_fetch_add(&((struct feed_gate *)ctx)->skipped, n);
+}
+
+/* A feed that wants no lines is told how many events it missed instead, and gets lines again
+ * once it wants them. */
+static void test_feed_wanted(void **state)
+{
+    (void)state;
+    struct env *e = env_new();
+    char err[256];
+    struct feed_gate g = {0};
+    const struct audit_feed sub = {
+        .event = gate_event, .wanted = gate_wanted, .skipped = gate_skipped, .ctx = &g};
+    assert_int_equal(audit_start(&e->cfg, err, sizeof err), 0);
+    assert_int_equal(audit_feed_subscribe(&sub), 0);
+    uint64_t last = 0;
+    for (int i = 0; i < 5; i++)
+        last = emit_statement("alice", "allow", 0, i);
+    wait_committed(last);
+    assert_int_equal(g.seen.n, 0);
+    assert_int_equal(atomic_load(&g.skipped), 5);
+
+    atomic_store(&g.open, true);
+    last = emit_statement("alice", "allow", 0, 9);
+    wait_committed(last);
+    assert_int_equal(g.seen.n, 1);
+    assert_int_equal(g.seen.last, last);
+    assert_non_null(strstr(g.seen.line, "\"hash\":\""));
+    assert_int_equal(atomic_load(&g.skipped), 5);
+    audit_feed_unsubscribe(&sub);
+    audit_stop();
+    env_free(e);
+}
+
 static void test_failing_store_and_queue_full(void **state)
 {
     (void)state;
@@ -891,7 +943,8 @@ static void test_failing_store_and_queue_full(void **state)
     char err[256];
     struct feed_seen feed = {0};
     assert_int_equal(audit_start(&e->cfg, err, sizeof err), 0);
-    assert_int_equal(audit_feed_subscribe(feed_cb, &feed), 0);
+    const struct audit_feed sub = {.event = feed_cb, .ctx = &feed};
+    assert_int_equal(audit_feed_subscribe(&sub), 0);
     uint64_t s1 = emit_statement("alice", "allow", 0, 1);
     wait_committed(s1);
     assert_int_equal(feed.n, 1);
@@ -924,7 +977,7 @@ static void test_failing_store_and_queue_full(void **state)
     store_test_fail_writes(false);
     wait_committed(last + 1);
     assert_true(audit_healthy());
-    audit_feed_unsubscribe(feed_cb, &feed);
+    audit_feed_unsubscribe(&sub);
     audit_stop();
     struct store *sto = open_ro(e->db);
     struct seen s = {0};
@@ -1489,8 +1542,9 @@ static void test_rec_reuse(void **state)
 }
 
 /* A body its emitter began (audit_rec_reserve, audit_rec_body_begin) and the writer closed
- * (audit_rec_body_end) is byte for byte the body the writer serializes itself, with the same
- * chain hash; closing it twice (a retried batch) gives the same again. */
+ * in place (audit_rec_body_close) is byte for byte the body the writer serializes itself, with
+ * the same chain hash, for the shortest and the longest seq; closing it twice (a retried batch)
+ * gives the same again. */
 static void test_rec_body(void **state)
 {
     (void)state;
@@ -1511,34 +1565,37 @@ static void test_rec_body(void **state)
         .masked = "{\"email\":2}",
         .digest = "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855"};
     const char *prev = "0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef";
-    struct sbuf want = {0}, fields = {0}, got = {0};
-    audit_event_body(&ev, 1234567, "host:1", prev, &want);
-    char want_hash[AUDIT_HASH_HEX], hash[AUDIT_HASH_HEX];
-    audit_sha256_hex(want.p, want.len, want_hash);
+    const uint64_t seqs[] = {1, UINT64_MAX};
+    for (size_t k = 0; k < sizeof seqs / sizeof seqs[0]; k++) {
+        struct sbuf want = {0}, fields = {0};
+        audit_event_body(&ev, seqs[k], "host:1", prev, &want);
+        char want_hash[AUDIT_HASH_HEX], hash[AUDIT_HASH_HEX];
+        audit_sha256_hex(want.p, want.len, want_hash);
 
-    audit_event_fields(&ev, "host:1", &fields);
-    struct audit_rec *r = audit_rec_reserve(NULL, &ev, audit_rec_body_room(fields.len), 0);
-    assert_string_equal(r->ev.identity, "alice@corp.com");
-    assert_string_equal(r->ev.decision, "allow");
-    assert_null(r->ev.statement); /* in the body only */
-    assert_int_equal(r->ev.time_us, ev.time_us);
-    r->seq = 1234567;
-    audit_rec_body_begin(r, fields.p, fields.len);
-    for (int round = 0; round < 2; round++) {
-        got.len = 0;
-        audit_rec_body_end(r, prev, &got, hash);
-        assert_int_equal(got.len, want.len);
-        assert_memory_equal(got.p, want.p, want.len);
-        assert_string_equal(hash, want_hash);
+        audit_event_fields(&ev, "host:1", &fields);
+        size_t room = audit_rec_body_room(fields.len);
+        struct audit_rec *r = audit_rec_reserve(NULL, &ev, room, 0);
+        assert_string_equal(r->ev.identity, "alice@corp.com");
+        assert_string_equal(r->ev.decision, "allow");
+        assert_null(r->ev.statement); /* in the body only */
+        assert_int_equal(r->ev.time_us, ev.time_us);
+        r->seq = seqs[k];
+        audit_rec_body_begin(r, fields.p, fields.len);
+        for (int round = 0; round < 2; round++) {
+            size_t len = audit_rec_body_close(r, prev, hash);
+            assert_int_equal(len, want.len);
+            assert_true(len <= room);
+            assert_memory_equal(r->body, want.p, want.len);
+            assert_string_equal(hash, want_hash);
+        }
+        /* reused with room enough: the same record */
+        struct audit_rec *same = audit_rec_reserve(r, &ev, room, 0);
+        assert_ptr_equal(same, r);
+        assert_int_equal(same->body_len, 0);
+        free(same);
+        sbuf_free(&want);
+        sbuf_free(&fields);
     }
-    /* reused with room enough: the same record */
-    struct audit_rec *same = audit_rec_reserve(r, &ev, audit_rec_body_room(fields.len), 0);
-    assert_ptr_equal(same, r);
-    assert_int_equal(same->body_len, 0);
-    free(same);
-    sbuf_free(&want);
-    sbuf_free(&fields);
-    sbuf_free(&got);
 }
 
 /* ---- throughput */
@@ -1616,6 +1673,7 @@ int main(void)
         cmocka_unit_test(test_store_query),
         cmocka_unit_test(test_signed_checkpoints),
         cmocka_unit_test(test_jsonl_truncation),
+        cmocka_unit_test(test_feed_wanted),
         cmocka_unit_test(test_failing_store_and_queue_full),
         cmocka_unit_test(test_journal_recovery),
         cmocka_unit_test(test_journal_durable_emit),
