@@ -55,6 +55,12 @@ int audit_kind_from_name(const char *name);        /* -1 when unknown */
  * record (statement and statement_end always carry duration_us, rows and bytes). Every string
  * is copied by audit_emit().
  */
+/* A part of an event's JSON serialized ahead (audit_json_session, audit_json_statement). */
+struct audit_json {
+    char *p; /* NULL: none */
+    size_t len;
+};
+
 struct audit_event {
     enum audit_kind kind;
     int64_t time_us;           /* microseconds since the epoch; 0 = now */
@@ -86,7 +92,20 @@ struct audit_event {
     const char *sqlstate; /* of a failure */
     const char *detail;   /* free text */
     bool durable; /* not recorded: in the journal before audit_emit() returns (writes, refusals) */
+    /* Optional, for callers that emit many events with the same fields: the JSON of the fields
+     * from instance to target, and from statement to tables, made by audit_json_session() and
+     * audit_json_statement() from this event's own values of them (which stay set: a durable
+     * event is serialized from its fields). Used instead of serializing those fields again;
+     * never kept beyond the call. */
+    struct audit_json session_json, statement_json;
 };
+
+/* The parts an event may carry serialized ahead (audit_event.session_json, statement_json),
+ * from ev's fields. The caller owns out (audit_json_free) and must make it again when one of
+ * those fields changes. */
+void audit_json_session(const struct audit_event *ev, struct audit_json *out);
+void audit_json_statement(const struct audit_event *ev, struct audit_json *out);
+void audit_json_free(struct audit_json *j);
 
 /*
  * Start the audit: open the store (cfg->state), resume the chain from its head, open the

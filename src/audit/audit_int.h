@@ -91,6 +91,11 @@ struct audit_rec *audit_rec_decode(const char *p, size_t len);
  * audit_event_fields() appends the part between seq and prev_hash (from ,"time": on). */
 void audit_event_fields(const struct audit_event *ev, const char *default_instance,
                         struct sbuf *out);
+/* The parts of audit_event_fields() that audit_event.session_json and statement_json stand
+ * for: the fields from instance to target, and from statement to tables. */
+void audit_fields_session(const struct audit_event *ev, const char *default_instance,
+                          struct sbuf *out);
+void audit_fields_statement(const struct audit_event *ev, struct sbuf *out);
 void audit_event_body(const struct audit_event *ev, uint64_t seq, const char *default_instance,
                       const char *prev_hash, struct sbuf *out);
 /* The JSON line of an event: body with ,"hash":"..." before its closing brace (no newline). */

@@ -240,6 +240,7 @@ struct audit_rec *audit_rec_reuse(struct audit_rec *spare, const struct audit_ev
     struct audit_rec *r = rec_with_room(spare, total, min_room);
     r->ev = *ev;
     if (!r->ev.time_us) r->ev.time_us = audit_now_us();
+    r->ev.session_json = r->ev.statement_json = (struct audit_json){0}; /* the caller's memory */
     char *p = (char *)(r + 1);
     for (size_t i = 0; i < N_STR_FIELDS; i++) {
         const char **dst = field_at(&r->ev, str_fields[i]);
@@ -572,6 +573,29 @@ static void field_masked(struct sbuf *b, const char *v)
     cJSON_Delete(o);
 }
 
+void audit_fields_session(const struct audit_event *ev, const char *default_instance,
+                          struct sbuf *out)
+{
+    field_str(out, KEY("instance"), ev->instance ? ev->instance : default_instance);
+    field_u64(out, KEY("session"), ev->session_id, false);
+    field_str(out, KEY("identity"), ev->identity);
+    field_str(out, KEY("identity_kind"), ev->identity_kind);
+    field_list(out, KEY("groups"), ev->groups);
+    field_str(out, KEY("auth_method"), ev->auth_method);
+    field_str(out, KEY("client_addr"), ev->client_addr);
+    field_str(out, KEY("application_name"), ev->application_name);
+    field_str(out, KEY("target"), ev->target);
+}
+
+void audit_fields_statement(const struct audit_event *ev, struct sbuf *out)
+{
+    field_str(out, KEY("statement"), ev->statement);
+    field_str(out, KEY("fingerprint"), ev->fingerprint);
+    field_str(out, KEY("command"), ev->command);
+    field_str(out, KEY("class"), ev->class_);
+    field_list(out, KEY("tables"), ev->tables);
+}
+
 void audit_event_fields(const struct audit_event *ev, const char *default_instance,
                         struct sbuf *out)
 {
@@ -586,20 +610,14 @@ void audit_event_fields(const struct audit_event *ev, const char *default_instan
     sbuf_add(out, ",\"kind\":\"", 9);
     sbuf_adds(out, audit_kind_name(ev->kind));
     sbuf_add(out, "\"", 1);
-    field_str(out, KEY("instance"), ev->instance ? ev->instance : default_instance);
-    field_u64(out, KEY("session"), ev->session_id, false);
-    field_str(out, KEY("identity"), ev->identity);
-    field_str(out, KEY("identity_kind"), ev->identity_kind);
-    field_list(out, KEY("groups"), ev->groups);
-    field_str(out, KEY("auth_method"), ev->auth_method);
-    field_str(out, KEY("client_addr"), ev->client_addr);
-    field_str(out, KEY("application_name"), ev->application_name);
-    field_str(out, KEY("target"), ev->target);
-    field_str(out, KEY("statement"), ev->statement);
-    field_str(out, KEY("fingerprint"), ev->fingerprint);
-    field_str(out, KEY("command"), ev->command);
-    field_str(out, KEY("class"), ev->class_);
-    field_list(out, KEY("tables"), ev->tables);
+    if (ev->session_json.p)
+        sbuf_add(out, ev->session_json.p, ev->session_json.len);
+    else
+        audit_fields_session(ev, default_instance, out);
+    if (ev->statement_json.p)
+        sbuf_add(out, ev->statement_json.p, ev->statement_json.len);
+    else
+        audit_fields_statement(ev, out);
     field_str(out, KEY("decision"), ev->decision);
     field_str(out, KEY("rule"), ev->rule);
     field_str(out, KEY("request_id"), ev->request_id);

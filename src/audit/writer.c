@@ -60,7 +60,6 @@
 #define RETENTION_EVERY_US (60LL * 1000000)
 #define STOP_GIVE_UP_US (5LL * 1000000)
 
-
 static struct writer {
     /* mu guards the ring, next_seq and the flags below it */
     pthread_mutex_t mu;
@@ -202,6 +201,26 @@ static const struct sbuf *fields_of(const struct audit_event *ev)
     b->len = 0;
     audit_event_fields(ev, W.instance, b);
     return b;
+}
+
+void audit_json_session(const struct audit_event *ev, struct audit_json *out)
+{
+    struct sbuf b = {0};
+    audit_fields_session(ev, W.instance, &b);
+    *out = (struct audit_json){b.p, b.len};
+}
+
+void audit_json_statement(const struct audit_event *ev, struct audit_json *out)
+{
+    struct sbuf b = {0};
+    audit_fields_statement(ev, &b);
+    *out = (struct audit_json){b.p, b.len};
+}
+
+void audit_json_free(struct audit_json *j)
+{
+    free(j->p);
+    *j = (struct audit_json){0};
 }
 
 uint64_t audit_emit(const struct audit_event *ev)

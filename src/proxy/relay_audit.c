@@ -28,7 +28,9 @@
 #include "proxy/session_int.h"
 #include "sql/sql.h"
 
-/* What is known about a statement text (a Query, or a Parse kept for its Executes). */
+/* What is known about a statement text (a Query, or a Parse kept for its Executes): shared,
+ * through the worker's cache (info_new), by the statements of that text on this worker's
+ * sessions, so never changed once made (but for json, made once). */
 struct stmt_info {
     int refs;
     char fingerprint[17];
@@ -36,8 +38,8 @@ struct stmt_info {
     const char *cls;
     char *tables;
     bool durable;
-    const char *decision, *rule; /* of a Parse: what its Executes record */
-    char text[];                 /* normalized and masked */
+    struct audit_json json; /* its fields' JSON (statement to tables), made at its first event */
+    char text[];            /* normalized and masked */
 };
 
 /* One statement execution waiting for its result. */
@@ -59,10 +61,12 @@ struct stmt_rec {
     struct audit_digest digest;
 };
 
-/* Prepared statements by name. */
+/* Prepared statements (and portals) by name, with the decision of their Parse, which their
+ * Executes record. */
 struct prep {
     struct prep *next;
     struct stmt_info *info;
+    const char *decision, *rule;
     char name[];
 };
 
@@ -78,6 +82,7 @@ static void info_put(struct stmt_info *i)
 {
     if (i && --i->refs == 0) {
         free(i->tables);
+        audit_json_free(&i->json);
         free(i);
     }
 }
@@ -116,93 +121,94 @@ void relay_audit_session(struct session *s, enum audit_kind kind, const char *de
 }
 
 /*
- * Masked normalized texts, per worker thread: a direct-mapped table indexed by fingerprint.
- * A slot remembers the generation of the runtime snapshot whose masking database masked it,
- * so it only matches sessions of that same snapshot (generations are never reused, unlike
- * addresses); it is freed when the slot is reused or the thread exits (a pthread key
- * destructor). Only normalized texts are kept: they hold no literal, and
- * the set of statement shapes is small.
+ * Statement descriptions by normalized text, per worker thread: a direct-mapped table indexed
+ * by fingerprint, each slot holding a reference to the stmt_info of its text. A slot
+ * remembers the generation of the runtime snapshot whose masking database masked the text, so
+ * it only matches sessions of that same snapshot (generations are never reused, unlike
+ * addresses); its reference is dropped when the slot is reused or the thread exits (a pthread
+ * key destructor). Only normalized texts are kept: they hold no literal, and the set of
+ * statement shapes is small. So a statement shape is masked, described and serialized once
+ * per worker and snapshot, not per execution. Sessions never move between workers, so the
+ * references need no atomics.
  */
-#define MASKED_SLOTS 256
-#define MASKED_MAX_TEXT 8192
+#define INFO_SLOTS 256
+#define INFO_MAX_TEXT 8192
 
-struct masked_slot {
+struct info_slot {
     uint64_t generation; /* of the runtime snapshot; 0: empty */
     uint64_t fingerprint;
-    char *text;   /* the normalized text, then the masked one (one allocation) */
-    char *masked; /* inside text's allocation */
+    char *text;             /* the normalized text */
+    struct stmt_info *info; /* a reference */
 };
 
-static pthread_key_t masked_key;
-static pthread_once_t masked_once = PTHREAD_ONCE_INIT;
-static _Thread_local struct masked_slot *masked_slots;
+static pthread_key_t info_key;
+static pthread_once_t info_once = PTHREAD_ONCE_INIT;
+static _Thread_local struct info_slot *info_slots;
 
-static void masked_slot_clear(struct masked_slot *sl)
+static void info_slot_clear(struct info_slot *sl)
 {
     free(sl->text);
+    info_put(sl->info);
     memset(sl, 0, sizeof *sl);
 }
 
-static void masked_free(void *p)
+static void info_slots_free(void *p)
 {
-    struct masked_slot *slots = p;
-    for (unsigned k = 0; k < MASKED_SLOTS; k++)
-        masked_slot_clear(&slots[k]);
+    struct info_slot *slots = p;
+    for (unsigned k = 0; k < INFO_SLOTS; k++)
+        info_slot_clear(&slots[k]);
     free(slots);
 }
 
-static void masked_key_create(void)
+static void info_key_create(void)
 {
-    if (pthread_key_create(&masked_key, masked_free) != 0) {
+    if (pthread_key_create(&info_key, info_slots_free) != 0) {
         fprintf(stderr, "sluice: pthread_key_create failed\n");
         abort();
     }
 }
 
-/* The masked form of a normalized text (tl bytes with its NUL, fingerprint fp) under s->rt:
- * borrowed, valid until the next call on this thread; or, when the scan failed, a copy the
- * caller frees, in *owned. */
-static const char *masked_text(struct session *s, const char *text, size_t tl, uint64_t fp,
-                               char **owned)
+/* The slot for fingerprint fp on this thread. */
+static struct info_slot *info_slot_of(uint64_t fp)
 {
-    if (!masked_slots) {
-        pthread_once(&masked_once, masked_key_create);
-        masked_slots = xcalloc(MASKED_SLOTS, sizeof *masked_slots);
-        pthread_setspecific(masked_key, masked_slots);
+    if (!info_slots) {
+        pthread_once(&info_once, info_key_create);
+        info_slots = xcalloc(INFO_SLOTS, sizeof *info_slots);
+        pthread_setspecific(info_key, info_slots);
     }
-    struct masked_slot *sl = &masked_slots[fp % MASKED_SLOTS];
-    if (sl->generation == s->rt->generation && sl->fingerprint == fp && strcmp(sl->text, text) == 0)
-        return sl->masked;
-    char *m = mask_string_try(s->rt->mask, text);
-    if (!m) return *owned = mask_string(s->rt->mask, text); /* scan failed: not remembered */
-    size_t ml = strlen(m) + 1;
-    masked_slot_clear(sl);
-    sl->text = xmalloc(tl + ml);
-    memcpy(sl->text, text, tl);
-    sl->masked = sl->text + tl;
-    memcpy(sl->masked, m, ml);
-    free(m);
-    sl->generation = s->rt->generation;
-    sl->fingerprint = fp;
-    return sl->masked;
+    return &info_slots[fp % INFO_SLOTS];
 }
 
-/* Describe sql (with its facts, possibly NULL) for the audit. */
+/* Describe sql (with its facts, possibly NULL) for the audit: a reference the caller drops
+ * with info_put(). A normalized text's comes from (or goes into) this worker's cache; any
+ * other is new and the caller's alone (it may still set it up). */
 static struct stmt_info *info_new(struct session *s, const char *sql, const struct sql_facts *f)
 {
     static const char hex[] = "0123456789abcdef";
     const char *text = f && f->normalized ? f->normalized : sql;
-    char *owned = NULL;
     size_t tl = strlen(text) + 1;
-    if (s->rt->mask) {
-        if (f && f->normalized && f->fingerprint && tl <= MASKED_MAX_TEXT)
-            text = masked_text(s, text, tl, f->fingerprint, &owned);
-        else
-            text = owned = mask_string(s->rt->mask, text);
-        tl = strlen(text) + 1;
+    struct info_slot *sl = NULL;
+    if (f && f->normalized && f->fingerprint && tl <= INFO_MAX_TEXT) {
+        sl = info_slot_of(f->fingerprint);
+        if (sl->generation == s->rt->generation && sl->fingerprint == f->fingerprint &&
+            strcmp(sl->text, text) == 0) {
+            sl->info->refs++;
+            return sl->info;
+        }
     }
-    struct stmt_info *i = xcalloc(1, sizeof *i + tl);
-    memcpy(i->text, text, tl);
+    char *owned = NULL;
+    if (s->rt->mask) {
+        /* unparsed (raw) text is masked every time and never kept; nor is a failed scan */
+        if (sl) owned = mask_string_try(s->rt->mask, text);
+        if (!owned) {
+            owned = mask_string(s->rt->mask, text);
+            sl = NULL;
+        }
+    }
+    const char *masked = owned ? owned : text;
+    size_t ml = strlen(masked) + 1;
+    struct stmt_info *i = xcalloc(1, sizeof *i + ml);
+    memcpy(i->text, masked, ml);
     free(owned);
     i->refs = 1;
     if (f && f->fingerprint) {
@@ -224,6 +230,15 @@ static struct stmt_info *info_new(struct session *s, const char *sql, const stru
         i->tables = sql_facts_tables(f);
         i->cls = sql_class_name(best);
         i->durable = best == SQL_WRITE || best == SQL_DDL || best == SQL_DCL || best == SQL_ADMIN;
+    }
+    if (sl) {
+        info_slot_clear(sl);
+        sl->text = xmalloc(tl);
+        memcpy(sl->text, text, tl);
+        sl->info = i;
+        i->refs++;
+        sl->generation = s->rt->generation;
+        sl->fingerprint = f->fingerprint;
     }
     return i;
 }
@@ -265,6 +280,11 @@ static uint64_t emit_statement(struct session *s, struct stmt_rec *r, bool pre)
     /* a grant given while the statement waited is known only at its end */
     ev.grant_id = r->grant_id[0] ? r->grant_id : NULL;
     ev.durable = pre; /* journaled before the statement goes upstream */
+    /* the parts every event of this session, or of this statement text, repeats */
+    if (!s->audit_json.p) audit_json_session(&ev, &s->audit_json);
+    if (!r->info->json.p) audit_json_statement(&ev, &r->info->json);
+    ev.session_json = s->audit_json;
+    ev.statement_json = r->info->json;
     if (pre) {
         ev.time_us = r->pre_time_us = audit_now_us();
         return audit_emit(&ev);
@@ -354,35 +374,40 @@ int relay_audit_query(struct session *s, const char *sql, const struct sql_facts
     return r;
 }
 
-/* name -> info in a list of struct prep (prepared statements, portals); info may be NULL
- * to forget the name. */
-static void prep_set(struct prep **list, const char *name, struct stmt_info *info)
+/* name -> info (a reference it takes over) and decision in a list of struct prep (prepared
+ * statements, portals); info may be NULL to forget the name. */
+static void prep_set(struct prep **list, const char *name, struct stmt_info *info,
+                     const char *decision, const char *rule)
 {
+    struct prep *p = NULL;
     for (struct prep **pp = list; *pp; pp = &(*pp)->next)
         if (strcmp((*pp)->name, name) == 0) {
-            struct prep *p = *pp;
+            p = *pp;
             info_put(p->info);
-            if (info) {
-                p->info = info;
+            if (!info) {
+                *pp = p->next;
+                free(p);
                 return;
             }
-            *pp = p->next;
-            free(p);
-            return;
+            break;
         }
     if (!info) return;
-    size_t n = strlen(name) + 1;
-    struct prep *p = xmalloc(sizeof *p + n);
+    if (!p) {
+        size_t n = strlen(name) + 1;
+        p = xmalloc(sizeof *p + n);
+        memcpy(p->name, name, n);
+        p->next = *list;
+        *list = p;
+    }
     p->info = info;
-    memcpy(p->name, name, n);
-    p->next = *list;
-    *list = p;
+    p->decision = decision;
+    p->rule = rule;
 }
 
-static struct stmt_info *prep_get(struct prep *list, const char *name)
+static struct prep *prep_get(struct prep *list, const char *name)
 {
     for (struct prep *p = list; p; p = p->next)
-        if (strcmp(p->name, name) == 0) return p->info;
+        if (strcmp(p->name, name) == 0) return p;
     return NULL;
 }
 
@@ -400,32 +425,31 @@ void relay_audit_parse(struct session *s, const char *name, const char *sql,
                        const struct sql_facts *f, const char *decision, const char *rule)
 {
     if (!relay_audit_on(s)) return;
-    struct stmt_info *i = info_new(s, sql, f);
-    i->decision = decision;
-    i->rule = rule;
-    prep_set(&s->preps, name, i);
+    prep_set(&s->preps, name, info_new(s, sql, f), decision, rule);
 }
 
 void relay_audit_bind(struct session *s, const char *portal, const char *stmt_name)
 {
     if (!relay_audit_on(s)) return;
-    struct stmt_info *i = prep_get(s->preps, stmt_name);
-    if (i) i->refs++;
-    prep_set(&s->portals, portal, i);
+    struct prep *st = prep_get(s->preps, stmt_name);
+    if (st) st->info->refs++;
+    prep_set(&s->portals, portal, st ? st->info : NULL, st ? st->decision : NULL,
+             st ? st->rule : NULL);
 }
 
 int relay_audit_execute(struct session *s, const char *portal)
 {
     if (!relay_audit_on(s)) return 0;
-    struct stmt_info *i = prep_get(s->portals, portal);
-    if (!i) {
+    struct prep *p = prep_get(s->portals, portal);
+    if (!p) {
         /* Prepared before sluice saw it (a reused upstream): its use is recorded, durably,
          * since sluice cannot tell what it does. */
-        i = info_new(s, "(prepared statement)", NULL);
+        struct stmt_info *i = info_new(s, "(prepared statement)", NULL);
         i->durable = true;
-        prep_set(&s->portals, portal, i);
+        prep_set(&s->portals, portal, i, NULL, NULL);
+        p = prep_get(s->portals, portal);
     }
-    return rec_push(s, i, false, false, i->decision ? i->decision : "allow", i->rule);
+    return rec_push(s, p->info, false, false, p->decision ? p->decision : "allow", p->rule);
 }
 
 void relay_audit_note_grant(struct session *s, const char *grant_id)
@@ -519,6 +543,7 @@ void relay_audit_end(struct session *s)
         rec_pop_emit(s, s->recs->query || s->recs->rows);
     prep_free_all(&s->preps);
     prep_free_all(&s->portals);
+    audit_json_free(&s->audit_json);
 }
 
 /* A fast-path FunctionCall names its function by OID only: it is recorded by that OID, and

@@ -1486,8 +1486,11 @@ static enum hold_action on_server_message(struct session *s, uint8_t type, const
         return HOLD_FORWARD;
     case 'S':
         pool_params_update(&s->params, &s->params_len, body - 5, len + 5);
-        if (len > 17 && memcmp(body, "application_name", 17) == 0 && memchr(body + 17, 0, len - 17))
+        if (len > 17 && memcmp(body, "application_name", 17) == 0 &&
+            memchr(body + 17, 0, len - 17)) {
             snprintf(s->app_name, sizeof s->app_name, "%s", (const char *)body + 17);
+            audit_json_free(&s->audit_json); /* it names the application */
+        }
         return HOLD_FORWARD;
     case 'C': {
         if (s->recs) relay_audit_server(s, type, body, len);

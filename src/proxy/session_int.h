@@ -145,6 +145,9 @@ struct session {
     struct mask_counts *masked; /* of the statement being relayed; NULL until needed */
     /* audit (relay_audit.c) */
     char app_name[64];
+    /* the JSON of its events' session fields, made at its first statement's event; dropped
+     * when one of them (application_name) changes */
+    struct audit_json audit_json;
     struct stmt_rec *recs, *recs_tail; /* statements waiting for their results, oldest first */
     struct prep *preps;                /* prepared statements by name */
     struct prep *portals;              /* portals by name -> their statement */

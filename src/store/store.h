@@ -37,7 +37,7 @@ struct store_event {
     const char *kind;
     const char *identity; /* NULL when the event has none */
     const char *decision; /* NULL when the event has none */
-    const char *body; /* body_len bytes; NUL-terminated in what the store returns */
+    const char *body;     /* body_len bytes; NUL-terminated in what the store returns */
     size_t body_len;
     const char *hash; /* 64 hex digits */
 };

@@ -65,8 +65,7 @@ int store_pack_events(struct store_pack *p, const struct store_event *ev, unsign
         const char *kind = e->kind ? e->kind : "", *hash = e->hash ? e->hash : "";
         size_t h = strlen(hash), k = strlen(kind), id = str_len(e->identity),
                d = str_len(e->decision);
-        if (h > MAX_STR || k > MAX_STR || id > MAX_STR || d > MAX_STR ||
-            e->body_len > UINT32_MAX)
+        if (h > MAX_STR || k > MAX_STR || id > MAX_STR || d > MAX_STR || e->body_len > UINT32_MAX)
             return -1;
         size_t need = HEAD + h + 1 + k + 1 + (e->identity ? id + 1 : 0) +
                       (e->decision ? d + 1 : 0) + e->body_len + 1;

@@ -160,6 +160,14 @@ def run_workload(ep):
                          (PII["email_bind"], PII["ssn_bind"])).fetchall()
         assert got == [("8",)]
 
+    # ---- alice renames her application mid-session: later events carry the new name
+    r = conn(ALICE, "audit-rename")
+    rc = r.cursor()
+    rc.execute("SELECT 1 AS app_before")
+    rc.execute("SET application_name = 'audit-renamed'")
+    rc.execute("SELECT 1 AS app_after")
+    r.close()
+
     # ---- bob: a masked read (digest over the masked values) and a refused DELETE
     b = conn(BOB, "audit-bob")
     cur = b.cursor()
@@ -355,6 +363,14 @@ def test_identity_fields(audited):
     ev = one(events, "sel_agent")
     assert ev["identity"] == "copilot" and ev["identity_kind"] == "agent"
     assert ev["rule"] == "agents-row-limit"
+
+
+def test_application_renamed(audited):
+    _, events, _, _ = audited
+    before, after = one(events, "app_before"), one(events, "app_after")
+    assert before["session"] == after["session"]
+    assert before["application_name"] == "audit-rename"
+    assert after["application_name"] == "audit-renamed"
 
 
 def test_other_statement_kinds(audited):

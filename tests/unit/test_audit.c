@@ -1598,6 +1598,55 @@ static void test_rec_body(void **state)
     }
 }
 
+/* Parts serialized ahead (audit_event.session_json, statement_json) give the same fields as
+ * serializing the event's own values; a queued copy does not keep them (the caller's memory). */
+static void test_json_parts(void **state)
+{
+    (void)state;
+    struct audit_event ev = {.kind = AUDIT_STATEMENT,
+                             .time_us = 1764100000123456,
+                             .session_id = 7,
+                             .identity = "alice@corp.com",
+                             .identity_kind = "human",
+                             .groups = "eng,ops",
+                             .auth_method = "password",
+                             .client_addr = "10.0.0.1:5000",
+                             .application_name = "psql \"x\"",
+                             .target = "main",
+                             .statement = "SELECT * FROM t WHERE a = $1",
+                             .fingerprint = "0123456789abcdef",
+                             .command = "SELECT",
+                             .class_ = "read",
+                             .tables = "public.t,public.u",
+                             .decision = "allow",
+                             .rows = 1};
+    struct sbuf want = {0}, got = {0}, sess = {0}, stmt = {0};
+    audit_event_fields(&ev, "host:1", &want);
+    audit_fields_session(&ev, "host:1", &sess);
+    audit_fields_statement(&ev, &stmt);
+    assert_non_null(strstr(sess.p, "\"target\":\"main\""));
+    assert_null(strstr(sess.p, "statement"));
+    assert_non_null(strstr(stmt.p, "\"tables\":[\"public.t\",\"public.u\"]"));
+    struct audit_event with = ev;
+    with.session_json = (struct audit_json){sess.p, sess.len};
+    with.statement_json = (struct audit_json){stmt.p, stmt.len};
+    audit_event_fields(&with, "host:1", &got);
+    assert_int_equal(got.len, want.len);
+    assert_memory_equal(got.p, want.p, want.len);
+
+    struct audit_rec *r = audit_rec_new(&with);
+    assert_null(r->ev.session_json.p);
+    assert_null(r->ev.statement_json.p);
+    got.len = 0;
+    audit_event_fields(&r->ev, "host:1", &got);
+    assert_memory_equal(got.p, want.p, want.len);
+    free(r);
+    sbuf_free(&want);
+    sbuf_free(&got);
+    sbuf_free(&sess);
+    sbuf_free(&stmt);
+}
+
 /* ---- throughput */
 
 struct bench_arg {
@@ -1674,6 +1723,7 @@ int main(void)
         cmocka_unit_test(test_signed_checkpoints),
         cmocka_unit_test(test_jsonl_truncation),
         cmocka_unit_test(test_feed_wanted),
+        cmocka_unit_test(test_json_parts),
         cmocka_unit_test(test_failing_store_and_queue_full),
         cmocka_unit_test(test_journal_recovery),
         cmocka_unit_test(test_journal_durable_emit),
