@@ -674,7 +674,9 @@ void audit_rec_body_begin(struct audit_rec *r, const char *fields, size_t fields
 
 size_t audit_rec_body_close(struct audit_rec *r, const char *prev_hash, char hash[AUDIT_HASH_HEX])
 {
-    size_t pl = strnlen(prev_hash, AUDIT_HASH_HEX - 1);
+    /* not strnlen: libpg_query exports a byte-at-a-time one that the process then uses */
+    const char *nul = memchr(prev_hash, '\0', AUDIT_HASH_HEX - 1);
+    size_t pl = nul ? (size_t)(nul - prev_hash) : AUDIT_HASH_HEX - 1;
     char *p = r->body + r->body_len;
     memcpy(p, prev_hash, pl);
     memcpy(p + pl, BODY_CLOSE, sizeof BODY_CLOSE - 1);
