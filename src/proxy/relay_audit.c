@@ -11,8 +11,9 @@
  *
  * Statement text is the parser's normalized form (literals replaced by $n) passed through the
  * masking function; unparseable text is masked by value. Nothing raw reaches the audit. The
- * masked form of a normalized text is kept per worker thread (masked_text()), so a statement
- * shape is scanned once per configuration snapshot rather than once per execution.
+ * description of a normalized text (masked text, facts, their JSON) is kept per worker thread
+ * (info_new()), so a statement shape is scanned and serialized once per configuration
+ * snapshot rather than once per execution; a session's own fields are serialized once too.
  */
 #include <pthread.h>
 #include <stdio.h>
