@@ -154,7 +154,8 @@ bool audit_fail_open(void);
 struct audit_feed {
     /* one event's JSON line (no newline, not NUL-terminated) */
     void (*event)(void *ctx, uint64_t seq, const char *line, size_t len);
-    /* asked once per batch (NULL: always yes); the writer builds no lines that nobody wants */
+    /* asked per batch, before its lines are built and again before they are offered (NULL:
+     * always yes); the writer builds no lines that nobody wants */
     bool (*wanted)(void *ctx);
     /* instead of event: n events of a batch that wanted declined (may be NULL) */
     void (*skipped)(void *ctx, unsigned n);

@@ -6,7 +6,7 @@
  * there too, so queue order is chain order. After the push, outside the lock, the emitter
  * writes the event's JSON body up to the value of prev_hash into the record and runs SHA-256
  * over it (audit_rec_body_begin): that work is spread over the workers. One writer thread
- * drains up to 1,000 events at a time, closes each body in its record with the previous
+ * drains up to 2,000 events at a time, closes each body in its record with the previous
  * event's hash and finishes its hash in order (two SHA-256 blocks), adds a (signed) checkpoint
  * every audit.checkpoint events, and commits the batch in one store transaction (group
  * commit), then appends the JSON lines to audit.jsonl with one fsync. Only then does
@@ -73,7 +73,8 @@ static struct writer {
     pthread_cond_t done_cv; /* prune_now waits for the writer */
     struct audit_rec **ring;
     unsigned cap, head, count, inflight;
-    bool backlog; /* events were left behind the last batch: commit them without delay */
+    unsigned full; /* a full batch: BATCH_MAX, or half the ring when that is smaller */
+    bool backlog;  /* events were left behind the last batch: commit them without delay */
     uint64_t next_seq;
     bool running, stopping, waiting, prune_req, prune_done;
     int prune_rc;
@@ -266,8 +267,8 @@ uint64_t audit_emit(const struct audit_event *ev)
     W.ring[(W.head + W.count) % W.cap] = rec;
     W.count++;
     /* The writer sleeps while it gathers events (BATCH_DELAY_US): wake it for the first
-     * event or a full batch. */
-    if (W.waiting && (W.count == 1 || W.count >= BATCH_MAX)) {
+     * event or a full batch (before a small queue fills). */
+    if (W.waiting && (W.count == 1 || W.count >= W.full)) {
         W.waiting = false;
         pthread_cond_signal(&W.cv);
     }
@@ -630,7 +631,7 @@ static void *writer_main(void *arg)
         /* Group commit: events are gathered for up to BATCH_DELAY_US so that one
          * transaction carries many (nobody waits for them: durable ones are in the journal);
          * a full batch or a backlog ends the wait at once. */
-        if (W.count && !W.backlog && W.count < BATCH_MAX && !W.stopping && !W.prune_req) {
+        if (W.count && !W.backlog && W.count < W.full && !W.stopping && !W.prune_req) {
             W.waiting = true;
             struct timespec ts = deadline_in(BATCH_DELAY_US);
             pthread_cond_timedwait(&W.cv, &W.mu, &ts);
@@ -956,6 +957,7 @@ int audit_start(const struct sluice_config *cfg, char *err, size_t errlen)
     if (journal_recover(&last, err, errlen) != 0) goto fail;
     W.next_seq = last + 1;
     W.cap = ac->queue ? ac->queue : 65536;
+    W.full = W.cap / 2 < BATCH_MAX ? (W.cap / 2 ? W.cap / 2 : 1) : BATCH_MAX;
     W.ring = xcalloc(W.cap, sizeof *W.ring);
     W.head = W.count = W.inflight = 0;
     W.backlog = false;

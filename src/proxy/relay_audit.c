@@ -180,6 +180,29 @@ static struct info_slot *info_slot_of(uint64_t fp)
     return &info_slots[fp % INFO_SLOTS];
 }
 
+/* The strictest class of f's statements names the string (f->n_stmts > 0). */
+static enum sql_class facts_class(const struct sql_facts *f)
+{
+    static const int rank[SQL_CLASS_COUNT] = {
+        [SQL_READ] = 1,  [SQL_WRITE] = 4,       [SQL_DDL] = 5,    [SQL_DCL] = 6,
+        [SQL_ADMIN] = 3, [SQL_TRANSACTION] = 0, [SQL_UTILITY] = 2};
+    enum sql_class best = f->stmts[0].cls;
+    for (unsigned k = 0; k < f->n_stmts; k++)
+        if (rank[f->stmts[k].cls] > rank[best]) best = f->stmts[k].cls;
+    return best;
+}
+
+/* Does the cached i describe f? The same normalized text and fingerprint should mean the
+ * same facts; checked anyway (command and class), since a literal normalization replaced
+ * could in principle decide them. */
+static bool info_matches(const struct stmt_info *i, const struct sql_facts *f)
+{
+    if (!f->n_stmts) return strcmp(i->command, "UNKNOWN") == 0;
+    const char *cmd = f->stmts[0].command;
+    return (i->command == cmd || (i->command && cmd && strcmp(i->command, cmd) == 0)) &&
+           strcmp(i->cls, sql_class_name(facts_class(f))) == 0;
+}
+
 /* Describe sql (with its facts, possibly NULL) for the audit: a reference the caller drops
  * with info_put(). A normalized text's comes from (or goes into) this worker's cache; any
  * other is new and the caller's alone (it may still set it up). */
@@ -192,7 +215,7 @@ static struct stmt_info *info_new(struct session *s, const char *sql, const stru
     if (f && f->normalized && f->fingerprint && tl <= INFO_MAX_TEXT) {
         sl = info_slot_of(f->fingerprint);
         if (sl->generation == s->rt->generation && sl->fingerprint == f->fingerprint &&
-            strcmp(sl->text, text) == 0) {
+            strcmp(sl->text, text) == 0 && info_matches(sl->info, f)) {
             sl->info->refs++;
             return sl->info;
         }
@@ -221,13 +244,8 @@ static struct stmt_info *info_new(struct session *s, const char *sql, const stru
     i->cls = "utility";
     if (f && f->n_stmts) {
         /* The strictest class of the string names it; the first statement its command. */
-        static const int rank[SQL_CLASS_COUNT] = {
-            [SQL_READ] = 1,  [SQL_WRITE] = 4,       [SQL_DDL] = 5,    [SQL_DCL] = 6,
-            [SQL_ADMIN] = 3, [SQL_TRANSACTION] = 0, [SQL_UTILITY] = 2};
-        enum sql_class best = f->stmts[0].cls;
+        enum sql_class best = facts_class(f);
         i->command = f->stmts[0].command;
-        for (unsigned k = 0; k < f->n_stmts; k++)
-            if (rank[f->stmts[k].cls] > rank[best]) best = f->stmts[k].cls;
         i->tables = sql_facts_tables(f);
         i->cls = sql_class_name(best);
         i->durable = best == SQL_WRITE || best == SQL_DDL || best == SQL_DCL || best == SQL_ADMIN;

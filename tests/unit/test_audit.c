@@ -904,8 +904,8 @@ static void gate_skipped(void *ctx, unsigned n)
     atomic_fetch_add(&((struct feed_gate *)ctx)->skipped, n);
 }
 
-/* A feed that wants no lines is told how many events it missed instead, and gets lines again
- * once it wants them. */
+/* A feed that wants no lines is told how many events it missed instead, while a feed beside
+ * it that always wants them gets every line; the first gets lines again once it wants them. */
 static void test_feed_wanted(void **state)
 {
     (void)state;
@@ -915,13 +915,19 @@ static void test_feed_wanted(void **state)
     const struct audit_feed sub = {
         .event = gate_event, .wanted = gate_wanted, .skipped = gate_skipped, .ctx = &g};
     assert_int_equal(audit_start(&e->cfg, err, sizeof err), 0);
+    struct feed_seen all = {0};
+    const struct audit_feed every = {.event = feed_cb, .ctx = &all};
     assert_int_equal(audit_feed_subscribe(&sub), 0);
+    assert_int_equal(audit_feed_subscribe(&every), 0);
     uint64_t last = 0;
     for (int i = 0; i < 5; i++)
         last = emit_statement("alice", "allow", 0, i);
     wait_committed(last);
     assert_int_equal(g.seen.n, 0);
     assert_int_equal(atomic_load(&g.skipped), 5);
+    assert_int_equal(all.n, 5);
+    assert_int_equal(all.last, last);
+    audit_feed_unsubscribe(&every);
 
     atomic_store(&g.open, true);
     last = emit_statement("alice", "allow", 0, 9);
