@@ -1547,6 +1547,33 @@ static void test_rec_reuse(void **state)
     free(grown);
 }
 
+/* A statement event with every field a statement's event can carry, strings that need
+ * escaping among them. */
+static struct audit_event sample_statement(void)
+{
+    return (struct audit_event){
+        .kind = AUDIT_STATEMENT,
+        .time_us = 1764100000123456,
+        .session_id = 42,
+        .identity = "alice@corp.com",
+        .identity_kind = "human",
+        .groups = "eng,ops",
+        .auth_method = "password",
+        .client_addr = "10.0.0.1:5000",
+        .application_name = "app \"quoted\"\n\x01",
+        .target = "main",
+        .statement = "SELECT * FROM t WHERE a = $1",
+        .fingerprint = "0123456789abcdef",
+        .command = "SELECT",
+        .class_ = "read",
+        .tables = "public.t,public.u",
+        .decision = "allow",
+        .rule = "default",
+        .rows = 3,
+        .masked = "{\"email\":2}",
+        .digest = "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855"};
+}
+
 /* A body its emitter began (audit_rec_reserve, audit_rec_body_begin) and the writer closed
  * in place (audit_rec_body_close) is byte for byte the body the writer serializes itself, with
  * the same chain hash, for the shortest and the longest seq; closing it twice (a retried batch)
@@ -1554,22 +1581,7 @@ static void test_rec_reuse(void **state)
 static void test_rec_body(void **state)
 {
     (void)state;
-    struct audit_event ev = {
-        .kind = AUDIT_STATEMENT,
-        .time_us = 1764100000123456,
-        .session_id = 42,
-        .identity = "alice@corp.com",
-        .identity_kind = "human",
-        .groups = "eng,ops",
-        .client_addr = "10.0.0.1:5000",
-        .application_name = "app \"quoted\"\n\x01",
-        .statement = "SELECT * FROM t WHERE a = $1",
-        .tables = "public.t",
-        .decision = "allow",
-        .rule = "default",
-        .rows = 3,
-        .masked = "{\"email\":2}",
-        .digest = "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855"};
+    struct audit_event ev = sample_statement();
     const char *prev = "0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef";
     const uint64_t seqs[] = {1, UINT64_MAX};
     for (size_t k = 0; k < sizeof seqs / sizeof seqs[0]; k++) {
@@ -1609,23 +1621,7 @@ static void test_rec_body(void **state)
 static void test_json_parts(void **state)
 {
     (void)state;
-    struct audit_event ev = {.kind = AUDIT_STATEMENT,
-                             .time_us = 1764100000123456,
-                             .session_id = 7,
-                             .identity = "alice@corp.com",
-                             .identity_kind = "human",
-                             .groups = "eng,ops",
-                             .auth_method = "password",
-                             .client_addr = "10.0.0.1:5000",
-                             .application_name = "psql \"x\"",
-                             .target = "main",
-                             .statement = "SELECT * FROM t WHERE a = $1",
-                             .fingerprint = "0123456789abcdef",
-                             .command = "SELECT",
-                             .class_ = "read",
-                             .tables = "public.t,public.u",
-                             .decision = "allow",
-                             .rows = 1};
+    struct audit_event ev = sample_statement();
     struct sbuf want = {0}, got = {0}, sess = {0}, stmt = {0};
     audit_event_fields(&ev, "host:1", &want);
     audit_fields_session(&ev, "host:1", &sess);
