@@ -394,9 +394,9 @@ int relay_audit_query(struct session *s, const char *sql, const struct sql_facts
 }
 
 /* name -> info (a reference it takes over) and decision in a list of struct prep (prepared
- * statements, portals); info may be NULL to forget the name. */
-static void prep_set(struct prep **list, const char *name, struct stmt_info *info,
-                     const char *decision, const char *rule)
+ * statements, portals): the entry, or NULL when info is NULL (the name is forgotten). */
+static struct prep *prep_set(struct prep **list, const char *name, struct stmt_info *info,
+                             const char *decision, const char *rule)
 {
     struct prep *p = NULL;
     for (struct prep **pp = list; *pp; pp = &(*pp)->next)
@@ -406,11 +406,11 @@ static void prep_set(struct prep **list, const char *name, struct stmt_info *inf
             if (!info) {
                 *pp = p->next;
                 free(p);
-                return;
+                return NULL;
             }
             break;
         }
-    if (!info) return;
+    if (!info) return NULL;
     if (!p) {
         size_t n = strlen(name) + 1;
         p = xmalloc(sizeof *p + n);
@@ -421,6 +421,7 @@ static void prep_set(struct prep **list, const char *name, struct stmt_info *inf
     p->info = info;
     p->decision = decision;
     p->rule = rule;
+    return p;
 }
 
 static struct prep *prep_get(struct prep *list, const char *name)
@@ -465,8 +466,7 @@ int relay_audit_execute(struct session *s, const char *portal)
          * since sluice cannot tell what it does. */
         struct stmt_info *i = info_new(s, "(prepared statement)", NULL);
         i->durable = true;
-        prep_set(&s->portals, portal, i, NULL, NULL);
-        p = prep_get(s->portals, portal);
+        p = prep_set(&s->portals, portal, i, NULL, NULL);
     }
     return rec_push(s, p->info, false, false, p->decision ? p->decision : "allow", p->rule);
 }
