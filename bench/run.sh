@@ -12,6 +12,12 @@
 #   noaudit      a third sluice with `audit: { enabled: false }` (masking on)
 #   relay        SLUICE_RELAY_BIN, when set: another sluice build
 # Every sluice runs 2 workers and keeps its audit store in bench-run/state/.
+# Every proxy (each sluice, PgBouncer) runs in a session of its own (setsid), as a daemon or a
+# service does. Why: with the kernel's scheduler autogroups (sched_autogroup_enabled, on by
+# default without a cpu cgroup) a session shares one CPU weight among all its processes. Each
+# PostgreSQL backend calls setsid and so has a weight of its own; a proxy started in this
+# script's session would share one weight with pgbench, and any CPU it adds would come out of
+# the load generator's share (docs/performance.md, session 9).
 #
 # Throughput: for each workload, BENCH_ROUNDS rounds (3) of BENCH_SECONDS seconds (6) per
 # mode, the modes alternating inside each round (in reverse order every other round); the
@@ -182,8 +188,9 @@ EOF
 
 start_pgbouncer() {
   log "PgBouncer $(pgbouncer --version | head -1 | cut -d' ' -f2) (session mode) on 127.0.0.1:$PGB_PORT"
-  # setpriv execs pgbouncer (which refuses to run as root) directly, so $! is its pid.
-  setpriv --reuid=postgres --regid=postgres --init-groups pgbouncer "$RUN/pgbouncer/pgbouncer.ini" \
+  # setsid and setpriv exec pgbouncer (which refuses to run as root) directly, so $! is its
+  # pid (setsid forks only in a process group leader, which a background job here is not).
+  setsid setpriv --reuid=postgres --regid=postgres --init-groups pgbouncer "$RUN/pgbouncer/pgbouncer.ini" \
     >>"$RUN/logs/pgbouncer.stderr" 2>&1 &
   PGB_PID=$!
   wait_port "$PGB_PORT" "$PGB_PID" pgbouncer
@@ -262,7 +269,7 @@ setup_relay() {
 
 start_relay() {
   log "relay (SLUICE_RELAY_BIN) on 127.0.0.1:$RELAY_PORT (2 workers)"
-  (cd "$RUN/relay" && BENCH_DB_PASSWORD=$APP_PASSWORD exec "$RUN/relay.bin" serve -c "$RUN/relay.yaml") \
+  (cd "$RUN/relay" && BENCH_DB_PASSWORD=$APP_PASSWORD exec setsid "$RUN/relay.bin" serve -c "$RUN/relay.yaml") \
     >>"$RUN/relay.log" 2>&1 &
   RELAY_PID=$!
   wait_port "$RELAY_PORT" "$RELAY_PID" relay
@@ -274,7 +281,7 @@ start_sluice() {
   local inst=$1
   log "sluice ($inst) on 127.0.0.1:${SL_PORT[$inst]} (2 workers)"
   (cd "$(sl_dir "$inst")" && ulimit -c unlimited && BENCH_DB_PASSWORD=$APP_PASSWORD \
-    exec "$SLUICE" serve -c "$(sl_conf "$inst")") >>"$(sl_log "$inst")" 2>&1 &
+    exec setsid "$SLUICE" serve -c "$(sl_conf "$inst")") >>"$(sl_log "$inst")" 2>&1 &
   SL_PID[$inst]=$!
   wait_port "${SL_PORT[$inst]}" "${SL_PID[$inst]}" "sluice ($inst)"
 }

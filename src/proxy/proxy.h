@@ -55,6 +55,7 @@ struct ev_handler {
 
 struct session;
 struct pooled;
+struct handoff;
 
 struct worker {
     unsigned id;
@@ -66,8 +67,13 @@ struct worker {
     int listen_fd;
     struct session *sessions; /* all sessions of this worker, doubly linked */
     unsigned n_sessions;
-    struct session *dead; /* closed this round, freed by session_reap() */
-    struct pooled *pool;  /* idle upstream connections (pool.c) */
+    /* Sessions it owns plus connections handed to it and not yet taken: what another worker
+     * reads to pick the least loaded one (worker.c, balancing). */
+    atomic_uint load;
+    pthread_mutex_t handoff_mu; /* guards handoff */
+    struct handoff *handoff;    /* connections accepted by another worker for this one */
+    struct session *dead;       /* closed this round, freed by session_reap() */
+    struct pooled *pool;        /* idle upstream connections (pool.c) */
     struct pooled *pool_dead;
     struct session *parked; /* sessions whose client message waits (audit, approval) */
     atomic_uint kills;      /* sessions the admin asked to end (registry_kill) */
@@ -78,6 +84,8 @@ struct worker {
 };
 
 int worker_start(struct worker *w, unsigned id, int listen_fd);
+/* Once every worker runs: the set among which accepted connections are balanced. */
+void worker_set_peers(struct worker *all, unsigned n);
 void worker_request_drain(struct worker *w);
 /* Register, change or remove fd's interest on w's loop. */
 int worker_watch(struct worker *w, int fd, struct ev_handler *h, uint32_t old_ev, uint32_t ev);

@@ -85,6 +85,7 @@ char *registry_json(void)
         cJSON_AddNumberToObject(o, "statements", (double)atomic_load(&r->statements));
         cJSON_AddNumberToObject(o, "rows", (double)atomic_load(&r->rows));
         cJSON_AddStringToObject(o, "state", atomic_load(&r->busy) ? "active" : "idle");
+        cJSON_AddNumberToObject(o, "worker", (double)r->w->id);
         cJSON_AddItemToArray(arr, o);
     }
     pthread_mutex_unlock(&reg_lock);

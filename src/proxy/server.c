@@ -122,6 +122,7 @@ int server_run(const char *path)
         }
         approve_subscribe(workers[i].wake_fd);
     }
+    worker_set_peers(workers, n_workers);
     log_info("sluice listening on %s with %u workers (config %s)", listen_text, n_workers,
              path ? path : "built-in defaults");
 
@@ -145,6 +146,7 @@ int server_run(const char *path)
         worker_request_drain(&workers[i]);
     for (unsigned i = 0; i < n_workers; i++)
         pthread_join(workers[i].thread, NULL);
+    worker_set_peers(NULL, 0);
     for (unsigned i = 0; i < n_workers; i++) {
         approve_unsubscribe(workers[i].wake_fd);
     }

@@ -181,6 +181,7 @@ void session_accept(struct worker *w, int fd, const struct sockaddr_storage *add
     if (w->sessions) w->sessions->prev = s;
     w->sessions = s;
     w->n_sessions++;
+    atomic_fetch_add_explicit(&w->load, 1, memory_order_relaxed);
     unsigned n = atomic_fetch_add(&proxy_n_clients, 1) + 1;
     log_debug("session %llu: accepted from %s", (unsigned long long)s->id, s->addr_text);
     if (n > rt->cfg->server.max_connections) {
@@ -228,6 +229,7 @@ static void session_close(struct session *s, const char *reason)
         w->sessions = s->next;
     if (s->next) s->next->prev = s->prev;
     w->n_sessions--;
+    atomic_fetch_sub_explicit(&w->load, 1, memory_order_relaxed);
     atomic_fetch_sub(&proxy_n_clients, 1);
     /* Events for this session may still sit in the worker's current batch: the memory
      * stays until session_reap() runs after the batch. */

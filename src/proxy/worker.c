@@ -1,10 +1,17 @@
 /*
  * worker.c: one worker thread: an epoll loop over its own SO_REUSEPORT listener, its
- * sessions' sockets and an eventfd through which the main thread asks for a drain. Timers
- * (authentication, login and drain deadlines, failed-login delays) are checked on a 100 ms
- * tick while any session has one.
+ * sessions' sockets and an eventfd through which the main thread asks for a drain (and other
+ * threads post work). Timers (authentication, login and drain deadlines, failed-login delays)
+ * are checked on a 100 ms tick while any session has one.
+ *
+ * Balancing: the kernel picks the listener of a new connection by a hash of its addresses, so
+ * a few long-lived connections often land unevenly (8 on 2 workers: 4/4 only about one time in
+ * four, 6/2 or worse one in four), and one worker then serves most of the load while the other
+ * idles. A worker that accepts a connection while another has fewer sessions (its `load`)
+ * hands the socket to that one, which owns it for life from then on.
  */
 #include <errno.h>
+#include <stdlib.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <stdint.h>
@@ -35,6 +42,75 @@ int worker_watch(struct worker *w, int fd, struct ev_handler *h, uint32_t old_ev
     return 0;
 }
 
+/* A connection accepted by one worker for another. */
+struct handoff {
+    struct handoff *next;
+    int fd;
+    struct sockaddr_storage addr;
+};
+
+static struct worker *peers; /* every worker, once all run (worker_set_peers) */
+static atomic_uint n_peers;
+
+void worker_set_peers(struct worker *all, unsigned n)
+{
+    peers = all;
+    atomic_store_explicit(&n_peers, n, memory_order_release);
+}
+
+/* The worker that takes a new connection: the least loaded one, w itself on a tie. */
+static struct worker *worker_pick(struct worker *w)
+{
+    unsigned n = atomic_load_explicit(&n_peers, memory_order_acquire);
+    struct worker *best = w;
+    unsigned best_load = atomic_load_explicit(&w->load, memory_order_relaxed);
+    for (unsigned i = 0; i < n; i++) {
+        struct worker *p = &peers[i];
+        if (p == w || atomic_load_explicit(&p->drain_requested, memory_order_relaxed)) continue;
+        unsigned l = atomic_load_explicit(&p->load, memory_order_relaxed);
+        if (l < best_load) {
+            best = p;
+            best_load = l;
+        }
+    }
+    return best;
+}
+
+/* Give fd to worker to: queued, counted in its load, and its loop woken. */
+static void worker_hand(struct worker *to, int fd, const struct sockaddr_storage *addr)
+{
+    struct handoff *h = xmalloc(sizeof *h);
+    h->fd = fd;
+    h->addr = *addr;
+    atomic_fetch_add_explicit(&to->load, 1, memory_order_relaxed);
+    pthread_mutex_lock(&to->handoff_mu);
+    h->next = to->handoff;
+    to->handoff = h;
+    pthread_mutex_unlock(&to->handoff_mu);
+    uint64_t one = 1;
+    if (write(to->wake_fd, &one, sizeof one) < 0) log_warn("worker %u: wakeup failed", to->id);
+}
+
+/* Take the connections other workers handed to w: sessions of w from now on, or closed when
+ * w is draining (its own listener is closed by then too). */
+static void worker_take_handoffs(struct worker *w)
+{
+    pthread_mutex_lock(&w->handoff_mu);
+    struct handoff *h = w->handoff;
+    w->handoff = NULL;
+    pthread_mutex_unlock(&w->handoff_mu);
+    while (h) {
+        struct handoff *next = h->next;
+        atomic_fetch_sub_explicit(&w->load, 1, memory_order_relaxed);
+        if (w->draining)
+            close(h->fd);
+        else
+            session_accept(w, h->fd, &h->addr);
+        free(h);
+        h = next;
+    }
+}
+
 static void worker_accept(struct worker *w)
 {
     for (int i = 0; i < 64; i++) {
@@ -51,7 +127,11 @@ static void worker_accept(struct worker *w)
             int one = 1;
             setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
         }
-        session_accept(w, fd, &addr);
+        struct worker *to = worker_pick(w);
+        if (to == w)
+            session_accept(w, fd, &addr);
+        else
+            worker_hand(to, fd, &addr);
     }
 }
 
@@ -95,6 +175,7 @@ static void *worker_main(void *arg)
                 if (read(w->wake_fd, &v, sizeof v) < 0) { /* nothing to do */
                 }
                 if (atomic_load(&w->drain_requested)) worker_begin_drain(w);
+                worker_take_handoffs(w);
                 if (w->parked) session_unpark_ready(w);
                 if (atomic_load(&w->kills)) session_kill_requested(w);
                 break;
@@ -120,6 +201,8 @@ static void *worker_main(void *arg)
     }
     session_reap(w);
     pool_reap(w);
+    w->draining = true;
+    worker_take_handoffs(w); /* closes what arrived after the last sessions ended */
     sql_cache_clear();
     mask_thread_release();
     buf_pool_free();
@@ -131,6 +214,7 @@ int worker_start(struct worker *w, unsigned id, int listen_fd)
     memset(w, 0, sizeof *w);
     w->id = id;
     w->listen_fd = listen_fd;
+    pthread_mutex_init(&w->handoff_mu, NULL);
     w->epfd = epoll_create1(EPOLL_CLOEXEC);
     w->wake_fd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
     if (w->epfd < 0 || w->wake_fd < 0) return -1;
