@@ -61,7 +61,8 @@ struct worker {
     unsigned id;
     pthread_t thread;
     int epfd;
-    struct ev_handler wake; /* eventfd: the main thread asks for a drain */
+    struct ev_handler
+        wake; /* eventfd: drain requests, hand-offs, audit, approval and kill wake-ups */
     int wake_fd;
     struct ev_handler listen;
     int listen_fd;
@@ -70,8 +71,9 @@ struct worker {
     /* Sessions it owns plus connections handed to it and not yet taken: what another worker
      * reads to pick the least loaded one (worker.c, balancing). */
     atomic_uint load;
-    pthread_mutex_t handoff_mu; /* guards handoff */
+    pthread_mutex_t handoff_mu; /* guards handoff and closed */
     struct handoff *handoff;    /* connections accepted by another worker for this one */
+    bool closed;                /* it left its loop: it takes no more hand-offs */
     struct session *dead;       /* closed this round, freed by session_reap() */
     struct pooled *pool;        /* idle upstream connections (pool.c) */
     struct pooled *pool_dead;

@@ -157,6 +157,7 @@ int server_run(const char *path)
     for (unsigned i = 0; i < n_workers; i++) {
         close(workers[i].epfd);
         close(workers[i].wake_fd);
+        pthread_mutex_destroy(&workers[i].handoff_mu);
     }
     free(workers);
     free(listen_text);

@@ -7,8 +7,10 @@
  * Balancing: the kernel picks the listener of a new connection by a hash of its addresses, so
  * a few long-lived connections often land unevenly (8 on 2 workers: 4/4 only about one time in
  * four, 6/2 or worse one in four), and one worker then serves most of the load while the other
- * idles. A worker that accepts a connection while another has fewer sessions (its `load`)
- * hands the socket to that one, which owns it for life from then on.
+ * idles. A worker that accepts a connection keeps it unless another worker that is not
+ * draining has a strictly lower `load` (sessions in any state plus hand-offs not yet taken);
+ * then it hands the socket to that one, which owns it for life from then on. A worker that
+ * has left its loop refuses hand-offs (`closed`), and the accepting worker keeps the socket.
  */
 #include <errno.h>
 #include <stdlib.h>
@@ -52,10 +54,12 @@ struct handoff {
 static struct worker *peers; /* every worker, once all run (worker_set_peers) */
 static atomic_uint n_peers;
 
+/* (n = 0, all = NULL: after every worker was joined, so nothing reads peers any more.) */
 void worker_set_peers(struct worker *all, unsigned n)
 {
+    if (!n) atomic_store_explicit(&n_peers, 0, memory_order_release);
     peers = all;
-    atomic_store_explicit(&n_peers, n, memory_order_release);
+    if (n) atomic_store_explicit(&n_peers, n, memory_order_release);
 }
 
 /* The worker that takes a new connection: the least loaded one, w itself on a tie. */
@@ -76,39 +80,55 @@ static struct worker *worker_pick(struct worker *w)
     return best;
 }
 
-/* Give fd to worker to: queued, counted in its load, and its loop woken. */
-static void worker_hand(struct worker *to, int fd, const struct sockaddr_storage *addr)
+/* Give fd to worker to: queued, counted in its load, and its loop woken. False when to has
+ * left its loop: the caller keeps fd. */
+static bool worker_hand(struct worker *to, int fd, const struct sockaddr_storage *addr)
 {
     struct handoff *h = xmalloc(sizeof *h);
     h->fd = fd;
     h->addr = *addr;
-    atomic_fetch_add_explicit(&to->load, 1, memory_order_relaxed);
     pthread_mutex_lock(&to->handoff_mu);
+    if (to->closed) {
+        pthread_mutex_unlock(&to->handoff_mu);
+        free(h);
+        return false;
+    }
+    atomic_fetch_add_explicit(&to->load, 1, memory_order_relaxed);
     h->next = to->handoff;
     to->handoff = h;
     pthread_mutex_unlock(&to->handoff_mu);
     uint64_t one = 1;
     if (write(to->wake_fd, &one, sizeof one) < 0) log_warn("worker %u: wakeup failed", to->id);
+    return true;
 }
 
-/* Take the connections other workers handed to w: sessions of w from now on, or closed when
- * w is draining (its own listener is closed by then too). */
+/* Take the connections other workers handed to w: sessions of w from now on. A worker that
+ * is draining ends them as it ended its own (57P01, sluice is shutting down). */
 static void worker_take_handoffs(struct worker *w)
 {
     pthread_mutex_lock(&w->handoff_mu);
     struct handoff *h = w->handoff;
     w->handoff = NULL;
     pthread_mutex_unlock(&w->handoff_mu);
+    bool any = h != NULL;
     while (h) {
         struct handoff *next = h->next;
         atomic_fetch_sub_explicit(&w->load, 1, memory_order_relaxed);
-        if (w->draining)
-            close(h->fd);
-        else
-            session_accept(w, h->fd, &h->addr);
+        session_accept(w, h->fd, &h->addr);
         free(h);
         h = next;
     }
+    if (any && w->draining) session_drain_all(w);
+}
+
+/* May w leave its loop? Only with no hand-off waiting; from then on it refuses them. */
+static bool worker_close_handoffs(struct worker *w)
+{
+    pthread_mutex_lock(&w->handoff_mu);
+    bool empty = w->handoff == NULL;
+    if (empty) w->closed = true;
+    pthread_mutex_unlock(&w->handoff_mu);
+    return empty;
 }
 
 static void worker_accept(struct worker *w)
@@ -128,10 +148,7 @@ static void worker_accept(struct worker *w)
             setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
         }
         struct worker *to = worker_pick(w);
-        if (to == w)
-            session_accept(w, fd, &addr);
-        else
-            worker_hand(to, fd, &addr);
+        if (to == w || !worker_hand(to, fd, &addr)) session_accept(w, fd, &addr);
     }
 }
 
@@ -157,7 +174,7 @@ static void *worker_main(void *arg)
     struct epoll_event events[MAX_EVENTS];
     uint64_t last_tick = clock_ms();
     for (;;) {
-        if (w->draining && w->n_sessions == 0) break;
+        if (w->draining && w->n_sessions == 0 && worker_close_handoffs(w)) break;
         int timeout = w->sessions || w->pool || w->draining ? TICK_MS : -1;
         int n = epoll_wait(w->epfd, events, MAX_EVENTS, timeout);
         if (n < 0 && errno != EINTR) {
@@ -199,10 +216,20 @@ static void *worker_main(void *arg)
         session_reap(w);
         pool_reap(w);
     }
+    /* After an epoll failure: no more hand-offs; those already here end with the loop. */
+    atomic_store(&w->drain_requested, true);
+    pthread_mutex_lock(&w->handoff_mu);
+    w->closed = true;
+    struct handoff *left = w->handoff;
+    w->handoff = NULL;
+    pthread_mutex_unlock(&w->handoff_mu);
+    for (struct handoff *next; left; left = next) {
+        next = left->next;
+        close(left->fd);
+        free(left);
+    }
     session_reap(w);
     pool_reap(w);
-    w->draining = true;
-    worker_take_handoffs(w); /* closes what arrived after the last sessions ended */
     sql_cache_clear();
     mask_thread_release();
     buf_pool_free();
