@@ -4,12 +4,15 @@
  * the instance is ready, live sessions, the audit trail, approvals and grants, and the gauges
  * read at scrape time. The admin module knows none of these modules; this file is the seam.
  */
+#include <errno.h>
+#include <netdb.h>
 #include <netinet/in.h>
 #include <poll.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
+#include <sys/un.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -92,25 +95,39 @@ static int glue_authenticate(void *ctx, const char *token, struct admin_caller *
     return rc;
 }
 
-/* Can a TCP connection to the target be made within 500 ms? */
-static bool target_reachable(const struct cfg_target *t)
+/* Can a connection to address a be made within ms milliseconds? */
+static bool addr_reachable(const struct sockaddr *a, socklen_t len, int ms)
 {
-    if (t->host[0] == '/') return access(t->host, F_OK) == 0;
-    char hp[300];
-    snprintf(hp, sizeof hp, "%s:%u", t->host, t->port);
-    struct sockaddr_storage addr;
-    socklen_t len;
-    if (net_parse_addr(hp, &addr, &len) < 0) return false;
-    int fd = socket(addr.ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+    int fd = socket(a->sa_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
     if (fd < 0) return false;
-    bool ok = connect(fd, (struct sockaddr *)&addr, len) == 0;
-    if (!ok) {
+    bool ok = connect(fd, a, len) == 0;
+    if (!ok && (errno == EINPROGRESS || errno == EAGAIN)) {
         struct pollfd p = {.fd = fd, .events = POLLOUT};
-        int e = 0;
-        socklen_t el = sizeof e;
-        ok = poll(&p, 1, 500) == 1 && getsockopt(fd, SOL_SOCKET, SO_ERROR, &e, &el) == 0 && e == 0;
+        ok = poll(&p, 1, ms) == 1 && net_connect_result(fd) == 0;
     }
     close(fd);
+    return ok;
+}
+
+/* Can a connection to the target be made, within 500 ms per address? A host name is resolved
+ * and each of its addresses tried in turn; a directory means its socket .s.PGSQL.<port>. */
+static bool target_reachable(const struct cfg_target *t)
+{
+    if (t->host[0] == '/') {
+        struct sockaddr_un un = {.sun_family = AF_UNIX};
+        int n = snprintf(un.sun_path, sizeof un.sun_path, "%s/.s.PGSQL.%u", t->host, t->port);
+        if (n < 0 || (size_t)n >= sizeof un.sun_path) return false;
+        return addr_reachable((const struct sockaddr *)&un, sizeof un, 500);
+    }
+    struct addrinfo hints = {.ai_socktype = SOCK_STREAM, .ai_flags = AI_NUMERICSERV};
+    struct addrinfo *res = NULL;
+    char port[16];
+    snprintf(port, sizeof port, "%u", t->port);
+    if (getaddrinfo(t->host, port, &hints, &res) != 0) return false;
+    bool ok = false;
+    for (const struct addrinfo *a = res; a && !ok; a = a->ai_next)
+        ok = addr_reachable(a->ai_addr, a->ai_addrlen, 500);
+    freeaddrinfo(res);
     return ok;
 }
 

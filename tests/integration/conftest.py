@@ -299,7 +299,7 @@ class SluiceConfig:
             "targets:",
         ]
         for t in self.targets():
-            line = (f"  - {{ name: {t['name']}, host: 127.0.0.1, port: {t['port']}, database: shop, "
+            line = (f"  - {{ name: {t['name']}, host: {t.get('host', '127.0.0.1')}, port: {t['port']}, database: shop, "
                     f"user: {t['user']}, sslmode: {t['sslmode']}")
             if t["env"]:
                 line += f", password_env: {t['env']}"

@@ -5,6 +5,7 @@ the JSON API, the live event stream, /metrics and the dashboard. Checked here, w
 clients (psycopg2 for PostgreSQL, urllib and curl for HTTP, headless Chromium for the page):
 
 - /healthz and /readyz answer without a token; /readyz says 503 when no target is reachable;
+  it resolves a target's host name and tries each address, and checks a Unix socket itself;
 - every /api/v1 call needs a bearer token (401 with `WWW-Authenticate: Bearer`); a bad token,
   a cookie or HTTP Basic is refused; an identity without the role gets 403; ending a session
   needs admin, approving needs approver;
@@ -73,13 +74,14 @@ class AdminConfig(SluiceConfig):
     """The harness config with optional rules in front of the harness rules and, optionally,
     only the targets named in `only_targets`."""
 
-    def __init__(self, *a, rules=(), only_targets=None, **kw):
+    def __init__(self, *a, rules=(), only_targets=None, extra_targets=(), **kw):
         super().__init__(*a, **kw)
         self.rules = list(rules)
         self.only_targets = only_targets
+        self.extra_targets = list(extra_targets)
 
     def targets(self):
-        ts = super().targets()
+        ts = super().targets() + self.extra_targets
         if self.only_targets is not None:
             ts = [t for t in ts if t["name"] in self.only_targets]
         return ts
@@ -282,6 +284,31 @@ def test_readyz_not_ready_when_no_target_reachable(workdir, certs, pg, sluice_on
         assert st == 200, body
     finally:
         sp.assert_clean_exit()
+
+
+def test_readyz_probes_host_names_and_unix_sockets(workdir, certs, pg, sluice_only, sluice_bin):
+    """A target named by host name is probed at each of its addresses ("localhost", which
+    /etc/hosts may also give as ::1, where PostgreSQL does not listen); a Unix socket
+    directory counts as reachable only when its .s.PGSQL.<port> socket accepts, not because
+    the directory exists."""
+    def target(name, host):
+        return dict(name=name, host=host, port=pg.port, user="app_scram", env="SLUICE_T_SCRAM",
+                    sslmode="disable")
+    empty_dir = os.path.join(workdir, "no-socket-here")
+    os.makedirs(empty_dir, exist_ok=True)
+    cases = ((target("shop_by_name", "localhost"), 200),
+             (target("shop_socket", pg.sockdir), 200),
+             (target("shop_no_socket", empty_dir), 503))
+    for t, want in cases:
+        sp, ep = start_instance(workdir, certs, pg, f"admin-{t['name']}", only_targets={t["name"]},
+                                extra_targets=[t])
+        try:
+            a = Admin(sp, ep)
+            wait_port_http(sp.config.admin_port)
+            st, _, body = a.request("GET", "/readyz")
+            assert st == want, f"/readyz with only {t['name']} ({t['host']}): {st} {body}"
+        finally:
+            sp.assert_clean_exit()
 
 
 # ---------------------------------------------------------------- authentication and roles
