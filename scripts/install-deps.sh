@@ -11,7 +11,7 @@ pkgs=(
   postgresql-15 postgresql-client-15 pgbouncer
   python3 python3-pytest python3-psycopg python3-psycopg2 python3-zstandard
   libpostgresql-jdbc-java default-jdk-headless
-  nodejs npm procps iproute2 util-linux openssl
+  nodejs npm procps iproute2 util-linux openssl libnss-wrapper
   prometheus chromium
 )
 

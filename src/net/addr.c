@@ -77,24 +77,38 @@ static void set_tcp_opts(int fd)
     setsockopt(fd, SOL_SOCKET, SO_KEEPALIVE, &one, sizeof one);
 }
 
-int net_connect(const char *host, unsigned port, char *err, size_t errlen)
+int net_connect_addr(const struct sockaddr_storage *addr, socklen_t len, char *err, size_t errlen)
 {
-    int fd;
+    int fd = socket(addr->ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+    if (fd < 0) goto fail_errno;
+    if (addr->ss_family != AF_UNIX) set_tcp_opts(fd);
+    if (connect(fd, (const struct sockaddr *)addr, len) < 0 && errno != EINPROGRESS &&
+        errno != EAGAIN) {
+        int e = errno;
+        close(fd);
+        errno = e;
+        goto fail_errno;
+    }
+    return fd;
+fail_errno:
+    snprintf(err, errlen, "%s", strerror(errno));
+    return -1;
+}
+
+int net_connect_nth(const char *host, unsigned port, unsigned nth, char *err, size_t errlen)
+{
+    struct sockaddr_storage addr = {0};
+    socklen_t len;
     if (host[0] == '/') {
-        struct sockaddr_un un = {.sun_family = AF_UNIX};
-        int n = snprintf(un.sun_path, sizeof un.sun_path, "%s/.s.PGSQL.%u", host, port);
-        if (n < 0 || (size_t)n >= sizeof un.sun_path) {
+        if (nth > 0) return -2;
+        struct sockaddr_un *un = (struct sockaddr_un *)&addr;
+        un->sun_family = AF_UNIX;
+        int n = snprintf(un->sun_path, sizeof un->sun_path, "%s/.s.PGSQL.%u", host, port);
+        if (n < 0 || (size_t)n >= sizeof un->sun_path) {
             snprintf(err, errlen, "unix socket path too long");
             return -1;
         }
-        fd = socket(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
-        if (fd < 0) goto fail_errno;
-        if (connect(fd, (struct sockaddr *)&un, sizeof un) < 0 && errno != EINPROGRESS &&
-            errno != EAGAIN) {
-            close(fd);
-            goto fail_errno;
-        }
-        return fd;
+        return net_connect_addr(&addr, sizeof *un, err, errlen);
     }
     /* Numeric addresses resolve without blocking; host names go through the resolver,
      * which may block this worker briefly. */
@@ -104,27 +118,21 @@ int net_connect(const char *host, unsigned port, char *err, size_t errlen)
     snprintf(portstr, sizeof portstr, "%u", port);
     int rc = getaddrinfo(host, portstr, &hints, &res);
     if (rc != 0) {
+        if (nth > 0) return -2; /* it resolved before: what was there is tried */
         snprintf(err, errlen, "cannot resolve \"%s\": %s", host, gai_strerror(rc));
         return -1;
     }
-    fd = socket(res->ai_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
-    if (fd < 0) {
+    const struct addrinfo *a = res;
+    for (unsigned i = 0; a && i < nth; i++)
+        a = a->ai_next;
+    if (!a || a->ai_addrlen > sizeof addr) {
         freeaddrinfo(res);
-        goto fail_errno;
+        return -2;
     }
-    set_tcp_opts(fd);
-    if (connect(fd, res->ai_addr, res->ai_addrlen) < 0 && errno != EINPROGRESS) {
-        int e = errno;
-        freeaddrinfo(res);
-        close(fd);
-        errno = e;
-        goto fail_errno;
-    }
+    memcpy(&addr, a->ai_addr, a->ai_addrlen);
+    len = a->ai_addrlen;
     freeaddrinfo(res);
-    return fd;
-fail_errno:
-    snprintf(err, errlen, "%s", strerror(errno));
-    return -1;
+    return net_connect_addr(&addr, len, err, errlen);
 }
 
 int net_connect_result(int fd)

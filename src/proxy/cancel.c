@@ -4,8 +4,9 @@
  * sluice gives each client the backend's real process id (clients compare it with
  * pg_backend_pid() and NOTIFY pids) and a secret key of its own. A CancelRequest carrying
  * that pair is looked up here and sent upstream with the backend's real key, from a short
- * detached thread so no worker ever blocks on it. Registration happens once per session, so
- * a mutex is fine.
+ * detached thread so no worker ever blocks on it, to the very address the session's upstream
+ * connection reached (a host name may resolve to several). Registration happens once per
+ * session, so a mutex is fine.
  */
 #include "proxy/proxy.h"
 
@@ -24,8 +25,8 @@
 
 struct cancel_entry {
     uint32_t pid, our_key, real_key;
-    unsigned port;
-    char *host;
+    struct sockaddr_storage addr; /* the backend's server */
+    socklen_t addr_len;
     struct cancel_entry *next;
 };
 
@@ -39,9 +40,11 @@ static unsigned bucket_of(uint32_t pid, uint32_t key)
     return (pid * 2654435761u ^ key) % CANCEL_BUCKETS;
 }
 
-int cancel_register(uint32_t pid, uint32_t our_key, uint32_t real_key, const char *host,
-                    unsigned port)
+int cancel_register(uint32_t pid, uint32_t our_key, uint32_t real_key, int upstream_fd)
 {
+    struct sockaddr_storage addr;
+    socklen_t addr_len = sizeof addr;
+    if (getpeername(upstream_fd, (struct sockaddr *)&addr, &addr_len) < 0) return -2;
     unsigned b = bucket_of(pid, our_key);
     pthread_mutex_lock(&cancel_lock);
     for (struct cancel_entry *e = buckets[b]; e; e = e->next) {
@@ -51,7 +54,7 @@ int cancel_register(uint32_t pid, uint32_t our_key, uint32_t real_key, const cha
         }
     }
     struct cancel_entry *e = xmalloc(sizeof *e);
-    *e = (struct cancel_entry){pid, our_key, real_key, port, xstrdup(host), buckets[b]};
+    *e = (struct cancel_entry){pid, our_key, real_key, addr, addr_len, buckets[b]};
     buckets[b] = e;
     pthread_mutex_unlock(&cancel_lock);
     return 0;
@@ -65,7 +68,6 @@ void cancel_unregister(uint32_t pid, uint32_t our_key)
         struct cancel_entry *e = *pp;
         if (e->pid == pid && e->our_key == our_key) {
             *pp = e->next;
-            free(e->host);
             free(e);
             break;
         }
@@ -75,15 +77,15 @@ void cancel_unregister(uint32_t pid, uint32_t our_key)
 
 struct cancel_job {
     uint32_t pid, real_key;
-    unsigned port;
-    char *host;
+    struct sockaddr_storage addr;
+    socklen_t addr_len;
 };
 
 static void *cancel_send(void *arg)
 {
     struct cancel_job *job = arg;
     char err[256];
-    int fd = net_connect(job->host, job->port, err, sizeof err);
+    int fd = net_connect_addr(&job->addr, job->addr_len, err, sizeof err);
     if (fd >= 0) {
         /* Wait for the connect (SO_ERROR stays 0 while it is in progress, so wait for the
          * socket to become writable), then send the 16-byte request; the server closes. */
@@ -110,7 +112,6 @@ static void *cancel_send(void *arg)
     } else {
         log_warn("cancel: cannot reach target for backend %u: %s", job->pid, err);
     }
-    free(job->host);
     free(job);
     buf_pool_free(); /* this thread's pool dies with it */
     return NULL;
@@ -124,7 +125,7 @@ void cancel_forward(uint32_t pid, uint32_t our_key)
     for (struct cancel_entry *e = buckets[b]; e; e = e->next) {
         if (e->pid == pid && e->our_key == our_key) {
             job = xmalloc(sizeof *job);
-            *job = (struct cancel_job){e->pid, e->real_key, e->port, xstrdup(e->host)};
+            *job = (struct cancel_job){e->pid, e->real_key, e->addr, e->addr_len};
             break;
         }
     }
@@ -138,7 +139,6 @@ void cancel_forward(uint32_t pid, uint32_t our_key)
     pthread_attr_init(&attr);
     pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
     if (pthread_create(&t, &attr, cancel_send, job) != 0) {
-        free(job->host);
         free(job);
     }
     pthread_attr_destroy(&attr);

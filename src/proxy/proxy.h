@@ -102,9 +102,10 @@ void session_reap(struct worker *w);
 /* Resume parked sessions whose wait is over (after a wakeup from the audit or approvals). */
 void session_unpark_ready(struct worker *w);
 
-/* Cancel registry (cancel.c): sluice's key -> the backend's real key and target. */
-int cancel_register(uint32_t pid, uint32_t our_key, uint32_t real_key, const char *host,
-                    unsigned port);
+/* Cancel registry (cancel.c): sluice's key -> the backend's real key and server address.
+ * upstream_fd: the session's connection to the backend, whose peer address cancels go to.
+ * 0, -1 when the pair is taken (draw another key), -2 when that address is unknown. */
+int cancel_register(uint32_t pid, uint32_t our_key, uint32_t real_key, int upstream_fd);
 void cancel_unregister(uint32_t pid, uint32_t our_key);
 void cancel_forward(uint32_t pid, uint32_t our_key);
 

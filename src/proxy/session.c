@@ -705,10 +705,17 @@ static void upstream_send_startup(struct session *s)
     login_continue(s);
 }
 
-static void upstream_start(struct session *s)
+/* Connect upstream to the target's address number s->up_try or, failing that, the next ones
+ * (as libpq tries each address of a host name); last_err is the previous address's failure,
+ * reported when none is left. */
+static void upstream_connect_from(struct session *s, const char *last_err)
 {
     char err[256];
-    int fd = net_connect(s->target->host, s->target->port, err, sizeof err);
+    snprintf(err, sizeof err, "%s", last_err ? last_err : "no address");
+    int fd;
+    while ((fd = net_connect_nth(s->target->host, s->target->port, s->up_try, err, sizeof err)) ==
+           -1)
+        s->up_try++;
     if (fd < 0) {
         upstream_fail(s, err, "upstream connect failed");
         return;
@@ -720,10 +727,21 @@ static void upstream_start(struct session *s)
     side_watch(s, &s->sv, EPOLLOUT);
 }
 
+static void upstream_start(struct session *s)
+{
+    s->up_try = 0;
+    upstream_connect_from(s, NULL);
+}
+
 static void on_up_connect(struct session *s)
 {
     if (net_connect_result(s->sv.sk.fd) < 0) {
-        upstream_fail(s, strerror(errno), "upstream connect failed");
+        char err[256];
+        snprintf(err, sizeof err, "%s", strerror(errno));
+        side_watch(s, &s->sv, 0);
+        sock_close(&s->sv.sk);
+        s->up_try++;
+        upstream_connect_from(s, err);
         return;
     }
     if (s->target->sslmode == SSLMODE_DISABLE || s->target->sslmode == SSLMODE_ALLOW ||
@@ -909,8 +927,7 @@ static void session_put_backend_key(struct session *s)
 {
     for (int i = 0; i < 8 && !s->cancel_registered; i++) {
         if (getrandom(&s->our_key, sizeof s->our_key, 0) != sizeof s->our_key) continue;
-        s->cancel_registered = cancel_register(s->be_pid, s->our_key, s->be_key, s->target->host,
-                                               s->target->port) == 0;
+        s->cancel_registered = cancel_register(s->be_pid, s->our_key, s->be_key, s->sv.sk.fd) == 0;
     }
     pg_put_backend_key(session_out_buf(&s->cl_out), s->be_pid, s->our_key);
 }

@@ -1,13 +1,21 @@
 """test_auth.py: authentication on both sides. Upstream: SCRAM, md5 and trust roles reached
 through their targets with vaulted credentials. Client side: SCRAM-SHA-256 for users,
 cleartext for tokens; wrong secret and unknown identity both give 28P01 with the same
-message; an unknown target gives 3D000; a target whose server is down gives 08xxx."""
+message; an unknown target gives 3D000; a target whose server is down gives 08xxx. A target
+named by a host name whose first address refuses is reached at the next one (as libpq does),
+and a cancel goes to the address the session reached."""
+
+import os
+import threading
+import time
 
 import psycopg2
+import psycopg2.errors
 import pytest
 
+import conftest
 import pgwire
-from conftest import ALICE
+from conftest import ALICE, SluiceConfig, SluiceProcess, Endpoint, make_identities, _state
 
 
 @pytest.mark.parametrize("target,role", [("shop", "app_scram"), ("shop_md5", "app_md5"),
@@ -114,3 +122,53 @@ def test_upstream_down_gives_08(sluice, sluice_only):
 def test_empty_password_refused(sluice, sluice_only):
     f = raw_error(sluice, "shop", "etl", "")
     assert f["C"] == "28P01", f
+
+
+class MultiAddressConfig(SluiceConfig):
+    """The harness config plus target shop_multi on host pg-multi, which nss_wrapper (from a
+    hosts file of the test's own) resolves to 127.0.0.2 first, where nothing listens, then
+    127.0.0.1."""
+
+    def __init__(self, *a, hosts_file, **kw):
+        super().__init__(*a, **kw)
+        self.hosts_file = hosts_file
+
+    def targets(self):
+        return super().targets() + [dict(name="shop_multi", host="pg-multi", port=self.pg.port,
+                                         user="app_scram", env="SLUICE_T_SCRAM", sslmode="disable")]
+
+    def env(self):
+        e = super().env()
+        asan = os.environ.get("ASAN_OPTIONS", "detect_leaks=1:abort_on_error=1")
+        e.update(LD_PRELOAD="libnss_wrapper.so", NSS_WRAPPER_HOSTS=self.hosts_file,
+                 NSS_WRAPPER_DISABLE_DEEPBIND="1",  # RTLD_DEEPBIND and ASan do not mix
+                 ASAN_OPTIONS=asan + ":verify_asan_link_order=0")
+        return e
+
+
+def test_host_name_whose_first_address_refuses(workdir, certs, pg, sluice_only, sluice_bin):
+    hosts = os.path.join(workdir, "hosts-multi")
+    with open(hosts, "w") as f:
+        f.write("127.0.0.2 pg-multi\n127.0.0.1 pg-multi\n")
+    ids, secrets = make_identities()
+    sp = SluiceProcess(workdir, "multiaddr", MultiAddressConfig(pg, certs, ids, hosts_file=hosts))
+    sp.secrets = secrets
+    _state["extra"].append(sp)
+    sp.start()
+    ep = Endpoint(pg, secrets, sp.config.port, certs, config=sp.config, process=sp)
+    try:
+        c = ep.connect(target="shop_multi")
+        cur = c.cursor()
+        cur.execute("SELECT current_user, inet_server_addr()::text, count(*) FROM customers")
+        assert cur.fetchone() == ("app_scram", "127.0.0.1/32", 50)
+        # the cancel reaches the backend at the address the session used, not the first one
+        timer = threading.Timer(0.3, c.cancel)
+        timer.start()
+        t0 = time.time()
+        with pytest.raises(psycopg2.errors.QueryCanceled):
+            cur.execute("SELECT pg_sleep(20)")
+        assert time.time() - t0 < 5
+        c.close()
+    finally:
+        ep.close_all()
+        sp.assert_clean_exit()
