@@ -733,15 +733,21 @@ static void upstream_start(struct session *s)
     upstream_connect_from(s, NULL);
 }
 
+/* The connect to the current address failed (why): drop it and try the next one. */
+static void upstream_connect_next(struct session *s, const char *why)
+{
+    char err[256];
+    snprintf(err, sizeof err, "%s", why);
+    side_watch(s, &s->sv, 0);
+    sock_close(&s->sv.sk);
+    s->up_try++;
+    upstream_connect_from(s, err);
+}
+
 static void on_up_connect(struct session *s)
 {
     if (net_connect_result(s->sv.sk.fd) < 0) {
-        char err[256];
-        snprintf(err, sizeof err, "%s", strerror(errno));
-        side_watch(s, &s->sv, 0);
-        sock_close(&s->sv.sk);
-        s->up_try++;
-        upstream_connect_from(s, err);
+        upstream_connect_next(s, strerror(errno));
         return;
     }
     if (s->target->sslmode == SSLMODE_DISABLE || s->target->sslmode == SSLMODE_ALLOW ||
@@ -1975,7 +1981,9 @@ static void session_on_tick(struct session *s, uint64_t now_ms)
         session_fail(s, "28P01", msg, NULL, "authentication failed");
         return;
     }
-    case S_UP_CONNECT:
+    case S_UP_CONNECT: /* this address did not answer: the next one, if any */
+        upstream_connect_next(s, "timeout (server.connect_timeout)");
+        return;
     case S_UP_SSLREQ:
     case S_UP_TLS:
     case S_UP_LOGIN:

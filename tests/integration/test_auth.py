@@ -6,6 +6,7 @@ named by a host name whose first address refuses is reached at the next one (as 
 and a cancel goes to the address the session reached."""
 
 import os
+import socket
 import threading
 import time
 
@@ -125,17 +126,19 @@ def test_empty_password_refused(sluice, sluice_only):
 
 
 class MultiAddressConfig(SluiceConfig):
-    """The harness config plus target shop_multi on host pg-multi, which nss_wrapper (from a
-    hosts file of the test's own) resolves to 127.0.0.2 first, where nothing listens, then
-    127.0.0.1."""
+    """The harness config plus targets shop_multi on host pg-multi and shop_slow on pg-slow,
+    which nss_wrapper (from a hosts file of the test's own) resolves first to 127.0.0.2 (where
+    nothing listens: refused at once) and to 127.0.0.3 (a listener whose accept queue the test
+    fills, so that a connect there gets no answer), then to 127.0.0.1."""
 
     def __init__(self, *a, hosts_file, **kw):
         super().__init__(*a, **kw)
         self.hosts_file = hosts_file
 
     def targets(self):
-        return super().targets() + [dict(name="shop_multi", host="pg-multi", port=self.pg.port,
-                                         user="app_scram", env="SLUICE_T_SCRAM", sslmode="disable")]
+        return super().targets() + [
+            dict(name=f"shop_{h}", host=f"pg-{h}", port=self.pg.port, user="app_scram",
+                 env="SLUICE_T_SCRAM", sslmode="disable") for h in ("multi", "slow")]
 
     def env(self):
         e = super().env()
@@ -149,9 +152,10 @@ class MultiAddressConfig(SluiceConfig):
 def test_host_name_whose_first_address_refuses(workdir, certs, pg, sluice_only, sluice_bin):
     hosts = os.path.join(workdir, "hosts-multi")
     with open(hosts, "w") as f:
-        f.write("127.0.0.2 pg-multi\n127.0.0.1 pg-multi\n")
+        f.write("127.0.0.2 pg-multi\n127.0.0.1 pg-multi\n127.0.0.3 pg-slow\n127.0.0.1 pg-slow\n")
     ids, secrets = make_identities()
-    sp = SluiceProcess(workdir, "multiaddr", MultiAddressConfig(pg, certs, ids, hosts_file=hosts))
+    sp = SluiceProcess(workdir, "multiaddr", MultiAddressConfig(
+        pg, certs, ids, hosts_file=hosts, server_extra={"connect_timeout": "1s"}))
     sp.secrets = secrets
     _state["extra"].append(sp)
     sp.start()
@@ -169,6 +173,25 @@ def test_host_name_whose_first_address_refuses(workdir, certs, pg, sluice_only, 
             cur.execute("SELECT pg_sleep(20)")
         assert time.time() - t0 < 5
         c.close()
+        # an address that does not answer costs server.connect_timeout, then the next is tried
+        hole = socket.socket()
+        hole.bind(("127.0.0.3", pg.port))
+        hole.listen(0)
+        fillers = []
+        for _ in range(4):  # a full accept queue: later SYNs are dropped
+            f = socket.socket()
+            f.setblocking(False)
+            f.connect_ex(("127.0.0.3", pg.port))
+            fillers.append(f)
+        time.sleep(0.2)
+        t0 = time.time()
+        c = ep.connect(target="shop_slow")
+        c.cursor().execute("SELECT 1")
+        took = time.time() - t0
+        assert 0.9 < took < 5, took
+        c.close()
+        for f in fillers + [hole]:
+            f.close()
     finally:
         ep.close_all()
         sp.assert_clean_exit()
