@@ -4,15 +4,12 @@
  * the instance is ready, live sessions, the audit trail, approvals and grants, and the gauges
  * read at scrape time. The admin module knows none of these modules; this file is the seam.
  */
-#include <errno.h>
-#include <netdb.h>
 #include <netinet/in.h>
 #include <poll.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
-#include <sys/un.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -95,40 +92,20 @@ static int glue_authenticate(void *ctx, const char *token, struct admin_caller *
     return rc;
 }
 
-/* Can a connection to address a be made within ms milliseconds? */
-static bool addr_reachable(const struct sockaddr *a, socklen_t len, int ms)
-{
-    int fd = socket(a->sa_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
-    if (fd < 0) return false;
-    bool ok = connect(fd, a, len) == 0;
-    if (!ok && (errno == EINPROGRESS || errno == EAGAIN)) {
-        struct pollfd p = {.fd = fd, .events = POLLOUT};
-        ok = poll(&p, 1, ms) == 1 && net_connect_result(fd) == 0;
-    }
-    close(fd);
-    return ok;
-}
-
-/* Can a connection to the target be made, within 500 ms per address? A host name is resolved
- * and each of its addresses tried in turn; a directory means its socket .s.PGSQL.<port>. */
+/* Can a connection to the target be made, within 500 ms per address? Every address of its
+ * host name is tried in turn, as a session does (net_connect_nth). */
 static bool target_reachable(const struct cfg_target *t)
 {
-    if (t->host[0] == '/') {
-        struct sockaddr_un un = {.sun_family = AF_UNIX};
-        int n = snprintf(un.sun_path, sizeof un.sun_path, "%s/.s.PGSQL.%u", t->host, t->port);
-        if (n < 0 || (size_t)n >= sizeof un.sun_path) return false;
-        return addr_reachable((const struct sockaddr *)&un, sizeof un, 500);
+    for (unsigned i = 0;; i++) {
+        char err[256];
+        int fd = net_connect_nth(t->host, t->port, i, err, sizeof err);
+        if (fd == -2) return false; /* no address left */
+        if (fd < 0) continue;
+        struct pollfd p = {.fd = fd, .events = POLLOUT};
+        bool ok = poll(&p, 1, 500) == 1 && net_connect_result(fd) == 0;
+        close(fd);
+        if (ok) return true;
     }
-    struct addrinfo hints = {.ai_socktype = SOCK_STREAM, .ai_flags = AI_NUMERICSERV};
-    struct addrinfo *res = NULL;
-    char port[16];
-    snprintf(port, sizeof port, "%u", t->port);
-    if (getaddrinfo(t->host, port, &hints, &res) != 0) return false;
-    bool ok = false;
-    for (const struct addrinfo *a = res; a && !ok; a = a->ai_next)
-        ok = addr_reachable(a->ai_addr, a->ai_addrlen, 500);
-    freeaddrinfo(res);
-    return ok;
 }
 
 static bool glue_ready(void *ctx, char **why)
