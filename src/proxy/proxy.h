@@ -61,8 +61,7 @@ struct worker {
     unsigned id;
     pthread_t thread;
     int epfd;
-    struct ev_handler
-        wake; /* eventfd: drain requests, hand-offs, audit, approval and kill wake-ups */
+    struct ev_handler wake; /* eventfd: drain, hand-off, audit, approval, kill wake-ups */
     int wake_fd;
     struct ev_handler listen;
     int listen_fd;
