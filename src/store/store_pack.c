@@ -133,15 +133,40 @@ static bool take_str(const unsigned char *raw, size_t size, size_t *at, size_t l
     return len == NO_STR || take_bytes(raw, size, at, len, out);
 }
 
+/* Decompress frame into u->raw: exactly size bytes, or -1. The buffer grows with the data
+ * that actually comes out, never ahead of it by more than double: a damaged or hostile frame
+ * that claims a large size in its header costs no more memory than what it holds. */
+static int unpack_raw(struct store_unpacked *u, const void *frame, size_t len, size_t size)
+{
+    if (!u->dctx && !(u->dctx = ZSTD_createDCtx())) return -1;
+    if (ZSTD_isError(ZSTD_DCtx_reset(u->dctx, ZSTD_reset_session_only))) return -1;
+    ZSTD_inBuffer in = {frame, len, 0};
+    size_t pos = 0;
+    for (;;) {
+        if (pos == u->raw_cap) {
+            size_t want = u->raw_cap ? u->raw_cap * 2 : 65536;
+            if (want > size + 1) want = size + 1;
+            u->raw = reserve(u->raw, &u->raw_cap, want);
+        }
+        ZSTD_outBuffer out = {u->raw, u->raw_cap < size + 1 ? u->raw_cap : size + 1, pos};
+        size_t r = ZSTD_decompressStream(u->dctx, &out, &in);
+        if (ZSTD_isError(r) || out.pos > size) return -1;
+        pos = out.pos;
+        if (r == 0) /* the frame is complete, and nothing may follow it */
+            return pos == size && in.pos == in.size ? 0 : -1;
+        if (in.pos == in.size && out.pos < out.size) /* truncated */
+            return -1;
+    }
+}
+
 int store_unpack_events(struct store_unpacked *u, const void *frame, size_t len)
 {
     u->n = 0;
     unsigned long long size = ZSTD_getFrameContentSize(frame, len);
     if (size == ZSTD_CONTENTSIZE_UNKNOWN || size == ZSTD_CONTENTSIZE_ERROR || size > STORE_PACK_MAX)
         return -1;
-    u->raw = reserve(u->raw, &u->raw_cap, (size_t)size + 1);
-    size_t got = ZSTD_decompress(u->raw, (size_t)size, frame, len);
-    if (ZSTD_isError(got) || got != size) return -1;
+    if (unpack_raw(u, frame, len, (size_t)size) != 0) return -1;
+    size_t got = (size_t)size;
     size_t at = 0;
     unsigned n = 0;
     while (at < got) {
@@ -170,6 +195,7 @@ int store_unpack_events(struct store_unpacked *u, const void *frame, size_t len)
 
 void store_unpacked_free(struct store_unpacked *u)
 {
+    ZSTD_freeDCtx(u->dctx);
     free(u->raw);
     free(u->ev);
     memset(u, 0, sizeof *u);

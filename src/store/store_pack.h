@@ -39,6 +39,7 @@ int store_pack_events(struct store_pack *p, const struct store_event *ev, unsign
 void store_pack_free(struct store_pack *p);
 
 struct store_unpacked {
+    struct ZSTD_DCtx_s *dctx; /* made on first use */
     unsigned char *raw;
     size_t raw_cap;
     struct store_event *ev;
