@@ -324,6 +324,22 @@ static void test_large_batch(void **state)
     rm_db(dir, db);
 }
 
+/* A damaged frame whose header claims about 1 GiB but holds a few bytes (found by fuzz_pack)
+ * is refused without allocating for its claim: the buffer grows only with real output. */
+static void test_unpack_claimed_size(void **state)
+{
+    (void)state;
+    static const unsigned char frame[] = {
+        0x28, 0xb5, 0x2f, 0xfd, 0xa3, 0xfc, 0x04, 0x00, 0x00, 0x00, 0x00, 0x00, 0x40, 0x1e, 0x18,
+        0x24, 0x0a, 0x06, 0x00, 0x1c, 0x00, 0x00, 0x00, 0x40, 0x00, 0x09, 0x00, 0x05, 0x00, 0x05,
+        0x00, 0x61, 0x62, 0x61, 0x62, 0x61, 0x62, 0x61, 0x62, 0x61, 0x62, 0x61, 0x62, 0x61, 0x62,
+        0x61, 0x62, 0x61, 0xff, 0x3a, 0x00, 0xf9, 0xf1, 0xfe, 0x00, 0x28, 0xb5, 0x00, 0x2f};
+    struct store_unpacked u = {0};
+    assert_int_equal(store_unpack_events(&u, frame, sizeof frame), -1);
+    assert_true(u.raw_cap <= (size_t)1 << 20);
+    store_unpacked_free(&u);
+}
+
 /* Packed blocks: what goes in comes out; a damaged frame is refused. */
 static void test_pack_roundtrip(void **state)
 {
@@ -380,9 +396,9 @@ static void test_pack_roundtrip(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_pack_roundtrip),   cmocka_unit_test(test_large_batch),
-        cmocka_unit_test(test_search_by_blocks), cmocka_unit_test(test_prune_blocks),
-        cmocka_unit_test(test_migrate_from_v1),
+        cmocka_unit_test(test_pack_roundtrip), cmocka_unit_test(test_unpack_claimed_size),
+        cmocka_unit_test(test_large_batch),    cmocka_unit_test(test_search_by_blocks),
+        cmocka_unit_test(test_prune_blocks),   cmocka_unit_test(test_migrate_from_v1),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
