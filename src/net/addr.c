@@ -95,44 +95,60 @@ fail_errno:
     return -1;
 }
 
-int net_connect_nth(const char *host, unsigned port, unsigned nth, char *err, size_t errlen)
+int net_resolve(const char *host, unsigned port, struct net_addr **out, char *err, size_t errlen)
 {
-    struct sockaddr_storage addr = {0};
-    socklen_t len;
+    *out = NULL;
     if (host[0] == '/') {
-        if (nth > 0) return -2;
-        struct sockaddr_un *un = (struct sockaddr_un *)&addr;
+        struct net_addr *a = calloc(1, sizeof *a);
+        if (!a) goto no_memory;
+        struct sockaddr_un *un = (struct sockaddr_un *)&a->addr;
         un->sun_family = AF_UNIX;
         int n = snprintf(un->sun_path, sizeof un->sun_path, "%s/.s.PGSQL.%u", host, port);
         if (n < 0 || (size_t)n >= sizeof un->sun_path) {
+            free(a);
             snprintf(err, errlen, "unix socket path too long");
             return -1;
         }
-        return net_connect_addr(&addr, sizeof *un, err, errlen);
+        a->len = sizeof *un;
+        *out = a;
+        return 1;
     }
     /* Numeric addresses resolve without blocking; host names go through the resolver,
-     * which may block this worker briefly. */
+     * which may block the calling thread briefly. */
     struct addrinfo hints = {.ai_socktype = SOCK_STREAM, .ai_flags = AI_NUMERICSERV};
     struct addrinfo *res = NULL;
     char portstr[16];
     snprintf(portstr, sizeof portstr, "%u", port);
     int rc = getaddrinfo(host, portstr, &hints, &res);
     if (rc != 0) {
-        if (nth > 0) return -2; /* it resolved before: what was there is tried */
         snprintf(err, errlen, "cannot resolve \"%s\": %s", host, gai_strerror(rc));
         return -1;
     }
-    const struct addrinfo *a = res;
-    for (unsigned i = 0; a && i < nth; i++)
-        a = a->ai_next;
-    if (!a || a->ai_addrlen > sizeof addr) {
+    int n = 0;
+    for (const struct addrinfo *a = res; a; a = a->ai_next)
+        n++;
+    struct net_addr *v = calloc((size_t)n, sizeof *v);
+    if (!v) {
         freeaddrinfo(res);
-        return -2;
+        goto no_memory;
     }
-    memcpy(&addr, a->ai_addr, a->ai_addrlen);
-    len = a->ai_addrlen;
+    n = 0;
+    for (const struct addrinfo *a = res; a; a = a->ai_next) {
+        if (a->ai_addrlen > sizeof v[n].addr) continue;
+        memcpy(&v[n].addr, a->ai_addr, a->ai_addrlen);
+        v[n++].len = a->ai_addrlen;
+    }
     freeaddrinfo(res);
-    return net_connect_addr(&addr, len, err, errlen);
+    if (!n) {
+        free(v);
+        snprintf(err, errlen, "cannot resolve \"%s\": no usable address", host);
+        return -1;
+    }
+    *out = v;
+    return n;
+no_memory:
+    snprintf(err, errlen, "out of memory");
+    return -1;
 }
 
 int net_connect_result(int fd)

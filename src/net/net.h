@@ -31,10 +31,15 @@ struct sock {
 int net_parse_addr(const char *text, struct sockaddr_storage *out, socklen_t *len);
 /* A non-blocking listening socket with SO_REUSEPORT. fd or -1 (errno set). */
 int net_listen(const struct sockaddr_storage *addr, socklen_t len);
-/* Start a non-blocking connect to the nth address (from 0) that host:port resolves to (host
- * may be a directory holding a unix socket: one address). Returns the fd (the connect may
- * still be in progress), -1 with err filled, or -2 when host has no nth address. */
-int net_connect_nth(const char *host, unsigned port, unsigned nth, char *err, size_t errlen);
+/* One address of a target. */
+struct net_addr {
+    struct sockaddr_storage addr;
+    socklen_t len;
+};
+/* The addresses host:port resolves to, in the resolver's order, in *out (the caller frees
+ * it); host may be a directory holding a unix socket (one address). Returns how many (at least
+ * one), or -1 with err filled. */
+int net_resolve(const char *host, unsigned port, struct net_addr **out, char *err, size_t errlen);
 /* Start a non-blocking connect to addr. The fd, or -1 with err filled. */
 int net_connect_addr(const struct sockaddr_storage *addr, socklen_t len, char *err, size_t errlen);
 /* After the socket became writable: 0 when connected, else -1 and errno. */

@@ -93,19 +93,22 @@ static int glue_authenticate(void *ctx, const char *token, struct admin_caller *
 }
 
 /* Can a connection to the target be made, within 500 ms per address? Every address of its
- * host name is tried in turn, as a session does (net_connect_nth). */
+ * host name is tried in turn, as a session does. */
 static bool target_reachable(const struct cfg_target *t)
 {
-    for (unsigned i = 0;; i++) {
-        char err[256];
-        int fd = net_connect_nth(t->host, t->port, i, err, sizeof err);
-        if (fd == -2) return false; /* no address left */
+    char err[256];
+    struct net_addr *addrs;
+    int n = net_resolve(t->host, t->port, &addrs, err, sizeof err);
+    bool ok = false;
+    for (int i = 0; i < n && !ok; i++) {
+        int fd = net_connect_addr(&addrs[i].addr, addrs[i].len, err, sizeof err);
         if (fd < 0) continue;
         struct pollfd p = {.fd = fd, .events = POLLOUT};
-        bool ok = poll(&p, 1, 500) == 1 && net_connect_result(fd) == 0;
+        ok = poll(&p, 1, 500) == 1 && net_connect_result(fd) == 0;
         close(fd);
-        if (ok) return true;
     }
+    free(addrs);
+    return ok;
 }
 
 static bool glue_ready(void *ctx, char **why)

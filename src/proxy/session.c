@@ -304,6 +304,7 @@ void session_reap(struct worker *w)
         }
         free(s->scram_sv);
         free(s->scram_cl);
+        free(s->up_addrs);
         relay_mask_end(s);
         relay_audit_end(s);
         session_ident_free(s->oidc_ident);
@@ -705,17 +706,19 @@ static void upstream_send_startup(struct session *s)
     login_continue(s);
 }
 
-/* Connect upstream to the target's address number s->up_try or, failing that, the next ones
- * (as libpq tries each address of a host name); last_err is the previous address's failure,
- * reported when none is left. */
+/* Connect upstream to the target's address s->up_try or, failing that, the next ones (as
+ * libpq tries each address of a host name, resolved once per connect in upstream_start);
+ * last_err is the previous address's failure, reported when none is left. */
 static void upstream_connect_from(struct session *s, const char *last_err)
 {
     char err[256];
-    snprintf(err, sizeof err, "%s", last_err ? last_err : "no address");
-    int fd;
-    while ((fd = net_connect_nth(s->target->host, s->target->port, s->up_try, err, sizeof err)) ==
-           -1)
-        s->up_try++;
+    snprintf(err, sizeof err, "%s", last_err);
+    int fd = -1;
+    while (fd < 0 && s->up_try < s->up_n) {
+        const struct net_addr *a = &s->up_addrs[s->up_try];
+        fd = net_connect_addr(&a->addr, a->len, err, sizeof err);
+        if (fd < 0) s->up_try++;
+    }
     if (fd < 0) {
         upstream_fail(s, err, "upstream connect failed");
         return;
@@ -729,19 +732,25 @@ static void upstream_connect_from(struct session *s, const char *last_err)
 
 static void upstream_start(struct session *s)
 {
-    s->up_try = 0;
-    upstream_connect_from(s, NULL);
+    char err[256] = "no address";
+    free(s->up_addrs);
+    s->up_try = s->up_n = 0;
+    int n = net_resolve(s->target->host, s->target->port, &s->up_addrs, err, sizeof err);
+    if (n < 0) {
+        upstream_fail(s, err, "upstream connect failed");
+        return;
+    }
+    s->up_n = (unsigned)n;
+    upstream_connect_from(s, err);
 }
 
 /* The connect to the current address failed (why): drop it and try the next one. */
 static void upstream_connect_next(struct session *s, const char *why)
 {
-    char err[256];
-    snprintf(err, sizeof err, "%s", why);
     side_watch(s, &s->sv, 0);
     sock_close(&s->sv.sk);
     s->up_try++;
-    upstream_connect_from(s, err);
+    upstream_connect_from(s, why); /* which copies why before anything else runs */
 }
 
 static void on_up_connect(struct session *s)
@@ -750,6 +759,9 @@ static void on_up_connect(struct session *s)
         upstream_connect_next(s, strerror(errno));
         return;
     }
+    free(s->up_addrs); /* connected: the other addresses are not needed */
+    s->up_addrs = NULL;
+    s->up_n = 0;
     if (s->target->sslmode == SSLMODE_DISABLE || s->target->sslmode == SSLMODE_ALLOW ||
         s->target->host[0] == '/') {
         upstream_send_startup(s);

@@ -121,7 +121,8 @@ struct session {
     uint32_t copy_syncs;    /* Syncs counted since the client's last Query or Execute */
     uint32_t copy_ignored;  /* of those, the ones a COPY FROM STDIN swallows */
     uint32_t be_pid, be_key, our_key;
-    unsigned up_try; /* which address of the target's host the upstream connect tries */
+    struct net_addr *up_addrs; /* while connecting upstream: the target's addresses */
+    unsigned up_n, up_try;     /* how many, and which one is being tried */
     uint64_t deadline_ms;
     uint64_t statements;
     uint8_t *params; /* the server's ParameterStatus messages, replayed if the upstream is reused */
