@@ -40,6 +40,34 @@ struct net_addr {
  * it); host may be a directory holding a unix socket (one address). Returns how many (at least
  * one), or -1 with err filled. */
 int net_resolve(const char *host, unsigned port, struct net_addr **out, char *err, size_t errlen);
+/* A host name resolved off the event loops (resolve.c). The owner fills host and port
+ * (net_lookup_new), done, owner and waiter, and submits it; done runs on a resolver thread
+ * with n (addresses in addrs, or -1 with err filled) and gives the lookup back to its owner,
+ * who frees it with net_lookup_free(). */
+struct net_lookup {
+    struct net_lookup *next; /* in the resolver's queue, then in the owner's */
+    char *host;
+    unsigned port;
+    void (*done)(struct net_lookup *l);
+    void *owner;  /* the owner's: e.g. the worker whose loop takes it back */
+    void *waiter; /* the owner's: e.g. the session waiting for it, NULL once it gave up */
+    struct net_addr *addrs;
+    int n;
+    char err[256];
+};
+/* Does connecting to host need a lookup? Not for an IP literal or a unix socket directory,
+ * which net_resolve() answers without blocking. */
+bool net_host_needs_lookup(const char *host);
+/* NULL when out of memory. */
+struct net_lookup *net_lookup_new(const char *host, unsigned port);
+void net_lookup_free(struct net_lookup *l);
+/* Start the resolver's threads (at most 8). 0, or -1 with err filled. */
+int net_resolver_start(unsigned threads, char *err, size_t errlen);
+/* Queue l for a resolver thread; false when the resolver is not running (l stays the
+ * caller's). */
+bool net_lookup_submit(struct net_lookup *l);
+/* Stop the threads after the lookups they run; queued ones are handed back failed. */
+void net_resolver_stop(void);
 /* Start a non-blocking connect to addr. The fd, or -1 with err filled. */
 int net_connect_addr(const struct sockaddr_storage *addr, socklen_t len, char *err, size_t errlen);
 /* After the socket became writable: 0 when connected, else -1 and errno. */

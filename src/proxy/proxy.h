@@ -20,6 +20,8 @@
 
 #include "core/config.h"
 
+struct net_lookup;
+
 /* One immutable configuration snapshot with its derived objects. */
 struct runtime {
     struct sluice_config *cfg;
@@ -70,8 +72,9 @@ struct worker {
     /* Sessions it owns plus connections handed to it and not yet taken: what another worker
      * reads to pick the least loaded one (worker.c, balancing). */
     atomic_uint load;
-    pthread_mutex_t handoff_mu; /* guards handoff and closed */
+    pthread_mutex_t handoff_mu; /* guards handoff, lookups and closed */
     struct handoff *handoff;    /* connections accepted by another worker for this one */
+    struct net_lookup *lookups; /* target host names resolved for its sessions, not taken */
     bool closed;                /* it left its loop: it takes no more hand-offs */
     struct session *dead;       /* closed this round, freed by session_reap() */
     struct pooled *pool;        /* idle upstream connections (pool.c) */
@@ -88,6 +91,10 @@ int worker_start(struct worker *w, unsigned id, int listen_fd);
 /* Once every worker runs: the set among which accepted connections are balanced. */
 void worker_set_peers(struct worker *all, unsigned n);
 void worker_request_drain(struct worker *w);
+/* Resolve l (its host, port and waiter set) on a resolver thread; the worker's loop hands it
+ * back through session_on_resolved() when l->waiter is still set, else frees it. False when
+ * the resolver is not running: l stays the caller's. */
+bool worker_lookup(struct worker *w, struct net_lookup *l);
 /* Register, change or remove fd's interest on w's loop. */
 int worker_watch(struct worker *w, int fd, struct ev_handler *h, uint32_t old_ev, uint32_t ev);
 
@@ -98,6 +105,8 @@ void session_tick_all(struct worker *w, uint64_t now_ms);
 void session_drain_all(struct worker *w);
 void session_close_all(struct worker *w, const char *reason);
 void session_reap(struct worker *w);
+/* The lookup session s waited for is back (s owns l now). */
+void session_on_resolved(struct session *s, struct net_lookup *l);
 /* Resume parked sessions whose wait is over (after a wakeup from the audit or approvals). */
 void session_unpark_ready(struct worker *w);
 

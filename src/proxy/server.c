@@ -21,6 +21,9 @@
 #include "proxy/proxy.h"
 
 #define SLUICE_MAX_WORKERS 256
+/* Threads that resolve target host names (net/resolve.c): two, so that one name whose DNS
+ * server does not answer leaves another to the rest. */
+#define RESOLVER_THREADS 2
 
 atomic_bool proxy_draining;
 atomic_bool proxy_approvals;
@@ -103,6 +106,8 @@ int server_run(const char *path)
         return 1;
     }
     if (catalog_start(cfg) < 0) log_warn("the catalog resolver did not start");
+    if (net_resolver_start(RESOLVER_THREADS, err, sizeof err) < 0)
+        log_warn("%s: target host names resolve on the workers", err);
     approve_set_audit_hook(relay_approve_audit);
     if (approve_start(cfg, err, sizeof err) < 0)
         log_warn("approvals are off (statements sent to review are refused): %s", err);
@@ -147,6 +152,7 @@ int server_run(const char *path)
     for (unsigned i = 0; i < n_workers; i++)
         pthread_join(workers[i].thread, NULL);
     worker_set_peers(NULL, 0);
+    net_resolver_stop(); /* its last hand-backs go to workers that left their loops */
     for (unsigned i = 0; i < n_workers; i++) {
         approve_unsubscribe(workers[i].wake_fd);
     }

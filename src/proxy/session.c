@@ -52,6 +52,7 @@ static void login_continue(struct session *s);
 static void session_put_backend_key(struct session *s);
 static bool upstream_reuse(struct session *s);
 static void upstream_release(struct session *s);
+static void upstream_lookup_abandon(struct session *s);
 static void upstream_put_startup(struct session *s, struct buf *b);
 static void session_on_tick(struct session *s, uint64_t now_ms);
 static void session_unpark_remove(struct session *s);
@@ -200,6 +201,7 @@ static void session_close(struct session *s, const char *reason)
              (unsigned long long)s->id, reason, s->user ? s->user : "-",
              s->dbname ? s->dbname : "-", s->addr_text, (unsigned long long)s->statements);
     if (s->cancel_registered) cancel_unregister(s->be_pid, s->our_key);
+    upstream_lookup_abandon(s);
     if (s->parked) {
         session_unpark_remove(s);
         relay_approve_abandon(s);
@@ -730,18 +732,64 @@ static void upstream_connect_from(struct session *s, const char *last_err)
     side_watch(s, &s->sv, EPOLLOUT);
 }
 
+/* Stop waiting for the target's host name: the lookup is freed when it comes back. */
+static void upstream_lookup_abandon(struct session *s)
+{
+    if (!s->lookup) return;
+    s->lookup->waiter = NULL;
+    s->lookup = NULL;
+}
+
+/* Resolve the target (a host name on a resolver thread, S_UP_RESOLVE; an IP literal or a
+ * unix socket here), then connect. */
 static void upstream_start(struct session *s)
 {
     char err[256] = "no address";
     free(s->up_addrs);
+    s->up_addrs = NULL;
     s->up_try = s->up_n = 0;
-    int n = net_resolve(s->target->host, s->target->port, &s->up_addrs, err, sizeof err);
+    const char *host = s->target->host;
+    if (net_host_needs_lookup(host)) {
+        struct net_lookup *l = net_lookup_new(host, s->target->port);
+        if (!l) {
+            upstream_fail(s, "out of memory", "upstream connect failed");
+            return;
+        }
+        l->waiter = s;
+        if (worker_lookup(s->w, l)) {
+            s->lookup = l;
+            s->state = S_UP_RESOLVE;
+            s->deadline_ms = clock_ms() + (uint64_t)s->rt->cfg->server.connect_timeout * 1000;
+            side_watch(s, &s->cl, 0); /* nothing is read from the client until the relay starts */
+            return;
+        }
+        net_lookup_free(l); /* no resolver thread (it did not start): resolve here */
+    }
+    int n = net_resolve(host, s->target->port, &s->up_addrs, err, sizeof err);
     if (n < 0) {
         upstream_fail(s, err, "upstream connect failed");
         return;
     }
     s->up_n = (unsigned)n;
     upstream_connect_from(s, err);
+}
+
+void session_on_resolved(struct session *s, struct net_lookup *l)
+{
+    if (s->lookup == l) s->lookup = NULL;
+    if (s->state != S_UP_RESOLVE) { /* it is failing (a drain, say) and no longer waits */
+        net_lookup_free(l);
+        return;
+    }
+    if (l->n < 0) {
+        upstream_fail(s, l->err, "upstream connect failed");
+    } else {
+        s->up_addrs = l->addrs;
+        s->up_n = (unsigned)l->n;
+        l->addrs = NULL;
+        upstream_connect_from(s, "no address");
+    }
+    net_lookup_free(l);
 }
 
 /* The connect to the current address failed (why): drop it and try the next one. */
@@ -1945,6 +1993,8 @@ void session_on_event(struct ev_handler *h, uint32_t events)
     case S_AUTH_DELAY:
     case S_DEAD:
         return;
+    case S_UP_RESOLVE: /* nothing is watched */
+        return;
     case S_UP_CONNECT:
         if (!from_client) on_up_connect(s);
         return;
@@ -1991,6 +2041,14 @@ static void session_on_tick(struct session *s, uint64_t now_ms)
         char msg[300];
         snprintf(msg, sizeof msg, "password authentication failed for user \"%.200s\"", s->user);
         session_fail(s, "28P01", msg, NULL, "authentication failed");
+        return;
+    }
+    case S_UP_RESOLVE: {
+        char why[300];
+        snprintf(why, sizeof why, "timeout resolving \"%.200s\" (server.connect_timeout)",
+                 s->target->host);
+        upstream_lookup_abandon(s);
+        upstream_fail(s, why, "upstream connect failed");
         return;
     }
     case S_UP_CONNECT: /* this address did not answer: the next one, if any */

@@ -40,6 +40,7 @@ enum sess_state {
     S_TLS_ACCEPT, /* client TLS handshake */
     S_AUTH,       /* waiting for the client's password or SASL messages */
     S_AUTH_DELAY, /* a failed login waits before its error is sent */
+    S_UP_RESOLVE, /* the target's host name is being resolved (net/resolve.c) */
     S_UP_CONNECT, /* TCP connect to the target */
     S_UP_SSLREQ,  /* SSLRequest sent upstream, waiting for S or N */
     S_UP_TLS,     /* upstream TLS handshake */
@@ -122,6 +123,7 @@ struct session {
     uint32_t copy_ignored;  /* of those, the ones a COPY FROM STDIN swallows */
     uint32_t be_pid, be_key, our_key;
     struct net_addr *up_addrs; /* while connecting upstream: the target's addresses */
+    struct net_lookup *lookup; /* in S_UP_RESOLVE: the lookup it waits for (not its own) */
     unsigned up_n, up_try;     /* how many, and which one is being tried */
     uint64_t deadline_ms;
     uint64_t statements;

@@ -11,6 +11,9 @@
  * draining has a strictly lower `load` (sessions in any state plus hand-offs not yet taken);
  * then it hands the socket to that one, which owns it for life from then on. A worker that
  * has left its loop refuses hand-offs (`closed`), and the accepting worker keeps the socket.
+ *
+ * Target host names resolve on resolver threads (net/resolve.c), never here: a session waits
+ * in S_UP_RESOLVE while the others run, and the lookup comes back through the same eventfd.
  */
 #include <errno.h>
 #include <stdlib.h>
@@ -27,6 +30,7 @@
 #include "proxy/pool.h"
 #include "sql/sql.h"
 #include "mask/mask.h"
+#include "net/net.h"
 #include "proxy/proxy.h"
 
 #define MAX_EVENTS 128
@@ -121,6 +125,50 @@ static void worker_take_handoffs(struct worker *w)
     if (any && w->draining) session_drain_all(w);
 }
 
+/* On a resolver thread: l goes back to its worker's loop. A worker that left its loop has no
+ * session left to wait for it. */
+static void worker_lookup_done(struct net_lookup *l)
+{
+    struct worker *w = l->owner;
+    pthread_mutex_lock(&w->handoff_mu);
+    bool closed = w->closed;
+    if (!closed) {
+        l->next = w->lookups;
+        w->lookups = l;
+    }
+    pthread_mutex_unlock(&w->handoff_mu);
+    if (closed) {
+        net_lookup_free(l);
+        return;
+    }
+    uint64_t one = 1;
+    if (write(w->wake_fd, &one, sizeof one) < 0) log_warn("worker %u: wakeup failed", w->id);
+}
+
+bool worker_lookup(struct worker *w, struct net_lookup *l)
+{
+    l->owner = w;
+    l->done = worker_lookup_done;
+    return net_lookup_submit(l);
+}
+
+/* The lookups resolved for w's sessions: each to its session, or freed when the session gave
+ * up on it (closed, or timed out). */
+static void worker_take_lookups(struct worker *w)
+{
+    pthread_mutex_lock(&w->handoff_mu);
+    struct net_lookup *l = w->lookups;
+    w->lookups = NULL;
+    pthread_mutex_unlock(&w->handoff_mu);
+    for (struct net_lookup *next; l; l = next) {
+        next = l->next;
+        if (l->waiter)
+            session_on_resolved(l->waiter, l);
+        else
+            net_lookup_free(l);
+    }
+}
+
 /* May w leave its loop? Only with no hand-off waiting; from then on it refuses them. */
 static bool worker_close_handoffs(struct worker *w)
 {
@@ -193,6 +241,7 @@ static void *worker_main(void *arg)
                 }
                 if (atomic_load(&w->drain_requested)) worker_begin_drain(w);
                 worker_take_handoffs(w);
+                worker_take_lookups(w);
                 if (w->parked) session_unpark_ready(w);
                 if (atomic_load(&w->kills)) session_kill_requested(w);
                 break;
@@ -222,11 +271,17 @@ static void *worker_main(void *arg)
     w->closed = true;
     struct handoff *left = w->handoff;
     w->handoff = NULL;
+    struct net_lookup *lookups = w->lookups; /* their sessions are gone */
+    w->lookups = NULL;
     pthread_mutex_unlock(&w->handoff_mu);
     for (struct handoff *next; left; left = next) {
         next = left->next;
         close(left->fd);
         free(left);
+    }
+    for (struct net_lookup *next; lookups; lookups = next) {
+        next = lookups->next;
+        net_lookup_free(lookups);
     }
     session_reap(w);
     pool_reap(w);

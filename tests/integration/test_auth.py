@@ -3,10 +3,12 @@ through their targets with vaulted credentials. Client side: SCRAM-SHA-256 for u
 cleartext for tokens; wrong secret and unknown identity both give 28P01 with the same
 message; an unknown target gives 3D000; a target whose server is down gives 08xxx. A target
 named by a host name whose first address refuses is reached at the next one (as libpq does),
-and a cancel goes to the address the session reached."""
+and a cancel goes to the address the session reached; a host name that resolves slowly
+keeps only its own session waiting."""
 
 import os
 import socket
+import subprocess
 import threading
 import time
 
@@ -126,24 +128,27 @@ def test_empty_password_refused(sluice, sluice_only):
 
 
 class MultiAddressConfig(SluiceConfig):
-    """The harness config plus targets shop_multi on host pg-multi and shop_slow on pg-slow,
-    which nss_wrapper (from a hosts file of the test's own) resolves first to 127.0.0.2 (where
-    nothing listens: refused at once) and to 127.0.0.3 (a listener whose accept queue the test
-    fills, so that a connect there gets no answer), then to 127.0.0.1."""
+    """The harness config plus targets shop_<h> on host pg-<h> for each name h (for a name
+    "<host>-<h>", shop_<h> on host <host>-<h>), resolved by nss_wrapper from a hosts file of
+    the test's own; `preload` goes before nss_wrapper in LD_PRELOAD."""
 
-    def __init__(self, *a, hosts_file, **kw):
+    def __init__(self, *a, hosts_file, names=("multi", "slow"), preload=None, **kw):
         super().__init__(*a, **kw)
         self.hosts_file = hosts_file
+        self.names = names
+        self.preload = preload
 
     def targets(self):
         return super().targets() + [
-            dict(name=f"shop_{h}", host=f"pg-{h}", port=self.pg.port, user="app_scram",
-                 env="SLUICE_T_SCRAM", sslmode="disable") for h in ("multi", "slow")]
+            dict(name=f"shop_{h.split('-')[-1]}", host=h if "-" in h else f"pg-{h}",
+                 port=self.pg.port, user="app_scram", env="SLUICE_T_SCRAM", sslmode="disable")
+            for h in self.names]
 
     def env(self):
         e = super().env()
         asan = os.environ.get("ASAN_OPTIONS", "detect_leaks=1:abort_on_error=1")
-        e.update(LD_PRELOAD="libnss_wrapper.so", NSS_WRAPPER_HOSTS=self.hosts_file,
+        preload = (self.preload + " " if self.preload else "") + "libnss_wrapper.so"
+        e.update(LD_PRELOAD=preload, NSS_WRAPPER_HOSTS=self.hosts_file,
                  NSS_WRAPPER_DISABLE_DEEPBIND="1",  # RTLD_DEEPBIND and ASan do not mix
                  ASAN_OPTIONS=asan + ":verify_asan_link_order=0")
         return e
@@ -195,3 +200,72 @@ def test_host_name_whose_first_address_refuses(workdir, certs, pg, sluice_only, 
     finally:
         ep.close_all()
         sp.assert_clean_exit()
+
+
+def test_slow_host_name_lookup_stalls_no_other_session(workdir, certs, pg, sluice_only, sluice_bin):
+    """A target whose host name resolves slowly (a DNS server that answers late: a preloaded
+    shim delays getaddrinfo) keeps only its own session waiting: with one worker, a session
+    already running answers at once meanwhile. A lookup longer than server.connect_timeout
+    fails that session with 08006, naming the timeout; sluice still stops cleanly with a
+    lookup running."""
+    shim = os.path.join(workdir, "slow_getaddrinfo.so")
+    src = os.path.join(os.path.dirname(__file__), "shim", "slow_getaddrinfo.c")
+    subprocess.run(["cc", "-shared", "-fPIC", "-O1", "-o", shim, src, "-ldl"], check=True)
+    hosts = os.path.join(workdir, "hosts-slow")
+    with open(hosts, "w") as f:
+        f.write("127.0.0.1 pg-fast\n127.0.0.1 slow12-lazy\n127.0.0.1 slow40-dead\n")
+    ids, secrets = make_identities()
+    sp = SluiceProcess(workdir, "slowdns", MultiAddressConfig(
+        pg, certs, ids, hosts_file=hosts, names=("fast", "slow12-lazy", "slow40-dead"),
+        preload=shim, server_extra={"connect_timeout": "2s", "workers": 1}))
+    sp.secrets = secrets
+    _state["extra"].append(sp)
+    sp.start()
+    ep = Endpoint(pg, secrets, sp.config.port, certs, config=sp.config, process=sp)
+    try:
+        a = ep.connect(target="shop_fast")
+        a.autocommit = True
+        cur = a.cursor()
+        cur.execute("SELECT 1")
+        for target, ok in (("shop_lazy", True), ("shop_dead", False)):
+            result = {}
+
+            def other():
+                t0 = time.time()
+                try:
+                    c = ep.connect(target=target)
+                    c.cursor().execute("SELECT 1")
+                    c.close()
+                    result["ok"] = True
+                except psycopg2.OperationalError as e:
+                    result["error"] = str(e)
+                result["took"] = time.time() - t0
+
+            th = threading.Thread(target=other)
+            th.start()
+            time.sleep(0.3)  # its lookup runs now
+            worst = 0
+            while th.is_alive():
+                t0 = time.time()
+                cur.execute("SELECT count(*) FROM customers")
+                assert cur.fetchone() == (50,)
+                worst = max(worst, time.time() - t0)
+                time.sleep(0.05)
+            th.join()
+            assert worst < 0.5, (target, worst)
+            if ok:
+                assert result.get("ok") and 1.1 < result["took"] < 4, result
+            else:
+                assert "timeout resolving" in result.get("error", ""), result
+                assert "slow40-dead" in result["error"], result
+                assert 1.9 < result["took"] < 3.9, result
+        a.close()
+        # a lookup still running when sluice stops: it ends cleanly (no leak, no hang)
+        th = threading.Thread(target=lambda: pytest.raises(psycopg2.OperationalError,
+                                                           ep.connect, target="shop_dead"))
+        th.start()
+        time.sleep(0.5)
+    finally:
+        ep.close_all()
+        sp.assert_clean_exit()
+    th.join()
