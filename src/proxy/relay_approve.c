@@ -22,13 +22,15 @@
 #include "sql/sql.h"
 
 enum review_outcome relay_approve_review(struct session *s, const char *sql,
-                                         const struct sql_facts *f, const struct policy_decision *d)
+                                         const struct sql_facts *f, const struct policy_decision *d,
+                                         bool query)
 {
     char fp[17];
     snprintf(fp, sizeof fp, "%016llx", (unsigned long long)f->fingerprint);
     snprintf(s->park_fp, sizeof s->park_fp, "%s", fp);
     s->park_guardable = f->n_stmts == 1 && f->stmts[0].cls == SQL_WRITE &&
                         strcmp(f->stmts[0].command, "COPY") != 0; /* COPY streams: not wrapped */
+    s->park_parse = !query;
     s->audit_request[0] = s->audit_grant[0] = '\0';
     if (!atomic_load(&proxy_approvals)) {
         blocked_push_text(s, "42501", d->rule, "approvals are not configured on this sluice",
@@ -38,7 +40,8 @@ enum review_outcome relay_approve_review(struct session *s, const char *sql,
     struct approve_grant g;
     if (f->fingerprint && approve_grant_find(s->ident->name, (const char **)s->ident->groups,
                                              s->ident->n_groups, s->target->name, fp, &g)) {
-        int left = approve_grant_use(g.id, 0);
+        /* a Parse is checked only: each of its Binds takes a use (it may run many times) */
+        int left = query ? approve_grant_use(g.id, 0) : (int)g.uses_left;
         if (left >= 0) {
             snprintf(s->audit_grant, sizeof s->audit_grant, "%s", g.id);
             if (g.max_rows && s->park_guardable) s->gg_pending_max = g.max_rows;
@@ -115,7 +118,7 @@ void relay_approve_resume(struct session *s)
         s->park_act = HOLD_FORWARD;
         snprintf(s->audit_grant, sizeof s->audit_grant, "%s", st.grant_id);
         if (st.grant_id[0]) {
-            approve_grant_use(st.grant_id, 0);
+            if (!s->park_parse) approve_grant_use(st.grant_id, 0);
             relay_audit_note_grant(s, st.grant_id);
             struct approve_grant g;
             if (s->park_guardable &&

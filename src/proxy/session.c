@@ -28,6 +28,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "approve/approve.h"
 #include "core/buf.h"
 #include "core/log.h"
 #include "ident/ident.h"
@@ -1297,7 +1298,7 @@ static void statement_judge_inner(struct session *s, const char *sql, bool query
     }
     if (d.action == POLICY_REVIEW) {
         s->park_group = s->c2s_group;
-        enum review_outcome r = relay_approve_review(s, sql, facts, &d);
+        enum review_outcome r = relay_approve_review(s, sql, facts, &d, query);
         if (r == REVIEW_GRANTED || r == REVIEW_WAIT) {
             v->ok = true;
             v->limit = d.limit_rows;
@@ -1322,9 +1323,9 @@ static void statement_judge_inner(struct session *s, const char *sql, bool query
         (void)relay_audit_query(s, sql, facts, policy_action_name(d.action), d.rule, true);
 }
 
-/* Remember (or forget) the row limit of a prepared statement by name. */
+/* Remember (or forget) the row limit, masking and grant of a prepared statement by name. */
 static void limited_set(struct session *s, const char *name, uint64_t limit, const char *rule,
-                        int mask)
+                        int mask, const char *grant)
 {
     for (struct limited_stmt **pp = &s->limited; *pp; pp = &(*pp)->next) {
         if (strcmp((*pp)->name, name) == 0) {
@@ -1334,32 +1335,59 @@ static void limited_set(struct session *s, const char *name, uint64_t limit, con
             break;
         }
     }
-    if (!limit && !mask) return;
+    if (!limit && !mask && !grant[0]) return;
     size_t n = strlen(name) + 1;
     struct limited_stmt *l = xmalloc(sizeof *l + n);
     l->limit = limit;
     l->mask = mask;
     l->rule = rule;
+    snprintf(l->grant, sizeof l->grant, "%s", grant);
     memcpy(l->name, name, n);
     l->next = s->limited;
     s->limited = l;
 }
 
-/* Bind of a statement with a row limit: results in this group are limited. Bind is held whole
- * while any prepared statement of the session has a limit (client_holds). */
-static void on_client_bind(struct session *s, const uint8_t *body, size_t avail)
+/* A parked Parse was approved under grant: its Binds take the grant's uses. */
+static void limited_grant(struct session *s, const char *name, const char *grant)
 {
-    const uint8_t *portal_end = memchr(body, 0, avail);
-    if (!portal_end) return;
-    const uint8_t *name = portal_end + 1;
-    size_t left = avail - (size_t)(name - body);
-    if (!memchr(name, 0, left)) return;
     for (struct limited_stmt *l = s->limited; l; l = l->next) {
-        if (strcmp(l->name, (const char *)name) == 0) {
-            limit_push(s, s->c2s_group, l->limit, l->rule, l->mask);
+        if (strcmp(l->name, name) == 0) {
+            snprintf(l->grant, sizeof l->grant, "%s", grant);
             return;
         }
     }
+    limited_set(s, name, 0, NULL, 0, grant);
+}
+
+/* Bind of a statement with a row limit: results in this group are limited. Bind is held whole
+ * while any prepared statement of the session has a limit or a grant (client_holds). A Bind of
+ * a statement approved under a grant takes one of its uses, as a simple Query does: false when
+ * none is left (or the grant expired or was revoked), with the client's error queued. */
+static bool on_client_bind(struct session *s, const uint8_t *body, size_t avail)
+{
+    const uint8_t *portal_end = memchr(body, 0, avail);
+    if (!portal_end) return true;
+    const uint8_t *name = portal_end + 1;
+    size_t left = avail - (size_t)(name - body);
+    if (!memchr(name, 0, left)) return true;
+    for (struct limited_stmt *l = s->limited; l; l = l->next) {
+        if (strcmp(l->name, (const char *)name) == 0) {
+            if (l->grant[0] && approve_grant_use(l->grant, 0) < 0) {
+                char msg[160];
+                snprintf(msg, sizeof msg,
+                         "sluice: grant %s has no use left (used up, expired or revoked)",
+                         l->grant);
+                log_info("session %llu: Bind refused: grant %s has no use left",
+                         (unsigned long long)s->id, l->grant);
+                blocked_push_group(s, s->c2s_group, "42501", msg,
+                                   "prepare the statement again to ask for approval");
+                return false;
+            }
+            limit_push(s, s->c2s_group, l->limit, l->rule, l->mask);
+            return true;
+        }
+    }
+    return true;
 }
 
 /* A FunctionCall names its function by OID, which sluice cannot judge without the catalog:
@@ -1445,12 +1473,15 @@ static enum hold_action on_client_statement(struct session *s, uint8_t type, con
         s->park_ready = false;
         if (s->park_act == HOLD_FORWARD && type == 'Q' && s->gg_pending_max)
             return relay_grant_wrap(s, body, len);
+        if (s->park_act == HOLD_FORWARD && type == 'P' && s->audit_grant[0])
+            limited_grant(s, (const char *)body, s->audit_grant); /* its Binds take the uses */
         return s->park_act == HOLD_FORWARD ? HOLD_FORWARD : replace_with_placeholder(s, type, body);
     }
     struct verdict v;
     switch (type) {
     case 'B': {
-        on_client_bind(s, body, len);
+        if (!on_client_bind(s, body, len)) /* the server errors at it and skips to Sync */
+            return replace_with_placeholder(s, 'E', body);
         const uint8_t *portal_end = memchr(body, 0, len);
         if (portal_end && memchr(portal_end + 1, 0, len - (size_t)(portal_end + 1 - body)))
             relay_audit_bind(s, (const char *)body, (const char *)portal_end + 1);
@@ -1515,7 +1546,8 @@ static enum hold_action on_client_statement(struct session *s, uint8_t type, con
                  (unsigned long long)s->id);
         s->gg_pending_max = 0;
     }
-    limited_set(s, (const char *)body, v.ok ? v.limit : 0, v.rule, v.ok ? v.mask : 0);
+    limited_set(s, (const char *)body, v.ok ? v.limit : 0, v.rule, v.ok ? v.mask : 0,
+                v.ok && !v.approval ? s->audit_grant : "");
     return statement_finish(s, 'P', body, v.ok, v.ok && v.approval);
 }
 

@@ -72,12 +72,15 @@ struct limit_entry {
     int mask;
 };
 
-/* A prepared statement allowed with limit_rows: its Bind/Execute results are limited too. */
+/* A prepared statement allowed with limit_rows, masking asked by a rule, or under an approval
+ * grant: its Bind/Execute results are limited too, and each Bind takes one of the grant's
+ * uses. */
 struct limited_stmt {
     struct limited_stmt *next;
     uint64_t limit;
     int mask;
     const char *rule;
+    char grant[32]; /* the grant it was approved under (APPROVE_ID_LEN), or "" */
     char name[];
 };
 
@@ -182,6 +185,7 @@ struct session {
     size_t gg_held_len;
     char park_fp[17];    /* the reviewed statement's fingerprint */
     bool park_guardable; /* ... is one write statement (max_rows can be enforced) */
+    bool park_parse;     /* ... is a Parse: its grant's uses are taken by its Binds */
 };
 
 /* The buffer in *slot, taken from the pool when there is none. */
@@ -220,9 +224,11 @@ enum review_outcome {
     REVIEW_GRANTED, /* a live grant covers it: run it */
     REVIEW_WAIT,    /* park until s->park_request is decided */
 };
+/* query: a simple Query (a use of a grant is taken now); else a Parse, whose Binds take the
+ * uses (session.c, on_client_bind). */
 enum review_outcome relay_approve_review(struct session *s, const char *sql,
-                                         const struct sql_facts *f,
-                                         const struct policy_decision *d);
+                                         const struct sql_facts *f, const struct policy_decision *d,
+                                         bool query);
 bool relay_approve_done(struct session *s);
 void relay_approve_resume(struct session *s);  /* sets park_act from the decision */
 void relay_approve_abandon(struct session *s); /* the client left: cancel the request */

@@ -346,6 +346,40 @@ def test_grant_uses_run_out(appr):
     assert len(g) == 1 and g[0]["uses_left"] <= 100, g
 
 
+def test_grant_uses_counted_per_execution_of_a_prepared_statement(appr):
+    """A statement prepared under a grant (the extended protocol: Parse once, then Bind and
+    Execute each time) takes one use per execution, as a simple Query does: once the uses run
+    out, its next execution is refused with 42501 and nothing runs; preparing it again asks
+    for a new approval."""
+    import psycopg
+    t = "appr_prep_uses"
+    make_table(appr.pg, t)
+    c = appr.ep.connect(user="copilot")
+    c.autocommit = True
+    sql = f"UPDATE {t} SET v = v + 100 WHERE id = $1"
+    rid = refused_for_approval(c, sql.replace("$1", "1"))
+    appr.decide(rid, body={"uses": 3})
+    p = appr.ep.params(user="copilot")
+    with psycopg.connect(host=p["host"], port=p["port"], dbname=p["dbname"], user=p["user"],
+                         password=p["password"], sslmode="disable", autocommit=True) as pc:
+        cur = pc.cursor()
+        for i in (2, 3, 4):  # one Parse of a named statement, three Bind/Execute
+            cur.execute(f"UPDATE {t} SET v = v + 100 WHERE id = %s", (i,), prepare=True)
+            assert cur.rowcount == 1
+        with pytest.raises(psycopg.Error) as ei:
+            cur.execute(f"UPDATE {t} SET v = v + 100 WHERE id = %s", (5,), prepare=True)
+        assert ei.value.sqlstate == "42501", ei.value
+        assert "has no use left" in str(ei.value), ei.value
+        cur.execute("SELECT 1")  # the session goes on
+        assert cur.fetchone() == (1,)
+    assert [value_of(appr.pg, t, i)[0] for i in (1, 2, 3, 4, 5)] == [1, 102, 103, 104, 5]
+    st, gj, text = appr.api("GET", "/api/v1/grants", appr.bearer(DBA))
+    assert not [g for g in gj["grants"] if g["request_id"] == rid and g["uses_left"] > 0], gj
+    # a new Parse of it asks again
+    rid2 = refused_for_approval(c, sql.replace("$1", "6"))
+    assert rid2 != rid
+
+
 def test_grant_expiry(appr):
     t = "appr_ttl"
     make_table(appr.pg, t)
