@@ -12,8 +12,17 @@
  * BEGIN/SAVEPOINT CommandComplete, the first ReadyForQuery, the finishing query's replies) are
  * swallowed, so the client sees one statement and one ReadyForQuery.
  *
- * Only simple Query messages holding one write statement are wrapped; the extended protocol
- * runs under the grant without a row bound (logged; docs/approvals.md).
+ * The extended protocol gets the same bound around the Bind of a statement prepared under the
+ * grant (one write statement), which must open its group (after that statement's own Parse at
+ * most: then the replies owed before sluice's are known) with nothing of earlier groups still
+ * running. sluice's BEGIN / SAVEPOINT goes just before the Bind, and its COMMIT / ROLLBACK /
+ * RELEASE after the group's ReadyForQuery, each as Parse, Bind, Execute and Close of a
+ * statement and portal of its own (`sluice_grant`): a simple Query would drop the client's
+ * unnamed statement. The group's other messages flow as usual; the client's next ones wait
+ * until the guard is done. The CommandComplete goes on at once within the bound (a COMMIT
+ * that fails then reports its error before ReadyForQuery, as the server would at Sync);
+ * beyond it the client gets 42501 in its place and every later reply of the group is dropped
+ * (the server did not see an error and runs them: they are rolled back with it).
  */
 #include <stdio.h>
 #include <stdlib.h>
@@ -24,6 +33,7 @@
 #include "proxy/session_int.h"
 
 #define SAVEPOINT "sluice_grant"
+#define GUARD "sluice_grant" /* the extended guard's own statement and portal */
 
 static void queue_query(struct session *s, const char *a, const uint8_t *b, size_t blen)
 {
@@ -70,10 +80,13 @@ static void put_refusal(struct session *s, const char *msg)
     relay_audit_server(s, 'E', out->data + out->off + mark + 5, out->len - out->off - mark - 5);
 }
 
+static bool ext_server(struct session *s, uint8_t type, const uint8_t *body, size_t len);
+
 bool relay_grant_server(struct session *s, uint8_t type, const uint8_t *body, size_t len,
                         enum hold_action *act)
 {
     *act = HOLD_REPLACE; /* swallowed unless said otherwise */
+    if (s->gg >= GG_EXT_STMT) return ext_server(s, type, body, len);
     if (s->gg == GG_STMT) {
         switch (type) {
         case 'C':
@@ -147,4 +160,179 @@ bool relay_grant_server(struct session *s, uint8_t type, const uint8_t *body, si
     default:
         return false;
     }
+}
+
+/* ---- the extended protocol */
+
+/* Queue Parse, Bind, Execute and Close (portal, statement) of sql on the guard's own
+ * statement and portal: five replies (1, 2, C, 3, 3) for the guard to swallow. */
+static void queue_ext(struct session *s, const char *sql)
+{
+    struct buf *out = session_out_buf(&s->sv_out);
+    size_t m = pg_msg_begin(out, 'P');
+    buf_append_str(out, GUARD);
+    buf_append_str(out, sql);
+    buf_append_u16(out, 0);
+    pg_msg_end(out, m);
+    m = pg_msg_begin(out, 'B');
+    buf_append_str(out, GUARD); /* portal */
+    buf_append_str(out, GUARD); /* statement */
+    buf_append_u16(out, 0);     /* parameter formats */
+    buf_append_u16(out, 0);     /* parameters */
+    buf_append_u16(out, 0);     /* result formats */
+    pg_msg_end(out, m);
+    m = pg_msg_begin(out, 'E');
+    buf_append_str(out, GUARD);
+    buf_append_u32(out, 0);
+    pg_msg_end(out, m);
+    for (const char *k = "PS"; *k; k++) {
+        m = pg_msg_begin(out, 'C');
+        buf_append_u8(out, (uint8_t)*k);
+        buf_append_str(out, GUARD);
+        pg_msg_end(out, m);
+    }
+    s->gg_quiet += 5;
+}
+
+enum hold_action relay_grant_bind(struct session *s, const uint8_t *body, size_t len,
+                                  uint64_t max_rows)
+{
+    /* before it in its group: nothing, or one Parse (one reply owed) */
+    uint32_t before = s->grp_msgs;
+    if (s->pending_sync != 0 || before > 1 || (before == 1 && s->grp_first != 'P')) {
+        blocked_push_group(s, s->c2s_group, "42501",
+                           "sluice: a write under a grant with max_rows must not be pipelined "
+                           "behind other statements",
+                           "send it after the previous statements' results");
+        return relay_placeholder_execute(s);
+    }
+    s->gg = GG_EXT_STMT;
+    s->gg_open = true;
+    s->gg_outside = s->tx == 'I';
+    s->gg_owed = (uint8_t)before;
+    s->gg_quiet = 0;
+    s->gg_cmds = 0;
+    s->gg_error = s->gg_exceeded = s->gg_noop = false;
+    s->gg_max = max_rows;
+    s->gg_rows = 0;
+    queue_ext(s, s->gg_outside ? "BEGIN" : "SAVEPOINT " SAVEPOINT);
+    buf_append(session_out_buf(&s->sv_out), body - 5, len + 5); /* then the Bind itself */
+    return HOLD_REPLACE;
+}
+
+bool relay_grant_holds(const struct session *s, uint8_t type)
+{
+    return s->gg >= GG_EXT_STMT && type != 'N' && type != 'A';
+}
+
+/* After the group's ReadyForQuery: end what sluice began, with a Sync of its own. */
+static void ext_finish(struct session *s)
+{
+    if (s->gg_outside) {
+        queue_ext(s, s->gg_error || s->gg_exceeded ? "ROLLBACK" : "COMMIT");
+    } else if (s->gg_exceeded) {
+        queue_ext(s, "ROLLBACK TO SAVEPOINT " SAVEPOINT);
+        queue_ext(s, "RELEASE SAVEPOINT " SAVEPOINT);
+        /* a statement that fails: the client's transaction is left failed, as the
+         * statement's own error would leave it (its error is swallowed) */
+        struct buf *out = session_out_buf(&s->sv_out);
+        size_t m = pg_msg_begin(out, 'P');
+        buf_append_str(out, GUARD);
+        buf_append_str(out, BLOCKED_PLACEHOLDER);
+        buf_append_u16(out, 0);
+        pg_msg_end(out, m);
+    } else {
+        queue_ext(s, "RELEASE SAVEPOINT " SAVEPOINT);
+    }
+    struct buf *out = session_out_buf(&s->sv_out);
+    size_t m = pg_msg_begin(out, 'S');
+    pg_msg_end(out, m);
+    if (s->gg_exceeded)
+        log_info("session %llu: a write touched %llu rows, more than its grant's max_rows %llu: "
+                 "rolled back",
+                 (unsigned long long)s->id, (unsigned long long)s->gg_rows,
+                 (unsigned long long)s->gg_max);
+}
+
+static bool ext_stmt(struct session *s, uint8_t type, const uint8_t *body, size_t len)
+{
+    if (type == 'S') return false; /* ParameterStatus: no reply to any message */
+    if (s->gg_owed) {              /* the reply to the client's own Parse before the Bind */
+        s->gg_owed--;
+        if (type == 'E') s->gg_noop = true; /* the server skips the rest, sluice's included */
+        return false;
+    }
+    if (s->gg_quiet && !s->gg_noop) {
+        if (type != 'E') { /* 1, 2, C (BEGIN / SAVEPOINT), 3, 3 */
+            s->gg_quiet--;
+            return true;
+        }
+        /* BEGIN / SAVEPOINT failed (a failed transaction: 25P02): the client's messages are
+         * skipped too, and the client gets this error, as its statement would have */
+        s->gg_quiet = 0;
+        s->gg_noop = true;
+        return false;
+    }
+    if (type == 'Z') {
+        if (s->gg_noop || (!s->gg_outside && s->gg_error && !s->gg_exceeded)) {
+            s->gg = GG_NONE; /* nothing to end, or the client's transaction is failed */
+            s->gg_kick = true;
+            return false;
+        }
+        ext_finish(s);
+        s->gg = GG_EXT_FINISH;
+        s->gg_kick = true;
+        return true;
+    }
+    if (s->gg_exceeded || s->gg_noop) return s->gg_exceeded && type != 'S';
+    char msg[256];
+    switch (type) {
+    case 'C':
+        if (++s->gg_cmds > 1) return false; /* another statement of the group */
+        s->gg_rows = pg_tag_rows(body, len);
+        if (s->gg_rows <= s->gg_max) return false;
+        s->gg_exceeded = true;
+        snprintf(msg, sizeof msg,
+                 "sluice: the statement touched %llu rows, more than the %llu its grant allows; "
+                 "it was rolled back",
+                 (unsigned long long)s->gg_rows, (unsigned long long)s->gg_max);
+        put_refusal(s, msg);
+        return true;
+    case 's':
+        if (s->gg_cmds) return false;
+        s->gg_exceeded = true;
+        put_refusal(s, "sluice: a write under a grant with max_rows must run to completion in "
+                       "one Execute; it was rolled back");
+        return true;
+    case 'E':
+        if (!s->gg_cmds) s->gg_error = true;
+        return false;
+    default:
+        return false;
+    }
+}
+
+static bool ext_finish_reply(struct session *s, uint8_t type)
+{
+    switch (type) {
+    case 'Z':
+        s->gg = GG_NONE;
+        s->gg_kick = true;
+        s->gg_append_z = true; /* after anything sluice queued for the client */
+        return false;
+    case 'E':
+        if (s->gg_exceeded && !s->gg_outside) return true; /* the placeholder: refused already */
+        s->gg_quiet = 0;
+        return false; /* COMMIT or RELEASE failed (a deferred constraint, ...): its error */
+    case 'S':
+        return false;
+    default:
+        if (s->gg_quiet) s->gg_quiet--;
+        return true;
+    }
+}
+
+static bool ext_server(struct session *s, uint8_t type, const uint8_t *body, size_t len)
+{
+    return s->gg == GG_EXT_STMT ? ext_stmt(s, type, body, len) : ext_finish_reply(s, type);
 }

@@ -1325,7 +1325,7 @@ static void statement_judge_inner(struct session *s, const char *sql, bool query
 
 /* Remember (or forget) the row limit, masking and grant of a prepared statement by name. */
 static void limited_set(struct session *s, const char *name, uint64_t limit, const char *rule,
-                        int mask, const char *grant)
+                        int mask, const char *grant, uint64_t grant_max_rows)
 {
     for (struct limited_stmt **pp = &s->limited; *pp; pp = &(*pp)->next) {
         if (strcmp((*pp)->name, name) == 0) {
@@ -1342,29 +1342,32 @@ static void limited_set(struct session *s, const char *name, uint64_t limit, con
     l->mask = mask;
     l->rule = rule;
     snprintf(l->grant, sizeof l->grant, "%s", grant);
+    l->grant_max_rows = grant[0] ? grant_max_rows : 0;
     memcpy(l->name, name, n);
     l->next = s->limited;
     s->limited = l;
 }
 
 /* A parked Parse was approved under grant: its Binds take the grant's uses. */
-static void limited_grant(struct session *s, const char *name, const char *grant)
+static void limited_grant(struct session *s, const char *name, const char *grant, uint64_t max_rows)
 {
     for (struct limited_stmt *l = s->limited; l; l = l->next) {
         if (strcmp(l->name, name) == 0) {
             snprintf(l->grant, sizeof l->grant, "%s", grant);
+            l->grant_max_rows = max_rows;
             return;
         }
     }
-    limited_set(s, name, 0, NULL, 0, grant);
+    limited_set(s, name, 0, NULL, 0, grant, max_rows);
 }
 
 /* Bind of a statement with a row limit: results in this group are limited. Bind is held whole
  * while any prepared statement of the session has a limit or a grant (client_holds). A Bind of
  * a statement approved under a grant takes one of its uses, as a simple Query does: false when
  * none is left (or the grant expired or was revoked), with the client's error queued. */
-static bool on_client_bind(struct session *s, const uint8_t *body, size_t avail)
+static bool on_client_bind(struct session *s, const uint8_t *body, size_t avail, uint64_t *bound)
 {
+    *bound = 0;
     const uint8_t *portal_end = memchr(body, 0, avail);
     if (!portal_end) return true;
     const uint8_t *name = portal_end + 1;
@@ -1384,6 +1387,7 @@ static bool on_client_bind(struct session *s, const uint8_t *body, size_t avail)
                 return false;
             }
             limit_push(s, s->c2s_group, l->limit, l->rule, l->mask);
+            *bound = l->grant_max_rows;
             return true;
         }
     }
@@ -1444,6 +1448,11 @@ enum hold_action relay_placeholder_query(struct session *s)
     return replace_with_placeholder(s, 'Q', NULL);
 }
 
+enum hold_action relay_placeholder_execute(struct session *s)
+{
+    return replace_with_placeholder(s, 'E', NULL);
+}
+
 /* Put the session on its worker's parked list: the message stays in cl.in until
  * session_unpark_ready() finds its wait over. */
 static enum hold_action park(struct session *s, bool ok)
@@ -1473,19 +1482,23 @@ static enum hold_action on_client_statement(struct session *s, uint8_t type, con
         s->park_ready = false;
         if (s->park_act == HOLD_FORWARD && type == 'Q' && s->gg_pending_max)
             return relay_grant_wrap(s, body, len);
-        if (s->park_act == HOLD_FORWARD && type == 'P' && s->audit_grant[0])
-            limited_grant(s, (const char *)body, s->audit_grant); /* its Binds take the uses */
+        if (s->park_act == HOLD_FORWARD && type == 'P' && s->audit_grant[0]) {
+            /* its Binds take the uses, and are bounded by the grant's max_rows */
+            limited_grant(s, (const char *)body, s->audit_grant, s->gg_pending_max);
+            s->gg_pending_max = 0;
+        }
         return s->park_act == HOLD_FORWARD ? HOLD_FORWARD : replace_with_placeholder(s, type, body);
     }
     struct verdict v;
     switch (type) {
     case 'B': {
-        if (!on_client_bind(s, body, len)) /* the server errors at it and skips to Sync */
+        uint64_t bound;
+        if (!on_client_bind(s, body, len, &bound)) /* the server errors at it, skips to Sync */
             return replace_with_placeholder(s, 'E', body);
         const uint8_t *portal_end = memchr(body, 0, len);
         if (portal_end && memchr(portal_end + 1, 0, len - (size_t)(portal_end + 1 - body)))
             relay_audit_bind(s, (const char *)body, (const char *)portal_end + 1);
-        return HOLD_FORWARD;
+        return bound ? relay_grant_bind(s, body, len, bound) : HOLD_FORWARD;
     }
     case 'E': {
         s->statements++;
@@ -1541,13 +1554,9 @@ static enum hold_action on_client_statement(struct session *s, uint8_t type, con
         return replace_with_placeholder(s, 'Q', body);
     }
     statement_judge(s, (const char *)sql, false, (const char *)body, &v);
-    if (s->gg_pending_max) {
-        log_warn("session %llu: a grant's max_rows is not enforced for the extended protocol",
-                 (unsigned long long)s->id);
-        s->gg_pending_max = 0;
-    }
     limited_set(s, (const char *)body, v.ok ? v.limit : 0, v.rule, v.ok ? v.mask : 0,
-                v.ok && !v.approval ? s->audit_grant : "");
+                v.ok && !v.approval ? s->audit_grant : "", v.ok ? s->gg_pending_max : 0);
+    s->gg_pending_max = 0; /* the statement's Binds are bounded (relay_grant_bind) */
     return statement_finish(s, 'P', body, v.ok, v.ok && v.approval);
 }
 
@@ -1677,6 +1686,18 @@ static void copy_in_end(struct session *s)
     s->copy_ignored = 0;
 }
 
+/* A client message was sent on (or replaced): count the messages of its group (a Bind under a
+ * grant guard must open its group, relay_grant_bind); its Sync closes a guarded group. */
+static void group_note(struct session *s, uint8_t type)
+{
+    if (type == 'S' || type == 'Q') {
+        s->grp_msgs = 0;
+        if (type == 'S') s->gg_open = false;
+        return;
+    }
+    if (!s->grp_msgs++) s->grp_first = type;
+}
+
 static bool client_holds(const struct session *s, uint8_t type)
 {
     return type == 'Q' || type == 'P' || type == 'F' ||
@@ -1686,7 +1707,8 @@ static bool client_holds(const struct session *s, uint8_t type)
 static bool server_holds(const struct session *s, uint8_t type)
 {
     return type == 'Z' || type == 'C' || type == 'E' || type == 'S' ||
-           ((type == 'D' || type == 's' || type == 'I') && s->recs) || relay_mask_holds(s, type);
+           ((type == 'D' || type == 's' || type == 'I') && s->recs) || relay_mask_holds(s, type) ||
+           relay_grant_holds(s, type);
 }
 
 /* Decide framing for the bytes of src->in not yet decided. Returns false on a framing error. */
@@ -1706,6 +1728,8 @@ static bool relay_scan(struct session *s, struct side *src, bool from_client, co
      * write per row. */
     bool copying = false;
     while (pos < b->len) {
+        /* the grant guard's group was sent whole: the client's next messages wait for it */
+        if (from_client && s->gg && !s->gg_open) break;
         if (src->msg_left) {
             size_t take = b->len - pos < src->msg_left ? b->len - pos : src->msg_left;
             pos += take;
@@ -1773,6 +1797,7 @@ static bool relay_scan(struct session *s, struct side *src, bool from_client, co
                 from_client ? on_client_statement(s, h.type, b->data + pos + 5, h.len - 4)
                             : on_server_message(s, h.type, b->data + pos + 5, h.len - 4);
             if (act == HOLD_PARK) break; /* fwd ends before it; it stays in the buffer */
+            if (from_client) group_note(s, h.type);
             if (act == HOLD_REPLACE && !from_client && pos == b->off) {
                 b->off += total;
                 pos = b->off;
@@ -1796,6 +1821,7 @@ static bool relay_scan(struct session *s, struct side *src, bool from_client, co
             continue;
         }
         if (from_client) {
+            group_note(s, h.type);
             /* A server in COPY FROM STDIN ignores Sync: it gets no ReadyForQuery. */
             if (h.type == 'S' && !s->copy_in) {
                 s->pending_sync++;
@@ -1868,7 +1894,8 @@ static enum pump_result relay_pump(struct session *s, struct side *src, struct s
             return PUMP_CLOSE;
         }
         if (r == 1) return PUMP_BLOCKED;
-        if (from_client && (s->parked || s->gg)) return PUMP_IDLE; /* resumed later */
+        if (from_client && (s->parked || (s->gg && !s->gg_open)))
+            return PUMP_IDLE; /* resumed later */
         if (from_client && s->client_terminated) {
             *why = "client terminated";
             s->client_left = true;

@@ -31,8 +31,10 @@ enum hold_action {
 /* A write under a grant with max_rows (relay_grant.c). */
 enum grant_guard {
     GG_NONE,
-    GG_STMT,   /* the wrapped statement runs */
-    GG_FINISH, /* COMMIT / ROLLBACK / RELEASE sent by sluice runs */
+    GG_STMT,       /* the wrapped statement runs */
+    GG_FINISH,     /* COMMIT / ROLLBACK / RELEASE sent by sluice runs */
+    GG_EXT_STMT,   /* extended protocol: the guarded Bind's group runs, up to its Sync */
+    GG_EXT_FINISH, /* extended protocol: sluice's COMMIT / ROLLBACK / RELEASE runs */
 };
 
 enum sess_state {
@@ -80,7 +82,8 @@ struct limited_stmt {
     uint64_t limit;
     int mask;
     const char *rule;
-    char grant[32]; /* the grant it was approved under (APPROVE_ID_LEN), or "" */
+    char grant[32];          /* the grant it was approved under (APPROVE_ID_LEN), or "" */
+    uint64_t grant_max_rows; /* its max_rows (each Bind's write is bounded), or 0 */
     char name[];
 };
 
@@ -183,6 +186,12 @@ struct session {
     uint64_t gg_pending_max; /* the next Query forwarded runs under a grant with this bound */
     uint8_t *gg_held;        /* the statement's CommandComplete, sent once the work is kept */
     size_t gg_held_len;
+    bool gg_open;        /* extended: the guarded group's Sync is still to be forwarded */
+    bool gg_noop;        /* extended: sluice's BEGIN / SAVEPOINT did not run: nothing to end */
+    uint8_t gg_owed;     /* extended: replies to the client's messages before sluice's */
+    uint8_t gg_quiet;    /* extended: replies to sluice's own messages still to swallow */
+    uint32_t grp_msgs;   /* client messages since the last Sync or Query */
+    uint8_t grp_first;   /* ... the type of the first of them */
     char park_fp[17];    /* the reviewed statement's fingerprint */
     bool park_guardable; /* ... is one write statement (max_rows can be enforced) */
     bool park_parse;     /* ... is a Parse: its grant's uses are taken by its Binds */
@@ -210,6 +219,8 @@ void relay_mask_count(struct session *s);
 #define BLOCKED_PLACEHOLDER "sluice_blocked_by_policy"
 /* Queue the placeholder Query upstream; HOLD_REPLACE. */
 enum hold_action relay_placeholder_query(struct session *s);
+/* The same inside the extended protocol: an Execute of a portal that does not exist. */
+enum hold_action relay_placeholder_execute(struct session *s);
 
 /* Refusals (session.c): the placeholder's error is replaced by this one. */
 void blocked_push_raw(struct session *s, const char *sqlstate, const char *msg, const char *hint);
@@ -235,6 +246,11 @@ void relay_approve_abandon(struct session *s); /* the client left: cancel the re
 
 /* Grants with max_rows (relay_grant.c). */
 enum hold_action relay_grant_wrap(struct session *s, const uint8_t *body, size_t len);
+/* The Bind (body, len) of a statement prepared under a grant with this max_rows. */
+enum hold_action relay_grant_bind(struct session *s, const uint8_t *body, size_t len,
+                                  uint64_t max_rows);
+/* Does the guard look at server messages of this type (all, while an extended guard runs)? */
+bool relay_grant_holds(const struct session *s, uint8_t type);
 bool relay_grant_server(struct session *s, uint8_t type, const uint8_t *body, size_t len,
                         enum hold_action *act);
 

@@ -455,6 +455,74 @@ def test_grant_max_rows_rolls_back(appr):
     assert upstream(appr.pg, f"SELECT id, v FROM {t} ORDER BY id") == before
 
 
+def test_grant_max_rows_extended_protocol(appr):
+    """The same bound for the extended protocol (psycopg 3: Parse/Bind/Execute/Sync, with
+    unnamed and with prepared statements): within it the write runs and is kept; beyond it
+    the client gets 42501, the write is rolled back and the session goes on; inside the
+    client's transaction the earlier work stays and the transaction is failed, as the
+    statement's own error would leave it. A Bind pipelined behind another statement of its
+    group is refused."""
+    import psycopg
+    t = "appr_rows_ext"
+    make_table(appr.pg, t)
+    c = appr.ep.connect(user="copilot")
+    c.autocommit = True
+    rid = refused_for_approval(c, f"UPDATE {t} SET v = v + 100 WHERE id <= 1")
+    appr.decide(rid, body={"rows": 2})
+    sql = f"UPDATE {t} SET v = v + 100 WHERE id <= %s"
+    before = upstream(appr.pg, f"SELECT id, v FROM {t} ORDER BY id")
+    p = appr.ep.params(user="copilot")
+    with psycopg.connect(host=p["host"], port=p["port"], dbname=p["dbname"], user=p["user"],
+                         password=p["password"], sslmode="disable", autocommit=True) as pc:
+        cur = pc.cursor()
+        for prepare in (False, True):
+            with pytest.raises(psycopg.Error) as ei:
+                cur.execute(sql, (6,), prepare=prepare)
+            assert ei.value.sqlstate == "42501", ei.value
+            assert "more than the 2 its grant allows" in str(ei.value), ei.value
+            assert upstream(appr.pg, f"SELECT id, v FROM {t} ORDER BY id") == before
+            cur.execute("SELECT 1")
+            assert cur.fetchone() == (1,)
+        cur.execute(sql, (2,), prepare=False)  # within the bound: kept
+        assert cur.rowcount == 2
+        cur.execute(sql, (1,), prepare=True)
+        assert cur.rowcount == 1
+        assert [value_of(appr.pg, t, i)[0] for i in (1, 2, 3)] == [201, 102, 3]
+        assert pc.info.transaction_status == psycopg.pq.TransactionStatus.IDLE
+        # the server's own errors at the Bind (after sluice's BEGIN) reach the client as they are
+        for bad in ("x", psycopg.types.numeric.Int8(2**40)):
+            with pytest.raises(psycopg.Error) as ei:
+                cur.execute(f"UPDATE {t} SET v = v + 100 WHERE id <= %s::int4", (bad,))
+            assert ei.value.sqlstate in ("22P02", "22003"), ei.value
+            assert pc.info.transaction_status == psycopg.pq.TransactionStatus.IDLE
+        # inside the client's transaction: the work before stays, the transaction is failed
+        pc.autocommit = False
+        cur.execute(sql, (1,))
+        assert cur.rowcount == 1
+        assert pc.info.transaction_status == psycopg.pq.TransactionStatus.INTRANS
+        cur.execute("SAVEPOINT mine")
+        with pytest.raises(psycopg.Error) as ei:
+            cur.execute(sql, (7,))
+        assert ei.value.sqlstate == "42501", ei.value
+        assert pc.info.transaction_status == psycopg.pq.TransactionStatus.INERROR
+        with pytest.raises(psycopg.Error) as ei:
+            cur.execute("SELECT 1")
+        assert ei.value.sqlstate == "25P02", ei.value
+        cur.execute("ROLLBACK TO SAVEPOINT mine")
+        pc.commit()
+        pc.autocommit = True
+        assert [value_of(appr.pg, t, i)[0] for i in (1, 2, 3)] == [301, 102, 3]
+        # pipelined behind another statement of its group: refused, nothing runs
+        with pytest.raises(psycopg.Error) as ei:
+            with pc.pipeline():
+                cur.execute("SELECT 1")
+                cur.execute(sql, (1,))
+        assert ei.value.sqlstate == "42501" and "pipelined" in str(ei.value), ei.value
+        cur.execute("SELECT 2")
+        assert cur.fetchone() == (2,)
+    assert [value_of(appr.pg, t, i)[0] for i in (1, 2, 3)] == [301, 102, 3]
+
+
 def test_group_grant_covers_other_members(appr):
     """scope identity (the default) covers the requester only; scope group covers every
     member of the requester's group (copilot and copilot2 are both in `ai`)."""
