@@ -11,6 +11,7 @@
 #define SLUICE_NET_NET_H
 
 #include <openssl/ssl.h>
+#include <stdatomic.h>
 #include <stdbool.h>
 #include <stddef.h>
 #include <sys/socket.h>
@@ -49,8 +50,9 @@ struct net_lookup {
     char *host;
     unsigned port;
     void (*done)(struct net_lookup *l);
-    void *owner;  /* the owner's: e.g. the worker whose loop takes it back */
-    void *waiter; /* the owner's: e.g. the session waiting for it, NULL once it gave up */
+    void *owner;           /* the owner's: e.g. the worker whose loop takes it back */
+    void *waiter;          /* the owner's: e.g. the session waiting for it, NULL once it gave up */
+    atomic_bool cancelled; /* set by the owner that gave up: not resolved if not yet begun */
     struct net_addr *addrs;
     int n;
     char err[256];

@@ -6,8 +6,11 @@
  *
  * A fixed set of threads takes lookups from one FIFO queue and hands each, resolved, to the
  * callback its owner set (net_lookup.done), on the resolving thread: the owner then owns it
- * again and frees it with net_lookup_free(). IP literals and unix socket directories need no
- * lookup (net_host_needs_lookup): their callers resolve them inline with net_resolve().
+ * again and frees it with net_lookup_free(). A lookup its owner gave up on (cancelled) before
+ * a thread took it is handed back unresolved, so that lookups abandoned while a DNS server
+ * does not answer do not hold up the ones behind them. IP literals and unix socket
+ * directories need no lookup (net_host_needs_lookup): their callers resolve them inline with
+ * net_resolve().
  */
 #include <arpa/inet.h>
 #include <pthread.h>
@@ -70,9 +73,10 @@ static void *resolver_main(void *arg)
         l->next = NULL;
         bool stopping = R.stopping;
         pthread_mutex_unlock(&R.mu);
-        if (stopping) {
+        if (stopping || atomic_load(&l->cancelled)) { /* nobody waits for it */
             l->n = -1;
-            snprintf(l->err, sizeof l->err, "sluice is shutting down");
+            snprintf(l->err, sizeof l->err, "not resolved: %s",
+                     stopping ? "sluice is shutting down" : "cancelled");
         } else {
             l->n = net_resolve(l->host, l->port, &l->addrs, l->err, sizeof l->err);
         }

@@ -164,11 +164,24 @@ bool relay_grant_server(struct session *s, uint8_t type, const uint8_t *body, si
 
 /* ---- the extended protocol */
 
-/* Queue Parse, Bind, Execute and Close (portal, statement) of sql on the guard's own
- * statement and portal: five replies (1, 2, C, 3, 3) for the guard to swallow. */
+/* Queue Close of the guard's own portal and statement. */
+static void queue_ext_close(struct buf *out)
+{
+    for (const char *k = "PS"; *k; k++) {
+        size_t m = pg_msg_begin(out, 'C');
+        buf_append_u8(out, (uint8_t)*k);
+        buf_append_str(out, GUARD);
+        pg_msg_end(out, m);
+    }
+}
+
+/* Queue Parse, Bind and Execute of sql on the guard's own statement and portal, between
+ * Closes of both (those before it clear what an earlier error left prepared): seven replies
+ * (3, 3, 1, 2, C, 3, 3) for the guard to swallow. */
 static void queue_ext(struct session *s, const char *sql)
 {
     struct buf *out = session_out_buf(&s->sv_out);
+    queue_ext_close(out);
     size_t m = pg_msg_begin(out, 'P');
     buf_append_str(out, GUARD);
     buf_append_str(out, sql);
@@ -185,27 +198,48 @@ static void queue_ext(struct session *s, const char *sql)
     buf_append_str(out, GUARD);
     buf_append_u32(out, 0);
     pg_msg_end(out, m);
-    for (const char *k = "PS"; *k; k++) {
-        m = pg_msg_begin(out, 'C');
-        buf_append_u8(out, (uint8_t)*k);
-        buf_append_str(out, GUARD);
-        pg_msg_end(out, m);
-    }
-    s->gg_quiet += 5;
+    queue_ext_close(out);
+    s->gg_quiet += 7;
+}
+
+bool relay_grant_bind_ok(struct session *s, const uint8_t *body, size_t len)
+{
+    /* before it in its group: nothing, or one Parse (one reply owed); nothing of earlier
+     * groups still running (the transaction state is known); a portal name that fits */
+    uint32_t before = s->grp_msgs;
+    const uint8_t *portal_end = memchr(body, 0, len);
+    if (s->pending_sync == 0 && (before == 0 || (before == 1 && s->grp_first == 'P')) &&
+        portal_end && (size_t)(portal_end - body) < sizeof s->gg_portal)
+        return true;
+    blocked_push_group(s, s->c2s_group, "42501",
+                       "sluice: a write under a grant with max_rows must not be pipelined "
+                       "behind other statements",
+                       "send it after the previous statements' results");
+    return false;
+}
+
+/* A client message between the guarded Bind and its Sync: only Describe, Flush, Close and
+ * the Execute of the guarded portal may come (relay_scan ends the session at a Query or a
+ * FunctionCall); anything else is refused, so that no other statement runs inside the
+ * guard's transaction. */
+bool relay_grant_inside(struct session *s, uint8_t type, const uint8_t *body, size_t len,
+                        enum hold_action *act)
+{
+    if (type == 'E' && memchr(body, 0, len) && strcmp((const char *)body, s->gg_portal) == 0)
+        return false;
+    blocked_push_group(s, s->c2s_group, "42501",
+                       "sluice: a write under a grant with max_rows must be alone in its group "
+                       "of messages (only its Parse, Bind, Describe and Execute before Sync)",
+                       "send the other statements after its Sync");
+    *act = relay_placeholder_execute(s);
+    return true;
 }
 
 enum hold_action relay_grant_bind(struct session *s, const uint8_t *body, size_t len,
                                   uint64_t max_rows)
 {
-    /* before it in its group: nothing, or one Parse (one reply owed) */
     uint32_t before = s->grp_msgs;
-    if (s->pending_sync != 0 || before > 1 || (before == 1 && s->grp_first != 'P')) {
-        blocked_push_group(s, s->c2s_group, "42501",
-                           "sluice: a write under a grant with max_rows must not be pipelined "
-                           "behind other statements",
-                           "send it after the previous statements' results");
-        return relay_placeholder_execute(s);
-    }
+    snprintf(s->gg_portal, sizeof s->gg_portal, "%s", (const char *)body);
     s->gg = GG_EXT_STMT;
     s->gg_open = true;
     s->gg_outside = s->tx == 'I';
@@ -256,8 +290,7 @@ static void ext_finish(struct session *s)
 
 static bool ext_stmt(struct session *s, uint8_t type, const uint8_t *body, size_t len)
 {
-    if (type == 'S') return false; /* ParameterStatus: no reply to any message */
-    if (s->gg_owed) {              /* the reply to the client's own Parse before the Bind */
+    if (s->gg_owed) { /* the reply to the client's own Parse before the Bind */
         s->gg_owed--;
         if (type == 'E') s->gg_noop = true; /* the server skips the rest, sluice's included */
         return false;
@@ -274,6 +307,9 @@ static bool ext_stmt(struct session *s, uint8_t type, const uint8_t *body, size_
         return false;
     }
     if (type == 'Z') {
+        /* the transaction failed: by the statement's error or one after it (the error went
+         * to the client as it came) */
+        if (len >= 1 && body[0] == 'E') s->gg_error = true;
         if (s->gg_noop || (!s->gg_outside && s->gg_error && !s->gg_exceeded)) {
             s->gg = GG_NONE; /* nothing to end, or the client's transaction is failed */
             s->gg_kick = true;
@@ -304,10 +340,7 @@ static bool ext_stmt(struct session *s, uint8_t type, const uint8_t *body, size_
         put_refusal(s, "sluice: a write under a grant with max_rows must run to completion in "
                        "one Execute; it was rolled back");
         return true;
-    case 'E':
-        if (!s->gg_cmds) s->gg_error = true;
-        return false;
-    default:
+    default: /* an ErrorResponse too: the client's; the ReadyForQuery says what it failed */
         return false;
     }
 }
@@ -324,8 +357,6 @@ static bool ext_finish_reply(struct session *s, uint8_t type)
         if (s->gg_exceeded && !s->gg_outside) return true; /* the placeholder: refused already */
         s->gg_quiet = 0;
         return false; /* COMMIT or RELEASE failed (a deferred constraint, ...): its error */
-    case 'S':
-        return false;
     default:
         if (s->gg_quiet) s->gg_quiet--;
         return true;
@@ -334,5 +365,8 @@ static bool ext_finish_reply(struct session *s, uint8_t type)
 
 static bool ext_server(struct session *s, uint8_t type, const uint8_t *body, size_t len)
 {
+    /* notices, notifications and ParameterStatus answer no message: always the client's
+     * (masking holds them too) */
+    if (type == 'N' || type == 'A' || type == 'S') return false;
     return s->gg == GG_EXT_STMT ? ext_stmt(s, type, body, len) : ext_finish_reply(s, type);
 }

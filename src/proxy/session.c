@@ -737,6 +737,7 @@ static void upstream_connect_from(struct session *s, const char *last_err)
 static void upstream_lookup_abandon(struct session *s)
 {
     if (!s->lookup) return;
+    atomic_store(&s->lookup->cancelled, true);
     s->lookup->waiter = NULL;
     s->lookup = NULL;
 }
@@ -1375,6 +1376,7 @@ static bool on_client_bind(struct session *s, const uint8_t *body, size_t avail,
     if (!memchr(name, 0, left)) return true;
     for (struct limited_stmt *l = s->limited; l; l = l->next) {
         if (strcmp(l->name, (const char *)name) == 0) {
+            if (l->grant_max_rows && !relay_grant_bind_ok(s, body, avail)) return false;
             if (l->grant[0] && approve_grant_use(l->grant, 0) < 0) {
                 char msg[160];
                 snprintf(msg, sizeof msg,
@@ -1489,6 +1491,9 @@ static enum hold_action on_client_statement(struct session *s, uint8_t type, con
         }
         return s->park_act == HOLD_FORWARD ? HOLD_FORWARD : replace_with_placeholder(s, type, body);
     }
+    enum hold_action inside;
+    if (s->gg == GG_EXT_STMT && s->gg_open && relay_grant_inside(s, type, body, len, &inside))
+        return inside;
     struct verdict v;
     switch (type) {
     case 'B': {
@@ -1793,6 +1798,13 @@ static bool relay_scan(struct session *s, struct side *src, bool from_client, co
                 break;
             }
             if (!from_client && (h.type == 'C' || h.type == 'E')) copy_in_end(s);
+            if (from_client && s->gg == GG_EXT_STMT && s->gg_open &&
+                (h.type == 'Q' || h.type == 'F')) {
+                *why = "a simple Query or FunctionCall inside an extended-protocol group that "
+                       "runs under a grant's max_rows";
+                s->client_fault = "08P01";
+                return false;
+            }
             enum hold_action act =
                 from_client ? on_client_statement(s, h.type, b->data + pos + 5, h.len - 4)
                             : on_server_message(s, h.type, b->data + pos + 5, h.len - 4);
@@ -1943,9 +1955,9 @@ static void relay_update_interest(struct session *s)
 {
     if (s->state == S_RELAY) {
         side_watch(s, &s->cl,
-                   (s->c2s_blocked       ? 0
-                    : s->parked || s->gg ? EPOLLRDHUP
-                                         : EPOLLIN) |
+                   (s->c2s_blocked                        ? 0
+                    : s->parked || (s->gg && !s->gg_open) ? EPOLLRDHUP
+                                                          : EPOLLIN) |
                        (s->s2c_blocked || s->cl.sk.want_write ? EPOLLOUT : 0));
         side_watch(s, &s->sv,
                    (s->s2c_blocked ? 0 : EPOLLIN) |

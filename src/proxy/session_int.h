@@ -187,6 +187,7 @@ struct session {
     uint8_t *gg_held;        /* the statement's CommandComplete, sent once the work is kept */
     size_t gg_held_len;
     bool gg_open;        /* extended: the guarded group's Sync is still to be forwarded */
+    char gg_portal[64];  /* extended: the guarded Bind's portal */
     bool gg_noop;        /* extended: sluice's BEGIN / SAVEPOINT did not run: nothing to end */
     uint8_t gg_owed;     /* extended: replies to the client's messages before sluice's */
     uint8_t gg_quiet;    /* extended: replies to sluice's own messages still to swallow */
@@ -246,9 +247,15 @@ void relay_approve_abandon(struct session *s); /* the client left: cancel the re
 
 /* Grants with max_rows (relay_grant.c). */
 enum hold_action relay_grant_wrap(struct session *s, const uint8_t *body, size_t len);
-/* The Bind (body, len) of a statement prepared under a grant with this max_rows. */
+/* May this Bind of a statement prepared under a grant with max_rows be guarded? If not (it is
+ * pipelined behind other messages), the client's error is queued: refuse it. */
+bool relay_grant_bind_ok(struct session *s, const uint8_t *body, size_t len);
+/* The Bind (body, len) of such a statement, once relay_grant_bind_ok said yes. */
 enum hold_action relay_grant_bind(struct session *s, const uint8_t *body, size_t len,
                                   uint64_t max_rows);
+/* A client message while the guarded group is open: true when refused (*act says how). */
+bool relay_grant_inside(struct session *s, uint8_t type, const uint8_t *body, size_t len,
+                        enum hold_action *act);
 /* Does the guard look at server messages of this type (all, while an extended guard runs)? */
 bool relay_grant_holds(const struct session *s, uint8_t type);
 bool relay_grant_server(struct session *s, uint8_t type, const uint8_t *body, size_t len,

@@ -23,6 +23,7 @@ import json
 import os
 import queue
 import re
+import struct
 import subprocess
 import threading
 import time
@@ -31,6 +32,8 @@ import urllib.parse
 import urllib.request
 
 import psycopg2
+
+import pgwire
 import pytest
 
 import conftest
@@ -521,6 +524,131 @@ def test_grant_max_rows_extended_protocol(appr):
         cur.execute("SELECT 2")
         assert cur.fetchone() == (2,)
     assert [value_of(appr.pg, t, i)[0] for i in (1, 2, 3)] == [301, 102, 3]
+
+
+def _ext(name, sql, portal, params):
+    """Parse (when sql), Bind and Execute messages of one statement, parameters as text."""
+    m = b""
+    if sql is not None:
+        m += pgwire.message(b"P", name.encode() + b"\0" + sql.encode() + b"\0" + b"\0\0")
+    b = portal.encode() + b"\0" + name.encode() + b"\0" + struct.pack("!HH", 0, len(params))
+    for v in params:
+        b += struct.pack("!I", len(v)) + v.encode()
+    m += pgwire.message(b"B", b + struct.pack("!H", 0))
+    return m + pgwire.message(b"E", portal.encode() + b"\0" + struct.pack("!I", 0))
+
+
+def _replies(r):
+    """Messages up to ReadyForQuery: [(type, text)]."""
+    out = []
+    while True:
+        t, body = r.read_msg()
+        text = pgwire.parse_fields(body).get("M", "") if t == b"E" else body[:40]
+        out.append((t.decode(), text))
+        if t == b"Z":
+            return out
+
+
+def test_grant_max_rows_extended_group_rules(appr):
+    """Raw extended-protocol groups around a write bounded by its grant: a statement after
+    the guarded Bind in its group (here a COMMIT that would end sluice's transaction early) is
+    refused and the whole group rolled back; a simple Query there ends the session (08P01); a
+    Flush, then a Sync sent later, still gets the ReadyForQuery."""
+    t = "appr_rows_raw"
+    make_table(appr.pg, t)
+    c = appr.ep.connect(user="copilot")
+    c.autocommit = True
+    rid = refused_for_approval(c, f"UPDATE {t} SET v = v + 100 WHERE id <= 1")
+    appr.decide(rid, body={"rows": 2})
+    sql = f"UPDATE {t} SET v = v + 100 WHERE id <= $1"
+    sync = pgwire.message(b"S")
+    with appr.ep.raw_login(user="copilot") as r:
+        r.send(_ext("", sql, "", ["1"]) + _ext("", "COMMIT", "", []) + sync)
+        got = _replies(r)
+        assert [k for k, _ in got] == ["1", "2", "C", "E", "Z"], got
+        assert "must be alone in its group" in got[3][1], got
+        assert value_of(appr.pg, t, 1)[0] == 1  # rolled back with the group
+        # a Flush: the CommandComplete comes; the Sync, sent later, gets its ReadyForQuery
+        r.send(_ext("w", sql, "", ["1"]) + pgwire.message(b"H"))
+        got = [r.read_msg()[0] for _ in range(3)]
+        assert got == [b"1", b"2", b"C"], got
+        time.sleep(0.3)
+        r.send(sync)
+        assert [k for k, _ in _replies(r)] == ["Z"]
+        assert value_of(appr.pg, t, 1)[0] == 101
+        # a simple Query inside the guarded group: a protocol violation
+        r.send(_ext("w", None, "", ["1"]) + pgwire.message(b"Q", b"SELECT 1\0"))
+        kinds = []
+        while True:
+            m = r.read_msg()
+            if m is None:
+                break
+            kinds.append(m[0])
+            if m[0] == b"E":
+                assert pgwire.parse_fields(m[1]).get("C") == "08P01", m
+        assert b"E" in kinds, kinds
+    assert value_of(appr.pg, t, 1)[0] == 101
+    assert runs(c, "SELECT 1") == 1
+
+
+def test_grant_max_rows_extended_notices_and_notifications(appr):
+    """A NOTICE and a NOTIFY raised by the bounded write (a trigger) reach the client: they
+    answer no message, so the guard neither counts nor swallows them."""
+    import psycopg
+    t = "appr_rows_notify"
+    make_table(appr.pg, t)
+    a = appr.pg.admin(dbname="shop")
+    a.autocommit = True
+    a.cursor().execute(f"""
+        CREATE OR REPLACE FUNCTION {t}_tell() RETURNS trigger LANGUAGE plpgsql AS $$
+        BEGIN RAISE NOTICE 'row % changed', NEW.id; PERFORM pg_notify('{t}', NEW.id::text);
+        RETURN NEW; END $$;
+        CREATE TRIGGER {t}_tell AFTER UPDATE ON {t} FOR EACH ROW EXECUTE FUNCTION {t}_tell();""")
+    a.close()
+    c = appr.ep.connect(user="copilot")
+    c.autocommit = True
+    rid = refused_for_approval(c, f"UPDATE {t} SET v = v + 100 WHERE id <= 1")
+    appr.decide(rid, body={"rows": 2})
+    p = appr.ep.params(user="copilot")
+    with psycopg.connect(host=p["host"], port=p["port"], dbname=p["dbname"], user=p["user"],
+                         password=p["password"], sslmode="disable", autocommit=True) as pc:
+        notices, got = [], []
+        pc.add_notice_handler(lambda d: notices.append(d.message_primary))
+        pc.add_notify_handler(lambda n: got.append(n.payload))
+        pc.execute(f"LISTEN {t}")
+        cur = pc.execute(f"UPDATE {t} SET v = v + 100 WHERE id <= %s", (2,))
+        assert cur.rowcount == 2
+        assert sorted(notices) == ["row 1 changed", "row 2 changed"], notices
+        pc.execute("SELECT 1")  # the notifications came with the COMMIT, before its answer
+        assert sorted(got) == ["1", "2"], got
+    assert [value_of(appr.pg, t, i)[0] for i in (1, 2, 3)] == [101, 102, 3]
+
+
+def test_grant_max_rows_extended_failed_commit(appr):
+    """A bounded write whose COMMIT fails (a deferred unique constraint) reports the server's
+    error, as the server does at Sync; the next bounded writes of the session still run."""
+    import psycopg
+    t = "appr_rows_defer"
+    make_table(appr.pg, t)
+    a = appr.pg.admin(dbname="shop")
+    a.autocommit = True
+    a.cursor().execute(f"ALTER TABLE {t} ADD CONSTRAINT {t}_v UNIQUE (v) "
+                       "DEFERRABLE INITIALLY DEFERRED")
+    a.close()
+    c = appr.ep.connect(user="copilot")
+    c.autocommit = True
+    rid = refused_for_approval(c, f"UPDATE {t} SET v = 1 WHERE id = 1")
+    appr.decide(rid, body={"rows": 2})
+    p = appr.ep.params(user="copilot")
+    with psycopg.connect(host=p["host"], port=p["port"], dbname=p["dbname"], user=p["user"],
+                         password=p["password"], sslmode="disable", autocommit=True) as pc:
+        with pytest.raises(psycopg.Error) as ei:
+            pc.execute(f"UPDATE {t} SET v = %s WHERE id = 2", (3,))  # v 3 is taken by id 3
+        assert ei.value.sqlstate == "23505", ei.value
+        assert pc.info.transaction_status == psycopg.pq.TransactionStatus.IDLE
+        for i in (4, 5):
+            assert pc.execute(f"UPDATE {t} SET v = %s WHERE id = {i}", (i + 100,)).rowcount == 1
+    assert [value_of(appr.pg, t, i)[0] for i in (2, 4, 5)] == [2, 104, 105]
 
 
 def test_group_grant_covers_other_members(appr):
