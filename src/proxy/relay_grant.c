@@ -225,7 +225,8 @@ bool relay_grant_bind_ok(struct session *s, const uint8_t *body, size_t len)
 bool relay_grant_inside(struct session *s, uint8_t type, const uint8_t *body, size_t len,
                         enum hold_action *act)
 {
-    if (type == 'E' && memchr(body, 0, len) && strcmp((const char *)body, s->gg_portal) == 0)
+    if (type == 'C' ||
+        (type == 'E' && memchr(body, 0, len) && strcmp((const char *)body, s->gg_portal) == 0))
         return false;
     blocked_push_group(s, s->c2s_group, "42501",
                        "sluice: a write under a grant with max_rows must be alone in its group "

@@ -300,11 +300,7 @@ void session_reap(struct worker *w)
             s->limits = l->next;
             free(l);
         }
-        while (s->limited) {
-            struct limited_stmt *l = s->limited;
-            s->limited = l->next;
-            free(l);
-        }
+        prepared_free_all(s);
         free(s->scram_sv);
         free(s->scram_cl);
         free(s->up_addrs);
@@ -1324,44 +1320,6 @@ static void statement_judge_inner(struct session *s, const char *sql, bool query
         (void)relay_audit_query(s, sql, facts, policy_action_name(d.action), d.rule, true);
 }
 
-/* Remember (or forget) the row limit, masking and grant of a prepared statement by name. */
-static void limited_set(struct session *s, const char *name, uint64_t limit, const char *rule,
-                        int mask, const char *grant, uint64_t grant_max_rows)
-{
-    for (struct limited_stmt **pp = &s->limited; *pp; pp = &(*pp)->next) {
-        if (strcmp((*pp)->name, name) == 0) {
-            struct limited_stmt *l = *pp;
-            *pp = l->next;
-            free(l);
-            break;
-        }
-    }
-    if (!limit && !mask && !grant[0]) return;
-    size_t n = strlen(name) + 1;
-    struct limited_stmt *l = xmalloc(sizeof *l + n);
-    l->limit = limit;
-    l->mask = mask;
-    l->rule = rule;
-    snprintf(l->grant, sizeof l->grant, "%s", grant);
-    l->grant_max_rows = grant[0] ? grant_max_rows : 0;
-    memcpy(l->name, name, n);
-    l->next = s->limited;
-    s->limited = l;
-}
-
-/* A parked Parse was approved under grant: its Binds take the grant's uses. */
-static void limited_grant(struct session *s, const char *name, const char *grant, uint64_t max_rows)
-{
-    for (struct limited_stmt *l = s->limited; l; l = l->next) {
-        if (strcmp(l->name, name) == 0) {
-            snprintf(l->grant, sizeof l->grant, "%s", grant);
-            l->grant_max_rows = max_rows;
-            return;
-        }
-    }
-    limited_set(s, name, 0, NULL, 0, grant, max_rows);
-}
-
 /* Bind of a statement with a row limit: results in this group are limited. Bind is held whole
  * while any prepared statement of the session has a limit or a grant (client_holds). A Bind of
  * a statement approved under a grant takes one of its uses, as a simple Query does: false when
@@ -1374,8 +1332,10 @@ static bool on_client_bind(struct session *s, const uint8_t *body, size_t avail,
     const uint8_t *name = portal_end + 1;
     size_t left = avail - (size_t)(name - body);
     if (!memchr(name, 0, left)) return true;
-    for (struct limited_stmt *l = s->limited; l; l = l->next) {
-        if (strcmp(l->name, (const char *)name) == 0) {
+    struct limited_stmt tmp;
+    const struct limited_stmt *l = prepared_lookup(s, (const char *)name, &tmp);
+    {
+        if (l) {
             if (l->grant_max_rows && !relay_grant_bind_ok(s, body, avail)) return false;
             if (l->grant[0] && approve_grant_use(l->grant, 0) < 0) {
                 char msg[160];
@@ -1486,7 +1446,7 @@ static enum hold_action on_client_statement(struct session *s, uint8_t type, con
             return relay_grant_wrap(s, body, len);
         if (s->park_act == HOLD_FORWARD && type == 'P' && s->audit_grant[0]) {
             /* its Binds take the uses, and are bounded by the grant's max_rows */
-            limited_grant(s, (const char *)body, s->audit_grant, s->gg_pending_max);
+            prepared_grant(s, (const char *)body, s->audit_grant, s->gg_pending_max);
             s->gg_pending_max = 0;
         }
         return s->park_act == HOLD_FORWARD ? HOLD_FORWARD : replace_with_placeholder(s, type, body);
@@ -1505,6 +1465,9 @@ static enum hold_action on_client_statement(struct session *s, uint8_t type, con
             relay_audit_bind(s, (const char *)body, (const char *)portal_end + 1);
         return bound ? relay_grant_bind(s, body, len, bound) : HOLD_FORWARD;
     }
+    case 'C': /* Close: a statement's name means nothing once the server closed it */
+        prepared_close(s, body, len);
+        return HOLD_FORWARD;
     case 'E': {
         s->statements++;
         s->park_group = s->c2s_group;
@@ -1559,8 +1522,10 @@ static enum hold_action on_client_statement(struct session *s, uint8_t type, con
         return replace_with_placeholder(s, 'Q', body);
     }
     statement_judge(s, (const char *)sql, false, (const char *)body, &v);
-    limited_set(s, (const char *)body, v.ok ? v.limit : 0, v.rule, v.ok ? v.mask : 0,
-                v.ok && !v.approval ? s->audit_grant : "", v.ok ? s->gg_pending_max : 0);
+    prepared_parse(s, (const char *)body,
+                   prepared_entry_new((const char *)body, v.ok ? v.limit : 0, v.rule,
+                                      v.ok ? v.mask : 0, v.ok && !v.approval ? s->audit_grant : "",
+                                      v.ok ? s->gg_pending_max : 0));
     s->gg_pending_max = 0; /* the statement's Binds are bounded (relay_grant_bind) */
     return statement_finish(s, 'P', body, v.ok, v.ok && v.approval);
 }
@@ -1601,6 +1566,7 @@ static enum hold_action on_server_message(struct session *s, uint8_t type, const
         }
         if (len == 1) {
             s->tx = body[0];
+            prepared_server(s, 'Z');
             if (s->pending_sync) s->pending_sync--;
             s->s2c_group++;
             s->rows_sent = s->rows_dropped = 0;
@@ -1674,6 +1640,10 @@ static enum hold_action on_server_message(struct session *s, uint8_t type, const
     case 'I':
         if (s->recs) relay_audit_server(s, type, body, len);
         return relay_mask_server(s, type, body, len);
+    case '1':
+    case '3':
+        prepared_server(s, type);
+        return HOLD_FORWARD;
     default:
         return relay_mask_server(s, type, body, len);
     }
@@ -1706,14 +1676,15 @@ static void group_note(struct session *s, uint8_t type)
 static bool client_holds(const struct session *s, uint8_t type)
 {
     return type == 'Q' || type == 'P' || type == 'F' ||
-           ((type == 'B' || type == 'E') && (s->limited || relay_audit_on(s)));
+           ((type == 'B' || type == 'E') && (prepared_any(s) || relay_audit_on(s))) ||
+           (type == 'C' && prepared_any(s));
 }
 
 static bool server_holds(const struct session *s, uint8_t type)
 {
     return type == 'Z' || type == 'C' || type == 'E' || type == 'S' ||
            ((type == 'D' || type == 's' || type == 'I') && s->recs) || relay_mask_holds(s, type) ||
-           relay_grant_holds(s, type);
+           relay_grant_holds(s, type) || prepared_holds(s, type);
 }
 
 /* Decide framing for the bytes of src->in not yet decided. Returns false on a framing error. */

@@ -139,9 +139,10 @@ struct session {
     uint64_t c2s_group, s2c_group; /* Query/Sync/FunctionCall sent; ReadyForQuery received */
     /* limit_rows per Query/Sync group, oldest first: DataRows beyond it are not sent. */
     struct limit_entry *limits, *limits_tail;
-    uint64_t rows_sent, rows_dropped; /* of the result being relayed */
-    bool unsynced;                    /* extended-protocol messages sent since the last Sync */
-    struct limited_stmt *limited;     /* prepared statements with a row limit */
+    uint64_t rows_sent, rows_dropped;     /* of the result being relayed */
+    bool unsynced;                        /* extended-protocol messages sent since the last Sync */
+    struct limited_stmt *limited;         /* prepared statements with a limit, masking or grant */
+    struct prep_op *prep_ops, *prep_tail; /* Parses and Closes not yet answered (prepared.c) */
     const char *client_fault; /* SQLSTATE of a client protocol error that ends the session */
     const char *server_fault; /* SQLSTATE of a server message sluice cannot relay safely */
     bool lingering;           /* S_CLOSING: error sent, reading until the client closes */
@@ -244,6 +245,25 @@ enum review_outcome relay_approve_review(struct session *s, const char *sql,
 bool relay_approve_done(struct session *s);
 void relay_approve_resume(struct session *s);  /* sets park_act from the decision */
 void relay_approve_abandon(struct session *s); /* the client left: cancel the request */
+
+/* Prepared statements (prepared.c): what their names mean, applied when the server confirms
+ * each Parse and Close. prep_entry_new: NULL when there is nothing to keep. */
+struct prep_op;
+struct limited_stmt *prepared_entry_new(const char *name, uint64_t limit, const char *rule,
+                                        int mask, const char *grant, uint64_t grant_max_rows);
+void prepared_parse(struct session *s, const char *name, struct limited_stmt *entry); /* owns it */
+void prepared_close(struct session *s, const uint8_t *body, size_t len);
+/* A parked Parse was approved under grant: its Binds take the grant's uses and bound. */
+void prepared_grant(struct session *s, const char *name, const char *grant, uint64_t max_rows);
+/* The server's ParseComplete ('1'), CloseComplete ('3') or ReadyForQuery ('Z', before
+ * s2c_group counts it). */
+void prepared_server(struct session *s, uint8_t type);
+bool prepared_holds(const struct session *s, uint8_t type);
+/* What a Bind of name gets (tmp: room for a merged entry); NULL: nothing. */
+const struct limited_stmt *prepared_lookup(struct session *s, const char *name,
+                                           struct limited_stmt *tmp);
+bool prepared_any(const struct session *s);
+void prepared_free_all(struct session *s);
 
 /* Grants with max_rows (relay_grant.c). */
 enum hold_action relay_grant_wrap(struct session *s, const uint8_t *body, size_t len);

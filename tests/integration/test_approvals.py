@@ -591,6 +591,37 @@ def test_grant_max_rows_extended_group_rules(appr):
     assert runs(c, "SELECT 1") == 1
 
 
+def test_grant_kept_when_a_parse_of_its_name_fails(appr):
+    """What a statement name means changes only when the server confirms the Parse: a failed
+    Parse of a granted statement's name (42P05), or one the server skipped after an earlier
+    error of its group, leaves the granted statement in place, and its Binds keep their bound."""
+    t = "appr_rows_reparse"
+    make_table(appr.pg, t)
+    c = appr.ep.connect(user="copilot")
+    c.autocommit = True
+    rid = refused_for_approval(c, f"UPDATE {t} SET v = v + 100 WHERE id <= 1")
+    appr.decide(rid, body={"rows": 2})
+    sql = f"UPDATE {t} SET v = v + 100 WHERE id <= $1"
+    sync = pgwire.message(b"S")
+    parse = lambda name, q: pgwire.message(b"P", name.encode() + b"\0" + q.encode() + b"\0\0\0")
+    with appr.ep.raw_login(user="copilot") as r:
+        for name in ("w", ""):
+            r.send(parse(name, sql) + sync)
+            assert [k for k, _ in _replies(r)] == ["1", "Z"]
+            if name:  # a Parse of a name in use fails
+                r.send(parse(name, "SELECT 1") + sync)
+            else:  # a Parse skipped after an error of its group
+                r.send(pgwire.message(b"E", b"nope\0" + struct.pack("!I", 0)) +
+                       parse(name, "SELECT 1") + sync)
+            got = _replies(r)
+            assert [k for k, _ in got] == ["E", "Z"], got
+            r.send(_ext(name, None, "", ["10"]) + sync)
+            got = _replies(r)
+            assert ("E", "sluice: the statement touched 10 rows, more than the 2 its grant "
+                    "allows; it was rolled back") in got, got
+            assert value_of(appr.pg, t, 5)[0] == 5
+
+
 def test_grant_max_rows_extended_notices_and_notifications(appr):
     """A NOTICE and a NOTIFY raised by the bounded write (a trigger) reach the client: they
     answer no message, so the guard neither counts nor swallows them."""

@@ -1,0 +1,183 @@
+/*
+ * prepared.c: what sluice keeps about the client's prepared statements, by name: the row
+ * limit and masking a rule gave a statement, and the approval grant (with its max_rows) it
+ * was allowed under, which apply to each of its Binds (session.c, on_client_bind).
+ *
+ * A Parse or a Close changes what a name means only once the server has done it: a Parse of
+ * a name already in use fails (42P05) and leaves the old statement, and so does a Parse
+ * skipped after an earlier error of its group. So each Parse and Close is an op in a queue,
+ * applied at its ParseComplete or CloseComplete (replies come in message order) and dropped,
+ * unapplied, at the ReadyForQuery of its group when it never got one. A Bind in the same group
+ * as a pending op on its name sees that op (if the op fails, the server skips the Bind too); a
+ * Bind behind a pending op of an earlier group sees the stricter of the op and what is known
+ * now (the smaller row limit, the stronger masking, a grant over none).
+ */
+#include <stdlib.h>
+#include <string.h>
+
+#include "core/buf.h"
+#include "proxy/session_int.h"
+
+/* A Parse or Close the server has not answered yet. */
+struct prep_op {
+    struct prep_op *next;
+    uint64_t group;             /* c2s_group when it was sent */
+    bool parse;                 /* a Parse (else a Close) */
+    bool noop;                  /* a Close of a portal: it only keeps replies in step */
+    struct limited_stmt *entry; /* what the name means once it is done (NULL: nothing) */
+    char name[];
+};
+
+struct limited_stmt *prepared_entry_new(const char *name, uint64_t limit, const char *rule,
+                                        int mask, const char *grant, uint64_t grant_max_rows)
+{
+    if (!limit && !mask && !grant[0]) return NULL;
+    size_t n = strlen(name) + 1;
+    struct limited_stmt *l = xcalloc(1, sizeof *l + n);
+    l->limit = limit;
+    l->mask = mask;
+    l->rule = rule;
+    snprintf(l->grant, sizeof l->grant, "%s", grant);
+    l->grant_max_rows = grant[0] ? grant_max_rows : 0;
+    memcpy(l->name, name, n);
+    return l;
+}
+
+static void op_push(struct session *s, const char *name, bool parse, bool noop,
+                    struct limited_stmt *entry)
+{
+    size_t n = strlen(name) + 1;
+    struct prep_op *op = xcalloc(1, sizeof *op + n);
+    op->group = s->c2s_group;
+    op->parse = parse;
+    op->noop = noop;
+    op->entry = entry;
+    memcpy(op->name, name, n);
+    if (s->prep_tail)
+        s->prep_tail->next = op;
+    else
+        s->prep_ops = op;
+    s->prep_tail = op;
+}
+
+void prepared_parse(struct session *s, const char *name, struct limited_stmt *entry)
+{
+    op_push(s, name, true, false, entry);
+}
+
+void prepared_close(struct session *s, const uint8_t *body, size_t len)
+{
+    if (len < 2 || !memchr(body + 1, 0, len - 1)) return; /* the server refuses it */
+    op_push(s, (const char *)body + 1, false, body[0] != 'S', NULL);
+}
+
+void prepared_grant(struct session *s, const char *name, const char *grant, uint64_t max_rows)
+{
+    struct prep_op *last = NULL;
+    for (struct prep_op *op = s->prep_ops; op; op = op->next)
+        if (op->parse && strcmp(op->name, name) == 0) last = op;
+    if (!last) return; /* cannot happen: the parked Parse pushed its op */
+    if (!last->entry) last->entry = prepared_entry_new(name, 0, NULL, 0, grant, max_rows);
+    snprintf(last->entry->grant, sizeof last->entry->grant, "%s", grant);
+    last->entry->grant_max_rows = max_rows;
+}
+
+static struct limited_stmt **known_slot(struct session *s, const char *name)
+{
+    struct limited_stmt **pp = &s->limited;
+    while (*pp && strcmp((*pp)->name, name) != 0)
+        pp = &(*pp)->next;
+    return pp;
+}
+
+/* The op at the head is done: the name now means its entry. */
+static void op_apply(struct session *s, struct prep_op *op)
+{
+    if (op->noop) return;
+    struct limited_stmt **pp = known_slot(s, op->name);
+    if (*pp) {
+        struct limited_stmt *old = *pp;
+        *pp = old->next;
+        free(old);
+    }
+    if (op->entry) {
+        op->entry->next = s->limited;
+        s->limited = op->entry;
+        op->entry = NULL;
+    }
+}
+
+static void op_pop(struct session *s, bool apply)
+{
+    struct prep_op *op = s->prep_ops;
+    s->prep_ops = op->next;
+    if (!s->prep_ops) s->prep_tail = NULL;
+    if (apply) op_apply(s, op);
+    free(op->entry);
+    free(op);
+}
+
+void prepared_server(struct session *s, uint8_t type)
+{
+    if (type == '1' || type == '3') {
+        /* its op is at the head: earlier ones were answered, or dropped with their group */
+        if (s->prep_ops && s->prep_ops->parse == (type == '1')) op_pop(s, true);
+        return;
+    }
+    /* 'Z' of group s2c_group (not yet counted): what it left unanswered failed or was skipped */
+    while (s->prep_ops && s->prep_ops->group <= s->s2c_group)
+        op_pop(s, false);
+}
+
+bool prepared_holds(const struct session *s, uint8_t type)
+{
+    return (type == '1' || type == '3') && s->prep_ops;
+}
+
+/* The stricter of a and b into out (either may be NULL). */
+static const struct limited_stmt *stricter(const struct limited_stmt *a,
+                                           const struct limited_stmt *b, struct limited_stmt *out)
+{
+    if (!a || !b) return a ? a : b;
+    *out = *a;
+    if (b->limit && (!out->limit || b->limit < out->limit)) {
+        out->limit = b->limit;
+        out->rule = b->rule;
+    }
+    if (b->mask > out->mask) out->mask = b->mask; /* 1 masks, 0 scans, -1 raw */
+    if (b->grant[0] &&
+        (!out->grant[0] || (b->grant_max_rows &&
+                            (!out->grant_max_rows || b->grant_max_rows < out->grant_max_rows)))) {
+        memcpy(out->grant, b->grant, sizeof out->grant);
+        out->grant_max_rows = b->grant_max_rows;
+    }
+    return out;
+}
+
+const struct limited_stmt *prepared_lookup(struct session *s, const char *name,
+                                           struct limited_stmt *tmp)
+{
+    const struct limited_stmt *known = *known_slot(s, name);
+    const struct prep_op *last = NULL;
+    for (const struct prep_op *op = s->prep_ops; op; op = op->next)
+        if (!op->noop && strcmp(op->name, name) == 0) last = op;
+    if (!last) return known;
+    if (last->group == s->c2s_group) return last->entry; /* this group: it holds if the Bind runs */
+    return stricter(known, last->entry, tmp);
+}
+
+bool prepared_any(const struct session *s)
+{
+    return s->limited || s->prep_ops;
+}
+
+void prepared_free_all(struct session *s)
+{
+    while (s->prep_ops)
+        op_pop(s, false);
+    while (s->limited) {
+        struct limited_stmt *l = s->limited;
+        s->limited = l->next;
+        free(l);
+    }
+}
