@@ -9,7 +9,7 @@
  * applied at its ParseComplete or CloseComplete (replies come in message order) and dropped,
  * unapplied, at the ReadyForQuery of its group when it never got one. A Bind in the same group
  * as a pending op on its name sees that op (if the op fails, the server skips the Bind too); a
- * Bind behind a pending op of an earlier group sees the stricter of the op and what is known
+ * Bind behind pending ops of earlier groups sees the stricter of them all and of what is known
  * now (the smaller row limit, the stronger masking, a grant over none).
  */
 #include <stdlib.h>
@@ -120,6 +120,9 @@ static void op_pop(struct session *s, bool apply)
 void prepared_server(struct session *s, uint8_t type)
 {
     if (type == '1' || type == '3') {
+        /* ops of groups already answered are stale (they got no reply): drop them first */
+        while (s->prep_ops && s->prep_ops->group < s->s2c_group)
+            op_pop(s, false);
         /* its op is at the head: earlier ones were answered, or dropped with their group */
         if (s->prep_ops && s->prep_ops->parse == (type == '1')) op_pop(s, true);
         return;
@@ -134,12 +137,10 @@ bool prepared_holds(const struct session *s, uint8_t type)
     return (type == '1' || type == '3') && s->prep_ops;
 }
 
-/* The stricter of a and b into out (either may be NULL). */
-static const struct limited_stmt *stricter(const struct limited_stmt *a,
-                                           const struct limited_stmt *b, struct limited_stmt *out)
+/* Make out the stricter of out and b: the smaller row limit, the stronger masking, a grant
+ * over none (and the smaller max_rows). */
+static void stricter(struct limited_stmt *out, const struct limited_stmt *b)
 {
-    if (!a || !b) return a ? a : b;
-    *out = *a;
     if (b->limit && (!out->limit || b->limit < out->limit)) {
         out->limit = b->limit;
         out->rule = b->rule;
@@ -151,7 +152,6 @@ static const struct limited_stmt *stricter(const struct limited_stmt *a,
         memcpy(out->grant, b->grant, sizeof out->grant);
         out->grant_max_rows = b->grant_max_rows;
     }
-    return out;
 }
 
 const struct limited_stmt *prepared_lookup(struct session *s, const char *name,
@@ -163,7 +163,17 @@ const struct limited_stmt *prepared_lookup(struct session *s, const char *name,
         if (!op->noop && strcmp(op->name, name) == 0) last = op;
     if (!last) return known;
     if (last->group == s->c2s_group) return last->entry; /* this group: it holds if the Bind runs */
-    return stricter(known, last->entry, tmp);
+    /* any of the earlier groups' ops may or may not take: the stricter of them all (an op
+     * with no entry means no limit, no grant and masking by detection) */
+    static const struct limited_stmt none;
+    bool any = known != NULL;
+    memcpy(tmp, known ? known : &none, sizeof *tmp);
+    for (const struct prep_op *op = s->prep_ops; op; op = op->next) {
+        if (op->noop || strcmp(op->name, name) != 0) continue;
+        stricter(tmp, op->entry ? op->entry : &none);
+        any = any || op->entry;
+    }
+    return any ? tmp : NULL;
 }
 
 bool prepared_any(const struct session *s)

@@ -47,7 +47,7 @@ static void queue_query(struct session *s, const char *a, const uint8_t *b, size
 
 enum hold_action relay_grant_wrap(struct session *s, const uint8_t *body, size_t len)
 {
-    if (s->pending_sync != 1) {
+    if (s->pending_sync != 1 || s->unsynced) {
         /* Statements before it are still running: their transaction state is not known yet,
          * so the bound cannot be kept safely. */
         s->gg_pending_max = 0;
@@ -228,10 +228,12 @@ bool relay_grant_inside(struct session *s, uint8_t type, const uint8_t *body, si
     if (type == 'C' ||
         (type == 'E' && memchr(body, 0, len) && strcmp((const char *)body, s->gg_portal) == 0))
         return false;
-    blocked_push_group(s, s->c2s_group, "42501",
-                       "sluice: a write under a grant with max_rows must be alone in its group "
-                       "of messages (only its Parse, Bind, Describe and Execute before Sync)",
-                       "send the other statements after its Sync");
+    blocked_push_group(
+        s, s->c2s_group, "42501",
+        "sluice: a write under a grant with max_rows must be alone in its group "
+        "of messages (only its Parse, Bind, Describe, Execute, Flush and Close before "
+        "Sync)",
+        "send the other statements after its Sync");
     *act = relay_placeholder_execute(s);
     return true;
 }

@@ -1519,7 +1519,7 @@ static enum hold_action on_client_statement(struct session *s, uint8_t type, con
     const uint8_t *sql = name_end ? name_end + 1 : NULL;
     if (!sql || !memchr(sql, 0, len - (size_t)(sql - body))) {
         blocked_push_deny(s, "protocol", "malformed Parse message");
-        return replace_with_placeholder(s, 'Q', body);
+        return replace_with_placeholder(s, 'E', body); /* no ReadyForQuery of its own */
     }
     statement_judge(s, (const char *)sql, false, (const char *)body, &v);
     prepared_parse(s, (const char *)body,
@@ -1675,6 +1675,9 @@ static void group_note(struct session *s, uint8_t type)
 
 static bool client_holds(const struct session *s, uint8_t type)
 {
+    /* inside a guarded group every statement message is looked at (relay_grant_inside) */
+    if (s->gg == GG_EXT_STMT && s->gg_open && type != 'S' && type != 'H' && type != 'D')
+        return true;
     return type == 'Q' || type == 'P' || type == 'F' ||
            ((type == 'B' || type == 'E') && (prepared_any(s) || relay_audit_on(s))) ||
            (type == 'C' && prepared_any(s));
@@ -1722,7 +1725,14 @@ static bool relay_scan(struct session *s, struct side *src, bool from_client, co
             return false;
         }
         size_t total = 1 + (size_t)h.len;
-        if (from_client && (h.type == 'Q' || h.type == 'E')) s->copy_syncs = 0;
+        if (from_client && (h.type == 'Q' || h.type == 'E')) {
+            s->copy_syncs = 0;
+            s->copy_counting = true;
+        } else if (from_client && h.type != 'S' && h.type != 'H' && h.type != 'd') {
+            /* a server in COPY FROM STDIN leaves it at this message at the latest (CopyDone,
+             * CopyFail, or an error): the Syncs after it are not ignored */
+            s->copy_counting = false;
+        }
         if (from_client) {
             switch (h.type) {
             case 'P':
@@ -1809,7 +1819,7 @@ static bool relay_scan(struct session *s, struct side *src, bool from_client, co
             if (h.type == 'S' && !s->copy_in) {
                 s->pending_sync++;
                 s->c2s_group++;
-                if (h.type == 'S') s->copy_syncs++;
+                if (s->copy_counting) s->copy_syncs++;
             }
             if (h.type == 'c' || h.type == 'f') copy_in_end(s);
             if (h.type == 'X') {

@@ -126,6 +126,7 @@ struct session {
     uint32_t pending_sync;  /* Query/Sync/FunctionCall forwarded, ReadyForQuery not yet back */
     bool copy_in;           /* the server is in COPY FROM STDIN (CopyInResponse seen) */
     uint32_t copy_syncs;    /* Syncs counted since the client's last Query or Execute */
+    bool copy_counting;     /* ... and only Syncs, Flushes and CopyData came since */
     uint32_t copy_ignored;  /* of those, the ones a COPY FROM STDIN swallows */
     uint32_t be_pid, be_key, our_key;
     struct net_addr *up_addrs; /* while connecting upstream: the target's addresses */

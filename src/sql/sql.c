@@ -556,8 +556,10 @@ static void walk_node(struct walk *w, const char *type, const cJSON *body, int d
         w->flags |= SQL_F_ALTER_SYSTEM;
         return;
     }
+    /* EXECUTE runs a statement of SQL PREPARE: what it runs is not in its text (its PREPARE
+     * was judged once, but each EXECUTE may run it again, with any parameters) */
     if (!strcmp(type, "DoStmt") || !strcmp(type, "CallStmt") ||
-        !strcmp(type, "CreateFunctionStmt")) {
+        !strcmp(type, "CreateFunctionStmt") || !strcmp(type, "ExecuteStmt")) {
         w->flags |= SQL_F_UNJUDGEABLE;
         walk_fields(w, body, NULL, depth);
         return;

@@ -622,6 +622,44 @@ def test_grant_kept_when_a_parse_of_its_name_fails(appr):
             assert value_of(appr.pg, t, 5)[0] == 5
 
 
+def test_grant_bound_holds_for_pipelined_and_malformed_groups(appr):
+    """Groups a client pipelines around a granted statement's name keep its bound: a failed
+    re-Parse pipelined ahead of the Binds, and a malformed Parse ahead of the granted one. A
+    bounded simple Query behind an unsynced extended message that fails does not hang."""
+    t = "appr_rows_pipe"
+    make_table(appr.pg, t)
+    c = appr.ep.connect(user="copilot")
+    c.autocommit = True
+    rid = refused_for_approval(c, f"UPDATE {t} SET v = v + 100 WHERE id <= 1")
+    appr.decide(rid, body={"rows": 2})
+    sql = f"UPDATE {t} SET v = v + 100 WHERE id <= $1"
+    sync = pgwire.message(b"S")
+    parse = lambda name, q: pgwire.message(b"P", name.encode() + b"\0" + q.encode() + b"\0\0\0")
+    with appr.ep.raw_login(user="copilot") as r:
+        r.send(parse("w", sql) + sync + parse("w", "SELECT 1") + sync +
+               _ext("w", None, "", ["10"]) + _ext("w", None, "", ["10"]) + sync)
+        got = _replies(r) + _replies(r) + _replies(r)
+        assert ("C", b"UPDATE 10\0") not in got, got
+        assert value_of(appr.pg, t, 5)[0] == 5
+        # a malformed Parse (no end to its text) ahead of the granted one in its group
+        r.send(pgwire.message(b"P", b"m\0SELECT") + parse("v", sql) + sync)
+        got = _replies(r)
+        assert [k for k, _ in got] == ["E", "Z"], got
+        r.send(parse("v", sql) + sync)
+        _replies(r)
+        r.send(_ext("v", None, "", ["10"]) + sync)
+        got = _replies(r)
+        assert any(k == "E" and "its grant allows" in m for k, m in got), got
+        assert value_of(appr.pg, t, 5)[0] == 5
+    with appr.ep.raw_login(user="copilot") as r:
+        bind_missing = pgwire.message(b"B", b"\0nope\0" + struct.pack("!HHH", 0, 0, 0))
+        q = f"UPDATE {t} SET v = v + 100 WHERE id <= 1"
+        r.send(bind_missing + pgwire.message(b"Q", q.encode() + b"\0") + sync)
+        got = _replies(r)  # within the read timeout: no hang
+        assert got[0][0] == "E" and got[-1][0] == "Z", got
+    assert value_of(appr.pg, t, 1)[0] == 1
+
+
 def test_grant_max_rows_extended_notices_and_notifications(appr):
     """A NOTICE and a NOTIFY raised by the bounded write (a trigger) reach the client: they
     answer no message, so the guard neither counts nor swallows them."""
