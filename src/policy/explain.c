@@ -46,6 +46,7 @@ static void print_flags(FILE *out, unsigned flags)
         {SQL_F_UNJUDGEABLE, "unjudgeable"},
         {SQL_F_PARSE_ERROR, "parse_error"},
         {SQL_F_EXPLAIN_ANALYZE, "explain_analyze"},
+        {SQL_F_PREPARE, "prepare"},
     };
     fprintf(out, "  %-11s", "flags:");
     int any = 0;

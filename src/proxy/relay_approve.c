@@ -32,6 +32,26 @@ enum review_outcome relay_approve_review(struct session *s, const char *sql,
                         strcmp(f->stmts[0].command, "COPY") != 0; /* COPY streams: not wrapped */
     s->park_parse = !query;
     s->audit_request[0] = s->audit_grant[0] = '\0';
+    bool writes = false, prepare = false;
+    for (unsigned k = 0; k < f->n_stmts; k++) {
+        writes = writes || f->stmts[k].cls == SQL_WRITE;
+        prepare = prepare || (f->stmts[k].flags & SQL_F_PREPARE);
+    }
+    if (prepare) { /* each EXECUTE would run it again: no use taken, no bound */
+        blocked_push_text(s, "42501", d->rule,
+                          "sluice: a statement that needs approval cannot be made with SQL "
+                          "PREPARE (each EXECUTE would run it again, unreviewed)",
+                          "run it directly, or prepare it with the protocol (Parse)");
+        return REVIEW_REFUSED;
+    }
+    if (writes && !s->park_guardable && s->rt->cfg->approvals.grant_max_rows) {
+        blocked_push_text(s, "42501", d->rule,
+                          "sluice: a write that needs approval must be one statement sluice can "
+                          "bound to approvals.grant.max_rows (not COPY, not several statements)",
+                          "send the statements one at a time; a COPY needs "
+                          "approvals.grant.max_rows: 0");
+        return REVIEW_REFUSED;
+    }
     if (!atomic_load(&proxy_approvals)) {
         blocked_push_text(s, "42501", d->rule, "approvals are not configured on this sluice",
                           "ask an administrator");

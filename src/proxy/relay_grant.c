@@ -47,7 +47,7 @@ static void queue_query(struct session *s, const char *a, const uint8_t *b, size
 
 enum hold_action relay_grant_wrap(struct session *s, const uint8_t *body, size_t len)
 {
-    if (s->pending_sync != 1 || s->unsynced) {
+    if (s->pending_sync != 1 || s->unsynced || s->sync_doubt) {
         /* Statements before it are still running: their transaction state is not known yet,
          * so the bound cannot be kept safely. */
         s->gg_pending_max = 0;
@@ -208,8 +208,9 @@ bool relay_grant_bind_ok(struct session *s, const uint8_t *body, size_t len)
      * groups still running (the transaction state is known); a portal name that fits */
     uint32_t before = s->grp_msgs;
     const uint8_t *portal_end = memchr(body, 0, len);
-    if (s->pending_sync == 0 && (before == 0 || (before == 1 && s->grp_first == 'P')) &&
-        portal_end && (size_t)(portal_end - body) < sizeof s->gg_portal)
+    if (s->pending_sync == 0 && !s->sync_doubt &&
+        (before == 0 || (before == 1 && s->grp_first == 'P')) && portal_end &&
+        (size_t)(portal_end - body) < sizeof s->gg_portal)
         return true;
     blocked_push_group(s, s->c2s_group, "42501",
                        "sluice: a write under a grant with max_rows must not be pipelined "

@@ -1676,7 +1676,8 @@ static void group_note(struct session *s, uint8_t type)
 static bool client_holds(const struct session *s, uint8_t type)
 {
     /* inside a guarded group every statement message is looked at (relay_grant_inside) */
-    if (s->gg == GG_EXT_STMT && s->gg_open && type != 'S' && type != 'H' && type != 'D')
+    if (s->gg == GG_EXT_STMT && s->gg_open && type != 'S' && type != 'H' && type != 'D' &&
+        type != 'X')
         return true;
     return type == 'Q' || type == 'P' || type == 'F' ||
            ((type == 'B' || type == 'E') && (prepared_any(s) || relay_audit_on(s))) ||
@@ -1779,10 +1780,11 @@ static bool relay_scan(struct session *s, struct side *src, bool from_client, co
                 break;
             }
             if (!from_client && (h.type == 'C' || h.type == 'E')) copy_in_end(s);
-            if (from_client && s->gg == GG_EXT_STMT && s->gg_open &&
-                (h.type == 'Q' || h.type == 'F')) {
-                *why = "a simple Query or FunctionCall inside an extended-protocol group that "
-                       "runs under a grant's max_rows";
+            if (from_client && s->unsynced && (h.type == 'Q' || h.type == 'F')) {
+                /* whether the server runs it depends on errors sluice has not seen yet (it
+                 * skips everything to the Sync after one): the groups could not be counted */
+                *why = "a simple Query or FunctionCall inside an unfinished extended-protocol "
+                       "group (send Sync first)";
                 s->client_fault = "08P01";
                 return false;
             }
@@ -1820,6 +1822,10 @@ static bool relay_scan(struct session *s, struct side *src, bool from_client, co
                 s->pending_sync++;
                 s->c2s_group++;
                 if (s->copy_counting) s->copy_syncs++;
+            } else if (h.type == 'S') {
+                /* ignored, unless the COPY has just failed: from now on the count of groups
+                 * may be one short, and no grant's max_rows can rely on it */
+                s->sync_doubt = true;
             }
             if (h.type == 'c' || h.type == 'f') copy_in_end(s);
             if (h.type == 'X') {

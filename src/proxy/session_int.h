@@ -127,6 +127,7 @@ struct session {
     bool copy_in;           /* the server is in COPY FROM STDIN (CopyInResponse seen) */
     uint32_t copy_syncs;    /* Syncs counted since the client's last Query or Execute */
     bool copy_counting;     /* ... and only Syncs, Flushes and CopyData came since */
+    bool sync_doubt;        /* a Sync came during COPY FROM STDIN: the group count may be off */
     uint32_t copy_ignored;  /* of those, the ones a COPY FROM STDIN swallows */
     uint32_t be_pid, be_key, our_key;
     struct net_addr *up_addrs; /* while connecting upstream: the target's addresses */

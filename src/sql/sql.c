@@ -778,6 +778,7 @@ static void classify(struct walk *w, const char *type, const cJSON *body, const 
             w->flags |= SQL_F_UNJUDGEABLE;
             return;
         }
+        if (!explain) w->flags |= SQL_F_PREPARE;
         /* Other fields: PREPARE's argument types, EXPLAIN's options. */
         static const char *const skip[] = {"query", NULL};
         walk_fields(w, body, skip, depth);

@@ -36,18 +36,19 @@ enum sql_class {
 
 /* Flags: what the guardrails and the "cannot judge" rule look at. */
 enum sql_flag {
-    SQL_F_NO_WHERE = 1u << 0,       /* UPDATE or DELETE without WHERE, or WHERE a tautology */
-    SQL_F_TAUTOLOGY = 1u << 1,      /* ... and it was a tautology (WHERE true, 1=1, 'a'='a') */
-    SQL_F_COPY_PROGRAM = 1u << 2,   /* COPY ... TO/FROM PROGRAM */
-    SQL_F_COPY_FILE = 1u << 3,      /* COPY ... TO/FROM 'file' on the server */
-    SQL_F_ALTER_SYSTEM = 1u << 4,   /* ALTER SYSTEM */
-    SQL_F_ROLE_CHANGE = 1u << 5,    /* SET ROLE, SET SESSION AUTHORIZATION (not RESET/NONE) */
-    SQL_F_ROLE_PRIVILEGE = 1u << 6, /* CREATE/ALTER ROLE with SUPERUSER, BYPASSRLS, REPLICATION,
-                                       CREATEROLE; GRANT of a role (membership) */
-    SQL_F_UNJUDGEABLE = 1u << 7,    /* DO, CALL, EXECUTE of dynamic SQL inside functions we
-                                       cannot see, CREATE FUNCTION/PROCEDURE bodies */
-    SQL_F_PARSE_ERROR = 1u << 8,    /* the parser refused the text */
-    SQL_F_EXPLAIN_ANALYZE = 1u << 9 /* the statement runs under EXPLAIN ANALYZE */
+    SQL_F_NO_WHERE = 1u << 0,        /* UPDATE or DELETE without WHERE, or WHERE a tautology */
+    SQL_F_TAUTOLOGY = 1u << 1,       /* ... and it was a tautology (WHERE true, 1=1, 'a'='a') */
+    SQL_F_COPY_PROGRAM = 1u << 2,    /* COPY ... TO/FROM PROGRAM */
+    SQL_F_COPY_FILE = 1u << 3,       /* COPY ... TO/FROM 'file' on the server */
+    SQL_F_ALTER_SYSTEM = 1u << 4,    /* ALTER SYSTEM */
+    SQL_F_ROLE_CHANGE = 1u << 5,     /* SET ROLE, SET SESSION AUTHORIZATION (not RESET/NONE) */
+    SQL_F_ROLE_PRIVILEGE = 1u << 6,  /* CREATE/ALTER ROLE with SUPERUSER, BYPASSRLS, REPLICATION,
+                                        CREATEROLE; GRANT of a role (membership) */
+    SQL_F_UNJUDGEABLE = 1u << 7,     /* DO, CALL, EXECUTE of dynamic SQL inside functions we
+                                        cannot see, CREATE FUNCTION/PROCEDURE bodies */
+    SQL_F_PARSE_ERROR = 1u << 8,     /* the parser refused the text */
+    SQL_F_EXPLAIN_ANALYZE = 1u << 9, /* the statement runs under EXPLAIN ANALYZE */
+    SQL_F_PREPARE = 1u << 10         /* SQL PREPARE: made now, run by each EXECUTE */
 };
 
 struct sql_stmt {

@@ -36,6 +36,7 @@ static const struct {
     {"UNJUDGEABLE", SQL_F_UNJUDGEABLE},
     {"PARSE_ERROR", SQL_F_PARSE_ERROR},
     {"EXPLAIN_ANALYZE", SQL_F_EXPLAIN_ANALYZE},
+    {"PREPARE", SQL_F_PREPARE},
 };
 
 static void flags_to_str(unsigned flags, char *out, size_t n)
