@@ -48,7 +48,8 @@ enum sql_flag {
                                         cannot see, CREATE FUNCTION/PROCEDURE bodies */
     SQL_F_PARSE_ERROR = 1u << 8,     /* the parser refused the text */
     SQL_F_EXPLAIN_ANALYZE = 1u << 9, /* the statement runs under EXPLAIN ANALYZE */
-    SQL_F_PREPARE = 1u << 10         /* SQL PREPARE: made now, run by each EXECUTE */
+    SQL_F_PREPARE = 1u << 10         /* SQL PREPARE: made now, run by each EXECUTE (the last
+                                        flag: tests/fuzz/fuzz_sql.c checks none is above it) */
 };
 
 struct sql_stmt {
