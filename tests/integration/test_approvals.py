@@ -363,9 +363,7 @@ def test_grant_uses_counted_per_execution_of_a_prepared_statement(appr):
     sql = f"UPDATE {t} SET v = v + 100 WHERE id = $1"
     rid = refused_for_approval(c, sql.replace("$1", "1"))
     appr.decide(rid, body={"uses": 3})
-    p = appr.ep.params(user="copilot")
-    with psycopg.connect(host=p["host"], port=p["port"], dbname=p["dbname"], user=p["user"],
-                         password=p["password"], sslmode="disable", autocommit=True) as pc:
+    with _psycopg3(appr) as pc:
         cur = pc.cursor()
         for i in (2, 3, 4):  # one Parse of a named statement, three Bind/Execute
             cur.execute(f"UPDATE {t} SET v = v + 100 WHERE id = %s", (i,), prepare=True)
@@ -475,9 +473,7 @@ def test_grant_max_rows_extended_protocol(appr):
     appr.decide(rid, body={"rows": 2})
     sql = f"UPDATE {t} SET v = v + 100 WHERE id <= %s"
     before = upstream(appr.pg, f"SELECT id, v FROM {t} ORDER BY id")
-    p = appr.ep.params(user="copilot")
-    with psycopg.connect(host=p["host"], port=p["port"], dbname=p["dbname"], user=p["user"],
-                         password=p["password"], sslmode="disable", autocommit=True) as pc:
+    with _psycopg3(appr) as pc:
         cur = pc.cursor()
         for prepare in (False, True):
             with pytest.raises(psycopg.Error) as ei:
@@ -527,6 +523,33 @@ def test_grant_max_rows_extended_protocol(appr):
     assert [value_of(appr.pg, t, i)[0] for i in (1, 2, 3)] == [301, 102, 3]
 
 
+SYNC = pgwire.message(b"S")
+
+
+def _psycopg3(appr):
+    """A psycopg 3 connection (the extended protocol for every statement) as copilot."""
+    import psycopg
+    p = appr.ep.params(user="copilot")
+    return psycopg.connect(host=p["host"], port=p["port"], dbname=p["dbname"], user=p["user"],
+                           password=p["password"], sslmode="disable", autocommit=True)
+
+
+def _parse(name, sql):
+    return pgwire.message(b"P", name.encode() + b"\0" + sql.encode() + b"\0\0\0")
+
+
+def _bounded_grant(appr, t, rows=2):
+    """Table t, and copilot holding a grant with max_rows `rows` for
+    `UPDATE t SET v = v + 100 WHERE id <= $1`: its autocommit psycopg2 connection and that
+    statement's text."""
+    make_table(appr.pg, t)
+    c = appr.ep.connect(user="copilot")
+    c.autocommit = True
+    rid = refused_for_approval(c, f"UPDATE {t} SET v = v + 100 WHERE id <= 1")
+    appr.decide(rid, body={"rows": rows})
+    return c, f"UPDATE {t} SET v = v + 100 WHERE id <= $1"
+
+
 def _ext(name, sql, portal, params):
     """Parse (when sql), Bind and Execute messages of one statement, parameters as text."""
     m = b""
@@ -556,15 +579,9 @@ def test_grant_max_rows_extended_group_rules(appr):
     refused and the whole group rolled back; a simple Query there ends the session (08P01); a
     Flush, then a Sync sent later, still gets the ReadyForQuery."""
     t = "appr_rows_raw"
-    make_table(appr.pg, t)
-    c = appr.ep.connect(user="copilot")
-    c.autocommit = True
-    rid = refused_for_approval(c, f"UPDATE {t} SET v = v + 100 WHERE id <= 1")
-    appr.decide(rid, body={"rows": 2})
-    sql = f"UPDATE {t} SET v = v + 100 WHERE id <= $1"
-    sync = pgwire.message(b"S")
+    c, sql = _bounded_grant(appr, t)
     with appr.ep.raw_login(user="copilot") as r:
-        r.send(_ext("", sql, "", ["1"]) + _ext("", "COMMIT", "", []) + sync)
+        r.send(_ext("", sql, "", ["1"]) + _ext("", "COMMIT", "", []) + SYNC)
         got = _replies(r)
         assert [k for k, _ in got] == ["1", "2", "C", "E", "Z"], got
         assert "must be alone in its group" in got[3][1], got
@@ -574,7 +591,7 @@ def test_grant_max_rows_extended_group_rules(appr):
         got = [r.read_msg()[0] for _ in range(3)]
         assert got == [b"1", b"2", b"C"], got
         time.sleep(0.3)
-        r.send(sync)
+        r.send(SYNC)
         assert [k for k, _ in _replies(r)] == ["Z"]
         assert value_of(appr.pg, t, 1)[0] == 101
         # a simple Query inside the guarded group: a protocol violation
@@ -597,26 +614,19 @@ def test_grant_kept_when_a_parse_of_its_name_fails(appr):
     Parse of a granted statement's name (42P05), or one the server skipped after an earlier
     error of its group, leaves the granted statement in place, and its Binds keep their bound."""
     t = "appr_rows_reparse"
-    make_table(appr.pg, t)
-    c = appr.ep.connect(user="copilot")
-    c.autocommit = True
-    rid = refused_for_approval(c, f"UPDATE {t} SET v = v + 100 WHERE id <= 1")
-    appr.decide(rid, body={"rows": 2})
-    sql = f"UPDATE {t} SET v = v + 100 WHERE id <= $1"
-    sync = pgwire.message(b"S")
-    parse = lambda name, q: pgwire.message(b"P", name.encode() + b"\0" + q.encode() + b"\0\0\0")
+    c, sql = _bounded_grant(appr, t)
     with appr.ep.raw_login(user="copilot") as r:
         for name in ("w", ""):
-            r.send(parse(name, sql) + sync)
+            r.send(_parse(name, sql) + SYNC)
             assert [k for k, _ in _replies(r)] == ["1", "Z"]
             if name:  # a Parse of a name in use fails
-                r.send(parse(name, "SELECT 1") + sync)
+                r.send(_parse(name, "SELECT 1") + SYNC)
             else:  # a Parse skipped after an error of its group
                 r.send(pgwire.message(b"E", b"nope\0" + struct.pack("!I", 0)) +
-                       parse(name, "SELECT 1") + sync)
+                       _parse(name, "SELECT 1") + SYNC)
             got = _replies(r)
             assert [k for k, _ in got] == ["E", "Z"], got
-            r.send(_ext(name, None, "", ["10"]) + sync)
+            r.send(_ext(name, None, "", ["10"]) + SYNC)
             got = _replies(r)
             assert ("E", "sluice: the statement touched 10 rows, more than the 2 its grant "
                     "allows; it was rolled back") in got, got
@@ -628,27 +638,20 @@ def test_grant_bound_holds_for_pipelined_and_malformed_groups(appr):
     re-Parse pipelined ahead of the Binds, and a malformed Parse ahead of the granted one. A
     bounded simple Query behind an unsynced extended message that fails does not hang."""
     t = "appr_rows_pipe"
-    make_table(appr.pg, t)
-    c = appr.ep.connect(user="copilot")
-    c.autocommit = True
-    rid = refused_for_approval(c, f"UPDATE {t} SET v = v + 100 WHERE id <= 1")
-    appr.decide(rid, body={"rows": 2})
-    sql = f"UPDATE {t} SET v = v + 100 WHERE id <= $1"
-    sync = pgwire.message(b"S")
-    parse = lambda name, q: pgwire.message(b"P", name.encode() + b"\0" + q.encode() + b"\0\0\0")
+    c, sql = _bounded_grant(appr, t)
     with appr.ep.raw_login(user="copilot") as r:
-        r.send(parse("w", sql) + sync + parse("w", "SELECT 1") + sync +
-               _ext("w", None, "", ["10"]) + _ext("w", None, "", ["10"]) + sync)
+        r.send(_parse("w", sql) + SYNC + _parse("w", "SELECT 1") + SYNC +
+               _ext("w", None, "", ["10"]) + _ext("w", None, "", ["10"]) + SYNC)
         got = _replies(r) + _replies(r) + _replies(r)
         assert ("C", b"UPDATE 10\0") not in got, got
         assert value_of(appr.pg, t, 5)[0] == 5
         # a malformed Parse (no end to its text) ahead of the granted one in its group
-        r.send(pgwire.message(b"P", b"m\0SELECT") + parse("v", sql) + sync)
+        r.send(pgwire.message(b"P", b"m\0SELECT") + _parse("v", sql) + SYNC)
         got = _replies(r)
         assert [k for k, _ in got] == ["E", "Z"], got
-        r.send(parse("v", sql) + sync)
+        r.send(_parse("v", sql) + SYNC)
         _replies(r)
-        r.send(_ext("v", None, "", ["10"]) + sync)
+        r.send(_ext("v", None, "", ["10"]) + SYNC)
         got = _replies(r)
         assert any(k == "E" and "its grant allows" in m for k, m in got), got
         assert value_of(appr.pg, t, 5)[0] == 5
@@ -656,7 +659,7 @@ def test_grant_bound_holds_for_pipelined_and_malformed_groups(appr):
         # a Query behind an unsynced Bind: whether the server runs it depends on that Bind
         bind_missing = pgwire.message(b"B", b"\0nope\0" + struct.pack("!HHH", 0, 0, 0))
         q = f"UPDATE {t} SET v = v + 100 WHERE id <= 1"
-        r.send(bind_missing + pgwire.message(b"Q", q.encode() + b"\0") + sync)
+        r.send(bind_missing + pgwire.message(b"Q", q.encode() + b"\0") + SYNC)
         codes = []
         while (m := r.read_msg()) is not None:  # within the read timeout: no hang
             if m[0] == b"E":
@@ -694,9 +697,7 @@ def test_grant_max_rows_extended_notices_and_notifications(appr):
     c.autocommit = True
     rid = refused_for_approval(c, f"UPDATE {t} SET v = v + 100 WHERE id <= 1")
     appr.decide(rid, body={"rows": 2})
-    p = appr.ep.params(user="copilot")
-    with psycopg.connect(host=p["host"], port=p["port"], dbname=p["dbname"], user=p["user"],
-                         password=p["password"], sslmode="disable", autocommit=True) as pc:
+    with _psycopg3(appr) as pc:
         notices, got = [], []
         pc.add_notice_handler(lambda d: notices.append(d.message_primary))
         pc.add_notify_handler(lambda n: got.append(n.payload))
@@ -724,9 +725,7 @@ def test_grant_max_rows_extended_failed_commit(appr):
     c.autocommit = True
     rid = refused_for_approval(c, f"UPDATE {t} SET v = 1 WHERE id = 1")
     appr.decide(rid, body={"rows": 2})
-    p = appr.ep.params(user="copilot")
-    with psycopg.connect(host=p["host"], port=p["port"], dbname=p["dbname"], user=p["user"],
-                         password=p["password"], sslmode="disable", autocommit=True) as pc:
+    with _psycopg3(appr) as pc:
         with pytest.raises(psycopg.Error) as ei:
             pc.execute(f"UPDATE {t} SET v = %s WHERE id = 2", (3,))  # v 3 is taken by id 3
         assert ei.value.sqlstate == "23505", ei.value

@@ -154,17 +154,26 @@ class MultiAddressConfig(SluiceConfig):
         return e
 
 
-def test_host_name_whose_first_address_refuses(workdir, certs, pg, sluice_only, sluice_bin):
-    hosts = os.path.join(workdir, "hosts-multi")
+def start_with_hosts(workdir, certs, pg, name, hosts_lines, **config):
+    """A sluice of its own whose host names resolve from a hosts file (MultiAddressConfig);
+    returns it and its endpoint."""
+    hosts = os.path.join(workdir, f"hosts-{name}")
     with open(hosts, "w") as f:
-        f.write("127.0.0.2 pg-multi\n127.0.0.1 pg-multi\n127.0.0.3 pg-slow\n127.0.0.1 pg-slow\n")
+        f.write(hosts_lines)
     ids, secrets = make_identities()
-    sp = SluiceProcess(workdir, "multiaddr", MultiAddressConfig(
-        pg, certs, ids, hosts_file=hosts, server_extra={"connect_timeout": "1s"}))
+    sp = SluiceProcess(workdir, name, MultiAddressConfig(pg, certs, ids, hosts_file=hosts,
+                                                         **config))
     sp.secrets = secrets
     _state["extra"].append(sp)
     sp.start()
-    ep = Endpoint(pg, secrets, sp.config.port, certs, config=sp.config, process=sp)
+    return sp, Endpoint(pg, secrets, sp.config.port, certs, config=sp.config, process=sp)
+
+
+def test_host_name_whose_first_address_refuses(workdir, certs, pg, sluice_only, sluice_bin):
+    sp, ep = start_with_hosts(
+        workdir, certs, pg, "multiaddr",
+        "127.0.0.2 pg-multi\n127.0.0.1 pg-multi\n127.0.0.3 pg-slow\n127.0.0.1 pg-slow\n",
+        server_extra={"connect_timeout": "1s"})
     try:
         c = ep.connect(target="shop_multi")
         cur = c.cursor()
@@ -211,17 +220,11 @@ def test_slow_host_name_lookup_stalls_no_other_session(workdir, certs, pg, sluic
     shim = os.path.join(workdir, "slow_getaddrinfo.so")
     src = os.path.join(os.path.dirname(__file__), "shim", "slow_getaddrinfo.c")
     subprocess.run(["cc", "-shared", "-fPIC", "-O1", "-o", shim, src, "-ldl"], check=True)
-    hosts = os.path.join(workdir, "hosts-slow")
-    with open(hosts, "w") as f:
-        f.write("127.0.0.1 pg-fast\n127.0.0.1 slow12-lazy\n127.0.0.1 slow40-dead\n")
-    ids, secrets = make_identities()
-    sp = SluiceProcess(workdir, "slowdns", MultiAddressConfig(
-        pg, certs, ids, hosts_file=hosts, names=("fast", "slow12-lazy", "slow40-dead"),
-        preload=shim, server_extra={"connect_timeout": "2s", "workers": 1}))
-    sp.secrets = secrets
-    _state["extra"].append(sp)
-    sp.start()
-    ep = Endpoint(pg, secrets, sp.config.port, certs, config=sp.config, process=sp)
+    sp, ep = start_with_hosts(
+        workdir, certs, pg, "slowdns",
+        "127.0.0.1 pg-fast\n127.0.0.1 slow12-lazy\n127.0.0.1 slow40-dead\n",
+        names=("fast", "slow12-lazy", "slow40-dead"), preload=shim,
+        server_extra={"connect_timeout": "2s", "workers": 1})
     try:
         a = ep.connect(target="shop_fast")
         a.autocommit = True
