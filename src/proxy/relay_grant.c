@@ -300,7 +300,7 @@ static bool ext_stmt(struct session *s, uint8_t type, const uint8_t *body, size_
         return false;
     }
     if (s->gg_quiet && !s->gg_noop) {
-        if (type != 'E') { /* 1, 2, C (BEGIN / SAVEPOINT), 3, 3 */
+        if (type != 'E') { /* 3, 3, 1, 2, C (BEGIN / SAVEPOINT), 3, 3 */
             s->gg_quiet--;
             return true;
         }
@@ -324,7 +324,7 @@ static bool ext_stmt(struct session *s, uint8_t type, const uint8_t *body, size_
         s->gg_kick = true;
         return true;
     }
-    if (s->gg_exceeded || s->gg_noop) return s->gg_exceeded && type != 'S';
+    if (s->gg_exceeded || s->gg_noop) return s->gg_exceeded; /* refused: the rest is dropped */
     char msg[256];
     switch (type) {
     case 'C':
@@ -359,10 +359,8 @@ static bool ext_finish_reply(struct session *s, uint8_t type)
         return false;
     case 'E':
         if (s->gg_exceeded && !s->gg_outside) return true; /* the placeholder: refused already */
-        s->gg_quiet = 0;
         return false; /* COMMIT or RELEASE failed (a deferred constraint, ...): its error */
-    default:
-        if (s->gg_quiet) s->gg_quiet--;
+    default:          /* the replies to sluice's own messages */
         return true;
     }
 }
