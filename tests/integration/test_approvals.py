@@ -435,11 +435,7 @@ def test_grant_max_rows_rolls_back(appr):
     """A write under a grant with max_rows that touches more rows is rolled back and refused,
     outside and inside a client transaction; within the bound it runs."""
     t = "appr_rows"
-    make_table(appr.pg, t)
-    c = appr.ep.connect(user="copilot")
-    c.autocommit = True
-    rid = refused_for_approval(c, f"UPDATE {t} SET v = v + 100 WHERE id <= 1")
-    appr.decide(rid, body={"rows": 2})
+    c, _ = _bounded_grant(appr, t)
     assert runs(c, f"UPDATE {t} SET v = v + 100 WHERE id <= 2") == 2
     before = upstream(appr.pg, f"SELECT id, v FROM {t} ORDER BY id")
     with pytest.raises(psycopg2.Error) as ei:
@@ -466,11 +462,7 @@ def test_grant_max_rows_extended_protocol(appr):
     group is refused."""
     import psycopg
     t = "appr_rows_ext"
-    make_table(appr.pg, t)
-    c = appr.ep.connect(user="copilot")
-    c.autocommit = True
-    rid = refused_for_approval(c, f"UPDATE {t} SET v = v + 100 WHERE id <= 1")
-    appr.decide(rid, body={"rows": 2})
+    _bounded_grant(appr, t)
     sql = f"UPDATE {t} SET v = v + 100 WHERE id <= %s"
     before = upstream(appr.pg, f"SELECT id, v FROM {t} ORDER BY id")
     with _psycopg3(appr) as pc:
@@ -684,7 +676,7 @@ def test_grant_max_rows_extended_notices_and_notifications(appr):
     answer no message, so the guard neither counts nor swallows them."""
     import psycopg
     t = "appr_rows_notify"
-    make_table(appr.pg, t)
+    _bounded_grant(appr, t)
     a = appr.pg.admin(dbname="shop")
     a.autocommit = True
     a.cursor().execute(f"""
@@ -693,10 +685,6 @@ def test_grant_max_rows_extended_notices_and_notifications(appr):
         RETURN NEW; END $$;
         CREATE TRIGGER {t}_tell AFTER UPDATE ON {t} FOR EACH ROW EXECUTE FUNCTION {t}_tell();""")
     a.close()
-    c = appr.ep.connect(user="copilot")
-    c.autocommit = True
-    rid = refused_for_approval(c, f"UPDATE {t} SET v = v + 100 WHERE id <= 1")
-    appr.decide(rid, body={"rows": 2})
     with _psycopg3(appr) as pc:
         notices, got = [], []
         pc.add_notice_handler(lambda d: notices.append(d.message_primary))
