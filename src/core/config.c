@@ -423,6 +423,7 @@ static void config_set_defaults(struct sluice_config *cfg)
     cfg->server.pool_max_idle = 100;
     cfg->server.max_connections = 10000;
     cfg->server.max_message_size = 1u << 30;
+    cfg->server.max_row_size = 16u << 20;
     /* Guardrails are on with no config at all. Statements sluice cannot judge (DO, CALL,
      * function bodies, unparseable text) are refused for services and agents, whose SQL is
      * generated and should never need them, and allowed for humans, who run maintenance
@@ -719,6 +720,14 @@ static int convert_server(struct loader *ld, const struct raw_server *rs, struct
                               "a number followed by kB, MB or GB, from 8kB to 4GB - 1)",
                               rs->max_message_size);
         s->max_message_size = (uint32_t)v;
+    }
+    if (rs->max_row_size) {
+        if (parse_size(rs->max_row_size, 1u << 30, &v) < 0 || v < CONFIG_MIN_MESSAGE_SIZE)
+            return cfgld_fail(ld, "server.max_row_size", AT_VALUE,
+                              "invalid size \"%s\" for server.max_row_size (expected bytes or a "
+                              "number followed by kB, MB or GB, from 8kB to 1GB)",
+                              rs->max_row_size);
+        s->max_row_size = (uint32_t)v;
     }
     return 0;
 }

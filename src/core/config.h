@@ -176,6 +176,7 @@ struct cfg_server {
     unsigned connect_timeout;  /* seconds to reach and log into a target; 10 */
     unsigned max_connections;  /* client connections per instance; 10000 */
     uint32_t max_message_size; /* largest message sluice buffers whole (Query, Parse); 1 GiB */
+    uint32_t max_row_size;     /* largest server row held whole to mask or digest it; 16 MiB */
     unsigned
         pool_idle_timeout;  /* seconds an idle upstream connection is kept for reuse; 60, 0 off */
     unsigned pool_max_idle; /* idle upstream connections kept per worker; 100 */

@@ -85,6 +85,7 @@ struct raw_server {
     char *connect_timeout;
     char *max_connections;
     char *max_message_size;
+    char *max_row_size;
     char *pool_idle_timeout;
     char *pool_max_idle;
 };

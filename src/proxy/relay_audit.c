@@ -321,7 +321,7 @@ static uint64_t emit_statement(struct session *s, struct stmt_rec *r, bool pre)
         ev.digest = digest;
     }
     ev.sqlstate = r->sqlstate[0] ? r->sqlstate : NULL;
-    if (r->undigested) ev.detail = "no digest: a row was larger than 16 MiB";
+    if (r->undigested) ev.detail = "no digest: a row was larger than server.max_row_size";
     if (!r->pre_seq) return audit_emit(&ev);
     ev.time_us = r->pre_time_us;
     if (audit_fold(r->pre_seq, &ev)) return r->pre_seq;

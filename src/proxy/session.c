@@ -1702,6 +1702,7 @@ static bool relay_scan(struct session *s, struct side *src, bool from_client, co
     }
     size_t pos = b->off + src->fwd;
     uint32_t max = s->rt->cfg->server.max_message_size;
+    uint32_t max_row = s->rt->cfg->server.max_row_size;
     /* Set once a server message was replaced with nothing decided before it: the replacement
      * went to cl_out, so every message after it in this scan is copied there too (in order)
      * instead of being written in place. Rewritten rows then leave in one write, not one
@@ -1752,15 +1753,15 @@ static bool relay_scan(struct session *s, struct side *src, bool from_client, co
             }
         }
         bool hold = from_client ? client_holds(s, h.type) : server_holds(s, h.type);
-        if (hold && !from_client && h.type == 'V' && h.len > HELD_ROW_MAX) {
-            *why = "a function result larger than 16 MiB cannot be masked";
+        if (hold && !from_client && h.type == 'V' && h.len > max_row) {
+            *why = "a function result larger than server.max_row_size cannot be masked";
             s->server_fault = "54000";
             return false;
         }
-        if (hold && !from_client && h.type == 'D' && h.len > HELD_ROW_MAX) {
+        if (hold && !from_client && h.type == 'D' && h.len > max_row) {
             /* Too large to hold whole: never sent unmasked, else streamed undigested. */
             if (relay_mask_holds(s, 'D')) {
-                *why = "a row larger than 16 MiB cannot be masked";
+                *why = "a row larger than server.max_row_size cannot be masked";
                 s->server_fault = "54000";
                 return false;
             }

@@ -299,9 +299,9 @@ int relay_audit_execute(struct session *s, const char *portal);
 int relay_audit_fastpath(struct session *s, const uint8_t *body, size_t len, const char *decision,
                          const char *rule, bool refused);
 void relay_audit_row(struct session *s, const uint8_t *body, size_t len);
-/* A DataRow streamed without being held (larger than HELD_ROW_MAX): counted, not digested. */
+/* A DataRow streamed without being held (larger than server.max_row_size): counted, not
+ * digested. */
 void relay_audit_row_big(struct session *s, size_t total);
-#define HELD_ROW_MAX (16u << 20)
 void relay_audit_server(struct session *s, uint8_t type, const uint8_t *body, size_t len);
 void relay_audit_end(struct session *s);
 /* The statement just recorded runs under this grant (approved while it waited). */

@@ -876,3 +876,53 @@ def test_fail_closed_write_on_open_session(workdir, certs, pg, tiny_fs, sluice_o
         assert len(inserts) >= len(ran) + 1, (ran, inserts)
     finally:
         sp.assert_clean_exit()
+
+
+def test_rows_beyond_max_row_size(spawn_sluice):
+    """server.max_row_size bounds the rows sluice holds whole to mask and digest them. A
+    larger row passes through an unmasked session intact, counted but without a digest; in a
+    masked session it is never sent: the session ends with 54000 naming the setting."""
+    sp, ep = spawn_sluice("maxrow", server_extra={"max_row_size": "64kB"})
+    big = 100000
+    email = "pat.big@example.com"
+
+    raw = psycopg2.connect(**ep.params(user="etl", application_name="maxrow"))
+    raw.autocommit = True
+    cur = raw.cursor()
+    cur.execute("SELECT repeat('x', %s) || %s AS maxrow_raw", (big, " " + email))
+    (v,) = cur.fetchone()
+    assert len(v) == big + 1 + len(email) and v.endswith(email)
+    raw.close()
+
+    masked = psycopg2.connect(**ep.params(user=BOB, application_name="maxrow"))
+    masked.autocommit = True
+    cur = masked.cursor()
+    cur.execute("SELECT repeat('y', 60000) || %s AS maxrow_small", (" " + email,))
+    (v,) = cur.fetchone()
+    assert len(v) > 60000 and email not in v  # under the limit: held and masked
+    masked.close()
+    c = ep.raw_login("shop", BOB)  # (psycopg2 reports a FATAL mid-query as a lost connection)
+    c.send(pgwire.message(b"Q", f"SELECT repeat('x', {big}) || ' {email}' AS maxrow_big\0".encode()))
+    t, payload = c.read_msg()
+    assert t == b"E", t  # nothing of the row (nor its RowDescription) went out
+    f = pgwire.parse_fields(payload)
+    assert f["S"] == "FATAL" and f["C"] == "54000" and "server.max_row_size" in f["M"], f
+    assert c.read_msg() is None
+    c.close()
+
+    def find(marker):
+        for _ in range(50):
+            got = [e for e in export_events(sp)
+                   if e["kind"] == "statement" and marker in e.get("statement", "")]
+            if got:
+                return got
+            time.sleep(0.1)
+        raise AssertionError(f"no event for {marker}")
+
+    (ev,) = find("maxrow_raw")
+    assert ev["rows"] == 1 and "digest" not in ev, ev
+    assert ev["detail"] == "no digest: a row was larger than server.max_row_size", ev
+    (ev,) = find("maxrow_small")
+    assert ev["rows"] == 1 and len(ev["digest"]) == 64, ev
+    with open(sp.log, errors="replace") as f:
+        assert "server.max_row_size" in f.read()

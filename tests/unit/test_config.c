@@ -272,6 +272,7 @@ static void test_full_values(void **state)
     assert_int_equal(cfg->server.connect_timeout, 5);
     assert_int_equal(cfg->server.max_connections, 500);
     assert_int_equal(cfg->server.max_message_size, 64u << 20);
+    assert_int_equal(cfg->server.max_row_size, 32u << 20);
     config_unref(cfg);
 }
 
@@ -303,6 +304,7 @@ static void test_minimal_and_flow_values(void **state)
     cfg = load_ok(VALID_DIR "/empty.yaml");
     assert_int_equal(cfg->n_targets, 0);
     assert_int_equal(cfg->server.max_connections, 10000);
+    assert_int_equal(cfg->server.max_row_size, 16u << 20);
     config_unref(cfg);
 }
 
