@@ -55,7 +55,6 @@ struct stmt_rec {
     bool query;   /* a simple Query: complete at ReadyForQuery */
     bool refused; /* its event is written; the error that answers it is sluice's */
     char request_id[32], grant_id[32]; /* approval request / grant it ran under */
-    bool undigested;                   /* a row was too large to hold: no digest */
     bool digesting;                    /* audit.row_digest: its context is made at the first row */
     uint64_t rows, tag_rows, bytes;
     char sqlstate[6];
@@ -321,7 +320,6 @@ static uint64_t emit_statement(struct session *s, struct stmt_rec *r, bool pre)
         ev.digest = digest;
     }
     ev.sqlstate = r->sqlstate[0] ? r->sqlstate : NULL;
-    if (r->undigested) ev.detail = "no digest: a row was larger than server.max_row_size";
     if (!r->pre_seq) return audit_emit(&ev);
     ev.time_us = r->pre_time_us;
     if (audit_fold(r->pre_seq, &ev)) return r->pre_seq;
@@ -505,15 +503,27 @@ static void rec_pop_emit(struct session *s, bool emit)
     rec_free(r);
 }
 
-void relay_audit_row_big(struct session *s, size_t total)
+void relay_audit_row_stream(struct session *s, size_t total)
 {
+    s->row_part_left = (uint32_t)total;
+    s->row_part_skip = 7; /* type, length and column count: not digested (audit.h) */
     struct stmt_rec *r = rec_head(s);
     if (!r) return;
     r->rows++;
     r->bytes += total;
-    if (r->digest.active) audit_digest_free(&r->digest);
-    r->digesting = false;
-    r->undigested = true;
+    if (!r->digesting) return;
+    if (!r->digest.active) audit_digest_init(&r->digest);
+    r->digest.rows++;
+}
+
+void relay_audit_row_part(struct session *s, const uint8_t *p, size_t n)
+{
+    if (n > s->row_part_left) n = s->row_part_left;
+    s->row_part_left -= (uint32_t)n;
+    size_t skip = n < s->row_part_skip ? n : s->row_part_skip;
+    s->row_part_skip -= (uint8_t)skip;
+    struct stmt_rec *r = rec_head(s);
+    if (r && r->digesting && n > skip) audit_digest_update(&r->digest, p + skip, n - skip);
 }
 
 void relay_audit_row(struct session *s, const uint8_t *body, size_t len)

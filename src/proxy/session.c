@@ -1713,6 +1713,7 @@ static bool relay_scan(struct session *s, struct side *src, bool from_client, co
         if (from_client && s->gg && !s->gg_open) break;
         if (src->msg_left) {
             size_t take = b->len - pos < src->msg_left ? b->len - pos : src->msg_left;
+            if (!from_client && s->row_part_left) relay_audit_row_part(s, b->data + pos, take);
             pos += take;
             src->msg_left -= (uint32_t)take;
             continue;
@@ -1753,20 +1754,22 @@ static bool relay_scan(struct session *s, struct side *src, bool from_client, co
             }
         }
         bool hold = from_client ? client_holds(s, h.type) : server_holds(s, h.type);
+        bool streamed_row = false;
         if (hold && !from_client && h.type == 'V' && h.len > max_row) {
             *why = "a function result larger than server.max_row_size cannot be masked";
             s->server_fault = "54000";
             return false;
         }
         if (hold && !from_client && h.type == 'D' && h.len > max_row) {
-            /* Too large to hold whole: never sent unmasked, else streamed undigested. */
+            /* Too large to hold whole: never sent unmasked, else streamed (and digested as
+             * its parts pass). */
             if (relay_mask_holds(s, 'D')) {
                 *why = "a row larger than server.max_row_size cannot be masked";
                 s->server_fault = "54000";
                 return false;
             }
-            relay_audit_row_big(s, total);
             hold = false;
+            streamed_row = true;
         }
         if (hold) {
             if (from_client && h.len > max) {
@@ -1850,6 +1853,10 @@ static bool relay_scan(struct session *s, struct side *src, bool from_client, co
             src->drop_left = (uint32_t)(total - take);
             src->rescan = true;
             break;
+        }
+        if (streamed_row) {
+            relay_audit_row_stream(s, total);
+            relay_audit_row_part(s, b->data + pos, take);
         }
         if (copying) {
             buf_append(session_out_buf(&s->cl_out), b->data + pos, total);

@@ -141,7 +141,11 @@ struct session {
     uint64_t c2s_group, s2c_group; /* Query/Sync/FunctionCall sent; ReadyForQuery received */
     /* limit_rows per Query/Sync group, oldest first: DataRows beyond it are not sent. */
     struct limit_entry *limits, *limits_tail;
-    uint64_t rows_sent, rows_dropped;     /* of the result being relayed */
+    uint64_t rows_sent, rows_dropped; /* of the result being relayed */
+    /* A DataRow larger than server.max_row_size streams through in parts: its bytes still to
+     * come, and how many of them are header and column count (not digested). */
+    uint32_t row_part_left;
+    uint8_t row_part_skip;
     bool unsynced;                        /* extended-protocol messages sent since the last Sync */
     struct limited_stmt *limited;         /* prepared statements with a limit, masking or grant */
     struct prep_op *prep_ops, *prep_tail; /* Parses and Closes not yet answered (prepared.c) */
@@ -299,9 +303,10 @@ int relay_audit_execute(struct session *s, const char *portal);
 int relay_audit_fastpath(struct session *s, const uint8_t *body, size_t len, const char *decision,
                          const char *rule, bool refused);
 void relay_audit_row(struct session *s, const uint8_t *body, size_t len);
-/* A DataRow streamed without being held (larger than server.max_row_size): counted, not
- * digested. */
-void relay_audit_row_big(struct session *s, size_t total);
+/* A DataRow streamed without being held (larger than server.max_row_size): counted at its
+ * start (total bytes, header included), then digested part by part as its bytes pass. */
+void relay_audit_row_stream(struct session *s, size_t total);
+void relay_audit_row_part(struct session *s, const uint8_t *p, size_t n);
 void relay_audit_server(struct session *s, uint8_t type, const uint8_t *body, size_t len);
 void relay_audit_end(struct session *s);
 /* The statement just recorded runs under this grant (approved while it waited). */

@@ -879,11 +879,12 @@ def test_fail_closed_write_on_open_session(workdir, certs, pg, tiny_fs, sluice_o
 
 
 def test_rows_beyond_max_row_size(spawn_sluice):
-    """server.max_row_size bounds the rows sluice holds whole to mask and digest them. A
-    larger row passes through an unmasked session intact, counted but without a digest; in a
-    masked session it is never sent: the session ends with 54000 naming the setting."""
+    """server.max_row_size bounds the rows sluice holds whole to mask them. A larger row
+    streams through an unmasked session intact, counted and digested as its parts pass (the
+    harness's socket reads split it); in a masked session it is never sent: the session ends
+    with 54000 naming the setting."""
     sp, ep = spawn_sluice("maxrow", server_extra={"max_row_size": "64kB"})
-    big = 100000
+    big = 300000  # more than a relay buffer (128 KiB): it streams in several parts
     email = "pat.big@example.com"
 
     raw = psycopg2.connect(**ep.params(user="etl", application_name="maxrow"))
@@ -892,14 +893,16 @@ def test_rows_beyond_max_row_size(spawn_sluice):
     cur.execute("SELECT repeat('x', %s) || %s AS maxrow_raw", (big, " " + email))
     (v,) = cur.fetchone()
     assert len(v) == big + 1 + len(email) and v.endswith(email)
+    cur.execute("SELECT 1 AS maxrow_two, repeat('z', %s), NULL, 'end'", (big,))
+    two = cur.fetchall()
     raw.close()
 
     masked = psycopg2.connect(**ep.params(user=BOB, application_name="maxrow"))
     masked.autocommit = True
     cur = masked.cursor()
     cur.execute("SELECT repeat('y', 60000) || %s AS maxrow_small", (" " + email,))
-    (v,) = cur.fetchone()
-    assert len(v) > 60000 and email not in v  # under the limit: held and masked
+    (small,) = cur.fetchone()
+    assert len(small) > 60000 and email not in small  # under the limit: held and masked
     masked.close()
     c = ep.raw_login("shop", BOB)  # (psycopg2 reports a FATAL mid-query as a lost connection)
     c.send(pgwire.message(b"Q", f"SELECT repeat('x', {big}) || ' {email}' AS maxrow_big\0".encode()))
@@ -920,9 +923,33 @@ def test_rows_beyond_max_row_size(spawn_sluice):
         raise AssertionError(f"no event for {marker}")
 
     (ev,) = find("maxrow_raw")
-    assert ev["rows"] == 1 and "digest" not in ev, ev
-    assert ev["detail"] == "no digest: a row was larger than server.max_row_size", ev
+    assert ev["rows"] == 1 and ev["digest"] == digest([(v,)]), ev
+    assert ev["bytes"] == 5 + 2 + 4 + len(v), ev
+    (ev,) = find("maxrow_two")
+    assert ev["rows"] == 1 and ev["digest"] == digest([tuple(str(x) if isinstance(x, int) else x
+                                                             for x in two[0])]), ev
     (ev,) = find("maxrow_small")
     assert ev["rows"] == 1 and len(ev["digest"]) == 64, ev
     with open(sp.log, errors="replace") as f:
         assert "server.max_row_size" in f.read()
+
+
+def test_rows_beyond_max_row_size_and_limit_rows(spawn_sluice):
+    """A row too large to hold and beyond a rule's limit_rows is dropped, not counted."""
+    sp, ep = spawn_sluice("maxrowlim", server_extra={"max_row_size": "16kB"},
+                          extra_yaml="masking: { enabled: false }")
+    c = psycopg2.connect(**ep.params(user="copilot", application_name="maxrowlim"))
+    c.autocommit = True
+    cur = c.cursor()
+    cur.execute("SELECT g AS maxrow_lim, repeat('q', 20000) FROM generate_series(1, 8) g")
+    got = cur.fetchall()
+    assert [r[0] for r in got] == [1, 2, 3, 4, 5] and all(len(r[1]) == 20000 for r in got)
+    c.close()
+    for _ in range(50):
+        evs = [e for e in export_events(sp)
+               if e["kind"] == "statement" and "maxrow_lim" in e.get("statement", "")]
+        if evs:
+            break
+        time.sleep(0.1)
+    (ev,) = evs
+    assert ev["rows"] == 5 and ev["digest"] == digest([(str(a), b) for a, b in got]), ev
