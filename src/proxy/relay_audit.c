@@ -56,6 +56,7 @@ struct stmt_rec {
     bool refused; /* its event is written; the error that answers it is sluice's */
     char request_id[32], grant_id[32]; /* approval request / grant it ran under */
     bool digesting;                    /* audit.row_digest: its context is made at the first row */
+    const char *detail;                /* why its result is not what it seems (static) */
     uint64_t rows, tag_rows, bytes;
     char sqlstate[6];
     struct audit_digest digest;
@@ -65,6 +66,19 @@ struct stmt_rec {
  * Executes record. */
 struct prep {
     struct prep *next;
+    struct stmt_info *info; /* NULL for a portal of a refused Parse */
+    const char *decision, *rule;
+    char name[];
+};
+
+/* A Parse the server has not answered yet, and what its name will mean once it has (info
+ * NULL: policy refused it). A Parse of a name in use fails (42P05) and one after an error of
+ * its group is skipped: either way the server keeps the old statement. So the name changes at
+ * the ParseComplete (replies come in message order) and the op is dropped, unapplied, at its
+ * group's ReadyForQuery when it got none (as src/proxy/prepared.c does for limits). */
+struct audit_op {
+    struct audit_op *next;
+    uint64_t group;
     struct stmt_info *info;
     const char *decision, *rule;
     char name[];
@@ -320,6 +334,7 @@ static uint64_t emit_statement(struct session *s, struct stmt_rec *r, bool pre)
         ev.digest = digest;
     }
     ev.sqlstate = r->sqlstate[0] ? r->sqlstate : NULL;
+    ev.detail = r->detail;
     if (!r->pre_seq) return audit_emit(&ev);
     ev.time_us = r->pre_time_us;
     if (audit_fold(r->pre_seq, &ev)) return r->pre_seq;
@@ -376,7 +391,10 @@ static int rec_push(struct session *s, struct stmt_info *info, bool query, bool 
     s->recs_tail = r;
     if (!refused && !info->durable) return 0;
     uint64_t seq = emit_statement(s, r, true);
-    if (!seq) return s->rt->cfg->audit.fail_open ? 0 : -1;
+    if (!seq && !s->rt->cfg->audit.fail_open) {
+        r->refused = true; /* the caller refuses it: no event can say so, the loss is counted */
+        return -1;
+    }
     r->pre_seq = seq;
     return 0;
 }
@@ -392,23 +410,24 @@ int relay_audit_query(struct session *s, const char *sql, const struct sql_facts
 }
 
 /* name -> info (a reference it takes over) and decision in a list of struct prep (prepared
- * statements, portals): the entry, or NULL when info is NULL (the name is forgotten). */
+ * statements, portals): the entry, or NULL when info is NULL and the name is forgotten (unless
+ * refused: a portal of a refused Parse). */
 static struct prep *prep_set(struct prep **list, const char *name, struct stmt_info *info,
-                             const char *decision, const char *rule)
+                             const char *decision, const char *rule, bool refused)
 {
     struct prep *p = NULL;
     for (struct prep **pp = list; *pp; pp = &(*pp)->next)
         if (strcmp((*pp)->name, name) == 0) {
             p = *pp;
-            info_put(p->info);
-            if (!info) {
+            if (p->info) info_put(p->info);
+            if (!info && !refused) {
                 *pp = p->next;
                 free(p);
                 return NULL;
             }
             break;
         }
-    if (!info) return NULL;
+    if (!info && !refused) return NULL;
     if (!p) {
         size_t n = strlen(name) + 1;
         p = xmalloc(sizeof *p + n);
@@ -434,37 +453,118 @@ static void prep_free_all(struct prep **list)
     while (*list) {
         struct prep *p = *list;
         *list = p->next;
-        info_put(p->info);
+        if (p->info) info_put(p->info);
         free(p);
     }
+}
+
+static void op_push(struct session *s, const char *name, struct stmt_info *info,
+                    const char *decision, const char *rule)
+{
+    size_t n = strlen(name) + 1;
+    struct audit_op *op = xcalloc(1, sizeof *op + n);
+    op->group = s->c2s_group;
+    op->info = info;
+    op->decision = decision;
+    op->rule = rule;
+    memcpy(op->name, name, n);
+    if (s->audit_ops_tail)
+        s->audit_ops_tail->next = op;
+    else
+        s->audit_ops = op;
+    s->audit_ops_tail = op;
+}
+
+/* Drop the oldest op; apply it first (its name now means its statement) when asked. */
+static void op_pop(struct session *s, bool apply)
+{
+    struct audit_op *op = s->audit_ops;
+    s->audit_ops = op->next;
+    if (!s->audit_ops) s->audit_ops_tail = NULL;
+    if (apply && op->info)
+        prep_set(&s->preps, op->name, op->info, op->decision, op->rule, false);
+    else if (op->info)
+        info_put(op->info);
+    free(op);
 }
 
 void relay_audit_parse(struct session *s, const char *name, const char *sql,
                        const struct sql_facts *f, const char *decision, const char *rule)
 {
     if (!relay_audit_on(s)) return;
-    prep_set(&s->preps, name, info_new(s, sql, f), decision, rule);
+    op_push(s, name, info_new(s, sql, f), decision, rule);
+}
+
+void relay_audit_parse_refused(struct session *s, const char *name)
+{
+    if (relay_audit_on(s)) op_push(s, name, NULL, NULL, NULL);
+}
+
+void relay_audit_parse_done(struct session *s)
+{
+    /* ops of groups already answered are stale (they got no reply): drop them first */
+    while (s->audit_ops && s->audit_ops->group < s->s2c_group)
+        op_pop(s, false);
+    if (s->audit_ops) op_pop(s, true); /* earlier ones were answered, or dropped */
+}
+
+void relay_audit_ready(struct session *s)
+{
+    while (s->audit_ops && s->audit_ops->group <= s->s2c_group)
+        op_pop(s, false);
+}
+
+/* What a Bind of stmt_name runs: a Parse of it in the Bind's own group, if any (if that Parse
+ * fails, the server skips the Bind too); else the latest of earlier groups' Parses not yet
+ * answered (a pipeline: most likely it succeeds); else the server's statement. */
+static void stmt_of(struct session *s, const char *stmt_name, struct stmt_info **info,
+                    const char **decision, const char **rule, bool *refused)
+{
+    const struct audit_op *same = NULL, *earlier = NULL;
+    for (const struct audit_op *op = s->audit_ops; op; op = op->next) {
+        if (strcmp(op->name, stmt_name) != 0) continue;
+        if (op->group == s->c2s_group)
+            same = op;
+        else if (op->info)
+            earlier = op;
+    }
+    const struct audit_op *op = same ? same : earlier;
+    *refused = false;
+    if (op) {
+        *info = op->info;
+        *decision = op->decision;
+        *rule = op->rule;
+        *refused = !op->info;
+        return;
+    }
+    const struct prep *st = prep_get(s->preps, stmt_name);
+    *info = st ? st->info : NULL;
+    *decision = st ? st->decision : NULL;
+    *rule = st ? st->rule : NULL;
 }
 
 void relay_audit_bind(struct session *s, const char *portal, const char *stmt_name)
 {
     if (!relay_audit_on(s)) return;
-    struct prep *st = prep_get(s->preps, stmt_name);
-    if (st) st->info->refs++;
-    prep_set(&s->portals, portal, st ? st->info : NULL, st ? st->decision : NULL,
-             st ? st->rule : NULL);
+    struct stmt_info *info;
+    const char *decision, *rule;
+    bool refused;
+    stmt_of(s, stmt_name, &info, &decision, &rule, &refused);
+    if (info) info->refs++;
+    prep_set(&s->portals, portal, info, decision, rule, refused);
 }
 
 int relay_audit_execute(struct session *s, const char *portal)
 {
     if (!relay_audit_on(s)) return 0;
     struct prep *p = prep_get(s->portals, portal);
+    if (p && !p->info) return 0; /* its Parse was refused (and recorded): the server skips it */
     if (!p) {
         /* Prepared before sluice saw it (a reused upstream): its use is recorded, durably,
          * since sluice cannot tell what it does. */
         struct stmt_info *i = info_new(s, "(prepared statement)", NULL);
         i->durable = true;
-        p = prep_set(&s->portals, portal, i, NULL, NULL);
+        p = prep_set(&s->portals, portal, i, NULL, NULL, false);
     }
     return rec_push(s, p->info, false, false, p->decision ? p->decision : "allow", p->rule);
 }
@@ -558,8 +658,11 @@ void relay_audit_server(struct session *s, uint8_t type, const uint8_t *body, si
     }
     case 'Z':
         /* The group is over: Queries complete; Executes skipped after an error never ran. */
-        while (s->recs && s->recs->group <= s->s2c_group)
-            rec_pop_emit(s, s->recs->query);
+        while (s->recs && s->recs->group <= s->s2c_group) {
+            if (!s->recs->query)
+                s->recs->detail = "not executed: skipped after an error earlier in its group";
+            rec_pop_emit(s, true);
+        }
         return;
     default:
         return;
@@ -568,8 +671,12 @@ void relay_audit_server(struct session *s, uint8_t type, const uint8_t *body, si
 
 void relay_audit_end(struct session *s)
 {
-    while (s->recs)
-        rec_pop_emit(s, s->recs->query || s->recs->rows);
+    while (s->recs) {
+        s->recs->detail = "interrupted: the session ended before its result was complete";
+        rec_pop_emit(s, true);
+    }
+    while (s->audit_ops)
+        op_pop(s, false);
     prep_free_all(&s->preps);
     prep_free_all(&s->portals);
     audit_json_free(&s->audit_json);

@@ -1247,6 +1247,7 @@ static void statement_judge(struct session *s, const char *sql, bool query, cons
     struct timespec a, b;
     clock_gettime(CLOCK_MONOTONIC, &a);
     statement_judge_inner(s, sql, query, name, v);
+    if (!query && !v->ok) relay_audit_parse_refused(s, name);
     clock_gettime(CLOCK_MONOTONIC, &b);
     metrics_observe_latency(H_STATEMENT_OVERHEAD, (uint64_t)(b.tv_sec - a.tv_sec) * 1000000000u +
                                                       (uint64_t)b.tv_nsec - (uint64_t)a.tv_nsec);
@@ -1567,6 +1568,7 @@ static enum hold_action on_server_message(struct session *s, uint8_t type, const
         if (len == 1) {
             s->tx = body[0];
             prepared_server(s, 'Z');
+            if (s->audit_ops) relay_audit_ready(s);
             if (s->pending_sync) s->pending_sync--;
             s->s2c_group++;
             s->rows_sent = s->rows_dropped = 0;
@@ -1643,6 +1645,7 @@ static enum hold_action on_server_message(struct session *s, uint8_t type, const
     case '1':
     case '3':
         prepared_server(s, type);
+        if (type == '1' && s->audit_ops) relay_audit_parse_done(s);
         return HOLD_FORWARD;
     default:
         return relay_mask_server(s, type, body, len);
@@ -1688,7 +1691,7 @@ static bool server_holds(const struct session *s, uint8_t type)
 {
     return type == 'Z' || type == 'C' || type == 'E' || type == 'S' ||
            ((type == 'D' || type == 's' || type == 'I') && s->recs) || relay_mask_holds(s, type) ||
-           relay_grant_holds(s, type) || prepared_holds(s, type);
+           relay_grant_holds(s, type) || prepared_holds(s, type) || (type == '1' && s->audit_ops);
 }
 
 /* Decide framing for the bytes of src->in not yet decided. Returns false on a framing error. */

@@ -166,9 +166,10 @@ struct session {
      * when one of them (application_name) changes */
     struct audit_json audit_json;
     struct stmt_rec *recs, *recs_tail; /* statements waiting for their results, oldest first */
-    struct prep *preps;                /* prepared statements by name */
+    struct prep *preps;                /* prepared statements by name (the server's) */
     struct prep *portals;              /* portals by name -> their statement */
-    bool audit_started;                /* session_start emitted: session_end is due */
+    struct audit_op *audit_ops, *audit_ops_tail; /* Parses the server has not answered */
+    bool audit_started;                          /* session_start emitted: session_end is due */
     /* A parked client message (at cl.in->off + cl.fwd) waits for an approval
      * (relay_approve.c); nothing more is read from the client meanwhile. */
     bool parked;
@@ -295,6 +296,12 @@ bool relay_audit_on(const struct session *s);
 void relay_audit_session(struct session *s, enum audit_kind kind, const char *detail);
 int relay_audit_query(struct session *s, const char *sql, const struct sql_facts *f,
                       const char *decision, const char *rule, bool refused);
+/* A Parse policy refused: its name keeps its meaning, and its group's Executes (which the
+ * server skips) record nothing. */
+void relay_audit_parse_refused(struct session *s, const char *name);
+/* ParseComplete, and the ReadyForQuery of group s2c_group (before it is counted). */
+void relay_audit_parse_done(struct session *s);
+void relay_audit_ready(struct session *s);
 void relay_audit_parse(struct session *s, const char *name, const char *sql,
                        const struct sql_facts *f, const char *decision, const char *rule);
 void relay_audit_bind(struct session *s, const char *portal, const char *stmt_name);

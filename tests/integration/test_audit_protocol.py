@@ -1,0 +1,145 @@
+"""The audit's record of statements in the extended protocol's harder cases (docs/audit.md):
+a Parse the server rejects, a Parse policy refuses, Executes skipped after an error in their
+group, a failure at the implicit commit of Sync, a portal fetched in parts, COPY TO STDOUT, and
+a session that ends mid-statement. Each test starts its own sluice and reads the events back
+with `sluice audit export`."""
+import hashlib
+import struct
+import time
+
+import psycopg
+import psycopg2
+
+import pgwire
+from conftest import ALICE
+from test_audit import export_events
+
+BOB = "bob@corp.com"
+SYNC = pgwire.message(b"S")
+
+
+def P(sql, name=""):
+    return pgwire.message(b"P", name.encode() + b"\0" + sql.encode() + b"\0\0\0")
+
+
+def B(portal="", stmt=""):
+    return pgwire.message(b"B", portal.encode() + b"\0" + stmt.encode() + b"\0" +
+                          struct.pack("!HHH", 0, 0, 0))
+
+
+def E(portal="", max_rows=0):
+    return pgwire.message(b"E", portal.encode() + b"\0" + struct.pack("!I", max_rows))
+
+
+def replies(c, groups=1):
+    """Messages up to the groups-th ReadyForQuery, as (type, body)."""
+    out = []
+    while groups:
+        t, body = c.read_msg()
+        out.append((t, body))
+        if t == b"Z":
+            groups -= 1
+    return out
+
+
+def codes(msgs):
+    return [pgwire.parse_fields(b)["C"] for t, b in msgs if t == b"E"]
+
+
+def statements(sp, marker, n=1, timeout=5.0):
+    """The statement (and statement_end) events whose text contains marker, once n of the
+    statement events are there."""
+    deadline = time.time() + timeout
+    while True:
+        evs = export_events(sp)
+        st = [e for e in evs if e["kind"] == "statement" and marker in e.get("statement", "")]
+        if len(st) >= n or time.time() > deadline:
+            ends = [e for e in evs if e["kind"] == "statement_end" and
+                    e.get("ref") in {x["seq"] for x in st}]
+            return st, ends
+
+
+def admin(ep):
+    c = psycopg2.connect(**ep.params(user=ALICE))
+    c.autocommit = True
+    return c
+
+
+def test_failed_reparse_records_the_statement_that_ran(spawn_sluice):
+    """A Parse of a name in use fails (42P05) and the server keeps the old statement: the
+    Execute that follows is recorded as the old statement, not the rejected one."""
+    sp, ep = spawn_sluice("ap-reparse")
+    a = admin(ep)
+    a.cursor().execute("DROP TABLE IF EXISTS ap_victim; CREATE TABLE ap_victim AS "
+                       "SELECT g AS id FROM generate_series(1, 5) g")
+    c = ep.raw_login("shop", ALICE)
+    c.send(P("DELETE FROM ap_victim WHERE id > 0", "s1") + SYNC)
+    assert codes(replies(c)) == []
+    c.send(P("SELECT 1 AS ap_reparse_select", "s1") + SYNC)
+    assert codes(replies(c)) == ["42P05"]
+    c.send(B("", "s1") + E() + SYNC)
+    got = replies(c)
+    assert (b"C", b"DELETE 5\0") in got, got
+    c.close()
+    dele, ends = statements(sp, "DELETE FROM ap_victim")
+    assert len(dele) == 1, dele
+    rows = dele[0].get("rows") or sum(e.get("rows", 0) for e in ends)
+    assert rows == 5, (dele, ends)
+    sel, _ = statements(sp, "ap_reparse_select", timeout=0.5)
+    assert sel == [], sel  # never ran: nothing records it
+
+
+def test_refused_parse_gets_one_event(spawn_sluice):
+    """A Parse that policy refuses gets its deny event and nothing else: its Bind and Execute,
+    which the server skips, record no "allow" event."""
+    sp, ep = spawn_sluice("ap-refused")
+    a = admin(ep)
+    a.cursor().execute("DROP TABLE IF EXISTS ap_rt; CREATE TABLE ap_rt (id int, who text)")
+    p = ep.params(user="copilot")
+    with psycopg.connect(host=p["host"], port=p["port"], dbname=p["dbname"], user=p["user"],
+                         password=p["password"], sslmode="disable", autocommit=True) as c:
+        try:
+            c.execute("INSERT INTO ap_rt VALUES (%s, 'agent')", (9,))
+            raise AssertionError("the INSERT was not refused")
+        except psycopg.errors.InsufficientPrivilege:
+            pass
+        assert c.execute("SELECT 1 AS ap_after").fetchone() == (1,)
+    statements(sp, "ap_after")  # committed after the refused INSERT's events
+    evs = export_events(sp)
+    mine = [e for e in evs if e["kind"] == "statement" and e.get("identity") == "copilot"]
+    ins = [e for e in mine if "ap_rt" in e.get("statement", "")]
+    assert [e["decision"] for e in ins] == ["deny"], ins
+    assert not [e for e in mine if e.get("statement") == "(prepared statement)"], mine
+
+
+def test_executes_skipped_after_an_error_say_so(spawn_sluice):
+    """In one group, the writes after a failing statement never run: their events say they
+    were not executed, with no rows."""
+    sp, ep = spawn_sluice("ap-skipped")
+    a = admin(ep)
+    a.cursor().execute("DROP TABLE IF EXISTS ap_sk; CREATE TABLE ap_sk (id int)")
+    c = ep.raw_login("shop", ALICE)
+    c.send(P("INSERT INTO ap_sk VALUES (1)") + B() + E() +
+           P("SELECT 1/0 AS ap_div") + B() + E() +
+           P("INSERT INTO ap_sk SELECT 101 AS ap_skipped") + B() + E() + SYNC)
+    assert codes(replies(c)) == ["22012"]
+    c.close()
+    assert a.cursor().execute("SELECT count(*) FROM ap_sk") is None
+    st, ends = statements(sp, "ap_skipped")
+    assert len(st) == 1, st
+    res = ends[0] if ends else st[0]
+    assert res.get("rows", 0) == 0 and res.get("detail", "").startswith("not executed"), (st, ends)
+    first, ends1 = statements(sp, "INSERT INTO ap_sk VALUES")
+    res1 = ends1[0] if ends1 else first[0]
+    assert "detail" not in res1 and res1["rows"] == 1, (first, ends1)
+
+
+def test_session_ended_mid_statement_says_interrupted(spawn_sluice):
+    """A client that leaves while its statement runs: the event says it was interrupted."""
+    sp, ep = spawn_sluice("ap-interrupt")
+    c = ep.raw_login("shop", ALICE)
+    c.send(pgwire.message(b"Q", b"SELECT pg_sleep(0.5) AS ap_interrupted\0"))
+    time.sleep(0.1)
+    c.close()
+    st, _ = statements(sp, "ap_interrupted")
+    assert len(st) == 1 and st[0].get("detail", "").startswith("interrupted"), st
