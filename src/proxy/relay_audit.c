@@ -262,6 +262,12 @@ static struct stmt_info *info_new(struct session *s, const char *sql, const stru
         i->tables = sql_facts_tables(f);
         i->cls = sql_class_name(best);
         i->durable = best == SQL_WRITE || best == SQL_DDL || best == SQL_DCL || best == SQL_ADMIN;
+        /* DO, CALL and SQL EXECUTE run code sluice does not see, which may write: journaled
+         * first too, as a fast-path call is */
+        for (unsigned k = 0; k < f->n_stmts && !i->durable; k++)
+            i->durable = !strcmp(f->stmts[k].command, "DO") ||
+                         !strcmp(f->stmts[k].command, "CALL") ||
+                         !strcmp(f->stmts[k].command, "EXECUTE");
     }
     if (sl) {
         info_slot_clear(sl);
@@ -596,8 +602,12 @@ static void rec_pop_emit(struct session *s, bool emit)
                                       memory_order_relaxed);
         }
         relay_mask_count(s);
-        if (!emit_statement(s, r, false))
-            log_warn("session %llu: audit event lost", (unsigned long long)s->id);
+        uint64_t seq = emit_statement(s, r, false);
+        if (!seq) log_warn("session %llu: audit event lost", (unsigned long long)s->id);
+        if (!r->query) {
+            s->audit_done_seq = r->pre_seq ? r->pre_seq : seq;
+            s->audit_done_group = r->group;
+        }
     }
     if (s->masked) memset(s->masked, 0, sizeof *s->masked);
     rec_free(r);
@@ -637,6 +647,28 @@ void relay_audit_row(struct session *s, const uint8_t *body, size_t len)
     audit_digest_datarow(&r->digest, body, len);
 }
 
+/* An error in a group whose Executes all completed: the commit at Sync failed (a deferred
+ * constraint), or a later message did; either way the group's implicit transaction, if any,
+ * rolled back. The last Execute's event gets a statement_end saying so. */
+static void error_after_done(struct session *s, const uint8_t *body, size_t len)
+{
+    if (!s->audit_done_seq || s->audit_done_group != s->s2c_group) return;
+    struct pg_error_view e;
+    char state[6] = "";
+    if (pg_error_parse(body, len, &e) == PG_OK) snprintf(state, sizeof state, "%s", e.sqlstate);
+    struct audit_event ev = {
+        .kind = AUDIT_STATEMENT_END,
+        .session_id = s->id,
+        .identity = s->ident ? s->ident->name : s->user,
+        .ref = s->audit_done_seq,
+        .sqlstate = state[0] ? state : NULL,
+        .detail = "failed after completing: an error later in its group (such as the commit "
+                  "at Sync) ended its transaction",
+    };
+    if (!audit_emit(&ev)) log_warn("session %llu: audit event lost", (unsigned long long)s->id);
+    s->audit_done_seq = 0;
+}
+
 void relay_audit_server(struct session *s, uint8_t type, const uint8_t *body, size_t len)
 {
     struct stmt_rec *r = rec_head(s);
@@ -649,7 +681,10 @@ void relay_audit_server(struct session *s, uint8_t type, const uint8_t *body, si
         if (!r->query) rec_pop_emit(s, true);
         return;
     case 'E': {
-        if (!r || r->group != s->s2c_group) return;
+        if (!r || r->group != s->s2c_group) {
+            error_after_done(s, body, len);
+            return;
+        }
         struct pg_error_view e;
         if (pg_error_parse(body, len, &e) == PG_OK)
             snprintf(r->sqlstate, sizeof r->sqlstate, "%s", e.sqlstate);

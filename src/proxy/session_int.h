@@ -169,7 +169,10 @@ struct session {
     struct prep *preps;                /* prepared statements by name (the server's) */
     struct prep *portals;              /* portals by name -> their statement */
     struct audit_op *audit_ops, *audit_ops_tail; /* Parses the server has not answered */
-    bool audit_started;                          /* session_start emitted: session_end is due */
+    /* the event of the last Execute completed, and its group: an error after it in the same
+     * group (the commit at Sync) is its result too */
+    uint64_t audit_done_seq, audit_done_group;
+    bool audit_started; /* session_start emitted: session_end is due */
     /* A parked client message (at cl.in->off + cl.fwd) waits for an approval
      * (relay_approve.c); nothing more is read from the client meanwhile. */
     bool parked;

@@ -143,3 +143,44 @@ def test_session_ended_mid_statement_says_interrupted(spawn_sluice):
     c.close()
     st, _ = statements(sp, "ap_interrupted")
     assert len(st) == 1 and st[0].get("detail", "").startswith("interrupted"), st
+
+
+def test_failed_commit_at_sync_is_recorded(spawn_sluice):
+    """A deferred constraint fails at the implicit commit of Sync, after the INSERT's
+    CommandComplete: the INSERT's record gets that error."""
+    sp, ep = spawn_sluice("ap-commit")
+    a = admin(ep)
+    a.cursor().execute(
+        "DROP TABLE IF EXISTS ap_child; DROP TABLE IF EXISTS ap_parent; "
+        "CREATE TABLE ap_parent (id int PRIMARY KEY); "
+        "CREATE TABLE ap_child (pid int REFERENCES ap_parent DEFERRABLE INITIALLY DEFERRED)")
+    c = ep.raw_login("shop", ALICE)
+    c.send(P("INSERT INTO ap_child SELECT 42 AS ap_deferred") + B() + E() + SYNC)
+    got = replies(c)
+    assert (b"C", b"INSERT 0 1\0") in got and codes(got) == ["23503"], got
+    c.close()
+    st, ends = statements(sp, "ap_deferred")
+    assert len(st) == 1, st
+    failed = [e for e in ends if e.get("sqlstate") == "23503"]
+    assert len(failed) == 1 and failed[0]["detail"].startswith("failed after completing"), ends
+
+
+def test_do_and_execute_are_journaled_before_they_run(spawn_sluice):
+    """DO and SQL EXECUTE may write: their events are committed before they finish, as a
+    write's are. Each runs longer than the writer's batches, so its result cannot be folded
+    into its event and follows as statement_end (a read's single event would carry it)."""
+    sp, ep = spawn_sluice("ap-do")
+    a = admin(ep)
+    cur = a.cursor()
+    cur.execute("DO $$ BEGIN PERFORM pg_sleep(0.4); END $$")
+    cur.execute("PREPARE ap_p AS SELECT pg_sleep(0.4) AS ap_exec")
+    cur.execute("EXECUTE ap_p")
+    cur.execute("SELECT pg_sleep(0.4) AS ap_read")
+    time.sleep(0.3)
+    evs = export_events(sp)
+    for command in ("DO", "EXECUTE", "SELECT"):
+        st = [e for e in evs if e["kind"] == "statement" and e.get("command") == command and
+              ("ap_read" in e["statement"] or command != "SELECT")]
+        assert len(st) == 1, (command, st)
+        ends = [e for e in evs if e["kind"] == "statement_end" and e.get("ref") == st[0]["seq"]]
+        assert len(ends) == (0 if command == "SELECT" else 1), (command, st, ends)
