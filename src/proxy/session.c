@@ -61,6 +61,15 @@ static void session_ident_free(struct cfg_identity *ci);
 
 /* ---- small helpers ------------------------------------------------------------------ */
 
+/* application_name as the audit, the logs and the dashboard show it: masked by value, as
+ * statement text is (a client may put anything there). */
+static void session_set_app_name(struct session *s, const char *app)
+{
+    char *masked = s->rt->mask ? mask_string(s->rt->mask, app) : NULL;
+    snprintf(s->app_name, sizeof s->app_name, "%s", masked ? masked : app);
+    free(masked);
+}
+
 static void side_watch(struct session *s, struct side *d, uint32_t ev)
 {
     if (d->sk.fd < 0 || d->ev == ev) return;
@@ -439,7 +448,7 @@ static void handle_startup_packet(struct session *s, const struct pg_startup *st
     }
     if (!s->dbname || !*s->dbname) s->dbname = s->user;
     const char *app = pg_startup_get(&copy, "application_name");
-    if (app) snprintf(s->app_name, sizeof s->app_name, "%s", app);
+    if (app) session_set_app_name(s, app);
     const char *repl = pg_startup_get(&copy, "replication");
     if (repl && strcmp(repl, "false") != 0 && strcmp(repl, "0") != 0 && strcmp(repl, "off") != 0 &&
         strcmp(repl, "no") != 0) {
@@ -1587,7 +1596,7 @@ static enum hold_action on_server_message(struct session *s, uint8_t type, const
         pool_params_update(&s->params, &s->params_len, body - 5, len + 5);
         if (len > 17 && memcmp(body, "application_name", 17) == 0 &&
             memchr(body + 17, 0, len - 17)) {
-            snprintf(s->app_name, sizeof s->app_name, "%s", (const char *)body + 17);
+            session_set_app_name(s, (const char *)body + 17);
             audit_json_free(&s->audit_json); /* it names the application */
         }
         return HOLD_FORWARD;

@@ -184,3 +184,21 @@ def test_do_and_execute_are_journaled_before_they_run(spawn_sluice):
         assert len(st) == 1, (command, st)
         ends = [e for e in evs if e["kind"] == "statement_end" and e.get("ref") == st[0]["seq"]]
         assert len(ends) == (0 if command == "SELECT" else 1), (command, st, ends)
+
+
+def test_application_name_is_masked_in_the_audit(spawn_sluice):
+    """application_name is the client's free text: an email in it (at startup or SET later)
+    never reaches the audit raw."""
+    sp, ep = spawn_sluice("ap-app")
+    email = "zed.quux@secretmail.org"
+    c = psycopg2.connect(**ep.params(user=ALICE, application_name="start " + email))
+    c.autocommit = True
+    cur = c.cursor()
+    cur.execute("SELECT 1 AS ap_app_one")
+    cur.execute("SET application_name = %s", (email,))
+    cur.execute("SELECT 2 AS ap_app_two")
+    c.close()
+    for marker in ("ap_app_one", "ap_app_two"):
+        st, _ = statements(sp, marker)
+        assert len(st) == 1 and email not in st[0]["application_name"], st
+    assert st[0]["application_name"] != "start " + email
