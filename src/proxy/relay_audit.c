@@ -57,6 +57,11 @@ struct stmt_rec {
     char request_id[32], grant_id[32]; /* approval request / grant it ran under */
     bool digesting;                    /* audit.row_digest: its context is made at the first row */
     const char *detail;                /* why its result is not what it seems (static) */
+    char *portal;                      /* an Execute's portal (its later Executes continue it) */
+    uint64_t binds;                    /* the session's Binds before it */
+    /* sent while an earlier Execute of the same portal waited: if that one is suspended, this
+     * one takes over its statement (rec_merge) */
+    const struct stmt_rec *cont_of;
     uint64_t rows, tag_rows, bytes;
     char sqlstate[6];
     struct audit_digest digest;
@@ -83,6 +88,9 @@ struct audit_op {
     const char *decision, *rule;
     char name[];
 };
+
+static void rec_pop_emit(struct session *s, bool emit);
+static void suspended_end(struct session *s, const char *portal, const char *detail);
 
 /* Monotonic microseconds: durations only (event times come from the audit itself). */
 static uint64_t now_us(void)
@@ -365,6 +373,7 @@ static uint64_t emit_statement(struct session *s, struct stmt_rec *r, bool pre)
 
 static void rec_free(struct stmt_rec *r)
 {
+    free(r->portal);
     if (r->digest.active) audit_digest_free(&r->digest);
     info_put(r->info);
     free(r);
@@ -376,7 +385,7 @@ static void rec_free(struct stmt_rec *r)
  * event while audit.fail is closed (the caller refuses the statement).
  */
 static int rec_push(struct session *s, struct stmt_info *info, bool query, bool refused,
-                    const char *decision, const char *rule)
+                    const char *decision, const char *rule, const struct stmt_rec *cont_of)
 {
     struct stmt_rec *r = xcalloc(1, sizeof *r);
     r->info = info;
@@ -395,7 +404,8 @@ static int rec_push(struct session *s, struct stmt_info *info, bool query, bool 
     else
         s->recs = r;
     s->recs_tail = r;
-    if (!refused && !info->durable) return 0;
+    r->cont_of = cont_of;
+    if (cont_of || (!refused && !info->durable)) return 0; /* (a continuation's came first) */
     uint64_t seq = emit_statement(s, r, true);
     if (!seq && !s->rt->cfg->audit.fail_open) {
         r->refused = true; /* the caller refuses it: no event can say so, the loss is counted */
@@ -410,7 +420,7 @@ int relay_audit_query(struct session *s, const char *sql, const struct sql_facts
 {
     if (!relay_audit_on(s)) return 0;
     struct stmt_info *i = info_new(s, sql, f);
-    int r = rec_push(s, i, true, refused, decision, rule);
+    int r = rec_push(s, i, true, refused, decision, rule, NULL);
     info_put(i);
     return r;
 }
@@ -552,6 +562,8 @@ static void stmt_of(struct session *s, const char *stmt_name, struct stmt_info *
 void relay_audit_bind(struct session *s, const char *portal, const char *stmt_name)
 {
     if (!relay_audit_on(s)) return;
+    s->audit_binds++;
+    if (s->suspended) suspended_end(s, portal, "portal closed before all its rows were fetched");
     struct stmt_info *info;
     const char *decision, *rule;
     bool refused;
@@ -560,9 +572,67 @@ void relay_audit_bind(struct session *s, const char *portal, const char *stmt_na
     prep_set(&s->portals, portal, info, decision, rule, refused);
 }
 
+/* The FIFO's newest record (rec_push made it). */
+static void rec_append(struct session *s, struct stmt_rec *r)
+{
+    r->next = NULL;
+    if (s->recs_tail)
+        s->recs_tail->next = r;
+    else
+        s->recs = r;
+    s->recs_tail = r;
+}
+
+/* Unlink the suspended statement of portal (NULL: the first one); NULL when none. */
+static struct stmt_rec *suspended_take(struct session *s, const char *portal)
+{
+    for (struct stmt_rec **pp = &s->suspended; *pp; pp = &(*pp)->next)
+        if (!portal || strcmp((*pp)->portal, portal) == 0) {
+            struct stmt_rec *r = *pp;
+            *pp = r->next;
+            r->next = NULL;
+            return r;
+        }
+    return NULL;
+}
+
+/* A suspended portal's statement is over without running to its end (the portal was closed,
+ * bound again, or its transaction or session ended): its event, with what was fetched. */
+static void suspended_end(struct session *s, const char *portal, const char *detail)
+{
+    struct stmt_rec *r;
+    while ((r = suspended_take(s, portal))) {
+        r->detail = detail;
+        /* rec_pop_emit works on the FIFO's head: put it there for the moment */
+        r->next = s->recs;
+        s->recs = r;
+        if (!s->recs_tail) s->recs_tail = r;
+        rec_pop_emit(s, true);
+        if (portal) return;
+    }
+}
+
+void relay_audit_close(struct session *s, const uint8_t *body, size_t len)
+{
+    if (!relay_audit_on(s) || len < 2 || body[0] != 'P' || !memchr(body + 1, 0, len - 1)) return;
+    suspended_end(s, (const char *)body + 1, "portal closed before all its rows were fetched");
+    prep_set(&s->portals, (const char *)body + 1, NULL, NULL, NULL, false);
+}
+
 int relay_audit_execute(struct session *s, const char *portal)
 {
     if (!relay_audit_on(s)) return 0;
+    struct stmt_rec *more = suspended_take(s, portal);
+    if (more) { /* the next rows of a suspended portal: the same statement */
+        more->group = s->c2s_group;
+        rec_append(s, more);
+        return 0;
+    }
+    /* an Execute of the same portal still waiting for its rows: this one may continue it */
+    const struct stmt_rec *cont = NULL;
+    for (const struct stmt_rec *r = s->recs; r; r = r->next)
+        if (!r->query && r->portal && r->binds == s->audit_binds && !strcmp(r->portal, portal))
+            cont = r;
     struct prep *p = prep_get(s->portals, portal);
     if (p && !p->info) return 0; /* its Parse was refused (and recorded): the server skips it */
     if (!p) {
@@ -572,7 +642,10 @@ int relay_audit_execute(struct session *s, const char *portal)
         i->durable = true;
         p = prep_set(&s->portals, portal, i, NULL, NULL, false);
     }
-    return rec_push(s, p->info, false, false, p->decision ? p->decision : "allow", p->rule);
+    int rc = rec_push(s, p->info, false, false, p->decision ? p->decision : "allow", p->rule, cont);
+    s->recs_tail->portal = xstrdup(portal);
+    s->recs_tail->binds = s->audit_binds;
+    return rc;
 }
 
 void relay_audit_note_grant(struct session *s, const char *grant_id)
@@ -669,12 +742,42 @@ static void error_after_done(struct session *s, const uint8_t *body, size_t len)
     s->audit_done_seq = 0;
 }
 
+/* n continues the statement of r, which the server suspended: n takes r's start, its event
+ * (when it was journaled first) and what it counted and digested so far. */
+static void rec_merge(struct stmt_rec *n, struct stmt_rec *r)
+{
+    n->cont_of = NULL;
+    n->start_us = r->start_us;
+    n->pre_seq = r->pre_seq;
+    n->pre_time_us = r->pre_time_us;
+    n->rows += r->rows;
+    n->tag_rows += r->tag_rows;
+    n->bytes += r->bytes;
+    n->digesting = r->digesting;
+    if (r->digest.active) {
+        n->digest = r->digest;
+        r->digest.active = false;
+    }
+}
+
 void relay_audit_server(struct session *s, uint8_t type, const uint8_t *body, size_t len)
 {
     struct stmt_rec *r = rec_head(s);
     switch (type) {
+    case 's': /* PortalSuspended: its next Execute continues the same statement */
+        if (!r || r->group != s->s2c_group || r->query) return;
+        s->recs = r->next;
+        if (!s->recs) s->recs_tail = NULL;
+        for (struct stmt_rec *n = s->recs; n; n = n->next)
+            if (n->cont_of == r) { /* already sent: it takes over */
+                rec_merge(n, r);
+                rec_free(r);
+                return;
+            }
+        r->next = s->suspended;
+        s->suspended = r;
+        return;
     case 'C':
-    case 's':
     case 'I':
         if (!r || r->group != s->s2c_group) return;
         if (type == 'C') r->tag_rows += pg_tag_rows(body, len);
@@ -698,6 +801,9 @@ void relay_audit_server(struct session *s, uint8_t type, const uint8_t *body, si
                 s->recs->detail = "not executed: skipped after an error earlier in its group";
             rec_pop_emit(s, true);
         }
+        /* out of any transaction: every portal is gone */
+        if (s->suspended && len == 1 && body[0] == 'I')
+            suspended_end(s, NULL, "portal closed before all its rows were fetched");
         return;
     default:
         return;
@@ -710,6 +816,7 @@ void relay_audit_end(struct session *s)
         s->recs->detail = "interrupted: the session ended before its result was complete";
         rec_pop_emit(s, true);
     }
+    suspended_end(s, NULL, "interrupted: the session ended before its result was complete");
     while (s->audit_ops)
         op_pop(s, false);
     prep_free_all(&s->preps);
@@ -729,7 +836,7 @@ int relay_audit_fastpath(struct session *s, const uint8_t *body, size_t len, con
     struct stmt_info *i = info_new(s, text, NULL);
     i->command = "FUNCTION CALL";
     i->durable = true;
-    int r = rec_push(s, i, true, refused, decision, rule);
+    int r = rec_push(s, i, true, refused, decision, rule, NULL);
     info_put(i);
     return r;
 }

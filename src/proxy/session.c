@@ -1477,6 +1477,7 @@ static enum hold_action on_client_statement(struct session *s, uint8_t type, con
     }
     case 'C': /* Close: a statement's name means nothing once the server closed it */
         prepared_close(s, body, len);
+        relay_audit_close(s, body, len);
         return HOLD_FORWARD;
     case 'E': {
         s->statements++;
@@ -1568,7 +1569,7 @@ static enum hold_action on_server_message(struct session *s, uint8_t type, const
     if (s->gg && relay_grant_server(s, type, body, len, &gact)) return gact;
     switch (type) {
     case 'Z':
-        if (s->recs)
+        if (s->recs || s->suspended)
             relay_audit_server(s, type, body, len);
         else if (s->masked) { /* no audit record takes the counts: metrics only */
             relay_mask_count(s);
@@ -1693,7 +1694,7 @@ static bool client_holds(const struct session *s, uint8_t type)
         return true;
     return type == 'Q' || type == 'P' || type == 'F' ||
            ((type == 'B' || type == 'E') && (prepared_any(s) || relay_audit_on(s))) ||
-           (type == 'C' && prepared_any(s));
+           (type == 'C' && (prepared_any(s) || s->suspended));
 }
 
 static bool server_holds(const struct session *s, uint8_t type)

@@ -166,6 +166,9 @@ struct session {
      * when one of them (application_name) changes */
     struct audit_json audit_json;
     struct stmt_rec *recs, *recs_tail; /* statements waiting for their results, oldest first */
+    struct stmt_rec *suspended;        /* portals suspended (PortalSuspended) mid-result */
+    uint64_t audit_binds;              /* Binds so far (an Execute continues a portal's rows
+                                        * only when no Bind came between) */
     struct prep *preps;                /* prepared statements by name (the server's) */
     struct prep *portals;              /* portals by name -> their statement */
     struct audit_op *audit_ops, *audit_ops_tail; /* Parses the server has not answered */
@@ -308,6 +311,8 @@ void relay_audit_ready(struct session *s);
 void relay_audit_parse(struct session *s, const char *name, const char *sql,
                        const struct sql_facts *f, const char *decision, const char *rule);
 void relay_audit_bind(struct session *s, const char *portal, const char *stmt_name);
+/* A Close message (body as sent): a closed portal's suspended statement is over. */
+void relay_audit_close(struct session *s, const uint8_t *body, size_t len);
 int relay_audit_execute(struct session *s, const char *portal);
 /* A FunctionCall message (body: function OID first), allowed or refused. */
 int relay_audit_fastpath(struct session *s, const uint8_t *body, size_t len, const char *decision,

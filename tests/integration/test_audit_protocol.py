@@ -202,3 +202,40 @@ def test_application_name_is_masked_in_the_audit(spawn_sluice):
         st, _ = statements(sp, marker)
         assert len(st) == 1 and email not in st[0]["application_name"], st
     assert st[0]["application_name"] != "start " + email
+
+
+def test_portal_fetched_in_parts_is_one_statement(spawn_sluice):
+    """Executes with a row limit (PortalSuspended between them) fetch one statement's result
+    in parts: one event, with every row and one digest. A portal closed (or dropped at the end
+    of its transaction) before its last row gets its event then, saying so."""
+    sp, ep = spawn_sluice("ap-suspend")
+    c = ep.raw_login("shop", ALICE)
+    c.send(P("SELECT g::text AS ap_parts FROM generate_series(1, 10) g") + B() +
+           E(max_rows=3) + E(max_rows=3) + E() + SYNC)
+    got = replies(c)
+    assert [t for t, _ in got].count(b"s") == 2 and [t for t, _ in got].count(b"D") == 10, got
+    want = hashlib.sha256(b"".join(body[2:] for t, body in got if t == b"D")).hexdigest()
+    c.send(pgwire.message(b"Q", b"BEGIN\0"))
+    replies(c)
+    c.send(P("SELECT g::text AS ap_closed FROM generate_series(1, 10) g") + B("cur") +
+           E("cur", max_rows=4) + SYNC)
+    got2 = replies(c)
+    c.send(pgwire.message(b"C", b"Pcur\0") + SYNC)
+    replies(c)
+    c.send(P("SELECT g::text AS ap_dropped FROM generate_series(1, 10) g") + B("cur2") +
+           E("cur2", max_rows=2) + SYNC)
+    replies(c)
+    c.send(pgwire.message(b"Q", b"COMMIT\0"))
+    replies(c)
+    c.close()
+    st, _ = statements(sp, "ap_parts")
+    assert len(st) == 1 and st[0]["rows"] == 10 and st[0]["digest"] == want, st
+    assert "detail" not in st[0], st
+    st, _ = statements(sp, "ap_closed")
+    assert len(st) == 1 and st[0]["rows"] == 4, st
+    assert st[0]["detail"] == "portal closed before all its rows were fetched", st
+    want2 = hashlib.sha256(b"".join(body[2:] for t, body in got2 if t == b"D")).hexdigest()
+    assert st[0]["digest"] == want2, st
+    st, _ = statements(sp, "ap_dropped")
+    assert len(st) == 1 and st[0]["rows"] == 2, st
+    assert st[0]["detail"] == "portal closed before all its rows were fetched", st
