@@ -686,13 +686,14 @@ static void rec_pop_emit(struct session *s, bool emit)
     rec_free(r);
 }
 
-void relay_audit_row_stream(struct session *s, size_t total)
+void relay_audit_row_stream(struct session *s, uint8_t type, size_t total)
 {
     s->row_part_left = (uint32_t)total;
-    s->row_part_skip = 7; /* type, length and column count: not digested (audit.h) */
+    /* type, length (and a DataRow's column count) are not digested (audit.h) */
+    s->row_part_skip = type == 'D' ? 7 : 5;
     struct stmt_rec *r = rec_head(s);
     if (!r) return;
-    r->rows++;
+    r->rows += type == 'D';
     r->bytes += total;
     if (!r->digesting) return;
     if (!r->digest.active) audit_digest_init(&r->digest);
@@ -707,6 +708,16 @@ void relay_audit_row_part(struct session *s, const uint8_t *p, size_t n)
     s->row_part_skip -= (uint8_t)skip;
     struct stmt_rec *r = rec_head(s);
     if (r && r->digesting && n > skip) audit_digest_update(&r->digest, p + skip, n - skip);
+}
+
+void relay_audit_copy(struct session *s, const uint8_t *body, size_t len)
+{
+    struct stmt_rec *r = rec_head(s);
+    if (!r) return;
+    r->bytes += len + 5;
+    if (!r->digesting) return;
+    if (!r->digest.active) audit_digest_init(&r->digest);
+    audit_digest_update(&r->digest, body, len);
 }
 
 void relay_audit_row(struct session *s, const uint8_t *body, size_t len)

@@ -1648,6 +1648,17 @@ static enum hold_action on_server_message(struct session *s, uint8_t type, const
             relay_audit_row(s, body, len);
         return act;
     }
+    case 'd': { /* COPY TO STDOUT: counted and digested as sent, like rows */
+        size_t mark = s->cl_out ? s->cl_out->len - s->cl_out->off : 0;
+        enum hold_action act = relay_mask_server(s, type, body, len);
+        if (!s->recs) return act;
+        if (act == HOLD_REPLACE && s->cl_out && s->cl_out->len - s->cl_out->off > mark + 5)
+            relay_audit_copy(s, s->cl_out->data + s->cl_out->off + mark + 5,
+                             s->cl_out->len - s->cl_out->off - mark - 5);
+        else if (act == HOLD_FORWARD)
+            relay_audit_copy(s, body, len);
+        return act;
+    }
     case 's':
     case 'I':
         if (s->recs) relay_audit_server(s, type, body, len);
@@ -1700,8 +1711,9 @@ static bool client_holds(const struct session *s, uint8_t type)
 static bool server_holds(const struct session *s, uint8_t type)
 {
     return type == 'Z' || type == 'C' || type == 'E' || type == 'S' ||
-           ((type == 'D' || type == 's' || type == 'I') && s->recs) || relay_mask_holds(s, type) ||
-           relay_grant_holds(s, type) || prepared_holds(s, type) || (type == '1' && s->audit_ops);
+           ((type == 'D' || type == 'd' || type == 's' || type == 'I') && s->recs) ||
+           relay_mask_holds(s, type) || relay_grant_holds(s, type) || prepared_holds(s, type) ||
+           (type == '1' && s->audit_ops);
 }
 
 /* Decide framing for the bytes of src->in not yet decided. Returns false on a framing error. */
@@ -1773,10 +1785,10 @@ static bool relay_scan(struct session *s, struct side *src, bool from_client, co
             s->server_fault = "54000";
             return false;
         }
-        if (hold && !from_client && h.type == 'D' && h.len > max_row) {
+        if (hold && !from_client && (h.type == 'D' || h.type == 'd') && h.len > max_row) {
             /* Too large to hold whole: never sent unmasked, else streamed (and digested as
              * its parts pass). */
-            if (relay_mask_holds(s, 'D')) {
+            if (relay_mask_holds(s, h.type)) {
                 *why = "a row larger than server.max_row_size cannot be masked";
                 s->server_fault = "54000";
                 return false;
@@ -1868,7 +1880,7 @@ static bool relay_scan(struct session *s, struct side *src, bool from_client, co
             break;
         }
         if (streamed_row) {
-            relay_audit_row_stream(s, total);
+            relay_audit_row_stream(s, h.type, total);
             relay_audit_row_part(s, b->data + pos, take);
         }
         if (copying) {

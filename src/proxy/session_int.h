@@ -318,9 +318,12 @@ int relay_audit_execute(struct session *s, const char *portal);
 int relay_audit_fastpath(struct session *s, const uint8_t *body, size_t len, const char *decision,
                          const char *rule, bool refused);
 void relay_audit_row(struct session *s, const uint8_t *body, size_t len);
-/* A DataRow streamed without being held (larger than server.max_row_size): counted at its
- * start (total bytes, header included), then digested part by part as its bytes pass. */
-void relay_audit_row_stream(struct session *s, size_t total);
+/* A DataRow or CopyData streamed without being held (larger than server.max_row_size):
+ * counted at its start (total bytes, header included), then digested part by part. */
+void relay_audit_row_stream(struct session *s, uint8_t type, size_t total);
+/* A CopyData message of COPY TO STDOUT (body as sent): its bytes are counted and digested
+ * (the rows come from the CommandComplete tag). */
+void relay_audit_copy(struct session *s, const uint8_t *body, size_t len);
 void relay_audit_row_part(struct session *s, const uint8_t *p, size_t n);
 void relay_audit_server(struct session *s, uint8_t type, const uint8_t *body, size_t len);
 void relay_audit_end(struct session *s);

@@ -239,3 +239,36 @@ def test_portal_fetched_in_parts_is_one_statement(spawn_sluice):
     st, _ = statements(sp, "ap_dropped")
     assert len(st) == 1 and st[0]["rows"] == 2, st
     assert st[0]["detail"] == "portal closed before all its rows were fetched", st
+
+
+def test_copy_to_stdout_counts_and_digests_its_data(spawn_sluice):
+    """COPY TO STDOUT sends CopyData, not DataRows: its event counts those bytes and digests
+    their payloads as sent (docs/audit.md, Result digest)."""
+    import io
+    sp, ep = spawn_sluice("ap-copy")
+    a = admin(ep)
+    buf = io.StringIO()
+    a.cursor().copy_expert("COPY (SELECT g AS ap_copy_out, md5(g::text) FROM "
+                           "generate_series(1, 50) g) TO STDOUT", buf)
+    data = buf.getvalue().encode()
+    st, _ = statements(sp, "ap_copy_out")
+    assert len(st) == 1, st
+    assert st[0]["rows"] == 50 and st[0]["bytes"] == len(data) + 5 * 50, st
+    assert st[0]["digest"] == hashlib.sha256(data).hexdigest(), st
+
+
+def test_copy_data_beyond_max_row_size_streams_digested(spawn_sluice):
+    """A CopyData larger than server.max_row_size streams through an unmasked session in
+    parts, counted and digested as they pass."""
+    import io
+    sp, ep = spawn_sluice("ap-copybig", server_extra={"max_row_size": "16kB"})
+    a = admin(ep)
+    buf = io.StringIO()
+    a.cursor().copy_expert("COPY (SELECT repeat('x', 300000) || g AS ap_copy_big FROM "
+                           "generate_series(1, 2) g) TO STDOUT", buf)
+    data = buf.getvalue().encode()
+    assert len(data) == 2 * 300002
+    st, _ = statements(sp, "ap_copy_big")
+    assert len(st) == 1, st
+    assert st[0]["rows"] == 2 and st[0]["bytes"] == len(data) + 10, st
+    assert st[0]["digest"] == hashlib.sha256(data).hexdigest(), st
