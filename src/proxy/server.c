@@ -28,18 +28,29 @@
 atomic_bool proxy_draining;
 atomic_bool proxy_approvals;
 
+/* A reload that failed is an event too: who changed what is the config's business, that the
+ * running configuration stayed is the audit's. */
+static void reload_failed(const char *err)
+{
+    log_error("reload failed, keeping the running configuration: %s", err);
+    char detail[1100];
+    snprintf(detail, sizeof detail, "failed, the running configuration is kept: %s", err);
+    struct audit_event ev = {.kind = AUDIT_CONFIG_RELOAD, .detail = detail};
+    if (!audit_emit(&ev)) log_warn("reload: audit event lost");
+}
+
 static void reload(const char *path, const char *listen_before)
 {
     char err[1024];
     struct sluice_config *cfg;
     if (config_load(path, &cfg, err, sizeof err) < 0) {
-        log_error("reload failed, keeping the running configuration: %s", err);
+        reload_failed(err);
         return;
     }
     bool listen_changed = strcmp(cfg->listen.postgres, listen_before) != 0;
     enum log_level level = cfg->server.log_level;
     if (runtime_install(cfg, err, sizeof err) < 0) {
-        log_error("reload failed, keeping the running configuration: %s", err);
+        reload_failed(err);
         return;
     }
     log_set_level(level);

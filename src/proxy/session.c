@@ -136,6 +136,11 @@ static void session_fail(struct session *s, const char *sqlstate, const char *me
                          const char *detail, const char *reason)
 {
     log_info("session %llu: %s", (unsigned long long)s->id, reason);
+    if (s->audit_started) { /* its reason, not the close's ("closed after error") */
+        relay_audit_end(s);
+        relay_audit_session(s, AUDIT_SESSION_END, reason);
+        s->audit_started = false;
+    }
     if (s->cl.sk.fd < 0) {
         session_close(s, reason);
         return;
@@ -560,6 +565,12 @@ static void auth_succeeded(struct session *s)
     free(s->scram_sv);
     s->scram_sv = NULL;
     s->target = config_find_target(s->rt->cfg, s->dbname);
+    /* the session starts here for the audit: what becomes of it (an unknown target, an
+     * upstream that cannot be reached) is its session_end */
+    if (!s->audit_started && relay_audit_on(s)) {
+        relay_audit_session(s, AUDIT_SESSION_START, NULL);
+        s->audit_started = true;
+    }
     if (!s->target) {
         char msg[300];
         snprintf(msg, sizeof msg, "database \"%.200s\" does not exist", s->dbname);

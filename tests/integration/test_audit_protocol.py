@@ -272,3 +272,42 @@ def test_copy_data_beyond_max_row_size_streams_digested(spawn_sluice):
     assert len(st) == 1, st
     assert st[0]["rows"] == 2 and st[0]["bytes"] == len(data) + 10, st
     assert st[0]["digest"] == hashlib.sha256(data).hexdigest(), st
+
+
+def test_session_refused_after_login_and_failed_reload_are_events(spawn_sluice):
+    """An authenticated session that cannot start (an unknown target) has session_start and a
+    session_end naming why; a SIGHUP whose configuration fails to load is a config_reload
+    event saying the running configuration was kept."""
+    import signal
+    sp, ep = spawn_sluice("ap-sessions")
+    c = ep.raw_login("shop", ALICE)  # a session that works, for comparison
+    c.close()
+    try:
+        psycopg2.connect(**ep.params(user=ALICE, dbname="ap_no_such_target"))
+        raise AssertionError("connected to an unknown target")
+    except psycopg2.OperationalError as e:
+        assert "does not exist" in str(e)
+    with open(sp.path) as f:
+        good = f.read()
+    with open(sp.path, "w") as f:
+        f.write(good + "\nserver: { workers: [not, a, number] }\n")
+    sp.proc.send_signal(signal.SIGHUP)
+    deadline = time.time() + 5
+    while "reload failed" not in open(sp.log, errors="replace").read():
+        assert time.time() < deadline, "the reload did not fail"
+        time.sleep(0.05)
+    with open(sp.path, "w") as f:  # the CLI below reads it too
+        f.write(good)
+    while True:
+        evs = export_events(sp)
+        starts = [e for e in evs if e["kind"] == "session_start" and
+                  e.get("target") == "ap_no_such_target"]
+        reloads = [e for e in evs if e["kind"] == "config_reload"]
+        if (starts and reloads) or time.time() > deadline:
+            break
+        time.sleep(0.1)
+    assert len(starts) == 1, starts
+    ends = [e for e in evs if e["kind"] == "session_end" and e["session"] == starts[0]["session"]]
+    assert len(ends) == 1 and ends[0]["detail"] == "refused: unknown target", ends
+    assert len(reloads) == 1 and reloads[0]["detail"].startswith(
+        "failed, the running configuration is kept: "), reloads
