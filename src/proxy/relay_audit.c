@@ -1,8 +1,10 @@
 /*
  * relay_audit.c: what the relay tells the audit. Sessions (start, end, failed logins) and
- * statements: one record per simple Query message and per Execute, matched in order with the
- * server's answers (DataRow, CommandComplete, ErrorResponse, ReadyForQuery), carrying rows,
- * bytes, the digest of the rows as sent, masked counts and the SQLSTATE of a failure.
+ * statements: one record per simple Query message and per Execute (an Execute that continues
+ * a suspended portal continues its record), matched in order with the server's answers
+ * (DataRow, CopyData, CommandComplete, PortalSuspended, ErrorResponse, ReadyForQuery),
+ * carrying rows, bytes, the digest of the rows as sent, masked counts and the SQLSTATE of a
+ * failure. A prepared statement's name takes its new meaning at the server's ParseComplete.
  *
  * Durability (docs/audit.md): a statement that writes (class write, ddl, dcl, admin) or that
  * policy refuses gets its `statement` event before it goes upstream, durable (in the audit
