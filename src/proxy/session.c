@@ -1571,6 +1571,23 @@ static bool row_beyond_limit(struct session *s)
     return true;
 }
 
+/* A DataRow or CopyData through masking, then to the audit (note) as it is sent: the masked
+ * message masking put in cl_out when it rewrote it, else the server's. */
+static enum hold_action mask_and_audit(struct session *s, uint8_t type, const uint8_t *body,
+                                       size_t len,
+                                       void (*note)(struct session *, const uint8_t *, size_t))
+{
+    size_t mark = s->cl_out ? s->cl_out->len - s->cl_out->off : 0;
+    enum hold_action act = relay_mask_server(s, type, body, len);
+    if (!s->recs) return act;
+    if (act == HOLD_REPLACE && s->cl_out && s->cl_out->len - s->cl_out->off > mark + 5)
+        note(s, s->cl_out->data + s->cl_out->off + mark + 5,
+             s->cl_out->len - s->cl_out->off - mark - 5);
+    else if (act == HOLD_FORWARD)
+        note(s, body, len);
+    return act;
+}
+
 /* The seam for whole server messages: statement end (Z, C, E), parameters (S), and what
  * masking looks at (relay_mask_holds). */
 static enum hold_action on_server_message(struct session *s, uint8_t type, const uint8_t *body,
@@ -1647,29 +1664,11 @@ static enum hold_action on_server_message(struct session *s, uint8_t type, const
             }
         }
         return relay_mask_server(s, type, body, len);
-    case 'D': {
+    case 'D':
         if (row_beyond_limit(s)) return HOLD_REPLACE; /* dropped: nothing goes instead */
-        size_t mark = s->cl_out ? s->cl_out->len - s->cl_out->off : 0;
-        enum hold_action act = relay_mask_server(s, type, body, len);
-        if (!s->recs) return act;
-        if (act == HOLD_REPLACE && s->cl_out && s->cl_out->len - s->cl_out->off > mark + 5)
-            relay_audit_row(s, s->cl_out->data + s->cl_out->off + mark + 5,
-                            s->cl_out->len - s->cl_out->off - mark - 5);
-        else if (act == HOLD_FORWARD)
-            relay_audit_row(s, body, len);
-        return act;
-    }
-    case 'd': { /* COPY TO STDOUT: counted and digested as sent, like rows */
-        size_t mark = s->cl_out ? s->cl_out->len - s->cl_out->off : 0;
-        enum hold_action act = relay_mask_server(s, type, body, len);
-        if (!s->recs) return act;
-        if (act == HOLD_REPLACE && s->cl_out && s->cl_out->len - s->cl_out->off > mark + 5)
-            relay_audit_copy(s, s->cl_out->data + s->cl_out->off + mark + 5,
-                             s->cl_out->len - s->cl_out->off - mark - 5);
-        else if (act == HOLD_FORWARD)
-            relay_audit_copy(s, body, len);
-        return act;
-    }
+        return mask_and_audit(s, type, body, len, relay_audit_row);
+    case 'd': /* COPY TO STDOUT: counted and digested as sent, like rows */
+        return mask_and_audit(s, type, body, len, relay_audit_copy);
     case 's':
     case 'I':
         if (s->recs) relay_audit_server(s, type, body, len);
