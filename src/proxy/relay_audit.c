@@ -64,6 +64,7 @@ struct stmt_rec {
     /* sent while an earlier Execute of the same portal waited: if that one is suspended, this
      * one takes over its statement (rec_merge) */
     const struct stmt_rec *cont_of;
+    struct mask_counts *masked; /* values masked in its parts before it was suspended */
     uint64_t rows, tag_rows, bytes;
     char sqlstate[6];
     struct audit_digest digest;
@@ -78,21 +79,27 @@ struct prep {
     char name[];
 };
 
-/* A Parse the server has not answered yet, and what its name will mean once it has (info
- * NULL: policy refused it). A Parse of a name in use fails (42P05) and one after an error of
- * its group is skipped: either way the server keeps the old statement. So the name changes at
- * the ParseComplete (replies come in message order) and the op is dropped, unapplied, at its
- * group's ReadyForQuery when it got none (as src/proxy/prepared.c does for limits). */
+/* A Parse, Bind or Close the server has not answered yet, and what its name will mean once it
+ * has. A Parse of a name in use fails (42P05), and any message after an error of its group is
+ * skipped: either way the server keeps what the name meant. So a name changes at the
+ * ParseComplete, BindComplete or CloseComplete (replies come in message order), and an op is
+ * dropped, unapplied, at its group's ReadyForQuery when it got none (as src/proxy/prepared.c
+ * does for limits). */
+enum op_kind { OP_PARSE = '1', OP_BIND = '2', OP_CLOSE = '3' }; /* by their replies */
 struct audit_op {
     struct audit_op *next;
     uint64_t group;
-    struct stmt_info *info;
+    enum op_kind kind;
+    bool portal;            /* OP_CLOSE: of a portal (else of a statement) */
+    bool refused;           /* OP_PARSE, OP_BIND: of a Parse policy refused (never answered) */
+    struct stmt_info *info; /* OP_PARSE, OP_BIND: the statement (a reference), or NULL */
     const char *decision, *rule;
     char name[];
 };
 
 static void rec_pop_emit(struct session *s, bool emit);
 static void suspended_end(struct session *s, const char *portal, const char *detail);
+#define PORTAL_CLOSED "portal closed before all its rows were fetched"
 
 /* Monotonic microseconds: durations only (event times come from the audit itself). */
 static uint64_t now_us(void)
@@ -376,6 +383,7 @@ static uint64_t emit_statement(struct session *s, struct stmt_rec *r, bool pre)
 static void rec_free(struct stmt_rec *r)
 {
     free(r->portal);
+    free(r->masked);
     if (r->digest.active) audit_digest_free(&r->digest);
     info_put(r->info);
     free(r);
@@ -476,15 +484,17 @@ static void prep_free_all(struct prep **list)
     }
 }
 
-static void op_push(struct session *s, const char *name, struct stmt_info *info,
-                    const char *decision, const char *rule)
+static void op_push(struct session *s, enum op_kind kind, const char *name, struct stmt_info *info,
+                    const char *decision, const char *rule, bool refused)
 {
     size_t n = strlen(name) + 1;
     struct audit_op *op = xcalloc(1, sizeof *op + n);
     op->group = s->c2s_group;
+    op->kind = kind;
     op->info = info;
     op->decision = decision;
     op->rule = rule;
+    op->refused = refused;
     memcpy(op->name, name, n);
     if (s->audit_ops_tail)
         s->audit_ops_tail->next = op;
@@ -493,16 +503,24 @@ static void op_push(struct session *s, const char *name, struct stmt_info *info,
     s->audit_ops_tail = op;
 }
 
-/* Drop the oldest op; apply it first (its name now means its statement) when asked. */
+/* Drop the oldest op; apply it first when asked: its name now means what it says. */
 static void op_pop(struct session *s, bool apply)
 {
     struct audit_op *op = s->audit_ops;
     s->audit_ops = op->next;
     if (!s->audit_ops) s->audit_ops_tail = NULL;
-    if (apply && op->info)
+    if (apply && op->kind == OP_PARSE) {
         prep_set(&s->preps, op->name, op->info, op->decision, op->rule, false);
-    else if (op->info)
-        info_put(op->info);
+        op->info = NULL; /* taken over */
+    } else if (apply && op->kind == OP_BIND) {
+        suspended_end(s, op->name, PORTAL_CLOSED); /* the portal it replaces */
+        prep_set(&s->portals, op->name, op->info, op->decision, op->rule, op->refused);
+        op->info = NULL;
+    } else if (apply) {
+        if (op->portal) suspended_end(s, op->name, PORTAL_CLOSED);
+        prep_set(op->portal ? &s->portals : &s->preps, op->name, NULL, NULL, NULL, false);
+    }
+    if (op->info) info_put(op->info);
     free(op);
 }
 
@@ -510,20 +528,21 @@ void relay_audit_parse(struct session *s, const char *name, const char *sql,
                        const struct sql_facts *f, const char *decision, const char *rule)
 {
     if (!relay_audit_on(s)) return;
-    op_push(s, name, info_new(s, sql, f), decision, rule);
+    op_push(s, OP_PARSE, name, info_new(s, sql, f), decision, rule, false);
 }
 
 void relay_audit_parse_refused(struct session *s, const char *name)
 {
-    if (relay_audit_on(s)) op_push(s, name, NULL, NULL, NULL);
+    if (relay_audit_on(s)) op_push(s, OP_PARSE, name, NULL, NULL, NULL, true);
 }
 
-void relay_audit_parse_done(struct session *s)
+void relay_audit_parse_done(struct session *s, uint8_t type)
 {
     /* ops of groups already answered are stale (they got no reply): drop them first */
     while (s->audit_ops && s->audit_ops->group < s->s2c_group)
         op_pop(s, false);
-    if (s->audit_ops) op_pop(s, true); /* earlier ones were answered, or dropped */
+    /* earlier ones of this group were answered: this reply is the head's */
+    if (s->audit_ops && s->audit_ops->kind == (enum op_kind)type) op_pop(s, true);
 }
 
 void relay_audit_ready(struct session *s)
@@ -532,46 +551,47 @@ void relay_audit_ready(struct session *s)
         op_pop(s, false);
 }
 
-/* What a Bind of stmt_name runs: a Parse of it in the Bind's own group, if any (if that Parse
- * fails, the server skips the Bind too); else the latest of earlier groups' Parses not yet
- * answered (a pipeline: most likely it succeeds); else the server's statement. */
-static void stmt_of(struct session *s, const char *stmt_name, struct stmt_info **info,
-                    const char **decision, const char **rule, bool *refused)
+/* The pending op of `kind` on name that a message sent now depends on: one of this group, if
+ * any (if it fails, the server skips this message too); else the latest of earlier groups'
+ * that is not refused (a pipeline: most likely it succeeds); else NULL (what the server has). */
+static const struct audit_op *op_pending(const struct session *s, enum op_kind kind,
+                                         const char *name)
 {
     const struct audit_op *same = NULL, *earlier = NULL;
     for (const struct audit_op *op = s->audit_ops; op; op = op->next) {
-        if (strcmp(op->name, stmt_name) != 0) continue;
+        if (op->kind != kind || strcmp(op->name, name) != 0) continue;
         if (op->group == s->c2s_group)
             same = op;
-        else if (op->info)
+        else if (!op->refused)
             earlier = op;
     }
-    const struct audit_op *op = same ? same : earlier;
-    *refused = false;
-    if (op) {
-        *info = op->info;
-        *decision = op->decision;
-        *rule = op->rule;
-        *refused = !op->info;
-        return;
-    }
-    const struct prep *st = prep_get(s->preps, stmt_name);
-    *info = st ? st->info : NULL;
-    *decision = st ? st->decision : NULL;
-    *rule = st ? st->rule : NULL;
+    return same ? same : earlier;
 }
 
 void relay_audit_bind(struct session *s, const char *portal, const char *stmt_name)
 {
     if (!relay_audit_on(s)) return;
     s->audit_binds++;
-    if (s->suspended) suspended_end(s, portal, "portal closed before all its rows were fetched");
-    struct stmt_info *info;
-    const char *decision, *rule;
-    bool refused;
-    stmt_of(s, stmt_name, &info, &decision, &rule, &refused);
+    const struct audit_op *op = op_pending(s, OP_PARSE, stmt_name);
+    const struct prep *st = op ? NULL : prep_get(s->preps, stmt_name);
+    struct stmt_info *info = op ? op->info : st ? st->info : NULL;
     if (info) info->refs++;
-    prep_set(&s->portals, portal, info, decision, rule, refused);
+    op_push(s, OP_BIND, portal, info,
+            op   ? op->decision
+            : st ? st->decision
+                 : NULL,
+            op   ? op->rule
+            : st ? st->rule
+                 : NULL,
+            op && op->refused);
+}
+
+void relay_audit_close(struct session *s, const uint8_t *body, size_t len)
+{
+    if (!relay_audit_on(s) || len < 2 || !memchr(body + 1, 0, len - 1)) return;
+    s->audit_binds++; /* no later Execute continues a portal's rows across a Close */
+    op_push(s, OP_CLOSE, (const char *)body + 1, NULL, NULL, NULL, false);
+    s->audit_ops_tail->portal = body[0] == 'P';
 }
 
 /* The FIFO's newest record (rec_push made it). */
@@ -610,41 +630,53 @@ static void suspended_end(struct session *s, const char *portal, const char *det
         s->recs = r;
         if (!s->recs_tail) s->recs_tail = r;
         rec_pop_emit(s, true);
-        if (portal) return;
     }
-}
-
-void relay_audit_close(struct session *s, const uint8_t *body, size_t len)
-{
-    if (!relay_audit_on(s) || len < 2 || body[0] != 'P' || !memchr(body + 1, 0, len - 1)) return;
-    suspended_end(s, (const char *)body + 1, "portal closed before all its rows were fetched");
-    prep_set(&s->portals, (const char *)body + 1, NULL, NULL, NULL, false);
 }
 
 int relay_audit_execute(struct session *s, const char *portal)
 {
     if (!relay_audit_on(s)) return 0;
-    struct stmt_rec *more = suspended_take(s, portal);
-    if (more) { /* the next rows of a suspended portal: the same statement */
-        more->group = s->c2s_group;
-        rec_append(s, more);
-        return 0;
+    const struct audit_op *op = op_pending(s, OP_BIND, portal);
+    if (!op) {
+        struct stmt_rec *more = suspended_take(s, portal);
+        if (more) { /* the next rows of a suspended portal: the same statement */
+            more->group = s->c2s_group;
+            rec_append(s, more);
+            return 0;
+        }
     }
     /* an Execute of the same portal still waiting for its rows: this one may continue it */
     const struct stmt_rec *cont = NULL;
     for (const struct stmt_rec *r = s->recs; r; r = r->next)
         if (!r->query && r->portal && r->binds == s->audit_binds && !strcmp(r->portal, portal))
             cont = r;
-    struct prep *p = prep_get(s->portals, portal);
-    if (p && !p->info) return 0; /* its Parse was refused (and recorded): the server skips it */
-    if (!p) {
-        /* Prepared before sluice saw it (a reused upstream): its use is recorded, durably,
-         * since sluice cannot tell what it does. */
+    if (op && op->refused) return 0; /* its Parse was refused (and recorded): the server skips it */
+    struct stmt_info *info = op ? op->info : NULL;
+    const char *decision = op ? op->decision : NULL, *rule = op ? op->rule : NULL;
+    if (!op) {
+        struct prep *p = prep_get(s->portals, portal);
+        if (p && !p->info) return 0; /* a portal of a refused Parse: the server has none */
+        if (!p) {
+            /* Prepared before sluice saw it (a reused upstream): its use is recorded, durably,
+             * since sluice cannot tell what it does. */
+            struct stmt_info *i = info_new(s, "(prepared statement)", NULL);
+            i->durable = true;
+            p = prep_set(&s->portals, portal, i, NULL, NULL, false);
+        }
+        info = p->info;
+        decision = p->decision;
+        rule = p->rule;
+    }
+    if (!info) { /* bound to a statement sluice never saw: recorded as such, durably */
         struct stmt_info *i = info_new(s, "(prepared statement)", NULL);
         i->durable = true;
-        p = prep_set(&s->portals, portal, i, NULL, NULL, false);
+        int rc = rec_push(s, i, false, false, "allow", NULL, cont);
+        info_put(i);
+        s->recs_tail->portal = xstrdup(portal);
+        s->recs_tail->binds = s->audit_binds;
+        return rc;
     }
-    int rc = rec_push(s, p->info, false, false, p->decision ? p->decision : "allow", p->rule, cont);
+    int rc = rec_push(s, info, false, false, decision ? decision : "allow", rule, cont);
     s->recs_tail->portal = xstrdup(portal);
     s->recs_tail->binds = s->audit_binds;
     return rc;
@@ -662,11 +694,26 @@ static struct stmt_rec *rec_head(struct session *s)
     return s->recs;
 }
 
+/* The session's masked counts (of the result being relayed) go with r, suspended. */
+static void counts_take(struct session *s, struct stmt_rec *r)
+{
+    if (!s->masked) return;
+    if (!r->masked) r->masked = xcalloc(1, sizeof *r->masked);
+    for (unsigned d = 0; d < MASK_MAX_DETECTORS; d++)
+        r->masked->n[d] += s->masked->n[d];
+    memset(s->masked, 0, sizeof *s->masked);
+}
+
 static void rec_pop_emit(struct session *s, bool emit)
 {
     struct stmt_rec *r = s->recs;
     s->recs = r->next;
     if (!s->recs) s->recs_tail = NULL;
+    if (r->masked) { /* counted before it was suspended: its own again */
+        if (!s->masked) s->masked = xcalloc(1, sizeof *s->masked);
+        for (unsigned d = 0; d < MASK_MAX_DETECTORS; d++)
+            s->masked->n[d] += r->masked->n[d];
+    }
     if (emit && !r->refused) {
         metrics_add(M_ROWS, METRICS_TO_CLIENT, 0, r->rows);
         metrics_add(M_BYTES, METRICS_TO_CLIENT, 0, r->bytes);
@@ -760,6 +807,8 @@ static void error_after_done(struct session *s, const uint8_t *body, size_t len)
 static void rec_merge(struct stmt_rec *n, struct stmt_rec *r)
 {
     n->cont_of = NULL;
+    n->masked = r->masked;
+    r->masked = NULL;
     n->start_us = r->start_us;
     n->pre_seq = r->pre_seq;
     n->pre_time_us = r->pre_time_us;
@@ -781,8 +830,11 @@ void relay_audit_server(struct session *s, uint8_t type, const uint8_t *body, si
         if (!r || r->group != s->s2c_group || r->query) return;
         s->recs = r->next;
         if (!s->recs) s->recs_tail = NULL;
-        for (struct stmt_rec *n = s->recs; n; n = n->next)
-            if (n->cont_of == r) { /* already sent: it takes over */
+        counts_take(s, r); /* what was masked so far is this statement's */
+        /* already sent in this group: it takes over (one in a later group waits for this
+         * group's end: out of a transaction the portal is gone by then) */
+        for (struct stmt_rec *n = s->recs; n && n->group == r->group; n = n->next)
+            if (n->cont_of == r) {
                 rec_merge(n, r);
                 rec_free(r);
                 return;
@@ -815,8 +867,20 @@ void relay_audit_server(struct session *s, uint8_t type, const uint8_t *body, si
             rec_pop_emit(s, true);
         }
         /* out of any transaction: every portal is gone */
-        if (s->suspended && len == 1 && body[0] == 'I')
-            suspended_end(s, NULL, "portal closed before all its rows were fetched");
+        if (s->suspended && len == 1 && body[0] == 'I') suspended_end(s, NULL, PORTAL_CLOSED);
+        /* else an Execute already sent after this group continues a suspended portal */
+        for (struct stmt_rec **pp = &s->suspended; *pp;) {
+            struct stmt_rec *sr = *pp, *n = s->recs;
+            while (n && n->cont_of != sr)
+                n = n->next;
+            if (!n) {
+                pp = &sr->next;
+                continue;
+            }
+            *pp = sr->next;
+            rec_merge(n, sr);
+            rec_free(sr);
+        }
         return;
     default:
         return;

@@ -108,6 +108,11 @@ bool relay_mask_holds(const struct session *s, uint8_t type)
     }
 }
 
+bool relay_mask_rewrites(struct session *s, uint8_t type)
+{
+    return relay_mask_holds(s, type) && mask_on(s);
+}
+
 static struct mask_counts *counts(struct session *s)
 {
     if (!s->masked) s->masked = xcalloc(1, sizeof *s->masked);

@@ -1673,10 +1673,13 @@ static enum hold_action on_server_message(struct session *s, uint8_t type, const
     case 'I':
         if (s->recs) relay_audit_server(s, type, body, len);
         return relay_mask_server(s, type, body, len);
+    case '2':
+        if (s->audit_ops) relay_audit_parse_done(s, type);
+        return HOLD_FORWARD;
     case '1':
     case '3':
         prepared_server(s, type);
-        if (type == '1' && s->audit_ops) relay_audit_parse_done(s);
+        if (s->audit_ops) relay_audit_parse_done(s, type);
         return HOLD_FORWARD;
     default:
         return relay_mask_server(s, type, body, len);
@@ -1715,7 +1718,7 @@ static bool client_holds(const struct session *s, uint8_t type)
         return true;
     return type == 'Q' || type == 'P' || type == 'F' ||
            ((type == 'B' || type == 'E') && (prepared_any(s) || relay_audit_on(s))) ||
-           (type == 'C' && (prepared_any(s) || s->suspended));
+           (type == 'C' && (prepared_any(s) || relay_audit_on(s)));
 }
 
 static bool server_holds(const struct session *s, uint8_t type)
@@ -1723,7 +1726,7 @@ static bool server_holds(const struct session *s, uint8_t type)
     return type == 'Z' || type == 'C' || type == 'E' || type == 'S' ||
            ((type == 'D' || type == 'd' || type == 's' || type == 'I') && s->recs) ||
            relay_mask_holds(s, type) || relay_grant_holds(s, type) || prepared_holds(s, type) ||
-           (type == '1' && s->audit_ops);
+           ((type == '1' || type == '2' || type == '3') && s->audit_ops);
 }
 
 /* Decide framing for the bytes of src->in not yet decided. Returns false on a framing error. */
@@ -1790,21 +1793,19 @@ static bool relay_scan(struct session *s, struct side *src, bool from_client, co
         }
         bool hold = from_client ? client_holds(s, h.type) : server_holds(s, h.type);
         bool streamed_row = false;
-        if (hold && !from_client && h.type == 'V' && h.len > max_row) {
-            *why = "a function result larger than server.max_row_size cannot be masked";
-            s->server_fault = "54000";
-            return false;
-        }
-        if (hold && !from_client && (h.type == 'D' || h.type == 'd') && h.len > max_row) {
-            /* Too large to hold whole: never sent unmasked, else streamed (and digested as
-             * its parts pass). */
-            if (relay_mask_holds(s, h.type)) {
-                *why = "a row larger than server.max_row_size cannot be masked";
+        if (hold && !from_client && (h.type == 'D' || h.type == 'd' || h.type == 'V') &&
+            h.len > max_row) {
+            /* Too large to hold whole: never sent unmasked, else streamed (a row or CopyData
+             * digested as its parts pass). */
+            if (relay_mask_rewrites(s, h.type)) {
+                *why = h.type == 'V' ? "a function result larger than server.max_row_size "
+                                       "cannot be masked"
+                                     : "a row larger than server.max_row_size cannot be masked";
                 s->server_fault = "54000";
                 return false;
             }
             hold = false;
-            streamed_row = true;
+            streamed_row = h.type != 'V';
         }
         if (hold) {
             if (from_client && h.len > max) {

@@ -171,7 +171,7 @@ struct session {
                                         * only when no Bind came between) */
     struct prep *preps;                /* prepared statements by name (the server's) */
     struct prep *portals;              /* portals by name -> their statement */
-    struct audit_op *audit_ops, *audit_ops_tail; /* Parses the server has not answered */
+    struct audit_op *audit_ops, *audit_ops_tail; /* Parse, Bind, Close not yet answered */
     /* the event of the last Execute completed, and its group: an error after it in the same
      * group (the commit at Sync) is its result too */
     uint64_t audit_done_seq, audit_done_group;
@@ -222,6 +222,8 @@ const struct limit_entry *relay_group_current(struct session *s);
 void relay_mask_start(struct session *s); /* after authentication: does this identity see masks */
 void relay_mask_end(struct session *s);   /* at close */
 bool relay_mask_holds(const struct session *s, uint8_t type);
+/* Will masking look into this message's values (so it must have all of it)? */
+bool relay_mask_rewrites(struct session *s, uint8_t type);
 /* T, D, d, H, c, I, N and (not swapped) E: rewrite or note; C, E, Z end the result. */
 enum hold_action relay_mask_server(struct session *s, uint8_t type, const uint8_t *body,
                                    size_t len);
@@ -305,8 +307,9 @@ int relay_audit_query(struct session *s, const char *sql, const struct sql_facts
 /* A Parse policy refused: its name keeps its meaning, and its group's Executes (which the
  * server skips) record nothing. */
 void relay_audit_parse_refused(struct session *s, const char *name);
-/* ParseComplete, and the ReadyForQuery of group s2c_group (before it is counted). */
-void relay_audit_parse_done(struct session *s);
+/* ParseComplete, BindComplete or CloseComplete (type), and the ReadyForQuery of group
+ * s2c_group (before it is counted). */
+void relay_audit_parse_done(struct session *s, uint8_t type);
 void relay_audit_ready(struct session *s);
 void relay_audit_parse(struct session *s, const char *name, const char *sql,
                        const struct sql_facts *f, const char *decision, const char *rule);

@@ -311,3 +311,105 @@ def test_session_refused_after_login_and_failed_reload_are_events(spawn_sluice):
     assert len(ends) == 1 and ends[0]["detail"] == "refused: unknown target", ends
     assert len(reloads) == 1 and reloads[0]["detail"].startswith(
         "failed, the running configuration is kept: "), reloads
+
+
+def Q(sql):
+    return pgwire.message(b"Q", sql.encode() + b"\0")
+
+
+def test_portal_names_change_when_the_server_binds(spawn_sluice):
+    """A portal's statement changes at BindComplete: a Bind the server skips (its group failed)
+    leaves the portal as it was, and later fetches from it are recorded with it; a portal bound
+    again ends its suspended statement, whichever Executes were in flight."""
+    sp, ep = spawn_sluice("ap-rebind")
+    a = admin(ep)
+    a.cursor().execute("DROP TABLE IF EXISTS ap_rb; CREATE TABLE ap_rb AS "
+                       "SELECT g AS id FROM generate_series(1, 10) g")
+    c = ep.raw_login("shop", BOB)
+    c.send(Q("BEGIN"))
+    replies(c)
+    c.send(P("SELECT id AS ap_rb_sel FROM ap_rb ORDER BY id") + B("c") + E("c", max_rows=2) + SYNC)
+    replies(c)
+    c.send(Q("SAVEPOINT x"))
+    replies(c)
+    c.send(P("DELETE FROM ap_rb", "bad") + B("c", "bad") + E("c") + SYNC)  # refused
+    assert codes(replies(c)) == ["42501"]
+    c.send(Q("ROLLBACK TO SAVEPOINT x"))
+    replies(c)
+    c.send(E("c", max_rows=5) + P("SELECT 42 AS ap_rb_other") + B("v") + E("v") + SYNC)
+    got = replies(c)
+    assert [t for t, _ in got].count(b"D") == 6, got
+    # two statements suspended in turn on the unnamed portal, pipelined, then a third
+    c.send(P("SELECT g AS ap_rb_one FROM generate_series(1, 10) g") + B() + E(max_rows=2) + SYNC +
+           P("SELECT g AS ap_rb_two FROM generate_series(1, 10) g") + B() + E(max_rows=2) + SYNC)
+    replies(c, 2)
+    c.send(P("SELECT g AS ap_rb_three FROM generate_series(1, 10) g") + B() + E(max_rows=3) + SYNC)
+    replies(c)
+    c.send(Q("COMMIT"))
+    replies(c)
+    c.close()
+    st, _ = statements(sp, "ap_rb_sel")
+    assert len(st) == 1 and st[0]["rows"] == 7, st  # 2, then 5 after the skipped Bind
+    other, _ = statements(sp, "ap_rb_other")
+    assert len(other) == 1 and other[0]["rows"] == 1 and "detail" not in other[0], other
+    for marker, rows in (("ap_rb_one", 2), ("ap_rb_two", 2), ("ap_rb_three", 3)):
+        st, _ = statements(sp, marker)
+        assert len(st) == 1 and st[0]["rows"] == rows, (marker, st)
+        assert st[0]["detail"] == "portal closed before all its rows were fetched", st
+
+
+def test_suspended_portal_keeps_its_masked_counts(spawn_sluice):
+    """Values masked in a suspended portal's rows count for that statement, not for the one
+    that completes next."""
+    sp, ep = spawn_sluice("ap-maskcount")
+    c = ep.raw_login("shop", BOB)
+    c.send(Q("BEGIN"))
+    replies(c)
+    c.send(P("SELECT email AS ap_mc_a FROM customers ORDER BY id") + B("cur") +
+           E("cur", max_rows=3) + SYNC)
+    replies(c)
+    c.send(P("SELECT 1 AS ap_mc_b") + B() + E() + SYNC)
+    replies(c)
+    c.send(E("cur", max_rows=2) + SYNC)
+    replies(c)
+    c.send(Q("COMMIT"))
+    replies(c)
+    c.close()
+    a_ev, _ = statements(sp, "ap_mc_a")
+    b_ev, _ = statements(sp, "ap_mc_b")
+    assert "masked" not in b_ev[0], b_ev
+    assert a_ev[0]["rows"] == 5 and a_ev[0]["masked"] == {"email": 5}, a_ev
+
+
+def test_continuation_after_an_implicit_commit_is_its_own_statement(spawn_sluice):
+    """Out of a transaction the portal is gone at Sync: an Execute pipelined after it fails
+    (34000) on its own, and the suspended statement keeps its rows and no error."""
+    sp, ep = spawn_sluice("ap-pipe")
+    c = ep.raw_login("shop", ALICE)
+    c.send(P("SELECT g AS ap_pp FROM generate_series(1, 10) g") + B() + E(max_rows=2) + SYNC +
+           E(max_rows=2) + SYNC)
+    got = replies(c, 2)
+    assert codes(got) == ["34000"], got
+    c.close()
+    st, _ = statements(sp, "ap_pp", n=2)
+    done = [e for e in st if not e.get("sqlstate")]
+    failed = [e for e in st if e.get("sqlstate")]
+    assert len(done) == 1 and done[0]["rows"] == 2, st
+    assert done[0]["detail"] == "portal closed before all its rows were fetched", st
+    assert len(failed) == 1 and failed[0]["sqlstate"] == "34000", st
+
+
+def test_large_copy_data_streams_for_an_unmasked_limited_identity(spawn_sluice):
+    """An identity that is not masked but has a row limit: a CopyData over max_row_size
+    streams through (masking would not look at it), the session goes on."""
+    import io
+    sp, ep = spawn_sluice("ap-copylim", server_extra={"max_row_size": "16kB"},
+                          extra_yaml="masking: { unmask: { identities: [alice@corp.com, etl, "
+                                     "copilot] } }")
+    conn = psycopg2.connect(**ep.params(user="copilot"))
+    conn.autocommit = True
+    buf = io.StringIO()
+    conn.cursor().copy_expert("COPY (SELECT repeat('x', 30000) || g AS ap_cl FROM "
+                              "generate_series(1, 2) g) TO STDOUT", buf)
+    assert len(buf.getvalue()) == 2 * 30002
+    conn.close()
