@@ -60,9 +60,9 @@ struct stmt_rec {
     bool digesting;                    /* audit.row_digest: its context is made at the first row */
     const char *detail;                /* why its result is not what it seems (static) */
     char *portal;                      /* an Execute's portal (its later Executes continue it) */
-    uint64_t binds;                    /* the session's Binds before it */
-    /* sent while an earlier Execute of the same portal waited: if that one is suspended, this
-     * one takes over its statement (rec_merge) */
+    bool rebound; /* its portal was bound again or closed after it: nothing continues it */
+    /* sent while an earlier Execute of the same portal waited: if that one is suspended by the
+     * time this one's first reply comes, this one takes over its statement (rec_merge) */
     const struct stmt_rec *cont_of;
     struct mask_counts *masked; /* values masked in its parts before it was suspended */
     uint64_t rows, tag_rows, bytes;
@@ -98,6 +98,7 @@ struct audit_op {
 };
 
 static void rec_pop_emit(struct session *s, bool emit);
+static struct stmt_rec *rec_head_reply(struct session *s, bool gone);
 static void suspended_end(struct session *s, const char *portal, const char *detail);
 #define PORTAL_CLOSED "portal closed before all its rows were fetched"
 
@@ -559,7 +560,9 @@ static const struct audit_op *op_pending(const struct session *s, enum op_kind k
 {
     const struct audit_op *same = NULL, *earlier = NULL;
     for (const struct audit_op *op = s->audit_ops; op; op = op->next) {
-        if (op->kind != kind || strcmp(op->name, name) != 0) continue;
+        /* what a portal means: its latest Bind, or a Close (then it means nothing) */
+        bool match = op->kind == kind || (kind == OP_BIND && op->kind == OP_CLOSE && op->portal);
+        if (!match || strcmp(op->name, name) != 0) continue;
         if (op->group == s->c2s_group)
             same = op;
         else if (!op->refused)
@@ -568,10 +571,17 @@ static const struct audit_op *op_pending(const struct session *s, enum op_kind k
     return same ? same : earlier;
 }
 
+/* A Bind or Close of portal was sent: no later Execute continues an earlier one's rows. */
+static void portal_replaced(struct session *s, const char *portal)
+{
+    for (struct stmt_rec *r = s->recs; r; r = r->next)
+        if (r->portal && strcmp(r->portal, portal) == 0) r->rebound = true;
+}
+
 void relay_audit_bind(struct session *s, const char *portal, const char *stmt_name)
 {
     if (!relay_audit_on(s)) return;
-    s->audit_binds++;
+    portal_replaced(s, portal);
     const struct audit_op *op = op_pending(s, OP_PARSE, stmt_name);
     const struct prep *st = op ? NULL : prep_get(s->preps, stmt_name);
     struct stmt_info *info = op ? op->info : st ? st->info : NULL;
@@ -589,7 +599,7 @@ void relay_audit_bind(struct session *s, const char *portal, const char *stmt_na
 void relay_audit_close(struct session *s, const uint8_t *body, size_t len)
 {
     if (!relay_audit_on(s) || len < 2 || !memchr(body + 1, 0, len - 1)) return;
-    s->audit_binds++; /* no later Execute continues a portal's rows across a Close */
+    if (body[0] == 'P') portal_replaced(s, (const char *)body + 1);
     op_push(s, OP_CLOSE, (const char *)body + 1, NULL, NULL, NULL, false);
     s->audit_ops_tail->portal = body[0] == 'P';
 }
@@ -645,40 +655,30 @@ int relay_audit_execute(struct session *s, const char *portal)
             return 0;
         }
     }
+    if (op && op->kind == OP_BIND && op->refused) return 0; /* refused Parse: skipped */
     /* an Execute of the same portal still waiting for its rows: this one may continue it */
     const struct stmt_rec *cont = NULL;
     for (const struct stmt_rec *r = s->recs; r; r = r->next)
-        if (!r->query && r->portal && r->binds == s->audit_binds && !strcmp(r->portal, portal))
-            cont = r;
-    if (op && op->refused) return 0; /* its Parse was refused (and recorded): the server skips it */
-    struct stmt_info *info = op ? op->info : NULL;
+        if (!r->query && r->portal && !r->rebound && !strcmp(r->portal, portal)) cont = r;
+    struct stmt_info *info = op && op->kind == OP_BIND ? op->info : NULL;
     const char *decision = op ? op->decision : NULL, *rule = op ? op->rule : NULL;
-    if (!op) {
-        struct prep *p = prep_get(s->portals, portal);
-        if (p && !p->info) return 0; /* a portal of a refused Parse: the server has none */
-        if (!p) {
-            /* Prepared before sluice saw it (a reused upstream): its use is recorded, durably,
-             * since sluice cannot tell what it does. */
-            struct stmt_info *i = info_new(s, "(prepared statement)", NULL);
-            i->durable = true;
-            p = prep_set(&s->portals, portal, i, NULL, NULL, false);
-        }
-        info = p->info;
-        decision = p->decision;
-        rule = p->rule;
+    if (!op || op->kind == OP_CLOSE) { /* what the server has (closed: it fails, 34000) */
+        const struct prep *p = prep_get(s->portals, portal);
+        if (p && !p->info) return 0;
+        info = p ? p->info : NULL;
+        decision = p ? p->decision : NULL;
+        rule = p ? p->rule : NULL;
     }
-    if (!info) { /* bound to a statement sluice never saw: recorded as such, durably */
-        struct stmt_info *i = info_new(s, "(prepared statement)", NULL);
-        i->durable = true;
-        int rc = rec_push(s, i, false, false, "allow", NULL, cont);
-        info_put(i);
-        s->recs_tail->portal = xstrdup(portal);
-        s->recs_tail->binds = s->audit_binds;
-        return rc;
+    struct stmt_info *unknown = NULL;
+    if (!info) {
+        /* a statement sluice never saw (prepared on a reused upstream before this session):
+         * its use is recorded, durably, since sluice cannot tell what it does */
+        info = unknown = info_new(s, "(prepared statement)", NULL);
+        unknown->durable = true;
     }
     int rc = rec_push(s, info, false, false, decision ? decision : "allow", rule, cont);
+    if (unknown) info_put(unknown);
     s->recs_tail->portal = xstrdup(portal);
-    s->recs_tail->binds = s->audit_binds;
     return rc;
 }
 
@@ -740,7 +740,7 @@ void relay_audit_row_stream(struct session *s, uint8_t type, size_t total)
     s->row_part_left = (uint32_t)total;
     /* type, length (and a DataRow's column count) are not digested (audit.h) */
     s->row_part_skip = type == 'D' ? 7 : 5;
-    struct stmt_rec *r = rec_head(s);
+    struct stmt_rec *r = rec_head_reply(s, false);
     if (!r) return;
     r->rows += type == 'D';
     r->bytes += total;
@@ -761,7 +761,7 @@ void relay_audit_row_part(struct session *s, const uint8_t *p, size_t n)
 
 void relay_audit_copy(struct session *s, const uint8_t *body, size_t len)
 {
-    struct stmt_rec *r = rec_head(s);
+    struct stmt_rec *r = rec_head_reply(s, false);
     if (!r) return;
     r->bytes += len + 5;
     if (!r->digesting) return;
@@ -771,7 +771,7 @@ void relay_audit_copy(struct session *s, const uint8_t *body, size_t len)
 
 void relay_audit_row(struct session *s, const uint8_t *body, size_t len)
 {
-    struct stmt_rec *r = rec_head(s);
+    struct stmt_rec *r = rec_head_reply(s, false);
     if (!r) return;
     r->rows++;
     r->bytes += len + 5;
@@ -822,23 +822,39 @@ static void rec_merge(struct stmt_rec *n, struct stmt_rec *r)
     }
 }
 
+/* The oldest record, at its Execute's first reply. One sent to continue a suspended portal
+ * takes over that statement now, unless the portal was gone by then (the reply is 34000: a
+ * Sync or COMMIT between them ended its transaction). cont_of is compared only with records
+ * still suspended, which were all made before this one: never with a reused address. */
+static struct stmt_rec *rec_head_reply(struct session *s, bool gone)
+{
+    struct stmt_rec *r = s->recs;
+    if (!r || !r->cont_of) return r;
+    struct stmt_rec **pp = &s->suspended;
+    while (*pp && *pp != r->cont_of)
+        pp = &(*pp)->next;
+    if (*pp && !gone) {
+        struct stmt_rec *sr = *pp;
+        *pp = sr->next;
+        rec_merge(r, sr);
+        rec_free(sr);
+    }
+    r->cont_of = NULL;
+    return r;
+}
+
 void relay_audit_server(struct session *s, uint8_t type, const uint8_t *body, size_t len)
 {
-    struct stmt_rec *r = rec_head(s);
+    struct pg_error_view e;
+    bool failed = type == 'E' && pg_error_parse(body, len, &e) == PG_OK;
+    struct stmt_rec *r =
+        type == 'Z' ? rec_head(s) : rec_head_reply(s, failed && !strcmp(e.sqlstate, "34000"));
     switch (type) {
     case 's': /* PortalSuspended: its next Execute continues the same statement */
         if (!r || r->group != s->s2c_group || r->query) return;
         s->recs = r->next;
         if (!s->recs) s->recs_tail = NULL;
         counts_take(s, r); /* what was masked so far is this statement's */
-        /* already sent in this group: it takes over (one in a later group waits for this
-         * group's end: out of a transaction the portal is gone by then) */
-        for (struct stmt_rec *n = s->recs; n && n->group == r->group; n = n->next)
-            if (n->cont_of == r) {
-                rec_merge(n, r);
-                rec_free(r);
-                return;
-            }
         r->next = s->suspended;
         s->suspended = r;
         return;
@@ -853,9 +869,7 @@ void relay_audit_server(struct session *s, uint8_t type, const uint8_t *body, si
             error_after_done(s, body, len);
             return;
         }
-        struct pg_error_view e;
-        if (pg_error_parse(body, len, &e) == PG_OK)
-            snprintf(r->sqlstate, sizeof r->sqlstate, "%s", e.sqlstate);
+        if (failed) snprintf(r->sqlstate, sizeof r->sqlstate, "%s", e.sqlstate);
         if (!r->query) rec_pop_emit(s, true);
         return;
     }
@@ -868,19 +882,6 @@ void relay_audit_server(struct session *s, uint8_t type, const uint8_t *body, si
         }
         /* out of any transaction: every portal is gone */
         if (s->suspended && len == 1 && body[0] == 'I') suspended_end(s, NULL, PORTAL_CLOSED);
-        /* else an Execute already sent after this group continues a suspended portal */
-        for (struct stmt_rec **pp = &s->suspended; *pp;) {
-            struct stmt_rec *sr = *pp, *n = s->recs;
-            while (n && n->cont_of != sr)
-                n = n->next;
-            if (!n) {
-                pp = &sr->next;
-                continue;
-            }
-            *pp = sr->next;
-            rec_merge(n, sr);
-            rec_free(sr);
-        }
         return;
     default:
         return;

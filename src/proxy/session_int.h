@@ -167,8 +167,6 @@ struct session {
     struct audit_json audit_json;
     struct stmt_rec *recs, *recs_tail; /* statements waiting for their results, oldest first */
     struct stmt_rec *suspended;        /* portals suspended (PortalSuspended) mid-result */
-    uint64_t audit_binds;              /* Binds so far (an Execute continues a portal's rows
-                                        * only when no Bind came between) */
     struct prep *preps;                /* prepared statements by name (the server's) */
     struct prep *portals;              /* portals by name -> their statement */
     struct audit_op *audit_ops, *audit_ops_tail; /* Parse, Bind, Close not yet answered */

@@ -54,10 +54,19 @@ IDENTITIES = {
 ALICE = "alice@corp.com"
 
 
+_ports_given = set()
+
+
 def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+    """A port nothing listens on, and not one this run handed out before: the kernel can give
+    the same free port to two calls in a row (an instance's listener and its admin port)."""
+    while True:
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            port = s.getsockname()[1]
+        if port not in _ports_given:
+            _ports_given.add(port)
+            return port
 
 
 def run(cmd, check=True, **kw):

@@ -413,3 +413,49 @@ def test_large_copy_data_streams_for_an_unmasked_limited_identity(spawn_sluice):
                               "generate_series(1, 2) g) TO STDOUT", buf)
     assert len(buf.getvalue()) == 2 * 30002
     conn.close()
+
+
+def test_portal_continuation_across_closes_and_commits(spawn_sluice):
+    """Closing the statement a portal was bound from leaves the portal: its next Execute still
+    continues it (one event). Closing the portal, or ending the transaction, before an Execute
+    pipelined behind ends the statement there; that Execute fails on its own (34000)."""
+    sp, ep = spawn_sluice("ap-closes")
+    a = admin(ep)
+    a.cursor().execute("DROP TABLE IF EXISTS ap_cl; CREATE TABLE ap_cl AS "
+                       "SELECT g AS id FROM generate_series(1, 10) g")
+    c = ep.raw_login("shop", ALICE)
+    c.send(Q("BEGIN"))
+    replies(c)
+    c.send(P("DELETE FROM ap_cl WHERE id > 0 RETURNING id AS ap_cl_del", "s") + B("p", "s") +
+           E("p", max_rows=2) + pgwire.message(b"C", b"Ss\0") + E("p", max_rows=2) + SYNC)
+    got = replies(c)
+    assert [t for t, _ in got].count(b"D") == 4, got
+    c.send(Q("ROLLBACK"))
+    replies(c)
+    c.send(Q("BEGIN"))
+    replies(c)
+    c.send(P("SELECT g AS ap_cl_closed FROM generate_series(1, 10) g") + B("q") +
+           E("q", max_rows=2) + SYNC)
+    replies(c)
+    c.send(pgwire.message(b"C", b"Pq\0") + E("q", max_rows=2) + SYNC)
+    assert codes(replies(c)) == ["34000"]
+    c.send(Q("ROLLBACK"))
+    replies(c)
+    c.send(Q("BEGIN"))
+    replies(c)
+    c.send(P("SELECT g AS ap_cl_commit FROM generate_series(1, 10) g") + B("r") +
+           E("r", max_rows=2) + SYNC + Q("COMMIT") + E("r", max_rows=2) + SYNC)
+    got = replies(c, 3)
+    assert codes(got) == ["34000"], got
+    c.close()
+    st, ends = statements(sp, "ap_cl_del")
+    assert len(st) == 1, st
+    res = ends[0] if ends else st[0]
+    assert res["rows"] == 4, (st, ends)
+    for marker in ("ap_cl_closed", "ap_cl_commit"):
+        st, _ = statements(sp, marker, n=2)
+        done = [e for e in st if not e.get("sqlstate")]
+        failed = [e for e in st if e.get("sqlstate") == "34000"]
+        assert len(done) == 1 and done[0]["rows"] == 2, (marker, st)
+        assert done[0]["detail"] == "portal closed before all its rows were fetched", st
+        assert len(failed) == 1 and failed[0].get("rows", 0) == 0, (marker, st)
