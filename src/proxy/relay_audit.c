@@ -74,7 +74,7 @@ struct stmt_rec {
  * Executes record. */
 struct prep {
     struct prep *next;
-    struct stmt_info *info; /* NULL for a portal of a refused Parse */
+    struct stmt_info *info;
     const char *decision, *rule;
     char name[];
 };
@@ -437,24 +437,23 @@ int relay_audit_query(struct session *s, const char *sql, const struct sql_facts
 }
 
 /* name -> info (a reference it takes over) and decision in a list of struct prep (prepared
- * statements, portals): the entry, or NULL when info is NULL and the name is forgotten (unless
- * refused: a portal of a refused Parse). */
-static struct prep *prep_set(struct prep **list, const char *name, struct stmt_info *info,
-                             const char *decision, const char *rule, bool refused)
+ * statements, portals); info NULL: the name is forgotten. */
+static void prep_set(struct prep **list, const char *name, struct stmt_info *info,
+                     const char *decision, const char *rule)
 {
     struct prep *p = NULL;
     for (struct prep **pp = list; *pp; pp = &(*pp)->next)
         if (strcmp((*pp)->name, name) == 0) {
             p = *pp;
-            if (p->info) info_put(p->info);
-            if (!info && !refused) {
+            info_put(p->info);
+            if (!info) {
                 *pp = p->next;
                 free(p);
-                return NULL;
+                return;
             }
             break;
         }
-    if (!info && !refused) return NULL;
+    if (!info) return;
     if (!p) {
         size_t n = strlen(name) + 1;
         p = xmalloc(sizeof *p + n);
@@ -465,7 +464,6 @@ static struct prep *prep_set(struct prep **list, const char *name, struct stmt_i
     p->info = info;
     p->decision = decision;
     p->rule = rule;
-    return p;
 }
 
 static struct prep *prep_get(struct prep *list, const char *name)
@@ -480,7 +478,7 @@ static void prep_free_all(struct prep **list)
     while (*list) {
         struct prep *p = *list;
         *list = p->next;
-        if (p->info) info_put(p->info);
+        info_put(p->info);
         free(p);
     }
 }
@@ -511,15 +509,16 @@ static void op_pop(struct session *s, bool apply)
     s->audit_ops = op->next;
     if (!s->audit_ops) s->audit_ops_tail = NULL;
     if (apply && op->kind == OP_PARSE) {
-        prep_set(&s->preps, op->name, op->info, op->decision, op->rule, false);
+        prep_set(&s->preps, op->name, op->info, op->decision, op->rule);
         op->info = NULL; /* taken over */
     } else if (apply && op->kind == OP_BIND) {
         suspended_end(s, op->name, PORTAL_CLOSED); /* the portal it replaces */
-        prep_set(&s->portals, op->name, op->info, op->decision, op->rule, op->refused);
+        prep_set(&s->portals, op->name, op->info, op->decision,
+                 op->rule); /* never refused: those get no reply */
         op->info = NULL;
     } else if (apply) {
         if (op->portal) suspended_end(s, op->name, PORTAL_CLOSED);
-        prep_set(op->portal ? &s->portals : &s->preps, op->name, NULL, NULL, NULL, false);
+        prep_set(op->portal ? &s->portals : &s->preps, op->name, NULL, NULL, NULL);
     }
     if (op->info) info_put(op->info);
     free(op);
@@ -664,7 +663,6 @@ int relay_audit_execute(struct session *s, const char *portal)
     const char *decision = op ? op->decision : NULL, *rule = op ? op->rule : NULL;
     if (!op || op->kind == OP_CLOSE) { /* what the server has (closed: it fails, 34000) */
         const struct prep *p = prep_get(s->portals, portal);
-        if (p && !p->info) return 0;
         info = p ? p->info : NULL;
         decision = p ? p->decision : NULL;
         rule = p ? p->rule : NULL;
