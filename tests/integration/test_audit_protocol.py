@@ -65,13 +65,19 @@ def admin(ep):
     return c
 
 
+def numbered_table(ep, table, n):
+    """table (dropped first) holding ids 1..n; the admin connection that made it."""
+    a = admin(ep)
+    a.cursor().execute(f"DROP TABLE IF EXISTS {table}; CREATE TABLE {table} AS "
+                       f"SELECT g AS id FROM generate_series(1, {n}) g")
+    return a
+
+
 def test_failed_reparse_records_the_statement_that_ran(spawn_sluice):
     """A Parse of a name in use fails (42P05) and the server keeps the old statement: the
     Execute that follows is recorded as the old statement, not the rejected one."""
     sp, ep = spawn_sluice("ap-reparse")
-    a = admin(ep)
-    a.cursor().execute("DROP TABLE IF EXISTS ap_victim; CREATE TABLE ap_victim AS "
-                       "SELECT g AS id FROM generate_series(1, 5) g")
+    a = numbered_table(ep, "ap_victim", 5)
     c = ep.raw_login("shop", ALICE)
     c.send(P("DELETE FROM ap_victim WHERE id > 0", "s1") + SYNC)
     assert codes(replies(c)) == []
@@ -322,9 +328,7 @@ def test_portal_names_change_when_the_server_binds(spawn_sluice):
     leaves the portal as it was, and later fetches from it are recorded with it; a portal bound
     again ends its suspended statement, whichever Executes were in flight."""
     sp, ep = spawn_sluice("ap-rebind")
-    a = admin(ep)
-    a.cursor().execute("DROP TABLE IF EXISTS ap_rb; CREATE TABLE ap_rb AS "
-                       "SELECT g AS id FROM generate_series(1, 10) g")
+    a = numbered_table(ep, "ap_rb", 10)
     c = ep.raw_login("shop", BOB)
     c.send(Q("BEGIN"))
     replies(c)
@@ -420,9 +424,7 @@ def test_portal_continuation_across_closes_and_commits(spawn_sluice):
     continues it (one event). Closing the portal, or ending the transaction, before an Execute
     pipelined behind ends the statement there; that Execute fails on its own (34000)."""
     sp, ep = spawn_sluice("ap-closes")
-    a = admin(ep)
-    a.cursor().execute("DROP TABLE IF EXISTS ap_cl; CREATE TABLE ap_cl AS "
-                       "SELECT g AS id FROM generate_series(1, 10) g")
+    a = numbered_table(ep, "ap_cl", 10)
     c = ep.raw_login("shop", ALICE)
     c.send(Q("BEGIN"))
     replies(c)
