@@ -646,27 +646,26 @@ int relay_audit_execute(struct session *s, const char *portal)
 {
     if (!relay_audit_on(s)) return 0;
     const struct audit_op *op = op_pending(s, OP_BIND, portal);
-    if (!op) {
-        struct stmt_rec *more = suspended_take(s, portal);
-        if (more) { /* the next rows of a suspended portal: the same statement */
-            more->group = s->c2s_group;
-            rec_append(s, more);
-            return 0;
-        }
-    }
     if (op && op->kind == OP_BIND && op->refused) return 0; /* refused Parse: skipped */
     /* an Execute of the same portal still waiting for its rows: this one may continue it */
     const struct stmt_rec *cont = NULL;
     for (const struct stmt_rec *r = s->recs; r; r = r->next)
         if (!r->query && r->portal && !r->rebound && !strcmp(r->portal, portal)) cont = r;
-    struct stmt_info *info = op && op->kind == OP_BIND ? op->info : NULL;
-    const char *decision = op ? op->decision : NULL, *rule = op ? op->rule : NULL;
-    if (!op || op->kind == OP_CLOSE) { /* what the server has (closed: it fails, 34000) */
-        const struct prep *p = prep_get(s->portals, portal);
-        info = p ? p->info : NULL;
-        decision = p ? p->decision : NULL;
-        rule = p ? p->rule : NULL;
+    if (!op && !cont) {
+        struct stmt_rec *more = suspended_take(s, portal);
+        if (more) { /* the next rows of a suspended portal: the same statement */
+            more->group = s->c2s_group;
+            more->rebound = false; /* no Bind or Close of its portal is pending */
+            rec_append(s, more);
+            return 0;
+        }
     }
+    /* what the portal runs: its pending Bind's statement, else the server's portal (after a
+     * pending Close too: the Execute then fails, 34000, on its own) */
+    const struct prep *p = op && op->kind == OP_BIND ? NULL : prep_get(s->portals, portal);
+    struct stmt_info *info = p ? p->info : op && op->kind == OP_BIND ? op->info : NULL;
+    const char *decision = p ? p->decision : op && op->kind == OP_BIND ? op->decision : NULL;
+    const char *rule = p ? p->rule : op && op->kind == OP_BIND ? op->rule : NULL;
     struct stmt_info *unknown = NULL;
     if (!info) {
         /* a statement sluice never saw (prepared on a reused upstream before this session):
@@ -684,12 +683,6 @@ void relay_audit_note_grant(struct session *s, const char *grant_id)
 {
     if (s->recs_tail)
         snprintf(s->recs_tail->grant_id, sizeof s->recs_tail->grant_id, "%s", grant_id);
-}
-
-/* The oldest record still waiting for results. */
-static struct stmt_rec *rec_head(struct session *s)
-{
-    return s->recs;
 }
 
 /* The session's masked counts (of the result being relayed) go with r, suspended. */
@@ -753,7 +746,7 @@ void relay_audit_row_part(struct session *s, const uint8_t *p, size_t n)
     s->row_part_left -= (uint32_t)n;
     size_t skip = n < s->row_part_skip ? n : s->row_part_skip;
     s->row_part_skip -= (uint8_t)skip;
-    struct stmt_rec *r = rec_head(s);
+    struct stmt_rec *r = s->recs;
     if (r && r->digesting && n > skip) audit_digest_update(&r->digest, p + skip, n - skip);
 }
 
@@ -804,7 +797,6 @@ static void error_after_done(struct session *s, const uint8_t *body, size_t len)
  * (when it was journaled first) and what it counted and digested so far. */
 static void rec_merge(struct stmt_rec *n, struct stmt_rec *r)
 {
-    n->cont_of = NULL;
     n->masked = r->masked;
     r->masked = NULL;
     n->start_us = r->start_us;
@@ -827,7 +819,8 @@ static void rec_merge(struct stmt_rec *n, struct stmt_rec *r)
 static struct stmt_rec *rec_head_reply(struct session *s, bool gone)
 {
     struct stmt_rec *r = s->recs;
-    if (!r || !r->cont_of) return r;
+    /* (a reply of an earlier group, an error at its Sync, is not this one's) */
+    if (!r || !r->cont_of || r->group != s->s2c_group) return r;
     struct stmt_rec **pp = &s->suspended;
     while (*pp && *pp != r->cont_of)
         pp = &(*pp)->next;
@@ -846,7 +839,7 @@ void relay_audit_server(struct session *s, uint8_t type, const uint8_t *body, si
     struct pg_error_view e;
     bool failed = type == 'E' && pg_error_parse(body, len, &e) == PG_OK;
     struct stmt_rec *r =
-        type == 'Z' ? rec_head(s) : rec_head_reply(s, failed && !strcmp(e.sqlstate, "34000"));
+        type == 'Z' ? NULL : rec_head_reply(s, failed && !strcmp(e.sqlstate, "34000"));
     switch (type) {
     case 's': /* PortalSuspended: its next Execute continues the same statement */
         if (!r || r->group != s->s2c_group || r->query) return;

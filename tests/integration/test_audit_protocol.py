@@ -461,3 +461,52 @@ def test_portal_continuation_across_closes_and_commits(spawn_sluice):
         assert len(done) == 1 and done[0]["rows"] == 2, (marker, st)
         assert done[0]["detail"] == "portal closed before all its rows were fetched", st
         assert len(failed) == 1 and failed[0].get("rows", 0) == 0, (marker, st)
+
+
+def test_portal_continuations_in_flight_stay_one_statement(spawn_sluice):
+    """Executes of one portal kept in flight (a slow row between them) stay one statement; an
+    error ending an earlier group does not make a pipelined Execute take over a portal that
+    Sync then drops; a failed Bind of the portal, rolled back, does not split it."""
+    sp, ep = spawn_sluice("ap-inflight")
+    c = ep.raw_login("shop", ALICE)
+    H = pgwire.message(b"H")
+    c.send(Q("BEGIN"))
+    replies(c)
+    c.send(P("SELECT g, CASE WHEN g = 2 THEN pg_sleep(1)::text END AS ap_if_slow "
+             "FROM generate_series(1, 5) g") + B("p") + E("p", 1) + H + E("p", 1) + H)
+    while c.read_msg()[0] != b"s":
+        pass
+    c.send(E("p", 1) + SYNC)
+    got = replies(c)
+    assert [t for t, _ in got].count(b"D") == 2, got
+    c.send(Q("COMMIT"))
+    replies(c)
+    # outside a transaction: the first group fails at its end, its portal is dropped
+    c.send(P("SELECT g AS ap_if_err FROM generate_series(1, 10) g") + B() + E(max_rows=2) +
+           P("SELEC oops") + SYNC + E(max_rows=2) + SYNC)
+    assert codes(replies(c, 2)) == ["42601", "34000"]
+    # a Bind of the portal that fails inside a savepoint leaves the portal as it was
+    c.send(Q("BEGIN"))
+    replies(c)
+    c.send(P("SELECT g AS ap_if_sp FROM generate_series(1, 10) g") + B("q") + E("q", 2) + SYNC)
+    replies(c)
+    c.send(Q("SAVEPOINT a"))
+    replies(c)
+    c.send(B("q", "nosuch") + SYNC)
+    assert codes(replies(c)) == ["26000"]
+    c.send(Q("ROLLBACK TO SAVEPOINT a"))
+    replies(c)
+    c.send(E("q", 2) + E("q", 2) + SYNC)
+    replies(c)
+    c.send(Q("COMMIT"))
+    replies(c)
+    c.close()
+    st, _ = statements(sp, "ap_if_slow")
+    assert len(st) == 1 and st[0]["rows"] == 3, st
+    assert st[0]["detail"] == "portal closed before all its rows were fetched", st
+    st, _ = statements(sp, "ap_if_err", n=2)
+    done = [e for e in st if e.get("sqlstate") != "34000"]
+    assert len(done) == 1 and done[0]["rows"] == 2, st
+    assert len([e for e in st if e.get("sqlstate") == "34000"]) == 1, st
+    st, _ = statements(sp, "ap_if_sp")
+    assert len(st) == 1 and st[0]["rows"] == 6, st
