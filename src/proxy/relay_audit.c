@@ -60,7 +60,9 @@ struct stmt_rec {
     bool digesting;                    /* audit.row_digest: its context is made at the first row */
     const char *detail;                /* why its result is not what it seems (static) */
     char *portal;                      /* an Execute's portal (its later Executes continue it) */
-    bool rebound; /* its portal was bound again or closed after it: nothing continues it */
+    bool rebound;  /* its portal was bound again or closed after it: nothing continues it */
+    bool replied;  /* its first reply came: what its portal runs is known */
+    uint64_t sent; /* its place among the messages sent (session.audit_sent) */
     /* sent while an earlier Execute of the same portal waited: if that one is suspended by the
      * time this one's first reply comes, this one takes over its statement (rec_merge) */
     const struct stmt_rec *cont_of;
@@ -92,6 +94,8 @@ struct audit_op {
     enum op_kind kind;
     bool portal;            /* OP_CLOSE: of a portal (else of a statement) */
     bool refused;           /* OP_PARSE, OP_BIND: of a Parse policy refused (never answered) */
+    uint64_t sent;          /* its place among the messages sent (session.audit_sent) */
+    char *stmt;             /* OP_BIND: the statement it binds (resolved when it is done) */
     struct stmt_info *info; /* OP_PARSE, OP_BIND: the statement (a reference), or NULL */
     const char *decision, *rule;
     char name[];
@@ -416,6 +420,7 @@ static int rec_push(struct session *s, struct stmt_info *info, bool query, bool 
         s->recs = r;
     s->recs_tail = r;
     r->cont_of = cont_of;
+    r->sent = ++s->audit_sent;
     if (cont_of || (!refused && !info->durable)) return 0; /* (a continuation's came first) */
     uint64_t seq = emit_statement(s, r, true);
     if (!seq && !s->rt->cfg->audit.fail_open) {
@@ -494,6 +499,7 @@ static void op_push(struct session *s, enum op_kind kind, const char *name, stru
     op->decision = decision;
     op->rule = rule;
     op->refused = refused;
+    op->sent = ++s->audit_sent;
     memcpy(op->name, name, n);
     if (s->audit_ops_tail)
         s->audit_ops_tail->next = op;
@@ -513,14 +519,18 @@ static void op_pop(struct session *s, bool apply)
         op->info = NULL; /* taken over */
     } else if (apply && op->kind == OP_BIND) {
         suspended_end(s, op->name, PORTAL_CLOSED); /* the portal it replaces */
-        prep_set(&s->portals, op->name, op->info, op->decision,
-                 op->rule); /* never refused: those get no reply */
-        op->info = NULL;
+        /* the statement the server bound: the name's meaning now (a Parse of it sent before
+         * was answered by now, or failed), not the guess made when the Bind was sent */
+        const struct prep *st = prep_get(s->preps, op->stmt);
+        if (st) st->info->refs++;
+        prep_set(&s->portals, op->name, st ? st->info : NULL, st ? st->decision : NULL,
+                 st ? st->rule : NULL);
     } else if (apply) {
         if (op->portal) suspended_end(s, op->name, PORTAL_CLOSED);
         prep_set(op->portal ? &s->portals : &s->preps, op->name, NULL, NULL, NULL);
     }
     if (op->info) info_put(op->info);
+    free(op->stmt);
     free(op);
 }
 
@@ -593,6 +603,7 @@ void relay_audit_bind(struct session *s, const char *portal, const char *stmt_na
             : st ? st->rule
                  : NULL,
             op && op->refused);
+    s->audit_ops_tail->stmt = xstrdup(stmt_name);
 }
 
 void relay_audit_close(struct session *s, const uint8_t *body, size_t len)
@@ -717,9 +728,14 @@ static void rec_pop_emit(struct session *s, bool emit)
         relay_mask_count(s);
         uint64_t seq = emit_statement(s, r, false);
         if (!seq) log_warn("session %llu: audit event lost", (unsigned long long)s->id);
-        if (!r->query) {
-            s->audit_done_seq = r->pre_seq ? r->pre_seq : seq;
+        if (!r->query && r->pre_seq) { /* a write (or what may write): its effect can undo */
+            if (s->audit_done_group != r->group) s->n_audit_done = 0;
             s->audit_done_group = r->group;
+            if (s->n_audit_done == s->cap_audit_done) {
+                s->cap_audit_done = s->cap_audit_done ? 2 * s->cap_audit_done : 4;
+                s->audit_done = xrealloc(s->audit_done, s->cap_audit_done * sizeof *s->audit_done);
+            }
+            s->audit_done[s->n_audit_done++] = r->pre_seq;
         }
     }
     if (s->masked) memset(s->masked, 0, sizeof *s->masked);
@@ -776,7 +792,7 @@ void relay_audit_row(struct session *s, const uint8_t *body, size_t len)
  * rolled back. The last Execute's event gets a statement_end saying so. */
 static void error_after_done(struct session *s, const uint8_t *body, size_t len)
 {
-    if (!s->audit_done_seq || s->audit_done_group != s->s2c_group) return;
+    if (!s->n_audit_done || s->audit_done_group != s->s2c_group) return;
     struct pg_error_view e;
     char state[6] = "";
     if (pg_error_parse(body, len, &e) == PG_OK) snprintf(state, sizeof state, "%s", e.sqlstate);
@@ -784,13 +800,15 @@ static void error_after_done(struct session *s, const uint8_t *body, size_t len)
         .kind = AUDIT_STATEMENT_END,
         .session_id = s->id,
         .identity = s->ident ? s->ident->name : s->user,
-        .ref = s->audit_done_seq,
         .sqlstate = state[0] ? state : NULL,
         .detail = "failed after completing: an error later in its group (such as the commit "
                   "at Sync) ended its transaction",
     };
-    if (!audit_emit(&ev)) log_warn("session %llu: audit event lost", (unsigned long long)s->id);
-    s->audit_done_seq = 0;
+    for (unsigned i = 0; i < s->n_audit_done; i++) {
+        ev.ref = s->audit_done[i];
+        if (!audit_emit(&ev)) log_warn("session %llu: audit event lost", (unsigned long long)s->id);
+    }
+    s->n_audit_done = 0;
 }
 
 /* n continues the statement of r, which the server suspended: n takes r's start, its event
@@ -820,7 +838,22 @@ static struct stmt_rec *rec_head_reply(struct session *s, bool gone)
 {
     struct stmt_rec *r = s->recs;
     /* (a reply of an earlier group, an error at its Sync, is not this one's) */
-    if (!r || !r->cont_of || r->group != s->s2c_group) return r;
+    if (!r || r->group != s->s2c_group) return r;
+    if (!r->replied && r->portal && !r->pre_seq) {
+        /* its Bind is done: what the portal runs is known, where the Execute's record took a
+         * guess (a Parse pipelined in an earlier group may have failed). A record journaled
+         * before it was sent keeps its text (docs/architecture.md, Known limits). */
+        const struct prep *p = prep_get(s->portals, r->portal);
+        if (p && p->info != r->info) {
+            info_put(r->info);
+            r->info = p->info;
+            r->info->refs++;
+            r->decision = p->decision ? p->decision : "allow";
+            r->rule = p->rule;
+        }
+    }
+    r->replied = true;
+    if (!r->cont_of) return r;
     struct stmt_rec **pp = &s->suspended;
     while (*pp && *pp != r->cont_of)
         pp = &(*pp)->next;
@@ -834,10 +867,28 @@ static struct stmt_rec *rec_head_reply(struct session *s, bool gone)
     return r;
 }
 
+/* Is an ErrorResponse now the answer to a Parse, Bind or Close (not an Execute)? When the
+ * oldest message of this group still unanswered is one of those, it is: replies come in the
+ * order of the messages, and the Executes behind it are then skipped (ReadyForQuery records
+ * them as not executed). */
+static bool error_of_op(const struct session *s)
+{
+    const struct audit_op *op = s->audit_ops;
+    while (op && op->group < s->s2c_group) /* stale: dropped at the next reply */
+        op = op->next;
+    if (!op || op->group != s->s2c_group) return false;
+    const struct stmt_rec *r = s->recs;
+    return !r || r->group != s->s2c_group || op->sent < r->sent;
+}
+
 void relay_audit_server(struct session *s, uint8_t type, const uint8_t *body, size_t len)
 {
     struct pg_error_view e;
     bool failed = type == 'E' && pg_error_parse(body, len, &e) == PG_OK;
+    if (type == 'E' && error_of_op(s)) { /* a Parse, Bind or Close failed: no Execute's */
+        error_after_done(s, body, len);
+        return;
+    }
     struct stmt_rec *r =
         type == 'Z' ? NULL : rec_head_reply(s, failed && !strcmp(e.sqlstate, "34000"));
     switch (type) {
@@ -861,6 +912,7 @@ void relay_audit_server(struct session *s, uint8_t type, const uint8_t *body, si
             return;
         }
         if (failed) snprintf(r->sqlstate, sizeof r->sqlstate, "%s", e.sqlstate);
+        if (!r->query) error_after_done(s, body, len); /* what completed before it */
         if (!r->query) rec_pop_emit(s, true);
         return;
     }
@@ -891,6 +943,9 @@ void relay_audit_end(struct session *s)
     prep_free_all(&s->preps);
     prep_free_all(&s->portals);
     audit_json_free(&s->audit_json);
+    free(s->audit_done);
+    s->audit_done = NULL;
+    s->n_audit_done = s->cap_audit_done = 0;
 }
 
 /* A fast-path FunctionCall names its function by OID only: it is recorded by that OID, and

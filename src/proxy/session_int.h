@@ -170,10 +170,12 @@ struct session {
     struct prep *preps;                /* prepared statements by name (the server's) */
     struct prep *portals;              /* portals by name -> their statement */
     struct audit_op *audit_ops, *audit_ops_tail; /* Parse, Bind, Close not yet answered */
-    /* the event of the last Execute completed, and its group: an error after it in the same
-     * group (the commit at Sync) is its result too */
-    uint64_t audit_done_seq, audit_done_group;
-    bool audit_started; /* session_start emitted: session_end is due */
+    /* the events of the Executes completed in group audit_done_group: an error later in that
+     * group (at the latest, the commit at Sync) rolls them back with it */
+    uint64_t *audit_done, audit_done_group;
+    unsigned n_audit_done, cap_audit_done;
+    uint64_t audit_sent; /* Parses, Binds, Closes and Executes sent, in order (their `sent`) */
+    bool audit_started;  /* session_start emitted: session_end is due */
     /* A parked client message (at cl.in->off + cl.fwd) waits for an approval
      * (relay_approve.c); nothing more is read from the client meanwhile. */
     bool parked;

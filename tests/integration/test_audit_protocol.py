@@ -119,25 +119,31 @@ def test_refused_parse_gets_one_event(spawn_sluice):
 
 
 def test_executes_skipped_after_an_error_say_so(spawn_sluice):
-    """In one group, the writes after a failing statement never run: their events say they
-    were not executed, with no rows."""
+    """In one group, a statement fails as it runs: the writes after it never run, and their
+    events say so, with no rows; the write before it completed but was rolled back with the
+    group's implicit transaction, which its statement_end says."""
     sp, ep = spawn_sluice("ap-skipped")
     a = admin(ep)
     a.cursor().execute("DROP TABLE IF EXISTS ap_sk; CREATE TABLE ap_sk (id int)")
     c = ep.raw_login("shop", ALICE)
     c.send(P("INSERT INTO ap_sk VALUES (1)") + B() + E() +
-           P("SELECT 1/0 AS ap_div") + B() + E() +
+           P("SELECT 1 / (0 * g) AS ap_div FROM generate_series(1, 1) g") + B() + E() +
            P("INSERT INTO ap_sk SELECT 101 AS ap_skipped") + B() + E() + SYNC)
     assert codes(replies(c)) == ["22012"]
     c.close()
-    assert a.cursor().execute("SELECT count(*) FROM ap_sk") is None
+    cur = a.cursor()
+    cur.execute("SELECT count(*) FROM ap_sk")
+    assert cur.fetchone() == (0,)
     st, ends = statements(sp, "ap_skipped")
     assert len(st) == 1, st
     res = ends[0] if ends else st[0]
     assert res.get("rows", 0) == 0 and res.get("detail", "").startswith("not executed"), (st, ends)
+    div, _ = statements(sp, "ap_div")
+    assert len(div) == 1 and div[0]["sqlstate"] == "22012" and "detail" not in div[0], div
     first, ends1 = statements(sp, "INSERT INTO ap_sk VALUES")
-    res1 = ends1[0] if ends1 else first[0]
-    assert "detail" not in res1 and res1["rows"] == 1, (first, ends1)
+    assert len(first) == 1 and first[0]["rows"] == 1, (first, ends1)
+    failed = [e for e in ends1 if e.get("sqlstate") == "22012"]
+    assert len(failed) == 1 and failed[0]["detail"].startswith("failed after completing"), ends1
 
 
 def test_session_ended_mid_statement_says_interrupted(spawn_sluice):
@@ -510,3 +516,32 @@ def test_portal_continuations_in_flight_stay_one_statement(spawn_sluice):
     assert len([e for e in st if e.get("sqlstate") == "34000"]) == 1, st
     st, _ = statements(sp, "ap_if_sp")
     assert len(st) == 1 and st[0]["rows"] == 6, st
+
+
+def test_errors_of_parse_and_bind_and_pipelined_reparse(spawn_sluice):
+    """An error of a Parse or Bind is not the next Execute's: that Execute is skipped and says
+    so. A re-Parse pipelined in an earlier group that fails (42P05) leaves the old statement,
+    and the Execute behind it is recorded as the old statement."""
+    sp, ep = spawn_sluice("ap-operr")
+    c = ep.raw_login("shop", ALICE)
+    c.send(P("SELECT g AS ap_oe_one FROM generate_series(1, 3) g", "s1") + SYNC)
+    replies(c)
+    c.send(B("", "s1") + P("SELEC bad AS ap_oe_bad", "s2") + E("") + SYNC)
+    assert codes(replies(c)) == ["42601"]
+    c.send(B("", "s1") + B("px", "nosuch") + E("") + SYNC)
+    assert codes(replies(c)) == ["26000"]
+    c.send(P("SELECT g AS ap_oe_old FROM generate_series(1, 3) g", "s3") + SYNC +
+           P("SELECT g AS ap_oe_new FROM generate_series(1, 5) g", "s3") + SYNC +
+           B("", "s3") + E("") + SYNC)
+    got = replies(c, 3)
+    assert codes(got) == ["42P05"] and [t for t, _ in got].count(b"D") == 3, got
+    c.close()
+    st, _ = statements(sp, "ap_oe_one", n=2)
+    assert len(st) == 2, st
+    for e in st:
+        assert e.get("rows", 0) == 0 and "sqlstate" not in e, st
+        assert e["detail"].startswith("not executed"), st
+    old, _ = statements(sp, "ap_oe_old")
+    assert len(old) == 1 and old[0]["rows"] == 3, old
+    new, _ = statements(sp, "ap_oe_new", timeout=0.5)
+    assert new == [], new
