@@ -87,7 +87,8 @@ struct prep {
  * ParseComplete, BindComplete or CloseComplete (replies come in message order), and an op is
  * dropped, unapplied, at its group's ReadyForQuery when it got none (as src/proxy/prepared.c
  * does for limits). */
-enum op_kind { OP_PARSE = '1', OP_BIND = '2', OP_CLOSE = '3' }; /* by their replies */
+/* by their replies; a Describe's last reply is RowDescription or NoData ('n' stands for both) */
+enum op_kind { OP_PARSE = '1', OP_BIND = '2', OP_CLOSE = '3', OP_DESCRIBE = 'n' };
 struct audit_op {
     struct audit_op *next;
     uint64_t group;
@@ -105,6 +106,9 @@ static void rec_pop_emit(struct session *s, bool emit);
 static struct stmt_rec *rec_head_reply(struct session *s, bool gone);
 static void suspended_end(struct session *s, const char *portal, const char *detail);
 #define PORTAL_CLOSED "portal closed before all its rows were fetched"
+#define FAILED_AFTER                                                                               \
+    "failed after completing: an error later in its group (such as the commit at Sync) ended "     \
+    "its transaction"
 
 /* Monotonic microseconds: durations only (event times come from the audit itself). */
 static uint64_t now_us(void)
@@ -525,7 +529,7 @@ static void op_pop(struct session *s, bool apply)
         if (st) st->info->refs++;
         prep_set(&s->portals, op->name, st ? st->info : NULL, st ? st->decision : NULL,
                  st ? st->rule : NULL);
-    } else if (apply) {
+    } else if (apply && op->kind == OP_CLOSE) {
         if (op->portal) suspended_end(s, op->name, PORTAL_CLOSED);
         prep_set(op->portal ? &s->portals : &s->preps, op->name, NULL, NULL, NULL);
     }
@@ -551,8 +555,12 @@ void relay_audit_parse_done(struct session *s, uint8_t type)
     /* ops of groups already answered are stale (they got no reply): drop them first */
     while (s->audit_ops && s->audit_ops->group < s->s2c_group)
         op_pop(s, false);
-    /* earlier ones of this group were answered: this reply is the head's */
-    if (s->audit_ops && s->audit_ops->kind == (enum op_kind)type) op_pop(s, true);
+    /* earlier ones of this group were answered: this reply is the head's (a RowDescription of
+     * a simple Query has no op: no group of ops is being answered then) */
+    if (type == 'T') type = 'n';
+    if (s->audit_ops && s->audit_ops->group == s->s2c_group &&
+        s->audit_ops->kind == (enum op_kind)type)
+        op_pop(s, true);
 }
 
 void relay_audit_ready(struct session *s)
@@ -604,6 +612,13 @@ void relay_audit_bind(struct session *s, const char *portal, const char *stmt_na
                  : NULL,
             op && op->refused);
     s->audit_ops_tail->stmt = xstrdup(stmt_name);
+}
+
+void relay_audit_describe(struct session *s, const uint8_t *body, size_t len)
+{
+    /* an op only so that its error is not taken for an Execute's (error_of_op) */
+    if (relay_audit_on(s) && len >= 2 && memchr(body + 1, 0, len - 1))
+        op_push(s, OP_DESCRIBE, (const char *)body + 1, NULL, NULL, NULL, false);
 }
 
 void relay_audit_close(struct session *s, const uint8_t *body, size_t len)
@@ -677,6 +692,14 @@ int relay_audit_execute(struct session *s, const char *portal)
     struct stmt_info *info = p ? p->info : op && op->kind == OP_BIND ? op->info : NULL;
     const char *decision = p ? p->decision : op && op->kind == OP_BIND ? op->decision : NULL;
     const char *rule = p ? p->rule : op && op->kind == OP_BIND ? op->rule : NULL;
+    /* a guess from a Parse still unanswered: if the statement the name means now writes,
+     * that is the one journaled first (the Parse may fail: durability comes first) */
+    const struct prep *now = op && op->kind == OP_BIND ? prep_get(s->preps, op->stmt) : NULL;
+    if (info && !info->durable && now && now->info->durable) {
+        info = now->info;
+        decision = now->decision;
+        rule = now->rule;
+    }
     struct stmt_info *unknown = NULL;
     if (!info) {
         /* a statement sluice never saw (prepared on a reused upstream before this session):
@@ -792,23 +815,40 @@ void relay_audit_row(struct session *s, const uint8_t *body, size_t len)
  * rolled back. The last Execute's event gets a statement_end saying so. */
 static void error_after_done(struct session *s, const uint8_t *body, size_t len)
 {
-    if (!s->n_audit_done || s->audit_done_group != s->s2c_group) return;
     struct pg_error_view e;
     char state[6] = "";
     if (pg_error_parse(body, len, &e) == PG_OK) snprintf(state, sizeof state, "%s", e.sqlstate);
-    struct audit_event ev = {
-        .kind = AUDIT_STATEMENT_END,
-        .session_id = s->id,
-        .identity = s->ident ? s->ident->name : s->user,
-        .sqlstate = state[0] ? state : NULL,
-        .detail = "failed after completing: an error later in its group (such as the commit "
-                  "at Sync) ended its transaction",
-    };
-    for (unsigned i = 0; i < s->n_audit_done; i++) {
-        ev.ref = s->audit_done[i];
-        if (!audit_emit(&ev)) log_warn("session %llu: audit event lost", (unsigned long long)s->id);
+    if (s->n_audit_done && s->audit_done_group == s->s2c_group) {
+        struct audit_event ev = {
+            .kind = AUDIT_STATEMENT_END,
+            .session_id = s->id,
+            .identity = s->ident ? s->ident->name : s->user,
+            .sqlstate = state[0] ? state : NULL,
+            .detail = FAILED_AFTER,
+        };
+        for (unsigned i = 0; i < s->n_audit_done; i++) {
+            ev.ref = s->audit_done[i];
+            if (!audit_emit(&ev))
+                log_warn("session %llu: audit event lost", (unsigned long long)s->id);
+        }
     }
-    s->n_audit_done = 0;
+    /* a write suspended in this group (RETURNING, fetched in parts) ran whole at its first
+     * Execute: it ends here, rolled back, with what was fetched */
+    for (struct stmt_rec **pp = &s->suspended; *pp;) {
+        struct stmt_rec *r = *pp;
+        if (!r->pre_seq || r->group != s->s2c_group) {
+            pp = &r->next;
+            continue;
+        }
+        *pp = r->next;
+        r->detail = FAILED_AFTER;
+        snprintf(r->sqlstate, sizeof r->sqlstate, "%s", state);
+        r->next = s->recs;
+        s->recs = r;
+        if (!s->recs_tail) s->recs_tail = r;
+        rec_pop_emit(s, true);
+    }
+    s->n_audit_done = 0; /* (including what the loop just added) */
 }
 
 /* n continues the statement of r, which the server suspended: n takes r's start, its event

@@ -226,7 +226,7 @@ bool relay_grant_bind_ok(struct session *s, const uint8_t *body, size_t len)
 bool relay_grant_inside(struct session *s, uint8_t type, const uint8_t *body, size_t len,
                         enum hold_action *act)
 {
-    if (type == 'C' ||
+    if (type == 'C' || type == 'D' ||
         (type == 'E' && memchr(body, 0, len) && strcmp((const char *)body, s->gg_portal) == 0))
         return false;
     blocked_push_group(

@@ -1486,6 +1486,9 @@ static enum hold_action on_client_statement(struct session *s, uint8_t type, con
             relay_audit_bind(s, (const char *)body, (const char *)portal_end + 1);
         return bound ? relay_grant_bind(s, body, len, bound) : HOLD_FORWARD;
     }
+    case 'D': /* Describe: held for the audit only */
+        relay_audit_describe(s, body, len);
+        return HOLD_FORWARD;
     case 'C': /* Close: a statement's name means nothing once the server closed it */
         prepared_close(s, body, len);
         relay_audit_close(s, body, len);
@@ -1650,7 +1653,7 @@ static enum hold_action on_server_message(struct session *s, uint8_t type, const
         return HOLD_FORWARD;
     }
     case 'E':
-        if (s->recs || s->n_audit_done) relay_audit_server(s, type, body, len);
+        if (s->recs || s->n_audit_done || s->suspended) relay_audit_server(s, type, body, len);
         relay_mask_result_end(s);
         if (s->blocked) {
             blocked_expire(s);
@@ -1676,6 +1679,10 @@ static enum hold_action on_server_message(struct session *s, uint8_t type, const
     case '2':
         if (s->audit_ops) relay_audit_parse_done(s, type);
         return HOLD_FORWARD;
+    case 'T': /* a Describe's last reply (or a simple Query's columns) */
+    case 'n':
+        if (s->audit_ops) relay_audit_parse_done(s, type);
+        return relay_mask_server(s, type, body, len);
     case '1':
     case '3':
         prepared_server(s, type);
@@ -1718,7 +1725,7 @@ static bool client_holds(const struct session *s, uint8_t type)
         return true;
     return type == 'Q' || type == 'P' || type == 'F' ||
            ((type == 'B' || type == 'E') && (prepared_any(s) || relay_audit_on(s))) ||
-           (type == 'C' && (prepared_any(s) || relay_audit_on(s)));
+           ((type == 'C' || type == 'D') && (prepared_any(s) || relay_audit_on(s)));
 }
 
 static bool server_holds(const struct session *s, uint8_t type)
@@ -1726,7 +1733,8 @@ static bool server_holds(const struct session *s, uint8_t type)
     return type == 'Z' || type == 'C' || type == 'E' || type == 'S' ||
            ((type == 'D' || type == 'd' || type == 's' || type == 'I') && s->recs) ||
            relay_mask_holds(s, type) || relay_grant_holds(s, type) || prepared_holds(s, type) ||
-           ((type == '1' || type == '2' || type == '3') && s->audit_ops);
+           ((type == '1' || type == '2' || type == '3' || type == 'T' || type == 'n') &&
+            s->audit_ops);
 }
 
 /* Decide framing for the bytes of src->in not yet decided. Returns false on a framing error. */

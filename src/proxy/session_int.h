@@ -314,6 +314,8 @@ void relay_audit_ready(struct session *s);
 void relay_audit_parse(struct session *s, const char *name, const char *sql,
                        const struct sql_facts *f, const char *decision, const char *rule);
 void relay_audit_bind(struct session *s, const char *portal, const char *stmt_name);
+/* A Describe message (body as sent). */
+void relay_audit_describe(struct session *s, const uint8_t *body, size_t len);
 /* A Close message (body as sent): a closed portal's suspended statement is over. */
 void relay_audit_close(struct session *s, const uint8_t *body, size_t len);
 int relay_audit_execute(struct session *s, const char *portal);

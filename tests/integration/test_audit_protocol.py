@@ -545,3 +545,39 @@ def test_errors_of_parse_and_bind_and_pipelined_reparse(spawn_sluice):
     assert len(old) == 1 and old[0]["rows"] == 3, old
     new, _ = statements(sp, "ap_oe_new", timeout=0.5)
     assert new == [], new
+
+
+def test_describe_errors_suspended_writes_and_reparsed_writes(spawn_sluice):
+    """An error answering a Describe is not the next Execute's (it is skipped). A write fetched
+    in parts whose group then fails is recorded as rolled back. A write behind a pipelined
+    re-Parse that fails is journaled before it runs, as any write."""
+    sp, ep = spawn_sluice("ap-describe")
+    a = admin(ep)
+    a.cursor().execute("DROP TABLE IF EXISTS ap_ds; CREATE TABLE ap_ds (v int)")
+    c = ep.raw_login("shop", ALICE)
+    c.send(P("SELECT 1 AS ap_ds_one", "s1") + SYNC)
+    replies(c)
+    c.send(B("", "s1") + pgwire.message(b"D", b"Snosuch\0") + E("") + SYNC)
+    assert codes(replies(c)) == ["26000"]
+    c.send(P("INSERT INTO ap_ds SELECT g FROM generate_series(1, 5) g RETURNING v AS ap_ds_ret") +
+           B("p") + E("p", 2) + P("SELEC") + SYNC)
+    assert codes(replies(c)) == ["42601"]
+    c.send(P("INSERT INTO ap_ds SELECT 7 WHERE pg_sleep(0.6) IS NOT NULL RETURNING v AS ap_ds_w",
+             "s3") + SYNC)
+    replies(c)
+    c.send(P("SELECT 1 AS ap_ds_other", "s3") + SYNC + B("q", "s3") + E("q") + SYNC)
+    time.sleep(0.3)  # the INSERT runs: its event must already be in the store
+    during, _ = statements(sp, "ap_ds_w", timeout=0.2)
+    got = replies(c, 2)
+    assert codes(got) == ["42P05"], got
+    c.close()
+    one, _ = statements(sp, "ap_ds_one")
+    assert len(one) == 1 and one[0]["detail"].startswith("not executed"), one
+    assert "sqlstate" not in one[0], one
+    ret, ends = statements(sp, "ap_ds_ret")
+    assert len(ret) == 1, ret
+    failed = [e for e in ends + ret if e.get("sqlstate") == "42601"]  # folded, or its end
+    assert len(failed) == 1 and failed[0]["detail"].startswith("failed after completing"), \
+        (ret, ends)
+    assert failed[0]["rows"] == 2, failed
+    assert len(during) == 1 and during[0]["class"] == "write", during
