@@ -97,6 +97,7 @@ struct audit_op {
     bool refused;           /* OP_PARSE, OP_BIND: of a Parse policy refused (never answered) */
     uint64_t sent;          /* its place among the messages sent (session.audit_sent) */
     char *stmt;             /* OP_BIND: the statement it binds (resolved when it is done) */
+    bool guessed;           /* OP_BIND: info is that of a Parse of an earlier group, unanswered */
     struct stmt_info *info; /* OP_PARSE, OP_BIND: the statement (a reference), or NULL */
     const char *decision, *rule;
     char name[];
@@ -612,6 +613,9 @@ void relay_audit_bind(struct session *s, const char *portal, const char *stmt_na
                  : NULL,
             op && op->refused);
     s->audit_ops_tail->stmt = xstrdup(stmt_name);
+    /* a Parse of this group that fails takes this Bind with it; one of an earlier group may
+     * fail alone */
+    s->audit_ops_tail->guessed = op && op->group != s->c2s_group;
 }
 
 void relay_audit_describe(struct session *s, const uint8_t *body, size_t len)
@@ -694,7 +698,8 @@ int relay_audit_execute(struct session *s, const char *portal)
     const char *rule = p ? p->rule : op && op->kind == OP_BIND ? op->rule : NULL;
     /* a guess from a Parse still unanswered: if the statement the name means now writes,
      * that is the one journaled first (the Parse may fail: durability comes first) */
-    const struct prep *now = op && op->kind == OP_BIND ? prep_get(s->preps, op->stmt) : NULL;
+    const struct prep *now =
+        op && op->kind == OP_BIND && op->guessed ? prep_get(s->preps, op->stmt) : NULL;
     if (info && !info->durable && now && now->info->durable) {
         info = now->info;
         decision = now->decision;
