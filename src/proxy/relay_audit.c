@@ -644,6 +644,16 @@ static void rec_append(struct session *s, struct stmt_rec *r)
     s->recs_tail = r;
 }
 
+/* Emit (and free) r, a record out of the FIFO (suspended): rec_pop_emit works on the FIFO's
+ * head, so it goes there for the moment. */
+static void rec_emit_now(struct session *s, struct stmt_rec *r)
+{
+    r->next = s->recs;
+    s->recs = r;
+    if (!s->recs_tail) s->recs_tail = r;
+    rec_pop_emit(s, true);
+}
+
 /* Unlink the suspended statement of portal (NULL: the first one); NULL when none. */
 static struct stmt_rec *suspended_take(struct session *s, const char *portal)
 {
@@ -664,11 +674,7 @@ static void suspended_end(struct session *s, const char *portal, const char *det
     struct stmt_rec *r;
     while ((r = suspended_take(s, portal))) {
         r->detail = detail;
-        /* rec_pop_emit works on the FIFO's head: put it there for the moment */
-        r->next = s->recs;
-        s->recs = r;
-        if (!s->recs_tail) s->recs_tail = r;
-        rec_pop_emit(s, true);
+        rec_emit_now(s, r);
     }
 }
 
@@ -848,10 +854,7 @@ static void error_after_done(struct session *s, const uint8_t *body, size_t len)
         *pp = r->next;
         r->detail = FAILED_AFTER;
         snprintf(r->sqlstate, sizeof r->sqlstate, "%s", state);
-        r->next = s->recs;
-        s->recs = r;
-        if (!s->recs_tail) s->recs_tail = r;
-        rec_pop_emit(s, true);
+        rec_emit_now(s, r);
     }
     s->n_audit_done = 0; /* (including what the loop just added) */
 }
