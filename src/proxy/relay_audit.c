@@ -62,6 +62,7 @@ struct stmt_rec {
     char *portal;                      /* an Execute's portal (its later Executes continue it) */
     bool rebound;  /* its portal was bound again or closed after it: nothing continues it */
     bool replied;  /* its first reply came: what its portal runs is known */
+    bool resumed;  /* taken back from s->suspended by an Execute not answered yet */
     uint64_t sent; /* its place among the messages sent (session.audit_sent) */
     /* sent while an earlier Execute of the same portal waited: if that one is suspended by the
      * time this one's first reply comes, this one takes over its statement (rec_merge) */
@@ -692,6 +693,7 @@ int relay_audit_execute(struct session *s, const char *portal)
         if (more) { /* the next rows of a suspended portal: the same statement */
             more->group = s->c2s_group;
             more->rebound = false; /* no Bind or Close of its portal is pending */
+            more->resumed = true;
             rec_append(s, more);
             return 0;
         }
@@ -704,12 +706,19 @@ int relay_audit_execute(struct session *s, const char *portal)
     const char *rule = p ? p->rule : op && op->kind == OP_BIND ? op->rule : NULL;
     /* a guess from a Parse still unanswered: if the statement the name means now writes,
      * that is the one journaled first (the Parse may fail: durability comes first) */
-    const struct prep *now =
-        op && op->kind == OP_BIND && op->guessed ? prep_get(s->preps, op->stmt) : NULL;
-    if (info && !info->durable && now && now->info->durable) {
-        info = now->info;
-        decision = now->decision;
-        rule = now->rule;
+    if (info && !info->durable && op && op->kind == OP_BIND && op->guessed) {
+        const struct prep *now = prep_get(s->preps, op->stmt);
+        if (now && now->info->durable) {
+            info = now->info;
+            decision = now->decision;
+            rule = now->rule;
+        }
+        for (const struct audit_op *o = s->audit_ops; o; o = o->next)
+            if (o->kind == OP_PARSE && o->info && o->info->durable && !strcmp(o->name, op->stmt)) {
+                info = o->info;
+                decision = o->decision;
+                rule = o->rule;
+            }
     }
     struct stmt_info *unknown = NULL;
     if (!info) {
@@ -887,6 +896,7 @@ static struct stmt_rec *rec_head_reply(struct session *s, bool gone)
     struct stmt_rec *r = s->recs;
     /* (a reply of an earlier group, an error at its Sync, is not this one's) */
     if (!r || r->group != s->s2c_group) return r;
+    r->resumed = false;
     if (!r->replied && r->portal && !r->pre_seq) {
         /* its Bind is done: what the portal runs is known, where the Execute's record took a
          * guess (a Parse pipelined in an earlier group may have failed). A record journaled
@@ -967,8 +977,17 @@ void relay_audit_server(struct session *s, uint8_t type, const uint8_t *body, si
     case 'Z':
         /* The group is over: Queries complete; Executes skipped after an error never ran. */
         while (s->recs && s->recs->group <= s->s2c_group) {
-            if (!s->recs->query)
-                s->recs->detail = "not executed: skipped after an error earlier in its group";
+            struct stmt_rec *sk = s->recs;
+            if (sk->resumed) { /* the skipped Execute continued nothing: still suspended */
+                s->recs = sk->next;
+                if (!s->recs) s->recs_tail = NULL;
+                sk->resumed = false;
+                sk->next = s->suspended;
+                s->suspended = sk;
+                continue;
+            }
+            if (!sk->query)
+                sk->detail = "not executed: skipped after an error earlier in its group";
             rec_pop_emit(s, true);
         }
         /* out of any transaction: every portal is gone */

@@ -581,3 +581,46 @@ def test_describe_errors_suspended_writes_and_reparsed_writes(spawn_sluice):
         (ret, ends)
     assert failed[0]["rows"] == 2, failed
     assert len(during) == 1 and during[0]["class"] == "write", during
+
+
+def test_skipped_continuation_and_pipelined_write_behind_failed_reparse(spawn_sluice):
+    """An Execute of a suspended portal that the server skips (an error earlier in its group)
+    leaves the portal's statement suspended, rows and all. A write bound in a pipelined group
+    behind a Parse of its name that then fails is still journaled first, and its rollback by a
+    later error of its group is recorded."""
+    sp, ep = spawn_sluice("ap-skipcont")
+    a = admin(ep)
+    a.cursor().execute("DROP TABLE IF EXISTS ap_sc; CREATE TABLE ap_sc (v int)")
+    c = ep.raw_login("shop", ALICE)
+    c.send(Q("BEGIN"))
+    replies(c)
+    c.send(P("SELECT g AS ap_sc_sel FROM generate_series(1, 3) g") + B("p1") + E("p1", 1) + SYNC)
+    replies(c)
+    c.send(Q("SAVEPOINT x"))
+    replies(c)
+    c.send(P("SELECT 1 / (g - 1) FROM generate_series(1, 2) g", "s3") + B("p2", "s3") + E("p2") +
+           E("p1", 1) + SYNC)
+    assert codes(replies(c)) == ["22012"]
+    c.send(Q("ROLLBACK TO SAVEPOINT x"))
+    replies(c)
+    c.send(E("p1", 1) + SYNC)
+    replies(c)
+    c.send(Q("COMMIT"))
+    replies(c)
+    c.send(P("INSERT INTO ap_sc SELECT g FROM generate_series(1, 5) g RETURNING v AS ap_sc_ins",
+             "s2") + B("", "s2") + E("") + P("SELECT 1", "s2") + SYNC +
+           B("p2", "s2") + E("p2") + P("SELEC") + SYNC)
+    got = replies(c, 2)
+    assert codes(got) == ["42P05", "42601"], got
+    c.close()
+    cur = a.cursor()
+    cur.execute("SELECT count(*) FROM ap_sc")
+    assert cur.fetchone() == (0,)  # both INSERTs rolled back with their groups
+    st, _ = statements(sp, "ap_sc_sel")
+    assert len(st) == 1 and st[0]["rows"] == 2, st
+    assert st[0]["detail"] == "portal closed before all its rows were fetched", st
+    ins, ends = statements(sp, "ap_sc_ins", n=2)
+    assert len(ins) == 2, ins
+    rolled = sorted(e["sqlstate"] for e in ins + ends if e.get("sqlstate") and
+                    e["detail"].startswith("failed after completing"))
+    assert rolled == ["42601", "42P05"], (ins, ends)
