@@ -329,6 +329,12 @@ def Q(sql):
     return pgwire.message(b"Q", sql.encode() + b"\0")
 
 
+def simple(c, sql):
+    """Run sql as a simple Query; its replies up to ReadyForQuery."""
+    c.send(Q(sql))
+    return replies(c)
+
+
 def test_portal_names_change_when_the_server_binds(spawn_sluice):
     """A portal's statement changes at BindComplete: a Bind the server skips (its group failed)
     leaves the portal as it was, and later fetches from it are recorded with it; a portal bound
@@ -336,16 +342,13 @@ def test_portal_names_change_when_the_server_binds(spawn_sluice):
     sp, ep = spawn_sluice("ap-rebind")
     a = numbered_table(ep, "ap_rb", 10)
     c = ep.raw_login("shop", BOB)
-    c.send(Q("BEGIN"))
-    replies(c)
+    simple(c, "BEGIN")
     c.send(P("SELECT id AS ap_rb_sel FROM ap_rb ORDER BY id") + B("c") + E("c", max_rows=2) + SYNC)
     replies(c)
-    c.send(Q("SAVEPOINT x"))
-    replies(c)
+    simple(c, "SAVEPOINT x")
     c.send(P("DELETE FROM ap_rb", "bad") + B("c", "bad") + E("c") + SYNC)  # refused
     assert codes(replies(c)) == ["42501"]
-    c.send(Q("ROLLBACK TO SAVEPOINT x"))
-    replies(c)
+    simple(c, "ROLLBACK TO SAVEPOINT x")
     c.send(E("c", max_rows=5) + P("SELECT 42 AS ap_rb_other") + B("v") + E("v") + SYNC)
     got = replies(c)
     assert [t for t, _ in got].count(b"D") == 6, got
@@ -355,8 +358,7 @@ def test_portal_names_change_when_the_server_binds(spawn_sluice):
     replies(c, 2)
     c.send(P("SELECT g AS ap_rb_three FROM generate_series(1, 10) g") + B() + E(max_rows=3) + SYNC)
     replies(c)
-    c.send(Q("COMMIT"))
-    replies(c)
+    simple(c, "COMMIT")
     c.close()
     st, _ = statements(sp, "ap_rb_sel")
     assert len(st) == 1 and st[0]["rows"] == 7, st  # 2, then 5 after the skipped Bind
@@ -373,8 +375,7 @@ def test_suspended_portal_keeps_its_masked_counts(spawn_sluice):
     that completes next."""
     sp, ep = spawn_sluice("ap-maskcount")
     c = ep.raw_login("shop", BOB)
-    c.send(Q("BEGIN"))
-    replies(c)
+    simple(c, "BEGIN")
     c.send(P("SELECT email AS ap_mc_a FROM customers ORDER BY id") + B("cur") +
            E("cur", max_rows=3) + SYNC)
     replies(c)
@@ -382,8 +383,7 @@ def test_suspended_portal_keeps_its_masked_counts(spawn_sluice):
     replies(c)
     c.send(E("cur", max_rows=2) + SYNC)
     replies(c)
-    c.send(Q("COMMIT"))
-    replies(c)
+    simple(c, "COMMIT")
     c.close()
     a_ev, _ = statements(sp, "ap_mc_a")
     b_ev, _ = statements(sp, "ap_mc_b")
@@ -432,25 +432,20 @@ def test_portal_continuation_across_closes_and_commits(spawn_sluice):
     sp, ep = spawn_sluice("ap-closes")
     a = numbered_table(ep, "ap_cl", 10)
     c = ep.raw_login("shop", ALICE)
-    c.send(Q("BEGIN"))
-    replies(c)
+    simple(c, "BEGIN")
     c.send(P("DELETE FROM ap_cl WHERE id > 0 RETURNING id AS ap_cl_del", "s") + B("p", "s") +
            E("p", max_rows=2) + pgwire.message(b"C", b"Ss\0") + E("p", max_rows=2) + SYNC)
     got = replies(c)
     assert [t for t, _ in got].count(b"D") == 4, got
-    c.send(Q("ROLLBACK"))
-    replies(c)
-    c.send(Q("BEGIN"))
-    replies(c)
+    simple(c, "ROLLBACK")
+    simple(c, "BEGIN")
     c.send(P("SELECT g AS ap_cl_closed FROM generate_series(1, 10) g") + B("q") +
            E("q", max_rows=2) + SYNC)
     replies(c)
     c.send(pgwire.message(b"C", b"Pq\0") + E("q", max_rows=2) + SYNC)
     assert codes(replies(c)) == ["34000"]
-    c.send(Q("ROLLBACK"))
-    replies(c)
-    c.send(Q("BEGIN"))
-    replies(c)
+    simple(c, "ROLLBACK")
+    simple(c, "BEGIN")
     c.send(P("SELECT g AS ap_cl_commit FROM generate_series(1, 10) g") + B("r") +
            E("r", max_rows=2) + SYNC + Q("COMMIT") + E("r", max_rows=2) + SYNC)
     got = replies(c, 3)
@@ -476,8 +471,7 @@ def test_portal_continuations_in_flight_stay_one_statement(spawn_sluice):
     sp, ep = spawn_sluice("ap-inflight")
     c = ep.raw_login("shop", ALICE)
     H = pgwire.message(b"H")
-    c.send(Q("BEGIN"))
-    replies(c)
+    simple(c, "BEGIN")
     c.send(P("SELECT g, CASE WHEN g = 2 THEN pg_sleep(1)::text END AS ap_if_slow "
              "FROM generate_series(1, 5) g") + B("p") + E("p", 1) + H + E("p", 1) + H)
     while c.read_msg()[0] != b"s":
@@ -485,27 +479,22 @@ def test_portal_continuations_in_flight_stay_one_statement(spawn_sluice):
     c.send(E("p", 1) + SYNC)
     got = replies(c)
     assert [t for t, _ in got].count(b"D") == 2, got
-    c.send(Q("COMMIT"))
-    replies(c)
+    simple(c, "COMMIT")
     # outside a transaction: the first group fails at its end, its portal is dropped
     c.send(P("SELECT g AS ap_if_err FROM generate_series(1, 10) g") + B() + E(max_rows=2) +
            P("SELEC oops") + SYNC + E(max_rows=2) + SYNC)
     assert codes(replies(c, 2)) == ["42601", "34000"]
     # a Bind of the portal that fails inside a savepoint leaves the portal as it was
-    c.send(Q("BEGIN"))
-    replies(c)
+    simple(c, "BEGIN")
     c.send(P("SELECT g AS ap_if_sp FROM generate_series(1, 10) g") + B("q") + E("q", 2) + SYNC)
     replies(c)
-    c.send(Q("SAVEPOINT a"))
-    replies(c)
+    simple(c, "SAVEPOINT a")
     c.send(B("q", "nosuch") + SYNC)
     assert codes(replies(c)) == ["26000"]
-    c.send(Q("ROLLBACK TO SAVEPOINT a"))
-    replies(c)
+    simple(c, "ROLLBACK TO SAVEPOINT a")
     c.send(E("q", 2) + E("q", 2) + SYNC)
     replies(c)
-    c.send(Q("COMMIT"))
-    replies(c)
+    simple(c, "COMMIT")
     c.close()
     st, _ = statements(sp, "ap_if_slow")
     assert len(st) == 1 and st[0]["rows"] == 3, st
@@ -592,21 +581,17 @@ def test_skipped_continuation_and_pipelined_write_behind_failed_reparse(spawn_sl
     a = admin(ep)
     a.cursor().execute("DROP TABLE IF EXISTS ap_sc; CREATE TABLE ap_sc (v int)")
     c = ep.raw_login("shop", ALICE)
-    c.send(Q("BEGIN"))
-    replies(c)
+    simple(c, "BEGIN")
     c.send(P("SELECT g AS ap_sc_sel FROM generate_series(1, 3) g") + B("p1") + E("p1", 1) + SYNC)
     replies(c)
-    c.send(Q("SAVEPOINT x"))
-    replies(c)
+    simple(c, "SAVEPOINT x")
     c.send(P("SELECT 1 / (g - 1) FROM generate_series(1, 2) g", "s3") + B("p2", "s3") + E("p2") +
            E("p1", 1) + SYNC)
     assert codes(replies(c)) == ["22012"]
-    c.send(Q("ROLLBACK TO SAVEPOINT x"))
-    replies(c)
+    simple(c, "ROLLBACK TO SAVEPOINT x")
     c.send(E("p1", 1) + SYNC)
     replies(c)
-    c.send(Q("COMMIT"))
-    replies(c)
+    simple(c, "COMMIT")
     c.send(P("INSERT INTO ap_sc SELECT g FROM generate_series(1, 5) g RETURNING v AS ap_sc_ins",
              "s2") + B("", "s2") + E("") + P("SELECT 1", "s2") + SYNC +
            B("p2", "s2") + E("p2") + P("SELEC") + SYNC)
