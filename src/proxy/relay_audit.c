@@ -41,6 +41,10 @@ struct stmt_info {
     const char *cls;
     char *tables;
     bool durable;
+    /* per statement of the text, the savepoint it names (SAVEPOINT, RELEASE, ROLLBACK TO);
+     * NULL when none names one */
+    char **savepoints;
+    unsigned n_stmts;
     struct audit_json json; /* its fields' JSON (statement to tables), made at its first event */
     char text[];            /* normalized and masked */
 };
@@ -69,6 +73,7 @@ struct stmt_rec {
     const struct stmt_rec *cont_of;
     struct mask_counts *masked; /* values masked in its parts before it was suspended */
     uint64_t rows, tag_rows, bytes;
+    unsigned tags; /* CommandCompletes so far (a simple Query's statements end one by one) */
     char sqlstate[6];
     struct audit_digest digest;
 };
@@ -124,6 +129,9 @@ static void info_put(struct stmt_info *i)
 {
     if (i && --i->refs == 0) {
         free(i->tables);
+        for (unsigned k = 0; i->savepoints && k < i->n_stmts; k++)
+            free(i->savepoints[k]);
+        free(i->savepoints);
         audit_json_free(&i->json);
         free(i);
     }
@@ -296,6 +304,14 @@ static struct stmt_info *info_new(struct session *s, const char *sql, const stru
             i->durable = !strcmp(f->stmts[k].command, "DO") ||
                          !strcmp(f->stmts[k].command, "CALL") ||
                          !strcmp(f->stmts[k].command, "EXECUTE");
+        for (unsigned k = 0; k < f->n_stmts; k++) {
+            if (!f->stmts[k].savepoint) continue;
+            if (!i->savepoints) {
+                i->savepoints = xcalloc(f->n_stmts, sizeof *i->savepoints);
+                i->n_stmts = f->n_stmts;
+            }
+            i->savepoints[k] = xstrdup(f->stmts[k].savepoint);
+        }
     }
     if (sl) {
         info_slot_clear(sl);
@@ -771,7 +787,10 @@ static void rec_pop_emit(struct session *s, bool emit)
         relay_mask_count(s);
         uint64_t seq = emit_statement(s, r, false);
         if (!seq) log_warn("session %llu: audit event lost", (unsigned long long)s->id);
-        if (!r->query && r->pre_seq) { /* a write (or what may write): its effect can undo */
+        /* a write (or what may write): its effect can undo, with its transaction block or
+         * (outside one) with its group */
+        if (r->pre_seq && !r->sqlstate[0] && relay_audit_tx_write(s, r->pre_seq)) {
+        } else if (!r->query && r->pre_seq) { /* a write (or what may write): its effect can undo */
             if (s->audit_done_group != r->group) s->n_audit_done = 0;
             s->audit_done_group = r->group;
             if (s->n_audit_done == s->cap_audit_done) {
@@ -838,20 +857,9 @@ static void error_after_done(struct session *s, const uint8_t *body, size_t len)
     struct pg_error_view e;
     char state[6] = "";
     if (pg_error_parse(body, len, &e) == PG_OK) snprintf(state, sizeof state, "%s", e.sqlstate);
-    if (s->n_audit_done && s->audit_done_group == s->s2c_group) {
-        struct audit_event ev = {
-            .kind = AUDIT_STATEMENT_END,
-            .session_id = s->id,
-            .identity = s->ident ? s->ident->name : s->user,
-            .sqlstate = state[0] ? state : NULL,
-            .detail = FAILED_AFTER,
-        };
-        for (unsigned i = 0; i < s->n_audit_done; i++) {
-            ev.ref = s->audit_done[i];
-            if (!audit_emit(&ev))
-                log_warn("session %llu: audit event lost", (unsigned long long)s->id);
-        }
-    }
+    if (s->n_audit_done && s->audit_done_group == s->s2c_group)
+        relay_audit_undone(s, s->audit_done, s->n_audit_done, state[0] ? state : NULL,
+                           FAILED_AFTER);
     /* a write suspended in this group (RETURNING, fetched in parts) ran whole at its first
      * Execute: it ends here, rolled back, with what was fetched */
     for (struct stmt_rec **pp = &s->suspended; *pp;) {
@@ -866,6 +874,22 @@ static void error_after_done(struct session *s, const uint8_t *body, size_t len)
         rec_emit_now(s, r);
     }
     s->n_audit_done = 0; /* (including what the loop just added) */
+}
+
+void relay_audit_undone(struct session *s, const uint64_t *seqs, unsigned n, const char *sqlstate,
+                        const char *detail)
+{
+    struct audit_event ev = {
+        .kind = AUDIT_STATEMENT_END,
+        .session_id = s->id,
+        .identity = s->ident ? s->ident->name : s->user,
+        .sqlstate = sqlstate,
+        .detail = detail,
+    };
+    for (unsigned i = 0; i < n; i++) {
+        ev.ref = seqs[i];
+        if (!audit_emit(&ev)) log_warn("session %llu: audit event lost", (unsigned long long)s->id);
+    }
 }
 
 /* n continues the statement of r, which the server suspended: n takes r's start, its event
@@ -943,6 +967,7 @@ void relay_audit_server(struct session *s, uint8_t type, const uint8_t *body, si
 {
     struct pg_error_view e;
     bool failed = type == 'E' && pg_error_parse(body, len, &e) == PG_OK;
+    if (failed) relay_audit_tx_error(s, e.sqlstate);
     if (type == 'E' && error_of_op(s)) { /* a Parse, Bind or Close failed: no Execute's */
         error_after_done(s, body, len);
         return;
@@ -959,11 +984,19 @@ void relay_audit_server(struct session *s, uint8_t type, const uint8_t *body, si
         s->suspended = r;
         return;
     case 'C':
-    case 'I':
-        if (!r || r->group != s->s2c_group) return;
+    case 'I': {
+        bool mine = r && r->group == s->s2c_group;
+        if (type == 'C' && len && !body[len - 1]) { /* BEGIN, COMMIT, SAVEPOINT ... */
+            unsigned k = mine ? r->tags++ : 0;
+            const struct stmt_info *i = mine ? r->info : NULL;
+            relay_audit_tx_tag(s, (const char *)body,
+                               i && i->savepoints && k < i->n_stmts ? i->savepoints[k] : NULL);
+        }
+        if (!mine) return;
         if (type == 'C') r->tag_rows += pg_tag_rows(body, len);
         if (!r->query) rec_pop_emit(s, true);
         return;
+    }
     case 'E': {
         if (!r || r->group != s->s2c_group) {
             error_after_done(s, body, len);
@@ -1000,11 +1033,16 @@ void relay_audit_server(struct session *s, uint8_t type, const uint8_t *body, si
 
 void relay_audit_end(struct session *s)
 {
+    bool commit_pending = false; /* sent, not answered: it may have run */
+    for (const struct stmt_rec *r = s->recs; r; r = r->next)
+        commit_pending |=
+            !strcmp(r->info->command, "COMMIT") || !strcmp(r->info->command, "PREPARE TRANSACTION");
     while (s->recs) {
         s->recs->detail = "interrupted: the session ended before its result was complete";
         rec_pop_emit(s, true);
     }
     suspended_end(s, NULL, "interrupted: the session ended before its result was complete");
+    relay_audit_tx_end(s, commit_pending);
     while (s->audit_ops)
         op_pop(s, false);
     prep_free_all(&s->preps);

@@ -1607,6 +1607,7 @@ static enum hold_action on_server_message(struct session *s, uint8_t type, const
             memset(s->masked, 0, sizeof *s->masked);
         }
         if (len == 1) {
+            if (relay_audit_on(s)) relay_audit_tx_ready(s, body[0]);
             s->tx = body[0];
             prepared_server(s, 'Z');
             if (s->audit_ops) relay_audit_ready(s);
@@ -1653,7 +1654,8 @@ static enum hold_action on_server_message(struct session *s, uint8_t type, const
         return HOLD_FORWARD;
     }
     case 'E':
-        if (s->recs || s->n_audit_done || s->suspended) relay_audit_server(s, type, body, len);
+        if (s->recs || s->n_audit_done || s->suspended || s->atx)
+            relay_audit_server(s, type, body, len);
         relay_mask_result_end(s);
         if (s->blocked) {
             blocked_expire(s);

@@ -167,8 +167,9 @@ struct session {
     struct audit_json audit_json;
     struct stmt_rec *recs, *recs_tail; /* statements waiting for their results, oldest first */
     struct stmt_rec *suspended;        /* portals suspended (PortalSuspended) mid-result */
-    struct prep *preps;                /* prepared statements by name (the server's) */
-    struct prep *portals;              /* portals by name -> their statement */
+    struct audit_tx *atx; /* the open transaction block's writes (relay_audit_tx.c); or NULL */
+    struct prep *preps;   /* prepared statements by name (the server's) */
+    struct prep *portals; /* portals by name -> their statement */
     struct audit_op *audit_ops, *audit_ops_tail; /* Parse, Bind, Close not yet answered */
     /* the events of the Executes completed in group audit_done_group: an error later in that
      * group (at the latest, the commit at Sync) rolls them back with it */
@@ -332,6 +333,18 @@ void relay_audit_copy(struct session *s, const uint8_t *body, size_t len);
 void relay_audit_row_part(struct session *s, const uint8_t *p, size_t n);
 void relay_audit_server(struct session *s, uint8_t type, const uint8_t *body, size_t len);
 void relay_audit_end(struct session *s);
+/* statement_end events saying that the writes whose events are seqs were undone. */
+void relay_audit_undone(struct session *s, const uint64_t *seqs, unsigned n, const char *sqlstate,
+                        const char *detail);
+/* Transaction blocks (relay_audit_tx.c). A write completed (its event seq): true when it is
+ * inside a block, which keeps it. */
+bool relay_audit_tx_write(struct session *s, uint64_t seq);
+/* A CommandComplete with tag, of a statement naming savepoint (or NULL). */
+void relay_audit_tx_tag(struct session *s, const char *tag, const char *savepoint);
+void relay_audit_tx_error(struct session *s, const char *sqlstate);
+void relay_audit_tx_ready(struct session *s, uint8_t status); /* ReadyForQuery's status */
+/* The session is over; commit_pending: a COMMIT was sent and not answered. */
+void relay_audit_tx_end(struct session *s, bool commit_pending);
 /* The statement just recorded runs under this grant (approved while it waited). */
 void relay_audit_note_grant(struct session *s, const char *grant_id);
 

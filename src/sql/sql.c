@@ -98,6 +98,7 @@ struct walk {
     const char *src;
     struct strlist read, written, funcs;
     unsigned flags;
+    const char *savepoint; /* of the statement being walked (a pointer into the cJSON tree) */
     /* CTE names in scope (pointers into the cJSON tree). */
     const char **scope;
     unsigned nscope, capscope;
@@ -825,6 +826,7 @@ static void classify(struct walk *w, const char *type, const cJSON *body, const 
         *command = bool_field(body, "is_grant") ? "GRANT" : "REVOKE";
     } else if (!strcmp(type, "TransactionStmt")) {
         *command = transaction_command(str_field(body, "kind"));
+        w->savepoint = str_field(body, "savepoint_name");
     } else if (!strcmp(type, "VariableSetStmt")) {
         const char *kind = str_field(body, "kind");
         if (kind && !strncmp(kind, "VAR_RESET", 9)) *command = "RESET";
@@ -849,6 +851,8 @@ static void stmt_fill(struct walk *w, struct sql_stmt *st, const char *command, 
     st->tables_read = strlist_finish(&w->read, &st->n_read);
     st->tables_written = strlist_finish(&w->written, &st->n_written);
     st->functions = strlist_finish(&w->funcs, &st->n_functions);
+    st->savepoint = w->savepoint ? xstrdup(w->savepoint) : NULL;
+    w->savepoint = NULL;
     w->flags = 0;
     w->nscope = 0;
 }
@@ -947,6 +951,7 @@ void sql_facts_free(struct sql_facts *f)
         free_list(s->tables_read, s->n_read);
         free_list(s->tables_written, s->n_written);
         free_list(s->functions, s->n_functions);
+        free(s->savepoint);
     }
     free(f->stmts);
     free(f->normalized);

@@ -68,6 +68,9 @@ struct sql_stmt {
     /* Functions called, "schema.name" when qualified else "name", lower-cased. */
     char **functions;
     unsigned n_functions;
+    /* SAVEPOINT, RELEASE and ROLLBACK TO: the savepoint's name as the server keeps it; NULL
+     * for any other statement (so a ROLLBACK with a name is a ROLLBACK TO) */
+    char *savepoint;
 };
 
 struct sql_facts {

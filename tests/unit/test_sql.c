@@ -321,6 +321,30 @@ static void test_class_names(void **state)
     assert_string_equal(sql_class_name(SQL_CLASS_COUNT), "unknown");
 }
 
+/* The savepoint a transaction statement names, as the server keeps it (folded unless
+ * quoted); none for any other statement. */
+static void test_savepoint_names(void **state)
+{
+    (void)state;
+    struct sql_facts f;
+    assert_int_equal(sql_analyze("SAVEPOINT Sp; RELEASE sp; ROLLBACK TO SAVEPOINT \"A b\"; "
+                                 "rollback to x; ROLLBACK; COMMIT; BEGIN; SELECT 1",
+                                 &f),
+                     0);
+    assert_int_equal(f.n_stmts, 8);
+    static const char *const want[] = {"sp", "sp", "A b", "x", NULL, NULL, NULL, NULL};
+    static const char *const cmd[] = {"SAVEPOINT", "RELEASE", "ROLLBACK", "ROLLBACK",
+                                      "ROLLBACK",  "COMMIT",  "BEGIN",    "SELECT"};
+    for (unsigned i = 0; i < 8; i++) {
+        assert_string_equal(f.stmts[i].command, cmd[i]);
+        if (want[i])
+            assert_string_equal(f.stmts[i].savepoint, want[i]);
+        else
+            assert_null(f.stmts[i].savepoint);
+    }
+    sql_facts_free(&f);
+}
+
 /* ---- big and deep input ---- */
 
 static char *repeat_build(const char *head, const char *unit, unsigned n, const char *mid,
@@ -531,7 +555,7 @@ int main(void)
         cmocka_unit_test(test_facts_table),  cmocka_unit_test(test_fingerprint_normalize),
         cmocka_unit_test(test_class_names),  cmocka_unit_test(test_huge_in_list),
         cmocka_unit_test(test_deep_nesting), cmocka_unit_test(test_threads),
-        cmocka_unit_test(test_timing),
+        cmocka_unit_test(test_timing),       cmocka_unit_test(test_savepoint_names),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

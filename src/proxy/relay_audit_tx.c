@@ -1,0 +1,161 @@
+/*
+ * relay_audit_tx.c: what the end of a transaction block does to the audit of the writes
+ * inside it.
+ *
+ * A write's event is journaled before the write runs, and its result (rows) follows when it
+ * completes. Inside a transaction block that result is not final: a ROLLBACK undoes it, and
+ * so does a block that ends without COMMIT (a COMMIT of a failed block answers ROLLBACK, a
+ * deferred constraint fails the COMMIT itself, the session ends). ROLLBACK TO SAVEPOINT undoes
+ * what completed after the savepoint. Each write undone gets a statement_end referring to its
+ * event, with the detail "rolled back: ..." (docs/audit.md).
+ *
+ * The block is followed from the server's replies, in order: ReadyForQuery's transaction
+ * status, and between two of them the CommandComplete tags of BEGIN, COMMIT, ROLLBACK,
+ * SAVEPOINT and RELEASE (one group of a pipeline, or one simple Query, may hold several).
+ * Writes completed earlier in the group of a BEGIN join its block, as PostgreSQL makes the
+ * implicit transaction explicit. A PREPARE TRANSACTION ends the block here: the prepared
+ * transaction's outcome is decided by a later COMMIT PREPARED or ROLLBACK PREPARED, possibly
+ * in another session, and is not followed.
+ */
+#include "proxy/session_int.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+#include "core/log.h"
+
+struct savepoint {
+    char *name;
+    unsigned mark; /* the writes completed before it */
+};
+
+struct audit_tx {
+    bool in_block;
+    char sqlstate[6]; /* the last error inside the block */
+    uint64_t *writes; /* events of the writes completed inside the block, oldest first */
+    unsigned n, cap;
+    struct savepoint *sp; /* oldest first */
+    unsigned n_sp, cap_sp;
+};
+
+static struct audit_tx *tx_get(struct session *s)
+{
+    if (!s->atx) s->atx = xcalloc(1, sizeof *s->atx);
+    return s->atx;
+}
+
+static void sp_pop_to(struct audit_tx *t, unsigned n_sp)
+{
+    while (t->n_sp > n_sp)
+        free(t->sp[--t->n_sp].name);
+}
+
+/* The latest savepoint of that name (PostgreSQL's choice when names repeat), or -1. */
+static int sp_find(const struct audit_tx *t, const char *name)
+{
+    for (unsigned i = t->n_sp; i-- > 0;)
+        if (strcmp(t->sp[i].name, name) == 0) return (int)i;
+    return -1;
+}
+
+/* The writes from index `from` on are undone. */
+static void undo_from(struct session *s, unsigned from, const char *detail)
+{
+    struct audit_tx *t = s->atx;
+    if (from < t->n)
+        relay_audit_undone(s, t->writes + from, t->n - from, t->sqlstate[0] ? t->sqlstate : NULL,
+                           detail);
+    t->n = from;
+}
+
+/* The block is over: committed (nothing to say) or not (its writes are undone). */
+static void block_end(struct session *s, bool committed, const char *detail)
+{
+    struct audit_tx *t = s->atx;
+    if (!committed) undo_from(s, 0, detail);
+    t->n = 0;
+    sp_pop_to(t, 0);
+    t->sqlstate[0] = '\0';
+    t->in_block = false;
+}
+
+bool relay_audit_tx_write(struct session *s, uint64_t seq)
+{
+    struct audit_tx *t = s->atx;
+    if (!t || !t->in_block) return false;
+    if (t->n == t->cap) {
+        t->cap = t->cap ? 2 * t->cap : 8;
+        t->writes = xrealloc(t->writes, t->cap * sizeof *t->writes);
+    }
+    t->writes[t->n++] = seq;
+    return true;
+}
+
+void relay_audit_tx_tag(struct session *s, const char *tag, const char *savepoint)
+{
+    if (!strcmp(tag, "BEGIN") || !strcmp(tag, "START TRANSACTION")) {
+        struct audit_tx *t = tx_get(s);
+        if (t->in_block) return; /* a warning only: already in a block */
+        t->in_block = true;
+        /* what this group completed before it is in the block now */
+        if (s->n_audit_done && s->audit_done_group == s->s2c_group)
+            for (unsigned i = 0; i < s->n_audit_done; i++)
+                relay_audit_tx_write(s, s->audit_done[i]);
+        s->n_audit_done = 0;
+        return;
+    }
+    struct audit_tx *t = s->atx;
+    if (!t || !t->in_block) return;
+    if (!strcmp(tag, "COMMIT") || !strcmp(tag, "PREPARE TRANSACTION")) {
+        block_end(s, true, NULL);
+    } else if (!strcmp(tag, "ROLLBACK") && !savepoint) {
+        block_end(s, false, "rolled back: its transaction ended with ROLLBACK");
+    } else if (!strcmp(tag, "ROLLBACK")) { /* ROLLBACK TO SAVEPOINT: the savepoint stays */
+        int i = sp_find(t, savepoint);
+        if (i < 0) return; /* set where sluice did not see it (a function): nothing known */
+        sp_pop_to(t, (unsigned)i + 1);
+        undo_from(s, t->sp[i].mark, "rolled back: ROLLBACK TO SAVEPOINT");
+        t->sqlstate[0] = '\0'; /* the block is usable again */
+    } else if (!strcmp(tag, "RELEASE") && savepoint) {
+        int i = sp_find(t, savepoint);
+        if (i >= 0) sp_pop_to(t, (unsigned)i); /* its writes stay, the block's now */
+    } else if (!strcmp(tag, "SAVEPOINT") && savepoint) {
+        if (t->n_sp == t->cap_sp) {
+            t->cap_sp = t->cap_sp ? 2 * t->cap_sp : 4;
+            t->sp = xrealloc(t->sp, t->cap_sp * sizeof *t->sp);
+        }
+        t->sp[t->n_sp++] = (struct savepoint){xstrdup(savepoint), t->n};
+    }
+}
+
+void relay_audit_tx_error(struct session *s, const char *sqlstate)
+{
+    struct audit_tx *t = s->atx;
+    if (t && t->in_block) snprintf(t->sqlstate, sizeof t->sqlstate, "%s", sqlstate);
+}
+
+void relay_audit_tx_ready(struct session *s, uint8_t status)
+{
+    if (status == 'I') {
+        /* left the block without a COMMIT the relay saw: a COMMIT that failed */
+        if (s->atx && (s->atx->in_block || s->atx->n))
+            block_end(s, false, "rolled back: its transaction ended without committing");
+        return;
+    }
+    tx_get(s)->in_block = true;
+}
+
+void relay_audit_tx_end(struct session *s, bool commit_pending)
+{
+    struct audit_tx *t = s->atx;
+    if (!t) return;
+    /* PostgreSQL rolls back what a closed connection left open, unless a COMMIT sent before
+     * the end already ran: then the outcome is not known, and nothing is said */
+    if (!commit_pending)
+        block_end(s, false, "rolled back: the session ended inside its transaction");
+    sp_pop_to(t, 0);
+    free(t->sp);
+    free(t->writes);
+    free(t);
+    s->atx = NULL;
+}

@@ -1,0 +1,162 @@
+"""The audit of writes whose transaction block does not commit (docs/audit.md, "rolled
+back"): a ROLLBACK, a ROLLBACK TO SAVEPOINT, a COMMIT of a failed block, a COMMIT that fails, a
+BEGIN that takes in the writes of its pipeline group, and a session that ends inside its block.
+Each undone write gets a statement_end referring to its event; committed writes get none. Every
+test also reads the table back, so that what the audit says is what the database holds."""
+import psycopg2
+
+from conftest import ALICE
+from test_audit_protocol import B, E, P, SYNC, admin, codes, replies, simple, statements
+
+ROLLED_BACK = "rolled back: "
+
+
+def undone(sp, marker, n=1):
+    """The statement events whose text holds marker, and the statement_ends that say they were
+    rolled back."""
+    st, ends = statements(sp, marker, n)
+    assert len(st) == n, st
+    return st, [e for e in ends if e.get("detail", "").startswith(ROLLED_BACK)]
+
+
+def table(ep, name, cols="id int"):
+    a = admin(ep)
+    a.cursor().execute(f"DROP TABLE IF EXISTS {name}; CREATE TABLE {name} ({cols})")
+    return a
+
+
+def ids(a, name):
+    cur = a.cursor()
+    cur.execute(f"SELECT id FROM {name} ORDER BY id")
+    return [r[0] for r in cur.fetchall()]
+
+
+def test_rollback_and_commit(spawn_sluice):
+    """psycopg2 outside autocommit: a rolled-back INSERT gets a statement_end saying so, with
+    its event's rows kept; a committed one gets none."""
+    sp, ep = spawn_sluice("tx-rollback")
+    a = table(ep, "tx_rb")
+    c = psycopg2.connect(**ep.params(user=ALICE))
+    cur = c.cursor()
+    cur.execute("INSERT INTO tx_rb SELECT g FROM generate_series(1, 3) g")
+    c.rollback()
+    cur.execute("INSERT INTO tx_rb SELECT g AS kept FROM generate_series(7, 8) g")
+    c.commit()
+    c.close()
+    assert ids(a, "tx_rb") == [7, 8]
+    st, ends = undone(sp, "generate_series($1, $2) g", 2)
+    gone = [e for e in st if "kept" not in e["statement"]][0]
+    kept = [e for e in st if "kept" in e["statement"]][0]
+    assert [e["ref"] for e in ends] == [gone["seq"]], (st, ends)
+    assert ends[0]["detail"] == "rolled back: its transaction ended with ROLLBACK", ends
+    assert not [e for e in ends if e["ref"] == kept["seq"]]
+
+
+def test_savepoints(spawn_sluice):
+    """ROLLBACK TO SAVEPOINT undoes what completed after the savepoint (which stays, so a second
+    ROLLBACK TO it works too); RELEASE hands a savepoint's writes to the block."""
+    sp, ep = spawn_sluice("tx-savepoint")
+    a = table(ep, "tx_sp")
+    c = psycopg2.connect(**ep.params(user=ALICE))
+    cur = c.cursor()
+    for sql in ["INSERT INTO tx_sp VALUES (1)", "SAVEPOINT s1",
+                "INSERT INTO tx_sp SELECT 2 AS undone_a", "SAVEPOINT s2",
+                "INSERT INTO tx_sp SELECT 3 AS undone_b", "ROLLBACK TO SAVEPOINT s1",
+                "INSERT INTO tx_sp SELECT 4 AS undone_c", "ROLLBACK TO s1",
+                "SAVEPOINT s3", "INSERT INTO tx_sp SELECT 5 AS released", "RELEASE s3"]:
+        cur.execute(sql)
+    c.commit()
+    assert ids(a, "tx_sp") == [1, 5]
+    for marker in ["undone_a", "undone_b", "undone_c"]:
+        st, ends = undone(sp, marker)
+        assert [e["detail"] for e in ends] == ["rolled back: ROLLBACK TO SAVEPOINT"], (st, ends)
+    for marker in ["released", "tx_sp VALUES"]:
+        st, ends = undone(sp, marker)
+        assert ends == [], (st, ends)
+    # A released savepoint's writes go with the block's ROLLBACK.
+    cur.execute("SAVEPOINT s4")
+    cur.execute("INSERT INTO tx_sp SELECT 6 AS released_then_rolled")
+    cur.execute("RELEASE SAVEPOINT s4")
+    c.rollback()
+    c.close()
+    assert ids(a, "tx_sp") == [1, 5]
+    st, ends = undone(sp, "released_then_rolled")
+    assert [e["detail"] for e in ends] == ["rolled back: its transaction ended with ROLLBACK"]
+
+
+def test_commit_of_a_failed_block(spawn_sluice):
+    """A statement fails in the block: its COMMIT answers ROLLBACK, and the writes before the
+    error say so, with the error's SQLSTATE."""
+    sp, ep = spawn_sluice("tx-failed")
+    a = table(ep, "tx_fb")
+    c = ep.raw_login("shop", ALICE)
+    assert codes(simple(c, "BEGIN")) == []
+    assert codes(simple(c, "INSERT INTO tx_fb VALUES (1)")) == []
+    assert codes(simple(c, "SELECT 1 / (0 * id) FROM tx_fb")) == ["22012"]
+    got = simple(c, "COMMIT")
+    assert (b"C", b"ROLLBACK\0") in got, got
+    c.close()
+    assert ids(a, "tx_fb") == []
+    st, ends = undone(sp, "INSERT INTO tx_fb")
+    assert len(ends) == 1 and ends[0]["sqlstate"] == "22012", (st, ends)
+
+
+def test_commit_that_fails(spawn_sluice):
+    """A deferred constraint fails the COMMIT itself: the block ends without committing."""
+    sp, ep = spawn_sluice("tx-deferred")
+    a = table(ep, "tx_dc", "id int UNIQUE DEFERRABLE INITIALLY DEFERRED")
+    c = psycopg2.connect(**ep.params(user=ALICE))
+    cur = c.cursor()
+    cur.execute("INSERT INTO tx_dc VALUES (1)")
+    cur.execute("INSERT INTO tx_dc SELECT 1 AS dup")
+    try:
+        c.commit()
+        raise AssertionError("the COMMIT did not fail")
+    except psycopg2.errors.UniqueViolation:
+        pass
+    c.close()
+    assert ids(a, "tx_dc") == []
+    for marker in ["tx_dc VALUES", "AS dup"]:
+        st, ends = undone(sp, marker)
+        assert [(e["detail"], e["sqlstate"]) for e in ends] == [
+            ("rolled back: its transaction ended without committing", "23505")], (st, ends)
+
+
+def test_begin_takes_in_its_group(spawn_sluice):
+    """In one pipeline group, a write before BEGIN joins the block (PostgreSQL makes the
+    implicit transaction explicit), so the ROLLBACK of a later group undoes it too."""
+    sp, ep = spawn_sluice("tx-pipeline")
+    a = table(ep, "tx_pl")
+    c = ep.raw_login("shop", ALICE)
+    c.send(P("INSERT INTO tx_pl SELECT 1 AS before_begin") + B() + E() + P("BEGIN") + B() + E() +
+           P("INSERT INTO tx_pl SELECT 2 AS after_begin") + B() + E() + SYNC)
+    assert codes(replies(c)) == []
+    c.send(P("ROLLBACK") + B() + E() + SYNC)
+    assert codes(replies(c)) == []
+    c.close()
+    assert ids(a, "tx_pl") == []
+    for marker in ["before_begin", "after_begin"]:
+        st, ends = undone(sp, marker)
+        assert len(ends) == 1, (marker, st, ends)
+
+
+def test_session_ends_inside_its_block(spawn_sluice):
+    """The client goes away inside its block: PostgreSQL rolls it back, and the audit says so;
+    a write committed before it in the same session stays as it was."""
+    sp, ep = spawn_sluice("tx-gone")
+    a = table(ep, "tx_gone")
+    c = ep.raw_login("shop", ALICE)
+    assert codes(simple(c, "INSERT INTO tx_gone SELECT 1 AS committed_first")) == []
+    assert codes(simple(c, "BEGIN")) == []
+    assert codes(simple(c, "INSERT INTO tx_gone SELECT 2 AS left_open")) == []
+    c.close()
+    st, ends = undone(sp, "left_open")
+    for _ in range(50):
+        if ends:
+            break
+        st, ends = undone(sp, "left_open")
+    assert [e["detail"] for e in ends] == [
+        "rolled back: the session ended inside its transaction"], (st, ends)
+    assert ids(a, "tx_gone") == [1]
+    st, ends = undone(sp, "committed_first")
+    assert ends == [], (st, ends)
