@@ -190,7 +190,8 @@ static void event_from_req(struct approve_audit *ev, enum approve_event type, co
     ev->statement = r->statement;
     ev->fingerprint = r->fingerprint;
     ev->approver = r->approver;
-    ev->reason = type == APPROVE_EV_DENIED ? r->decision_reason : r->reason;
+    ev->reason =
+        type == APPROVE_EV_DENIED || type == APPROVE_EV_CANCELLED ? r->decision_reason : r->reason;
     ev->session_id = r->session_id;
     ev->uses_left = -1;
 }
@@ -752,15 +753,15 @@ int approve_state(const char *id, struct approve_status *out)
     return 0;
 }
 
-void approve_cancel(const char *id)
+void approve_cancel(const char *id, const char *reason)
 {
     if (!id) return;
     struct areq r;
     memset(&r, 0, sizeof r);
     pthread_mutex_lock(&A.mu);
-    int changed = A.db ? adb_set_decision(A.db, id, APPROVE_CANCELLED, NULL, "client disconnected",
-                                          NULL, approve_now_ms())
-                       : -1;
+    int changed =
+        A.db ? adb_set_decision(A.db, id, APPROVE_CANCELLED, NULL, reason, NULL, approve_now_ms())
+             : -1;
     if (changed == 1) {
         untrack(id);
         refresh_pending();

@@ -169,8 +169,9 @@ int approve_decide_ex(const char *id, const struct approve_decision *d,
 /* State of a request, from the file (so decisions by the CLI are seen). 0, or -1 unknown id. */
 int approve_state(const char *id, struct approve_status *out);
 
-/* The client gave up (disconnected while waiting): pending -> cancelled. */
-void approve_cancel(const char *id);
+/* The session that waits for it ended (the client left, sluice shuts down, ...; reason says
+ * which, for the request's record and its audit event): pending -> cancelled. */
+void approve_cancel(const char *id, const char *reason);
 
 /* ---- grants */
 

@@ -164,9 +164,9 @@ void relay_approve_resume(struct session *s)
     s->park_request[0] = '\0';
 }
 
-void relay_approve_abandon(struct session *s)
+void relay_approve_abandon(struct session *s, const char *reason)
 {
-    if (s->park_request[0]) approve_cancel(s->park_request);
+    if (s->park_request[0]) approve_cancel(s->park_request, reason);
     s->park_request[0] = '\0';
 }
 
@@ -196,7 +196,9 @@ void relay_approve_audit(const struct approve_audit *a)
         break;
     case APPROVE_EV_CANCELLED:
         kind = AUDIT_APPROVAL_DENIED;
-        detail = "cancelled: the client left while waiting";
+        snprintf(failed, sizeof failed, "cancelled: %s",
+                 a->reason ? a->reason : "the session ended");
+        detail = failed;
         break;
     case APPROVE_EV_EXPIRED:
         kind = AUDIT_APPROVAL_EXPIRED;

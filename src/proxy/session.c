@@ -57,6 +57,7 @@ static void upstream_lookup_abandon(struct session *s);
 static void upstream_put_startup(struct session *s, struct buf *b);
 static void session_on_tick(struct session *s, uint64_t now_ms);
 static void session_unpark_remove(struct session *s);
+static void session_park_abandon(struct session *s, const char *reason);
 static void session_ident_free(struct cfg_identity *ci);
 
 /* ---- small helpers ------------------------------------------------------------------ */
@@ -136,7 +137,8 @@ static void session_fail(struct session *s, const char *sqlstate, const char *me
                          const char *detail, const char *reason)
 {
     log_info("session %llu: %s", (unsigned long long)s->id, reason);
-    if (s->audit_started) { /* its reason, not the close's ("closed after error") */
+    session_park_abandon(s, reason); /* the request's cancellation comes before session_end */
+    if (s->audit_started) {          /* its reason, not the close's ("closed after error") */
         relay_audit_end(s);
         relay_audit_session(s, AUDIT_SESSION_END, reason);
         s->audit_started = false;
@@ -217,10 +219,7 @@ static void session_close(struct session *s, const char *reason)
              s->dbname ? s->dbname : "-", s->addr_text, (unsigned long long)s->statements);
     if (s->cancel_registered) cancel_unregister(s->be_pid, s->our_key);
     upstream_lookup_abandon(s);
-    if (s->parked) {
-        session_unpark_remove(s);
-        relay_approve_abandon(s);
-    }
+    session_park_abandon(s, reason);
     if (s->reg) {
         metrics_gauge_add(M_CONNECTIONS_CURRENT, s->ident->kind, 0, -1);
         registry_remove(s->reg);
@@ -1327,7 +1326,7 @@ static void statement_judge_inner(struct session *s, const char *sql, bool query
             if (audit && query && relay_audit_query(s, sql, facts, "review", d.rule, false) < 0) {
                 v->ok = v->approval = false;
                 refuse_audit_down(s, s->c2s_group);
-                relay_approve_abandon(s);
+                relay_approve_abandon(s, "the audit store cannot be written");
             }
             return;
         }
@@ -2185,11 +2184,18 @@ static void session_on_tick(struct session *s, uint64_t now_ms)
     }
 }
 
-/* SIGTERM: sessions with nothing running close now; the others at their next
+/* SIGTERM: sessions with nothing running (or a statement waiting for approval, which has
+ * not run) close now; the others at their next
  * ReadyForQuery (relay_pump checks s->drain), or at the worker's drain deadline. */
 static void session_drain(struct session *s)
 {
     s->drain = true;
+    if (s->state == S_RELAY && s->parked) { /* nothing of it runs: no reason to wait */
+        session_fail(s, "57P01", "terminating connection due to administrator command",
+                     "sluice is shutting down; the statement waiting for approval did not run.",
+                     "shutting down");
+        return;
+    }
     if (s->state == S_RELAY) {
         bool busy = s->pending_sync || s->cl.msg_left || s->sv.msg_left ||
                     (s->cl.in && s->cl.in->len > s->cl.in->off) ||
@@ -2235,6 +2241,14 @@ static void session_unpark_remove(struct session *s)
         }
     s->park_next = NULL;
     s->parked = false;
+}
+
+/* The session ends while its statement waits for approval: the request is cancelled. */
+static void session_park_abandon(struct session *s, const char *reason)
+{
+    if (!s->parked) return;
+    session_unpark_remove(s);
+    relay_approve_abandon(s, reason);
 }
 
 /* Is the wait of a parked session over? */

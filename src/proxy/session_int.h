@@ -259,8 +259,9 @@ enum review_outcome relay_approve_review(struct session *s, const char *sql,
                                          const struct sql_facts *f, const struct policy_decision *d,
                                          bool query);
 bool relay_approve_done(struct session *s);
-void relay_approve_resume(struct session *s);  /* sets park_act from the decision */
-void relay_approve_abandon(struct session *s); /* the client left: cancel the request */
+void relay_approve_resume(struct session *s); /* sets park_act from the decision */
+/* The session's statement waiting for approval will not run (reason): cancel the request. */
+void relay_approve_abandon(struct session *s, const char *reason);
 
 /* Prepared statements (prepared.c): what their names mean, applied when the server confirms
  * each Parse and Close. prep_entry_new: NULL when there is nothing to keep. */

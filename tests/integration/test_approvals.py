@@ -24,6 +24,7 @@ import json
 import os
 import queue
 import re
+import signal
 import struct
 import subprocess
 import threading
@@ -39,6 +40,7 @@ import pytest
 
 import conftest
 from conftest import Endpoint, SluiceConfig, SluiceProcess, make_identities, _state
+from test_audit import export_events
 
 BOB = "bob@corp.com"
 DBA = "dba@corp.com"
@@ -1270,3 +1272,36 @@ def test_request_expiry(workdir, certs, pg, sluice_bin):
     finally:
         inst.ep.close_all()
     inst.sp.assert_clean_exit()
+
+
+def test_shutdown_cancels_a_wait_before_the_session_ends(workdir, certs, pg, sluice_bin):
+    """SIGTERM while a statement waits for approval: the session ends at once (the statement
+    has not run, so there is nothing to wait for) with FATAL 57P01 on the wire, the request is
+    cancelled, and in the audit trail its cancellation comes before the session's end."""
+    yaml = "approvals:\n  approvers: { groups: [dba] }\n  timeout: 60s\n"
+    inst = start_instance(workdir, certs, pg, "approvals_drain", RULES, yaml)
+    t = "appr_drain"
+    make_table(pg, t)
+    c = inst.ep.raw_login("shop", BOB)
+    c.send(pgwire.message(b"Q", f"UPDATE {t} SET v = 900 WHERE id = 1".encode() + b"\0"))
+    rid = inst.wait_pending(BOB, t)
+    t0 = time.time()
+    inst.sp.signal(signal.SIGTERM)
+    msgs = pgwire.expect_error_or_close(c, timeout=25)
+    elapsed = time.time() - t0
+    errs = [pgwire.parse_fields(p) for t_, p in msgs if t_ == b"E"]
+    assert errs and errs[-1].get("C") == "57P01", msgs
+    assert "did not run" in errs[-1].get("D", ""), errs
+    assert elapsed < 5, f"the waiting session closed only after {elapsed:.1f}s"
+    inst.sp.assert_clean_exit()
+    assert value_of(pg, t, 1)[0] == 1
+    evs = export_events(inst.sp)
+    req = [e for e in evs if e.get("request_id") == rid and e["kind"] == "approval_requested"]
+    assert req, [e["kind"] for e in evs]
+    sid = req[0]["session"]
+    mine = [e for e in evs if e.get("session") == sid or e.get("request_id") == rid]
+    kinds = [e["kind"] if not e.get("detail", "").startswith("cancelled") else "cancelled"
+             for e in mine]
+    assert "cancelled" in kinds and "session_end" in kinds, mine
+    assert kinds.index("cancelled") < kinds.index("session_end"), mine
+    assert mine[kinds.index("cancelled")]["detail"] == "cancelled: shutting down", mine

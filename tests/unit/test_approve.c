@@ -374,7 +374,7 @@ static void test_cancel_and_wakeup(void **state)
     request("alice@corp.com", "fp00ee", id2);
     assert_false(efd_ready(efd, 0));
 
-    approve_cancel(id);
+    approve_cancel(id, "client disconnected");
     assert_true(efd_ready(efd, 0));
     struct approve_status st;
     assert_int_equal(approve_state(id, &st), 0);
@@ -383,7 +383,7 @@ static void test_cancel_and_wakeup(void **state)
     assert_int_equal(approve_decide(id, true, "bob@corp.com", dba, 1, NULL, APPROVE_SCOPE_IDENTITY,
                                     err, sizeof err),
                      APPROVE_ERR_CONFLICT);
-    approve_cancel(id); /* twice: nothing more */
+    approve_cancel(id, "client disconnected"); /* twice: nothing more */
     assert_int_equal(events(APPROVE_EV_CANCELLED), 1);
     assert_false(efd_ready(efd, 0));
 
