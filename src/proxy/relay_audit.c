@@ -41,6 +41,7 @@ struct stmt_info {
     const char *cls;
     char *tables;
     bool durable;
+    bool commits; /* one of its statements is COMMIT (END) or PREPARE TRANSACTION */
     /* per statement of the text, the savepoint it names (SAVEPOINT, RELEASE, ROLLBACK TO);
      * NULL when none names one */
     char **savepoints;
@@ -305,6 +306,8 @@ static struct stmt_info *info_new(struct session *s, const char *sql, const stru
                          !strcmp(f->stmts[k].command, "CALL") ||
                          !strcmp(f->stmts[k].command, "EXECUTE");
         for (unsigned k = 0; k < f->n_stmts; k++) {
+            i->commits |= !strcmp(f->stmts[k].command, "COMMIT") ||
+                          !strcmp(f->stmts[k].command, "PREPARE TRANSACTION");
             if (!f->stmts[k].savepoint) continue;
             if (!i->savepoints) {
                 i->savepoints = xcalloc(f->n_stmts, sizeof *i->savepoints);
@@ -986,7 +989,10 @@ void relay_audit_server(struct session *s, uint8_t type, const uint8_t *body, si
     case 'C':
     case 'I': {
         bool mine = r && r->group == s->s2c_group;
-        if (type == 'C' && len && !body[len - 1]) { /* BEGIN, COMMIT, SAVEPOINT ... */
+        /* BEGIN, COMMIT, SAVEPOINT ...; a ROLLBACK of no known statement may be a ROLLBACK
+         * TO: ReadyForQuery's status tells later whether the block ended */
+        if (type == 'C' && len && !body[len - 1] &&
+            (mine || strcmp((const char *)body, "ROLLBACK") != 0)) {
             unsigned k = mine ? r->tags++ : 0;
             const struct stmt_info *i = mine ? r->info : NULL;
             relay_audit_tx_tag(s, (const char *)body,
@@ -1035,8 +1041,7 @@ void relay_audit_end(struct session *s)
 {
     bool commit_pending = false; /* sent, not answered: it may have run */
     for (const struct stmt_rec *r = s->recs; r; r = r->next)
-        commit_pending |=
-            !strcmp(r->info->command, "COMMIT") || !strcmp(r->info->command, "PREPARE TRANSACTION");
+        commit_pending |= r->info->commits;
     while (s->recs) {
         s->recs->detail = "interrupted: the session ended before its result was complete";
         rec_pop_emit(s, true);

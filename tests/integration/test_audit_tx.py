@@ -3,10 +3,12 @@ back"): a ROLLBACK, a ROLLBACK TO SAVEPOINT, a COMMIT of a failed block, a COMMI
 BEGIN that takes in the writes of its pipeline group, and a session that ends inside its block.
 Each undone write gets a statement_end referring to its event; committed writes get none. Every
 test also reads the table back, so that what the audit says is what the database holds."""
+import time
+
 import psycopg2
 
 from conftest import ALICE
-from test_audit_protocol import B, E, P, SYNC, admin, codes, replies, simple, statements
+from test_audit_protocol import B, E, P, Q, SYNC, admin, codes, replies, simple, statements
 
 ROLLED_BACK = "rolled back: "
 
@@ -160,3 +162,24 @@ def test_session_ends_inside_its_block(spawn_sluice):
     assert ids(a, "tx_gone") == [1]
     st, ends = undone(sp, "committed_first")
     assert ends == [], (st, ends)
+
+
+def test_session_ends_with_its_commit_in_flight(spawn_sluice):
+    """The client sends a Query that ends with COMMIT and leaves before the reply: PostgreSQL
+    still runs it and commits, so the writes of the block are not said to be rolled back."""
+    sp, ep = spawn_sluice("tx-inflight")
+    a = table(ep, "tx_fl")
+    c = ep.raw_login("shop", ALICE)
+    assert codes(simple(c, "BEGIN")) == []
+    assert codes(simple(c, "INSERT INTO tx_fl SELECT 1 AS in_block_first")) == []
+    c.send(Q("INSERT INTO tx_fl SELECT 2 AS in_flight; SELECT pg_sleep(0.3); COMMIT"))
+    time.sleep(0.1)
+    c.close()
+    for _ in range(50):
+        if ids(a, "tx_fl") == [1, 2]:
+            break
+        time.sleep(0.1)
+    assert ids(a, "tx_fl") == [1, 2]
+    for marker in ["in_block_first", "in_flight"]:
+        st, ends = undone(sp, marker)
+        assert ends == [], (marker, st, ends)
