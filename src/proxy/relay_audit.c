@@ -41,10 +41,12 @@ struct stmt_info {
     const char *cls;
     char *tables;
     bool durable;
-    bool commits; /* one of its statements is COMMIT (END) or PREPARE TRANSACTION */
-    /* per statement of the text, the savepoint it names (SAVEPOINT, RELEASE, ROLLBACK TO);
-     * NULL when none names one */
-    char **savepoints;
+    /* durable, and what it does goes with its transaction (not CHECKPOINT or LOAD) */
+    bool undoable;
+    bool parsed;        /* its statements are known (else a ROLLBACK of it may be a ROLLBACK TO) */
+    bool mixed_tx;      /* several statements, transaction control among them (relay_audit_tx.c) */
+    bool commits;       /* one of its statements is COMMIT (END) or PREPARE TRANSACTION */
+    struct tx_part *tx; /* per statement, when one of them is a transaction statement */
     unsigned n_stmts;
     struct audit_json json; /* its fields' JSON (statement to tables), made at its first event */
     char text[];            /* normalized and masked */
@@ -75,6 +77,7 @@ struct stmt_rec {
     struct mask_counts *masked; /* values masked in its parts before it was suspended */
     uint64_t rows, tag_rows, bytes;
     unsigned tags; /* CommandCompletes so far (a simple Query's statements end one by one) */
+    bool noted;    /* its write is in the list of its block or group (note_write) */
     char sqlstate[6];
     struct audit_digest digest;
 };
@@ -130,9 +133,9 @@ static void info_put(struct stmt_info *i)
 {
     if (i && --i->refs == 0) {
         free(i->tables);
-        for (unsigned k = 0; i->savepoints && k < i->n_stmts; k++)
-            free(i->savepoints[k]);
-        free(i->savepoints);
+        for (unsigned k = 0; i->tx && k < i->n_stmts; k++)
+            free(i->tx[k].savepoint);
+        free(i->tx);
         audit_json_free(&i->json);
         free(i);
     }
@@ -305,15 +308,26 @@ static struct stmt_info *info_new(struct session *s, const char *sql, const stru
             i->durable = !strcmp(f->stmts[k].command, "DO") ||
                          !strcmp(f->stmts[k].command, "CALL") ||
                          !strcmp(f->stmts[k].command, "EXECUTE");
+        i->parsed = !(f->stmts[0].flags & SQL_F_PARSE_ERROR);
+        i->undoable = i->durable;
+        bool any_tx = false;
         for (unsigned k = 0; k < f->n_stmts; k++) {
-            i->commits |= !strcmp(f->stmts[k].command, "COMMIT") ||
-                          !strcmp(f->stmts[k].command, "PREPARE TRANSACTION");
-            if (!f->stmts[k].savepoint) continue;
-            if (!i->savepoints) {
-                i->savepoints = xcalloc(f->n_stmts, sizeof *i->savepoints);
-                i->n_stmts = f->n_stmts;
+            const struct sql_stmt *st = &f->stmts[k];
+            any_tx |= st->cls == SQL_TRANSACTION;
+            i->commits |=
+                !strcmp(st->command, "COMMIT") || !strcmp(st->command, "PREPARE TRANSACTION");
+            if (!strcmp(st->command, "CHECKPOINT") || !strcmp(st->command, "LOAD"))
+                i->undoable = false;
+        }
+        i->mixed_tx = any_tx && f->n_stmts > 1;
+        if (any_tx) {
+            i->tx = xcalloc(f->n_stmts, sizeof *i->tx);
+            i->n_stmts = f->n_stmts;
+            for (unsigned k = 0; k < f->n_stmts; k++) {
+                const struct sql_stmt *st = &f->stmts[k];
+                i->tx[k].savepoint = st->savepoint ? xstrdup(st->savepoint) : NULL;
+                i->tx[k].chain = st->chain;
             }
-            i->savepoints[k] = xstrdup(f->stmts[k].savepoint);
         }
     }
     if (sl) {
@@ -768,6 +782,24 @@ static void counts_take(struct session *s, struct stmt_rec *r)
     memset(s->masked, 0, sizeof *s->masked);
 }
 
+/* r's write completed (a portal fetched in parts: at its first Execute, where it ran whole):
+ * it can still be undone, with its transaction block (relay_audit_tx.c), or outside one with
+ * its extended-protocol group (error_after_done). A simple Query outside a block is a group of
+ * its own; one that mixes writes with transaction control is not followed. */
+static void note_write(struct session *s, struct stmt_rec *r)
+{
+    if (r->noted || !r->pre_seq || !r->info->undoable || r->info->mixed_tx) return;
+    r->noted = true;
+    if (relay_audit_tx_write(s, r->pre_seq) || r->query) return;
+    if (s->audit_done_group != r->group) s->n_audit_done = 0;
+    s->audit_done_group = r->group;
+    if (s->n_audit_done == s->cap_audit_done) {
+        s->cap_audit_done = s->cap_audit_done ? 2 * s->cap_audit_done : 4;
+        s->audit_done = xrealloc(s->audit_done, s->cap_audit_done * sizeof *s->audit_done);
+    }
+    s->audit_done[s->n_audit_done++] = r->pre_seq;
+}
+
 static void rec_pop_emit(struct session *s, bool emit)
 {
     struct stmt_rec *r = s->recs;
@@ -790,18 +822,7 @@ static void rec_pop_emit(struct session *s, bool emit)
         relay_mask_count(s);
         uint64_t seq = emit_statement(s, r, false);
         if (!seq) log_warn("session %llu: audit event lost", (unsigned long long)s->id);
-        /* a write (or what may write): its effect can undo, with its transaction block or
-         * (outside one) with its group */
-        if (r->pre_seq && !r->sqlstate[0] && relay_audit_tx_write(s, r->pre_seq)) {
-        } else if (!r->query && r->pre_seq) { /* a write (or what may write): its effect can undo */
-            if (s->audit_done_group != r->group) s->n_audit_done = 0;
-            s->audit_done_group = r->group;
-            if (s->n_audit_done == s->cap_audit_done) {
-                s->cap_audit_done = s->cap_audit_done ? 2 * s->cap_audit_done : 4;
-                s->audit_done = xrealloc(s->audit_done, s->cap_audit_done * sizeof *s->audit_done);
-            }
-            s->audit_done[s->n_audit_done++] = r->pre_seq;
-        }
+        if (!r->sqlstate[0] && (!r->detail || !strcmp(r->detail, PORTAL_CLOSED))) note_write(s, r);
     }
     if (s->masked) memset(s->masked, 0, sizeof *s->masked);
     rec_free(r);
@@ -867,7 +888,7 @@ static void error_after_done(struct session *s, const uint8_t *body, size_t len)
      * Execute: it ends here, rolled back, with what was fetched */
     for (struct stmt_rec **pp = &s->suspended; *pp;) {
         struct stmt_rec *r = *pp;
-        if (!r->pre_seq || r->group != s->s2c_group) {
+        if (!r->pre_seq || r->group != s->s2c_group || r->noted) { /* (noted: in a block) */
             pp = &r->next;
             continue;
         }
@@ -904,6 +925,7 @@ static void rec_merge(struct stmt_rec *n, struct stmt_rec *r)
     n->start_us = r->start_us;
     n->pre_seq = r->pre_seq;
     n->pre_time_us = r->pre_time_us;
+    n->noted = r->noted;
     n->rows += r->rows;
     n->tag_rows += r->tag_rows;
     n->bytes += r->bytes;
@@ -983,20 +1005,22 @@ void relay_audit_server(struct session *s, uint8_t type, const uint8_t *body, si
         s->recs = r->next;
         if (!s->recs) s->recs_tail = NULL;
         counts_take(s, r); /* what was masked so far is this statement's */
+        /* in a block, a write fetched in parts is undone from where it ran (outside one,
+         * error_after_done ends it with its group) */
+        if (relay_audit_tx_in_block(s)) note_write(s, r);
         r->next = s->suspended;
         s->suspended = r;
         return;
     case 'C':
     case 'I': {
         bool mine = r && r->group == s->s2c_group;
-        /* BEGIN, COMMIT, SAVEPOINT ...; a ROLLBACK of no known statement may be a ROLLBACK
-         * TO: ReadyForQuery's status tells later whether the block ended */
-        if (type == 'C' && len && !body[len - 1] &&
-            (mine || strcmp((const char *)body, "ROLLBACK") != 0)) {
-            unsigned k = mine ? r->tags++ : 0;
-            const struct stmt_info *i = mine ? r->info : NULL;
-            relay_audit_tx_tag(s, (const char *)body,
-                               i && i->savepoints && k < i->n_stmts ? i->savepoints[k] : NULL);
+        if (type == 'C' && len && !body[len - 1]) { /* BEGIN, COMMIT, SAVEPOINT ... */
+            static const struct tx_part plain;      /* a statement known to name no savepoint */
+            const struct tx_part *part = NULL;      /* not known */
+            if (mine && r->info->parsed)
+                part = r->info->tx && r->tags < r->info->n_stmts ? &r->info->tx[r->tags] : &plain;
+            if (mine) r->tags++;
+            relay_audit_tx_tag(s, (const char *)body, part);
         }
         if (!mine) return;
         if (type == 'C') r->tag_rows += pg_tag_rows(body, len);

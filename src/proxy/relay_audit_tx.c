@@ -31,7 +31,10 @@ struct savepoint {
 
 struct audit_tx {
     bool in_block;
-    char sqlstate[6]; /* the last error inside the block */
+    /* a SAVEPOINT, RELEASE or ROLLBACK of a statement sluice does not know ran: the savepoints
+     * are not known any more, so no ROLLBACK TO is followed until the block ends */
+    bool lost;
+    char sqlstate[6]; /* the error that failed the block */
     uint64_t *writes; /* events of the writes completed inside the block, oldest first */
     unsigned n, cap;
     struct savepoint *sp; /* oldest first */
@@ -68,15 +71,33 @@ static void undo_from(struct session *s, unsigned from, const char *detail)
     t->n = from;
 }
 
-/* The block is over: committed (nothing to say) or not (its writes are undone). */
-static void block_end(struct session *s, bool committed, const char *detail)
+/* The block is over: committed (nothing to say) or not (its writes are undone). AND CHAIN
+ * starts the next one at once. */
+static void block_end(struct session *s, bool committed, const char *detail, bool chain)
 {
     struct audit_tx *t = s->atx;
     if (!committed) undo_from(s, 0, detail);
     t->n = 0;
     sp_pop_to(t, 0);
     t->sqlstate[0] = '\0';
-    t->in_block = false;
+    t->lost = false;
+    t->in_block = chain;
+}
+
+/* Outside a block, a COMMIT or ROLLBACK ends the implicit transaction of its group (PostgreSQL
+ * warns that no transaction is in progress, and commits or rolls back what the group did). */
+static void group_end(struct session *s, bool committed)
+{
+    if (!s->n_audit_done || s->audit_done_group != s->s2c_group) return;
+    if (!committed)
+        relay_audit_undone(s, s->audit_done, s->n_audit_done, NULL,
+                           "rolled back: its transaction ended with ROLLBACK");
+    s->n_audit_done = 0;
+}
+
+bool relay_audit_tx_in_block(const struct session *s)
+{
+    return s->atx && s->atx->in_block;
 }
 
 bool relay_audit_tx_write(struct session *s, uint64_t seq)
@@ -91,7 +112,7 @@ bool relay_audit_tx_write(struct session *s, uint64_t seq)
     return true;
 }
 
-void relay_audit_tx_tag(struct session *s, const char *tag, const char *savepoint)
+void relay_audit_tx_tag(struct session *s, const char *tag, const struct tx_part *part)
 {
     if (!strcmp(tag, "BEGIN") || !strcmp(tag, "START TRANSACTION")) {
         struct audit_tx *t = tx_get(s);
@@ -105,33 +126,47 @@ void relay_audit_tx_tag(struct session *s, const char *tag, const char *savepoin
         return;
     }
     struct audit_tx *t = s->atx;
-    if (!t || !t->in_block) return;
+    bool chain = part && part->chain;
+    if (!t || !t->in_block) {
+        /* (ROLLBACK TO, SAVEPOINT and RELEASE fail outside a block: a ROLLBACK is one) */
+        if (!strcmp(tag, "COMMIT") || !strcmp(tag, "ROLLBACK")) group_end(s, tag[0] == 'C');
+        return;
+    }
+    const char *sp = part ? part->savepoint : NULL;
     if (!strcmp(tag, "COMMIT") || !strcmp(tag, "PREPARE TRANSACTION")) {
-        block_end(s, true, NULL);
-    } else if (!strcmp(tag, "ROLLBACK") && !savepoint) {
-        block_end(s, false, "rolled back: its transaction ended with ROLLBACK");
+        block_end(s, true, NULL, chain);
+    } else if (!strcmp(tag, "ROLLBACK") && !part) {
+        t->lost = true; /* a ROLLBACK TO, or the end: ReadyForQuery's status will say */
+    } else if (!strcmp(tag, "ROLLBACK") && !sp) {
+        block_end(s, false, "rolled back: its transaction ended with ROLLBACK", chain);
     } else if (!strcmp(tag, "ROLLBACK")) { /* ROLLBACK TO SAVEPOINT: the savepoint stays */
-        int i = sp_find(t, savepoint);
-        if (i < 0) return; /* set where sluice did not see it (a function): nothing known */
+        int i = t->lost ? -1 : sp_find(t, sp);
+        t->sqlstate[0] = '\0'; /* the block is usable again */
+        if (i < 0) return;
         sp_pop_to(t, (unsigned)i + 1);
         undo_from(s, t->sp[i].mark, "rolled back: ROLLBACK TO SAVEPOINT");
-        t->sqlstate[0] = '\0'; /* the block is usable again */
-    } else if (!strcmp(tag, "RELEASE") && savepoint) {
-        int i = sp_find(t, savepoint);
-        if (i >= 0) sp_pop_to(t, (unsigned)i); /* its writes stay, the block's now */
-    } else if (!strcmp(tag, "SAVEPOINT") && savepoint) {
-        if (t->n_sp == t->cap_sp) {
-            t->cap_sp = t->cap_sp ? 2 * t->cap_sp : 4;
-            t->sp = xrealloc(t->sp, t->cap_sp * sizeof *t->sp);
+    } else if (!strcmp(tag, "RELEASE") || !strcmp(tag, "SAVEPOINT")) {
+        if (!sp) {
+            t->lost = true;
+        } else if (tag[0] == 'R') {
+            int i = sp_find(t, sp);
+            if (i >= 0) sp_pop_to(t, (unsigned)i); /* its writes stay, the block's now */
+        } else {
+            if (t->n_sp == t->cap_sp) {
+                t->cap_sp = t->cap_sp ? 2 * t->cap_sp : 4;
+                t->sp = xrealloc(t->sp, t->cap_sp * sizeof *t->sp);
+            }
+            t->sp[t->n_sp++] = (struct savepoint){xstrdup(sp), t->n};
         }
-        t->sp[t->n_sp++] = (struct savepoint){xstrdup(savepoint), t->n};
     }
 }
 
 void relay_audit_tx_error(struct session *s, const char *sqlstate)
 {
     struct audit_tx *t = s->atx;
-    if (t && t->in_block) snprintf(t->sqlstate, sizeof t->sqlstate, "%s", sqlstate);
+    /* the first: what failed the block (later ones are 25P02, "commands ignored") */
+    if (t && t->in_block && !t->sqlstate[0])
+        snprintf(t->sqlstate, sizeof t->sqlstate, "%s", sqlstate);
 }
 
 void relay_audit_tx_ready(struct session *s, uint8_t status)
@@ -139,7 +174,7 @@ void relay_audit_tx_ready(struct session *s, uint8_t status)
     if (status == 'I') {
         /* left the block without a COMMIT the relay saw: a COMMIT that failed */
         if (s->atx && (s->atx->in_block || s->atx->n))
-            block_end(s, false, "rolled back: its transaction ended without committing");
+            block_end(s, false, "rolled back: its transaction ended without committing", false);
         return;
     }
     tx_get(s)->in_block = true;
@@ -152,7 +187,7 @@ void relay_audit_tx_end(struct session *s, bool commit_pending)
     /* PostgreSQL rolls back what a closed connection left open, unless a COMMIT sent before
      * the end already ran: then the outcome is not known, and nothing is said */
     if (!commit_pending)
-        block_end(s, false, "rolled back: the session ended inside its transaction");
+        block_end(s, false, "rolled back: the session ended inside its transaction", false);
     sp_pop_to(t, 0);
     free(t->sp);
     free(t->writes);

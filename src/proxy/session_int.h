@@ -337,11 +337,16 @@ void relay_audit_end(struct session *s);
 /* statement_end events saying that the writes whose events are seqs were undone. */
 void relay_audit_undone(struct session *s, const uint64_t *seqs, unsigned n, const char *sqlstate,
                         const char *detail);
-/* Transaction blocks (relay_audit_tx.c). A write completed (its event seq): true when it is
- * inside a block, which keeps it. */
+/* Transaction blocks (relay_audit_tx.c). What the relay knows of one statement of a text. */
+struct tx_part {
+    char *savepoint; /* SAVEPOINT, RELEASE, ROLLBACK TO: the savepoint's name; else NULL */
+    bool chain;      /* COMMIT or ROLLBACK AND CHAIN */
+};
+bool relay_audit_tx_in_block(const struct session *s);
+/* A write completed (its event seq): true when it is inside a block, which keeps it. */
 bool relay_audit_tx_write(struct session *s, uint64_t seq);
-/* A CommandComplete with tag, of a statement naming savepoint (or NULL). */
-void relay_audit_tx_tag(struct session *s, const char *tag, const char *savepoint);
+/* A CommandComplete with tag, of a statement that part describes (NULL: not known). */
+void relay_audit_tx_tag(struct session *s, const char *tag, const struct tx_part *part);
 void relay_audit_tx_error(struct session *s, const char *sqlstate);
 void relay_audit_tx_ready(struct session *s, uint8_t status); /* ReadyForQuery's status */
 /* The session is over; commit_pending: a COMMIT was sent and not answered. */

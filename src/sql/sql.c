@@ -99,6 +99,7 @@ struct walk {
     struct strlist read, written, funcs;
     unsigned flags;
     const char *savepoint; /* of the statement being walked (a pointer into the cJSON tree) */
+    bool chain;            /* ... and its AND CHAIN */
     /* CTE names in scope (pointers into the cJSON tree). */
     const char **scope;
     unsigned nscope, capscope;
@@ -827,6 +828,7 @@ static void classify(struct walk *w, const char *type, const cJSON *body, const 
     } else if (!strcmp(type, "TransactionStmt")) {
         *command = transaction_command(str_field(body, "kind"));
         w->savepoint = str_field(body, "savepoint_name");
+        w->chain = bool_field(body, "chain");
     } else if (!strcmp(type, "VariableSetStmt")) {
         const char *kind = str_field(body, "kind");
         if (kind && !strncmp(kind, "VAR_RESET", 9)) *command = "RESET";
@@ -853,6 +855,8 @@ static void stmt_fill(struct walk *w, struct sql_stmt *st, const char *command, 
     st->functions = strlist_finish(&w->funcs, &st->n_functions);
     st->savepoint = w->savepoint ? xstrdup(w->savepoint) : NULL;
     w->savepoint = NULL;
+    st->chain = w->chain;
+    w->chain = false;
     w->flags = 0;
     w->nscope = 0;
 }

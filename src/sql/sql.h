@@ -71,6 +71,7 @@ struct sql_stmt {
     /* SAVEPOINT, RELEASE and ROLLBACK TO: the savepoint's name as the server keeps it; NULL
      * for any other statement (so a ROLLBACK with a name is a ROLLBACK TO) */
     char *savepoint;
+    bool chain; /* COMMIT AND CHAIN, ROLLBACK AND CHAIN: a new block starts at once */
 };
 
 struct sql_facts {

@@ -95,6 +95,7 @@ def test_commit_of_a_failed_block(spawn_sluice):
     assert codes(simple(c, "BEGIN")) == []
     assert codes(simple(c, "INSERT INTO tx_fb VALUES (1)")) == []
     assert codes(simple(c, "SELECT 1 / (0 * id) FROM tx_fb")) == ["22012"]
+    assert codes(simple(c, "SELECT 1")) == ["25P02"]
     got = simple(c, "COMMIT")
     assert (b"C", b"ROLLBACK\0") in got, got
     c.close()
@@ -183,3 +184,82 @@ def test_session_ends_with_its_commit_in_flight(spawn_sluice):
     for marker in ["in_block_first", "in_flight"]:
         st, ends = undone(sp, marker)
         assert ends == [], (marker, st, ends)
+
+
+def test_only_what_ran_and_stayed_in_its_block_is_claimed(spawn_sluice):
+    """No claim for a statement that never ran (skipped after an error in its group), nor for
+    a write the block kept although a simple Query mixed it with transaction control (INSERT;
+    SAVEPOINT a then ROLLBACK TO a; INSERT; COMMIT; BEGIN then ROLLBACK), nor for what a COMMIT
+    of an implicit transaction made final."""
+    sp, ep = spawn_sluice("tx-kept")
+    a = table(ep, "tx_kept")
+    c = ep.raw_login("shop", ALICE)
+    simple(c, "BEGIN")
+    c.send(P("SELECT 1 / (0 * g) FROM generate_series(1, 1) g") + B() + E() +
+           P("INSERT INTO tx_kept SELECT 1 AS never_ran") + B() + E() + SYNC)
+    assert codes(replies(c)) == ["22012"]
+    simple(c, "ROLLBACK")
+    st, ends = statements(sp, "never_ran")
+    details = [e.get("detail", "") for e in st + ends if e.get("detail")]
+    assert [d[:12] for d in details] == ["not executed"], (st, ends)
+
+    simple(c, "BEGIN")
+    assert codes(simple(c, "INSERT INTO tx_kept SELECT 2 AS before_sp; SAVEPOINT a")) == []
+    assert codes(simple(c, "ROLLBACK TO a")) == []
+    assert codes(simple(c, "COMMIT")) == []
+    simple(c, "BEGIN")
+    assert codes(simple(c, "INSERT INTO tx_kept SELECT 3 AS committed_inside; COMMIT; BEGIN")) == []
+    assert codes(simple(c, "ROLLBACK")) == []
+    c.send(P("INSERT INTO tx_kept SELECT 4 AS implicit_committed") + B() + E() +
+           P("COMMIT") + B() + E() + P("BEGIN") + B() + E() + SYNC)
+    assert codes(replies(c)) == []
+    simple(c, "ROLLBACK")
+    c.send(P("INSERT INTO tx_kept SELECT 5 AS committed_then_error") + B() + E() +
+           P("COMMIT") + B() + E() + P("SELECT 1 / (0 * g) FROM generate_series(1, 1) g") + B() +
+           E() + SYNC)
+    assert codes(replies(c)) == ["22012"]
+    c.close()
+    assert ids(a, "tx_kept") == [2, 3, 4, 5]
+    for marker in ["before_sp", "committed_inside", "implicit_committed", "committed_then_error"]:
+        st, ends = statements(sp, marker)
+        assert len(st) == 1 and not [e for e in ends if e.get("detail")], (marker, st, ends)
+
+
+def test_implicit_rollback_chain_and_portals(spawn_sluice):
+    """A ROLLBACK in a pipeline group outside a block rolls back the group's implicit
+    transaction; COMMIT AND CHAIN starts a block at once; a write fetched in parts ran whole at
+    its first Execute: a savepoint set after it does not undo it, a ROLLBACK does."""
+    sp, ep = spawn_sluice("tx-chain")
+    a = table(ep, "tx_ch")
+    c = ep.raw_login("shop", ALICE)
+    c.send(P("INSERT INTO tx_ch SELECT 1 AS implicit_rb") + B() + E() + P("ROLLBACK") + B() + E() +
+           SYNC)
+    assert codes(replies(c)) == []
+    simple(c, "BEGIN")
+    simple(c, "INSERT INTO tx_ch SELECT 2 AS before_chain")
+    c.send(P("COMMIT AND CHAIN") + B() + E() + P("INSERT INTO tx_ch SELECT 3 AS after_chain") + B() +
+           E() + SYNC)
+    assert codes(replies(c)) == []
+    simple(c, "ROLLBACK")
+    simple(c, "BEGIN")
+    ret = "INSERT INTO tx_ch SELECT g FROM generate_series(10, 12) g RETURNING id AS {}"
+    c.send(P(ret.format("parts_kept")) + B("p1") + E("p1", max_rows=1) + SYNC)
+    assert (b"s", b"") in replies(c)
+    simple(c, "SAVEPOINT a")
+    c.send(E("p1") + SYNC)
+    replies(c)
+    simple(c, "ROLLBACK TO a")
+    simple(c, "COMMIT")
+    simple(c, "BEGIN")
+    c.send(P(ret.format("parts_undone").replace("10, 12", "20, 22")) + B("p2") +
+           E("p2", max_rows=1) + SYNC)
+    replies(c)
+    simple(c, "ROLLBACK")
+    c.close()
+    assert ids(a, "tx_ch") == [2, 10, 11, 12]
+    want = {"implicit_rb": ["rolled back: its transaction ended with ROLLBACK"],
+            "before_chain": [], "after_chain": ["rolled back: its transaction ended with ROLLBACK"],
+            "parts_kept": [], "parts_undone": ["rolled back: its transaction ended with ROLLBACK"]}
+    for marker, details in want.items():
+        st, ends = undone(sp, marker)
+        assert [e["detail"] for e in ends] == details, (marker, st, ends)

@@ -322,13 +322,13 @@ static void test_class_names(void **state)
 }
 
 /* The savepoint a transaction statement names, as the server keeps it (folded unless
- * quoted); none for any other statement. */
+ * quoted), and AND CHAIN; none for any other statement. */
 static void test_savepoint_names(void **state)
 {
     (void)state;
     struct sql_facts f;
     assert_int_equal(sql_analyze("SAVEPOINT Sp; RELEASE sp; ROLLBACK TO SAVEPOINT \"A b\"; "
-                                 "rollback to x; ROLLBACK; COMMIT; BEGIN; SELECT 1",
+                                 "rollback to x; ROLLBACK; COMMIT AND CHAIN; BEGIN; SELECT 1",
                                  &f),
                      0);
     assert_int_equal(f.n_stmts, 8);
@@ -337,6 +337,7 @@ static void test_savepoint_names(void **state)
                                       "ROLLBACK",  "COMMIT",  "BEGIN",    "SELECT"};
     for (unsigned i = 0; i < 8; i++) {
         assert_string_equal(f.stmts[i].command, cmd[i]);
+        assert_true(f.stmts[i].chain == (i == 5));
         if (want[i])
             assert_string_equal(f.stmts[i].savepoint, want[i]);
         else
