@@ -141,10 +141,11 @@ void relay_audit_tx_tag(struct session *s, const char *tag, const struct tx_part
         block_end(s, false, "rolled back: its transaction ended with ROLLBACK", chain);
     } else if (!strcmp(tag, "ROLLBACK")) { /* ROLLBACK TO SAVEPOINT: the savepoint stays */
         int i = t->lost ? -1 : sp_find(t, sp);
+        if (i >= 0) {
+            sp_pop_to(t, (unsigned)i + 1);
+            undo_from(s, t->sp[i].mark, "rolled back: ROLLBACK TO SAVEPOINT");
+        }
         t->sqlstate[0] = '\0'; /* the block is usable again */
-        if (i < 0) return;
-        sp_pop_to(t, (unsigned)i + 1);
-        undo_from(s, t->sp[i].mark, "rolled back: ROLLBACK TO SAVEPOINT");
     } else if (!strcmp(tag, "RELEASE") || !strcmp(tag, "SAVEPOINT")) {
         if (!sp) {
             t->lost = true;
@@ -172,7 +173,8 @@ void relay_audit_tx_error(struct session *s, const char *sqlstate)
 void relay_audit_tx_ready(struct session *s, uint8_t status)
 {
     if (status == 'I') {
-        /* left the block without a COMMIT the relay saw: a COMMIT that failed */
+        /* left the block without a COMMIT the relay saw: a COMMIT that failed, or a ROLLBACK
+         * of a statement sluice could not read */
         if (s->atx && (s->atx->in_block || s->atx->n))
             block_end(s, false, "rolled back: its transaction ended without committing", false);
         return;
