@@ -76,8 +76,9 @@ struct stmt_rec {
     const struct stmt_rec *cont_of;
     struct mask_counts *masked; /* values masked in its parts before it was suspended */
     uint64_t rows, tag_rows, bytes;
-    unsigned tags; /* CommandCompletes so far (a simple Query's statements end one by one) */
-    bool noted;    /* its write is in the list of its block or group (note_write) */
+    unsigned tags;  /* CommandCompletes so far (a simple Query's statements end one by one) */
+    bool noted;     /* its write is in the list of its block or group (note_write) */
+    bool ran_other; /* journaled as a guess that was wrong (rec_head_reply) */
     char sqlstate[6];
     struct audit_digest digest;
 };
@@ -117,6 +118,9 @@ static void rec_pop_emit(struct session *s, bool emit);
 static struct stmt_rec *rec_head_reply(struct session *s, bool gone);
 static void suspended_end(struct session *s, const char *portal, const char *detail);
 #define PORTAL_CLOSED "portal closed before all its rows were fetched"
+#define RAN_OTHER                                                                                  \
+    "ran another statement than its event names: the Parse of that text failed, the earlier "      \
+    "statement of its name ran"
 #define FAILED_AFTER                                                                               \
     "failed after completing: an error later in its group (such as the commit at Sync) ended "     \
     "its transaction"
@@ -405,6 +409,7 @@ static uint64_t emit_statement(struct session *s, struct stmt_rec *r, bool pre)
     if (!r->pre_seq) return audit_emit(&ev);
     ev.time_us = r->pre_time_us;
     if (audit_fold(r->pre_seq, &ev)) return r->pre_seq;
+    if (r->ran_other && !ev.detail) ev.detail = RAN_OTHER;
     /* statement_end: the result only; who, what and the decision are on the statement event
      * it completes (ref) */
     struct audit_event end = {
@@ -946,12 +951,14 @@ static struct stmt_rec *rec_head_reply(struct session *s, bool gone)
     /* (a reply of an earlier group, an error at its Sync, is not this one's) */
     if (!r || r->group != s->s2c_group) return r;
     r->resumed = false;
-    if (!r->replied && r->portal && !r->pre_seq) {
+    if (!r->replied && r->portal) {
         /* its Bind is done: what the portal runs is known, where the Execute's record took a
-         * guess (a Parse pipelined in an earlier group may have failed). A record journaled
-         * before it was sent keeps its text (docs/architecture.md, Known limits). */
+         * guess (a Parse pipelined in an earlier group may have failed). The event of one
+         * journaled before it was sent named the guess: its result says so (RAN_OTHER), unless
+         * it is folded into that event, which then names what ran. */
         const struct prep *p = prep_get(s->portals, r->portal);
         if (p && p->info != r->info) {
+            r->ran_other = r->pre_seq != 0;
             info_put(r->info);
             r->info = p->info;
             r->info->refs++;

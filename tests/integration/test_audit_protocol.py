@@ -612,3 +612,29 @@ def test_skipped_continuation_and_pipelined_write_behind_failed_reparse(spawn_sl
     rolled = sorted(e["sqlstate"] for e in ins + ends if e.get("sqlstate") and
                     e["detail"].startswith("failed after completing"))
     assert rolled == ["42601", "42P05"], (ins, ends)
+
+
+def test_journaled_guess_corrected_by_what_ran(spawn_sluice):
+    """A write's text pipelined as a re-Parse of a name in use fails (42P05), and the Execute
+    behind it, journaled first as that write, runs the earlier statement of the name (a read):
+    its event ends up naming what ran, or its result says that the event's text did not run."""
+    sp, ep = spawn_sluice("ap-guess")
+    a = numbered_table(ep, "ap_gs", 4)
+    c = ep.raw_login("shop", ALICE)
+    c.send(P("SELECT id AS ap_gs_old FROM ap_gs ORDER BY id", "s1") + SYNC)
+    replies(c)
+    c.send(P("DELETE FROM ap_gs WHERE id > 0 RETURNING id AS ap_gs_new", "s1") + SYNC +
+           B("", "s1") + E("") + SYNC)
+    got = replies(c, 2)
+    assert codes(got) == ["42P05"] and [t for t, _ in got].count(b"D") == 4, got
+    c.close()
+    cur = a.cursor()
+    cur.execute("SELECT count(*) FROM ap_gs")
+    assert cur.fetchone() == (4,)
+    old, _ = statements(sp, "ap_gs_old", timeout=1.0)
+    new, ends = statements(sp, "ap_gs_new", timeout=1.0)
+    if old:  # folded: the event names what ran
+        assert len(old) == 1 and old[0]["rows"] == 4 and new == [], (old, new)
+    else:
+        assert len(new) == 1 and [e["detail"][:27] for e in ends] == [
+            "ran another statement than"], (new, ends)
