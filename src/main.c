@@ -19,7 +19,7 @@
 
 #define SLUICE_VERSION "0.1.0"
 
-static int usage(void)
+static void usage_print(FILE *f)
 {
     fputs("usage:\n"
           "  sluice serve [-c sluice.yaml]   run the proxy in the foreground\n"
@@ -34,7 +34,12 @@ static int usage(void)
           "                                  act on approval requests and grants\n"
           "  sluice hash-token               read a secret on stdin, print its verifier\n"
           "  sluice version\n",
-          stderr);
+          f);
+}
+
+static int usage(void)
+{
+    usage_print(stderr);
     return 2;
 }
 
@@ -189,6 +194,10 @@ int main(int argc, char **argv)
         return cmd_check(path);
     }
     if (strcmp(cmd, "hash-token") == 0) return argc == 2 ? cmd_hash_token() : usage();
+    if (!strcmp(cmd, "help") || !strcmp(cmd, "--help") || !strcmp(cmd, "-h")) {
+        usage_print(stdout);
+        return 0;
+    }
     if (strcmp(cmd, "version") == 0 || strcmp(cmd, "--version") == 0) {
         printf("sluice %s\n", SLUICE_VERSION);
         return 0;

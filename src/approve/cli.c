@@ -26,16 +26,18 @@
 #include "approve/approve.h"
 #include "core/buf.h"
 
+/* The usage on stderr after msg (a usage error: 2), or on stdout when msg is NULL (--help). */
 static int usage(const char *msg)
 {
     if (msg) fprintf(stderr, "sluice approvals: %s\n", msg);
-    fprintf(stderr, "usage: sluice approvals [-c FILE] [--db FILE] COMMAND\n"
-                    "  list [--state pending|approved|denied|expired|cancelled|all] [--json]\n"
-                    "  approve ID [--as NAME] [--scope identity|group[:NAME]] [--ttl 1h] [--uses N]"
-                    " [--rows N] [--reason TEXT]\n"
-                    "  deny ID [--as NAME] [--reason TEXT]\n"
-                    "  grants [--all] [--json]\n"
-                    "  revoke GRANT_ID [--as NAME]\n");
+    fprintf(msg ? stderr : stdout,
+            "usage: sluice approvals [-c FILE] [--db FILE] COMMAND\n"
+            "  list [--state pending|approved|denied|expired|cancelled|all] [--json]\n"
+            "  approve ID [--as NAME] [--scope identity|group[:NAME]] [--ttl 1h] [--uses N]"
+            " [--rows N] [--reason TEXT]\n"
+            "  deny ID [--as NAME] [--reason TEXT]\n"
+            "  grants [--all] [--json]\n"
+            "  revoke GRANT_ID [--as NAME]\n");
     return 2;
 }
 

@@ -31,9 +31,9 @@ struct cli {
     FILE *out;
 };
 
-static int usage(void)
+static void usage_print(FILE *f)
 {
-    fprintf(stderr,
+    fprintf(f,
             "usage: sluice audit tail   [-c FILE] [--db FILE] [-n N] [--follow] [--json]\n"
             "       sluice audit search [-c FILE] [--db FILE] [--identity NAME] [--decision D]\n"
             "                           [--kind K] [--since T] [--until T] [--limit N] [--json]\n"
@@ -41,6 +41,11 @@ static int usage(void)
             "                           [--until T] [--identity NAME] [--decision D] [--kind K]\n"
             "       sluice audit verify [-c FILE] [--db FILE] [--jsonl FILE] [--pubkey FILE]\n"
             "T: 30s, 15m, 1h, 7d, 2w back from now, or an ISO date/time (UTC)\n");
+}
+
+static int usage(void)
+{
+    usage_print(stderr);
     return 2;
 }
 
@@ -451,6 +456,11 @@ static int cmd_verify(struct cli *c, struct sluice_config *cfg, struct store *st
 int audit_cli_main(int argc, char **argv)
 {
     if (argc < 2) return usage();
+    for (int i = 1; i < argc; i++)
+        if (!strcmp(argv[i], "-h") || !strcmp(argv[i], "--help")) {
+            usage_print(stdout);
+            return 0;
+        }
     const char *sub = argv[1];
     struct cli c = {.out = stdout};
     if (parse_args(argc - 1, argv + 1, &c) != 0) return usage();

@@ -24,6 +24,18 @@ def test_version(cli):
     assert r.stdout.strip()
 
 
+def test_help_of_each_command(cli):
+    """--help prints the command's usage on stdout and succeeds; an unknown option is a usage
+    error (exit 2) on stderr."""
+    for args, word in [(["--help"], "sluice serve"), (["audit", "--help"], "sluice audit verify"),
+                       (["audit", "search", "-h"], "sluice audit search"),
+                       (["approvals", "--help"], "sluice approvals")]:
+        r = cli(*args)
+        assert r.returncode == 0 and word in r.stdout, (args, r.returncode, r.stdout, r.stderr)
+    r = cli("audit", "search", "--bogus")
+    assert r.returncode == 2 and "usage:" in r.stderr, (r.returncode, r.stderr)
+
+
 def test_hash_token(cli):
     secret = "s3cret-token-\u00e9-value"
     a = cli("hash-token", input=secret + "\n")
