@@ -889,20 +889,9 @@ static void error_after_done(struct session *s, const uint8_t *body, size_t len)
     if (s->n_audit_done && s->audit_done_group == s->s2c_group)
         relay_audit_undone(s, s->audit_done, s->n_audit_done, state[0] ? state : NULL,
                            FAILED_AFTER);
-    /* a write suspended in this group (RETURNING, fetched in parts) ran whole at its first
-     * Execute: it ends here, rolled back, with what was fetched */
-    for (struct stmt_rec **pp = &s->suspended; *pp;) {
-        struct stmt_rec *r = *pp;
-        if (!r->pre_seq || r->group != s->s2c_group || r->noted) { /* (noted: in a block) */
-            pp = &r->next;
-            continue;
-        }
-        *pp = r->next;
-        r->detail = FAILED_AFTER;
-        snprintf(r->sqlstate, sizeof r->sqlstate, "%s", state);
-        rec_emit_now(s, r);
-    }
-    s->n_audit_done = 0; /* (including what the loop just added) */
+    /* (a write suspended in this group, fetched in parts, is among them: it ran whole at its
+     * first Execute; its result follows when its portal is gone) */
+    s->n_audit_done = 0;
 }
 
 void relay_audit_undone(struct session *s, const uint64_t *seqs, unsigned n, const char *sqlstate,
@@ -1012,9 +1001,7 @@ void relay_audit_server(struct session *s, uint8_t type, const uint8_t *body, si
         s->recs = r->next;
         if (!s->recs) s->recs_tail = NULL;
         counts_take(s, r); /* what was masked so far is this statement's */
-        /* in a block, a write fetched in parts is undone from where it ran (outside one,
-         * error_after_done ends it with its group) */
-        if (relay_audit_tx_in_block(s)) note_write(s, r);
+        note_write(s, r);  /* a write fetched in parts ran whole here, at its first Execute */
         r->next = s->suspended;
         s->suspended = r;
         return;

@@ -95,11 +95,6 @@ static void group_end(struct session *s, bool committed)
     s->n_audit_done = 0;
 }
 
-bool relay_audit_tx_in_block(const struct session *s)
-{
-    return s->atx && s->atx->in_block;
-}
-
 bool relay_audit_tx_write(struct session *s, uint64_t seq)
 {
     struct audit_tx *t = s->atx;

@@ -342,7 +342,6 @@ struct tx_part {
     char *savepoint; /* SAVEPOINT, RELEASE, ROLLBACK TO: the savepoint's name; else NULL */
     bool chain;      /* COMMIT or ROLLBACK AND CHAIN */
 };
-bool relay_audit_tx_in_block(const struct session *s);
 /* A write completed (its event seq): true when it is inside a block, which keeps it. */
 bool relay_audit_tx_write(struct session *s, uint64_t seq);
 /* A CommandComplete with tag, of a statement that part describes (NULL: not known). */

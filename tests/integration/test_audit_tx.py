@@ -263,3 +263,35 @@ def test_implicit_rollback_chain_and_portals(spawn_sluice):
     for marker, details in want.items():
         st, ends = undone(sp, marker)
         assert [e["detail"] for e in ends] == details, (marker, st, ends)
+
+
+def test_writes_fetched_in_parts_outside_a_block(spawn_sluice):
+    """A write fetched in parts outside a block ran whole at its first Execute: a COMMIT later
+    in its group makes it final (no claim, even when an error follows), a ROLLBACK there undoes
+    it, and a BEGIN there takes it into the block that a later ROLLBACK undoes."""
+    sp, ep = spawn_sluice("tx-parts")
+    a = table(ep, "tx_pt")
+    c = ep.raw_login("shop", ALICE)
+    ret = "INSERT INTO tx_pt SELECT g FROM generate_series({0}, {0} + 2) g RETURNING id AS {1}"
+    err = P("SELECT 1 / (0 * g) FROM generate_series(1, 1) g") + B() + E()
+    c.send(P(ret.format(10, "commit_then_error")) + B("p1") + E("p1", max_rows=1) +
+           P("COMMIT") + B("c") + E("c") + err + SYNC)
+    assert codes(replies(c)) == ["22012"]
+    c.send(P(ret.format(20, "commit_then_begin")) + B() + E("", max_rows=1) +
+           P("COMMIT") + B("c") + E("c") + P("BEGIN") + B() + E() + SYNC)
+    assert codes(replies(c)) == []
+    simple(c, "ROLLBACK")
+    c.send(P(ret.format(30, "group_rollback")) + B("p2") + E("p2", max_rows=1) +
+           P("ROLLBACK") + B("r") + E("r") + SYNC)
+    assert codes(replies(c)) == []
+    c.send(P(ret.format(40, "then_begin")) + B("p3") + E("p3", max_rows=1) +
+           P("BEGIN") + B("b") + E("b") + SYNC)
+    assert codes(replies(c)) == []
+    simple(c, "ROLLBACK")
+    c.close()
+    assert ids(a, "tx_pt") == [10, 11, 12, 20, 21, 22]
+    for marker, n in [("commit_then_error", 0), ("commit_then_begin", 0), ("group_rollback", 1),
+                      ("then_begin", 1)]:
+        st, ends = statements(sp, marker)
+        claims = [e for e in st + ends if e.get("detail", "").startswith((ROLLED_BACK, "failed"))]
+        assert len(claims) == n, (marker, st, ends)
