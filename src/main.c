@@ -183,6 +183,12 @@ int main(int argc, char **argv)
 {
     if (argc < 2) return usage();
     const char *cmd = argv[1];
+    for (int i = 1; i < argc && strcmp(cmd, "audit") && strcmp(cmd, "approvals"); i++)
+        if (!strcmp(argv[i], "--help") || !strcmp(argv[i], "-h") ||
+            (i == 1 && !strcmp(argv[i], "help"))) {
+            usage_print(stdout);
+            return 0;
+        }
     int bad = 0;
     if (strcmp(cmd, "serve") == 0) {
         const char *path = config_arg(argc, argv, &bad);
@@ -194,10 +200,6 @@ int main(int argc, char **argv)
         return cmd_check(path);
     }
     if (strcmp(cmd, "hash-token") == 0) return argc == 2 ? cmd_hash_token() : usage();
-    if (!strcmp(cmd, "help") || !strcmp(cmd, "--help") || !strcmp(cmd, "-h")) {
-        usage_print(stdout);
-        return 0;
-    }
     if (strcmp(cmd, "version") == 0 || strcmp(cmd, "--version") == 0) {
         printf("sluice %s\n", SLUICE_VERSION);
         return 0;

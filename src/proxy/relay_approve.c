@@ -175,7 +175,7 @@ void relay_approve_audit(const struct approve_audit *a)
 {
     enum audit_kind kind;
     const char *detail = a->detail;
-    char failed[96];
+    char detail_buf[96];
     switch (a->event) {
     case APPROVE_EV_REQUESTED:
         kind = AUDIT_APPROVAL_REQUESTED;
@@ -185,8 +185,8 @@ void relay_approve_audit(const struct approve_audit *a)
         break;
     case APPROVE_EV_NOTIFY_FAILED:
         kind = AUDIT_APPROVAL_NOTIFIED;
-        snprintf(failed, sizeof failed, "failed: %s", a->detail ? a->detail : "notifier");
-        detail = failed;
+        snprintf(detail_buf, sizeof detail_buf, "failed: %s", a->detail ? a->detail : "notifier");
+        detail = detail_buf;
         break;
     case APPROVE_EV_APPROVED:
         kind = AUDIT_APPROVAL_APPROVED;
@@ -196,9 +196,9 @@ void relay_approve_audit(const struct approve_audit *a)
         break;
     case APPROVE_EV_CANCELLED:
         kind = AUDIT_APPROVAL_DENIED;
-        snprintf(failed, sizeof failed, "cancelled: %s",
+        snprintf(detail_buf, sizeof detail_buf, "cancelled: %s",
                  a->reason ? a->reason : "the session ended");
-        detail = failed;
+        detail = detail_buf;
         break;
     case APPROVE_EV_EXPIRED:
         kind = AUDIT_APPROVAL_EXPIRED;

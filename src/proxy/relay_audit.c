@@ -41,8 +41,7 @@ struct stmt_info {
     const char *cls;
     char *tables;
     bool durable;
-    /* durable, and what it does goes with its transaction (not CHECKPOINT or LOAD) */
-    bool undoable;
+    bool outlives_rollback; /* CHECKPOINT or LOAD among its statements: no rollback undoes it */
     bool parsed;        /* its statements are known (else a ROLLBACK of it may be a ROLLBACK TO) */
     bool mixed_tx;      /* several statements, transaction control among them (relay_audit_tx.c) */
     bool commits;       /* one of its statements is COMMIT (END) or PREPARE TRANSACTION */
@@ -119,8 +118,8 @@ static struct stmt_rec *rec_head_reply(struct session *s, bool gone);
 static void suspended_end(struct session *s, const char *portal, const char *detail);
 #define PORTAL_CLOSED "portal closed before all its rows were fetched"
 #define RAN_OTHER                                                                                  \
-    "ran another statement than its event names: the Parse of that text failed, the earlier "      \
-    "statement of its name ran"
+    "ran another statement than its event names: a Parse of its name pipelined before it "         \
+    "changed what ran"
 #define FAILED_AFTER                                                                               \
     "failed after completing: an error later in its group (such as the commit at Sync) ended "     \
     "its transaction"
@@ -313,15 +312,14 @@ static struct stmt_info *info_new(struct session *s, const char *sql, const stru
                          !strcmp(f->stmts[k].command, "CALL") ||
                          !strcmp(f->stmts[k].command, "EXECUTE");
         i->parsed = !(f->stmts[0].flags & SQL_F_PARSE_ERROR);
-        i->undoable = i->durable;
         bool any_tx = false;
         for (unsigned k = 0; k < f->n_stmts; k++) {
             const struct sql_stmt *st = &f->stmts[k];
             any_tx |= st->cls == SQL_TRANSACTION;
             i->commits |=
                 !strcmp(st->command, "COMMIT") || !strcmp(st->command, "PREPARE TRANSACTION");
-            if (!strcmp(st->command, "CHECKPOINT") || !strcmp(st->command, "LOAD"))
-                i->undoable = false;
+            i->outlives_rollback |=
+                !strcmp(st->command, "CHECKPOINT") || !strcmp(st->command, "LOAD");
         }
         i->mixed_tx = any_tx && f->n_stmts > 1;
         if (any_tx) {
@@ -793,9 +791,9 @@ static void counts_take(struct session *s, struct stmt_rec *r)
  * its own; one that mixes writes with transaction control is not followed. */
 static void note_write(struct session *s, struct stmt_rec *r)
 {
-    if (r->noted || !r->pre_seq || !r->info->undoable || r->info->mixed_tx) return;
+    if (r->noted || !r->pre_seq || r->info->outlives_rollback || r->info->mixed_tx) return;
     r->noted = true;
-    if (relay_audit_tx_write(s, r->pre_seq) || r->query) return;
+    if (relay_audit_tx_keep_write(s, r->pre_seq) || r->query) return;
     if (s->audit_done_group != r->group) s->n_audit_done = 0;
     s->audit_done_group = r->group;
     if (s->n_audit_done == s->cap_audit_done) {
@@ -827,7 +825,8 @@ static void rec_pop_emit(struct session *s, bool emit)
         relay_mask_count(s);
         uint64_t seq = emit_statement(s, r, false);
         if (!seq) log_warn("session %llu: audit event lost", (unsigned long long)s->id);
-        if (!r->sqlstate[0] && (!r->detail || !strcmp(r->detail, PORTAL_CLOSED))) note_write(s, r);
+        /* (one fetched in parts was noted at its first Execute) */
+        if (!r->sqlstate[0] && !r->detail) note_write(s, r);
     }
     if (s->masked) memset(s->masked, 0, sizeof *s->masked);
     rec_free(r);
@@ -878,24 +877,24 @@ void relay_audit_row(struct session *s, const uint8_t *body, size_t len)
     audit_digest_datarow(&r->digest, body, len);
 }
 
-/* An error in a group whose Executes all completed: the commit at Sync failed (a deferred
- * constraint), or a later message did; either way the group's implicit transaction, if any,
- * rolled back. The last Execute's event gets a statement_end saying so. */
+/* An error in a group after some of its writes completed: a later statement failed, or the
+ * commit at Sync did (a deferred constraint); either way the group's implicit transaction
+ * rolled back. Each completed write's event gets a statement_end saying so. */
 static void error_after_done(struct session *s, const uint8_t *body, size_t len)
 {
     struct pg_error_view e;
     char state[6] = "";
     if (pg_error_parse(body, len, &e) == PG_OK) snprintf(state, sizeof state, "%s", e.sqlstate);
     if (s->n_audit_done && s->audit_done_group == s->s2c_group)
-        relay_audit_undone(s, s->audit_done, s->n_audit_done, state[0] ? state : NULL,
-                           FAILED_AFTER);
+        relay_audit_emit_undone(s, s->audit_done, s->n_audit_done, state[0] ? state : NULL,
+                                FAILED_AFTER);
     /* (a write suspended in this group, fetched in parts, is among them: it ran whole at its
      * first Execute; its result follows when its portal is gone) */
     s->n_audit_done = 0;
 }
 
-void relay_audit_undone(struct session *s, const uint64_t *seqs, unsigned n, const char *sqlstate,
-                        const char *detail)
+void relay_audit_emit_undone(struct session *s, const uint64_t *seqs, unsigned n,
+                             const char *sqlstate, const char *detail)
 {
     struct audit_event ev = {
         .kind = AUDIT_STATEMENT_END,
@@ -988,7 +987,10 @@ void relay_audit_server(struct session *s, uint8_t type, const uint8_t *body, si
 {
     struct pg_error_view e;
     bool failed = type == 'E' && pg_error_parse(body, len, &e) == PG_OK;
-    if (failed) relay_audit_tx_error(s, e.sqlstate);
+    /* (a statement sluice refused gets the placeholder's error here, not the refusal the
+     * client sees: it is not the block's error) */
+    if (failed && !(s->recs && s->recs->refused && s->recs->group == s->s2c_group))
+        relay_audit_tx_error(s, e.sqlstate);
     if (type == 'E' && error_of_op(s)) { /* a Parse, Bind or Close failed: no Execute's */
         error_after_done(s, body, len);
         return;
@@ -1059,13 +1061,18 @@ void relay_audit_end(struct session *s)
 {
     bool commit_pending = false; /* sent, not answered: it may have run */
     for (const struct stmt_rec *r = s->recs; r; r = r->next)
-        commit_pending |= r->info->commits;
+        commit_pending |= r->info->commits || !r->info->parsed; /* (unread: it may be one) */
     while (s->recs) {
         s->recs->detail = "interrupted: the session ended before its result was complete";
         rec_pop_emit(s, true);
     }
     suspended_end(s, NULL, "interrupted: the session ended before its result was complete");
     relay_audit_tx_end(s, commit_pending);
+    /* writes of an extended-protocol group whose Sync was never sent: PostgreSQL rolls its
+     * implicit transaction back (after a Sync sent, the commit may have run) */
+    if (!commit_pending && s->n_audit_done && s->audit_done_group == s->c2s_group)
+        relay_audit_emit_undone(s, s->audit_done, s->n_audit_done, NULL,
+                                "rolled back: the session ended inside its transaction");
     while (s->audit_ops)
         op_pop(s, false);
     prep_free_all(&s->preps);

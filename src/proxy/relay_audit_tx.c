@@ -10,19 +10,20 @@
  * event, with the detail "rolled back: ..." (docs/audit.md).
  *
  * The block is followed from the server's replies, in order: ReadyForQuery's transaction
- * status, and between two of them the CommandComplete tags of BEGIN, COMMIT, ROLLBACK,
- * SAVEPOINT and RELEASE (one group of a pipeline, or one simple Query, may hold several).
- * Writes completed earlier in the group of a BEGIN join its block, as PostgreSQL makes the
- * implicit transaction explicit. A PREPARE TRANSACTION ends the block here: the prepared
- * transaction's outcome is decided by a later COMMIT PREPARED or ROLLBACK PREPARED, possibly
- * in another session, and is not followed.
+ * status, and between two of them the CommandComplete tags of BEGIN, START TRANSACTION,
+ * COMMIT, ROLLBACK, SAVEPOINT, RELEASE and PREPARE TRANSACTION (one group of a pipeline, or
+ * one simple Query, may hold several). Writes completed earlier in the group of a BEGIN join
+ * its block, as PostgreSQL makes the implicit transaction explicit; outside a block, a COMMIT
+ * or ROLLBACK in an extended-protocol group ends that implicit transaction (the group's list,
+ * session.audit_done, kept by relay_audit.c). A PREPARE TRANSACTION ends the block here: the
+ * prepared transaction's outcome is decided by a later COMMIT PREPARED or ROLLBACK PREPARED,
+ * possibly in another session, and is not followed.
  */
 #include "proxy/session_int.h"
 
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-
-#include "core/log.h"
 
 struct savepoint {
     char *name;
@@ -66,8 +67,8 @@ static void undo_from(struct session *s, unsigned from, const char *detail)
 {
     struct audit_tx *t = s->atx;
     if (from < t->n)
-        relay_audit_undone(s, t->writes + from, t->n - from, t->sqlstate[0] ? t->sqlstate : NULL,
-                           detail);
+        relay_audit_emit_undone(s, t->writes + from, t->n - from,
+                                t->sqlstate[0] ? t->sqlstate : NULL, detail);
     t->n = from;
 }
 
@@ -90,12 +91,12 @@ static void group_end(struct session *s, bool committed)
 {
     if (!s->n_audit_done || s->audit_done_group != s->s2c_group) return;
     if (!committed)
-        relay_audit_undone(s, s->audit_done, s->n_audit_done, NULL,
-                           "rolled back: its transaction ended with ROLLBACK");
+        relay_audit_emit_undone(s, s->audit_done, s->n_audit_done, NULL,
+                                "rolled back: its transaction ended with ROLLBACK");
     s->n_audit_done = 0;
 }
 
-bool relay_audit_tx_write(struct session *s, uint64_t seq)
+bool relay_audit_tx_keep_write(struct session *s, uint64_t seq)
 {
     struct audit_tx *t = s->atx;
     if (!t || !t->in_block) return false;
@@ -116,44 +117,46 @@ void relay_audit_tx_tag(struct session *s, const char *tag, const struct tx_part
         /* what this group completed before it is in the block now */
         if (s->n_audit_done && s->audit_done_group == s->s2c_group)
             for (unsigned i = 0; i < s->n_audit_done; i++)
-                relay_audit_tx_write(s, s->audit_done[i]);
+                relay_audit_tx_keep_write(s, s->audit_done[i]);
         s->n_audit_done = 0;
         return;
     }
     struct audit_tx *t = s->atx;
     bool chain = part && part->chain;
     if (!t || !t->in_block) {
-        /* (ROLLBACK TO, SAVEPOINT and RELEASE fail outside a block: a ROLLBACK is one) */
+        /* (ROLLBACK TO, SAVEPOINT and RELEASE fail outside a block, so a ROLLBACK here is a
+         * plain one) */
         if (!strcmp(tag, "COMMIT") || !strcmp(tag, "ROLLBACK")) group_end(s, tag[0] == 'C');
         return;
     }
-    const char *sp = part ? part->savepoint : NULL;
+    const char *name = part ? part->savepoint : NULL;
     if (!strcmp(tag, "COMMIT") || !strcmp(tag, "PREPARE TRANSACTION")) {
         block_end(s, true, NULL, chain);
     } else if (!strcmp(tag, "ROLLBACK") && !part) {
         t->lost = true; /* a ROLLBACK TO, or the end: ReadyForQuery's status will say */
-    } else if (!strcmp(tag, "ROLLBACK") && !sp) {
+    } else if (!strcmp(tag, "ROLLBACK") && !name) {
         block_end(s, false, "rolled back: its transaction ended with ROLLBACK", chain);
     } else if (!strcmp(tag, "ROLLBACK")) { /* ROLLBACK TO SAVEPOINT: the savepoint stays */
-        int i = t->lost ? -1 : sp_find(t, sp);
+        int i = t->lost ? -1 : sp_find(t, name);
         if (i >= 0) {
             sp_pop_to(t, (unsigned)i + 1);
             undo_from(s, t->sp[i].mark, "rolled back: ROLLBACK TO SAVEPOINT");
         }
         t->sqlstate[0] = '\0'; /* the block is usable again */
-    } else if (!strcmp(tag, "RELEASE") || !strcmp(tag, "SAVEPOINT")) {
-        if (!sp) {
+    } else if (!strcmp(tag, "RELEASE")) {
+        int i = name ? sp_find(t, name) : -1;
+        if (!name) t->lost = true;
+        if (i >= 0) sp_pop_to(t, (unsigned)i); /* its writes stay, the block's now */
+    } else if (!strcmp(tag, "SAVEPOINT")) {
+        if (!name) {
             t->lost = true;
-        } else if (tag[0] == 'R') {
-            int i = sp_find(t, sp);
-            if (i >= 0) sp_pop_to(t, (unsigned)i); /* its writes stay, the block's now */
-        } else {
-            if (t->n_sp == t->cap_sp) {
-                t->cap_sp = t->cap_sp ? 2 * t->cap_sp : 4;
-                t->sp = xrealloc(t->sp, t->cap_sp * sizeof *t->sp);
-            }
-            t->sp[t->n_sp++] = (struct savepoint){xstrdup(sp), t->n};
+            return;
         }
+        if (t->n_sp == t->cap_sp) {
+            t->cap_sp = t->cap_sp ? 2 * t->cap_sp : 4;
+            t->sp = xrealloc(t->sp, t->cap_sp * sizeof *t->sp);
+        }
+        t->sp[t->n_sp++] = (struct savepoint){xstrdup(name), t->n};
     }
 }
 
@@ -170,11 +173,13 @@ void relay_audit_tx_ready(struct session *s, uint8_t status)
     if (status == 'I') {
         /* left the block without a COMMIT the relay saw: a COMMIT that failed, or a ROLLBACK
          * of a statement sluice could not read */
-        if (s->atx && (s->atx->in_block || s->atx->n))
+        if (s->atx && s->atx->in_block)
             block_end(s, false, "rolled back: its transaction ended without committing", false);
         return;
     }
-    tx_get(s)->in_block = true;
+    struct audit_tx *t = tx_get(s);
+    t->in_block = true;
+    if (status == 'T') t->sqlstate[0] = '\0'; /* not failed (now) */
 }
 
 void relay_audit_tx_end(struct session *s, bool commit_pending)

@@ -1916,6 +1916,16 @@ static bool relay_scan(struct session *s, struct side *src, bool from_client, co
     return true;
 }
 
+#define DRAIN_PARKED "sluice is shutting down; the statement waiting for approval did not run."
+
+/* Does the session only wait for an approval? Its statement has not run; when every group
+ * before it is answered and nothing of its own group went upstream, nothing runs. */
+static bool park_idle(const struct session *s)
+{
+    return s->parked && s->s2c_group == s->park_group && !s->grp_msgs && !s->sv.msg_left &&
+           (!s->sv.in || s->sv.in->len == s->sv.in->off);
+}
+
 /* Move bytes from src to dst until one of them would block. */
 static enum pump_result relay_pump(struct session *s, struct side *src, struct side *dst,
                                    bool from_client, const char **why)
@@ -1953,7 +1963,8 @@ static enum pump_result relay_pump(struct session *s, struct side *src, struct s
             s->client_left = true;
             return PUMP_CLOSE;
         }
-        if (!from_client && s->drain && s->pending_sync == 0 && src->msg_left == 0)
+        if (!from_client && s->drain && src->msg_left == 0 &&
+            (s->pending_sync == 0 || park_idle(s)))
             return PUMP_DRAINED;
         if (src->rescan) {
             src->rescan = false;
@@ -2044,7 +2055,7 @@ static void relay_run(struct session *s, bool c2s, bool s2c)
         }
         if (r == PUMP_DRAINED) {
             session_fail(s, "57P01", "terminating connection due to administrator command",
-                         "sluice is shutting down.", "shutting down");
+                         s->parked ? DRAIN_PARKED : "sluice is shutting down.", "shutting down");
             return;
         }
         s->s2c_blocked = r == PUMP_BLOCKED;
@@ -2190,10 +2201,9 @@ static void session_on_tick(struct session *s, uint64_t now_ms)
 static void session_drain(struct session *s)
 {
     s->drain = true;
-    if (s->state == S_RELAY && s->parked) { /* nothing of it runs: no reason to wait */
+    if (s->state == S_RELAY && park_idle(s)) {
         session_fail(s, "57P01", "terminating connection due to administrator command",
-                     "sluice is shutting down; the statement waiting for approval did not run.",
-                     "shutting down");
+                     DRAIN_PARKED, "shutting down");
         return;
     }
     if (s->state == S_RELAY) {

@@ -171,8 +171,10 @@ struct session {
     struct prep *preps;   /* prepared statements by name (the server's) */
     struct prep *portals; /* portals by name -> their statement */
     struct audit_op *audit_ops, *audit_ops_tail; /* Parse, Bind, Close not yet answered */
-    /* the events of the Executes completed in group audit_done_group: an error later in that
-     * group (at the latest, the commit at Sync) rolls them back with it */
+    /* the events of the writes completed outside a block in extended-protocol group
+     * audit_done_group: an error later in that group (at the latest, the commit at Sync) or a
+     * ROLLBACK there rolls them back, a COMMIT there makes them final, a BEGIN there takes
+     * them into its block (relay_audit_tx.c) */
     uint64_t *audit_done, audit_done_group;
     unsigned n_audit_done, cap_audit_done;
     uint64_t audit_sent; /* Parses, Binds, Closes and Executes sent, in order (their `sent`) */
@@ -335,17 +337,18 @@ void relay_audit_row_part(struct session *s, const uint8_t *p, size_t n);
 void relay_audit_server(struct session *s, uint8_t type, const uint8_t *body, size_t len);
 void relay_audit_end(struct session *s);
 /* statement_end events saying that the writes whose events are seqs were undone. */
-void relay_audit_undone(struct session *s, const uint64_t *seqs, unsigned n, const char *sqlstate,
-                        const char *detail);
+void relay_audit_emit_undone(struct session *s, const uint64_t *seqs, unsigned n,
+                             const char *sqlstate, const char *detail);
 /* Transaction blocks (relay_audit_tx.c). What the relay knows of one statement of a text. */
 struct tx_part {
     char *savepoint; /* SAVEPOINT, RELEASE, ROLLBACK TO: the savepoint's name; else NULL */
     bool chain;      /* COMMIT or ROLLBACK AND CHAIN */
 };
 /* A write completed (its event seq): true when it is inside a block, which keeps it. */
-bool relay_audit_tx_write(struct session *s, uint64_t seq);
+bool relay_audit_tx_keep_write(struct session *s, uint64_t seq);
 /* A CommandComplete with tag, of a statement that part describes (NULL: not known). */
 void relay_audit_tx_tag(struct session *s, const char *tag, const struct tx_part *part);
+/* An error from the server (a statement's own, not a refusal by sluice). */
 void relay_audit_tx_error(struct session *s, const char *sqlstate);
 void relay_audit_tx_ready(struct session *s, uint8_t status); /* ReadyForQuery's status */
 /* The session is over; commit_pending: a COMMIT was sent and not answered. */

@@ -1305,3 +1305,25 @@ def test_shutdown_cancels_a_wait_before_the_session_ends(workdir, certs, pg, slu
     assert "cancelled" in kinds and "session_end" in kinds, mine
     assert kinds.index("cancelled") < kinds.index("session_end"), mine
     assert mine[kinds.index("cancelled")]["detail"] == "cancelled: shutting down", mine
+
+
+def test_shutdown_lets_statements_before_a_wait_finish(workdir, certs, pg, sluice_bin):
+    """A statement pipelined before the one waiting for approval is still running at SIGTERM:
+    it gets its result (server.shutdown_timeout applies), then the session ends with 57P01."""
+    yaml = "approvals:\n  approvers: { groups: [dba] }\n  timeout: 60s\n"
+    inst = start_instance(workdir, certs, pg, "approvals_drain2", RULES, yaml)
+    t = "appr_drain2"
+    make_table(pg, t)
+    c = inst.ep.raw_login("shop", BOB)
+    c.send(pgwire.message(b"Q", b"SELECT pg_sleep(1.5) IS NULL AS slow\0") +
+           pgwire.message(b"Q", f"UPDATE {t} SET v = 901 WHERE id = 1".encode() + b"\0"))
+    inst.wait_pending(BOB, t)
+    inst.sp.signal(signal.SIGTERM)
+    msgs = pgwire.expect_error_or_close(c, timeout=25)
+    kinds = [t_ for t_, _ in msgs]
+    assert (b"C", b"SELECT 1\0") in msgs, msgs
+    errs = [pgwire.parse_fields(p) for t_, p in msgs if t_ == b"E"]
+    assert errs and errs[-1].get("C") == "57P01", msgs
+    assert kinds.index(b"C") < kinds.index(b"E"), kinds
+    inst.sp.assert_clean_exit()
+    assert value_of(pg, t, 1)[0] == 1

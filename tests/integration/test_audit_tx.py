@@ -7,8 +7,11 @@ import time
 
 import psycopg2
 
+import pgwire
+
 from conftest import ALICE
-from test_audit_protocol import B, E, P, Q, SYNC, admin, codes, replies, simple, statements
+from test_audit_protocol import (BOB, SYNC, B, E, P, Q, admin, codes, replies, simple,
+                                 statements)
 
 ROLLED_BACK = "rolled back: "
 
@@ -295,3 +298,33 @@ def test_writes_fetched_in_parts_outside_a_block(spawn_sluice):
         st, ends = statements(sp, marker)
         claims = [e for e in st + ends if e.get("detail", "").startswith((ROLLED_BACK, "failed"))]
         assert len(claims) == n, (marker, st, ends)
+
+
+def test_refusal_in_a_block_and_a_group_never_synced(spawn_sluice):
+    """A statement sluice refuses inside a block fails it, but its placeholder's error is not
+    the block's: the claims at ROLLBACK carry none. Writes of an extended-protocol group whose
+    Sync never came are rolled back when the session ends, and say so."""
+    sp, ep = spawn_sluice("tx-refused")
+    a = table(ep, "tx_rf")
+    c = ep.raw_login("shop", BOB)
+    simple(c, "BEGIN")
+    assert codes(simple(c, "INSERT INTO tx_rf SELECT 1 AS before_refusal")) == []
+    assert codes(simple(c, "DELETE FROM tx_rf")) == ["42501"]  # no WHERE: refused
+    assert codes(simple(c, "ROLLBACK")) == []
+    st, ends = undone(sp, "before_refusal")
+    assert [(e["detail"], e.get("sqlstate")) for e in ends] == [
+        ("rolled back: its transaction ended with ROLLBACK", None)], (st, ends)
+    c.send(P("INSERT INTO tx_rf SELECT 2 AS never_synced") + B() + E() + pgwire.message(b"H"))
+    t, body = c.read_msg()
+    while t != b"C":
+        t, body = c.read_msg()
+    c.close()
+    st, ends = undone(sp, "never_synced")
+    for _ in range(50):
+        if ends:
+            break
+        time.sleep(0.1)
+        st, ends = undone(sp, "never_synced")
+    assert [e["detail"] for e in ends] == [
+        "rolled back: the session ended inside its transaction"], (st, ends)
+    assert ids(a, "tx_rf") == []
