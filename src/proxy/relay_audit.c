@@ -120,9 +120,6 @@ static void suspended_end(struct session *s, const char *portal, const char *det
 #define RAN_OTHER                                                                                  \
     "ran another statement than its event names: a Parse of its name pipelined before it "         \
     "changed what ran"
-#define FAILED_AFTER                                                                               \
-    "failed after completing: an error later in its group (such as the commit at Sync) ended "     \
-    "its transaction"
 
 /* Monotonic microseconds: durations only (event times come from the audit itself). */
 static uint64_t now_us(void)
@@ -793,14 +790,7 @@ static void note_write(struct session *s, struct stmt_rec *r)
 {
     if (r->noted || !r->pre_seq || r->info->outlives_rollback || r->info->mixed_tx) return;
     r->noted = true;
-    if (relay_audit_tx_keep_write(s, r->pre_seq) || r->query) return;
-    if (s->audit_done_group != r->group) s->n_audit_done = 0;
-    s->audit_done_group = r->group;
-    if (s->n_audit_done == s->cap_audit_done) {
-        s->cap_audit_done = s->cap_audit_done ? 2 * s->cap_audit_done : 4;
-        s->audit_done = xrealloc(s->audit_done, s->cap_audit_done * sizeof *s->audit_done);
-    }
-    s->audit_done[s->n_audit_done++] = r->pre_seq;
+    relay_audit_tx_note(s, r->pre_seq, r->group, r->query);
 }
 
 static void rec_pop_emit(struct session *s, bool emit)
@@ -879,18 +869,14 @@ void relay_audit_row(struct session *s, const uint8_t *body, size_t len)
 
 /* An error in a group after some of its writes completed: a later statement failed, or the
  * commit at Sync did (a deferred constraint); either way the group's implicit transaction
- * rolled back. Each completed write's event gets a statement_end saying so. */
+ * rolled back. Each completed write's event gets a statement_end saying so (a write fetched
+ * in parts among them: its result follows when its portal is gone). */
 static void error_after_done(struct session *s, const uint8_t *body, size_t len)
 {
     struct pg_error_view e;
     char state[6] = "";
     if (pg_error_parse(body, len, &e) == PG_OK) snprintf(state, sizeof state, "%s", e.sqlstate);
-    if (s->n_audit_done && s->audit_done_group == s->s2c_group)
-        relay_audit_emit_undone(s, s->audit_done, s->n_audit_done, state[0] ? state : NULL,
-                                FAILED_AFTER);
-    /* (a write suspended in this group, fetched in parts, is among them: it ran whole at its
-     * first Execute; its result follows when its portal is gone) */
-    s->n_audit_done = 0;
+    relay_audit_tx_group_failed(s, state[0] ? state : NULL);
 }
 
 void relay_audit_emit_undone(struct session *s, const uint64_t *seqs, unsigned n,
@@ -1068,19 +1054,11 @@ void relay_audit_end(struct session *s)
     }
     suspended_end(s, NULL, "interrupted: the session ended before its result was complete");
     relay_audit_tx_end(s, commit_pending);
-    /* writes of an extended-protocol group whose Sync was never sent: PostgreSQL rolls its
-     * implicit transaction back (after a Sync sent, the commit may have run) */
-    if (!commit_pending && s->n_audit_done && s->audit_done_group == s->c2s_group)
-        relay_audit_emit_undone(s, s->audit_done, s->n_audit_done, NULL,
-                                "rolled back: the session ended inside its transaction");
     while (s->audit_ops)
         op_pop(s, false);
     prep_free_all(&s->preps);
     prep_free_all(&s->portals);
     audit_json_free(&s->audit_json);
-    free(s->audit_done);
-    s->audit_done = NULL;
-    s->n_audit_done = s->cap_audit_done = 0;
 }
 
 /* A fast-path FunctionCall names its function by OID only: it is recorded by that OID, and

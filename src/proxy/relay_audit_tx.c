@@ -13,9 +13,11 @@
  * status, and between two of them the CommandComplete tags of BEGIN, START TRANSACTION,
  * COMMIT, ROLLBACK, SAVEPOINT, RELEASE and PREPARE TRANSACTION (one group of a pipeline, or
  * one simple Query, may hold several). Writes completed earlier in the group of a BEGIN join
- * its block, as PostgreSQL makes the implicit transaction explicit; outside a block, a COMMIT
- * or ROLLBACK in an extended-protocol group ends that implicit transaction (the group's list,
- * session.audit_done, kept by relay_audit.c). A PREPARE TRANSACTION ends the block here: the
+ * its block, as PostgreSQL makes the implicit transaction explicit. Outside a block, the
+ * writes of an extended-protocol group are kept too: its implicit transaction ends at its Sync
+ * (a failed commit there, or an error later in the group, undoes them: "failed after
+ * completing"), or at a COMMIT or ROLLBACK inside it, or with the session when its Sync never
+ * came. A PREPARE TRANSACTION ends the block here: the
  * prepared transaction's outcome is decided by a later COMMIT PREPARED or ROLLBACK PREPARED,
  * possibly in another session, and is not followed.
  */
@@ -38,6 +40,9 @@ struct audit_tx {
     char sqlstate[6]; /* the error that failed the block */
     uint64_t *writes; /* events of the writes completed inside the block, oldest first */
     unsigned n, cap;
+    /* outside a block: events of the writes completed in extended-protocol group `group` */
+    uint64_t *grp, group;
+    unsigned n_grp, cap_grp;
     struct savepoint *sp; /* oldest first */
     unsigned n_sp, cap_sp;
 };
@@ -85,27 +90,49 @@ static void block_end(struct session *s, bool committed, const char *detail, boo
     t->in_block = chain;
 }
 
-/* Outside a block, a COMMIT or ROLLBACK ends the implicit transaction of its group (PostgreSQL
- * warns that no transaction is in progress, and commits or rolls back what the group did). */
-static void group_end(struct session *s, bool committed)
+static void seq_push(uint64_t **v, unsigned *n, unsigned *cap, uint64_t seq)
 {
-    if (!s->n_audit_done || s->audit_done_group != s->s2c_group) return;
-    if (!committed)
-        relay_audit_emit_undone(s, s->audit_done, s->n_audit_done, NULL,
-                                "rolled back: its transaction ended with ROLLBACK");
-    s->n_audit_done = 0;
+    if (*n == *cap) {
+        *cap = *cap ? 2 * *cap : 8;
+        *v = xrealloc(*v, *cap * sizeof **v);
+    }
+    (*v)[(*n)++] = seq;
 }
 
-bool relay_audit_tx_keep_write(struct session *s, uint64_t seq)
+/* The writes the group being answered (or, at the session's end, `group`) completed outside
+ * a block: how many; 0 when they are of another group. */
+static unsigned group_writes(const struct audit_tx *t, uint64_t group)
+{
+    return t && t->n_grp && t->group == group ? t->n_grp : 0;
+}
+
+/* The implicit transaction of the group being answered ended: committed (nothing to say) or
+ * not (its writes are undone, with detail and sqlstate). */
+static void group_end(struct session *s, bool committed, const char *sqlstate, const char *detail)
 {
     struct audit_tx *t = s->atx;
-    if (!t || !t->in_block) return false;
-    if (t->n == t->cap) {
-        t->cap = t->cap ? 2 * t->cap : 8;
-        t->writes = xrealloc(t->writes, t->cap * sizeof *t->writes);
+    unsigned n = group_writes(t, s->s2c_group);
+    if (n && !committed) relay_audit_emit_undone(s, t->grp, n, sqlstate, detail);
+    if (t) t->n_grp = 0;
+}
+
+void relay_audit_tx_note(struct session *s, uint64_t seq, uint64_t group, bool query)
+{
+    struct audit_tx *t = tx_get(s);
+    if (t->in_block) {
+        seq_push(&t->writes, &t->n, &t->cap, seq);
+    } else if (!query) { /* (a simple Query outside a block is a transaction of its own) */
+        if (t->group != group) t->n_grp = 0;
+        t->group = group;
+        seq_push(&t->grp, &t->n_grp, &t->cap_grp, seq);
     }
-    t->writes[t->n++] = seq;
-    return true;
+}
+
+void relay_audit_tx_group_failed(struct session *s, const char *sqlstate)
+{
+    group_end(s, false, sqlstate,
+              "failed after completing: an error later in its group (such as the commit at Sync) "
+              "ended its transaction");
 }
 
 void relay_audit_tx_tag(struct session *s, const char *tag, const struct tx_part *part)
@@ -115,10 +142,10 @@ void relay_audit_tx_tag(struct session *s, const char *tag, const struct tx_part
         if (t->in_block) return; /* a warning only: already in a block */
         t->in_block = true;
         /* what this group completed before it is in the block now */
-        if (s->n_audit_done && s->audit_done_group == s->s2c_group)
-            for (unsigned i = 0; i < s->n_audit_done; i++)
-                relay_audit_tx_keep_write(s, s->audit_done[i]);
-        s->n_audit_done = 0;
+        unsigned n = group_writes(t, s->s2c_group);
+        for (unsigned i = 0; i < n; i++)
+            seq_push(&t->writes, &t->n, &t->cap, t->grp[i]);
+        t->n_grp = 0;
         return;
     }
     struct audit_tx *t = s->atx;
@@ -126,7 +153,8 @@ void relay_audit_tx_tag(struct session *s, const char *tag, const struct tx_part
     if (!t || !t->in_block) {
         /* (ROLLBACK TO, SAVEPOINT and RELEASE fail outside a block, so a ROLLBACK here is a
          * plain one) */
-        if (!strcmp(tag, "COMMIT") || !strcmp(tag, "ROLLBACK")) group_end(s, tag[0] == 'C');
+        if (!strcmp(tag, "COMMIT") || !strcmp(tag, "ROLLBACK"))
+            group_end(s, tag[0] == 'C', NULL, "rolled back: its transaction ended with ROLLBACK");
         return;
     }
     const char *name = part ? part->savepoint : NULL;
@@ -186,13 +214,19 @@ void relay_audit_tx_end(struct session *s, bool commit_pending)
 {
     struct audit_tx *t = s->atx;
     if (!t) return;
-    /* PostgreSQL rolls back what a closed connection left open, unless a COMMIT sent before
-     * the end already ran: then the outcome is not known, and nothing is said */
-    if (!commit_pending)
-        block_end(s, false, "rolled back: the session ended inside its transaction", false);
+    /* PostgreSQL rolls back what a closed connection left open: a block, or the implicit
+     * transaction of a group whose Sync never came. Unless a COMMIT sent before the end (or a
+     * group's Sync) already ran: then the outcome is not known, and nothing is said. */
+    const char *ended = "rolled back: the session ended inside its transaction";
+    unsigned n = group_writes(t, s->c2s_group);
+    if (!commit_pending) {
+        block_end(s, false, ended, false);
+        if (n) relay_audit_emit_undone(s, t->grp, n, NULL, ended);
+    }
     sp_pop_to(t, 0);
     free(t->sp);
     free(t->writes);
+    free(t->grp);
     free(t);
     s->atx = NULL;
 }

@@ -1653,8 +1653,7 @@ static enum hold_action on_server_message(struct session *s, uint8_t type, const
         return HOLD_FORWARD;
     }
     case 'E':
-        if (s->recs || s->n_audit_done || s->suspended || s->atx)
-            relay_audit_server(s, type, body, len);
+        if (s->recs || s->suspended || s->atx) relay_audit_server(s, type, body, len);
         relay_mask_result_end(s);
         if (s->blocked) {
             blocked_expire(s);

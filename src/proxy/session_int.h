@@ -171,12 +171,6 @@ struct session {
     struct prep *preps;   /* prepared statements by name (the server's) */
     struct prep *portals; /* portals by name -> their statement */
     struct audit_op *audit_ops, *audit_ops_tail; /* Parse, Bind, Close not yet answered */
-    /* the events of the writes completed outside a block in extended-protocol group
-     * audit_done_group: an error later in that group (at the latest, the commit at Sync) or a
-     * ROLLBACK there rolls them back, a COMMIT there makes them final, a BEGIN there takes
-     * them into its block (relay_audit_tx.c) */
-    uint64_t *audit_done, audit_done_group;
-    unsigned n_audit_done, cap_audit_done;
     uint64_t audit_sent; /* Parses, Binds, Closes and Executes sent, in order (their `sent`) */
     bool audit_started;  /* session_start emitted: session_end is due */
     /* A parked client message (at cl.in->off + cl.fwd) waits for an approval
@@ -344,8 +338,11 @@ struct tx_part {
     char *savepoint; /* SAVEPOINT, RELEASE, ROLLBACK TO: the savepoint's name; else NULL */
     bool chain;      /* COMMIT or ROLLBACK AND CHAIN */
 };
-/* A write completed (its event seq): true when it is inside a block, which keeps it. */
-bool relay_audit_tx_keep_write(struct session *s, uint64_t seq);
+/* A write completed (its event seq; the Query/Sync group it was sent in; query: a simple
+ * Query): kept with its block or, outside one, its extended-protocol group. */
+void relay_audit_tx_note(struct session *s, uint64_t seq, uint64_t group, bool query);
+/* An error ended the implicit transaction of the group being answered. */
+void relay_audit_tx_group_failed(struct session *s, const char *sqlstate);
 /* A CommandComplete with tag, of a statement that part describes (NULL: not known). */
 void relay_audit_tx_tag(struct session *s, const char *tag, const struct tx_part *part);
 /* An error from the server (a statement's own, not a refusal by sluice). */
