@@ -613,7 +613,8 @@ def test_verify_detects_truncated_jsonl(audited, tmp_path, cut):
 
 def test_fast_path_call_is_audited_and_masked(workdir, certs, pg, sluice_only, sluice_bin):
     """With the function guardrails allowed, a FunctionCall runs: it gets a durable statement
-    event naming the function's OID, and its result is masked for a masked identity."""
+    event naming the function's OID, and its result is masked for a masked identity. One that
+    wrote inside a block that rolls back gets a statement_end saying so."""
     sp, ep = start_instance(workdir, certs, pg, "fastpath", extra_yaml=(
         "guardrails: { file_access: allow, dangerous_functions: allow, role_escalation: allow,"
         " unjudgeable: allow }"))
@@ -641,14 +642,30 @@ def test_fast_path_call_is_audited_and_masked(workdir, certs, pg, sluice_only, s
         assert n == len(PII["email"]) and PII["email"].encode() not in payload, payload
         t, _ = c.read_msg()
         assert t == b"Z"
+        # in a block that rolls back, a call that wrote (a large object made) is undone
+        c.query("BEGIN")
+        lo_creat = int(c.query("SELECT 'lo_creat(integer)'::regprocedure::oid")[0][0])
+        c.send(pgwire.message(b"F", struct.pack("!IhhhIih", lo_creat, 1, 1, 1, 4, -1, 1)))
+        t, payload = c.read_msg()
+        assert t == b"V", (t, payload)
+        (lo,) = struct.unpack("!I", payload[4:8])
+        t, _ = c.read_msg()
+        assert t == b"Z"
+        c.query("ROLLBACK")
+        assert c.query(f"SELECT count(*) FROM pg_largeobject_metadata WHERE oid = {lo}") == [["0"]]
         c.close()
         time.sleep(0.3)
-        calls = [e for e in export_events(sp)
-                 if e["kind"] == "statement" and e.get("command") == "FUNCTION CALL"]
-        assert len(calls) == 2, calls
+        evs = export_events(sp)
+        calls = [e for e in evs if e["kind"] == "statement" and e.get("command") == "FUNCTION CALL"]
+        assert len(calls) == 3, calls
         assert calls[0]["statement"] == f"(fast-path call of function {oid})", calls[0]
         assert calls[0]["decision"] == "allow" and calls[0]["identity"] == BOB, calls[0]
-        assert end_of(export_events(sp), calls[0]).get("sqlstate") is None
+        assert end_of(evs, calls[0]).get("sqlstate") is None
+        undone = [e for e in evs if e["kind"] == "statement_end"
+                  and e.get("ref") == calls[2]["seq"]
+                  and e.get("detail", "").startswith("rolled back")]
+        assert [e["detail"] for e in undone] == [
+            "rolled back: its transaction ended with ROLLBACK"], undone
     finally:
         sp.assert_clean_exit()
 

@@ -240,8 +240,8 @@ def test_implicit_rollback_chain_and_portals(spawn_sluice):
     assert codes(replies(c)) == []
     simple(c, "BEGIN")
     simple(c, "INSERT INTO tx_ch SELECT 2 AS before_chain")
-    c.send(P("COMMIT AND CHAIN") + B() + E() + P("INSERT INTO tx_ch SELECT 3 AS after_chain") + B() +
-           E() + SYNC)
+    c.send(P("COMMIT AND CHAIN") + B() + E() +
+           P("INSERT INTO tx_ch SELECT 3 AS after_chain") + B() + E() + SYNC)
     assert codes(replies(c)) == []
     simple(c, "ROLLBACK")
     simple(c, "BEGIN")
