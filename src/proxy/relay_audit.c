@@ -996,11 +996,14 @@ void relay_audit_server(struct session *s, uint8_t type, const uint8_t *body, si
     case 'C':
     case 'I': {
         bool mine = r && r->group == s->s2c_group;
-        if (type == 'C' && len && !body[len - 1]) { /* BEGIN, COMMIT, SAVEPOINT ... */
-            static const struct tx_part plain;      /* a statement known to name no savepoint */
-            const struct tx_part *part = NULL;      /* not known */
+        /* the tags of BEGIN, COMMIT, SAVEPOINT ..., or of a statement sluice could not read;
+         * not of one known to hold no transaction statement (most of them) */
+        bool no_tx = mine && r->info->parsed && !r->info->tx;
+        if (type == 'C' && len && !body[len - 1] && !no_tx) {
+            static const struct tx_part plain; /* a statement known to name no savepoint */
+            const struct tx_part *part = NULL; /* not known */
             if (mine && r->info->parsed)
-                part = r->info->tx && r->tags < r->info->n_stmts ? &r->info->tx[r->tags] : &plain;
+                part = r->tags < r->info->n_stmts ? &r->info->tx[r->tags] : &plain;
             if (mine) r->tags++;
             relay_audit_tx_tag(s, (const char *)body, part);
         }

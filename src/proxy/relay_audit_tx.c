@@ -17,9 +17,9 @@
  * writes of an extended-protocol group are kept too: its implicit transaction ends at its Sync
  * (a failed commit there, or an error later in the group, undoes them: "failed after
  * completing"), or at a COMMIT or ROLLBACK inside it, or with the session when its Sync never
- * came. A PREPARE TRANSACTION ends the block here: the
- * prepared transaction's outcome is decided by a later COMMIT PREPARED or ROLLBACK PREPARED,
- * possibly in another session, and is not followed.
+ * came. A PREPARE TRANSACTION ends the block here: the prepared transaction's outcome is
+ * decided by a later COMMIT PREPARED or ROLLBACK PREPARED, possibly in another session, and is
+ * not followed.
  */
 #include "proxy/session_int.h"
 

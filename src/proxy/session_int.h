@@ -348,7 +348,8 @@ void relay_audit_tx_tag(struct session *s, const char *tag, const struct tx_part
 /* An error from the server (a statement's own, not a refusal by sluice). */
 void relay_audit_tx_error(struct session *s, const char *sqlstate);
 void relay_audit_tx_ready(struct session *s, uint8_t status); /* ReadyForQuery's status */
-/* The session is over; commit_pending: a COMMIT was sent and not answered. */
+/* The session is over; commit_pending: a COMMIT (or a statement sluice could not read) was
+ * sent and not answered. */
 void relay_audit_tx_end(struct session *s, bool commit_pending);
 /* The statement just recorded runs under this grant (approved while it waited). */
 void relay_audit_note_grant(struct session *s, const char *grant_id);
