@@ -312,7 +312,10 @@ static int strictness(enum policy_action a)
 
 static void set_text(char *dst, size_t len, const char *src)
 {
-    snprintf(dst, len, "%s", src);
+    size_t n = strlen(src);
+    if (n >= len) n = len - 1;
+    memcpy(dst, src, n);
+    dst[n] = '\0';
 }
 
 /* Decision of the deciding rule r (or the default when r is NULL). */
@@ -320,8 +323,10 @@ static void rule_decision(const struct policy *p, const struct prule *r,
                           const struct policy_subject *who, const struct sql_stmt *s,
                           struct policy_decision *out)
 {
-    char what[200];
-    describe_stmt(s, what, sizeof(what));
+    /* Only a refusal or a review names the statement: an allowed one (nearly every statement)
+     * skips describing it. */
+    char what[200] = "";
+    if ((r ? r->action : p->dflt) != POLICY_ALLOW) describe_stmt(s, what, sizeof(what));
     const char *name = who->ident ? who->ident->name : "unknown";
     if (!r) {
         out->action = p->dflt;

@@ -26,9 +26,10 @@
  * Entries live until evicted (direct-mapped, SQL_CACHE_SLOTS per thread); facts returned
  * by sql_facts_cached() stay valid until the next call on the same thread.
  */
+#include <pthread.h>
+#include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
-#include <strings.h>
 
 #include "core/buf.h"
 #include "sql/sql.h"
@@ -89,24 +90,61 @@ static const char *const reserved_words[] = {
 };
 /* clang-format on */
 
-static bool is_reserved_word(const unsigned char *s, size_t n)
+/* Words after which a literal could sit in a predicate or a query rather than in a plain
+ * VALUES list (all of them reserved words). */
+static const char *const clause_words[] = {"where", "with",   "select", "on",       "using",
+                                           "from",  "having", "join",   "returning"};
+
+#define KW_RESERVED 1u
+#define KW_CLAUSE 2u
+#define KW_MAX 24    /* longer words are no keyword */
+#define KW_SLOTS 256 /* open addressing, a power of two above twice the words */
+
+/* The reserved words by hash of their text, built once: each word of every statement is
+ * looked up, and a binary search of strcmp calls was about 1 µs per statement. */
+static struct {
+    const char *word; /* NULL: empty slot */
+    unsigned char len, flags;
+} kw_table[KW_SLOTS];
+static pthread_once_t kw_once = PTHREAD_ONCE_INIT;
+
+static uint32_t kw_hash(const char *s, size_t n)
 {
-    char low[24];
-    if (n >= sizeof low) return false;
+    uint32_t h = 2166136261u;
+    for (size_t i = 0; i < n; i++)
+        h = (h ^ (unsigned char)s[i]) * 16777619u;
+    return h;
+}
+
+static void kw_build(void)
+{
+    for (size_t i = 0; i < sizeof reserved_words / sizeof reserved_words[0]; i++) {
+        const char *w = reserved_words[i];
+        size_t n = strlen(w);
+        unsigned flags = KW_RESERVED;
+        for (size_t c = 0; c < sizeof clause_words / sizeof clause_words[0]; c++)
+            if (strcmp(w, clause_words[c]) == 0) flags |= KW_CLAUSE;
+        uint32_t h = kw_hash(w, n) & (KW_SLOTS - 1);
+        while (kw_table[h].word)
+            h = (h + 1) & (KW_SLOTS - 1);
+        kw_table[h].word = w;
+        kw_table[h].len = (unsigned char)n;
+        kw_table[h].flags = (unsigned char)flags;
+    }
+}
+
+/* KW_RESERVED (and KW_CLAUSE) when the word s of n bytes is one, in any case; else 0. */
+static unsigned keyword_flags(const unsigned char *s, size_t n)
+{
+    if (n >= KW_MAX) return 0;
+    pthread_once(&kw_once, kw_build);
+    char low[KW_MAX];
     for (size_t i = 0; i < n; i++)
         low[i] = (char)(s[i] >= 'A' && s[i] <= 'Z' ? s[i] + 32 : s[i]);
-    low[n] = 0;
-    size_t lo = 0, hi = sizeof reserved_words / sizeof reserved_words[0];
-    while (lo < hi) {
-        size_t mid = (lo + hi) / 2;
-        int c = strcmp(low, reserved_words[mid]);
-        if (c == 0) return true;
-        if (c < 0)
-            hi = mid;
-        else
-            lo = mid + 1;
-    }
-    return false;
+    for (uint32_t h = kw_hash(low, n) & (KW_SLOTS - 1); kw_table[h].word;
+         h = (h + 1) & (KW_SLOTS - 1))
+        if (kw_table[h].len == n && memcmp(kw_table[h].word, low, n) == 0) return kw_table[h].flags;
+    return 0;
 }
 
 /* Token classes the literal rule looks at. */
@@ -118,22 +156,11 @@ enum tok {
     TOK_OTHER,
 };
 
-/* Words after which a literal could sit in a predicate or a query rather than in a plain
- * VALUES list. */
-static bool is_clause_word(const unsigned char *s, size_t n)
-{
-    static const char *const words[] = {"where", "with",   "select", "on",        "using",
-                                        "from",  "having", "join",   "returning", NULL};
-    for (const char *const *w = words; *w; w++)
-        if (strlen(*w) == n && strncasecmp((const char *)s, *w, n) == 0) return true;
-    return false;
-}
-
 /*
  * Write the key of sql into out. Returns the key length, or -1 when the statement must be
  * parsed every time. *literals_compared is set when every literal follows an operator (with
  * at most one unary sign) that itself follows a name: `col = 5`, `col + -5`. *plain_values is
- * set when no clause word (is_clause_word) occurs, so literals can only be VALUES items.
+ * set when no clause word (KW_CLAUSE) occurs, so literals can only be VALUES items.
  */
 static long cache_key(const char *sql, char *out, size_t cap, bool *literals_compared,
                       bool *plain_values)
@@ -243,8 +270,9 @@ static long cache_key(const char *sql, char *out, size_t cap, bool *literals_com
                 p++;
             if (*p == '\'' || *p == '&') return -1; /* prefixed string: E'..', U&'..' */
             EMIT(s, (size_t)(p - s));
-            if (is_clause_word(s, (size_t)(p - s))) clause_word = true;
-            PUSH(is_reserved_word(s, (size_t)(p - s)) ? TOK_OTHER : TOK_IDENT);
+            unsigned kw = keyword_flags(s, (size_t)(p - s));
+            if (kw & KW_CLAUSE) clause_word = true;
+            PUSH(kw & KW_RESERVED ? TOK_OTHER : TOK_IDENT);
             continue;
         }
         EMIT(p, 1);
