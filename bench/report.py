@@ -4,7 +4,9 @@
   report.py RAW.tsv [--result-bytes N]
 
 Input: a TSV file, one line per pgbench run: workload, mode, round, TPS, average latency in ms
-("nan" when the run failed). Modes: direct, pgbouncer, sluice (masking and audit on, identity
+("nan" when the run failed), and (optional, since 2026-11-26) the CPU per transaction in µs
+of the proxy process (all its threads) and of the whole machine (busy time: pgbench,
+PostgreSQL, the proxy and the kernel's network work), "nan" when unknown. Modes: direct, pgbouncer, sluice (masking and audit on, identity
 `bench`, masked), sluice-raw (the same process, identity `bench-raw` in masking.unmask),
 nomask (a sluice with `masking: { enabled: false }`), noaudit (a sluice with
 `audit: { enabled: false }`), relay (SLUICE_RELAY_BIN). --result-bytes: the text size of one
@@ -16,7 +18,8 @@ Output on stdout:
   2. masking: the large-pii result (100,000 rows of email, SSN, card, note) through each mode
      with the target masked/PgBouncer >= 0.80, and -S with masking on against off (target:
      within 3%);
-  3. audit: audit on against off on -S simple, -S prepared and TPC-B (target: at most 10%);
+  3. audit: audit on against off on -S simple, -S prepared and TPC-B (target: at most 10%),
+     and the CPU each spent per transaction: sluice's own, and the machine's;
   4. write latency (workload write-latency: one single-row UPDATE, one client): average
      latency direct, PgBouncer, sluice without audit and with audit (each write parked until
      its audit event is committed), and what that wait adds per write;
@@ -54,10 +57,12 @@ class Runs:
             for line in f:
                 if not line.strip():
                     continue
-                w, mode, rnd, tps, lat = line.rstrip("\n").split("\t")
+                f = line.rstrip("\n").split("\t")
+                w, mode, rnd = f[:3]
+                nums = [float(x) for x in f[3:]] + [float("nan")] * (7 - len(f))
                 if w not in self.order:
                     self.order.append(w)
-                self.by.setdefault((w, mode), {})[rnd] = (float(tps), float(lat))
+                self.by.setdefault((w, mode), {})[rnd] = tuple(nums[:4])
 
     def has(self, w, mode):
         return (w, mode) in self.by
@@ -67,6 +72,14 @@ class Runs:
 
     def lat(self, w, mode):
         return median([r[1] for r in self.by.get((w, mode), {}).values()])
+
+    def proxy_cpu(self, w, mode):
+        """Median µs of the proxy's CPU per transaction."""
+        return median([r[2] for r in self.by.get((w, mode), {}).values()])
+
+    def machine_cpu(self, w, mode):
+        """Median µs of the machine's busy CPU per transaction."""
+        return median([r[3] for r in self.by.get((w, mode), {}).values()])
 
     def round_ratios(self, w, a, b):
         """The per-round ratios a/b (the two runs of a round are back to back)."""
@@ -118,6 +131,17 @@ def main(argv):
         )
     print("(sluice = masking and audit on, identity masked; on large-pii every sensitive value "
           "is masked)")
+    cpu_ws = [w for w in R.order if not math.isnan(R.proxy_cpu(w, "pgbouncer"))
+              and not math.isnan(R.proxy_cpu(w, "sluice"))]
+    if cpu_ws:
+        print()
+        print("Proxy CPU per transaction, µs (medians; the proxy process, all its threads, user and "
+              "system):")
+        print(f"  {'workload':<18} {'pgbouncer':>9} {'sluice':>8} {'noaudit':>8} {'sluice/pgb':>10}")
+        for w in cpu_ws:
+            pgb, sl = R.proxy_cpu(w, "pgbouncer"), R.proxy_cpu(w, "sluice")
+            print(f"  {w:<18} {fmt(pgb, '9.1f')} {fmt(sl, '8.1f')} "
+                  f"{fmt(R.proxy_cpu(w, 'noaudit'), '8.1f')} {fmt(ratio(sl, pgb), '10.2f')}")
 
     # ---- masking
     if "large-pii" in R.order or any(R.has(w, "nomask") for w in R.order):
@@ -175,6 +199,18 @@ def main(argv):
                   f"{fmt(r, '7.3f')} {fmt(pairs, '6.3f')} "
                   f"{rng(R.round_range(w, 'sluice', 'noaudit')):>11} "
                   f"{fmt(ratio(on, pgb), '7.2f')} {fmt(ratio(off, pgb), '7.2f')}  {verdict(r, 0.90)}")
+        if any(not math.isnan(R.proxy_cpu(w, "sluice")) for w in ws):
+            print("  CPU per transaction, µs (medians): sluice's process with audit on and off, the")
+            print("  difference (the audit's own CPU) and its share of the machine's busy CPU per")
+            print("  transaction with audit on; then the machine's busy CPU on and off")
+            print(f"  {'workload':<18} {'sluice on':>9} {'off':>7} {'audit':>7} {'share':>6} "
+                  f"{'machine on':>10} {'off':>7} {'on/off':>7}")
+            for w in ws:
+                pon, poff = R.proxy_cpu(w, "sluice"), R.proxy_cpu(w, "noaudit")
+                mon, moff = R.machine_cpu(w, "sluice"), R.machine_cpu(w, "noaudit")
+                print(f"  {w:<18} {fmt(pon, '9.1f')} {fmt(poff, '7.1f')} {fmt(pon - poff, '7.1f')} "
+                      f"{fmt(ratio(pon - poff, mon), '6.3f')} {fmt(mon, '10.1f')} {fmt(moff, '7.1f')} "
+                      f"{fmt(ratio(mon, moff), '7.3f')}")
 
     # ---- write latency
     w = "write-latency"

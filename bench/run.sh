@@ -40,6 +40,9 @@
 # Before the throughput runs the whole pii table is fetched direct, as `bench` and as
 # `bench-raw`, and bench/pii.py checks that every sensitive value came back masked for `bench`
 # and untouched for `bench-raw` (bench-run/masking-check.txt).
+# Each run also records the CPU per transaction of the proxy's process (user and system time of
+# all its threads, /proc/PID/stat) and of the whole machine (busy time in /proc/stat), so that
+# what the audit or a proxy costs shows as CPU as well as TPS.
 # After them: bench/audit_bench.c (the audit writer's sustained events/s, BENCH_AUDIT_EVENTS
 # events from 2 producer threads into a fresh SQLite store) and bench/mask_scan.c (scanner GB/s
 # on one core, PII-free text and 5% PII, BENCH_SCAN_MIB MiB), both built from build/src objects.
@@ -61,6 +64,7 @@ RUN=$ROOT/bench-run
 SLUICE=${SLUICE_BIN:-$ROOT/build/sluice}
 PGBIN=/usr/lib/postgresql/15/bin
 PYTHON=/usr/bin/python3
+CLK_TCK=$(getconf CLK_TCK)
 export PATH=$PGBIN:$PATH
 
 SECS=${BENCH_SECONDS:-6}
@@ -404,25 +408,56 @@ record_hang() {
 # One pgbench run; appends "workload mode round tps latency" to raw.tsv. A run that has not
 # ended 60 s after its duration is killed and counted as failed (a proxy that stops answering
 # must not stall the whole benchmark).
+# The process of a mode's proxy (none for direct).
+proxy_pid() {
+  case $1 in
+    direct) ;;
+    pgbouncer) echo "$PGB_PID" ;;
+    relay) echo "${RELAY_PID:-}" ;;
+    *) echo "${SL_PID[$(mode_instance "$1")]:-}" ;;
+  esac
+}
+# CPU ticks (user + system, all threads) of process $1 so far; nothing without one.
+proc_ticks() { [ -n "$1" ] && [ -r "/proc/$1/stat" ] && awk '{ print $14 + $15 }' "/proc/$1/stat"; }
+# CPU ticks the whole machine spent busy so far (/proc/stat: user, nice, system, irq, softirq,
+# steal): pgbench, PostgreSQL, the proxy and the kernel's network work together.
+machine_ticks() { awk '/^cpu / { print $2 + $3 + $4 + $7 + $8 + $9; exit }' /proc/stat; }
+# Microseconds of CPU per transaction from ticks $1 to $2 over $3 transactions ("nan" when
+# unknown).
+us_per_tx() {
+  if [ -n "$1" ] && [ -n "$2" ] && [ "${3:-0}" -gt 0 ]; then
+    awk -v a="$1" -v b="$2" -v n="$3" -v hz="$CLK_TCK" 'BEGIN { printf "%.1f", (b - a) * 1e6 / hz / n }'
+  else
+    echo nan
+  fi
+}
+
 run_one() {
-  local w=$1 mode=$2 round=$3 out tps lat rc=0
+  local w=$1 mode=$2 round=$3 out tps lat rc=0 pid p0 p1 m0 m1 n proxy_us=nan machine_us=nan
   out=$RUN/logs/$w-$mode-$round.txt
+  pid=$(proxy_pid "$mode")
+  p0=$(proc_ticks "$pid") m0=$(machine_ticks)
   # shellcheck disable=SC2046
   PGPASSWORD=$(mode_secret "$mode") timeout -k 5 $((SECS + 60)) pgbench -n -T "$SECS" $(workload_args "$w") \
     -h 127.0.0.1 -p "$(mode_port "$mode")" -U "$(mode_user "$mode")" bench >"$out" 2>&1 || rc=$?
+  p1=$(proc_ticks "$pid") m1=$(machine_ticks)
   if [ "$rc" -eq 0 ]; then
     tps=$(sed -n 's/^tps = \([0-9.]*\).*/\1/p' "$out" | head -1)
     lat=$(sed -n 's/^latency average = \([0-9.]*\) ms.*/\1/p' "$out" | head -1)
+    n=$(sed -n 's/^number of transactions actually processed: \([0-9]*\).*/\1/p' "$out" | head -1)
+    proxy_us=$(us_per_tx "$p0" "$p1" "$n")
+    machine_us=$(us_per_tx "$m0" "$m1" "$n")
   elif [ "$rc" -eq 124 ] || [ "$rc" -eq 137 ]; then
     log "  $w $mode round $round HUNG: pgbench killed after $((SECS + 60)) s (see $RUN/crashes.txt)"
     record_hang "$w" "$mode" "$round"
   fi
   if [ -z "${tps:-}" ] || grep -Eq 'aborted|number of failed transactions: [1-9]' "$out"; then
     log "  $w $mode round $round FAILED (see $out)"
-    tps=nan lat=nan
+    tps=nan lat=nan proxy_us=nan machine_us=nan
   fi
-  printf '%s\t%s\t%s\t%s\t%s\n' "$w" "$mode" "$round" "$tps" "${lat:-nan}" >>"$RUN/raw.tsv"
-  log "  $w $mode round $round: tps $tps, latency ${lat:-nan} ms"
+  printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$w" "$mode" "$round" "$tps" "${lat:-nan}" "$proxy_us" \
+    "$machine_us" >>"$RUN/raw.tsv"
+  log "  $w $mode round $round: tps $tps, latency ${lat:-nan} ms, CPU per transaction: proxy $proxy_us µs, machine $machine_us µs"
 }
 
 # After a run through a sluice with audit on: the audit queue depth (admin /metrics,
