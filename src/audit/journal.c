@@ -24,7 +24,8 @@
  * and are cut to nothing at a clean stop.
  *
  * Record: header {magic, payload length, seq, check} and the payload of audit_rec_encode().
- * The check is FNV-1a 64 of seq and payload; with audit.signing_key set it is the first 8
+ * The check is check64() of seq and payload (magic "SLJ2"; records of an older sluice, magic
+ * "SLJ1", have FNV-1a 64 and are still replayed); with audit.signing_key set it is the first 8
  * bytes of an HMAC-SHA-256 keyed from the signing key instead, so that whoever can write the
  * state directory but not read the key cannot plant records that the next start would chain
  * and sign. Two files alternate: the writer moves appends to the other (empty) file once the
@@ -52,7 +53,8 @@
 #include "audit/audit_int.h"
 #include "core/buf.h"
 
-#define JOURNAL_MAGIC 0x314a4c53u /* "SLJ1" */
+#define JOURNAL_MAGIC 0x324a4c53u    /* "SLJ2": the check is check64() */
+#define JOURNAL_MAGIC_V1 0x314a4c53u /* "SLJ1": the check is FNV-1a (read, never written) */
 #define JOURNAL_ROTATE (4u << 20)
 #define JOURNAL_MAX_RECORD (64u << 20)
 #define JOURNAL_GROW (1u << 20)  /* bytes allocated at a time */
@@ -62,7 +64,7 @@ struct journal_header {
     uint32_t magic;
     uint32_t len; /* payload bytes */
     uint64_t seq;
-    uint64_t check; /* FNV-1a 64, or truncated HMAC-SHA-256, over seq and the payload */
+    uint64_t check; /* check64(), or truncated HMAC-SHA-256, over seq and the payload */
 };
 
 struct audit_journal {
@@ -88,10 +90,38 @@ static uint64_t fnv1a(uint64_t h, const void *data, size_t len)
     return h;
 }
 
-static uint64_t record_check(const struct audit_journal *j, uint64_t seq, const char *payload,
-                             size_t len)
+/* The unkeyed check of a record: eight bytes at a time (FNV-1a went a byte at a time, about
+ * 0.6 µs per write's record), finished with MurmurHash3's fmix64 so that every bit of the input
+ * reaches every bit of the check. Never 0, which marks a record still being copied. */
+static uint64_t check64(uint64_t seq, const void *data, size_t len)
 {
-    if (!j->keyed) return fnv1a(fnv1a(0xcbf29ce484222325ull, &seq, sizeof seq), payload, len);
+    const uint64_t k1 = 0x9e3779b97f4a7c15ull, k2 = 0xc2b2ae3d27d4eb4full;
+    const unsigned char *p = data;
+    uint64_t h = (seq ^ k1) * k2 ^ (uint64_t)len;
+    for (; len >= 8; p += 8, len -= 8) {
+        uint64_t w;
+        memcpy(&w, p, 8);
+        h ^= w * k1;
+        h = (h << 31 | h >> 33) * k2;
+    }
+    uint64_t tail = 0;
+    memcpy(&tail, p, len);
+    h ^= tail * k1;
+    h ^= h >> 33;
+    h *= 0xff51afd7ed558ccdull;
+    h ^= h >> 33;
+    h *= 0xc4ceb9fe1a85ec53ull;
+    h ^= h >> 33;
+    return h ? h : 1;
+}
+
+/* The check of a record with magic (JOURNAL_MAGIC or, from an older sluice, JOURNAL_MAGIC_V1). */
+static uint64_t record_check(const struct audit_journal *j, uint32_t magic, uint64_t seq,
+                             const char *payload, size_t len)
+{
+    if (!j->keyed && magic == JOURNAL_MAGIC_V1)
+        return fnv1a(fnv1a(0xcbf29ce484222325ull, &seq, sizeof seq), payload, len);
+    if (!j->keyed) return check64(seq, payload, len);
     unsigned char md[EVP_MAX_MD_SIZE];
     unsigned int mdlen = 0;
     uint64_t out = 0;
@@ -224,7 +254,7 @@ void audit_journal_fill(struct audit_journal *j, const struct audit_journal_slot
 {
     char *p = slot->at;
     memcpy(p + sizeof(struct journal_header), rec, slot->len);
-    uint64_t check = record_check(j, slot->seq, rec, slot->len);
+    uint64_t check = record_check(j, JOURNAL_MAGIC, slot->seq, rec, slot->len);
     atomic_signal_fence(memory_order_release); /* the payload before its check */
     memcpy(p + offsetof(struct journal_header, check), &check, sizeof check);
 }
@@ -314,7 +344,9 @@ static bool next_record(const char *data, size_t len, size_t *off, struct journa
     if (len - *off < sizeof *h) return false;
     memcpy(h, data + *off, sizeof *h);
     /* the end: the zeroed header after the last record, or bytes a crash cut short */
-    if (h->magic != JOURNAL_MAGIC || h->len > len - *off - sizeof *h) return false;
+    if ((h->magic != JOURNAL_MAGIC && h->magic != JOURNAL_MAGIC_V1) ||
+        h->len > len - *off - sizeof *h)
+        return false;
     *off += sizeof *h + h->len;
     return true;
 }
@@ -357,7 +389,7 @@ long audit_journal_replay(struct audit_journal *j, uint64_t after, audit_journal
              * was never forwarded */
             if (h.seq <= after || h.check == 0) continue;
             struct audit_rec *rec = NULL;
-            if (record_check(j, h.seq, payload, h.len) != h.check ||
+            if (record_check(j, h.magic, h.seq, payload, h.len) != h.check ||
                 !(rec = audit_rec_decode(payload, h.len))) {
                 ++*rejected; /* not written by this sluice (or with another key) */
                 continue;

@@ -265,13 +265,14 @@ def end_of(events, ev):
 
 def journal_records(path):
     """Whole records in an audit journal file (docs/audit.md, Durability contract): headers
-    {magic "SLJ1", payload length, seq, check} chained from offset 0 up to a zeroed header."""
+    {magic "SLJ2" ("SLJ1" from an older sluice), payload length, seq, check} chained from offset
+    0 up to a zeroed header."""
     with open(path, "rb") as f:
         data = f.read()
     n, off = 0, 0
     while len(data) - off >= 24:
         magic, length, _seq, check = struct.unpack_from("<IIQQ", data, off)
-        if magic != 0x314a4c53 or length > len(data) - off - 24:
+        if magic not in (0x324a4c53, 0x314a4c53) or length > len(data) - off - 24:
             break
         n += check != 0
         off += 24 + length

@@ -1066,6 +1066,62 @@ static void replay_cb(void *ctx, uint64_t seq, struct audit_rec *rec)
     free(rec);
 }
 
+/* Append to path a record as sluice wrote it before the journal's check64 (magic "SLJ1",
+ * FNV-1a 64 of seq and payload), its check flipped when bad. */
+static void journal_append_v1(const char *path, uint64_t seq, const char *stmt, bool bad)
+{
+    struct audit_event ev = {.kind = AUDIT_STATEMENT,
+                             .time_us = 1700000000000000,
+                             .session_id = 9,
+                             .identity = "alice",
+                             .statement = stmt,
+                             .command = "UPDATE",
+                             .class_ = "write",
+                             .decision = "allow"};
+    struct sbuf b = {0};
+    audit_rec_encode(&ev, &b);
+    uint64_t h = 0xcbf29ce484222325ull;
+    for (size_t i = 0; i < sizeof seq + b.len; i++) {
+        h ^= i < sizeof seq ? ((const unsigned char *)&seq)[i] : (unsigned char)b.p[i - sizeof seq];
+        h *= 0x100000001b3ull;
+    }
+    if (bad) h ^= 1;
+    uint32_t head[2] = {0x314a4c53u, (uint32_t)b.len};
+    FILE *f = fopen(path, "ab");
+    assert_non_null(f);
+    assert_int_equal(fwrite(head, sizeof head, 1, f), 1);
+    assert_int_equal(fwrite(&seq, sizeof seq, 1, f), 1);
+    assert_int_equal(fwrite(&h, sizeof h, 1, f), 1);
+    assert_int_equal(fwrite(b.p, b.len, 1, f), 1);
+    fclose(f);
+    sbuf_free(&b);
+}
+
+/* Records an older sluice left ("SLJ1", FNV-1a checks) are replayed after an upgrade; one
+ * whose check does not match is rejected. */
+static void test_journal_replays_v1_records(void **state)
+{
+    (void)state;
+    struct env *e = env_new();
+    uint64_t last = run_events(e, 3);
+    char err[256], j0[256];
+    snprintf(j0, sizeof j0, "%s.audit-journal.0", e->db);
+    assert_int_equal(file_size(j0), 0);
+    journal_append_v1(j0, last + 1, "UPDATE t SET a = $1 /* from v1 */", false);
+    journal_append_v1(j0, last + 2, "UPDATE t SET a = $1 /* bad check */", true);
+    struct audit_journal *j = NULL;
+    assert_int_equal(audit_journal_open(e->db, &j, err, sizeof err), 0);
+    struct replay_seen seen = {0};
+    unsigned rejected = 0;
+    assert_int_equal(audit_journal_replay(j, last, replay_cb, &seen, &rejected, err, sizeof err),
+                     1);
+    assert_int_equal(rejected, 1);
+    assert_int_equal(seen.seq[0], last + 1);
+    assert_non_null(strstr(seen.stmt[0], "from v1"));
+    audit_journal_close(j);
+    env_free(e);
+}
+
 /* What a crash leaves: records in both files (one already in the store), a torn record at
  * the end of a file. Replay skips what the store has and stops at the torn bytes; the next
  * start commits the rest after the store's last event, records the gap, empties the files. */
@@ -1087,7 +1143,7 @@ static void test_journal_recovery(void **state)
     audit_journal_close(j);
     FILE *f = fopen(j0, "ab"); /* half a record: a crash in the middle of an append */
     assert_non_null(f);
-    fwrite("SLJ1\x40\0\0\0\x09", 1, 9, f);
+    fwrite("SLJ2\x40\0\0\0\x09", 1, 9, f);
     fclose(f);
 
     assert_int_equal(audit_journal_open(e->db, &j, err, sizeof err), 0);
@@ -1728,6 +1784,7 @@ int main(void)
         cmocka_unit_test(test_json_parts),
         cmocka_unit_test(test_failing_store_and_queue_full),
         cmocka_unit_test(test_journal_recovery),
+        cmocka_unit_test(test_journal_replays_v1_records),
         cmocka_unit_test(test_journal_durable_emit),
         cmocka_unit_test(test_journal_half_copied_and_reused),
         cmocka_unit_test(test_journal_kept_when_stop_gives_up),
