@@ -9,6 +9,7 @@
 
 #include "approve/approve.h"
 #include "audit/audit.h"
+#include "core/cli.h"
 #include "core/config.h"
 #include "ident/ident.h"
 #include "ident/oidc.h"
@@ -183,12 +184,12 @@ int main(int argc, char **argv)
 {
     if (argc < 2) return usage();
     const char *cmd = argv[1];
-    for (int i = 1; i < argc && strcmp(cmd, "audit") && strcmp(cmd, "approvals"); i++)
-        if (!strcmp(argv[i], "--help") || !strcmp(argv[i], "-h") ||
-            (i == 1 && !strcmp(argv[i], "help"))) {
-            usage_print(stdout);
-            return 0;
-        }
+    /* audit and approvals print usages of their own */
+    if (strcmp(cmd, "audit") && strcmp(cmd, "approvals") &&
+        (!strcmp(cmd, "help") || cli_asks_help(argc, argv, 1))) {
+        usage_print(stdout);
+        return 0;
+    }
     int bad = 0;
     if (strcmp(cmd, "serve") == 0) {
         const char *path = config_arg(argc, argv, &bad);

@@ -25,6 +25,7 @@
 
 #include "approve/approve.h"
 #include "core/buf.h"
+#include "core/cli.h"
 
 /* The usage on stderr after msg (a usage error: 2), or on stdout when msg is NULL (--help). */
 static int usage(const char *msg)
@@ -128,6 +129,10 @@ int approvals_cli_main(int argc, char **argv)
     const char *scope_s = NULL, *reason = NULL;
     long long ttl = 0, uses = 0, rows = 0;
     bool json = false, all = false;
+    if (cli_asks_help(argc, argv, 1)) {
+        usage(NULL);
+        return 0;
+    }
 
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i];
@@ -169,9 +174,6 @@ int approvals_cli_main(int argc, char **argv)
             json = true;
         } else if (!strcmp(a, "--all")) {
             all = true;
-        } else if (!strcmp(a, "-h") || !strcmp(a, "--help")) {
-            usage(NULL);
-            return 0;
         } else if (a[0] == '-') {
             return usage("unknown option");
         } else if (!cmd) {

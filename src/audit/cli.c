@@ -23,6 +23,7 @@
 
 #include "audit/audit_int.h"
 #include "core/buf.h"
+#include "core/cli.h"
 
 struct cli {
     const char *config, *db, *identity, *decision, *kind, *since, *until, *format, *jsonl, *pubkey;
@@ -456,11 +457,10 @@ static int cmd_verify(struct cli *c, struct sluice_config *cfg, struct store *st
 int audit_cli_main(int argc, char **argv)
 {
     if (argc < 2) return usage();
-    for (int i = 1; i < argc; i++)
-        if (!strcmp(argv[i], "-h") || !strcmp(argv[i], "--help")) {
-            usage_print(stdout);
-            return 0;
-        }
+    if (cli_asks_help(argc, argv, 1)) {
+        usage_print(stdout);
+        return 0;
+    }
     const char *sub = argv[1];
     struct cli c = {.out = stdout};
     if (parse_args(argc - 1, argv + 1, &c) != 0) return usage();
