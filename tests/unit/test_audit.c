@@ -1018,7 +1018,8 @@ static int collect_body(void *ctx, const struct store_event *ev)
     return 0;
 }
 
-static void journal_put_at(struct audit_journal *j, uint64_t seq, const char *stmt, int64_t time_us)
+/* The journal record of a write stmt by a process that crashed. */
+static void journal_payload(const char *stmt, int64_t time_us, struct sbuf *out)
 {
     struct audit_event ev = {.kind = AUDIT_STATEMENT,
                              .time_us = time_us,
@@ -1029,8 +1030,13 @@ static void journal_put_at(struct audit_journal *j, uint64_t seq, const char *st
                              .command = "UPDATE",
                              .class_ = "write",
                              .decision = "allow"};
+    audit_rec_encode(&ev, out);
+}
+
+static void journal_put_at(struct audit_journal *j, uint64_t seq, const char *stmt, int64_t time_us)
+{
     struct sbuf b = {0};
-    audit_rec_encode(&ev, &b);
+    journal_payload(stmt, time_us, &b);
     struct audit_journal_slot slot;
     assert_int_equal(audit_journal_reserve(j, seq, b.len, &slot), 0);
     audit_journal_fill(j, &slot, b.p);
@@ -1070,16 +1076,8 @@ static void replay_cb(void *ctx, uint64_t seq, struct audit_rec *rec)
  * FNV-1a 64 of seq and payload), its check flipped when bad. */
 static void journal_append_v1(const char *path, uint64_t seq, const char *stmt, bool bad)
 {
-    struct audit_event ev = {.kind = AUDIT_STATEMENT,
-                             .time_us = 1700000000000000,
-                             .session_id = 9,
-                             .identity = "alice",
-                             .statement = stmt,
-                             .command = "UPDATE",
-                             .class_ = "write",
-                             .decision = "allow"};
     struct sbuf b = {0};
-    audit_rec_encode(&ev, &b);
+    journal_payload(stmt, 1700000000000000, &b);
     uint64_t h = 0xcbf29ce484222325ull;
     for (size_t i = 0; i < sizeof seq + b.len; i++) {
         h ^= i < sizeof seq ? ((const unsigned char *)&seq)[i] : (unsigned char)b.p[i - sizeof seq];
