@@ -418,7 +418,7 @@ proxy_pid() {
   esac
 }
 # CPU ticks (user + system, all threads) of process $1 so far; nothing without one.
-proc_ticks() { [ -n "$1" ] && [ -r "/proc/$1/stat" ] && awk '{ print $14 + $15 }' "/proc/$1/stat"; }
+proc_ticks() { if [ -n "$1" ] && [ -r "/proc/$1/stat" ]; then awk '{ print $14 + $15 }' "/proc/$1/stat"; fi; }
 # CPU ticks the whole machine spent busy so far (/proc/stat: user, nice, system, irq, softirq,
 # steal): pgbench, PostgreSQL, the proxy and the kernel's network work together.
 machine_ticks() { awk '/^cpu / { print $2 + $3 + $4 + $7 + $8 + $9; exit }' /proc/stat; }
