@@ -133,11 +133,11 @@ static void kw_build(void)
     }
 }
 
-/* KW_RESERVED (and KW_CLAUSE) when the word s of n bytes is one, in any case; else 0. */
+/* KW_RESERVED (and KW_CLAUSE) when the word s of n bytes is one, in any case; else 0. The
+ * caller has built the table (cache_key, once per statement). */
 static unsigned keyword_flags(const unsigned char *s, size_t n)
 {
     if (n >= KW_MAX) return 0;
-    pthread_once(&kw_once, kw_build);
     char low[KW_MAX];
     for (size_t i = 0; i < n; i++)
         low[i] = (char)(s[i] >= 'A' && s[i] <= 'Z' ? s[i] + 32 : s[i]);
@@ -170,6 +170,7 @@ static long cache_key(const char *sql, char *out, size_t cap, bool *literals_com
     enum tok prev = TOK_NONE, prev2 = TOK_NONE, prev3 = TOK_NONE;
     bool compared = true;
     const unsigned char *p = (const unsigned char *)sql;
+    pthread_once(&kw_once, kw_build);
 #define EMIT(ptr, n)                                                                               \
     do {                                                                                           \
         if (o + (n) >= cap) return -1;                                                             \
