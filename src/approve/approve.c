@@ -433,6 +433,7 @@ void approve_test_tick(void)
 static void *timer_main(void *arg)
 {
     (void)arg;
+    pthread_setname_np(pthread_self(), "sluice-expiry");
     pthread_mutex_lock(&A.tmu);
     while (!A.stop) {
         pthread_mutex_unlock(&A.tmu);

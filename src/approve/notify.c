@@ -415,6 +415,7 @@ static const char *kind_name(enum job_kind k)
 static void *notify_main(void *arg)
 {
     (void)arg;
+    pthread_setname_np(pthread_self(), "sluice-notify");
     CURL *h = curl_easy_init();
     pthread_mutex_lock(&Q.mu);
     while (!Q.stop) {

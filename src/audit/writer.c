@@ -617,6 +617,7 @@ static int run_prune(uint64_t *total)
 static void *writer_main(void *arg)
 {
     (void)arg;
+    pthread_setname_np(pthread_self(), "sluice-audit");
     struct batch b;
     batch_init(&b, BATCH_MAX);
 

@@ -372,6 +372,7 @@ done:
 static void *fetch_main(void *arg)
 {
     struct oidc_verifier *v = arg;
+    pthread_setname_np(pthread_self(), "sluice-jwks");
     /* the URL up to any query string, for logs */
     int urllen = (int)strcspn(v->jwks_url, "?#");
     pthread_mutex_lock(&v->lock);

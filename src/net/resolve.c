@@ -62,6 +62,7 @@ void net_lookup_free(struct net_lookup *l)
 static void *resolver_main(void *arg)
 {
     (void)arg;
+    pthread_setname_np(pthread_self(), "sluice-resolve");
     pthread_mutex_lock(&R.mu);
     for (;;) {
         while (!R.head && !R.stopping)

@@ -84,6 +84,7 @@ struct cancel_job {
 static void *cancel_send(void *arg)
 {
     struct cancel_job *job = arg;
+    pthread_setname_np(pthread_self(), "sluice-cancel");
     char err[256];
     int fd = net_connect_addr(&job->addr, job->addr_len, err, sizeof err);
     if (fd >= 0) {

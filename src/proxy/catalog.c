@@ -212,6 +212,7 @@ static void cat_fetch(PGconn *c, unsigned target, uint32_t table)
 static void *cat_main(void *arg)
 {
     (void)arg;
+    pthread_setname_np(pthread_self(), "sluice-catalog");
     unsigned n = cat_cfg->n_targets;
     PGconn **conns = xcalloc(n ? n : 1, sizeof *conns);
     pthread_mutex_lock(&q_lock);
