@@ -4,6 +4,7 @@ session (mid-transaction) keeps working; a broken config on reload keeps the old
 Drain: a running pg_sleep(1) finishes after SIGTERM, new connections are refused, and sluice
 exits 0."""
 
+import os
 import signal
 import threading
 import time
@@ -126,3 +127,13 @@ def test_sigterm_idle_sessions_exit_promptly(spawn_sluice):
     assert rc == 0
     assert time.time() - t0 < 15
     sp.assert_clean_exit()
+
+
+def test_thread_names(sluice_only, sluice_proc, sluice):
+    """Every thread of sluice's own is named, so that `top -H` and perf tell them apart."""
+    sluice.connect(user=ALICE).close()  # a session: the workers and the audit writer have run
+    names = set()
+    for tid in os.listdir(f"/proc/{sluice_proc.proc.pid}/task"):
+        with open(f"/proc/{sluice_proc.proc.pid}/task/{tid}/comm") as f:
+            names.add(f.read().strip())
+    assert {"sluice-worker0", "sluice-worker1", "sluice-audit", "sluice-resolve"} <= names, names
