@@ -27,9 +27,13 @@ Output on stdout:
 Ratios are of the medians; "rounds" gives the lowest and highest ratio of the same round's
 two runs (the modes alternate inside a round), a view of the noise; "pairs" (audit) is the
 median of those per-round ratios, less sensitive to drift between rounds. The verdicts use
-the ratio of the medians.
+the ratio of the medians; the audit's also give a 90% interval for it ("90% CI": a bootstrap
+over the rounds, each resample drawing whole rounds, both modes of a round together, with
+replacement) and say "met" only when the whole interval is at or above the target, "NOT met"
+when it is all below, and "undecided" when it straddles the target (more rounds narrow it).
 """
 import math
+import random
 import statistics
 import sys
 
@@ -87,6 +91,22 @@ class Runs:
         rs = [ratio(ra[k][0], rb[k][0]) for k in ra if k in rb]
         return [r for r in rs if not math.isnan(r)]
 
+    def ratio_ci(self, w, a, b, level=0.90, resamples=2000):
+        """A bootstrap interval for the ratio of the median TPS of modes a and b: rounds
+        drawn with replacement, each with both its runs. (nan, nan) with fewer than 3 rounds."""
+        ra, rb = self.by.get((w, a), {}), self.by.get((w, b), {})
+        rounds = [k for k in ra if k in rb and not math.isnan(ra[k][0]) and not math.isnan(rb[k][0])]
+        if len(rounds) < 3:
+            return (float("nan"), float("nan"))
+        rnd = random.Random(1)  # the same raw data gives the same interval
+        rs = []
+        for _ in range(resamples):
+            pick = [rnd.choice(rounds) for _ in rounds]
+            rs.append(statistics.median(ra[k][0] for k in pick) / statistics.median(rb[k][0] for k in pick))
+        rs.sort()
+        tail = (1 - level) / 2
+        return (rs[int(tail * (resamples - 1))], rs[int((1 - tail) * (resamples - 1))])
+
     def round_range(self, w, a, b):
         """Lowest and highest per-round ratio a/b."""
         rs = self.round_ratios(w, a, b)
@@ -97,6 +117,14 @@ def verdict(r, target):
     if math.isnan(r):
         return "n/a"
     return "met" if r >= target else "NOT met"
+
+
+def verdict_ci(lo_hi, target):
+    """met when the interval is at or above target, NOT met when below, else undecided."""
+    lo, hi = lo_hi
+    if math.isnan(lo):
+        return "n/a"
+    return "met" if lo >= target else "NOT met" if hi < target else "undecided"
 
 
 def rng(lo_hi):
@@ -190,15 +218,18 @@ def main(argv):
         print()
         print("Audit: audit on (sluice) vs audit.enabled false (noaudit), both with masking on")
         print(f"  {'workload':<18} {'TPS on':>9} {'TPS off':>9} {'PgBouncer':>9} {'on/off':>7} "
-              f"{'pairs':>6} {'rounds':>11} {'on/pgb':>7} {'off/pgb':>7}  target on/off >= 0.90")
+              f"{'pairs':>6} {'rounds':>11} {'90% CI':>11} {'on/pgb':>7} {'off/pgb':>7}  "
+              f"target on/off >= 0.90")
         for w in ws:
             on, off, pgb = R.tps(w, "sluice"), R.tps(w, "noaudit"), R.tps(w, "pgbouncer")
             r = ratio(on, off)
             pairs = median(R.round_ratios(w, "sluice", "noaudit"))
+            ci = R.ratio_ci(w, "sluice", "noaudit")
             print(f"  {w:<18} {fmt(on, '9.0f')} {fmt(off, '9.0f')} {fmt(pgb, '9.0f')} "
                   f"{fmt(r, '7.3f')} {fmt(pairs, '6.3f')} "
-                  f"{rng(R.round_range(w, 'sluice', 'noaudit')):>11} "
-                  f"{fmt(ratio(on, pgb), '7.2f')} {fmt(ratio(off, pgb), '7.2f')}  {verdict(r, 0.90)}")
+                  f"{rng(R.round_range(w, 'sluice', 'noaudit')):>11} {rng(ci):>11} "
+                  f"{fmt(ratio(on, pgb), '7.2f')} {fmt(ratio(off, pgb), '7.2f')}  "
+                  f"{verdict_ci(ci, 0.90)}")
         if any(not math.isnan(R.proxy_cpu(w, "sluice")) for w in ws):
             print("  CPU per transaction, µs (medians): sluice's process with audit on and off, the")
             print("  difference (the audit's own CPU) and its share of the machine's busy CPU per")
