@@ -376,7 +376,10 @@ static void tick(void)
 {
     bool changed = false;
     pthread_mutex_lock(&A.mu);
-    if (!A.db) {
+    /* Every pending request of the file is tracked (approve_start, approve_request): with none
+     * tracked there is nothing to expire or watch, and no statement (the expiry is a write
+     * transaction) runs against the store every tick. */
+    if (!A.db || A.n_tracked == 0) {
         pthread_mutex_unlock(&A.mu);
         return;
     }
