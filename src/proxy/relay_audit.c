@@ -404,7 +404,13 @@ static uint64_t emit_statement(struct session *s, struct stmt_rec *r, bool pre)
     if (!r->pre_seq) return audit_emit(&ev);
     ev.time_us = r->pre_time_us;
     if (audit_fold(r->pre_seq, &ev)) return r->pre_seq;
-    if (r->ran_other && !ev.detail) ev.detail = RAN_OTHER;
+    char details[512];
+    if (r->ran_other && ev.detail) { /* both notes: what happened to it, and what ran */
+        snprintf(details, sizeof details, "%s; %s", ev.detail, RAN_OTHER);
+        ev.detail = details;
+    } else if (r->ran_other) {
+        ev.detail = RAN_OTHER;
+    }
     /* statement_end: the result only; who, what and the decision are on the statement event
      * it completes (ref) */
     struct audit_event end = {

@@ -617,6 +617,40 @@ def test_skipped_continuation_and_pipelined_write_behind_failed_reparse(spawn_sl
     assert rolled == ["42601", "42P05"], (ins, ends)
 
 
+def test_journaled_guess_closed_portal_keeps_both_notes(spawn_sluice):
+    """The Execute journaled first as a pipelined re-Parse's write runs the name's earlier read
+    instead (the re-Parse fails, 42P05), fetching one row of three, and its portal ends with
+    its transaction after its event was written: its statement_end says both that the portal
+    was closed early and that another statement than its event names ran."""
+    sp, ep = spawn_sluice("ap-guess-both")
+    a = numbered_table(ep, "ap_gb", 3)
+    c = ep.raw_login("shop", ALICE)
+    c.send(P("SELECT id AS ap_gb_old FROM ap_gb ORDER BY id", "s1") + SYNC)
+    replies(c)
+    c.send(P("DELETE FROM ap_gb WHERE id > 0 RETURNING id AS ap_gb_new", "s1") + SYNC +
+           B("p1", "s1") + E("p1", 1) + pgwire.message(b"H"))
+    assert codes(replies(c)) == ["42P05"]
+    got = [c.read_msg()[0] for _ in range(3)]
+    assert got == [b"2", b"D", b"s"], got  # BindComplete, one row, PortalSuspended
+    new, ends = statements(sp, "ap_gb_new")
+    assert len(new) == 1 and new[0]["rows"] == 0, new  # written before its result came
+    c.send(SYNC)  # ends the portal's transaction, and the portal
+    replies(c)
+    c.close()
+    deadline = time.time() + 5
+    while not ends and time.time() < deadline:  # results are committed asynchronously
+        time.sleep(0.1)
+        new, ends = statements(sp, "ap_gb_new")
+    assert len(ends) == 1, (new, ends)
+    assert ends[0]["detail"] == (
+        "portal closed before all its rows were fetched; ran another statement than its "
+        "event names: a Parse of its name pipelined before it changed what ran"), ends
+    assert ends[0]["rows"] == 1, ends
+    cur = a.cursor()
+    cur.execute("SELECT count(*) FROM ap_gb")
+    assert cur.fetchone() == (3,)
+
+
 def test_journaled_guess_corrected_by_what_ran(spawn_sluice):
     """A write's text pipelined as a re-Parse of a name in use fails (42P05), and the Execute
     behind it, journaled first as that write, runs the earlier statement of the name (a read):
