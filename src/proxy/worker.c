@@ -221,9 +221,9 @@ static void *worker_main(void *arg)
     struct worker *w = arg;
     struct epoll_event events[MAX_EVENTS];
     uint64_t last_tick = clock_ms();
-    char name[16];
-    snprintf(name, sizeof name, "sluice-worker%u", w->id % 100);
-    pthread_setname_np(pthread_self(), name); /* top -H, perf, gdb */
+    char name[16]; /* top -H, perf, gdb: at most 15 characters */
+    snprintf(name, sizeof name, w->id < 100 ? "sluice-worker%u" : "sluice-w%u", w->id);
+    pthread_setname_np(pthread_self(), name);
     for (;;) {
         if (w->draining && w->n_sessions == 0 && worker_close_handoffs(w)) break;
         int timeout = w->sessions || w->pool || w->draining ? TICK_MS : -1;
