@@ -617,18 +617,26 @@ def test_skipped_continuation_and_pipelined_write_behind_failed_reparse(spawn_sl
     assert rolled == ["42601", "42P05"], (ins, ends)
 
 
+def failed_reparse_behind(ep, table, n, then):
+    """A session (raw) where statement s1 reads table (ids 1..n, made here), which then sends
+    a re-Parse of s1 as `DELETE ... RETURNING id AS <table>_new` in a group of its own (it
+    fails, 42P05: s1 stays the read) and, pipelined behind it, `then`. Returns the admin
+    connection and the session."""
+    a = numbered_table(ep, table, n)
+    c = ep.raw_login("shop", ALICE)
+    c.send(P(f"SELECT id AS {table}_old FROM {table} ORDER BY id", "s1") + SYNC)
+    replies(c)
+    c.send(P(f"DELETE FROM {table} WHERE id > 0 RETURNING id AS {table}_new", "s1") + SYNC + then)
+    return a, c
+
+
 def test_journaled_guess_closed_portal_keeps_both_notes(spawn_sluice):
     """The Execute journaled first as a pipelined re-Parse's write runs the name's earlier read
     instead (the re-Parse fails, 42P05), fetching one row of three, and its portal ends with
     its transaction after its event was written: its statement_end says both that the portal
     was closed early and that another statement than its event names ran."""
     sp, ep = spawn_sluice("ap-guess-both")
-    a = numbered_table(ep, "ap_gb", 3)
-    c = ep.raw_login("shop", ALICE)
-    c.send(P("SELECT id AS ap_gb_old FROM ap_gb ORDER BY id", "s1") + SYNC)
-    replies(c)
-    c.send(P("DELETE FROM ap_gb WHERE id > 0 RETURNING id AS ap_gb_new", "s1") + SYNC +
-           B("p1", "s1") + E("p1", 1) + pgwire.message(b"H"))
+    a, c = failed_reparse_behind(ep, "ap_gb", 3, B("p1", "s1") + E("p1", 1) + pgwire.message(b"H"))
     assert codes(replies(c)) == ["42P05"]
     got = [c.read_msg()[0] for _ in range(3)]
     assert got == [b"2", b"D", b"s"], got  # BindComplete, one row, PortalSuspended
@@ -656,12 +664,7 @@ def test_journaled_guess_corrected_by_what_ran(spawn_sluice):
     behind it, journaled first as that write, runs the earlier statement of the name (a read):
     its event ends up naming what ran, or its result says that the event's text did not run."""
     sp, ep = spawn_sluice("ap-guess")
-    a = numbered_table(ep, "ap_gs", 4)
-    c = ep.raw_login("shop", ALICE)
-    c.send(P("SELECT id AS ap_gs_old FROM ap_gs ORDER BY id", "s1") + SYNC)
-    replies(c)
-    c.send(P("DELETE FROM ap_gs WHERE id > 0 RETURNING id AS ap_gs_new", "s1") + SYNC +
-           B("", "s1") + E("") + SYNC)
+    a, c = failed_reparse_behind(ep, "ap_gs", 4, B("", "s1") + E("") + SYNC)
     got = replies(c, 2)
     assert codes(got) == ["42P05"] and [t for t, _ in got].count(b"D") == 4, got
     c.close()
