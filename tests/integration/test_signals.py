@@ -2,7 +2,7 @@
 Reload: a changed secret and a new identity take effect for new connections while an open
 session (mid-transaction) keeps working; a broken config on reload keeps the old one.
 Drain: a running pg_sleep(1) finishes after SIGTERM, new connections are refused, and sluice
-exits 0."""
+exits 0. Also the names of sluice's threads, as the kernel shows them."""
 
 import os
 import signal
@@ -130,7 +130,8 @@ def test_sigterm_idle_sessions_exit_promptly(spawn_sluice):
 
 
 def test_thread_names(sluice_only, sluice_proc, sluice):
-    """Every thread of sluice's own is named, so that `top -H` and perf tell them apart."""
+    """The workers, the audit writer and the resolvers carry names, so that `top -H` and perf
+    tell them apart."""
     sluice.connect(user=ALICE).close()  # a session: the workers and the audit writer have run
     names = set()
     for tid in os.listdir(f"/proc/{sluice_proc.proc.pid}/task"):
