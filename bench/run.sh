@@ -405,9 +405,6 @@ record_hang() {
   } >>"$RUN/crashes.txt"
 }
 
-# One pgbench run; appends "workload mode round tps latency" to raw.tsv. A run that has not
-# ended 60 s after its duration is killed and counted as failed (a proxy that stops answering
-# must not stall the whole benchmark).
 # The process of a mode's proxy (none for direct).
 proxy_pid() {
   case $1 in
@@ -432,6 +429,10 @@ us_per_tx() {
   fi
 }
 
+# One pgbench run; appends "workload mode round tps latency proxy_us machine_us" to raw.tsv
+# (the last two: CPU µs per transaction of the proxy's process and of the machine, "nan" when
+# unknown). A run that has not ended 60 s after its duration is killed and counted as failed (a
+# proxy that stops answering must not stall the whole benchmark).
 run_one() {
   local w=$1 mode=$2 round=$3 out tps lat rc=0 pid p0 p1 m0 m1 n proxy_us=nan machine_us=nan
   out=$RUN/logs/$w-$mode-$round.txt

@@ -107,6 +107,8 @@ static struct {
     unsigned char len, flags;
 } kw_table[KW_SLOTS];
 static pthread_once_t kw_once = PTHREAD_ONCE_INIT;
+_Static_assert(sizeof reserved_words / sizeof reserved_words[0] * 2 <= KW_SLOTS,
+               "kw_table must stay at most half full (and never full: kw_build would not end)");
 
 static uint32_t kw_hash(const char *s, size_t n)
 {
