@@ -24,7 +24,10 @@
  * A failed write is retried with the same batch (backoff 10 ms doubling to 1 s) while
  * audit_healthy() is false; new events wait in the ring until it is full, after which
  * audit_emit() returns 0 and counts the loss. When the queue drains, the writer records an
- * events_lost event with the count, so no loss is silent. Retention runs here every minute.
+ * events_lost event with the count, so no loss is silent. At a stop it retries for 5 s more:
+ * a batch the store still refuses is counted lost and nothing after it is committed (the
+ * journal keeps the durable events for the next start); a batch in the store that audit.jsonl
+ * refuses is copied there at the next start. Retention runs here every minute.
  */
 #include <errno.h>
 #include <pthread.h>
@@ -533,19 +536,30 @@ static bool write_batch(struct batch *b, bool once)
 
     char err[512];
     if (b->polite) sched_yield();
-    bool ok = once ? op_store(b, err, sizeof err) == 0 : retry(op_store, b);
-    if (ok && W.jsonl) ok = once ? op_jsonl(b, err, sizeof err) == 0 : retry(op_jsonl, b);
+    /* After a batch was given up, committing this one would chain it to an event the store
+     * lacks (a broken link, and a gap the journal's replay would never fill). */
+    if (W.gave_up) {
+        atomic_fetch_add(&W.lost, n);
+        return false;
+    }
+    bool stored = once ? op_store(b, err, sizeof err) == 0 : retry(op_store, b);
+    bool ok = stored;
+    if (stored) memcpy(W.prev_hash, b->hash[n - 1], AUDIT_HASH_HEX); /* the chain goes on */
+    if (stored && W.jsonl) ok = once ? op_jsonl(b, err, sizeof err) == 0 : retry(op_jsonl, b);
     if (!ok && once) {
         set_error(err);
         return false;
     }
-    if (!ok) {
+    if (!stored) {
         atomic_fetch_add(&W.lost, n);
         log_error("audit: gave up writing %u events at shutdown: the store is failing", n);
         W.gave_up = true;
         return false;
     }
-    memcpy(W.prev_hash, b->hash[n - 1], AUDIT_HASH_HEX);
+    if (!ok)
+        log_error("audit: gave up appending %u events to the JSON Lines file at shutdown: the "
+                  "next start copies them from the store",
+                  n);
     atomic_store_explicit(&W.committed, b->recs[n - 1]->seq, memory_order_release);
     atomic_fetch_add(&W.written, n);
     atomic_store(&W.healthy, true);
@@ -663,9 +677,10 @@ static void *writer_main(void *arg)
         W.count -= n;
         W.backlog = W.count > 0 && !copying;
         b.polite = !W.backlog && !W.stopping;
-        /* Record losses once the ring is drained, so the marker keeps chain order. */
+        /* Record losses once the ring is drained, so the marker keeps chain order (at a
+         * stop too, unless the store failed: the marker could not be written either). */
         uint64_t lost = atomic_load(&W.lost);
-        if (W.count == 0 && lost > W.lost_reported && !W.stopping) {
+        if (W.count == 0 && lost > W.lost_reported && !W.gave_up) {
             char detail[128];
             snprintf(detail, sizeof detail,
                      "%llu events could not be queued (queue full or store failing)",
@@ -680,7 +695,9 @@ static void *writer_main(void *arg)
         bool stop = W.stopping && n == 0 && !copying;
         pthread_mutex_unlock(&W.mu);
         if (stop) break;
-        if (n == 0 && copying && W.stopping) usleep(100); /* no gathering wait while stopping */
+        /* The head's emitter is still copying and no gathering wait came before (a full
+         * queue, or stopping): let it finish instead of spinning on the mutex it needs. */
+        if (n == 0 && copying) usleep(100);
         if (n) {
             b.n = n;
             (void)write_batch(&b, false);

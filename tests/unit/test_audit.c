@@ -1312,6 +1312,67 @@ static void test_journal_kept_when_stop_gives_up(void **state)
     env_free(e);
 }
 
+/* Events lost while the store failed are recorded (events_lost) even when the store
+ * recovers only as sluice stops: the marker used to be skipped once the stop had begun. */
+static void test_lost_recorded_at_stop(void **state)
+{
+    (void)state;
+    struct env *e = env_new();
+    e->cfg.audit.queue = 8;
+    char err[256];
+    assert_int_equal(audit_start(&e->cfg, err, sizeof err), 0);
+    store_test_fail_writes(true);
+    uint64_t last = emit_statement("alice", "allow", 0, 1), got;
+    for (int i = 0; i < 3000 && audit_healthy(); i++)
+        usleep(1000);
+    assert_false(audit_healthy()); /* the writer retries the batch of event 1 */
+    while ((got = emit_statement("alice", "allow", 0, 2)) != 0) /* the queue fills up */
+        last = got;
+    usleep(1500000); /* the writer's retries are now a second apart: the stop comes first */
+    store_test_fail_writes(false);
+    audit_stop();
+    struct store *sto = open_ro(e->db);
+    struct seen s = {0};
+    struct store_query q = {.kind = "events_lost"};
+    assert_int_equal(store_events_query(sto, &q, collect, &s), 0);
+    assert_int_equal(s.n, 1);
+    assert_int_equal(s.seqs[0], last + 1);
+    struct audit_verify_result r;
+    assert_int_equal(audit_verify_store(sto, NULL, &r), 0);
+    assert_true(r.intact);
+    store_close(sto);
+    env_free(e);
+}
+
+/* A JSON Lines file that cannot be written (/dev/full) beside a store that can: at a stop the
+ * writer gives up on the file after 5 s, yet the store keeps one unbroken chain (the chain
+ * used to restart from before the given-up batch) and nothing it holds is counted lost. */
+static void test_jsonl_given_up_at_stop_keeps_chain(void **state)
+{
+    (void)state;
+    struct env *e = env_new();
+    e->cfg.audit.jsonl = "/dev/full";
+    char err[256];
+    assert_int_equal(audit_start(&e->cfg, err, sizeof err), 0);
+    uint64_t s1 = emit_statement("alice", "allow", 0, 1);
+    for (int i = 0; i < 3000 && audit_healthy(); i++)
+        usleep(1000);
+    assert_false(audit_healthy()); /* s1 is in the store; the file refuses it */
+    uint64_t s2 = emit_statement("alice", "allow", 0, 2);
+    assert_int_equal(s2, s1 + 1);
+    audit_stop(); /* gives up on the file after 5 s */
+    struct audit_stats st;
+    audit_stats_get(&st);
+    assert_int_equal(st.lost, 0);
+    struct store *sto = open_ro(e->db);
+    struct audit_verify_result r;
+    assert_int_equal(audit_verify_store(sto, NULL, &r), 0);
+    assert_true(r.intact);
+    assert_int_equal(r.events, s2);
+    store_close(sto);
+    env_free(e);
+}
+
 /* With a signing key, journal records carry an HMAC keyed from it: a record planted by
  * someone without the key is not replayed; one made with the key is. */
 static void test_journal_records_keyed(void **state)
@@ -1790,6 +1851,8 @@ int main(void)
         cmocka_unit_test(test_disk_full_tmpfs),
         cmocka_unit_test(test_retention),
         cmocka_unit_test(test_fold),
+        cmocka_unit_test(test_jsonl_given_up_at_stop_keeps_chain),
+        cmocka_unit_test(test_lost_recorded_at_stop),
         cmocka_unit_test(test_disabled),
         cmocka_unit_test(test_throughput),
     };
