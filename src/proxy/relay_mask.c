@@ -39,12 +39,129 @@ void relay_mask_count(struct session *s)
         if (s->masked->n[d]) metrics_add(M_MASKED_VALUES, s->rt->det_metric[d], 0, s->masked->n[d]);
 }
 
+/* Describes sent upstream whose RowDescription or NoData has not come back, oldest first
+ * (a ring of group << 1 | own), and the portal the client's last message described. */
+struct mask_desc {
+    uint64_t *q;
+    unsigned head, n, cap;
+    bool fresh; /* the client's last message was a Describe of portal `portal` */
+    char *portal;
+    size_t portal_cap;
+};
+
 void relay_mask_end(struct session *s)
 {
     mask_plan_free(s->plan);
     s->plan = NULL;
     free(s->masked);
     s->masked = NULL;
+    if (s->mdesc) {
+        free(s->mdesc->q);
+        free(s->mdesc->portal);
+        free(s->mdesc);
+        s->mdesc = NULL;
+    }
+}
+
+/* ---- Describes: which RowDescription describes the rows of an Execute
+ *
+ * Rows carry no column names: their plan comes from the RowDescription of the portal that
+ * returns them, which the server sends only when asked (Describe). A client that describes
+ * its portal right before executing it (libpq, pgJDBC's first fetch) gets no extra message.
+ * Any other Execute whose rows may be masked is preceded upstream by sluice's own Describe
+ * of the portal, whose reply makes the plan and is dropped: a portal fetched in parts across
+ * groups (pgJDBC's fetchSize: Execute and Sync per fetch), or executed without a Describe,
+ * would otherwise have its rows scanned by value only, and columns known by their names
+ * (a password, a token, an SSN without dashes) would go out raw. */
+
+static bool mask_may_apply(struct session *s)
+{
+    return s->rt->mask && (s->mask_base || s->limits || prepared_any(s));
+}
+
+static void desc_push(struct session *s, bool own)
+{
+    if (!s->mdesc) s->mdesc = xcalloc(1, sizeof *s->mdesc);
+    struct mask_desc *d = s->mdesc;
+    if (d->n == d->cap) {
+        unsigned cap = d->cap ? d->cap * 2 : 8;
+        uint64_t *q = xmalloc(cap * sizeof *q);
+        for (unsigned i = 0; i < d->n; i++)
+            q[i] = d->q[(d->head + i) % d->cap];
+        free(d->q);
+        d->q = q;
+        d->head = 0;
+        d->cap = cap;
+    }
+    d->q[(d->head + d->n) % d->cap] = s->c2s_group << 1 | own;
+    d->n++;
+}
+
+void relay_mask_describe(struct session *s, const uint8_t *body, size_t len)
+{
+    if (!s->rt->mask || len < 2 || !memchr(body + 1, 0, len - 1)) return; /* refused upstream */
+    desc_push(s, false);
+    struct mask_desc *d = s->mdesc;
+    d->fresh = body[0] == 'P';
+    if (!d->fresh) return;
+    size_t n = strlen((const char *)body + 1) + 1;
+    if (d->portal_cap < n) {
+        d->portal = xrealloc(d->portal, n);
+        d->portal_cap = n;
+    }
+    memcpy(d->portal, body + 1, n);
+}
+
+bool relay_mask_describe_first(struct session *s, const uint8_t *body, size_t len)
+{
+    if (!mask_may_apply(s) || !memchr(body, 0, len)) return false;
+    const struct mask_desc *d = s->mdesc;
+    if (d && d->fresh && strcmp(d->portal, (const char *)body) == 0) return false;
+    desc_push(s, true);
+    return true;
+}
+
+void relay_mask_put_describe(struct buf *out, const char *portal)
+{
+    size_t m = pg_msg_begin(out, 'D');
+    buf_append_u8(out, 'P');
+    buf_append_str(out, portal);
+    pg_msg_end(out, m);
+}
+
+void relay_mask_client_other(struct session *s)
+{
+    if (s->mdesc) s->mdesc->fresh = false;
+}
+
+bool relay_mask_describes_pending(const struct session *s)
+{
+    return s->mdesc && s->mdesc->n;
+}
+
+int relay_mask_describe_reply(struct session *s, uint8_t type, const uint8_t *body, size_t len)
+{
+    struct mask_desc *d = s->mdesc;
+    /* a simple Query's RowDescription comes in a group of its own */
+    if (!d || !d->n || d->q[d->head] >> 1 != s->s2c_group) return 0;
+    bool own = d->q[d->head] & 1;
+    d->head = (d->head + 1) % d->cap;
+    d->n--;
+    if (!own) return 0;
+    if (type == 'T')
+        (void)relay_mask_server(s, type, body, len); /* the plan of the rows to come */
+    else
+        relay_mask_result_end(s); /* NoData */
+    return 1;
+}
+
+void relay_mask_group_end(struct session *s)
+{
+    struct mask_desc *d = s->mdesc;
+    while (d && d->n && d->q[d->head] >> 1 <= s->s2c_group) { /* skipped after an error */
+        d->head = (d->head + 1) % d->cap;
+        d->n--;
+    }
 }
 
 /* mask_resolve_fn over the catalog cache; a miss asks for the table in the background. */

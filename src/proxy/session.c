@@ -1485,8 +1485,9 @@ static enum hold_action on_client_statement(struct session *s, uint8_t type, con
             relay_audit_bind(s, (const char *)body, (const char *)portal_end + 1);
         return bound ? relay_grant_bind(s, body, len, bound) : HOLD_FORWARD;
     }
-    case 'D': /* Describe: held for the audit only */
+    case 'D': /* Describe: for the audit, and the plan of the rows to come */
         relay_audit_describe(s, body, len);
+        relay_mask_describe(s, body, len);
         return HOLD_FORWARD;
     case 'C': /* Close: a statement's name means nothing once the server closed it */
         prepared_close(s, body, len);
@@ -1499,7 +1500,11 @@ static enum hold_action on_client_statement(struct session *s, uint8_t type, con
             refuse_audit_down(s, s->c2s_group);
             return replace_with_placeholder(s, 'E', body);
         }
-        return HOLD_FORWARD;
+        if (!relay_mask_describe_first(s, body, len)) return HOLD_FORWARD;
+        struct buf *out = session_out_buf(&s->sv_out); /* sluice's Describe, then the Execute */
+        relay_mask_put_describe(out, (const char *)body);
+        buf_append(out, body - 5, len + 5);
+        return HOLD_REPLACE;
     }
     case 'F': {
         s->statements++;
@@ -1610,6 +1615,7 @@ static enum hold_action on_server_message(struct session *s, uint8_t type, const
             s->tx = body[0];
             prepared_server(s, 'Z');
             if (s->audit_ops) relay_audit_ready(s);
+            relay_mask_group_end(s);
             if (s->pending_sync) s->pending_sync--;
             s->s2c_group++;
             s->rows_sent = s->rows_dropped = 0;
@@ -1681,6 +1687,7 @@ static enum hold_action on_server_message(struct session *s, uint8_t type, const
         return HOLD_FORWARD;
     case 'T': /* a Describe's last reply (or a simple Query's columns) */
     case 'n':
+        if (relay_mask_describe_reply(s, type, body, len)) return HOLD_REPLACE; /* sluice's */
         if (s->audit_ops) relay_audit_parse_done(s, type);
         return relay_mask_server(s, type, body, len);
     case '1':
@@ -1709,6 +1716,7 @@ static void copy_in_end(struct session *s)
  * grant guard must open its group, relay_grant_bind); its Sync closes a guarded group. */
 static void group_note(struct session *s, uint8_t type)
 {
+    if (type != 'D') relay_mask_client_other(s);
     if (type == 'S' || type == 'Q') {
         s->grp_msgs = 0;
         if (type == 'S') s->gg_open = false;
@@ -1725,7 +1733,8 @@ static bool client_holds(const struct session *s, uint8_t type)
         return true;
     return type == 'Q' || type == 'P' || type == 'F' ||
            ((type == 'B' || type == 'E') && (prepared_any(s) || relay_audit_on(s))) ||
-           ((type == 'C' || type == 'D') && (prepared_any(s) || relay_audit_on(s)));
+           ((type == 'C' || type == 'D') && (prepared_any(s) || relay_audit_on(s))) ||
+           ((type == 'D' || type == 'E') && s->rt->mask); /* row plans (relay_mask.c) */
 }
 
 static bool server_holds(const struct session *s, uint8_t type)
@@ -1734,7 +1743,8 @@ static bool server_holds(const struct session *s, uint8_t type)
            ((type == 'D' || type == 'd' || type == 's' || type == 'I') && s->recs) ||
            relay_mask_holds(s, type) || relay_grant_holds(s, type) || prepared_holds(s, type) ||
            ((type == '1' || type == '2' || type == '3' || type == 'T' || type == 'n') &&
-            s->audit_ops);
+            s->audit_ops) ||
+           ((type == 'T' || type == 'n') && relay_mask_describes_pending(s));
 }
 
 /* Decide framing for the bytes of src->in not yet decided. Returns false on a framing error. */

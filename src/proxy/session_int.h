@@ -159,6 +159,7 @@ struct session {
     bool copy_out;              /* the server is in COPY TO STDOUT */
     bool copy_binary;           /* ... in binary format */
     struct mask_plan *plan;     /* of the RowDescription; NULL: nothing to look at */
+    struct mask_desc *mdesc;    /* Describes awaiting their reply; NULL until one is sent */
     struct mask_counts *masked; /* of the statement being relayed; NULL until needed */
     /* audit (relay_audit.c) */
     char app_name[64];
@@ -225,6 +226,20 @@ bool relay_mask_rewrites(struct session *s, uint8_t type);
 enum hold_action relay_mask_server(struct session *s, uint8_t type, const uint8_t *body,
                                    size_t len);
 void relay_mask_result_end(struct session *s);
+/* Row plans for Executes: every Describe the client sends is noted (relay_mask_describe); an
+ * Execute whose rows masking would look at, unless the client's message just before it
+ * described that portal, gets sluice's own Describe of the portal in front of it
+ * (relay_mask_describe_first: true when the caller must send it, relay_mask_put_describe);
+ * the reply to that one builds the plan and is not forwarded (relay_mask_describe_reply: 1).
+ * relay_mask_client_other() after any other client message; relay_mask_group_end() at each
+ * ReadyForQuery (Describes the server skipped after an error get no reply). */
+void relay_mask_describe(struct session *s, const uint8_t *body, size_t len);
+bool relay_mask_describe_first(struct session *s, const uint8_t *body, size_t len);
+void relay_mask_put_describe(struct buf *out, const char *portal);
+int relay_mask_describe_reply(struct session *s, uint8_t type, const uint8_t *body, size_t len);
+void relay_mask_client_other(struct session *s);
+void relay_mask_group_end(struct session *s);
+bool relay_mask_describes_pending(const struct session *s);
 /* Add the session's masked counts to the metrics (the caller then resets them). */
 void relay_mask_count(struct session *s);
 

@@ -480,6 +480,77 @@ def test_renamed_columns_masked_from_the_first_query(renamed):
         c.close()
 
 
+@pytest.fixture(scope="module")
+def parted(pii):
+    """Seven rows whose sensitive values are known by their column names only."""
+    c = psycopg2.connect(**pii.params(user=ALICE))
+    c.autocommit = True
+    cur = c.cursor()
+    cur.execute("DROP TABLE IF EXISTS mask_parted")
+    cur.execute("CREATE TABLE mask_parted (id int, api_token text)")
+    cur.execute("INSERT INTO mask_parted SELECT g, 'plainsecretvalue' || g FROM generate_series(1, 7) g")
+    c.close()
+    return pii
+
+
+PARTED = "SELECT id, api_token FROM mask_parted ORDER BY id"
+
+
+def test_jdbc_fetch_size_masks_every_part(parted, java_classes):
+    """pgJDBC with a fetch size describes its portal once, then fetches it in parts, each an
+    Execute and a Sync: every part needs the portal's plan, not only the first (the rows of
+    the later parts used to be scanned by value only, and went out raw)."""
+    p = parted.params(user=BOB)
+    url = f"jdbc:postgresql://{p['host']}:{p['port']}/{p['dbname']}?sslmode=disable"
+    r = subprocess.run(["java", "-cp", f"{java_classes}:{JAR}", "SluiceDump", url, p["user"],
+                        p["password"], PARTED], capture_output=True, timeout=120,
+                       env=dict(os.environ, SLUICE_FETCH_SIZE="2"))
+    assert r.returncode == 0, r.stderr.decode(errors="replace")
+    rows = [tuple(bytes.fromhex(v).decode() for v in line.split("\t"))
+            for line in r.stdout.decode().rstrip("\n").split("\n")]
+    assert rows == [(str(i), "[REDACTED:secret]") for i in range(1, 8)], rows
+
+
+def datarow(body):
+    """The values of a DataRow (None for NULL)."""
+    n, off, out = int.from_bytes(body[:2], "big"), 2, []
+    for _ in range(n):
+        size = int.from_bytes(body[off:off + 4], "big", signed=True)
+        off += 4
+        out.append(None if size < 0 else body[off:off + size])
+        off += max(size, 0)
+    return out
+
+
+def test_execute_without_describe_masked(parted):
+    """A client need not Describe what it executes (then it gets no column names, but it still
+    gets the values): sluice describes the portal itself, and its own reply never reaches the
+    client. Also a portal fetched in parts across groups, and an Execute of another portal
+    between a Describe and the Execute of the described one."""
+    import pgwire
+    from test_audit_protocol import B, E, P, SYNC, replies, simple
+
+    c = parted.raw_login("shop", BOB)
+    try:
+        simple(c, PARTED)  # the catalog knows the table from here on
+        simple(c, "BEGIN")
+        c.send(P(PARTED) + B("cur") + E("cur", max_rows=3) + SYNC)
+        got = replies(c)
+        c.send(E("cur", max_rows=3) + SYNC)
+        got += replies(c)
+        c.send(P("SELECT 1 AS one") + B("other") + pgwire.message(b"D", b"Pother\0") +
+               E("cur", max_rows=3) + E("other") + SYNC)
+        got += replies(c)
+        simple(c, "COMMIT")
+    finally:
+        c.close()
+    types = [t for t, _ in got]
+    assert types.count(b"T") == 1 and b"n" not in types, types  # only the client's Describe
+    values = [datarow(b) for t, b in got if t == b"D"]
+    tokens = [v[1] for v in values if len(v) == 2]
+    assert tokens == [b"[REDACTED:secret]"] * 7, values
+
+
 def test_binary_text_array_masked(pii):
     """text[] in binary format carries its elements' bytes inside the array structure."""
     with psycopg3_connect(pii, BOB) as c:

@@ -1,8 +1,10 @@
 // SluiceDump.java: run one query through the PostgreSQL JDBC driver and print its rows, for
 // tests/integration/test_masking.py. Arguments: JDBC URL, user, password, SQL, and an
 // optional integer parameter (then the query is a PreparedStatement run past
-// prepareThreshold, so the driver uses named server-side statements). Each row is one line of
-// tab-separated columns, each column either \N (SQL NULL) or the hex of its UTF-8 text.
+// prepareThreshold, so the driver uses named server-side statements). With SLUICE_FETCH_SIZE
+// set, a plain query runs in a transaction with that fetch size: the driver then fetches the
+// rows in parts, one Execute and Sync per part. Each row is one line of tab-separated columns,
+// each column either \N (SQL NULL) or the hex of its UTF-8 text.
 import java.nio.charset.StandardCharsets;
 import java.sql.*;
 import java.util.Properties;
@@ -45,9 +47,15 @@ public class SluiceDump {
                     }
                 }
             } else {
-                try (Statement s = c.createStatement(); ResultSet rs = s.executeQuery(args[3])) {
-                    print(rs);
+                String fetch = System.getenv("SLUICE_FETCH_SIZE");
+                if (fetch != null) c.setAutoCommit(false);
+                try (Statement s = c.createStatement()) {
+                    if (fetch != null) s.setFetchSize(Integer.parseInt(fetch));
+                    try (ResultSet rs = s.executeQuery(args[3])) {
+                        print(rs);
+                    }
                 }
+                if (fetch != null) c.commit();
             }
         }
     }
