@@ -87,6 +87,14 @@ static void wait_committed(uint64_t seq)
     assert_true(audit_committed_seq() >= seq);
 }
 
+/* Until the writer has met a failure (it retries its batch): within 3 s. */
+static void wait_unhealthy(void)
+{
+    for (int i = 0; i < 3000 && audit_healthy(); i++)
+        usleep(1000);
+    assert_false(audit_healthy());
+}
+
 static uint64_t emit_statement(const char *identity, const char *decision, int64_t time_us, int i)
 {
     char stmt[128];
@@ -958,9 +966,7 @@ static void test_failing_store_and_queue_full(void **state)
 
     store_test_fail_writes(true);
     uint64_t s2 = emit_statement("alice", "allow", 0, 2);
-    for (int i = 0; i < 3000 && audit_healthy(); i++)
-        usleep(1000);
-    assert_false(audit_healthy());
+    wait_unhealthy();
     struct audit_stats st;
     audit_stats_get(&st);
     assert_true(st.write_errors >= 1);
@@ -1323,9 +1329,7 @@ static void test_lost_recorded_at_stop(void **state)
     assert_int_equal(audit_start(&e->cfg, err, sizeof err), 0);
     store_test_fail_writes(true);
     uint64_t last = emit_statement("alice", "allow", 0, 1), got;
-    for (int i = 0; i < 3000 && audit_healthy(); i++)
-        usleep(1000);
-    assert_false(audit_healthy()); /* the writer retries the batch of event 1 */
+    wait_unhealthy(); /* the writer retries the batch of event 1 */
     while ((got = emit_statement("alice", "allow", 0, 2)) != 0) /* the queue fills up */
         last = got;
     usleep(1500000); /* the writer's retries are now a second apart: the stop comes first */
@@ -1355,9 +1359,7 @@ static void test_jsonl_given_up_at_stop_keeps_chain(void **state)
     char err[256];
     assert_int_equal(audit_start(&e->cfg, err, sizeof err), 0);
     uint64_t s1 = emit_statement("alice", "allow", 0, 1);
-    for (int i = 0; i < 3000 && audit_healthy(); i++)
-        usleep(1000);
-    assert_false(audit_healthy()); /* s1 is in the store; the file refuses it */
+    wait_unhealthy(); /* s1 is in the store; the file refuses it */
     uint64_t s2 = emit_statement("alice", "allow", 0, 2);
     assert_int_equal(s2, s1 + 1);
     audit_stop(); /* gives up on the file after 5 s */
@@ -1446,9 +1448,7 @@ static void test_disk_full_tmpfs(void **state)
         assert_true(last > 0);
         if (i % 20 == 19) usleep(20000);
     }
-    for (int i = 0; i < 3000 && audit_healthy(); i++)
-        usleep(1000);
-    assert_false(audit_healthy());
+    wait_unhealthy();
     struct audit_stats st;
     audit_stats_get(&st);
     assert_true(audit_committed_seq() < last);
@@ -1538,9 +1538,7 @@ static void test_fold(void **state)
 
     store_test_fail_writes(true);
     uint64_t s2 = emit_statement("alice", "allow", 0, 2); /* the batch the writer retries */
-    for (int i = 0; i < 3000 && audit_healthy(); i++)
-        usleep(1000);
-    assert_false(audit_healthy());
+    wait_unhealthy();
     struct audit_event pre = {.kind = AUDIT_STATEMENT,
                               .identity = "alice",
                               .statement = "UPDATE t SET a = $1",
