@@ -949,6 +949,22 @@ static void test_feed_wanted(void **state)
     env_free(e);
 }
 
+/* The store at db ends with one events_lost event, at seq, and its chain is intact. */
+static void assert_lost_marker_at(const char *db, uint64_t seq)
+{
+    struct store *sto = open_ro(db);
+    struct seen s = {0};
+    struct store_query q = {.kind = "events_lost"};
+    assert_int_equal(store_events_query(sto, &q, collect, &s), 0);
+    assert_int_equal(s.n, 1);
+    assert_int_equal(s.seqs[0], seq);
+    struct audit_verify_result r;
+    assert_int_equal(audit_verify_store(sto, NULL, &r), 0);
+    assert_true(r.intact);
+    assert_int_equal(r.events, seq);
+    store_close(sto);
+}
+
 static void test_failing_store_and_queue_full(void **state)
 {
     (void)state;
@@ -991,17 +1007,7 @@ static void test_failing_store_and_queue_full(void **state)
     assert_true(audit_healthy());
     audit_feed_unsubscribe(&sub);
     audit_stop();
-    struct store *sto = open_ro(e->db);
-    struct seen s = {0};
-    struct store_query q = {.kind = "events_lost"};
-    assert_int_equal(store_events_query(sto, &q, collect, &s), 0);
-    assert_int_equal(s.n, 1);
-    assert_int_equal(s.seqs[0], last + 1);
-    struct audit_verify_result r;
-    assert_int_equal(audit_verify_store(sto, NULL, &r), 0);
-    assert_true(r.intact);
-    assert_int_equal(r.events, last + 1);
-    store_close(sto);
+    assert_lost_marker_at(e->db, last + 1);
     env_free(e);
 }
 
@@ -1335,16 +1341,7 @@ static void test_lost_recorded_at_stop(void **state)
     usleep(1500000); /* the writer's retries are now a second apart: the stop comes first */
     store_test_fail_writes(false);
     audit_stop();
-    struct store *sto = open_ro(e->db);
-    struct seen s = {0};
-    struct store_query q = {.kind = "events_lost"};
-    assert_int_equal(store_events_query(sto, &q, collect, &s), 0);
-    assert_int_equal(s.n, 1);
-    assert_int_equal(s.seqs[0], last + 1);
-    struct audit_verify_result r;
-    assert_int_equal(audit_verify_store(sto, NULL, &r), 0);
-    assert_true(r.intact);
-    store_close(sto);
+    assert_lost_marker_at(e->db, last + 1);
     env_free(e);
 }
 
