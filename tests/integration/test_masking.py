@@ -277,6 +277,18 @@ def big_masked(i):
     return (str(i), m_email, m_card, m_ssn, m_note)
 
 
+def as_alice(ep, *sql):
+    """Run each statement as alice (unmasked), in autocommit: the tables the tests read."""
+    c = psycopg2.connect(**ep.params(user=ALICE))
+    c.autocommit = True
+    try:
+        cur = c.cursor()
+        for q in sql:
+            cur.execute(q)
+    finally:
+        c.close()
+
+
 @pytest.fixture(scope="module")
 def big(pii):
     c = psycopg2.connect(**pii.params(user=ALICE))
@@ -317,16 +329,12 @@ def test_large_result_raw_for_alice_and_copy_masked(big):
 
 @pytest.fixture(scope="module")
 def uniq(pii):
-    c = psycopg2.connect(**pii.params(user=ALICE))
-    c.autocommit = True
-    cur = c.cursor()
-    cur.execute("DROP TABLE IF EXISTS mask_uniq")
-    cur.execute("CREATE TABLE mask_uniq (id serial, email text UNIQUE)")
-    cur.execute("INSERT INTO mask_uniq (email) VALUES ('dup.user@example.com')")
-    cur.execute("""CREATE OR REPLACE FUNCTION mask_notice() RETURNS int LANGUAGE plpgsql AS $$
-                   BEGIN RAISE NOTICE 'write to % now', 'notice.person@example.com'; RETURN 1;
-                   END $$""")
-    c.close()
+    as_alice(pii, "DROP TABLE IF EXISTS mask_uniq",
+             "CREATE TABLE mask_uniq (id serial, email text UNIQUE)",
+             "INSERT INTO mask_uniq (email) VALUES ('dup.user@example.com')",
+             """CREATE OR REPLACE FUNCTION mask_notice() RETURNS int LANGUAGE plpgsql AS $$
+                BEGIN RAISE NOTICE 'write to % now', 'notice.person@example.com'; RETURN 1;
+                END $$""")
     return pii
 
 
@@ -440,13 +448,9 @@ def test_masking_disabled(pii, spawn_sluice):
 def renamed(pii):
     """A table whose sensitive values are recognisable by their column names only (an SSN
     without dashes, a token of no known shape)."""
-    c = psycopg2.connect(**pii.params(user=ALICE))
-    c.autocommit = True
-    cur = c.cursor()
-    cur.execute("DROP TABLE IF EXISTS mask_renamed")
-    cur.execute("CREATE TABLE mask_renamed (id int, ssn text, api_token text)")
-    cur.execute("INSERT INTO mask_renamed VALUES (1, '078051120', 'plainsecretvalue42')")
-    c.close()
+    as_alice(pii, "DROP TABLE IF EXISTS mask_renamed",
+             "CREATE TABLE mask_renamed (id int, ssn text, api_token text)",
+             "INSERT INTO mask_renamed VALUES (1, '078051120', 'plainsecretvalue42')")
     return pii
 
 
@@ -483,13 +487,9 @@ def test_renamed_columns_masked_from_the_first_query(renamed):
 @pytest.fixture(scope="module")
 def parted(pii):
     """Seven rows whose sensitive values are known by their column names only."""
-    c = psycopg2.connect(**pii.params(user=ALICE))
-    c.autocommit = True
-    cur = c.cursor()
-    cur.execute("DROP TABLE IF EXISTS mask_parted")
-    cur.execute("CREATE TABLE mask_parted (id int, api_token text)")
-    cur.execute("INSERT INTO mask_parted SELECT g, 'plainsecretvalue' || g FROM generate_series(1, 7) g")
-    c.close()
+    as_alice(pii, "DROP TABLE IF EXISTS mask_parted",
+             "CREATE TABLE mask_parted (id int, api_token text)",
+             "INSERT INTO mask_parted SELECT g, 'plainsecretvalue' || g FROM generate_series(1, 7) g")
     return pii
 
 
