@@ -151,15 +151,20 @@ void relay_approve_resume(struct session *s)
                  s->park_request, st.approver);
     } else {
         s->park_act = HOLD_REPLACE;
-        if (rc == 0 && st.state == APPROVE_DENIED)
+        const char *why = "refused: its approval request was cancelled";
+        if (rc == 0 && st.state == APPROVE_DENIED) {
             snprintf(msg, sizeof msg, "sluice: request %s denied by %s%s%s", s->park_request,
                      st.approver, st.reason[0] ? ": " : "", st.reason);
-        else if (rc == 0 && st.state == APPROVE_EXPIRED)
+            why = "refused: its approval request was denied";
+        } else if (rc == 0 && st.state == APPROVE_EXPIRED) {
             snprintf(msg, sizeof msg, "sluice: request %s expired", s->park_request);
-        else
+            why = "refused: its approval request expired";
+        } else {
             snprintf(msg, sizeof msg, "sluice: request %s was cancelled", s->park_request);
+        }
         blocked_push_group(s, s->park_group, "42501", msg,
                            "ask again, or ask an approver for a grant");
+        relay_audit_refuse_late(s, s->park_group, why);
     }
     s->park_request[0] = '\0';
 }

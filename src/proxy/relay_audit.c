@@ -62,6 +62,7 @@ struct stmt_rec {
     const char *decision, *rule;
     bool query;   /* a simple Query: complete at ReadyForQuery */
     bool refused; /* its event is written; the error that answers it is sluice's */
+    bool late;    /* refused after it was recorded (detail says why): the error is sluice's */
     char request_id[32], grant_id[32]; /* approval request / grant it ran under */
     bool digesting;                    /* audit.row_digest: its context is made at the first row */
     const char *detail;                /* why its result is not what it seems (static) */
@@ -385,6 +386,7 @@ static uint64_t emit_statement(struct session *s, struct stmt_rec *r, bool pre)
     ev.statement_json = r->info->json;
     if (pre) {
         ev.time_us = r->pre_time_us = audit_now_us();
+        ev.detail = r->detail; /* a refusal's reason, if it has one */
         return audit_emit(&ev);
     }
     ev.duration_us = now_us() - r->start_us;
@@ -439,13 +441,11 @@ static void rec_free(struct stmt_rec *r)
     free(r);
 }
 
-/*
- * A statement (Query text, or the statement an Execute runs) was judged. Records it and, when
- * it must be durable first, emits its event. Returns 0, or -1 when the audit cannot take the
- * event while audit.fail is closed (the caller refuses the statement).
- */
-static int rec_push(struct session *s, struct stmt_info *info, bool query, bool refused,
-                    const char *decision, const char *rule, const struct stmt_rec *cont_of)
+/* A record for a statement (Query text, or the statement an Execute runs) just judged, at the
+ * end of the FIFO; rec_start() then makes its event durable when it must be. */
+static struct stmt_rec *rec_new(struct session *s, struct stmt_info *info, bool query, bool refused,
+                                const char *decision, const char *rule,
+                                const struct stmt_rec *cont_of)
 {
     struct stmt_rec *r = xcalloc(1, sizeof *r);
     r->info = info;
@@ -466,7 +466,16 @@ static int rec_push(struct session *s, struct stmt_info *info, bool query, bool 
     s->recs_tail = r;
     r->cont_of = cont_of;
     r->sent = ++s->audit_sent;
-    if (cont_of || (!refused && !info->durable)) return 0; /* (a continuation's came first) */
+    return r;
+}
+
+/* Emit r's event now when it must be durable before it goes upstream, or is refused.
+ * Returns 0, or -1 when the audit cannot take the event while audit.fail is closed (the
+ * caller refuses the statement). */
+static int rec_start(struct session *s, struct stmt_rec *r)
+{
+    /* (a continuation's event came with the statement it continues) */
+    if (r->cont_of || (!r->refused && !r->info->durable)) return 0;
     uint64_t seq = emit_statement(s, r, true);
     if (!seq && !s->rt->cfg->audit.fail_open) {
         r->refused = true; /* the caller refuses it: no event can say so, the loss is counted */
@@ -474,6 +483,12 @@ static int rec_push(struct session *s, struct stmt_info *info, bool query, bool 
     }
     r->pre_seq = seq;
     return 0;
+}
+
+static int rec_push(struct session *s, struct stmt_info *info, bool query, bool refused,
+                    const char *decision, const char *rule, const struct stmt_rec *cont_of)
+{
+    return rec_start(s, rec_new(s, info, query, refused, decision, rule, cont_of));
 }
 
 int relay_audit_query(struct session *s, const char *sql, const struct sql_facts *f,
@@ -772,6 +787,98 @@ int relay_audit_execute(struct session *s, const char *portal)
     return rc;
 }
 
+/* A statement refused as it was sent (its stand-in's error answers it; the server skips the
+ * rest of its group): its event, now, with why (detail, static) and the grant it would have
+ * used. info NULL: a statement sluice never saw prepared. */
+static void refused_push(struct session *s, struct stmt_info *info, const char *decision,
+                         const char *rule, const char *grant, const char *detail)
+{
+    struct stmt_info *unknown = NULL;
+    if (!info) info = unknown = info_new(s, "(prepared statement)", NULL);
+    struct stmt_rec *r = rec_new(s, info, true, true, decision, rule, NULL);
+    r->detail = detail;
+    if (grant) snprintf(r->grant_id, sizeof r->grant_id, "%s", grant);
+    (void)rec_start(s, r); /* (refused either way; a lost event is counted) */
+    if (unknown) info_put(unknown);
+}
+
+void relay_audit_refuse_late(struct session *s, uint64_t group, const char *detail)
+{
+    if (!relay_audit_on(s)) return;
+    struct stmt_rec *r = s->recs_tail;
+    if (r && r->group == group && r->query && !r->refused) { /* a Query: its event says so */
+        r->late = true;
+        r->detail = detail;
+        r->digesting = false;
+        return;
+    }
+    /* a Parse: recorded by name only so far; its Binds and Executes are skipped */
+    struct audit_op *op = s->audit_ops_tail;
+    if (op && op->group == group && op->kind == OP_PARSE && !op->refused && op->info) {
+        op->refused = true;
+        refused_push(s, op->info, op->decision, op->rule, NULL, detail);
+        info_put(op->info);
+        op->info = NULL;
+    }
+}
+
+void relay_audit_bind_refused(struct session *s, const char *portal, const char *stmt_name,
+                              const char *decision, const char *rule, const char *grant,
+                              const char *detail)
+{
+    if (!relay_audit_on(s)) return;
+    const struct audit_op *op = op_pending(s, OP_PARSE, stmt_name);
+    const struct prep *st = op ? NULL : prep_get(s->preps, stmt_name);
+    if (!op || !op->refused) /* (a refused Parse has its event: that statement never ran) */
+        refused_push(s,
+                     op   ? op->info
+                     : st ? st->info
+                          : NULL,
+                     decision ? decision
+                     : op     ? op->decision
+                     : st     ? st->decision
+                              : "allow",
+                     rule ? rule
+                     : op ? op->rule
+                     : st ? st->rule
+                          : NULL,
+                     grant, detail);
+    /* the server's portal stays as it was; an Execute of this one is skipped, and records
+     * nothing more */
+    op_push(s, OP_BIND, portal, NULL, NULL, NULL, true);
+}
+
+void relay_audit_refused_message(struct session *s, uint8_t type, const uint8_t *body, size_t len,
+                                 const char *rule, const char *detail)
+{
+    const uint8_t *end = memchr(body, 0, len);
+    if (!relay_audit_on(s) || !end) return;
+    const char *name = (const char *)body, *rest = (const char *)end + 1;
+    size_t left = len - (size_t)(end + 1 - body);
+    if ((type == 'P' || type == 'B') && !memchr(rest, 0, left)) return;
+    if (type == 'P') { /* its text; its Bind and Execute record nothing more */
+        struct stmt_info *i = info_new(s, rest, sql_facts_cached(rest));
+        refused_push(s, i, "deny", rule, NULL, detail);
+        info_put(i);
+        op_push(s, OP_PARSE, name, NULL, NULL, NULL, true);
+    } else if (type == 'B') {
+        relay_audit_bind_refused(s, name, rest, "deny", rule, NULL, detail);
+    } else if (type == 'E') { /* what the portal runs */
+        const struct audit_op *op = op_pending(s, OP_BIND, name);
+        if (op && op->refused) return; /* its Bind's refusal has the event */
+        const struct prep *p = op ? NULL : prep_get(s->portals, name);
+        refused_push(s, op ? op->info : p ? p->info : NULL, "deny", rule, NULL, detail);
+    }
+}
+
+void relay_audit_malformed(struct session *s, const char *what)
+{
+    if (!relay_audit_on(s)) return;
+    struct stmt_info *i = info_new(s, what, NULL);
+    refused_push(s, i, "deny", "protocol", NULL, NULL);
+    info_put(i);
+}
+
 void relay_audit_note_grant(struct session *s, const char *grant_id)
 {
     if (s->recs_tail)
@@ -852,7 +959,7 @@ void relay_audit_row_part(struct session *s, const uint8_t *p, size_t n)
     if (r && r->digesting && n > skip) audit_digest_update(&r->digest, p + skip, n - skip);
 }
 
-void relay_audit_copy(struct session *s, const uint8_t *body, size_t len)
+void relay_audit_data(struct session *s, const uint8_t *body, size_t len)
 {
     struct stmt_rec *r = rec_head_reply(s, false);
     if (!r) return;
@@ -874,15 +981,13 @@ void relay_audit_row(struct session *s, const uint8_t *body, size_t len)
 }
 
 /* An error in a group after some of its writes completed: a later statement failed, or the
- * commit at Sync did (a deferred constraint); either way the group's implicit transaction
- * rolled back. Each completed write's event gets a statement_end saying so (a write fetched
- * in parts among them: its result follows when its portal is gone). */
-static void error_after_done(struct session *s, const uint8_t *body, size_t len)
+ * commit at Sync did (a deferred constraint), or sluice refused a later statement; either way
+ * the group's implicit transaction rolled back. Each completed write's event gets a
+ * statement_end saying so, with the server's error (none for a refusal: docs/audit.md); a
+ * write fetched in parts among them gets its result when its portal is gone. */
+static void error_after_done(struct session *s, const char *sqlstate)
 {
-    struct pg_error_view e;
-    char state[6] = "";
-    if (pg_error_parse(body, len, &e) == PG_OK) snprintf(state, sizeof state, "%s", e.sqlstate);
-    relay_audit_tx_group_failed(s, state[0] ? state : NULL);
+    relay_audit_tx_group_failed(s, sqlstate);
 }
 
 void relay_audit_emit_undone(struct session *s, const uint64_t *seqs, unsigned n,
@@ -979,12 +1084,14 @@ void relay_audit_server(struct session *s, uint8_t type, const uint8_t *body, si
 {
     struct pg_error_view e;
     bool failed = type == 'E' && pg_error_parse(body, len, &e) == PG_OK;
-    /* (a statement sluice refused gets the placeholder's error here, not the refusal the
-     * client sees: it is not the block's error) */
-    if (failed && !(s->recs && s->recs->refused && s->recs->group == s->s2c_group))
-        relay_audit_tx_error(s, e.sqlstate);
-    if (type == 'E' && error_of_op(s)) { /* a Parse, Bind or Close failed: no Execute's */
-        error_after_done(s, body, len);
+    bool op_failed = type == 'E' && error_of_op(s); /* a Parse, Bind or Close: no Execute's */
+    /* a statement sluice refused gets its stand-in's error here, not the refusal the client
+     * sees: not the server's error, nor the block's */
+    const struct stmt_rec *h = s->recs && s->recs->group == s->s2c_group ? s->recs : NULL;
+    const char *state = failed && !(!op_failed && h && (h->refused || h->late)) ? e.sqlstate : NULL;
+    if (state) relay_audit_tx_error(s, state);
+    if (op_failed) {
+        error_after_done(s, state);
         return;
     }
     struct stmt_rec *r =
@@ -1020,11 +1127,12 @@ void relay_audit_server(struct session *s, uint8_t type, const uint8_t *body, si
     }
     case 'E': {
         if (!r || r->group != s->s2c_group) {
-            error_after_done(s, body, len);
+            error_after_done(s, state);
             return;
         }
-        if (failed) snprintf(r->sqlstate, sizeof r->sqlstate, "%s", e.sqlstate);
-        if (!r->query) error_after_done(s, body, len); /* what completed before it */
+        if (state) snprintf(r->sqlstate, sizeof r->sqlstate, "%s", state);
+        /* what completed before it (a refused statement fails its group too) */
+        if (!r->query || r->refused || r->late) error_after_done(s, state);
         if (!r->query) rec_pop_emit(s, true);
         return;
     }
@@ -1058,8 +1166,11 @@ void relay_audit_end(struct session *s)
     for (const struct stmt_rec *r = s->recs; r; r = r->next)
         commit_pending |= r->info->commits || !r->info->parsed; /* (unread: it may be one) */
     while (s->recs) {
+        /* an Execute continuing one still waiting (or suspended) got no reply: that one's
+         * event is the statement's */
+        bool cont = s->recs->cont_of != NULL;
         s->recs->detail = "interrupted: the session ended before its result was complete";
-        rec_pop_emit(s, true);
+        rec_pop_emit(s, !cont);
     }
     suspended_end(s, NULL, "interrupted: the session ended before its result was complete");
     relay_audit_tx_end(s, commit_pending);

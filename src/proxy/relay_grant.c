@@ -55,6 +55,7 @@ enum hold_action relay_grant_wrap(struct session *s, const uint8_t *body, size_t
                            "sluice: a write under a grant with max_rows must not be pipelined "
                            "behind other statements",
                            "send it after the previous statements' results");
+        relay_audit_refuse_late(s, s->c2s_group - 1, GRANT_PIPELINED);
         return relay_placeholder_query(s);
     }
     s->gg_outside = s->tx == 'I';
@@ -235,6 +236,9 @@ bool relay_grant_inside(struct session *s, uint8_t type, const uint8_t *body, si
         "of messages (only its Parse, Bind, Describe, Execute, Flush and Close before "
         "Sync)",
         "send the other statements after its Sync");
+    relay_audit_refused_message(s, type, body, len, "grant_max_rows",
+                                "refused: a write under a grant with max_rows must be alone in "
+                                "its group of messages");
     *act = relay_placeholder_execute(s);
     return true;
 }

@@ -1356,7 +1356,11 @@ static bool on_client_bind(struct session *s, const uint8_t *body, size_t avail,
     const struct limited_stmt *l = prepared_lookup(s, (const char *)name, &tmp);
     {
         if (l) {
-            if (l->grant_max_rows && !relay_grant_bind_ok(s, body, avail)) return false;
+            if (l->grant_max_rows && !relay_grant_bind_ok(s, body, avail)) {
+                relay_audit_bind_refused(s, (const char *)body, (const char *)name, NULL, NULL,
+                                         l->grant, GRANT_PIPELINED);
+                return false;
+            }
             if (l->grant[0] && approve_grant_use(l->grant, 0) < 0) {
                 char msg[160];
                 snprintf(msg, sizeof msg,
@@ -1366,6 +1370,10 @@ static bool on_client_bind(struct session *s, const uint8_t *body, size_t avail,
                          (unsigned long long)s->id, l->grant);
                 blocked_push_group(s, s->c2s_group, "42501", msg,
                                    "prepare the statement again to ask for approval");
+                relay_audit_bind_refused(s, (const char *)body, (const char *)name, NULL, NULL,
+                                         l->grant,
+                                         "refused: its grant has no use left (used up, expired "
+                                         "or revoked)");
                 return false;
             }
             limit_push(s, s->c2s_group, l->limit, l->rule, l->mask);
@@ -1533,6 +1541,7 @@ static enum hold_action on_client_statement(struct session *s, uint8_t type, con
         } else {
             memset(&v, 0, sizeof v);
             blocked_push_deny(s, "protocol", "malformed Query message");
+            relay_audit_malformed(s, "(malformed Query message)");
         }
         s->pending_sync++;
         s->c2s_group++;
@@ -1548,6 +1557,7 @@ static enum hold_action on_client_statement(struct session *s, uint8_t type, con
     const uint8_t *sql = name_end ? name_end + 1 : NULL;
     if (!sql || !memchr(sql, 0, len - (size_t)(sql - body))) {
         blocked_push_deny(s, "protocol", "malformed Parse message");
+        relay_audit_malformed(s, "(malformed Parse message)");
         return replace_with_placeholder(s, 'E', body); /* no ReadyForQuery of its own */
     }
     statement_judge(s, (const char *)sql, false, (const char *)body, &v);
@@ -1677,7 +1687,9 @@ static enum hold_action on_server_message(struct session *s, uint8_t type, const
         if (row_beyond_limit(s)) return HOLD_REPLACE; /* dropped: nothing goes instead */
         return mask_and_audit(s, type, body, len, relay_audit_row);
     case 'd': /* COPY TO STDOUT: counted and digested as sent, like rows */
-        return mask_and_audit(s, type, body, len, relay_audit_copy);
+        return mask_and_audit(s, type, body, len, relay_audit_data);
+    case 'V': /* a FunctionCall's result: counted and digested as sent */
+        return mask_and_audit(s, type, body, len, relay_audit_data);
     case 's':
     case 'I':
         if (s->recs) relay_audit_server(s, type, body, len);
@@ -1740,7 +1752,7 @@ static bool client_holds(const struct session *s, uint8_t type)
 static bool server_holds(const struct session *s, uint8_t type)
 {
     return type == 'Z' || type == 'C' || type == 'E' || type == 'S' ||
-           ((type == 'D' || type == 'd' || type == 's' || type == 'I') && s->recs) ||
+           ((type == 'D' || type == 'd' || type == 's' || type == 'I' || type == 'V') && s->recs) ||
            relay_mask_holds(s, type) || relay_grant_holds(s, type) || prepared_holds(s, type) ||
            ((type == '1' || type == '2' || type == '3' || type == 'T' || type == 'n') &&
             s->audit_ops) ||

@@ -246,6 +246,9 @@ void relay_mask_count(struct session *s);
 /* A refused statement is replaced upstream by this text: the server answers with a syntax
  * error at exactly the place the statement's own error would come (session.c). */
 #define BLOCKED_PLACEHOLDER "sluice_blocked_by_policy"
+/* Why the audit says a write under a grant with max_rows was refused when pipelined. */
+#define GRANT_PIPELINED                                                                            \
+    "refused: a write under a grant with max_rows must not be pipelined behind other statements"
 /* Queue the placeholder Query upstream; HOLD_REPLACE. */
 enum hold_action relay_placeholder_query(struct session *s);
 /* The same inside the extended protocol: an Execute of a portal that does not exist. */
@@ -332,6 +335,23 @@ void relay_audit_describe(struct session *s, const uint8_t *body, size_t len);
 /* A Close message (body as sent): a closed portal's suspended statement is over. */
 void relay_audit_close(struct session *s, const uint8_t *body, size_t len);
 int relay_audit_execute(struct session *s, const char *portal);
+/* Refusals, each answered by a stand-in whose error the client gets as sluice's (detail:
+ * static text saying why, for the event). The statement just recorded for Query/Sync group
+ * `group` (a Query, or a Parse) is refused after all: an approval denied, expired or
+ * cancelled, a grant's bound that cannot be kept. */
+void relay_audit_refuse_late(struct session *s, uint64_t group, const char *detail);
+/* A Bind refused: the statement it binds gets an event (decision and rule: NULL for the
+ * statement's own), naming the grant it would have used; the portal keeps its meaning. */
+void relay_audit_bind_refused(struct session *s, const char *portal, const char *stmt_name,
+                              const char *decision, const char *rule, const char *grant,
+                              const char *detail);
+/* A Parse, Bind or Execute message (body as sent) refused before it was judged: a deny event
+ * by `rule` for the statement it names. */
+void relay_audit_refused_message(struct session *s, uint8_t type, const uint8_t *body, size_t len,
+                                 const char *rule, const char *detail);
+/* A message too malformed to name a statement (what: "(malformed Query message)"): a deny
+ * event by rule "protocol". */
+void relay_audit_malformed(struct session *s, const char *what);
 /* A FunctionCall message (body: function OID first), allowed or refused. */
 int relay_audit_fastpath(struct session *s, const uint8_t *body, size_t len, const char *decision,
                          const char *rule, bool refused);
@@ -339,9 +359,9 @@ void relay_audit_row(struct session *s, const uint8_t *body, size_t len);
 /* A DataRow or CopyData streamed without being held (larger than server.max_row_size):
  * counted at its start (total bytes, header included), then digested part by part. */
 void relay_audit_row_stream(struct session *s, uint8_t type, size_t total);
-/* A CopyData message of COPY TO STDOUT (body as sent): its bytes are counted and digested
- * (the rows come from the CommandComplete tag). */
-void relay_audit_copy(struct session *s, const uint8_t *body, size_t len);
+/* A CopyData message of COPY TO STDOUT or a FunctionCallResponse (body as sent): its bytes
+ * are counted and digested (a COPY's rows come from its CommandComplete tag). */
+void relay_audit_data(struct session *s, const uint8_t *body, size_t len);
 void relay_audit_row_part(struct session *s, const uint8_t *p, size_t n);
 void relay_audit_server(struct session *s, uint8_t type, const uint8_t *body, size_t len);
 void relay_audit_end(struct session *s);

@@ -40,7 +40,7 @@ import pytest
 
 import conftest
 from conftest import Endpoint, SluiceConfig, SluiceProcess, make_identities, _state
-from test_audit import export_events
+from test_audit import end_of, export_events
 
 BOB = "bob@corp.com"
 DBA = "dba@corp.com"
@@ -278,6 +278,18 @@ def runs(conn, sql):
     return cur.rowcount
 
 
+def results(appr, marker, n=1, timeout=10.0):
+    """The statement events whose text holds marker (once n are there), each with its result
+    (end_of: folded, or its statement_end)."""
+    deadline = time.time() + timeout
+    while True:
+        evs = export_events(appr.sp)
+        st = [e for e in evs if e["kind"] == "statement" and marker in (e.get("statement") or "")]
+        if len(st) >= n or time.time() > deadline:
+            return [(e, end_of(evs, e)) for e in st]
+        time.sleep(0.2)
+
+
 # ---------------------------------------------------------------- defer mode and grants
 
 
@@ -377,6 +389,16 @@ def test_grant_uses_counted_per_execution_of_a_prepared_statement(appr):
         cur.execute("SELECT 1")  # the session goes on
         assert cur.fetchone() == (1,)
     assert [value_of(appr.pg, t, i)[0] for i in (1, 2, 3, 4, 5)] == [1, 102, 103, 104, 5]
+    # the audit: three executions ran; the fourth is a refusal naming its grant, not a
+    # statement that ran and failed
+    got = results(appr, f"UPDATE {t} SET", n=5)
+    ran = [(e, r) for e, r in got if e.get("grant_id") and r.get("rows") == 1]
+    assert len(ran) == 3, got
+    refused = [e for e, r in got if e.get("detail", "").startswith("refused: its grant")]
+    assert len(refused) == 1 and refused[0]["grant_id"] == ran[0][0]["grant_id"], got
+    assert refused[0]["detail"] == ("refused: its grant has no use left (used up, expired or "
+                                    "revoked)"), refused
+    assert not [r for e, r in got if r.get("sqlstate") in ("34000", "42601")], got
     st, gj, text = appr.api("GET", "/api/v1/grants", appr.bearer(DBA))
     assert not [g for g in gj["grants"] if g["request_id"] == rid and g["uses_left"] > 0], gj
     # a new Parse of it asks again
@@ -673,6 +695,46 @@ def test_grant_bound_holds_for_pipelined_and_malformed_groups(appr):
     assert value_of(appr.pg, t, 1)[0] == 1
 
 
+def test_refusals_under_a_bounded_grant_are_audited(appr):
+    """Each statement refused for the sake of a grant's max_rows gets an event saying so: a
+    bounded simple Query pipelined behind another one, a bounded Bind behind other messages of
+    its group, and another statement inside a guarded group (a deny by grant_max_rows, once,
+    for its Parse, Bind and Execute)."""
+    tq, tb, ti = "appr_rows_audq", "appr_rows_audb", "appr_rows_audi"
+    _bounded_grant(appr, tq)
+    _bounded_grant(appr, tb)
+    _, sql = _bounded_grant(appr, ti)
+    with appr.ep.raw_login(user="copilot") as r:
+        q = f"UPDATE {tq} SET v = v + 100 WHERE id <= 1"
+        r.send(pgwire.message(b"Q", b"SELECT 1 AS appr_first\0") +
+               pgwire.message(b"Q", q.encode() + b"\0"))
+        got = _replies(r) + _replies(r)
+        assert [k for k, _ in got if k == "E"] == ["E"] and "pipelined" in got[-2][1], got
+        r.send(_parse("wb", f"UPDATE {tb} SET v = v + 100 WHERE id <= $1") + SYNC)
+        assert [k for k, _ in _replies(r)] == ["1", "Z"]
+        r.send(_ext("", "SELECT 2 AS appr_before", "", []) + _ext("wb", None, "", ["1"]) + SYNC)
+        got = _replies(r)
+        assert "pipelined" in got[-2][1], got
+        r.send(_ext("", sql, "", ["1"]) + _ext("x", "SELECT 3 AS appr_inside", "x", []) + SYNC)
+        got = _replies(r)
+        assert any("must be alone in its group" in m for k, m in got if k == "E"), got
+    assert [value_of(appr.pg, t, 1)[0] for t in (tq, tb, ti)] == [1, 1, 1]
+    pipelined = "refused: a write under a grant with max_rows must not be pipelined"
+    for t in (tq, tb):
+        got = [(e, r) for e, r in results(appr, f"UPDATE {t} SET", n=2) if e.get("grant_id")]
+        assert len(got) == 1, got
+        ev, res = got[0]
+        assert ev["decision"] == "review", ev
+        assert res.get("detail", "").startswith(pipelined), (ev, res)
+        assert not res.get("sqlstate") and not res.get("rows"), res
+    got = results(appr, "appr_inside")
+    assert len(got) == 1, got
+    ev, res = got[0]
+    assert (ev["decision"], ev.get("rule")) == ("deny", "grant_max_rows"), ev
+    assert ev.get("detail", "").startswith("refused: a write under a grant with max_rows must be "
+                                           "alone"), ev
+
+
 def test_grant_max_rows_extended_notices_and_notifications(appr):
     """A NOTICE and a NOTIFY raised by the bounded write (a trigger) reach the client: they
     answer no message, so the guard neither counts nor swallows them."""
@@ -923,6 +985,13 @@ def test_wait_psycopg2_approve_then_grant_then_deny(appr):
     assert "not today" in e.diag.message_primary
     assert value_of(appr.pg, t, 3)[1] == "n3"
     assert runs(c, "SELECT 1") == 1  # the session goes on
+    # its event says it was refused, not that it failed on its own
+    got = [(e, r) for e, r in results(appr, f"UPDATE {t} SET note") if e.get("request_id") == rid2]
+    assert len(got) == 1, got
+    ev, res = got[0]
+    assert ev["decision"] == "review", ev
+    assert res.get("detail") == "refused: its approval request was denied", res
+    assert not res.get("sqlstate") and not res.get("rows"), res
 
 
 def test_wait_inside_transaction_keeps_it(appr):

@@ -629,6 +629,7 @@ def test_fast_path_call_is_audited_and_masked(workdir, certs, pg, sluice_only, s
                               struct.pack("!I", len(b)) + b + struct.pack("!h", 0)))
         t, payload = c.read_msg()
         assert t == b"V", (t, payload)
+        first = payload  # as sent: its bytes and digest are the call's
         (n,) = struct.unpack("!i", payload[:4])
         value = payload[4:4 + n].decode()
         assert PII["email"] not in value and "@" in value, value
@@ -661,7 +662,10 @@ def test_fast_path_call_is_audited_and_masked(workdir, certs, pg, sluice_only, s
         assert len(calls) == 3, calls
         assert calls[0]["statement"] == f"(fast-path call of function {oid})", calls[0]
         assert calls[0]["decision"] == "allow" and calls[0]["identity"] == BOB, calls[0]
-        assert end_of(evs, calls[0]).get("sqlstate") is None
+        res = end_of(evs, calls[0])
+        assert res.get("sqlstate") is None, res
+        assert res["bytes"] == 5 + len(first), res
+        assert res["digest"] == hashlib.sha256(first).hexdigest(), res
         undone = [e for e in evs if e["kind"] == "statement_end"
                   and e.get("ref") == calls[2]["seq"]
                   and e.get("detail", "").startswith("rolled back")]

@@ -4,6 +4,7 @@ group, a failure at the implicit commit of Sync, a portal fetched in parts, COPY
 a session that ends mid-statement. Each test starts its own sluice and reads the events back
 with `sluice audit export`."""
 import hashlib
+import json
 import struct
 import time
 
@@ -678,3 +679,62 @@ def test_journaled_guess_corrected_by_what_ran(spawn_sluice):
     else:
         assert len(new) == 1 and [e["detail"][:27] for e in ends] == [
             "ran another statement than"], (new, ends)
+
+
+def test_refused_parse_fails_the_writes_before_it(spawn_sluice):
+    """A Parse refused by policy after a write completed in its group ends the group's
+    implicit transaction, as the server's own error would: the write is rolled back, and its
+    event gets a statement_end saying so (no SQLSTATE: the refusal is sluice's)."""
+    sp, ep = spawn_sluice("ap-refused-after")
+    a = admin(ep)
+    a.cursor().execute("DROP TABLE IF EXISTS ap_rf; CREATE TABLE ap_rf (id int)")
+    c = ep.raw_login("shop", BOB)
+    c.send(P("INSERT INTO ap_rf SELECT 7 AS ap_rf_first") + B() + E() +
+           P("DELETE FROM ap_rf") + B() + E() + SYNC)
+    assert codes(replies(c)) == ["42501"]
+    c.close()
+    cur = a.cursor()
+    cur.execute("SELECT count(*) FROM ap_rf")
+    assert cur.fetchone() == (0,)
+    first, ends = statements(sp, "ap_rf_first")
+    assert len(first) == 1 and first[0]["rows"] == 1, (first, ends)
+    failed = [e for e in ends if e.get("detail", "").startswith("failed after completing")]
+    assert len(failed) == 1 and not failed[0].get("sqlstate"), ends
+    dele, _ = statements(sp, "DELETE FROM ap_rf")
+    assert [(e["decision"], e.get("rule")) for e in dele] == [
+        ("deny", "delete_without_where")], dele
+
+
+def test_pipelined_continuations_at_the_end_are_one_event(spawn_sluice):
+    """Two Executes of one portal, pipelined, and the session ends before any reply: one
+    statement, one event, saying it was interrupted."""
+    sp, ep = spawn_sluice("ap-cont-end")
+    numbered_table(ep, "ap_ce", 10)
+    c = ep.raw_login("shop", ALICE)
+    c.send(P("SELECT id AS ap_twice FROM ap_ce") + B() + E("", 2) + E("", 2))
+    time.sleep(0.3)
+    c.close()
+    time.sleep(0.3)
+    st, _ = statements(sp, "ap_twice", n=2, timeout=1.0)
+    assert len(st) == 1 and st[0].get("detail", "").startswith("interrupted"), st
+
+
+def test_malformed_statements_are_refused_events(spawn_sluice):
+    """A Query or Parse message whose text has no end names no statement: each is refused
+    (rule protocol) and recorded as a deny event naming the kind of message, never its bytes."""
+    sp, ep = spawn_sluice("ap-malformed")
+    c = ep.raw_login("shop", ALICE)
+    c.send(pgwire.message(b"Q", b"SELECT 1 AS ap_malformed_q"))
+    assert codes(replies(c)) == ["42501"]
+    c.send(pgwire.message(b"P", b"m\0SELECT 1 AS ap_malformed_p") + SYNC)
+    assert codes(replies(c)) == ["42501"]
+    assert c.query("SELECT 1 AS ap_after_bad") == [["1"]]
+    c.close()
+    statements(sp, "ap_after_bad")
+    evs = export_events(sp)
+    bad = [e for e in evs if e["kind"] == "statement" and "malformed" in e.get("statement", "")]
+    assert [(e["statement"], e["decision"], e.get("rule")) for e in bad] == [
+        ("(malformed Query message)", "deny", "protocol"),
+        ("(malformed Parse message)", "deny", "protocol")], bad
+    assert not [e for e in evs if "ap_malformed_q" in json.dumps(e)
+                or "ap_malformed_p" in json.dumps(e)]
