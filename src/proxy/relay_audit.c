@@ -117,6 +117,7 @@ struct audit_op {
 static void rec_pop_emit(struct session *s, bool emit);
 static struct stmt_rec *rec_head_reply(struct session *s, bool gone);
 static void suspended_end(struct session *s, const char *portal, const char *detail);
+static void portal_replaced(struct session *s, const char *portal);
 #define PORTAL_CLOSED "portal closed before all its rows were fetched"
 #define RAN_OTHER                                                                                  \
     "ran another statement than its event names: a Parse of its name pipelined before it "         \
@@ -495,6 +496,12 @@ int relay_audit_query(struct session *s, const char *sql, const struct sql_facts
                       const char *decision, const char *rule, bool refused)
 {
     if (!relay_audit_on(s)) return 0;
+    /* each statement of a Query runs in the unnamed portal, dropping the one there (a text
+     * the server cannot parse runs nothing; nor does a refused one's stand-in) */
+    if (!refused && f && f->n_stmts && !(f->stmts[0].flags & SQL_F_PARSE_ERROR)) {
+        portal_replaced(s, "");
+        suspended_end(s, "", PORTAL_CLOSED);
+    }
     struct stmt_info *i = info_new(s, sql, f);
     int r = rec_push(s, i, true, refused, decision, rule, NULL);
     info_put(i);

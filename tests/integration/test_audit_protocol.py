@@ -738,3 +738,26 @@ def test_malformed_statements_are_refused_events(spawn_sluice):
         ("(malformed Parse message)", "deny", "protocol")], bad
     assert not [e for e in evs if "ap_malformed_q" in json.dumps(e)
                 or "ap_malformed_p" in json.dumps(e)]
+
+
+def test_simple_query_ends_a_suspended_unnamed_portal(spawn_sluice):
+    """A simple Query drops the unnamed portal, inside a transaction block too: a statement
+    suspended there ends with what was fetched (portal closed), and an Execute of it after
+    the Query fails on its own (34000), as after a Close."""
+    sp, ep = spawn_sluice("ap-query-drops")
+    numbered_table(ep, "ap_qd", 10)
+    c = ep.raw_login("shop", ALICE)
+    simple(c, "BEGIN")
+    c.send(P("SELECT id AS ap_qd_col FROM ap_qd") + B() + E("", max_rows=2) + SYNC)
+    assert [t for t, _ in replies(c)].count(b"D") == 2
+    simple(c, "SELECT 1 AS ap_qd_other")
+    c.send(E("", max_rows=2) + SYNC)
+    assert codes(replies(c)) == ["34000"]
+    simple(c, "ROLLBACK")
+    c.close()
+    st, _ = statements(sp, "ap_qd_col", n=2)
+    done = [e for e in st if not e.get("sqlstate")]
+    failed = [e for e in st if e.get("sqlstate") == "34000"]
+    assert len(done) == 1 and done[0]["rows"] == 2, st
+    assert done[0]["detail"] == "portal closed before all its rows were fetched", st
+    assert len(failed) == 1 and failed[0].get("rows", 0) == 0, st
