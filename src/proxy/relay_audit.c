@@ -83,12 +83,19 @@ struct stmt_rec {
     struct audit_digest digest;
 };
 
-/* Prepared statements (and portals) by name, with the decision of their Parse, which their
- * Executes record. */
+/* The approval a statement's text was judged under: the request it made, the grant it runs
+ * under (either may be empty). */
+struct approval_ids {
+    char request[32], grant[32];
+};
+
+/* Prepared statements (and portals) by name, with the decision of their Parse, and its
+ * approval, which their Executes record. */
 struct prep {
     struct prep *next;
     struct stmt_info *info;
     const char *decision, *rule;
+    struct approval_ids ids;
     char name[];
 };
 
@@ -111,6 +118,7 @@ struct audit_op {
     bool guessed;           /* OP_BIND: info is that of a Parse of an earlier group, unanswered */
     struct stmt_info *info; /* OP_PARSE, OP_BIND: the statement (a reference), or NULL */
     const char *decision, *rule;
+    struct approval_ids ids; /* OP_PARSE, OP_BIND */
     char name[];
 };
 
@@ -486,6 +494,13 @@ static int rec_start(struct session *s, struct stmt_rec *r)
     return 0;
 }
 
+/* r runs a statement judged under ids (NULL: none). */
+static void rec_ids_set(struct stmt_rec *r, const struct approval_ids *ids)
+{
+    snprintf(r->request_id, sizeof r->request_id, "%s", ids ? ids->request : "");
+    snprintf(r->grant_id, sizeof r->grant_id, "%s", ids ? ids->grant : "");
+}
+
 static int rec_push(struct session *s, struct stmt_info *info, bool query, bool refused,
                     const char *decision, const char *rule, const struct stmt_rec *cont_of)
 {
@@ -508,10 +523,10 @@ int relay_audit_query(struct session *s, const char *sql, const struct sql_facts
     return r;
 }
 
-/* name -> info (a reference it takes over) and decision in a list of struct prep (prepared
- * statements, portals); info NULL: the name is forgotten. */
+/* name -> info (a reference it takes over), decision and approval (ids: NULL for none) in a
+ * list of struct prep (prepared statements, portals); info NULL: the name is forgotten. */
 static void prep_set(struct prep **list, const char *name, struct stmt_info *info,
-                     const char *decision, const char *rule)
+                     const char *decision, const char *rule, const struct approval_ids *ids)
 {
     struct prep *p = NULL;
     for (struct prep **pp = list; *pp; pp = &(*pp)->next)
@@ -536,6 +551,10 @@ static void prep_set(struct prep **list, const char *name, struct stmt_info *inf
     p->info = info;
     p->decision = decision;
     p->rule = rule;
+    if (ids)
+        p->ids = *ids;
+    else
+        memset(&p->ids, 0, sizeof p->ids);
 }
 
 static struct prep *prep_get(struct prep *list, const char *name)
@@ -582,7 +601,7 @@ static void op_pop(struct session *s, bool apply)
     s->audit_ops = op->next;
     if (!s->audit_ops) s->audit_ops_tail = NULL;
     if (apply && op->kind == OP_PARSE) {
-        prep_set(&s->preps, op->name, op->info, op->decision, op->rule);
+        prep_set(&s->preps, op->name, op->info, op->decision, op->rule, &op->ids);
         op->info = NULL; /* taken over */
     } else if (apply && op->kind == OP_BIND) {
         suspended_end(s, op->name, PORTAL_CLOSED); /* the portal it replaces */
@@ -591,10 +610,10 @@ static void op_pop(struct session *s, bool apply)
         const struct prep *st = prep_get(s->preps, op->stmt);
         if (st) st->info->refs++;
         prep_set(&s->portals, op->name, st ? st->info : NULL, st ? st->decision : NULL,
-                 st ? st->rule : NULL);
+                 st ? st->rule : NULL, st ? &st->ids : NULL);
     } else if (apply && op->kind == OP_CLOSE) {
         if (op->portal) suspended_end(s, op->name, PORTAL_CLOSED);
-        prep_set(op->portal ? &s->portals : &s->preps, op->name, NULL, NULL, NULL);
+        prep_set(op->portal ? &s->portals : &s->preps, op->name, NULL, NULL, NULL, NULL);
     }
     if (op->info) info_put(op->info);
     free(op->stmt);
@@ -606,6 +625,9 @@ void relay_audit_parse(struct session *s, const char *name, const char *sql,
 {
     if (!relay_audit_on(s)) return;
     op_push(s, OP_PARSE, name, info_new(s, sql, f), decision, rule, false);
+    struct approval_ids *ids = &s->audit_ops_tail->ids;
+    memcpy(ids->request, s->audit_request, sizeof ids->request);
+    memcpy(ids->grant, s->audit_grant, sizeof ids->grant);
 }
 
 void relay_audit_parse_refused(struct session *s, const char *name)
@@ -675,6 +697,7 @@ void relay_audit_bind(struct session *s, const char *portal, const char *stmt_na
                  : NULL,
             op && op->refused);
     s->audit_ops_tail->stmt = xstrdup(stmt_name);
+    if (op || st) s->audit_ops_tail->ids = op ? op->ids : st->ids;
     /* a Parse of this group that fails takes this Bind with it; one of an earlier group may
      * fail alone */
     s->audit_ops_tail->guessed = op && op->group != s->c2s_group;
@@ -762,9 +785,11 @@ int relay_audit_execute(struct session *s, const char *portal)
     /* what the portal runs: its pending Bind's statement, else the server's portal (after a
      * pending Close too: the Execute then fails, 34000, on its own) */
     const struct prep *p = op && op->kind == OP_BIND ? NULL : prep_get(s->portals, portal);
-    struct stmt_info *info = p ? p->info : op && op->kind == OP_BIND ? op->info : NULL;
-    const char *decision = p ? p->decision : op && op->kind == OP_BIND ? op->decision : NULL;
-    const char *rule = p ? p->rule : op && op->kind == OP_BIND ? op->rule : NULL;
+    const struct audit_op *bind = op && op->kind == OP_BIND ? op : NULL;
+    struct stmt_info *info = p ? p->info : bind ? bind->info : NULL;
+    const char *decision = p ? p->decision : bind ? bind->decision : NULL;
+    const char *rule = p ? p->rule : bind ? bind->rule : NULL;
+    const struct approval_ids *ids = p ? &p->ids : bind ? &bind->ids : NULL;
     /* a guess from a Parse still unanswered: if the statement the name means now writes,
      * that is the one journaled first (the Parse may fail: durability comes first) */
     if (info && !info->durable && op && op->kind == OP_BIND && op->guessed) {
@@ -773,12 +798,14 @@ int relay_audit_execute(struct session *s, const char *portal)
             info = now->info;
             decision = now->decision;
             rule = now->rule;
+            ids = &now->ids;
         }
         for (const struct audit_op *o = s->audit_ops; o; o = o->next)
             if (o->kind == OP_PARSE && o->info && o->info->durable && !strcmp(o->name, op->stmt)) {
                 info = o->info;
                 decision = o->decision;
                 rule = o->rule;
+                ids = &o->ids;
             }
     }
     struct stmt_info *unknown = NULL;
@@ -788,23 +815,24 @@ int relay_audit_execute(struct session *s, const char *portal)
         info = unknown = info_new(s, "(prepared statement)", NULL);
         unknown->durable = true;
     }
-    int rc = rec_push(s, info, false, false, decision ? decision : "allow", rule, cont);
+    struct stmt_rec *r = rec_new(s, info, false, false, decision ? decision : "allow", rule, cont);
     if (unknown) info_put(unknown);
-    s->recs_tail->portal = xstrdup(portal);
-    return rc;
+    rec_ids_set(r, ids); /* its statement's approval, not that of the text judged last */
+    r->portal = xstrdup(portal);
+    return rec_start(s, r);
 }
 
 /* A statement refused as it was sent (its stand-in's error answers it; the server skips the
- * rest of its group): its event, now, with why (detail, static) and the grant it would have
- * used. info NULL: a statement sluice never saw prepared. */
+ * rest of its group): its event, now, with why (detail, static) and the approval it was
+ * judged under (ids, NULL: none). info NULL: a statement sluice never saw prepared. */
 static void refused_push(struct session *s, struct stmt_info *info, const char *decision,
-                         const char *rule, const char *grant, const char *detail)
+                         const char *rule, const struct approval_ids *ids, const char *detail)
 {
     struct stmt_info *unknown = NULL;
     if (!info) info = unknown = info_new(s, "(prepared statement)", NULL);
     struct stmt_rec *r = rec_new(s, info, true, true, decision, rule, NULL);
     r->detail = detail;
-    if (grant) snprintf(r->grant_id, sizeof r->grant_id, "%s", grant);
+    rec_ids_set(r, ids);
     (void)rec_start(s, r); /* (refused either way; a lost event is counted) */
     if (unknown) info_put(unknown);
 }
@@ -823,7 +851,7 @@ void relay_audit_refuse_late(struct session *s, uint64_t group, const char *deta
     struct audit_op *op = s->audit_ops_tail;
     if (op && op->group == group && op->kind == OP_PARSE && !op->refused && op->info) {
         op->refused = true;
-        refused_push(s, op->info, op->decision, op->rule, NULL, detail);
+        refused_push(s, op->info, op->decision, op->rule, &op->ids, detail);
         info_put(op->info);
         op->info = NULL;
     }
@@ -836,6 +864,10 @@ void relay_audit_bind_refused(struct session *s, const char *portal, const char 
     if (!relay_audit_on(s)) return;
     const struct audit_op *op = op_pending(s, OP_PARSE, stmt_name);
     const struct prep *st = op ? NULL : prep_get(s->preps, stmt_name);
+    struct approval_ids ids;
+    memset(&ids, 0, sizeof ids);
+    if (op || st) ids = op ? op->ids : st->ids;
+    if (grant) snprintf(ids.grant, sizeof ids.grant, "%s", grant);
     if (!op || !op->refused) /* (a refused Parse has its event: that statement never ran) */
         refused_push(s,
                      op   ? op->info
@@ -849,7 +881,7 @@ void relay_audit_bind_refused(struct session *s, const char *portal, const char 
                      : op ? op->rule
                      : st ? st->rule
                           : NULL,
-                     grant, detail);
+                     &ids, detail);
     /* the server's portal stays as it was; an Execute of this one is skipped, and records
      * nothing more */
     op_push(s, OP_BIND, portal, NULL, NULL, NULL, true);
@@ -888,6 +920,12 @@ void relay_audit_malformed(struct session *s, const char *what)
 
 void relay_audit_note_grant(struct session *s, const char *grant_id)
 {
+    struct audit_op *op = s->audit_ops_tail;
+    if (s->park_parse) { /* its Executes run under it */
+        if (op && op->kind == OP_PARSE && op->group == s->park_group)
+            snprintf(op->ids.grant, sizeof op->ids.grant, "%s", grant_id);
+        return;
+    }
     if (s->recs_tail)
         snprintf(s->recs_tail->grant_id, sizeof s->recs_tail->grant_id, "%s", grant_id);
 }
@@ -1056,6 +1094,7 @@ static struct stmt_rec *rec_head_reply(struct session *s, bool gone)
             r->info->refs++;
             r->decision = p->decision ? p->decision : "allow";
             r->rule = p->rule;
+            rec_ids_set(r, &p->ids);
         }
     }
     r->replied = true;

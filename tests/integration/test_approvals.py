@@ -735,6 +735,27 @@ def test_refusals_under_a_bounded_grant_are_audited(appr):
                                            "alone"), ev
 
 
+def test_executes_name_their_own_statements_grant(appr):
+    """An Execute's event names the grant its own statement was prepared under, whatever text
+    was judged last: a granted write executed after a Parse of a read names its grant, and a
+    read executed after a Parse of a granted write names none."""
+    t = "appr_ids"
+    _, sql = _bounded_grant(appr, t, rows=5)
+    read = f"SELECT v AS appr_ids_read FROM {t} WHERE id = 1"
+    with appr.ep.raw_login(user="copilot") as r:
+        r.send(_parse("w", sql) + _parse("rd", read) + SYNC)
+        assert [k for k, _ in _replies(r)] == ["1", "1", "Z"]
+        r.send(_parse("", "SELECT 1 AS appr_ids_other") + _ext("w", None, "", ["1"]) + SYNC)
+        assert ("C", b"UPDATE 1\0") in _replies(r)
+        r.send(_parse("w2", sql) + _ext("rd", None, "p", []) + SYNC)
+        assert [k for k, _ in _replies(r)] == ["1", "2", "D", "C", "Z"]
+    assert value_of(appr.pg, t, 1)[0] == 101
+    ran = [(e, res) for e, res in results(appr, f"UPDATE {t} SET", n=2) if res.get("rows") == 1]
+    assert len(ran) == 1 and ran[0][0].get("grant_id", "").startswith("grt_"), ran
+    got = results(appr, "appr_ids_read")
+    assert len(got) == 1 and not got[0][0].get("grant_id"), got
+
+
 def test_grant_max_rows_extended_notices_and_notifications(appr):
     """A NOTICE and a NOTIFY raised by the bounded write (a trigger) reach the client: they
     answer no message, so the guard neither counts nor swallows them."""
