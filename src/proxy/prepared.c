@@ -11,6 +11,9 @@
  * as a pending op on its name sees that op (if the op fails, the server skips the Bind too); a
  * Bind behind pending ops of earlier groups sees the stricter of them all and of what is known
  * now (the smaller row limit, the stronger masking, a grant over none).
+ *
+ * A portal bound from a statement with a limit or masking keeps them (struct row_cap) for its
+ * Executes in later groups, until it is bound again, closed, or its transaction ends.
  */
 #include <stdlib.h>
 #include <string.h>
@@ -68,6 +71,7 @@ void prepared_parse(struct session *s, const char *name, struct limited_stmt *en
 void prepared_close(struct session *s, const uint8_t *body, size_t len)
 {
     if (len < 2 || !memchr(body + 1, 0, len - 1)) return; /* the server refuses it */
+    if (body[0] == 'P') prepared_cap_drop(s, (const char *)body + 1);
     op_push(s, (const char *)body + 1, false, body[0] != 'S', NULL);
 }
 
@@ -178,11 +182,59 @@ const struct limited_stmt *prepared_lookup(struct session *s, const char *name,
 
 bool prepared_any(const struct session *s)
 {
-    return s->limited || s->prep_ops;
+    return s->limited || s->prep_ops || s->caps;
+}
+
+void prepared_cap_put(struct row_cap *c)
+{
+    if (c && --c->refs == 0) free(c);
+}
+
+void prepared_cap_drop(struct session *s, const char *portal)
+{
+    for (struct row_cap **pp = &s->caps; *pp;) {
+        struct row_cap *c = *pp;
+        if (portal ? strcmp(c->portal, portal) == 0 : c->group <= s->s2c_group) {
+            *pp = c->next;
+            prepared_cap_put(c);
+        } else {
+            pp = &c->next;
+        }
+    }
+}
+
+struct row_cap *prepared_cap_bind(struct session *s, const char *portal,
+                                  const struct limited_stmt *l)
+{
+    prepared_cap_drop(s, portal); /* the portal it replaces */
+    if (!l || (!l->limit && !l->mask)) return NULL;
+    size_t n = strlen(portal) + 1;
+    struct row_cap *c = xcalloc(1, sizeof *c + n);
+    c->refs = 1;
+    c->group = s->c2s_group;
+    c->limit = l->limit;
+    c->rule = l->rule;
+    c->mask = l->mask;
+    memcpy(c->portal, portal, n);
+    c->next = s->caps;
+    s->caps = c;
+    return c;
+}
+
+struct row_cap *prepared_cap_of(struct session *s, const char *portal)
+{
+    for (struct row_cap *c = s->caps; c; c = c->next)
+        if (strcmp(c->portal, portal) == 0) return c;
+    return NULL;
 }
 
 void prepared_free_all(struct session *s)
 {
+    while (s->caps) {
+        struct row_cap *c = s->caps;
+        s->caps = c->next;
+        prepared_cap_put(c);
+    }
     while (s->prep_ops)
         op_pop(s, false);
     while (s->limited) {

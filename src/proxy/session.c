@@ -59,6 +59,7 @@ static void session_on_tick(struct session *s, uint64_t now_ms);
 static void session_unpark_remove(struct session *s);
 static void session_park_abandon(struct session *s, const char *reason);
 static void session_ident_free(struct cfg_identity *ci);
+static void limit_free(struct limit_entry *l);
 
 /* ---- small helpers ------------------------------------------------------------------ */
 
@@ -311,7 +312,7 @@ void session_reap(struct worker *w)
         while (s->limits) {
             struct limit_entry *l = s->limits;
             s->limits = l->next;
-            free(l);
+            limit_free(l);
         }
         prepared_free_all(s);
         free(s->scram_sv);
@@ -1171,8 +1172,8 @@ static void limit_push(struct session *s, uint64_t group, uint64_t limit, const 
         if (mask > 0 || (t->mask < 0 && mask == 0)) t->mask = mask;
         return;
     }
-    struct limit_entry *l = xmalloc(sizeof *l);
-    *l = (struct limit_entry){NULL, group, limit, rule, mask};
+    struct limit_entry *l = xcalloc(1, sizeof *l);
+    *l = (struct limit_entry){.group = group, .limit = limit, .rule = rule, .mask = mask};
     if (s->limits_tail)
         s->limits_tail->next = l;
     else
@@ -1180,16 +1181,53 @@ static void limit_push(struct session *s, uint64_t group, uint64_t limit, const 
     s->limits_tail = l;
 }
 
+static void limit_free(struct limit_entry *l)
+{
+    for (uint32_t i = 0; i < l->n_caps; i++)
+        prepared_cap_put(l->caps[i]);
+    free(l->caps);
+    free(l);
+}
+
+/* The nth Execute of the current group runs a portal with a cap: its limit and masking hold
+ * for this group too, and its rows count against the cap. */
+static void limit_cap(struct session *s, uint32_t nth, struct row_cap *cap)
+{
+    limit_push(s, s->c2s_group, cap->limit, cap->rule, cap->mask);
+    struct limit_entry *l = s->limits_tail;
+    if (!l || l->group != s->c2s_group || nth > 65535) return; /* (limit and mask 0) */
+    if (nth >= l->n_caps) {
+        l->caps = xrealloc(l->caps, (nth + 1) * sizeof *l->caps);
+        memset(l->caps + l->n_caps, 0, (nth + 1 - l->n_caps) * sizeof *l->caps);
+        l->n_caps = nth + 1;
+    }
+    prepared_cap_put(l->caps[nth]);
+    l->caps[nth] = cap;
+    cap->refs++;
+}
+
 /* The entry of the group whose results are arriving now, if any. */
-const struct limit_entry *relay_group_current(struct session *s)
+static struct limit_entry *limit_current(struct session *s)
 {
     while (s->limits && s->limits->group < s->s2c_group) {
         struct limit_entry *l = s->limits;
         s->limits = l->next;
         if (!s->limits) s->limits_tail = NULL;
-        free(l);
+        limit_free(l);
     }
     return s->limits && s->limits->group == s->s2c_group ? s->limits : NULL;
+}
+
+const struct limit_entry *relay_group_current(struct session *s)
+{
+    return limit_current(s);
+}
+
+/* A result of the group being answered is over: the next one belongs to its next Execute. */
+static void limit_result_end(struct session *s)
+{
+    struct limit_entry *l = s->limits ? limit_current(s) : NULL;
+    if (l) l->result++;
 }
 
 void blocked_push_raw(struct session *s, const char *sqlstate, const char *msg, const char *hint)
@@ -1377,10 +1415,12 @@ static bool on_client_bind(struct session *s, const uint8_t *body, size_t avail,
                 return false;
             }
             limit_push(s, s->c2s_group, l->limit, l->rule, l->mask);
+            prepared_cap_bind(s, (const char *)body, l); /* for its Executes */
             *bound = l->grant_max_rows;
             return true;
         }
     }
+    if (s->caps) prepared_cap_drop(s, (const char *)body); /* the portal it replaces */
     return true;
 }
 
@@ -1504,6 +1544,9 @@ static enum hold_action on_client_statement(struct session *s, uint8_t type, con
     case 'E': {
         s->statements++;
         s->park_group = s->c2s_group;
+        uint32_t nth = s->grp_execs++;
+        struct row_cap *cap = s->caps ? prepared_cap_of(s, (const char *)body) : NULL;
+        if (cap) limit_cap(s, nth, cap);
         if (relay_audit_execute(s, memchr(body, 0, len) ? (const char *)body : "") < 0) {
             refuse_audit_down(s, s->c2s_group);
             return replace_with_placeholder(s, 'E', body);
@@ -1583,7 +1626,8 @@ static bool row_beyond_limit(struct session *s)
 {
     const struct limit_entry *lim;
     if (!s->limits || !(lim = relay_group_current(s)) || !lim->limit) return false;
-    if (s->rows_sent++ < lim->limit) return false;
+    struct row_cap *cap = lim->result < lim->n_caps ? lim->caps[lim->result] : NULL;
+    if ((cap ? cap->sent++ : s->rows_sent++) < lim->limit) return false;
     s->rows_dropped++;
     return true;
 }
@@ -1624,6 +1668,7 @@ static enum hold_action on_server_message(struct session *s, uint8_t type, const
             if (relay_audit_on(s)) relay_audit_tx_ready(s, body[0]);
             s->tx = body[0];
             prepared_server(s, 'Z');
+            if (s->caps && body[0] == 'I') prepared_cap_drop(s, NULL); /* portals are gone */
             if (s->audit_ops) relay_audit_ready(s);
             relay_mask_group_end(s);
             if (s->pending_sync) s->pending_sync--;
@@ -1655,6 +1700,7 @@ static enum hold_action on_server_message(struct session *s, uint8_t type, const
         uint64_t dropped = s->rows_dropped;
         s->rows_sent = s->rows_dropped = 0;
         const struct limit_entry *lim = relay_group_current(s);
+        limit_result_end(s);
         if (dropped && lim) {
             /* Tell the client, just before the CommandComplete, what it did not get. */
             char msg[300];
@@ -1671,6 +1717,7 @@ static enum hold_action on_server_message(struct session *s, uint8_t type, const
     case 'E':
         if (s->recs || s->suspended || s->atx) relay_audit_server(s, type, body, len);
         relay_mask_result_end(s);
+        limit_result_end(s);
         if (s->blocked) {
             blocked_expire(s);
             struct blocked *e = s->blocked;
@@ -1693,6 +1740,7 @@ static enum hold_action on_server_message(struct session *s, uint8_t type, const
     case 's':
     case 'I':
         if (s->recs) relay_audit_server(s, type, body, len);
+        limit_result_end(s);
         return relay_mask_server(s, type, body, len);
     case '2':
         if (s->audit_ops) relay_audit_parse_done(s, type);
@@ -1730,7 +1778,7 @@ static void group_note(struct session *s, uint8_t type)
 {
     if (type != 'D') relay_mask_client_other(s);
     if (type == 'S' || type == 'Q') {
-        s->grp_msgs = 0;
+        s->grp_msgs = s->grp_execs = 0;
         if (type == 'S') s->gg_open = false;
         return;
     }

@@ -65,13 +65,34 @@ struct side {
     bool rescan;        /* scanning stopped at a replaced message: resume before reading */
 };
 
+/* A portal bound from a statement with a row limit or a masking rule: its rows are counted
+ * over all its Executes, which may be in later Query/Sync groups (a portal fetched in parts
+ * across Syncs, as pgJDBC's fetchSize does inside a transaction), and each of them gets the
+ * same limit and masking. Shared (refs) by the portal's name (prepared.c) and the limit
+ * entries of the groups that execute it. */
+struct row_cap {
+    struct row_cap *next; /* in s->caps while its portal may still be executed */
+    int refs;
+    uint64_t group; /* of its Bind */
+    uint64_t limit, sent;
+    const char *rule;
+    int mask;
+    char portal[];
+};
+
 /* What policy said about the results of one Query/Sync group: a row limit, and whether a
- * rule asked for masking (1) or raw values (-1). */
+ * rule asked for masking (1) or raw values (-1). Each result counts its own rows, but for an
+ * Execute of a portal with a cap, whose rows count over all its parts: caps[i] is that of the
+ * group's i-th Execute (a reference), or NULL; `result` is the index of the result arriving
+ * (one per Execute, in order: CommandComplete, PortalSuspended, EmptyQueryResponse, or an
+ * error, after which the server skips the rest of the group). */
 struct limit_entry {
     struct limit_entry *next;
     uint64_t group, limit;
     const char *rule; /* points into the session's policy snapshot */
     int mask;
+    struct row_cap **caps;
+    uint32_t n_caps, result;
 };
 
 /* A prepared statement allowed with limit_rows, masking asked by a rule, or under an approval
@@ -149,6 +170,7 @@ struct session {
     bool unsynced;                        /* extended-protocol messages sent since the last Sync */
     struct limited_stmt *limited;         /* prepared statements with a limit, masking or grant */
     struct prep_op *prep_ops, *prep_tail; /* Parses and Closes not yet answered (prepared.c) */
+    struct row_cap *caps;                 /* portals bound with a limit or masking (prepared.c) */
     const char *client_fault; /* SQLSTATE of a client protocol error that ends the session */
     const char *server_fault; /* SQLSTATE of a server message sluice cannot relay safely */
     bool lingering;           /* S_CLOSING: error sent, reading until the client closes */
@@ -204,6 +226,7 @@ struct session {
     uint8_t gg_owed;     /* extended: replies to the client's messages before sluice's */
     uint8_t gg_quiet;    /* extended: replies to sluice's own messages still to swallow */
     uint32_t grp_msgs;   /* client messages since the last Sync or Query */
+    uint32_t grp_execs;  /* Executes among them (those looked at: client_holds) */
     uint8_t grp_first;   /* ... the type of the first of them */
     char park_fp[17];    /* the reviewed statement's fingerprint */
     bool park_guardable; /* ... is one write statement (max_rows can be enforced) */
@@ -295,6 +318,15 @@ const struct limited_stmt *prepared_lookup(struct session *s, const char *name,
                                            struct limited_stmt *tmp);
 bool prepared_any(const struct session *s);
 void prepared_free_all(struct session *s);
+/* Portals (struct row_cap). A Bind of portal from statement l (NULL: none): the portal's cap
+ * now, or NULL when l has no limit or masking. */
+struct row_cap *prepared_cap_bind(struct session *s, const char *portal,
+                                  const struct limited_stmt *l);
+struct row_cap *prepared_cap_of(struct session *s, const char *portal); /* NULL: none */
+/* The portal is gone (closed; NULL: every portal bound in groups up to s2c_group, whose
+ * transaction ended). */
+void prepared_cap_drop(struct session *s, const char *portal);
+void prepared_cap_put(struct row_cap *c);
 
 /* Grants with max_rows (relay_grant.c). */
 enum hold_action relay_grant_wrap(struct session *s, const uint8_t *body, size_t len);

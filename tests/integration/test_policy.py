@@ -233,6 +233,32 @@ def test_fast_path_function_call_is_refused(sluice, sluice_only):
     c.close()
 
 
+def test_limit_rows_holds_across_a_portal_fetched_in_parts(sluice, sluice_only):
+    """A portal fetched in parts across Syncs (pgJDBC's fetchSize inside a transaction) is one
+    result: the rule's limit counts its rows over every part, not per part, and the notice
+    comes with its end. A portal bound again starts a new count."""
+    from test_audit_protocol import B, E, P, SYNC, replies, simple
+    c = sluice.raw_login("shop", "copilot")
+    try:
+        simple(c, "BEGIN")
+        close = pgwire.message(b"C", b"Pcur\0")
+        for first in (True, False):  # the second time, the portal is closed and bound again
+            c.send((b"" if first else close) + P("SELECT g FROM generate_series(1, 20) g") +
+                   B("cur") + E("cur", 3) + SYNC)
+            got = replies(c)
+            for _ in range(10):
+                if any(t == b"C" for t, _ in got):
+                    break
+                c.send(E("cur", 3) + SYNC)
+                got += replies(c)
+            assert [t for t, _ in got].count(b"D") == 5, got
+            notices = [pgwire.parse_fields(b).get("M", "") for t, b in got if t == b"N"]
+            assert any("limited to 5 rows" in n for n in notices), got
+        simple(c, "COMMIT")
+    finally:
+        c.close()
+
+
 def test_limit_rows_holds_for_each_pipelined_statement(sluice, sluice_only):
     p = sluice.params(user="copilot")
     with psycopg.connect(host=p["host"], port=p["port"], dbname=p["dbname"], user=p["user"],
