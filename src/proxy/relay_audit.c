@@ -600,6 +600,7 @@ static void op_pop(struct session *s, bool apply)
     struct audit_op *op = s->audit_ops;
     s->audit_ops = op->next;
     if (!s->audit_ops) s->audit_ops_tail = NULL;
+    apply = apply && !op->refused; /* (a refused message never reaches the server) */
     if (apply && op->kind == OP_PARSE) {
         prep_set(&s->preps, op->name, op->info, op->decision, op->rule, &op->ids);
         op->info = NULL; /* taken over */
@@ -1119,7 +1120,8 @@ static struct stmt_rec *rec_head_reply(struct session *s, bool gone)
 static bool error_of_op(const struct session *s)
 {
     const struct audit_op *op = s->audit_ops;
-    while (op && op->group < s->s2c_group) /* stale: dropped at the next reply */
+    /* stale: dropped at the next reply; refused: never sent (its record takes the error) */
+    while (op && (op->group < s->s2c_group || op->refused))
         op = op->next;
     if (!op || op->group != s->s2c_group) return false;
     const struct stmt_rec *r = s->recs;
@@ -1210,12 +1212,14 @@ void relay_audit_end(struct session *s)
 {
     bool commit_pending = false; /* sent, not answered: it may have run */
     for (const struct stmt_rec *r = s->recs; r; r = r->next)
-        commit_pending |= r->info->commits || !r->info->parsed; /* (unread: it may be one) */
+        if (!r->refused && !r->late)                                /* (refused ones never ran) */
+            commit_pending |= r->info->commits || !r->info->parsed; /* (unread: may be one) */
     while (s->recs) {
         /* an Execute continuing one still waiting (or suspended) got no reply: that one's
          * event is the statement's */
         bool cont = s->recs->cont_of != NULL;
-        s->recs->detail = "interrupted: the session ended before its result was complete";
+        if (!s->recs->late) /* (a refused one's detail says why it did not run) */
+            s->recs->detail = "interrupted: the session ended before its result was complete";
         rec_pop_emit(s, !cont);
     }
     suspended_end(s, NULL, "interrupted: the session ended before its result was complete");

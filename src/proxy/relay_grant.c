@@ -33,7 +33,7 @@
 #include "proxy/session_int.h"
 
 #define SAVEPOINT "sluice_grant"
-#define GUARD "sluice_grant" /* the extended guard's own statement and portal */
+#define GUARD GRANT_GUARD /* the extended guard's own statement and portal */
 
 static void queue_query(struct session *s, const char *a, const uint8_t *b, size_t blen)
 {

@@ -1451,6 +1451,22 @@ static bool function_call_allowed(struct session *s, const char **decision, cons
     return true;
 }
 
+/* A Bind of a portal, or a Parse of a statement, named as sluice's own stand-ins and grant
+ * guard name theirs: refused (true), since the client's would take their place. */
+static bool name_reserved(struct session *s, uint8_t type, const uint8_t *body, size_t len)
+{
+    if (!memchr(body, 0, len) || (strcmp((const char *)body, BLOCKED_PLACEHOLDER) != 0 &&
+                                  strcmp((const char *)body, GRANT_GUARD) != 0))
+        return false;
+    char reason[128];
+    snprintf(reason, sizeof reason, "the %s name \"%s\" is reserved by sluice",
+             type == 'B' ? "portal" : "prepared statement", (const char *)body);
+    blocked_push_deny(s, "protocol", reason);
+    relay_audit_refused_message(s, type, body, len, "protocol",
+                                "refused: a portal or statement name reserved by sluice");
+    return true;
+}
+
 /* The refused message's stand-in upstream: a placeholder Query (for Query and FunctionCall), a
  * Parse of the placeholder under the same statement name, or an Execute of a portal that
  * does not exist. Each fails where the original would have, as PostgreSQL would. */
@@ -1523,6 +1539,8 @@ static enum hold_action on_client_statement(struct session *s, uint8_t type, con
     if (s->gg == GG_EXT_STMT && s->gg_open && relay_grant_inside(s, type, body, len, &inside))
         return inside;
     struct verdict v;
+    if ((type == 'B' || type == 'P') && name_reserved(s, type, body, len))
+        return replace_with_placeholder(s, type == 'B' ? 'E' : 'P', body);
     switch (type) {
     case 'B': {
         uint64_t bound;
@@ -1883,7 +1901,7 @@ static bool relay_scan(struct session *s, struct side *src, bool from_client, co
                 return false;
             }
             hold = false;
-            streamed_row = h.type != 'V';
+            streamed_row = true;
         }
         if (hold) {
             if (from_client && h.len > max) {

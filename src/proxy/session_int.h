@@ -269,6 +269,9 @@ void relay_mask_count(struct session *s);
 /* A refused statement is replaced upstream by this text: the server answers with a syntax
  * error at exactly the place the statement's own error would come (session.c). */
 #define BLOCKED_PLACEHOLDER "sluice_blocked_by_policy"
+/* The grant guard's own statement and portal (relay_grant.c). Clients may name neither a
+ * statement nor a portal after these two. */
+#define GRANT_GUARD "sluice_grant"
 /* Why the audit says a write under a grant with max_rows was refused when pipelined. */
 #define GRANT_PIPELINED                                                                            \
     "refused: a write under a grant with max_rows must not be pipelined behind other statements"

@@ -1015,6 +1015,29 @@ def test_wait_psycopg2_approve_then_grant_then_deny(appr):
     assert not res.get("sqlstate") and not res.get("rows"), res
 
 
+def test_denied_parse_fails_the_writes_before_it(appr):
+    """A Parse parked for approval and denied: its event says so, and a write completed before
+    it in its group is rolled back with the group (no SQLSTATE: the refusal is sluice's)."""
+    t = "appr_wait_parse"
+    make_table(appr.pg, t)
+    with appr.ep.raw_login(user=BOB) as r:
+        r.send(_ext("", f"INSERT INTO {t} SELECT 11, 11, 'x' AS appr_wp_ins", "", []) +
+               _parse("u", f"UPDATE {t} SET v = 0 WHERE id = 1") + SYNC)
+        rid = appr.wait_pending(BOB, t)
+        appr.decide(rid, approve=False)
+        got = _replies(r)
+        assert any(k == "E" and f"request {rid} denied" in m for k, m in got), got
+    assert upstream(appr.pg, f"SELECT count(*) FROM {t} WHERE id = 11")[0][0] == 0
+    (ins, res), = results(appr, "appr_wp_ins")
+    evs = export_events(appr.sp)
+    ends = [e for e in evs if e["kind"] == "statement_end" and e.get("ref") == ins["seq"]]
+    failed = [e for e in ends if e.get("detail", "").startswith("failed after completing")]
+    assert len(failed) == 1 and not failed[0].get("sqlstate"), (ins, ends)
+    got = [(e, r) for e, r in results(appr, f"UPDATE {t} SET") if e.get("request_id") == rid]
+    assert len(got) == 1, got
+    assert got[0][0]["detail"] == "refused: its approval request was denied", got
+
+
 def test_wait_inside_transaction_keeps_it(appr):
     """A parked statement inside an explicit transaction: the transaction survives the wait
     and commits with the statement's effect."""

@@ -908,7 +908,9 @@ def test_rows_beyond_max_row_size(spawn_sluice):
     streams through an unmasked session intact, counted and digested as its parts pass (the
     harness's socket reads split it); in a masked session it is never sent: the session ends
     with 54000 naming the setting."""
-    sp, ep = spawn_sluice("maxrow", server_extra={"max_row_size": "64kB"})
+    sp, ep = spawn_sluice("maxrow", server_extra={"max_row_size": "64kB"}, extra_yaml=(
+        "guardrails: { file_access: allow, dangerous_functions: allow, role_escalation: allow,"
+        " unjudgeable: allow }"))  # (fast-path calls, below)
     big = 300000  # more than a relay buffer (128 KiB): it streams in several parts
     email = "pat.big@example.com"
 
@@ -957,6 +959,20 @@ def test_rows_beyond_max_row_size(spawn_sluice):
     assert ev["rows"] == 1 and len(ev["digest"]) == 64, ev
     with open(sp.log, errors="replace") as f:
         assert "server.max_row_size" in f.read()
+    # a fast-path function result that large streams too, counted and digested as it passes
+    c = ep.raw_login("shop", "etl")
+    oid = int(c.query("SELECT 'repeat(text,integer)'::regprocedure::oid")[0][0])
+    n = str(big).encode()
+    c.send(pgwire.message(b"F", struct.pack("!IhhhI", oid, 1, 0, 2, 1) + b"q" +
+                          struct.pack("!I", len(n)) + n + struct.pack("!h", 0)))
+    t, payload = c.read_msg()
+    assert t == b"V" and len(payload) == 4 + big, (t, len(payload))
+    assert c.read_msg()[0] == b"Z"
+    c.close()
+    (ev,) = find(f"(fast-path call of function {oid})")
+    res = end_of(export_events(sp), ev)
+    assert res["bytes"] == 5 + len(payload), res
+    assert res["digest"] == hashlib.sha256(payload).hexdigest(), res
 
 
 def test_rows_beyond_max_row_size_and_limit_rows(spawn_sluice):

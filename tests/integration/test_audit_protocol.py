@@ -761,3 +761,46 @@ def test_simple_query_ends_a_suspended_unnamed_portal(spawn_sluice):
     assert len(done) == 1 and done[0]["rows"] == 2, st
     assert done[0]["detail"] == "portal closed before all its rows were fetched", st
     assert len(failed) == 1 and failed[0].get("rows", 0) == 0, st
+
+
+def test_names_of_sluices_stand_ins_are_reserved(spawn_sluice):
+    """A client may not bind a portal or prepare a statement under the names sluice's own
+    stand-ins and grant guard use upstream: refused (42501, rule protocol), and recorded."""
+    sp, ep = spawn_sluice("ap-reserved")
+    c = ep.raw_login("shop", ALICE)
+    for msgs in (P("SELECT 1 AS ap_rsv_a") + B("sluice_blocked_by_policy") + SYNC,
+                 P("SELECT 2 AS ap_rsv_b", "sluice_grant") + SYNC,
+                 P("SELECT 3 AS ap_rsv_c", "sluice_blocked_by_policy") + SYNC):
+        c.send(msgs)
+        got = replies(c)
+        assert codes(got) == ["42501"], got
+        assert "reserved by sluice" in pgwire.parse_fields(
+            [b for t, b in got if t == b"E"][0])["M"], got
+    assert c.query("SELECT 4 AS ap_rsv_after") == [["4"]]
+    c.close()
+    statements(sp, "ap_rsv_after")
+    for marker in ("ap_rsv_a", "ap_rsv_b", "ap_rsv_c"):
+        st, _ = statements(sp, marker)
+        refused = [e for e in st if e["decision"] == "deny"]
+        assert len(refused) == 1 and refused[0]["rule"] == "protocol", (marker, st)
+
+
+def test_malformed_query_in_a_block_still_rolls_its_writes_back(spawn_sluice):
+    """A refused statement never ran: one sent just before the session ends does not hide that
+    the open block's writes were rolled back."""
+    sp, ep = spawn_sluice("ap-malformed-end")
+    a = admin(ep)
+    a.cursor().execute("DROP TABLE IF EXISTS ap_me; CREATE TABLE ap_me (id int)")
+    c = ep.raw_login("shop", ALICE)
+    simple(c, "BEGIN")
+    simple(c, "INSERT INTO ap_me SELECT 1 AS ap_me_ins")
+    c.send(pgwire.message(b"Q", b"SELECT 1"))  # no end to its text
+    c.close()
+    st, ends = statements(sp, "ap_me_ins")
+    deadline = time.time() + 5
+    while not any(e.get("detail", "").startswith("rolled back") for e in ends):
+        assert time.time() < deadline, (st, ends)
+        time.sleep(0.2)
+        st, ends = statements(sp, "ap_me_ins")
+    assert [e["detail"] for e in ends if e.get("detail", "").startswith("rolled back")] == [
+        "rolled back: the session ended inside its transaction"], ends
