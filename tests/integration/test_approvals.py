@@ -756,6 +756,31 @@ def test_executes_name_their_own_statements_grant(appr):
     assert len(got) == 1 and not got[0][0].get("grant_id"), got
 
 
+def test_bounded_write_returning_is_masked(appr):
+    """A write under a grant with max_rows, executed without a Describe inside sluice's
+    guard: the rows it returns get the portal's plan too (a column known as sensitive by its
+    name only is masked)."""
+    c = appr.pg.admin(dbname="shop")
+    c.autocommit = True
+    cur = c.cursor()
+    cur.execute("SET ROLE app_scram")
+    cur.execute("DROP TABLE IF EXISTS appr_tok; CREATE TABLE appr_tok (id int PRIMARY KEY, "
+                "api_token text)")
+    cur.execute("INSERT INTO appr_tok SELECT g, 'plainsecretvalue' || g "
+                "FROM generate_series(1, 5) g")
+    c.close()
+    a = appr.ep.connect(user="copilot")
+    a.autocommit = True
+    sql = "UPDATE appr_tok SET id = id WHERE id <= {} RETURNING api_token"
+    rid = refused_for_approval(a, sql.format(1))
+    appr.decide(rid, body={"rows": 3})
+    with appr.ep.raw_login(user="copilot") as r:
+        r.send(_ext("", sql.format("$1"), "", ["2"]) + SYNC)
+        got = _replies(r)
+    assert [k for k, _ in got] == ["1", "2", "D", "D", "C", "Z"], got
+    assert all(b"plainsecret" not in m and b"REDACTED" in m for k, m in got if k == "D"), got
+
+
 def test_grant_max_rows_extended_notices_and_notifications(appr):
     """A NOTICE and a NOTIFY raised by the bounded write (a trigger) reach the client: they
     answer no message, so the guard neither counts nor swallows them."""
