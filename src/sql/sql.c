@@ -844,6 +844,36 @@ static void classify(struct walk *w, const char *type, const cJSON *body, const 
 
 /* ---- facts ---- */
 
+/* Built-in functions that change the database, which PostgreSQL refuses in a read-only
+ * transaction: sequences (outside any transaction: no rollback undoes them) and large
+ * objects. A statement that runs one writes, whatever its command. */
+static const char *const writing_functions[] = {
+    "nextval",
+    "setval",
+    "lo_creat",
+    "lo_create",
+    "lo_unlink",
+    "lowrite",
+    "lo_put",
+    "lo_truncate",
+    "lo_truncate64",
+    "lo_from_bytea",
+    "lo_import",
+    "pg_import_system_collations",
+    NULL,
+};
+
+static bool calls_writing_function(const struct sql_stmt *st)
+{
+    for (unsigned i = 0; i < st->n_functions; i++) {
+        const char *dot = strrchr(st->functions[i], '.');
+        const char *name = dot ? dot + 1 : st->functions[i];
+        for (const char *const *f = writing_functions; *f; f++)
+            if (strcmp(name, *f) == 0) return true;
+    }
+    return false;
+}
+
 static void stmt_fill(struct walk *w, struct sql_stmt *st, const char *command, enum sql_class cls)
 {
     st->command = command;
@@ -853,6 +883,10 @@ static void stmt_fill(struct walk *w, struct sql_stmt *st, const char *command, 
     st->tables_read = strlist_finish(&w->read, &st->n_read);
     st->tables_written = strlist_finish(&w->written, &st->n_written);
     st->functions = strlist_finish(&w->funcs, &st->n_functions);
+    /* (plain EXPLAIN runs nothing) */
+    if (st->cls == SQL_READ && calls_writing_function(st) &&
+        (strcmp(command, "EXPLAIN") != 0 || (st->flags & SQL_F_EXPLAIN_ANALYZE)))
+        st->cls = SQL_WRITE;
     st->savepoint = w->savepoint ? xstrdup(w->savepoint) : NULL;
     w->savepoint = NULL;
     st->chain = w->chain;
