@@ -259,6 +259,38 @@ def test_limit_rows_holds_across_a_portal_fetched_in_parts(sluice, sluice_only):
         c.close()
 
 
+def test_mask_rule_holds_across_a_portal_fetched_in_parts(spawn_sluice):
+    """A rule's `mask` action (here for etl, whose results are otherwise raw) masks every part
+    of a portal fetched across Syncs, not only the part in its Bind's group."""
+    from test_audit_protocol import B, E, P, SYNC, replies, simple
+    sp, ep = spawn_sluice("mask-parts", extra_rules=[
+        "    - { name: etl-mask-cap, match: { identity: etl, tables: [pol_mask_cap] },"
+        " action: mask }"])
+    a = psycopg2.connect(**ep.params(user="alice@corp.com"))
+    a.autocommit = True
+    a.cursor().execute("DROP TABLE IF EXISTS pol_mask_cap; CREATE TABLE pol_mask_cap AS "
+                       "SELECT g AS id, 'pat' || g || '@example.com' AS contact "
+                       "FROM generate_series(1, 7) g")
+    a.close()
+    c = ep.raw_login("shop", "etl")
+    try:
+        simple(c, "BEGIN")
+        c.send(P("SELECT id, contact FROM pol_mask_cap ORDER BY id") + B("cur") +
+               E("cur", 2) + SYNC)
+        got = replies(c)
+        for _ in range(6):
+            if any(t == b"C" for t, _ in got):
+                break
+            c.send(E("cur", 2) + SYNC)
+            got += replies(c)
+        rows = [b for t, b in got if t == b"D"]
+        assert len(rows) == 7, got
+        assert not [r for r in rows if b"pat" in r] and all(b"***@" in r for r in rows), rows
+        simple(c, "COMMIT")
+    finally:
+        c.close()
+
+
 def test_limit_rows_holds_for_each_pipelined_statement(sluice, sluice_only):
     p = sluice.params(user="copilot")
     with psycopg.connect(host=p["host"], port=p["port"], dbname=p["dbname"], user=p["user"],
