@@ -270,7 +270,7 @@ class SluiceConfig:
                  listen_host="127.0.0.1", tls_require=False, extra_yaml="", state_dir=None,
                  extra_rules=()):
         self.server_extra = dict(server_extra or {})
-        self.extra_rules = list(extra_rules)  # YAML lines put first in policy.rules
+        self.first_rules = list(extra_rules)  # YAML lines put first in policy.rules
         self.extra_yaml = extra_yaml  # more top-level sections (masking:, audit:, ...)
         self.state_dir = state_dir
         self.listen_host = listen_host
@@ -333,7 +333,7 @@ class SluiceConfig:
         # under the defaults for the policy tests.
         out.append("policy:")
         out.append("  rules:")
-        out.extend(self.extra_rules)
+        out.extend(self.first_rules)
         out.append("    - { name: harness-admins, match: { identity: [alice@corp.com, etl] }, action: allow,")
         out.append("        override: [drop, truncate, delete_without_where, update_without_where, copy_program,")
         out.append("                   copy_file, alter_system, file_access, role_escalation, dangerous_functions,")
