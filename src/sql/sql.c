@@ -727,36 +727,42 @@ static const char *transaction_command(const char *kind)
     return "BEGIN";
 }
 
-/* EXPLAIN runs the statement only with ANALYZE on (no argument, or one that is not false). */
+/* Is an EXPLAIN option's value on? No argument, or one that is not false. */
+static bool option_on(const cJSON *d)
+{
+    const cJSON *arg = cJSON_GetObjectItemCaseSensitive(d, "arg");
+    if (!arg) return true;
+    const char *t;
+    const cJSON *ab = node_body(arg, &t);
+    if (!ab) return true;
+    if (!strcmp(t, "Boolean")) return bool_field(ab, "boolval");
+    if (!strcmp(t, "Integer")) {
+        const cJSON *iv = cJSON_GetObjectItemCaseSensitive(ab, "ival");
+        return cJSON_IsNumber(iv) && iv->valuedouble != 0; /* (0 is left out of the tree) */
+    }
+    if (!strcmp(t, "String")) {
+        const char *s = str_field(ab, "sval");
+        static const char *const no[] = {"false", "off", "no", "0", "f",  "fa",
+                                         "fal",   "fals", "n", "of", NULL};
+        for (const char *const *p = no; s && *p; p++)
+            if (!strcasecmp(s, *p)) return false;
+    }
+    return true; /* anything else: assume it runs */
+}
+
+/* EXPLAIN runs the statement only with ANALYZE on; PostgreSQL takes the last ANALYZE option
+ * given (`EXPLAIN (ANALYZE off, ANALYZE) DELETE ...` runs the DELETE). */
 static bool explain_analyze(const cJSON *body)
 {
+    bool on = false;
     const cJSON *c;
     cJSON_ArrayForEach(c, cJSON_GetObjectItemCaseSensitive(body, "options"))
     {
         const cJSON *d = node_body(c, NULL);
         const char *name = d ? str_field(d, "defname") : NULL;
-        if (!name || strcasecmp(name, "analyze")) continue;
-        const cJSON *arg = cJSON_GetObjectItemCaseSensitive(d, "arg");
-        if (!arg) return true;
-        const char *t;
-        const cJSON *ab = node_body(arg, &t);
-        if (!ab) return true;
-        if (!strcmp(t, "Boolean")) return bool_field(ab, "boolval");
-        if (!strcmp(t, "Integer")) {
-            const cJSON *iv = cJSON_GetObjectItemCaseSensitive(ab, "ival");
-            return cJSON_IsNumber(iv) && iv->valuedouble != 0;
-        }
-        if (!strcmp(t, "String")) {
-            const char *s = str_field(ab, "sval");
-            static const char *const no[] = {"false", "off",  "no", "0",  "f", "fa",
-                                             "fal",   "fals", "n",  "of", NULL};
-            for (const char *const *p = no; s && *p; p++)
-                if (!strcasecmp(s, *p)) return false;
-            return true; /* anything else: assume it runs */
-        }
-        return true;
+        if (name && !strcasecmp(name, "analyze")) on = option_on(d);
     }
-    return false;
+    return on;
 }
 
 /* Command and class of one (possibly wrapped) statement; side effects go to w. */
