@@ -47,6 +47,8 @@ static void print_flags(FILE *out, unsigned flags)
         {SQL_F_PARSE_ERROR, "parse_error"},
         {SQL_F_EXPLAIN_ANALYZE, "explain_analyze"},
         {SQL_F_PREPARE, "prepare"},
+        {SQL_F_TEXT_SETTING, "text_setting"},
+        {SQL_F_TEXT_DOUBT, "text_doubt"},
     };
     fprintf(out, "  %-11s", "flags:");
     int any = 0;

@@ -157,7 +157,8 @@ unsigned guard_detect(const struct sql_stmt *s)
         hit |= 1u << CFG_GUARD_ROLE_ESCALATION;
     if (find_function(s, dangerous_functions, dangerous_prefixes))
         hit |= 1u << CFG_GUARD_DANGEROUS_FUNCTIONS;
-    if ((s->flags & (SQL_F_UNJUDGEABLE | SQL_F_PARSE_ERROR)) ||
+    if ((s->flags &
+         (SQL_F_UNJUDGEABLE | SQL_F_PARSE_ERROR | SQL_F_TEXT_SETTING | SQL_F_TEXT_DOUBT)) ||
         find_function(s, exec_functions, NULL))
         hit |= 1u << CFG_GUARD_UNJUDGEABLE;
     return hit;
@@ -249,6 +250,17 @@ void guard_reason(enum cfg_guardrail g, const struct sql_stmt *s, char *buf, siz
     case CFG_GUARD_UNJUDGEABLE:
         if (s->flags & SQL_F_PARSE_ERROR) {
             snprintf(buf, len, "the statement does not parse, so sluice cannot judge it");
+        } else if (s->flags & SQL_F_TEXT_DOUBT) {
+            snprintf(buf, len,
+                     "the session reads statement text differently from PostgreSQL's defaults "
+                     "(standard_conforming_strings off, or a client encoding such as SJIS), so "
+                     "sluice cannot judge it");
+        } else if (s->flags & SQL_F_TEXT_SETTING) {
+            snprintf(buf, len,
+                     "%s changes how the server reads statement text "
+                     "(standard_conforming_strings, client_encoding), which sluice reads only "
+                     "as PostgreSQL's defaults do",
+                     cmd);
         } else if (find_function(s, exec_functions, NULL)) {
             append(fn, sizeof(fn), find_function(s, exec_functions, NULL));
             snprintf(buf, len, "%s() runs SQL that sluice cannot see", fn);
@@ -285,6 +297,8 @@ const char *guard_hint(enum cfg_guardrail g, const struct sql_stmt *s)
     case CFG_GUARD_DANGEROUS_FUNCTIONS:
         return "this function is reserved to administrators";
     case CFG_GUARD_UNJUDGEABLE:
+        if (s->flags & (SQL_F_TEXT_SETTING | SQL_F_TEXT_DOUBT))
+            return "keep standard_conforming_strings on and use a client encoding such as UTF8";
         return s->flags & SQL_F_PARSE_ERROR ? "check the SQL syntax"
                                             : "send the statements themselves as plain SQL";
     case CFG_GUARD_COUNT:

@@ -18,6 +18,7 @@
  * Parsing stays in src/pg/msg.c; this file decides and moves bytes. session_close() is the
  * one place a session ends, with a reason that goes to the log.
  */
+#include <ctype.h>
 #include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -65,6 +66,59 @@ static void limit_free(struct limit_entry *l);
 
 /* application_name as the audit, the logs and the dashboard show it: masked by value, as
  * statement text is (a client may put anything there). */
+/* Does the server read statement text as sluice does? Its ParameterStatus messages (kept in
+ * s->params) say: standard_conforming_strings on, and a client encoding whose characters
+ * never hold the bytes of ASCII quotes or backslashes. Otherwise (a role's or database's
+ * default, a startup option, a SET sluice let through) sluice may read a statement
+ * differently from the server, and judges every statement unjudgeable (s->text_doubt). */
+static void session_text_check(struct session *s)
+{
+    bool doubt = false;
+    for (size_t at = 0; s->params && at + 5 <= s->params_len;) {
+        uint32_t n = pg_get_u32(s->params + at + 1);
+        if (n < 4 || at + 1 + n > s->params_len) break;
+        const char *name = (const char *)s->params + at + 5;
+        size_t left = n - 4;
+        const char *nul = memchr(name, 0, left);
+        const char *value = nul ? nul + 1 : NULL;
+        if (value && memchr(value, 0, left - (size_t)(value - name))) {
+            if (!strcmp(name, "standard_conforming_strings"))
+                doubt = doubt || strcmp(value, "on") != 0;
+            else if (!strcmp(name, "client_encoding"))
+                doubt = doubt || sql_encoding_unsafe(value);
+        }
+        at += 1 + n;
+    }
+    if (doubt && !s->text_doubt)
+        log_warn("session %llu: the server reads statement text otherwise than sluice does "
+                 "(standard_conforming_strings or client_encoding): every statement is judged "
+                 "unjudgeable",
+                 (unsigned long long)s->id);
+    s->text_doubt = doubt;
+}
+
+/* A ParameterStatus for a masked identity: its value is scanned like a result's (a query can
+ * set application_name to any value it read: set_config('application_name', email, ...)).
+ * true: the masked message went to the client in its place. */
+static bool param_status_masked(struct session *s, const uint8_t *body, size_t len)
+{
+    if (!s->mask_base || !s->rt->mask) return false;
+    const uint8_t *nul = memchr(body, 0, len);
+    if (!nul || !memchr(nul + 1, 0, len - (size_t)(nul + 1 - body))) return false;
+    const char *value = (const char *)nul + 1;
+    char *masked = mask_string(s->rt->mask, value);
+    bool same = strcmp(masked, value) == 0;
+    if (!same) {
+        struct buf *out = session_out_buf(&s->cl_out);
+        size_t m = pg_msg_begin(out, 'S');
+        buf_append_str(out, (const char *)body);
+        buf_append_str(out, masked);
+        pg_msg_end(out, m);
+    }
+    free(masked);
+    return !same;
+}
+
 static void session_set_app_name(struct session *s, const char *app)
 {
     char *masked = s->rt->mask ? mask_string(s->rt->mask, app) : NULL;
@@ -559,6 +613,57 @@ static void auth_failed(struct session *s, const char *why)
     if (delay == 0) session_on_tick(s, s->deadline_ms);
 }
 
+/* Is name (as in a startup parameter or a -c option) role or session_authorization? GUC
+ * names compare in any case; in --name=value, dashes stand for underscores. */
+static bool role_setting(const char *name, size_t len)
+{
+    static const char *const names[] = {"role", "session_authorization", NULL};
+    for (const char *const *n = names; *n; n++) {
+        size_t i = 0;
+        for (; i < len && (*n)[i]; i++) {
+            char c = (char)tolower((unsigned char)name[i]);
+            if ((c == '-' ? '_' : c) != (*n)[i]) break;
+        }
+        if (i == len && !(*n)[i]) return true;
+    }
+    return false;
+}
+
+/* Do the client's startup parameters set the role: `role` or `session_authorization`
+ * themselves, or as `-c name=value` / `--name=value` in `options` (split on white space,
+ * with backslash escapes, as the server does)? */
+static bool startup_sets_role(const struct session *s)
+{
+    struct pg_startup st;
+    uint32_t len = s->startup ? pg_get_u32(s->startup) : 0;
+    if (!s->startup || pg_startup_parse(s->startup, len, &st) != PG_OK) return false;
+    for (unsigned i = 0; i < st.n_params; i++) {
+        if (role_setting(st.keys[i], strlen(st.keys[i]))) return true;
+        if (strcmp(st.keys[i], "options") != 0) continue;
+        char tok[256];
+        bool after_c = false;
+        for (const char *p = st.vals[i]; *p;) {
+            while (*p && isspace((unsigned char)*p))
+                p++;
+            size_t n = 0;
+            for (; *p && !isspace((unsigned char)*p); p++) {
+                if (*p == '\\' && p[1]) p++;
+                if (n + 1 < sizeof tok) tok[n++] = *p;
+            }
+            tok[n] = '\0';
+            if (!n) break;
+            const char *setting = after_c                            ? tok
+                                  : !strncmp(tok, "--", 2)           ? tok + 2
+                                  : !strncmp(tok, "-c", 2) && tok[2] ? tok + 2
+                                                                     : NULL;
+            after_c = !strcmp(tok, "-c");
+            const char *eq = setting ? strchr(setting, '=') : NULL;
+            if (eq && role_setting(setting, (size_t)(eq - setting))) return true;
+        }
+    }
+    return false;
+}
+
 static void auth_succeeded(struct session *s)
 {
     ident_record_success(&s->addr);
@@ -579,6 +684,14 @@ static void auth_succeeded(struct session *s)
         return;
     }
     s->target_idx = (unsigned)(s->target - s->rt->cfg->targets);
+    if (startup_sets_role(s) &&
+        s->rt->cfg->guardrails.action[CFG_GUARD_ROLE_ESCALATION][s->ident->kind] != CFG_ALLOW) {
+        session_fail(s, "42501",
+                     "sluice: blocked by rule \"role_escalation\": the startup parameters set "
+                     "role or session_authorization",
+                     NULL, "refused: startup parameters change the role");
+        return;
+    }
     log_info("session %llu: user \"%s\" (%s) authenticated from %s for target \"%s\"",
              (unsigned long long)s->id, s->user, ident_kind_name(s->ident->kind), s->addr_text,
              s->target->name);
@@ -959,7 +1072,8 @@ static bool on_login_message(struct session *s, uint8_t type, const uint8_t *msg
         return true;
     case 'S':
         pool_params_update(&s->params, &s->params_len, msg, total);
-        buf_append(session_out_buf(&s->cl_out), msg, total);
+        session_text_check(s);
+        if (!param_status_masked(s, body, len)) buf_append(session_out_buf(&s->cl_out), msg, total);
         return true;
     case 'N':
         buf_append(session_out_buf(&s->cl_out), msg, total);
@@ -1038,6 +1152,7 @@ static bool upstream_reuse(struct session *s)
     s->params = p->params;
     s->params_len = p->params_len;
     p->params = NULL;
+    session_text_check(s);
     pool_release(p);
     log_debug("session %llu: reusing upstream backend pid %u", (unsigned long long)s->id,
               s->be_pid);
@@ -1296,6 +1411,10 @@ struct verdict {
 static void statement_judge_inner(struct session *s, const char *sql, bool query, const char *name,
                                   struct verdict *v);
 
+/* Judge the statement of these facts (policy, approval, audit record). */
+static void statement_judge_facts(struct session *s, const char *sql, bool query, const char *name,
+                                  struct verdict *v, const struct sql_facts *facts);
+
 /* sluice's own time per statement (parse, policy, audit record) goes to the overhead
  * histogram. */
 static void statement_judge(struct session *s, const char *sql, bool query, const char *name,
@@ -1326,6 +1445,25 @@ static void statement_judge_inner(struct session *s, const char *sql, bool query
         if (audit) (void)relay_audit_query(s, sql, NULL, "deny", "internal", true);
         return;
     }
+    if (!s->text_doubt || !facts->n_stmts) {
+        statement_judge_facts(s, sql, query, name, v, facts);
+        return;
+    }
+    /* the server may read the text otherwise: each statement is unjudgeable as well */
+    struct sql_facts doubted = *facts;
+    struct sql_stmt *stmts = xmalloc(facts->n_stmts * sizeof *stmts);
+    memcpy(stmts, facts->stmts, facts->n_stmts * sizeof *stmts);
+    for (unsigned k = 0; k < facts->n_stmts; k++)
+        stmts[k].flags |= SQL_F_TEXT_DOUBT;
+    doubted.stmts = stmts;
+    statement_judge_facts(s, sql, query, name, v, &doubted);
+    free(stmts);
+}
+
+static void statement_judge_facts(struct session *s, const char *sql, bool query, const char *name,
+                                  struct verdict *v, const struct sql_facts *facts)
+{
+    bool audit = relay_audit_on(s);
     struct policy_subject who = {s->ident, s->target->name};
     struct policy_decision d;
     policy_eval(s->rt->policy, &who, facts, &d);
@@ -1705,6 +1843,8 @@ static enum hold_action on_server_message(struct session *s, uint8_t type, const
         return HOLD_FORWARD;
     case 'S':
         pool_params_update(&s->params, &s->params_len, body - 5, len + 5);
+        session_text_check(s);
+        if (param_status_masked(s, body, len)) return HOLD_REPLACE;
         if (len > 17 && memcmp(body, "application_name", 17) == 0 &&
             memchr(body + 17, 0, len - 17)) {
             session_set_app_name(s, (const char *)body + 17);

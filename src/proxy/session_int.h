@@ -220,13 +220,16 @@ struct session {
     uint64_t gg_pending_max; /* the next Query forwarded runs under a grant with this bound */
     uint8_t *gg_held;        /* the statement's CommandComplete, sent once the work is kept */
     size_t gg_held_len;
-    bool gg_open;        /* extended: the guarded group's Sync is still to be forwarded */
-    char gg_portal[64];  /* extended: the guarded Bind's portal */
-    bool gg_noop;        /* extended: sluice's BEGIN / SAVEPOINT did not run: nothing to end */
-    uint8_t gg_owed;     /* extended: replies to the client's messages before sluice's */
-    uint8_t gg_quiet;    /* extended: replies to sluice's own messages still to swallow */
-    uint32_t grp_msgs;   /* client messages since the last Sync or Query */
-    uint32_t grp_execs;  /* Executes among them (those looked at: client_holds) */
+    bool gg_open;       /* extended: the guarded group's Sync is still to be forwarded */
+    char gg_portal[64]; /* extended: the guarded Bind's portal */
+    bool gg_noop;       /* extended: sluice's BEGIN / SAVEPOINT did not run: nothing to end */
+    uint8_t gg_owed;    /* extended: replies to the client's messages before sluice's */
+    uint8_t gg_quiet;   /* extended: replies to sluice's own messages still to swallow */
+    uint32_t grp_msgs;  /* client messages since the last Sync or Query */
+    uint32_t grp_execs; /* Executes among them (those looked at: client_holds) */
+    /* the server reads statement text otherwise than sluice does (standard_conforming_strings
+     * off, an unsafe client_encoding: session_text_check): every statement is unjudgeable */
+    bool text_doubt;
     uint8_t grp_first;   /* ... the type of the first of them */
     char park_fp[17];    /* the reviewed statement's fingerprint */
     bool park_guardable; /* ... is one write statement (max_rows can be enforced) */

@@ -323,6 +323,60 @@ static bool streq_ci(const char *a, const char *b)
     return a && b && strcasecmp(a, b) == 0;
 }
 
+bool sql_encoding_unsafe(const char *name)
+{
+    static const char *const unsafe[] = {
+        "sjis",   "shiftjis",   "mskanji", "win932", "windows932", "shiftjis2004", "big5",
+        "win950", "windows950", "gbk",     "cp936",  "win936",     "windows936",   "uhc",
+        "win949", "windows949", "gb18030", "johab",  NULL,
+    };
+    char key[32];
+    size_t n = 0;
+    for (const char *p = name; *p && n + 1 < sizeof key; p++)
+        if (isalnum((unsigned char)*p)) key[n++] = (char)tolower((unsigned char)*p);
+    key[n] = '\0';
+    for (const char *const *u = unsafe; *u; u++)
+        if (!strcmp(key, *u)) return true;
+    return false;
+}
+
+/* The text of a constant (through casts): a string, a number, a boolean; NULL for anything
+ * else. buf holds a number's digits. */
+static const char *const_text(const cJSON *node, char *buf, size_t len)
+{
+    const char *t;
+    const cJSON *b = node_body(node, &t);
+    while (b && !strcmp(t, "TypeCast"))
+        b = node_body(cJSON_GetObjectItemCaseSensitive(b, "arg"), &t);
+    if (!b || strcmp(t, "A_Const") || cJSON_GetObjectItemCaseSensitive(b, "isnull")) return NULL;
+    const cJSON *v;
+    if ((v = cJSON_GetObjectItemCaseSensitive(b, "sval"))) return str_field(v, "sval");
+    if ((v = cJSON_GetObjectItemCaseSensitive(b, "boolval")))
+        return bool_field(v, "boolval") ? "true" : "false";
+    if ((v = cJSON_GetObjectItemCaseSensitive(b, "ival"))) {
+        const cJSON *i = cJSON_GetObjectItemCaseSensitive(v, "ival"); /* (0 is left out) */
+        snprintf(buf, len, "%.0f", cJSON_IsNumber(i) ? i->valuedouble : 0.0);
+        return buf;
+    }
+    return NULL;
+}
+
+/* Setting name to value (NULL: not a constant) changes how the server reads statement text
+ * in a way sluice does not follow: standard_conforming_strings off, an unsafe client
+ * encoding. */
+static void check_text_setting(struct walk *w, const char *name, const char *value)
+{
+    if (streq_ci(name, "standard_conforming_strings")) {
+        static const char *const on[] = {"on", "true", "yes", "1", "t", "y", NULL};
+        bool ok = false;
+        for (const char *const *p = on; value && *p; p++)
+            ok = ok || !strcasecmp(value, *p);
+        if (!ok) w->flags |= SQL_F_TEXT_SETTING;
+    } else if (streq_ci(name, "client_encoding")) {
+        if (!value || sql_encoding_unsafe(value)) w->flags |= SQL_F_TEXT_SETTING;
+    }
+}
+
 /* set_config('role' | 'session_authorization', ...), or a name we cannot read. */
 static void check_set_config(struct walk *w, const char *fname, const cJSON *body)
 {
@@ -342,6 +396,8 @@ static void check_set_config(struct walk *w, const char *fname, const cJSON *bod
         w->flags |= SQL_F_UNJUDGEABLE; /* which setting it changes is known only at run time */
     else if (streq_ci(name, "role") || streq_ci(name, "session_authorization"))
         w->flags |= SQL_F_ROLE_CHANGE;
+    char num[32];
+    if (name) check_text_setting(w, name, const_text(cJSON_GetArrayItem(args, 1), num, sizeof num));
 }
 
 static void walk_funccall(struct walk *w, const cJSON *body, int depth)
@@ -388,6 +444,11 @@ static void check_variable_set(struct walk *w, const cJSON *body)
     const char *name = str_field(body, "name");
     const char *kind = str_field(body, "kind");
     if (!name || !kind || strcmp(kind, "VAR_SET_VALUE")) return;
+    char num[32];
+    check_text_setting(
+        w, name,
+        const_text(cJSON_GetArrayItem(cJSON_GetObjectItemCaseSensitive(body, "args"), 0), num,
+                   sizeof num));
     bool role = !strcasecmp(name, "role");
     if (!role && strcasecmp(name, "session_authorization")) return;
     if (role) { /* SET ROLE NONE is RESET ROLE */
@@ -551,6 +612,13 @@ static void walk_node(struct walk *w, const char *type, const cJSON *body, int d
     }
     if (!strcmp(type, "VariableSetStmt")) {
         check_variable_set(w, body);
+        walk_fields(w, body, NULL, depth);
+        return;
+    }
+    if (!strcmp(type, "AlterRoleSetStmt") || !strcmp(type, "AlterDatabaseSetStmt")) {
+        /* the setting every later session of that role or database starts with */
+        const cJSON *set = cJSON_GetObjectItemCaseSensitive(body, "setstmt");
+        if (cJSON_IsObject(set)) check_variable_set(w, set);
         walk_fields(w, body, NULL, depth);
         return;
     }
@@ -742,8 +810,8 @@ static bool option_on(const cJSON *d)
     }
     if (!strcmp(t, "String")) {
         const char *s = str_field(ab, "sval");
-        static const char *const no[] = {"false", "off", "no", "0", "f",  "fa",
-                                         "fal",   "fals", "n", "of", NULL};
+        static const char *const no[] = {"false", "off",  "no", "0",  "f", "fa",
+                                         "fal",   "fals", "n",  "of", NULL};
         for (const char *const *p = no; s && *p; p++)
             if (!strcasecmp(s, *p)) return false;
     }

@@ -48,9 +48,21 @@ enum sql_flag {
                                         cannot see, CREATE FUNCTION/PROCEDURE bodies */
     SQL_F_PARSE_ERROR = 1u << 8,     /* the parser refused the text */
     SQL_F_EXPLAIN_ANALYZE = 1u << 9, /* the statement runs under EXPLAIN ANALYZE */
-    SQL_F_PREPARE = 1u << 10         /* SQL PREPARE: made now, run by each EXECUTE (the last
-                                        flag: tests/fuzz/fuzz_sql.c checks none is above it) */
+    SQL_F_PREPARE = 1u << 10,        /* SQL PREPARE: made now, run by each EXECUTE */
+    /* it sets how the server reads statement text (standard_conforming_strings not on, a
+     * client_encoding whose characters may hold the bytes of ' or \, or a value sluice cannot
+     * read), which sluice reads only as PostgreSQL's defaults do */
+    SQL_F_TEXT_SETTING = 1u << 11,
+    /* set by the relay, never by sql_analyze: the session's text settings are such, so
+     * sluice may read this statement differently from the server (the last flag:
+     * tests/fuzz/fuzz_sql.c checks none is above it) */
+    SQL_F_TEXT_DOUBT = 1u << 12
 };
+
+/* Is this client_encoding one whose multibyte characters may hold ASCII bytes (SJIS, BIG5,
+ * GBK, UHC, GB18030, JOHAB: PostgreSQL allows them for clients only)? Names compare as
+ * PostgreSQL's do: in any case, ignoring what is not a letter or digit. */
+bool sql_encoding_unsafe(const char *name);
 
 struct sql_stmt {
     const char *command; /* upper case tag: "SELECT", "INSERT", "UPDATE", "DELETE", "MERGE",

@@ -302,3 +302,62 @@ def test_limit_rows_holds_for_each_pipelined_statement(sluice, sluice_only):
         assert len(c1.fetchall()) == 5
         assert len(c2.fetchall()) == 5
         assert c3.fetchall() == [(1,)]
+
+
+# ---------------------------------------------------------------- how the server reads text
+
+
+def test_text_settings_sluice_cannot_follow_are_unjudgeable(sluice, sluice_only, scratch):
+    """sluice reads statement text as PostgreSQL's defaults do. With standard_conforming_strings
+    off, `SELECT '\\' ; DELETE ...; -- '` is one string literal to sluice and two statements to
+    the server; a client encoding such as SJIS hides a backslash inside a character. So a
+    statement that sets either is unjudgeable (refused for agents), and a session that has one
+    (a startup option, a role's default) gets every statement judged unjudgeable."""
+    cur = scratch.cursor()
+    cur.execute("INSERT INTO policy_scratch VALUES (1, 'keep')")
+    agent = sluice.connect(user="copilot")
+    agent.autocommit = True
+    for sql in ("SET standard_conforming_strings = off",
+                "SELECT set_config('standard_conforming_strings', 'off', false)",
+                "SET client_encoding = 'SJIS'", "SET NAMES 'big5'"):
+        with pytest.raises(psycopg2.Error) as ei:
+            agent.cursor().execute(sql)
+        assert ei.value.pgcode == "42501" and "unjudgeable" in str(ei.value), (sql, ei.value)
+    assert _count(agent, "SHOW standard_conforming_strings") == "on"
+    for opts in ("-c standard_conforming_strings=off", "-c client_encoding=SJIS"):
+        c = sluice.connect(user="copilot", options=opts)
+        c.autocommit = True
+        with pytest.raises(psycopg2.Error) as ei:
+            c.cursor().execute("SELECT '\\' , ' ; DELETE FROM policy_scratch; -- '")
+        assert ei.value.pgcode == "42501" and "reads statement text" in str(ei.value), ei.value
+        with pytest.raises(psycopg2.Error):
+            c.cursor().execute("SELECT 1")
+        c.close()
+    assert _count(scratch, "SELECT count(*) FROM policy_scratch") == 1
+    # a human may (DO blocks are allowed to humans too): judged unjudgeable, allowed
+    bob = sluice.connect(user="bob@corp.com", options="-c standard_conforming_strings=off")
+    bob.autocommit = True
+    assert _count(bob, "SELECT 1") == 1
+
+
+def test_startup_role_is_role_escalation(sluice, sluice_only):
+    """`role` or `session_authorization` in the startup parameters (or as -c in options) is
+    SET ROLE for the whole session: refused by the role_escalation guardrail."""
+    for kw in (dict(options="-c role=app_md5"), dict(options="--role=app_md5"),
+               dict(options="-c session_authorization=app_md5")):
+        with pytest.raises(psycopg2.OperationalError) as ei:
+            sluice.connect(user="copilot", **kw)
+        assert "role_escalation" in str(ei.value), (kw, ei.value)
+    c = sluice.connect(user="copilot", options="-c search_path=public")
+    assert _count(c, "SELECT 1") == 1
+
+
+def test_parameter_status_is_masked(sluice, sluice_only):
+    """A masked identity can make the server echo any value it reads in a ParameterStatus
+    (set_config('application_name', ...)): the value is masked there too."""
+    bob = sluice.connect(user="bob@corp.com")
+    bob.autocommit = True
+    cur = bob.cursor()
+    cur.execute("SELECT set_config('application_name', 'pat.param@example.com', false) IS NULL")
+    assert bob.get_parameter_status("application_name") != "pat.param@example.com"
+    assert "@example.com" in bob.get_parameter_status("application_name")

@@ -37,6 +37,7 @@ static const struct {
     {"PARSE_ERROR", SQL_F_PARSE_ERROR},
     {"EXPLAIN_ANALYZE", SQL_F_EXPLAIN_ANALYZE},
     {"PREPARE", SQL_F_PREPARE},
+    {"TEXT_SETTING", SQL_F_TEXT_SETTING},
 };
 
 static void flags_to_str(unsigned flags, char *out, size_t n)
