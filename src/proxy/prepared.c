@@ -13,7 +13,10 @@
  * now (the smaller row limit, the stronger masking, a grant over none).
  *
  * A portal bound from a statement with a limit or masking keeps them (struct row_cap) for its
- * Executes in later groups, until it is bound again, closed, or its transaction ends.
+ * Executes in later groups, until it is bound again, closed, or its transaction ends. Binds
+ * are ops too (while any statement has a limit, masking or grant): a portal's cap changes at
+ * the server's BindComplete or CloseComplete, never for a Bind or Close the server skipped
+ * or refused (a portal name already in use, an error earlier in the group).
  */
 #include <stdlib.h>
 #include <string.h>
@@ -21,13 +24,15 @@
 #include "core/buf.h"
 #include "proxy/session_int.h"
 
-/* A Parse or Close the server has not answered yet. */
+/* A Parse, Bind or Close the server has not answered yet. */
 struct prep_op {
     struct prep_op *next;
     uint64_t group;             /* c2s_group when it was sent */
-    bool parse;                 /* a Parse (else a Close) */
-    bool noop;                  /* a Close of a portal: it only keeps replies in step */
+    bool parse;                 /* a Parse (else a Bind or a Close) */
+    bool bind;                  /* a Bind: name is its portal, cap what the portal gets */
+    bool noop;                  /* a Close of a portal: no statement name changes */
     struct limited_stmt *entry; /* what the name means once it is done (NULL: nothing) */
+    struct row_cap *cap;        /* a Bind's (NULL: none) */
     char name[];
 };
 
@@ -71,7 +76,6 @@ void prepared_parse(struct session *s, const char *name, struct limited_stmt *en
 void prepared_close(struct session *s, const uint8_t *body, size_t len)
 {
     if (len < 2 || !memchr(body + 1, 0, len - 1)) return; /* the server refuses it */
-    if (body[0] == 'P') prepared_cap_drop(s, (const char *)body + 1);
     op_push(s, (const char *)body + 1, false, body[0] != 'S', NULL);
 }
 
@@ -94,10 +98,29 @@ static struct limited_stmt **known_slot(struct session *s, const char *name)
     return pp;
 }
 
-/* The op at the head is done: the name now means its entry. */
+static void cap_unlink(struct session *s, const char *portal)
+{
+    for (struct row_cap **pp = &s->caps; *pp; pp = &(*pp)->next)
+        if (strcmp((*pp)->portal, portal) == 0) {
+            struct row_cap *c = *pp;
+            *pp = c->next;
+            free(c);
+            return;
+        }
+}
+
+/* The op at the head is done: the name now means its entry; a portal, its cap. */
 static void op_apply(struct session *s, struct prep_op *op)
 {
-    if (op->noop) return;
+    if (op->bind || op->noop) {
+        cap_unlink(s, op->name); /* (the portal it replaces, or closes) */
+        if (op->cap) {
+            op->cap->next = s->caps;
+            s->caps = op->cap;
+            op->cap = NULL;
+        }
+        return;
+    }
     struct limited_stmt **pp = known_slot(s, op->name);
     if (*pp) {
         struct limited_stmt *old = *pp;
@@ -118,17 +141,24 @@ static void op_pop(struct session *s, bool apply)
     if (!s->prep_ops) s->prep_tail = NULL;
     if (apply) op_apply(s, op);
     free(op->entry);
+    free(op->cap);
     free(op);
+}
+
+/* The reply that completes op. */
+static uint8_t op_reply(const struct prep_op *op)
+{
+    return op->parse ? '1' : op->bind ? '2' : '3';
 }
 
 void prepared_server(struct session *s, uint8_t type)
 {
-    if (type == '1' || type == '3') {
+    if (type == '1' || type == '2' || type == '3') {
         /* ops of groups already answered are stale (they got no reply): drop them first */
         while (s->prep_ops && s->prep_ops->group < s->s2c_group)
             op_pop(s, false);
         /* its op is at the head: earlier ones were answered, or dropped with their group */
-        if (s->prep_ops && s->prep_ops->parse == (type == '1')) op_pop(s, true);
+        if (s->prep_ops && op_reply(s->prep_ops) == type) op_pop(s, true);
         return;
     }
     /* 'Z' of group s2c_group (not yet counted): what it left unanswered failed or was skipped */
@@ -138,7 +168,7 @@ void prepared_server(struct session *s, uint8_t type)
 
 bool prepared_holds(const struct session *s, uint8_t type)
 {
-    return (type == '1' || type == '3') && s->prep_ops;
+    return (type == '1' || type == '2' || type == '3') && s->prep_ops;
 }
 
 /* Make out the stricter of out and b: the smaller row limit, the stronger masking, a grant
@@ -164,7 +194,7 @@ const struct limited_stmt *prepared_lookup(struct session *s, const char *name,
     const struct limited_stmt *known = *known_slot(s, name);
     const struct prep_op *last = NULL;
     for (const struct prep_op *op = s->prep_ops; op; op = op->next)
-        if (!op->noop && strcmp(op->name, name) == 0) last = op;
+        if (!op->noop && !op->bind && strcmp(op->name, name) == 0) last = op;
     if (!last) return known;
     if (last->group == s->c2s_group) return last->entry; /* this group: it holds if the Bind runs */
     /* any of the earlier groups' ops may or may not take: the stricter of them all (an op
@@ -173,7 +203,7 @@ const struct limited_stmt *prepared_lookup(struct session *s, const char *name,
     bool any = known != NULL;
     memcpy(tmp, known ? known : &none, sizeof *tmp);
     for (const struct prep_op *op = s->prep_ops; op; op = op->next) {
-        if (op->noop || strcmp(op->name, name) != 0) continue;
+        if (op->noop || op->bind || strcmp(op->name, name) != 0) continue;
         stricter(tmp, op->entry ? op->entry : &none);
         any = any || op->entry;
     }
@@ -185,40 +215,34 @@ bool prepared_any(const struct session *s)
     return s->limited || s->prep_ops || s->caps;
 }
 
-void prepared_cap_put(struct row_cap *c)
-{
-    if (c && --c->refs == 0) free(c);
-}
-
-void prepared_cap_drop(struct session *s, const char *portal)
+void prepared_cap_drop(struct session *s)
 {
     for (struct row_cap **pp = &s->caps; *pp;) {
         struct row_cap *c = *pp;
-        if (portal ? strcmp(c->portal, portal) == 0 : c->group <= s->s2c_group) {
+        if (c->group <= s->s2c_group) {
             *pp = c->next;
-            prepared_cap_put(c);
+            free(c);
         } else {
             pp = &c->next;
         }
     }
 }
 
-struct row_cap *prepared_cap_bind(struct session *s, const char *portal,
-                                  const struct limited_stmt *l)
+void prepared_cap_bind(struct session *s, const char *portal, const struct limited_stmt *l)
 {
-    prepared_cap_drop(s, portal); /* the portal it replaces */
-    if (!l || (!l->limit && !l->mask)) return NULL;
-    size_t n = strlen(portal) + 1;
-    struct row_cap *c = xcalloc(1, sizeof *c + n);
-    c->refs = 1;
-    c->group = s->c2s_group;
-    c->limit = l->limit;
-    c->rule = l->rule;
-    c->mask = l->mask;
-    memcpy(c->portal, portal, n);
-    c->next = s->caps;
-    s->caps = c;
-    return c;
+    struct row_cap *c = NULL;
+    if (l && (l->limit || l->mask)) {
+        size_t n = strlen(portal) + 1;
+        c = xcalloc(1, sizeof *c + n);
+        c->group = s->c2s_group;
+        c->limit = l->limit;
+        c->rule = l->rule;
+        c->mask = l->mask;
+        memcpy(c->portal, portal, n);
+    }
+    op_push(s, portal, false, false, NULL);
+    s->prep_tail->bind = true;
+    s->prep_tail->cap = c;
 }
 
 struct row_cap *prepared_cap_of(struct session *s, const char *portal)
@@ -228,12 +252,38 @@ struct row_cap *prepared_cap_of(struct session *s, const char *portal)
     return NULL;
 }
 
+bool prepared_cap_exec(struct session *s, const char *portal, struct limited_stmt *out)
+{
+    memset(out, 0, sizeof *out);
+    const struct row_cap *now = prepared_cap_of(s, portal), *pending = NULL;
+    bool any = now != NULL;
+    for (const struct prep_op *op = s->prep_ops; op; op = op->next)
+        if ((op->bind || op->noop) && strcmp(op->name, portal) == 0) {
+            pending = op->cap;
+            any = true;
+        }
+    /* what it runs once the pending Bind or Close is done, or if that fails: the stricter */
+    const struct row_cap *both[2] = {now, pending};
+    bool first = true;
+    for (int i = 0; i < 2; i++) {
+        const struct row_cap *c = both[i];
+        if (!c) continue;
+        struct limited_stmt b = {.limit = c->limit, .rule = c->rule, .mask = c->mask};
+        if (first)
+            *out = b;
+        else
+            stricter(out, &b);
+        first = false;
+    }
+    return any && (out->limit || out->mask);
+}
+
 void prepared_free_all(struct session *s)
 {
     while (s->caps) {
         struct row_cap *c = s->caps;
         s->caps = c->next;
-        prepared_cap_put(c);
+        free(c);
     }
     while (s->prep_ops)
         op_pop(s, false);

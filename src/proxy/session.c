@@ -1298,27 +1298,45 @@ static void limit_push(struct session *s, uint64_t group, uint64_t limit, const 
 
 static void limit_free(struct limit_entry *l)
 {
-    for (uint32_t i = 0; i < l->n_caps; i++)
-        prepared_cap_put(l->caps[i]);
-    free(l->caps);
+    while (l->execs) {
+        struct cap_exec *e = l->execs;
+        l->execs = e->next;
+        free(e);
+    }
     free(l);
 }
 
-/* The nth Execute of the current group runs a portal with a cap: its limit and masking hold
- * for this group too, and its rows count against the cap. */
-static void limit_cap(struct session *s, uint32_t nth, struct row_cap *cap)
+/* The nth Execute of the current group runs portal, which has (or may get) a cap: its
+ * limit and masking hold for this group too, and its rows count against the cap. */
+static void limit_cap(struct session *s, uint32_t nth, const char *portal,
+                      const struct limited_stmt *c)
 {
-    limit_push(s, s->c2s_group, cap->limit, cap->rule, cap->mask);
+    limit_push(s, s->c2s_group, c->limit, c->rule, c->mask);
     struct limit_entry *l = s->limits_tail;
-    if (!l || l->group != s->c2s_group || nth > 65535) return; /* (limit and mask 0) */
-    if (nth >= l->n_caps) {
-        l->caps = xrealloc(l->caps, (nth + 1) * sizeof *l->caps);
-        memset(l->caps + l->n_caps, 0, (nth + 1 - l->n_caps) * sizeof *l->caps);
-        l->n_caps = nth + 1;
+    if (!l || l->group != s->c2s_group || !c->limit) return; /* (a mask only: nothing to count) */
+    size_t n = strlen(portal) + 1;
+    struct cap_exec *e = xmalloc(sizeof *e + n);
+    e->next = NULL;
+    e->index = nth;
+    memcpy(e->portal, portal, n);
+    if (l->execs_tail)
+        l->execs_tail->next = e;
+    else
+        l->execs = e;
+    l->execs_tail = e;
+}
+
+/* The cap that counts the rows of the result arriving now, if any. */
+static struct row_cap *limit_result_cap(struct session *s, struct limit_entry *l)
+{
+    while (l->execs && l->execs->index < l->result) { /* (results already over) */
+        struct cap_exec *e = l->execs;
+        l->execs = e->next;
+        if (!l->execs) l->execs_tail = NULL;
+        free(e);
     }
-    prepared_cap_put(l->caps[nth]);
-    l->caps[nth] = cap;
-    cap->refs++;
+    if (!l->execs || l->execs->index != l->result) return NULL;
+    return prepared_cap_of(s, l->execs->portal);
 }
 
 /* The entry of the group whose results are arriving now, if any. */
@@ -1558,7 +1576,7 @@ static bool on_client_bind(struct session *s, const uint8_t *body, size_t avail,
             return true;
         }
     }
-    if (s->caps) prepared_cap_drop(s, (const char *)body); /* the portal it replaces */
+    if (prepared_any(s)) prepared_cap_bind(s, (const char *)body, NULL); /* (it replaces one) */
     return true;
 }
 
@@ -1700,9 +1718,10 @@ static enum hold_action on_client_statement(struct session *s, uint8_t type, con
     case 'E': {
         s->statements++;
         s->park_group = s->c2s_group;
-        uint32_t nth = s->grp_execs++;
-        struct row_cap *cap = s->caps ? prepared_cap_of(s, (const char *)body) : NULL;
-        if (cap) limit_cap(s, nth, cap);
+        struct limited_stmt cap;
+        if (prepared_any(s) && memchr(body, 0, len) &&
+            prepared_cap_exec(s, (const char *)body, &cap))
+            limit_cap(s, s->grp_execs, (const char *)body, &cap); /* (group_note counts it) */
         if (relay_audit_execute(s, memchr(body, 0, len) ? (const char *)body : "") < 0) {
             refuse_audit_down(s, s->c2s_group);
             return replace_with_placeholder(s, 'E', body);
@@ -1780,10 +1799,11 @@ static bool is_placeholder_error(const uint8_t *body, size_t len)
 /* The row limit in force drops this DataRow? */
 static bool row_beyond_limit(struct session *s)
 {
-    const struct limit_entry *lim;
-    if (!s->limits || !(lim = relay_group_current(s)) || !lim->limit) return false;
-    struct row_cap *cap = lim->result < lim->n_caps ? lim->caps[lim->result] : NULL;
-    if ((cap ? cap->sent++ : s->rows_sent++) < lim->limit) return false;
+    struct limit_entry *lim;
+    if (!s->limits || !(lim = limit_current(s)) || !lim->limit) return false;
+    struct row_cap *cap = lim->execs ? limit_result_cap(s, lim) : NULL;
+    if (cap && !cap->limit) cap = NULL; /* (masking only: the group's limit, per result) */
+    if ((cap ? cap->sent++ : s->rows_sent++) < (cap ? cap->limit : lim->limit)) return false;
     s->rows_dropped++;
     return true;
 }
@@ -1824,7 +1844,7 @@ static enum hold_action on_server_message(struct session *s, uint8_t type, const
             if (relay_audit_on(s)) relay_audit_tx_ready(s, body[0]);
             s->tx = body[0];
             prepared_server(s, 'Z');
-            if (s->caps && body[0] == 'I') prepared_cap_drop(s, NULL); /* portals are gone */
+            if (s->caps && body[0] == 'I') prepared_cap_drop(s); /* its portals are gone */
             if (s->audit_ops) relay_audit_ready(s);
             relay_mask_group_end(s);
             if (s->pending_sync) s->pending_sync--;
@@ -1854,6 +1874,8 @@ static enum hold_action on_server_message(struct session *s, uint8_t type, const
     case 'C': {
         if (s->recs) relay_audit_server(s, type, body, len);
         relay_mask_result_end(s);
+        if (s->caps && len == 7 && !memcmp(body, "COMMIT", 7)) /* (AND CHAIN stays in a block) */
+            prepared_cap_drop(s);
         if (!s->limits) return HOLD_FORWARD;
         uint64_t dropped = s->rows_dropped;
         s->rows_sent = s->rows_dropped = 0;
@@ -1901,6 +1923,7 @@ static enum hold_action on_server_message(struct session *s, uint8_t type, const
         limit_result_end(s);
         return relay_mask_server(s, type, body, len);
     case '2':
+        if (s->prep_ops) prepared_server(s, type);
         if (s->audit_ops) relay_audit_parse_done(s, type);
         return HOLD_FORWARD;
     case 'T': /* a Describe's last reply (or a simple Query's columns) */
@@ -1935,6 +1958,7 @@ static void copy_in_end(struct session *s)
 static void group_note(struct session *s, uint8_t type)
 {
     if (type != 'D') relay_mask_client_other(s);
+    if (type == 'E') s->grp_execs++;
     if (type == 'S' || type == 'Q') {
         s->grp_msgs = s->grp_execs = 0;
         if (type == 'S') s->gg_open = false;
@@ -1959,6 +1983,7 @@ static bool server_holds(const struct session *s, uint8_t type)
 {
     return type == 'Z' || type == 'C' || type == 'E' || type == 'S' ||
            ((type == 'D' || type == 'd' || type == 's' || type == 'I' || type == 'V') && s->recs) ||
+           ((type == 's' || type == 'I') && s->limits) || /* a result ends (limit_result_end) */
            relay_mask_holds(s, type) || relay_grant_holds(s, type) || prepared_holds(s, type) ||
            ((type == '1' || type == '2' || type == '3' || type == 'T' || type == 'n') &&
             s->audit_ops) ||

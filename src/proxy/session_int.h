@@ -68,11 +68,10 @@ struct side {
 /* A portal bound from a statement with a row limit or a masking rule: its rows are counted
  * over all its Executes, which may be in later Query/Sync groups (a portal fetched in parts
  * across Syncs, as pgJDBC's fetchSize does inside a transaction), and each of them gets the
- * same limit and masking. Shared (refs) by the portal's name (prepared.c) and the limit
- * entries of the groups that execute it. */
+ * same limit and masking. Kept by portal name in s->caps (prepared.c) from the server's
+ * BindComplete until the portal is bound again, closed, or its transaction ends. */
 struct row_cap {
-    struct row_cap *next; /* in s->caps while its portal may still be executed */
-    int refs;
+    struct row_cap *next;
     uint64_t group; /* of its Bind */
     uint64_t limit, sent;
     const char *rule;
@@ -80,19 +79,26 @@ struct row_cap {
     char portal[];
 };
 
+/* An Execute of a portal that has (or may get) a cap: the index of its result among its
+ * group's Executes. Its rows count against the portal's cap as it stands when they come. */
+struct cap_exec {
+    struct cap_exec *next;
+    uint32_t index;
+    char portal[];
+};
+
 /* What policy said about the results of one Query/Sync group: a row limit, and whether a
  * rule asked for masking (1) or raw values (-1). Each result counts its own rows, but for an
- * Execute of a portal with a cap, whose rows count over all its parts: caps[i] is that of the
- * group's i-th Execute (a reference), or NULL; `result` is the index of the result arriving
- * (one per Execute, in order: CommandComplete, PortalSuspended, EmptyQueryResponse, or an
- * error, after which the server skips the rest of the group). */
+ * Execute in `execs`, whose rows count against its portal's cap; `result` is the index of
+ * the result arriving (one per Execute, in order: CommandComplete, PortalSuspended,
+ * EmptyQueryResponse, or an error, after which the server skips the rest of the group). */
 struct limit_entry {
     struct limit_entry *next;
     uint64_t group, limit;
     const char *rule; /* points into the session's policy snapshot */
     int mask;
-    struct row_cap **caps;
-    uint32_t n_caps, result;
+    struct cap_exec *execs, *execs_tail;
+    uint32_t result;
 };
 
 /* A prepared statement allowed with limit_rows, masking asked by a rule, or under an approval
@@ -324,15 +330,16 @@ const struct limited_stmt *prepared_lookup(struct session *s, const char *name,
                                            struct limited_stmt *tmp);
 bool prepared_any(const struct session *s);
 void prepared_free_all(struct session *s);
-/* Portals (struct row_cap). A Bind of portal from statement l (NULL: none): the portal's cap
- * now, or NULL when l has no limit or masking. */
-struct row_cap *prepared_cap_bind(struct session *s, const char *portal,
-                                  const struct limited_stmt *l);
-struct row_cap *prepared_cap_of(struct session *s, const char *portal); /* NULL: none */
-/* The portal is gone (closed; NULL: every portal bound in groups up to s2c_group, whose
- * transaction ended). */
-void prepared_cap_drop(struct session *s, const char *portal);
-void prepared_cap_put(struct row_cap *c);
+/* Portals (struct row_cap). A Bind of portal from statement l (NULL: none): at its
+ * BindComplete the portal gets a cap when l has a limit or masking, else none. */
+void prepared_cap_bind(struct session *s, const char *portal, const struct limited_stmt *l);
+/* The portal's cap now (NULL: none). */
+struct row_cap *prepared_cap_of(struct session *s, const char *portal);
+/* What an Execute of portal sent now gets (the stricter of its cap now and the one a pending
+ * Bind would give it): limit, rule, mask in *out; false: nothing. */
+bool prepared_cap_exec(struct session *s, const char *portal, struct limited_stmt *out);
+/* The transaction of the group being answered ended: the portals bound up to it are gone. */
+void prepared_cap_drop(struct session *s);
 
 /* Grants with max_rows (relay_grant.c). */
 enum hold_action relay_grant_wrap(struct session *s, const uint8_t *body, size_t len);

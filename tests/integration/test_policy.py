@@ -361,3 +361,63 @@ def test_parameter_status_is_masked(sluice, sluice_only):
     cur.execute("SELECT set_config('application_name', 'pat.param@example.com', false) IS NULL")
     assert bob.get_parameter_status("application_name") != "pat.param@example.com"
     assert "@example.com" in bob.get_parameter_status("application_name")
+
+
+def _rows(c, msgs):
+    """Send msgs (one group, ending in Sync); the DataRows and error codes of its replies."""
+    from test_audit_protocol import codes, replies
+    c.send(msgs)
+    got = replies(c)
+    return [t for t, _ in got].count(b"D"), codes(got)
+
+
+def test_portal_limit_follows_the_server_not_the_messages(sluice, sluice_only):
+    """A portal's count changes only when the server binds or closes it: a Close the server
+    skipped (an error earlier in its group), or a Bind it refused (the name is in use), leaves
+    the portal and its count as they were, also after ROLLBACK TO SAVEPOINT."""
+    from test_audit_protocol import B, E, P, SYNC, simple
+    c = sluice.raw_login("shop", "copilot")
+    close = pgwire.message(b"C", b"Pcur\0")
+    try:
+        simple(c, "BEGIN")
+        assert _rows(c, P("SELECT generate_series(1, 50)", "s1") + B("cur", "s1") +
+                     E("cur", 3) + SYNC) == (3, [])
+        simple(c, "SAVEPOINT sp")
+        assert _rows(c, E("nope") + close + SYNC) == (0, ["34000"])  # the Close is skipped
+        simple(c, "ROLLBACK TO SAVEPOINT sp")
+        assert _rows(c, E("cur", 1) + SYNC) == (1, [])
+        simple(c, "SAVEPOINT sp")
+        assert _rows(c, B("cur", "s1") + SYNC) == (0, ["42P03"])  # the portal exists
+        simple(c, "ROLLBACK TO SAVEPOINT sp")
+        assert _rows(c, E("cur", 0) + SYNC)[0] == 1  # 5 in all
+        simple(c, "ROLLBACK")
+    finally:
+        c.close()
+
+
+def test_portal_limit_without_audit_or_masking(spawn_sluice):
+    """With the audit and masking off, results still end where they should (PortalSuspended,
+    EmptyQueryResponse) and every Execute counts, so each portal's rows count against its own
+    limit."""
+    from test_audit_protocol import B, E, P, SYNC, simple
+    sp, ep = spawn_sluice("limit-plain", extra_yaml="audit: { enabled: false }\n"
+                                                    "masking: { enabled: false }")
+    c = ep.raw_login("shop", "copilot")
+    try:
+        simple(c, "BEGIN")
+        _rows(c, P("SELECT generate_series(1, 50)", "s1") + P("", "e") + SYNC)
+        assert _rows(c, B("b", "s1") + SYNC) == (0, [])
+        total = 0
+        for _ in range(5):  # the unnamed portal: 1 row each time; b: 5 rows in all
+            n, errs = _rows(c, B("", "s1") + E("", 1) + E("b", 3) + SYNC)
+            assert not errs, errs
+            total += n
+        assert total == 5 + 5, total
+        total = 0
+        for _ in range(3):  # an empty query's result ends too
+            n, errs = _rows(c, B("", "e") + E("") + E("b", 3) + SYNC)
+            total += n
+        assert total == 0, total
+        simple(c, "ROLLBACK")
+    finally:
+        c.close()
