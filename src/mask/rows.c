@@ -46,6 +46,7 @@ enum col_op {
     OP_VALUE_GUESS, /* binary of an unknown type: mask_value if text-like, else zero bytes */
     OP_ZERO,        /* binary of a type that is not text: zero bytes of the same length */
     OP_SCAN_BINARY, /* binary array of text: detected values starred in place (same length) */
+    OP_STAR_ARRAY,  /* binary array sensitive by its name: every element starred in place */
 };
 
 struct mask_col {
@@ -194,12 +195,34 @@ static enum col_op value_op(enum type_kind k, bool binary, bool by_rule)
         return by_rule ? OP_VALUE_JSONB : OP_SCAN_JSONB;
     case TY_OTHER:
         return OP_VALUE_GUESS;
-    case TY_ARRAY:
-        return by_rule ? OP_ZERO : OP_SKIP;
+    case TY_ARRAY: /* (its structure stays valid: the client can still decode it) */
+        return OP_STAR_ARRAY;
     case TY_SKIP:
         break;
     }
     return OP_ZERO;
+}
+
+/* A binary array (ndim, flags, element type, ndim x (size, lower bound), then each element
+ * as a length, -1 for NULL, and its bytes) with every element's bytes replaced by '*', in
+ * place. false when v is not such an array (then nothing is kept of it). */
+static bool star_array(uint8_t *v, size_t n)
+{
+    if (n < 12) return false;
+    uint32_t ndim = mask_get_u32(v);
+    if (ndim > 6 || n < 12 + 8 * (size_t)ndim) return false;
+    size_t pos = 12 + 8 * (size_t)ndim;
+    while (pos < n) {
+        if (n - pos < 4) return false;
+        int32_t l = (int32_t)mask_get_u32(v + pos);
+        pos += 4;
+        if (l < -1 || (l > 0 && (size_t)l > n - pos)) return false;
+        if (l > 0) {
+            memset(v + pos, '*', (size_t)l);
+            pos += (size_t)l;
+        }
+    }
+    return true;
 }
 
 static enum col_op scan_op(enum type_kind k, bool binary)
@@ -610,8 +633,31 @@ int mask_row_rewrite_ahead(const struct mask_db *db, const struct mask_plan *pla
         case OP_SCAN_JSONB:
         case OP_SCAN_GUESS: {
             size_t pre;
-            if (scan_slice(op, v, n, &pre))
+            if (scan_slice(op, v, n, &pre)) {
                 r = row_scan(&w, db, h, v, pre, v + pre, n - pre, counts);
+            } else if (op == OP_SCAN_GUESS && n > 0) {
+                /* binary that is not text (a record, a composite: text between lengths and
+                 * type OIDs): detected values starred in place, the structure kept */
+                uint8_t *copy = xmalloc(n);
+                memcpy(copy, v, n);
+                r = mask_text_inplace(db, copy, n, counts);
+                if (r > 0) row_replace_raw(&w, h, v, copy, n);
+                free(copy);
+            }
+            break;
+        }
+        case OP_STAR_ARRAY: {
+            if (n == 0) break;
+            uint8_t *copy = xmalloc(n);
+            memcpy(copy, v, n);
+            if (star_array(copy, n)) {
+                row_replace_raw(&w, h, v, copy, n);
+                if (counts && c->detector >= 0 && c->detector < MASK_MAX_DETECTORS)
+                    counts->n[c->detector]++;
+            } else {
+                row_replace(&w, db, c, OP_ZERO, h, v, n, counts);
+            }
+            free(copy);
             break;
         }
         case OP_VALUE_GUESS:

@@ -563,6 +563,27 @@ def test_binary_text_array_masked(pii):
     assert email == "*" * len("alice.smith@example.org"), email
 
 
+def test_binary_arrays_and_records_masked(pii):
+    """Binary results sluice cannot read as text: an array whose column is sensitive by its
+    name (every element starred in place, the array still decodes), and records (a ROW, a
+    whole table row), whose values are found by value between the lengths and type OIDs and
+    starred in place."""
+    with psycopg3_connect(pii, BOB) as c:
+        cur = c.cursor(binary=True)
+        (arr,) = cur.execute("SELECT ARRAY['pat.named@corp.com'] AS email").fetchone()
+        assert arr == ["*" * len("pat.named@corp.com")], arr
+        (arr,) = cur.execute("SELECT array_agg(note) AS api_token FROM mask_pii").fetchone()
+        assert arr and all(set(v) <= {"*"} for v in arr if v), arr
+    with psycopg3_connect(pii, BOB) as c:  # records: raw bytes, so read them as bytes
+        c.adapters.register_loader("record", psycopg.types.string.ByteaBinaryLoader)
+        cur = c.cursor(binary=True)
+        for sql in ("SELECT ROW(email, ssn) AS r FROM mask_pii WHERE id = 1",
+                    "SELECT mask_pii FROM mask_pii WHERE id = 1"):
+            (rec,) = cur.execute(sql).fetchone()
+            assert_no_secret(repr(rec), sql)
+            assert b"*****" in rec, (sql, rec)
+
+
 def test_binary_copy_not_raw(pii):
     """COPY ... TO STDOUT (FORMAT binary): either masked (lengths rewritten) or refused; never
     raw."""
