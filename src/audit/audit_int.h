@@ -193,6 +193,7 @@ struct audit_verify_result {
     uint64_t events;              /* events checked */
     uint64_t first_seq, last_seq; /* range checked (0 when none) */
     uint64_t anchor_seq;          /* store: retention anchor (0 = none) */
+    int64_t anchor_time_us;       /* ... and the time of its checkpoint */
     uint64_t checkpoints;         /* checkpoints checked */
     uint64_t signed_checkpoints;  /* of which signatures verified */
     uint64_t broken_seq;          /* the first broken link (0 when intact) */

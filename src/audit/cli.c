@@ -398,6 +398,34 @@ static void journal_note(const char *dbname)
                n);
 }
 
+/* A store whose oldest events are gone starts from a retention anchor. Retention prunes only
+ * events older than audit.retention, so an anchor is broken when the configuration keeps
+ * everything, or when its checkpoint is younger than the retention period (with 5 minutes
+ * of slack for the clocks): someone deleted the head of the chain and moved the anchor. */
+static void anchor_check(const struct sluice_config *cfg, struct audit_verify_result *r)
+{
+    if (!r->anchor_seq) return;
+    if (!cfg->audit.retention) {
+        r->intact = false;
+        r->broken_seq = r->anchor_seq;
+        snprintf(r->what, sizeof r->what,
+                 "the events before checkpoint %llu were removed, but audit.retention is not "
+                 "set: nothing prunes this store",
+                 (unsigned long long)r->anchor_seq);
+        return;
+    }
+    int64_t cutoff = audit_now_us() - (int64_t)cfg->audit.retention * 1000000 + 300000000LL;
+    if (r->anchor_time_us > cutoff) {
+        r->intact = false;
+        r->broken_seq = r->anchor_seq;
+        snprintf(r->what, sizeof r->what,
+                 "the events up to checkpoint %llu were removed, but that checkpoint is younger "
+                 "than audit.retention (%llus): retention did not prune them (if the setting "
+                 "was raised since, verify with the configuration in force then)",
+                 (unsigned long long)r->anchor_seq, (unsigned long long)cfg->audit.retention);
+    }
+}
+
 static int cmd_verify(struct cli *c, struct sluice_config *cfg, struct store *st)
 {
     EVP_PKEY *pub = NULL;
@@ -413,6 +441,7 @@ static int cmd_verify(struct cli *c, struct sluice_config *cfg, struct store *st
     int status = 0;
     struct audit_verify_result r;
     int rc = audit_verify_store(st, pub, &r);
+    if (rc == 0 && r.intact) anchor_check(cfg, &r);
     if (rc < 0) {
         fprintf(stderr, "sluice audit: verify: %s\n", r.what);
         status = 1;

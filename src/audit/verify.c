@@ -61,6 +61,7 @@ static bool same(const char *a, const char *b)
 
 struct cp {
     uint64_t seq;
+    int64_t time_us;
     char hash[AUDIT_HASH_HEX];
     bool is_signed, sig_ok;
 };
@@ -83,6 +84,7 @@ static int collect_cp(void *ctx, const struct store_checkpoint *c)
     }
     struct cp *p = &v->cps[v->ncp++];
     p->seq = c->seq;
+    p->time_us = c->time_us;
     snprintf(p->hash, sizeof p->hash, "%s", c->hash);
     p->is_signed = c->signature && *c->signature;
     p->sig_ok =
@@ -189,6 +191,7 @@ int audit_verify_store(struct store *st, EVP_PKEY *pub, struct audit_verify_resu
             goto out;
         }
         memcpy(v.prev, v.cps[0].hash, AUDIT_HASH_HEX);
+        r->anchor_time_us = v.cps[0].time_us;
         v.icp = 1;
     }
     int rc = store_events_scan(st, r->anchor_seq ? r->anchor_seq : 0, check_event, &v);

@@ -245,6 +245,24 @@ unsigned ident_fail_delay_ms(const struct sockaddr_storage *addr)
     return d;
 }
 
+unsigned ident_blocked_ms(const struct sockaddr_storage *addr)
+{
+    struct addr_key k;
+    addr_key_make(addr, &k);
+    size_t h = addr_hash(&k);
+    unsigned left = 0;
+    pthread_mutex_lock(&throttle_lock);
+    uint64_t now = now_ms();
+    struct throttle_slot *s = throttle_find(&k, h);
+    if (s && !expired(s, now)) {
+        /* the delay the answer to the last failure got (counted with it) */
+        uint64_t until = s->last_fail_ms + delay_for(s->failures);
+        if (until > now) left = (unsigned)(until - now);
+    }
+    pthread_mutex_unlock(&throttle_lock);
+    return left;
+}
+
 void ident_record_failure(const struct sockaddr_storage *addr)
 {
     struct addr_key k;

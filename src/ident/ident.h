@@ -33,6 +33,11 @@ bool ident_check_secret(const struct cfg_identity *id, const char *name, const c
  * 60 s after the previous one starts the count again. The table holds at most 4096 addresses;
  * the least recently failing one is evicted when a new address needs room. */
 unsigned ident_fail_delay_ms(const struct sockaddr_storage *addr);
+/* How long this address must still wait, after its last failure and that failure's delay,
+ * before a secret it sends is checked at all (0: now). A secret sent sooner is refused
+ * unchecked, so that answering a right guess at once cannot tell it from the delayed wrong
+ * ones. */
+unsigned ident_blocked_ms(const struct sockaddr_storage *addr);
 void ident_record_failure(const struct sockaddr_storage *addr);
 void ident_record_success(const struct sockaddr_storage *addr);
 

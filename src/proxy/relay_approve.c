@@ -25,11 +25,20 @@ enum review_outcome relay_approve_review(struct session *s, const char *sql,
                                          const struct sql_facts *f, const struct policy_decision *d,
                                          bool query)
 {
-    char fp[17];
-    snprintf(fp, sizeof fp, "%016llx", (unsigned long long)f->fingerprint);
+    /* grants match on the approval key: the fingerprint alone takes orders_2024 for
+     * orders_1999 (sql_approval_key) */
+    char fp[SQL_KEY_LEN];
+    if (sql_approval_key(sql, f->fingerprint, fp) < 0)
+        snprintf(fp, sizeof fp, "%016llx", (unsigned long long)f->fingerprint);
     snprintf(s->park_fp, sizeof s->park_fp, "%s", fp);
+    /* the bound reads the rows of its CommandComplete: one INSERT, UPDATE, DELETE or MERGE
+     * with no write nested in it (a data-modifying WITH's rows are not in the tag); a COPY
+     * streams, and is not wrapped */
+    const char *cmd = f->n_stmts ? f->stmts[0].command : "";
     s->park_guardable = f->n_stmts == 1 && f->stmts[0].cls == SQL_WRITE &&
-                        strcmp(f->stmts[0].command, "COPY") != 0; /* COPY streams: not wrapped */
+                        !(f->stmts[0].flags & SQL_F_NESTED_WRITE) &&
+                        (!strcmp(cmd, "INSERT") || !strcmp(cmd, "UPDATE") ||
+                         !strcmp(cmd, "DELETE") || !strcmp(cmd, "MERGE"));
     s->park_parse = !query;
     s->audit_request[0] = s->audit_grant[0] = '\0';
     bool writes = false, prepare = false;
@@ -47,7 +56,9 @@ enum review_outcome relay_approve_review(struct session *s, const char *sql,
     if (writes && !s->park_guardable && s->rt->cfg->approvals.grant_max_rows) {
         blocked_push_text(s, "42501", d->rule,
                           "sluice: a write that needs approval must be one statement sluice can "
-                          "bound to approvals.grant.max_rows (not COPY, not several statements)",
+                          "bound to approvals.grant.max_rows (one INSERT, UPDATE, DELETE or "
+                          "MERGE, with no data-modifying WITH; not COPY, not several "
+                          "statements)",
                           "send the statements one at a time; a COPY needs "
                           "approvals.grant.max_rows: 0");
         return REVIEW_REFUSED;
@@ -138,14 +149,15 @@ void relay_approve_resume(struct session *s)
         s->park_act = HOLD_FORWARD;
         snprintf(s->audit_grant, sizeof s->audit_grant, "%s", st.grant_id);
         if (st.grant_id[0]) {
-            if (!s->park_parse) approve_grant_use(st.grant_id, 0);
-            relay_audit_note_grant(s, st.grant_id);
+            /* its bound first: a grant whose last use this run takes is not found after */
             struct approve_grant g;
             if (s->park_guardable &&
                 approve_grant_find(s->ident->name, (const char **)s->ident->groups,
                                    s->ident->n_groups, s->target->name, s->park_fp, &g) &&
                 g.max_rows)
                 s->gg_pending_max = g.max_rows;
+            if (!s->park_parse) approve_grant_use(st.grant_id, 0);
+            relay_audit_note_grant(s, st.grant_id);
         }
         log_info("session %llu: request %s approved by %s", (unsigned long long)s->id,
                  s->park_request, st.approver);

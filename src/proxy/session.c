@@ -707,6 +707,10 @@ static void on_auth_message(struct session *s, uint8_t type, const uint8_t *body
                      "protocol violation during authentication");
         return;
     }
+    if (ident_blocked_ms(&s->addr) > 0) { /* (a guess is not even checked: ident.h) */
+        auth_failed(s, "too many failed logins from this address: refused unchecked");
+        return;
+    }
     bool scram = uses_scram(s);
     if (!scram) {
         const char *secret;

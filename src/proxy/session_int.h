@@ -15,6 +15,7 @@
 #include "core/buf.h"
 #include "net/net.h"
 #include "proxy/proxy.h"
+#include "sql/sql.h"
 
 struct mask_plan;
 struct mask_counts;
@@ -236,10 +237,10 @@ struct session {
     /* the server reads statement text otherwise than sluice does (standard_conforming_strings
      * off, an unsafe client_encoding: session_text_check): every statement is unjudgeable */
     bool text_doubt;
-    uint8_t grp_first;   /* ... the type of the first of them */
-    char park_fp[17];    /* the reviewed statement's fingerprint */
-    bool park_guardable; /* ... is one write statement (max_rows can be enforced) */
-    bool park_parse;     /* ... is a Parse: its grant's uses are taken by its Binds */
+    uint8_t grp_first;         /* ... the type of the first of them */
+    char park_fp[SQL_KEY_LEN]; /* the reviewed statement's approval key (sql_approval_key) */
+    bool park_guardable;       /* ... is one write statement (max_rows can be enforced) */
+    bool park_parse;           /* ... is a Parse: its grant's uses are taken by its Binds */
 };
 
 /* The buffer in *slot, taken from the pool when there is none. */

@@ -32,6 +32,7 @@
 #include <strings.h>
 
 #include <cjson/cJSON.h>
+#include <openssl/evp.h>
 #include <pg_query.h>
 
 #include "core/buf.h"
@@ -103,6 +104,7 @@ struct walk {
     /* CTE names in scope (pointers into the cJSON tree). */
     const char **scope;
     unsigned nscope, capscope;
+    unsigned dml; /* INSERT, UPDATE, DELETE, MERGE nodes met in the statement */
 };
 
 static const char *str_field(const cJSON *o, const char *key)
@@ -323,6 +325,96 @@ static bool streq_ci(const char *a, const char *b)
     return a && b && strcasecmp(a, b) == 0;
 }
 
+/* Skip the JSON value that starts at j (an object, an array, a string, a scalar). */
+static const char *json_skip(const char *j)
+{
+    int depth = 0;
+    bool str = false;
+    for (; *j; j++) {
+        if (str) {
+            if (*j == '\\' && j[1])
+                j++;
+            else if (*j == '"')
+                str = false;
+            if (!str && depth == 0) return j + 1;
+            continue;
+        }
+        if (*j == '"') {
+            str = true;
+        } else if (*j == '{' || *j == '[') {
+            depth++;
+        } else if (*j == '}' || *j == ']') {
+            if (--depth <= 0) return j + 1;
+        } else if (depth == 0 && (*j == ',' || *j == ' ')) {
+            return j;
+        }
+    }
+    return j;
+}
+
+int sql_approval_key(const char *sql, uint64_t fingerprint, char out[SQL_KEY_LEN])
+{
+    PgQueryParseResult r = pg_query_parse(sql);
+    if (r.error || !r.parse_tree) {
+        pg_query_free_parse_result(r);
+        return -1;
+    }
+    /* The tree's JSON with every constant and parameter as one token, and without token
+     * positions ("location"): the statement's shape, all its names, none of its values. A
+     * quote inside a JSON string is escaped, so these patterns never start inside one. */
+    static const char *const placeholder[] = {
+        "{\"A_Const\":", "{\"ParamRef\":", "{\"TypeCast\":{\"arg\":{\"A_Const\":",
+        "{\"TypeCast\":{\"arg\":{\"ParamRef\":", NULL}; /* ($1::int4 is a value too) */
+    static const char loc[] = "\"location\":";
+    EVP_MD_CTX *md = EVP_MD_CTX_new();
+    int rc = md && EVP_DigestInit_ex(md, EVP_sha256(), NULL) == 1 ? 0 : -1;
+    const char *j = r.parse_tree, *from = j;
+    bool str = false;
+    while (rc == 0 && *j) {
+        if (str) {
+            if (*j == '\\' && j[1])
+                j++;
+            else if (*j == '"')
+                str = false;
+            j++;
+            continue;
+        }
+        const char *skip_to = NULL, *token = NULL;
+        if (!strncmp(j, loc, sizeof loc - 1)) {
+            skip_to = j + sizeof loc - 1;
+            while (*skip_to == '-' || isdigit((unsigned char)*skip_to))
+                skip_to++;
+            if (*skip_to == ',') skip_to++;
+        } else {
+            for (const char *const *p = placeholder; *p && !skip_to; p++)
+                if (!strncmp(j, *p, strlen(*p))) {
+                    skip_to = json_skip(j);
+                    token = "{C}";
+                }
+        }
+        if (!skip_to) {
+            if (*j == '"') str = true;
+            j++;
+            continue;
+        }
+        if (EVP_DigestUpdate(md, from, (size_t)(j - from)) != 1 ||
+            (token && EVP_DigestUpdate(md, token, strlen(token)) != 1))
+            rc = -1;
+        j = from = skip_to;
+    }
+    if (rc == 0 && EVP_DigestUpdate(md, from, (size_t)(j - from)) != 1) rc = -1;
+    unsigned char h[EVP_MAX_MD_SIZE];
+    unsigned hl = 0;
+    if (rc == 0 && EVP_DigestFinal_ex(md, h, &hl) != 1) rc = -1;
+    EVP_MD_CTX_free(md);
+    pg_query_free_parse_result(r);
+    if (rc < 0) return -1;
+    int n = snprintf(out, SQL_KEY_LEN, "%016llx-", (unsigned long long)fingerprint);
+    for (unsigned i = 0; i < 8 && n + 2 < SQL_KEY_LEN; i++)
+        n += snprintf(out + n, SQL_KEY_LEN - (size_t)n, "%02x", h[i]);
+    return 0;
+}
+
 bool sql_encoding_unsafe(const char *name)
 {
     static const char *const unsafe[] = {
@@ -539,6 +631,7 @@ static void walk_node(struct walk *w, const char *type, const cJSON *body, int d
     if (!strcmp(type, "SelectStmt") || !strcmp(type, "InsertStmt") || !strcmp(type, "UpdateStmt") ||
         !strcmp(type, "DeleteStmt") || !strcmp(type, "MergeStmt")) {
         unsigned saved = w->nscope;
+        if (type[0] != 'S') w->dml++;
         walk_with(w, body, depth);
         if (type[0] == 'S') {
             const cJSON *into = cJSON_GetObjectItemCaseSensitive(body, "intoClause");
@@ -957,6 +1050,11 @@ static void stmt_fill(struct walk *w, struct sql_stmt *st, const char *command, 
     st->tables_read = strlist_finish(&w->read, &st->n_read);
     st->tables_written = strlist_finish(&w->written, &st->n_written);
     st->functions = strlist_finish(&w->funcs, &st->n_functions);
+    bool dml_cmd = !strcmp(command, "INSERT") || !strcmp(command, "UPDATE") ||
+                   !strcmp(command, "DELETE") || !strcmp(command, "MERGE");
+    if (w->dml > (dml_cmd ? 1u : 0u) && strcmp(command, "EXPLAIN") != 0)
+        st->flags |= SQL_F_NESTED_WRITE;
+    w->dml = 0;
     /* (plain EXPLAIN runs nothing) */
     if (st->cls == SQL_READ && calls_writing_function(st) &&
         (strcmp(command, "EXPLAIN") != 0 || (st->flags & SQL_F_EXPLAIN_ANALYZE)))

@@ -54,10 +54,23 @@ enum sql_flag {
      * read), which sluice reads only as PostgreSQL's defaults do */
     SQL_F_TEXT_SETTING = 1u << 11,
     /* set by the relay, never by sql_analyze: the session's text settings are such, so
-     * sluice may read this statement differently from the server (the last flag:
+     * sluice may read this statement differently from the server */
+    SQL_F_TEXT_DOUBT = 1u << 12,
+    /* an INSERT, UPDATE, DELETE or MERGE inside another statement (a data-modifying WITH):
+     * its rows are not in the statement's CommandComplete tag (the last flag:
      * tests/fuzz/fuzz_sql.c checks none is above it) */
-    SQL_F_TEXT_DOUBT = 1u << 12
+    SQL_F_NESTED_WRITE = 1u << 13
 };
+
+/* The key approvals match a statement by (SQL_KEY_LEN bytes with its NUL): its fingerprint,
+ * then the first 16 hex digits of a SHA-256 over its parse tree without literal values or
+ * positions. PostgreSQL's fingerprint alone leaves out digits in names (orders_2024 is
+ * orders_1999) and what is nested deeper than 100 levels; the tree hash keeps every name as
+ * written and the whole tree, but not the literals (the same statement with other values has
+ * the same key, so has one with $n parameters in their place), nor white space or keyword
+ * case. -1 when sql does not parse. */
+#define SQL_KEY_LEN 34
+int sql_approval_key(const char *sql, uint64_t fingerprint, char out[SQL_KEY_LEN]);
 
 /* Is this client_encoding one whose multibyte characters may hold ASCII bytes (SJIS, BIG5,
  * GBK, UHC, GB18030, JOHAB: PostgreSQL allows them for clients only)? Names compare as

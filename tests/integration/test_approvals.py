@@ -286,8 +286,12 @@ def results(appr, marker, n=1, timeout=10.0):
         evs = export_events(appr.sp)
         st = [e for e in evs if e["kind"] == "statement" and marker in (e.get("statement") or "")]
         if len(st) >= n or time.time() > deadline:
-            return [(e, end_of(evs, e)) for e in st]
+            break
         time.sleep(0.2)
+    time.sleep(0.3)  # a result that follows its event as statement_end: the next batch's
+    evs = export_events(appr.sp)
+    st = [e for e in evs if e["kind"] == "statement" and marker in (e.get("statement") or "")]
+    return [(e, end_of(evs, e)) for e in st]
 
 
 # ---------------------------------------------------------------- defer mode and grants
@@ -342,6 +346,28 @@ def test_defer_agent_cli_approval_and_grant(appr):
     assert appr.request(rid_b)["state"] == "pending"
     # reads are not affected
     assert runs(c, f"SELECT * FROM {t} WHERE id < 3") == 2
+
+
+def test_grant_is_for_the_statement_approved(appr):
+    """A grant covers the same statement with other literals, and nothing else: not a table
+    whose name differs only in its digits (PostgreSQL's fingerprint drops them), nor a WHERE
+    clause that differs deeper than the fingerprint looks (100 levels)."""
+    for t in ("appr_key42", "appr_key", "appr_key77"):
+        make_table(appr.pg, t)
+    c = appr.ep.connect(user="copilot")
+    c.autocommit = True
+    rid = refused_for_approval(c, "UPDATE appr_key42 SET v = 5 WHERE id = 1")
+    appr.decide(rid)
+    assert runs(c, "UPDATE appr_key42 SET v = 6 WHERE id = 2") == 1
+    for t in ("appr_key", "appr_key77"):
+        refused_for_approval(c, f"UPDATE {t} SET v = 5 WHERE id = 1")
+        assert value_of(appr.pg, t, 1)[0] == 1
+    deep = "NOT " * 60
+    rid = refused_for_approval(c, f"UPDATE appr_key SET v = 700 WHERE {deep}(id = 1)")
+    appr.decide(rid)
+    assert runs(c, f"UPDATE appr_key SET v = 700 WHERE {deep}(id = 3)") == 1
+    refused_for_approval(c, f"UPDATE appr_key SET v = 700 WHERE {deep}(id > 0 OR note IS NULL)")
+    assert upstream(appr.pg, "SELECT count(*) FROM appr_key WHERE v = 700")[0][0] == 1
 
 
 def test_grant_uses_run_out(appr):
@@ -1054,13 +1080,61 @@ def test_denied_parse_fails_the_writes_before_it(appr):
         assert any(k == "E" and f"request {rid} denied" in m for k, m in got), got
     assert upstream(appr.pg, f"SELECT count(*) FROM {t} WHERE id = 11")[0][0] == 0
     (ins, res), = results(appr, "appr_wp_ins")
-    evs = export_events(appr.sp)
-    ends = [e for e in evs if e["kind"] == "statement_end" and e.get("ref") == ins["seq"]]
-    failed = [e for e in ends if e.get("detail", "").startswith("failed after completing")]
+    deadline = time.time() + 10
+    while True:  # (its statement_end may come in a later batch than its event)
+        evs = export_events(appr.sp)
+        ends = [e for e in evs if e["kind"] == "statement_end" and e.get("ref") == ins["seq"]]
+        failed = [e for e in ends if e.get("detail", "").startswith("failed after completing")]
+        if failed or time.time() > deadline:
+            break
+        time.sleep(0.2)
     assert len(failed) == 1 and not failed[0].get("sqlstate"), (ins, ends)
     got = [(e, r) for e, r in results(appr, f"UPDATE {t} SET") if e.get("request_id") == rid]
     assert len(got) == 1, got
     assert got[0][0]["detail"] == "refused: its approval request was denied", got
+
+
+def test_wait_single_use_grant_keeps_its_bound(appr):
+    """A waiting write approved with one use and a max_rows bound: the use it takes is the
+    grant's last, and the bound still holds (the write touching more rows is rolled back)."""
+    t = "appr_wait_once"
+    make_table(appr.pg, t)
+    c = appr.ep.connect(user=BOB)
+    c.autocommit = True
+    out = {}
+
+    def client():
+        try:
+            out["rows"] = runs(c, f"UPDATE {t} SET v = v + 100 WHERE id > 0")
+        except Exception as e:  # noqa: BLE001 - reported below
+            out["err"] = e
+
+    th = threading.Thread(target=client)
+    th.start()
+    rid = appr.wait_pending(BOB, t)
+    appr.decide(rid, body={"uses": 1, "rows": 2})
+    th.join(15)
+    assert not th.is_alive()
+    e = out.get("err")
+    assert isinstance(e, psycopg2.Error) and e.pgcode == "42501", out
+    assert "more than the 2 its grant allows" in str(e), e
+    assert value_of(appr.pg, t, 1)[0] == 1  # rolled back
+
+
+def test_nested_write_cannot_be_bounded(appr):
+    """A data-modifying WITH reports the outer statement's rows in its CommandComplete, not
+    the rows it changed: under approvals.grant.max_rows it is refused before any request."""
+    t = "appr_cte"
+    make_table(appr.pg, t)
+    c = appr.ep.connect(user="copilot")
+    c.autocommit = True
+    for sql in (f"WITH d AS (DELETE FROM {t} WHERE id > 5 RETURNING 1) SELECT count(*) FROM d",
+                f"WITH d AS (DELETE FROM {t} WHERE id > 5 RETURNING id) "
+                f"UPDATE {t} SET v = 0 WHERE id = 1"):
+        with pytest.raises(psycopg2.Error) as ei:
+            c.cursor().execute(sql)
+        assert ei.value.pgcode == "42501" and "data-modifying WITH" in str(ei.value), ei.value
+    assert upstream(appr.pg, f"SELECT count(*) FROM {t}")[0][0] == 10
 
 
 def test_wait_inside_transaction_keeps_it(appr):

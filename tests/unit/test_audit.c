@@ -1500,6 +1500,23 @@ static void test_retention(void **state)
     assert_int_equal(r.events, 50);
     store_close(st);
 
+    /* the CLI holds the anchor to the configuration: with the retention in force it is
+     * intact; with none configured (nothing prunes), or a retention longer than the anchor's
+     * age, the head of the chain was deleted by someone else */
+    char cfgpath[256];
+    const char *const retentions[] = {"1h", NULL, "30d"};
+    const int want[] = {0, 1, 1};
+    for (int i = 0; i < 3; i++) {
+        snprintf(cfgpath, sizeof cfgpath, "%s/ret%d.yaml", e->dir, i);
+        FILE *f = fopen(cfgpath, "w");
+        assert_non_null(f);
+        fprintf(f, "targets:\n  - { name: shop, host: 127.0.0.1, user: app }\n");
+        if (retentions[i]) fprintf(f, "audit: { retention: %s }\n", retentions[i]);
+        fclose(f);
+        char *argv_anchor[] = {"audit", "verify", "-c", cfgpath, "--db", e->db, NULL};
+        assert_int_equal(audit_cli_main(6, argv_anchor), want[i]);
+    }
+
     /* deleting the anchor is noticed */
     struct audit_verify_result t =
         tampered(e, "a1", "DELETE FROM audit_checkpoints WHERE seq = 30", NULL);

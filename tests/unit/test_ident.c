@@ -213,6 +213,20 @@ static void test_throttle_delays(void **state)
     ident_record_failure(&b);
     ident_record_failure(&b);
     assert_int_equal(ident_fail_delay_ms(&b), 250);
+
+    /* a secret sent before the last failure's delay ran out is not checked */
+    ident_test_set_clock(3000000);
+    struct sockaddr_storage c = v4("10.0.0.3", 5000);
+    for (int i = 0; i < 2; i++)
+        ident_record_failure(&c);
+    assert_int_equal(ident_blocked_ms(&c), 0); /* answered at once */
+    ident_record_failure(&c);
+    ident_record_failure(&c); /* (auth_failed answers the fourth after 500 ms) */
+    ident_test_set_clock(3000000 + 100);
+    assert_int_equal(ident_blocked_ms(&c), 400);
+    ident_test_set_clock(3000000 + 500);
+    assert_int_equal(ident_blocked_ms(&c), 0);
+    assert_int_equal(ident_blocked_ms(&a2), 0); /* (forgotten after its success) */
     ident_test_set_clock(0);
 }
 
