@@ -35,9 +35,9 @@ SSL_CTX *tls_server_ctx(const struct cfg_tls *tls, char *err, size_t errlen)
     if (SSL_CTX_use_certificate_chain_file(ctx, tls->cert) != 1) goto fail;
     if (SSL_CTX_use_PrivateKey_file(ctx, tls->key, SSL_FILETYPE_PEM) != 1) goto fail;
     if (SSL_CTX_check_private_key(ctx) != 1) goto fail;
-    if (tls->client_ca) {
+    if (tls->client_ca) { /* mTLS: a TLS client without a certificate is refused too */
         if (SSL_CTX_load_verify_locations(ctx, tls->client_ca, NULL) != 1) goto fail;
-        SSL_CTX_set_verify(ctx, SSL_VERIFY_PEER, NULL);
+        SSL_CTX_set_verify(ctx, SSL_VERIFY_PEER | SSL_VERIFY_FAIL_IF_NO_PEER_CERT, NULL);
     }
     return ctx;
 fail:

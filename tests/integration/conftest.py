@@ -139,6 +139,16 @@ def make_certs(d):
              "-days", "3", "-extfile", f"{d}/ext.cnf"]
         )
         os.chmod(f"{d}/{name}.key", 0o600)
+    # a client certificate (mTLS) signed by the CA
+    with open(f"{d}/client.cnf", "w") as f:
+        f.write("basicConstraints=CA:FALSE\nkeyUsage=critical,digitalSignature\n"
+                "extendedKeyUsage=clientAuth\n")
+    run(["openssl", "req", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes",
+         "-keyout", f"{d}/client.key", "-out", f"{d}/client.csr", "-subj", "/CN=client"])
+    run(["openssl", "x509", "-req", "-in", f"{d}/client.csr", "-CA", f"{d}/ca.crt", "-CAkey",
+         f"{d}/ca.key", "-CAcreateserial", "-out", f"{d}/client.crt", "-days", "3", "-extfile",
+         f"{d}/client.cnf"])
+    os.chmod(f"{d}/client.key", 0o600)
 
 
 # ---------------------------------------------------------------- PostgreSQL
@@ -268,7 +278,8 @@ class SluiceConfig:
 
     def __init__(self, pg, certs, identities, port=None, admin_port=None, server_extra=None,
                  listen_host="127.0.0.1", tls_require=False, extra_yaml="", state_dir=None,
-                 extra_rules=()):
+                 extra_rules=(), client_ca=False):
+        self.client_ca = client_ca  # mTLS: client certificates signed by the test CA
         self.server_extra = dict(server_extra or {})
         self.first_rules = list(extra_rules)  # YAML lines put first in policy.rules
         self.extra_yaml = extra_yaml  # more top-level sections (masking:, audit:, ...)
@@ -306,7 +317,8 @@ class SluiceConfig:
             "# sluice config written by tests/integration/conftest.py",
             f"listen: {{ postgres: {self.listen_host}:{self.port}, admin: 127.0.0.1:{self.admin_port} }}",
             f"tls: {{ cert: {self.certs}/sluice.crt, key: {self.certs}/sluice.key, "
-            f"require: {'true' if self.tls_require else 'false'} }}",
+            + (f"client_ca: {self.certs}/ca.crt, " if self.client_ca else "")
+            + f"require: {'true' if self.tls_require else 'false'} }}",
             "targets:",
         ]
         for t in self.targets():

@@ -31,6 +31,20 @@ def test_client_tls_verify_full_rejects_wrong_ca(sluice):
     assert "certificate verify failed" in str(ei.value)
 
 
+def test_client_certificate_required_with_client_ca(spawn_sluice, certs):
+    """With tls.client_ca set (mTLS), a TLS client must present a certificate the CA signed:
+    one without a certificate, or with one not made for clients (the server's), is refused in
+    the handshake."""
+    sp, ep = spawn_sluice("mtls", client_ca=True)
+    c = ep.connect(sslmode="require", sslcert=f"{certs}/client.crt", sslkey=f"{certs}/client.key")
+    assert c.info.ssl_in_use
+    assert c.cursor().execute("SELECT 1") is None
+    c.close()
+    for kw in ({}, dict(sslcert=f"{certs}/sluice.crt", sslkey=f"{certs}/sluice.key")):
+        with pytest.raises(psycopg2.OperationalError):
+            ep.connect(sslmode="require", **kw).cursor().execute("SELECT 1")
+
+
 def test_client_tls_token_cleartext(sluice):
     """A token (cleartext password) over TLS."""
     c = sluice.connect(user="etl", sslmode="verify-full", sslrootcert=sluice.ca)
