@@ -211,6 +211,11 @@ static bool star_array(uint8_t *v, size_t n)
     if (n < 12) return false;
     uint32_t ndim = mask_get_u32(v);
     if (ndim > 6 || n < 12 + 8 * (size_t)ndim) return false;
+    /* json and jsonb elements must still decode: each becomes a JSON string of stars (jsonb
+     * keeping its version byte), or 0 when too short for one */
+    uint32_t elem = mask_get_u32(v + 8);
+    bool json = elem == 114 || elem == 3802;
+    size_t keep = elem == 3802 ? 1 : 0;
     size_t pos = 12 + 8 * (size_t)ndim;
     while (pos < n) {
         if (n - pos < 4) return false;
@@ -218,11 +223,50 @@ static bool star_array(uint8_t *v, size_t n)
         pos += 4;
         if (l < -1 || (l > 0 && (size_t)l > n - pos)) return false;
         if (l > 0) {
-            memset(v + pos, '*', (size_t)l);
+            size_t m = (size_t)l > keep ? (size_t)l - keep : 0;
+            uint8_t *e = v + pos + keep;
+            memset(e, json && m < 2 ? '0' : '*', m);
+            if (json && m >= 2) e[0] = e[m - 1] = '"';
             pos += (size_t)l;
         }
     }
     return true;
+}
+
+/* Detected values starred in place in a binary value that is not text. A binary record
+ * (int32 field count, then per field a type OID, an int32 length or -1, and the bytes) has
+ * each field scanned on its own, so that a detector never takes its framing for part of a
+ * value (a length of 48 to 57 bytes reads as an ASCII digit); anything else is scanned
+ * whole. Returns what mask_text_inplace does (> 0: something was starred). */
+static int scan_binary_inplace(const struct mask_db *db, uint8_t *v, size_t n,
+                               struct mask_counts *counts)
+{
+    if (n >= 4) {
+        uint32_t nf = mask_get_u32(v);
+        size_t pos = 4;
+        uint32_t i = 0;
+        for (; i < nf && i <= 1664 && n - pos >= 8; i++) {
+            int32_t l = (int32_t)mask_get_u32(v + pos + 4);
+            pos += 8;
+            if (l < -1 || (l > 0 && (size_t)l > n - pos)) break;
+            if (l > 0) pos += (size_t)l;
+        }
+        if (i == nf && pos == n) { /* a record: its fields one by one */
+            int any = 0;
+            pos = 4;
+            for (i = 0; i < nf; i++) {
+                int32_t l = (int32_t)mask_get_u32(v + pos + 4);
+                pos += 8;
+                if (l <= 0) continue;
+                int r = mask_text_inplace(db, v + pos, (size_t)l, counts);
+                if (r < 0) return r;
+                any |= r > 0;
+                pos += (size_t)l;
+            }
+            return any;
+        }
+    }
+    return mask_text_inplace(db, v, n, counts);
 }
 
 static enum col_op scan_op(enum type_kind k, bool binary)
@@ -640,7 +684,7 @@ int mask_row_rewrite_ahead(const struct mask_db *db, const struct mask_plan *pla
                  * type OIDs): detected values starred in place, the structure kept */
                 uint8_t *copy = xmalloc(n);
                 memcpy(copy, v, n);
-                r = mask_text_inplace(db, copy, n, counts);
+                r = scan_binary_inplace(db, copy, n, counts);
                 if (r > 0) row_replace_raw(&w, h, v, copy, n);
                 free(copy);
             }

@@ -76,6 +76,7 @@ void prepared_parse(struct session *s, const char *name, struct limited_stmt *en
 void prepared_close(struct session *s, const uint8_t *body, size_t len)
 {
     if (len < 2 || !memchr(body + 1, 0, len - 1)) return; /* the server refuses it */
+    if (!prepared_any(s)) return;                         /* no name it could change is known */
     op_push(s, (const char *)body + 1, false, body[0] != 'S', NULL);
 }
 

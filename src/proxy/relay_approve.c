@@ -36,7 +36,7 @@ enum review_outcome relay_approve_review(struct session *s, const char *sql,
      * streams, and is not wrapped */
     const char *cmd = f->n_stmts ? f->stmts[0].command : "";
     s->park_guardable = f->n_stmts == 1 && f->stmts[0].cls == SQL_WRITE &&
-                        !(f->stmts[0].flags & SQL_F_NESTED_WRITE) &&
+                        !(f->stmts[0].flags & (SQL_F_NESTED_WRITE | SQL_F_EXPLAIN_ANALYZE)) &&
                         (!strcmp(cmd, "INSERT") || !strcmp(cmd, "UPDATE") ||
                          !strcmp(cmd, "DELETE") || !strcmp(cmd, "MERGE"));
     s->park_parse = !query;
@@ -57,8 +57,8 @@ enum review_outcome relay_approve_review(struct session *s, const char *sql,
         blocked_push_text(s, "42501", d->rule,
                           "sluice: a write that needs approval must be one statement sluice can "
                           "bound to approvals.grant.max_rows (one INSERT, UPDATE, DELETE or "
-                          "MERGE, with no data-modifying WITH; not COPY, not several "
-                          "statements)",
+                          "MERGE, with no data-modifying WITH, not under EXPLAIN ANALYZE; not "
+                          "COPY, not several statements)",
                           "send the statements one at a time; a COPY needs "
                           "approvals.grant.max_rows: 0");
         return REVIEW_REFUSED;

@@ -61,6 +61,7 @@ static void session_unpark_remove(struct session *s);
 static void session_park_abandon(struct session *s, const char *reason);
 static void session_ident_free(struct cfg_identity *ci);
 static void limit_free(struct limit_entry *l);
+static void auth_delay(struct session *s, unsigned delay);
 
 /* ---- small helpers ------------------------------------------------------------------ */
 
@@ -604,7 +605,12 @@ static void auth_failed(struct session *s, const char *why)
     ident_record_failure(&s->addr);
     metrics_inc(M_AUTH_FAILURES, 0, 0);
     relay_audit_session(s, AUDIT_AUTH_FAILURE, why);
-    unsigned delay = ident_fail_delay_ms(&s->addr);
+    auth_delay(s, ident_fail_delay_ms(&s->addr));
+}
+
+/* Answer the failed login after delay ms (S_AUTH_DELAY), reading nothing more meanwhile. */
+static void auth_delay(struct session *s, unsigned delay)
+{
     free(s->scram_sv);
     s->scram_sv = NULL;
     s->state = S_AUTH_DELAY;
@@ -629,9 +635,36 @@ static bool role_setting(const char *name, size_t len)
     return false;
 }
 
+/* Does one backend command-line option set the role? PostgreSQL reads `options` with getopt
+ * over "B:bc:C:D:d:EeFf:h:ijk:lN:nOPp:r:S:sTt:v:W:-:": flags group (`-ec role=x` is -e then
+ * -c role=x), and a flag that takes a value takes the rest of its token, or the next token.
+ * *pending: the flag whose value is the next token (0: none). */
+static bool option_sets_role(const char *tok, char *pending)
+{
+    static const char with_value[] = "BcCDdfhkNprStvW-";
+    if (*pending) {
+        char f = *pending;
+        *pending = 0;
+        const char *eq = strchr(tok, '=');
+        return (f == 'c' || f == '-') && eq && role_setting(tok, (size_t)(eq - tok));
+    }
+    if (tok[0] != '-') return false; /* (a stray word: the server refuses the login) */
+    for (const char *p = tok + 1; *p; p++) {
+        if (!strchr(with_value, *p)) continue; /* a flag alone */
+        const char *value = p + 1;
+        if (!*value) {
+            *pending = *p;
+            return false;
+        }
+        const char *eq = strchr(value, '=');
+        return (*p == 'c' || *p == '-') && eq && role_setting(value, (size_t)(eq - value));
+    }
+    return false;
+}
+
 /* Do the client's startup parameters set the role: `role` or `session_authorization`
- * themselves, or as `-c name=value` / `--name=value` in `options` (split on white space,
- * with backslash escapes, as the server does)? */
+ * themselves, or through `options` (split on white space, with backslash escapes, as the
+ * server does)? */
 static bool startup_sets_role(const struct session *s)
 {
     struct pg_startup st;
@@ -640,25 +673,19 @@ static bool startup_sets_role(const struct session *s)
     for (unsigned i = 0; i < st.n_params; i++) {
         if (role_setting(st.keys[i], strlen(st.keys[i]))) return true;
         if (strcmp(st.keys[i], "options") != 0) continue;
-        char tok[256];
-        bool after_c = false;
+        char tok[4096], pending = 0; /* (a longer option is refused whole, below) */
         for (const char *p = st.vals[i]; *p;) {
             while (*p && isspace((unsigned char)*p))
                 p++;
             size_t n = 0;
             for (; *p && !isspace((unsigned char)*p); p++) {
                 if (*p == '\\' && p[1]) p++;
-                if (n + 1 < sizeof tok) tok[n++] = *p;
+                if (n + 1 == sizeof tok) return true; /* too long to read: taken as one */
+                tok[n++] = *p;
             }
             tok[n] = '\0';
             if (!n) break;
-            const char *setting = after_c                            ? tok
-                                  : !strncmp(tok, "--", 2)           ? tok + 2
-                                  : !strncmp(tok, "-c", 2) && tok[2] ? tok + 2
-                                                                     : NULL;
-            after_c = !strcmp(tok, "-c");
-            const char *eq = setting ? strchr(setting, '=') : NULL;
-            if (eq && role_setting(setting, (size_t)(eq - setting))) return true;
+            if (option_sets_role(tok, &pending)) return true;
         }
     }
     return false;
@@ -707,8 +734,13 @@ static void on_auth_message(struct session *s, uint8_t type, const uint8_t *body
                      "protocol violation during authentication");
         return;
     }
-    if (ident_blocked_ms(&s->addr) > 0) { /* (a guess is not even checked: ident.h) */
-        auth_failed(s, "too many failed logins from this address: refused unchecked");
+    unsigned blocked = ident_blocked_ms(&s->addr);
+    if (blocked > 0) { /* a guess is not even checked (ident.h), nor counted as a failure */
+        log_info("session %llu: login for user \"%s\" from %s refused unchecked: too many failed "
+                 "logins from this address",
+                 (unsigned long long)s->id, s->user, s->addr_text);
+        relay_audit_session(s, AUDIT_AUTH_FAILURE, "too many failed logins from this address");
+        auth_delay(s, blocked);
         return;
     }
     bool scram = uses_scram(s);
@@ -1783,10 +1815,13 @@ static enum hold_action on_client_statement(struct session *s, uint8_t type, con
         return replace_with_placeholder(s, 'E', body); /* no ReadyForQuery of its own */
     }
     statement_judge(s, (const char *)sql, false, (const char *)body, &v);
-    prepared_parse(s, (const char *)body,
-                   prepared_entry_new((const char *)body, v.ok ? v.limit : 0, v.rule,
-                                      v.ok ? v.mask : 0, v.ok && !v.approval ? s->audit_grant : "",
-                                      v.ok ? s->gg_pending_max : 0));
+    struct limited_stmt *entry =
+        prepared_entry_new((const char *)body, v.ok ? v.limit : 0, v.rule, v.ok ? v.mask : 0,
+                           v.ok && !v.approval ? s->audit_grant : "", v.ok ? s->gg_pending_max : 0);
+    /* nothing to follow while no statement has a limit, masking or a grant, nor may get one
+     * (a Parse waiting for approval): the common case costs no op */
+    if (entry || (v.ok && v.approval) || prepared_any(s))
+        prepared_parse(s, (const char *)body, entry);
     s->gg_pending_max = 0; /* the statement's Binds are bounded (relay_grant_bind) */
     return statement_finish(s, 'P', body, v.ok, v.ok && v.approval);
 }
@@ -1868,13 +1903,12 @@ static enum hold_action on_server_message(struct session *s, uint8_t type, const
     case 'S':
         pool_params_update(&s->params, &s->params_len, body - 5, len + 5);
         session_text_check(s);
-        if (param_status_masked(s, body, len)) return HOLD_REPLACE;
         if (len > 17 && memcmp(body, "application_name", 17) == 0 &&
             memchr(body + 17, 0, len - 17)) {
-            session_set_app_name(s, (const char *)body + 17);
-            audit_json_free(&s->audit_json); /* it names the application */
+            session_set_app_name(s, (const char *)body + 17); /* (the audit masks it) */
+            audit_json_free(&s->audit_json);                  /* it names the application */
         }
-        return HOLD_FORWARD;
+        return param_status_masked(s, body, len) ? HOLD_REPLACE : HOLD_FORWARD;
     case 'C': {
         if (s->recs) relay_audit_server(s, type, body, len);
         relay_mask_result_end(s);

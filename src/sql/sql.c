@@ -359,50 +359,47 @@ int sql_approval_key(const char *sql, uint64_t fingerprint, char out[SQL_KEY_LEN
         pg_query_free_parse_result(r);
         return -1;
     }
-    /* The tree's JSON with every constant and parameter as one token, and without token
-     * positions ("location"): the statement's shape, all its names, none of its values. A
-     * quote inside a JSON string is escaped, so these patterns never start inside one. */
-    static const char *const placeholder[] = {
+    /* What the fingerprint leaves out is in the tree's words: every string value (names,
+     * operators, kinds) and boolean, in order, but those of constants and parameters (an
+     * A_Const, a ParamRef, or one cast: $1::int4), whose subtrees are skipped. Numbers
+     * (positions, lengths) and keys are not hashed, nor is the punctuation, so lists of
+     * constants of any length have the same words, as they have the same fingerprint. A quote
+     * inside a JSON string is escaped, so a pattern never starts inside one. */
+    static const char *const constant[] = {
         "{\"A_Const\":", "{\"ParamRef\":", "{\"TypeCast\":{\"arg\":{\"A_Const\":",
-        "{\"TypeCast\":{\"arg\":{\"ParamRef\":", NULL}; /* ($1::int4 is a value too) */
-    static const char loc[] = "\"location\":";
+        "{\"TypeCast\":{\"arg\":{\"ParamRef\":", NULL};
     EVP_MD_CTX *md = EVP_MD_CTX_new();
     int rc = md && EVP_DigestInit_ex(md, EVP_sha256(), NULL) == 1 ? 0 : -1;
-    const char *j = r.parse_tree, *from = j;
-    bool str = false;
+    const char *j = r.parse_tree;
     while (rc == 0 && *j) {
-        if (str) {
-            if (*j == '\\' && j[1])
-                j++;
-            else if (*j == '"')
-                str = false;
-            j++;
+        bool skipped = false;
+        for (const char *const *p = constant; *p && !skipped; p++)
+            if (*j == '{' && !strncmp(j, *p, strlen(*p))) {
+                j = json_skip(j);
+                skipped = true;
+            }
+        if (skipped) continue;
+        if (*j == '"') {
+            const char *start = ++j;
+            while (*j && *j != '"')
+                j += *j == '\\' && j[1] ? 2 : 1;
+            size_t n = (size_t)(j - start);
+            if (*j) j++;
+            const char *after = j;
+            while (*after == ' ')
+                after++;
+            if (*after != ':' && /* (a value, not a key) */
+                (EVP_DigestUpdate(md, start, n) != 1 || EVP_DigestUpdate(md, "", 1) != 1))
+                rc = -1;
             continue;
         }
-        const char *skip_to = NULL, *token = NULL;
-        if (!strncmp(j, loc, sizeof loc - 1)) {
-            skip_to = j + sizeof loc - 1;
-            while (*skip_to == '-' || isdigit((unsigned char)*skip_to))
-                skip_to++;
-            if (*skip_to == ',') skip_to++;
-        } else {
-            for (const char *const *p = placeholder; *p && !skip_to; p++)
-                if (!strncmp(j, *p, strlen(*p))) {
-                    skip_to = json_skip(j);
-                    token = "{C}";
-                }
-        }
-        if (!skip_to) {
-            if (*j == '"') str = true;
-            j++;
+        if (!strncmp(j, "true", 4) || !strncmp(j, "false", 5)) {
+            if (EVP_DigestUpdate(md, j, 1) != 1) rc = -1;
+            j += *j == 't' ? 4 : 5;
             continue;
         }
-        if (EVP_DigestUpdate(md, from, (size_t)(j - from)) != 1 ||
-            (token && EVP_DigestUpdate(md, token, strlen(token)) != 1))
-            rc = -1;
-        j = from = skip_to;
+        j++;
     }
-    if (rc == 0 && EVP_DigestUpdate(md, from, (size_t)(j - from)) != 1) rc = -1;
     unsigned char h[EVP_MAX_MD_SIZE];
     unsigned hl = 0;
     if (rc == 0 && EVP_DigestFinal_ex(md, h, &hl) != 1) rc = -1;
@@ -1050,6 +1047,13 @@ static void stmt_fill(struct walk *w, struct sql_stmt *st, const char *command, 
     st->tables_read = strlist_finish(&w->read, &st->n_read);
     st->tables_written = strlist_finish(&w->written, &st->n_written);
     st->functions = strlist_finish(&w->funcs, &st->n_functions);
+    /* pg_settings' rules call set_config: a write to it can set the role, or the settings of
+     * how the server reads text, to anything */
+    for (unsigned i = 0; i < st->n_written; i++) {
+        const char *dot = strrchr(st->tables_written[i], '.');
+        if (!strcmp(dot ? dot + 1 : st->tables_written[i], "pg_settings"))
+            st->flags |= SQL_F_ROLE_CHANGE | SQL_F_TEXT_SETTING;
+    }
     bool dml_cmd = !strcmp(command, "INSERT") || !strcmp(command, "UPDATE") ||
                    !strcmp(command, "DELETE") || !strcmp(command, "MERGE");
     if (w->dml > (dml_cmd ? 1u : 0u) && strcmp(command, "EXPLAIN") != 0)

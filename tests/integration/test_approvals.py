@@ -1123,14 +1123,16 @@ def test_wait_single_use_grant_keeps_its_bound(appr):
 
 def test_nested_write_cannot_be_bounded(appr):
     """A data-modifying WITH reports the outer statement's rows in its CommandComplete, not
-    the rows it changed: under approvals.grant.max_rows it is refused before any request."""
+    the rows it changed, and EXPLAIN ANALYZE reports none: under approvals.grant.max_rows
+    they are refused before any request."""
     t = "appr_cte"
     make_table(appr.pg, t)
     c = appr.ep.connect(user="copilot")
     c.autocommit = True
     for sql in (f"WITH d AS (DELETE FROM {t} WHERE id > 5 RETURNING 1) SELECT count(*) FROM d",
                 f"WITH d AS (DELETE FROM {t} WHERE id > 5 RETURNING id) "
-                f"UPDATE {t} SET v = 0 WHERE id = 1"):
+                f"UPDATE {t} SET v = 0 WHERE id = 1",
+                f"EXPLAIN ANALYZE DELETE FROM {t} WHERE id > 5"):  # (its tag is EXPLAIN)
         with pytest.raises(psycopg2.Error) as ei:
             c.cursor().execute(sql)
         assert ei.value.pgcode == "42501" and "data-modifying WITH" in str(ei.value), ei.value

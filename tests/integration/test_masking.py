@@ -574,6 +574,11 @@ def test_binary_arrays_and_records_masked(pii):
         assert arr == ["*" * len("pat.named@corp.com")], arr
         (arr,) = cur.execute("SELECT array_agg(note) AS api_token FROM mask_pii").fetchone()
         assert arr and all(set(v) <= {"*"} for v in arr if v), arr
+        # json and jsonb elements still decode: strings of stars
+        for cast in ("json", "jsonb"):
+            (arr,) = cur.execute(f"SELECT ARRAY['{{\"k\": \"pat@corp.com\"}}'::{cast}, '7'::{cast}]"
+                                 f" AS email").fetchone()
+            assert isinstance(arr[0], str) and set(arr[0]) == {"*"} and arr[1] == 0, (cast, arr)
     with psycopg3_connect(pii, BOB) as c:  # records: raw bytes, so read them as bytes
         c.adapters.register_loader("record", psycopg.types.string.ByteaBinaryLoader)
         cur = c.cursor(binary=True)

@@ -49,6 +49,8 @@ def _count(conn, sql):
     ("ALTER SYSTEM SET work_mem = '1GB'", "alter_system"),
     ("SELECT pg_read_file('/etc/passwd')", "file_access"),
     ("SET ROLE postgres", "role_escalation"),
+    ("UPDATE pg_settings SET setting = 'postgres' WHERE name = 'role'", "role_escalation"),
+    ("ALTER ROLE CURRENT_USER SET role = 'postgres'", "role_escalation"),
     ("SELECT 1; DROP TABLE orders", "drop"),
 ])
 def test_guardrails_refuse_and_session_survives(sluice, sluice_only, sql, rule):
@@ -344,7 +346,9 @@ def test_startup_role_is_role_escalation(sluice, sluice_only):
     """`role` or `session_authorization` in the startup parameters (or as -c in options) is
     SET ROLE for the whole session: refused by the role_escalation guardrail."""
     for kw in (dict(options="-c role=app_md5"), dict(options="--role=app_md5"),
-               dict(options="-c session_authorization=app_md5")):
+               dict(options="-c session_authorization=app_md5"),
+               dict(options="-ec role=app_md5"), dict(options="-e-role=app_md5"),
+               dict(options="-e -c ROLE=app_md5")):
         with pytest.raises(psycopg2.OperationalError) as ei:
             sluice.connect(user="copilot", **kw)
         assert "role_escalation" in str(ei.value), (kw, ei.value)

@@ -501,7 +501,10 @@ static void test_approval_key(void **state)
     const char *same[] = {"UPDATE t SET v = v + 100 WHERE id <= $1",
                           "update t  set v=v+7\nwhere id<=99",
                           "UPDATE t SET v = v + $2 WHERE id <= $1",
-                          "UPDATE t SET v = v + 100 WHERE id <= $1::int4", NULL};
+                          "UPDATE t SET v = v + 100 WHERE id <= $1::int4",
+                          "UPDATE t SET v = v + 100 WHERE id <= 12345;",
+                          "  UPDATE t SET v = v + 100 WHERE id <= 1 ;  ",
+                          NULL};
     for (const char **s = same; *s; s++) {
         key_of(*s, b);
         assert_string_equal(a, b);
@@ -514,6 +517,13 @@ static void test_approval_key(void **state)
         key_of(*s, b);
         assert_string_not_equal(a, b);
     }
+    /* lists of constants of any length, as the fingerprint has them */
+    key_of("SELECT * FROM t WHERE id IN (1, 2)", a);
+    key_of("SELECT * FROM t WHERE id IN (1, 2, 3, 4)", b);
+    assert_string_equal(a, b);
+    key_of("INSERT INTO t VALUES (1, 'a'), (2, 'b')", a);
+    key_of("INSERT INTO t VALUES (1, 'a'), (2, 'b'), (3, 'c')", b);
+    assert_string_equal(a, b);
     char *deep1 = repeat_build("UPDATE t SET v = 1 WHERE ", "NOT ", 120, "(id = 1)", "", 0, "");
     char *deep2 =
         repeat_build("UPDATE t SET v = 1 WHERE ", "NOT ", 120, "(id = 1 OR true)", "", 0, "");
