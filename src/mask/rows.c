@@ -627,6 +627,19 @@ static void row_replace_raw(struct row_out *w, size_t h, const uint8_t *v, const
     w->emitted = (size_t)(v - w->body) + n;
 }
 
+/* A binary value (header at h, bytes v) with its detected values starred in place
+ * (scan_binary_inplace), replaced in the row when something was. */
+static int row_scan_inplace(struct row_out *w, const struct mask_db *db, size_t h, const uint8_t *v,
+                            size_t n, struct mask_counts *counts)
+{
+    uint8_t *copy = xmalloc(n);
+    memcpy(copy, v, n);
+    int r = scan_binary_inplace(db, copy, n, counts);
+    if (r > 0) row_replace_raw(w, h, v, copy, n);
+    free(copy);
+    return r;
+}
+
 int mask_row_rewrite(const struct mask_db *db, const struct mask_plan *plan, const uint8_t *body,
                      size_t len, struct buf *out, struct mask_counts *counts)
 {
@@ -682,11 +695,7 @@ int mask_row_rewrite_ahead(const struct mask_db *db, const struct mask_plan *pla
             } else if (op == OP_SCAN_GUESS && n > 0) {
                 /* binary that is not text (a record, a composite: text between lengths and
                  * type OIDs): detected values starred in place, the structure kept */
-                uint8_t *copy = xmalloc(n);
-                memcpy(copy, v, n);
-                r = scan_binary_inplace(db, copy, n, counts);
-                if (r > 0) row_replace_raw(&w, h, v, copy, n);
-                free(copy);
+                r = row_scan_inplace(&w, db, h, v, n, counts);
             }
             break;
         }
@@ -713,15 +722,9 @@ int mask_row_rewrite_ahead(const struct mask_db *db, const struct mask_plan *pla
             row_replace(&w, db, c, (v[0] == 1 && n > 1) ? OP_VALUE_JSONB : OP_ZERO, h, v, n,
                         counts);
             break;
-        case OP_SCAN_BINARY: {
-            if (n == 0) break;
-            uint8_t *copy = xmalloc(n);
-            memcpy(copy, v, n);
-            r = mask_text_inplace(db, copy, n, counts);
-            if (r > 0) row_replace_raw(&w, h, v, copy, n);
-            free(copy);
+        case OP_SCAN_BINARY:
+            if (n > 0) r = row_scan_inplace(&w, db, h, v, n, counts);
             break;
-        }
         case OP_VALUE:
         case OP_ZERO:
             if (n == 0) break; /* empty stays empty */

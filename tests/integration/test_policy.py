@@ -235,24 +235,32 @@ def test_fast_path_function_call_is_refused(sluice, sluice_only):
     c.close()
 
 
+def _fetch_in_parts(c, first, n):
+    """first (ending in a Bind of portal cur), then Executes of cur for n rows, each with its
+    own Sync, until cur completes: every reply."""
+    from test_audit_protocol import E, SYNC, replies
+    c.send(first + E("cur", n) + SYNC)
+    got = replies(c)
+    for _ in range(20):
+        if any(t == b"C" for t, _ in got):
+            break
+        c.send(E("cur", n) + SYNC)
+        got += replies(c)
+    return got
+
+
 def test_limit_rows_holds_across_a_portal_fetched_in_parts(sluice, sluice_only):
     """A portal fetched in parts across Syncs (pgJDBC's fetchSize inside a transaction) is one
     result: the rule's limit counts its rows over every part, not per part, and the notice
     comes with its end. A portal bound again starts a new count."""
-    from test_audit_protocol import B, E, P, SYNC, replies, simple
+    from test_audit_protocol import B, P, simple
     c = sluice.raw_login("shop", "copilot")
     try:
         simple(c, "BEGIN")
         close = pgwire.message(b"C", b"Pcur\0")
         for first in (True, False):  # the second time, the portal is closed and bound again
-            c.send((b"" if first else close) + P("SELECT g FROM generate_series(1, 20) g") +
-                   B("cur") + E("cur", 3) + SYNC)
-            got = replies(c)
-            for _ in range(10):
-                if any(t == b"C" for t, _ in got):
-                    break
-                c.send(E("cur", 3) + SYNC)
-                got += replies(c)
+            got = _fetch_in_parts(c, (b"" if first else close) +
+                                  P("SELECT g FROM generate_series(1, 20) g") + B("cur"), 3)
             assert [t for t, _ in got].count(b"D") == 5, got
             notices = [pgwire.parse_fields(b).get("M", "") for t, b in got if t == b"N"]
             assert any("limited to 5 rows" in n for n in notices), got
@@ -264,7 +272,7 @@ def test_limit_rows_holds_across_a_portal_fetched_in_parts(sluice, sluice_only):
 def test_mask_rule_holds_across_a_portal_fetched_in_parts(spawn_sluice):
     """A rule's `mask` action (here for etl, whose results are otherwise raw) masks every part
     of a portal fetched across Syncs, not only the part in its Bind's group."""
-    from test_audit_protocol import B, E, P, SYNC, replies, simple
+    from test_audit_protocol import B, P, simple
     sp, ep = spawn_sluice("mask-parts", extra_rules=[
         "    - { name: etl-mask-cap, match: { identity: etl, tables: [pol_mask_cap] },"
         " action: mask }"])
@@ -277,14 +285,8 @@ def test_mask_rule_holds_across_a_portal_fetched_in_parts(spawn_sluice):
     c = ep.raw_login("shop", "etl")
     try:
         simple(c, "BEGIN")
-        c.send(P("SELECT id, contact FROM pol_mask_cap ORDER BY id") + B("cur") +
-               E("cur", 2) + SYNC)
-        got = replies(c)
-        for _ in range(6):
-            if any(t == b"C" for t, _ in got):
-                break
-            c.send(E("cur", 2) + SYNC)
-            got += replies(c)
+        got = _fetch_in_parts(c, P("SELECT id, contact FROM pol_mask_cap ORDER BY id") +
+                              B("cur"), 2)
         rows = [b for t, b in got if t == b"D"]
         assert len(rows) == 7, got
         assert not [r for r in rows if b"pat" in r] and all(b"***@" in r for r in rows), rows
