@@ -233,6 +233,35 @@ static bool star_array(uint8_t *v, size_t n)
     return true;
 }
 
+/* Detected values starred in place in a binary array of text: each element on its own, so
+ * that the array's framing is never read as part of a value; scanned whole when it is not
+ * such an array. Returns what mask_text_inplace does (> 0: something was starred). */
+static int scan_array_inplace(const struct mask_db *db, uint8_t *v, size_t n,
+                              struct mask_counts *counts)
+{
+    uint32_t ndim = n >= 12 ? mask_get_u32(v) : 7;
+    size_t pos = 12 + 8 * (size_t)(ndim <= 6 ? ndim : 0);
+    bool ok = ndim <= 6 && n >= pos;
+    for (size_t p = pos; ok && p < n;) { /* (the framing checked first, whole) */
+        int32_t l = n - p >= 4 ? (int32_t)mask_get_u32(v + p) : -2;
+        p += 4;
+        ok = l >= -1 && (l <= 0 || (size_t)l <= n - p);
+        if (ok && l > 0) p += (size_t)l;
+    }
+    if (!ok) return mask_text_inplace(db, v, n, counts);
+    int any = 0;
+    while (pos < n) {
+        int32_t l = (int32_t)mask_get_u32(v + pos);
+        pos += 4;
+        if (l <= 0) continue;
+        int r = mask_text_inplace(db, v + pos, (size_t)l, counts);
+        if (r < 0) return r;
+        any |= r > 0;
+        pos += (size_t)l;
+    }
+    return any;
+}
+
 /* Detected values starred in place in a binary value that is not text. A binary record
  * (int32 field count, then per field a type OID, an int32 length or -1, and the bytes) has
  * each field scanned on its own, so that a detector never takes its framing for part of a
@@ -627,14 +656,15 @@ static void row_replace_raw(struct row_out *w, size_t h, const uint8_t *v, const
     w->emitted = (size_t)(v - w->body) + n;
 }
 
-/* A binary value (header at h, bytes v) with its detected values starred in place
- * (scan_binary_inplace), replaced in the row when something was. */
+/* A binary value (header at h, bytes v; an array of text or another binary) with its
+ * detected values starred in place, replaced in the row when something was. */
 static int row_scan_inplace(struct row_out *w, const struct mask_db *db, size_t h, const uint8_t *v,
-                            size_t n, struct mask_counts *counts)
+                            size_t n, bool array, struct mask_counts *counts)
 {
     uint8_t *copy = xmalloc(n);
     memcpy(copy, v, n);
-    int r = scan_binary_inplace(db, copy, n, counts);
+    int r =
+        array ? scan_array_inplace(db, copy, n, counts) : scan_binary_inplace(db, copy, n, counts);
     if (r > 0) row_replace_raw(w, h, v, copy, n);
     free(copy);
     return r;
@@ -695,7 +725,7 @@ int mask_row_rewrite_ahead(const struct mask_db *db, const struct mask_plan *pla
             } else if (op == OP_SCAN_GUESS && n > 0) {
                 /* binary that is not text (a record, a composite: text between lengths and
                  * type OIDs): detected values starred in place, the structure kept */
-                r = row_scan_inplace(&w, db, h, v, n, counts);
+                r = row_scan_inplace(&w, db, h, v, n, false, counts);
             }
             break;
         }
@@ -723,7 +753,7 @@ int mask_row_rewrite_ahead(const struct mask_db *db, const struct mask_plan *pla
                         counts);
             break;
         case OP_SCAN_BINARY:
-            if (n > 0) r = row_scan_inplace(&w, db, h, v, n, counts);
+            if (n > 0) r = row_scan_inplace(&w, db, h, v, n, true, counts);
             break;
         case OP_VALUE:
         case OP_ZERO:

@@ -14,7 +14,9 @@
  *
  * A portal bound from a statement with a limit or masking keeps them (struct row_cap) for its
  * Executes in later groups, until it is bound again, closed, or its transaction ends. Binds
- * are ops too (while any statement has a limit, masking or grant): a portal's cap changes at
+ * are ops too while any statement has a limit, masking or grant, or a Parse or Close is
+ * pending (a BindComplete of a Bind that is not an op then meets only a Parse or Close op at
+ * the head, which it does not complete): a portal's cap changes at
  * the server's BindComplete or CloseComplete, never for a Bind or Close the server skipped
  * or refused (a portal name already in use, an error earlier in the group).
  */
@@ -76,7 +78,6 @@ void prepared_parse(struct session *s, const char *name, struct limited_stmt *en
 void prepared_close(struct session *s, const uint8_t *body, size_t len)
 {
     if (len < 2 || !memchr(body + 1, 0, len - 1)) return; /* the server refuses it */
-    if (!prepared_any(s)) return;                         /* no name it could change is known */
     op_push(s, (const char *)body + 1, false, body[0] != 'S', NULL);
 }
 

@@ -1818,10 +1818,9 @@ static enum hold_action on_client_statement(struct session *s, uint8_t type, con
     struct limited_stmt *entry =
         prepared_entry_new((const char *)body, v.ok ? v.limit : 0, v.rule, v.ok ? v.mask : 0,
                            v.ok && !v.approval ? s->audit_grant : "", v.ok ? s->gg_pending_max : 0);
-    /* nothing to follow while no statement has a limit, masking or a grant, nor may get one
-     * (a Parse waiting for approval): the common case costs no op */
-    if (entry || (v.ok && v.approval) || prepared_any(s))
-        prepared_parse(s, (const char *)body, entry);
+    /* (every Parse is an op, even one with nothing to keep: replies are matched to the ops
+     * in order, so none may be missing) */
+    prepared_parse(s, (const char *)body, entry);
     s->gg_pending_max = 0; /* the statement's Binds are bounded (relay_grant_bind) */
     return statement_finish(s, 'P', body, v.ok, v.ok && v.approval);
 }

@@ -574,6 +574,9 @@ def test_binary_arrays_and_records_masked(pii):
         assert arr == ["*" * len("pat.named@corp.com")], arr
         (arr,) = cur.execute("SELECT array_agg(note) AS api_token FROM mask_pii").fetchone()
         assert arr and all(set(v) <= {"*"} for v in arr if v), arr
+        # a 2-D array of text, scanned element by element (its framing is not a record's)
+        (arr,) = cur.execute("SELECT ARRAY[['bob@ex.co'], ['x']] AS x").fetchone()
+        assert "bob@ex.co" not in repr(arr) and arr[1] == ["x"], arr
         # json and jsonb elements still decode: strings of stars
         for cast in ("json", "jsonb"):
             (arr,) = cur.execute(f"SELECT ARRAY['{{\"k\": \"pat@corp.com\"}}'::{cast}, '7'::{cast}]"

@@ -401,6 +401,22 @@ def test_portal_limit_follows_the_server_not_the_messages(sluice, sluice_only):
         c.close()
 
 
+def test_limit_kept_when_a_reparse_fails_behind_another_parse(sluice, sluice_only):
+    """Replies are matched to the Parses in order: a Parse with nothing to keep, then the Parse
+    of a limited statement, then a Parse of the same name that the server refuses (42P05):
+    the name keeps its limit."""
+    from test_audit_protocol import B, E, P, SYNC
+    c = sluice.raw_login("shop", "copilot")
+    try:
+        n, errs = _rows(c, P("SET search_path = public", "a") +
+                        P("SELECT generate_series(1, 50)", "L") +
+                        P("SET search_path = public", "L") + SYNC)
+        assert errs == ["42P05"], errs
+        assert _rows(c, B("", "L") + E("") + SYNC) == (5, [])
+    finally:
+        c.close()
+
+
 def test_portal_limit_without_audit_or_masking(spawn_sluice):
     """With the audit and masking off, results still end where they should (PortalSuspended,
     EmptyQueryResponse) and every Execute counts, so each portal's rows count against its own
