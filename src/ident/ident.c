@@ -232,34 +232,36 @@ static unsigned delay_for(unsigned failures)
     return d > THROTTLE_MAX_MS ? THROTTLE_MAX_MS : d;
 }
 
-unsigned ident_fail_delay_ms(const struct sockaddr_storage *addr)
+/* The delay the answer to this address's last failure got (its failures counted with it),
+ * and how much of it is left; both 0 for an address with no failure in the window. */
+static void throttle_state(const struct sockaddr_storage *addr, unsigned *delay, unsigned *left)
 {
     struct addr_key k;
     addr_key_make(addr, &k);
     size_t h = addr_hash(&k);
-    unsigned d = 0;
-    pthread_mutex_lock(&throttle_lock);
-    struct throttle_slot *s = throttle_find(&k, h);
-    if (s && !expired(s, now_ms())) d = delay_for(s->failures);
-    pthread_mutex_unlock(&throttle_lock);
-    return d;
-}
-
-unsigned ident_blocked_ms(const struct sockaddr_storage *addr)
-{
-    struct addr_key k;
-    addr_key_make(addr, &k);
-    size_t h = addr_hash(&k);
-    unsigned left = 0;
+    *delay = *left = 0;
     pthread_mutex_lock(&throttle_lock);
     uint64_t now = now_ms();
     struct throttle_slot *s = throttle_find(&k, h);
     if (s && !expired(s, now)) {
-        /* the delay the answer to the last failure got (counted with it) */
-        uint64_t until = s->last_fail_ms + delay_for(s->failures);
-        if (until > now) left = (unsigned)(until - now);
+        *delay = delay_for(s->failures);
+        uint64_t until = s->last_fail_ms + *delay;
+        if (until > now) *left = (unsigned)(until - now);
     }
     pthread_mutex_unlock(&throttle_lock);
+}
+
+unsigned ident_fail_delay_ms(const struct sockaddr_storage *addr)
+{
+    unsigned delay, left;
+    throttle_state(addr, &delay, &left);
+    return delay;
+}
+
+unsigned ident_blocked_ms(const struct sockaddr_storage *addr)
+{
+    unsigned delay, left;
+    throttle_state(addr, &delay, &left);
     return left;
 }
 

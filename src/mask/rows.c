@@ -203,98 +203,100 @@ static enum col_op value_op(enum type_kind k, bool binary, bool by_rule)
     return OP_ZERO;
 }
 
-/* A binary array (ndim, flags, element type, ndim x (size, lower bound), then each element
- * as a length, -1 for NULL, and its bytes) with every element's bytes replaced by '*', in
- * place. false when v is not such an array (then nothing is kept of it). */
+/* Binary arrays and records frame their elements alike: from pos on, each element is `gap`
+ * bytes (a record field's type OID; none in an array), an int32 length (-1 for NULL) and
+ * that many bytes. Do exactly `count` elements (UINT32_MAX: as many as there are) fill v up
+ * to its end? */
+static bool frames_valid(const uint8_t *v, size_t n, size_t pos, size_t gap, uint32_t count)
+{
+    uint32_t i = 0;
+    for (; i < count && pos < n; i++) {
+        if (n - pos < gap + 4) return false;
+        int32_t l = (int32_t)mask_get_u32(v + pos + gap);
+        pos += gap + 4;
+        if (l < -1 || (l > 0 && (size_t)l > n - pos)) return false;
+        if (l > 0) pos += (size_t)l;
+    }
+    return pos == n && (count == UINT32_MAX || i == count);
+}
+
+/* The next element of valid frames (frames_valid) at *pos: its bytes and length (<= 0: NULL
+ * or empty); *pos moves past it. */
+static uint8_t *frame_next(uint8_t *v, size_t *pos, size_t gap, int32_t *len)
+{
+    *len = (int32_t)mask_get_u32(v + *pos + gap);
+    uint8_t *e = v + *pos + gap + 4;
+    *pos += gap + 4 + (*len > 0 ? (size_t)*len : 0);
+    return e;
+}
+
+/* Each element of valid frames scanned on its own, detected values starred in place, so that
+ * the framing is never read as part of a value (a length of 48 to 57 bytes reads as an ASCII
+ * digit). Returns what mask_text_inplace does (> 0: something was starred). */
+static int frames_scan(const struct mask_db *db, uint8_t *v, size_t n, size_t pos, size_t gap,
+                       struct mask_counts *counts)
+{
+    int any = 0;
+    while (pos < n) {
+        int32_t l;
+        uint8_t *e = frame_next(v, &pos, gap, &l);
+        if (l <= 0) continue;
+        int r = mask_text_inplace(db, e, (size_t)l, counts);
+        if (r < 0) return r;
+        any |= r > 0;
+    }
+    return any;
+}
+
+/* Where a binary array's elements begin (ndim, flags, element type, ndim x (size, lower
+ * bound)), or 0 when v is not a binary array. */
+static size_t array_elements(const uint8_t *v, size_t n)
+{
+    if (n < 12) return 0;
+    uint32_t ndim = mask_get_u32(v);
+    size_t pos = 12 + 8 * (size_t)ndim;
+    return ndim <= 6 && n >= pos && frames_valid(v, n, pos, 0, UINT32_MAX) ? pos : 0;
+}
+
+/* A binary array with every element's bytes replaced by '*', in place. false when v is not
+ * such an array (then nothing is kept of it). */
 static bool star_array(uint8_t *v, size_t n)
 {
-    if (n < 12) return false;
-    uint32_t ndim = mask_get_u32(v);
-    if (ndim > 6 || n < 12 + 8 * (size_t)ndim) return false;
+    size_t pos = array_elements(v, n);
+    if (!pos) return false;
     /* json and jsonb elements must still decode: each becomes a JSON string of stars (jsonb
      * keeping its version byte), or 0 when too short for one */
     uint32_t elem = mask_get_u32(v + 8);
     bool json = elem == 114 || elem == 3802;
     size_t keep = elem == 3802 ? 1 : 0;
-    size_t pos = 12 + 8 * (size_t)ndim;
     while (pos < n) {
-        if (n - pos < 4) return false;
-        int32_t l = (int32_t)mask_get_u32(v + pos);
-        pos += 4;
-        if (l < -1 || (l > 0 && (size_t)l > n - pos)) return false;
-        if (l > 0) {
-            size_t m = (size_t)l > keep ? (size_t)l - keep : 0;
-            uint8_t *e = v + pos + keep;
-            memset(e, json && m < 2 ? '0' : '*', m);
-            if (json && m >= 2) e[0] = e[m - 1] = '"';
-            pos += (size_t)l;
-        }
+        int32_t l;
+        uint8_t *e = frame_next(v, &pos, 0, &l);
+        size_t m = l > 0 && (size_t)l > keep ? (size_t)l - keep : 0;
+        if (!m) continue;
+        memset(e + keep, json && m < 2 ? '0' : '*', m);
+        if (json && m >= 2) e[keep] = e[keep + m - 1] = '"';
     }
     return true;
 }
 
-/* Detected values starred in place in a binary array of text: each element on its own, so
- * that the array's framing is never read as part of a value; scanned whole when it is not
- * such an array. Returns what mask_text_inplace does (> 0: something was starred). */
+/* Detected values starred in place in a binary array of text: each element on its own;
+ * scanned whole when it is not such an array. */
 static int scan_array_inplace(const struct mask_db *db, uint8_t *v, size_t n,
                               struct mask_counts *counts)
 {
-    uint32_t ndim = n >= 12 ? mask_get_u32(v) : 7;
-    size_t pos = 12 + 8 * (size_t)(ndim <= 6 ? ndim : 0);
-    bool ok = ndim <= 6 && n >= pos;
-    for (size_t p = pos; ok && p < n;) { /* (the framing checked first, whole) */
-        int32_t l = n - p >= 4 ? (int32_t)mask_get_u32(v + p) : -2;
-        p += 4;
-        ok = l >= -1 && (l <= 0 || (size_t)l <= n - p);
-        if (ok && l > 0) p += (size_t)l;
-    }
-    if (!ok) return mask_text_inplace(db, v, n, counts);
-    int any = 0;
-    while (pos < n) {
-        int32_t l = (int32_t)mask_get_u32(v + pos);
-        pos += 4;
-        if (l <= 0) continue;
-        int r = mask_text_inplace(db, v + pos, (size_t)l, counts);
-        if (r < 0) return r;
-        any |= r > 0;
-        pos += (size_t)l;
-    }
-    return any;
+    size_t pos = array_elements(v, n);
+    return pos ? frames_scan(db, v, n, pos, 0, counts) : mask_text_inplace(db, v, n, counts);
 }
 
 /* Detected values starred in place in a binary value that is not text. A binary record
- * (int32 field count, then per field a type OID, an int32 length or -1, and the bytes) has
- * each field scanned on its own, so that a detector never takes its framing for part of a
- * value (a length of 48 to 57 bytes reads as an ASCII digit); anything else is scanned
- * whole. Returns what mask_text_inplace does (> 0: something was starred). */
+ * (int32 field count, then per field a type OID and a frame) has each field scanned on its
+ * own; anything else is scanned whole. */
 static int scan_binary_inplace(const struct mask_db *db, uint8_t *v, size_t n,
                                struct mask_counts *counts)
 {
-    if (n >= 4) {
-        uint32_t nf = mask_get_u32(v);
-        size_t pos = 4;
-        uint32_t i = 0;
-        for (; i < nf && i <= 1664 && n - pos >= 8; i++) {
-            int32_t l = (int32_t)mask_get_u32(v + pos + 4);
-            pos += 8;
-            if (l < -1 || (l > 0 && (size_t)l > n - pos)) break;
-            if (l > 0) pos += (size_t)l;
-        }
-        if (i == nf && pos == n) { /* a record: its fields one by one */
-            int any = 0;
-            pos = 4;
-            for (i = 0; i < nf; i++) {
-                int32_t l = (int32_t)mask_get_u32(v + pos + 4);
-                pos += 8;
-                if (l <= 0) continue;
-                int r = mask_text_inplace(db, v + pos, (size_t)l, counts);
-                if (r < 0) return r;
-                any |= r > 0;
-                pos += (size_t)l;
-            }
-            return any;
-        }
-    }
+    uint32_t nf = n >= 4 ? mask_get_u32(v) : UINT32_MAX;
+    if (nf <= 1665 && frames_valid(v, n, 4, 4, nf)) return frames_scan(db, v, n, 4, 4, counts);
     return mask_text_inplace(db, v, n, counts);
 }
 
