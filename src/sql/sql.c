@@ -352,6 +352,25 @@ static const char *json_skip(const char *j)
     return j;
 }
 
+/* The JSON text of a typmods list from p to end into md, without its "location" numbers. */
+static int hash_typmods(EVP_MD_CTX *md, const char *p, const char *end)
+{
+    static const char loc[] = "\"location\":";
+    const char *run = p; /* the bytes not yet hashed */
+    while (p < end) {
+        if ((size_t)(end - p) <= sizeof loc - 1 || memcmp(p, loc, sizeof loc - 1)) {
+            p++;
+            continue;
+        }
+        if (EVP_DigestUpdate(md, run, (size_t)(p - run)) != 1) return -1;
+        p += sizeof loc - 1;
+        while (p < end && (*p == '-' || isdigit((unsigned char)*p)))
+            p++;
+        run = p;
+    }
+    return EVP_DigestUpdate(md, run, (size_t)(end - run)) == 1 ? 0 : -1;
+}
+
 int sql_approval_key(const char *sql, uint64_t fingerprint, char out[SQL_KEY_LEN])
 {
     PgQueryParseResult r = pg_query_parse(sql);
@@ -388,8 +407,14 @@ int sql_approval_key(const char *sql, uint64_t fingerprint, char out[SQL_KEY_LEN
             const char *after = j;
             while (*after == ' ')
                 after++;
-            if (*after != ':' && /* (a value, not a key) */
-                (EVP_DigestUpdate(md, start, n) != 1 || EVP_DigestUpdate(md, "", 1) != 1))
+            if (*after == ':' && n == 7 && !memcmp(start, "typmods", 7)) {
+                /* varchar(1) is not varchar(1000), nor numeric(10,2) numeric(3): a type's
+                 * modifiers are hashed whole, numbers too, but their positions */
+                j = after + 1;
+                rc = hash_typmods(md, j, json_skip(j));
+                j = json_skip(j);
+            } else if (*after != ':' && /* (a value, not a key) */
+                       (EVP_DigestUpdate(md, start, n) != 1 || EVP_DigestUpdate(md, "", 1) != 1))
                 rc = -1;
             continue;
         }

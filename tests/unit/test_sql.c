@@ -532,6 +532,15 @@ static void test_approval_key(void **state)
     assert_string_not_equal(a, b);
     free(deep1);
     free(deep2);
+    /* a type's modifiers are part of the statement, wherever they sit in the text */
+    key_of("ALTER TABLE t ALTER c TYPE numeric(10,2)", a);
+    key_of("ALTER TABLE t ALTER c TYPE numeric(10,0)", b);
+    assert_string_not_equal(a, b);
+    key_of("ALTER  TABLE t ALTER c TYPE numeric( 10 , 2 )", b);
+    assert_string_equal(a, b);
+    key_of("ALTER TABLE t ALTER c TYPE varchar(1000)", a);
+    key_of("ALTER TABLE t ALTER c TYPE varchar(1)", b);
+    assert_string_not_equal(a, b);
     assert_int_equal(sql_approval_key("SELECT FROM WHERE", 1, a), -1);
 }
 
