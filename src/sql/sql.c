@@ -612,6 +612,115 @@ static bool drop_names_tables(const char *remove_type)
     return false;
 }
 
+/* Statements that bind an existing function to something PostgreSQL calls later without its
+ * name in the statement's text: an operator, an aggregate, a type's I/O, a cast, a
+ * conversion, a trigger, a text search parser. `SELECT a #~# b` runs whatever function the
+ * operator names, dblink_exec or pg_terminate_backend included. The functions are recorded as
+ * called (so `dangerous_functions` sees them) and the statement is unjudgeable: every later
+ * use escapes the judgement of its own text. */
+static bool binds_function(const char *type)
+{
+    static const char *const kinds[] = {"DefineStmt",
+                                        "CreateCastStmt",
+                                        "CreateConversionStmt",
+                                        "AlterOperatorStmt",
+                                        "CreateTrigStmt",
+                                        "CreateEventTrigStmt",
+                                        "CreateTransformStmt",
+                                        "CreateOpClassStmt",
+                                        "AlterOpFamilyStmt",
+                                        "AlterTypeStmt",
+                                        NULL};
+    for (const char *const *k = kinds; *k; k++)
+        if (!strcmp(type, *k)) return true;
+    return false;
+}
+
+/* CREATE COLLATION and text search dictionaries and configurations are DefineStmts that name
+ * no function. */
+static bool defines_no_function(const cJSON *body)
+{
+    const char *kind = str_field(body, "kind");
+    return kind && (!strcmp(kind, "OBJECT_COLLATION") || !strcmp(kind, "OBJECT_TSDICTIONARY") ||
+                    !strcmp(kind, "OBJECT_TSCONFIGURATION"));
+}
+
+/* The names of the functions a function-binding statement names, into w->funcs: every
+ * dotted name under a key that holds a function (funcname, func_name, the ObjectWithArgs of
+ * a cast or transform), and
+ * every DefElem whose value is a function (FUNCTION = f, SFUNC = f, INPUT = f, RESTRICT = f).
+ * Types (LEFTARG, STYPE, ...) are not functions; a name of either kind that is unknown here
+ * is recorded, which can only over-report. */
+static void record_bound_functions(struct walk *w, const cJSON *item, int depth)
+{
+    static const char *const not_functions[] = {"leftarg",
+                                                "rightarg",
+                                                "stype",
+                                                "mstype",
+                                                "basetype",
+                                                "element",
+                                                "like",
+                                                "category",
+                                                "alignment",
+                                                "storage",
+                                                "internallength",
+                                                "default",
+                                                "delimiter",
+                                                "collatable",
+                                                "passedbyvalue",
+                                                "preferred",
+                                                "initcond",
+                                                "minitcond",
+                                                "sspace",
+                                                "msspace",
+                                                "parallel",
+                                                "finalfunc_extra",
+                                                "mfinalfunc_extra",
+                                                "finalfunc_modify",
+                                                "mfinalfunc_modify",
+                                                "hypothetical",
+                                                "commutator",
+                                                "negator",
+                                                "hashes",
+                                                "merges",
+                                                "sortop",
+                                                NULL};
+    if (depth > WALK_MAX_DEPTH || !item) return;
+    const cJSON *c;
+    cJSON_ArrayForEach(c, item)
+    {
+        const char *k = c->string;
+        if (k && (!strcmp(k, "funcname") || !strcmp(k, "func_name"))) {
+            char *name = dotted_name(c);
+            if (name) strlist_add_take(&w->funcs, name);
+            continue;
+        }
+        if (k && (!strcmp(k, "func") || !strcmp(k, "fromsql") || !strcmp(k, "tosql"))) {
+            /* an ObjectWithArgs: CREATE CAST ... WITH FUNCTION, CREATE TRANSFORM */
+            char *name = dotted_name(cJSON_GetObjectItemCaseSensitive(c, "objname"));
+            if (name) strlist_add_take(&w->funcs, name);
+            continue;
+        }
+        if (k && !strcmp(k, "DefElem") && cJSON_IsObject(c)) {
+            const char *def = str_field(c, "defname");
+            bool fn = def != NULL;
+            for (const char *const *n = not_functions; fn && *n; n++)
+                fn = strcmp(def, *n) != 0;
+            const char *t;
+            const cJSON *arg = node_body(cJSON_GetObjectItemCaseSensitive(c, "arg"), &t);
+            if (fn && arg && !strcmp(t, "TypeName")) {
+                char *name = dotted_name(cJSON_GetObjectItemCaseSensitive(arg, "names"));
+                if (name) strlist_add_take(&w->funcs, name);
+            } else if (fn && arg && !strcmp(t, "List")) {
+                char *name = dotted_name(cJSON_GetObjectItemCaseSensitive(arg, "items"));
+                if (name) strlist_add_take(&w->funcs, name);
+            }
+            continue;
+        }
+        if (cJSON_IsObject(c) || cJSON_IsArray(c)) record_bound_functions(w, c, depth + 1);
+    }
+}
+
 /* Side effects (tables, functions, flags) of one node; statements nest (CTEs, EXPLAIN,
  * PREPARE, COPY (query), CREATE SCHEMA elements, rule actions), so this serves them all. */
 static void walk_node(struct walk *w, const char *type, const cJSON *body, int depth)
@@ -749,6 +858,12 @@ static void walk_node(struct walk *w, const char *type, const cJSON *body, int d
         walk_fields(w, body, NULL, depth);
         return;
     }
+    if (binds_function(type) && !(!strcmp(type, "DefineStmt") && defines_no_function(body))) {
+        w->flags |= SQL_F_UNJUDGEABLE;
+        record_bound_functions(w, body, depth);
+        if (!strcmp(type, "CreateTrigStmt")) walk_ddl(w, body, depth); /* its table */
+        return;
+    }
     if (!strcmp(type, "ExplainStmt") || !strcmp(type, "PrepareStmt")) {
         walk_fields(w, body, NULL, depth);
         return;
@@ -758,12 +873,11 @@ static void walk_node(struct walk *w, const char *type, const cJSON *body, int d
         !strcmp(type, "ViewStmt") || !strcmp(type, "AlterTableStmt") ||
         !strcmp(type, "RenameStmt") || !strcmp(type, "AlterObjectSchemaStmt") ||
         !strcmp(type, "AlterOwnerStmt") || !strcmp(type, "RuleStmt") ||
-        !strcmp(type, "CreateTrigStmt") || !strcmp(type, "CreatePolicyStmt") ||
-        !strcmp(type, "AlterPolicyStmt") || !strcmp(type, "RefreshMatViewStmt") ||
-        !strcmp(type, "ClusterStmt") || !strcmp(type, "ReindexStmt") ||
-        !strcmp(type, "CreateSeqStmt") || !strcmp(type, "AlterSeqStmt") ||
-        !strcmp(type, "CreateStatsStmt") || !strcmp(type, "CommentStmt") ||
-        !strcmp(type, "SecLabelStmt")) {
+        !strcmp(type, "CreatePolicyStmt") || !strcmp(type, "AlterPolicyStmt") ||
+        !strcmp(type, "RefreshMatViewStmt") || !strcmp(type, "ClusterStmt") ||
+        !strcmp(type, "ReindexStmt") || !strcmp(type, "CreateSeqStmt") ||
+        !strcmp(type, "AlterSeqStmt") || !strcmp(type, "CreateStatsStmt") ||
+        !strcmp(type, "CommentStmt") || !strcmp(type, "SecLabelStmt")) {
         walk_ddl(w, body, depth);
         return;
     }
