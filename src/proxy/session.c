@@ -498,6 +498,16 @@ static void handle_startup_packet(struct session *s, const struct pg_startup *st
         if (strncmp(copy.keys[i], "_pq_.", 5) == 0) unsupported[n_unsupported++] = copy.keys[i];
     if (minor > 0 || n_unsupported)
         pg_put_negotiate_version(session_out_buf(&s->cl_out), 0, unsupported, n_unsupported);
+    /* PostgreSQL takes the last of a repeated parameter, sluice's checks the first: a packet
+     * naming one twice (replication=false, replication=database) is refused, as libpq never
+     * sends one. */
+    for (unsigned i = 0; i < copy.n_params; i++)
+        for (unsigned j = 0; j < i; j++)
+            if (strcmp(copy.keys[i], copy.keys[j]) == 0) {
+                session_fail(s, "08P01", "sluice: a startup parameter is given twice", NULL,
+                             "refused: repeated startup parameter");
+                return;
+            }
     s->user = pg_startup_get(&copy, "user");
     s->dbname = pg_startup_get(&copy, "database");
     if (!s->user || !*s->user) {

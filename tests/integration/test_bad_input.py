@@ -133,6 +133,23 @@ def test_startup_without_user_28000(sluice):
     sluice.assert_alive()
 
 
+def test_repeated_startup_parameter_refused(sluice):
+    """PostgreSQL takes the last of a repeated parameter: replication=false then
+    replication=database was let through as a replication connection."""
+    body = struct.pack("!I", pgwire.PROTO_V3)
+    for k, v in (("user", ALICE), ("database", "shop"), ("replication", "false"),
+                 ("replication", "database")):
+        body += k.encode() + b"\0" + v.encode() + b"\0"
+    body += b"\0"
+    with sluice.raw() as r:
+        r.send(struct.pack("!I", len(body) + 4) + body)
+        m = r.read_msg()
+        assert m is not None and m[0] == b"E", m
+        f = pgwire.parse_fields(m[1])
+        assert f["C"] == "08P01" and "twice" in f["M"], f
+    sluice.assert_alive()
+
+
 def test_sslrequest_then_garbage(sluice):
     with sluice.raw() as r:
         r.send(struct.pack("!II", 8, pgwire.SSL_REQUEST))
