@@ -50,6 +50,7 @@ static void print_flags(FILE *out, unsigned flags)
         {SQL_F_TEXT_SETTING, "text_setting"},
         {SQL_F_TEXT_DOUBT, "text_doubt"},
         {SQL_F_NESTED_WRITE, "nested_write"},
+        {SQL_F_DROP_PART, "drop_part"},
     };
     fprintf(out, "  %-11s", "flags:");
     int any = 0;

@@ -135,7 +135,8 @@ static bool is_command(const struct sql_stmt *s, const char *cmd)
 
 static bool is_drop(const struct sql_stmt *s)
 {
-    return s->command && (strcmp(s->command, "DROP") == 0 || strncmp(s->command, "DROP ", 5) == 0);
+    return (s->flags & SQL_F_DROP_PART) || (s->command && (strcmp(s->command, "DROP") == 0 ||
+                                                           strncmp(s->command, "DROP ", 5) == 0));
 }
 
 unsigned guard_detect(const struct sql_stmt *s)
@@ -206,7 +207,9 @@ void guard_reason(enum cfg_guardrail g, const struct sql_stmt *s, char *buf, siz
     const char *what = s->flags & SQL_F_TAUTOLOGY ? "with an always-true WHERE" : "without WHERE";
     switch (g) {
     case CFG_GUARD_DROP:
-        if (on[0])
+        if (s->flags & SQL_F_DROP_PART && on[0])
+            snprintf(buf, len, "%s dropping a column or rewriting its values%s", cmd, on);
+        else if (on[0])
             snprintf(buf, len, "%s of%s", cmd, on + 3); /* " on x" -> " x" */
         else
             snprintf(buf, len, "%s statement", cmd);

@@ -858,6 +858,18 @@ static void walk_node(struct walk *w, const char *type, const cJSON *body, int d
         walk_fields(w, body, NULL, depth);
         return;
     }
+    if (!strcmp(type, "AlterTableStmt")) {
+        const cJSON *c;
+        cJSON_ArrayForEach(c, cJSON_GetObjectItemCaseSensitive(body, "cmds"))
+        {
+            const cJSON *cmd = node_body(c, NULL);
+            const char *sub = cmd ? str_field(cmd, "subtype") : NULL;
+            if (sub && (!strcmp(sub, "AT_DropColumn") || !strcmp(sub, "AT_AlterColumnType")))
+                w->flags |= SQL_F_DROP_PART;
+        }
+        walk_ddl(w, body, depth);
+        return;
+    }
     if (binds_function(type) && !(!strcmp(type, "DefineStmt") && defines_no_function(body))) {
         w->flags |= SQL_F_UNJUDGEABLE;
         record_bound_functions(w, body, depth);

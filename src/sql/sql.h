@@ -57,9 +57,12 @@ enum sql_flag {
      * sluice may read this statement differently from the server */
     SQL_F_TEXT_DOUBT = 1u << 12,
     /* an INSERT, UPDATE, DELETE or MERGE inside another statement (a data-modifying WITH):
-     * its rows are not in the statement's CommandComplete tag (the last flag:
-     * tests/fuzz/fuzz_sql.c checks none is above it) */
-    SQL_F_NESTED_WRITE = 1u << 13
+     * its rows are not in the statement's CommandComplete tag */
+    SQL_F_NESTED_WRITE = 1u << 13,
+    /* an ALTER that destroys part of a table's data: DROP COLUMN (of a table or a composite
+     * type's attribute), ALTER COLUMN ... TYPE (rewrites every value; USING may set any)
+     * (the last flag: tests/fuzz/fuzz_sql.c checks none is above it) */
+    SQL_F_DROP_PART = 1u << 14
 };
 
 /* The key approvals match a statement by (SQL_KEY_LEN bytes with its NUL): its fingerprint,

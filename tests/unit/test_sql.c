@@ -39,6 +39,7 @@ static const struct {
     {"PREPARE", SQL_F_PREPARE},
     {"TEXT_SETTING", SQL_F_TEXT_SETTING},
     {"NESTED_WRITE", SQL_F_NESTED_WRITE},
+    {"DROP_PART", SQL_F_DROP_PART},
 };
 
 static void flags_to_str(unsigned flags, char *out, size_t n)
