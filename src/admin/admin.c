@@ -34,6 +34,9 @@
 
 #define ADMIN_MAX_CONNECTIONS 256
 #define ADMIN_CONN_TIMEOUT 60 /* seconds without progress before a connection is closed */
+/* One address may hold this many of the connections: a client trickling header lines (each
+ * resets the timeout) cannot take every slot from the probes and the approvers. */
+#define ADMIN_MAX_PER_ADDRESS 32
 #define ADMIN_ID_MAX 128
 #define ADMIN_TOKEN_MAX 16384
 
@@ -730,6 +733,7 @@ int admin_start(const struct sluice_config *cfg, const struct admin_hooks *h, ch
                                    MHD_USE_AUTO | MHD_USE_ERROR_LOG,
                                0, NULL, NULL, on_request, NULL, MHD_OPTION_LISTEN_SOCKET, fd,
                                MHD_OPTION_CONNECTION_LIMIT, (unsigned)ADMIN_MAX_CONNECTIONS,
+                               MHD_OPTION_PER_IP_CONNECTION_LIMIT, (unsigned)ADMIN_MAX_PER_ADDRESS,
                                MHD_OPTION_CONNECTION_TIMEOUT, (unsigned)ADMIN_CONN_TIMEOUT,
                                MHD_OPTION_NOTIFY_COMPLETED, on_completed, NULL,
                                MHD_OPTION_EXTERNAL_LOGGER, on_mhd_log, NULL, MHD_OPTION_END);

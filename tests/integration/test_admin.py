@@ -272,6 +272,29 @@ def test_healthz_and_readyz_without_auth(adm):
     assert st == 200, f"/readyz with PostgreSQL up: {st} {body}"
 
 
+def test_one_address_cannot_hold_every_admin_connection(adm):
+    """A client trickling header lines from one address (slowloris) held all 256 slots, and
+    /healthz, /readyz and the approvals API refused everyone else. An address now holds 32."""
+    socks = []
+    try:
+        for _ in range(300):
+            s = socket.socket()
+            s.bind(("127.0.0.2", 0))
+            s.settimeout(5)
+            try:
+                s.connect(("127.0.0.1", adm.sp.config.admin_port))
+                s.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\n")  # never finished
+            except OSError:
+                pass
+            socks.append(s)
+        time.sleep(0.5)
+        st, hd, body = adm.request("GET", "/healthz")
+        assert st == 200, body
+    finally:
+        for s in socks:
+            s.close()
+
+
 def test_readyz_not_ready_when_no_target_reachable(workdir, certs, pg, sluice_only, sluice_bin):
     sp, ep = start_instance(workdir, certs, pg, "admin-down", only_targets={"shop_down"})
     try:
