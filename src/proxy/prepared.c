@@ -26,6 +26,13 @@
 #include "core/buf.h"
 #include "proxy/session_int.h"
 
+/* A named statement the server holds from a Parse sluice judged (ParseComplete), until a
+ * Close of it, or a SQL PREPARE, DEALLOCATE or DISCARD ALL that may replace or drop it. */
+struct known_stmt {
+    struct known_stmt *next;
+    char name[];
+};
+
 /* A Parse, Bind or Close the server has not answered yet. */
 struct prep_op {
     struct prep_op *next;
@@ -111,6 +118,56 @@ static void cap_unlink(struct session *s, const char *portal)
         }
 }
 
+static void known_forget(struct session *s, const char *name) /* NULL: every name */
+{
+    for (struct known_stmt **pp = &s->known; *pp;) {
+        struct known_stmt *k = *pp;
+        if (name && strcmp(k->name, name) != 0) {
+            pp = &k->next;
+            continue;
+        }
+        *pp = k->next;
+        free(k);
+        if (name) return;
+    }
+}
+
+static void known_add(struct session *s, const char *name)
+{
+    if (!name[0]) return; /* the unnamed statement: SQL cannot make it */
+    for (const struct known_stmt *k = s->known; k; k = k->next)
+        if (strcmp(k->name, name) == 0) return;
+    size_t n = strlen(name) + 1;
+    struct known_stmt *k = xmalloc(sizeof *k + n);
+    memcpy(k->name, name, n);
+    k->next = s->known;
+    s->known = k;
+}
+
+bool prepared_name_known(const struct session *s, const char *name)
+{
+    if (!name[0]) return true;
+    for (const struct known_stmt *k = s->known; k; k = k->next)
+        if (strcmp(k->name, name) == 0) return true;
+    for (const struct prep_op *op = s->prep_ops; op; op = op->next)
+        if (op->parse && strcmp(op->name, name) == 0 &&
+            (op->group == s->c2s_group || !s->sql_prepared))
+            return true;
+    return false;
+}
+
+void prepared_sql_statement(struct session *s, const struct sql_stmt *st)
+{
+    if (st->prepared_all) {
+        known_forget(s, NULL);
+        relay_audit_forget_statement(s, NULL);
+    }
+    if (!st->prepared_name) return;
+    known_forget(s, st->prepared_name);
+    relay_audit_forget_statement(s, st->prepared_name);
+    if (st->flags & SQL_F_PREPARE) s->sql_prepared = true;
+}
+
 /* The op at the head is done: the name now means its entry; a portal, its cap. */
 static void op_apply(struct session *s, struct prep_op *op)
 {
@@ -123,6 +180,10 @@ static void op_apply(struct session *s, struct prep_op *op)
         }
         return;
     }
+    if (op->parse)
+        known_add(s, op->name);
+    else
+        known_forget(s, op->name); /* a Close of the statement */
     struct limited_stmt **pp = known_slot(s, op->name);
     if (*pp) {
         struct limited_stmt *old = *pp;
@@ -294,4 +355,5 @@ void prepared_free_all(struct session *s)
         s->limited = l->next;
         free(l);
     }
+    known_forget(s, NULL);
 }

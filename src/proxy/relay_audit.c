@@ -687,6 +687,7 @@ void relay_audit_bind(struct session *s, const char *portal, const char *stmt_na
     portal_replaced(s, portal);
     const struct audit_op *op = op_pending(s, OP_PARSE, stmt_name);
     const struct prep *st = op ? NULL : prep_get(s->preps, stmt_name);
+    if (!prepared_name_known(s, stmt_name)) op = NULL, st = NULL; /* SQL PREPARE may own it */
     struct stmt_info *info = op ? op->info : st ? st->info : NULL;
     if (info) info->refs++;
     op_push(s, OP_BIND, portal, info,
@@ -702,6 +703,16 @@ void relay_audit_bind(struct session *s, const char *portal, const char *stmt_na
     /* a Parse of this group that fails takes this Bind with it; one of an earlier group may
      * fail alone */
     s->audit_ops_tail->guessed = op && op->group != s->c2s_group;
+}
+
+void relay_audit_forget_statement(struct session *s, const char *name)
+{
+    if (!name) {
+        while (s->preps)
+            prep_set(&s->preps, s->preps->name, NULL, NULL, NULL, NULL);
+        return;
+    }
+    prep_set(&s->preps, name, NULL, NULL, NULL, NULL);
 }
 
 void relay_audit_describe(struct session *s, const uint8_t *body, size_t len)

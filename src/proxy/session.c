@@ -1509,6 +1509,8 @@ static void statement_judge_inner(struct session *s, const char *sql, bool query
         if (audit) (void)relay_audit_query(s, sql, NULL, "deny", "internal", true);
         return;
     }
+    for (unsigned k = 0; k < facts->n_stmts; k++)
+        prepared_sql_statement(s, &facts->stmts[k]);
     if (!s->text_doubt || !facts->n_stmts) {
         statement_judge_facts(s, sql, query, name, v, facts);
         return;
@@ -1580,6 +1582,28 @@ static void statement_judge_facts(struct session *s, const char *sql, bool query
         (void)relay_audit_query(s, sql, facts, policy_action_name(d.action), d.rule, true);
 }
 
+/* A Bind of a statement sluice did not judge: made by SQL PREPARE (its EXECUTE is
+ * unjudgeable: it runs again with any parameters, past grants and limits), or a name that a
+ * DEALLOCATE or DISCARD ALL may have freed for one. It runs only where the unjudgeable
+ * guardrail allows, and is recorded as such. */
+static bool bind_unknown_allowed(struct session *s, const uint8_t *portal, const uint8_t *name)
+{
+    enum cfg_action a = s->rt->cfg->guardrails.action[CFG_GUARD_UNJUDGEABLE][s->ident->kind];
+    if (a == CFG_ALLOW) return true;
+    struct policy_decision d = {.action = POLICY_DENY, .rule = "unjudgeable"};
+    snprintf(d.reason, sizeof d.reason,
+             "the prepared statement \"%.64s\" was not prepared with a Parse sluice judged (SQL "
+             "PREPARE, or a name DEALLOCATE or DISCARD may have freed)",
+             (const char *)name);
+    snprintf(d.hint, sizeof d.hint, "prepare the statement with a Parse message");
+    log_info("session %llu: Bind of a statement sluice did not judge refused for user \"%s\"",
+             (unsigned long long)s->id, s->user);
+    blocked_push(s, &d);
+    relay_audit_bind_refused(s, (const char *)portal, (const char *)name, "deny", "unjudgeable",
+                             NULL, "refused: a statement sluice did not see prepared");
+    return false;
+}
+
 /* Bind of a statement with a row limit: results in this group are limited. Bind is held whole
  * while any prepared statement of the session has a limit or a grant (client_holds). A Bind of
  * a statement approved under a grant takes one of its uses, as a simple Query does: false when
@@ -1592,6 +1616,7 @@ static bool on_client_bind(struct session *s, const uint8_t *body, size_t avail,
     const uint8_t *name = portal_end + 1;
     size_t left = avail - (size_t)(name - body);
     if (!memchr(name, 0, left)) return true;
+    if (!prepared_name_known(s, (const char *)name)) return bind_unknown_allowed(s, body, name);
     struct limited_stmt tmp;
     const struct limited_stmt *l = prepared_lookup(s, (const char *)name, &tmp);
     {

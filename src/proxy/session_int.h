@@ -178,6 +178,8 @@ struct session {
     struct limited_stmt *limited;         /* prepared statements with a limit, masking or grant */
     struct prep_op *prep_ops, *prep_tail; /* Parses and Closes not yet answered (prepared.c) */
     struct row_cap *caps;                 /* portals bound with a limit or masking (prepared.c) */
+    struct known_stmt *known;             /* named statements the server has from a Parse */
+    bool sql_prepared;                    /* a SQL PREPARE was sent in this session */
     const char *client_fault; /* SQLSTATE of a client protocol error that ends the session */
     const char *server_fault; /* SQLSTATE of a server message sluice cannot relay safely */
     bool lingering;           /* S_CLOSING: error sent, reading until the client closes */
@@ -331,6 +333,14 @@ const struct limited_stmt *prepared_lookup(struct session *s, const char *name,
                                            struct limited_stmt *tmp);
 bool prepared_any(const struct session *s);
 void prepared_free_all(struct session *s);
+/* A statement name a Bind may use as sluice judged it: the unnamed statement, a name whose
+ * Parse the server confirmed, or one with a Parse still pending (in an earlier group only
+ * while no SQL PREPARE was sent: its failure would leave that statement under the name). A
+ * name made by SQL PREPARE, or dropped by DEALLOCATE or DISCARD ALL, is not. */
+bool prepared_name_known(const struct session *s, const char *name);
+/* A statement of a Query or Parse sent now: PREPARE, DEALLOCATE and DISCARD ALL make their
+ * names unknown (at once: whether they succeed is not waited for). */
+void prepared_sql_statement(struct session *s, const struct sql_stmt *st);
 /* Portals (struct row_cap). A Bind of portal from statement l (NULL: none): at its
  * BindComplete the portal gets a cap when l has a limit or masking, else none. */
 void prepared_cap_bind(struct session *s, const char *portal, const struct limited_stmt *l);
@@ -376,6 +386,9 @@ void relay_audit_ready(struct session *s);
 void relay_audit_parse(struct session *s, const char *name, const char *sql,
                        const struct sql_facts *f, const char *decision, const char *rule);
 void relay_audit_bind(struct session *s, const char *portal, const char *stmt_name);
+/* SQL PREPARE, DEALLOCATE or DISCARD ALL may change what name means (NULL: every name):
+ * a later Bind of it is recorded as a statement sluice did not see prepared. */
+void relay_audit_forget_statement(struct session *s, const char *name);
 /* A Describe message (body as sent). */
 void relay_audit_describe(struct session *s, const uint8_t *body, size_t len);
 /* A Close message (body as sent): a closed portal's suspended statement is over. */

@@ -100,6 +100,8 @@ struct walk {
     struct strlist read, written, funcs;
     unsigned flags;
     const char *savepoint; /* of the statement being walked (a pointer into the cJSON tree) */
+    const char *prepared;  /* PREPARE, DEALLOCATE: the statement name (into the tree) */
+    bool prepared_all;     /* DEALLOCATE ALL, DISCARD ALL */
     bool chain;            /* ... and its AND CHAIN */
     /* CTE names in scope (pointers into the cJSON tree). */
     const char **scope;
@@ -1095,7 +1097,10 @@ static void classify(struct walk *w, const char *type, const cJSON *body, const 
             w->flags |= SQL_F_UNJUDGEABLE;
             return;
         }
-        if (!explain) w->flags |= SQL_F_PREPARE;
+        if (!explain) {
+            w->flags |= SQL_F_PREPARE;
+            w->prepared = str_field(body, "name");
+        }
         /* Other fields: PREPARE's argument types, EXPLAIN's options. */
         static const char *const skip[] = {"query", NULL};
         walk_fields(w, body, skip, depth);
@@ -1144,6 +1149,12 @@ static void classify(struct walk *w, const char *type, const cJSON *body, const 
         *command = transaction_command(str_field(body, "kind"));
         w->savepoint = str_field(body, "savepoint_name");
         w->chain = bool_field(body, "chain");
+    } else if (!strcmp(type, "DeallocateStmt")) {
+        w->prepared = str_field(body, "name");
+        w->prepared_all = !w->prepared; /* DEALLOCATE ALL has no name */
+    } else if (!strcmp(type, "DiscardStmt")) {
+        const char *target = str_field(body, "target");
+        w->prepared_all = target && !strcmp(target, "DISCARD_ALL");
     } else if (!strcmp(type, "VariableSetStmt")) {
         const char *kind = str_field(body, "kind");
         if (kind && !strncmp(kind, "VAR_RESET", 9)) *command = "RESET";
@@ -1218,6 +1229,10 @@ static void stmt_fill(struct walk *w, struct sql_stmt *st, const char *command, 
     w->savepoint = NULL;
     st->chain = w->chain;
     w->chain = false;
+    st->prepared_name = w->prepared ? xstrdup(w->prepared) : NULL;
+    st->prepared_all = w->prepared_all;
+    w->prepared = NULL;
+    w->prepared_all = false;
     w->flags = 0;
     w->nscope = 0;
 }
@@ -1317,6 +1332,7 @@ void sql_facts_free(struct sql_facts *f)
         free_list(s->tables_written, s->n_written);
         free_list(s->functions, s->n_functions);
         free(s->savepoint);
+        free(s->prepared_name);
     }
     free(f->stmts);
     free(f->normalized);

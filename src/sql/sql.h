@@ -100,6 +100,10 @@ struct sql_stmt {
      * for any other statement (so a ROLLBACK with a name is a ROLLBACK TO) */
     char *savepoint;
     bool chain; /* COMMIT AND CHAIN, ROLLBACK AND CHAIN: a new block starts at once */
+    /* PREPARE and DEALLOCATE: the name of the prepared statement it makes or drops; NULL
+     * for any other statement */
+    char *prepared_name;
+    bool prepared_all; /* DEALLOCATE ALL, DISCARD ALL: every prepared statement is dropped */
 };
 
 struct sql_facts {

@@ -804,3 +804,30 @@ def test_malformed_query_in_a_block_still_rolls_its_writes_back(spawn_sluice):
         st, ends = statements(sp, "ap_me_ins")
     assert [e["detail"] for e in ends if e.get("detail", "").startswith("rolled back")] == [
         "rolled back: the session ended inside its transaction"], ends
+
+
+def test_bind_of_a_name_sql_prepared_again_is_not_recorded_as_the_old_statement(spawn_sluice):
+    """A name Parsed, then freed by DEALLOCATE and made again by SQL PREPARE: a Bind of it
+    runs the new statement, so its event must not carry the old one's text (it did: a write
+    was recorded as the read Parsed before). bob (human) may run it; it is recorded as a
+    statement sluice did not see prepared."""
+    sp, ep = spawn_sluice("ap-sqlprep")
+    c = ep.raw_login("shop", BOB)
+    try:
+        c.send(P("SELECT 'ap_old_text' AS t", "ap_sp") + SYNC)
+        replies(c)
+        simple(c, "DEALLOCATE ap_sp; PREPARE ap_sp AS SELECT 'ap_new_text' AS t")
+        c.send(B("", "ap_sp") + E() + SYNC)
+        got = replies(c)
+        assert b"ap_new_text" in b"".join(b for t, b in got if t == b"D"), got
+    finally:
+        c.close()
+    deadline = time.time() + 5
+    while True:
+        evs = [e for e in export_events(sp) if e["kind"] == "statement"]
+        ran = [e for e in evs if e.get("rows") == 1 and e.get("statement") in
+               ("(prepared statement)", "SELECT $1 AS t")]
+        if ran or time.time() > deadline:
+            break
+        time.sleep(0.1)
+    assert [e["statement"] for e in ran] == ["(prepared statement)"], [(e["statement"], e.get("rows")) for e in evs]

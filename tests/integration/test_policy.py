@@ -269,6 +269,62 @@ def test_limit_rows_holds_across_a_portal_fetched_in_parts(sluice, sluice_only):
         c.close()
 
 
+def test_bind_of_a_statement_sluice_did_not_judge(sluice, sluice_only):
+    """A protocol Bind of a statement made by SQL PREPARE runs it again with any parameters
+    (what an EXECUTE does, which is unjudgeable): an agent got all 20 rows past its limit of
+    5. A name Parsed, then freed by DEALLOCATE and PREPAREd again by SQL, ran the new statement
+    under the old one's judgement. Both are refused for an agent; names sluice saw Parsed
+    still bind, and bob (human) may bind either, as he may EXECUTE."""
+    from test_audit_protocol import B, E, P, SYNC, replies, simple
+
+    def run(c, msgs):
+        c.send(msgs + SYNC)
+        got = replies(c)
+        return ([t for t, _ in got].count(b"D"),
+                [pgwire.parse_fields(b) for t, b in got if t == b"E"])
+
+    c = sluice.raw_login("shop", "copilot")
+    try:
+        assert not codes_of(simple(c, "PREPARE pol_sqlprep AS "
+                                      "SELECT g FROM generate_series(1, 20) g"))
+        rows, errs = run(c, B("", "pol_sqlprep") + E())
+        assert rows == 0 and errs and "unjudgeable" in errs[0]["M"], (rows, errs)
+        assert not run(c, P("SELECT g FROM generate_series(1, 2) g", "pol_reused"))[1]
+        assert run(c, B("", "pol_reused") + E()) == (2, [])
+        assert not codes_of(simple(c, "DEALLOCATE pol_reused; PREPARE pol_reused AS "
+                                      "SELECT g FROM generate_series(1, 20) g"))
+        rows, errs = run(c, B("", "pol_reused") + E())
+        assert rows == 0 and errs and "unjudgeable" in errs[0]["M"], (rows, errs)
+        # Parsed again by the protocol (after a Close): its own again
+        assert not run(c, pgwire.message(b"C", b"Spol_reused\0") +
+                       P("SELECT g FROM generate_series(1, 3) g", "pol_reused"))[1]
+        assert run(c, B("", "pol_reused") + E()) == (3, [])
+        # after a SQL PREPARE, a Bind may not count on a Parse of an earlier group still
+        # unanswered (if it fails, 42P05, the name keeps the SQL statement)
+        c.send(P("SELECT 4", "pol_pipe") + SYNC + B("", "pol_pipe") + E() + SYNC)
+        got = replies(c, 2)
+        assert [t for t, _ in got].count(b"D") == 0 and b"E" in [t for t, _ in got], got
+    finally:
+        c.close()
+    c = sluice.raw_login("shop", "copilot")
+    try:  # in a session without SQL PREPARE it may
+        c.send(P("SELECT 4", "pol_pipe") + SYNC + B("", "pol_pipe") + E() + SYNC)
+        got = replies(c, 2)
+        assert [t for t, _ in got].count(b"D") == 1 and b"E" not in [t for t, _ in got], got
+    finally:
+        c.close()
+    b = sluice.raw_login("shop", BOB)
+    try:
+        simple(b, "PREPARE pol_sqlprep_h AS SELECT 7")
+        assert run(b, B("", "pol_sqlprep_h") + E()) == (1, [])
+    finally:
+        b.close()
+
+
+def codes_of(msgs):
+    return [pgwire.parse_fields(b)["C"] for t, b in msgs if t == b"E"]
+
+
 def test_mask_rule_holds_across_a_portal_fetched_in_parts(spawn_sluice):
     """A rule's `mask` action (here for etl, whose results are otherwise raw) masks every part
     of a portal fetched across Syncs, not only the part in its Bind's group."""
