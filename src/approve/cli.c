@@ -70,8 +70,8 @@ static long long parse_count(const char *s)
 
 static const char *jstr(const cJSON *o, const char *key)
 {
-    const char *s = cJSON_GetStringValue(cJSON_GetObjectItemCaseSensitive(o, key));
-    return s ? s : "-";
+    char *s = cJSON_GetStringValue(cJSON_GetObjectItemCaseSensitive(o, key));
+    return s ? str_make_printable(s) : "-"; /* (the tree is ours) */
 }
 
 static void print_requests(const char *json)

@@ -162,7 +162,7 @@ static int parse_args(int argc, char **argv, struct cli *c)
 static const char *js(cJSON *o, const char *k)
 {
     cJSON *v = cJSON_GetObjectItemCaseSensitive(o, k);
-    return cJSON_IsString(v) ? v->valuestring : "";
+    return cJSON_IsString(v) ? str_make_printable(v->valuestring) : ""; /* (the tree is ours) */
 }
 
 static void print_line(struct cli *c, const struct store_event *ev)

@@ -50,6 +50,24 @@ void *xrealloc(void *p, size_t n)
     return q;
 }
 
+char *str_make_printable(char *s)
+{
+    for (unsigned char *p = (unsigned char *)s; p && *p; p++) {
+        if (*p < 0x20 || *p == 0x7f) {
+            *p = '?';
+        } else if (p[0] == 0xc2 && p[1] >= 0x80 && p[1] <= 0x9f) { /* U+0080..U+009F */
+            p[0] = p[1] = '?';
+            p++;
+        } else if (p[0] == 0xe2 && p[1] && p[2] &&
+                   ((p[1] == 0x80 && p[2] >= 0xaa && p[2] <= 0xae) ||  /* U+202A..U+202E */
+                    (p[1] == 0x81 && p[2] >= 0xa6 && p[2] <= 0xa9))) { /* U+2066..U+2069 */
+            p[0] = p[1] = p[2] = '?';
+            p += 2;
+        }
+    }
+    return s;
+}
+
 char *xstrdup(const char *s)
 {
     if (!s) return NULL;

@@ -52,4 +52,10 @@ void *xcalloc(size_t n, size_t m);
 void *xrealloc(void *p, size_t n);
 char *xstrdup(const char *s); /* NULL in, NULL out */
 
+/* s, made safe to print for a person in place: control characters (C0, DEL, C1) and the
+ * Unicode bidirectional overrides and isolates (which reorder what a terminal shows) become
+ * '?', byte for byte. Text from clients (a statement, a name) then cannot hide what it is
+ * behind terminal escapes. */
+char *str_make_printable(char *s);
+
 #endif

@@ -994,3 +994,35 @@ def test_rows_beyond_max_row_size_and_limit_rows(spawn_sluice):
         time.sleep(0.1)
     (ev,) = evs
     assert ev["rows"] == 5 and ev["digest"] == digest([(str(a), b) for a, b in got]), ev
+
+
+def test_client_text_cannot_forge_log_lines_or_hide_behind_terminal_escapes(spawn_sluice):
+    """A user name with a newline wrote a whole fake line into sluice's log; a statement with
+    terminal escapes (ESC [35D moves the cursor back) could show an approver or an auditor
+    `select 1` where the text said `delete ...`. The log escapes control characters; the
+    human output of `sluice audit tail` shows them as '?'."""
+    sp, ep = spawn_sluice("au-escapes")
+    fake = '2026-01-01T00:00:00.000Z INFO  [1] user "alice" (human) authenticated'
+    with ep.raw() as r:
+        with pytest.raises(pgwire.PgError):
+            r.startup(user="mallory\n" + fake, database="shop", password="x")
+    c = psycopg2.connect(**ep.params(user=BOB))
+    c.autocommit = True
+    c.cursor().execute("SELECT 1 AS au_esc --\x1b[35Dhidden\x1b[K")
+    c.close()
+    deadline = time.time() + 5
+    while True:
+        log = open(sp.log, encoding="utf-8", errors="replace").read()
+        if "mallory" in log or time.time() > deadline:
+            break
+        time.sleep(0.1)
+    assert "mallory\\n2026-01-01" in log, log[-2000:]
+    assert not any(line.startswith("2026-01-01T00:00:00.000Z") for line in log.splitlines())
+    deadline = time.time() + 5
+    while True:
+        r = sluice_cli(sp, "audit", "tail", "-n", "50", "-c", sp.path)
+        if "au_esc" in r.stdout or time.time() > deadline:
+            break
+        time.sleep(0.1)
+    line = next(x for x in r.stdout.splitlines() if "au_esc" in x)
+    assert "\x1b" not in line and "?[35Dhidden?[K" in line, line
