@@ -142,9 +142,11 @@ struct addr_key {
 
 struct throttle_slot {
     bool used;
+    bool mixed; /* the failures in the window were for more than one user name */
     struct addr_key key;
     unsigned failures;
     uint64_t last_fail_ms;
+    uint64_t user; /* name_hash() of the user name of the failures (when not mixed) */
 };
 
 static pthread_mutex_t throttle_lock = PTHREAD_MUTEX_INITIALIZER;
@@ -208,6 +210,18 @@ static size_t addr_hash(const struct addr_key *k)
     return (size_t)(h ^ (h >> 29));
 }
 
+/* A user name, keyed with the process key (names are not kept in the table). */
+static uint64_t name_hash(const char *name)
+{
+    pthread_once(&process_key_once, process_key_init);
+    uint64_t h = 1469598103934665603ull;
+    for (size_t i = 0; i < 8; i++)
+        h = (h ^ process_key[i]) * 1099511628211ull;
+    for (const unsigned char *p = (const unsigned char *)(name ? name : ""); *p; p++)
+        h = (h ^ *p) * 1099511628211ull;
+    return h;
+}
+
 /* Caller holds throttle_lock. The slot for k, or NULL. */
 static struct throttle_slot *throttle_find(const struct addr_key *k, size_t h)
 {
@@ -265,8 +279,9 @@ unsigned ident_blocked_ms(const struct sockaddr_storage *addr)
     return left;
 }
 
-void ident_record_failure(const struct sockaddr_storage *addr)
+void ident_record_failure(const struct sockaddr_storage *addr, const char *user)
 {
+    uint64_t u = name_hash(user);
     struct addr_key k;
     addr_key_make(addr, &k);
     size_t h = addr_hash(&k);
@@ -288,19 +303,25 @@ void ident_record_failure(const struct sockaddr_storage *addr)
         s->key = k;
     } else if (expired(s, now)) {
         s->failures = 0;
+        s->mixed = false;
     }
+    if (s->failures && s->user != u) s->mixed = true;
+    s->user = u;
     if (s->failures < 1000) s->failures++;
     s->last_fail_ms = now;
     pthread_mutex_unlock(&throttle_lock);
 }
 
-void ident_record_success(const struct sockaddr_storage *addr)
+void ident_record_success(const struct sockaddr_storage *addr, const char *user)
 {
     struct addr_key k;
     addr_key_make(addr, &k);
     size_t h = addr_hash(&k);
+    uint64_t u = name_hash(user);
     pthread_mutex_lock(&throttle_lock);
     struct throttle_slot *s = throttle_find(&k, h);
-    if (s) memset(s, 0, sizeof *s);
+    /* Only the user whose every failure this was forgets them (a typo, then the right
+     * password): a login of another name must not restart someone else's guessing count. */
+    if (s && !s->mixed && s->user == u) memset(s, 0, sizeof *s);
     pthread_mutex_unlock(&throttle_lock);
 }

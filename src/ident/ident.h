@@ -29,17 +29,22 @@ bool ident_check_secret(const struct cfg_identity *id, const char *name, const c
 /* Failure throttling per client address (IP only, port ignored; IPv4-mapped IPv6 counts as IPv4;
  * all Unix-socket clients share one entry). Thread-safe (one mutex, off the relay path).
  * ident_fail_delay_ms returns how long to wait before answering this address's next failure:
- * 0 for the first 3 failures within 60 s, then 250 ms doubling up to 8 s. A failure more than
- * 60 s after the previous one starts the count again. The table holds at most 4096 addresses;
- * the least recently failing one is evicted when a new address needs room. */
+ * 0 for the first 2 failures within 60 s, then 250 ms doubling up to 8 s from the third. A failure
+ * more than 60 s after the previous one starts the count again. The table holds at most 4096
+ * addresses; the least recently failing one is evicted when a new address needs room. */
 unsigned ident_fail_delay_ms(const struct sockaddr_storage *addr);
 /* How long this address must still wait, after its last failure and that failure's delay,
  * before a secret it sends is checked at all (0: now). A secret sent sooner is refused
  * unchecked, so that answering a right guess at once cannot tell it from the delayed wrong
  * ones. */
 unsigned ident_blocked_ms(const struct sockaddr_storage *addr);
-void ident_record_failure(const struct sockaddr_storage *addr);
-void ident_record_success(const struct sockaddr_storage *addr);
+/* A failed login of user from addr (counted for the address, whatever the name). */
+void ident_record_failure(const struct sockaddr_storage *addr, const char *user);
+/* A login of user succeeded: the address's failures are forgotten only when every one of
+ * them in the window was for this same user (a typo, then the right secret); a success of
+ * another name leaves them, so one valid credential does not restart the count of guesses
+ * at others. */
+void ident_record_success(const struct sockaddr_storage *addr, const char *user);
 
 /* `sluice hash-token`: SCRAM-SHA-256 verifier (4096 iterations, random salt) for secret, for
  * password_hash / token_hash in the config. 0, or -1 if outcap is too small (160 is enough). */

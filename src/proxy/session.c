@@ -612,7 +612,7 @@ static void auth_failed(struct session *s, const char *why)
 {
     log_info("session %llu: authentication failed for user \"%s\" from %s: %s",
              (unsigned long long)s->id, s->user, s->addr_text, why);
-    ident_record_failure(&s->addr);
+    ident_record_failure(&s->addr, s->user);
     metrics_inc(M_AUTH_FAILURES, 0, 0);
     relay_audit_session(s, AUDIT_AUTH_FAILURE, why);
     auth_delay(s, ident_fail_delay_ms(&s->addr));
@@ -703,7 +703,7 @@ static bool startup_sets_role(const struct session *s)
 
 static void auth_succeeded(struct session *s)
 {
-    ident_record_success(&s->addr);
+    ident_record_success(&s->addr, s->user);
     free(s->scram_sv);
     s->scram_sv = NULL;
     s->target = config_find_target(s->rt->cfg, s->dbname);

@@ -188,40 +188,52 @@ static void test_throttle_delays(void **state)
     for (size_t i = 0; i < sizeof expect / sizeof expect[0]; i++) {
         if (ident_fail_delay_ms(&a) != expect[i])
             fail_msg("after %zu failures: %u ms, want %u", i, ident_fail_delay_ms(&a), expect[i]);
-        ident_record_failure(&a);
+        ident_record_failure(&a, "alice");
         ident_test_set_clock(1000000 + 1000 * (i + 1));
     }
     /* port does not matter, other addresses are untouched */
     assert_int_equal(ident_fail_delay_ms(&a2), 8000);
     assert_int_equal(ident_fail_delay_ms(&b), 0);
 
-    /* success forgets the address */
-    ident_record_success(&a2);
+    /* another name's success leaves the count; the failing name's own forgets it */
+    ident_record_success(&a2, "etl");
+    assert_int_equal(ident_fail_delay_ms(&a), 8000);
+    ident_record_success(&a2, "alice");
     assert_int_equal(ident_fail_delay_ms(&a), 0);
+    /* failures for two names: no success forgets them (a guess at alice, a failure and
+     * then a success of one's own etl must not reset the guessing) */
+    struct sockaddr_storage d = v4("10.0.0.4", 1);
+    for (int i = 0; i < 3; i++)
+        ident_record_failure(&d, "alice");
+    ident_record_failure(&d, "etl");
+    ident_record_success(&d, "etl");
+    assert_int_equal(ident_fail_delay_ms(&d), 500);
+    ident_record_success(&d, "alice");
+    assert_int_equal(ident_fail_delay_ms(&d), 500);
 
     /* the 60 s window: three failures, then quiet for more than a minute */
     ident_test_set_clock(2000000);
     for (int i = 0; i < 4; i++)
-        ident_record_failure(&b);
+        ident_record_failure(&b, "alice");
     assert_int_equal(ident_fail_delay_ms(&b), 500);
     ident_test_set_clock(2000000 + 60000);
     assert_int_equal(ident_fail_delay_ms(&b), 500);
     ident_test_set_clock(2000000 + 60001);
     assert_int_equal(ident_fail_delay_ms(&b), 0);
-    ident_record_failure(&b); /* count restarts at 1 */
+    ident_record_failure(&b, "alice"); /* count restarts at 1 */
     assert_int_equal(ident_fail_delay_ms(&b), 0);
-    ident_record_failure(&b);
-    ident_record_failure(&b);
+    ident_record_failure(&b, "alice");
+    ident_record_failure(&b, "alice");
     assert_int_equal(ident_fail_delay_ms(&b), 250);
 
     /* a secret sent before the last failure's delay ran out is not checked */
     ident_test_set_clock(3000000);
     struct sockaddr_storage c = v4("10.0.0.3", 5000);
     for (int i = 0; i < 2; i++)
-        ident_record_failure(&c);
+        ident_record_failure(&c, "alice");
     assert_int_equal(ident_blocked_ms(&c), 0); /* answered at once */
-    ident_record_failure(&c);
-    ident_record_failure(&c); /* (auth_failed answers the fourth after 500 ms) */
+    ident_record_failure(&c, "alice");
+    ident_record_failure(&c, "alice"); /* (auth_failed answers the fourth after 500 ms) */
     ident_test_set_clock(3000000 + 100);
     assert_int_equal(ident_blocked_ms(&c), 400);
     ident_test_set_clock(3000000 + 500);
@@ -239,10 +251,10 @@ static void test_throttle_addresses(void **state)
     struct sockaddr_storage a = v4("192.0.2.7", 1), m = v6("::ffff:192.0.2.7", 2);
     struct sockaddr_storage x = v6("2001:db8::7", 3), y = v6("2001:db8::8", 3);
     for (int i = 0; i < 3; i++)
-        ident_record_failure(&m);
+        ident_record_failure(&m, "alice");
     assert_int_equal(ident_fail_delay_ms(&a), 250);
     for (int i = 0; i < 4; i++)
-        ident_record_failure(&x);
+        ident_record_failure(&x, "alice");
     assert_int_equal(ident_fail_delay_ms(&x), 500);
     assert_int_equal(ident_fail_delay_ms(&y), 0);
     /* Unix-socket clients share one entry; a NULL address counts as one too */
@@ -250,7 +262,7 @@ static void test_throttle_addresses(void **state)
     memset(&u, 0, sizeof u);
     u.ss_family = AF_UNIX;
     for (int i = 0; i < 3; i++)
-        ident_record_failure(&u);
+        ident_record_failure(&u, "alice");
     assert_int_equal(ident_fail_delay_ms(&u), 250);
     assert_int_equal(ident_fail_delay_ms(NULL), 250);
     ident_test_set_clock(0);
@@ -265,23 +277,23 @@ static void test_throttle_bounded(void **state)
     /* many addresses: the table stays bounded and recent offenders keep their count */
     struct sockaddr_storage hot = v4("203.0.113.9", 1);
     for (int i = 0; i < 5; i++)
-        ident_record_failure(&hot);
+        ident_record_failure(&hot, "alice");
     for (unsigned i = 0; i < 20000; i++) {
         char ip[32];
         snprintf(ip, sizeof ip, "10.%u.%u.%u", (i >> 16) & 255, (i >> 8) & 255, i & 255);
         struct sockaddr_storage s = v4(ip, 1);
         ident_test_set_clock(++now);
-        ident_record_failure(&s);
-        if (i % 64 == 0) ident_record_failure(&hot); /* keeps it recent */
+        ident_record_failure(&s, "alice");
+        if (i % 64 == 0) ident_record_failure(&hot, "alice"); /* keeps it recent */
     }
     assert_true(ident_fail_delay_ms(&hot) >= 8000);
     /* the last address added is there with one failure; an early one was evicted */
     struct sockaddr_storage last = v4("10.0.78.31", 1); /* i = 19999 */
-    ident_record_failure(&last);
-    ident_record_failure(&last);
+    ident_record_failure(&last, "alice");
+    ident_record_failure(&last, "alice");
     assert_int_equal(ident_fail_delay_ms(&last), 250);
     struct sockaddr_storage first = v4("10.0.0.0", 1);
-    ident_record_failure(&first);
+    ident_record_failure(&first, "alice");
     assert_int_equal(ident_fail_delay_ms(&first), 0);
     ident_test_set_clock(0);
 }
@@ -297,7 +309,7 @@ static void *throttle_hammer(void *arg)
         char ip[32];
         snprintf(ip, sizeof ip, "172.16.%u.%u", h->base, i & 255);
         struct sockaddr_storage s = v4(ip, 1);
-        ident_record_failure(&s);
+        ident_record_failure(&s, "alice");
         (void)ident_fail_delay_ms(&s);
         if (i % 7 == 0) ident_record_success(&s);
     }
