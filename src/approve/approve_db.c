@@ -7,6 +7,7 @@
  * (state = 'pending', uses_left > 0, ...), so two processes deciding at once cannot both win.
  * Times are unix milliseconds. The caller serializes use of the handle.
  */
+#include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -16,6 +17,7 @@
 
 #include "approve/approve_int.h"
 #include "core/buf.h"
+#include "store/store.h"
 
 #define ADB_SCHEMA_VERSION 1
 
@@ -45,6 +47,11 @@ static void set_err(char *err, size_t errlen, const char *what, sqlite3 *db)
 sqlite3 *adb_open(const char *path, char *err, size_t errlen)
 {
     sqlite3 *db = NULL;
+    if (store_file_precreate(path) != 0) {
+        if (err && errlen)
+            snprintf(err, errlen, "cannot create state file %s: %s", path, strerror(errno));
+        return NULL;
+    }
     int rc = sqlite3_open_v2(
         path, &db, SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_FULLMUTEX, NULL);
     if (rc != SQLITE_OK) {

@@ -81,8 +81,9 @@ enum review_outcome relay_approve_review(struct session *s, const char *sql,
             return REVIEW_GRANTED;
         }
     }
-    char *text = s->rt->mask ? mask_string(s->rt->mask, f->normalized ? f->normalized : sql)
-                             : xstrdup(f->normalized ? f->normalized : sql);
+    char *blank = sql_blank_literals(f->normalized ? f->normalized : sql);
+    char *text = s->rt->mask ? mask_string(s->rt->mask, blank) : xstrdup(blank);
+    free(blank);
     char *tables = sql_facts_tables(f);
     struct approve_ask ask = {
         .identity = s->ident->name,

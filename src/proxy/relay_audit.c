@@ -269,7 +269,8 @@ static bool info_matches(const struct stmt_info *i, const struct sql_facts *f)
 /* Describe sql (with its facts, possibly NULL) for the audit: a reference the caller drops
  * with info_put(). A normalized text's comes from (or goes into) this worker's cache; any
  * other is new and the caller's alone (it may still set it up). */
-static struct stmt_info *info_new(struct session *s, const char *sql, const struct sql_facts *f)
+static struct stmt_info *info_make(struct session *s, const char *sql, const struct sql_facts *f,
+                                   bool client)
 {
     static const char hex[] = "0123456789abcdef";
     const char *text = f && f->normalized ? f->normalized : sql;
@@ -283,20 +284,23 @@ static struct stmt_info *info_new(struct session *s, const char *sql, const stru
             return sl->info;
         }
     }
-    char *owned = NULL;
+    /* pg_query_normalize leaves the literals of utility statements (a PREPARE's body, a
+     * password in ALTER ROLE) and of text that does not parse: none may reach the audit */
+    char *blank = client ? sql_blank_literals(text) : xstrdup(text), *owned = NULL;
     if (s->rt->mask) {
         /* unparsed (raw) text is masked every time and never kept; nor is a failed scan */
-        if (sl) owned = mask_string_try(s->rt->mask, text);
+        if (sl) owned = mask_string_try(s->rt->mask, blank);
         if (!owned) {
-            owned = mask_string(s->rt->mask, text);
+            owned = mask_string(s->rt->mask, blank);
             sl = NULL;
         }
     }
-    const char *masked = owned ? owned : text;
+    const char *masked = owned ? owned : blank;
     size_t ml = strlen(masked) + 1;
     struct stmt_info *i = xcalloc(1, sizeof *i + ml);
     memcpy(i->text, masked, ml);
     free(owned);
+    free(blank);
     i->refs = 1;
     if (f && f->fingerprint) {
         uint64_t fp = f->fingerprint;
@@ -349,6 +353,18 @@ static struct stmt_info *info_new(struct session *s, const char *sql, const stru
         sl->fingerprint = f->fingerprint;
     }
     return i;
+}
+
+/* A client's statement text (sql), literals blanked. */
+static struct stmt_info *info_new(struct session *s, const char *sql, const struct sql_facts *f)
+{
+    return info_make(s, sql, f, true);
+}
+
+/* sluice's own description of what ran ("(prepared statement)"), kept as written. */
+static struct stmt_info *info_note(struct session *s, const char *text)
+{
+    return info_make(s, text, NULL, false);
 }
 
 static void masked_json(const struct session *s, char *out, size_t len)
@@ -824,7 +840,7 @@ int relay_audit_execute(struct session *s, const char *portal)
     if (!info) {
         /* a statement sluice never saw (prepared on a reused upstream before this session):
          * its use is recorded, durably, since sluice cannot tell what it does */
-        info = unknown = info_new(s, "(prepared statement)", NULL);
+        info = unknown = info_note(s, "(prepared statement)");
         unknown->durable = true;
     }
     struct stmt_rec *r = rec_new(s, info, false, false, decision ? decision : "allow", rule, cont);
@@ -841,7 +857,7 @@ static void refused_push(struct session *s, struct stmt_info *info, const char *
                          const char *rule, const struct approval_ids *ids, const char *detail)
 {
     struct stmt_info *unknown = NULL;
-    if (!info) info = unknown = info_new(s, "(prepared statement)", NULL);
+    if (!info) info = unknown = info_note(s, "(prepared statement)");
     struct stmt_rec *r = rec_new(s, info, true, true, decision, rule, NULL);
     r->detail = detail;
     rec_ids_set(r, ids);
@@ -925,7 +941,7 @@ void relay_audit_refused_message(struct session *s, uint8_t type, const uint8_t 
 void relay_audit_malformed(struct session *s, const char *what)
 {
     if (!relay_audit_on(s)) return;
-    struct stmt_info *i = info_new(s, what, NULL);
+    struct stmt_info *i = info_note(s, what);
     refused_push(s, i, "deny", "protocol", NULL, NULL);
     info_put(i);
 }
@@ -1251,7 +1267,7 @@ int relay_audit_fastpath(struct session *s, const uint8_t *body, size_t len, con
     if (!relay_audit_on(s)) return 0;
     char text[64];
     snprintf(text, sizeof text, "(fast-path call of function %u)", len >= 4 ? pg_get_u32(body) : 0);
-    struct stmt_info *i = info_new(s, text, NULL);
+    struct stmt_info *i = info_note(s, text);
     i->command = "FUNCTION CALL";
     i->durable = true;
     int r = rec_push(s, i, true, refused, decision, rule, NULL);

@@ -75,6 +75,12 @@ enum sql_flag {
 #define SQL_KEY_LEN 34
 int sql_approval_key(const char *sql, uint64_t fingerprint, char out[SQL_KEY_LEN]);
 
+/* sql with every literal value (string, number, bit string) replaced by `?`, for the audit
+ * and approvers where pg_query_normalize leaves literals in place (utility statements, text
+ * that does not parse). Text the scanner stops in (an unterminated quote) is cut before its
+ * first quote and ends in "...". The caller frees the result. */
+char *sql_blank_literals(const char *sql);
+
 /* Is this client_encoding one whose multibyte characters may hold ASCII bytes (SJIS, BIG5,
  * GBK, UHC, GB18030, JOHAB: PostgreSQL allows them for clients only)? Names compare as
  * PostgreSQL's do: in any case, ignoring what is not a letter or digit. */

@@ -7,9 +7,8 @@
  * level, about 100 to 200 bytes of stack each.
  *
  * The check runs libpg_query's scanner (flex, no recursion) and counts the tokens that can add
- * such a level; strings shorter than SQL_GUARD_MIN_LEN cannot hold enough of them to matter and
- * are not scanned. The scan result is protobuf (pg_query.ScanResult); it is decoded by hand
- * here: the message is tiny and the library's protobuf header is not installed.
+ * such a level (sql_scan, sql_scan.c); strings shorter than SQL_GUARD_MIN_LEN cannot hold
+ * enough of them to matter and are not scanned.
  */
 #include <stdint.h>
 #include <stdlib.h>
@@ -27,49 +26,6 @@ enum {
     TOK_TYPECAST = 268,       /* :: */
     TOK_NOT_EQUALS_LAST = 274 /* 269..274: .. := => <= >= <> */
 };
-
-struct pb {
-    const uint8_t *p, *end;
-};
-
-static int pb_varint(struct pb *b, uint64_t *v)
-{
-    uint64_t r = 0;
-    for (unsigned shift = 0; shift < 64; shift += 7) {
-        if (b->p >= b->end) return -1;
-        uint8_t c = *b->p++;
-        r |= (uint64_t)(c & 0x7f) << shift;
-        if (!(c & 0x80)) {
-            *v = r;
-            return 0;
-        }
-    }
-    return -1;
-}
-
-/* Skip a field of wire type wt. */
-static int pb_skip(struct pb *b, unsigned wt)
-{
-    uint64_t v;
-    switch (wt) {
-    case 0:
-        return pb_varint(b, &v);
-    case 1:
-        if (b->end - b->p < 8) return -1;
-        b->p += 8;
-        return 0;
-    case 2:
-        if (pb_varint(b, &v) || v > (uint64_t)(b->end - b->p)) return -1;
-        b->p += v;
-        return 0;
-    case 5:
-        if (b->end - b->p < 4) return -1;
-        b->p += 4;
-        return 0;
-    default:
-        return -1;
-    }
-}
 
 /* Keywords that stand for values (VALUES lists of bulk inserts are full of them). */
 static int keyword_is_value(const char *sql, size_t len, uint64_t start, uint64_t end)
@@ -154,82 +110,31 @@ static void estimate_token(const char *sql, size_t len, uint64_t start, uint64_t
     if (d > *max) *max = d;
 }
 
+struct guard_scan {
+    const char *sql;
+    size_t len;
+    struct level *lv;
+    unsigned top, max;
+};
+
+static void guard_token(void *ctx, uint64_t start, uint64_t end, uint64_t token, uint64_t kwkind)
+{
+    struct guard_scan *g = ctx;
+    estimate_token(g->sql, g->len, start, end, token, kwkind, g->lv, &g->top, &g->max);
+}
+
 int sql_guard_too_deep(const char *sql, size_t len, unsigned *depth)
 {
     *depth = 0;
     if (len < SQL_GUARD_MIN_LEN) return 0;
-    PgQueryScanResult r = pg_query_scan(sql);
-    if (r.error) {
-        /* The parser will report the same error without building a tree. */
-        pg_query_free_scan_result(r);
-        return 0;
-    }
-    struct level *lv = malloc(GUARD_LEVELS * sizeof *lv);
-    if (!lv) {
-        pg_query_free_scan_result(r);
-        return 1;
-    }
-    lv[0] = (struct level){0};
-    unsigned top = 0, max = 0;
-    int bad = 0;
-    struct pb b = {(const uint8_t *)r.pbuf.data, (const uint8_t *)r.pbuf.data + r.pbuf.len};
-    while (b.p < b.end && !bad) {
-        uint64_t key;
-        if (pb_varint(&b, &key)) {
-            bad = 1;
-            break;
-        }
-        if ((key >> 3) != 2 || (key & 7) != 2) { /* not `repeated ScanToken tokens = 2` */
-            if (pb_skip(&b, (unsigned)(key & 7))) bad = 1;
-            continue;
-        }
-        uint64_t mlen;
-        if (pb_varint(&b, &mlen) || mlen > (uint64_t)(b.end - b.p)) {
-            bad = 1;
-            break;
-        }
-        struct pb m = {b.p, b.p + mlen};
-        b.p += mlen;
-        uint64_t start = 0, end = 0, token = 0, kwkind = 0;
-        while (m.p < m.end) {
-            uint64_t k, v;
-            if (pb_varint(&m, &k)) {
-                bad = 1;
-                break;
-            }
-            if ((k & 7) != 0) {
-                if (pb_skip(&m, (unsigned)(k & 7))) {
-                    bad = 1;
-                    break;
-                }
-                continue;
-            }
-            if (pb_varint(&m, &v)) {
-                bad = 1;
-                break;
-            }
-            switch (k >> 3) {
-            case 1:
-                start = v;
-                break;
-            case 2:
-                end = v;
-                break;
-            case 4:
-                token = v;
-                break;
-            case 5:
-                kwkind = v;
-                break;
-            default:
-                break;
-            }
-        }
-        if (!bad) estimate_token(sql, len, start, end, token, kwkind, lv, &top, &max);
-    }
-    free(lv);
-    pg_query_free_scan_result(r);
-    *depth = max;
-    /* A result we cannot decode is treated as too deep: refuse rather than risk a crash. */
-    return bad || max > SQL_GUARD_MAX_DEPTH;
+    struct guard_scan g = {sql, len, malloc(GUARD_LEVELS * sizeof *g.lv), 0, 0};
+    if (!g.lv) return 1;
+    g.lv[0] = (struct level){0};
+    int r = sql_scan(sql, guard_token, &g);
+    free(g.lv);
+    *depth = g.max;
+    /* A scan error: the parser will report the same error without building a tree. A result
+     * we cannot decode is treated as too deep: refuse rather than risk a crash. */
+    if (r == SQL_SCAN_ERROR) return 0;
+    return r == SQL_SCAN_UNDECODED || g.max > SQL_GUARD_MAX_DEPTH;
 }

@@ -15,6 +15,7 @@
 #define SLUICE_SQL_SQL_INT_H
 
 #include <stddef.h>
+#include <stdint.h>
 
 #include <cjson/cJSON.h>
 
@@ -30,6 +31,17 @@ enum sql_tv {
  * references to the same column compared with =, <=, >= or IS NOT DISTINCT FROM count as
  * true ("tautology-like": WHERE id = id drops only rows where id is NULL). */
 enum sql_tv sql_const_truth(const cJSON *expr, const char *src);
+
+/* The tokens of sql from libpg_query's scanner, in order: fn gets each one's byte range,
+ * token number (the grammar's; a single-character token is its ASCII code) and keyword kind
+ * (0: not a keyword). 0, or SQL_SCAN_ERROR when the scanner refused the text (before any
+ * token was given), or SQL_SCAN_UNDECODED when its result could not be read (some tokens may
+ * have been given). */
+#define SQL_SCAN_ERROR (-1)
+#define SQL_SCAN_UNDECODED (-2)
+typedef void (*sql_token_fn)(void *ctx, uint64_t start, uint64_t end, uint64_t token,
+                             uint64_t kwkind);
+int sql_scan(const char *sql, sql_token_fn fn, void *ctx);
 
 /* Strings of at least this many bytes are checked by sql_guard_too_deep() before parsing
  * (shorter ones cannot nest deep enough to matter). */

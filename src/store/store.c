@@ -3,11 +3,14 @@
  * state.driver, owns the handle, and forwards every call to the driver. It holds no SQL;
  * that lives in store_<driver>.c. Also home of the test-only write fault switch.
  */
+#include <errno.h>
+#include <fcntl.h>
 #include <stdarg.h>
 #include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "core/buf.h"
 #include "store/store.h"
@@ -101,6 +104,13 @@ int store_events_append(struct store *st, const struct store_event *ev, unsigned
 int store_events_query(struct store *st, const struct store_query *q, store_event_fn fn, void *ctx)
 {
     return st->drv->events_query(st, q, fn, ctx);
+}
+
+int store_file_precreate(const char *path)
+{
+    int fd = open(path, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
+    if (fd >= 0) return close(fd);
+    return errno == EEXIST ? 0 : -1;
 }
 
 int store_events_scan(struct store *st, uint64_t after_seq, store_event_fn fn, void *ctx)

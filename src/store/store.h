@@ -112,6 +112,11 @@ struct store {
 int store_open(const struct cfg_state *cfg, unsigned flags, struct store **out, char *err,
                size_t errlen) __attribute__((warn_unused_result));
 void store_close(struct store *st);
+/* Create the file at path, empty and readable by its owner only (0600), when it does not exist
+ * yet: the audit trail and approvals are not for other local users, and SQLite gives its WAL
+ * and shared-memory files the database file's mode. An existing file keeps its mode. 0, or -1
+ * with errno set. */
+int store_file_precreate(const char *path);
 const char *store_errmsg(const struct store *st);
 const char *store_driver_name(const struct store *st);
 

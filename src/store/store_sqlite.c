@@ -205,6 +205,10 @@ static int sq_open(struct store *st, const struct cfg_state *cfg, unsigned flags
     }
     int oflags = (ro ? SQLITE_OPEN_READONLY : SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE) |
                  SQLITE_OPEN_NOMUTEX;
+    if (!ro && store_file_precreate(path) != 0) {
+        store_set_err(st, "creating state store %s: %s", path, strerror(errno));
+        return -1;
+    }
     if (sqlite3_open_v2(path, &s->db, oflags, NULL) != SQLITE_OK) {
         store_set_err(st, "opening state store %s: %s", path,
                       s->db ? sqlite3_errmsg(s->db) : "out of memory");

@@ -1,5 +1,6 @@
 /*
- * fuzz_sql.c: libFuzzer target for statement facts (src/sql/sql.c, sql_const.c, sql_guard.c).
+ * fuzz_sql.c: libFuzzer target for statement facts (src/sql/sql.c, sql_const.c, sql_guard.c)
+ * and the audit's literal-free text (sql_scan.c).
  *
  * The input, copied into an exactly sized NUL-terminated block, goes through sql_analyze()
  * twice; both results must satisfy the invariants (one UNKNOWN statement with an error for a
@@ -97,6 +98,14 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     check_same(&a, &b);
     sql_facts_free(&a);
     sql_facts_free(&b);
+    /* the audit's text: never longer than the input and its "..." mark, and nothing of it
+     * left unblanked from a literal (a second pass finds none to blank) */
+    char *blank = sql_blank_literals(sql);
+    CHECK(strlen(blank) <= strlen(sql) + 3);
+    char *again = sql_blank_literals(blank);
+    CHECK(strlen(again) <= strlen(blank) + 3);
+    free(again);
+    free(blank);
     free(sql);
     return 0;
 }

@@ -1026,3 +1026,39 @@ def test_client_text_cannot_forge_log_lines_or_hide_behind_terminal_escapes(spaw
         time.sleep(0.1)
     line = next(x for x in r.stdout.splitlines() if "au_esc" in x)
     assert "\x1b" not in line and "?[35Dhidden?[K" in line, line
+
+
+def test_literals_of_utility_and_unparseable_statements_never_reach_the_audit(spawn_sluice):
+    """pg_query_normalize leaves the literals of utility statements (a PREPARE's body, a
+    COMMENT, a role's password) and of text that does not parse: they were stored as sent.
+    Now every literal is blanked; and a new state file is readable by its owner only."""
+    sp, ep = spawn_sluice("au-literals")
+    secrets = ["Jane Doe", "19790412", "Winter2024pw", "Hunter2Secret"]
+    c = psycopg2.connect(**ep.params(user=BOB))
+    c.autocommit = True
+    cur = c.cursor()
+    for sql in ["PREPARE au_lit AS SELECT * FROM customers WHERE name = 'Jane Doe' "
+                "OR id = 19790412",
+                "ALTER ROLE au_nobody WITH PASSWORD 'Winter2024pw' xx",
+                "alter role au_nobody password 'Hunter2Secret"]:
+        try:
+            cur.execute(sql)
+        except psycopg2.Error:
+            pass
+    c.close()
+    deadline = time.time() + 5
+    while True:
+        evs = [e for e in export_events(sp) if e["kind"] == "statement"]
+        texts = [e.get("statement", "") for e in evs]
+        if sum(("au_lit" in t or "au_nobody" in t) for t in texts) >= 3 or time.time() > deadline:
+            break
+        time.sleep(0.1)
+    mine = [t for t in texts if "au_lit" in t or "au_nobody" in t]
+    assert len(mine) == 3, texts
+    for t in mine:
+        for v in secrets:
+            assert v not in t, t
+    assert "WHERE name = ? OR id = ?" in mine[0], mine
+    dbs = glob.glob(os.path.join(os.path.dirname(sp.path), "**", "*.db"), recursive=True)
+    modes = {p: oct(os.stat(p).st_mode & 0o777) for p in dbs}
+    assert modes and set(modes.values()) == {"0o600"}, modes

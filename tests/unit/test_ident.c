@@ -311,7 +311,7 @@ static void *throttle_hammer(void *arg)
         struct sockaddr_storage s = v4(ip, 1);
         ident_record_failure(&s, "alice");
         (void)ident_fail_delay_ms(&s);
-        if (i % 7 == 0) ident_record_success(&s);
+        if (i % 7 == 0) ident_record_success(&s, "alice");
     }
     return NULL;
 }

@@ -545,6 +545,26 @@ static void test_approval_key(void **state)
     assert_int_equal(sql_approval_key("SELECT FROM WHERE", 1, a), -1);
 }
 
+static void test_blank_literals(void **state)
+{
+    (void)state;
+    static const char *const cases[][2] = {
+        {"PREPARE q AS SELECT * FROM t WHERE name = 'Jane Doe' OR id = 19790412",
+         "PREPARE q AS SELECT * FROM t WHERE name = ? OR id = ?"},
+        {"ALTER ROLE r WITH PASSWORD 'Winter2024pw' xx", "ALTER ROLE r WITH PASSWORD ? xx"},
+        {"select E'a\\x40b', B'101', X'ff', 1.5e3, $1, U&'d\\0061t' from \"Jane\"",
+         "select ?, ?, ?, ?, $1, ? from \"Jane\""},
+        {"alter role r password 'Hunter2Secret", "alter role r password ..."},
+        {"SELECT 1 -- 'not a literal'", "SELECT ? -- 'not a literal'"},
+        {"", ""},
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        char *got = sql_blank_literals(cases[i][0]);
+        assert_string_equal(got, cases[i][1]);
+        free(got);
+    }
+}
+
 /* ---- threads ---- */
 
 static void *thread_run(void *arg)
@@ -621,7 +641,7 @@ int main(void)
         cmocka_unit_test(test_class_names),  cmocka_unit_test(test_huge_in_list),
         cmocka_unit_test(test_deep_nesting), cmocka_unit_test(test_threads),
         cmocka_unit_test(test_timing),       cmocka_unit_test(test_savepoint_names),
-        cmocka_unit_test(test_approval_key),
+        cmocka_unit_test(test_approval_key), cmocka_unit_test(test_blank_literals),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
