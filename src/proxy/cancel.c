@@ -25,6 +25,7 @@
 
 struct cancel_entry {
     uint32_t pid, our_key, real_key;
+    bool forwarded;               /* a cancel went (or is going) to the backend */
     struct sockaddr_storage addr; /* the backend's server */
     socklen_t addr_len;
     struct cancel_entry *next;
@@ -54,25 +55,28 @@ int cancel_register(uint32_t pid, uint32_t our_key, uint32_t real_key, int upstr
         }
     }
     struct cancel_entry *e = xmalloc(sizeof *e);
-    *e = (struct cancel_entry){pid, our_key, real_key, addr, addr_len, buckets[b]};
+    *e = (struct cancel_entry){pid, our_key, real_key, false, addr, addr_len, buckets[b]};
     buckets[b] = e;
     pthread_mutex_unlock(&cancel_lock);
     return 0;
 }
 
-void cancel_unregister(uint32_t pid, uint32_t our_key)
+bool cancel_unregister(uint32_t pid, uint32_t our_key)
 {
+    bool forwarded = false;
     unsigned b = bucket_of(pid, our_key);
     pthread_mutex_lock(&cancel_lock);
     for (struct cancel_entry **pp = &buckets[b]; *pp; pp = &(*pp)->next) {
         struct cancel_entry *e = *pp;
         if (e->pid == pid && e->our_key == our_key) {
+            forwarded = e->forwarded;
             *pp = e->next;
             free(e);
             break;
         }
     }
     pthread_mutex_unlock(&cancel_lock);
+    return forwarded;
 }
 
 struct cancel_job {
@@ -125,6 +129,7 @@ void cancel_forward(uint32_t pid, uint32_t our_key)
     pthread_mutex_lock(&cancel_lock);
     for (struct cancel_entry *e = buckets[b]; e; e = e->next) {
         if (e->pid == pid && e->our_key == our_key) {
+            e->forwarded = true; /* (under the lock: the session's unregister sees it) */
             job = xmalloc(sizeof *job);
             *job = (struct cancel_job){e->pid, e->real_key, e->addr, e->addr_len};
             break;

@@ -114,7 +114,9 @@ void session_unpark_ready(struct worker *w);
  * upstream_fd: the session's connection to the backend, whose peer address cancels go to.
  * 0, -1 when the pair is taken (draw another key), -2 when that address is unknown. */
 int cancel_register(uint32_t pid, uint32_t our_key, uint32_t real_key, int upstream_fd);
-void cancel_unregister(uint32_t pid, uint32_t our_key);
+/* true when a cancel was forwarded for it: the backend may still get it (the sending thread
+ * runs detached), so it must not serve another session from the pool. */
+bool cancel_unregister(uint32_t pid, uint32_t our_key);
 void cancel_forward(uint32_t pid, uint32_t our_key);
 
 /* Instance-wide counters. */

@@ -53,7 +53,7 @@ static void relay_update_interest(struct session *s);
 static void login_continue(struct session *s);
 static void session_put_backend_key(struct session *s);
 static bool upstream_reuse(struct session *s);
-static void upstream_release(struct session *s);
+static void upstream_release(struct session *s, bool reusable);
 static void upstream_lookup_abandon(struct session *s);
 static void upstream_put_startup(struct session *s, struct buf *b);
 static void session_on_tick(struct session *s, uint64_t now_ms);
@@ -273,7 +273,8 @@ static void session_close(struct session *s, const char *reason)
     log_info("session %llu: closed (%s) user=%s target=%s client=%s statements=%llu",
              (unsigned long long)s->id, reason, s->user ? s->user : "-",
              s->dbname ? s->dbname : "-", s->addr_text, (unsigned long long)s->statements);
-    if (s->cancel_registered) cancel_unregister(s->be_pid, s->our_key);
+    /* a backend a cancel was sent to may still get it: it does not go back to the pool */
+    bool cancelled = s->cancel_registered && cancel_unregister(s->be_pid, s->our_key);
     upstream_lookup_abandon(s);
     session_park_abandon(s, reason);
     if (s->reg) {
@@ -287,7 +288,7 @@ static void session_close(struct session *s, const char *reason)
         s->audit_started = false;
     }
     side_watch(s, &s->cl, 0);
-    upstream_release(s);
+    upstream_release(s, !cancelled);
     sock_close(&s->cl.sk);
     sock_close(&s->sv.sk);
     buf_put(s->cl.in);
@@ -311,14 +312,15 @@ static void session_close(struct session *s, const char *reason)
 }
 
 /* What happens to the upstream connection when a session ends: reused if the client left
- * while it was idle outside a transaction, else ended with a Terminate. */
-static void upstream_release(struct session *s)
+ * while it was idle outside a transaction, and no cancel was sent to it (reusable: one could
+ * still land on the next session's query), else ended with a Terminate. */
+static void upstream_release(struct session *s, bool reusable)
 {
     if (s->sv.sk.fd < 0) return;
     bool idle = s->state == S_RELAY && s->pending_sync == 0 && s->tx == 'I' && !s->unsynced &&
                 s->sv.msg_left == 0 && s->cl.msg_left == 0 && !s->sv.sk.want_write &&
                 !(s->sv.in && s->sv.in->len > s->sv.in->off);
-    if (idle && s->client_left && !s->drain && s->rt->cfg->server.pool_idle_timeout) {
+    if (idle && reusable && s->client_left && !s->drain && s->rt->cfg->server.pool_idle_timeout) {
         struct pooled *p = xcalloc(1, sizeof *p);
         p->sk = s->sv.sk;
         p->ev = s->sv.ev;

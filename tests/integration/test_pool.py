@@ -66,3 +66,30 @@ def test_not_reused_inside_transaction_or_with_other_parameters(spawn_sluice):
     c.autocommit = True
     assert _pid(c) != pid_b, "different startup parameters never share a backend"
     assert _one(c, "SHOW application_name") == "other"
+
+
+def test_not_reused_after_a_cancel(spawn_sluice):
+    """A cancel is sent upstream from a thread of its own: a client that cancels and leaves
+    at once could have it land on the query of the next client its backend served (another
+    identity's). A backend a cancel was forwarded to is closed, not pooled."""
+    _, ep = spawn_sluice("pool3", server_extra={"workers": 1})
+    a = ep.connect("shop", user="etl")
+    a.autocommit = True
+    pid = _pid(a)
+    a.cancel()  # nothing runs: the cancel is harmless here, but may still be on its way
+    a.close()
+    time.sleep(0.5)
+    b = ep.connect("shop", user="etl")
+    b.autocommit = True
+    assert _pid(b) != pid, "the cancelled backend was not reused"
+    b.close()
+    # without a cancel, the same sequence reuses it (the pool works in this instance)
+    c = ep.connect("shop", user="etl")
+    c.autocommit = True
+    pid_c = _pid(c)
+    c.close()
+    time.sleep(0.5)
+    d = ep.connect("shop", user="etl")
+    d.autocommit = True
+    assert _pid(d) == pid_c
+    d.close()
