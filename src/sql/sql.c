@@ -244,22 +244,57 @@ static void walk_any(struct walk *w, const cJSON *item, int depth)
     }
 }
 
-/* Does the expression mention any column? (depth-bounded: cJSON trees are bounded) */
-static bool mentions_column(const cJSON *node)
+/* Does node mention a column of the row being changed? Outside subqueries any column counts
+ * (of the target, or of a FROM/USING table joined to it); inside one (a SubLink's subselect)
+ * only a column qualified with the target's alias or name does (a correlated subquery):
+ * `WHERE EXISTS (SELECT relname FROM pg_class)` does not depend on the row. */
+static bool row_dependent(const cJSON *node, const char *target, bool in_sub, int depth)
 {
-    if (!node) return false;
-    if (node->string &&
-        (strcmp(node->string, "ColumnRef") == 0 || strcmp(node->string, "CurrentOfExpr") == 0))
-        return true; /* WHERE CURRENT OF names one row */
+    if (!node || depth > WALK_MAX_DEPTH) return false;
+    if (node->string && !strcmp(node->string, "CurrentOfExpr")) return true;
+    if (node->string && !strcmp(node->string, "ColumnRef")) {
+        if (!in_sub) return true;
+        const cJSON *f = cJSON_GetObjectItemCaseSensitive(node, "fields");
+        const char *first = cJSON_GetArraySize(f) >= 2 ? string_node(f->child) : NULL;
+        return first && target && !strcmp(first, target);
+    }
+    if (node->string && !strcmp(node->string, "SubLink")) {
+        return row_dependent(cJSON_GetObjectItemCaseSensitive(node, "testexpr"), target, in_sub,
+                             depth + 1) ||
+               row_dependent(cJSON_GetObjectItemCaseSensitive(node, "subselect"), target, true,
+                             depth + 1);
+    }
     for (const cJSON *c = node->child; c; c = c->next)
-        if (mentions_column(c)) return true;
+        if (row_dependent(c, target, in_sub, depth + 1)) return true;
     return false;
 }
 
-/* UPDATE/DELETE: no WHERE, a WHERE that is always true, or one that mentions no column at
- * all (WHERE $1, WHERE $1 = $2, WHERE EXISTS (SELECT 1 FROM t)): such a predicate does not
- * depend on the row, so it selects every row or none, decided by values sluice does not see
- * (Bind parameters). */
+/* Does the predicate narrow the rows? AND: when any part does; OR: only when every branch
+ * does (`id = $1 OR $2` is every row when $2 is true); NOT: when its argument does; anything
+ * else when it depends on the row. */
+static bool restricts_rows(const cJSON *expr, const char *target, int depth)
+{
+    const char *t;
+    const cJSON *b = node_body(expr, &t);
+    if (!b || depth > WALK_MAX_DEPTH) return false;
+    if (strcmp(t, "BoolExpr") != 0) return row_dependent(expr, target, false, depth);
+    const char *op = str_field(b, "boolop");
+    bool and = op && !strcmp(op, "AND_EXPR"), or = op && !strcmp(op, "OR_EXPR");
+    const cJSON *a;
+    cJSON_ArrayForEach(a, cJSON_GetObjectItemCaseSensitive(b, "args"))
+    {
+        bool r = restricts_rows(a, target, depth + 1);
+        if (and&&r) return true;
+        if (or &&!r) return false;
+        if (!and&&! or) return r; /* NOT: its one argument */
+    }
+    return or ;
+}
+
+/* UPDATE/DELETE: no WHERE, a WHERE that is always true, or one that does not narrow the rows
+ * (WHERE $1, WHERE $1 = $2, WHERE EXISTS (SELECT 1 FROM t), WHERE id = $1 OR $2): such a
+ * predicate selects every row or none, decided by values sluice does not see (Bind
+ * parameters) or by other tables. */
 static void check_where(struct walk *w, const cJSON *body)
 {
     const cJSON *where = cJSON_GetObjectItemCaseSensitive(body, "whereClause");
@@ -267,8 +302,13 @@ static void check_where(struct walk *w, const cJSON *body)
         w->flags |= SQL_F_NO_WHERE;
         return;
     }
+    const cJSON *rel = cJSON_GetObjectItemCaseSensitive(body, "relation");
+    const cJSON *alias = rel ? cJSON_GetObjectItemCaseSensitive(rel, "alias") : NULL;
+    const char *target = alias ? str_field(alias, "aliasname")
+                         : rel ? str_field(rel, "relname")
+                               : NULL;
     enum sql_tv tv = sql_const_truth(where, w->src);
-    if (tv == SQL_TV_TRUE || (tv == SQL_TV_UNKNOWN && !mentions_column(where)))
+    if (tv == SQL_TV_TRUE || (tv == SQL_TV_UNKNOWN && !restricts_rows(where, target, 0)))
         w->flags |= SQL_F_NO_WHERE | SQL_F_TAUTOLOGY;
 }
 
