@@ -106,7 +106,8 @@ struct walk {
     /* CTE names in scope (pointers into the cJSON tree). */
     const char **scope;
     unsigned nscope, capscope;
-    unsigned dml; /* INSERT, UPDATE, DELETE, MERGE nodes met in the statement */
+    unsigned dml;      /* INSERT, UPDATE, DELETE, MERGE nodes met in the statement */
+    bool stored_query; /* CREATE VIEW, MATERIALIZED VIEW or RULE: its query runs later */
 };
 
 static const char *str_field(const cJSON *o, const char *key)
@@ -922,6 +923,10 @@ static void walk_node(struct walk *w, const char *type, const cJSON *body, int d
         walk_fields(w, body, NULL, depth);
         return;
     }
+    if (!strcmp(type, "ViewStmt") || !strcmp(type, "RuleStmt") ||
+        (!strcmp(type, "CreateTableAsStmt") && str_field(body, "objtype") &&
+         !strcmp(str_field(body, "objtype"), "OBJECT_MATVIEW")))
+        w->stored_query = true;
     if (!strcmp(type, "CreateTableAsStmt") || !strcmp(type, "CreateStmt") ||
         !strcmp(type, "CreateForeignTableStmt") || !strcmp(type, "IndexStmt") ||
         !strcmp(type, "ViewStmt") || !strcmp(type, "AlterTableStmt") ||
@@ -1265,6 +1270,10 @@ static void stmt_fill(struct walk *w, struct sql_stmt *st, const char *command, 
     if (st->cls == SQL_READ && calls_writing_function(st) &&
         (strcmp(command, "EXPLAIN") != 0 || (st->flags & SQL_F_EXPLAIN_ANALYZE)))
         st->cls = SQL_WRITE;
+    /* a view or rule whose query writes (setval, lo_unlink, ...) makes every later SELECT of
+     * it a write that its own text does not show */
+    if (w->stored_query && calls_writing_function(st)) st->flags |= SQL_F_UNJUDGEABLE;
+    w->stored_query = false;
     st->savepoint = w->savepoint ? xstrdup(w->savepoint) : NULL;
     w->savepoint = NULL;
     st->chain = w->chain;
