@@ -10,7 +10,7 @@ pkgs=(
   libmicrohttpd-dev libcurl4-openssl-dev libcjose-dev libcmocka-dev
   postgresql-15 postgresql-client-15 pgbouncer
   python3 python3-pytest python3-psycopg python3-psycopg2 python3-zstandard
-  libpostgresql-jdbc-java default-jdk-headless
+  libpostgresql-jdbc-java default-jdk-headless golang-go golang-github-lib-pq-dev
   nodejs npm procps iproute2 util-linux openssl libnss-wrapper
   prometheus chromium
 )
