@@ -20,6 +20,7 @@
  * the server's BindComplete or CloseComplete, never for a Bind or Close the server skipped
  * or refused (a portal name already in use, an error earlier in the group).
  */
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -33,6 +34,13 @@ struct known_stmt {
     char name[];
 };
 
+/* A statement (confirmed by its ParseComplete) whose text changes names when it runs. */
+struct changer {
+    struct changer *next;
+    struct name_change change;
+    char name[];
+};
+
 /* A Parse, Bind or Close the server has not answered yet. */
 struct prep_op {
     struct prep_op *next;
@@ -40,6 +48,7 @@ struct prep_op {
     bool parse;                 /* a Parse (else a Bind or a Close) */
     bool bind;                  /* a Bind: name is its portal, cap what the portal gets */
     bool noop;                  /* a Close of a portal: no statement name changes */
+    struct name_change *change; /* a Parse of PREPARE, DEALLOCATE or DISCARD ALL: what it does */
     struct limited_stmt *entry; /* what the name means once it is done (NULL: nothing) */
     struct row_cap *cap;        /* a Bind's (NULL: none) */
     char name[];
@@ -77,9 +86,14 @@ static void op_push(struct session *s, const char *name, bool parse, bool noop,
     s->prep_tail = op;
 }
 
-void prepared_parse(struct session *s, const char *name, struct limited_stmt *entry)
+void prepared_parse(struct session *s, const char *name, struct limited_stmt *entry,
+                    const struct name_change *nc)
 {
     op_push(s, name, true, false, entry);
+    if (nc) {
+        s->prep_tail->change = xmalloc(sizeof *nc);
+        *s->prep_tail->change = *nc;
+    }
 }
 
 void prepared_close(struct session *s, const uint8_t *body, size_t len)
@@ -118,9 +132,9 @@ static void cap_unlink(struct session *s, const char *portal)
         }
 }
 
-static void known_forget(struct session *s, const char *name) /* NULL: every name */
+static void list_forget(struct known_stmt **list, const char *name) /* NULL: every name */
 {
-    for (struct known_stmt **pp = &s->known; *pp;) {
+    for (struct known_stmt **pp = list; *pp;) {
         struct known_stmt *k = *pp;
         if (name && strcmp(k->name, name) != 0) {
             pp = &k->next;
@@ -132,23 +146,44 @@ static void known_forget(struct session *s, const char *name) /* NULL: every nam
     }
 }
 
-static void known_add(struct session *s, const char *name)
+static bool list_has(const struct known_stmt *k, const char *name)
 {
-    if (!name[0]) return; /* the unnamed statement: SQL cannot make it */
-    for (const struct known_stmt *k = s->known; k; k = k->next)
-        if (strcmp(k->name, name) == 0) return;
+    for (; k; k = k->next)
+        if (strcmp(k->name, name) == 0) return true;
+    return false;
+}
+
+static void list_add(struct known_stmt **list, const char *name)
+{
+    if (list_has(*list, name)) return;
     size_t n = strlen(name) + 1;
     struct known_stmt *k = xmalloc(sizeof *k + n);
     memcpy(k->name, name, n);
-    k->next = s->known;
-    s->known = k;
+    k->next = *list;
+    *list = k;
+}
+
+static void known_forget(struct session *s, const char *name) /* NULL: every name */
+{
+    list_forget(&s->known, name);
+}
+
+static void changer_forget(struct session *s, const char *name) /* NULL: every one */
+{
+    for (struct changer **pp = &s->changers; *pp;) {
+        struct changer *c = *pp;
+        if (name && strcmp(c->name, name) != 0) {
+            pp = &c->next;
+            continue;
+        }
+        *pp = c->next;
+        free(c);
+    }
 }
 
 bool prepared_name_known(const struct session *s, const char *name)
 {
-    if (!name[0]) return true;
-    for (const struct known_stmt *k = s->known; k; k = k->next)
-        if (strcmp(k->name, name) == 0) return true;
+    if (!name[0] || list_has(s->known, name)) return true;
     for (const struct prep_op *op = s->prep_ops; op; op = op->next)
         if (op->parse && strcmp(op->name, name) == 0 &&
             (op->group == s->c2s_group || !s->sql_prepared))
@@ -156,16 +191,47 @@ bool prepared_name_known(const struct session *s, const char *name)
     return false;
 }
 
-void prepared_sql_statement(struct session *s, const struct sql_stmt *st)
+/* Apply a name change now; keep: the statement that makes it, which stays what it is. */
+static void change_apply(struct session *s, const struct name_change *nc, const char *keep)
 {
-    if (st->prepared_all) {
+    if (nc->all) {
+        bool kept = keep && list_has(s->known, keep);
         known_forget(s, NULL);
-        relay_audit_forget_statement(s, NULL);
+        if (kept) list_add(&s->known, keep);
+        if (keep)
+            relay_audit_forget_others(s, keep);
+        else
+            relay_audit_forget_statement(s, NULL);
+    } else if (!keep || strcmp(nc->name, keep) != 0) {
+        known_forget(s, nc->name);
+        relay_audit_forget_statement(s, nc->name);
     }
-    if (!st->prepared_name) return;
-    known_forget(s, st->prepared_name);
-    relay_audit_forget_statement(s, st->prepared_name);
-    if (st->flags & SQL_F_PREPARE) s->sql_prepared = true;
+    if (nc->prepare) s->sql_prepared = true;
+}
+
+void prepared_sql_statement(struct session *s, const struct sql_stmt *st, struct name_change *nc)
+{
+    if (!st->prepared_all && !st->prepared_name) return;
+    struct name_change c = {
+        .any = true, .all = st->prepared_all, .prepare = (st->flags & SQL_F_PREPARE) != 0};
+    if (st->prepared_name) snprintf(c.name, sizeof c.name, "%s", st->prepared_name);
+    change_apply(s, &c, NULL);
+    if (!nc->any)
+        *nc = c;
+    else
+        nc->all = true; /* (several in one text: take it as all) */
+}
+
+void prepared_bind(struct session *s, const char *name)
+{
+    /* what the bound statement does: a pending Parse of the name may fail and leave the
+     * confirmed statement, so either may run */
+    const struct prep_op *last = NULL;
+    for (const struct prep_op *op = s->prep_ops; op; op = op->next)
+        if (op->parse && strcmp(op->name, name) == 0) last = op;
+    if (last && last->change) change_apply(s, last->change, name);
+    for (const struct changer *c = s->changers; c; c = c->next)
+        if (strcmp(c->name, name) == 0) change_apply(s, &c->change, name);
 }
 
 /* The op at the head is done: the name now means its entry; a portal, its cap. */
@@ -180,10 +246,19 @@ static void op_apply(struct session *s, struct prep_op *op)
         }
         return;
     }
-    if (op->parse)
-        known_add(s, op->name);
-    else
+    if (op->parse && op->name[0]) /* (SQL cannot make the unnamed statement) */
+        list_add(&s->known, op->name);
+    else if (!op->parse)
         known_forget(s, op->name); /* a Close of the statement */
+    changer_forget(s, op->name);
+    if (op->parse && op->change) {
+        size_t n = strlen(op->name) + 1;
+        struct changer *c = xmalloc(sizeof *c + n);
+        c->change = *op->change;
+        memcpy(c->name, op->name, n);
+        c->next = s->changers;
+        s->changers = c;
+    }
     struct limited_stmt **pp = known_slot(s, op->name);
     if (*pp) {
         struct limited_stmt *old = *pp;
@@ -204,6 +279,7 @@ static void op_pop(struct session *s, bool apply)
     if (!s->prep_ops) s->prep_tail = NULL;
     if (apply) op_apply(s, op);
     free(op->entry);
+    free(op->change);
     free(op->cap);
     free(op);
 }
@@ -356,4 +432,5 @@ void prepared_free_all(struct session *s)
         free(l);
     }
     known_forget(s, NULL);
+    changer_forget(s, NULL);
 }

@@ -721,6 +721,17 @@ void relay_audit_bind(struct session *s, const char *portal, const char *stmt_na
     s->audit_ops_tail->guessed = op && op->group != s->c2s_group;
 }
 
+void relay_audit_forget_others(struct session *s, const char *keep)
+{
+    for (struct prep **pp = &s->preps; *pp;) {
+        if (strcmp((*pp)->name, keep) == 0) {
+            pp = &(*pp)->next;
+            continue;
+        }
+        prep_set(&s->preps, (*pp)->name, NULL, NULL, NULL, NULL); /* (unlinks *pp) */
+    }
+}
+
 void relay_audit_forget_statement(struct session *s, const char *name)
 {
     if (!name) {

@@ -1469,7 +1469,8 @@ struct verdict {
     uint64_t limit;   /* rows, 0 = none */
     const char *rule; /* points into the policy snapshot */
     int mask;
-    bool approval; /* wait for the approval request in s->park_request */
+    bool approval;            /* wait for the approval request in s->park_request */
+    struct name_change names; /* what a PREPARE, DEALLOCATE or DISCARD ALL in it does */
 };
 
 /* Judge one statement text (and record it for the audit when `query`: a simple Query; a
@@ -1512,7 +1513,7 @@ static void statement_judge_inner(struct session *s, const char *sql, bool query
         return;
     }
     for (unsigned k = 0; k < facts->n_stmts; k++)
-        prepared_sql_statement(s, &facts->stmts[k]);
+        prepared_sql_statement(s, &facts->stmts[k], &v->names);
     if (!s->text_doubt || !facts->n_stmts) {
         statement_judge_facts(s, sql, query, name, v, facts);
         return;
@@ -1618,6 +1619,7 @@ static bool on_client_bind(struct session *s, const uint8_t *body, size_t avail,
     const uint8_t *name = portal_end + 1;
     size_t left = avail - (size_t)(name - body);
     if (!memchr(name, 0, left)) return true;
+    prepared_bind(s, (const char *)name); /* a PREPARE or DEALLOCATE runs now: names change */
     if (!prepared_name_known(s, (const char *)name)) return bind_unknown_allowed(s, body, name);
     struct limited_stmt tmp;
     const struct limited_stmt *l = prepared_lookup(s, (const char *)name, &tmp);
@@ -1696,6 +1698,34 @@ static bool name_reserved(struct session *s, uint8_t type, const uint8_t *body, 
     return true;
 }
 
+/* A Parse, Bind, Close, Describe or Execute naming a statement or portal of 64 bytes or more:
+ * refused (42622, true). PostgreSQL keys both by their first 63 bytes (NAMEDATALEN), so two
+ * such names are one to the server and two to sluice's bookkeeping: a Close of one, or an
+ * Execute, reached a statement or portal whose limit, masking and audit record sluice keeps
+ * under the other. */
+static bool name_too_long(struct session *s, uint8_t type, const uint8_t *body, size_t len)
+{
+    enum { NAME_MAX_BYTES = 63 };
+    const uint8_t *p = body, *end = body + len;
+    if (type == 'C' || type == 'D') p++; /* 'S' or 'P' first */
+    for (int i = 0; i < (type == 'B' ? 2 : 1) && p < end; i++) {
+        const uint8_t *nul = memchr(p, 0, (size_t)(end - p));
+        if (!nul) return false; /* malformed: the server refuses it */
+        if (nul - p > NAME_MAX_BYTES) {
+            blocked_push_group(s, s->c2s_group, "42622",
+                               "sluice: prepared statement and portal names are limited to 63 "
+                               "bytes (PostgreSQL tells longer names apart by their first 63 "
+                               "bytes only)",
+                               "use a shorter name");
+            relay_audit_refused_message(s, type, body, len, "protocol",
+                                        "refused: a statement or portal name over 63 bytes");
+            return true;
+        }
+        p = nul + 1;
+    }
+    return false;
+}
+
 /* The refused message's stand-in upstream: a placeholder Query (for Query and FunctionCall), a
  * Parse of the placeholder under the same statement name, or an Execute of a portal that
  * does not exist. Each fails where the original would have, as PostgreSQL would. */
@@ -1770,6 +1800,8 @@ static enum hold_action on_client_statement(struct session *s, uint8_t type, con
     struct verdict v;
     if ((type == 'B' || type == 'P') && name_reserved(s, type, body, len))
         return replace_with_placeholder(s, type == 'B' ? 'E' : 'P', body);
+    if (type && strchr("PBCDE", type) && name_too_long(s, type, body, len))
+        return replace_with_placeholder(s, type == 'P' ? 'P' : 'E', body);
     switch (type) {
     case 'B': {
         uint64_t bound;
@@ -1857,7 +1889,7 @@ static enum hold_action on_client_statement(struct session *s, uint8_t type, con
                            v.ok && !v.approval ? s->audit_grant : "", v.ok ? s->gg_pending_max : 0);
     /* (every Parse is an op, even one with nothing to keep: replies are matched to the ops
      * in order, so none may be missing) */
-    prepared_parse(s, (const char *)body, entry);
+    prepared_parse(s, (const char *)body, entry, v.names.any ? &v.names : NULL);
     s->gg_pending_max = 0; /* the statement's Binds are bounded (relay_grant_bind) */
     return statement_finish(s, 'P', body, v.ok, v.ok && v.approval);
 }

@@ -179,6 +179,7 @@ struct session {
     struct prep_op *prep_ops, *prep_tail; /* Parses and Closes not yet answered (prepared.c) */
     struct row_cap *caps;                 /* portals bound with a limit or masking (prepared.c) */
     struct known_stmt *known;             /* named statements the server has from a Parse */
+    struct changer *changers;             /* statements whose text changes names (prepared.c) */
     bool sql_prepared;                    /* a SQL PREPARE was sent in this session */
     const char *client_fault; /* SQLSTATE of a client protocol error that ends the session */
     const char *server_fault; /* SQLSTATE of a server message sluice cannot relay safely */
@@ -320,7 +321,17 @@ void relay_approve_abandon(struct session *s, const char *reason);
 struct prep_op;
 struct limited_stmt *prepared_entry_new(const char *name, uint64_t limit, const char *rule,
                                         int mask, const char *grant, uint64_t grant_max_rows);
-void prepared_parse(struct session *s, const char *name, struct limited_stmt *entry); /* owns it */
+/* What a PREPARE, DEALLOCATE or DISCARD ALL does to statement names. */
+struct name_change {
+    bool any;      /* the text holds one */
+    bool all;      /* DEALLOCATE ALL, DISCARD ALL: every name */
+    bool prepare;  /* a PREPARE: SQL makes a statement */
+    char name[64]; /* else the one name (an identifier: at most 63 bytes) */
+};
+/* nc: what its text does to names, which happens at each of its Executes, not now
+ * (prepared_bind); NULL: nothing. */
+void prepared_parse(struct session *s, const char *name, struct limited_stmt *entry,
+                    const struct name_change *nc); /* owns entry */
 void prepared_close(struct session *s, const uint8_t *body, size_t len);
 /* A parked Parse was approved under grant: its Binds take the grant's uses and bound. */
 void prepared_grant(struct session *s, const char *name, const char *grant, uint64_t max_rows);
@@ -339,8 +350,11 @@ void prepared_free_all(struct session *s);
  * name made by SQL PREPARE, or dropped by DEALLOCATE or DISCARD ALL, is not. */
 bool prepared_name_known(const struct session *s, const char *name);
 /* A statement of a Query or Parse sent now: PREPARE, DEALLOCATE and DISCARD ALL make their
- * names unknown (at once: whether they succeed is not waited for). */
-void prepared_sql_statement(struct session *s, const struct sql_stmt *st);
+ * names unknown (at once: whether they succeed is not waited for), and say so in *nc. */
+void prepared_sql_statement(struct session *s, const struct sql_stmt *st, struct name_change *nc);
+/* A Bind of statement name: when its text holds PREPARE, DEALLOCATE or DISCARD ALL (a Parse
+ * of it said so), they run with it, and every name becomes unknown. */
+void prepared_bind(struct session *s, const char *name);
 /* Portals (struct row_cap). A Bind of portal from statement l (NULL: none): at its
  * BindComplete the portal gets a cap when l has a limit or masking, else none. */
 void prepared_cap_bind(struct session *s, const char *portal, const struct limited_stmt *l);
@@ -389,6 +403,8 @@ void relay_audit_bind(struct session *s, const char *portal, const char *stmt_na
 /* SQL PREPARE, DEALLOCATE or DISCARD ALL may change what name means (NULL: every name):
  * a later Bind of it is recorded as a statement sluice did not see prepared. */
 void relay_audit_forget_statement(struct session *s, const char *name);
+/* The same for every name but keep. */
+void relay_audit_forget_others(struct session *s, const char *keep);
 /* A Describe message (body as sent). */
 void relay_audit_describe(struct session *s, const uint8_t *body, size_t len);
 /* A Close message (body as sent): a closed portal's suspended statement is over. */

@@ -106,8 +106,10 @@ struct walk {
     /* CTE names in scope (pointers into the cJSON tree). */
     const char **scope;
     unsigned nscope, capscope;
-    unsigned dml;      /* INSERT, UPDATE, DELETE, MERGE nodes met in the statement */
-    bool stored_query; /* CREATE VIEW, MATERIALIZED VIEW or RULE: its query runs later */
+    unsigned dml; /* INSERT, UPDATE, DELETE, MERGE nodes met in the statement */
+    /* CREATE VIEW, MATERIALIZED VIEW, RULE, DOMAIN (its CHECK), POLICY: an expression that
+     * runs later, in other statements */
+    bool stored_query;
 };
 
 static const char *str_field(const cJSON *o, const char *key)
@@ -245,28 +247,25 @@ static void walk_any(struct walk *w, const cJSON *item, int depth)
     }
 }
 
-/* Does node mention a column of the row being changed? Outside subqueries any column counts
- * (of the target, or of a FROM/USING table joined to it); inside one (a SubLink's subselect)
- * only a column qualified with the target's alias or name does (a correlated subquery):
- * `WHERE EXISTS (SELECT relname FROM pg_class)` does not depend on the row. */
-static bool row_dependent(const cJSON *node, const char *target, bool in_sub, int depth)
+/* Does node mention a column of the row being changed? A column qualified with a table
+ * counts when that table is the target (by its alias, or its name when it has none:
+ * `s.flag` of UPDATE ... FROM s does not); an unqualified one counts, in a subquery too,
+ * where it may be the target's (a correlated subquery: `c.id = customer_id`). So
+ * `WHERE EXISTS (SELECT 1 FROM pg_class c WHERE c.relname = 'x')` does not depend on the
+ * row, while `WHERE EXISTS (SELECT relname FROM pg_class)` is taken as if it might. */
+static bool row_dependent(const cJSON *node, const char *target, int depth)
 {
     if (!node || depth > WALK_MAX_DEPTH) return false;
     if (node->string && !strcmp(node->string, "CurrentOfExpr")) return true;
     if (node->string && !strcmp(node->string, "ColumnRef")) {
-        if (!in_sub) return true;
         const cJSON *f = cJSON_GetObjectItemCaseSensitive(node, "fields");
-        const char *first = cJSON_GetArraySize(f) >= 2 ? string_node(f->child) : NULL;
-        return first && target && !strcmp(first, target);
-    }
-    if (node->string && !strcmp(node->string, "SubLink")) {
-        return row_dependent(cJSON_GetObjectItemCaseSensitive(node, "testexpr"), target, in_sub,
-                             depth + 1) ||
-               row_dependent(cJSON_GetObjectItemCaseSensitive(node, "subselect"), target, true,
-                             depth + 1);
+        int n = cJSON_GetArraySize(f);
+        if (n < 2) return true;
+        const char *table = string_node(cJSON_GetArrayItem(f, n - 2));
+        return table && target && !strcmp(table, target);
     }
     for (const cJSON *c = node->child; c; c = c->next)
-        if (row_dependent(c, target, in_sub, depth + 1)) return true;
+        if (row_dependent(c, target, depth + 1)) return true;
     return false;
 }
 
@@ -278,7 +277,7 @@ static bool restricts_rows(const cJSON *expr, const char *target, int depth)
     const char *t;
     const cJSON *b = node_body(expr, &t);
     if (!b || depth > WALK_MAX_DEPTH) return false;
-    if (strcmp(t, "BoolExpr") != 0) return row_dependent(expr, target, false, depth);
+    if (strcmp(t, "BoolExpr") != 0) return row_dependent(expr, target, depth);
     const char *op = str_field(b, "boolop");
     bool and = op && !strcmp(op, "AND_EXPR"), or = op && !strcmp(op, "OR_EXPR");
     const cJSON *a;
@@ -657,7 +656,8 @@ static bool drop_names_tables(const char *remove_type)
 
 /* Statements that bind an existing function to something PostgreSQL calls later without its
  * name in the statement's text: an operator, an aggregate, a type's I/O, a cast, a
- * conversion, a trigger, a text search parser. `SELECT a #~# b` runs whatever function the
+ * conversion, a trigger, a text search parser, a range type's subtype_diff, a function's
+ * SUPPORT, a handler. `SELECT a #~# b` runs whatever function the
  * operator names, dblink_exec or pg_terminate_backend included. The functions are recorded as
  * called (so `dangerous_functions` sees them) and the statement is unjudgeable: every later
  * use escapes the judgement of its own text. */
@@ -673,6 +673,12 @@ static bool binds_function(const char *type)
                                         "CreateOpClassStmt",
                                         "AlterOpFamilyStmt",
                                         "AlterTypeStmt",
+                                        "CreateRangeStmt",
+                                        "AlterFunctionStmt",
+                                        "CreateFdwStmt",
+                                        "AlterFdwStmt",
+                                        "CreateAmStmt",
+                                        "CreatePLangStmt",
                                         NULL};
     for (const char *const *k = kinds; *k; k++)
         if (!strcmp(type, *k)) return true;
@@ -924,6 +930,8 @@ static void walk_node(struct walk *w, const char *type, const cJSON *body, int d
         return;
     }
     if (!strcmp(type, "ViewStmt") || !strcmp(type, "RuleStmt") ||
+        !strcmp(type, "CreateDomainStmt") || !strcmp(type, "AlterDomainStmt") ||
+        !strcmp(type, "CreatePolicyStmt") || !strcmp(type, "AlterPolicyStmt") ||
         (!strcmp(type, "CreateTableAsStmt") && str_field(body, "objtype") &&
          !strcmp(str_field(body, "objtype"), "OBJECT_MATVIEW")))
         w->stored_query = true;

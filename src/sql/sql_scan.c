@@ -6,6 +6,7 @@
  * The scan result is protobuf (pg_query.ScanResult); it is decoded by hand here: the message
  * is tiny and holds a few varint fields per token.
  */
+#include <ctype.h>
 #include <stdbool.h>
 #include <stdint.h>
 #include <stdlib.h>
@@ -188,10 +189,23 @@ char *sql_blank_literals(const char *sql)
         b.out[b.n + len - b.done] = '\0';
         return b.out;
     }
-    /* The scanner stopped (an unterminated quote, a bad escape): what follows the first
-     * quote may be a value; only the text before it is kept. */
+    /* The scanner stopped (an unterminated quote or comment, a bad escape): what follows the
+     * first quote or comment may be a value; only the text before it is kept, and numbers in
+     * it (not parts of names) are blanked. */
     size_t keep = strcspn(sql, "'\"$");
-    memcpy(b.out, sql, keep);
-    strcpy(b.out + keep, keep < len ? "..." : "");
+    const char *comment = strstr(sql, "/*");
+    if (comment && (size_t)(comment - sql) < keep) keep = (size_t)(comment - sql);
+    size_t n = 0;
+    for (size_t i = 0; i < keep;) {
+        bool in_name = i > 0 && (isalnum((unsigned char)sql[i - 1]) || sql[i - 1] == '_');
+        if (isdigit((unsigned char)sql[i]) && !in_name) {
+            while (i < keep && (isalnum((unsigned char)sql[i]) || sql[i] == '.' || sql[i] == '_'))
+                i++;
+            b.out[n++] = '?';
+        } else {
+            b.out[n++] = sql[i++];
+        }
+    }
+    strcpy(b.out + n, keep < len ? "..." : "");
     return b.out;
 }

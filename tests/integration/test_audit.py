@@ -254,8 +254,11 @@ def one(events, marker, kind="statement"):
 
 def end_of(events, ev):
     """The result of a write whose statement event went out before it ran: folded into that
-    event when it ended before the event was committed, else a statement_end (never both)."""
-    ends = [e for e in events if e["kind"] == "statement_end" and e.get("ref") == ev["seq"]]
+    event when it ended before the event was committed, else a statement_end (never both).
+    A write undone later (its group failed after it completed, its transaction rolled back)
+    gets one more statement_end saying so: not its result (docs/audit.md)."""
+    ends = [e for e in events if e["kind"] == "statement_end" and e.get("ref") == ev["seq"] and
+            not e.get("detail", "").startswith(("failed after completing", "rolled back"))]
     assert len(ends) <= 1, f"{len(ends)} statement_end events for #{ev['seq']}: {ev}"
     return ends[0] if ends else ev
 

@@ -321,6 +321,50 @@ def test_bind_of_a_statement_sluice_did_not_judge(sluice, sluice_only):
         b.close()
 
 
+def test_prepare_or_deallocate_sent_in_a_parse_changes_names_when_it_runs(sluice, sluice_only):
+    """A Parse of `DEALLOCATE s1` or `PREPARE s1 AS ...` runs at its Execute, any time later:
+    names forgotten when it was Parsed came back with a later Parse of s1, and the PREPARE run
+    afterwards put its statement under the name sluice had judged (an agent read 20 rows past
+    its limit of 5). Its Bind makes every name unknown again."""
+    from test_audit_protocol import B, E, P, SYNC, replies
+    c = sluice.raw_login("shop", "copilot")
+    try:
+        c.send(P("DEALLOCATE pol_s1", "pol_d") +
+               P("PREPARE pol_s1 AS SELECT g FROM generate_series(1, 20) g", "pol_p") + SYNC)
+        assert not codes_of(replies(c))
+        c.send(P("SELECT 1", "pol_s1") + SYNC)
+        assert not codes_of(replies(c))
+        c.send(B("", "pol_d") + E() + B("", "pol_p") + E() + SYNC)
+        assert not codes_of(replies(c))
+        c.send(B("", "pol_s1") + E() + SYNC)
+        got = replies(c)
+        rows = [t for t, _ in got].count(b"D")
+        errs = [pgwire.parse_fields(b) for t, b in got if t == b"E"]
+        assert rows == 0 and errs and "unjudgeable" in errs[0]["M"], (rows, errs)
+    finally:
+        c.close()
+
+
+def test_names_over_63_bytes_are_refused(sluice, sluice_only):
+    """PostgreSQL tells statement and portal names apart by their first 63 bytes only: two
+    longer names were one statement to the server and two to sluice (a Close of one, then a
+    Parse of the other, ran the second statement under the first one's judgement)."""
+    from test_audit_protocol import B, E, P, SYNC, replies
+    long = "n" * 63
+    c = sluice.raw_login("shop", "copilot")
+    try:
+        for msgs in (P("SELECT 1", long + "1"), B(long + "x", ""),
+                     pgwire.message(b"C", b"S" + (long + "2").encode() + b"\0"),
+                     E(long + "p")):
+            c.send(msgs + SYNC)
+            got = codes_of(replies(c))
+            assert got == ["42622"], (msgs[:1], got)
+        c.send(P("SELECT 2", long) + SYNC)  # 63 bytes: as PostgreSQL takes it
+        assert not codes_of(replies(c))
+    finally:
+        c.close()
+
+
 def codes_of(msgs):
     return [pgwire.parse_fields(b)["C"] for t, b in msgs if t == b"E"]
 

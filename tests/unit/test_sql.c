@@ -555,6 +555,8 @@ static void test_blank_literals(void **state)
         {"select E'a\\x40b', B'101', X'ff', 1.5e3, $1, U&'d\\0061t' from \"Jane\"",
          "select ?, ?, ?, ?, $1, ? from \"Jane\""},
         {"alter role r password 'Hunter2Secret", "alter role r password ..."},
+        {"UPDATE cards SET pan = 4111111111111111 WHERE id = 1abc /* 'x",
+         "UPDATE cards SET pan = ? WHERE id = ? ..."},
         {"SELECT 1 -- 'not a literal'", "SELECT ? -- 'not a literal'"},
         {"", ""},
     };
