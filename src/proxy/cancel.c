@@ -5,12 +5,15 @@
  * pg_backend_pid() and NOTIFY pids) and a secret key of its own. A CancelRequest carrying
  * that pair is looked up here and sent upstream with the backend's real key, from a short
  * detached thread so no worker ever blocks on it, to the very address the session's upstream
- * connection reached (a host name may resolve to several). Registration happens once per
- * session, so a mutex is fine.
+ * connection reached (a host name may resolve to several). As PostgreSQL's postmaster does,
+ * the client's cancel connection is closed only once the request was delivered (the server
+ * closed its side, or gave up): clients such as lib/pq read to EOF to know the backend was
+ * signalled before they go on. Registration happens once per session, so a mutex is fine.
  */
 #include "proxy/proxy.h"
 
 #include <errno.h>
+#include <fcntl.h>
 #include <poll.h>
 #include <pthread.h>
 #include <stdlib.h>
@@ -83,6 +86,7 @@ struct cancel_job {
     uint32_t pid, real_key;
     struct sockaddr_storage addr;
     socklen_t addr_len;
+    int client_fd; /* a duplicate of the client's cancel connection, closed when done (-1) */
 };
 
 static void *cancel_send(void *arg)
@@ -117,12 +121,13 @@ static void *cancel_send(void *arg)
     } else {
         log_warn("cancel: cannot reach target for backend %u: %s", job->pid, err);
     }
+    if (job->client_fd >= 0) close(job->client_fd); /* the client's EOF: delivered */
     free(job);
     buf_pool_free(); /* this thread's pool dies with it */
     return NULL;
 }
 
-void cancel_forward(uint32_t pid, uint32_t our_key)
+void cancel_forward(uint32_t pid, uint32_t our_key, int client_fd)
 {
     struct cancel_job *job = NULL;
     unsigned b = bucket_of(pid, our_key);
@@ -131,7 +136,7 @@ void cancel_forward(uint32_t pid, uint32_t our_key)
         if (e->pid == pid && e->our_key == our_key) {
             e->forwarded = true; /* (under the lock: the session's unregister sees it) */
             job = xmalloc(sizeof *job);
-            *job = (struct cancel_job){e->pid, e->real_key, e->addr, e->addr_len};
+            *job = (struct cancel_job){e->pid, e->real_key, e->addr, e->addr_len, -1};
             break;
         }
     }
@@ -140,11 +145,13 @@ void cancel_forward(uint32_t pid, uint32_t our_key)
         log_info("cancel: no session for backend %u with that key", pid);
         return;
     }
+    if (client_fd >= 0) job->client_fd = fcntl(client_fd, F_DUPFD_CLOEXEC, 0);
     pthread_t t;
     pthread_attr_t attr;
     pthread_attr_init(&attr);
     pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
     if (pthread_create(&t, &attr, cancel_send, job) != 0) {
+        if (job->client_fd >= 0) close(job->client_fd);
         free(job);
     }
     pthread_attr_destroy(&attr);

@@ -117,7 +117,9 @@ int cancel_register(uint32_t pid, uint32_t our_key, uint32_t real_key, int upstr
 /* true when a cancel was forwarded for it: the backend may still get it (the sending thread
  * runs detached), so it must not serve another session from the pool. */
 bool cancel_unregister(uint32_t pid, uint32_t our_key);
-void cancel_forward(uint32_t pid, uint32_t our_key);
+/* client_fd: the client's cancel connection, kept open (a duplicate) until the request was
+ * delivered; -1 when there is none (sluice's own cancel). */
+void cancel_forward(uint32_t pid, uint32_t our_key, int client_fd);
 
 /* Instance-wide counters. */
 extern atomic_uint proxy_n_clients;

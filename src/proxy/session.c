@@ -552,7 +552,7 @@ static void on_startup(struct session *s)
             continue;
         }
         if (st.code == PG_CANCEL_REQUEST) {
-            cancel_forward(st.cancel_pid, st.cancel_key);
+            cancel_forward(st.cancel_pid, st.cancel_key, s->cl.sk.fd);
             session_close(s, "cancel request handled");
             return;
         }
@@ -2656,7 +2656,7 @@ void session_kill_requested(struct worker *w)
         char msg[200];
         snprintf(msg, sizeof msg, "sluice: session ended by an administrator (%s)", s->reg->killer);
         /* Stop what runs upstream too, as pg_terminate_backend would. */
-        if (s->cancel_registered && s->pending_sync) cancel_forward(s->be_pid, s->our_key);
+        if (s->cancel_registered && s->pending_sync) cancel_forward(s->be_pid, s->our_key, -1);
         session_fail(s, "57P01", msg, NULL, "ended by an administrator");
     }
 }

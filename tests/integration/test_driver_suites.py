@@ -39,6 +39,20 @@ def run_libpq(params, cache):
     return passed, failed, out
 
 
+def failure_text(out, names):
+    """The lines of go test -v output that report the failing tests (their t.Errorf lines)."""
+    keep, lines = False, []
+    for line in out.splitlines():
+        m = re.match(r"^\s*--- (FAIL|PASS|SKIP): (\S+)", line)
+        if m:
+            keep = m.group(1) == "FAIL" and m.group(2) in names
+        elif re.match(r"^=== RUN", line):
+            keep = False
+        if keep:
+            lines.append(line)
+    return "\n".join(lines[:200])
+
+
 def test_lib_pq_suite_passes_through_sluice_as_directly(sluice, sluice_only, pg, certs,
                                                         tmp_path):
     if not shutil.which("go") or not os.path.isdir(LIBPQ):
@@ -52,6 +66,7 @@ def test_lib_pq_suite_passes_through_sluice_as_directly(sluice, sluice_only, pg,
     assert len(d_pass) > 150, f"the suite did not run directly:\n{d_out[-3000:]}"
     assert s_fail == d_fail, (
         f"through sluice failed {sorted(s_fail - d_fail)}, passed {sorted(d_fail - s_fail)} "
-        f"that fail directly:\n{s_out[-6000:]}")
+        f"that fail directly:\n{failure_text(s_out, s_fail - d_fail)}\n"
+        f"directly:\n{failure_text(d_out, d_fail - s_fail)}")
     assert s_pass == d_pass, sorted(s_pass ^ d_pass)
     sluice.assert_alive()
