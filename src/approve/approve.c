@@ -892,27 +892,27 @@ int approve_slack_action(const char *timestamp, const char *signature, const cha
         fail(msg, msglen, "approvals are not started");
         return 503;
     }
-    bool have_secret = false, verified = false;
+    bool have_secret = false;
+    const struct cfg_notify *verified = NULL; /* the Slack app whose secret signed it */
     int64_t now = approve_now_ms() / 1000;
     for (unsigned i = 0; i < cfg->approvals.n_notify && !verified; i++) {
         const struct cfg_notify *n = &cfg->approvals.notify[i];
         if (n->kind != CFG_NOTIFY_SLACK || !n->secret || !*n->secret) continue;
         have_secret = true;
-        verified =
-            slack_verify_signature(n->secret, timestamp, signature, body, body_len, now) == 0;
+        if (slack_verify_signature(n->secret, timestamp, signature, body, body_len, now) == 0)
+            verified = n;
     }
-    config_unref(cfg);
-    if (!have_secret) {
-        fail(msg, msglen, "no Slack signing secret is configured");
-        return 401;
-    }
-    if (!verified) {
-        fail(msg, msglen, "invalid or stale Slack signature");
+    if (!have_secret || !verified) {
+        config_unref(cfg);
+        fail(msg, msglen,
+             have_secret ? "invalid or stale Slack signature"
+                         : "no Slack signing secret is configured");
         return 401;
     }
     struct slack_action act;
     char err[256];
     if (slack_parse_action(body, body_len, &act, err, sizeof err) < 0) {
+        config_unref(cfg);
         fail(msg, msglen, "bad Slack payload: %s", err);
         return 400;
     }
@@ -925,8 +925,29 @@ int approve_slack_action(const char *timestamp, const char *signature, const cha
         .trusted = true, /* Slack vouches for the user; the channel is the approvers' */
         .scope = APPROVE_SCOPE_IDENTITY,
     };
+    if (verified->n_users) {
+        /* Slack users mapped to identities: only they decide, each as its identity, under
+         * the approver groups and the self-approval check */
+        const struct cfg_identity *who = NULL;
+        for (unsigned u = 0; u < verified->n_users && !who; u++)
+            if (!strcmp(verified->users[u].slack_id, act.user_id))
+                who = config_find_identity(cfg, verified->users[u].identity);
+        if (!who) {
+            config_unref(cfg);
+            fail(msg, msglen,
+                 "Slack user %s is not mapped to an approver (approvals.notify[].slack.users)",
+                 act.user_id);
+            status = 403;
+            goto answer;
+        }
+        snprintf(approver, sizeof approver, "%.*s", APPROVE_NAME_LEN - 1, who->name);
+        d.approver_groups = (const char *const *)who->groups;
+        d.n_approver_groups = who->n_groups;
+        d.trusted = false;
+    }
     char grant[APPROVE_ID_LEN];
     int rc = approve_decide_ex(act.request_id, &d, grant, err, sizeof err);
+    config_unref(cfg);
     if (rc < 0) {
         fail(msg, msglen, "%s", err);
         status = rc == APPROVE_ERR_NOT_FOUND   ? 404
@@ -941,6 +962,7 @@ int approve_slack_action(const char *timestamp, const char *signature, const cha
             fail(msg, msglen, "Request %s denied by %s", act.request_id, approver);
         status = 200;
     }
+answer:
     if (act.response_url[0]) {
         cJSON *o = cJSON_CreateObject();
         cJSON_AddStringToObject(o, "response_type", "in_channel");

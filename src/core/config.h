@@ -258,10 +258,19 @@ struct cfg_audit {
 
 enum cfg_notify_kind { CFG_NOTIFY_SLACK, CFG_NOTIFY_WEBHOOK };
 
+struct cfg_slack_user {
+    char *slack_id; /* Slack's user id (U0123ABC), as the interaction payload carries it */
+    char *identity; /* the sluice identity who decides when that user clicks */
+};
+
 struct cfg_notify {
     enum cfg_notify_kind kind;
     char *url;    /* resolved from webhook_url_env / url */
     char *secret; /* webhook HMAC secret, or Slack signing secret; never logged */
+    /* Slack: users mapped to identities; when any is, only they decide, as those identities
+     * (approver groups and the self-approval check apply); none: any user who can click */
+    struct cfg_slack_user *users;
+    unsigned n_users;
 };
 
 struct cfg_approvals {

@@ -177,9 +177,16 @@ struct raw_grant {
     char *max_rows;
 };
 
+struct raw_slack_user {
+    char *slack_id;
+    char *identity;
+};
+
 struct raw_slack {
     char *webhook_url_env;
     char *signing_secret_env;
+    struct raw_slack_user *users;
+    unsigned users_count;
 };
 
 struct raw_webhook {

@@ -303,9 +303,20 @@ static const cyaml_schema_field_t grant_fields[] = {
     CYAML_FIELD_END,
 };
 
+static const cyaml_schema_field_t slack_user_fields[] = {
+    STR_REQ("slack_id", struct raw_slack_user, slack_id),
+    STR_REQ("identity", struct raw_slack_user, identity),
+    CYAML_FIELD_END,
+};
+static const cyaml_schema_value_t slack_user_schema = {
+    CYAML_VALUE_MAPPING(CYAML_FLAG_DEFAULT, struct raw_slack_user, slack_user_fields),
+};
+
 static const cyaml_schema_field_t slack_fields[] = {
     STR_OPT("webhook_url_env", struct raw_slack, webhook_url_env),
     STR_OPT("signing_secret_env", struct raw_slack, signing_secret_env),
+    CYAML_FIELD_SEQUENCE("users", OPT | CYAML_FLAG_POINTER_NULL, struct raw_slack, users,
+                         &slack_user_schema, 0, CYAML_UNLIMITED),
     CYAML_FIELD_END,
 };
 

@@ -68,6 +68,11 @@ void cfgld_free_sections(struct sluice_config *cfg)
     for (unsigned i = 0; i < a->n_notify; i++) {
         cfgld_free_secret(a->notify[i].url);
         cfgld_free_secret(a->notify[i].secret);
+        for (unsigned u = 0; u < a->notify[i].n_users; u++) {
+            free(a->notify[i].users[u].slack_id);
+            free(a->notify[i].users[u].identity);
+        }
+        free(a->notify[i].users);
     }
     free(a->notify);
     free(a->public_url);
@@ -294,7 +299,7 @@ static int convert_audit(struct loader *ld, const struct raw_audit *ra, struct s
 }
 
 static int convert_notify(struct loader *ld, unsigned i, const struct raw_notify *rn,
-                          struct cfg_notify *n)
+                          const struct sluice_config *cfg, struct cfg_notify *n)
 {
     char path[64], key[128];
     snprintf(path, sizeof(path), "approvals.notify[%u]", i);
@@ -311,6 +316,27 @@ static int convert_notify(struct loader *ld, unsigned i, const struct raw_notify
         if (rn->slack->signing_secret_env) {
             snprintf(key, sizeof(key), "%s.slack.signing_secret_env", path);
             if (secret_env(ld, key, rn->slack->signing_secret_env, &n->secret) < 0) return -1;
+        }
+        if (rn->slack->users_count) {
+            n->users = xcalloc(rn->slack->users_count, sizeof *n->users);
+            for (unsigned u = 0; u < rn->slack->users_count; u++) {
+                const struct raw_slack_user *ru = &rn->slack->users[u];
+                snprintf(key, sizeof(key), "%s.slack.users[%u].slack_id", path, u);
+                if (!*ru->slack_id) return cfgld_fail(ld, key, AT_VALUE, "%s is empty", key);
+                for (unsigned v = 0; v < u; v++)
+                    if (!strcmp(n->users[v].slack_id, ru->slack_id))
+                        return cfgld_fail(ld, key, AT_VALUE,
+                                          "%s maps Slack user \"%s\" a second time", key,
+                                          ru->slack_id);
+                snprintf(key, sizeof(key), "%s.slack.users[%u].identity", path, u);
+                if (!config_find_identity(cfg, ru->identity))
+                    return cfgld_fail(ld, key, AT_VALUE,
+                                      "%s names \"%s\", which is not a user or token identity", key,
+                                      ru->identity);
+                n->users[u].slack_id = xstrdup(ru->slack_id);
+                n->users[u].identity = xstrdup(ru->identity);
+                n->n_users = u + 1;
+            }
         }
         return 0;
     }
@@ -369,7 +395,7 @@ static int convert_approvals(struct loader *ld, const struct raw_approvals *ra,
     }
     if (ra->notify_count) a->notify = xcalloc(ra->notify_count, sizeof(*a->notify));
     for (unsigned i = 0; i < ra->notify_count; i++) {
-        if (convert_notify(ld, i, &ra->notify[i], &a->notify[i]) < 0) {
+        if (convert_notify(ld, i, &ra->notify[i], cfg, &a->notify[i]) < 0) {
             a->n_notify = i + 1;
             return -1;
         }

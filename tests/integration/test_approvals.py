@@ -1423,6 +1423,47 @@ def test_slack_message_and_signed_callback(appr, receiver):
     assert value_of(appr.pg, t, 2)[0] == 43
 
 
+def test_slack_users_mapped_to_identities(workdir, certs, pg, sluice_bin, receiver):
+    """With approvals.notify[].slack.users, a click decides as the identity its Slack user
+    maps to, under the approver groups and the self-approval check; a user not mapped, or
+    mapped to an identity outside the approver groups, is refused (403). Before, anyone who
+    could click decided as slack:USERNAME, and a name unlike the requester's passed the
+    self-approval check."""
+    yaml = f"""approvals:
+  approvers: {{ groups: [dba] }}
+  timeout: 30s
+  notify:
+    - slack:
+        webhook_url_env: SLUICE_IT_SLACK_URL
+        signing_secret_env: SLUICE_IT_SLACK_SECRET
+        users:
+          - {{ slack_id: U0DANA, identity: "{DBA}" }}
+          - {{ slack_id: U0BOBBY, identity: bob@corp.com }}
+admin: {{ groups: [admins] }}
+"""
+    os.environ["SLUICE_IT_SLACK_URL"] = receiver.url("/slack")
+    os.environ["SLUICE_IT_SLACK_SECRET"] = SLACK_SECRET
+    inst = start_instance(workdir, certs, pg, "approvals-slackmap", RULES, yaml)
+    try:
+        t = "appr_slack_map"
+        make_table(inst.pg, t)
+        c = inst.ep.connect(user="copilot")
+        c.autocommit = True
+        rid = refused_for_approval(c, f"UPDATE {t} SET v = 42 WHERE id = 1")
+        for user in ("randomguest", "bobby"):  # not mapped; mapped to a non-approver
+            st, _, text = slack_post(inst, slack_body(rid, user=user))
+            assert st == 403, (user, st, text)
+            assert inst.request(rid)["state"] == "pending"
+        st, _, text = slack_post(inst, slack_body(rid, user="dana"))
+        assert st == 200, text
+        r = inst.request(rid)
+        assert r["state"] == "approved" and r["approver"] == DBA, r
+        c.close()
+    finally:
+        inst.ep.close_all()
+        inst.sp.assert_clean_exit()
+
+
 def test_slack_deny(appr, receiver):
     t = "appr_slack_deny"
     make_table(appr.pg, t)
