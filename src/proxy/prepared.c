@@ -41,6 +41,14 @@ struct changer {
     char name[];
 };
 
+/* A named portal a Bind made, in group `group` (c2s_group). */
+struct bound_portal {
+    struct bound_portal *next;
+    uint64_t group;
+    unsigned closing; /* Closes of it sent and not answered: one that completes ends it */
+    char name[];
+};
+
 /* A Parse, Bind or Close the server has not answered yet. */
 struct prep_op {
     struct prep_op *next;
@@ -96,9 +104,69 @@ void prepared_parse(struct session *s, const char *name, struct limited_stmt *en
     }
 }
 
+static void portal_forget(struct session *s, const char *name, uint64_t upto_group)
+{
+    for (struct bound_portal **pp = &s->bound; *pp;) {
+        struct bound_portal *p = *pp;
+        if (name ? strcmp(p->name, name) != 0 : p->group > upto_group) {
+            pp = &p->next;
+            continue;
+        }
+        *pp = p->next;
+        free(p);
+    }
+}
+
+void prepared_portal_bound(struct session *s, const char *portal)
+{
+    if (!portal[0]) return;
+    portal_forget(s, portal, 0);
+    size_t n = strlen(portal) + 1;
+    struct bound_portal *p = xmalloc(sizeof *p + n);
+    p->group = s->c2s_group;
+    p->closing = 0;
+    memcpy(p->name, portal, n);
+    p->next = s->bound;
+    s->bound = p;
+}
+
+bool prepared_portal_known(const struct session *s, const char *portal)
+{
+    if (!portal[0]) return true;
+    for (const struct bound_portal *p = s->bound; p; p = p->next)
+        if (strcmp(p->name, portal) == 0) return true;
+    return false;
+}
+
+void prepared_portals_drop(struct session *s)
+{
+    portal_forget(s, NULL, s->s2c_group); /* (a Bind sent since stays) */
+}
+
+static struct bound_portal *portal_find(struct session *s, const char *name)
+{
+    for (struct bound_portal *p = s->bound; p; p = p->next)
+        if (strcmp(p->name, name) == 0) return p;
+    return NULL;
+}
+
+/* A Close of portal name was answered (done) or dropped unanswered: the portal it was sent
+ * for ends, or stays. A Bind of the name sent after the Close made a new entry, untouched. */
+static void portal_close_done(struct session *s, const char *name, bool done)
+{
+    struct bound_portal *p = portal_find(s, name);
+    if (!p || !p->closing) return;
+    if (done)
+        portal_forget(s, name, 0);
+    else
+        p->closing--;
+}
+
 void prepared_close(struct session *s, const uint8_t *body, size_t len)
 {
     if (len < 2 || !memchr(body + 1, 0, len - 1)) return; /* the server refuses it */
+    struct bound_portal *p = body[0] == 'P' ? portal_find(s, (const char *)body + 1) : NULL;
+    if (p) p->closing++;
     op_push(s, (const char *)body + 1, false, body[0] != 'S', NULL);
 }
 
@@ -194,6 +262,9 @@ bool prepared_name_known(const struct session *s, const char *name)
 /* Apply a name change now; keep: the statement that makes it, which stays what it is. */
 static void change_apply(struct session *s, const struct name_change *nc, const char *keep)
 {
+    if (nc->cursors) /* a DECLAREd cursor is no portal of a Bind: its Execute is unjudged */
+        portal_forget(s, nc->cursor_all ? NULL : nc->cursor, UINT64_MAX);
+    if (!nc->all && !nc->name[0]) return; /* (cursors only) */
     if (nc->all) {
         bool kept = keep && list_has(s->known, keep);
         known_forget(s, NULL);
@@ -211,15 +282,23 @@ static void change_apply(struct session *s, const struct name_change *nc, const 
 
 void prepared_sql_statement(struct session *s, const struct sql_stmt *st, struct name_change *nc)
 {
-    if (!st->prepared_all && !st->prepared_name) return;
-    struct name_change c = {
-        .any = true, .all = st->prepared_all, .prepare = (st->flags & SQL_F_PREPARE) != 0};
+    if (!st->prepared_all && !st->prepared_name && !st->cursor_all && !st->cursor_name) return;
+    struct name_change c = {.any = true,
+                            .all = st->prepared_all,
+                            .prepare = (st->flags & SQL_F_PREPARE) != 0,
+                            .cursors = st->cursor_all || st->cursor_name,
+                            .cursor_all = st->cursor_all};
     if (st->prepared_name) snprintf(c.name, sizeof c.name, "%s", st->prepared_name);
+    if (st->cursor_name) snprintf(c.cursor, sizeof c.cursor, "%s", st->cursor_name);
     change_apply(s, &c, NULL);
-    if (!nc->any)
+    if (!nc->any) {
         *nc = c;
-    else
-        nc->all = true; /* (several in one text: take it as all) */
+    } else { /* (several in one text: take each kind as all) */
+        nc->all = nc->all || c.all || c.name[0];
+        nc->prepare = nc->prepare || c.prepare;
+        nc->cursor_all = nc->cursor_all || c.cursors;
+        nc->cursors = nc->cursors || c.cursors;
+    }
 }
 
 void prepared_bind(struct session *s, const char *name)
@@ -239,6 +318,7 @@ static void op_apply(struct session *s, struct prep_op *op)
 {
     if (op->bind || op->noop) {
         cap_unlink(s, op->name); /* (the portal it replaces, or closes) */
+        if (op->noop) portal_close_done(s, op->name, true); /* its name is free for a cursor */
         if (op->cap) {
             op->cap->next = s->caps;
             s->caps = op->cap;
@@ -277,7 +357,10 @@ static void op_pop(struct session *s, bool apply)
     struct prep_op *op = s->prep_ops;
     s->prep_ops = op->next;
     if (!s->prep_ops) s->prep_tail = NULL;
-    if (apply) op_apply(s, op);
+    if (apply)
+        op_apply(s, op);
+    else if (op->noop) /* a Close of a portal the server skipped: the portal stays */
+        portal_close_done(s, op->name, false);
     free(op->entry);
     free(op->change);
     free(op->cap);
@@ -433,4 +516,5 @@ void prepared_free_all(struct session *s)
     }
     known_forget(s, NULL);
     changer_forget(s, NULL);
+    portal_forget(s, NULL, UINT64_MAX);
 }

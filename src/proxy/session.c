@@ -1585,25 +1585,50 @@ static void statement_judge_facts(struct session *s, const char *sql, bool query
         (void)relay_audit_query(s, sql, facts, policy_action_name(d.action), d.rule, true);
 }
 
+/* May this identity run what sluice did not judge (the unjudgeable guardrail)? When not,
+ * the client's error is queued, saying what (reason) and what to do instead (hint). */
+static bool unjudged_allowed(struct session *s, const char *reason, const char *hint)
+{
+    enum cfg_action a = s->rt->cfg->guardrails.action[CFG_GUARD_UNJUDGEABLE][s->ident->kind];
+    if (a == CFG_ALLOW) return true;
+    struct policy_decision d = {.action = POLICY_DENY, .rule = "unjudgeable"};
+    snprintf(d.reason, sizeof d.reason, "%s", reason);
+    snprintf(d.hint, sizeof d.hint, "%s", hint);
+    log_info("session %llu: %s: refused for user \"%s\"", (unsigned long long)s->id, reason,
+             s->user);
+    blocked_push(s, &d);
+    return false;
+}
+
 /* A Bind of a statement sluice did not judge: made by SQL PREPARE (its EXECUTE is
  * unjudgeable: it runs again with any parameters, past grants and limits), or a name that a
  * DEALLOCATE or DISCARD ALL may have freed for one. It runs only where the unjudgeable
  * guardrail allows, and is recorded as such. */
 static bool bind_unknown_allowed(struct session *s, const uint8_t *portal, const uint8_t *name)
 {
-    enum cfg_action a = s->rt->cfg->guardrails.action[CFG_GUARD_UNJUDGEABLE][s->ident->kind];
-    if (a == CFG_ALLOW) return true;
-    struct policy_decision d = {.action = POLICY_DENY, .rule = "unjudgeable"};
-    snprintf(d.reason, sizeof d.reason,
+    char reason[200];
+    snprintf(reason, sizeof reason,
              "the prepared statement \"%.64s\" was not prepared with a Parse sluice judged (SQL "
              "PREPARE, or a name DEALLOCATE or DISCARD may have freed)",
              (const char *)name);
-    snprintf(d.hint, sizeof d.hint, "prepare the statement with a Parse message");
-    log_info("session %llu: Bind of a statement sluice did not judge refused for user \"%s\"",
-             (unsigned long long)s->id, s->user);
-    blocked_push(s, &d);
+    if (unjudged_allowed(s, reason, "prepare the statement with a Parse message")) return true;
     relay_audit_bind_refused(s, (const char *)portal, (const char *)name, "deny", "unjudgeable",
                              NULL, "refused: a statement sluice did not see prepared");
+    return false;
+}
+
+/* An Execute of a portal no Bind made: a cursor of SQL DECLARE, whose query was judged once
+ * but whose rows a protocol Execute would fetch past the rule's limit_rows (a FETCH is a
+ * statement of its own, judged and limited). */
+static bool execute_unknown_allowed(struct session *s, const uint8_t *body, size_t len)
+{
+    char reason[200];
+    snprintf(reason, sizeof reason,
+             "the portal \"%.64s\" was not made by a Bind (a cursor of SQL DECLARE)",
+             (const char *)body);
+    if (unjudged_allowed(s, reason, "fetch from a cursor with FETCH")) return true;
+    relay_audit_refused_message(s, 'E', body, len, "unjudgeable",
+                                "refused: an Execute of a portal sluice did not see bound");
     return false;
 }
 
@@ -1647,11 +1672,13 @@ static bool on_client_bind(struct session *s, const uint8_t *body, size_t avail,
             }
             limit_push(s, s->c2s_group, l->limit, l->rule, l->mask);
             prepared_cap_bind(s, (const char *)body, l); /* for its Executes */
+            prepared_portal_bound(s, (const char *)body);
             *bound = l->grant_max_rows;
             return true;
         }
     }
     if (prepared_any(s)) prepared_cap_bind(s, (const char *)body, NULL); /* (it replaces one) */
+    prepared_portal_bound(s, (const char *)body);
     return true;
 }
 
@@ -1823,6 +1850,9 @@ static enum hold_action on_client_statement(struct session *s, uint8_t type, con
     case 'E': {
         s->statements++;
         s->park_group = s->c2s_group;
+        if (memchr(body, 0, len) && !prepared_portal_known(s, (const char *)body) &&
+            !execute_unknown_allowed(s, body, len))
+            return replace_with_placeholder(s, 'E', body);
         struct limited_stmt cap;
         if (prepared_any(s) && memchr(body, 0, len) &&
             prepared_cap_exec(s, (const char *)body, &cap))
@@ -1951,7 +1981,10 @@ static enum hold_action on_server_message(struct session *s, uint8_t type, const
             if (relay_audit_on(s)) relay_audit_tx_ready(s, body[0]);
             s->tx = body[0];
             prepared_server(s, 'Z');
-            if (s->caps && body[0] == 'I') prepared_cap_drop(s); /* its portals are gone */
+            if (body[0] == 'I') { /* its portals are gone */
+                if (s->caps) prepared_cap_drop(s);
+                prepared_portals_drop(s);
+            }
             if (s->audit_ops) relay_audit_ready(s);
             relay_mask_group_end(s);
             if (s->pending_sync) s->pending_sync--;
@@ -1980,8 +2013,10 @@ static enum hold_action on_server_message(struct session *s, uint8_t type, const
     case 'C': {
         if (s->recs) relay_audit_server(s, type, body, len);
         relay_mask_result_end(s);
-        if (s->caps && len == 7 && !memcmp(body, "COMMIT", 7)) /* (AND CHAIN stays in a block) */
-            prepared_cap_drop(s);
+        if (len == 7 && !memcmp(body, "COMMIT", 7)) { /* (AND CHAIN stays in a block) */
+            if (s->caps) prepared_cap_drop(s);
+            prepared_portals_drop(s);
+        }
         if (!s->limits) return HOLD_FORWARD;
         uint64_t dropped = s->rows_dropped;
         s->rows_sent = s->rows_dropped = 0;

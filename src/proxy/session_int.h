@@ -180,6 +180,7 @@ struct session {
     struct row_cap *caps;                 /* portals bound with a limit or masking (prepared.c) */
     struct known_stmt *known;             /* named statements the server has from a Parse */
     struct changer *changers;             /* statements whose text changes names (prepared.c) */
+    struct bound_portal *bound;           /* named portals made by a Bind, until they end */
     bool sql_prepared;                    /* a SQL PREPARE was sent in this session */
     const char *client_fault; /* SQLSTATE of a client protocol error that ends the session */
     const char *server_fault; /* SQLSTATE of a server message sluice cannot relay safely */
@@ -321,12 +322,16 @@ void relay_approve_abandon(struct session *s, const char *reason);
 struct prep_op;
 struct limited_stmt *prepared_entry_new(const char *name, uint64_t limit, const char *rule,
                                         int mask, const char *grant, uint64_t grant_max_rows);
-/* What a PREPARE, DEALLOCATE or DISCARD ALL does to statement names. */
+/* What a PREPARE, DEALLOCATE, DISCARD ALL, DECLARE or CLOSE does to statement and portal
+ * names. */
 struct name_change {
-    bool any;      /* the text holds one */
-    bool all;      /* DEALLOCATE ALL, DISCARD ALL: every name */
-    bool prepare;  /* a PREPARE: SQL makes a statement */
-    char name[64]; /* else the one name (an identifier: at most 63 bytes) */
+    bool any;        /* the text holds one */
+    bool all;        /* DEALLOCATE ALL, DISCARD ALL: every name */
+    bool prepare;    /* a PREPARE: SQL makes a statement */
+    char name[64];   /* else the one name (an identifier: at most 63 bytes) */
+    bool cursors;    /* DECLARE, CLOSE, CLOSE ALL, DISCARD ALL: portal names change */
+    bool cursor_all; /* CLOSE ALL, DISCARD ALL: every portal */
+    char cursor[64]; /* else the one cursor */
 };
 /* nc: what its text does to names, which happens at each of its Executes, not now
  * (prepared_bind); NULL: nothing. */
@@ -352,6 +357,12 @@ bool prepared_name_known(const struct session *s, const char *name);
 /* A statement of a Query or Parse sent now: PREPARE, DEALLOCATE and DISCARD ALL make their
  * names unknown (at once: whether they succeed is not waited for), and say so in *nc. */
 void prepared_sql_statement(struct session *s, const struct sql_stmt *st, struct name_change *nc);
+/* Named portals made by a Bind (a Bind of portal sent now; the unnamed portal is always
+ * known): gone at a Close of it, and at the end of the transaction of their group (COMMIT, or
+ * ReadyForQuery 'I': prepared_portals_drop). Any other portal is a SQL cursor. */
+void prepared_portal_bound(struct session *s, const char *portal);
+bool prepared_portal_known(const struct session *s, const char *portal);
+void prepared_portals_drop(struct session *s);
 /* A Bind of statement name: when its text holds PREPARE, DEALLOCATE or DISCARD ALL (a Parse
  * of it said so), they run with it, and every name becomes unknown. */
 void prepared_bind(struct session *s, const char *name);

@@ -102,6 +102,8 @@ struct walk {
     const char *savepoint; /* of the statement being walked (a pointer into the cJSON tree) */
     const char *prepared;  /* PREPARE, DEALLOCATE: the statement name (into the tree) */
     bool prepared_all;     /* DEALLOCATE ALL, DISCARD ALL */
+    const char *cursor;    /* DECLARE, CLOSE: the cursor's name (into the tree) */
+    bool cursor_all;       /* CLOSE ALL, DISCARD ALL */
     bool chain;            /* ... and its AND CHAIN */
     /* CTE names in scope (pointers into the cJSON tree). */
     const char **scope;
@@ -1207,7 +1209,10 @@ static void classify(struct walk *w, const char *type, const cJSON *body, const 
         w->prepared_all = !w->prepared; /* DEALLOCATE ALL has no name */
     } else if (!strcmp(type, "DiscardStmt")) {
         const char *target = str_field(body, "target");
-        w->prepared_all = target && !strcmp(target, "DISCARD_ALL");
+        w->prepared_all = w->cursor_all = target && !strcmp(target, "DISCARD_ALL");
+    } else if (!strcmp(type, "DeclareCursorStmt") || !strcmp(type, "ClosePortalStmt")) {
+        w->cursor = str_field(body, "portalname");
+        w->cursor_all = !w->cursor; /* CLOSE ALL has no name */
     } else if (!strcmp(type, "VariableSetStmt")) {
         const char *kind = str_field(body, "kind");
         if (kind && !strncmp(kind, "VAR_RESET", 9)) *command = "RESET";
@@ -1290,6 +1295,10 @@ static void stmt_fill(struct walk *w, struct sql_stmt *st, const char *command, 
     st->prepared_all = w->prepared_all;
     w->prepared = NULL;
     w->prepared_all = false;
+    st->cursor_name = w->cursor ? xstrdup(w->cursor) : NULL;
+    st->cursor_all = w->cursor_all;
+    w->cursor = NULL;
+    w->cursor_all = false;
     w->flags = 0;
     w->nscope = 0;
 }
@@ -1390,6 +1399,7 @@ void sql_facts_free(struct sql_facts *f)
         free_list(s->functions, s->n_functions);
         free(s->savepoint);
         free(s->prepared_name);
+        free(s->cursor_name);
     }
     free(f->stmts);
     free(f->normalized);

@@ -110,6 +110,9 @@ struct sql_stmt {
      * for any other statement */
     char *prepared_name;
     bool prepared_all; /* DEALLOCATE ALL, DISCARD ALL: every prepared statement is dropped */
+    /* DECLARE and CLOSE: the cursor (portal) it makes or closes; NULL for any other */
+    char *cursor_name;
+    bool cursor_all; /* CLOSE ALL, DISCARD ALL: every portal is closed */
 };
 
 struct sql_facts {

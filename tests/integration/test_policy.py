@@ -365,6 +365,31 @@ def test_names_over_63_bytes_are_refused(sluice, sluice_only):
         c.close()
 
 
+def test_execute_of_a_sql_cursor_is_unjudged(sluice, sluice_only):
+    """A cursor of SQL DECLARE is a portal the protocol can Execute: its query was judged once
+    (limit_rows applies to each FETCH, a statement of its own), but an Execute of it fetched
+    every row past the agent's limit of 5. It is refused for an agent; FETCH still works."""
+    from test_audit_protocol import E, SYNC, replies, simple
+    c = sluice.raw_login("shop", "copilot")
+    try:
+        assert not codes_of(simple(c, "BEGIN"))
+        assert not codes_of(simple(c, "DECLARE pol_cur CURSOR FOR "
+                                      "SELECT g FROM generate_series(1, 20) g"))
+        c.send(E("pol_cur") + SYNC)
+        got = replies(c)
+        errs = [pgwire.parse_fields(b) for t, b in got if t == b"E"]
+        assert [t for t, _ in got].count(b"D") == 0 and errs, got
+        assert "unjudgeable" in errs[0]["M"], errs
+        simple(c, "ROLLBACK")
+        assert not codes_of(simple(c, "BEGIN"))
+        simple(c, "DECLARE pol_cur CURSOR FOR SELECT g FROM generate_series(1, 20) g")
+        got = simple(c, "FETCH 100 FROM pol_cur")
+        assert [t for t, _ in got].count(b"D") == 5, got
+        simple(c, "ROLLBACK")
+    finally:
+        c.close()
+
+
 def codes_of(msgs):
     return [pgwire.parse_fields(b)["C"] for t, b in msgs if t == b"E"]
 
@@ -489,7 +514,7 @@ def test_portal_limit_follows_the_server_not_the_messages(sluice, sluice_only):
         assert _rows(c, P("SELECT generate_series(1, 50)", "s1") + B("cur", "s1") +
                      E("cur", 3) + SYNC) == (3, [])
         simple(c, "SAVEPOINT sp")
-        assert _rows(c, E("nope") + close + SYNC) == (0, ["34000"])  # the Close is skipped
+        assert _rows(c, E("") + close + SYNC) == (0, ["34000"])  # the Close is skipped
         simple(c, "ROLLBACK TO SAVEPOINT sp")
         assert _rows(c, E("cur", 1) + SYNC) == (1, [])
         simple(c, "SAVEPOINT sp")
