@@ -114,7 +114,10 @@ void relay_mask_describe(struct session *s, const uint8_t *body, size_t len)
 
 bool relay_mask_describe_first(struct session *s, const uint8_t *body, size_t len)
 {
-    if (!mask_may_apply(s) || !memchr(body, 0, len)) return false;
+    /* (an Execute that is not portal name and row count: the server refuses it, 08P01, and
+     * a Describe in front would answer in its place) */
+    if (!mask_may_apply(s) || !memchr(body, 0, len) || strlen((const char *)body) + 5 != len)
+        return false;
     const struct mask_desc *d = s->mdesc;
     if (d && d->fresh && strcmp(d->portal, (const char *)body) == 0) return false;
     desc_push(s, true);

@@ -1893,7 +1893,8 @@ static enum hold_action on_client_statement(struct session *s, uint8_t type, con
             if (v.ok) limit_push(s, s->c2s_group, v.limit, v.rule, v.mask);
         } else {
             memset(&v, 0, sizeof v);
-            blocked_push_deny(s, "protocol", "malformed Query message");
+            /* PostgreSQL's own answer to a string without its NUL */
+            blocked_push_group(s, s->c2s_group, "08P01", "invalid string in message", NULL);
             relay_audit_malformed(s, "(malformed Query message)");
         }
         s->pending_sync++;
@@ -1909,7 +1910,7 @@ static enum hold_action on_client_statement(struct session *s, uint8_t type, con
     const uint8_t *name_end = memchr(body, 0, len);
     const uint8_t *sql = name_end ? name_end + 1 : NULL;
     if (!sql || !memchr(sql, 0, len - (size_t)(sql - body))) {
-        blocked_push_deny(s, "protocol", "malformed Parse message");
+        blocked_push_group(s, s->c2s_group, "08P01", "invalid string in message", NULL);
         relay_audit_malformed(s, "(malformed Parse message)");
         return replace_with_placeholder(s, 'E', body); /* no ReadyForQuery of its own */
     }

@@ -721,13 +721,17 @@ def test_pipelined_continuations_at_the_end_are_one_event(spawn_sluice):
 
 def test_malformed_statements_are_refused_events(spawn_sluice):
     """A Query or Parse message whose text has no end names no statement: each is refused
-    (rule protocol) and recorded as a deny event naming the kind of message, never its bytes."""
+    with PostgreSQL's own 08P01 and recorded as a deny event (rule protocol) naming the kind of
+    message, never its bytes. An Execute without its row count is the server's to refuse,
+    with no Describe of sluice's in front of it (that answered 34000 in its place)."""
     sp, ep = spawn_sluice("ap-malformed")
     c = ep.raw_login("shop", ALICE)
     c.send(pgwire.message(b"Q", b"SELECT 1 AS ap_malformed_q"))
-    assert codes(replies(c)) == ["42501"]
+    assert codes(replies(c)) == ["08P01"]
     c.send(pgwire.message(b"P", b"m\0SELECT 1 AS ap_malformed_p") + SYNC)
-    assert codes(replies(c)) == ["42501"]
+    assert codes(replies(c)) == ["08P01"]
+    c.send(P("SELECT 1", "ap_m1") + pgwire.message(b"E", b"p\0") + SYNC)
+    assert codes(replies(c)) == ["08P01"]
     assert c.query("SELECT 1 AS ap_after_bad") == [["1"]]
     c.close()
     statements(sp, "ap_after_bad")
