@@ -27,27 +27,56 @@
 #include "core/buf.h"
 #include "proxy/session_int.h"
 
-/* A named statement the server holds from a Parse sluice judged (ParseComplete), until a
- * Close of it, or a SQL PREPARE, DEALLOCATE or DISCARD ALL that may replace or drop it. */
-struct known_stmt {
-    struct known_stmt *next;
-    char name[];
-};
-
-/* A statement (confirmed by its ParseComplete) whose text changes names when it runs. */
-struct changer {
-    struct changer *next;
-    struct name_change change;
-    char name[];
-};
-
-/* A named portal a Bind made, in group `group` (c2s_group). */
-struct bound_portal {
-    struct bound_portal *next;
+/* A name in one of the session's lists:
+ * - s->known: a named statement the server holds from a Parse sluice judged (ParseComplete),
+ *   until a Close of it, or a SQL PREPARE, DEALLOCATE or DISCARD ALL that may replace or
+ *   drop it;
+ * - s->changers: a statement (confirmed by its ParseComplete) whose text changes names when
+ *   it runs (change);
+ * - s->bound: a named portal a Bind made in group `group` (c2s_group), until its Close
+ *   completes or its transaction ends. */
+struct name_entry {
+    struct name_entry *next;
     uint64_t group;
-    unsigned closing; /* Closes of it sent and not answered: one that completes ends it */
+    unsigned closing;           /* a portal's Closes sent and not answered */
+    struct name_change *change; /* a changer's (owned) */
     char name[];
 };
+
+static struct name_entry *names_find(struct name_entry *list, const char *name)
+{
+    for (; list; list = list->next)
+        if (strcmp(list->name, name) == 0) return list;
+    return NULL;
+}
+
+/* Remove name from the list, or (name NULL) every entry of a group up to upto_group. */
+static void names_forget(struct name_entry **list, const char *name, uint64_t upto_group)
+{
+    for (struct name_entry **pp = list; *pp;) {
+        struct name_entry *e = *pp;
+        if (name ? strcmp(e->name, name) != 0 : e->group > upto_group) {
+            pp = &e->next;
+            continue;
+        }
+        *pp = e->next;
+        free(e->change);
+        free(e);
+    }
+}
+
+/* A new entry for name (any older one is removed first), in group. */
+static struct name_entry *names_add(struct name_entry **list, const char *name, uint64_t group)
+{
+    names_forget(list, name, 0);
+    size_t n = strlen(name) + 1;
+    struct name_entry *e = xcalloc(1, sizeof *e + n);
+    e->group = group;
+    memcpy(e->name, name, n);
+    e->next = *list;
+    *list = e;
+    return e;
+}
 
 /* A Parse, Bind or Close the server has not answered yet. */
 struct prep_op {
@@ -104,60 +133,29 @@ void prepared_parse(struct session *s, const char *name, struct limited_stmt *en
     }
 }
 
-static void portal_forget(struct session *s, const char *name, uint64_t upto_group)
-{
-    for (struct bound_portal **pp = &s->bound; *pp;) {
-        struct bound_portal *p = *pp;
-        if (name ? strcmp(p->name, name) != 0 : p->group > upto_group) {
-            pp = &p->next;
-            continue;
-        }
-        *pp = p->next;
-        free(p);
-    }
-}
-
 void prepared_portal_bound(struct session *s, const char *portal)
 {
-    if (!portal[0]) return;
-    portal_forget(s, portal, 0);
-    size_t n = strlen(portal) + 1;
-    struct bound_portal *p = xmalloc(sizeof *p + n);
-    p->group = s->c2s_group;
-    p->closing = 0;
-    memcpy(p->name, portal, n);
-    p->next = s->bound;
-    s->bound = p;
+    if (portal[0]) names_add(&s->bound, portal, s->c2s_group);
 }
 
 bool prepared_portal_known(const struct session *s, const char *portal)
 {
-    if (!portal[0]) return true;
-    for (const struct bound_portal *p = s->bound; p; p = p->next)
-        if (strcmp(p->name, portal) == 0) return true;
-    return false;
+    return !portal[0] || names_find(s->bound, portal);
 }
 
 void prepared_portals_drop(struct session *s)
 {
-    portal_forget(s, NULL, s->s2c_group); /* (a Bind sent since stays) */
-}
-
-static struct bound_portal *portal_find(struct session *s, const char *name)
-{
-    for (struct bound_portal *p = s->bound; p; p = p->next)
-        if (strcmp(p->name, name) == 0) return p;
-    return NULL;
+    names_forget(&s->bound, NULL, s->s2c_group); /* (a Bind sent since stays) */
 }
 
 /* A Close of portal name was answered (done) or dropped unanswered: the portal it was sent
  * for ends, or stays. A Bind of the name sent after the Close made a new entry, untouched. */
 static void portal_close_done(struct session *s, const char *name, bool done)
 {
-    struct bound_portal *p = portal_find(s, name);
+    struct name_entry *p = names_find(s->bound, name);
     if (!p || !p->closing) return;
     if (done)
-        portal_forget(s, name, 0);
+        names_forget(&s->bound, name, 0);
     else
         p->closing--;
 }
@@ -165,7 +163,7 @@ static void portal_close_done(struct session *s, const char *name, bool done)
 void prepared_close(struct session *s, const uint8_t *body, size_t len)
 {
     if (len < 2 || !memchr(body + 1, 0, len - 1)) return; /* the server refuses it */
-    struct bound_portal *p = body[0] == 'P' ? portal_find(s, (const char *)body + 1) : NULL;
+    struct name_entry *p = body[0] == 'P' ? names_find(s->bound, (const char *)body + 1) : NULL;
     if (p) p->closing++;
     op_push(s, (const char *)body + 1, false, body[0] != 'S', NULL);
 }
@@ -200,58 +198,9 @@ static void cap_unlink(struct session *s, const char *portal)
         }
 }
 
-static void list_forget(struct known_stmt **list, const char *name) /* NULL: every name */
-{
-    for (struct known_stmt **pp = list; *pp;) {
-        struct known_stmt *k = *pp;
-        if (name && strcmp(k->name, name) != 0) {
-            pp = &k->next;
-            continue;
-        }
-        *pp = k->next;
-        free(k);
-        if (name) return;
-    }
-}
-
-static bool list_has(const struct known_stmt *k, const char *name)
-{
-    for (; k; k = k->next)
-        if (strcmp(k->name, name) == 0) return true;
-    return false;
-}
-
-static void list_add(struct known_stmt **list, const char *name)
-{
-    if (list_has(*list, name)) return;
-    size_t n = strlen(name) + 1;
-    struct known_stmt *k = xmalloc(sizeof *k + n);
-    memcpy(k->name, name, n);
-    k->next = *list;
-    *list = k;
-}
-
-static void known_forget(struct session *s, const char *name) /* NULL: every name */
-{
-    list_forget(&s->known, name);
-}
-
-static void changer_forget(struct session *s, const char *name) /* NULL: every one */
-{
-    for (struct changer **pp = &s->changers; *pp;) {
-        struct changer *c = *pp;
-        if (name && strcmp(c->name, name) != 0) {
-            pp = &c->next;
-            continue;
-        }
-        *pp = c->next;
-        free(c);
-    }
-}
-
 bool prepared_name_known(const struct session *s, const char *name)
 {
-    if (!name[0] || list_has(s->known, name)) return true;
+    if (!name[0] || names_find(s->known, name)) return true;
     for (const struct prep_op *op = s->prep_ops; op; op = op->next)
         if (op->parse && strcmp(op->name, name) == 0 &&
             (op->group == s->c2s_group || !s->sql_prepared))
@@ -263,18 +212,18 @@ bool prepared_name_known(const struct session *s, const char *name)
 static void change_apply(struct session *s, const struct name_change *nc, const char *keep)
 {
     if (nc->cursors) /* a DECLAREd cursor is no portal of a Bind: its Execute is unjudged */
-        portal_forget(s, nc->cursor_all ? NULL : nc->cursor, UINT64_MAX);
+        names_forget(&s->bound, nc->cursor_all ? NULL : nc->cursor, UINT64_MAX);
     if (!nc->all && !nc->name[0]) return; /* (cursors only) */
     if (nc->all) {
-        bool kept = keep && list_has(s->known, keep);
-        known_forget(s, NULL);
-        if (kept) list_add(&s->known, keep);
+        bool kept = keep && names_find(s->known, keep);
+        names_forget(&s->known, NULL, UINT64_MAX);
+        if (kept) names_add(&s->known, keep, 0);
         if (keep)
             relay_audit_forget_others(s, keep);
         else
             relay_audit_forget_statement(s, NULL);
     } else if (!keep || strcmp(nc->name, keep) != 0) {
-        known_forget(s, nc->name);
+        names_forget(&s->known, nc->name, 0);
         relay_audit_forget_statement(s, nc->name);
     }
     if (nc->prepare) s->sql_prepared = true;
@@ -309,8 +258,8 @@ void prepared_bind(struct session *s, const char *name)
     for (const struct prep_op *op = s->prep_ops; op; op = op->next)
         if (op->parse && strcmp(op->name, name) == 0) last = op;
     if (last && last->change) change_apply(s, last->change, name);
-    for (const struct changer *c = s->changers; c; c = c->next)
-        if (strcmp(c->name, name) == 0) change_apply(s, &c->change, name);
+    const struct name_entry *c = names_find(s->changers, name);
+    if (c) change_apply(s, c->change, name);
 }
 
 /* The op at the head is done: the name now means its entry; a portal, its cap. */
@@ -327,17 +276,13 @@ static void op_apply(struct session *s, struct prep_op *op)
         return;
     }
     if (op->parse && op->name[0]) /* (SQL cannot make the unnamed statement) */
-        list_add(&s->known, op->name);
+        names_add(&s->known, op->name, 0);
     else if (!op->parse)
-        known_forget(s, op->name); /* a Close of the statement */
-    changer_forget(s, op->name);
+        names_forget(&s->known, op->name, 0); /* a Close of the statement */
+    names_forget(&s->changers, op->name, 0);
     if (op->parse && op->change) {
-        size_t n = strlen(op->name) + 1;
-        struct changer *c = xmalloc(sizeof *c + n);
-        c->change = *op->change;
-        memcpy(c->name, op->name, n);
-        c->next = s->changers;
-        s->changers = c;
+        names_add(&s->changers, op->name, 0)->change = op->change;
+        op->change = NULL; /* taken over */
     }
     struct limited_stmt **pp = known_slot(s, op->name);
     if (*pp) {
@@ -514,7 +459,7 @@ void prepared_free_all(struct session *s)
         s->limited = l->next;
         free(l);
     }
-    known_forget(s, NULL);
-    changer_forget(s, NULL);
-    portal_forget(s, NULL, UINT64_MAX);
+    names_forget(&s->known, NULL, UINT64_MAX);
+    names_forget(&s->changers, NULL, UINT64_MAX);
+    names_forget(&s->bound, NULL, UINT64_MAX);
 }

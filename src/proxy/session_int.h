@@ -178,13 +178,13 @@ struct session {
     struct limited_stmt *limited;         /* prepared statements with a limit, masking or grant */
     struct prep_op *prep_ops, *prep_tail; /* Parses and Closes not yet answered (prepared.c) */
     struct row_cap *caps;                 /* portals bound with a limit or masking (prepared.c) */
-    struct known_stmt *known;             /* named statements the server has from a Parse */
-    struct changer *changers;             /* statements whose text changes names (prepared.c) */
-    struct bound_portal *bound;           /* named portals made by a Bind, until they end */
-    bool sql_prepared;                    /* a SQL PREPARE was sent in this session */
-    const char *client_fault; /* SQLSTATE of a client protocol error that ends the session */
-    const char *server_fault; /* SQLSTATE of a server message sluice cannot relay safely */
-    bool lingering;           /* S_CLOSING: error sent, reading until the client closes */
+    struct name_entry *known;    /* named statements the server has from a Parse (prepared.c) */
+    struct name_entry *changers; /* statements whose text changes names when they run */
+    struct name_entry *bound;    /* named portals made by a Bind, until they end */
+    bool sql_prepared;           /* a SQL PREPARE was sent in this session */
+    const char *client_fault;    /* SQLSTATE of a client protocol error that ends the session */
+    const char *server_fault;    /* SQLSTATE of a server message sluice cannot relay safely */
+    bool lingering;              /* S_CLOSING: error sent, reading until the client closes */
     struct blocked *blocked, *blocked_tail;
     /* masking (relay_mask.c) */
     bool mask_base;             /* this identity's results are masked unless a rule says unmask */
