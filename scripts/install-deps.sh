@@ -11,6 +11,8 @@ pkgs=(
   postgresql-15 postgresql-client-15 pgbouncer
   python3 python3-pytest python3-psycopg python3-psycopg2 python3-zstandard
   libpostgresql-jdbc-java default-jdk-headless golang-go golang-github-lib-pq-dev
+  golang-github-jackc-pgconn-dev golang-github-jackc-pgx-v4-dev golang-github-jackc-pgmock-dev
+  golang-github-stretchr-testify-dev
   nodejs npm procps iproute2 util-linux openssl libnss-wrapper
   prometheus chromium
 )

@@ -114,9 +114,16 @@ static void *cancel_send(void *arg)
             log_warn("cancel: cannot reach target for backend %u: %s", job->pid,
                      pr == 0 ? "connect timed out" : strerror(errno));
         }
+        /* The server closes once the backend was signalled: wait for that EOF (at most half
+         * a second; the socket does not block, so poll wakes at the close itself). */
         char tmp[16];
-        for (int i = 0; i < 50 && read(fd, tmp, sizeof tmp) != 0; i++)
-            usleep(10000);
+        pfd.events = POLLIN;
+        for (int i = 0; i < 50; i++) {
+            if (poll(&pfd, 1, 10) < 0 && errno != EINTR) break;
+            ssize_t n = read(fd, tmp, sizeof tmp);
+            if (n == 0 || (n < 0 && errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR))
+                break;
+        }
         close(fd);
     } else {
         log_warn("cancel: cannot reach target for backend %u: %s", job->pid, err);

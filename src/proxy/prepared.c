@@ -82,6 +82,7 @@ static struct name_entry *names_add(struct name_entry **list, const char *name, 
 struct prep_op {
     struct prep_op *next;
     uint64_t group;             /* c2s_group when it was sent */
+    uint64_t n;                 /* its place among the ops queued (s->prep_pushed) */
     bool parse;                 /* a Parse (else a Bind or a Close) */
     bool bind;                  /* a Bind: name is its portal, cap what the portal gets */
     bool noop;                  /* a Close of a portal: no statement name changes */
@@ -112,6 +113,7 @@ static void op_push(struct session *s, const char *name, bool parse, bool noop,
     size_t n = strlen(name) + 1;
     struct prep_op *op = xcalloc(1, sizeof *op + n);
     op->group = s->c2s_group;
+    op->n = ++s->prep_pushed;
     op->parse = parse;
     op->noop = noop;
     op->entry = entry;
@@ -329,8 +331,18 @@ void prepared_server(struct session *s, uint8_t type)
         return;
     }
     /* 'Z' of group s2c_group (not yet counted): what it left unanswered failed or was skipped */
+    prepared_skipped(s);
+}
+
+void prepared_skipped(struct session *s)
+{
     while (s->prep_ops && s->prep_ops->group <= s->s2c_group)
         op_pop(s, false);
+}
+
+uint64_t prepared_pending(const struct session *s)
+{
+    return s->prep_ops ? s->prep_pushed - s->prep_ops->n + 1 : 0;
 }
 
 bool prepared_holds(const struct session *s, uint8_t type)

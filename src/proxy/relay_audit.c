@@ -1224,26 +1224,38 @@ void relay_audit_server(struct session *s, uint8_t type, const uint8_t *body, si
     }
     case 'Z':
         /* The group is over: Queries complete; Executes skipped after an error never ran. */
-        while (s->recs && s->recs->group <= s->s2c_group) {
-            struct stmt_rec *sk = s->recs;
-            if (sk->resumed) { /* the skipped Execute continued nothing: still suspended */
-                s->recs = sk->next;
-                if (!s->recs) s->recs_tail = NULL;
-                sk->resumed = false;
-                sk->next = s->suspended;
-                s->suspended = sk;
-                continue;
-            }
-            if (!sk->query)
-                sk->detail = "not executed: skipped after an error earlier in its group";
-            rec_pop_emit(s, true);
-        }
+        relay_audit_skipped(s);
         /* out of any transaction: every portal is gone */
         if (s->suspended && len == 1 && body[0] == 'I') suspended_end(s, NULL, PORTAL_CLOSED);
         return;
     default:
         return;
     }
+}
+
+void relay_audit_skipped(struct session *s)
+{
+    while (s->recs && s->recs->group <= s->s2c_group) {
+        struct stmt_rec *sk = s->recs;
+        if (sk->resumed) { /* the skipped Execute continued nothing: still suspended */
+            s->recs = sk->next;
+            if (!s->recs) s->recs_tail = NULL;
+            sk->resumed = false;
+            sk->next = s->suspended;
+            s->suspended = sk;
+            continue;
+        }
+        if (!sk->query) sk->detail = "not executed: skipped after an error earlier in its group";
+        rec_pop_emit(s, true);
+    }
+}
+
+uint64_t relay_audit_pending(const struct session *s)
+{
+    uint64_t oldest = s->audit_sent + 1;
+    if (s->audit_ops && s->audit_ops->sent < oldest) oldest = s->audit_ops->sent;
+    if (s->recs && s->recs->sent < oldest) oldest = s->recs->sent;
+    return s->audit_sent + 1 - oldest;
 }
 
 void relay_audit_end(struct session *s)

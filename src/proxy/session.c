@@ -1969,6 +1969,10 @@ static enum hold_action on_server_message(struct session *s, uint8_t type, const
                                           size_t len)
 {
     enum hold_action gact;
+    /* An error in the group the client is still sending: the server skips the rest of it,
+     * answering nothing until its Sync (client_ahead) */
+    if (type == 'E' && s->unsynced && s->s2c_group == s->c2s_group)
+        s->failed_open = s->c2s_group + 1;
     if (s->gg && relay_grant_server(s, type, body, len, &gact)) return gact;
     switch (type) {
     case 'Z':
@@ -2133,6 +2137,45 @@ static bool server_holds(const struct session *s, uint8_t type)
 }
 
 /* Decide framing for the bytes of src->in not yet decided. Returns false on a framing error. */
+/* How far the client runs ahead of the server: the most entries one of the queues holds that
+ * wait for the server's answers to its messages (prepared.c, relay_audit.c). Each message
+ * looks through them, so they are kept short: beyond AHEAD_MAX the client is not read until
+ * the server has answered half of them (a long pipeline would otherwise cost time quadratic
+ * in its length, and memory without bound). */
+#define AHEAD_MAX 256
+
+static uint64_t client_behind(const struct session *s)
+{
+    uint64_t a = prepared_pending(s), b = relay_audit_pending(s);
+    return a > b ? a : b;
+}
+
+/* Before the client message of type is looked at: true when it must wait (client_behind),
+ * the session then paused (ahead_paused) and a Flush sent upstream, so that the server sends
+ * the answers it holds back until a Sync. Not while the server reads COPY data (a Flush would
+ * break it, and only the client's CopyDone ends it) or the grant guard runs. A group the
+ * server failed gets no answers until its Sync: what the queues hold of it is dropped now,
+ * as its ReadyForQuery would, and the client goes on. */
+static bool client_ahead(struct session *s, uint8_t type)
+{
+    if (!strchr("PBDECQF", type) || s->copy_in || s->gg || client_behind(s) <= AHEAD_MAX)
+        return false;
+    if (s->failed_open == s->c2s_group + 1) {
+        if (s->recs) relay_audit_skipped(s);
+        prepared_skipped(s);
+        if (s->audit_ops) relay_audit_ready(s);
+        relay_mask_group_end(s);
+        return false;
+    }
+    if (!s->ahead_paused) {
+        s->ahead_paused = true;
+        struct buf *out = session_out_buf(&s->sv_out);
+        size_t m = pg_msg_begin(out, 'H');
+        pg_msg_end(out, m);
+    }
+    return true;
+}
+
 static bool relay_scan(struct session *s, struct side *src, bool from_client, const char **why)
 {
     struct buf *b = src->in;
@@ -2231,6 +2274,7 @@ static bool relay_scan(struct session *s, struct side *src, bool from_client, co
                 s->client_fault = "08P01";
                 return false;
             }
+            if (from_client && client_ahead(s, h.type)) break; /* it stays in the buffer */
             enum hold_action act =
                 from_client ? on_client_statement(s, h.type, b->data + pos + 5, h.len - 4)
                             : on_server_message(s, h.type, b->data + pos + 5, h.len - 4);
@@ -2350,7 +2394,7 @@ static enum pump_result relay_pump(struct session *s, struct side *src, struct s
             return PUMP_CLOSE;
         }
         if (r == 1) return PUMP_BLOCKED;
-        if (from_client && (s->parked || (s->gg && !s->gg_open)))
+        if (from_client && (s->parked || s->ahead_paused || (s->gg && !s->gg_open)))
             return PUMP_IDLE; /* resumed later */
         if (from_client && s->client_terminated) {
             *why = "client terminated";
@@ -2400,7 +2444,7 @@ static void relay_update_interest(struct session *s)
 {
     if (s->state == S_RELAY) {
         side_watch(s, &s->cl,
-                   (s->c2s_blocked                        ? 0
+                   (s->c2s_blocked || s->ahead_paused     ? 0
                     : s->parked || (s->gg && !s->gg_open) ? EPOLLRDHUP
                                                           : EPOLLIN) |
                        (s->s2c_blocked || s->cl.sk.want_write ? EPOLLOUT : 0));
@@ -2453,7 +2497,11 @@ static void relay_run(struct session *s, bool c2s, bool s2c)
             return;
         }
         s->s2c_blocked = r == PUMP_BLOCKED;
-        if (s->gg_kick) { /* the grant guard queued a query, or is done: client side runs */
+        bool caught_up = s->ahead_paused &&
+                         (client_behind(s) <= AHEAD_MAX / 2 || s->failed_open == s->c2s_group + 1);
+        if (caught_up) s->ahead_paused = false;
+        if (s->gg_kick || caught_up) { /* the grant guard queued a query, or is done, or the
+                                        * server caught up: the client side runs */
             s->gg_kick = false;
             if (!s->gg) s->cl.rescan = s->cl.in != NULL;
             r = relay_pump(s, &s->cl, &s->sv, true, &why);

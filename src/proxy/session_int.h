@@ -177,6 +177,7 @@ struct session {
     bool unsynced;                        /* extended-protocol messages sent since the last Sync */
     struct limited_stmt *limited;         /* prepared statements with a limit, masking or grant */
     struct prep_op *prep_ops, *prep_tail; /* Parses and Closes not yet answered (prepared.c) */
+    uint64_t prep_pushed;                 /* ops queued so far (each op's `n`) */
     struct row_cap *caps;                 /* portals bound with a limit or masking (prepared.c) */
     struct name_entry *known;    /* named statements the server has from a Parse (prepared.c) */
     struct name_entry *changers; /* statements whose text changes names when they run */
@@ -224,9 +225,13 @@ struct session {
     uint8_t gg;      /* enum grant_guard */
     bool gg_outside; /* BEGIN was added: the client was not in a transaction */
     bool gg_error, gg_exceeded;
-    bool gg_kick;     /* run the client direction (flush sv_out, resume reading) */
-    bool gg_append_z; /* the final ReadyForQuery follows sluice's queued reply */
-    uint8_t gg_cmds;  /* CommandCompletes seen while the statement ran */
+    bool gg_kick; /* run the client direction (flush sv_out, resume reading) */
+    /* The client ran more than AHEAD_MAX messages ahead of the server's answers: nothing more
+     * is read from it until they come (session.c, client_ahead). */
+    bool ahead_paused;
+    uint64_t failed_open; /* c2s_group + 1 of a group the server failed before its Sync */
+    bool gg_append_z;     /* the final ReadyForQuery follows sluice's queued reply */
+    uint8_t gg_cmds;      /* CommandCompletes seen while the statement ran */
     uint64_t gg_max, gg_rows;
     uint64_t gg_pending_max; /* the next Query forwarded runs under a grant with this bound */
     uint8_t *gg_held;        /* the statement's CommandComplete, sent once the work is kept */
@@ -343,6 +348,10 @@ void prepared_grant(struct session *s, const char *name, const char *grant, uint
 /* The server's ParseComplete ('1'), CloseComplete ('3') or ReadyForQuery ('Z', before
  * s2c_group counts it). */
 void prepared_server(struct session *s, uint8_t type);
+/* The ops of group s2c_group still unanswered: the server skipped them after an error. */
+void prepared_skipped(struct session *s);
+/* How many ops the queue holds at most. */
+uint64_t prepared_pending(const struct session *s);
 bool prepared_holds(const struct session *s, uint8_t type);
 /* What a Bind of name gets (tmp: room for a merged entry); NULL: nothing. */
 const struct limited_stmt *prepared_lookup(struct session *s, const char *name,
@@ -408,6 +417,10 @@ void relay_audit_parse_refused(struct session *s, const char *name);
  * s2c_group (before it is counted). */
 void relay_audit_parse_done(struct session *s, uint8_t type);
 void relay_audit_ready(struct session *s);
+/* The Executes of group s2c_group still waiting: the server skipped them after an error. */
+void relay_audit_skipped(struct session *s);
+/* How many Parses, Binds, Describes, Closes and Executes the audit's queues hold at most. */
+uint64_t relay_audit_pending(const struct session *s);
 void relay_audit_parse(struct session *s, const char *name, const char *sql,
                        const struct sql_facts *f, const char *decision, const char *rule);
 void relay_audit_bind(struct session *s, const char *portal, const char *stmt_name);

@@ -1,13 +1,23 @@
-"""test_driver_suites.py: a driver's own test suite, run through sluice and directly against
+"""test_driver_suites.py: drivers' own test suites, run through sluice and directly against
 PostgreSQL in the same test; a client must not be able to tell sluice from the server.
 
-lib/pq (Go; Debian golang-github-lib-pq-dev ships its sources and tests) tests the simple and
-extended protocol, COPY FROM STDIN, LISTEN/NOTIFY with the backend's pid, CancelRequest,
-errors and their fields, types, startup parameters and reconnects. Through sluice it runs as
-alice (human, every guardrail overridden by the harness policy, results unmasked): the
-comparison is of the wire, not of policy. The set of failing tests must be the same both ways
-(as root, lib/pq's TestHasCorrectRootGroupPermissions fails either way: it checks file modes),
-and nearly all tests must pass.
+Debian ships the sources and tests of three Go drivers, and each suite runs both ways:
+- lib/pq (golang-github-lib-pq-dev): the simple and extended protocol, COPY FROM STDIN,
+  LISTEN/NOTIFY with the backend's pid, CancelRequest, errors and their fields, types, startup
+  parameters and reconnects;
+- pgconn (golang-github-jackc-pgconn-dev), pgx's wire layer: pipelined batches (one of 100,000
+  queries behind a single Sync), context cancellation that sends a CancelRequest and waits for
+  the server to close it, COPY both ways, notifications, the extended protocol's corners;
+- pgx v4 (golang-github-jackc-pgx-v4-dev): types, batches, transactions, large objects, the
+  statement cache, the simple protocol mode.
+The comparison is of the wire, not of policy: lib/pq and pgconn run as alice (human, every
+guardrail overridden by the harness policy, results unmasked), pgx as an identity named like
+the target's role (app_scram, with the same rights), because its TestConnect checks that
+current_user is the user it logged in as. Each suite has a sluice instance of its own: they
+log in wrongly on purpose, and the shared instance's login throttle counts every test's
+failures from 127.0.0.1. The set of failing tests must be the
+same both ways (as root, lib/pq's TestHasCorrectRootGroupPermissions fails either way: it
+checks file modes), and nearly all tests must pass.
 """
 import os
 import re
@@ -19,17 +29,28 @@ import pytest
 import conftest
 from conftest import ALICE
 
-LIBPQ = "/usr/share/gocode/src/github.com/lib/pq"
+GOPATH = "/usr/share/gocode"
+LIBPQ = f"{GOPATH}/src/github.com/lib/pq"
+PGCONN = f"{GOPATH}/src/github.com/jackc/pgconn"
+PGX = f"{GOPATH}/src/github.com/jackc/pgx/v4"
+DEPS = ("golang-go, golang-github-lib-pq-dev, golang-github-jackc-pgconn-dev, "
+        "golang-github-jackc-pgx-v4-dev, golang-github-jackc-pgmock-dev, "
+        "golang-github-stretchr-testify-dev")
 
 
-def run_libpq(params, cache):
-    env = dict(os.environ, GO111MODULE="off", GOPATH="/usr/share/gocode", GOCACHE=cache,
-               GOFLAGS="", PGHOST=params["host"], PGPORT=str(params["port"]),
-               PGUSER=params["user"], PGPASSWORD=params["password"],
-               PGDATABASE=params["dbname"], PGSSLMODE="disable", PGCONNECT_TIMEOUT="15")
+def need_go(*dirs):
+    if not shutil.which("go") or not all(os.path.isdir(d) for d in dirs):
+        pytest.fail(f"go or a driver's sources are missing: run `make deps` ({DEPS})",
+                    pytrace=False)
+
+
+def go_test(pkg, env_extra, cache):
+    """`go test -v pkg` against the server env_extra names: (passed, failed, output)."""
+    env = dict(os.environ, GO111MODULE="off", GOPATH=GOPATH, GOCACHE=cache, GOFLAGS="",
+               **env_extra)
     for k in ("PGAPPNAME", "PGOPTIONS", "PGSERVICE", "PGSSLROOTCERT"):
         env.pop(k, None)
-    r = subprocess.run(["go", "test", "-count=1", "-v", "github.com/lib/pq"], env=env,
+    r = subprocess.run(["go", "test", "-count=1", "-timeout=300s", "-v", pkg], env=env,
                        capture_output=True, text=True, timeout=600)
     out = r.stdout + r.stderr
     passed = set(re.findall(r"^\s*--- PASS: (\S+)", out, re.M))
@@ -39,34 +60,118 @@ def run_libpq(params, cache):
     return passed, failed, out
 
 
-def failure_text(out, names):
-    """The lines of go test -v output that report the failing tests (their t.Errorf lines)."""
-    keep, lines = False, []
-    for line in out.splitlines():
-        m = re.match(r"^\s*--- (FAIL|PASS|SKIP): (\S+)", line)
-        if m:
-            keep = m.group(1) == "FAIL" and m.group(2) in names
-        elif re.match(r"^=== RUN", line):
-            keep = False
-        if keep:
-            lines.append(line)
-    return "\n".join(lines[:200])
+def run_libpq(params, cache):
+    return go_test("github.com/lib/pq",
+                   dict(PGHOST=params["host"], PGPORT=str(params["port"]),
+                        PGUSER=params["user"], PGPASSWORD=params["password"],
+                        PGDATABASE=params["dbname"], PGSSLMODE="disable",
+                        PGCONNECT_TIMEOUT="15"), cache)
 
 
-def test_lib_pq_suite_passes_through_sluice_as_directly(sluice, sluice_only, pg, certs,
-                                                        tmp_path):
-    if not shutil.which("go") or not os.path.isdir(LIBPQ):
-        pytest.fail("go or lib/pq's sources are missing: run `make deps` "
-                    "(golang-go, golang-github-lib-pq-dev)", pytrace=False)
-    cache = str(tmp_path / "gocache")
-    ids, secrets = conftest.make_identities()
-    direct = conftest.Endpoint(pg, secrets, pg.port, certs).params("shop", ALICE)
-    d_pass, d_fail, d_out = run_libpq(direct, cache)
-    s_pass, s_fail, s_out = run_libpq(sluice.params("shop", ALICE), cache)
-    assert len(d_pass) > 150, f"the suite did not run directly:\n{d_out[-3000:]}"
+def conn_string(params, sslmode="disable"):
+    """pgconn's key=value form (the harness's secrets are hex: nothing to quote)."""
+    return (f"host={params['host']} port={params['port']} user={params['user']} "
+            f"password={params['password']} dbname={params['dbname']} sslmode={sslmode} "
+            "connect_timeout=15")
+
+
+def run_pgconn(params, cache):
+    return go_test("github.com/jackc/pgconn",
+                   dict(PGX_TEST_CONN_STRING=conn_string(params),
+                        PGX_TEST_TCP_CONN_STRING=conn_string(params),
+                        PGX_TEST_TLS_CONN_STRING=conn_string(params, "require")), cache)
+
+
+def run_pgx(params, cache):
+    return go_test("github.com/jackc/pgx/v4", dict(PGX_TEST_DATABASE=conn_string(params)), cache)
+
+
+def assert_same(direct, through, least):
+    d_pass, d_fail, d_out = direct
+    s_pass, s_fail, s_out = through
+    assert len(d_pass) > least, f"the suite did not run directly:\n{d_out[-3000:]}"
     assert s_fail == d_fail, (
         f"through sluice failed {sorted(s_fail - d_fail)}, passed {sorted(d_fail - s_fail)} "
         f"that fail directly:\n{failure_text(s_out, s_fail - d_fail)}\n"
         f"directly:\n{failure_text(d_out, d_fail - s_fail)}")
     assert s_pass == d_pass, sorted(s_pass ^ d_pass)
-    sluice.assert_alive()
+
+
+def failure_text(out, names):
+    """What go test -v printed for the failing tests: each test's lines (its t.Errorf output,
+    printed under its === RUN or === CONT header) and its --- FAIL line."""
+    current, lines, kept = None, {}, []
+    for line in out.splitlines():
+        m = re.match(r"^=== (?:RUN|CONT|PAUSE)\s+(\S+)", line)
+        if m:
+            current = m.group(1)
+            continue
+        m = re.match(r"^\s*--- (FAIL|PASS|SKIP): (\S+)", line)
+        if m:
+            if m.group(1) == "FAIL" and m.group(2) in names:
+                kept.extend(lines.get(m.group(2), []) + [line])
+            continue
+        if current:
+            lines.setdefault(current, []).append(line)
+    return "\n".join(kept[:200])
+
+
+ROLE = "app_scram"  # the target's role: pgx checks current_user against the user it sent
+
+
+def suite_sluice(spawn_sluice, pg, name):
+    """A sluice of the suite's own (the suites log in wrongly on purpose: the login throttle of
+    the shared instance, counting every test's failures from 127.0.0.1, must not refuse their
+    next logins) with identity app_scram beside the harness's, unmasked and past every
+    guardrail as alice is. The direct parameters of an identity come from its Endpoint."""
+    rule = ("    - { name: driver-suite, match: { identity: [app_scram] }, action: allow, "
+            "override: [drop, truncate, delete_without_where, update_without_where, "
+            "copy_program, copy_file, alter_system, file_access, role_escalation, "
+            "dangerous_functions, unjudgeable] }")
+    sp, ep = spawn_sluice(name, extra_identities={ROLE: dict(kind="human", groups=[],
+                                                               token=False)},
+                          extra_rules=[rule],
+                          extra_yaml="masking: { unmask: { identities: [alice@corp.com, "
+                                     "app_scram] } }")
+    return sp, ep
+
+
+def direct_params(pg, certs, sp, user):
+    p = conftest.Endpoint(pg, sp.secrets, pg.port, certs).params("shop", user)
+    assert p["port"] == pg.port and p["password"] != sp.secrets[user]
+    return p
+
+
+def test_lib_pq_suite_passes_through_sluice_as_directly(spawn_sluice, pg, certs, tmp_path):
+    need_go(LIBPQ)
+    cache = str(tmp_path / "gocache")
+    sp, ep = suite_sluice(spawn_sluice, pg, "libpq")
+    assert_same(run_libpq(direct_params(pg, certs, sp, ALICE), cache),
+                run_libpq(ep.params("shop", ALICE), cache), 150)
+    ep.assert_alive()
+
+
+def test_pgconn_suite_passes_through_sluice_as_directly(spawn_sluice, pg, certs, tmp_path):
+    need_go(PGCONN)
+    cache = str(tmp_path / "gocache")
+    sp, ep = suite_sluice(spawn_sluice, pg, "pgconn")
+    assert_same(run_pgconn(direct_params(pg, certs, sp, ALICE), cache),
+                run_pgconn(ep.params("shop", ALICE), cache), 80)
+    ep.assert_alive()
+
+
+def test_pgx_suite_passes_through_sluice_as_directly(spawn_sluice, pg, certs, tmp_path):
+    need_go(PGX)
+    # pgx's TestDomainType and TestUnregisteredTypeUsableAsStringArgumentAndBaseResult use the
+    # domain its own CI creates
+    c = pg.admin(dbname="shop")
+    c.autocommit = True
+    c.cursor().execute("SET ROLE app_scram; DO $$ BEGIN CREATE DOMAIN uint64 AS numeric(20,0); "
+                       "EXCEPTION WHEN duplicate_object THEN NULL; END $$")
+    c.close()
+    cache = str(tmp_path / "gocache")
+    sp, ep = suite_sluice(spawn_sluice, pg, "pgx")
+    direct = direct_params(pg, certs, sp, ROLE)
+    assert direct["user"] == ROLE
+    assert_same(run_pgx(direct, cache), run_pgx(ep.params("shop", ROLE), cache), 190)
+    ep.assert_alive()

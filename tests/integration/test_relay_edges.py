@@ -20,7 +20,7 @@ import time
 import pytest
 
 import pgwire
-from conftest import SluiceConfig, SluiceProcess, Endpoint, make_identities, _state
+from conftest import ALICE, SluiceConfig, SluiceProcess, Endpoint, make_identities, _state
 from pgwire import message, startup_packet
 
 
@@ -330,3 +330,77 @@ def test_oversized_client_message_gets_clear_error(spawn_sluice):
     ok = ep.raw_login("shop", "etl")
     assert ok.query("SELECT 'small'")[0][0] == "small"
     ok.close()
+
+
+# ---------------------------------------------------------------- long pipelines
+
+
+def ext_select(n):
+    """Parse, Bind and Execute of the unnamed statement and portal: SELECT n."""
+    return (message(b"P", b"\0SELECT " + str(n).encode() + b"\0\0\0")
+            + message(b"B", b"\0\0" + b"\0\0" * 3) + message(b"E", b"\0\0\0\0\0"))
+
+
+def pipeline(conn, parts, stop_after=1):
+    """Send parts from a thread of its own while reading (as pgx's batches do); the messages
+    up to and including the stop_after-th ReadyForQuery."""
+    errors = []
+
+    def write():
+        try:
+            for p in parts:
+                conn.send(p)
+        except OSError as e:  # the reader reports what went wrong
+            errors.append(e)
+
+    t = threading.Thread(target=write, daemon=True)
+    t.start()
+    msgs, zs = [], 0
+    conn.sock.settimeout(60)
+    while zs < stop_after:
+        m = conn.read_msg()
+        assert m is not None, f"connection closed after {len(msgs)} messages {errors}"
+        msgs.append(m)
+        zs += m[0] == b"Z"
+    t.join(10)
+    assert not errors, errors
+    return msgs
+
+
+def test_long_pipeline_behind_one_sync_is_answered_whole(spawn_sluice):
+    """60,000 messages behind one Sync: sluice reads the client only so far ahead of the
+    server's answers (session.c, client_ahead) and asks the server to flush; every row comes
+    back, in order, and the session and its worker go on serving."""
+    _, ep = spawn_sluice("pipeline", server_extra={"workers": 1})
+    a = ep.raw_login("shop", ALICE)
+    n = 20000
+    parts = [b"".join(ext_select(i) for i in range(k, min(k + 500, n))) for k in range(0, n, 500)]
+    msgs = pipeline(a, parts + [message(b"S")])
+    rows = [int(p[6:].decode()) for t, p in msgs if t == b"D"]
+    assert rows == list(range(n))
+    assert [t for t, _ in msgs].count(b"E") == 0 and msgs[-1] == (b"Z", b"I")
+    assert a.query("SELECT 'after'") == [["after"]]
+    b = ep.raw_login("shop", ALICE)
+    assert b.query("SELECT 1") == [["1"]]
+    a.terminate()
+    b.terminate()
+    ep.assert_alive()
+
+
+def test_long_pipeline_after_an_error_gets_one_error(spawn_sluice):
+    """The server skips a group after its error, answering nothing until the Sync: sluice
+    stops waiting for those answers (the queues of the group are dropped as its
+    ReadyForQuery would) instead of holding the client, which would never send the Sync."""
+    _, ep = spawn_sluice("pipeline-error", server_extra={"workers": 1})
+    a = ep.raw_login("shop", ALICE)
+    n = 20000
+    bad = message(b"P", b"\0SELEC 1\0\0\0")
+    parts = [bad] + [b"".join(ext_select(i) for i in range(k, min(k + 500, n)))
+                     for k in range(0, n, 500)]
+    msgs = pipeline(a, parts + [message(b"S")])
+    types = [t for t, _ in msgs]
+    assert types == [b"E", b"Z"], types[:10]
+    assert pgwire.parse_fields(msgs[0][1]).get("C") == "42601"
+    assert a.query("SELECT 'after'") == [["after"]]
+    a.terminate()
+    ep.assert_alive()
