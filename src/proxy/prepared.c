@@ -25,6 +25,7 @@
 #include <string.h>
 
 #include "core/buf.h"
+#include "core/names.h"
 #include "proxy/session_int.h"
 
 /* A name in one of the session's lists:
@@ -36,45 +37,52 @@
  * - s->bound: a named portal a Bind made in group `group` (c2s_group), until its Close
  *   completes or its transaction ends. */
 struct name_entry {
-    struct name_entry *next;
+    struct name_node node; /* first: in its map, by name */
     uint64_t group;
     unsigned closing;           /* a portal's Closes sent and not answered */
     struct name_change *change; /* a changer's (owned) */
     char name[];
 };
 
-static struct name_entry *names_find(struct name_entry *list, const char *name)
+static struct name_entry *names_find(const struct name_map *map, const char *name)
 {
-    for (; list; list = list->next)
-        if (strcmp(list->name, name) == 0) return list;
-    return NULL;
+    return (struct name_entry *)name_map_get(map, name);
 }
 
-/* Remove name from the list, or (name NULL) every entry of a group up to upto_group. */
-static void names_forget(struct name_entry **list, const char *name, uint64_t upto_group)
+static void entry_free(struct name_entry *e)
 {
-    for (struct name_entry **pp = list; *pp;) {
-        struct name_entry *e = *pp;
-        if (name ? strcmp(e->name, name) != 0 : e->group > upto_group) {
-            pp = &e->next;
-            continue;
-        }
-        *pp = e->next;
-        free(e->change);
-        free(e);
+    free(e->change);
+    free(e);
+}
+
+static bool drop_upto(struct name_node *node, void *ctx)
+{
+    struct name_entry *e = (struct name_entry *)node;
+    if (e->group > *(const uint64_t *)ctx) return false;
+    entry_free(e);
+    return true;
+}
+
+/* Remove name from the map, or (name NULL) every entry of a group up to upto_group. */
+static void names_forget(struct name_map *map, const char *name, uint64_t upto_group)
+{
+    if (!name) {
+        name_map_sweep(map, drop_upto, &upto_group);
+        return;
     }
+    struct name_entry *e = (struct name_entry *)name_map_take(map, name);
+    if (e) entry_free(e);
 }
 
 /* A new entry for name (any older one is removed first), in group. */
-static struct name_entry *names_add(struct name_entry **list, const char *name, uint64_t group)
+static struct name_entry *names_add(struct name_map *map, const char *name, uint64_t group)
 {
-    names_forget(list, name, 0);
+    names_forget(map, name, 0);
     size_t n = strlen(name) + 1;
     struct name_entry *e = xcalloc(1, sizeof *e + n);
     e->group = group;
     memcpy(e->name, name, n);
-    e->next = *list;
-    *list = e;
+    name_map_put(map, &e->node, e->name);
     return e;
 }
 
@@ -142,7 +150,7 @@ void prepared_portal_bound(struct session *s, const char *portal)
 
 bool prepared_portal_known(const struct session *s, const char *portal)
 {
-    return !portal[0] || names_find(s->bound, portal);
+    return !portal[0] || names_find(&s->bound, portal);
 }
 
 void prepared_portals_drop(struct session *s)
@@ -154,7 +162,7 @@ void prepared_portals_drop(struct session *s)
  * for ends, or stays. A Bind of the name sent after the Close made a new entry, untouched. */
 static void portal_close_done(struct session *s, const char *name, bool done)
 {
-    struct name_entry *p = names_find(s->bound, name);
+    struct name_entry *p = names_find(&s->bound, name);
     if (!p || !p->closing) return;
     if (done)
         names_forget(&s->bound, name, 0);
@@ -165,7 +173,7 @@ static void portal_close_done(struct session *s, const char *name, bool done)
 void prepared_close(struct session *s, const uint8_t *body, size_t len)
 {
     if (len < 2 || !memchr(body + 1, 0, len - 1)) return; /* the server refuses it */
-    struct name_entry *p = body[0] == 'P' ? names_find(s->bound, (const char *)body + 1) : NULL;
+    struct name_entry *p = body[0] == 'P' ? names_find(&s->bound, (const char *)body + 1) : NULL;
     if (p) p->closing++;
     op_push(s, (const char *)body + 1, false, body[0] != 'S', NULL);
 }
@@ -202,7 +210,7 @@ static void cap_unlink(struct session *s, const char *portal)
 
 bool prepared_name_known(const struct session *s, const char *name)
 {
-    if (!name[0] || names_find(s->known, name)) return true;
+    if (!name[0] || names_find(&s->known, name)) return true;
     for (const struct prep_op *op = s->prep_ops; op; op = op->next)
         if (op->parse && strcmp(op->name, name) == 0 &&
             (op->group == s->c2s_group || !s->sql_prepared))
@@ -217,7 +225,7 @@ static void change_apply(struct session *s, const struct name_change *nc, const 
         names_forget(&s->bound, nc->cursor_all ? NULL : nc->cursor, UINT64_MAX);
     if (!nc->all && !nc->name[0]) return; /* (cursors only) */
     if (nc->all) {
-        bool kept = keep && names_find(s->known, keep);
+        bool kept = keep && names_find(&s->known, keep);
         names_forget(&s->known, NULL, UINT64_MAX);
         if (kept) names_add(&s->known, keep, 0);
         if (keep)
@@ -260,7 +268,7 @@ void prepared_bind(struct session *s, const char *name)
     for (const struct prep_op *op = s->prep_ops; op; op = op->next)
         if (op->parse && strcmp(op->name, name) == 0) last = op;
     if (last && last->change) change_apply(s, last->change, name);
-    const struct name_entry *c = names_find(s->changers, name);
+    const struct name_entry *c = names_find(&s->changers, name);
     if (c) change_apply(s, c->change, name);
 }
 

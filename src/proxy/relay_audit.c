@@ -92,7 +92,7 @@ struct approval_ids {
 /* Prepared statements (and portals) by name, with the decision of their Parse, and its
  * approval, which their Executes record. */
 struct prep {
-    struct prep *next;
+    struct name_node node; /* first: in its map, by name */
     struct stmt_info *info;
     const char *decision, *rule;
     struct approval_ids ids;
@@ -541,28 +541,24 @@ int relay_audit_query(struct session *s, const char *sql, const struct sql_facts
 
 /* name -> info (a reference it takes over), decision and approval (ids: NULL for none) in a
  * list of struct prep (prepared statements, portals); info NULL: the name is forgotten. */
-static void prep_set(struct prep **list, const char *name, struct stmt_info *info,
+static void prep_set(struct name_map *map, const char *name, struct stmt_info *info,
                      const char *decision, const char *rule, const struct approval_ids *ids)
 {
-    struct prep *p = NULL;
-    for (struct prep **pp = list; *pp; pp = &(*pp)->next)
-        if (strcmp((*pp)->name, name) == 0) {
-            p = *pp;
-            info_put(p->info);
-            if (!info) {
-                *pp = p->next;
-                free(p);
-                return;
-            }
-            break;
+    struct prep *p = (struct prep *)name_map_get(map, name);
+    if (p) {
+        info_put(p->info);
+        if (!info) {
+            name_map_take(map, name);
+            free(p);
+            return;
         }
+    }
     if (!info) return;
     if (!p) {
         size_t n = strlen(name) + 1;
         p = xmalloc(sizeof *p + n);
         memcpy(p->name, name, n);
-        p->next = *list;
-        *list = p;
+        name_map_put(map, &p->node, p->name);
     }
     p->info = info;
     p->decision = decision;
@@ -573,21 +569,24 @@ static void prep_set(struct prep **list, const char *name, struct stmt_info *inf
         memset(&p->ids, 0, sizeof p->ids);
 }
 
-static struct prep *prep_get(struct prep *list, const char *name)
+static struct prep *prep_get(const struct name_map *map, const char *name)
 {
-    for (struct prep *p = list; p; p = p->next)
-        if (strcmp(p->name, name) == 0) return p;
-    return NULL;
+    return (struct prep *)name_map_get(map, name);
 }
 
-static void prep_free_all(struct prep **list)
+/* name_map_sweep: every entry but the one named ctx (NULL: every one) goes */
+static bool prep_drop(struct name_node *node, void *ctx)
 {
-    while (*list) {
-        struct prep *p = *list;
-        *list = p->next;
-        info_put(p->info);
-        free(p);
-    }
+    struct prep *p = (struct prep *)node;
+    if (ctx && strcmp(p->name, ctx) == 0) return false;
+    info_put(p->info);
+    free(p);
+    return true;
+}
+
+static void prep_free_all(struct name_map *map)
+{
+    name_map_sweep(map, prep_drop, NULL);
 }
 
 static void op_push(struct session *s, enum op_kind kind, const char *name, struct stmt_info *info,
@@ -624,7 +623,7 @@ static void op_pop(struct session *s, bool apply)
         suspended_end(s, op->name, PORTAL_CLOSED); /* the portal it replaces */
         /* the statement the server bound: the name's meaning now (a Parse of it sent before
          * was answered by now, or failed), not the guess made when the Bind was sent */
-        const struct prep *st = prep_get(s->preps, op->stmt);
+        const struct prep *st = prep_get(&s->preps, op->stmt);
         if (st) st->info->refs++;
         prep_set(&s->portals, op->name, st ? st->info : NULL, st ? st->decision : NULL,
                  st ? st->rule : NULL, st ? &st->ids : NULL);
@@ -702,7 +701,7 @@ void relay_audit_bind(struct session *s, const char *portal, const char *stmt_na
     if (!relay_audit_on(s)) return;
     portal_replaced(s, portal);
     const struct audit_op *op = op_pending(s, OP_PARSE, stmt_name);
-    const struct prep *st = op ? NULL : prep_get(s->preps, stmt_name);
+    const struct prep *st = op ? NULL : prep_get(&s->preps, stmt_name);
     if (!prepared_name_known(s, stmt_name)) op = NULL, st = NULL; /* SQL PREPARE may own it */
     struct stmt_info *info = op ? op->info : st ? st->info : NULL;
     if (info) info->refs++;
@@ -723,23 +722,15 @@ void relay_audit_bind(struct session *s, const char *portal, const char *stmt_na
 
 void relay_audit_forget_others(struct session *s, const char *keep)
 {
-    for (struct prep **pp = &s->preps; *pp;) {
-        if (strcmp((*pp)->name, keep) == 0) {
-            pp = &(*pp)->next;
-            continue;
-        }
-        prep_set(&s->preps, (*pp)->name, NULL, NULL, NULL, NULL); /* (unlinks *pp) */
-    }
+    name_map_sweep(&s->preps, prep_drop, (void *)keep);
 }
 
 void relay_audit_forget_statement(struct session *s, const char *name)
 {
-    if (!name) {
-        while (s->preps)
-            prep_set(&s->preps, s->preps->name, NULL, NULL, NULL, NULL);
-        return;
-    }
-    prep_set(&s->preps, name, NULL, NULL, NULL, NULL);
+    if (!name)
+        prep_free_all(&s->preps);
+    else
+        prep_set(&s->preps, name, NULL, NULL, NULL, NULL);
 }
 
 void relay_audit_describe(struct session *s, const uint8_t *body, size_t len)
@@ -823,7 +814,7 @@ int relay_audit_execute(struct session *s, const char *portal)
     }
     /* what the portal runs: its pending Bind's statement, else the server's portal (after a
      * pending Close too: the Execute then fails, 34000, on its own) */
-    const struct prep *p = op && op->kind == OP_BIND ? NULL : prep_get(s->portals, portal);
+    const struct prep *p = op && op->kind == OP_BIND ? NULL : prep_get(&s->portals, portal);
     const struct audit_op *bind = op && op->kind == OP_BIND ? op : NULL;
     struct stmt_info *info = p ? p->info : bind ? bind->info : NULL;
     const char *decision = p ? p->decision : bind ? bind->decision : NULL;
@@ -832,7 +823,7 @@ int relay_audit_execute(struct session *s, const char *portal)
     /* a guess from a Parse still unanswered: if the statement the name means now writes,
      * that is the one journaled first (the Parse may fail: durability comes first) */
     if (info && !info->durable && op && op->kind == OP_BIND && op->guessed) {
-        const struct prep *now = prep_get(s->preps, op->stmt);
+        const struct prep *now = prep_get(&s->preps, op->stmt);
         if (now && now->info->durable) {
             info = now->info;
             decision = now->decision;
@@ -902,7 +893,7 @@ void relay_audit_bind_refused(struct session *s, const char *portal, const char 
 {
     if (!relay_audit_on(s)) return;
     const struct audit_op *op = op_pending(s, OP_PARSE, stmt_name);
-    const struct prep *st = op ? NULL : prep_get(s->preps, stmt_name);
+    const struct prep *st = op ? NULL : prep_get(&s->preps, stmt_name);
     struct approval_ids ids;
     memset(&ids, 0, sizeof ids);
     if (op || st) ids = op ? op->ids : st->ids;
@@ -944,7 +935,7 @@ void relay_audit_refused_message(struct session *s, uint8_t type, const uint8_t 
     } else if (type == 'E') { /* what the portal runs */
         const struct audit_op *op = op_pending(s, OP_BIND, name);
         if (op && op->refused) return; /* its Bind's refusal has the event */
-        const struct prep *p = op ? NULL : prep_get(s->portals, name);
+        const struct prep *p = op ? NULL : prep_get(&s->portals, name);
         refused_push(s, op ? op->info : p ? p->info : NULL, "deny", rule, NULL, detail);
     }
 }
@@ -1125,7 +1116,7 @@ static struct stmt_rec *rec_head_reply(struct session *s, bool gone)
          * guess (a Parse pipelined in an earlier group may have failed). The event of one
          * journaled before it was sent named the guess: its result says so (RAN_OTHER), unless
          * it is folded into that event, which then names what ran. */
-        const struct prep *p = prep_get(s->portals, r->portal);
+        const struct prep *p = prep_get(&s->portals, r->portal);
         if (p && p->info != r->info) {
             r->ran_other = r->pre_seq != 0;
             info_put(r->info);

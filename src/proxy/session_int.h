@@ -13,6 +13,7 @@
 
 #include "audit/audit.h"
 #include "core/buf.h"
+#include "core/names.h"
 #include "net/net.h"
 #include "proxy/proxy.h"
 #include "sql/sql.h"
@@ -179,13 +180,13 @@ struct session {
     struct prep_op *prep_ops, *prep_tail; /* Parses and Closes not yet answered (prepared.c) */
     uint64_t prep_pushed;                 /* ops queued so far (each op's `n`) */
     struct row_cap *caps;                 /* portals bound with a limit or masking (prepared.c) */
-    struct name_entry *known;    /* named statements the server has from a Parse (prepared.c) */
-    struct name_entry *changers; /* statements whose text changes names when they run */
-    struct name_entry *bound;    /* named portals made by a Bind, until they end */
-    bool sql_prepared;           /* a SQL PREPARE was sent in this session */
-    const char *client_fault;    /* SQLSTATE of a client protocol error that ends the session */
-    const char *server_fault;    /* SQLSTATE of a server message sluice cannot relay safely */
-    bool lingering;              /* S_CLOSING: error sent, reading until the client closes */
+    struct name_map known;    /* named statements the server has from a Parse (prepared.c) */
+    struct name_map changers; /* statements whose text changes names when they run */
+    struct name_map bound;    /* named portals made by a Bind, until they end */
+    bool sql_prepared;        /* a SQL PREPARE was sent in this session */
+    const char *client_fault; /* SQLSTATE of a client protocol error that ends the session */
+    const char *server_fault; /* SQLSTATE of a server message sluice cannot relay safely */
+    bool lingering;           /* S_CLOSING: error sent, reading until the client closes */
     struct blocked *blocked, *blocked_tail;
     /* masking (relay_mask.c) */
     bool mask_base;             /* this identity's results are masked unless a rule says unmask */
@@ -202,9 +203,9 @@ struct session {
     struct audit_json audit_json;
     struct stmt_rec *recs, *recs_tail; /* statements waiting for their results, oldest first */
     struct stmt_rec *suspended;        /* portals suspended (PortalSuspended) mid-result */
-    struct audit_tx *atx; /* the open transaction block's writes (relay_audit_tx.c); or NULL */
-    struct prep *preps;   /* prepared statements by name (the server's) */
-    struct prep *portals; /* portals by name -> their statement */
+    struct audit_tx *atx;    /* the open transaction block's writes (relay_audit_tx.c); or NULL */
+    struct name_map preps;   /* prepared statements by name (the server's) */
+    struct name_map portals; /* portals by name -> their statement */
     struct audit_op *audit_ops, *audit_ops_tail; /* Parse, Bind, Close not yet answered */
     uint64_t audit_sent; /* Parses, Binds, Closes and Executes sent, in order (their `sent`) */
     bool audit_started;  /* session_start emitted: session_end is due */

@@ -404,3 +404,38 @@ def test_long_pipeline_after_an_error_gets_one_error(spawn_sluice):
     assert a.query("SELECT 'after'") == [["after"]]
     a.terminate()
     ep.assert_alive()
+
+
+def test_many_named_statements_and_portals(spawn_sluice):
+    """Thousands of named statements and portals (kept by name in hash maps: core/names.c),
+    each closed again: every one runs what it was prepared with."""
+    _, ep = spawn_sluice("named", server_extra={"workers": 1})
+    a = ep.raw_login("shop", ALICE)
+    n = 5000
+
+    def one(i):
+        name = b"st%d" % i
+        portal = b"pt%d" % i
+        return (message(b"P", name + b"\0SELECT " + str(i).encode() + b"\0\0\0")
+                + message(b"B", portal + b"\0" + name + b"\0" + b"\0\0" * 3)
+                + message(b"E", portal + b"\0\0\0\0\0")
+                + message(b"C", b"P" + portal + b"\0"))
+
+    parts = [b"".join(one(i) for i in range(k, k + 500)) + message(b"S") for k in range(0, n, 500)]
+    msgs = pipeline(a, parts, stop_after=len(parts))
+    rows = [int(p[6:].decode()) for t, p in msgs if t == b"D"]
+    assert rows == list(range(n))
+    assert [t for t, _ in msgs].count(b"E") == 0
+    # the statements are still there, each under its own name; closing one drops only it
+    a.send(message(b"C", b"Sst17\0") + message(b"S"))
+    read_until(a)
+    bind_exec = lambda name: (message(b"B", b"\0" + name + b"\0" + b"\0\0" * 3)
+                              + message(b"E", b"\0\0\0\0\0") + message(b"S"))
+    a.send(bind_exec(b"st4242"))
+    got = read_until(a)
+    assert [int(p[6:].decode()) for t, p in got if t == b"D"] == [4242]
+    a.send(bind_exec(b"st17"))
+    got = read_until(a)
+    assert pgwire.parse_fields([p for t, p in got if t == b"E"][0]).get("C") == "26000"
+    a.terminate()
+    ep.assert_alive()
