@@ -189,23 +189,9 @@ void prepared_grant(struct session *s, const char *name, const char *grant, uint
     last->entry->grant_max_rows = max_rows;
 }
 
-static struct limited_stmt **known_slot(struct session *s, const char *name)
-{
-    struct limited_stmt **pp = &s->limited;
-    while (*pp && strcmp((*pp)->name, name) != 0)
-        pp = &(*pp)->next;
-    return pp;
-}
-
 static void cap_unlink(struct session *s, const char *portal)
 {
-    for (struct row_cap **pp = &s->caps; *pp; pp = &(*pp)->next)
-        if (strcmp((*pp)->portal, portal) == 0) {
-            struct row_cap *c = *pp;
-            *pp = c->next;
-            free(c);
-            return;
-        }
+    free(name_map_take(&s->caps, portal));
 }
 
 bool prepared_name_known(const struct session *s, const char *name)
@@ -279,8 +265,7 @@ static void op_apply(struct session *s, struct prep_op *op)
         cap_unlink(s, op->name); /* (the portal it replaces, or closes) */
         if (op->noop) portal_close_done(s, op->name, true); /* its name is free for a cursor */
         if (op->cap) {
-            op->cap->next = s->caps;
-            s->caps = op->cap;
+            name_map_put(&s->caps, &op->cap->node, op->cap->portal);
             op->cap = NULL;
         }
         return;
@@ -294,15 +279,9 @@ static void op_apply(struct session *s, struct prep_op *op)
         names_add(&s->changers, op->name, 0)->change = op->change;
         op->change = NULL; /* taken over */
     }
-    struct limited_stmt **pp = known_slot(s, op->name);
-    if (*pp) {
-        struct limited_stmt *old = *pp;
-        *pp = old->next;
-        free(old);
-    }
+    free(name_map_take(&s->limited, op->name));
     if (op->entry) {
-        op->entry->next = s->limited;
-        s->limited = op->entry;
+        name_map_put(&s->limited, &op->entry->node, op->entry->name);
         op->entry = NULL;
     }
 }
@@ -378,7 +357,7 @@ static void stricter(struct limited_stmt *out, const struct limited_stmt *b)
 const struct limited_stmt *prepared_lookup(struct session *s, const char *name,
                                            struct limited_stmt *tmp)
 {
-    const struct limited_stmt *known = *known_slot(s, name);
+    const struct limited_stmt *known = (struct limited_stmt *)name_map_get(&s->limited, name);
     const struct prep_op *last = NULL;
     for (const struct prep_op *op = s->prep_ops; op; op = op->next)
         if (!op->noop && !op->bind && strcmp(op->name, name) == 0) last = op;
@@ -399,20 +378,20 @@ const struct limited_stmt *prepared_lookup(struct session *s, const char *name,
 
 bool prepared_any(const struct session *s)
 {
-    return s->limited || s->prep_ops || s->caps;
+    return s->limited.n || s->prep_ops || s->caps.n;
+}
+
+static bool cap_done(struct name_node *node, void *ctx)
+{
+    struct row_cap *c = (struct row_cap *)node;
+    if (c->group > *(const uint64_t *)ctx) return false;
+    free(c);
+    return true;
 }
 
 void prepared_cap_drop(struct session *s)
 {
-    for (struct row_cap **pp = &s->caps; *pp;) {
-        struct row_cap *c = *pp;
-        if (c->group <= s->s2c_group) {
-            *pp = c->next;
-            free(c);
-        } else {
-            pp = &c->next;
-        }
-    }
+    name_map_sweep(&s->caps, cap_done, &s->s2c_group);
 }
 
 void prepared_cap_bind(struct session *s, const char *portal, const struct limited_stmt *l)
@@ -434,9 +413,7 @@ void prepared_cap_bind(struct session *s, const char *portal, const struct limit
 
 struct row_cap *prepared_cap_of(struct session *s, const char *portal)
 {
-    for (struct row_cap *c = s->caps; c; c = c->next)
-        if (strcmp(c->portal, portal) == 0) return c;
-    return NULL;
+    return (struct row_cap *)name_map_get(&s->caps, portal);
 }
 
 bool prepared_cap_exec(struct session *s, const char *portal, struct limited_stmt *out)
@@ -465,20 +442,19 @@ bool prepared_cap_exec(struct session *s, const char *portal, struct limited_stm
     return any && (out->limit || out->mask);
 }
 
+static bool drop_any(struct name_node *node, void *ctx)
+{
+    (void)ctx;
+    free(node);
+    return true;
+}
+
 void prepared_free_all(struct session *s)
 {
-    while (s->caps) {
-        struct row_cap *c = s->caps;
-        s->caps = c->next;
-        free(c);
-    }
+    name_map_sweep(&s->caps, drop_any, NULL);
     while (s->prep_ops)
         op_pop(s, false);
-    while (s->limited) {
-        struct limited_stmt *l = s->limited;
-        s->limited = l->next;
-        free(l);
-    }
+    name_map_sweep(&s->limited, drop_any, NULL);
     names_forget(&s->known, NULL, UINT64_MAX);
     names_forget(&s->changers, NULL, UINT64_MAX);
     names_forget(&s->bound, NULL, UINT64_MAX);

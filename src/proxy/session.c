@@ -1987,7 +1987,7 @@ static enum hold_action on_server_message(struct session *s, uint8_t type, const
             s->tx = body[0];
             prepared_server(s, 'Z');
             if (body[0] == 'I') { /* its portals are gone */
-                if (s->caps) prepared_cap_drop(s);
+                if (s->caps.n) prepared_cap_drop(s);
                 prepared_portals_drop(s);
             }
             if (s->audit_ops) relay_audit_ready(s);
@@ -2019,7 +2019,7 @@ static enum hold_action on_server_message(struct session *s, uint8_t type, const
         if (s->recs) relay_audit_server(s, type, body, len);
         relay_mask_result_end(s);
         if (len == 7 && !memcmp(body, "COMMIT", 7)) { /* (AND CHAIN stays in a block) */
-            if (s->caps) prepared_cap_drop(s);
+            if (s->caps.n) prepared_cap_drop(s);
             prepared_portals_drop(s);
         }
         if (!s->limits) return HOLD_FORWARD;

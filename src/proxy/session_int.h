@@ -73,8 +73,8 @@ struct side {
  * same limit and masking. Kept by portal name in s->caps (prepared.c) from the server's
  * BindComplete until the portal is bound again, closed, or its transaction ends. */
 struct row_cap {
-    struct row_cap *next;
-    uint64_t group; /* of its Bind */
+    struct name_node node; /* first: in s->caps, by portal */
+    uint64_t group;        /* of its Bind */
     uint64_t limit, sent;
     const char *rule;
     int mask;
@@ -107,7 +107,7 @@ struct limit_entry {
  * grant: its Bind/Execute results are limited too, and each Bind takes one of the grant's
  * uses. */
 struct limited_stmt {
-    struct limited_stmt *next;
+    struct name_node node; /* first: in s->limited, by name */
     uint64_t limit;
     int mask;
     const char *rule;
@@ -176,10 +176,10 @@ struct session {
     uint32_t row_part_left;
     uint8_t row_part_skip;
     bool unsynced;                        /* extended-protocol messages sent since the last Sync */
-    struct limited_stmt *limited;         /* prepared statements with a limit, masking or grant */
+    struct name_map limited;              /* prepared statements with a limit, masking or grant */
     struct prep_op *prep_ops, *prep_tail; /* Parses and Closes not yet answered (prepared.c) */
     uint64_t prep_pushed;                 /* ops queued so far (each op's `n`) */
-    struct row_cap *caps;                 /* portals bound with a limit or masking (prepared.c) */
+    struct name_map caps;                 /* portals bound with a limit or masking (prepared.c) */
     struct name_map known;    /* named statements the server has from a Parse (prepared.c) */
     struct name_map changers; /* statements whose text changes names when they run */
     struct name_map bound;    /* named portals made by a Bind, until they end */
