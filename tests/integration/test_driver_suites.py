@@ -139,25 +139,27 @@ def suite_sluice(spawn_sluice, pg, name):
 def direct_params(pg, certs, sp, user):
     p = conftest.Endpoint(pg, sp.secrets, pg.port, certs).params("shop", user)
     assert p["port"] == pg.port and p["password"] != sp.secrets[user]
+    assert p["user"] == ROLE  # the shop target's role, whoever logs in to sluice
     return p
+
+
+def run_both_ways(spawn_sluice, pg, certs, tmp_path, name, run, user, least):
+    """The suite run(params, cache) directly and through a sluice of its own, as user."""
+    cache = str(tmp_path / "gocache")
+    sp, ep = suite_sluice(spawn_sluice, pg, name)
+    assert_same(run(direct_params(pg, certs, sp, user), cache), run(ep.params("shop", user), cache),
+                least)
+    ep.assert_alive()
 
 
 def test_lib_pq_suite_passes_through_sluice_as_directly(spawn_sluice, pg, certs, tmp_path):
     need_go(LIBPQ)
-    cache = str(tmp_path / "gocache")
-    sp, ep = suite_sluice(spawn_sluice, pg, "libpq")
-    assert_same(run_libpq(direct_params(pg, certs, sp, ALICE), cache),
-                run_libpq(ep.params("shop", ALICE), cache), 150)
-    ep.assert_alive()
+    run_both_ways(spawn_sluice, pg, certs, tmp_path, "libpq", run_libpq, ALICE, 150)
 
 
 def test_pgconn_suite_passes_through_sluice_as_directly(spawn_sluice, pg, certs, tmp_path):
     need_go(PGCONN)
-    cache = str(tmp_path / "gocache")
-    sp, ep = suite_sluice(spawn_sluice, pg, "pgconn")
-    assert_same(run_pgconn(direct_params(pg, certs, sp, ALICE), cache),
-                run_pgconn(ep.params("shop", ALICE), cache), 80)
-    ep.assert_alive()
+    run_both_ways(spawn_sluice, pg, certs, tmp_path, "pgconn", run_pgconn, ALICE, 80)
 
 
 def test_pgx_suite_passes_through_sluice_as_directly(spawn_sluice, pg, certs, tmp_path):
@@ -176,12 +178,7 @@ def test_pgx_suite_passes_through_sluice_as_directly(spawn_sluice, pg, certs, tm
     if made_domain:
         cur.execute("SET ROLE app_scram; CREATE DOMAIN uint64 AS numeric(20,0); RESET ROLE")
     try:
-        cache = str(tmp_path / "gocache")
-        sp, ep = suite_sluice(spawn_sluice, pg, "pgx")
-        direct = direct_params(pg, certs, sp, ROLE)
-        assert direct["user"] == ROLE
-        assert_same(run_pgx(direct, cache), run_pgx(ep.params("shop", ROLE), cache), 190)
-        ep.assert_alive()
+        run_both_ways(spawn_sluice, pg, certs, tmp_path, "pgx", run_pgx, ROLE, 190)
     finally:
         cur.execute("SELECT oid FROM pg_largeobject_metadata")
         for (oid,) in cur.fetchall():
