@@ -2136,7 +2136,6 @@ static bool server_holds(const struct session *s, uint8_t type)
            ((type == 'T' || type == 'n') && relay_mask_describes_pending(s));
 }
 
-/* Decide framing for the bytes of src->in not yet decided. Returns false on a framing error. */
 /* How far the client runs ahead of the server: the most entries one of the queues holds that
  * wait for the server's answers to its messages (prepared.c, relay_audit.c). Each message
  * looks through them, so they are kept short: beyond AHEAD_MAX the client is not read until
@@ -2176,6 +2175,7 @@ static bool client_ahead(struct session *s, uint8_t type)
     return true;
 }
 
+/* Decide framing for the bytes of src->in not yet decided. Returns false on a framing error. */
 static bool relay_scan(struct session *s, struct side *src, bool from_client, const char **why)
 {
     struct buf *b = src->in;
