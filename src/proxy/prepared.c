@@ -150,7 +150,7 @@ void prepared_portal_bound(struct session *s, const char *portal)
 
 bool prepared_portal_known(const struct session *s, const char *portal)
 {
-    return !portal[0] || names_find(&s->bound, portal);
+    return !portal[0] || names_find(&s->bound, portal) || relay_group_trimmed(s);
 }
 
 void prepared_portals_drop(struct session *s)
@@ -196,7 +196,9 @@ static void cap_unlink(struct session *s, const char *portal)
 
 bool prepared_name_known(const struct session *s, const char *name)
 {
-    if (!name[0] || names_find(&s->known, name)) return true;
+    /* (in a failed group whose queues were dropped the server skips the Bind anyway: no
+     * refusal is recorded for a statement that cannot run) */
+    if (!name[0] || names_find(&s->known, name) || relay_group_trimmed(s)) return true;
     for (const struct prep_op *op = s->prep_ops; op; op = op->next)
         if (op->parse && strcmp(op->name, name) == 0 &&
             (op->group == s->c2s_group || !s->sql_prepared))

@@ -701,7 +701,9 @@ void relay_audit_bind(struct session *s, const char *portal, const char *stmt_na
     if (!relay_audit_on(s)) return;
     portal_replaced(s, portal);
     const struct audit_op *op = op_pending(s, OP_PARSE, stmt_name);
-    const struct prep *st = op ? NULL : prep_get(&s->preps, stmt_name);
+    /* (in a trimmed group a Parse of the name may have been dropped: the server's statement
+     * is not the one named) */
+    const struct prep *st = op || relay_group_trimmed(s) ? NULL : prep_get(&s->preps, stmt_name);
     if (!prepared_name_known(s, stmt_name)) op = NULL, st = NULL; /* SQL PREPARE may own it */
     struct stmt_info *info = op ? op->info : st ? st->info : NULL;
     if (info) info->refs++;
@@ -806,7 +808,8 @@ int relay_audit_execute(struct session *s, const char *portal)
         struct stmt_rec *more = suspended_take(s, portal);
         if (more) { /* the next rows of a suspended portal: the same statement */
             more->group = s->c2s_group;
-            more->rebound = false; /* no Bind or Close of its portal is pending */
+            more->sent = ++s->audit_sent; /* this Execute's place among the messages */
+            more->rebound = false;        /* no Bind or Close of its portal is pending */
             more->resumed = true;
             rec_append(s, more);
             return 0;
@@ -814,7 +817,9 @@ int relay_audit_execute(struct session *s, const char *portal)
     }
     /* what the portal runs: its pending Bind's statement, else the server's portal (after a
      * pending Close too: the Execute then fails, 34000, on its own) */
-    const struct prep *p = op && op->kind == OP_BIND ? NULL : prep_get(&s->portals, portal);
+    const struct prep *p = (op && op->kind == OP_BIND) || (!op && relay_group_trimmed(s))
+                               ? NULL
+                               : prep_get(&s->portals, portal);
     const struct audit_op *bind = op && op->kind == OP_BIND ? op : NULL;
     struct stmt_info *info = p ? p->info : bind ? bind->info : NULL;
     const char *decision = p ? p->decision : bind ? bind->decision : NULL;

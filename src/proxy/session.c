@@ -50,6 +50,7 @@ static atomic_ullong next_session_id = 1;
 
 static void session_close(struct session *s, const char *reason);
 static void relay_update_interest(struct session *s);
+static void relay_run(struct session *s, bool c2s, bool s2c);
 static void login_continue(struct session *s);
 static void session_put_backend_key(struct session *s);
 static bool upstream_reuse(struct session *s);
@@ -2095,6 +2096,9 @@ static void copy_in_end(struct session *s)
     uint32_t n = s->copy_ignored < s->pending_sync ? s->copy_ignored : s->pending_sync;
     s->pending_sync -= n;
     s->c2s_group -= n;
+    /* the server ignored those Syncs: the group it runs is still open (an error now makes it
+     * skip to the client's next Sync) */
+    if (n) s->unsynced = true;
     s->copy_in = false;
     s->copy_ignored = 0;
 }
@@ -2142,6 +2146,16 @@ static bool server_holds(const struct session *s, uint8_t type)
  * the server has answered half of them (a long pipeline would otherwise cost time quadratic
  * in its length, and memory without bound). */
 #define AHEAD_MAX 256
+/* A paused session whose server sent nothing for this long reads one more message (and
+ * pauses again, with another Flush): should sluice's count of groups be off (a COPY that
+ * swallowed a Sync, sync_doubt), the server may be skipping to a Sync the client has not sent
+ * yet, and answer nothing until then. */
+#define AHEAD_STALL_MS 1000
+
+bool relay_group_trimmed(const struct session *s)
+{
+    return s->trimmed && s->trimmed == s->c2s_group + 1;
+}
 
 static uint64_t client_behind(const struct session *s)
 {
@@ -2164,15 +2178,30 @@ static bool client_ahead(struct session *s, uint8_t type)
         prepared_skipped(s);
         if (s->audit_ops) relay_audit_ready(s);
         relay_mask_group_end(s);
+        s->trimmed = s->c2s_group + 1;
+        return false;
+    }
+    if (s->ahead_stalled) { /* AHEAD_STALL_MS: this one goes; the next waits again */
+        s->ahead_stalled = false;
         return false;
     }
     if (!s->ahead_paused) {
         s->ahead_paused = true;
+        s->ahead_since_ms = clock_ms();
         struct buf *out = session_out_buf(&s->sv_out);
         size_t m = pg_msg_begin(out, 'H');
         pg_msg_end(out, m);
     }
     return true;
+}
+
+/* The server answered (or, stalled, did not for AHEAD_STALL_MS): read the client again. */
+static void ahead_resume(struct session *s, bool stalled)
+{
+    s->ahead_paused = false;
+    s->ahead_stalled = stalled;
+    s->cl.rescan = s->cl.in != NULL;
+    relay_run(s, true, false);
 }
 
 /* Decide framing for the bytes of src->in not yet decided. Returns false on a framing error. */
@@ -2497,6 +2526,7 @@ static void relay_run(struct session *s, bool c2s, bool s2c)
             return;
         }
         s->s2c_blocked = r == PUMP_BLOCKED;
+        if (s->ahead_paused) s->ahead_since_ms = clock_ms();
         bool caught_up = s->ahead_paused &&
                          (client_behind(s) <= AHEAD_MAX / 2 || s->failed_open == s->c2s_group + 1);
         if (caught_up) s->ahead_paused = false;
@@ -2598,6 +2628,10 @@ void session_on_event(struct ev_handler *h, uint32_t events)
 
 static void session_on_tick(struct session *s, uint64_t now_ms)
 {
+    if (s->ahead_paused && s->state == S_RELAY && now_ms - s->ahead_since_ms >= AHEAD_STALL_MS) {
+        ahead_resume(s, true);
+        return;
+    }
     if (!s->deadline_ms || now_ms < s->deadline_ms) return;
     s->deadline_ms = 0;
     switch (s->state) {

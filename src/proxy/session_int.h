@@ -230,9 +230,12 @@ struct session {
     /* The client ran more than AHEAD_MAX messages ahead of the server's answers: nothing more
      * is read from it until they come (session.c, client_ahead). */
     bool ahead_paused;
-    uint64_t failed_open; /* c2s_group + 1 of a group the server failed before its Sync */
-    bool gg_append_z;     /* the final ReadyForQuery follows sluice's queued reply */
-    uint8_t gg_cmds;      /* CommandCompletes seen while the statement ran */
+    bool ahead_stalled;      /* the server was silent: the next message goes (AHEAD_STALL_MS) */
+    uint64_t ahead_since_ms; /* when the server last answered while paused (AHEAD_STALL_MS) */
+    uint64_t failed_open;    /* c2s_group + 1 of a group the server failed before its Sync */
+    uint64_t trimmed;        /* c2s_group + 1 of a failed group whose queues were dropped */
+    bool gg_append_z;        /* the final ReadyForQuery follows sluice's queued reply */
+    uint8_t gg_cmds;         /* CommandCompletes seen while the statement ran */
     uint64_t gg_max, gg_rows;
     uint64_t gg_pending_max; /* the next Query forwarded runs under a grant with this bound */
     uint8_t *gg_held;        /* the statement's CommandComplete, sent once the work is kept */
@@ -353,6 +356,9 @@ void prepared_server(struct session *s, uint8_t type);
 void prepared_skipped(struct session *s);
 /* How many ops the queue holds at most. */
 uint64_t prepared_pending(const struct session *s);
+/* The group the client is sending failed and its queues were dropped (client_ahead): nothing
+ * of it runs, and what its messages name is no longer known. */
+bool relay_group_trimmed(const struct session *s);
 bool prepared_holds(const struct session *s, uint8_t type);
 /* What a Bind of name gets (tmp: room for a merged entry); NULL: nothing. */
 const struct limited_stmt *prepared_lookup(struct session *s, const char *name,

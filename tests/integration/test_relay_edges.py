@@ -439,3 +439,67 @@ def test_many_named_statements_and_portals(spawn_sluice):
     assert pgwire.parse_fields([p for t, p in got if t == b"E"][0]).get("C") == "26000"
     a.terminate()
     ep.assert_alive()
+
+
+def test_long_pipeline_after_an_error_is_audited_without_misnaming(spawn_sluice):
+    """1,500 Parse/Bind/Execute behind one Sync, the 701st failing: each Execute gets exactly
+    one event; those before the error ran, those after it say they were skipped, and an
+    Execute whose Parse or Bind sluice dropped with the failed group's queues is named
+    `(prepared statement)`, never as another statement."""
+    import collections
+    import re
+
+    from test_audit import export_events
+
+    sp, ep = spawn_sluice("pipeline-audit", server_extra={"workers": 1})
+    a = ep.raw_login("shop", ALICE)
+    n, bad = 1500, 700
+    parts = [message(b"P", b"\0" + ("SELECT 1/0 AS pl_fail" if i == bad else
+                                    "SELECT 1 AS pl_ok_%d" % i).encode() + b"\0\0\0")
+             + message(b"B", b"\0\0" + b"\0\0" * 3) + message(b"E", b"\0\0\0\0\0")
+             for i in range(n)]
+    msgs = pipeline(a, [b"".join(parts[k:k + 100]) for k in range(0, n, 100)] + [message(b"S")])
+    assert [pgwire.parse_fields(p).get("C") for t, p in msgs if t == b"E"] == ["22012"]
+    assert [t for t, _ in msgs].count(b"C") == bad
+    assert a.query("SELECT 'after'") == [["after"]]
+    a.terminate()
+    time.sleep(1.5)  # (reads are committed within 100 ms)
+    events = [e for e in export_events(sp) if e["kind"] == "statement"
+              and ("pl_ok_" in e.get("statement", "") or "pl_fail" in e.get("statement", "")
+                   or e.get("statement") == "(prepared statement)")]
+    named = collections.Counter()
+    unnamed = 0
+    for e in events:
+        m = re.search(r"pl_ok_(\d+)", e["statement"])
+        skipped = "skipped" in (e.get("detail") or "")
+        if m:
+            i = int(m.group(1))
+            named[i] += 1
+            assert skipped == (i > bad), e
+        elif e["statement"] == "(prepared statement)":
+            unnamed += 1
+            assert skipped, e
+    assert all(k == 1 for k in named.values()), [i for i, k in named.items() if k > 1]
+    assert all(named[i] == 1 for i in range(bad)), "an Execute that ran has no event"
+    assert len(named) + unnamed == n - 1, (len(named), unnamed)
+
+
+def test_pipeline_after_a_failed_extended_copy_is_answered(spawn_sluice, pg):
+    """COPY FROM STDIN by Execute swallows the Sync sent behind it; bad data then fails it and
+    the server skips to the client's next Sync. 300 statements pipelined before that Sync must
+    not wait for answers that never come."""
+    _, ep = spawn_sluice("pipeline-copy", server_extra={"workers": 1})
+    a = ep.raw_login("shop", ALICE)
+    a.query("CREATE TEMP TABLE pc (id int)")
+    a.send(message(b"P", b"\0COPY pc FROM STDIN\0\0\0") + message(b"B", b"\0\0" + b"\0\0" * 3)
+           + message(b"E", b"\0\0\0\0\0") + message(b"S"))
+    read_until(a, stop=b"G")
+    a.send(message(b"d", b"notanint\n"))
+    t, p = a.read_msg()
+    assert t == b"E" and pgwire.parse_fields(p).get("C") == "22P02", (t, p)
+    a.send(message(b"c") + b"".join(ext_select(i) for i in range(300)) + message(b"S"))
+    got = read_until(a, timeout=20)
+    assert [t for t, _ in got] == [b"Z"], got[:5]
+    assert a.query("SELECT count(*) FROM pc") == [["0"]]
+    a.terminate()
+    ep.assert_alive()
