@@ -540,7 +540,7 @@ int relay_audit_query(struct session *s, const char *sql, const struct sql_facts
 }
 
 /* name -> info (a reference it takes over), decision and approval (ids: NULL for none) in a
- * list of struct prep (prepared statements, portals); info NULL: the name is forgotten. */
+ * map of struct prep (prepared statements, portals); info NULL: the name is forgotten. */
 static void prep_set(struct name_map *map, const char *name, struct stmt_info *info,
                      const char *decision, const char *rule, const struct approval_ids *ids)
 {
