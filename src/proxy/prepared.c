@@ -28,7 +28,7 @@
 #include "core/names.h"
 #include "proxy/session_int.h"
 
-/* A name in one of the session's lists:
+/* A name in one of the session's maps:
  * - s->known: a named statement the server holds from a Parse sluice judged (ParseComplete),
  *   until a Close of it, or a SQL PREPARE, DEALLOCATE or DISCARD ALL that may replace or
  *   drop it;

@@ -2154,7 +2154,7 @@ static bool server_holds(const struct session *s, uint8_t type)
 
 bool relay_group_trimmed(const struct session *s)
 {
-    return s->trimmed && s->trimmed == s->c2s_group + 1;
+    return s->trimmed == s->c2s_group + 1; /* (0 never matches) */
 }
 
 static uint64_t client_behind(const struct session *s)

@@ -179,7 +179,14 @@ struct session {
     struct name_map limited;              /* prepared statements with a limit, masking or grant */
     struct prep_op *prep_ops, *prep_tail; /* Parses and Closes not yet answered (prepared.c) */
     uint64_t prep_pushed;                 /* ops queued so far (each op's `n`) */
-    struct name_map caps;                 /* portals bound with a limit or masking (prepared.c) */
+    /* The client ran more than AHEAD_MAX messages ahead of the server's answers: nothing more
+     * is read from it until they come (session.c, client_ahead). */
+    bool ahead_paused;
+    bool ahead_stalled;       /* the server was silent: the next message goes (AHEAD_STALL_MS) */
+    uint64_t ahead_since_ms;  /* when the server last answered while paused (AHEAD_STALL_MS) */
+    uint64_t failed_open;     /* c2s_group + 1 of a group the server failed before its Sync */
+    uint64_t trimmed;         /* c2s_group + 1 of a failed group whose queues were dropped */
+    struct name_map caps;     /* portals bound with a limit or masking (prepared.c) */
     struct name_map known;    /* named statements the server has from a Parse (prepared.c) */
     struct name_map changers; /* statements whose text changes names when they run */
     struct name_map bound;    /* named portals made by a Bind, until they end */
@@ -226,16 +233,9 @@ struct session {
     uint8_t gg;      /* enum grant_guard */
     bool gg_outside; /* BEGIN was added: the client was not in a transaction */
     bool gg_error, gg_exceeded;
-    bool gg_kick; /* run the client direction (flush sv_out, resume reading) */
-    /* The client ran more than AHEAD_MAX messages ahead of the server's answers: nothing more
-     * is read from it until they come (session.c, client_ahead). */
-    bool ahead_paused;
-    bool ahead_stalled;      /* the server was silent: the next message goes (AHEAD_STALL_MS) */
-    uint64_t ahead_since_ms; /* when the server last answered while paused (AHEAD_STALL_MS) */
-    uint64_t failed_open;    /* c2s_group + 1 of a group the server failed before its Sync */
-    uint64_t trimmed;        /* c2s_group + 1 of a failed group whose queues were dropped */
-    bool gg_append_z;        /* the final ReadyForQuery follows sluice's queued reply */
-    uint8_t gg_cmds;         /* CommandCompletes seen while the statement ran */
+    bool gg_kick;     /* run the client direction (flush sv_out, resume reading) */
+    bool gg_append_z; /* the final ReadyForQuery follows sluice's queued reply */
+    uint8_t gg_cmds;  /* CommandCompletes seen while the statement ran */
     uint64_t gg_max, gg_rows;
     uint64_t gg_pending_max; /* the next Query forwarded runs under a grant with this bound */
     uint8_t *gg_held;        /* the statement's CommandComplete, sent once the work is kept */
