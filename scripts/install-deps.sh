@@ -12,7 +12,8 @@ pkgs=(
   python3 python3-pytest python3-psycopg python3-psycopg2 python3-zstandard
   libpostgresql-jdbc-java default-jdk-headless golang-go golang-github-lib-pq-dev
   golang-github-jackc-pgconn-dev golang-github-jackc-pgx-v4-dev golang-github-jackc-pgmock-dev
-  golang-github-stretchr-testify-dev
+  golang-github-stretchr-testify-dev golang-github-jmoiron-sqlx-dev golang-github-jinzhu-gorm-dev
+  golang-github-jinzhu-now-dev golang-github-erikstmartin-go-testdb-dev
   nodejs npm procps iproute2 util-linux openssl libnss-wrapper
   prometheus chromium
 )

@@ -1,7 +1,8 @@
 """test_driver_suites.py: drivers' own test suites, run through sluice and directly against
 PostgreSQL in the same test; a client must not be able to tell sluice from the server.
 
-Debian ships the sources and tests of three Go drivers, and each suite runs both ways:
+Debian ships the sources and tests of three Go drivers and two libraries on top of them, and
+each suite runs both ways:
 - lib/pq (golang-github-lib-pq-dev): the simple and extended protocol, COPY FROM STDIN,
   LISTEN/NOTIFY with the backend's pid, CancelRequest, errors and their fields, types, startup
   parameters and reconnects;
@@ -9,8 +10,13 @@ Debian ships the sources and tests of three Go drivers, and each suite runs both
   queries behind a single Sync), context cancellation that sends a CancelRequest and waits for
   the server to close it, COPY both ways, notifications, the extended protocol's corners;
 - pgx v4 (golang-github-jackc-pgx-v4-dev): types, batches, transactions, large objects, the
-  statement cache, the simple protocol mode.
-The comparison is of the wire, not of policy: lib/pq and pgconn run as alice (human, every
+  statement cache, the simple protocol mode;
+- sqlx (golang-github-jmoiron-sqlx-dev) and GORM v1 (golang-github-jinzhu-gorm-dev), both
+  over lib/pq: named queries, struct scanning, prepared statements, migrations (CREATE, ALTER
+  and DROP TABLE, indexes), associations, transactions, RETURNING. Each runs in a schema of
+  its own (search_path in the startup packet), which the test creates and drops, so that
+  their tables never meet the shop's.
+The comparison is of the wire, not of policy: lib/pq, pgconn, sqlx and GORM run as alice (human, every
 guardrail overridden by the harness policy, results unmasked), pgx as an identity named like
 the target's role (app_scram, with the same rights), because its TestConnect checks that
 current_user is the user it logged in as. Each suite has a sluice instance of its own: they
@@ -33,15 +39,25 @@ GOPATH = "/usr/share/gocode"
 LIBPQ = f"{GOPATH}/src/github.com/lib/pq"
 PGCONN = f"{GOPATH}/src/github.com/jackc/pgconn"
 PGX = f"{GOPATH}/src/github.com/jackc/pgx/v4"
+SQLX = f"{GOPATH}/src/github.com/jmoiron/sqlx"
+GORM = f"{GOPATH}/src/github.com/jinzhu/gorm"
 DEPS = ("golang-go, golang-github-lib-pq-dev, golang-github-jackc-pgconn-dev, "
         "golang-github-jackc-pgx-v4-dev, golang-github-jackc-pgmock-dev, "
-        "golang-github-stretchr-testify-dev")
+        "golang-github-stretchr-testify-dev, golang-github-jmoiron-sqlx-dev, "
+        "golang-github-jinzhu-gorm-dev, golang-github-jinzhu-now-dev, "
+        "golang-github-erikstmartin-go-testdb-dev")
 
 
 def need_go(*dirs):
     if not shutil.which("go") or not all(os.path.isdir(d) for d in dirs):
         pytest.fail(f"go or a driver's sources are missing: run `make deps` ({DEPS})",
                     pytrace=False)
+
+
+def stable_name(name):
+    """A test's name without a subtest part that differs from run to run: GORM names subtests
+    after their arguments, a pointer (0xc0001d56c0) or the current time."""
+    return re.sub(r"/(0x[0-9a-f]+|\d{4}-\d\d-\d\d_\S*)$", "/*", name)
 
 
 def go_test(pkg, env_extra, cache):
@@ -53,8 +69,8 @@ def go_test(pkg, env_extra, cache):
     r = subprocess.run(["go", "test", "-count=1", "-timeout=300s", "-v", pkg], env=env,
                        capture_output=True, text=True, timeout=600)
     out = r.stdout + r.stderr
-    passed = set(re.findall(r"^\s*--- PASS: (\S+)", out, re.M))
-    failed = set(re.findall(r"^\s*--- FAIL: (\S+)", out, re.M))
+    passed = {stable_name(n) for n in re.findall(r"^\s*--- PASS: (\S+)", out, re.M)}
+    failed = {stable_name(n) for n in re.findall(r"^\s*--- FAIL: (\S+)", out, re.M)}
     if "panic:" in out:
         failed.add("(panic)")
     return passed, failed, out
@@ -84,6 +100,23 @@ def run_pgconn(params, cache):
 
 def run_pgx(params, cache):
     return go_test("github.com/jackc/pgx/v4", dict(PGX_TEST_DATABASE=conn_string(params)), cache)
+
+
+def lib_pq_dsn(params, schema):
+    """lib/pq sends keys it does not know (search_path) as startup parameters."""
+    return conn_string(params) + f" search_path={schema}"
+
+
+def run_sqlx(params, cache):
+    return go_test("github.com/jmoiron/sqlx",
+                   dict(SQLX_POSTGRES_DSN=lib_pq_dsn(params, "sqlx_suite"),
+                        SQLX_MYSQL_DSN="skip", SQLX_SQLITE_DSN="skip"), cache)
+
+
+def run_gorm(params, cache):
+    return go_test("github.com/jinzhu/gorm",
+                   dict(GORM_DIALECT="postgres", GORM_DSN=lib_pq_dsn(params, "gorm_suite")),
+                   cache)
 
 
 def assert_same(direct, through, least):
@@ -187,3 +220,29 @@ def test_pgx_suite_passes_through_sluice_as_directly(spawn_sluice, pg, certs, tm
         if made_domain:
             cur.execute("DROP DOMAIN IF EXISTS uint64")
         c.close()
+
+
+def in_own_schema(pg, schema, run):
+    """run() with schema created for app_scram (the shop target's role) and dropped after."""
+    c = pg.admin(dbname="shop")
+    c.autocommit = True
+    cur = c.cursor()
+    cur.execute(f"DROP SCHEMA IF EXISTS {schema} CASCADE; "
+                f"CREATE SCHEMA {schema} AUTHORIZATION app_scram")
+    try:
+        run()
+    finally:
+        cur.execute(f"DROP SCHEMA IF EXISTS {schema} CASCADE")
+        c.close()
+
+
+def test_sqlx_suite_passes_through_sluice_as_directly(spawn_sluice, pg, certs, tmp_path):
+    need_go(SQLX)
+    in_own_schema(pg, "sqlx_suite", lambda: run_both_ways(
+        spawn_sluice, pg, certs, tmp_path, "sqlx", run_sqlx, ALICE, 30))
+
+
+def test_gorm_suite_passes_through_sluice_as_directly(spawn_sluice, pg, certs, tmp_path):
+    need_go(GORM)
+    in_own_schema(pg, "gorm_suite", lambda: run_both_ways(
+        spawn_sluice, pg, certs, tmp_path, "gorm", run_gorm, ALICE, 180))
