@@ -37,11 +37,12 @@ static const char *next_cstring(const uint8_t **p, const uint8_t *end)
 
 int pg_startup_parse(const uint8_t *p, size_t n, struct pg_startup *out)
 {
+    static const char layout[] = "invalid startup packet layout: expected terminator as last byte";
     if (n < 4) return PG_NEED_MORE;
+    memset(out, 0, sizeof *out);
     uint32_t len = pg_get_u32(p);
     if (len < 8 || len > PG_MAX_STARTUP) return PG_BAD;
     if (n < len) return PG_NEED_MORE;
-    memset(out, 0, sizeof *out);
     out->len = len;
     out->code = pg_get_u32(p + 4);
     if (out->code == PG_SSL_REQUEST || out->code == PG_GSSENC_REQUEST)
@@ -54,6 +55,7 @@ int pg_startup_parse(const uint8_t *p, size_t n, struct pg_startup *out)
     }
     if (out->code >> 16 != 3) return PG_OK; /* the caller refuses the version */
     const uint8_t *q = p + 8, *end = p + len;
+    out->bad = layout;
     for (;;) {
         if (q >= end) return PG_BAD; /* the closing empty name is missing */
         if (*q == 0) {
@@ -63,12 +65,17 @@ int pg_startup_parse(const uint8_t *p, size_t n, struct pg_startup *out)
         const char *k = next_cstring(&q, end);
         const char *v = k ? next_cstring(&q, end) : NULL;
         if (!v) return PG_BAD;
-        if (out->n_params == PG_MAX_PARAMS) return PG_BAD;
+        if (out->n_params == PG_MAX_PARAMS) {
+            out->bad = "sluice: more than 64 startup parameters";
+            return PG_BAD;
+        }
         out->keys[out->n_params] = k;
         out->vals[out->n_params] = v;
         out->n_params++;
     }
-    return q == end ? PG_OK : PG_BAD;
+    if (q != end) return PG_BAD;
+    out->bad = NULL;
+    return PG_OK;
 }
 
 const char *pg_startup_get(const struct pg_startup *st, const char *key)
@@ -228,11 +235,11 @@ void pg_put_ready(struct buf *b, uint8_t status)
     pg_msg_end(b, m);
 }
 
-void pg_put_negotiate_version(struct buf *b, uint32_t minor, const char *const *opts,
+void pg_put_negotiate_version(struct buf *b, uint32_t version, const char *const *opts,
                               unsigned n_opts)
 {
     size_t m = pg_msg_begin(b, 'v');
-    buf_append_u32(b, minor);
+    buf_append_u32(b, version);
     buf_append_u32(b, n_opts);
     for (unsigned i = 0; i < n_opts; i++)
         buf_append_str(b, opts[i]);

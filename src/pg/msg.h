@@ -56,6 +56,9 @@ struct pg_startup {
     const char *keys[PG_MAX_PARAMS];
     const char *vals[PG_MAX_PARAMS];
     uint32_t cancel_pid, cancel_key; /* CancelRequest only */
+    /* PG_BAD of a whole StartupMessage: what to tell the client (PostgreSQL's words where it
+     * has them); NULL for a bad length, where PostgreSQL closes without a word */
+    const char *bad;
 };
 
 /* Parse the packet at p (n bytes available). Parameters of a StartupMessage must be
@@ -106,7 +109,9 @@ void pg_put_notice(struct buf *b, const char *sqlstate, const char *message);
 void pg_put_auth(struct buf *b, uint32_t code, const void *data, size_t dlen);
 void pg_put_backend_key(struct buf *b, uint32_t pid, uint32_t key);
 void pg_put_ready(struct buf *b, uint8_t status);
-void pg_put_negotiate_version(struct buf *b, uint32_t minor, const char *const *opts,
+/* NegotiateProtocolVersion: version is the newest protocol the server speaks, major and minor
+ * (PG_PROTO_V3 for 3.0), as PostgreSQL sends it; libpq 18 refuses anything below 3.0. */
+void pg_put_negotiate_version(struct buf *b, uint32_t version, const char *const *opts,
                               unsigned n_opts);
 void pg_put_startup(struct buf *b, const char *const *keys, const char *const *vals, unsigned n);
 void pg_put_ssl_request(struct buf *b);

@@ -500,7 +500,8 @@ static void handle_startup_packet(struct session *s, const struct pg_startup *st
     for (unsigned i = 0; i < copy.n_params; i++)
         if (strncmp(copy.keys[i], "_pq_.", 5) == 0) unsupported[n_unsupported++] = copy.keys[i];
     if (minor > 0 || n_unsupported)
-        pg_put_negotiate_version(session_out_buf(&s->cl_out), 0, unsupported, n_unsupported);
+        pg_put_negotiate_version(session_out_buf(&s->cl_out), PG_PROTO_V3, unsupported,
+                                 n_unsupported);
     /* PostgreSQL takes the last of a repeated parameter, sluice's checks the first: a packet
      * naming one twice (replication=false, replication=database) is refused, as libpq never
      * sends one. */
@@ -539,6 +540,10 @@ static void on_startup(struct session *s)
         struct buf *in = s->cl.in;
         struct pg_startup st;
         int r = in ? pg_startup_parse(in->data + in->off, in->len - in->off, &st) : PG_NEED_MORE;
+        if (r == PG_BAD && st.bad) {
+            session_fail(s, "08P01", st.bad, NULL, "refused: invalid startup packet");
+            return;
+        }
         if (r == PG_BAD) {
             session_close(s, "invalid startup packet");
             return;
@@ -557,14 +562,20 @@ static void on_startup(struct session *s)
             session_close(s, "cancel request handled");
             return;
         }
-        if (st.code == PG_SSL_REQUEST || st.code == PG_GSSENC_REQUEST) {
+        /* One SSLRequest and one GSSENCRequest at most, in either order, and neither inside
+         * TLS: as in PostgreSQL, a request repeated is an unsupported protocol version
+         * (1234.5679) and refused by handle_startup_packet. */
+        bool ssl = st.code == PG_SSL_REQUEST, gss = st.code == PG_GSSENC_REQUEST;
+        if ((ssl && !s->ssl_asked && !s->tls_client) || (gss && !s->gss_asked && !s->tls_client)) {
+            s->ssl_asked |= ssl;
+            s->gss_asked |= gss;
             in->off += st.len;
             if (in->off != in->len) {
                 /* Bytes after the request before our answer: possible injection. */
                 session_close(s, "unexpected data after SSLRequest");
                 return;
             }
-            bool tls = st.code == PG_SSL_REQUEST && s->rt->server_tls && !s->tls_client;
+            bool tls = ssl && s->rt->server_tls;
             char answer = tls ? 'S' : 'N';
             if (sock_write(&s->cl.sk, &answer, 1) != 1) {
                 session_close(s, "client write failed");
@@ -716,6 +727,9 @@ static void auth_succeeded(struct session *s)
         relay_audit_session(s, AUDIT_SESSION_START, NULL);
         s->audit_started = true;
     }
+    /* Authentication is over: AuthenticationOk comes first, as PostgreSQL sends it before
+     * it looks at the database and the role (an unknown database is a FATAL after it). */
+    pg_put_auth(session_out_buf(&s->cl_out), PG_AUTH_OK, NULL, 0);
     if (!s->target) {
         char msg[300];
         snprintf(msg, sizeof msg, "database \"%.200s\" does not exist", s->dbname);
@@ -736,7 +750,6 @@ static void auth_succeeded(struct session *s)
              (unsigned long long)s->id, s->user, ident_kind_name(s->ident->kind), s->addr_text,
              s->target->name);
     relay_mask_start(s);
-    pg_put_auth(session_out_buf(&s->cl_out), PG_AUTH_OK, NULL, 0);
     if (!upstream_reuse(s)) upstream_start(s);
 }
 
@@ -2450,6 +2463,13 @@ static enum pump_result relay_pump(struct session *s, struct side *src, struct s
             side_release_in(src);
             return PUMP_IDLE;
         }
+        if (n == 0 && from_client && s->pending_sync > 0 && !s->copy_in) {
+            /* A half-close (shutdown(SHUT_WR)) after a Query: PostgreSQL runs what it was
+             * sent and answers before it sees the end, and so does sluice (relay_run). */
+            s->client_eof = true;
+            side_release_in(src);
+            return PUMP_IDLE;
+        }
         if (n <= 0) {
             s->client_left = from_client;
             *why = from_client ? (n == 0 ? "client disconnected" : "client read failed")
@@ -2473,9 +2493,9 @@ static void relay_update_interest(struct session *s)
 {
     if (s->state == S_RELAY) {
         side_watch(s, &s->cl,
-                   (s->c2s_blocked || s->ahead_paused     ? 0
-                    : s->parked || (s->gg && !s->gg_open) ? EPOLLRDHUP
-                                                          : EPOLLIN) |
+                   (s->c2s_blocked || s->ahead_paused || s->client_eof ? 0
+                    : s->parked || (s->gg && !s->gg_open)              ? EPOLLRDHUP
+                                                                       : EPOLLIN) |
                        (s->s2c_blocked || s->cl.sk.want_write ? EPOLLOUT : 0));
         side_watch(s, &s->sv,
                    (s->s2c_blocked ? 0 : EPOLLIN) |
@@ -2526,6 +2546,12 @@ static void relay_run(struct session *s, bool c2s, bool s2c)
             return;
         }
         s->s2c_blocked = r == PUMP_BLOCKED;
+        if (s->client_eof && r == PUMP_IDLE && (s->pending_sync == 0 || s->copy_in)) {
+            /* All answered (a COPY FROM STDIN gets no data now). The backend is not pooled:
+             * PostgreSQL's would exit at the end it reads next. */
+            session_close(s, "client disconnected");
+            return;
+        }
         if (s->ahead_paused) s->ahead_since_ms = clock_ms();
         bool caught_up = s->ahead_paused &&
                          (client_behind(s) <= AHEAD_MAX / 2 || s->failed_open == s->c2s_group + 1);
@@ -2609,6 +2635,11 @@ void session_on_event(struct ev_handler *h, uint32_t events)
         if (from_client && (s->parked || s->gg) && (events & (EPOLLRDHUP | EPOLLHUP | EPOLLERR))) {
             s->client_left = true;
             session_close(s, "client disconnected while its statement waited");
+            return;
+        }
+        if (from_client && s->client_eof && (events & (EPOLLHUP | EPOLLERR))) {
+            session_close(s, "client disconnected"); /* gone both ways: nothing can be
+                                                      * delivered */
             return;
         }
         bool in = events & (EPOLLIN | EPOLLHUP | EPOLLERR);

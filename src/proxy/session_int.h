@@ -146,6 +146,7 @@ struct session {
     struct scram_client *scram_cl;
     uint8_t sasl_step;
     bool tls_client;
+    bool ssl_asked, gss_asked; /* the client sent SSLRequest, GSSENCRequest (answered 'N') */
     bool loopback;
     bool cancel_registered;
     bool c2s_blocked, s2c_blocked;
@@ -166,7 +167,9 @@ struct session {
     uint64_t statements;
     uint8_t *params; /* the server's ParameterStatus messages, replayed if the upstream is reused */
     size_t params_len;
-    bool client_left;              /* the client ended the session (Terminate or close) */
+    bool client_left; /* the client ended the session (Terminate or close) */
+    bool client_eof;  /* the client shut down its sending side with statements unanswered: they
+                       * are answered (the client may still read), then the session ends */
     uint64_t c2s_group, s2c_group; /* Query/Sync/FunctionCall sent; ReadyForQuery received */
     /* limit_rows per Query/Sync group, oldest first: DataRows beyond it are not sent. */
     struct limit_entry *limits, *limits_tail;

@@ -191,6 +191,8 @@ class RawConn:
                 raise PgError(parse_fields(payload))
             if mtype == b"N":
                 self.notices.append(parse_fields(payload))
+            elif mtype == b"v":
+                self.negotiated = payload
             elif mtype == b"R":
                 (code,) = struct.unpack("!I", payload[:4])
                 self.auth_requests.append(code)

@@ -105,8 +105,15 @@ def test_wrong_password_direct_mode_sanity(sluice):
 
 
 def test_unknown_target_3D000(sluice):
-    f = raw_error(sluice, "no_such_target", ALICE if not sluice.direct else "app_scram",
-                  sluice.secrets[ALICE] if not sluice.direct else sluice.pg.passwords["app_scram"])
+    """As from PostgreSQL: the login succeeds (AuthenticationOk), then FATAL 3D000."""
+    with sluice.raw() as r:
+        with pytest.raises(pgwire.PgError) as ei:
+            r.startup(user=ALICE if not sluice.direct else "app_scram", database="no_such_target",
+                      password=sluice.secrets[ALICE] if not sluice.direct
+                      else sluice.pg.passwords["app_scram"])
+        assert r.auth_requests == [pgwire.AUTH_SASL, pgwire.AUTH_SASL_CONTINUE,
+                                   pgwire.AUTH_SASL_FINAL, pgwire.AUTH_OK], r.auth_requests
+    f = ei.value.fields
     assert f["C"] == "3D000", f
     assert "no_such_target" in f["M"]
     sluice.assert_alive()

@@ -6,6 +6,7 @@ must keep serving normal queries afterwards."""
 
 import os
 import socket
+import ssl
 import struct
 import time
 
@@ -112,8 +113,76 @@ def test_protocol_3_99_negotiated_or_rejected(sluice):
             sluice.assert_alive()
             return
         assert r.seen[0] == b"v", f"3.99 accepted without NegotiateProtocolVersion: {r.seen}"
+        # the newest version the server speaks, 3.0 as PostgreSQL sends it (libpq 18 refuses
+        # a "downgrade to pre-3.0"), then the options it does not know
+        version, n = struct.unpack("!II", r.negotiated[:8])
+        assert (version, n) == (3 << 16, 1), r.negotiated
+        assert r.negotiated[8:] == b"_pq_.unknown_option\0", r.negotiated
         assert r.query("SELECT 1") == [["1"]]
         r.terminate()
+    sluice.assert_alive()
+
+
+def read_to_eof(sock, timeout=10.0):
+    sock.settimeout(timeout)
+    data = b""
+    while True:
+        try:
+            chunk = sock.recv(65536)
+        except (ConnectionResetError, ssl.SSLEOFError):
+            return data
+        if not chunk:
+            return data
+        data += chunk
+
+
+def test_ssl_request_inside_tls_refused_as_postgresql_does(sluice):
+    """A second SSLRequest, sent inside the TLS the first one started, is for PostgreSQL an
+    unsupported protocol version (1234.5679): FATAL 0A000 at once."""
+    with sluice.raw() as r:
+        r.send(struct.pack("!II", 8, pgwire.SSL_REQUEST))
+        assert r.read_byte() == b"S"
+        ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+        ctx.check_hostname = False
+        ctx.verify_mode = ssl.CERT_NONE
+        tls = ctx.wrap_socket(r.sock)
+        tls.sendall(struct.pack("!II", 8, pgwire.SSL_REQUEST))
+        data = read_to_eof(tls)
+    assert data[:1] == b"E", data[:80]
+    f = pgwire.parse_fields(data[5:])
+    assert (f["S"], f["C"]) == ("FATAL", "0A000"), f
+    assert f["M"] == "unsupported frontend protocol 1234.5679: server supports 3.0 to 3.0", f
+    sluice.assert_alive()
+
+
+def test_gssenc_request_twice_refused(sluice, sluice_only):
+    """sluice answers GSSENCRequest with 'N' (this PostgreSQL may answer 'G'); a second one is
+    refused as PostgreSQL refuses a repeated request, not answered again."""
+    gss = struct.pack("!II", 8, 80877104)
+    with sluice.raw() as r:
+        r.send(gss)
+        assert r.read_byte() == b"N"
+        r.send(gss)
+        data = drain(r)
+    f = pgwire.parse_fields(data[5:])
+    assert (f["S"], f["C"]) == ("FATAL", "0A000"), data[:80]
+    assert "1234.5680" in f["M"], f
+    sluice.assert_alive()
+
+
+@pytest.mark.parametrize("body", [
+    b"user\0etl\0database\0shop\0",        # no closing empty name
+    b"user\0etl\0\0database\0shop\0\0",  # bytes after it
+    b"user\0etl\0database\0",              # a name without its value
+])
+def test_bad_startup_layout_gets_postgresql_error(sluice, body):
+    with sluice.raw() as r:
+        r.send(struct.pack("!II", 8 + len(body), pgwire.PROTO_V3) + body)
+        data = drain(r)
+    assert data[:1] == b"E", data[:80]
+    f = pgwire.parse_fields(data[5:])
+    assert (f["S"], f["C"]) == ("FATAL", "08P01"), f
+    assert f["M"] == "invalid startup packet layout: expected terminator as last byte", f
     sluice.assert_alive()
 
 

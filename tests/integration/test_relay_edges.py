@@ -8,6 +8,8 @@ review, each driven with raw protocol bytes where a driver would hide the framin
   afterwards (its backend is reused; SIGTERM ends it at once instead of waiting for
   server.shutdown_timeout) and policy refusals still get sluice's own error.
 - An extended-protocol write that was never synced is not committed when the client leaves.
+- A client that half-closes its socket after a Query still gets the answers, and the
+  statements run.
 - CancelRequest reaches a target whose TCP connect does not complete at once.
 """
 
@@ -193,6 +195,34 @@ def test_unsynced_extended_write_is_not_committed(spawn_sluice, pg):
     assert cur.fetchone()[0] == 0
     cur.execute("DROP TABLE relay_unsynced")
     adm.close()
+
+
+@pytest.mark.parametrize("rows", [1, 5])
+def test_half_closed_client_gets_its_answers(sluice, pg, rows):
+    """A client that sends a Query and shuts down its sending side (shutdown(SHUT_WR), as
+    scripts and some proxies do) still reads every answer, and the statements run, as
+    PostgreSQL does: it answers before it notices the end. Five 200 kB rows fill the socket
+    buffers, so the session must also keep writing to a client that sends nothing more."""
+    adm = pg.admin(dbname="shop")
+    adm.autocommit = True
+    cur = adm.cursor()
+    cur.execute("CREATE TABLE IF NOT EXISTS relay_halfclose (v int)")
+    cur.execute("GRANT ALL ON relay_halfclose TO app_scram")
+    cur.execute("TRUNCATE relay_halfclose")
+    a = sluice.raw_login("shop", ALICE)
+    a.send(message(b"Q", cstr(f"SELECT repeat('x', 200000) FROM generate_series(1, {rows}); "
+                              "INSERT INTO relay_halfclose VALUES (1)")))
+    a.sock.shutdown(socket.SHUT_WR)
+    msgs = read_until(a, stop=b"Z")
+    assert [t for t, _ in msgs] == [b"T"] + [b"D"] * rows + [b"C", b"C", b"Z"], \
+        [t for t, _ in msgs]
+    assert a.read_msg() is None  # then the end
+    a.close()
+    cur.execute("SELECT count(*) FROM relay_halfclose")
+    assert cur.fetchone()[0] == 1
+    cur.execute("DROP TABLE relay_halfclose")
+    adm.close()
+    sluice.assert_alive()
 
 
 # ---------------------------------------------------------------- cancel over a slow connect

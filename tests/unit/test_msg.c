@@ -803,14 +803,14 @@ static void test_put_negotiate_version(void **state)
     (void)state;
     struct buf *b = buf_get();
     const char *const opts[] = {"_pq_.foo", "_pq_.b"};
-    pg_put_negotiate_version(b, 0, opts, 2);
-    static const uint8_t want[] = {'v', 0, 0,   0,   28,  0,   0,   0,   0,   0,
+    pg_put_negotiate_version(b, PG_PROTO_V3, opts, 2);
+    static const uint8_t want[] = {'v', 0, 0,   0,   28,  0,   3,   0,   0,   0,
                                    0,   0, 2,   '_', 'p', 'q', '_', '.', 'f', 'o',
                                    'o', 0, '_', 'p', 'q', '_', '.', 'b', 0};
     assert_buf_bytes(b, want, sizeof want);
     b->off = b->len;
-    pg_put_negotiate_version(b, 2, NULL, 0);
-    const uint8_t none[] = {'v', 0, 0, 0, 12, 0, 0, 0, 2, 0, 0, 0, 0};
+    pg_put_negotiate_version(b, (3u << 16) | 2, NULL, 0);
+    const uint8_t none[] = {'v', 0, 0, 0, 12, 0, 3, 0, 2, 0, 0, 0, 0};
     assert_buf_bytes(b, none, sizeof none);
     buf_put(b);
 }
