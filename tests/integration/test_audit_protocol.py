@@ -5,6 +5,7 @@ a session that ends mid-statement. Each test starts its own sluice and reads the
 with `sluice audit export`."""
 import hashlib
 import json
+import socket
 import struct
 import time
 
@@ -148,14 +149,23 @@ def test_executes_skipped_after_an_error_say_so(spawn_sluice):
 
 
 def test_session_ended_mid_statement_says_interrupted(spawn_sluice):
-    """A client that leaves while its statement runs: the event says it was interrupted."""
+    """A client whose connection is reset while its statement runs: the event says it was
+    interrupted. One that only closes (a FIN, which may be a half-close) is answered as
+    PostgreSQL answers it, and its event has the statement's outcome."""
     sp, ep = spawn_sluice("ap-interrupt")
     c = ep.raw_login("shop", ALICE)
     c.send(pgwire.message(b"Q", b"SELECT pg_sleep(0.5) AS ap_interrupted\0"))
     time.sleep(0.1)
+    c.sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))  # RST
     c.close()
     st, _ = statements(sp, "ap_interrupted")
     assert len(st) == 1 and st[0].get("detail", "").startswith("interrupted"), st
+    c = ep.raw_login("shop", ALICE)
+    c.send(pgwire.message(b"Q", b"SELECT pg_sleep(0.5) AS ap_closed\0"))
+    time.sleep(0.1)
+    c.close()
+    st, _ = statements(sp, "ap_closed")
+    assert len(st) == 1 and st[0].get("rows") == 1 and "detail" not in st[0], st
 
 
 def test_failed_commit_at_sync_is_recorded(spawn_sluice):
