@@ -420,6 +420,7 @@ static void config_set_defaults(struct sluice_config *cfg)
     cfg->server.auth_timeout = 15;
     cfg->server.connect_timeout = 10;
     cfg->server.pool_idle_timeout = 60;
+    cfg->server.pool_max_lifetime = 600;
     cfg->server.pool_max_idle = 100;
     cfg->server.max_connections = 10000;
     cfg->server.max_message_size = 1u << 30;
@@ -694,7 +695,9 @@ static int convert_server(struct loader *ld, const struct raw_server *rs, struct
         server_duration(ld, "server.connect_timeout", rs->connect_timeout, &s->connect_timeout) <
             0 ||
         server_duration(ld, "server.pool_idle_timeout", rs->pool_idle_timeout,
-                        &s->pool_idle_timeout) < 0)
+                        &s->pool_idle_timeout) < 0 ||
+        server_duration(ld, "server.pool_max_lifetime", rs->pool_max_lifetime,
+                        &s->pool_max_lifetime) < 0)
         return -1;
     if (rs->pool_max_idle) {
         if (cfgld_parse_uint(rs->pool_max_idle, 100000, &v) < 0)

@@ -178,8 +178,10 @@ struct cfg_server {
     uint32_t max_message_size; /* largest message sluice buffers whole (Query, Parse); 1 GiB */
     uint32_t max_row_size;     /* largest server row held whole to mask or digest it; 16 MiB */
     unsigned
-        pool_idle_timeout;  /* seconds an idle upstream connection is kept for reuse; 60, 0 off */
-    unsigned pool_max_idle; /* idle upstream connections kept per worker; 100 */
+        pool_idle_timeout; /* seconds an idle upstream connection is kept for reuse; 60, 0 off */
+    unsigned pool_max_lifetime; /* seconds after its login an upstream connection is no longer
+                                 * reused; 600, 0 none */
+    unsigned pool_max_idle;     /* idle upstream connections kept per worker; 100 */
 };
 
 /* ---- masking (issue 4). Pure data: src/mask/ compiles it into a detector database. */

@@ -87,6 +87,7 @@ struct raw_server {
     char *max_message_size;
     char *max_row_size;
     char *pool_idle_timeout;
+    char *pool_max_lifetime;
     char *pool_max_idle;
 };
 

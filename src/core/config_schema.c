@@ -188,6 +188,7 @@ static const cyaml_schema_field_t server_fields[] = {
     STR_OPT("max_message_size", struct raw_server, max_message_size),
     STR_OPT("max_row_size", struct raw_server, max_row_size),
     STR_OPT("pool_idle_timeout", struct raw_server, pool_idle_timeout),
+    STR_OPT("pool_max_lifetime", struct raw_server, pool_max_lifetime),
     STR_OPT("pool_max_idle", struct raw_server, pool_max_idle),
     CYAML_FIELD_END,
 };

@@ -23,12 +23,21 @@ struct pooled {
     uint8_t *params; /* ParameterStatus messages to replay to the next client */
     size_t params_len;
     uint32_t be_pid, be_key;
+    uint64_t born_ms; /* when its login began (server.pool_max_lifetime) */
+    uint64_t epoch;   /* pool_epoch() then */
     struct buf *in;
-    bool resetting;  /* DISCARD ALL sent, ReadyForQuery not yet seen */
+    bool resetting;  /* the reset sent, its second ReadyForQuery not yet seen */
     bool reset_done; /* DISCARD ALL's CommandComplete seen */
+    bool seed_done;  /* setseed's CommandComplete seen */
+    uint8_t ready;   /* ReadyForQuery messages of the reset seen */
     bool dead;       /* freed by pool_reap() after the current batch of events */
     uint64_t deadline_ms;
 };
+
+/* Statements that change what a new backend starts with (SQL_F_LOGIN_STATE) bump the epoch:
+ * connections whose login began before it are not reused. */
+uint64_t pool_epoch(void);
+void pool_epoch_bump(void);
 
 void pool_put(struct worker *w, struct pooled *p);
 struct pooled *pool_take(struct worker *w, const struct runtime *rt, unsigned target_idx,

@@ -339,6 +339,8 @@ static void upstream_release(struct session *s, bool reusable)
         s->params = NULL;
         p->be_pid = s->be_pid;
         p->be_key = s->be_key;
+        p->born_ms = s->sv_born_ms;
+        p->epoch = s->sv_epoch;
         s->sv.sk.fd = -1;
         s->sv.sk.ssl = NULL;
         s->sv.ev = 0;
@@ -938,6 +940,8 @@ static void upstream_lookup_abandon(struct session *s)
 static void upstream_start(struct session *s)
 {
     char err[256] = "no address";
+    s->sv_epoch = pool_epoch(); /* before the login reads the role's defaults */
+    s->sv_born_ms = clock_ms();
     free(s->up_addrs);
     s->up_addrs = NULL;
     s->up_try = s->up_n = 0;
@@ -1211,6 +1215,8 @@ static bool upstream_reuse(struct session *s)
     s->sv.ev = EPOLLIN;
     s->be_pid = p->be_pid;
     s->be_key = p->be_key;
+    s->sv_born_ms = p->born_ms;
+    s->sv_epoch = p->epoch;
     s->params = p->params;
     s->params_len = p->params_len;
     p->params = NULL;
@@ -1218,7 +1224,13 @@ static bool upstream_reuse(struct session *s)
     pool_release(p);
     log_debug("session %llu: reusing upstream backend pid %u", (unsigned long long)s->id,
               s->be_pid);
-    if (s->params) buf_append(session_out_buf(&s->cl_out), s->params, s->params_len);
+    /* the login's ParameterStatus run, masked for a masked identity as on a fresh login */
+    for (size_t at = 0; s->params && at + 5 <= s->params_len;) {
+        size_t total = 1 + pg_get_u32(s->params + at + 1);
+        if (!param_status_masked(s, s->params + at + 5, total - 5))
+            buf_append(session_out_buf(&s->cl_out), s->params + at, total);
+        at += total;
+    }
     session_put_backend_key(s);
     pg_put_ready(session_out_buf(&s->cl_out), 'I');
     s->tx = 'I';
@@ -1555,11 +1567,10 @@ static void statement_judge_facts(struct session *s, const char *sql, bool query
                 : d.action == POLICY_REVIEW ? METRICS_REVIEW
                                             : METRICS_DENY,
                 facts->n_stmts ? (unsigned)facts->stmts[0].cls : (unsigned)CFG_CLASS_UTILITY);
-    for (unsigned k = 0; k < facts->n_stmts; k++)
-        if (facts->stmts[k].cls == SQL_DDL) {
-            catalog_invalidate(s->target_idx); /* column names may change */
-            break;
-        }
+    for (unsigned k = 0; k < facts->n_stmts; k++) {
+        if (facts->stmts[k].cls == SQL_DDL) catalog_invalidate(s->target_idx); /* column names */
+        if (facts->stmts[k].flags & SQL_F_LOGIN_STATE) pool_epoch_bump();
+    }
     if (d.action == POLICY_ALLOW) {
         v->ok = true;
         v->limit = d.limit_rows;
@@ -2703,11 +2714,17 @@ static void session_on_tick(struct session *s, uint64_t now_ms)
 }
 
 /* SIGTERM: sessions with nothing running (or a statement waiting for approval, which has
- * not run) close now; the others at their next
- * ReadyForQuery (relay_pump checks s->drain), or at the worker's drain deadline. */
+ * not run), and those whose client closed its side (client_eof: it may be gone, and
+ * PostgreSQL's backend would not notice before its statement ends, which may be never) close
+ * now; the others at their next ReadyForQuery (relay_pump checks s->drain), or at the
+ * worker's drain deadline. */
 static void session_drain(struct session *s)
 {
     s->drain = true;
+    if (s->state == S_RELAY && s->client_eof) {
+        session_close(s, "shutting down (the client had closed its side)");
+        return;
+    }
     if (s->state == S_RELAY && park_idle(s)) {
         session_fail(s, "57P01", "terminating connection due to administrator command",
                      DRAIN_PARKED, "shutting down");

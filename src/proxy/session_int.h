@@ -160,9 +160,10 @@ struct session {
     bool sync_doubt;        /* a Sync came during COPY FROM STDIN: the group count may be off */
     uint32_t copy_ignored;  /* of those, the ones a COPY FROM STDIN swallows */
     uint32_t be_pid, be_key, our_key;
-    struct net_addr *up_addrs; /* while connecting upstream: the target's addresses */
-    struct net_lookup *lookup; /* in S_UP_RESOLVE: the lookup it waits for (not its own) */
-    unsigned up_n, up_try;     /* how many, and which one is being tried */
+    uint64_t sv_born_ms, sv_epoch; /* the upstream connection's login start, pool_epoch() then */
+    struct net_addr *up_addrs;     /* while connecting upstream: the target's addresses */
+    struct net_lookup *lookup;     /* in S_UP_RESOLVE: the lookup it waits for (not its own) */
+    unsigned up_n, up_try;         /* how many, and which one is being tried */
     uint64_t deadline_ms;
     uint64_t statements;
     uint8_t *params; /* the server's ParameterStatus messages, replayed if the upstream is reused */

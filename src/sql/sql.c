@@ -867,6 +867,12 @@ static void walk_node(struct walk *w, const char *type, const cJSON *body, int d
         }
         return;
     }
+    if (!strcmp(type, "AlterRoleStmt") || !strcmp(type, "AlterRoleSetStmt") ||
+        !strcmp(type, "AlterDatabaseStmt") || !strcmp(type, "AlterDatabaseSetStmt") ||
+        !strcmp(type, "DropRoleStmt") ||
+        ((!strcmp(type, "GrantStmt") || !strcmp(type, "GrantRoleStmt")) &&
+         !bool_field(body, "is_grant")))
+        w->flags |= SQL_F_LOGIN_STATE; /* and on: the cases below look at some of them */
     if (!strcmp(type, "GrantStmt")) {
         const cJSON *c;
         cJSON_ArrayForEach(c, cJSON_GetObjectItemCaseSensitive(body, "objects"))

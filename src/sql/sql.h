@@ -60,9 +60,13 @@ enum sql_flag {
      * its rows are not in the statement's CommandComplete tag */
     SQL_F_NESTED_WRITE = 1u << 13,
     /* an ALTER that destroys part of a table's data: DROP COLUMN (of a table or a composite
-     * type's attribute), ALTER COLUMN ... TYPE (rewrites every value; USING may set any)
+     * type's attribute), ALTER COLUMN ... TYPE (rewrites every value; USING may set any) */
+    SQL_F_DROP_PART = 1u << 14,
+    /* changes what a new session starts with or whether it may log in, which a backend
+     * already logged in never learns: ALTER ROLE and ALTER DATABASE (their SET and RESET
+     * too), DROP ROLE, REVOKE. Pooled upstream connections made before it are not reused.
      * (the last flag: tests/fuzz/fuzz_sql.c checks none is above it) */
-    SQL_F_DROP_PART = 1u << 14
+    SQL_F_LOGIN_STATE = 1u << 15
 };
 
 /* The key approvals match a statement by (SQL_KEY_LEN bytes with its NUL): its fingerprint,

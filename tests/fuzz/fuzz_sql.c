@@ -24,7 +24,7 @@
         }                                                                                          \
     } while (0)
 
-#define ALL_FLAGS ((SQL_F_DROP_PART << 1) - 1u) /* the last flag of enum sql_flag */
+#define ALL_FLAGS ((SQL_F_LOGIN_STATE << 1) - 1u) /* the last flag of enum sql_flag */
 
 static void check_list(char **v, unsigned n)
 {

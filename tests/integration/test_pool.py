@@ -93,3 +93,89 @@ def test_not_reused_after_a_cancel(spawn_sluice):
     d.autocommit = True
     assert _pid(d) == pid_c
     d.close()
+
+
+def test_reused_backend_gets_a_fresh_random_seed(spawn_sluice, pg):
+    """DISCARD ALL keeps random()'s state: without a new seed, one client (an agent, say)
+    could choose the next client's random() values with setseed(), or predict them."""
+    _, ep = spawn_sluice("pool-seed", server_extra={"workers": 1})
+    a = ep.connect("shop", user="etl")
+    a.autocommit = True
+    pid = _pid(a)
+    _one(a, "SELECT setseed(0.42)")
+    a.close()
+    time.sleep(0.5)
+    b = ep.connect("shop", user="etl")
+    b.autocommit = True
+    assert _pid(b) == pid
+    got = [_one(b, "SELECT random()") for _ in range(3)]
+    d = pg.admin(dbname="shop")
+    _one(d, "SELECT setseed(0.42)")
+    seeded = [_one(d, "SELECT random()") for _ in range(3)]
+    d.close()
+    assert got != seeded, "the next client's random() follows the previous client's seed"
+
+
+def test_not_reused_after_role_defaults_change(spawn_sluice, pg):
+    """A backend keeps the role's defaults it read at login (DISCARD ALL resets to them):
+    after ALTER ROLE ... SET through sluice, no backend logged in before it is reused."""
+    _, ep = spawn_sluice("pool-role", server_extra={"workers": 1})
+    a = ep.connect("shop", user="etl")
+    a.autocommit = True
+    _pid(a)
+    a.close()
+    time.sleep(0.5)
+    b = ep.connect("shop", user="etl")
+    b.autocommit = True
+    pid_b = _pid(b)
+    try:
+        b.cursor().execute("ALTER ROLE CURRENT_USER SET work_mem = '7MB'")
+        b.close()
+        time.sleep(0.5)
+        c = ep.connect("shop", user="etl")
+        c.autocommit = True
+        assert _pid(c) != pid_b, "a backend from before the ALTER ROLE was reused"
+        assert _one(c, "SHOW work_mem") == "7MB"
+        c.close()
+    finally:
+        d = pg.admin(dbname="shop")
+        d.autocommit = True
+        d.cursor().execute("ALTER ROLE app_scram RESET work_mem")
+        d.close()
+
+
+def test_not_reused_past_its_lifetime(spawn_sluice):
+    """server.pool_max_lifetime bounds how long a backend's login-time state (role and
+    database defaults, the right to log in) outlives changes made around sluice."""
+    _, ep = spawn_sluice("pool-life", server_extra={"workers": 1, "pool_max_lifetime": 2})
+    a = ep.connect("shop", user="etl")
+    a.autocommit = True
+    pid = _pid(a)
+    a.close()
+    time.sleep(0.3)
+    b = ep.connect("shop", user="etl")
+    b.autocommit = True
+    assert _pid(b) == pid, "a young backend is reused"
+    b.close()
+    time.sleep(2.2)
+    c = ep.connect("shop", user="etl")
+    c.autocommit = True
+    assert _pid(c) != pid, "a backend past server.pool_max_lifetime was reused"
+    c.close()
+
+
+def test_reused_backend_parameters_are_masked_as_at_login(spawn_sluice):
+    """A masked identity gets its ParameterStatus values masked on a reused backend as on a
+    fresh login (they are replayed from the pool, not sent by the server again)."""
+    _, ep = spawn_sluice("pool-mask", server_extra={"workers": 1})
+    app = "carol.%d@example.com" % int(time.time())
+    r = ep.raw_login("shop", "copilot", extra={"application_name": app})
+    pid = r.query("SELECT pg_backend_pid()")[0][0]
+    fresh = r.params["application_name"]
+    assert fresh != app and fresh.endswith("@example.com"), fresh
+    r.terminate()
+    time.sleep(0.5)
+    r = ep.raw_login("shop", "copilot", extra={"application_name": app})
+    assert r.query("SELECT pg_backend_pid()")[0][0] == pid
+    assert r.params["application_name"] == fresh
+    r.terminate()

@@ -40,6 +40,7 @@ static const struct {
     {"TEXT_SETTING", SQL_F_TEXT_SETTING},
     {"NESTED_WRITE", SQL_F_NESTED_WRITE},
     {"DROP_PART", SQL_F_DROP_PART},
+    {"LOGIN_STATE", SQL_F_LOGIN_STATE},
 };
 
 static void flags_to_str(unsigned flags, char *out, size_t n)
