@@ -66,6 +66,7 @@ static void config_free(struct sluice_config *cfg)
             free(id->groups[g]);
         free(id->groups);
         free(id->secret_hash);
+        free(id->cert_cn);
     }
     free(cfg->identities);
     for (unsigned i = 0; i < cfg->policy.n_rules; i++) {
@@ -603,9 +604,27 @@ static int convert_targets(struct loader *ld, const struct raw_config *raw,
     return 0;
 }
 
-static int convert_identity(struct loader *ld, const char *path, const struct raw_ident *ri,
-                            bool is_token, struct sluice_config *cfg)
+static int convert_groups(struct loader *ld, const char *path, const struct raw_ident *ri,
+                          struct cfg_identity *id)
 {
+    char key[96];
+    if (!ri->groups_count) return 0;
+    id->groups = xcalloc(ri->groups_count, sizeof(*id->groups));
+    for (unsigned g = 0; g < ri->groups_count; g++) {
+        if (!ri->groups[g] || !*ri->groups[g]) {
+            snprintf(key, sizeof(key), "%s.groups[%u]", path, g);
+            return cfgld_fail(ld, key, AT_VALUE, "empty group name in %s", key);
+        }
+        id->groups[id->n_groups++] = xstrdup(ri->groups[g]);
+    }
+    return 0;
+}
+
+/* kind: 'u' users, 't' tokens, 'c' certs */
+static int convert_identity(struct loader *ld, const char *path, const struct raw_ident *ri,
+                            char kind, struct sluice_config *cfg)
+{
+    bool is_token = kind == 't';
     const char *hash_key = is_token ? "token_hash" : "password_hash";
     char key[96];
     if (!ri->name || !*ri->name)
@@ -616,6 +635,22 @@ static int convert_identity(struct loader *ld, const char *path, const struct ra
             return cfgld_fail(ld, key, AT_VALUE, "duplicate identity name \"%s\" in %s", ri->name,
                               path);
         }
+    if (kind == 'c') {
+        const char *cn = ri->cn ? ri->cn : ri->name;
+        snprintf(key, sizeof(key), "%s.cn", path);
+        if (!*cn || strlen(cn) > 64)
+            return cfgld_fail(ld, key, AT_VALUE, "%s must be 1 to 64 bytes (a subject CN)", key);
+        if (!cfg->tls.client_ca)
+            return cfgld_fail(ld, path, AT_KEY,
+                              "%s (\"%s\") logs in with a client certificate, but tls.client_ca "
+                              "is not set: no certificate could be verified",
+                              path, ri->name);
+        struct cfg_identity *id = &cfg->identities[cfg->n_identities++];
+        id->name = xstrdup(ri->name);
+        id->kind = ri->kind ? (enum ident_kind)(ri->kind - 1) : IDENT_SERVICE;
+        id->cert_cn = xstrdup(cn);
+        return convert_groups(ld, path, ri, id);
+    }
     if (!ri->secret_hash)
         return cfgld_fail(ld, path, AT_KEY, "missing required key \"%s\" in %s (\"%s\")", hash_key,
                           path, ri->name);
@@ -635,32 +670,27 @@ static int convert_identity(struct loader *ld, const char *path, const struct ra
     id->kind = ri->kind ? (enum ident_kind)(ri->kind - 1) : is_token ? IDENT_SERVICE : IDENT_HUMAN;
     id->is_token = is_token;
     id->secret_hash = xstrdup(ri->secret_hash);
-    if (ri->groups_count) {
-        id->groups = xcalloc(ri->groups_count, sizeof(*id->groups));
-        for (unsigned g = 0; g < ri->groups_count; g++) {
-            if (!ri->groups[g] || !*ri->groups[g]) {
-                snprintf(key, sizeof(key), "%s.groups[%u]", path, g);
-                return cfgld_fail(ld, key, AT_VALUE, "empty group name in %s", key);
-            }
-            id->groups[id->n_groups++] = xstrdup(ri->groups[g]);
-        }
-    }
-    return 0;
+    return convert_groups(ld, path, ri, id);
 }
 
 static int convert_identities(struct loader *ld, const struct raw_identities *ri,
                               struct sluice_config *cfg)
 {
-    if (!ri || !(ri->users_count + ri->tokens_count)) return 0;
-    cfg->identities = xcalloc(ri->users_count + ri->tokens_count, sizeof(*cfg->identities));
+    if (!ri || !(ri->users_count + ri->tokens_count + ri->certs_count)) return 0;
+    cfg->identities =
+        xcalloc(ri->users_count + ri->tokens_count + ri->certs_count, sizeof(*cfg->identities));
     char path[64];
     for (unsigned i = 0; i < ri->users_count; i++) {
         snprintf(path, sizeof(path), "identities.users[%u]", i);
-        if (convert_identity(ld, path, &ri->users[i], false, cfg) < 0) return -1;
+        if (convert_identity(ld, path, &ri->users[i], 'u', cfg) < 0) return -1;
     }
     for (unsigned i = 0; i < ri->tokens_count; i++) {
         snprintf(path, sizeof(path), "identities.tokens[%u]", i);
-        if (convert_identity(ld, path, &ri->tokens[i], true, cfg) < 0) return -1;
+        if (convert_identity(ld, path, &ri->tokens[i], 't', cfg) < 0) return -1;
+    }
+    for (unsigned i = 0; i < ri->certs_count; i++) {
+        snprintf(path, sizeof(path), "identities.certs[%u]", i);
+        if (convert_identity(ld, path, &ri->certs[i], 'c', cfg) < 0) return -1;
     }
     return 0;
 }

@@ -73,6 +73,9 @@ struct cfg_identity {
      * (users) or token_hash (tokens); `sluice hash-token` makes one. */
     char *secret_hash;
     bool is_token; /* from identities.tokens: always cleartext (API tokens, JWTs) */
+    /* from identities.certs: logs in with a TLS client certificate (tls.client_ca verified it)
+     * whose subject CN is cert_cn; no secret (secret_hash NULL) */
+    char *cert_cn;
 };
 
 /* ---- guardrails and policy (issue 3). Pure data: src/policy/ compiles and evaluates it. */

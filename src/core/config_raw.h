@@ -54,6 +54,7 @@ struct raw_ident {
     char **groups;
     unsigned groups_count;
     char *secret_hash; /* password_hash (users) or token_hash (tokens) */
+    char *cn;          /* certs: the certificate's subject CN (default: name) */
 };
 
 struct raw_oidc {
@@ -74,6 +75,8 @@ struct raw_identities {
     unsigned users_count;
     struct raw_ident *tokens;
     unsigned tokens_count;
+    struct raw_ident *certs;
+    unsigned certs_count;
     struct raw_oidc *oidc;
 };
 

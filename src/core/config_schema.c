@@ -148,8 +148,20 @@ static const cyaml_schema_field_t token_fields[] = {
     CYAML_FIELD_END,
 };
 
+static const cyaml_schema_field_t cert_fields[] = {
+    STR_OPT("name", struct raw_ident, name),
+    ENUM_OPT("kind", struct raw_ident, kind, kind_strings),
+    CYAML_FIELD_SEQUENCE("groups", OPT | CYAML_FLAG_POINTER_NULL, struct raw_ident, groups,
+                         &group_schema, 0, CYAML_UNLIMITED),
+    STR_OPT("cn", struct raw_ident, cn),
+    CYAML_FIELD_END,
+};
+
 static const cyaml_schema_value_t user_schema = {
     CYAML_VALUE_MAPPING(CYAML_FLAG_DEFAULT, struct raw_ident, user_fields),
+};
+static const cyaml_schema_value_t cert_schema = {
+    CYAML_VALUE_MAPPING(CYAML_FLAG_DEFAULT, struct raw_ident, cert_fields),
 };
 static const cyaml_schema_value_t token_schema = {
     CYAML_VALUE_MAPPING(CYAML_FLAG_DEFAULT, struct raw_ident, token_fields),
@@ -174,6 +186,8 @@ static const cyaml_schema_field_t identities_fields[] = {
                          &user_schema, 0, CYAML_UNLIMITED),
     CYAML_FIELD_SEQUENCE("tokens", OPT | CYAML_FLAG_POINTER_NULL, struct raw_identities, tokens,
                          &token_schema, 0, CYAML_UNLIMITED),
+    CYAML_FIELD_SEQUENCE("certs", OPT | CYAML_FLAG_POINTER_NULL, struct raw_identities, certs,
+                         &cert_schema, 0, CYAML_UNLIMITED),
     MAP_OPT("oidc", struct raw_identities, oidc, oidc_fields),
     CYAML_FIELD_END,
 };

@@ -91,6 +91,10 @@ SSL_CTX *tls_client_ctx(const struct cfg_target *t, char *err, size_t errlen);
 int tls_attach(struct sock *s, SSL_CTX *ctx, bool server, const struct cfg_target *t);
 /* Drive the handshake: 1 done, 0 in progress (wait per s->want_write), -1 failed. */
 int tls_handshake(struct sock *s, bool server, char *err, size_t errlen);
+/* The subject CN of the certificate the TLS peer presented and the handshake verified, into
+ * out (NUL-terminated, UTF-8). 0, or -1: no TLS, no certificate, not verified, no CN or more
+ * than one, a CN holding a NUL byte or longer than outcap - 1. */
+int tls_peer_cn(const struct sock *s, char *out, size_t outcap);
 /* Fill err with the last OpenSSL error (and clear the queue). */
 void tls_error_text(char *err, size_t errlen);
 

@@ -91,6 +91,28 @@ int tls_attach(struct sock *s, SSL_CTX *ctx, bool server, const struct cfg_targe
     return 0;
 }
 
+int tls_peer_cn(const struct sock *s, char *out, size_t outcap)
+{
+    if (!s->ssl) return -1;
+    X509 *cert = SSL_get0_peer_certificate(s->ssl);
+    if (!cert || SSL_get_verify_result(s->ssl) != X509_V_OK) return -1;
+    const X509_NAME *subj = X509_get_subject_name(cert);
+    int i = X509_NAME_get_index_by_NID(subj, NID_commonName, -1);
+    if (i < 0 || X509_NAME_get_index_by_NID(subj, NID_commonName, i) >= 0) return -1;
+    const ASN1_STRING *d = X509_NAME_ENTRY_get_data(X509_NAME_get_entry(subj, i));
+    unsigned char *utf8 = NULL;
+    int n = ASN1_STRING_to_UTF8(&utf8, d);
+    if (n < 0) return -1;
+    int rc = -1;
+    if ((size_t)n < outcap && !memchr(utf8, 0, (size_t)n)) {
+        memcpy(out, utf8, (size_t)n);
+        out[n] = '\0';
+        rc = 0;
+    }
+    OPENSSL_free(utf8);
+    return rc;
+}
+
 int tls_handshake(struct sock *s, bool server, char *err, size_t errlen)
 {
     ERR_clear_error();

@@ -163,7 +163,10 @@ static void event_base(struct session *s, struct audit_event *ev, enum audit_kin
         config_groups_join(s->ident, groups, glen);
         ev->groups = groups;
     }
-    ev->auth_method = s->ident ? (s->ident->is_token ? "token" : "password") : NULL;
+    ev->auth_method = !s->ident            ? NULL
+                      : s->ident->cert_cn  ? "cert"
+                      : s->ident->is_token ? "token"
+                                           : "password";
     ev->client_addr = s->addr_text;
     ev->application_name = s->app_name;
     ev->target = s->target ? s->target->name : s->dbname;

@@ -63,6 +63,8 @@ static void session_park_abandon(struct session *s, const char *reason);
 static void session_ident_free(struct cfg_identity *ci);
 static void limit_free(struct limit_entry *l);
 static void auth_delay(struct session *s, unsigned delay);
+static void auth_failed(struct session *s, const char *why);
+static void auth_succeeded(struct session *s);
 
 /* ---- small helpers ------------------------------------------------------------------ */
 
@@ -457,6 +459,32 @@ static void session_ident_free(struct cfg_identity *ci)
     free(ci);
 }
 
+/* identities.certs: the TLS handshake verified the client's certificate against
+ * tls.client_ca, and its subject CN must be the identity's; no secret is asked for, as with
+ * PostgreSQL's cert method. Failures count towards the address's login throttle. */
+static void session_login_cert(struct session *s)
+{
+    unsigned blocked = ident_blocked_ms(&s->addr);
+    if (blocked > 0) {
+        log_info("session %llu: login for user \"%s\" from %s refused unchecked: too many failed "
+                 "logins from this address",
+                 (unsigned long long)s->id, s->user, s->addr_text);
+        relay_audit_session(s, AUDIT_AUTH_FAILURE, "too many failed logins from this address");
+        auth_delay(s, blocked);
+        return;
+    }
+    char cn[80];
+    if (!s->tls_client) {
+        auth_failed(s, "no TLS client certificate");
+        return;
+    }
+    if (tls_peer_cn(&s->cl.sk, cn, sizeof cn) != 0 || strcmp(cn, s->ident->cert_cn) != 0) {
+        auth_failed(s, "the client certificate's CN is not the identity's");
+        return;
+    }
+    auth_succeeded(s);
+}
+
 static void send_auth_request(struct session *s)
 {
     bool scram = uses_scram(s);
@@ -533,6 +561,10 @@ static void handle_startup_packet(struct session *s, const struct pg_startup *st
         return;
     }
     s->ident = config_find_identity(s->rt->cfg, s->user);
+    if (s->ident && s->ident->cert_cn) {
+        session_login_cert(s);
+        return;
+    }
     send_auth_request(s);
 }
 
@@ -2679,8 +2711,10 @@ static void session_on_tick(struct session *s, uint64_t now_ms)
     switch (s->state) {
     case S_AUTH_DELAY: {
         char msg[300];
-        snprintf(msg, sizeof msg, "password authentication failed for user \"%.200s\"", s->user);
-        session_fail(s, "28P01", msg, NULL, "authentication failed");
+        bool cert = s->ident && s->ident->cert_cn; /* PostgreSQL's words for its cert method */
+        snprintf(msg, sizeof msg, "%s authentication failed for user \"%.200s\"",
+                 cert ? "certificate" : "password", s->user);
+        session_fail(s, cert ? "28000" : "28P01", msg, NULL, "authentication failed");
         return;
     }
     case S_UP_RESOLVE: {

@@ -329,8 +329,10 @@ class SluiceConfig:
             if t.get("sslrootcert"):
                 line += f", sslrootcert: {t['sslrootcert']}"
             out.append(line + " }")
-        users = [(n, i) for n, i in self.identities.items() if not i["token"]]
+        users = [(n, i) for n, i in self.identities.items()
+                 if not i["token"] and not i.get("cert")]
         tokens = [(n, i) for n, i in self.identities.items() if i["token"]]
+        certs = [(n, i) for n, i in self.identities.items() if i.get("cert")]
         out.append("identities:")
         out.append("  users:")
         for n, i in users:
@@ -340,6 +342,12 @@ class SluiceConfig:
         for n, i in tokens:
             out.append(f"    - {{ name: {yaml_str(n)}, kind: {i['kind']}, groups: [{', '.join(i['groups'])}], "
                        f"token_hash: {yaml_str(i['secret_hash'])} }}")
+        if certs:  # identities that log in with a client certificate (cert=True, cn=...)
+            out.append("  certs:")
+        for n, i in certs:
+            cn = f", cn: {yaml_str(i['cn'])}" if i.get("cn") else ""
+            out.append(f"    - {{ name: {yaml_str(n)}, kind: {i['kind']}, groups: [{', '.join(i['groups'])}]"
+                       f"{cn} }}")
         # The transparency tests run tools that drop and truncate (pgbench -i, psql -f,
         # pg_dump's set_config): alice and etl may pass every guardrail; bob and copilot stay
         # under the defaults for the policy tests.

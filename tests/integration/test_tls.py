@@ -2,10 +2,13 @@
 CA (certificate SAN holds 127.0.0.1). Upstream leg: a target with sslmode verify-full reaches
 a hostssl-only role; a target whose sslrootcert is an unrelated CA must fail to connect."""
 
+import time
+
 import psycopg2
 import pytest
 
 import pgwire
+from test_audit import export_events
 
 
 def test_client_tls_require(sluice):
@@ -120,3 +123,31 @@ def test_bulk_data_over_tls_both_legs(sluice):
     cnt, md5 = cur.fetchone()
     assert cnt == 100000 and md5 == hashlib.md5(rows.encode()).hexdigest()
     c.rollback()
+
+
+def test_client_certificate_logs_in_as_its_identity(spawn_sluice, certs, pg):
+    """identities.certs (mTLS): a client whose certificate tls.client_ca verified logs in as
+    the identity whose cn is the certificate's subject CN, with no password (PostgreSQL's cert
+    method); the upstream login uses the target's credentials as for anyone. The identity's
+    kind and groups apply to policy, and the audit names it with auth_method cert."""
+    extra = {"reporting-svc": dict(kind="service", groups=["reports"], token=False, cert=True,
+                                   cn="client"),
+             "other-svc": dict(kind="service", groups=[], token=False, cert=True, cn="other")}
+    sp, ep = spawn_sluice("mtls-ident", client_ca=True, extra_identities=extra)
+    tls = dict(sslmode="require", sslcert=f"{certs}/client.crt", sslkey=f"{certs}/client.key")
+    c = psycopg2.connect(host="127.0.0.1", port=ep.port, dbname="shop", user="reporting-svc",
+                         password="", **tls)
+    cur = c.cursor()
+    cur.execute("SELECT current_user, count(*) FROM customers")
+    assert cur.fetchone()[0] == "app_scram"  # the target's role, not the certificate's
+    c.close()
+    # the certificate's CN is not this identity's; without TLS there is no certificate
+    for user, kw in (("other-svc", tls), ("reporting-svc", dict(sslmode="disable"))):
+        with pytest.raises(psycopg2.OperationalError) as ei:
+            psycopg2.connect(host="127.0.0.1", port=ep.port, dbname="shop", user=user,
+                             password="x", **kw)
+        assert f'certificate authentication failed for user "{user}"' in str(ei.value)
+    time.sleep(0.3)  # the session_start is committed within the writer's batch delay
+    starts = [e for e in export_events(sp) if e["kind"] == "session_start"]
+    assert any(e["identity"] == "reporting-svc" and e["auth_method"] == "cert" and
+               e["identity_kind"] == "service" for e in starts), starts

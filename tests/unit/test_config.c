@@ -102,6 +102,7 @@ static void test_defaults(void **state)
     assert_int_equal(cfg->server.shutdown_timeout, 30);
     assert_int_equal(cfg->server.auth_timeout, 15);
     assert_int_equal(cfg->server.connect_timeout, 10);
+    assert_int_equal(cfg->server.pool_max_lifetime, 600);
     assert_int_equal(cfg->server.max_connections, 10000);
     assert_int_equal(cfg->server.max_message_size, 1073741824u);
     assert_null(config_find_target(cfg, "shop"));
@@ -239,7 +240,7 @@ static void test_full_values(void **state)
     assert_string_equal(cfg->oidc.name_claim, "email");
     assert_int_equal(cfg->admin.n_groups, 1);
 
-    assert_int_equal(cfg->n_identities, 4);
+    assert_int_equal(cfg->n_identities, 5);
     assert_string_equal(cfg->identities[0].name, "alice@corp.com");
     assert_string_equal(cfg->identities[1].name, "bob@corp.com");
     assert_string_equal(cfg->identities[2].name, "etl");
@@ -263,6 +264,11 @@ static void test_full_values(void **state)
     assert_int_equal(copilot->kind, IDENT_AGENT);
     assert_int_equal(copilot->n_groups, 1);
     assert_string_equal(copilot->groups[0], "ai");
+    const struct cfg_identity *billing = config_find_identity(cfg, "billing-svc");
+    assert_non_null(billing);
+    assert_string_equal(billing->cert_cn, "billing.internal");
+    assert_null(billing->secret_hash);
+    assert_int_equal(billing->kind, IDENT_SERVICE);
     assert_null(config_find_identity(cfg, "mallory"));
 
     assert_int_equal(cfg->server.workers, 4);
@@ -273,6 +279,9 @@ static void test_full_values(void **state)
     assert_int_equal(cfg->server.max_connections, 500);
     assert_int_equal(cfg->server.max_message_size, 64u << 20);
     assert_int_equal(cfg->server.max_row_size, 32u << 20);
+    assert_int_equal(cfg->server.pool_idle_timeout, 30);
+    assert_int_equal(cfg->server.pool_max_lifetime, 900);
+    assert_int_equal(cfg->server.pool_max_idle, 50);
     config_unref(cfg);
 }
 
@@ -373,6 +382,7 @@ static void test_verifiers_parse_with_scram(void **state)
         struct sluice_config *cfg = load_ok(files[f]);
         for (unsigned i = 0; i < cfg->n_identities; i++) {
             struct scram_verifier v;
+            if (cfg->identities[i].cert_cn) continue; /* no secret */
             if (scram_verifier_parse(cfg->identities[i].secret_hash, &v) != 0)
                 fail_msg("%s: verifier of %s rejected by scram_verifier_parse", files[f],
                          cfg->identities[i].name);
