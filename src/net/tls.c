@@ -113,6 +113,21 @@ int tls_peer_cn(const struct sock *s, char *out, size_t outcap)
     return rc;
 }
 
+int tls_server_end_point(const struct sock *s, unsigned char *out, size_t outcap)
+{
+    if (!s->ssl) return -1;
+    X509 *cert = SSL_get_certificate(s->ssl);
+    int algo;
+    if (!cert || !OBJ_find_sigid_algs(X509_get_signature_nid(cert), &algo, NULL)) return -1;
+    const EVP_MD *md =
+        algo == NID_md5 || algo == NID_sha1 ? EVP_sha256() : EVP_get_digestbynid(algo);
+    unsigned char hash[EVP_MAX_MD_SIZE];
+    unsigned n = 0;
+    if (!md || X509_digest(cert, md, hash, &n) != 1 || n > outcap) return -1;
+    memcpy(out, hash, n);
+    return (int)n;
+}
+
 int tls_handshake(struct sock *s, bool server, char *err, size_t errlen)
 {
     ERR_clear_error();

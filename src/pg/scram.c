@@ -345,6 +345,16 @@ void scram_server_set_nonce(struct scram_server *st, const char *nonce)
     st->test_nonce[n] = '\0';
 }
 
+int scram_server_set_binding(struct scram_server *st, bool plus, const unsigned char *cbind,
+                             size_t len)
+{
+    if (len == 0 || len > sizeof st->cbind) return -1;
+    memcpy(st->cbind, cbind, len);
+    st->cbind_len = len;
+    st->plus = plus;
+    return 0;
+}
+
 int scram_server_start(struct scram_server *st, const struct scram_verifier *v,
                        const char *client_first, size_t len, char *out, size_t outcap,
                        size_t *outlen)
@@ -356,14 +366,26 @@ int scram_server_start(struct scram_server *st, const struct scram_verifier *v,
 
     if (st->state != 0) goto fail;
     st->state = -1;
-    if (!client_first || len < 3 || len > SCRAM_MAX_FIRST_BARE + 16) goto fail;
+    if (!client_first || len < 3 || len > SCRAM_MAX_FIRST_BARE + 32) goto fail;
     if (memchr(client_first, '\0', len)) goto fail;
     if (v->salt_len == 0 || v->salt_len > sizeof v->salt) goto fail;
 
-    /* gs2-header: ("n" | "y") "," [authzid] "," -- no "p=", no authzid */
-    if ((p[0] != 'n' && p[0] != 'y') || p[1] != ',' || p[2] != ',') goto fail;
+    /* gs2-header: "n,," | "y,," | "p=tls-server-end-point,," -- no authzid */
+    static const char pfx[] = "p=tls-server-end-point,,";
+    size_t hl = 3;
+    if (st->plus) {
+        hl = sizeof pfx - 1;
+        if (!st->cbind_len || len < hl || memcmp(p, pfx, hl) != 0) goto fail;
+        unsigned char raw[sizeof pfx - 1 + SCRAM_MAX_CBIND];
+        memcpy(raw, p, hl);
+        memcpy(raw + hl, st->cbind, st->cbind_len);
+        if (scram_b64_encode(raw, hl + st->cbind_len, st->cb_b64, sizeof st->cb_b64) < 0) goto fail;
+    } else {
+        if ((p[0] != 'n' && p[0] != 'y') || p[1] != ',' || p[2] != ',') goto fail;
+        if (p[0] == 'y' && st->cbind_len) goto fail; /* binding was offered: a downgrade */
+    }
     st->gs2_flag = p[0];
-    p += 3;
+    p += hl;
 
     /* client-first-message-bare */
     size_t bare_len = (size_t)(end - p);
@@ -419,10 +441,11 @@ int scram_server_finish(struct scram_server *st, const char *client_final, size_
     if (!client_final || len == 0 || len > SCRAM_MAX_CLIENT_FINAL) goto done;
     if (memchr(client_final, '\0', len)) goto done;
 
-    /* channel-binding: base64 of the gs2 header the client sent first */
+    /* channel-binding: base64 of the gs2 header the client sent first, and with -PLUS the
+     * binding data of this TLS connection after it */
     if (take_attr(&p, end, 'c', &val, &vlen, &more) < 0 || !more) goto done;
-    const char *cb = st->gs2_flag == 'y' ? "eSws" : "biws";
-    if (vlen != 4 || memcmp(val, cb, 4) != 0) goto done;
+    const char *cb = st->gs2_flag == 'p' ? st->cb_b64 : st->gs2_flag == 'y' ? "eSws" : "biws";
+    if (vlen != strlen(cb) || memcmp(val, cb, vlen) != 0) goto done;
     if (take_attr(&p, end, 'r', &val, &vlen, &more) < 0 || !more) goto done;
     if (vlen != st->nonce_len || memcmp(val, st->server_first + 2, vlen) != 0) goto done;
     /* optional extensions, then "p=" last */

@@ -9,7 +9,8 @@
  * Pure code: bytes in, bytes out, no sockets, no logging, no heap. Every parser here is fed by
  * the network (clients or upstream servers) and treats its input as hostile: it takes an explicit
  * length, never reads past it, rejects embedded NULs, and bounds every field it keeps.
- * Channel binding (SCRAM-SHA-256-PLUS) is not offered: gs2 headers "n,," and "y,," only.
+ * Towards TLS clients sluice offers channel binding too (SCRAM-SHA-256-PLUS, type
+ * tls-server-end-point, RFC 5929: a hash of sluice's certificate), as PostgreSQL does.
  *
  * SASLprep is not applied: passwords are used as their raw bytes (UTF-8 as typed). ASCII
  * passwords, and non-ASCII ones already in NFKC form without mapped characters (the usual case),
@@ -31,6 +32,7 @@
 #define SCRAM_MAX_FIRST_BARE 512   /* client-first-message-bare */
 #define SCRAM_MAX_SERVER_FIRST 512 /* server-first-message */
 #define SCRAM_NONCE_LEN 24         /* characters of the nonces sluice makes (18 random bytes) */
+#define SCRAM_MAX_CBIND 64         /* channel-binding data: a certificate hash, SHA-512 at most */
 
 struct scram_verifier {
     unsigned iterations;
@@ -61,8 +63,12 @@ void scram_verifier_mock(const char *name, struct scram_verifier *out);
 
 /* Server side: sluice authenticates a client. State lives in the struct (no heap). */
 struct scram_server {
-    int state;     /* internal: 0 fresh, 1 started, 2 done, -1 failed */
-    char gs2_flag; /* 'n' or 'y' */
+    int state;        /* internal: 0 fresh, 1 started, 2 done, -1 failed */
+    char gs2_flag;    /* 'n', 'y' or 'p' */
+    bool plus;        /* the client chose SCRAM-SHA-256-PLUS (scram_server_set_binding) */
+    size_t cbind_len; /* channel binding offered: its data, else 0 */
+    unsigned char cbind[SCRAM_MAX_CBIND];
+    char cb_b64[128]; /* the c= a 'p' client must send: base64(gs2 header, cbind) */
     struct scram_verifier v;
     char test_nonce[SCRAM_MAX_NONCE + 1]; /* set by scram_server_set_nonce (tests only) */
     size_t first_bare_len;
@@ -71,9 +77,16 @@ struct scram_server {
     char server_first[SCRAM_MAX_SERVER_FIRST];
     size_t nonce_len; /* combined nonce: starts at server_first + 2 */
 };
-/* client_first = SASLInitialResponse data. Accept gs2 headers "n,," and "y,," (not "p=": we do not
- * offer SCRAM-SHA-256-PLUS). Writes server-first-message to out (len in *outlen). 0 ok, -1
- * malformed. st needs no initialisation beyond zeroing (or scram_server_set_nonce). */
+/* Before scram_server_start, for a TLS client: channel binding was offered (SCRAM-SHA-256-PLUS
+ * listed), its data is cbind (len bytes, at most SCRAM_MAX_CBIND), and plus says whether the
+ * client chose the -PLUS mechanism. 0, or -1 when len is out of bounds. */
+int scram_server_set_binding(struct scram_server *st, bool plus, const unsigned char *cbind,
+                             size_t len);
+/* client_first = SASLInitialResponse data. gs2 headers: "n,,"; "y,," only while channel binding
+ * was not offered (else the client was misled into thinking it was not: a downgrade); and
+ * "p=tls-server-end-point,," exactly when the client chose SCRAM-SHA-256-PLUS. No authzid.
+ * Writes server-first-message to out (len in *outlen). 0 ok, -1 malformed. st needs no
+ * initialisation beyond zeroing (or scram_server_set_nonce, then scram_server_set_binding). */
 int scram_server_start(struct scram_server *st, const struct scram_verifier *v,
                        const char *client_first, size_t len, char *out, size_t outcap,
                        size_t *outlen);

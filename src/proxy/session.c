@@ -485,10 +485,22 @@ static void session_login_cert(struct session *s)
     auth_succeeded(s);
 }
 
+/* Over TLS, SCRAM-SHA-256-PLUS is offered first (as PostgreSQL does) when sluice's certificate
+ * gives binding data; cbind (SCRAM_MAX_CBIND bytes) receives it. Its length, or 0. */
+static size_t channel_binding(struct session *s, unsigned char *cbind)
+{
+    int n = s->tls_client ? tls_server_end_point(&s->cl.sk, cbind, SCRAM_MAX_CBIND) : -1;
+    return n > 0 ? (size_t)n : 0;
+}
+
 static void send_auth_request(struct session *s)
 {
     bool scram = uses_scram(s);
-    if (scram) {
+    unsigned char cbind[SCRAM_MAX_CBIND];
+    if (scram && channel_binding(s, cbind)) {
+        static const char mechs[] = "SCRAM-SHA-256-PLUS\0SCRAM-SHA-256\0";
+        pg_put_auth(session_out_buf(&s->cl_out), PG_AUTH_SASL, mechs, sizeof mechs);
+    } else if (scram) {
         static const char mechs[] = "SCRAM-SHA-256\0";
         pg_put_auth(session_out_buf(&s->cl_out), PG_AUTH_SASL, mechs, sizeof mechs);
     } else {
@@ -831,7 +843,10 @@ static void on_auth_message(struct session *s, uint8_t type, const uint8_t *body
             session_fail(s, "08P01", "malformed SASL message", NULL, "malformed SASL initial");
             return;
         }
-        if (strcmp(mech, "SCRAM-SHA-256") != 0) {
+        unsigned char cbind[SCRAM_MAX_CBIND];
+        size_t cblen = channel_binding(s, cbind);
+        bool plus = cblen && strcmp(mech, "SCRAM-SHA-256-PLUS") == 0;
+        if (!plus && strcmp(mech, "SCRAM-SHA-256") != 0) {
             session_fail(s, "28000", "client selected an invalid SASL authentication mechanism",
                          NULL, "unsupported SASL mechanism");
             return;
@@ -844,6 +859,7 @@ static void on_auth_message(struct session *s, uint8_t type, const uint8_t *body
             return;
         }
         s->scram_sv = xcalloc(1, sizeof *s->scram_sv);
+        if (cblen) scram_server_set_binding(s->scram_sv, plus, cbind, cblen);
         if (scram_server_start(s->scram_sv, &v, (const char *)data, (size_t)dlen, out, sizeof out,
                                &outlen) != 0) {
             session_fail(s, "08P01", "malformed SCRAM message", NULL, "malformed SCRAM first");

@@ -151,3 +151,17 @@ def test_client_certificate_logs_in_as_its_identity(spawn_sluice, certs, pg):
     starts = [e for e in export_events(sp) if e["kind"] == "session_start"]
     assert any(e["identity"] == "reporting-svc" and e["auth_method"] == "cert" and
                e["identity_kind"] == "service" for e in starts), starts
+
+
+def test_scram_channel_binding_over_tls(sluice):
+    """Over TLS sluice offers SCRAM-SHA-256-PLUS with tls-server-end-point binding, as
+    PostgreSQL does, so a client that requires channel binding (against a man in the middle
+    holding another certificate) logs in; without TLS there is nothing to bind to."""
+    c = sluice.connect(sslmode="require", channel_binding="require")
+    assert c.info.ssl_in_use
+    c.cursor().execute("SELECT 1")
+    c.close()
+    with pytest.raises(psycopg2.OperationalError) as ei:
+        sluice.connect(sslmode="disable", channel_binding="require")
+    assert "channel binding" in str(ei.value)
+    sluice.assert_alive()

@@ -538,6 +538,73 @@ static void test_hostile_random(void **state)
     }
 }
 
+/* Channel binding (SCRAM-SHA-256-PLUS, tls-server-end-point): the gs2 header must match the
+ * mechanism and what was offered, and the client's c= must carry this connection's data. */
+static void test_channel_binding(void **state)
+{
+    (void)state;
+    static const unsigned char cb[32] = {1, 2, 3, 4, 5, 6, 7, 8, 9};
+    static const char plus_first[] = "p=tls-server-end-point,,n=,r=abcdef";
+    struct scram_verifier v;
+    struct scram_server st;
+    char out[600], msg[400], b64[200];
+    size_t outlen = 0;
+    rfc_verifier(&v);
+    struct {
+        bool offered, plus;
+        const char *first;
+        int want;
+    } cases[] = {
+        {true, true, plus_first, 0},
+        {true, true, "n,,n=,r=abcdef", -1},            /* -PLUS chosen, no binding sent */
+        {true, true, "p=tls-unique,,n=,r=abcdef", -1}, /* another binding type */
+        {true, true, "p=tls-server-end-point,a=x,n=,r=abcdef", -1}, /* an authzid */
+        {true, false, "n,,n=,r=abcdef", 0},                         /* plain SCRAM over TLS */
+        {true, false, "y,,n=,r=abcdef", -1}, /* offered, yet "server cannot": downgrade */
+        {true, false, plus_first, -1},       /* binding without choosing -PLUS */
+        {false, false, "y,,n=,r=abcdef", 0}, /* not offered (no TLS) */
+        {false, false, plus_first, -1},
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        memset(&st, 0, sizeof st);
+        if (cases[i].offered)
+            assert_int_equal(scram_server_set_binding(&st, cases[i].plus, cb, 32), 0);
+        int rc = scram_server_start(&st, &v, cases[i].first, strlen(cases[i].first), out,
+                                    sizeof out, &outlen);
+        if (rc != cases[i].want)
+            fail_msg("case %zu (%s): %d, want %d", i, cases[i].first, rc, cases[i].want);
+    }
+    assert_int_equal(scram_server_set_binding(&st, true, cb, 0), -1);
+    assert_int_equal(scram_server_set_binding(&st, true, cb, SCRAM_MAX_CBIND + 1), -1);
+
+    /* client-final: c= is base64("p=tls-server-end-point,," + cb); with it, a bogus proof is
+     * a wrong proof (-2); with the header alone, or another connection's data, malformed */
+    unsigned char raw[24 + 32];
+    memcpy(raw, "p=tls-server-end-point,,", 24);
+    memcpy(raw + 24, cb, 32);
+    unsigned char other[24 + 32];
+    memcpy(other, raw, sizeof other);
+    other[30] ^= 1;
+    const struct {
+        const unsigned char *data;
+        size_t len;
+        int want;
+    } finals[] = {{raw, sizeof raw, -2}, {raw, 24, -1}, {other, sizeof other, -1}};
+    for (size_t i = 0; i < sizeof finals / sizeof finals[0]; i++) {
+        memset(&st, 0, sizeof st);
+        scram_server_set_nonce(&st, "srvnonce");
+        assert_int_equal(scram_server_set_binding(&st, true, cb, 32), 0);
+        assert_int_equal(
+            scram_server_start(&st, &v, plus_first, strlen(plus_first), out, sizeof out, &outlen),
+            0);
+        assert_true(scram_b64_encode(finals[i].data, finals[i].len, b64, sizeof b64) > 0);
+        snprintf(msg, sizeof msg, "c=%s,r=abcdefsrvnonce,p=%s", b64,
+                 "AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA=");
+        if (scram_server_finish(&st, msg, strlen(msg), out, sizeof out, &outlen) != finals[i].want)
+            fail_msg("client-final #%zu: want %d", i, finals[i].want);
+    }
+}
+
 static void test_base64(void **state)
 {
     (void)state;
@@ -591,6 +658,7 @@ int main(void)
         cmocka_unit_test(test_server_final_malformed),
         cmocka_unit_test(test_client_malformed),
         cmocka_unit_test(test_hostile_random),
+        cmocka_unit_test(test_channel_binding),
         cmocka_unit_test(test_base64),
         cmocka_unit_test(test_md5),
     };
