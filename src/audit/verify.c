@@ -45,7 +45,11 @@ static const char *jstr(cJSON *o, const char *k)
 static int jnum(cJSON *o, const char *k, int64_t *out)
 {
     cJSON *v = cJSON_GetObjectItemCaseSensitive(o, k);
-    if (!cJSON_IsNumber(v)) return -1;
+    /* a number out of int64_t's range (or NaN) is not one sluice wrote: the cast would be
+     * undefined (found by fuzz_jsonl) */
+    if (!cJSON_IsNumber(v) ||
+        !(v->valuedouble >= -9223372036854775808.0 && v->valuedouble < 9223372036854775808.0))
+        return -1;
     *out = (int64_t)v->valuedouble;
     return 0;
 }

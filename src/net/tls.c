@@ -31,7 +31,11 @@ SSL_CTX *tls_server_ctx(const struct cfg_tls *tls, char *err, size_t errlen)
     SSL_CTX_set_min_proto_version(ctx, TLS1_2_VERSION);
     SSL_CTX_set_mode(ctx, SSL_MODE_ENABLE_PARTIAL_WRITE | SSL_MODE_ACCEPT_MOVING_WRITE_BUFFER |
                               SSL_MODE_RELEASE_BUFFERS);
-    SSL_CTX_set_options(ctx, SSL_OP_NO_RENEGOTIATION);
+    /* No session resumption, as in PostgreSQL: with tls.client_ca a resumed session needs a
+     * session id context (OpenSSL refused it with an internal error alert), and a client's
+     * certificate, its identity (identities.certs), is checked on every connection. */
+    SSL_CTX_set_options(ctx, SSL_OP_NO_RENEGOTIATION | SSL_OP_NO_TICKET);
+    SSL_CTX_set_session_cache_mode(ctx, SSL_SESS_CACHE_OFF);
     if (SSL_CTX_use_certificate_chain_file(ctx, tls->cert) != 1) goto fail;
     if (SSL_CTX_use_PrivateKey_file(ctx, tls->key, SSL_FILETYPE_PEM) != 1) goto fail;
     if (SSL_CTX_check_private_key(ctx) != 1) goto fail;

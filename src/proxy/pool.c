@@ -12,7 +12,8 @@
  * A backend keeps what it read at its login: its role's and database's defaults (ALTER ROLE
  * ... SET), and the right to log in at all. So a connection is not reused once
  * server.pool_max_lifetime has passed since its login began, nor after a statement through
- * sluice changed those (pool_epoch_bump: ALTER ROLE, ALTER DATABASE, DROP ROLE, REVOKE).
+ * sluice changed those (pool_epoch_bump when its transaction ends: ALTER ROLE, ALTER
+ * DATABASE, their RENAME, DROP ROLE, REVOKE).
  * Anything unexpected from an idle server (an error, a close, data) drops the connection.
  * Connections never leave their worker, so no locks but the epoch's atomic.
  */
@@ -58,7 +59,7 @@ static bool reset_put(struct buf *b)
     uint64_t r;
     if (RAND_bytes((unsigned char *)&r, sizeof r) != 1) return false;
     char sql[64];
-    snprintf(sql, sizeof sql, "SELECT setseed(%.17g)",
+    snprintf(sql, sizeof sql, "SELECT pg_catalog.setseed(%.17g)",
              (double)(r >> 11) / 4503599627370496.0 - 1.0);
     size_t m = pg_msg_begin(b, 'Q');
     buf_append_str(b, reset_query);

@@ -1617,7 +1617,10 @@ static void statement_judge_facts(struct session *s, const char *sql, bool query
                 facts->n_stmts ? (unsigned)facts->stmts[0].cls : (unsigned)CFG_CLASS_UTILITY);
     for (unsigned k = 0; k < facts->n_stmts; k++) {
         if (facts->stmts[k].cls == SQL_DDL) catalog_invalidate(s->target_idx); /* column names */
-        if (facts->stmts[k].flags & SQL_F_LOGIN_STATE) pool_epoch_bump();
+        /* pool.c: backends logged in before it commits are not reused (bumped at the
+         * ReadyForQuery that ends its transaction; a refused one bumps nothing) */
+        if ((facts->stmts[k].flags & SQL_F_LOGIN_STATE) && d.action != POLICY_DENY)
+            s->login_state_changed = true;
     }
     if (d.action == POLICY_ALLOW) {
         v->ok = true;
@@ -2062,6 +2065,8 @@ static enum hold_action on_server_message(struct session *s, uint8_t type, const
             if (body[0] == 'I') { /* its portals are gone */
                 if (s->caps.n) prepared_cap_drop(s);
                 prepared_portals_drop(s);
+                if (s->login_state_changed) pool_epoch_bump(); /* committed (or rolled back) */
+                s->login_state_changed = false;
             }
             if (s->audit_ops) relay_audit_ready(s);
             relay_mask_group_end(s);
@@ -2512,6 +2517,10 @@ static enum pump_result relay_pump(struct session *s, struct side *src, struct s
         }
         side_release_in(src);
         if (drained) return PUMP_IDLE;
+        /* after a half-close nothing more can come: reading again would take the end for a
+         * disconnect and drop answers not yet written (TLS sessions run both directions on
+         * every event) */
+        if (from_client && s->client_eof) return PUMP_IDLE;
         if (!src->in) src->in = buf_get();
         b = src->in;
         if (b->cap - b->len < 512) buf_compact(b);

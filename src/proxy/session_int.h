@@ -171,6 +171,8 @@ struct session {
     bool client_left; /* the client ended the session (Terminate or close) */
     bool client_eof;  /* the client shut down its sending side with statements unanswered: they
                        * are answered (the client may still read), then the session ends */
+    bool login_state_changed;      /* an SQL_F_LOGIN_STATE statement went upstream in this
+                                    * transaction: pool_epoch_bump() when it ends */
     uint64_t c2s_group, s2c_group; /* Query/Sync/FunctionCall sent; ReadyForQuery received */
     /* limit_rows per Query/Sync group, oldest first: DataRows beyond it are not sent. */
     struct limit_entry *limits, *limits_tail;

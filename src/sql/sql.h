@@ -63,8 +63,9 @@ enum sql_flag {
      * type's attribute), ALTER COLUMN ... TYPE (rewrites every value; USING may set any) */
     SQL_F_DROP_PART = 1u << 14,
     /* changes what a new session starts with or whether it may log in, which a backend
-     * already logged in never learns: ALTER ROLE and ALTER DATABASE (their SET and RESET
-     * too), DROP ROLE, REVOKE. Pooled upstream connections made before it are not reused.
+     * already logged in never learns: ALTER ROLE and ALTER DATABASE (their SET, RESET and
+     * RENAME too), DROP ROLE, REVOKE. Pooled upstream connections made before it are not
+     * reused.
      * (the last flag: tests/fuzz/fuzz_sql.c checks none is above it) */
     SQL_F_LOGIN_STATE = 1u << 15
 };

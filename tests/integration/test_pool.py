@@ -9,6 +9,9 @@ One worker, so that consecutive clients meet the same pool.
 
 import time
 
+import psycopg2
+import pytest
+
 
 def _pid(conn):
     cur = conn.cursor()
@@ -179,3 +182,53 @@ def test_reused_backend_parameters_are_masked_as_at_login(spawn_sluice):
     assert r.query("SELECT pg_backend_pid()")[0][0] == pid
     assert r.params["application_name"] == fresh
     r.terminate()
+
+
+def test_role_change_in_a_transaction_ends_reuse_when_it_commits(spawn_sluice, pg):
+    """A backend that logs in while ALTER ROLE ... SET is still uncommitted reads the old
+    defaults: the pool's epoch moves when that transaction ends, not when the statement was
+    judged."""
+    _, ep = spawn_sluice("pool-role-tx", server_extra={"workers": 1})
+    a = ep.connect("shop", user="etl")
+    a.autocommit = True
+    try:
+        a.cursor().execute("BEGIN; ALTER ROLE CURRENT_USER SET work_mem = '7MB'")
+        b = ep.connect("shop", user="etl")  # logs in before the commit: work_mem 4MB
+        b.autocommit = True
+        pid_b = _pid(b)
+        assert _one(b, "SHOW work_mem") == "4MB"
+        b.close()
+        time.sleep(0.5)
+        a.cursor().execute("COMMIT")
+        c = ep.connect("shop", user="etl")
+        c.autocommit = True
+        assert _pid(c) != pid_b, "a backend from before the commit was reused"
+        assert _one(c, "SHOW work_mem") == "7MB"
+        c.close()
+    finally:
+        a.close()
+        d = pg.admin(dbname="shop")
+        d.autocommit = True
+        d.cursor().execute("ALTER ROLE app_scram RESET work_mem")
+        d.close()
+
+
+def test_refused_role_change_keeps_the_pool(spawn_sluice):
+    """A statement policy refuses changes nothing: it must not let any client empty every
+    pool (an agent's refused DROP ROLE, say)."""
+    _, ep = spawn_sluice("pool-refused", server_extra={"workers": 1})
+    a = ep.connect("shop", user="etl")
+    a.autocommit = True
+    pid = _pid(a)
+    a.close()
+    time.sleep(0.5)
+    agent = ep.connect("shop", user="copilot", application_name="agent")  # its own backend
+    agent.autocommit = True
+    with pytest.raises(psycopg2.Error) as ei:
+        agent.cursor().execute("DROP ROLE IF EXISTS nobody_at_all")
+    assert ei.value.pgcode == "42501"
+    agent.close()
+    b = ep.connect("shop", user="etl")
+    b.autocommit = True
+    assert _pid(b) == pid, "a refused statement emptied the pool"
+    b.close()

@@ -197,22 +197,27 @@ def test_unsynced_extended_write_is_not_committed(spawn_sluice, pg):
     adm.close()
 
 
-@pytest.mark.parametrize("rows", [1, 5])
-def test_half_closed_client_gets_its_answers(sluice, pg, rows):
+@pytest.mark.parametrize("rows,target,pause", [(1, "shop", 0), (5, "shop", 0),
+                                               (20, "shop_tls", 1.0)])
+def test_half_closed_client_gets_its_answers(sluice, pg, rows, target, pause):
     """A client that sends a Query and shuts down its sending side (shutdown(SHUT_WR), as
     scripts and some proxies do) still reads every answer, and the statements run, as
     PostgreSQL does: it answers before it notices the end. Five 200 kB rows fill the socket
-    buffers, so the session must also keep writing to a client that sends nothing more."""
+    buffers, so the session must also keep writing to a client that sends nothing more; 20
+    of them to a client that starts reading a second late, over an upstream TLS connection."""
     adm = pg.admin(dbname="shop")
     adm.autocommit = True
     cur = adm.cursor()
     cur.execute("CREATE TABLE IF NOT EXISTS relay_halfclose (v int)")
     cur.execute("GRANT ALL ON relay_halfclose TO app_scram")
     cur.execute("TRUNCATE relay_halfclose")
-    a = sluice.raw_login("shop", ALICE)
+    a = sluice.raw_login(target, ALICE)
     a.send(message(b"Q", cstr(f"SELECT repeat('x', 200000) FROM generate_series(1, {rows}); "
                               "INSERT INTO relay_halfclose VALUES (1)")))
     a.sock.shutdown(socket.SHUT_WR)
+    # with the upstream on TLS, sluice runs both directions at every event: the answer must
+    # wait whole for a client that reads late, not be taken for a disconnect
+    time.sleep(pause)
     msgs = read_until(a, stop=b"Z")
     assert [t for t, _ in msgs] == [b"T"] + [b"D"] * rows + [b"C", b"C", b"Z"], \
         [t for t, _ in msgs]

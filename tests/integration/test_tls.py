@@ -2,6 +2,9 @@
 CA (certificate SAN holds 127.0.0.1). Upstream leg: a target with sslmode verify-full reaches
 a hostssl-only role; a target whose sslrootcert is an unrelated CA must fail to connect."""
 
+import socket
+import ssl
+import struct
 import time
 
 import psycopg2
@@ -165,3 +168,24 @@ def test_scram_channel_binding_over_tls(sluice):
         sluice.connect(sslmode="disable", channel_binding="require")
     assert "channel binding" in str(ei.value)
     sluice.assert_alive()
+
+
+def test_tls_session_resumption_with_client_ca(spawn_sluice, certs):
+    """A client offering a saved TLS session (Python's ssl, JDBC) to an mTLS sluice gets a
+    full handshake, as from PostgreSQL (no resumption), not an internal-error alert."""
+    sp, ep = spawn_sluice("mtls-resume", client_ca=True)
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    ctx.check_hostname = False
+    ctx.verify_mode = ssl.CERT_NONE
+    ctx.maximum_version = ssl.TLSVersion.TLSv1_2
+    ctx.load_cert_chain(f"{certs}/client.crt", f"{certs}/client.key")
+    session = None
+    for _ in range(2):
+        raw = socket.create_connection(("127.0.0.1", ep.port))
+        raw.sendall(struct.pack("!II", 8, pgwire.SSL_REQUEST))
+        assert raw.recv(1) == b"S"
+        tls = ctx.wrap_socket(raw, session=session)
+        assert tls.version() == "TLSv1.2"
+        session = tls.session
+        tls.close()
+    ep.assert_alive()
