@@ -459,20 +459,26 @@ static void session_ident_free(struct cfg_identity *ci)
     free(ci);
 }
 
+/* While the address's failed logins are delayed (ident.h), a login is refused without being
+ * checked, nor counted as a failure: true when it was. */
+static bool login_throttled(struct session *s)
+{
+    unsigned blocked = ident_blocked_ms(&s->addr);
+    if (blocked == 0) return false;
+    log_info("session %llu: login for user \"%s\" from %s refused unchecked: too many failed "
+             "logins from this address",
+             (unsigned long long)s->id, s->user, s->addr_text);
+    relay_audit_session(s, AUDIT_AUTH_FAILURE, "too many failed logins from this address");
+    auth_delay(s, blocked);
+    return true;
+}
+
 /* identities.certs: the TLS handshake verified the client's certificate against
  * tls.client_ca, and its subject CN must be the identity's; no secret is asked for, as with
  * PostgreSQL's cert method. Failures count towards the address's login throttle. */
 static void session_login_cert(struct session *s)
 {
-    unsigned blocked = ident_blocked_ms(&s->addr);
-    if (blocked > 0) {
-        log_info("session %llu: login for user \"%s\" from %s refused unchecked: too many failed "
-                 "logins from this address",
-                 (unsigned long long)s->id, s->user, s->addr_text);
-        relay_audit_session(s, AUDIT_AUTH_FAILURE, "too many failed logins from this address");
-        auth_delay(s, blocked);
-        return;
-    }
+    if (login_throttled(s)) return;
     char cn[80];
     if (!s->tls_client) {
         auth_failed(s, "no TLS client certificate");
@@ -806,15 +812,7 @@ static void on_auth_message(struct session *s, uint8_t type, const uint8_t *body
                      "protocol violation during authentication");
         return;
     }
-    unsigned blocked = ident_blocked_ms(&s->addr);
-    if (blocked > 0) { /* a guess is not even checked (ident.h), nor counted as a failure */
-        log_info("session %llu: login for user \"%s\" from %s refused unchecked: too many failed "
-                 "logins from this address",
-                 (unsigned long long)s->id, s->user, s->addr_text);
-        relay_audit_session(s, AUDIT_AUTH_FAILURE, "too many failed logins from this address");
-        auth_delay(s, blocked);
-        return;
-    }
+    if (login_throttled(s)) return;
     bool scram = uses_scram(s);
     if (!scram) {
         const char *secret;
