@@ -18,6 +18,7 @@ the tail of both logs attached. A per-test watchdog kills sluice when a test han
 
 import atexit
 import os
+import random
 import shutil
 import signal
 import socket
@@ -57,16 +58,35 @@ ALICE = "alice@corp.com"
 _ports_given = set()
 
 
+def _ephemeral_low():
+    try:
+        with open("/proc/sys/net/ipv4/ip_local_port_range") as f:
+            return int(f.read().split()[0])
+    except (OSError, ValueError, IndexError):
+        return 32768
+
+
 def free_port():
-    """A port nothing listens on, and not one this run handed out before: the kernel can give
-    the same free port to two calls in a row (an instance's listener and its admin port)."""
-    while True:
+    """A port nothing listens on, and not one this run handed out before. It is taken below
+    the kernel's ephemeral range: a port from bind(0) can meanwhile become the local port of
+    an outgoing connection (a client's, a driver suite's), and the sluice started on it then
+    fails with "Address already in use" (seen once in CI's ASan run)."""
+    low = _ephemeral_low()
+    top = low - 1 if low > 20000 else 65535
+    base = 15000 if low > 20000 else low
+    rng = random.Random()
+    for _ in range(10000):
+        port = rng.randint(base, top)
+        if port in _ports_given:
+            continue
         with socket.socket() as s:
-            s.bind(("127.0.0.1", 0))
-            port = s.getsockname()[1]
-        if port not in _ports_given:
-            _ports_given.add(port)
-            return port
+            try:
+                s.bind(("0.0.0.0", port))
+            except OSError:
+                continue
+        _ports_given.add(port)
+        return port
+    raise RuntimeError("no free port")
 
 
 def run(cmd, check=True, **kw):
