@@ -620,6 +620,9 @@ static int convert_groups(struct loader *ld, const char *path, const struct raw_
     return 0;
 }
 
+static int check_secret(struct loader *ld, const char *path, const struct raw_ident *ri,
+                        const char *hash_key);
+
 /* kind: 'u' users, 't' tokens, 'c' certs */
 static int convert_identity(struct loader *ld, const char *path, const struct raw_ident *ri,
                             char kind, struct sluice_config *cfg)
@@ -635,8 +638,8 @@ static int convert_identity(struct loader *ld, const char *path, const struct ra
             return cfgld_fail(ld, key, AT_VALUE, "duplicate identity name \"%s\" in %s", ri->name,
                               path);
         }
+    const char *cn = ri->cn ? ri->cn : ri->name;
     if (kind == 'c') {
-        const char *cn = ri->cn ? ri->cn : ri->name;
         snprintf(key, sizeof(key), "%s.cn", path);
         if (!*cn || strlen(cn) > 64)
             return cfgld_fail(ld, key, AT_VALUE, "%s must be 1 to 64 bytes (a subject CN)", key);
@@ -645,12 +648,27 @@ static int convert_identity(struct loader *ld, const char *path, const struct ra
                               "%s (\"%s\") logs in with a client certificate, but tls.client_ca "
                               "is not set: no certificate could be verified",
                               path, ri->name);
-        struct cfg_identity *id = &cfg->identities[cfg->n_identities++];
-        id->name = xstrdup(ri->name);
-        id->kind = ri->kind ? (enum ident_kind)(ri->kind - 1) : IDENT_SERVICE;
-        id->cert_cn = xstrdup(cn);
-        return convert_groups(ld, path, ri, id);
+    } else if (check_secret(ld, path, ri, hash_key) < 0) {
+        return -1;
     }
+    struct cfg_identity *id = &cfg->identities[cfg->n_identities++];
+    id->name = xstrdup(ri->name);
+    id->kind = ri->kind      ? (enum ident_kind)(ri->kind - 1)
+               : kind == 'u' ? IDENT_HUMAN
+                             : IDENT_SERVICE;
+    id->is_token = is_token;
+    if (kind == 'c')
+        id->cert_cn = xstrdup(cn);
+    else
+        id->secret_hash = xstrdup(ri->secret_hash);
+    return convert_groups(ld, path, ri, id);
+}
+
+/* password_hash or token_hash (hash_key): present and a well-formed SCRAM-SHA-256 verifier */
+static int check_secret(struct loader *ld, const char *path, const struct raw_ident *ri,
+                        const char *hash_key)
+{
+    char key[96];
     if (!ri->secret_hash)
         return cfgld_fail(ld, path, AT_KEY, "missing required key \"%s\" in %s (\"%s\")", hash_key,
                           path, ri->name);
@@ -664,13 +682,7 @@ static int convert_identity(struct loader *ld, const char *path, const struct ra
     if (why)
         return cfgld_fail(ld, key, AT_VALUE, "malformed SCRAM-SHA-256 verifier in %s: %s", key,
                           why);
-
-    struct cfg_identity *id = &cfg->identities[cfg->n_identities++];
-    id->name = xstrdup(ri->name);
-    id->kind = ri->kind ? (enum ident_kind)(ri->kind - 1) : is_token ? IDENT_SERVICE : IDENT_HUMAN;
-    id->is_token = is_token;
-    id->secret_hash = xstrdup(ri->secret_hash);
-    return convert_groups(ld, path, ri, id);
+    return 0;
 }
 
 static int convert_identities(struct loader *ld, const struct raw_identities *ri,

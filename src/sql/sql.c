@@ -867,13 +867,11 @@ static void walk_node(struct walk *w, const char *type, const cJSON *body, int d
         }
         return;
     }
+    const char *renamed = !strcmp(type, "RenameStmt") ? str_field(body, "renameType") : NULL;
     if (!strcmp(type, "AlterRoleStmt") || !strcmp(type, "AlterRoleSetStmt") ||
         !strcmp(type, "AlterDatabaseStmt") || !strcmp(type, "AlterDatabaseSetStmt") ||
         !strcmp(type, "DropRoleStmt") ||
-        (!strcmp(type, "RenameStmt") &&
-         (str_field(body, "renameType") &&
-          (!strcmp(str_field(body, "renameType"), "OBJECT_ROLE") ||
-           !strcmp(str_field(body, "renameType"), "OBJECT_DATABASE")))) ||
+        (renamed && (!strcmp(renamed, "OBJECT_ROLE") || !strcmp(renamed, "OBJECT_DATABASE"))) ||
         ((!strcmp(type, "GrantStmt") || !strcmp(type, "GrantRoleStmt")) &&
          !bool_field(body, "is_grant")))
         w->flags |= SQL_F_LOGIN_STATE; /* and on: the cases below look at some of them */
