@@ -64,17 +64,23 @@ struct audit_rec *audit_rec_new(const struct audit_event *ev);
 struct audit_rec *audit_rec_reuse(struct audit_rec *spare, const struct audit_event *ev,
                                   size_t min_room);
 
-/* A record for an event whose body its emitter serializes (audit_event_fields, then
- * audit_rec_body_begin once seq is set): ev's kind, time (now when 0), identity and decision
- * are copied, its other fields are not; body_room bytes (audit_rec_body_room) follow them.
- * Reuses spare as audit_rec_reuse() does. */
+/* A record for an event whose body its emitter serializes (audit_event_head and
+ * audit_event_fields, then audit_rec_body_begin once seq is set): ev's kind, time (now when 0),
+ * identity and decision are copied, its other fields are not; body_room bytes (audit_rec_body_room)
+ * follow them. Reuses spare as audit_rec_reuse() does. */
 struct audit_rec *audit_rec_reserve(struct audit_rec *spare, const struct audit_event *ev,
                                     size_t body_room, size_t min_room);
-/* Room for a body whose fields (audit_event_fields) take fields_len bytes. */
-size_t audit_rec_body_room(size_t fields_len);
-/* Write r's body from its start up to the value of prev_hash (seq and fields) and hash it so
- * far: the costly part of the chain, done by the emitter, off the writer's thread. */
-void audit_rec_body_begin(struct audit_rec *r, const char *fields, size_t fields_len);
+/* Room for a body whose head (audit_event_head) and fields (audit_event_fields) take head_len
+ * and fields_len bytes. */
+size_t audit_rec_body_room(size_t head_len, size_t fields_len);
+/* The SHA-256 state after a body's head: an emitter keeps it for a head it repeats. */
+void audit_head_hash(const char *head, size_t head_len, struct audit_digest *out);
+/* Write r's body from its start up to the value of prev_hash (head, seq and fields) and hash
+ * it so far, from head_hash (audit_head_hash of this head) when not NULL: the costly part of
+ * the chain, done by the emitter, off the writer's thread. */
+void audit_rec_body_begin(struct audit_rec *r, const char *head, size_t head_len,
+                          const struct audit_digest *head_hash, const char *fields,
+                          size_t fields_len);
 /* Close r's body in place with prev_hash (64 hex digits; the room was left for them) and put
  * its chain hash in hash: the same bytes and hash as audit_event_body() and
  * audit_sha256_hex(). Returns the whole body's length (not NUL-terminated). r->body_len and
@@ -88,10 +94,12 @@ struct audit_rec *audit_rec_decode(const char *p, size_t len);
 
 /* Append the canonical JSON body of ev (seq, prev_hash included; no hash) to out. The body is
  * stored verbatim and hashed as is; default_instance stands in for a NULL ev->instance.
- * audit_event_fields() appends the part between seq and prev_hash (from ,"time": on). */
-void audit_event_fields(const struct audit_event *ev, const char *default_instance,
-                        struct sbuf *out);
-/* The parts of audit_event_fields() that audit_event.session_json and statement_json stand
+ * It is audit_event_head() (from the opening brace: kind, the session's fields from instance
+ * to target and the statement's from statement to tables), seq, audit_event_fields() (from
+ * ,"time": to detail) and prev_hash. */
+void audit_event_head(const struct audit_event *ev, const char *default_instance, struct sbuf *out);
+void audit_event_fields(const struct audit_event *ev, struct sbuf *out);
+/* The parts of audit_event_head() that audit_event.session_json and statement_json stand
  * for: the fields from instance to target, and from statement to tables. */
 void audit_fields_session(const struct audit_event *ev, const char *default_instance,
                           struct sbuf *out);

@@ -573,6 +573,14 @@ static void field_masked(struct sbuf *b, const char *v)
     cJSON_Delete(o);
 }
 
+/* A body: its head (kind, then the session's and the statement's fields, which many events
+ * repeat, so that their hash state can be kept: audit_head_hash), seq, the event's own fields,
+ * prev_hash. */
+#define BODY_OPEN "{\"kind\":\""
+#define BODY_SEQ ",\"seq\":"
+#define BODY_PREV ",\"prev_hash\":\""
+#define BODY_CLOSE "\"}"
+
 void audit_fields_session(const struct audit_event *ev, const char *default_instance,
                           struct sbuf *out)
 {
@@ -596,18 +604,9 @@ void audit_fields_statement(const struct audit_event *ev, struct sbuf *out)
     field_list(out, KEY("tables"), ev->tables);
 }
 
-void audit_event_fields(const struct audit_event *ev, const char *default_instance,
-                        struct sbuf *out)
+void audit_event_head(const struct audit_event *ev, const char *default_instance, struct sbuf *out)
 {
-    char t[32];
-    audit_time_format(ev->time_us, t);
-    bool stmt = ev->kind == AUDIT_STATEMENT || ev->kind == AUDIT_STATEMENT_END;
-    sbuf_add(out, ",\"time\":\"", 9);
-    sbuf_adds(out, t);
-    sbuf_add(out, "\",\"time_us\":", 12);
-    if (ev->time_us < 0) sbuf_add(out, "-", 1);
-    add_u64(out, ev->time_us < 0 ? (uint64_t)-ev->time_us : (uint64_t)ev->time_us);
-    sbuf_add(out, ",\"kind\":\"", 9);
+    sbuf_add(out, BODY_OPEN, sizeof BODY_OPEN - 1);
     sbuf_adds(out, audit_kind_name(ev->kind));
     sbuf_add(out, "\"", 1);
     if (ev->session_json.p)
@@ -618,6 +617,18 @@ void audit_event_fields(const struct audit_event *ev, const char *default_instan
         sbuf_add(out, ev->statement_json.p, ev->statement_json.len);
     else
         audit_fields_statement(ev, out);
+}
+
+void audit_event_fields(const struct audit_event *ev, struct sbuf *out)
+{
+    char t[32];
+    audit_time_format(ev->time_us, t);
+    bool stmt = ev->kind == AUDIT_STATEMENT || ev->kind == AUDIT_STATEMENT_END;
+    sbuf_add(out, ",\"time\":\"", 9);
+    sbuf_adds(out, t);
+    sbuf_add(out, "\",\"time_us\":", 12);
+    if (ev->time_us < 0) sbuf_add(out, "-", 1);
+    add_u64(out, ev->time_us < 0 ? (uint64_t)-ev->time_us : (uint64_t)ev->time_us);
     field_str(out, KEY("decision"), ev->decision);
     field_str(out, KEY("rule"), ev->rule);
     field_str(out, KEY("request_id"), ev->request_id);
@@ -633,34 +644,42 @@ void audit_event_fields(const struct audit_event *ev, const char *default_instan
     field_str(out, KEY("detail"), ev->detail);
 }
 
-#define BODY_OPEN "{\"seq\":"
-#define BODY_PREV ",\"prev_hash\":\""
-#define BODY_CLOSE "\"}"
-
 void audit_event_body(const struct audit_event *ev, uint64_t seq, const char *default_instance,
                       const char *prev_hash, struct sbuf *out)
 {
-    sbuf_add(out, BODY_OPEN, sizeof BODY_OPEN - 1);
+    audit_event_head(ev, default_instance, out);
+    sbuf_add(out, BODY_SEQ, sizeof BODY_SEQ - 1);
     add_u64(out, seq);
-    audit_event_fields(ev, default_instance, out);
+    audit_event_fields(ev, out);
     sbuf_add(out, BODY_PREV, sizeof BODY_PREV - 1);
     sbuf_adds(out, prev_hash);
     sbuf_add(out, BODY_CLOSE, sizeof BODY_CLOSE - 1);
 }
 
-size_t audit_rec_body_room(size_t fields_len)
+size_t audit_rec_body_room(size_t head_len, size_t fields_len)
 {
-    return sizeof BODY_OPEN - 1 + 20 + fields_len + sizeof BODY_PREV - 1 + AUDIT_HASH_HEX - 1 +
-           sizeof BODY_CLOSE - 1;
+    return head_len + sizeof BODY_SEQ - 1 + 20 + fields_len + sizeof BODY_PREV - 1 +
+           AUDIT_HASH_HEX - 1 + sizeof BODY_CLOSE - 1;
 }
 
-void audit_rec_body_begin(struct audit_rec *r, const char *fields, size_t fields_len)
+void audit_head_hash(const char *head, size_t head_len, struct audit_digest *out)
+{
+    audit_digest_init(out);
+    audit_digest_update(out, head, head_len);
+}
+
+void audit_rec_body_begin(struct audit_rec *r, const char *head, size_t head_len,
+                          const struct audit_digest *head_hash, const char *fields,
+                          size_t fields_len)
 {
     char digits[24];
     size_t d = u64_decimal(r->seq, digits);
     char *p = r->body;
-    memcpy(p, BODY_OPEN, sizeof BODY_OPEN - 1);
-    p += sizeof BODY_OPEN - 1;
+    memcpy(p, head, head_len);
+    p += head_len;
+    char *tail = p;
+    memcpy(p, BODY_SEQ, sizeof BODY_SEQ - 1);
+    p += sizeof BODY_SEQ - 1;
     memcpy(p, digits + d, sizeof digits - d);
     p += sizeof digits - d;
     memcpy(p, fields, fields_len);
@@ -668,8 +687,11 @@ void audit_rec_body_begin(struct audit_rec *r, const char *fields, size_t fields
     memcpy(p, BODY_PREV, sizeof BODY_PREV - 1);
     p += sizeof BODY_PREV - 1;
     r->body_len = (size_t)(p - r->body);
-    audit_digest_init(&r->body_hash);
-    audit_digest_update(&r->body_hash, r->body, r->body_len);
+    if (head_hash)
+        r->body_hash = *head_hash;
+    else
+        audit_head_hash(head, head_len, &r->body_hash);
+    audit_digest_update(&r->body_hash, tail, (size_t)(p - tail));
 }
 
 size_t audit_rec_body_close(struct audit_rec *r, const char *prev_hash, char hash[AUDIT_HASH_HEX])

@@ -131,11 +131,32 @@ static void set_error(const char *msg)
     pthread_mutex_unlock(&W.err_mu);
 }
 
+/* What an emitting thread keeps (thread-specific data): its buffer for a body's head and
+ * fields, and the hash states of the heads it repeats. A statement event's head (kind, the
+ * session's fields, the statement's: audit_event_head) is the same for every run of that
+ * statement in that session, so the SHA-256 state after it is kept, in a slot chosen by the
+ * addresses of the session's and the statement's JSON and checked byte for byte (an address
+ * may be reused for other JSON), and each event hashes only the rest of its body. */
+#define HEAD_SLOTS 64
+#define HEAD_KEEP_MAX 4096 /* longer heads are hashed every time */
+
+struct head_slot {
+    char *p;
+    size_t len, cap;
+    struct audit_digest hash;
+};
+
+struct emit_local {
+    struct sbuf buf; /* the head, then the fields */
+    size_t head_len;
+    struct head_slot slots[HEAD_SLOTS];
+};
+
 /* ---- spare records */
 
 /* A record for ev, a spare if any: with room for the body its emitter writes from fields
  * (audit_rec_reserve), or with fields NULL a copy of ev whose body the writer serializes. */
-static struct audit_rec *rec_take(const struct audit_event *ev, const struct sbuf *fields)
+static struct audit_rec *rec_take(const struct audit_event *ev, const struct emit_local *fields)
 {
     pthread_mutex_lock(&W.spare_mu);
     struct audit_rec *r = W.spare;
@@ -145,7 +166,9 @@ static struct audit_rec *rec_take(const struct audit_event *ev, const struct sbu
     }
     pthread_mutex_unlock(&W.spare_mu);
     if (!fields) return audit_rec_reuse(r, ev, SPARE_ROOM);
-    return audit_rec_reserve(r, ev, audit_rec_body_room(fields->len), SPARE_ROOM);
+    return audit_rec_reserve(
+        r, ev, audit_rec_body_room(fields->head_len, fields->buf.len - fields->head_len),
+        SPARE_ROOM);
 }
 
 static void rec_list_free(struct audit_rec *r)
@@ -184,33 +207,66 @@ static void spares_free(void)
 
 /* ---- emit side */
 
-/* The emitting thread's buffer for the fields of a body (audit_event_fields). */
-static pthread_key_t fields_key;
-static pthread_once_t fields_once = PTHREAD_ONCE_INIT;
+static pthread_key_t local_key;
+static pthread_once_t local_once = PTHREAD_ONCE_INIT;
 
-static void fields_free(void *p)
+static void local_free(void *p)
 {
-    sbuf_free(p);
-    free(p);
+    struct emit_local *l = p;
+    sbuf_free(&l->buf);
+    for (unsigned i = 0; i < HEAD_SLOTS; i++)
+        free(l->slots[i].p);
+    free(l);
 }
 
-static void fields_key_create(void)
+static void local_key_create(void)
 {
-    if (pthread_key_create(&fields_key, fields_free) != 0) abort();
+    if (pthread_key_create(&local_key, local_free) != 0) abort();
 }
 
-/* ev's fields (from ,"time": on), serialized into this thread's buffer. */
-static const struct sbuf *fields_of(const struct audit_event *ev)
+/* ev's head and fields, serialized into this thread's buffer. */
+static struct emit_local *fields_of(const struct audit_event *ev)
 {
-    pthread_once(&fields_once, fields_key_create);
-    struct sbuf *b = pthread_getspecific(fields_key);
-    if (!b) {
-        b = xcalloc(1, sizeof *b);
-        if (pthread_setspecific(fields_key, b) != 0) abort();
+    pthread_once(&local_once, local_key_create);
+    struct emit_local *l = pthread_getspecific(local_key);
+    if (!l) {
+        l = xcalloc(1, sizeof *l);
+        if (pthread_setspecific(local_key, l) != 0) abort();
     }
-    b->len = 0;
-    audit_event_fields(ev, W.instance, b);
-    return b;
+    l->buf.len = 0;
+    audit_event_head(ev, W.instance, &l->buf);
+    l->head_len = l->buf.len;
+    audit_event_fields(ev, &l->buf);
+    return l;
+}
+
+/* The hash state after the head in l's buffer, kept when ev's head is one that repeats;
+ * NULL: hash it with the body. */
+static const struct audit_digest *head_hash_of(struct emit_local *l, const struct audit_event *ev)
+{
+    if (!ev->session_json.p || !ev->statement_json.p || l->head_len > HEAD_KEEP_MAX) return NULL;
+    uint64_t k = ((uint64_t)(uintptr_t)ev->session_json.p >> 4) * 0x9e3779b97f4a7c15u ^
+                 ((uint64_t)(uintptr_t)ev->statement_json.p >> 4);
+    k *= 0x9e3779b97f4a7c15u;
+    struct head_slot *h = &l->slots[(k >> 32) % HEAD_SLOTS];
+    if (h->len != l->head_len || memcmp(h->p, l->buf.p, l->head_len) != 0) {
+        if (h->cap < l->head_len) {
+            free(h->p);
+            h->p = xmalloc(l->head_len);
+            h->cap = l->head_len;
+        }
+        memcpy(h->p, l->buf.p, l->head_len);
+        h->len = l->head_len;
+        audit_head_hash(l->buf.p, l->head_len, &h->hash);
+    }
+    return &h->hash;
+}
+
+/* Begin rec's body (its seq is set) from l's head and fields. */
+static void body_begin(struct audit_rec *rec, struct emit_local *l, const struct audit_event *ev)
+{
+    audit_rec_body_begin(rec, l->buf.p, l->head_len, head_hash_of(l, ev), l->buf.p + l->head_len,
+                         l->buf.len - l->head_len);
 }
 
 void audit_json_session(const struct audit_event *ev, struct audit_json *out)
@@ -243,7 +299,7 @@ uint64_t audit_emit(const struct audit_event *ev)
      * serializes the body again; the writer serializes what was not. */
     struct audit_event e = *ev;
     if (!e.time_us) e.time_us = audit_now_us();
-    const struct sbuf *fields = e.durable ? NULL : fields_of(&e);
+    struct emit_local *fields = e.durable ? NULL : fields_of(&e);
     struct audit_rec *rec = rec_take(&e, fields);
     struct sbuf jrec = {0};
     if (e.durable && W.journal) {
@@ -277,7 +333,7 @@ uint64_t audit_emit(const struct audit_event *ev)
     }
     pthread_mutex_unlock(&W.mu);
     /* outside the lock: emitters do not wait for one another's bodies or copies */
-    if (fields) audit_rec_body_begin(rec, fields->p, fields->len);
+    if (fields) body_begin(rec, fields, &e);
     if (slot.at) audit_journal_fill(W.journal, &slot, jrec.p);
     if (fields || slot.at)
         atomic_store_explicit(&rec->ready, true, memory_order_release); /* the writer's now */
@@ -296,10 +352,10 @@ bool audit_fold(uint64_t seq, const struct audit_event *ev)
     if (atomic_load_explicit(&W.disabled, memory_order_relaxed)) return false;
     struct audit_event e = *ev;
     e.durable = false;
-    const struct sbuf *fields = fields_of(&e);
+    struct emit_local *fields = fields_of(&e);
     struct audit_rec *rec = rec_take(&e, fields), *old = NULL;
     rec->seq = seq;
-    audit_rec_body_begin(rec, fields->p, fields->len);
+    body_begin(rec, fields, &e);
     pthread_mutex_lock(&W.mu);
     if (W.running && W.count) {
         /* the ring holds consecutive seqs from its head on */

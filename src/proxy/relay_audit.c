@@ -18,6 +18,7 @@
  * snapshot rather than once per execution; a session's own fields are serialized once too.
  */
 #include <pthread.h>
+#include <assert.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -514,10 +515,18 @@ static int rec_start(struct session *s, struct stmt_rec *r)
 }
 
 /* r runs a statement judged under ids (NULL: none). */
+/* (a copy of both arrays, not snprintf: this runs for every Execute) */
 static void rec_ids_set(struct stmt_rec *r, const struct approval_ids *ids)
 {
-    snprintf(r->request_id, sizeof r->request_id, "%s", ids ? ids->request : "");
-    snprintf(r->grant_id, sizeof r->grant_id, "%s", ids ? ids->grant : "");
+    static_assert(sizeof r->request_id == sizeof ids->request &&
+                      sizeof r->grant_id == sizeof ids->grant,
+                  "approval ids differ in size");
+    if (!ids) {
+        r->request_id[0] = r->grant_id[0] = '\0';
+        return;
+    }
+    memcpy(r->request_id, ids->request, sizeof r->request_id);
+    memcpy(r->grant_id, ids->grant, sizeof r->grant_id);
 }
 
 static int rec_push(struct session *s, struct stmt_info *info, bool query, bool refused,
