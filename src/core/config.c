@@ -47,6 +47,7 @@ static void config_free(struct sluice_config *cfg)
     free(cfg->tls.cert);
     free(cfg->tls.key);
     free(cfg->tls.client_ca);
+    free(cfg->tls.client_crl);
     for (unsigned i = 0; i < cfg->n_targets; i++) {
         struct cfg_target *t = &cfg->targets[i];
         free(t->name);
@@ -476,9 +477,14 @@ static int convert_tls(struct loader *ld, const struct raw_tls *rt, struct sluic
         return cfgld_fail(
             ld, "tls.client_ca", AT_KEY,
             "tls.client_ca is set but tls.cert is not (client certificates need TLS)");
+    if (rt->client_crl && !rt->client_ca)
+        return cfgld_fail(ld, "tls.client_crl", AT_KEY,
+                          "tls.client_crl is set but tls.client_ca is not (revocation lists apply "
+                          "to client certificates)");
     cfg->tls.cert = cfgld_path(ld, rt->cert);
     cfg->tls.key = cfgld_path(ld, rt->key);
     cfg->tls.client_ca = cfgld_path(ld, rt->client_ca);
+    cfg->tls.client_crl = cfgld_path(ld, rt->client_crl);
     return 0;
 }
 

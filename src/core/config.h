@@ -45,10 +45,11 @@ struct cfg_listen {
 };
 
 struct cfg_tls {
-    char *cert;      /* PEM certificate chain; TLS offered to clients when set */
-    char *key;       /* PEM private key */
-    char *client_ca; /* optional CA for client certificates (mTLS) */
-    bool require;    /* refuse cleartext secrets from non-loopback clients without TLS */
+    char *cert;       /* PEM certificate chain; TLS offered to clients when set */
+    char *key;        /* PEM private key */
+    char *client_ca;  /* optional CA for client certificates (mTLS) */
+    char *client_crl; /* optional PEM revocation lists checked against client certificates */
+    bool require;     /* refuse cleartext secrets from non-loopback clients without TLS */
 };
 
 struct cfg_target {

@@ -27,6 +27,7 @@ struct raw_tls {
     char *cert;
     char *key;
     char *client_ca;
+    char *client_crl;
     char *require; /* "true"/"false" and YAML 1.1 spellings; parsed in config.c */
 };
 

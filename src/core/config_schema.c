@@ -97,6 +97,7 @@ static const cyaml_schema_field_t tls_fields[] = {
     STR_OPT("cert", struct raw_tls, cert),
     STR_OPT("key", struct raw_tls, key),
     STR_OPT("client_ca", struct raw_tls, client_ca),
+    STR_OPT("client_crl", struct raw_tls, client_crl),
     STR_OPT("require", struct raw_tls, require),
     CYAML_FIELD_END,
 };

@@ -2,7 +2,8 @@
  * tls.c: OpenSSL contexts for both legs and the non-blocking handshake.
  *
  * Client leg: TLS 1.2+, the configured certificate, optional client CA (mTLS: a presented
- * certificate is verified; identity from certificates comes later). Upstream leg: sslmode
+ * certificate is verified, against revocation lists too when tls.client_crl is set; the
+ * identity it maps to is session.c's). Upstream leg: sslmode
  * semantics of libpq: require encrypts without checking the server, verify-ca checks the
  * chain against sslrootcert, verify-full also checks the host name or IP address.
  */
@@ -24,6 +25,18 @@ void tls_error_text(char *err, size_t errlen)
     ERR_clear_error();
 }
 
+/* The revocation lists in path (PEM, one or more) for verifying client certificates: as
+ * with PostgreSQL's ssl_crl_file, every certificate of the chain is checked, so the file must
+ * hold a current list of each CA in it (a missing or expired one fails the handshake). */
+static int load_crls(SSL_CTX *ctx, const char *path)
+{
+    X509_STORE *st = SSL_CTX_get_cert_store(ctx);
+    X509_LOOKUP *lu = st ? X509_STORE_add_lookup(st, X509_LOOKUP_file()) : NULL;
+    if (!lu || X509_load_crl_file(lu, path, X509_FILETYPE_PEM) <= 0) return -1;
+    return X509_STORE_set_flags(st, X509_V_FLAG_CRL_CHECK | X509_V_FLAG_CRL_CHECK_ALL) == 1 ? 0
+                                                                                            : -1;
+}
+
 SSL_CTX *tls_server_ctx(const struct cfg_tls *tls, char *err, size_t errlen)
 {
     SSL_CTX *ctx = SSL_CTX_new(TLS_server_method());
@@ -42,6 +55,13 @@ SSL_CTX *tls_server_ctx(const struct cfg_tls *tls, char *err, size_t errlen)
     if (tls->client_ca) { /* mTLS: a TLS client without a certificate is refused too */
         if (SSL_CTX_load_verify_locations(ctx, tls->client_ca, NULL) != 1) goto fail;
         SSL_CTX_set_verify(ctx, SSL_VERIFY_PEER | SSL_VERIFY_FAIL_IF_NO_PEER_CERT, NULL);
+    }
+    if (tls->client_crl && load_crls(ctx, tls->client_crl) != 0) {
+        char why[256] = "no PEM revocation list in it";
+        if (ERR_peek_error()) tls_error_text(why, sizeof why);
+        snprintf(err, errlen, "tls.client_crl \"%s\": %s", tls->client_crl, why);
+        SSL_CTX_free(ctx);
+        return NULL;
     }
     return ctx;
 fail:

@@ -298,8 +298,9 @@ class SluiceConfig:
 
     def __init__(self, pg, certs, identities, port=None, admin_port=None, server_extra=None,
                  listen_host="127.0.0.1", tls_require=False, extra_yaml="", state_dir=None,
-                 extra_rules=(), client_ca=False):
+                 extra_rules=(), client_ca=False, client_crl=None):
         self.client_ca = client_ca  # mTLS: client certificates signed by the test CA
+        self.client_crl = client_crl  # a PEM revocation list for them (tls.client_crl)
         self.server_extra = dict(server_extra or {})
         self.first_rules = list(extra_rules)  # YAML lines put first in policy.rules
         self.extra_yaml = extra_yaml  # more top-level sections (masking:, audit:, ...)
@@ -338,6 +339,7 @@ class SluiceConfig:
             f"listen: {{ postgres: {self.listen_host}:{self.port}, admin: 127.0.0.1:{self.admin_port} }}",
             f"tls: {{ cert: {self.certs}/sluice.crt, key: {self.certs}/sluice.key, "
             + (f"client_ca: {self.certs}/ca.crt, " if self.client_ca else "")
+            + (f"client_crl: {self.client_crl}, " if self.client_crl else "")
             + f"require: {'true' if self.tls_require else 'false'} }}",
             "targets:",
         ]

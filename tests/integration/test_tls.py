@@ -2,7 +2,10 @@
 CA (certificate SAN holds 127.0.0.1). Upstream leg: a target with sslmode verify-full reaches
 a hostssl-only role; a target whose sslrootcert is an unrelated CA must fail to connect."""
 
+import os
+import signal
 import socket
+import subprocess
 import ssl
 import struct
 import time
@@ -188,4 +191,72 @@ def test_tls_session_resumption_with_client_ca(spawn_sluice, certs):
         assert tls.version() == "TLSv1.2"
         session = tls.session
         tls.close()
+    ep.assert_alive()
+
+
+def _client_cert(certs, d, name):
+    """A client certificate with subject CN name, signed by the test CA, in d."""
+    key, csr, crt = (f"{d}/{name}.{ext}" for ext in ("key", "csr", "crt"))
+    subprocess.run(["openssl", "req", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1",
+                    "-nodes", "-keyout", key, "-out", csr, "-subj", f"/CN={name}"],
+                   check=True, capture_output=True)
+    subprocess.run(["openssl", "x509", "-req", "-in", csr, "-CA", f"{certs}/ca.crt", "-CAkey",
+                    f"{certs}/ca.key", "-CAcreateserial", "-out", crt, "-days", "3", "-extfile",
+                    f"{certs}/client.cnf"], check=True, capture_output=True)
+    os.chmod(key, 0o600)
+    return crt, key
+
+
+def _revoke(certs, d, crts, out):
+    """Write to out a CRL of the test CA that revokes the certificates crts."""
+    with open(f"{d}/ca.cnf", "w") as f:
+        f.write(f"[ca]\ndefault_ca = d\n[d]\ndatabase = {d}/index.txt\ncrlnumber = {d}/crlnumber\n"
+                "default_md = sha256\ndefault_crl_days = 3\n")
+    open(f"{d}/index.txt", "w").close()
+    with open(f"{d}/crlnumber", "w") as f:
+        f.write("1000\n")
+    ca = ["-config", f"{d}/ca.cnf", "-keyfile", f"{certs}/ca.key", "-cert", f"{certs}/ca.crt"]
+    for crt in crts:
+        subprocess.run(["openssl", "ca", *ca, "-revoke", crt], check=True, capture_output=True)
+    subprocess.run(["openssl", "ca", *ca, "-gencrl", "-out", f"{out}.new"], check=True,
+                   capture_output=True)
+    os.replace(f"{out}.new", out)
+
+
+def test_client_certificate_revoked(spawn_sluice, certs, workdir):
+    """tls.client_crl: a client certificate the CA revoked is refused in the handshake, as
+    with PostgreSQL's ssl_crl_file; one it did not revoke logs in. A new list takes effect
+    at SIGHUP, for new connections."""
+    d = os.path.join(workdir, "crl")
+    os.makedirs(d, exist_ok=True)
+    good = _client_cert(certs, d, "good")
+    bad = _client_cert(certs, d, "bad")
+    crl = f"{d}/crl.pem"
+    _revoke(certs, d, [bad[0]], crl)
+    extra = {"good-svc": dict(kind="service", groups=[], token=False, cert=True, cn="good"),
+             "bad-svc": dict(kind="service", groups=[], token=False, cert=True, cn="bad")}
+    sp, ep = spawn_sluice("mtls-crl", client_ca=True, client_crl=crl, extra_identities=extra)
+
+    def login(user, pair):
+        c = psycopg2.connect(host="127.0.0.1", port=ep.port, dbname="shop", user=user,
+                             password="", sslmode="require", sslcert=pair[0], sslkey=pair[1])
+        c.cursor().execute("SELECT 1")
+        c.close()
+
+    login("good-svc", good)
+    with pytest.raises(psycopg2.OperationalError) as ei:
+        login("bad-svc", bad)
+    assert "certificate revoked" in str(ei.value)
+    # the good one revoked too, and the list reloaded
+    _revoke(certs, d, [bad[0], good[0]], crl)
+    sp.proc.send_signal(signal.SIGHUP)
+    deadline = time.time() + 10
+    while True:
+        try:
+            login("good-svc", good)
+        except psycopg2.OperationalError as e:
+            assert "certificate revoked" in str(e)
+            break
+        assert time.time() < deadline, "the new revocation list was not applied after SIGHUP"
+        time.sleep(0.2)
     ep.assert_alive()
