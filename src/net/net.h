@@ -95,10 +95,11 @@ int tls_handshake(struct sock *s, bool server, char *err, size_t errlen);
  * out (NUL-terminated, UTF-8). 0, or -1: no TLS, no certificate, not verified, no CN or more
  * than one, a CN holding a NUL byte or longer than outcap - 1. */
 int tls_peer_cn(const struct sock *s, char *out, size_t outcap);
-/* SCRAM channel binding of type tls-server-end-point (RFC 5929) for a TLS connection sluice
- * accepted: the hash of its own certificate, by the certificate's signature digest (SHA-256
- * for MD5 and SHA-1), into out. Its length, or -1 (no TLS, or a certificate whose signature
- * names no digest, such as Ed25519: then -PLUS is not offered, as PostgreSQL does). */
+/* SCRAM channel binding of type tls-server-end-point (RFC 5929) for a TLS connection: the
+ * hash of the server's certificate (sluice's own on a connection it accepted, the target's on
+ * one it made), by the certificate's signature digest (SHA-256 for MD5 and SHA-1), into out.
+ * Its length, or -1 (no TLS, or a certificate whose signature names no digest, such as
+ * Ed25519: then PostgreSQL offers no -PLUS, and sluice offers none either). */
 int tls_server_end_point(const struct sock *s, unsigned char *out, size_t outcap);
 /* Fill err with the last OpenSSL error (and clear the queue). */
 void tls_error_text(char *err, size_t errlen);

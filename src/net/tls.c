@@ -140,7 +140,9 @@ int tls_peer_cn(const struct sock *s, char *out, size_t outcap)
 int tls_server_end_point(const struct sock *s, unsigned char *out, size_t outcap)
 {
     if (!s->ssl) return -1;
-    X509 *cert = SSL_get_certificate(s->ssl);
+    /* the server's certificate: sluice's own towards a client, the target's upstream */
+    X509 *cert =
+        SSL_is_server(s->ssl) ? SSL_get_certificate(s->ssl) : SSL_get0_peer_certificate(s->ssl);
     int algo;
     if (!cert || !OBJ_find_sigid_algs(X509_get_signature_nid(cert), &algo, NULL)) return -1;
     const EVP_MD *md =

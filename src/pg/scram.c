@@ -22,6 +22,9 @@
 #include <openssl/hmac.h>
 #include <openssl/rand.h>
 
+/* The gs2 header of a client that binds to the channel (the only binding type used). */
+#define GS2_PLUS "p=tls-server-end-point,,"
+
 #define SCRAM_PREFIX "SCRAM-SHA-256$"
 #define SCRAM_MAX_CLIENT_FINAL 1024
 #define SCRAM_MAX_SERVER_FINAL 256
@@ -371,7 +374,7 @@ int scram_server_start(struct scram_server *st, const struct scram_verifier *v,
     if (v->salt_len == 0 || v->salt_len > sizeof v->salt) goto fail;
 
     /* gs2-header: "n,," | "y,," | "p=tls-server-end-point,," -- no authzid */
-    static const char pfx[] = "p=tls-server-end-point,,";
+    static const char pfx[] = GS2_PLUS;
     size_t hl = 3;
     if (st->plus) {
         hl = sizeof pfx - 1;
@@ -506,13 +509,28 @@ void scram_client_set_nonce(struct scram_client *st, const char *nonce, const ch
     }
 }
 
+int scram_client_set_binding(struct scram_client *st, const unsigned char *cbind, size_t len)
+{
+    if (st->state != 0 || len > SCRAM_MAX_CBIND) return -1;
+    st->cbind_flag = len ? 'p' : 'y';
+    st->cbind_len = len;
+    if (len) memcpy(st->cbind, cbind, len);
+    return 0;
+}
+
+/* The gs2 header of st's binding (scram_client_set_binding). */
+static const char *client_gs2(const struct scram_client *st)
+{
+    return st->cbind_flag == 'p' ? GS2_PLUS : st->cbind_flag == 'y' ? "y,," : "n,,";
+}
+
 int scram_client_start(struct scram_client *st, char *out, size_t outcap, size_t *outlen)
 {
     if (st->state != 0) return -1;
     st->user[sizeof st->user - 1] = '\0';
     st->nonce[sizeof st->nonce - 1] = '\0';
     if (!st->nonce[0]) random_nonce(st->nonce);
-    int n = snprintf(out, outcap, "n,,n=%s,r=%s", st->user, st->nonce);
+    int n = snprintf(out, outcap, "%sn=%s,r=%s", client_gs2(st), st->user, st->nonce);
     if (n < 0 || (size_t)n >= outcap) return -1;
     if (outlen) *outlen = (size_t)n;
     st->state = 1;
@@ -550,7 +568,17 @@ int scram_client_continue(struct scram_client *st, const char *password, const c
     if (take_attr(&p, end, 'i', &val, &vlen, &more) < 0) goto done;
     if (parse_iterations(val, vlen, &iterations) < 0) goto done;
 
-    int fl = snprintf(final, sizeof final, "c=biws,r=%.*s", (int)nonce_len, nonce);
+    /* c= is the gs2 header and the binding data, base64 ("biws" for "n,,") */
+    unsigned char cb[sizeof GS2_PLUS + SCRAM_MAX_CBIND];
+    const char *gs2 = client_gs2(st);
+    size_t gl = strlen(gs2);
+    memcpy(cb, gs2, gl);
+    if (st->cbind_flag == 'p') memcpy(cb + gl, st->cbind, st->cbind_len);
+    char cb64[(sizeof cb + 2) / 3 * 4 + 1];
+    if (scram_b64_encode(cb, gl + (st->cbind_flag == 'p' ? st->cbind_len : 0), cb64, sizeof cb64) <
+        0)
+        goto done;
+    int fl = snprintf(final, sizeof final, "c=%s,r=%.*s", cb64, (int)nonce_len, nonce);
     if (fl < 0 || (size_t)fl >= sizeof final) goto done;
     int al = snprintf(auth, sizeof auth, "n=%s,r=%s,%.*s,%s", st->user, st->nonce, (int)len,
                       server_first, final);

@@ -9,8 +9,8 @@
  * Pure code: bytes in, bytes out, no sockets, no logging, no heap. Every parser here is fed by
  * the network (clients or upstream servers) and treats its input as hostile: it takes an explicit
  * length, never reads past it, rejects embedded NULs, and bounds every field it keeps.
- * Towards TLS clients sluice offers channel binding too (SCRAM-SHA-256-PLUS, type
- * tls-server-end-point, RFC 5929: a hash of sluice's certificate), as PostgreSQL does.
+ * Over TLS, both sides use channel binding (SCRAM-SHA-256-PLUS, type tls-server-end-point,
+ * RFC 5929: a hash of the server's certificate), as PostgreSQL and libpq do.
  *
  * SASLprep is not applied: passwords are used as their raw bytes (UTF-8 as typed). ASCII
  * passwords, and non-ASCII ones already in NFKC form without mapped characters (the usual case),
@@ -104,9 +104,18 @@ struct scram_client {
     char nonce[SCRAM_MAX_NONCE + 1];         /* client nonce (NUL-terminated) */
     char user[64];                           /* n= value; empty unless set by tests */
     unsigned char server_sig[SCRAM_KEY_LEN]; /* expected ServerSignature */
+    char cbind_flag;                         /* gs2 header: 'n' (default), 'y' or 'p' */
+    size_t cbind_len;                        /* 'p': the binding data */
+    unsigned char cbind[SCRAM_MAX_CBIND];
 };
-/* Writes client-first-message ("n,,n=,r=<nonce>") for SASLInitialResponse. 0 or -1.
- * st needs no initialisation beyond zeroing (or the test setters). */
+/* Before scram_client_start, on a TLS connection: tls-server-end-point data (cbind, len > 0)
+ * when the server offered SCRAM-SHA-256-PLUS and the caller chose it ("p=" header); len 0:
+ * the server offered no -PLUS ("y,,": the client could bind, so a server that did offer it
+ * knows the offer was stripped). Without a call: "n,," (no TLS). 0, or -1 when len is out of
+ * bounds. */
+int scram_client_set_binding(struct scram_client *st, const unsigned char *cbind, size_t len);
+/* Writes client-first-message ("n,,n=,r=<nonce>", or the header set above) for
+ * SASLInitialResponse. 0 or -1. st needs no initialisation beyond zeroing (or the setters). */
 int scram_client_start(struct scram_client *st, char *out, size_t outcap, size_t *outlen);
 /* Consumes server-first (AuthenticationSASLContinue data), writes client-final. 0 ok, -1 malformed
  * (including a server nonce that does not start with ours, or iterations < 1 or above

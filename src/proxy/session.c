@@ -1119,6 +1119,28 @@ static bool mech_offered(const uint8_t *data, size_t len, const char *mech)
     return false;
 }
 
+/* The SCRAM mechanism to log in upstream with, from the server's list, with s->scram_cl's
+ * channel binding set as libpq's default (channel_binding=prefer) does: over TLS,
+ * SCRAM-SHA-256-PLUS bound to the target's certificate when offered (a man in the middle
+ * holding another certificate cannot relay the exchange), else SCRAM-SHA-256 saying the
+ * client could bind; without TLS, plain SCRAM-SHA-256. NULL: no SCRAM offered. */
+static const char *upstream_scram_mech(struct session *s, const uint8_t *data, size_t dlen)
+{
+    bool tls = s->sv.sk.ssl != NULL;
+    if (tls && mech_offered(data, dlen, "SCRAM-SHA-256-PLUS")) {
+        unsigned char cb[SCRAM_MAX_CBIND];
+        int n = tls_server_end_point(&s->sv.sk, cb, sizeof cb);
+        if (n > 0 && scram_client_set_binding(s->scram_cl, cb, (size_t)n) == 0)
+            return "SCRAM-SHA-256-PLUS";
+        /* no hash for that certificate: plain, and not "y" (the server would take it for a
+         * stripped offer) */
+        return mech_offered(data, dlen, "SCRAM-SHA-256") ? "SCRAM-SHA-256" : NULL;
+    }
+    if (!mech_offered(data, dlen, "SCRAM-SHA-256")) return NULL;
+    if (tls) (void)scram_client_set_binding(s->scram_cl, NULL, 0);
+    return "SCRAM-SHA-256";
+}
+
 /* One message from the upstream during login. Returns false when the session ended. */
 static bool on_login_message(struct session *s, uint8_t type, const uint8_t *msg, size_t total)
 {
@@ -1150,10 +1172,11 @@ static bool on_login_message(struct session *s, uint8_t type, const uint8_t *msg
         char out[512];
         size_t outlen;
         if (code == PG_AUTH_SASL) {
-            if (!mech_offered(data, dlen, "SCRAM-SHA-256")) break;
+            if (s->scram_cl) break; /* a second start */
             s->scram_cl = xcalloc(1, sizeof *s->scram_cl);
-            if (scram_client_start(s->scram_cl, out, sizeof out, &outlen) != 0) break;
-            pg_put_sasl_initial(session_out_buf(&s->sv_out), "SCRAM-SHA-256", out, outlen);
+            const char *mech = upstream_scram_mech(s, data, dlen);
+            if (!mech || scram_client_start(s->scram_cl, out, sizeof out, &outlen) != 0) break;
+            pg_put_sasl_initial(session_out_buf(&s->sv_out), mech, out, outlen);
             return true;
         }
         if (code == PG_AUTH_SASL_CONTINUE && s->scram_cl) {

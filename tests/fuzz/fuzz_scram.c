@@ -8,8 +8,8 @@
  * input is fed to:
  *   - the server side: scram_server_start(A) then scram_server_finish(B), with a fixed verifier
  *     (RFC 7677's "pencil", derived once) and a fixed server nonce, so a real exchange verifies;
- *     when the proof is accepted, our own client replays the exchange and must produce the same
- *     client-final and accept the server-final;
+ *     when the proof is accepted, our own client (with the same channel binding) replays the
+ *     exchange and must produce the same client-final and accept the server-final;
  *   - the client side: scram_client_start, scram_client_continue(A) with "pencil", then
  *     scram_client_finish(B), with RFC 7677's client nonce and user;
  *   - scram_verifier_parse and scram_b64_decode on the whole raw input (format and encode must
@@ -100,23 +100,35 @@ static int too_many_iterations(const char *s, size_t len)
     return 0;
 }
 
-/* After the server accepted a proof: when the client-first was plain "n,,n=USER,r=NONCE",
- * our client with that nonce must compute the very client-final the server accepted, and accept
- * the server-final the server sent. */
+/* After the server accepted a proof: when the client-first was plain "H,n=USER,r=NONCE" (H a
+ * gs2 header sluice's client writes: "n,,", "y,," or "p=tls-server-end-point,," with the
+ * server's binding data cb), our client with that nonce and binding must compute the very
+ * client-final the server accepted, and accept the server-final the server sent. */
 static void replay_with_client(const char *first, size_t first_len, const char *server_first,
                                size_t sf_len, const char *final, size_t final_len,
-                               const char *server_final, size_t sfin_len)
+                               const char *server_final, size_t sfin_len, const unsigned char *cb,
+                               size_t cb_len)
 {
-    if (first_len < 5 || memcmp(first, "n,,n=", 5) != 0) return;
-    const char *user = first + 5, *end = first + first_len;
+    static const char *const headers[] = {"n,,", "y,,", "p=tls-server-end-point,,"};
+    size_t h = 0, hl = 0;
+    for (; h < 3; h++) {
+        hl = strlen(headers[h]);
+        if (first_len >= hl + 2 && memcmp(first, headers[h], hl) == 0 &&
+            memcmp(first + hl, "n=", 2) == 0)
+            break;
+    }
+    if (h == 3) return;
+    const char *user = first + hl + 2, *end = first + first_len;
     const char *comma = memchr(user, ',', (size_t)(end - user));
     if (!comma || end - comma < 4 || memcmp(comma, ",r=", 3) != 0) return;
     const char *nonce = comma + 3;
     size_t user_len = (size_t)(comma - user), nonce_len = (size_t)(end - nonce);
     if (memchr(nonce, ',', nonce_len) || user_len >= 64 || nonce_len > SCRAM_MAX_NONCE) return;
-    if (final_len < 7 || memcmp(final, "c=biws,", 7) != 0) return;
-    /* no extensions in the client-final: exactly "c=biws,r=...,p=..." */
-    const char *p2 = memchr(final + 7, ',', final_len - 7);
+    const char *p1 = final_len > 2 ? memchr(final, ',', final_len) : NULL;
+    if (!p1 || memcmp(final, "c=", 2) != 0) return;
+    /* no extensions in the client-final: exactly "c=...,r=...,p=..." */
+    size_t rest = final_len - (size_t)(p1 + 1 - final);
+    const char *p2 = memchr(p1 + 1, ',', rest);
     if (!p2 || memchr(p2 + 1, ',', final_len - (size_t)(p2 + 1 - final))) return;
 
     char nonce_z[SCRAM_MAX_NONCE + 1], user_z[64];
@@ -129,6 +141,8 @@ static void replay_with_client(const char *first, size_t first_len, const char *
     char out[2048];
     size_t outlen = 0;
     scram_client_set_nonce(&c, nonce_z, user_z);
+    if (h == 1) CHECK(scram_client_set_binding(&c, NULL, 0) == 0);
+    if (h == 2) CHECK(scram_client_set_binding(&c, cb, cb_len) == 0);
     CHECK(scram_client_start(&c, out, sizeof out, &outlen) == 0);
     CHECK(outlen == first_len && memcmp(out, first, first_len) == 0);
     CHECK(scram_client_continue(&c, RFC_PASSWORD, server_first, sf_len, out, sizeof out, &outlen) ==
@@ -180,8 +194,7 @@ static void fuzz_server(const char *a, size_t alen, const char *b, size_t blen)
     CHECK(scram_server_finish(&st, b, blen, again, sizeof again, NULL) == -1);
     if (rc != 0) return;
     check_server_final(final_out, final_len);
-    if (st.gs2_flag == 'p') return; /* sluice's client side does not bind */
-    replay_with_client(a, alen, first_out, first_len, b, blen, final_out, final_len);
+    replay_with_client(a, alen, first_out, first_len, b, blen, final_out, final_len, cb, sizeof cb);
 }
 
 static void fuzz_client(const char *a, size_t alen, const char *b, size_t blen)

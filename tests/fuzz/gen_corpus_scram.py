@@ -99,6 +99,11 @@ SEEDS = {
     "server_noncanonical_proof": b"\0" + RFC_CLIENT_FIRST + b"\0" + RFC_CLIENT_FINAL[:-2] + b"S=",
     "server_wrong_proof": b"\n" + RFC_CLIENT_FIRST + b"\n" + RFC_CLIENT_FINAL[:-5] + b"AAAA=",
     "server_channel_binding": b"\np=tls-server-end-point,,n=,r=abc\nc=cD10bHMtc2VydmVyLWVuZC1wb2ludCws,r=abc,p=AAAA",
+    # an accepted -PLUS exchange: the first message's length is 1 mod 3, so the target offers
+    # binding with its data (0x5c 0x11 0xce, then zeros) and takes -PLUS as chosen
+    "server_plus_accepted": server_seed(
+        b"p=tls-server-end-point,,n=,r=Pq7XwZ2m",
+        cb=b64(b"p=tls-server-end-point,," + bytes([0x5c, 0x11, 0xce]) + bytes(29))),
     # client side: RFC 7677 verbatim, a cheap exchange (i=1), a 64-byte salt, an error
     "client_rfc": b"\n" + RFC_SERVER_FIRST + b"\n" + RFC_SERVER_FINAL,
     "client_iter1": client_seed(b"saltsaltsaltsalt", 1),

@@ -298,9 +298,10 @@ class SluiceConfig:
 
     def __init__(self, pg, certs, identities, port=None, admin_port=None, server_extra=None,
                  listen_host="127.0.0.1", tls_require=False, extra_yaml="", state_dir=None,
-                 extra_rules=(), client_ca=False, client_crl=None):
+                 extra_rules=(), client_ca=False, client_crl=None, extra_targets=()):
         self.client_ca = client_ca  # mTLS: client certificates signed by the test CA
         self.client_crl = client_crl  # a PEM revocation list for them (tls.client_crl)
+        self.extra_targets = list(extra_targets)  # more dicts as targets() returns
         self.server_extra = dict(server_extra or {})
         self.first_rules = list(extra_rules)  # YAML lines put first in policy.rules
         self.extra_yaml = extra_yaml  # more top-level sections (masking:, audit:, ...)
@@ -326,7 +327,7 @@ class SluiceConfig:
                  sslmode="verify-full", sslrootcert=f"{self.certs}/otherca.crt"),
             dict(name="shop_down", port=self.closed_port, user="app_scram", env="SLUICE_T_SCRAM",
                  sslmode="disable"),
-        ]
+        ] + self.extra_targets
 
     def env(self):
         pw = self.pg.passwords

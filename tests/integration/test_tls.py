@@ -3,9 +3,11 @@ CA (certificate SAN holds 127.0.0.1). Upstream leg: a target with sslmode verify
 a hostssl-only role; a target whose sslrootcert is an unrelated CA must fail to connect."""
 
 import os
+import select
 import signal
 import socket
 import subprocess
+import threading
 import ssl
 import struct
 import time
@@ -259,4 +261,86 @@ def test_client_certificate_revoked(spawn_sluice, certs, workdir):
             break
         assert time.time() < deadline, "the new revocation list was not applied after SIGHUP"
         time.sleep(0.2)
+    ep.assert_alive()
+
+
+def _tls_mitm(certs, pg_port):
+    """A man in the middle between sluice and PostgreSQL: it answers sluice's SSLRequest with
+    a certificate of its own (sluice's, which the test CA signed for 127.0.0.1, so
+    verify-full passes), opens its own TLS connection to PostgreSQL and relays the bytes.
+    Returns its port."""
+    lsn = socket.socket()
+    lsn.bind(("127.0.0.1", 0))
+    lsn.listen(8)
+    sctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    sctx.load_cert_chain(f"{certs}/sluice.crt", f"{certs}/sluice.key")
+    cctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    cctx.check_hostname = False
+    cctx.verify_mode = ssl.CERT_NONE
+
+    def relay(a, b):
+        try:
+            while True:
+                r, _, _ = select.select([a, b], [], [], 30)
+                if not r:
+                    return
+                for s in r:
+                    other = b if s is a else a
+                    while True:
+                        data = s.recv(65536)
+                        if not data:
+                            return
+                        other.sendall(data)
+                        if not s.pending():
+                            break
+        except OSError:
+            return
+        finally:
+            a.close()
+            b.close()
+
+    def serve():
+        while True:
+            try:
+                c, _ = lsn.accept()
+                assert c.recv(8) == struct.pack("!II", 8, pgwire.SSL_REQUEST)
+                c.sendall(b"S")
+                c = sctx.wrap_socket(c, server_side=True)
+                u = socket.create_connection(("127.0.0.1", pg_port))
+                u.sendall(struct.pack("!II", 8, pgwire.SSL_REQUEST))
+                assert u.recv(1) == b"S"
+                u = cctx.wrap_socket(u)
+            except (OSError, AssertionError):
+                continue
+            threading.Thread(target=relay, args=(c, u), daemon=True).start()
+
+    threading.Thread(target=serve, daemon=True).start()
+    return lsn.getsockname()[1]
+
+
+def test_upstream_scram_channel_binding_defeats_mitm(spawn_sluice, certs, pg):
+    """Over TLS to a target, sluice logs in with SCRAM-SHA-256-PLUS when PostgreSQL offers it,
+    bound to the certificate it was shown (libpq's channel_binding=prefer). A man in the middle
+    holding another certificate that the CA signed, so that verify-full passes, relays the
+    exchange between his two TLS connections: the binding does not match PostgreSQL's own
+    certificate and PostgreSQL refuses the login. The same relay passes an md5 login (no
+    binding), so it is the binding that stops it. Directly, the SCRAM login works."""
+    port = _tls_mitm(certs, pg.port)
+    via = dict(port=port, sslmode="verify-full", sslrootcert=f"{certs}/ca.crt")
+    extra = [dict(name="shop_mitm", user="app_ssl", env="SLUICE_T_SSL", **via),
+             dict(name="shop_mitm_md5", user="app_md5", env="SLUICE_T_MD5", **via)]
+    sp, ep = spawn_sluice("mitm", extra_targets=extra)
+    c = ep.connect("shop_mitm_md5")
+    c.cursor().execute("SELECT 1")
+    c.close()
+    c = ep.connect("shop_tls")
+    cur = c.cursor()
+    cur.execute("SELECT ssl FROM pg_stat_ssl WHERE pid = pg_backend_pid()")
+    assert cur.fetchone()[0] is True
+    c.close()
+    with pytest.raises(psycopg2.OperationalError) as ei:
+        ep.connect("shop_mitm")
+    assert 'cannot connect to target "shop_mitm"' in str(ei.value)
+    with open(pg.log) as f:
+        assert "SCRAM channel binding check failed" in f.read()
     ep.assert_alive()

@@ -605,6 +605,59 @@ static void test_channel_binding(void **state)
     }
 }
 
+/* sluice's client side of channel binding, against its server side: bound to the same
+ * certificate hash the exchange succeeds; to another (a man in the middle relaying between two
+ * TLS connections) the server refuses the client-final; "y,," (the client could bind, the
+ * server offered no -PLUS) passes a server that did not offer binding and is refused by one
+ * that did (a stripped offer). */
+static void test_client_channel_binding(void **state)
+{
+    (void)state;
+    static const unsigned char cb[32] = {9, 8, 7, 6, 5, 4, 3, 2, 1};
+    unsigned char other[32];
+    memcpy(other, cb, sizeof other);
+    other[31] ^= 0x80;
+    struct scram_verifier v;
+    assert_int_equal(scram_verifier_parse(PG_VERIFIER_1, &v), 0);
+    const struct {
+        size_t client_len;           /* 0: "y,,"; SIZE_MAX: none ("n,,") */
+        const unsigned char *srv;    /* the server's binding data; NULL: not offered */
+        bool plus;                   /* the server saw SCRAM-SHA-256-PLUS chosen */
+        int want_start, want_finish; /* server results */
+        const char *header;
+    } cases[] = {
+        {32, cb, true, 0, 0, "p=tls-server-end-point,,"},
+        {32, other, true, 0, -1, "p=tls-server-end-point,,"},
+        {0, NULL, false, 0, 0, "y,,"},
+        {0, cb, false, -1, 0, "y,,"},
+        {SIZE_MAX, cb, false, 0, 0, "n,,"},
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        struct scram_server srv;
+        struct scram_client cl;
+        char a[600], b[600];
+        size_t alen = 0, blen = 0;
+        memset(&srv, 0, sizeof srv);
+        memset(&cl, 0, sizeof cl);
+        if (cases[i].client_len != SIZE_MAX)
+            assert_int_equal(scram_client_set_binding(&cl, cb, cases[i].client_len), 0);
+        if (cases[i].srv)
+            assert_int_equal(scram_server_set_binding(&srv, cases[i].plus, cases[i].srv, 32), 0);
+        assert_int_equal(scram_client_start(&cl, a, sizeof a, &alen), 0);
+        assert_memory_equal(a, cases[i].header, strlen(cases[i].header));
+        int rc = scram_server_start(&srv, &v, a, alen, b, sizeof b, &blen);
+        if (rc != cases[i].want_start) fail_msg("case %zu: start %d", i, rc);
+        if (rc != 0) continue;
+        assert_int_equal(scram_client_continue(&cl, PG_PASSWORD_1, b, blen, a, sizeof a, &alen), 0);
+        rc = scram_server_finish(&srv, a, alen, b, sizeof b, &blen);
+        if (rc != cases[i].want_finish) fail_msg("case %zu: finish %d", i, rc);
+        if (rc == 0) assert_int_equal(scram_client_finish(&cl, b, blen), 0);
+    }
+    struct scram_client cl;
+    memset(&cl, 0, sizeof cl);
+    assert_int_equal(scram_client_set_binding(&cl, cb, SCRAM_MAX_CBIND + 1), -1);
+}
+
 static void test_base64(void **state)
 {
     (void)state;
@@ -659,6 +712,7 @@ int main(void)
         cmocka_unit_test(test_client_malformed),
         cmocka_unit_test(test_hostile_random),
         cmocka_unit_test(test_channel_binding),
+        cmocka_unit_test(test_client_channel_binding),
         cmocka_unit_test(test_base64),
         cmocka_unit_test(test_md5),
     };
