@@ -74,14 +74,13 @@ class AdminConfig(SluiceConfig):
     """The harness config with optional rules in front of the harness rules and, optionally,
     only the targets named in `only_targets`."""
 
-    def __init__(self, *a, rules=(), only_targets=None, extra_targets=(), **kw):
+    def __init__(self, *a, rules=(), only_targets=None, **kw):
         super().__init__(*a, **kw)
         self.rules = list(rules)
         self.only_targets = only_targets
-        self.extra_targets = list(extra_targets)
 
     def targets(self):
-        ts = super().targets() + self.extra_targets
+        ts = super().targets()  # (with the harness's extra_targets)
         if self.only_targets is not None:
             ts = [t for t in ts if t["name"] in self.only_targets]
         return ts
