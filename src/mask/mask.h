@@ -169,6 +169,37 @@ int mask_row_rewrite_ahead(const struct mask_db *db, const struct mask_plan *pla
 int mask_copy_rewrite(const struct mask_db *db, const uint8_t *body, size_t len, struct buf *out,
                       struct mask_counts *counts);
 
+/* ---- COPY TO STDOUT by column (copy.c) ------------------------------------------------ */
+
+/* How a COPY's lines are written (its options). */
+struct mask_copy_layout {
+    bool csv;                      /* CSV, else text */
+    bool header;                   /* the first line names the columns */
+    char delimiter, quote, escape; /* (quote and escape: CSV) */
+    const char *null_str;          /* how a NULL is written */
+};
+
+struct mask_copy_plan;
+
+/* The plan for the lines of a COPY whose columns are, in order, named columns[0..n) and read
+ * the columns sources[0..n) (entries may be NULL: no name, an expression) of table
+ * ("schema.table" or "table"; NULL: not one table), judged by their names and
+ * masking.columns / exempt as result columns are. NULL when no column is masked by name or
+ * rule, nor exempt: every line is then masked by value (mask_copy_rewrite). */
+struct mask_copy_plan *mask_copy_plan_build(const struct mask_db *db, const char *table,
+                                            const char *const *columns, const char *const *sources,
+                                            unsigned n, const struct mask_copy_layout *layout);
+void mask_copy_plan_free(struct mask_copy_plan *p);
+unsigned mask_copy_plan_columns(const struct mask_copy_plan *p);
+/* One CopyData line under plan: the fields of columns masked by name are replaced whole (a
+ * NULL stays NULL), exempt ones are left, the others are scanned by value. 0 unchanged, 1 a
+ * whole new 'd' message appended, -1 the line does not split into the plan's columns or the
+ * scanner failed (nothing appended: the caller masks the line by value). The plan skips the
+ * header line itself. */
+int mask_copy_rewrite_plan(const struct mask_db *db, struct mask_copy_plan *plan,
+                           const uint8_t *body, size_t len, struct buf *out,
+                           struct mask_counts *counts);
+
 /* ErrorResponse or NoticeResponse (type 'E' or 'N'): values in the message, detail, hint,
  * where and internal-query fields are masked by value. 0 unchanged, 1 a whole new message of
  * the same type appended, -1 malformed. */
@@ -196,6 +227,14 @@ static inline uint32_t mask_get_u32(const uint8_t *p)
 {
     return (uint32_t)p[0] << 24 | (uint32_t)p[1] << 16 | (uint32_t)p[2] << 8 | p[3];
 }
+
+/* How a text result column is masked (rows.c) when it is named `field` and reads `column` of
+ * schema.table (any may be NULL, not both field and column): MASK_COLUMN_SKIP (exempt),
+ * MASK_COLUMN_SCAN (by value), or a detector index >= 0 for the whole value, with *form. */
+#define MASK_COLUMN_SKIP (-2)
+#define MASK_COLUMN_SCAN (-1)
+int mask_column_by_name(const struct mask_db *db, const char *schema, const char *table,
+                        const char *field, const char *column, enum cfg_mask_form *form);
 
 /* What a column name alone says about its values (classify.c). */
 enum mask_name_class {

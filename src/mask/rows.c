@@ -362,6 +362,19 @@ static void classify_column(const struct mask_db *db, const struct cfg_masking *
     col->op = (uint8_t)scan_op(k, binary);
 }
 
+int mask_column_by_name(const struct mask_db *db, const char *schema, const char *table,
+                        const char *field, const char *column, enum cfg_mask_form *form)
+{
+    struct mask_colref ref = {schema, table, column};
+    struct col_names cn;
+    struct mask_col col;
+    col_names_fill(&cn, field ? field : column, column ? &ref : NULL);
+    classify_column(db, mask_db_config(db), &cn, 25 /* text */, false, &col);
+    *form = (enum cfg_mask_form)col.form;
+    if (col.op == OP_VALUE) return col.detector;
+    return col.op == OP_SKIP ? MASK_COLUMN_SKIP : MASK_COLUMN_SCAN;
+}
+
 /* ---- RowDescription ------------------------------------------------------------------- */
 
 int mask_plan_build(const struct mask_db *db, const uint8_t *body, size_t len,

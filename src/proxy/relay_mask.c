@@ -49,8 +49,70 @@ struct mask_desc {
     size_t portal_cap;
 };
 
+struct copy_expect {
+    struct copy_expect *next;
+    uint64_t group;
+    struct mask_copy_plan *plan;
+};
+
+void relay_mask_copy_expect(struct session *s, uint64_t group, const struct sql_copy_out *c)
+{
+    if (!s->rt->mask || !c->known) return;
+    struct mask_copy_layout lay = {.csv = c->format == 'c',
+                                   .header = c->header,
+                                   .delimiter = c->delimiter,
+                                   .quote = c->quote,
+                                   .escape = c->escape,
+                                   .null_str = c->null_str};
+    struct mask_copy_plan *p =
+        mask_copy_plan_build(s->rt->mask, c->table, (const char *const *)c->columns,
+                             (const char *const *)c->sources, c->n_columns, &lay);
+    if (!p) return;
+    struct copy_expect *e = xcalloc(1, sizeof *e);
+    e->group = group;
+    e->plan = p;
+    if (s->copy_expects_tail)
+        s->copy_expects_tail->next = e;
+    else
+        s->copy_expects = e;
+    s->copy_expects_tail = e;
+}
+
+/* Drop the expected COPY plans of groups up to `group` (answered, or skipped). */
+static void copy_expects_drop(struct session *s, uint64_t group)
+{
+    while (s->copy_expects && s->copy_expects->group <= group) {
+        struct copy_expect *e = s->copy_expects;
+        s->copy_expects = e->next;
+        mask_copy_plan_free(e->plan);
+        free(e);
+    }
+    if (!s->copy_expects) s->copy_expects_tail = NULL;
+}
+
+/* A CopyOutResponse (body) in group s2c_group: the plan its Query's COPY expects, when the
+ * response's column count and text format agree with it. */
+static void copy_plan_take(struct session *s, const uint8_t *body, size_t len)
+{
+    mask_copy_plan_free(s->copy_plan);
+    s->copy_plan = NULL;
+    if (s->s2c_group) copy_expects_drop(s, s->s2c_group - 1);
+    struct copy_expect *e = s->copy_expects;
+    if (!e || e->group != s->s2c_group) return;
+    s->copy_expects = e->next;
+    if (!s->copy_expects) s->copy_expects_tail = NULL;
+    if (len >= 3 && body[0] == 0 && pg_get_u16(body + 1) == mask_copy_plan_columns(e->plan))
+        s->copy_plan = e->plan;
+    else
+        mask_copy_plan_free(e->plan);
+    free(e);
+}
+
 void relay_mask_end(struct session *s)
 {
+    copy_expects_drop(s, UINT64_MAX);
+    mask_copy_plan_free(s->copy_plan);
+    s->copy_plan = NULL;
     mask_plan_free(s->plan);
     s->plan = NULL;
     free(s->masked);
@@ -160,6 +222,9 @@ int relay_mask_describe_reply(struct session *s, uint8_t type, const uint8_t *bo
 
 void relay_mask_group_end(struct session *s)
 {
+    copy_expects_drop(s, s->s2c_group);
+    mask_copy_plan_free(s->copy_plan);
+    s->copy_plan = NULL;
     struct mask_desc *d = s->mdesc;
     while (d && d->n && d->q[d->head] >> 1 <= s->s2c_group) { /* skipped after an error */
         d->head = (d->head + 1) % d->cap;
@@ -291,9 +356,12 @@ enum hold_action relay_mask_server(struct session *s, uint8_t type, const uint8_
          * tuples with binary fields: not rewritten by value (documented). */
         s->copy_out = true;
         s->copy_binary = len >= 1 && body[0] != 0;
+        copy_plan_take(s, body, len);
         return HOLD_FORWARD;
     case 'c':
         s->copy_out = false;
+        mask_copy_plan_free(s->copy_plan);
+        s->copy_plan = NULL;
         return HOLD_FORWARD;
     case 'd': {
         if (!s->copy_out || !mask_on(s)) return HOLD_FORWARD;
@@ -313,7 +381,9 @@ enum hold_action relay_mask_server(struct session *s, uint8_t type, const uint8_
             }
             return r > 0 ? HOLD_REPLACE : HOLD_FORWARD;
         }
-        int r = mask_copy_rewrite(db, body, len, out, counts(s));
+        int r =
+            s->copy_plan ? mask_copy_rewrite_plan(db, s->copy_plan, body, len, out, counts(s)) : -1;
+        if (r < 0) r = mask_copy_rewrite(db, body, len, out, counts(s)); /* by value */
         if (r < 0) { /* the scanner failed: the line does not leave unmasked */
             log_warn("session %llu: a COPY line could not be scanned and was withheld",
                      (unsigned long long)s->id);

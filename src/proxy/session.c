@@ -1624,6 +1624,14 @@ static void statement_judge_inner(struct session *s, const char *sql, bool query
     free(stmts);
 }
 
+/* A simple Query that is one COPY ... TO STDOUT: its lines are masked by the names of its
+ * columns (relay_mask.c). */
+static void copy_lines_expect(struct session *s, bool query, const struct sql_facts *facts)
+{
+    if (query && facts->n_stmts == 1 && facts->stmts[0].copy_out)
+        relay_mask_copy_expect(s, s->c2s_group, facts->stmts[0].copy_out);
+}
+
 static void statement_judge_facts(struct session *s, const char *sql, bool query, const char *name,
                                   struct verdict *v, const struct sql_facts *facts)
 {
@@ -1648,6 +1656,7 @@ static void statement_judge_facts(struct session *s, const char *sql, bool query
         v->limit = d.limit_rows;
         v->rule = d.rule;
         v->mask = d.mask;
+        copy_lines_expect(s, query, facts);
         if (audit && !query) relay_audit_parse(s, name, sql, facts, "allow", d.rule);
         if (audit && query && relay_audit_query(s, sql, facts, "allow", d.rule, false) < 0) {
             v->ok = false;
@@ -1664,6 +1673,7 @@ static void statement_judge_facts(struct session *s, const char *sql, bool query
             v->rule = d.rule;
             v->mask = d.mask;
             v->approval = r == REVIEW_WAIT;
+            copy_lines_expect(s, query, facts);
             if (audit && !query) relay_audit_parse(s, name, sql, facts, "review", d.rule);
             if (audit && query && relay_audit_query(s, sql, facts, "review", d.rule, false) < 0) {
                 v->ok = v->approval = false;

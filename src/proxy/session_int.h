@@ -202,11 +202,15 @@ struct session {
     bool lingering;           /* S_CLOSING: error sent, reading until the client closes */
     struct blocked *blocked, *blocked_tail;
     /* masking (relay_mask.c) */
-    bool mask_base;             /* this identity's results are masked unless a rule says unmask */
-    bool plan_known;            /* a RowDescription (or NoData) describes the rows arriving now */
-    bool copy_out;              /* the server is in COPY TO STDOUT */
-    bool copy_binary;           /* ... in binary format */
-    struct mask_plan *plan;     /* of the RowDescription; NULL: nothing to look at */
+    bool mask_base;         /* this identity's results are masked unless a rule says unmask */
+    bool plan_known;        /* a RowDescription (or NoData) describes the rows arriving now */
+    bool copy_out;          /* the server is in COPY TO STDOUT */
+    bool copy_binary;       /* ... in binary format */
+    struct mask_plan *plan; /* of the RowDescription; NULL: nothing to look at */
+    /* COPY TO STDOUT by column: plans of the Queries sent (by group) whose one statement is
+     * such a COPY naming its columns, and the plan of the COPY being relayed */
+    struct copy_expect *copy_expects, *copy_expects_tail;
+    struct mask_copy_plan *copy_plan;
     struct mask_desc *mdesc;    /* Describes awaiting their reply; NULL until one is sent */
     struct mask_counts *masked; /* of the statement being relayed; NULL until needed */
     /* audit (relay_audit.c) */
@@ -278,6 +282,9 @@ bool relay_mask_rewrites(struct session *s, uint8_t type);
 enum hold_action relay_mask_server(struct session *s, uint8_t type, const uint8_t *body,
                                    size_t len);
 void relay_mask_result_end(struct session *s);
+/* The Query of group `group` is one COPY ... TO STDOUT (c): its lines are masked by the names
+ * of its columns when it runs (its CopyOutResponse in that group). */
+void relay_mask_copy_expect(struct session *s, uint64_t group, const struct sql_copy_out *c);
 /* Row plans for Executes: every Describe the client sends is noted (relay_mask_describe); an
  * Execute whose rows masking would look at, unless the client's message just before it
  * described that portal, gets sluice's own Describe of the portal in front of it

@@ -104,6 +104,7 @@ struct walk {
     bool prepared_all;     /* DEALLOCATE ALL, DISCARD ALL */
     const char *cursor;    /* DECLARE, CLOSE: the cursor's name (into the tree) */
     bool cursor_all;       /* CLOSE ALL, DISCARD ALL */
+    const cJSON *copy_out; /* COPY ... TO STDOUT: its CopyStmt body */
     bool chain;            /* ... and its AND CHAIN */
     /* CTE names in scope (pointers into the cJSON tree). */
     const char **scope;
@@ -839,6 +840,8 @@ static void walk_node(struct walk *w, const char *type, const cJSON *body, int d
             w->flags |= SQL_F_COPY_PROGRAM;
         else if (str_field(body, "filename"))
             w->flags |= SQL_F_COPY_FILE;
+        else if (!bool_field(body, "is_from"))
+            w->copy_out = body;
         static const char *const skip[] = {"relation", NULL};
         walk_fields(w, body, skip, depth);
         return;
@@ -1307,6 +1310,8 @@ static void stmt_fill(struct walk *w, struct sql_stmt *st, const char *command, 
     st->cursor_all = w->cursor_all;
     w->cursor = NULL;
     w->cursor_all = false;
+    st->copy_out = w->copy_out ? sql_copy_out_make(w->copy_out) : NULL;
+    w->copy_out = NULL;
     w->flags = 0;
     w->nscope = 0;
 }
@@ -1408,6 +1413,7 @@ void sql_facts_free(struct sql_facts *f)
         free(s->savepoint);
         free(s->prepared_name);
         free(s->cursor_name);
+        sql_copy_out_free(s->copy_out);
     }
     free(f->stmts);
     free(f->normalized);

@@ -91,6 +91,19 @@ char *sql_blank_literals(const char *sql);
  * PostgreSQL's do: in any case, ignoring what is not a letter or digit. */
 bool sql_encoding_unsafe(const char *name);
 
+/* COPY ... TO STDOUT: what its lines hold (sql_copy.c). */
+struct sql_copy_out {
+    bool known;     /* columns[] names every column of a line, in order (text or CSV) */
+    char **columns; /* names as written, lower-cased unless quoted; NULL: an expression */
+    char **sources; /* the column each one reads when it is a plain column reference */
+    unsigned n_columns;
+    char *table; /* "schema.table" or "table" as written; NULL when not one table */
+    char format; /* 't' text, 'c' csv, 'b' binary */
+    char delimiter, quote, escape; /* (quote and escape: CSV) */
+    bool header;                   /* the first line holds the column names */
+    char *null_str;                /* how a NULL is written */
+};
+
 struct sql_stmt {
     const char *command; /* upper case tag: "SELECT", "INSERT", "UPDATE", "DELETE", "MERGE",
                             "TRUNCATE", "DROP", "ALTER", "CREATE", "GRANT", "REVOKE", "COPY",
@@ -117,7 +130,8 @@ struct sql_stmt {
     bool prepared_all; /* DEALLOCATE ALL, DISCARD ALL: every prepared statement is dropped */
     /* DECLARE and CLOSE: the cursor (portal) it makes or closes; NULL for any other */
     char *cursor_name;
-    bool cursor_all; /* CLOSE ALL, DISCARD ALL: every portal is closed */
+    bool cursor_all;               /* CLOSE ALL, DISCARD ALL: every portal is closed */
+    struct sql_copy_out *copy_out; /* COPY ... TO STDOUT; NULL for any other statement */
 };
 
 struct sql_facts {

@@ -19,6 +19,8 @@
 
 #include <cjson/cJSON.h>
 
+#include "sql/sql.h"
+
 enum sql_tv {
     SQL_TV_UNKNOWN, /* not a constant expression we can evaluate */
     SQL_TV_FALSE,
@@ -56,5 +58,9 @@ int sql_scan(const char *sql, sql_token_fn fn, void *ctx);
  * JOIN, IS each count a level; commas, AND and OR separate siblings). Uses libpg_query's own
  * scanner, which does not recurse. */
 int sql_guard_too_deep(const char *sql, size_t len, unsigned *depth);
+
+/* The description of a COPY TO STDOUT from its CopyStmt body (sql_copy.c); never NULL. */
+struct sql_copy_out *sql_copy_out_make(const cJSON *copy);
+void sql_copy_out_free(struct sql_copy_out *c);
 
 #endif

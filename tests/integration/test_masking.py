@@ -462,6 +462,31 @@ def test_columns_by_name(renamed):
     assert rows == [("***-**-1120", "[REDACTED:secret]")]
 
 
+def test_copy_columns_by_name(renamed):
+    """COPY ... TO STDOUT naming its columns (a column list, as pg_dump writes, or a query's
+    output names): columns sensitive by name are masked whole, as in a SELECT, in text and CSV
+    (quoted, with a header line, which stays), and a NULL stays NULL. Alice sees raw values."""
+    as_alice(renamed, "INSERT INTO mask_renamed VALUES (2, NULL, 'x,\"y\"')")
+    sql = "COPY mask_renamed (id, ssn, api_token) TO STDOUT"
+    masked = [("1", "***-**-1120", "[REDACTED:secret]"), ("2", None, "[REDACTED:secret]")]
+    data = copy_out(renamed, BOB,
+                    "COPY (SELECT id, ssn, api_token FROM mask_renamed ORDER BY id) TO STDOUT")
+    assert copy_text_rows(data) == masked
+    assert sorted(copy_text_rows(copy_out(renamed, BOB, sql))) == masked
+    data = copy_out(renamed, BOB, "COPY (SELECT id, api_token AS t, ssn AS s FROM mask_renamed "
+                                  "ORDER BY id) TO STDOUT WITH (FORMAT csv, HEADER)")
+    rows = list(csv.reader(io.StringIO(data.decode())))
+    assert rows == [["id", "t", "s"], ["1", "[REDACTED:secret]", "***-**-1120"],
+                    ["2", "[REDACTED:secret]", ""]]
+    for blob in (data, copy_out(renamed, BOB, sql)):
+        assert not [v for v in RENAMED_RAW + ['x,"y"'] if v.encode() in blob], blob
+    raw = copy_out(renamed, ALICE, sql + " (FORMAT csv)")
+    assert sorted(csv.reader(io.StringIO(raw.decode()))) == [["1", "078051120",
+                                                               "plainsecretvalue42"],
+                                                              ["2", "", 'x,"y"']]
+    as_alice(renamed, "DELETE FROM mask_renamed WHERE id = 2")
+
+
 def test_renamed_columns_masked_from_the_first_query(renamed):
     """SELECT ssn AS a: the column is known by its table OID and attribute number only. The
     catalog resolver learns it in the background after a cache miss, so the very first

@@ -938,6 +938,66 @@ static void test_copy(void **state)
     assert_int_equal(mask_copy_rewrite(f->db, (const uint8_t *)"", 0, f->out, NULL), 0);
 }
 
+/* COPY lines by column (mask_copy_rewrite_plan): columns sensitive by name are replaced
+ * whole, in text and CSV (quotes, escaped quotes, delimiters inside quotes), NULL markers stay,
+ * the header line passes, exempt columns are left, others are scanned by value; a line that
+ * does not split into the plan's columns is left to the caller (-1). */
+static void copy_case(struct fx *f, struct mask_copy_plan *p, const char *line, int want_rc,
+                      const char *want)
+{
+    uint8_t *body = dup_exact((const uint8_t *)line, strlen(line));
+    f->out->off = f->out->len = 0;
+    int rc = mask_copy_rewrite_plan(f->db, p, body, strlen(line), f->out, NULL);
+    free(body);
+    if (rc != want_rc) fail_msg("%s: rc %d, want %d", line, rc, want_rc);
+    if (rc != 1) {
+        assert_int_equal(f->out->len, 0);
+        return;
+    }
+    const uint8_t *m = bdata(f->out);
+    assert_int_equal(m[0], 'd');
+    assert_int_equal(pg_get_u32(m + 1), strlen(want) + 4);
+    if (buf_avail(f->out) != strlen(want) + 5 || memcmp(m + 5, want, strlen(want)) != 0)
+        fail_msg("%s: got %.*s, want %s", line, (int)buf_avail(f->out) - 5, m + 5, want);
+}
+
+static void test_copy_by_name(void **state)
+{
+    struct fx *f = *state;
+    const char *cols[] = {"id", "api_token", "note", NULL};
+    const char *srcs[] = {"id", "api_token", "note", NULL};
+    struct mask_copy_layout text = {.delimiter = '\t', .null_str = "\\N"};
+    struct mask_copy_plan *p = mask_copy_plan_build(f->db, "public.t", cols, srcs, 4, &text);
+    assert_non_null(p);
+    assert_int_equal(mask_copy_plan_columns(p), 4);
+    copy_case(f, p, "1\tplain-token\tnothing\tx\n", 1, "1\t[REDACTED:secret]\tnothing\tx\n");
+    copy_case(f, p, "2\t\\N\tmail henry@example.com\t\\N\n", 1,
+              "2\t\\N\tmail h***@example.com\t\\N\n");
+    copy_case(f, p, "3\ttab\\there\tno\t\n", 1, "3\t[REDACTED:secret]\tno\t\n");
+    copy_case(f, p, "4\t\tno\tx\n", 0, NULL);        /* empty string: nothing to hide */
+    copy_case(f, p, "5\ttok\tno\n", -1, NULL);       /* three fields */
+    copy_case(f, p, "6\ttok\tno\tx\ty\n", -1, NULL); /* five */
+    mask_copy_plan_free(p);
+
+    /* CSV with a header, a quoted token holding the delimiter and a doubled quote; the
+     * column is known by its source (an alias that says nothing) */
+    const char *cols2[] = {"a", "b"};
+    const char *srcs2[] = {"ssn", NULL};
+    struct mask_copy_layout csv = {
+        .csv = true, .header = true, .delimiter = ',', .quote = '"', .escape = '"', .null_str = ""};
+    p = mask_copy_plan_build(f->db, NULL, cols2, srcs2, 2, &csv);
+    assert_non_null(p);
+    copy_case(f, p, "a,b\n", 0, NULL); /* the header */
+    copy_case(f, p, "\"078,05\"\"1120\",\"x, y\"\n", 1, "***-**-1120,\"x, y\"\n");
+    copy_case(f, p, ",plain\n", 0, NULL); /* NULL ssn */
+    copy_case(f, p, "\"unclosed,plain\n", -1, NULL);
+    mask_copy_plan_free(p);
+
+    /* no column sensitive by name, rule or exemption: no plan (by value only) */
+    const char *plain[] = {"id", "note"};
+    assert_null(mask_copy_plan_build(f->db, "t", plain, plain, 2, &text));
+}
+
 /* ---- ErrorResponse / NoticeResponse ---- */
 
 static struct buf *notice_body(const char *const *kv)
@@ -1048,6 +1108,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_exempt_and_rules, setup, teardown),
         cmocka_unit_test(test_detectors_in_use),
         cmocka_unit_test_setup_teardown(test_copy, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_copy_by_name, setup, teardown),
         cmocka_unit_test_setup_teardown(test_notice, setup, teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
