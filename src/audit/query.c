@@ -19,7 +19,8 @@ static int add_event(void *ctx, const struct store_event *ev)
     cJSON *arr = ctx;
     cJSON *o = cJSON_ParseWithLength(ev->body, ev->body_len);
     if (!o) return 0;
-    cJSON_AddNumberToObject(o, "seq", (double)ev->seq);
+    if (!cJSON_HasObjectItem(o, "seq")) /* (every body holds it) */
+        cJSON_AddNumberToObject(o, "seq", (double)ev->seq);
     cJSON_AddStringToObject(o, "hash", ev->hash);
     cJSON_AddItemToArray(arr, o);
     return 0;

@@ -597,6 +597,15 @@ static int convert_targets(struct loader *ld, const struct raw_config *raw,
         }
         t->database = xstrdup(rt->database && *rt->database ? rt->database : rt->name);
         t->sslmode = rt->sslmode ? (enum sslmode)(rt->sslmode - 1) : SSLMODE_PREFER;
+        t->channel_binding = rt->channel_binding ? (enum channel_binding)(rt->channel_binding - 1)
+                                                 : CHANNEL_BINDING_PREFER;
+        if (t->channel_binding == CHANNEL_BINDING_REQUIRE && t->sslmode <= SSLMODE_PREFER) {
+            snprintf(key, sizeof(key), "%s.channel_binding", path);
+            return cfgld_fail(ld, key, AT_VALUE,
+                              "%s is require but %s.sslmode is %s (channel binding needs TLS: "
+                              "use require, verify-ca or verify-full)",
+                              key, path, sslmode_name(t->sslmode));
+        }
         t->sslrootcert = cfgld_path(ld, rt->sslrootcert);
         if (rt->password_env && rt->password_file) {
             snprintf(key, sizeof(key), "%s.password_file", path);

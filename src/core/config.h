@@ -26,6 +26,13 @@ enum sslmode {
     SSLMODE_VERIFY_FULL,
 };
 
+/* libpq's channel_binding, for sluice's SCRAM logins to a target. */
+enum channel_binding {
+    CHANNEL_BINDING_PREFER,
+    CHANNEL_BINDING_DISABLE,
+    CHANNEL_BINDING_REQUIRE,
+};
+
 enum ident_kind {
     IDENT_HUMAN,
     IDENT_SERVICE,
@@ -61,6 +68,7 @@ struct cfg_target {
     char *password_env;  /* environment variable holding the upstream password */
     char *password_file; /* file holding the upstream password (first line) */
     enum sslmode sslmode;
+    enum channel_binding channel_binding;
     char *sslrootcert; /* CA bundle for verify-ca / verify-full */
     char *password;    /* resolved secret (may be NULL for trust); never logged */
 };

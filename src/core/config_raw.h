@@ -46,6 +46,7 @@ struct raw_target {
     char *password_env;
     char *password_file;
     int sslmode;
+    int channel_binding;
     char *sslrootcert;
 };
 

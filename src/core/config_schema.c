@@ -25,6 +25,11 @@ static const cyaml_strval_t sslmode_strings[] = {
     {"disable", 1}, {"allow", 2},     {"prefer", 3},
     {"require", 4}, {"verify-ca", 5}, {"verify-full", 6},
 };
+static const cyaml_strval_t channel_binding_strings[] = {
+    {"prefer", 1},
+    {"disable", 2},
+    {"require", 3},
+};
 static const cyaml_strval_t kind_strings[] = {
     {"human", 1},
     {"service", 2},
@@ -81,6 +86,7 @@ const char *config_raw_enum_choices(const char *key)
     if (strcmp(key, "mode") == 0) return "wait or defer";
     if (strcmp(key, "sslmode") == 0)
         return "disable, allow, prefer, require, verify-ca or verify-full";
+    if (strcmp(key, "channel_binding") == 0) return "disable, prefer or require";
     if (strcmp(key, "kind") == 0) return "human, service or agent";
     if (strcmp(key, "log_level") == 0) return "debug, info, warn or error";
     if (strcmp(key, "driver") == 0) return "sqlite or postgres";
@@ -119,6 +125,7 @@ static const cyaml_schema_field_t target_fields[] = {
     STR_OPT("password_env", struct raw_target, password_env),
     STR_OPT("password_file", struct raw_target, password_file),
     ENUM_OPT("sslmode", struct raw_target, sslmode, sslmode_strings),
+    ENUM_OPT("channel_binding", struct raw_target, channel_binding, channel_binding_strings),
     STR_OPT("sslrootcert", struct raw_target, sslrootcert),
     CYAML_FIELD_END,
 };

@@ -99,7 +99,8 @@ int tls_peer_cn(const struct sock *s, char *out, size_t outcap);
  * hash of the server's certificate (sluice's own on a connection it accepted, the target's on
  * one it made), by the certificate's signature digest (SHA-256 for MD5 and SHA-1), into out.
  * Its length, or -1 (no TLS, or a certificate whose signature names no digest, such as
- * Ed25519: then PostgreSQL offers no -PLUS, and sluice offers none either). */
+ * Ed25519: sluice then offers its clients no -PLUS, and does not log in to a target that
+ * offers it, as libpq does not). */
 int tls_server_end_point(const struct sock *s, unsigned char *out, size_t outcap);
 /* Fill err with the last OpenSSL error (and clear the queue). */
 void tls_error_text(char *err, size_t errlen);

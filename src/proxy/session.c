@@ -1120,21 +1120,32 @@ static bool mech_offered(const uint8_t *data, size_t len, const char *mech)
 }
 
 /* The SCRAM mechanism to log in upstream with, from the server's list, with s->scram_cl's
- * channel binding set as libpq's default (channel_binding=prefer) does: over TLS,
- * SCRAM-SHA-256-PLUS bound to the target's certificate when offered (a man in the middle
- * holding another certificate cannot relay the exchange), else SCRAM-SHA-256 saying the
- * client could bind; without TLS, plain SCRAM-SHA-256. NULL: no SCRAM offered. */
-static const char *upstream_scram_mech(struct session *s, const uint8_t *data, size_t dlen)
+ * channel binding set per the target's channel_binding, as libpq does. prefer (the default):
+ * over TLS, SCRAM-SHA-256-PLUS bound to the target's certificate when offered (a man in the
+ * middle holding another certificate cannot relay the exchange), else SCRAM-SHA-256 saying
+ * the client could bind; without TLS, plain SCRAM-SHA-256. require: -PLUS or nothing.
+ * disable: plain SCRAM-SHA-256. NULL with *why: the login cannot go on. */
+static const char *upstream_scram_mech(struct session *s, const uint8_t *data, size_t dlen,
+                                       const char **why)
 {
-    bool tls = s->sv.sk.ssl != NULL;
+    enum channel_binding cb_mode = s->target->channel_binding;
+    bool tls = s->sv.sk.ssl != NULL && cb_mode != CHANNEL_BINDING_DISABLE;
+    *why = "the server offers no SCRAM-SHA-256 mechanism sluice knows";
     if (tls && mech_offered(data, dlen, "SCRAM-SHA-256-PLUS")) {
         unsigned char cb[SCRAM_MAX_CBIND];
         int n = tls_server_end_point(&s->sv.sk, cb, sizeof cb);
-        if (n > 0 && scram_client_set_binding(s->scram_cl, cb, (size_t)n) == 0)
+        if (n > 0 && scram_client_set_binding(s->scram_cl, cb, (size_t)n) == 0) {
+            s->upstream_bound = true;
             return "SCRAM-SHA-256-PLUS";
-        /* no hash for that certificate: plain, and not "y" (the server would take it for a
-         * stripped offer) */
-        return mech_offered(data, dlen, "SCRAM-SHA-256") ? "SCRAM-SHA-256" : NULL;
+        }
+        /* A certificate with no digest to bind to (Ed25519, RSA-PSS): not plain SCRAM, which
+         * a man in the middle holding such a certificate would relay; libpq fails too. */
+        *why = "channel binding: the server's certificate names no digest to bind to";
+        return NULL;
+    }
+    if (cb_mode == CHANNEL_BINDING_REQUIRE) {
+        *why = "channel binding is required, but the server does not offer SCRAM-SHA-256-PLUS";
+        return NULL;
     }
     if (!mech_offered(data, dlen, "SCRAM-SHA-256")) return NULL;
     if (tls) (void)scram_client_set_binding(s->scram_cl, NULL, 0);
@@ -1153,6 +1164,14 @@ static bool on_login_message(struct session *s, uint8_t type, const uint8_t *msg
         const uint8_t *data;
         size_t dlen;
         if (pg_auth_parse(body, len, &code, &data, &dlen) != PG_OK) break;
+        if (t->channel_binding == CHANNEL_BINDING_REQUIRE && !s->upstream_bound &&
+            code != PG_AUTH_SASL) {
+            upstream_fail(s,
+                          "channel binding is required, but the server authenticates "
+                          "without it",
+                          "upstream channel binding not used");
+            return false;
+        }
         if (code == PG_AUTH_OK) return true;
         if (!t->password && code != PG_AUTH_SASL_FINAL) {
             upstream_fail(s, "the server asks for a password but the target has none configured",
@@ -1169,13 +1188,18 @@ static bool on_login_message(struct session *s, uint8_t type, const uint8_t *msg
             pg_put_password(session_out_buf(&s->sv_out), resp);
             return true;
         }
-        char out[512];
+        char out[1024];
         size_t outlen;
         if (code == PG_AUTH_SASL) {
             if (s->scram_cl) break; /* a second start */
             s->scram_cl = xcalloc(1, sizeof *s->scram_cl);
-            const char *mech = upstream_scram_mech(s, data, dlen);
-            if (!mech || scram_client_start(s->scram_cl, out, sizeof out, &outlen) != 0) break;
+            const char *why;
+            const char *mech = upstream_scram_mech(s, data, dlen, &why);
+            if (!mech) {
+                upstream_fail(s, why, "upstream SCRAM mechanism refused");
+                return false;
+            }
+            if (scram_client_start(s->scram_cl, out, sizeof out, &outlen) != 0) break;
             pg_put_sasl_initial(session_out_buf(&s->sv_out), mech, out, outlen);
             return true;
         }

@@ -144,6 +144,7 @@ struct session {
     const char *dbname;
     struct scram_server *scram_sv;
     struct scram_client *scram_cl;
+    bool upstream_bound; /* its SCRAM login to the target used channel binding */
     uint8_t sasl_step;
     bool tls_client;
     bool ssl_asked, gss_asked; /* the client sent SSLRequest, GSSENCRequest (answered 'N') */

@@ -351,6 +351,8 @@ class SluiceConfig:
                 line += f", password_env: {t['env']}"
             if t.get("sslrootcert"):
                 line += f", sslrootcert: {t['sslrootcert']}"
+            if t.get("channel_binding"):
+                line += f", channel_binding: {t['channel_binding']}"
             out.append(line + " }")
         users = [(n, i) for n, i in self.identities.items()
                  if not i["token"] and not i.get("cert")]

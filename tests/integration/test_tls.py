@@ -264,16 +264,16 @@ def test_client_certificate_revoked(spawn_sluice, certs, workdir):
     ep.assert_alive()
 
 
-def _tls_mitm(certs, pg_port):
+def _tls_mitm(certs, pg_port, cert=None):
     """A man in the middle between sluice and PostgreSQL: it answers sluice's SSLRequest with
-    a certificate of its own (sluice's, which the test CA signed for 127.0.0.1, so
-    verify-full passes), opens its own TLS connection to PostgreSQL and relays the bytes.
-    Returns its port."""
+    a certificate of its own (by default sluice's, which the test CA signed for 127.0.0.1, so
+    verify-full passes; or cert, a (certificate, key) pair), opens its own TLS connection to
+    PostgreSQL and relays the bytes. Returns its port."""
     lsn = socket.socket()
     lsn.bind(("127.0.0.1", 0))
     lsn.listen(8)
     sctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-    sctx.load_cert_chain(f"{certs}/sluice.crt", f"{certs}/sluice.key")
+    sctx.load_cert_chain(*(cert or (f"{certs}/sluice.crt", f"{certs}/sluice.key")))
     cctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
     cctx.check_hostname = False
     cctx.verify_mode = ssl.CERT_NONE
@@ -343,4 +343,41 @@ def test_upstream_scram_channel_binding_defeats_mitm(spawn_sluice, certs, pg):
     assert 'cannot connect to target "shop_mitm"' in str(ei.value)
     with open(pg.log) as f:
         assert "SCRAM channel binding check failed" in f.read()
+    ep.assert_alive()
+
+
+def test_upstream_channel_binding_modes(spawn_sluice, certs, pg, workdir):
+    """targets[].channel_binding, as libpq's: prefer (the default) refuses to fall back to
+    plain SCRAM when the certificate it was shown has no digest to bind to (a man in the middle
+    with an Ed25519 certificate and sslmode require would otherwise relay the login); require
+    also refuses a server that authenticates without SCRAM-SHA-256-PLUS (md5 here); disable
+    never binds (through the CA-signed man in the middle the SCRAM login then passes)."""
+    d = os.path.join(workdir, "ed25519")
+    os.makedirs(d, exist_ok=True)
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "ed25519", "-nodes", "-keyout",
+                    f"{d}/mitm.key", "-out", f"{d}/mitm.crt", "-days", "3", "-subj",
+                    "/CN=127.0.0.1"], check=True, capture_output=True)
+    ed = _tls_mitm(certs, pg.port, cert=(f"{d}/mitm.crt", f"{d}/mitm.key"))
+    ca_signed = _tls_mitm(certs, pg.port)
+    verify = dict(sslmode="verify-full", sslrootcert=f"{certs}/ca.crt")
+    extra = [dict(name="shop_ed_mitm", port=ed, user="app_ssl", env="SLUICE_T_SSL",
+                  sslmode="require"),
+             dict(name="shop_md5_require", port=pg.port, user="app_md5", env="SLUICE_T_MD5",
+                  channel_binding="require", **verify),
+             dict(name="shop_tls_require", port=pg.port, user="app_ssl", env="SLUICE_T_SSL",
+                  channel_binding="require", **verify),
+             dict(name="shop_mitm_disable", port=ca_signed, user="app_ssl", env="SLUICE_T_SSL",
+                  channel_binding="disable", **verify)]
+    sp, ep = spawn_sluice("cbind", extra_targets=extra)
+    for target, why in (("shop_ed_mitm", "names no digest to bind to"),
+                        ("shop_md5_require", "channel binding is required")):
+        with pytest.raises(psycopg2.OperationalError) as ei:
+            ep.connect(target)
+        assert f'cannot connect to target "{target}"' in str(ei.value)
+        with open(sp.log) as f:
+            assert why in f.read()
+    for target in ("shop_tls_require", "shop_mitm_disable"):
+        c = ep.connect(target)
+        c.cursor().execute("SELECT 1")
+        c.close()
     ep.assert_alive()
