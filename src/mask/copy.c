@@ -48,6 +48,9 @@ struct mask_copy_plan *mask_copy_plan_build(const struct mask_db *db, const char
                       ? mask_column_by_name(db, schema[0] ? schema : NULL, rel[0] ? rel : NULL,
                                             columns[i], sources[i], &form)
                       : MASK_COLUMN_SCAN;
+        /* Names from the statement's text (aliases, CTE names) are the client's to choose:
+         * they may add masking, never take it away (no exemption). */
+        if (how == MASK_COLUMN_SKIP) how = MASK_COLUMN_SCAN;
         p->cols[i] = (struct copy_col){.how = (int16_t)how, .form = (uint8_t)form};
         if (how != MASK_COLUMN_SCAN) by_name = true;
     }
@@ -130,7 +133,13 @@ static void field_value(const struct mask_copy_layout *l, const uint8_t *s, size
         uint8_t c = s[i];
         if (c == '\\' && i + 1 < n) {
             c = s[++i];
-            c = c == 'n' ? '\n' : c == 'r' ? '\r' : c == 't' ? '\t' : c;
+            c = c == 'n'   ? '\n'
+                : c == 'r' ? '\r'
+                : c == 't' ? '\t'
+                : c == 'b' ? '\b'
+                : c == 'f' ? '\f'
+                : c == 'v' ? '\v'
+                           : c;
         }
         buf_append_u8(v, c);
     }
@@ -171,9 +180,9 @@ int mask_copy_rewrite_plan(const struct mask_db *db, struct mask_copy_plan *plan
                            const uint8_t *body, size_t len, struct buf *out,
                            struct mask_counts *counts)
 {
-    if (plan->header_left) {
+    if (plan->header_left) { /* column names: the caller scans the line by value */
         plan->header_left = false;
-        return 0;
+        return -1;
     }
     const struct mask_copy_layout *l = &plan->lay;
     size_t end = len && body[len - 1] == '\n' ? len - 1 : len;
@@ -190,6 +199,8 @@ int mask_copy_rewrite_plan(const struct mask_db *db, struct mask_copy_plan *plan
         const uint8_t *f = body + pos;
         size_t fn = fe - pos;
         const struct copy_col *c = &plan->cols[i];
+        /* (a NULL is left as it is by name; by value it is scanned like any field: a custom
+         * NULL string may equal a real value) */
         bool is_null = !quoted && fn == plan->null_len && !memcmp(f, plan->null_str, fn);
         if (i) buf_append_u8(out, (uint8_t)l->delimiter);
         if (c->how >= 0 && !is_null) {
@@ -204,7 +215,7 @@ int mask_copy_rewrite_plan(const struct mask_db *db, struct mask_copy_plan *plan
             field_put(l, t->data, t->len, out);
             if (counts && c->how < MASK_MAX_DETECTORS) counts->n[c->how]++;
             changed = true;
-        } else if (c->how == MASK_COLUMN_SCAN && !is_null && fn) {
+        } else if (c->how == MASK_COLUMN_SCAN && fn) {
             /* the value is scanned, and written back escaped or quoted when masked */
             v->len = v->off = 0;
             t->len = t->off = 0;

@@ -184,18 +184,18 @@ struct mask_copy_plan;
 /* The plan for the lines of a COPY whose columns are, in order, named columns[0..n) and read
  * the columns sources[0..n) (entries may be NULL: no name, an expression) of table
  * ("schema.table" or "table"; NULL: not one table), judged by their names and
- * masking.columns / exempt as result columns are. NULL when no column is masked by name or
- * rule, nor exempt: every line is then masked by value (mask_copy_rewrite). */
+ * masking.columns as result columns are (exemptions do not apply). NULL when no column is
+ * masked by name or rule: every line is then masked by value (mask_copy_rewrite). */
 struct mask_copy_plan *mask_copy_plan_build(const struct mask_db *db, const char *table,
                                             const char *const *columns, const char *const *sources,
                                             unsigned n, const struct mask_copy_layout *layout);
 void mask_copy_plan_free(struct mask_copy_plan *p);
 unsigned mask_copy_plan_columns(const struct mask_copy_plan *p);
 /* One CopyData line under plan: the fields of columns masked by name are replaced whole (a
- * NULL stays NULL), exempt ones are left, the others are scanned by value. 0 unchanged, 1 a
- * whole new 'd' message appended, -1 the line does not split into the plan's columns or the
- * scanner failed (nothing appended: the caller masks the line by value). The plan skips the
- * header line itself. */
+ * NULL stays NULL), the others are scanned by value (a plan never exempts: the names come
+ * from the client's text). 0 unchanged, 1 a whole new 'd' message appended, -1 the line does
+ * not split into the plan's columns, is the header line, or the scanner failed (nothing
+ * appended: the caller masks the line by value). */
 int mask_copy_rewrite_plan(const struct mask_db *db, struct mask_copy_plan *plan,
                            const uint8_t *body, size_t len, struct buf *out,
                            struct mask_counts *counts);

@@ -179,6 +179,16 @@ static bool glob_any(const char *glob, const struct col_names *cn)
     return false;
 }
 
+/* An exemption goes by the catalog's names only: the field name is the client's to choose
+ * (SELECT email AS "x.sku" must not pass as exempt `*.sku`). */
+static bool glob_any_catalog(const char *glob, const struct col_names *cn)
+{
+    for (unsigned i = 1; i < cn->n; i++)
+        if (fnmatch(glob, cn->v[i], FNM_CASEFOLD) == 0) return true;
+    return cn->column && !strcmp(cn->column, cn->field) &&
+           fnmatch(glob, cn->field, FNM_CASEFOLD) == 0;
+}
+
 /* The op for a whole-value column of this type and format. */
 static enum col_op value_op(enum type_kind k, bool binary, bool by_rule)
 {
@@ -341,7 +351,7 @@ static void classify_column(const struct mask_db *db, const struct cfg_masking *
             return;
         }
         for (unsigned i = 0; i < cfg->n_exempt; i++)
-            if (glob_any(cfg->exempt[i], cn)) return;
+            if (glob_any_catalog(cfg->exempt[i], cn)) return;
     }
     if (k == TY_SKIP) return;
 

@@ -153,12 +153,31 @@ static PGconn *cat_connect(const struct cfg_target *t)
 {
     char port[8];
     snprintf(port, sizeof port, "%u", t->port);
-    const char *keys[] = {"host",     "port",        "dbname",           "user",
-                          "sslmode",  "sslrootcert", "application_name", "connect_timeout",
-                          "password", NULL};
-    const char *vals[] = {
-        t->host,          port, t->database, t->user, sslmode_name(t->sslmode), t->sslrootcert,
-        "sluice catalog", "5",  t->password, NULL};
+    static const char *const binding[] = {[CHANNEL_BINDING_PREFER] = "prefer",
+                                          [CHANNEL_BINDING_DISABLE] = "disable",
+                                          [CHANNEL_BINDING_REQUIRE] = "require"};
+    const char *keys[] = {"host",
+                          "port",
+                          "dbname",
+                          "user",
+                          "sslmode",
+                          "sslrootcert",
+                          "application_name",
+                          "connect_timeout",
+                          "channel_binding",
+                          "password",
+                          NULL};
+    const char *vals[] = {t->host,
+                          port,
+                          t->database,
+                          t->user,
+                          sslmode_name(t->sslmode),
+                          t->sslrootcert,
+                          "sluice catalog",
+                          "5",
+                          binding[t->channel_binding],
+                          t->password,
+                          NULL};
     PGconn *c = PQconnectdbParams(keys, vals, 0);
     if (PQstatus(c) != CONNECTION_OK) {
         log_warn("catalog: cannot connect to target \"%s\": %s", t->name, PQerrorMessage(c));

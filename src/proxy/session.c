@@ -1134,13 +1134,12 @@ static const char *upstream_scram_mech(struct session *s, const uint8_t *data, s
     if (tls && mech_offered(data, dlen, "SCRAM-SHA-256-PLUS")) {
         unsigned char cb[SCRAM_MAX_CBIND];
         int n = tls_server_end_point(&s->sv.sk, cb, sizeof cb);
-        if (n > 0 && scram_client_set_binding(s->scram_cl, cb, (size_t)n) == 0) {
-            s->upstream_bound = true;
+        if (n > 0 && scram_client_set_binding(s->scram_cl, cb, (size_t)n) == 0)
             return "SCRAM-SHA-256-PLUS";
-        }
         /* A certificate with no digest to bind to (Ed25519, RSA-PSS): not plain SCRAM, which
          * a man in the middle holding such a certificate would relay; libpq fails too. */
-        *why = "channel binding: the server's certificate names no digest to bind to";
+        *why = "channel binding: the server's certificate names no digest to bind to (set the "
+               "target's channel_binding: disable to log in without it)";
         return NULL;
     }
     if (cb_mode == CHANNEL_BINDING_REQUIRE) {
@@ -1164,8 +1163,17 @@ static bool on_login_message(struct session *s, uint8_t type, const uint8_t *msg
         const uint8_t *data;
         size_t dlen;
         if (pg_auth_parse(body, len, &code, &data, &dlen) != PG_OK) break;
-        if (t->channel_binding == CHANNEL_BINDING_REQUIRE && !s->upstream_bound &&
-            code != PG_AUTH_SASL) {
+        bool sasl =
+            code == PG_AUTH_SASL || code == PG_AUTH_SASL_CONTINUE || code == PG_AUTH_SASL_FINAL;
+        /* A SCRAM exchange, once started, is finished (its server signature checked) before
+         * anything else: a man in the middle cannot skip to AuthenticationOk or ask for the
+         * password instead. */
+        if (s->scram_cl && !sasl) {
+            upstream_fail(s, "the server left its SCRAM exchange unfinished",
+                          "upstream SCRAM exchange unfinished");
+            return false;
+        }
+        if (t->channel_binding == CHANNEL_BINDING_REQUIRE && !s->upstream_bound && !sasl) {
             upstream_fail(s,
                           "channel binding is required, but the server authenticates "
                           "without it",
@@ -1216,6 +1224,7 @@ static bool on_login_message(struct session *s, uint8_t type, const uint8_t *msg
                               "upstream SCRAM signature mismatch");
                 return false;
             }
+            s->upstream_bound = s->scram_cl->cbind_flag == 'p'; /* bound, and finished */
             free(s->scram_cl);
             s->scram_cl = NULL;
             return true;
@@ -1649,10 +1658,12 @@ static void statement_judge_inner(struct session *s, const char *sql, bool query
 }
 
 /* A simple Query that is one COPY ... TO STDOUT: its lines are masked by the names of its
- * columns (relay_mask.c). */
+ * columns (relay_mask.c); not while the server may read the text otherwise than sluice does
+ * (a client_encoding such as SJIS, whose characters may hold a backslash byte). */
 static void copy_lines_expect(struct session *s, bool query, const struct sql_facts *facts)
 {
-    if (query && facts->n_stmts == 1 && facts->stmts[0].copy_out)
+    if (query && facts->n_stmts == 1 && facts->stmts[0].copy_out && !s->text_doubt &&
+        !(facts->stmts[0].flags & SQL_F_TEXT_DOUBT))
         relay_mask_copy_expect(s, s->c2s_group, facts->stmts[0].copy_out);
 }
 

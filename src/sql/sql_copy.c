@@ -144,8 +144,10 @@ static bool read_options(const cJSON *opts, struct sql_copy_out *c)
             null_set = true;
         } else if (!strcmp(name, "header")) {
             c->header = header_option(arg);
-        } else if (strcmp(name, "force_quote") != 0 && strcmp(name, "encoding") != 0) {
-            return false; /* (force_quote only adds quotes; encoding does not move fields) */
+        } else if (strcmp(name, "force_quote") != 0) {
+            /* (force_quote only adds quotes; ENCODING is not understood: in SJIS, BIG5 or GBK
+             * a character's second byte may be a backslash or the delimiter, unescaped) */
+            return false;
         }
     }
     if (!delim) c->delimiter = c->format == 'c' ? ',' : '\t';

@@ -441,6 +441,21 @@ def test_masking_disabled(pii, spawn_sluice):
     sp.assert_clean_exit()
 
 
+def test_exempt_goes_by_catalog_names(pii, spawn_sluice):
+    """masking.exempt matches a column's own names, not the name a query gives it: bob cannot
+    alias email to an exempt name, in a SELECT or in a COPY (whose column names come from the
+    statement's text and never exempt anything)."""
+    sp, ep = spawn_sluice("exempt", extra_yaml="masking: { unmask: { groups: [engineers] }, "
+                                               "exempt: ['*.sku', 'sku'] }")
+    assert fetch_psycopg2(ep, BOB, "SELECT email AS sku FROM mask_pii WHERE id = 1") == \
+        [("a***@example.org",)]
+    data = copy_out(ep, BOB, "COPY (WITH products AS (SELECT email AS sku FROM mask_pii "
+                             "WHERE id = 1) SELECT sku, 1 AS ssn FROM products) TO STDOUT")
+    assert_no_secret(data, "COPY with an exempt alias")
+    assert copy_text_rows(data)[0][0] == "a***@example.org"
+    sp.assert_clean_exit()
+
+
 # ---------------------------------------------------------------- paths around the plain text row
 
 

@@ -381,3 +381,81 @@ def test_upstream_channel_binding_modes(spawn_sluice, certs, pg, workdir):
         c.cursor().execute("SELECT 1")
         c.close()
     ep.assert_alive()
+
+
+def _fake_pg(certs, after_sasl):
+    """A TLS server that speaks PostgreSQL's login up to the SCRAM start: it offers
+    SCRAM-SHA-256-PLUS and SCRAM-SHA-256, takes the SASLInitialResponse, then sends the
+    message after_sasl and records what comes back. Returns (port, received bytes list)."""
+    lsn = socket.socket()
+    lsn.bind(("127.0.0.1", 0))
+    lsn.listen(4)
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    ctx.load_cert_chain(f"{certs}/pgserver.crt", f"{certs}/pgserver.key")
+    got = []
+
+    def recv_exact(c, n):
+        out = b""
+        while len(out) < n:
+            part = c.recv(n - len(out))
+            if not part:
+                raise OSError("closed")
+            out += part
+        return out
+
+    def read_msg(c, typed=True):
+        head = recv_exact(c, 5 if typed else 4)
+        n = struct.unpack("!I", head[-4:])[0]
+        return head + recv_exact(c, n - 4)
+
+    def serve():
+        while True:
+            try:
+                c, _ = lsn.accept()
+                c.settimeout(10)
+                assert recv_exact(c, 8) == struct.pack("!II", 8, pgwire.SSL_REQUEST)
+                c.sendall(b"S")
+                c = ctx.wrap_socket(c, server_side=True)
+                read_msg(c, typed=False)  # StartupMessage
+                mechs = b"SCRAM-SHA-256-PLUS\0SCRAM-SHA-256\0\0"
+                c.sendall(b"R" + struct.pack("!II", 8 + len(mechs), 10) + mechs)
+                read_msg(c)  # SASLInitialResponse
+                c.sendall(after_sasl)
+                try:
+                    got.append(c.recv(4096))
+                except OSError:
+                    got.append(b"")
+                c.close()
+            except (OSError, AssertionError):
+                continue
+
+    threading.Thread(target=serve, daemon=True).start()
+    return lsn.getsockname()[1], got
+
+
+def test_upstream_scram_exchange_must_finish(spawn_sluice, certs):
+    """Once sluice's SCRAM login to a target has started, the server must finish it (its
+    signature checked) before anything else: one that answers the SASLInitialResponse with
+    AuthenticationOk, or with a request for the cleartext password, is refused and gets no
+    password and no query, whatever channel_binding says (libpq does the same)."""
+    ok = b"R" + struct.pack("!II", 8, 0) + b"Z" + struct.pack("!I", 5) + b"I"
+    cleartext = b"R" + struct.pack("!II", 8, 3)
+    targets, logs = [], []
+    for name, msg in (("fake_ok", ok), ("fake_cleartext", cleartext)):
+        port, got = _fake_pg(certs, msg)
+        logs.append(got)
+        for mode in ("prefer", "require"):
+            targets.append(dict(name=f"{name}_{mode}", port=port, user="app_ssl",
+                                env="SLUICE_T_SSL", sslmode="verify-full",
+                                sslrootcert=f"{certs}/ca.crt", channel_binding=mode))
+    sp, ep = spawn_sluice("scramfinish", extra_targets=targets)
+    for t in targets:
+        with pytest.raises(psycopg2.OperationalError) as ei:
+            ep.connect(t["name"])
+        assert f'cannot connect to target "{t["name"]}"' in str(ei.value)
+    with open(sp.log) as f:
+        assert "the server left its SCRAM exchange unfinished" in f.read()
+    password = sp.config.env()["SLUICE_T_SSL"].encode()
+    for got in logs:
+        assert len(got) == 2 and not any(password in g for g in got), got
+    ep.assert_alive()
