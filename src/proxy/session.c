@@ -1662,8 +1662,8 @@ static void statement_judge_inner(struct session *s, const char *sql, bool query
  * (a client_encoding such as SJIS, whose characters may hold a backslash byte). */
 static void copy_lines_expect(struct session *s, bool query, const struct sql_facts *facts)
 {
-    if (query && facts->n_stmts == 1 && facts->stmts[0].copy_out && !s->text_doubt &&
-        !(facts->stmts[0].flags & SQL_F_TEXT_DOUBT))
+    if (query && facts->n_stmts == 1 && facts->stmts[0].copy_out &&
+        !(facts->stmts[0].flags & SQL_F_TEXT_DOUBT)) /* (set while s->text_doubt) */
         relay_mask_copy_expect(s, s->c2s_group, facts->stmts[0].copy_out);
 }
 
