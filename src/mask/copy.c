@@ -23,7 +23,8 @@ struct mask_copy_plan {
     struct mask_copy_layout lay;
     char *null_str; /* lay.null_str points here */
     size_t null_len;
-    bool header_left; /* the header line is still to come */
+    bool null_default; /* "\\N" (text) or "" (CSV): no value can be mistaken for it */
+    bool header_left;  /* the header line is still to come */
     unsigned n;
     struct copy_col cols[];
 };
@@ -61,6 +62,7 @@ struct mask_copy_plan *mask_copy_plan_build(const struct mask_db *db, const char
     p->lay = *layout;
     p->null_str = xstrdup(layout->null_str);
     p->null_len = strlen(p->null_str);
+    p->null_default = !strcmp(p->null_str, layout->csv ? "" : "\\N");
     p->lay.null_str = p->null_str;
     p->header_left = layout->header;
     return p;
@@ -199,9 +201,10 @@ int mask_copy_rewrite_plan(const struct mask_db *db, struct mask_copy_plan *plan
         const uint8_t *f = body + pos;
         size_t fn = fe - pos;
         const struct copy_col *c = &plan->cols[i];
-        /* (a NULL is left as it is by name; by value it is scanned like any field: a custom
-         * NULL string may equal a real value) */
-        bool is_null = !quoted && fn == plan->null_len && !memcmp(f, plan->null_str, fn);
+        /* A NULL is left as it is by name when written the default way; a custom NULL string
+         * may equal a real value, so then it is masked by name, or scanned like any field. */
+        bool is_null = !quoted && fn == plan->null_len && !memcmp(f, plan->null_str, fn) &&
+                       plan->null_default; /* a custom NULL string may be a real value */
         if (i) buf_append_u8(out, (uint8_t)l->delimiter);
         if (c->how >= 0 && !is_null) {
             v->len = v->off = 0;

@@ -145,6 +145,7 @@ static enum type_kind type_kind(uint32_t oid)
  * "table.column" and "schema.table.column". */
 struct col_names {
     const char *field, *column; /* column: the catalog's name, NULL when not resolved */
+    bool temporary;             /* of a temporary relation (schema pg_temp_N): the client's */
     const char *v[4];
     unsigned n;
     char table_col[2 * 128 + 2];
@@ -156,6 +157,7 @@ static void col_names_fill(struct col_names *cn, const char *field, const struct
     cn->n = 0;
     cn->field = field;
     cn->column = NULL;
+    cn->temporary = ref && ref->schema && !strncmp(ref->schema, "pg_temp_", 8);
     cn->v[cn->n++] = field;
     if (!ref || !ref->column) return;
     cn->column = ref->column;
@@ -180,9 +182,11 @@ static bool glob_any(const char *glob, const struct col_names *cn)
 }
 
 /* An exemption goes by the catalog's names only: the field name is the client's to choose
- * (SELECT email AS "x.sku" must not pass as exempt `*.sku`). */
+ * (SELECT email AS "x.sku" must not pass as exempt `*.sku`), and so is every name of a
+ * temporary table or view (CREATE TEMP VIEW v AS SELECT email AS sku ...). */
 static bool glob_any_catalog(const char *glob, const struct col_names *cn)
 {
+    if (cn->temporary) return false;
     for (unsigned i = 1; i < cn->n; i++)
         if (fnmatch(glob, cn->v[i], FNM_CASEFOLD) == 0) return true;
     return cn->column && !strcmp(cn->column, cn->field) &&

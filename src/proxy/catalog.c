@@ -6,7 +6,8 @@
  * at most CAT_WAIT_MS (one indexed catalog query, well under a millisecond on a live
  * connection): only the first result of a table in this process pays it. While a target's
  * catalog cannot be reached, lookups do not wait and columns are judged by their field names
- * and values. DDL seen through sluice empties the target's cache.
+ * and values (and none is exempt: exemptions go by the catalog's names). DDL seen through
+ * sluice empties the target's cache.
  */
 #include <libpq-fe.h>
 #include <pthread.h>

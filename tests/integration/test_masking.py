@@ -453,6 +453,19 @@ def test_exempt_goes_by_catalog_names(pii, spawn_sluice):
                              "WHERE id = 1) SELECT sku, 1 AS ssn FROM products) TO STDOUT")
     assert_no_secret(data, "COPY with an exempt alias")
     assert copy_text_rows(data)[0][0] == "a***@example.org"
+    # a temporary view or table is the client's too: none of its names exempts (committed,
+    # so that the catalog resolver's own connection sees them)
+    c = psycopg2.connect(**ep.params(user=BOB))
+    c.autocommit = True
+    try:
+        cur = c.cursor()
+        cur.execute("CREATE TEMP VIEW sku AS SELECT email AS sku FROM mask_pii WHERE id = 1")
+        cur.execute("CREATE TEMP TABLE skus AS SELECT email AS sku FROM mask_pii WHERE id = 1")
+        for rel in ("sku", "skus"):
+            cur.execute(f"SELECT sku FROM {rel}")
+            assert cur.fetchall() == [("a***@example.org",)], rel
+    finally:
+        c.close()
     sp.assert_clean_exit()
 
 

@@ -993,6 +993,12 @@ static void test_copy_by_name(void **state)
     copy_case(f, p, "\"unclosed,plain\n", -1, NULL);
     mask_copy_plan_free(p);
 
+    /* a custom NULL string may be a real value: masked by name like one */
+    struct mask_copy_layout custom = {.delimiter = '\t', .null_str = "x"};
+    p = mask_copy_plan_build(f->db, "public.t", cols, srcs, 4, &custom);
+    copy_case(f, p, "7\tx\tx\tx\n", 1, "7\t[REDACTED:secret]\tx\tx\n");
+    mask_copy_plan_free(p);
+
     /* no column sensitive by name or rule: no plan (by value only); an exempt name does not
      * make one */
     const char *plain[] = {"id", "note"};
