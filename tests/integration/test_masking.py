@@ -218,15 +218,20 @@ def copy_text_rows(data):
 
 @pytest.mark.parametrize("user,expected", [(BOB, MASKED), (ALICE, RAW)], ids=["bob", "alice"])
 def test_copy_to_stdout_text_and_csv(pii, user, expected):
-    """COPY has no column names to go by: values are found by their shape alone. Phone
-    numbers in COPY are only masked when they look like phones by value; the rest must come
-    out exactly as in a SELECT."""
+    """A COPY of a query naming its columns is masked by column as a SELECT is (and by value
+    for the rest): the lines must come out exactly as the SELECT's rows."""
     data = copy_out(pii, user, f"COPY ({SELECT}) TO STDOUT")
     assert copy_text_rows(data) == as_text(expected)
     data_csv = copy_out(pii, user, f"COPY ({SELECT}) TO STDOUT WITH (FORMAT csv, NULL '<NULL>')")
     rows = [tuple(None if v == "<NULL>" else v for v in r)
             for r in csv.reader(io.StringIO(data_csv.decode()))]
-    assert rows == as_text(expected)
+    want = as_text(expected)
+    if user == BOB:
+        # a custom NULL string may be a real value: in a column masked by name it is masked
+        # (row 2's NULLs in email, card, ssn and phone)
+        want[1] = want[1][:2] + ("[REDACTED:email]", "[REDACTED:credit_card]",
+                                 "[REDACTED:ssn]", "[REDACTED:phone]") + want[1][6:]
+    assert rows == want
     if user == BOB:
         assert_no_secret(data + data_csv, "COPY TO STDOUT")
 
