@@ -386,13 +386,14 @@ def test_upstream_channel_binding_modes(spawn_sluice, certs, pg, workdir):
 def _fake_pg(certs, after_sasl):
     """A TLS server that speaks PostgreSQL's login up to the SCRAM start: it offers
     SCRAM-SHA-256-PLUS and SCRAM-SHA-256, takes the SASLInitialResponse, then sends the
-    message after_sasl and records what comes back. Returns (port, received bytes list)."""
+    message after_sasl and records what comes back. Returns (port, what came back after it,
+    the SASLInitialResponse messages), lists that fill as clients come."""
     lsn = socket.socket()
     lsn.bind(("127.0.0.1", 0))
     lsn.listen(4)
     ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     ctx.load_cert_chain(f"{certs}/pgserver.crt", f"{certs}/pgserver.key")
-    got = []
+    got, initial = [], []
 
     def recv_exact(c, n):
         out = b""
@@ -419,7 +420,7 @@ def _fake_pg(certs, after_sasl):
                 read_msg(c, typed=False)  # StartupMessage
                 mechs = b"SCRAM-SHA-256-PLUS\0SCRAM-SHA-256\0\0"
                 c.sendall(b"R" + struct.pack("!II", 8 + len(mechs), 10) + mechs)
-                read_msg(c)  # SASLInitialResponse
+                initial.append(read_msg(c))  # SASLInitialResponse
                 c.sendall(after_sasl)
                 try:
                     got.append(c.recv(4096))
@@ -430,7 +431,7 @@ def _fake_pg(certs, after_sasl):
                 continue
 
     threading.Thread(target=serve, daemon=True).start()
-    return lsn.getsockname()[1], got
+    return lsn.getsockname()[1], got, initial
 
 
 def test_upstream_scram_exchange_must_finish(spawn_sluice, certs):
@@ -441,10 +442,11 @@ def test_upstream_scram_exchange_must_finish(spawn_sluice, certs):
     takes either)."""
     ok = b"R" + struct.pack("!II", 8, 0) + b"Z" + struct.pack("!I", 5) + b"I"
     cleartext = b"R" + struct.pack("!II", 8, 3)
-    targets, logs = [], []
+    targets, logs, starts = [], [], []
     for name, msg in (("fake_ok", ok), ("fake_cleartext", cleartext)):
-        port, got = _fake_pg(certs, msg)
+        port, got, initial = _fake_pg(certs, msg)
         logs.append(got)
+        starts.append(initial)
         for mode in ("prefer", "require"):
             targets.append(dict(name=f"{name}_{mode}", port=port, user="app_ssl",
                                 env="SLUICE_T_SSL", sslmode="verify-full",
@@ -462,4 +464,10 @@ def test_upstream_scram_exchange_must_finish(spawn_sluice, certs):
         time.sleep(0.05)  # the fake server's thread records what came back
     for got in logs:
         assert len(got) == 2 and not any(password in g for g in got), got
+    # over TLS, offered -PLUS, sluice chose it and bound its first message to the channel
+    for initial in starts:
+        assert len(initial) == 2, initial
+        for m in initial:
+            assert m[5:].startswith(b"SCRAM-SHA-256-PLUS\0"), m
+            assert b"p=tls-server-end-point,,n=" in m, m
     ep.assert_alive()
