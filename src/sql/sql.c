@@ -115,33 +115,9 @@ struct walk {
     bool stored_query;
 };
 
-static const char *str_field(const cJSON *o, const char *key)
-{
-    const cJSON *v = cJSON_GetObjectItemCaseSensitive(o, key);
-    return cJSON_IsString(v) ? v->valuestring : NULL;
-}
-
 static bool bool_field(const cJSON *o, const char *key)
 {
     return cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(o, key));
-}
-
-/* The single {"Type": body} pair of a wrapped node. */
-static const cJSON *node_body(const cJSON *n, const char **type)
-{
-    if (!cJSON_IsObject(n) || !n->child || !n->child->string) return NULL;
-    if (type) *type = n->child->string;
-    return n->child;
-}
-
-/* The sval of a {"String": {"sval": ...}} node ("" for an empty one). */
-static const char *string_node(const cJSON *n)
-{
-    const char *t;
-    const cJSON *b = node_body(n, &t);
-    if (!b || strcmp(t, "String")) return NULL;
-    const char *s = str_field(b, "sval");
-    return s ? s : "";
 }
 
 static void scope_push(struct walk *w, const char *name)
@@ -172,10 +148,10 @@ static char *join3(const char *a, const char *b, const char *c)
 /* Record a RangeVar body (an object with "relname"). */
 static void record_rangevar(struct walk *w, const cJSON *rv, bool written)
 {
-    const char *rel = str_field(rv, "relname");
+    const char *rel = sql_str_field(rv, "relname");
     if (!rel) return;
-    const char *schema = str_field(rv, "schemaname");
-    const char *catalog = str_field(rv, "catalogname");
+    const char *schema = sql_str_field(rv, "schemaname");
+    const char *catalog = sql_str_field(rv, "catalogname");
     if (!written && !schema && !catalog && scope_has(w, rel)) return; /* a CTE */
     strlist_add_take(written ? &w->written : &w->read, join3(catalog, schema, rel));
 }
@@ -188,7 +164,7 @@ static char *dotted_name(const cJSON *list)
     const cJSON *it;
     cJSON_ArrayForEach(it, list)
     {
-        const char *s = string_node(it);
+        const char *s = sql_string_node(it);
         if (!s) return NULL;
         n += strlen(s) + 1;
     }
@@ -197,7 +173,7 @@ static char *dotted_name(const cJSON *list)
     cJSON_ArrayForEach(it, list)
     {
         if (out[0]) strcat(out, ".");
-        strcat(out, string_node(it));
+        strcat(out, sql_string_node(it));
     }
     return out;
 }
@@ -264,7 +240,7 @@ static bool row_dependent(const cJSON *node, const char *target, int depth)
         const cJSON *f = cJSON_GetObjectItemCaseSensitive(node, "fields");
         int n = cJSON_GetArraySize(f);
         if (n < 2) return true;
-        const char *table = string_node(cJSON_GetArrayItem(f, n - 2));
+        const char *table = sql_string_node(cJSON_GetArrayItem(f, n - 2));
         return table && target && !strcmp(table, target);
     }
     for (const cJSON *c = node->child; c; c = c->next)
@@ -278,10 +254,10 @@ static bool row_dependent(const cJSON *node, const char *target, int depth)
 static bool restricts_rows(const cJSON *expr, const char *target, int depth)
 {
     const char *t;
-    const cJSON *b = node_body(expr, &t);
+    const cJSON *b = sql_node_body(expr, &t);
     if (!b || depth > WALK_MAX_DEPTH) return false;
     if (strcmp(t, "BoolExpr") != 0) return row_dependent(expr, target, depth);
-    const char *op = str_field(b, "boolop");
+    const char *op = sql_str_field(b, "boolop");
     bool and = op && !strcmp(op, "AND_EXPR"), or = op && !strcmp(op, "OR_EXPR");
     const cJSON *a;
     cJSON_ArrayForEach(a, cJSON_GetObjectItemCaseSensitive(b, "args"))
@@ -307,8 +283,8 @@ static void check_where(struct walk *w, const cJSON *body)
     }
     const cJSON *rel = cJSON_GetObjectItemCaseSensitive(body, "relation");
     const cJSON *alias = rel ? cJSON_GetObjectItemCaseSensitive(rel, "alias") : NULL;
-    const char *target = alias ? str_field(alias, "aliasname")
-                         : rel ? str_field(rel, "relname")
+    const char *target = alias ? sql_str_field(alias, "aliasname")
+                         : rel ? sql_str_field(rel, "relname")
                                : NULL;
     enum sql_tv tv = sql_const_truth(where, w->src);
     if (tv == SQL_TV_TRUE || (tv == SQL_TV_UNKNOWN && !restricts_rows(where, target, 0)))
@@ -323,9 +299,9 @@ static void check_merge(struct walk *w, const cJSON *body)
     const cJSON *c;
     cJSON_ArrayForEach(c, cJSON_GetObjectItemCaseSensitive(body, "mergeWhenClauses"))
     {
-        const cJSON *mw = node_body(c, NULL);
+        const cJSON *mw = sql_node_body(c, NULL);
         if (!mw || !bool_field(mw, "matched")) continue;
-        const char *cmd = str_field(mw, "commandType");
+        const char *cmd = sql_str_field(mw, "commandType");
         if (!cmd || (strcmp(cmd, "CMD_UPDATE") && strcmp(cmd, "CMD_DELETE"))) continue;
         const cJSON *cond = cJSON_GetObjectItemCaseSensitive(mw, "condition");
         if (!cond || sql_const_truth(cond, w->src) == SQL_TV_TRUE)
@@ -346,21 +322,21 @@ static void walk_with(struct walk *w, const cJSON *body, int depth)
     if (recursive) {
         cJSON_ArrayForEach(c, ctes)
         {
-            const cJSON *cte = node_body(c, NULL);
-            const char *name = cte ? str_field(cte, "ctename") : NULL;
+            const cJSON *cte = sql_node_body(c, NULL);
+            const char *name = cte ? sql_str_field(cte, "ctename") : NULL;
             if (name) scope_push(w, name);
         }
     }
     cJSON_ArrayForEach(c, ctes)
     {
-        const cJSON *cte = node_body(c, NULL);
+        const cJSON *cte = sql_node_body(c, NULL);
         if (!cte) {
             walk_any(w, c, depth + 1);
             continue;
         }
         static const char *const skip[] = {"ctename", NULL};
         walk_fields(w, cte, skip, depth + 1);
-        const char *name = str_field(cte, "ctename");
+        const char *name = sql_str_field(cte, "ctename");
         if (!recursive && name) scope_push(w, name);
     }
 }
@@ -504,12 +480,12 @@ bool sql_encoding_unsafe(const char *name)
 static const char *const_text(const cJSON *node, char *buf, size_t len)
 {
     const char *t;
-    const cJSON *b = node_body(node, &t);
+    const cJSON *b = sql_node_body(node, &t);
     while (b && !strcmp(t, "TypeCast"))
-        b = node_body(cJSON_GetObjectItemCaseSensitive(b, "arg"), &t);
+        b = sql_node_body(cJSON_GetObjectItemCaseSensitive(b, "arg"), &t);
     if (!b || strcmp(t, "A_Const") || cJSON_GetObjectItemCaseSensitive(b, "isnull")) return NULL;
     const cJSON *v;
-    if ((v = cJSON_GetObjectItemCaseSensitive(b, "sval"))) return str_field(v, "sval");
+    if ((v = cJSON_GetObjectItemCaseSensitive(b, "sval"))) return sql_str_field(v, "sval");
     if ((v = cJSON_GetObjectItemCaseSensitive(b, "boolval")))
         return bool_field(v, "boolval") ? "true" : "false";
     if ((v = cJSON_GetObjectItemCaseSensitive(b, "ival"))) {
@@ -543,13 +519,13 @@ static void check_set_config(struct walk *w, const char *fname, const cJSON *bod
     const cJSON *args = cJSON_GetObjectItemCaseSensitive(body, "args");
     const cJSON *a0 = cJSON_GetArrayItem(args, 0);
     const char *t;
-    const cJSON *b = node_body(a0, &t);
+    const cJSON *b = sql_node_body(a0, &t);
     while (b && !strcmp(t, "TypeCast"))
-        b = node_body(cJSON_GetObjectItemCaseSensitive(b, "arg"), &t);
+        b = sql_node_body(cJSON_GetObjectItemCaseSensitive(b, "arg"), &t);
     const char *name = NULL;
     if (b && !strcmp(t, "A_Const")) {
         const cJSON *sv = cJSON_GetObjectItemCaseSensitive(b, "sval");
-        if (sv) name = str_field(sv, "sval");
+        if (sv) name = sql_str_field(sv, "sval");
     }
     if (!name)
         w->flags |= SQL_F_UNJUDGEABLE; /* which setting it changes is known only at run time */
@@ -580,14 +556,14 @@ static void check_role_options(struct walk *w, const cJSON *body, bool alter)
     const cJSON *c;
     cJSON_ArrayForEach(c, cJSON_GetObjectItemCaseSensitive(body, "options"))
     {
-        const cJSON *d = node_body(c, NULL);
-        const char *name = d ? str_field(d, "defname") : NULL;
+        const cJSON *d = sql_node_body(c, NULL);
+        const char *name = d ? sql_str_field(d, "defname") : NULL;
         if (!name) continue;
         if (!strcmp(name, "superuser") || !strcmp(name, "bypassrls") ||
             !strcmp(name, "isreplication") || !strcmp(name, "createrole")) {
             const cJSON *arg = cJSON_GetObjectItemCaseSensitive(d, "arg");
             const char *t;
-            const cJSON *ab = node_body(arg, &t);
+            const cJSON *ab = sql_node_body(arg, &t);
             bool on = true; /* no argument means on */
             if (ab && !strcmp(t, "Boolean")) on = bool_field(ab, "boolval");
             if (on) w->flags |= SQL_F_ROLE_PRIVILEGE;
@@ -600,8 +576,8 @@ static void check_role_options(struct walk *w, const cJSON *body, bool alter)
 
 static void check_variable_set(struct walk *w, const cJSON *body)
 {
-    const char *name = str_field(body, "name");
-    const char *kind = str_field(body, "kind");
+    const char *name = sql_str_field(body, "name");
+    const char *kind = sql_str_field(body, "kind");
     if (!name || !kind || strcmp(kind, "VAR_SET_VALUE")) return;
     char num[32];
     check_text_setting(
@@ -613,10 +589,10 @@ static void check_variable_set(struct walk *w, const cJSON *body)
     if (role) { /* SET ROLE NONE is RESET ROLE */
         const cJSON *a0 = cJSON_GetArrayItem(cJSON_GetObjectItemCaseSensitive(body, "args"), 0);
         const char *t;
-        const cJSON *b = node_body(a0, &t);
+        const cJSON *b = sql_node_body(a0, &t);
         const cJSON *sv =
             b && !strcmp(t, "A_Const") ? cJSON_GetObjectItemCaseSensitive(b, "sval") : NULL;
-        const char *v = sv ? str_field(sv, "sval") : NULL;
+        const char *v = sv ? sql_str_field(sv, "sval") : NULL;
         if (v && !strcasecmp(v, "none") &&
             cJSON_GetArraySize(cJSON_GetObjectItemCaseSensitive(body, "args")) == 1)
             return;
@@ -692,7 +668,7 @@ static bool binds_function(const char *type)
  * no function. */
 static bool defines_no_function(const cJSON *body)
 {
-    const char *kind = str_field(body, "kind");
+    const char *kind = sql_str_field(body, "kind");
     return kind && (!strcmp(kind, "OBJECT_COLLATION") || !strcmp(kind, "OBJECT_TSDICTIONARY") ||
                     !strcmp(kind, "OBJECT_TSCONFIGURATION"));
 }
@@ -754,12 +730,12 @@ static void record_bound_functions(struct walk *w, const cJSON *item, int depth)
             continue;
         }
         if (k && !strcmp(k, "DefElem") && cJSON_IsObject(c)) {
-            const char *def = str_field(c, "defname");
+            const char *def = sql_str_field(c, "defname");
             bool fn = def != NULL;
             for (const char *const *n = not_functions; fn && *n; n++)
                 fn = strcmp(def, *n) != 0;
             const char *t;
-            const cJSON *arg = node_body(cJSON_GetObjectItemCaseSensitive(c, "arg"), &t);
+            const cJSON *arg = sql_node_body(cJSON_GetObjectItemCaseSensitive(c, "arg"), &t);
             if (fn && arg && !strcmp(t, "TypeName")) {
                 char *name = dotted_name(cJSON_GetObjectItemCaseSensitive(arg, "names"));
                 if (name) strlist_add_take(&w->funcs, name);
@@ -797,7 +773,7 @@ static void walk_node(struct walk *w, const char *type, const cJSON *body, int d
         const cJSON *it;
         cJSON_ArrayForEach(it, list)
         {
-            const char *s = string_node(it);
+            const char *s = sql_string_node(it);
             if (s && *s && (type[0] == 'A' || (n >= 3 && i >= 2)))
                 strlist_add_take(&w->funcs, xstrdup(s));
             i++;
@@ -838,7 +814,7 @@ static void walk_node(struct walk *w, const char *type, const cJSON *body, int d
         if (rel) record_rangevar(w, rel, bool_field(body, "is_from"));
         if (bool_field(body, "is_program"))
             w->flags |= SQL_F_COPY_PROGRAM;
-        else if (str_field(body, "filename"))
+        else if (sql_str_field(body, "filename"))
             w->flags |= SQL_F_COPY_FILE;
         else if (!bool_field(body, "is_from"))
             w->copy_out = body;
@@ -850,18 +826,18 @@ static void walk_node(struct walk *w, const char *type, const cJSON *body, int d
         const cJSON *c;
         cJSON_ArrayForEach(c, cJSON_GetObjectItemCaseSensitive(body, "relations"))
         {
-            const cJSON *rv = node_body(c, NULL);
+            const cJSON *rv = sql_node_body(c, NULL);
             if (rv) record_rangevar(w, rv, true);
         }
         return;
     }
     if (!strcmp(type, "DropStmt")) {
-        if (drop_names_tables(str_field(body, "removeType"))) {
+        if (drop_names_tables(sql_str_field(body, "removeType"))) {
             const cJSON *c;
             cJSON_ArrayForEach(c, cJSON_GetObjectItemCaseSensitive(body, "objects"))
             {
                 const char *t;
-                const cJSON *l = node_body(c, &t);
+                const cJSON *l = sql_node_body(c, &t);
                 char *name = l && !strcmp(t, "List")
                                  ? dotted_name(cJSON_GetObjectItemCaseSensitive(l, "items"))
                                  : NULL;
@@ -870,7 +846,7 @@ static void walk_node(struct walk *w, const char *type, const cJSON *body, int d
         }
         return;
     }
-    const char *renamed = !strcmp(type, "RenameStmt") ? str_field(body, "renameType") : NULL;
+    const char *renamed = !strcmp(type, "RenameStmt") ? sql_str_field(body, "renameType") : NULL;
     if (!strcmp(type, "AlterRoleStmt") || !strcmp(type, "AlterRoleSetStmt") ||
         !strcmp(type, "AlterDatabaseStmt") || !strcmp(type, "AlterDatabaseSetStmt") ||
         !strcmp(type, "DropRoleStmt") ||
@@ -883,7 +859,7 @@ static void walk_node(struct walk *w, const char *type, const cJSON *body, int d
         cJSON_ArrayForEach(c, cJSON_GetObjectItemCaseSensitive(body, "objects"))
         {
             const char *t;
-            const cJSON *rv = node_body(c, &t);
+            const cJSON *rv = sql_node_body(c, &t);
             if (rv && !strcmp(t, "RangeVar")) record_rangevar(w, rv, true);
         }
         return;
@@ -924,8 +900,8 @@ static void walk_node(struct walk *w, const char *type, const cJSON *body, int d
         const cJSON *c;
         cJSON_ArrayForEach(c, cJSON_GetObjectItemCaseSensitive(body, "cmds"))
         {
-            const cJSON *cmd = node_body(c, NULL);
-            const char *sub = cmd ? str_field(cmd, "subtype") : NULL;
+            const cJSON *cmd = sql_node_body(c, NULL);
+            const char *sub = cmd ? sql_str_field(cmd, "subtype") : NULL;
             if (sub && (!strcmp(sub, "AT_DropColumn") || !strcmp(sub, "AT_AlterColumnType")))
                 w->flags |= SQL_F_DROP_PART;
         }
@@ -945,8 +921,8 @@ static void walk_node(struct walk *w, const char *type, const cJSON *body, int d
     if (!strcmp(type, "ViewStmt") || !strcmp(type, "RuleStmt") ||
         !strcmp(type, "CreateDomainStmt") || !strcmp(type, "AlterDomainStmt") ||
         !strcmp(type, "CreatePolicyStmt") || !strcmp(type, "AlterPolicyStmt") ||
-        (!strcmp(type, "CreateTableAsStmt") && str_field(body, "objtype") &&
-         !strcmp(str_field(body, "objtype"), "OBJECT_MATVIEW")))
+        (!strcmp(type, "CreateTableAsStmt") && sql_str_field(body, "objtype") &&
+         !strcmp(sql_str_field(body, "objtype"), "OBJECT_MATVIEW")))
         w->stored_query = true;
     if (!strcmp(type, "CreateTableAsStmt") || !strcmp(type, "CreateStmt") ||
         !strcmp(type, "CreateForeignTableStmt") || !strcmp(type, "IndexStmt") ||
@@ -1110,7 +1086,7 @@ static bool option_on(const cJSON *d)
     const cJSON *arg = cJSON_GetObjectItemCaseSensitive(d, "arg");
     if (!arg) return true;
     const char *t;
-    const cJSON *ab = node_body(arg, &t);
+    const cJSON *ab = sql_node_body(arg, &t);
     if (!ab) return true;
     if (!strcmp(t, "Boolean")) return bool_field(ab, "boolval");
     if (!strcmp(t, "Integer")) {
@@ -1118,7 +1094,7 @@ static bool option_on(const cJSON *d)
         return cJSON_IsNumber(iv) && iv->valuedouble != 0; /* (0 is left out of the tree) */
     }
     if (!strcmp(t, "String")) {
-        const char *s = str_field(ab, "sval");
+        const char *s = sql_str_field(ab, "sval");
         static const char *const no[] = {"false", "off",  "no", "0",  "f", "fa",
                                          "fal",   "fals", "n",  "of", NULL};
         for (const char *const *p = no; s && *p; p++)
@@ -1135,8 +1111,8 @@ static bool explain_analyze(const cJSON *body)
     const cJSON *c;
     cJSON_ArrayForEach(c, cJSON_GetObjectItemCaseSensitive(body, "options"))
     {
-        const cJSON *d = node_body(c, NULL);
-        const char *name = d ? str_field(d, "defname") : NULL;
+        const cJSON *d = sql_node_body(c, NULL);
+        const char *name = d ? sql_str_field(d, "defname") : NULL;
         if (name && !strcasecmp(name, "analyze")) on = option_on(d);
     }
     return on;
@@ -1154,7 +1130,7 @@ static void classify(struct walk *w, const char *type, const cJSON *body, const 
     }
     if (!strcmp(type, "ExplainStmt") || !strcmp(type, "PrepareStmt")) {
         const char *itype = NULL;
-        const cJSON *inner = node_body(cJSON_GetObjectItemCaseSensitive(body, "query"), &itype);
+        const cJSON *inner = sql_node_body(cJSON_GetObjectItemCaseSensitive(body, "query"), &itype);
         bool explain = type[0] == 'E';
         bool analyze = explain && explain_analyze(body);
         if (!inner) {
@@ -1165,7 +1141,7 @@ static void classify(struct walk *w, const char *type, const cJSON *body, const 
         }
         if (!explain) {
             w->flags |= SQL_F_PREPARE;
-            w->prepared = str_field(body, "name");
+            w->prepared = sql_str_field(body, "name");
         }
         /* Other fields: PREPARE's argument types, EXPLAIN's options. */
         static const char *const skip[] = {"query", NULL};
@@ -1212,27 +1188,27 @@ static void classify(struct walk *w, const char *type, const cJSON *body, const 
     } else if (!strcmp(type, "GrantStmt") || !strcmp(type, "GrantRoleStmt")) {
         *command = bool_field(body, "is_grant") ? "GRANT" : "REVOKE";
     } else if (!strcmp(type, "TransactionStmt")) {
-        *command = transaction_command(str_field(body, "kind"));
-        w->savepoint = str_field(body, "savepoint_name");
+        *command = transaction_command(sql_str_field(body, "kind"));
+        w->savepoint = sql_str_field(body, "savepoint_name");
         w->chain = bool_field(body, "chain");
     } else if (!strcmp(type, "DeallocateStmt")) {
-        w->prepared = str_field(body, "name");
+        w->prepared = sql_str_field(body, "name");
         w->prepared_all = !w->prepared; /* DEALLOCATE ALL has no name */
     } else if (!strcmp(type, "DiscardStmt")) {
-        const char *target = str_field(body, "target");
+        const char *target = sql_str_field(body, "target");
         w->prepared_all = w->cursor_all = target && !strcmp(target, "DISCARD_ALL");
     } else if (!strcmp(type, "DeclareCursorStmt") || !strcmp(type, "ClosePortalStmt")) {
-        w->cursor = str_field(body, "portalname");
+        w->cursor = sql_str_field(body, "portalname");
         w->cursor_all = !w->cursor; /* CLOSE ALL has no name */
     } else if (!strcmp(type, "VariableSetStmt")) {
-        const char *kind = str_field(body, "kind");
+        const char *kind = sql_str_field(body, "kind");
         if (kind && !strncmp(kind, "VAR_RESET", 9)) *command = "RESET";
     } else if (!strcmp(type, "VacuumStmt")) {
         *command = bool_field(body, "is_vacuumcmd") ? "VACUUM" : "ANALYZE";
     } else if (!strcmp(type, "FetchStmt")) {
         *command = bool_field(body, "ismove") ? "MOVE" : "FETCH";
     } else if (!strcmp(type, "RenameStmt")) {
-        const char *rt = str_field(body, "renameType");
+        const char *rt = sql_str_field(body, "renameType");
         if (rt && !strcmp(rt, "OBJECT_ROLE")) *cls = SQL_DCL;
     }
 }
@@ -1374,7 +1350,7 @@ int sql_analyze(const char *sql, struct sql_facts *out)
     cJSON_ArrayForEach(raw, stmts)
     {
         const char *type;
-        const cJSON *body = node_body(cJSON_GetObjectItemCaseSensitive(raw, "stmt"), &type);
+        const cJSON *body = sql_node_body(cJSON_GetObjectItemCaseSensitive(raw, "stmt"), &type);
         const char *command = "UNKNOWN";
         enum sql_class cls = SQL_UTILITY;
         if (body)

@@ -32,20 +32,6 @@ struct val {
 
 static const struct val UNK = {.k = V_UNK};
 
-/* The single {"Type": body} pair of a node; NULL when expr is not such an object. */
-static const cJSON *node_body(const cJSON *expr, const char **type)
-{
-    if (!cJSON_IsObject(expr) || !expr->child || !expr->child->string) return NULL;
-    *type = expr->child->string;
-    return expr->child;
-}
-
-static const char *str_field(const cJSON *o, const char *key)
-{
-    const cJSON *v = cJSON_GetObjectItemCaseSensitive(o, key);
-    return cJSON_IsString(v) ? v->valuestring : NULL;
-}
-
 /* Parse an integer literal as PostgreSQL 15 writes them (decimal, optional sign). */
 static bool parse_int(const char *s, long long *out)
 {
@@ -146,11 +132,11 @@ static struct val eval_const(const cJSON *c, const char *src)
             v.k = V_INT;
         }
     } else if ((x = cJSON_GetObjectItemCaseSensitive(c, "fval"))) {
-        const char *s = str_field(x, "fval");
+        const char *s = sql_str_field(x, "fval");
         if (!s || !parse_num(s, &v.d)) return UNK;
         v.k = V_NUM;
     } else if ((x = cJSON_GetObjectItemCaseSensitive(c, "sval"))) {
-        const char *s = str_field(x, "sval");
+        const char *s = sql_str_field(x, "sval");
         v.k = V_STR;
         v.s = s ? s : "";
     }
@@ -255,13 +241,13 @@ static const char *op_name(const cJSON *name)
     int n = cJSON_GetArraySize(name);
     if (n < 1 || n > 2) return NULL;
     if (n == 2) {
-        const char *schema = str_field(cJSON_GetArrayItem(name, 0)->child, "sval");
+        const char *schema = sql_str_field(cJSON_GetArrayItem(name, 0)->child, "sval");
         if (!schema || strcmp(schema, "pg_catalog") != 0) return NULL;
     }
     const cJSON *last = cJSON_GetArrayItem(name, n - 1);
     if (!last || !last->child || !last->child->string || strcmp(last->child->string, "String"))
         return NULL;
-    return str_field(last->child, "sval");
+    return sql_str_field(last->child, "sval");
 }
 
 static struct val cmp_op(const char *op, struct val a, struct val b)
@@ -315,7 +301,7 @@ static struct val arith_op(const char *op, struct val a, struct val b)
 static bool same_column(const cJSON *l, const cJSON *r)
 {
     const char *tl, *tr;
-    const cJSON *bl = node_body(l, &tl), *br = node_body(r, &tr);
+    const cJSON *bl = sql_node_body(l, &tl), *br = sql_node_body(r, &tr);
     if (!bl || !br || strcmp(tl, "ColumnRef") || strcmp(tr, "ColumnRef")) return false;
     const cJSON *fl = cJSON_GetObjectItemCaseSensitive(bl, "fields");
     const cJSON *fr = cJSON_GetObjectItemCaseSensitive(br, "fields");
@@ -350,7 +336,7 @@ static struct val not_val(struct val a)
 static const cJSON *list_items(const cJSON *expr)
 {
     const char *t;
-    const cJSON *b = node_body(expr, &t);
+    const cJSON *b = sql_node_body(expr, &t);
     if (!b || strcmp(t, "List")) return NULL;
     return cJSON_GetObjectItemCaseSensitive(b, "items");
 }
@@ -362,7 +348,7 @@ static struct val between(struct val x, struct val lo, struct val hi)
 
 static struct val eval_aexpr(const cJSON *a, const char *src, int depth)
 {
-    const char *kind = str_field(a, "kind");
+    const char *kind = sql_str_field(a, "kind");
     const char *op = op_name(cJSON_GetObjectItemCaseSensitive(a, "name"));
     const cJSON *l = cJSON_GetObjectItemCaseSensitive(a, "lexpr");
     const cJSON *r = cJSON_GetObjectItemCaseSensitive(a, "rexpr");
@@ -436,7 +422,7 @@ static struct val eval_aexpr(const cJSON *a, const char *src, int depth)
 static const cJSON *bare_select_targets(const cJSON *subselect)
 {
     const char *t;
-    const cJSON *s = node_body(subselect, &t);
+    const cJSON *s = sql_node_body(subselect, &t);
     if (!s || strcmp(t, "SelectStmt")) return NULL;
     const cJSON *targets = NULL, *f;
     cJSON_ArrayForEach(f, s)
@@ -456,7 +442,7 @@ static const cJSON *bare_select_targets(const cJSON *subselect)
 static struct val target_val(const cJSON *target, const char *src, int depth)
 {
     const char *t;
-    const cJSON *rt = node_body(target, &t);
+    const cJSON *rt = sql_node_body(target, &t);
     if (!rt || strcmp(t, "ResTarget")) return UNK;
     const cJSON *v = cJSON_GetObjectItemCaseSensitive(rt, "val");
     return v ? eval(v, src, depth + 1) : UNK;
@@ -464,7 +450,7 @@ static struct val target_val(const cJSON *target, const char *src, int depth)
 
 static struct val eval_sublink(const cJSON *s, const char *src, int depth)
 {
-    const char *type = str_field(s, "subLinkType");
+    const char *type = sql_str_field(s, "subLinkType");
     const cJSON *targets = bare_select_targets(cJSON_GetObjectItemCaseSensitive(s, "subselect"));
     if (!type || !targets) return UNK;
     if (!strcmp(type, "EXPR_SUBLINK")) {
@@ -492,11 +478,11 @@ static struct val eval_cast(const cJSON *tc, const char *src, int depth)
     if (!arg || n < 1 || n > 2 || cJSON_GetObjectItemCaseSensitive(tn, "arrayBounds")) return UNK;
     if (n == 2) {
         const cJSON *s0 = cJSON_GetArrayItem(names, 0);
-        const char *schema = s0 && s0->child ? str_field(s0->child, "sval") : NULL;
+        const char *schema = s0 && s0->child ? sql_str_field(s0->child, "sval") : NULL;
         if (!schema || strcmp(schema, "pg_catalog")) return UNK;
     }
     const cJSON *last = cJSON_GetArrayItem(names, n - 1);
-    const char *type = last && last->child ? str_field(last->child, "sval") : NULL;
+    const char *type = last && last->child ? sql_str_field(last->child, "sval") : NULL;
     if (!type) return UNK;
     struct val v = eval(arg, src, depth + 1);
     if (v.k == V_UNK || v.k == V_NULL) return v;
@@ -520,14 +506,14 @@ static struct val eval_cast(const cJSON *tc, const char *src, int depth)
 static struct val eval(const cJSON *expr, const char *src, int depth)
 {
     const char *type;
-    const cJSON *b = node_body(expr, &type);
+    const cJSON *b = sql_node_body(expr, &type);
     if (!b || depth > 256) return UNK;
     if (!strcmp(type, "A_Const")) return eval_const(b, src);
     if (!strcmp(type, "TypeCast")) return eval_cast(b, src, depth);
     if (!strcmp(type, "A_Expr")) return eval_aexpr(b, src, depth);
     if (!strcmp(type, "SubLink")) return eval_sublink(b, src, depth);
     if (!strcmp(type, "BoolExpr")) {
-        const char *op = str_field(b, "boolop");
+        const char *op = sql_str_field(b, "boolop");
         const cJSON *args = cJSON_GetObjectItemCaseSensitive(b, "args");
         if (!op || !cJSON_IsArray(args) || cJSON_GetArraySize(args) < 1) return UNK;
         if (!strcmp(op, "NOT_EXPR")) return not_val(eval(args->child, src, depth + 1));
@@ -549,14 +535,14 @@ static struct val eval(const cJSON *expr, const char *src, int depth)
         return unknown ? UNK : acc;
     }
     if (!strcmp(type, "NullTest")) {
-        const char *t = str_field(b, "nulltesttype");
+        const char *t = sql_str_field(b, "nulltesttype");
         struct val v = eval(cJSON_GetObjectItemCaseSensitive(b, "arg"), src, depth + 1);
         if (!t || v.k == V_UNK) return UNK;
         bool isnull = v.k == V_NULL;
         return vbool(!strcmp(t, "IS_NULL") ? isnull : !isnull);
     }
     if (!strcmp(type, "BooleanTest")) {
-        const char *t = str_field(b, "booltesttype");
+        const char *t = sql_str_field(b, "booltesttype");
         enum sql_tv tv = to_tv(eval(cJSON_GetObjectItemCaseSensitive(b, "arg"), src, depth + 1));
         if (!t || tv == SQL_TV_UNKNOWN) return UNK;
         if (!strcmp(t, "IS_TRUE")) return vbool(tv == SQL_TV_TRUE);

@@ -20,14 +20,9 @@ static const cJSON *child(const cJSON *o, const char *key)
 /* The body of a one-key {"Type": body} node, when Type is type. */
 static const cJSON *node_of(const cJSON *n, const char *type)
 {
-    if (!cJSON_IsObject(n) || !n->child || !n->child->string) return NULL;
-    return strcmp(n->child->string, type) ? NULL : n->child;
-}
-
-static const char *sval(const cJSON *n)
-{
-    const cJSON *s = child(node_of(n, "String"), "sval");
-    return cJSON_IsString(s) ? s->valuestring : NULL;
+    const char *t;
+    const cJSON *b = sql_node_body(n, &t);
+    return b && !strcmp(t, type) ? b : NULL;
 }
 
 /* "schema.table" (or "table") of a RangeVar body; NULL when it has no name. */
@@ -52,7 +47,7 @@ static const char *target_source(const cJSON *restarget, bool *star, const char 
     const cJSON *fields = child(ref, "fields"), *last = NULL, *f;
     cJSON_ArrayForEach(f, fields) last = f;
     if (last && node_of(last, "A_Star")) *star = true;
-    const char *source = last ? sval(last) : NULL;
+    const char *source = last ? sql_string_node(last) : NULL;
     *name = cJSON_IsString(alias) ? alias->valuestring : source;
     return source;
 }
@@ -89,7 +84,7 @@ static bool query_columns(const cJSON *query, struct sql_copy_out *c)
 /* One-character option values; false when the value is not one character. */
 static bool char_option(const cJSON *arg, char *out)
 {
-    const char *v = sval(arg);
+    const char *v = sql_string_node(arg);
     if (!v || strlen(v) != 1) return false;
     *out = v[0];
     return true;
@@ -103,7 +98,7 @@ static bool header_option(const cJSON *arg)
     if (b) return cJSON_IsTrue(child(b, "boolval"));
     const cJSON *i = node_of(arg, "Integer");
     if (i) return cJSON_IsNumber(child(i, "ival")) && child(i, "ival")->valuedouble != 0;
-    const char *v = sval(arg);
+    const char *v = sql_string_node(arg);
     return v && (!strcasecmp(v, "true") || !strcasecmp(v, "on") || !strcasecmp(v, "match"));
 }
 
@@ -119,7 +114,7 @@ static bool read_options(const cJSON *opts, struct sql_copy_out *c)
         const cJSON *arg = child(d, "arg");
         if (!name) return false;
         if (!strcmp(name, "format")) {
-            const char *f = sval(arg);
+            const char *f = sql_string_node(arg);
             if (!f) return false;
             if (!strcasecmp(f, "csv"))
                 c->format = 'c';
@@ -137,7 +132,7 @@ static bool read_options(const cJSON *opts, struct sql_copy_out *c)
         } else if (!strcmp(name, "escape")) {
             if (!char_option(arg, &c->escape)) return false;
         } else if (!strcmp(name, "null")) {
-            const char *v = sval(arg);
+            const char *v = sql_string_node(arg);
             if (!v) return false;
             free(c->null_str);
             c->null_str = xstrdup(v);
@@ -176,7 +171,7 @@ struct sql_copy_out *sql_copy_out_make(const cJSON *copy)
         known = true;
         cJSON_ArrayForEach(a, attlist)
         {
-            const char *name = sval(a);
+            const char *name = sql_string_node(a);
             if (!name) known = false;
             c->columns[c->n_columns] = name ? xstrdup(name) : NULL;
             c->sources[c->n_columns++] = name ? xstrdup(name) : NULL;

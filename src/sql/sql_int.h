@@ -16,6 +16,7 @@
 
 #include <stddef.h>
 #include <stdint.h>
+#include <string.h>
 
 #include <cjson/cJSON.h>
 
@@ -58,6 +59,31 @@ int sql_scan(const char *sql, sql_token_fn fn, void *ctx);
  * JOIN, IS each count a level; commas, AND and OR separate siblings). Uses libpg_query's own
  * scanner, which does not recurse. */
 int sql_guard_too_deep(const char *sql, size_t len, unsigned *depth);
+
+/* Reading libpg_query's JSON tree (shared by sql.c, sql_const.c and sql_copy.c). */
+static inline const char *sql_str_field(const cJSON *o, const char *key)
+{
+    const cJSON *v = cJSON_GetObjectItemCaseSensitive(o, key);
+    return cJSON_IsString(v) ? v->valuestring : NULL;
+}
+
+/* The single {"Type": body} pair of a wrapped node; NULL when n is not such an object. */
+static inline const cJSON *sql_node_body(const cJSON *n, const char **type)
+{
+    if (!cJSON_IsObject(n) || !n->child || !n->child->string) return NULL;
+    if (type) *type = n->child->string;
+    return n->child;
+}
+
+/* The sval of a {"String": {"sval": ...}} node ("" for an empty one); NULL for another node. */
+static inline const char *sql_string_node(const cJSON *n)
+{
+    const char *t;
+    const cJSON *b = sql_node_body(n, &t);
+    if (!b || strcmp(t, "String")) return NULL;
+    const char *s = sql_str_field(b, "sval");
+    return s ? s : "";
+}
 
 /* The description of a COPY TO STDOUT from its CopyStmt body (sql_copy.c); never NULL. */
 struct sql_copy_out *sql_copy_out_make(const cJSON *copy);
