@@ -68,6 +68,7 @@ static void config_free(struct sluice_config *cfg)
         free(id->groups);
         free(id->secret_hash);
         free(id->cert_cn);
+        free(id->cert_san);
     }
     free(cfg->identities);
     for (unsigned i = 0; i < cfg->policy.n_rules; i++) {
@@ -638,6 +639,36 @@ static int convert_groups(struct loader *ld, const char *path, const struct raw_
 static int check_secret(struct loader *ld, const char *path, const struct raw_ident *ri,
                         const char *hash_key);
 
+/* identities.certs[].san: "uri:", "dns:" or "email:" and a value a certificate can hold (an
+ * IA5String: printable ASCII, no spaces), up to 1024 bytes; a DNS name without wildcards
+ * (matched exactly, so "*" would only ever match a wildcard certificate), an email with "@". */
+static int check_cert_san(struct loader *ld, const char *key, const char *san)
+{
+    static const char *const types[] = {"uri:", "dns:", "email:"};
+    const char *v = NULL;
+    for (unsigned i = 0; i < sizeof types / sizeof *types && !v; i++)
+        if (strncmp(san, types[i], strlen(types[i])) == 0) v = san + strlen(types[i]);
+    if (!v)
+        return cfgld_fail(ld, key, AT_VALUE,
+                          "%s must start with uri:, dns: or email: (the subjectAltName's type), "
+                          "as in uri:spiffe://example.org/reports",
+                          key);
+    size_t n = strlen(v);
+    if (!n || n > 1024)
+        return cfgld_fail(ld, key, AT_VALUE, "%s: the value after the type must be 1 to 1024 bytes",
+                          key);
+    for (const char *p = v; *p; p++)
+        if (*p < 0x21 || *p > 0x7e)
+            return cfgld_fail(ld, key, AT_VALUE,
+                              "%s: a subjectAltName holds printable ASCII without spaces", key);
+    if (san[0] == 'd' && strchr(v, '*'))
+        return cfgld_fail(ld, key, AT_VALUE,
+                          "%s: a DNS name is matched exactly; wildcards are not allowed", key);
+    if (san[0] == 'e' && (!strchr(v, '@') || v[0] == '@'))
+        return cfgld_fail(ld, key, AT_VALUE, "%s: an email address needs a local part and @", key);
+    return 0;
+}
+
 /* kind: 'u' users, 't' tokens, 'c' certs */
 static int convert_identity(struct loader *ld, const char *path, const struct raw_ident *ri,
                             char kind, struct sluice_config *cfg)
@@ -653,11 +684,14 @@ static int convert_identity(struct loader *ld, const char *path, const struct ra
             return cfgld_fail(ld, key, AT_VALUE, "duplicate identity name \"%s\" in %s", ri->name,
                               path);
         }
-    const char *cn = ri->cn ? ri->cn : ri->name;
+    /* a cert identity with a subjectAltName checks its CN only when one is given */
+    const char *cn = ri->cn ? ri->cn : ri->san ? NULL : ri->name;
     if (kind == 'c') {
         snprintf(key, sizeof(key), "%s.cn", path);
-        if (!*cn || strlen(cn) > 64)
+        if (cn && (!*cn || strlen(cn) > 64))
             return cfgld_fail(ld, key, AT_VALUE, "%s must be 1 to 64 bytes (a subject CN)", key);
+        snprintf(key, sizeof(key), "%s.san", path);
+        if (ri->san && check_cert_san(ld, key, ri->san) < 0) return -1;
         if (!cfg->tls.client_ca)
             return cfgld_fail(ld, path, AT_KEY,
                               "%s (\"%s\") logs in with a client certificate, but tls.client_ca "
@@ -672,10 +706,13 @@ static int convert_identity(struct loader *ld, const char *path, const struct ra
                : kind == 'u' ? IDENT_HUMAN
                              : IDENT_SERVICE;
     id->is_token = is_token;
-    if (kind == 'c')
-        id->cert_cn = xstrdup(cn);
-    else
+    if (kind == 'c') {
+        id->cert = true;
+        id->cert_cn = cn ? xstrdup(cn) : NULL;
+        id->cert_san = ri->san ? xstrdup(ri->san) : NULL;
+    } else {
         id->secret_hash = xstrdup(ri->secret_hash);
+    }
     return convert_groups(ld, path, ri, id);
 }
 

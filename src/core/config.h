@@ -83,8 +83,11 @@ struct cfg_identity {
     char *secret_hash;
     bool is_token; /* from identities.tokens: always cleartext (API tokens, JWTs) */
     /* from identities.certs: logs in with a TLS client certificate (tls.client_ca verified it)
-     * whose subject CN is cert_cn; no secret (secret_hash NULL) */
-    char *cert_cn;
+     * whose subject CN is cert_cn (NULL: not checked) and that holds the subjectAltName
+     * cert_san ("uri:", "dns:" or "email:" and the value; NULL: none asked for); no secret
+     * (secret_hash NULL) */
+    bool cert;
+    char *cert_cn, *cert_san;
 };
 
 /* ---- guardrails and policy (issue 3). Pure data: src/policy/ compiles and evaluates it. */

@@ -56,7 +56,8 @@ struct raw_ident {
     char **groups;
     unsigned groups_count;
     char *secret_hash; /* password_hash (users) or token_hash (tokens) */
-    char *cn;          /* certs: the certificate's subject CN (default: name) */
+    char *cn;          /* certs: the certificate's subject CN (default: name, unless san) */
+    char *san;         /* certs: a subjectAltName the certificate must hold ("uri:...") */
 };
 
 struct raw_oidc {

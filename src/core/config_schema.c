@@ -162,6 +162,7 @@ static const cyaml_schema_field_t cert_fields[] = {
     CYAML_FIELD_SEQUENCE("groups", OPT | CYAML_FLAG_POINTER_NULL, struct raw_ident, groups,
                          &group_schema, 0, CYAML_UNLIMITED),
     STR_OPT("cn", struct raw_ident, cn),
+    STR_OPT("san", struct raw_ident, san),
     CYAML_FIELD_END,
 };
 

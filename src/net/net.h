@@ -95,6 +95,11 @@ int tls_handshake(struct sock *s, bool server, char *err, size_t errlen);
  * out (NUL-terminated, UTF-8). 0, or -1: no TLS, no certificate, not verified, no CN or more
  * than one, a CN holding a NUL byte or longer than outcap - 1. */
 int tls_peer_cn(const struct sock *s, char *out, size_t outcap);
+/* Whether the certificate the TLS peer presented and the handshake verified holds the
+ * subjectAltName san: "uri:VALUE" (compared byte for byte), "dns:VALUE" (ASCII case
+ * ignored) or "email:VALUE" (the domain's case ignored). An entry holding a NUL byte never
+ * matches. */
+bool tls_peer_has_san(const struct sock *s, const char *san);
 /* SCRAM channel binding of type tls-server-end-point (RFC 5929) for a TLS connection: the
  * hash of the server's certificate (sluice's own on a connection it accepted, the target's on
  * one it made), by the certificate's signature digest (SHA-256 for MD5 and SHA-1), into out.

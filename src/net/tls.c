@@ -14,6 +14,7 @@
 #include <openssl/x509v3.h>
 #include <stdio.h>
 #include <string.h>
+#include <strings.h>
 
 void tls_error_text(char *err, size_t errlen)
 {
@@ -135,6 +136,43 @@ int tls_peer_cn(const struct sock *s, char *out, size_t outcap)
     }
     OPENSSL_free(utf8);
     return rc;
+}
+
+/* One subjectAltName entry's value against want (want_len bytes), as tls_peer_has_san says. */
+static bool san_equal(int type, const ASN1_IA5STRING *have, const char *want, size_t want_len)
+{
+    const char *p = (const char *)ASN1_STRING_get0_data(have);
+    size_t n = (size_t)ASN1_STRING_length(have);
+    if (n != want_len || memchr(p, 0, n)) return false;
+    if (type == GEN_DNS) return strncasecmp(p, want, n) == 0;
+    if (type == GEN_EMAIL) {
+        const char *at = memchr(want, '@', n);
+        size_t local = at ? (size_t)(at - want) : n;
+        return memcmp(p, want, local) == 0 && strncasecmp(p + local, want + local, n - local) == 0;
+    }
+    return memcmp(p, want, n) == 0;
+}
+
+bool tls_peer_has_san(const struct sock *s, const char *san)
+{
+    if (!s->ssl) return false;
+    X509 *cert = SSL_get0_peer_certificate(s->ssl);
+    if (!cert || SSL_get_verify_result(s->ssl) != X509_V_OK) return false;
+    int type = strncmp(san, "uri:", 4) == 0     ? GEN_URI
+               : strncmp(san, "dns:", 4) == 0   ? GEN_DNS
+               : strncmp(san, "email:", 6) == 0 ? GEN_EMAIL
+                                                : -1;
+    if (type < 0) return false;
+    const char *want = strchr(san, ':') + 1;
+    size_t want_len = strlen(want);
+    GENERAL_NAMES *names = X509_get_ext_d2i(cert, NID_subject_alt_name, NULL, NULL);
+    bool found = false;
+    for (int i = 0; names && i < sk_GENERAL_NAME_num(names) && !found; i++) {
+        const GENERAL_NAME *g = sk_GENERAL_NAME_value(names, i);
+        if (g->type == type) found = san_equal(type, g->d.ia5, want, want_len);
+    }
+    GENERAL_NAMES_free(names);
+    return found;
 }
 
 int tls_server_end_point(const struct sock *s, unsigned char *out, size_t outcap)

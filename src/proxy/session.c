@@ -474,18 +474,25 @@ static bool login_throttled(struct session *s)
 }
 
 /* identities.certs: the TLS handshake verified the client's certificate against
- * tls.client_ca, and its subject CN must be the identity's; no secret is asked for, as with
- * PostgreSQL's cert method. Failures count towards the address's login throttle. */
+ * tls.client_ca, and its subject CN and subjectAltName must be the identity's (each when the
+ * identity names one); no secret is asked for, as with PostgreSQL's cert method. Failures
+ * count towards the address's login throttle. */
 static void session_login_cert(struct session *s)
 {
     if (login_throttled(s)) return;
     char cn[80];
+    const struct cfg_identity *id = s->ident;
     if (!s->tls_client) {
         auth_failed(s, "no TLS client certificate");
         return;
     }
-    if (tls_peer_cn(&s->cl.sk, cn, sizeof cn) != 0 || strcmp(cn, s->ident->cert_cn) != 0) {
+    if (id->cert_cn &&
+        (tls_peer_cn(&s->cl.sk, cn, sizeof cn) != 0 || strcmp(cn, id->cert_cn) != 0)) {
         auth_failed(s, "the client certificate's CN is not the identity's");
+        return;
+    }
+    if (id->cert_san && !tls_peer_has_san(&s->cl.sk, id->cert_san)) {
+        auth_failed(s, "the client certificate lacks the identity's subjectAltName");
         return;
     }
     auth_succeeded(s);
@@ -579,7 +586,7 @@ static void handle_startup_packet(struct session *s, const struct pg_startup *st
         return;
     }
     s->ident = config_find_identity(s->rt->cfg, s->user);
-    if (s->ident && s->ident->cert_cn) {
+    if (s->ident && s->ident->cert) {
         session_login_cert(s);
         return;
     }
@@ -2802,7 +2809,7 @@ static void session_on_tick(struct session *s, uint64_t now_ms)
     switch (s->state) {
     case S_AUTH_DELAY: {
         char msg[300];
-        bool cert = s->ident && s->ident->cert_cn; /* PostgreSQL's words for its cert method */
+        bool cert = s->ident && s->ident->cert; /* PostgreSQL's words for its cert method */
         snprintf(msg, sizeof msg, "%s authentication failed for user \"%.200s\"",
                  cert ? "certificate" : "password", s->user);
         session_fail(s, cert ? "28000" : "28P01", msg, NULL, "authentication failed");

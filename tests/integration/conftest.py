@@ -169,6 +169,17 @@ def make_certs(d):
          f"{d}/ca.key", "-CAcreateserial", "-out", f"{d}/client.crt", "-days", "3", "-extfile",
          f"{d}/client.cnf"])
     os.chmod(f"{d}/client.key", 0o600)
+    # a client certificate with subjectAltNames (a SPIFFE ID, a DNS name, an email address)
+    with open(f"{d}/client-san.cnf", "w") as f:
+        f.write("basicConstraints=CA:FALSE\nkeyUsage=critical,digitalSignature\n"
+                "extendedKeyUsage=clientAuth\nsubjectAltName=URI:spiffe://example.org/ns/prod/sa/reports,"
+                "DNS:Reports.Example.org,email:reports@Example.ORG\n")
+    run(["openssl", "req", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes",
+         "-keyout", f"{d}/client-san.key", "-out", f"{d}/client-san.csr", "-subj", "/CN=client-san"])
+    run(["openssl", "x509", "-req", "-in", f"{d}/client-san.csr", "-CA", f"{d}/ca.crt", "-CAkey",
+         f"{d}/ca.key", "-CAcreateserial", "-out", f"{d}/client-san.crt", "-days", "3", "-extfile",
+         f"{d}/client-san.cnf"])
+    os.chmod(f"{d}/client-san.key", 0o600)
 
 
 # ---------------------------------------------------------------- PostgreSQL
@@ -367,10 +378,11 @@ class SluiceConfig:
         for n, i in tokens:
             out.append(f"    - {{ name: {yaml_str(n)}, kind: {i['kind']}, groups: [{', '.join(i['groups'])}], "
                        f"token_hash: {yaml_str(i['secret_hash'])} }}")
-        if certs:  # identities that log in with a client certificate (cert=True, cn=...)
+        if certs:  # identities that log in with a client certificate (cert=True, cn=..., san=...)
             out.append("  certs:")
         for n, i in certs:
             cn = f", cn: {yaml_str(i['cn'])}" if i.get("cn") else ""
+            cn += f", san: {yaml_str(i['san'])}" if i.get("san") else ""
             out.append(f"    - {{ name: {yaml_str(n)}, kind: {i['kind']}, groups: [{', '.join(i['groups'])}]"
                        f"{cn} }}")
         # The transparency tests run tools that drop and truncate (pgbench -i, psql -f,

@@ -161,6 +161,54 @@ def test_client_certificate_logs_in_as_its_identity(spawn_sluice, certs, pg):
                e["identity_kind"] == "service" for e in starts), starts
 
 
+def test_client_certificate_identity_by_subject_alt_name(spawn_sluice, certs):
+    """identities.certs[].san: a certificate maps to an identity by a subjectAltName (a SPIFFE
+    URI, a DNS name, an email address) instead of its CN, as workload identities (SPIFFE SVIDs)
+    carry them. The URI is compared exactly, a DNS name and an email's domain without regard
+    to case; with both cn and san set, both must match. A certificate lacking the name, or
+    holding it with another type or case where case matters, is refused."""
+    uri = "spiffe://example.org/ns/prod/sa/reports"
+    ids = {"spiffe-svc": dict(san="uri:" + uri),
+           "dns-svc": dict(san="dns:reports.example.ORG"),
+           "mail-svc": dict(san="email:reports@example.org"),
+           "both-svc": dict(san="uri:" + uri, cn="client-san"),
+           # refused: wrong CN with the right SAN, a prefix of the URI, the URI's case, the
+           # email's local part's case, the DNS name given as a URI, the plain client's cert
+           "wrongcn-svc": dict(san="uri:" + uri, cn="client"),
+           "prefix-svc": dict(san="uri:spiffe://example.org/ns/prod/sa/report"),
+           "case-svc": dict(san="uri:" + uri.upper()),
+           "local-svc": dict(san="email:Reports@example.org"),
+           "type-svc": dict(san="uri:Reports.Example.org")}
+    extra = {n: dict(kind="service", groups=[], token=False, cert=True, **kw)
+             for n, kw in ids.items()}
+    sp, ep = spawn_sluice("mtls-san", client_ca=True, extra_identities=extra)
+    san_tls = dict(sslmode="require", sslcert=f"{certs}/client-san.crt",
+                   sslkey=f"{certs}/client-san.key")
+    plain_tls = dict(sslmode="require", sslcert=f"{certs}/client.crt",
+                     sslkey=f"{certs}/client.key")
+
+    def login(user, tls):
+        return psycopg2.connect(host="127.0.0.1", port=ep.port, dbname="shop", user=user,
+                                password="", **tls)
+
+    for user in ("spiffe-svc", "dns-svc", "mail-svc", "both-svc"):
+        c = login(user, san_tls)
+        cur = c.cursor()
+        cur.execute("SELECT 1")
+        assert cur.fetchone() == (1,), user
+        c.close()
+    refused = [(u, san_tls) for u in ("wrongcn-svc", "prefix-svc", "case-svc", "local-svc",
+                                      "type-svc")]
+    refused.append(("spiffe-svc", plain_tls))  # no subjectAltName at all
+    for user, tls in refused:
+        with pytest.raises(psycopg2.OperationalError) as ei:
+            login(user, tls)
+        assert f'certificate authentication failed for user "{user}"' in str(ei.value), user
+    time.sleep(0.3)  # the session_start is committed within the writer's batch delay
+    starts = [e for e in export_events(sp) if e["kind"] == "session_start"]
+    assert any(e["identity"] == "spiffe-svc" and e["auth_method"] == "cert" for e in starts)
+
+
 def test_scram_channel_binding_over_tls(sluice):
     """Over TLS sluice offers SCRAM-SHA-256-PLUS with tls-server-end-point binding, as
     PostgreSQL does, so a client that requires channel binding (against a man in the middle

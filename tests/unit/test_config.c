@@ -240,7 +240,7 @@ static void test_full_values(void **state)
     assert_string_equal(cfg->oidc.name_claim, "email");
     assert_int_equal(cfg->admin.n_groups, 1);
 
-    assert_int_equal(cfg->n_identities, 5);
+    assert_int_equal(cfg->n_identities, 6);
     assert_string_equal(cfg->identities[0].name, "alice@corp.com");
     assert_string_equal(cfg->identities[1].name, "bob@corp.com");
     assert_string_equal(cfg->identities[2].name, "etl");
@@ -266,9 +266,18 @@ static void test_full_values(void **state)
     assert_string_equal(copilot->groups[0], "ai");
     const struct cfg_identity *billing = config_find_identity(cfg, "billing-svc");
     assert_non_null(billing);
+    assert_true(billing->cert);
     assert_string_equal(billing->cert_cn, "billing.internal");
+    assert_null(billing->cert_san);
     assert_null(billing->secret_hash);
     assert_int_equal(billing->kind, IDENT_SERVICE);
+    /* with a subjectAltName and no cn, the CN is not checked */
+    const struct cfg_identity *reports = config_find_identity(cfg, "reports-svc");
+    assert_non_null(reports);
+    assert_true(reports->cert);
+    assert_null(reports->cert_cn);
+    assert_string_equal(reports->cert_san, "uri:spiffe://example.org/ns/prod/sa/reports");
+    assert_null(reports->secret_hash);
     assert_null(config_find_identity(cfg, "mallory"));
 
     assert_int_equal(cfg->server.workers, 4);
@@ -382,7 +391,7 @@ static void test_verifiers_parse_with_scram(void **state)
         struct sluice_config *cfg = load_ok(files[f]);
         for (unsigned i = 0; i < cfg->n_identities; i++) {
             struct scram_verifier v;
-            if (cfg->identities[i].cert_cn) continue; /* no secret */
+            if (cfg->identities[i].cert) continue; /* no secret */
             if (scram_verifier_parse(cfg->identities[i].secret_hash, &v) != 0)
                 fail_msg("%s: verifier of %s rejected by scram_verifier_parse", files[f],
                          cfg->identities[i].name);
