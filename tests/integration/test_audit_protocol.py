@@ -48,14 +48,18 @@ def codes(msgs):
     return [pgwire.parse_fields(b)["C"] for t, b in msgs if t == b"E"]
 
 
-def statements(sp, marker, n=1, timeout=5.0):
+def statements(sp, marker, n=1, timeout=5.0, ended=False):
     """The statement (and statement_end) events whose text contains marker, once n of the
-    statement events are there."""
+    statement events are there; with ended, once their sessions' session_end events are there
+    too (everything those sessions queued before is then committed: a statement_end of a
+    result that came after its statement event was written needs a later batch)."""
     deadline = time.time() + timeout
     while True:
         evs = export_events(sp)
         st = [e for e in evs if e["kind"] == "statement" and marker in e.get("statement", "")]
-        if len(st) >= n or time.time() > deadline:
+        gone = {e["session"] for e in evs if e["kind"] == "session_end"}
+        done = not ended or all(e["session"] in gone for e in st)
+        if (len(st) >= n and done) or time.time() > deadline:
             ends = [e for e in evs if e["kind"] == "statement_end" and
                     e.get("ref") in {x["seq"] for x in st}]
             return st, ends
@@ -462,7 +466,7 @@ def test_portal_continuation_across_closes_and_commits(spawn_sluice):
     got = replies(c, 3)
     assert codes(got) == ["34000"], got
     c.close()
-    st, ends = statements(sp, "ap_cl_del")
+    st, ends = statements(sp, "ap_cl_del", ended=True)
     assert len(st) == 1, st
     undone = [e for e in ends if e.get("detail", "").startswith("rolled back")]
     ends = [e for e in ends if e not in undone]
