@@ -14,6 +14,7 @@
 
 #include "core/config_raw.h"
 
+#include <ctype.h>
 #include <errno.h>
 #include <limits.h>
 #include <stdarg.h>
@@ -639,20 +640,70 @@ static int convert_groups(struct loader *ld, const char *path, const struct raw_
 static int check_secret(struct loader *ld, const char *path, const struct raw_ident *ri,
                         const char *hash_key);
 
-/* identities.certs[].san: "uri:", "dns:" or "email:" and a value a certificate can hold (an
- * IA5String: printable ASCII, no spaces), up to 1024 bytes; a DNS name without wildcards
- * (matched exactly, so "*" would only ever match a wildcard certificate), an email with "@". */
-static int check_cert_san(struct loader *ld, const char *key, const char *san)
+/* Whether each byte of v is in the set: letters, digits and the characters of extra. */
+static bool chars_in(const char *v, const char *extra)
 {
-    static const char *const types[] = {"uri:", "dns:", "email:"};
+    for (; *v; v++)
+        if (!isalnum((unsigned char)*v) && !strchr(extra, *v)) return false;
+    return true;
+}
+
+/* A DNS name (or an email's domain): letters, digits, "-" and non-empty labels; no wildcard,
+ * no trailing dot (a certificate holds the name without one). */
+static bool dns_name_ok(const char *v)
+{
+    return *v && chars_in(v, "-.") && v[0] != '.' && v[strlen(v) - 1] != '.' && !strstr(v, "..");
+}
+
+/* A SPIFFE ID as the SPIFFE standard writes it: spiffe://, a lowercase trust domain, then
+ * path segments of letters, digits, ".", "-" and "_", none empty, "." or "..", no trailing "/"
+ * (no port, user, query or fragment). A certificate's ID is compared byte for byte, so any
+ * other spelling would never match. */
+static bool spiffe_id_ok(const char *v)
+{
+    const char *td = v + strlen("spiffe://"), *path = strchr(td, '/');
+    size_t tdlen = path ? (size_t)(path - td) : strlen(td);
+    if (!tdlen) return false;
+    for (size_t i = 0; i < tdlen; i++)
+        if (!islower((unsigned char)td[i]) && !isdigit((unsigned char)td[i]) &&
+            !strchr(".-_", td[i]))
+            return false;
+    if (!path) return true;
+    for (const char *seg = path + 1;; seg++) {
+        size_t n = strcspn(seg, "/");
+        if (!n || (n == 1 && seg[0] == '.') || (n == 2 && seg[0] == '.' && seg[1] == '.'))
+            return false;
+        for (size_t i = 0; i < n; i++)
+            if (!isalnum((unsigned char)seg[i]) && !strchr(".-_", seg[i])) return false;
+        seg += n;
+        if (!*seg) return true;
+    }
+}
+
+/* identities.certs[].san: "uri:", "dns:" or "email:" and a value a certificate can hold (an
+ * IA5String: printable ASCII, no spaces), up to 1024 bytes, into *type and *value (which points
+ * into san). A URI with a scheme (a SPIFFE ID as the standard writes it); a DNS name without
+ * wildcards (matched exactly, so "*" would only ever match a wildcard certificate); an email
+ * with one "@", a local part and a domain. */
+static int parse_cert_san(struct loader *ld, const char *key, const char *san,
+                          enum cfg_san_type *type, const char **value)
+{
+    static const struct {
+        const char *prefix;
+        enum cfg_san_type type;
+    } types[] = {{"uri:", CFG_SAN_URI}, {"dns:", CFG_SAN_DNS}, {"email:", CFG_SAN_EMAIL}};
     const char *v = NULL;
     for (unsigned i = 0; i < sizeof types / sizeof *types && !v; i++)
-        if (strncmp(san, types[i], strlen(types[i])) == 0) v = san + strlen(types[i]);
+        if (strncmp(san, types[i].prefix, strlen(types[i].prefix)) == 0) {
+            v = san + strlen(types[i].prefix);
+            *type = types[i].type;
+        }
     if (!v)
         return cfgld_fail(ld, key, AT_VALUE,
                           "%s must start with uri:, dns: or email: (the subjectAltName's type), "
                           "as in uri:spiffe://example.org/reports",
                           key);
+    *value = v;
     size_t n = strlen(v);
     if (!n || n > 1024)
         return cfgld_fail(ld, key, AT_VALUE, "%s: the value after the type must be 1 to 1024 bytes",
@@ -661,11 +712,24 @@ static int check_cert_san(struct loader *ld, const char *key, const char *san)
         if (*p < 0x21 || *p > 0x7e)
             return cfgld_fail(ld, key, AT_VALUE,
                               "%s: a subjectAltName holds printable ASCII without spaces", key);
-    if (san[0] == 'd' && strchr(v, '*'))
+    if (*type == CFG_SAN_DNS && !dns_name_ok(v))
         return cfgld_fail(ld, key, AT_VALUE,
-                          "%s: a DNS name is matched exactly; wildcards are not allowed", key);
-    if (san[0] == 'e' && (!strchr(v, '@') || v[0] == '@'))
-        return cfgld_fail(ld, key, AT_VALUE, "%s: an email address needs a local part and @", key);
+                          "%s: a DNS name of letters, digits, \"-\" and dots, without wildcards "
+                          "or a trailing dot (it is matched exactly)",
+                          key);
+    const char *at = strchr(v, '@');
+    if (*type == CFG_SAN_EMAIL && (!at || at == v || strchr(at + 1, '@') || !dns_name_ok(at + 1)))
+        return cfgld_fail(ld, key, AT_VALUE,
+                          "%s: an email address with a local part, one @ and a domain", key);
+    if (*type == CFG_SAN_URI && strncmp(v, "spiffe:", 7) == 0 &&
+        (strncmp(v, "spiffe://", 9) != 0 || !spiffe_id_ok(v)))
+        return cfgld_fail(ld, key, AT_VALUE,
+                          "%s: a SPIFFE ID is spiffe://, a lowercase trust domain and a path of "
+                          "non-empty segments without a trailing /",
+                          key);
+    if (*type == CFG_SAN_URI && (!isalpha((unsigned char)v[0]) || v[strcspn(v, ":/")] != ':'))
+        return cfgld_fail(ld, key, AT_VALUE, "%s: a URI starts with a scheme, as in spiffe://",
+                          key);
     return 0;
 }
 
@@ -685,13 +749,16 @@ static int convert_identity(struct loader *ld, const char *path, const struct ra
                               path);
         }
     /* a cert identity with a subjectAltName checks its CN only when one is given */
-    const char *cn = ri->cn ? ri->cn : ri->san ? NULL : ri->name;
+    const char *cn = ri->cn ? ri->cn : ri->name;
+    if (!ri->cn && ri->san) cn = NULL;
+    enum cfg_san_type san_type = CFG_SAN_NONE;
+    const char *san_value = NULL;
     if (kind == 'c') {
         snprintf(key, sizeof(key), "%s.cn", path);
         if (cn && (!*cn || strlen(cn) > 64))
             return cfgld_fail(ld, key, AT_VALUE, "%s must be 1 to 64 bytes (a subject CN)", key);
         snprintf(key, sizeof(key), "%s.san", path);
-        if (ri->san && check_cert_san(ld, key, ri->san) < 0) return -1;
+        if (ri->san && parse_cert_san(ld, key, ri->san, &san_type, &san_value) < 0) return -1;
         if (!cfg->tls.client_ca)
             return cfgld_fail(ld, path, AT_KEY,
                               "%s (\"%s\") logs in with a client certificate, but tls.client_ca "
@@ -707,9 +774,10 @@ static int convert_identity(struct loader *ld, const char *path, const struct ra
                              : IDENT_SERVICE;
     id->is_token = is_token;
     if (kind == 'c') {
-        id->cert = true;
+        id->is_cert = true;
         id->cert_cn = cn ? xstrdup(cn) : NULL;
-        id->cert_san = ri->san ? xstrdup(ri->san) : NULL;
+        id->cert_san = san_value ? xstrdup(san_value) : NULL;
+        id->san_type = san_type;
     } else {
         id->secret_hash = xstrdup(ri->secret_hash);
     }

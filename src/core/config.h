@@ -73,6 +73,9 @@ struct cfg_target {
     char *password;    /* resolved secret (may be NULL for trust); never logged */
 };
 
+/* The subjectAltName types a certificate identity may be matched by. */
+enum cfg_san_type { CFG_SAN_NONE, CFG_SAN_URI, CFG_SAN_DNS, CFG_SAN_EMAIL };
+
 struct cfg_identity {
     char *name;
     enum ident_kind kind;
@@ -83,11 +86,12 @@ struct cfg_identity {
     char *secret_hash;
     bool is_token; /* from identities.tokens: always cleartext (API tokens, JWTs) */
     /* from identities.certs: logs in with a TLS client certificate (tls.client_ca verified it)
-     * whose subject CN is cert_cn (NULL: not checked) and that holds the subjectAltName
-     * cert_san ("uri:", "dns:" or "email:" and the value; NULL: none asked for); no secret
-     * (secret_hash NULL) */
-    bool cert;
+     * whose subject CN is cert_cn (NULL: not checked) and that holds the subjectAltName of type
+     * san_type with the value cert_san (NULL, CFG_SAN_NONE: none asked for); at least one of the
+     * two is set; no secret (secret_hash NULL) */
+    bool is_cert;
     char *cert_cn, *cert_san;
+    enum cfg_san_type san_type;
 };
 
 /* ---- guardrails and policy (issue 3). Pure data: src/policy/ compiles and evaluates it. */

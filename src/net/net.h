@@ -96,10 +96,11 @@ int tls_handshake(struct sock *s, bool server, char *err, size_t errlen);
  * than one, a CN holding a NUL byte or longer than outcap - 1. */
 int tls_peer_cn(const struct sock *s, char *out, size_t outcap);
 /* Whether the certificate the TLS peer presented and the handshake verified holds the
- * subjectAltName san: "uri:VALUE" (compared byte for byte), "dns:VALUE" (ASCII case
- * ignored) or "email:VALUE" (the domain's case ignored). An entry holding a NUL byte never
- * matches. */
-bool tls_peer_has_san(const struct sock *s, const char *san);
+ * subjectAltName value of type: a URI compared byte for byte, and then only when it is the
+ * certificate's one URI (as SPIFFE requires of an SVID: a certificate naming several
+ * workloads names none); a DNS name with ASCII case ignored; an email address with its
+ * domain's case ignored (value holds one "@"). An entry holding a NUL byte never matches. */
+bool tls_peer_has_san(const struct sock *s, enum cfg_san_type type, const char *value);
 /* SCRAM channel binding of type tls-server-end-point (RFC 5929) for a TLS connection: the
  * hash of the server's certificate (sluice's own on a connection it accepted, the target's on
  * one it made), by the certificate's signature digest (SHA-256 for MD5 and SHA-1), into out.

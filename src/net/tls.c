@@ -138,41 +138,42 @@ int tls_peer_cn(const struct sock *s, char *out, size_t outcap)
     return rc;
 }
 
-/* One subjectAltName entry's value against want (want_len bytes), as tls_peer_has_san says. */
-static bool san_equal(int type, const ASN1_IA5STRING *have, const char *want, size_t want_len)
+/* One subjectAltName entry's value against want (want_len bytes; an email holds one "@"), as
+ * tls_peer_has_san says. */
+static bool san_equal(int gen, const ASN1_IA5STRING *have, const char *want, size_t want_len)
 {
     const char *p = (const char *)ASN1_STRING_get0_data(have);
     size_t n = (size_t)ASN1_STRING_length(have);
     if (n != want_len || memchr(p, 0, n)) return false;
-    if (type == GEN_DNS) return strncasecmp(p, want, n) == 0;
-    if (type == GEN_EMAIL) {
-        const char *at = memchr(want, '@', n);
-        size_t local = at ? (size_t)(at - want) : n;
-        return memcmp(p, want, local) == 0 && strncasecmp(p + local, want + local, n - local) == 0;
+    if (gen == GEN_DNS) return strncasecmp(p, want, n) == 0;
+    if (gen == GEN_EMAIL) {
+        size_t local = (size_t)((const char *)memchr(want, '@', n) - want);
+        return memcmp(p, want, local + 1) == 0 &&
+               strncasecmp(p + local + 1, want + local + 1, n - local - 1) == 0;
     }
     return memcmp(p, want, n) == 0;
 }
 
-bool tls_peer_has_san(const struct sock *s, const char *san)
+bool tls_peer_has_san(const struct sock *s, enum cfg_san_type type, const char *value)
 {
     if (!s->ssl) return false;
     X509 *cert = SSL_get0_peer_certificate(s->ssl);
     if (!cert || SSL_get_verify_result(s->ssl) != X509_V_OK) return false;
-    int type = strncmp(san, "uri:", 4) == 0     ? GEN_URI
-               : strncmp(san, "dns:", 4) == 0   ? GEN_DNS
-               : strncmp(san, "email:", 6) == 0 ? GEN_EMAIL
-                                                : -1;
-    if (type < 0) return false;
-    const char *want = strchr(san, ':') + 1;
-    size_t want_len = strlen(want);
+    int gen = type == CFG_SAN_URI ? GEN_URI : type == CFG_SAN_DNS ? GEN_DNS : GEN_EMAIL;
+    if (type == CFG_SAN_NONE || (type == CFG_SAN_EMAIL && !strchr(value, '@'))) return false;
+    size_t want_len = strlen(value);
+    /* NULL as well when the certificate has two subjectAltName extensions (it then never
+     * passed verification either) */
     GENERAL_NAMES *names = X509_get_ext_d2i(cert, NID_subject_alt_name, NULL, NULL);
-    bool found = false;
-    for (int i = 0; names && i < sk_GENERAL_NAME_num(names) && !found; i++) {
+    unsigned found = 0, of_type = 0;
+    for (int i = 0; names && i < sk_GENERAL_NAME_num(names); i++) {
         const GENERAL_NAME *g = sk_GENERAL_NAME_value(names, i);
-        if (g->type == type) found = san_equal(type, g->d.ia5, want, want_len);
+        if (g->type != gen) continue;
+        of_type++;
+        found += san_equal(gen, g->d.ia5, value, want_len);
     }
     GENERAL_NAMES_free(names);
-    return found;
+    return found && (gen != GEN_URI || of_type == 1);
 }
 
 int tls_server_end_point(const struct sock *s, unsigned char *out, size_t outcap)

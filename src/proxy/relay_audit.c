@@ -165,7 +165,7 @@ static void event_base(struct session *s, struct audit_event *ev, enum audit_kin
         ev->groups = groups;
     }
     ev->auth_method = !s->ident            ? NULL
-                      : s->ident->cert     ? "cert"
+                      : s->ident->is_cert  ? "cert"
                       : s->ident->is_token ? "token"
                                            : "password";
     ev->client_addr = s->addr_text;

@@ -491,8 +491,12 @@ static void session_login_cert(struct session *s)
         auth_failed(s, "the client certificate's CN is not the identity's");
         return;
     }
-    if (id->cert_san && !tls_peer_has_san(&s->cl.sk, id->cert_san)) {
+    if (id->cert_san && !tls_peer_has_san(&s->cl.sk, id->san_type, id->cert_san)) {
         auth_failed(s, "the client certificate lacks the identity's subjectAltName");
+        return;
+    }
+    if (!id->cert_cn && !id->cert_san) { /* the config never makes one: never any certificate */
+        auth_failed(s, "the identity names no CN or subjectAltName");
         return;
     }
     auth_succeeded(s);
@@ -586,7 +590,7 @@ static void handle_startup_packet(struct session *s, const struct pg_startup *st
         return;
     }
     s->ident = config_find_identity(s->rt->cfg, s->user);
-    if (s->ident && s->ident->cert) {
+    if (s->ident && s->ident->is_cert) {
         session_login_cert(s);
         return;
     }
@@ -2809,7 +2813,7 @@ static void session_on_tick(struct session *s, uint64_t now_ms)
     switch (s->state) {
     case S_AUTH_DELAY: {
         char msg[300];
-        bool cert = s->ident && s->ident->cert; /* PostgreSQL's words for its cert method */
+        bool cert = s->ident && s->ident->is_cert; /* PostgreSQL's words for its cert method */
         snprintf(msg, sizeof msg, "%s authentication failed for user \"%.200s\"",
                  cert ? "certificate" : "password", s->user);
         session_fail(s, cert ? "28000" : "28P01", msg, NULL, "authentication failed");

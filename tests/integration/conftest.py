@@ -169,17 +169,23 @@ def make_certs(d):
          f"{d}/ca.key", "-CAcreateserial", "-out", f"{d}/client.crt", "-days", "3", "-extfile",
          f"{d}/client.cnf"])
     os.chmod(f"{d}/client.key", 0o600)
-    # a client certificate with subjectAltNames (a SPIFFE ID, a DNS name, an email address)
-    with open(f"{d}/client-san.cnf", "w") as f:
-        f.write("basicConstraints=CA:FALSE\nkeyUsage=critical,digitalSignature\n"
-                "extendedKeyUsage=clientAuth\nsubjectAltName=URI:spiffe://example.org/ns/prod/sa/reports,"
-                "DNS:Reports.Example.org,email:reports@Example.ORG\n")
-    run(["openssl", "req", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes",
-         "-keyout", f"{d}/client-san.key", "-out", f"{d}/client-san.csr", "-subj", "/CN=client-san"])
-    run(["openssl", "x509", "-req", "-in", f"{d}/client-san.csr", "-CA", f"{d}/ca.crt", "-CAkey",
-         f"{d}/ca.key", "-CAcreateserial", "-out", f"{d}/client-san.crt", "-days", "3", "-extfile",
-         f"{d}/client-san.cnf"])
-    os.chmod(f"{d}/client-san.key", 0o600)
+    # client certificates with subjectAltNames: a SPIFFE ID, a DNS name and an email address;
+    # and one with two SPIFFE IDs (which SPIFFE forbids: it names no workload)
+    sans = {"client-san": "URI:spiffe://example.org/ns/prod/sa/reports,DNS:Reports.Example.org,"
+                          "email:reports@Example.ORG",
+            "client-2uri": "URI:spiffe://example.org/ns/prod/sa/other,"
+                           "URI:spiffe://example.org/ns/prod/sa/reports"}
+    for name, san in sans.items():
+        with open(f"{d}/{name}.cnf", "w") as f:
+            f.write("basicConstraints=CA:FALSE\nkeyUsage=critical,digitalSignature\n"
+                    f"extendedKeyUsage=clientAuth\nsubjectAltName={san}\n")
+        run(["openssl", "req", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1",
+             "-nodes", "-keyout", f"{d}/{name}.key", "-out", f"{d}/{name}.csr", "-subj",
+             f"/CN={name}"])
+        run(["openssl", "x509", "-req", "-in", f"{d}/{name}.csr", "-CA", f"{d}/ca.crt", "-CAkey",
+             f"{d}/ca.key", "-CAcreateserial", "-out", f"{d}/{name}.crt", "-days", "3",
+             "-extfile", f"{d}/{name}.cnf"])
+        os.chmod(f"{d}/{name}.key", 0o600)
 
 
 # ---------------------------------------------------------------- PostgreSQL

@@ -166,19 +166,21 @@ def test_client_certificate_identity_by_subject_alt_name(spawn_sluice, certs):
     URI, a DNS name, an email address) instead of its CN, as workload identities (SPIFFE SVIDs)
     carry them. The URI is compared exactly, a DNS name and an email's domain without regard
     to case; with both cn and san set, both must match. A certificate lacking the name, or
-    holding it with another type or case where case matters, is refused."""
+    holding it with another type or case where case matters, is refused, and so is one with
+    two URIs (SPIFFE: an SVID names one workload)."""
     uri = "spiffe://example.org/ns/prod/sa/reports"
     ids = {"spiffe-svc": dict(san="uri:" + uri),
            "dns-svc": dict(san="dns:reports.example.ORG"),
            "mail-svc": dict(san="email:reports@example.org"),
            "both-svc": dict(san="uri:" + uri, cn="client-san"),
-           # refused: wrong CN with the right SAN, a prefix of the URI, the URI's case, the
-           # email's local part's case, the DNS name given as a URI, the plain client's cert
+           # refused: wrong CN with the right SAN, a prefix of the URI and a longer one, the URI's
+           # case, the email's local part's case (the config's syntax rules keep values of one
+           # type from being values of another); then certificates without SANs, with two URIs
            "wrongcn-svc": dict(san="uri:" + uri, cn="client"),
            "prefix-svc": dict(san="uri:spiffe://example.org/ns/prod/sa/report"),
+           "longer-svc": dict(san="uri:" + uri + "/x"),
            "case-svc": dict(san="uri:" + uri.upper()),
-           "local-svc": dict(san="email:Reports@example.org"),
-           "type-svc": dict(san="uri:Reports.Example.org")}
+           "local-svc": dict(san="email:Reports@example.org")}
     extra = {n: dict(kind="service", groups=[], token=False, cert=True, **kw)
              for n, kw in ids.items()}
     sp, ep = spawn_sluice("mtls-san", client_ca=True, extra_identities=extra)
@@ -197,9 +199,11 @@ def test_client_certificate_identity_by_subject_alt_name(spawn_sluice, certs):
         cur.execute("SELECT 1")
         assert cur.fetchone() == (1,), user
         c.close()
-    refused = [(u, san_tls) for u in ("wrongcn-svc", "prefix-svc", "case-svc", "local-svc",
-                                      "type-svc")]
+    refused = [(u, san_tls) for u in ("wrongcn-svc", "prefix-svc", "longer-svc", "case-svc",
+                                      "local-svc")]
     refused.append(("spiffe-svc", plain_tls))  # no subjectAltName at all
+    refused.append(("spiffe-svc", dict(sslmode="require", sslcert=f"{certs}/client-2uri.crt",
+                                       sslkey=f"{certs}/client-2uri.key")))
     for user, tls in refused:
         with pytest.raises(psycopg2.OperationalError) as ei:
             login(user, tls)

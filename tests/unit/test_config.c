@@ -240,7 +240,7 @@ static void test_full_values(void **state)
     assert_string_equal(cfg->oidc.name_claim, "email");
     assert_int_equal(cfg->admin.n_groups, 1);
 
-    assert_int_equal(cfg->n_identities, 6);
+    assert_int_equal(cfg->n_identities, 7);
     assert_string_equal(cfg->identities[0].name, "alice@corp.com");
     assert_string_equal(cfg->identities[1].name, "bob@corp.com");
     assert_string_equal(cfg->identities[2].name, "etl");
@@ -266,7 +266,7 @@ static void test_full_values(void **state)
     assert_string_equal(copilot->groups[0], "ai");
     const struct cfg_identity *billing = config_find_identity(cfg, "billing-svc");
     assert_non_null(billing);
-    assert_true(billing->cert);
+    assert_true(billing->is_cert);
     assert_string_equal(billing->cert_cn, "billing.internal");
     assert_null(billing->cert_san);
     assert_null(billing->secret_hash);
@@ -274,10 +274,16 @@ static void test_full_values(void **state)
     /* with a subjectAltName and no cn, the CN is not checked */
     const struct cfg_identity *reports = config_find_identity(cfg, "reports-svc");
     assert_non_null(reports);
-    assert_true(reports->cert);
+    assert_true(reports->is_cert);
     assert_null(reports->cert_cn);
-    assert_string_equal(reports->cert_san, "uri:spiffe://example.org/ns/prod/sa/reports");
+    assert_int_equal(reports->san_type, CFG_SAN_URI);
+    assert_string_equal(reports->cert_san, "spiffe://example.org/ns/prod/sa/reports");
     assert_null(reports->secret_hash);
+    const struct cfg_identity *mesh = config_find_identity(cfg, "mesh-svc");
+    assert_non_null(mesh);
+    assert_string_equal(mesh->cert_cn, "mesh");
+    assert_int_equal(mesh->san_type, CFG_SAN_DNS);
+    assert_string_equal(mesh->cert_san, "Mesh.Example.org");
     assert_null(config_find_identity(cfg, "mallory"));
 
     assert_int_equal(cfg->server.workers, 4);
@@ -391,7 +397,7 @@ static void test_verifiers_parse_with_scram(void **state)
         struct sluice_config *cfg = load_ok(files[f]);
         for (unsigned i = 0; i < cfg->n_identities; i++) {
             struct scram_verifier v;
-            if (cfg->identities[i].cert) continue; /* no secret */
+            if (cfg->identities[i].is_cert) continue; /* no secret */
             if (scram_verifier_parse(cfg->identities[i].secret_hash, &v) != 0)
                 fail_msg("%s: verifier of %s rejected by scram_verifier_parse", files[f],
                          cfg->identities[i].name);
