@@ -4,6 +4,8 @@ group, a failure at the implicit commit of Sync, a portal fetched in parts, COPY
 a session that ends mid-statement. Each test starts its own sluice and reads the events back
 with `sluice audit export`."""
 import hashlib
+import re
+import urllib.request
 import json
 import socket
 import struct
@@ -48,18 +50,26 @@ def codes(msgs):
     return [pgwire.parse_fields(b)["C"] for t, b in msgs if t == b"E"]
 
 
-def statements(sp, marker, n=1, timeout=5.0, ended=False):
+def audit_drained(sp):
+    """Whether every event sluice queued so far is committed (its audit queue is empty)."""
+    url = f"http://127.0.0.1:{sp.config.admin_port}/metrics"
+    with urllib.request.urlopen(url, timeout=5) as r:
+        text = r.read().decode()
+    m = re.search(r"^sluice_audit_queue_depth (\d+)", text, re.M)
+    return m is not None and m.group(1) == "0"
+
+
+def statements(sp, marker, n=1, timeout=5.0):
     """The statement (and statement_end) events whose text contains marker, once n of the
-    statement events are there; with ended, once their sessions' session_end events are there
-    too (everything those sessions queued before is then committed: a statement_end of a
-    result that came after its statement event was written needs a later batch)."""
+    statement events are there and the audit queue is empty: everything queued before (a
+    statement_end of a result that came after its statement was written, in a later batch)
+    is then committed."""
     deadline = time.time() + timeout
     while True:
+        drained = audit_drained(sp)
         evs = export_events(sp)
         st = [e for e in evs if e["kind"] == "statement" and marker in e.get("statement", "")]
-        gone = {e["session"] for e in evs if e["kind"] == "session_end"}
-        done = not ended or all(e["session"] in gone for e in st)
-        if (len(st) >= n and done) or time.time() > deadline:
+        if (len(st) >= n and drained) or time.time() > deadline:
             ends = [e for e in evs if e["kind"] == "statement_end" and
                     e.get("ref") in {x["seq"] for x in st}]
             return st, ends
@@ -466,7 +476,7 @@ def test_portal_continuation_across_closes_and_commits(spawn_sluice):
     got = replies(c, 3)
     assert codes(got) == ["34000"], got
     c.close()
-    st, ends = statements(sp, "ap_cl_del", ended=True)
+    st, ends = statements(sp, "ap_cl_del")
     assert len(st) == 1, st
     undone = [e for e in ends if e.get("detail", "").startswith("rolled back")]
     ends = [e for e in ends if e not in undone]
@@ -691,7 +701,7 @@ def test_journaled_guess_corrected_by_what_ran(spawn_sluice):
     if old:  # folded: the event names what ran
         assert len(old) == 1 and old[0]["rows"] == 4 and new == [], (old, new)
     else:
-        assert len(new) == 1 and [e["detail"][:27] for e in ends] == [
+        assert len(new) == 1 and [e["detail"][:26] for e in ends] == [
             "ran another statement than"], (new, ends)
 
 
