@@ -532,9 +532,7 @@ out:
     return ret;
 }
 
-/* The approver names the requester: the same name, or the same local part of an email
- * (CLI users, Slack users). Prefixes "cli:" and "slack:" are ignored. */
-static bool approver_is_requester(const char *approver, const char *identity)
+bool approve_same_person(const char *approver, const char *identity)
 {
     if (!strncmp(approver, "cli:", 4))
         approver += 4;
@@ -609,7 +607,7 @@ int approve_decide_ex(const char *id, const struct approve_decision *d,
         ret = APPROVE_ERR_CONFLICT;
         goto out;
     }
-    if (approver_is_requester(d->approver, r.identity)) {
+    if (approve_same_person(d->approver, r.identity)) {
         fail(err, errlen, "%s cannot decide their own request %s", d->approver, id);
         ret = APPROVE_ERR_FORBIDDEN;
         goto out;
@@ -798,7 +796,16 @@ bool approve_grant_find(const char *identity, const char **groups, unsigned n, c
     return rc == 0;
 }
 
-int approve_grant_use(const char *grant_id, uint64_t rows)
+bool approve_grant_live(const char *grant_id, struct approve_grant *out)
+{
+    if (!grant_id) return false;
+    pthread_mutex_lock(&A.mu);
+    bool live = A.db && adb_get_live_grant(A.db, grant_id, approve_now_ms(), out) == 0;
+    pthread_mutex_unlock(&A.mu);
+    return live;
+}
+
+int approve_grant_use(const char *grant_id, uint64_t rows, struct approve_grant *out)
 {
     if (!grant_id) return -1;
     struct approve_grant g;
@@ -824,6 +831,7 @@ int approve_grant_use(const char *grant_id, uint64_t rows)
         ev.event = APPROVE_EV_GRANT_EXHAUSTED;
         approve_emit(&ev);
     }
+    if (out) *out = g;
     return left;
 }
 

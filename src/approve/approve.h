@@ -181,8 +181,11 @@ bool approve_grant_find(const char *identity, const char **groups, unsigned n, c
                         const char *fingerprint, struct approve_grant *out);
 /* Take one use of a grant; rows = rows the statement touched or returned (kept as a total).
  * Returns the uses left after this one (0: that was the last; APPROVE_EV_GRANT_EXHAUSTED), or
- * -1 when the grant could not be used (unknown, revoked, expired or already exhausted). */
-int approve_grant_use(const char *grant_id, uint64_t rows);
+ * -1 when the grant could not be used (unknown, revoked, expired or already exhausted). The
+ * grant as it is after the use goes to out when not NULL. */
+int approve_grant_use(const char *grant_id, uint64_t rows, struct approve_grant *out);
+/* The grant grant_id when it is live (not expired, not revoked, uses left): true, into out. */
+bool approve_grant_live(const char *grant_id, struct approve_grant *out);
 /* Revoke a grant: 0, or -1 when unknown or already revoked. */
 int approve_grant_revoke(const char *grant_id, const char *by);
 

@@ -327,12 +327,13 @@ int adb_find_grant(sqlite3 *db, const char *identity, const char *const *groups,
     cJSON_Delete(arr);
     if (!groups_json) return -1;
 
-    /* An identity grant first (it is the narrower one), then the one expiring last. */
+    /* An identity grant first (it is the narrower one), then the one expiring last; never
+     * one its user approved (a group grant covers the group's members, not its approver) */
     const char *sql = "SELECT " GRANT_COLUMNS " FROM grants WHERE fingerprint = ?1 AND target = ?2"
                       " AND revoked_at IS NULL AND expires_at > ?3 AND uses_left > 0 AND"
                       " ((scope = 'identity' AND identity = ?4) OR"
                       "  (scope = 'group' AND grp IN (SELECT value FROM json_each(?5))))"
-                      " ORDER BY scope = 'identity' DESC, expires_at DESC LIMIT 1";
+                      " ORDER BY scope = 'identity' DESC, expires_at DESC";
     sqlite3_stmt *st = NULL;
     int ret = -1;
     if (sqlite3_prepare_v2(db, sql, -1, &st, NULL) != SQLITE_OK) goto out;
@@ -341,16 +342,32 @@ int adb_find_grant(sqlite3 *db, const char *identity, const char *const *groups,
     sqlite3_bind_int64(st, 3, now);
     bind_text(st, 4, identity);
     bind_text(st, 5, groups_json);
-    int rc = sqlite3_step(st);
-    if (rc == SQLITE_ROW) {
+    int rc;
+    while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
         grant_from_row(st, 0, out);
-        ret = 0;
-    } else if (rc == SQLITE_DONE) {
-        ret = 1;
+        if (!approve_same_person(out->approver, identity)) break;
     }
+    ret = rc == SQLITE_ROW ? 0 : rc == SQLITE_DONE ? 1 : -1;
 out:
     sqlite3_finalize(st);
     free(groups_json);
+    return ret;
+}
+
+int adb_get_live_grant(sqlite3 *db, const char *id, int64_t now, struct approve_grant *out)
+{
+    const char *sql = "SELECT " GRANT_COLUMNS " FROM grants WHERE id = ?1 AND revoked_at IS NULL"
+                      " AND expires_at > ?2 AND uses_left > 0";
+    sqlite3_stmt *st = NULL;
+    if (sqlite3_prepare_v2(db, sql, -1, &st, NULL) != SQLITE_OK) return -1;
+    bind_text(st, 1, id);
+    sqlite3_bind_int64(st, 2, now);
+    int rc = sqlite3_step(st), ret = rc == SQLITE_DONE ? 1 : -1;
+    if (rc == SQLITE_ROW) {
+        grant_from_row(st, 0, out);
+        ret = 0;
+    }
+    sqlite3_finalize(st);
     return ret;
 }
 

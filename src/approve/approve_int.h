@@ -62,12 +62,20 @@ int adb_set_decision(sqlite3 *db, const char *id, enum approve_state state, cons
                      const char *reason, const char *grant_id, int64_t now);
 int adb_insert_grant(sqlite3 *db, const struct agrant *g);
 /* 0 found, 1 none, -1 error. */
+/* Whether an approver names the identity: the same name, or the same local part of an email
+ * (CLI users, Slack users); prefixes "cli:" and "slack:" are ignored. Nobody decides their own
+ * request, nor runs under a grant they made. */
+bool approve_same_person(const char *approver, const char *identity);
+
 int adb_find_grant(sqlite3 *db, const char *identity, const char *const *groups, unsigned n,
                    const char *target, const char *fingerprint, int64_t now,
                    struct approve_grant *out);
 /* Uses left after this one, or -1. identity/target/fingerprint/approver/request id of the
  * grant are copied into g when not NULL. */
 int adb_use_grant(sqlite3 *db, const char *id, uint64_t rows, int64_t now, struct approve_grant *g);
+/* The grant id when live at now (not revoked, not expired, uses left): 0 (into out), 1 when
+ * not, -1 on an error. */
+int adb_get_live_grant(sqlite3 *db, const char *id, int64_t now, struct approve_grant *out);
 int adb_revoke_grant(sqlite3 *db, const char *id, const char *by, int64_t now);
 /* Pending requests past expiry become expired; each is handed to fn (row owned by the
  * callee's caller: freed after fn returns). Returns the count or -1. */

@@ -17,19 +17,46 @@
 #include "core/log.h"
 #include "mask/mask.h"
 #include "pg/msg.h"
+#include "policy/guardrails.h"
 #include "policy/policy.h"
 #include "proxy/session_int.h"
 #include "sql/sql.h"
+
+/* Guardrails whose danger is in the statement's values (which role, which file, which
+ * command, which setting), or that cannot judge the text at all. */
+#define VALUE_GUARDS                                                                               \
+    (1u << CFG_GUARD_COPY_PROGRAM | 1u << CFG_GUARD_COPY_FILE | 1u << CFG_GUARD_ALTER_SYSTEM |     \
+     1u << CFG_GUARD_FILE_ACCESS | 1u << CFG_GUARD_ROLE_ESCALATION |                               \
+     1u << CFG_GUARD_DANGEROUS_FUNCTIONS | 1u << CFG_GUARD_UNJUDGEABLE)
+
+/* Whether approving f means approving its values: SET ROLE admin is not SET ROLE reader, and
+ * a text sluice cannot read safely may run as something else. Such a statement is shown to
+ * approvers as sent (masked) and its grants cover only that exact text. */
+static bool review_of_values(const struct sql_facts *f)
+{
+    if (!f->n_stmts) return true;
+    for (unsigned k = 0; k < f->n_stmts; k++)
+        if (guard_detect(&f->stmts[k]) & VALUE_GUARDS) return true;
+    return false;
+}
 
 enum review_outcome relay_approve_review(struct session *s, const char *sql,
                                          const struct sql_facts *f, const struct policy_decision *d,
                                          bool query)
 {
     /* grants match on the approval key: the fingerprint alone takes orders_2024 for
-     * orders_1999 (sql_approval_key) */
+     * orders_1999 (sql_approval_key); on the exact text when the values are what is judged */
+    bool exact = review_of_values(f);
     char fp[SQL_KEY_LEN];
-    if (sql_approval_key(sql, f->fingerprint, fp) < 0)
+    if (exact ? sql_exact_key(sql, fp) < 0 : sql_approval_key(sql, f->fingerprint, fp) < 0)
         snprintf(fp, sizeof fp, "%016llx", (unsigned long long)f->fingerprint);
+    if (exact && !query && sql_has_params(sql)) { /* its values would come unreviewed */
+        blocked_push_text(s, "42501", d->rule,
+                          "sluice: a statement approved for its values (a role, a file, a "
+                          "command, a setting) cannot take parameters: they would run unreviewed",
+                          "send it with its values in the text");
+        return REVIEW_REFUSED;
+    }
     snprintf(s->park_fp, sizeof s->park_fp, "%s", fp);
     /* the bound reads the rows of its CommandComplete: one INSERT, UPDATE, DELETE or MERGE
      * with no write nested in it (a data-modifying WITH's rows are not in the tag); a COPY
@@ -72,7 +99,7 @@ enum review_outcome relay_approve_review(struct session *s, const char *sql,
     if (f->fingerprint && approve_grant_find(s->ident->name, (const char **)s->ident->groups,
                                              s->ident->n_groups, s->target->name, fp, &g)) {
         /* a Parse is checked only: each of its Binds takes a use (it may run many times) */
-        int left = query ? approve_grant_use(g.id, 0) : (int)g.uses_left;
+        int left = query ? approve_grant_use(g.id, 0, NULL) : (int)g.uses_left;
         if (left >= 0) {
             snprintf(s->audit_grant, sizeof s->audit_grant, "%s", g.id);
             if (g.max_rows && s->park_guardable) s->gg_pending_max = g.max_rows;
@@ -81,7 +108,7 @@ enum review_outcome relay_approve_review(struct session *s, const char *sql,
             return REVIEW_GRANTED;
         }
     }
-    char *blank = sql_blank_literals(f->normalized ? f->normalized : sql);
+    char *blank = exact ? xstrdup(sql) : sql_blank_literals(f->normalized ? f->normalized : sql);
     char *text = s->rt->mask ? mask_string(s->rt->mask, blank) : xstrdup(blank);
     free(blank);
     char *tables = sql_facts_tables(f);
@@ -146,18 +173,19 @@ void relay_approve_resume(struct session *s)
     struct approve_status st;
     char msg[1200];
     int rc = approve_state(s->park_request, &st);
-    if (rc == 0 && st.state == APPROVE_APPROVED) {
+    /* The approval's own grant bounds the run and gives it its use: one revoked, expired or
+     * used up since the approval (the worker learns of a decision up to 100 ms late) refuses
+     * it, as a Bind under such a grant is refused. A Parse only checks: its Binds take uses. */
+    struct approve_grant g;
+    bool granted =
+        rc == 0 && st.state == APPROVE_APPROVED &&
+        (!st.grant_id[0] || (s->park_parse ? approve_grant_live(st.grant_id, &g)
+                                           : approve_grant_use(st.grant_id, 0, &g) >= 0));
+    if (granted) {
         s->park_act = HOLD_FORWARD;
         snprintf(s->audit_grant, sizeof s->audit_grant, "%s", st.grant_id);
         if (st.grant_id[0]) {
-            /* its bound first: a grant whose last use this run takes is not found after */
-            struct approve_grant g;
-            if (s->park_guardable &&
-                approve_grant_find(s->ident->name, (const char **)s->ident->groups,
-                                   s->ident->n_groups, s->target->name, s->park_fp, &g) &&
-                g.max_rows)
-                s->gg_pending_max = g.max_rows;
-            if (!s->park_parse) approve_grant_use(st.grant_id, 0);
+            if (s->park_guardable && g.max_rows) s->gg_pending_max = g.max_rows;
             relay_audit_note_grant(s, st.grant_id);
         }
         log_info("session %llu: request %s approved by %s", (unsigned long long)s->id,
@@ -165,7 +193,13 @@ void relay_approve_resume(struct session *s)
     } else {
         s->park_act = HOLD_REPLACE;
         const char *why = "refused: its approval request was cancelled";
-        if (rc == 0 && st.state == APPROVE_DENIED) {
+        if (rc == 0 && st.state == APPROVE_APPROVED) {
+            snprintf(msg, sizeof msg,
+                     "sluice: request %s was approved by %s, but its grant %s was revoked, "
+                     "expired or used up before the statement ran",
+                     s->park_request, st.approver, st.grant_id);
+            why = "refused: its grant was revoked, expired or used up before it ran";
+        } else if (rc == 0 && st.state == APPROVE_DENIED) {
             snprintf(msg, sizeof msg, "sluice: request %s denied by %s%s%s", s->park_request,
                      st.approver, st.reason[0] ? ": " : "", st.reason);
             why = "refused: its approval request was denied";

@@ -1808,7 +1808,7 @@ static bool on_client_bind(struct session *s, const uint8_t *body, size_t avail,
                                          l->grant, GRANT_PIPELINED);
                 return false;
             }
-            if (l->grant[0] && approve_grant_use(l->grant, 0) < 0) {
+            if (l->grant[0] && approve_grant_use(l->grant, 0, NULL) < 0) {
                 char msg[160];
                 snprintf(msg, sizeof msg,
                          "sluice: grant %s has no use left (used up, expired or revoked)",

@@ -458,6 +458,17 @@ int sql_approval_key(const char *sql, uint64_t fingerprint, char out[SQL_KEY_LEN
     return 0;
 }
 
+int sql_exact_key(const char *sql, char out[SQL_KEY_LEN])
+{
+    unsigned char h[EVP_MAX_MD_SIZE];
+    unsigned hl = 0;
+    if (EVP_Digest(sql, strlen(sql), h, &hl, EVP_sha256(), NULL) != 1) return -1;
+    out[0] = 't';
+    for (unsigned i = 0; i < 16; i++)
+        snprintf(out + 1 + 2 * i, SQL_KEY_LEN - 1 - 2 * i, "%02x", h[i]);
+    return 0;
+}
+
 bool sql_encoding_unsafe(const char *name)
 {
     static const char *const unsafe[] = {

@@ -79,6 +79,12 @@ enum sql_flag {
  * case. -1 when sql does not parse. */
 #define SQL_KEY_LEN 34
 int sql_approval_key(const char *sql, uint64_t fingerprint, char out[SQL_KEY_LEN]);
+/* The key of a statement approved for its exact text (its values matter: SET ROLE, ALTER
+ * SYSTEM, pg_read_file, ...): "t" and 32 hex digits of a SHA-256 over the text as sent. -1 on
+ * an internal failure. */
+int sql_exact_key(const char *sql, char out[SQL_KEY_LEN]);
+/* Whether sql holds a parameter ($1), or cannot be scanned (taken as holding one). */
+bool sql_has_params(const char *sql);
 
 /* sql with every literal value (string, number, bit string) replaced by `?`, for the audit
  * and approvers where pg_query_normalize leaves literals in place (utility statements, text

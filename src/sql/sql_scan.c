@@ -128,6 +128,23 @@ int sql_scan(const char *sql, sql_token_fn fn, void *ctx)
     return bad ? SQL_SCAN_UNDECODED : 0;
 }
 
+/* Token number of a parameter ($1) in the PostgreSQL 15 grammar. */
+#define TOKEN_PARAM 267
+
+static void note_param(void *ctx, uint64_t start, uint64_t end, uint64_t token, uint64_t kwkind)
+{
+    (void)start;
+    (void)end;
+    (void)kwkind;
+    if (token == TOKEN_PARAM) *(bool *)ctx = true;
+}
+
+bool sql_has_params(const char *sql)
+{
+    bool found = false;
+    return sql_scan(sql, note_param, &found) != 0 || found;
+}
+
 /* Token numbers of the literals (PostgreSQL 15 grammar): FCONST, SCONST, USCONST, BCONST,
  * XCONST, ICONST. */
 static bool is_literal(uint64_t token)

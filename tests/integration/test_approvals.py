@@ -1582,3 +1582,116 @@ def test_shutdown_lets_statements_before_a_wait_finish(workdir, certs, pg, sluic
     assert kinds.index(b"C") < kinds.index(b"E"), kinds
     inst.sp.assert_clean_exit()
     assert value_of(pg, t, 1)[0] == 1
+
+
+# ---------------------------------------------------------------- values, revokes, own grants
+
+
+def _in_thread(c, sql, out):
+    """Run sql on c in a thread (it parks); out gets "rows" or "err"."""
+    def run():
+        try:
+            out["rows"] = runs(c, sql)
+        except Exception as e:  # noqa: BLE001
+            out["err"] = e
+    th = threading.Thread(target=run, daemon=True)
+    th.start()
+    return th
+
+
+@pytest.fixture(scope="module")
+def guarded(workdir, certs, pg, sluice_bin):
+    """Role changes and unjudgeable text go to review (wait), as do the dba group's writes
+    (defer)."""
+    yaml = ("approvals:\n  approvers: { groups: [dba] }\n  timeout: 30s\n"
+            "guardrails: { role_escalation: review, unjudgeable: review }\n"
+            "admin: { groups: [admins] }\n")
+    rules = ["    - { name: dba-writes-review, match: { group: dba, class: [write] }, "
+             "action: review, mode: defer }"]
+    i = start_instance(workdir, certs, pg, "guarded", rules, yaml)
+    yield i
+    i.ep.close_all()
+
+
+def test_review_of_values_shows_them_and_grants_only_that_text(guarded):
+    """A statement whose danger is in its values (SET ROLE, text sluice cannot read safely) is
+    shown to approvers as sent, and its grant covers only that text: approving SET ROLE
+    rv_low does not let SET ROLE rv_high through, and a hidden statement in text under
+    standard_conforming_strings off is shown, not blanked to SELECT $1, $2."""
+    c = guarded.pg.admin(dbname="shop")
+    c.autocommit = True
+    cur = c.cursor()
+    for r in ("rv_low", "rv_high"):
+        cur.execute(f"DROP ROLE IF EXISTS {r}")
+        cur.execute(f"CREATE ROLE {r}")
+        cur.execute(f"GRANT {r} TO app_scram")
+    c.close()
+    b = guarded.ep.connect(user=BOB)
+    b.autocommit = True
+    out = {}
+    th = _in_thread(b, "SET ROLE rv_low", out)
+    rid = guarded.wait_pending(BOB, "")
+    assert guarded.request(rid)["statement"] == "SET ROLE rv_low"
+    guarded.decide(rid)
+    th.join(15)
+    assert "err" not in out, out
+    b.cursor().execute("RESET ROLE")
+    out = {}
+    th = _in_thread(b, "SET ROLE rv_high", out)  # a new request, not the grant
+    rid2 = guarded.wait_pending(BOB, "")
+    assert rid2 != rid and guarded.request(rid2)["statement"] == "SET ROLE rv_high"
+    guarded.decide(rid2, approve=False)
+    th.join(15)
+    assert "err" in out, out
+    b.close()
+
+    t = "rv_doubt"
+    make_table(guarded.pg, t)
+    d = guarded.ep.connect(user=BOB, options="-c standard_conforming_strings=off")
+    d.autocommit = True
+    out = {}
+    th = _in_thread(d, f"SELECT '\\' , ' ; DELETE FROM {t} WHERE id > 5; -- '", out)
+    rid = guarded.wait_pending(BOB, "")
+    assert f"DELETE FROM {t}" in guarded.request(rid)["statement"]
+    guarded.decide(rid, approve=False)
+    th.join(15)
+    d.close()
+
+
+def test_grant_revoked_before_the_parked_statement_resumes(appr):
+    """An approval whose grant is revoked before the parked statement resumes (the worker
+    learns of a CLI decision up to 100 ms later) refuses it; a resume after the revoke never
+    runs it without its grant's row bound."""
+    for attempt in range(4):
+        t = f"ap_revoked{attempt}"
+        make_table(appr.pg, t)
+        c = appr.ep.connect(user=BOB)
+        c.autocommit = True
+        out = {}
+        th = _in_thread(c, f"UPDATE {t} SET v = v + 100 WHERE id > 0", out)
+        rid = appr.wait_pending(BOB, t)
+        r = appr.cli("approve", rid, "--rows", "2", "--uses", "1")
+        m = re.search(r"grant (grt_[a-z0-9]+)", r.stdout)
+        assert m, (r.stdout, r.stderr)
+        appr.api("DELETE", f"/api/v1/grants/{m.group(1)}", appr.bearer(DBA))
+        th.join(15)
+        changed = upstream(appr.pg, f"SELECT count(*) FROM {t} WHERE v > 100")[0][0]
+        assert changed < 10, (attempt, out, changed)  # refused, or bounded to its grant's rows
+        c.close()
+
+
+def test_group_grant_does_not_cover_its_approver(guarded):
+    """A group grant covers the group's members, not the approver who made it, even when the
+    approver is a member: the two-person rule holds for the approver's own statements."""
+    t = "ap_own_group"
+    make_table(guarded.pg, t)
+    carol = guarded.ep.connect(user=CAROL)
+    carol.autocommit = True
+    rid = refused_for_approval(carol, f"UPDATE {t} SET v = 1 WHERE id = 1")
+    guarded.decide(rid, who=DBA, body={"scope": "group"})
+    dba = guarded.ep.connect(user=DBA)
+    dba.autocommit = True
+    refused_for_approval(dba, f"UPDATE {t} SET v = 1 WHERE id = 1")  # not under the grant
+    assert value_of(guarded.pg, t, 1)[0] != 777
+    carol.close()
+    dba.close()

@@ -195,11 +195,17 @@ static void test_request_approve_grant(void **state)
     assert_false(approve_grant_find("alice@corp.com", alice_groups, 2, "crm", "fp0001", &g));
     assert_false(approve_grant_find("carol@corp.com", alice_groups, 2, "shop", "fp0001", &g));
 
-    /* Uses run out. */
+    /* Uses run out; a use gives the grant as it is after it; a used-up grant is not live. */
     assert_true(approve_grant_find("alice@corp.com", alice_groups, 2, "shop", "fp0001", &g));
-    assert_int_equal(approve_grant_use(g.id, 3), 1);
-    assert_int_equal(approve_grant_use(g.id, 4), 0);
-    assert_int_equal(approve_grant_use(g.id, 1), -1);
+    struct approve_grant used, live;
+    assert_true(approve_grant_live(g.id, &live));
+    assert_int_equal(live.uses_left, 2);
+    assert_int_equal(approve_grant_use(g.id, 3, &used), 1);
+    assert_int_equal(used.uses_left, 1);
+    assert_int_equal(used.max_rows, 1000);
+    assert_int_equal(approve_grant_use(g.id, 4, NULL), 0);
+    assert_false(approve_grant_live(g.id, &live));
+    assert_int_equal(approve_grant_use(g.id, 1, NULL), -1);
     assert_int_equal(events(APPROVE_EV_GRANT_USED), 2);
     assert_int_equal(events(APPROVE_EV_GRANT_EXHAUSTED), 1);
     assert_false(approve_grant_find("alice@corp.com", alice_groups, 2, "shop", "fp0001", &g));
@@ -262,6 +268,9 @@ static void test_group_scope_and_revoke(void **state)
     assert_string_equal(g.id, grant);
     assert_false(approve_grant_find("dave@corp.com", dave, 2, "shop", "fp00aa", &g));
     assert_false(approve_grant_find("erin@corp.com", NULL, 0, "shop", "fp00aa", &g));
+    /* its approver, a member of the group too, does not run under it (two people decide) */
+    assert_false(approve_grant_find("bob@corp.com", carol, 1, "shop", "fp00aa", &g));
+    assert_false(approve_grant_find("bob", carol, 1, "shop", "fp00aa", &g));
 
     /* A group the requester is not in is refused. */
     char id2[APPROVE_ID_LEN];
@@ -275,7 +284,8 @@ static void test_group_scope_and_revoke(void **state)
     assert_int_equal(approve_grant_revoke(g.id, "cli:root"), 0);
     assert_int_equal(approve_grant_revoke(g.id, "cli:root"), -1);
     assert_false(approve_grant_find("carol@corp.com", carol, 1, "shop", "fp00aa", &g));
-    assert_int_equal(approve_grant_use(g.id, 0), -1);
+    assert_int_equal(approve_grant_use(g.id, 0, NULL), -1);
+    assert_false(approve_grant_live(g.id, &g));
 }
 
 static void test_bounds(void **state)
@@ -298,7 +308,7 @@ static void test_bounds(void **state)
     assert_int_equal(g.max_rows, 5);
     assert_true(g.expires_at <= before + 3600 * 1000 + 2000);
     assert_true(g.expires_at >= before + 3600 * 1000 - 2000);
-    assert_int_equal(approve_grant_use(g.id, 5), 0);
+    assert_int_equal(approve_grant_use(g.id, 5, NULL), 0);
     assert_false(approve_grant_find("alice@corp.com", NULL, 0, "shop", "fp00cc", &g));
 }
 
@@ -446,7 +456,7 @@ static void test_expiry(void **state)
     assert_true(approve_grant_find("alice@corp.com", NULL, 0, "shop", "fp0100", &g));
     fake_now_ms += 3600 * 1000;
     assert_false(approve_grant_find("alice@corp.com", NULL, 0, "shop", "fp0100", &g));
-    assert_int_equal(approve_grant_use(g.id, 0), -1);
+    assert_int_equal(approve_grant_use(g.id, 0, NULL), -1);
     approve_unsubscribe(efd);
     close(efd);
 }
