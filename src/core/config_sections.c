@@ -423,7 +423,7 @@ static int convert_oidc(struct loader *ld, const struct raw_oidc *ro, struct slu
     o->audience = xstrdup(ro->audience);
     o->jwks_file = cfgld_path(ld, ro->jwks_file);
     o->jwks_url = xstrdup(ro->jwks_url);
-    o->name_claim = xstrdup(ro->name_claim ? ro->name_claim : "email");
+    o->name_claim = ro->name_claim ? xstrdup(ro->name_claim) : NULL; /* email, else sub */
     o->groups_claim = xstrdup(ro->groups_claim ? ro->groups_claim : "groups");
     o->kind_claim = xstrdup(ro->kind_claim ? ro->kind_claim : "sluice_kind");
     static const char *const algs[] = {"RS256", "RS384", "RS512", "PS256", "PS384",

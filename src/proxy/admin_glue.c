@@ -56,12 +56,18 @@ static int glue_authenticate(void *ctx, const char *token, struct admin_caller *
     if (rt->oidc && oidc_looks_like_jwt(token)) {
         struct oidc_identity id;
         char why[256];
-        if (oidc_verify(rt->oidc, token, (uint64_t)time(NULL), &id, why, sizeof why) == 0) {
+        if (oidc_verify(rt->oidc, token, (uint64_t)time(NULL), &id, why, sizeof why) != 0) {
+            log_info("admin: bearer JWT refused: %s", why);
+        } else if (config_find_identity(cfg, id.name)) {
+            /* a configured identity's name is its own, as on the database side: a JWT naming
+             * it would act (approve, kill, revoke) and be audited as that identity */
+            log_info("admin: bearer JWT refused: its name \"%s\" is a configured identity's",
+                     id.name);
+            oidc_identity_free(&id);
+        } else {
             caller_fill(caller, cfg, id.name, id.groups, id.n_groups);
             oidc_identity_free(&id);
             rc = 0;
-        } else {
-            log_info("admin: bearer JWT refused: %s", why);
         }
         runtime_release(rt);
         return rc;

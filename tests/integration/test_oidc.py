@@ -310,7 +310,27 @@ def test_user_must_be_the_token_name(oidc):
     assert cur.fetchone() == (1,)
 
 
+def test_name_from_sub_when_no_email(oidc):
+    """name_claim unset: the name is the token's email, or its sub when it has none (a
+    client-credentials token of a service)."""
+    claims = oidc.idp.claims("svc9@corp.com", sub="svc-nine")
+    del claims["email"]
+    tok = oidc.idp.token(claims)
+    assert raw_login(oidc, "svc-nine", tok) is None
+    assert raw_login(oidc, "svc9@corp.com", tok) == "28P01"
+
+
 # ---------------------------------------------------------------- admin API
+
+
+def test_admin_jwt_with_a_configured_identity_name_refused(oidc):
+    """A JWT whose name is a configured identity's (copilot) is refused on the admin API as
+    on the database: it would act, and be audited, as that identity."""
+    idp = oidc.idp
+    tok = idp.token(idp.claims("copilot", groups=["dba"]))
+    assert raw_login(oidc, "copilot", tok) == "28P01"
+    st, _, text = oidc.api("GET", "/api/v1/whoami", tok)
+    assert st == 401, text
 
 
 def test_jwt_bearer_on_admin_api(oidc):
