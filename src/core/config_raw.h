@@ -71,6 +71,8 @@ struct raw_oidc {
     char **algorithms;
     unsigned algorithms_count;
     char *leeway;
+    char **require_groups;
+    unsigned require_groups_count;
 };
 
 struct raw_identities {

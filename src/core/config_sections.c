@@ -85,6 +85,7 @@ void cfgld_free_sections(struct sluice_config *cfg)
     free(o->groups_claim);
     free(o->kind_claim);
     free_list(o->algorithms, o->n_algorithms);
+    free_list(o->require_groups, o->n_require_groups);
     free_list(cfg->admin.groups, cfg->admin.n_groups);
 }
 
@@ -441,6 +442,9 @@ static int convert_oidc(struct loader *ld, const struct raw_oidc *ro, struct slu
                               ro->algorithms[i] ? ro->algorithms[i] : "", key);
         }
     }
+    if (copy_list(ld, "identities.oidc.require_groups", ro->require_groups,
+                  ro->require_groups_count, &o->require_groups, &o->n_require_groups) < 0)
+        return -1;
     if (ro->algorithms_count) {
         if (copy_list(ld, "identities.oidc.algorithms", ro->algorithms, ro->algorithms_count,
                       &o->algorithms, &o->n_algorithms) < 0)

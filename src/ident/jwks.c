@@ -454,6 +454,9 @@ void oidc_verifier_free(struct oidc_verifier *v)
     free(v->pol.name_claim);
     free(v->pol.groups_claim);
     free(v->pol.kind_claim);
+    for (unsigned i = 0; i < v->pol.n_require_groups; i++)
+        free(v->pol.require_groups[i]);
+    free(v->pol.require_groups);
     free(v->jwks_url);
     free(v);
 }
@@ -514,6 +517,12 @@ struct oidc_verifier *oidc_verifier_new(const struct cfg_oidc *cfg, char *err, s
     v->pol.kind_claim = xstrdup(blank(cfg->kind_claim) ? "sluice_kind" : cfg->kind_claim);
     v->pol.algs = mask;
     v->pol.leeway = cfg->leeway;
+    if (cfg->n_require_groups) {
+        v->pol.require_groups = xcalloc(cfg->n_require_groups, sizeof(char *));
+        for (unsigned i = 0; i < cfg->n_require_groups; i++)
+            v->pol.require_groups[i] = xstrdup(cfg->require_groups[i]);
+        v->pol.n_require_groups = cfg->n_require_groups;
+    }
     v->refresh_ms = JWKS_REFRESH_MS;
     v->min_gap_ms = JWKS_MIN_GAP_MS;
     atomic_init(&v->stop, false);

@@ -65,6 +65,8 @@ struct jwks_policy {
     char *kind_claim;
     unsigned algs; /* bit (1u << enum jwks_alg) */
     unsigned leeway;
+    char **require_groups; /* the token must name one of them (n 0: no requirement) */
+    unsigned n_require_groups;
 };
 
 const struct jwks_policy *jwks_verifier_policy(struct oidc_verifier *v);

@@ -237,6 +237,19 @@ static int claims_to_identity(const struct jwks_policy *pol, json_t *claims, uin
         }
     }
 
+    /* admission: with require_groups, a token of the issuer is not enough */
+    bool admitted = pol->n_require_groups == 0;
+    for (size_t i = 0; i < ng && !admitted; i++) {
+        const char *g = json_string_value(json_is_string(jg) ? jg : json_array_get(jg, i));
+        for (unsigned r = 0; r < pol->n_require_groups && !admitted; r++)
+            admitted = strcmp(g, pol->require_groups[r]) == 0;
+    }
+    if (!admitted) {
+        set_why(why, whylen, "token %s claim names none of identities.oidc.require_groups",
+                loggable(pol->groups_claim));
+        return -1;
+    }
+
     out->name = xstrdup(json_string_value(name));
     out->kind = kind;
     out->exp = (uint64_t)exp;

@@ -238,6 +238,8 @@ static void test_full_values(void **state)
     assert_int_equal(cfg->oidc.n_algorithms, 2);
     assert_int_equal(cfg->oidc.leeway, 30);
     assert_string_equal(cfg->oidc.name_claim, "email");
+    assert_int_equal(cfg->oidc.n_require_groups, 2);
+    assert_string_equal(cfg->oidc.require_groups[1], "dba");
     assert_int_equal(cfg->admin.n_groups, 1);
 
     assert_int_equal(cfg->n_identities, 7);

@@ -702,6 +702,28 @@ static void test_claims(void **state)
     assert_int_equal(verify_expect(v, tok, NOW, &id, "no preferred_username claim"), -1);
     free(c), free(tok);
     oidc_verifier_free(v);
+
+    /* require_groups: a token naming one of them is admitted; none, or no groups, refused */
+    cfg = base_cfg();
+    char *required[] = {"db-users", "dba"};
+    cfg.require_groups = required;
+    cfg.n_require_groups = 2;
+    v = verifier(cfg);
+    const char *admit[][2] = {
+        {"\"sub\":\"u\",\"groups\":[\"eng\",\"dba\"]", NULL},
+        {"\"sub\":\"u\",\"groups\":\"db-users\"", NULL},
+        {"\"sub\":\"u\",\"groups\":[\"eng\",\"DBA\"]", "require_groups"},
+        {"\"sub\":\"u\",\"groups\":[]", "require_groups"},
+        {"\"sub\":\"u\"", "require_groups"},
+    };
+    for (unsigned i = 0; i < sizeof admit / sizeof admit[0]; i++) {
+        c = claims_std(admit[i][0]);
+        tok = make_token(rsa1, "RS256", "r1", c);
+        assert_int_equal(verify_expect(v, tok, NOW, &id, admit[i][1]), admit[i][1] ? -1 : 0);
+        if (!admit[i][1]) oidc_identity_free(&id);
+        free(c), free(tok);
+    }
+    oidc_verifier_free(v);
 }
 
 static void test_config_errors(void **state)
