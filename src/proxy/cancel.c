@@ -29,6 +29,7 @@
 struct cancel_entry {
     uint32_t pid, our_key, real_key;
     bool forwarded;               /* a cancel went (or is going) to the backend */
+    uint64_t session_id;          /* registry_cancel() tells it */
     struct sockaddr_storage addr; /* the backend's server */
     socklen_t addr_len;
     struct cancel_entry *next;
@@ -44,7 +45,8 @@ static unsigned bucket_of(uint32_t pid, uint32_t key)
     return (pid * 2654435761u ^ key) % CANCEL_BUCKETS;
 }
 
-int cancel_register(uint32_t pid, uint32_t our_key, uint32_t real_key, int upstream_fd)
+int cancel_register(uint32_t pid, uint32_t our_key, uint32_t real_key, int upstream_fd,
+                    uint64_t session_id)
 {
     struct sockaddr_storage addr;
     socklen_t addr_len = sizeof addr;
@@ -58,7 +60,8 @@ int cancel_register(uint32_t pid, uint32_t our_key, uint32_t real_key, int upstr
         }
     }
     struct cancel_entry *e = xmalloc(sizeof *e);
-    *e = (struct cancel_entry){pid, our_key, real_key, false, addr, addr_len, buckets[b]};
+    *e = (struct cancel_entry){pid,        our_key, real_key, false,
+                               session_id, addr,    addr_len, buckets[b]};
     buckets[b] = e;
     pthread_mutex_unlock(&cancel_lock);
     return 0;
@@ -137,6 +140,7 @@ static void *cancel_send(void *arg)
 void cancel_forward(uint32_t pid, uint32_t our_key, int client_fd)
 {
     struct cancel_job *job = NULL;
+    uint64_t session_id = 0;
     unsigned b = bucket_of(pid, our_key);
     pthread_mutex_lock(&cancel_lock);
     for (struct cancel_entry *e = buckets[b]; e; e = e->next) {
@@ -144,6 +148,7 @@ void cancel_forward(uint32_t pid, uint32_t our_key, int client_fd)
             e->forwarded = true; /* (under the lock: the session's unregister sees it) */
             job = xmalloc(sizeof *job);
             *job = (struct cancel_job){e->pid, e->real_key, e->addr, e->addr_len, -1};
+            session_id = e->session_id;
             break;
         }
     }
@@ -152,6 +157,8 @@ void cancel_forward(uint32_t pid, uint32_t our_key, int client_fd)
         log_info("cancel: no session for backend %u with that key", pid);
         return;
     }
+    /* a client's cancel: a statement parked for approval never reached the backend */
+    if (client_fd >= 0 && session_id) registry_cancel(session_id);
     if (client_fd >= 0) job->client_fd = fcntl(client_fd, F_DUPFD_CLOEXEC, 0);
     pthread_t t;
     pthread_attr_t attr;

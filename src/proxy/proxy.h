@@ -111,9 +111,12 @@ void session_on_resolved(struct session *s, struct net_lookup *l);
 void session_unpark_ready(struct worker *w);
 
 /* Cancel registry (cancel.c): sluice's key -> the backend's real key and server address.
- * upstream_fd: the session's connection to the backend, whose peer address cancels go to.
- * 0, -1 when the pair is taken (draw another key), -2 when that address is unknown. */
-int cancel_register(uint32_t pid, uint32_t our_key, uint32_t real_key, int upstream_fd);
+ * upstream_fd: the session's connection to the backend, whose peer address cancels go to;
+ * session_id: the session, told of a cancel too (a statement parked for approval is sluice's
+ * to cancel: registry_cancel). 0, -1 when the pair is taken (draw another key), -2 when that
+ * address is unknown. */
+int cancel_register(uint32_t pid, uint32_t our_key, uint32_t real_key, int upstream_fd,
+                    uint64_t session_id);
 /* true when a cancel was forwarded for it: the backend may still get it (the sending thread
  * runs detached), so it must not serve another session from the pool. */
 bool cancel_unregister(uint32_t pid, uint32_t our_key);
@@ -141,8 +144,9 @@ struct sess_info {
     char app[64];
     int64_t started_ms;
     atomic_ullong statements, rows;
-    atomic_bool busy; /* a statement is running */
-    atomic_bool kill; /* ended by an administrator (killer) */
+    atomic_bool busy;   /* a statement is running */
+    atomic_bool kill;   /* ended by an administrator (killer) */
+    atomic_bool cancel; /* a CancelRequest came for it */
     char killer[128];
 };
 struct sess_info *registry_add(struct worker *w, uint64_t id, const struct cfg_identity *ident,
@@ -150,7 +154,11 @@ struct sess_info *registry_add(struct worker *w, uint64_t id, const struct cfg_i
 void registry_remove(struct sess_info *r);
 char *registry_json(void);                      /* {"sessions": [...]}; malloc'd */
 int registry_kill(uint64_t id, const char *by); /* 0, or -1 when no such session */
-/* End the sessions the admin asked to end (worker thread). */
+/* A CancelRequest came for session id: its worker is woken to cancel a statement it holds
+ * parked for approval (the backend, idle meanwhile, is sent the cancel too). */
+void registry_cancel(uint64_t id);
+/* End the sessions the admin asked to end, and cancel the parked statements of those a
+ * CancelRequest came for (worker thread). */
 void session_kill_requested(struct worker *w);
 
 /* Approval events into the audit trail (relay_approve.c). */

@@ -94,6 +94,21 @@ char *registry_json(void)
     return s;
 }
 
+void registry_cancel(uint64_t id)
+{
+    pthread_mutex_lock(&reg_lock);
+    for (struct sess_info *r = reg_head; r; r = r->next) {
+        if (r->id != id) continue;
+        atomic_store(&r->cancel, true);
+        atomic_fetch_add(&r->w->kills, 1);
+        uint64_t one = 1;
+        if (write(r->w->wake_fd, &one, sizeof one) < 0) { /* the tick notices it too */
+        }
+        break;
+    }
+    pthread_mutex_unlock(&reg_lock);
+}
+
 int registry_kill(uint64_t id, const char *by)
 {
     int rc = -1;

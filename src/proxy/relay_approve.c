@@ -192,8 +192,14 @@ void relay_approve_resume(struct session *s)
                  s->park_request, st.approver);
     } else {
         s->park_act = HOLD_REPLACE;
-        const char *why = "refused: its approval request was cancelled";
-        if (rc == 0 && st.state == APPROVE_APPROVED) {
+        const char *why = "refused: its approval request was cancelled", *code = "42501";
+        if (s->park_cancelled) {
+            snprintf(msg, sizeof msg,
+                     "canceling statement due to user request (it waited for approval %s)",
+                     s->park_request);
+            why = "refused: the client cancelled it while it waited for approval";
+            code = "57014";
+        } else if (rc == 0 && st.state == APPROVE_APPROVED) {
             snprintf(msg, sizeof msg,
                      "sluice: request %s was approved by %s, but its grant %s was revoked, "
                      "expired or used up before the statement ran",
@@ -209,11 +215,12 @@ void relay_approve_resume(struct session *s)
         } else {
             snprintf(msg, sizeof msg, "sluice: request %s was cancelled", s->park_request);
         }
-        blocked_push_group(s, s->park_group, "42501", msg,
-                           "ask again, or ask an approver for a grant");
+        blocked_push_group(s, s->park_group, code, msg,
+                           s->park_cancelled ? NULL : "ask again, or ask an approver for a grant");
         relay_audit_refuse_late(s, s->park_group, why);
     }
     s->park_request[0] = '\0';
+    s->park_cancelled = false;
 }
 
 void relay_approve_abandon(struct session *s, const char *reason)

@@ -1304,7 +1304,8 @@ static void session_put_backend_key(struct session *s)
 {
     for (int i = 0; i < 8 && !s->cancel_registered; i++) {
         if (getrandom(&s->our_key, sizeof s->our_key, 0) != sizeof s->our_key) continue;
-        s->cancel_registered = cancel_register(s->be_pid, s->our_key, s->be_key, s->sv.sk.fd) == 0;
+        s->cancel_registered =
+            cancel_register(s->be_pid, s->our_key, s->be_key, s->sv.sk.fd, s->id) == 0;
     }
     pg_put_backend_key(session_out_buf(&s->cl_out), s->be_pid, s->our_key);
 }
@@ -2949,11 +2950,31 @@ void session_unpark_ready(struct worker *w)
 
 /* ---- ended by an administrator ----------------------------------------------------- */
 
+/* A CancelRequest for a session whose statement waits for approval: that statement never
+ * reached the backend (the cancel found it idle), so sluice cancels it, as the server would
+ * have: its request is cancelled and the client gets 57014. */
+static void session_cancel_parked(struct session *s)
+{
+    if (!s->parked || !s->park_request[0]) return;
+    approve_cancel(s->park_request, "the client cancelled the statement (CancelRequest)");
+    session_unpark_remove(s);
+    s->park_cancelled = true;
+    s->park_ready = true;
+    relay_approve_resume(s);
+    s->cl.rescan = true;
+    relay_run(s, true, false);
+}
+
 void session_kill_requested(struct worker *w)
 {
     atomic_store(&w->kills, 0);
     for (struct session *s = w->sessions, *next; s; s = next) {
         next = s->next;
+        if (s->state == S_RELAY && s->reg && atomic_exchange(&s->reg->cancel, false) &&
+            !atomic_load(&s->reg->kill)) {
+            session_cancel_parked(s); /* (it may end the session: next was taken before) */
+            continue;
+        }
         if (s->state != S_RELAY || !s->reg || !atomic_load(&s->reg->kill)) continue;
         char msg[200];
         snprintf(msg, sizeof msg, "sluice: session ended by an administrator (%s)", s->reg->killer);

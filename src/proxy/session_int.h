@@ -235,6 +235,7 @@ struct session {
     enum hold_action park_act; /* FORWARD, or REPLACE with a placeholder */
     char park_request[32];     /* approval request id to wait for; "" = none */
     uint64_t park_group;       /* the Query/Sync group of the parked statement */
+    bool park_cancelled;       /* a CancelRequest ended its wait (57014) */
     char audit_request[32];    /* approval request / grant of the statement being judged */
     char audit_grant[32];
     struct session *park_next;       /* the worker's list of parked sessions */

@@ -1695,3 +1695,28 @@ def test_group_grant_does_not_cover_its_approver(guarded):
     assert value_of(guarded.pg, t, 1)[0] != 777
     carol.close()
     dba.close()
+
+
+def test_cancel_request_cancels_a_parked_statement(appr):
+    """A CancelRequest (psql's Ctrl-C, a driver's statement timeout) for a statement waiting
+    for approval cancels it, as the server would a running one: the client gets 57014 at once,
+    the request is cancelled (a later approval cannot run it), and the session goes on."""
+    t = "ap_cancel_parked"
+    make_table(appr.pg, t)
+    c = appr.ep.connect(user=BOB)
+    c.autocommit = True
+    out = {}
+    th = _in_thread(c, f"UPDATE {t} SET v = 900 WHERE id = 1", out)
+    rid = appr.wait_pending(BOB, t)
+    c.cancel()
+    th.join(10)
+    assert not th.is_alive() and "err" in out, out
+    assert out["err"].pgcode == "57014", out["err"]
+    assert appr.request(rid)["state"] == "cancelled"
+    st, _, text = appr.api("POST", f"/api/v1/approvals/{rid}/approve", appr.bearer(DBA))
+    assert st == 409, text
+    assert value_of(appr.pg, t, 1)[0] != 900
+    cur = c.cursor()
+    cur.execute("SELECT 1")
+    assert cur.fetchone() == (1,)
+    c.close()
