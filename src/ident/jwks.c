@@ -418,20 +418,31 @@ static void *fetch_main(void *arg)
     return NULL;
 }
 
-/* http is allowed only to loopback: a JWKS swapped in transit would let anyone sign tokens. */
+/* http is allowed only to loopback: a JWKS swapped in transit would let anyone sign tokens.
+ * The host is the one libcurl will connect to (its own URL parser: "http://localhost:1@host/"
+ * goes to host); a URL with a user or password is refused (it would be logged). */
 static bool url_ok(const char *url)
 {
-    if (strncasecmp(url, "https://", 8) == 0) return url[8] != 0;
-    if (strncasecmp(url, "http://", 7) != 0) return false;
-    const char *host = url + 7;
-    static const char *const loopback[] = {"127.0.0.1", "localhost", "[::1]"};
-    for (unsigned i = 0; i < sizeof(loopback) / sizeof(loopback[0]); i++) {
-        size_t n = strlen(loopback[i]);
-        if (strncasecmp(host, loopback[i], n) == 0 &&
-            (host[n] == ':' || host[n] == '/' || host[n] == 0))
-            return true;
+    bool https = strncasecmp(url, "https://", 8) == 0;
+    if (!https && strncasecmp(url, "http://", 7) != 0) return false;
+    CURLU *u = curl_url();
+    char *host = NULL, *user = NULL, *password = NULL;
+    bool ok = u && curl_url_set(u, CURLUPART_URL, url, 0) == CURLUE_OK &&
+              curl_url_get(u, CURLUPART_HOST, &host, 0) == CURLUE_OK && host && *host &&
+              curl_url_get(u, CURLUPART_USER, &user, 0) == CURLUE_NO_USER &&
+              curl_url_get(u, CURLUPART_PASSWORD, &password, 0) == CURLUE_NO_PASSWORD;
+    if (ok && !https) {
+        static const char *const loopback[] = {"127.0.0.1", "localhost", "[::1]"};
+        bool local = false;
+        for (unsigned i = 0; i < sizeof(loopback) / sizeof(loopback[0]) && !local; i++)
+            local = strcasecmp(host, loopback[i]) == 0;
+        ok = local;
     }
-    return false;
+    curl_free(host);
+    curl_free(user);
+    curl_free(password);
+    curl_url_cleanup(u);
+    return ok;
 }
 
 void oidc_verifier_free(struct oidc_verifier *v)

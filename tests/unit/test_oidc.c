@@ -759,6 +759,10 @@ static void test_config_errors(void **state)
     EXPECT_ERR("https");
     c.jwks_url = "http://127.0.0.1.evil.com/keys";
     EXPECT_ERR("https");
+    c.jwks_url = "http://localhost:1@192.0.2.1/keys"; /* libcurl connects to 192.0.2.1 */
+    EXPECT_ERR("https");
+    c.jwks_url = "https://user:secret@idp.example.com/keys"; /* a password would be logged */
+    EXPECT_ERR("https");
     c = base_cfg();
     char *none[] = {"none"}, *ed[] = {"EdDSA"}, *odd[] = {"RS257"};
     c.algorithms = none, c.n_algorithms = 1;
