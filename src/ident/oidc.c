@@ -81,13 +81,23 @@ void oidc_identity_free(struct oidc_identity *id)
     memset(id, 0, sizeof(*id));
 }
 
-/* A claim string fit for a name or group: non-empty, bounded, no control characters. */
+/* A claim string fit for a name or group: non-empty, bounded, no control characters (C0,
+ * DEL, C1) and none of Unicode's direction controls (U+200E, U+200F, U+202A..U+202E,
+ * U+2066..U+2069), which would show a name in logs and listings as another. jansson has
+ * checked that it is UTF-8. */
 static bool claim_string_ok(const char *s)
 {
     size_t n = strlen(s);
     if (n == 0 || n > NAME_MAX_LEN) return false;
-    for (size_t i = 0; i < n; i++)
-        if ((unsigned char)s[i] < 0x20 || s[i] == 0x7f) return false;
+    for (size_t i = 0; i < n; i++) {
+        const unsigned char *p = (const unsigned char *)s + i;
+        if (p[0] < 0x20 || p[0] == 0x7f) return false;
+        if (p[0] == 0xc2 && p[1] >= 0x80 && p[1] <= 0x9f) return false; /* C1 */
+        if (p[0] == 0xe2 && p[1] == 0x80 &&
+            (p[2] == 0x8e || p[2] == 0x8f || (p[2] >= 0xaa && p[2] <= 0xae)))
+            return false;
+        if (p[0] == 0xe2 && p[1] == 0x81 && p[2] >= 0xa6 && p[2] <= 0xa9) return false;
+    }
     return true;
 }
 

@@ -670,6 +670,9 @@ static void test_claims(void **state)
         {"\"name\":\"Alice\"", "no email or sub"},
         {"\"email\":\"\"", "not a usable name"},
         {"\"email\":\"a\\nb@corp.com\"", "not a usable name"},
+        {"\"email\":\"a\\u202e@corp.com\"", "not a usable name"}, /* right-to-left override */
+        {"\"email\":\"a\\u0085@corp.com\"", "not a usable name"}, /* C1 (NEL) */
+        {"\"sub\":\"u\",\"groups\":[\"a\\u2066b\"]", "list of strings"},
         {"\"email\":42", "not a usable name"},
     };
     for (unsigned i = 0; i < sizeof bad / sizeof bad[0]; i++) {
