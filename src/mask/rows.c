@@ -47,6 +47,7 @@ enum col_op {
     OP_ZERO,        /* binary of a type that is not text: zero bytes of the same length */
     OP_SCAN_BINARY, /* binary array of text: detected values starred in place (same length) */
     OP_STAR_ARRAY,  /* binary array sensitive by its name: every element starred in place */
+    OP_SCAN_HEX,    /* bytea in text format: hex runs decoded, scanned, re-encoded in place */
 };
 
 struct mask_col {
@@ -70,13 +71,13 @@ enum type_kind {
     TY_JSONB, /* binary: version byte + text */
     TY_ARRAY, /* arrays that can hold text: scan in text format, leave binary */
     TY_OTHER, /* not known here (extensions, composites, inet, ...) */
+    TY_BYTEA, /* bytea and _bytea: bytes a cast makes of any text (email::bytea) */
 };
 
 static enum type_kind type_kind(uint32_t oid)
 {
     switch (oid) {
     case 16:   /* bool */
-    case 17:   /* bytea */
     case 20:   /* int8 */
     case 21:   /* int2 */
     case 23:   /* int4 */
@@ -97,7 +98,6 @@ static enum type_kind type_kind(uint32_t oid)
     case 3220: /* pg_lsn */
     case 5069: /* xid8 */
     case 1000: /* _bool */
-    case 1001: /* _bytea */
     case 1005: /* _int2 */
     case 1007: /* _int4 */
     case 1016: /* _int8 */
@@ -113,6 +113,9 @@ static enum type_kind type_kind(uint32_t oid)
     case 1270: /* _timetz */
     case 2951: /* _uuid */
         return TY_SKIP;
+    case 17:   /* bytea */
+    case 1001: /* _bytea */
+        return TY_BYTEA;
     case 18:   /* char */
     case 19:   /* name */
     case 25:   /* text */
@@ -212,6 +215,7 @@ static enum col_op value_op(enum type_kind k, bool binary, bool by_rule)
     case TY_ARRAY: /* (its structure stays valid: the client can still decode it) */
         return OP_STAR_ARRAY;
     case TY_SKIP:
+    case TY_BYTEA:
         break;
     }
     return OP_ZERO;
@@ -317,6 +321,7 @@ static int scan_binary_inplace(const struct mask_db *db, uint8_t *v, size_t n,
 static enum col_op scan_op(enum type_kind k, bool binary)
 {
     if (k == TY_SKIP) return OP_SKIP;
+    if (k == TY_BYTEA) return binary ? OP_SCAN_GUESS : OP_SCAN_HEX;
     if (!binary) return OP_SCAN;
     switch (k) {
     case TY_TEXT:
@@ -436,7 +441,7 @@ int mask_plan_build(const struct mask_db *db, const uint8_t *body, size_t len,
         }
         if (p->cols[i].op != OP_SKIP) any = true;
         if (p->cols[i].op == OP_SCAN || p->cols[i].op == OP_SCAN_JSONB ||
-            p->cols[i].op == OP_SCAN_GUESS)
+            p->cols[i].op == OP_SCAN_GUESS || p->cols[i].op == OP_SCAN_HEX)
             p->scans = true;
     }
     if (pos != len) goto fail;
@@ -513,6 +518,54 @@ static void row_start(struct row_out *w, size_t upto)
     row_flush(w, upto);
 }
 
+/* Whether a bytea value in text format is in hex (bytea_output = hex, the default): "\x..."
+ * for a bytea, "\\x..." inside the quotes of a _bytea's elements. */
+static bool has_hex_bytea(const uint8_t *v, size_t n)
+{
+    return (n >= 2 && v[0] == '\\' && v[1] == 'x') || memmem(v, n, "\\\\x", 3) != NULL;
+}
+
+static int hex_nibble(uint8_t c)
+{
+    return c >= '0' && c <= '9' ? c - '0' : c >= 'a' && c <= 'f' ? c - 'a' + 10 : -1;
+}
+
+/* Every hex run after a "\x" in v (a bytea, or the elements of a _bytea) decoded, scanned as
+ * text, and written back in hex where something was masked (same length: the value stays a
+ * valid bytea). > 0 when something was masked. */
+static int scan_hex_inplace(const struct mask_db *db, uint8_t *v, size_t n,
+                            struct mask_counts *counts)
+{
+    int masked = 0;
+    uint8_t *raw = xmalloc(n / 2 + 1);
+    for (size_t i = 0; i + 1 < n; i++) {
+        if (v[i] != '\\' || v[i + 1] != 'x') continue;
+        size_t start = i + 2, end = start;
+        while (end + 1 < n && hex_nibble(v[end]) >= 0 && hex_nibble(v[end + 1]) >= 0)
+            end += 2;
+        size_t m = (end - start) / 2;
+        for (size_t k = 0; k < m; k++)
+            raw[k] =
+                (uint8_t)(hex_nibble(v[start + 2 * k]) << 4 | hex_nibble(v[start + 2 * k + 1]));
+        int r = m ? mask_text_inplace(db, raw, m, counts) : 0;
+        if (r < 0) {
+            free(raw);
+            return -1;
+        }
+        if (r > 0) {
+            static const char digits[] = "0123456789abcdef";
+            for (size_t k = 0; k < m; k++) {
+                v[start + 2 * k] = (uint8_t)digits[raw[k] >> 4];
+                v[start + 2 * k + 1] = (uint8_t)digits[raw[k] & 15];
+            }
+            masked = 1;
+        }
+        i = end - 1;
+    }
+    free(raw);
+    return masked;
+}
+
 /* The text that detection by value scans in a value of a column with op, at v + *pre; false
  * when the value is not scanned as text (other ops, empty text, binary that is not text).
  * mask_row_rewrite and batch_fill both choose values with it, so a batch holds exactly the
@@ -528,6 +581,8 @@ static bool scan_slice(enum col_op op, const uint8_t *v, size_t n, size_t *pre)
         return n > 1 && v[0] == 1;
     case OP_SCAN_GUESS:
         return n > 0 && looks_like_text(v, n);
+    case OP_SCAN_HEX: /* bytea_output = escape: printable bytes are themselves */
+        return n > 0 && !has_hex_bytea(v, n);
     default:
         return false;
     }
@@ -784,6 +839,19 @@ int mask_row_rewrite_ahead(const struct mask_db *db, const struct mask_plan *pla
         case OP_SCAN_BINARY:
             if (n > 0) r = row_scan_inplace(&w, db, h, v, n, true, counts);
             break;
+        case OP_SCAN_HEX: {
+            size_t pre;
+            if (scan_slice(op, v, n, &pre)) {
+                r = row_scan(&w, db, h, v, pre, v + pre, n - pre, counts);
+            } else if (n > 0) {
+                uint8_t *copy = xmalloc(n);
+                memcpy(copy, v, n);
+                r = scan_hex_inplace(db, copy, n, counts);
+                if (r > 0) row_replace_raw(&w, h, v, copy, n);
+                free(copy);
+            }
+            break;
+        }
         case OP_VALUE:
         case OP_ZERO:
             if (n == 0) break; /* empty stays empty */

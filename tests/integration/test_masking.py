@@ -236,6 +236,27 @@ def test_copy_to_stdout_text_and_csv(pii, user, expected):
         assert_no_secret(data + data_csv, "COPY TO STDOUT")
 
 
+def test_bytea_casts_masked(pii):
+    """A value cast to bytea (email::bytea, convert_to(card, 'UTF8')) is masked in its bytes,
+    in hex and escape output, as a bytea[] and in binary results; the client still decodes
+    valid bytea."""
+    sql = ("SELECT email::bytea, convert_to(card, 'UTF8'), ARRAY[ssn::bytea, phone::bytea] "
+           "FROM mask_pii ORDER BY id")
+    for setting in ("hex", "escape"):
+        c = psycopg2.connect(**pii.params(user=BOB))
+        cur = c.cursor()
+        cur.execute(f"SET bytea_output = {setting}")
+        cur.execute(sql)
+        rows = cur.fetchall()
+        c.close()
+        text = repr([(bytes(a), bytes(b), [bytes(x) for x in arr]) for a, b, arr in rows
+                     if a is not None])
+        assert_no_secret(text, f"bytea {setting}")
+    with psycopg3_connect(pii, BOB) as c:
+        rows = c.cursor(binary=True).execute(sql).fetchall()
+        assert_no_secret(repr(rows), "bytea binary")
+
+
 def test_copilot_masked_too(pii):
     """An agent (kind agent, row limit 5) gets the same masked values."""
     assert fetch_psycopg2(pii, "copilot") == as_text(MASKED)

@@ -510,6 +510,50 @@ static void test_row_scan_by_value(void **state)
     mask_plan_free(p);
 }
 
+/* bytea made of a sensitive text (SELECT email::bytea, convert_to(card, 'UTF8'), lo_get):
+ * hex output is decoded, scanned and re-encoded, same length, still valid hex; escape output
+ * is scanned as text; binary as bytes; a _bytea's elements too. */
+static void test_row_bytea(void **state)
+{
+    struct fx *f = *state;
+    struct field fl[] = {{"b", 0, 0, 17u, 0},
+                         {"e", 0, 0, 17u, 0},
+                         {"a", 0, 0, 1001u, 0},
+                         {"x", 0, 0, 17u, 0},
+                         {"bin", 0, 0, 17u, 1}};
+    struct mask_plan *p;
+    assert_int_equal(plan_of(f, fl, 5, NULL, NULL, &p), 0);
+    const char *email = "user1@example.com";
+    char hex[64] = "\\x", arr[96];
+    for (size_t i = 0; i < strlen(email); i++)
+        snprintf(hex + 2 + 2 * i, sizeof hex - 2 - 2 * i, "%02x", (unsigned char)email[i]);
+    snprintf(arr, sizeof arr, "{\"\\%s\",\"\\\\x00ff\"}", hex);
+    struct val v[] = {V(hex), V(email), V(arr), V("\\x00ff10"), V(email)};
+    struct mask_counts counts = {0};
+    assert_int_equal(rewrite(f, p, v, 5, &counts), 1);
+    struct row r;
+    parse_row_msg(bdata(f->out), buf_avail(f->out), &r);
+    /* hex: same length, still \x and hex digits, and the email is gone from the bytes */
+    assert_int_equal(r.len[0], (int32_t)strlen(hex));
+    assert_memory_equal(r.val[0], "\\x", 2);
+    char raw[32] = {0};
+    for (int i = 0; 2 + 2 * i + 1 < r.len[0]; i++) {
+        unsigned x;
+        char two[3] = {(char)r.val[0][2 + 2 * i], (char)r.val[0][3 + 2 * i], 0};
+        assert_int_equal(sscanf(two, "%2x", &x), 1);
+        raw[i] = (char)x;
+    }
+    assert_null(strstr(raw, "user1@"));
+    assert_non_null(strchr(raw, '*'));                            /* starred in place */
+    assert_null(memmem(r.val[1], (size_t)r.len[1], "user1@", 6)); /* escape output */
+    assert_null(memmem(r.val[2], (size_t)r.len[2], hex + 2, strlen(hex) - 2)); /* _bytea */
+    assert_non_null(memmem(r.val[2], (size_t)r.len[2], "00ff", 4));
+    assert_true(col_is(&r, 3, "\\x00ff10", 8));                   /* nothing detected: as sent */
+    assert_null(memmem(r.val[4], (size_t)r.len[4], "user1@", 6)); /* binary */
+    assert_int_equal(counts.n[det(f, "email")], 4);
+    mask_plan_free(p);
+}
+
 /* Rows rewritten with the rows after them in memory (mask_row_rewrite_ahead: their values
  * scanned in one batch) give, value for value, what mask_text() gives for that value alone,
  * also when rows are skipped, another result's rows come between, or values do not fit one
@@ -1108,6 +1152,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_plan_malformed, setup, teardown),
         cmocka_unit_test_setup_teardown(test_row_by_field_name, setup, teardown),
         cmocka_unit_test_setup_teardown(test_row_scan_by_value, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_row_bytea, setup, teardown),
         cmocka_unit_test_setup_teardown(test_row_ahead_batch, setup, teardown),
         cmocka_unit_test_setup_teardown(test_row_output_compaction, setup, teardown),
         cmocka_unit_test_setup_teardown(test_row_malformed, setup, teardown),
