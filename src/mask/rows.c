@@ -886,9 +886,12 @@ int mask_copy_rewrite(const struct mask_db *db, const uint8_t *body, size_t len,
     return 1;
 }
 
+/* The fields that can carry data: message, detail, hint, context, internal query, and the
+ * names a function can set to any value (RAISE ... USING SCHEMA, TABLE, COLUMN, DATATYPE,
+ * CONSTRAINT). Severity, code, positions and source location are the server's own. */
 static bool notice_field_masked(uint8_t code)
 {
-    return code == 'M' || code == 'D' || code == 'H' || code == 'W' || code == 'q';
+    return strchr("MDHWqstcdn", code) != NULL && code != 0;
 }
 
 int mask_notice_rewrite(const struct mask_db *db, uint8_t type, const uint8_t *body, size_t len,

@@ -1124,6 +1124,25 @@ static void test_notice(void **state)
     free(body);
     buf_put(nb);
 
+    /* RAISE ... USING COLUMN, CONSTRAINT, TABLE, SCHEMA, DATATYPE set to values: masked too */
+    const char *kv_names[] = {"S", "ERROR",
+                              "C", "P0001",
+                              "M", "lookup failed",
+                              "c", "user3@example.com",
+                              "n", "4242 4242 4242 4242",
+                              "t", "user3@example.com",
+                              "s", "user3@example.com",
+                              "d", "user3@example.com",
+                              NULL};
+    nb = notice_body(kv_names);
+    body = dup_exact(bdata(nb), buf_avail(nb));
+    f->out->off = f->out->len = 0;
+    assert_int_equal(mask_notice_rewrite(f->db, 'E', body, buf_avail(nb), f->out, NULL), 1);
+    assert_null(memmem(bdata(f->out), buf_avail(f->out), "user3@", 6));
+    assert_null(memmem(bdata(f->out), buf_avail(f->out), "4242 4242 4242 4242", 19));
+    free(body);
+    buf_put(nb);
+
     /* A masked hint and internal query in a NoticeResponse; severity and code kept. */
     const char *kv3[] = {"S", "WARNING",
                          "C", "01000",
