@@ -178,6 +178,24 @@ static char *dotted_name(const cJSON *list)
     return out;
 }
 
+/* A foreign table, server or user mapping whose options run a program or read a server file
+ * (file_fdw's "program" and "filename": every later SELECT of the table runs or reads it) is
+ * flagged as the COPY it amounts to. Options are DefElems anywhere in the statement. */
+static void flag_foreign_options(struct walk *w, const cJSON *node, int depth)
+{
+    if (!node || depth > 64) return;
+    const cJSON *c;
+    cJSON_ArrayForEach(c, node)
+    {
+        if (c->string && !strcmp(c->string, "DefElem") && cJSON_IsObject(c)) {
+            const char *name = sql_str_field(c, "defname");
+            if (name && !strcmp(name, "program")) w->flags |= SQL_F_COPY_PROGRAM;
+            if (name && !strcmp(name, "filename")) w->flags |= SQL_F_COPY_FILE;
+        }
+        if (cJSON_IsObject(c) || cJSON_IsArray(c)) flag_foreign_options(w, c, depth + 1);
+    }
+}
+
 static void walk_any(struct walk *w, const cJSON *item, int depth);
 static void walk_node(struct walk *w, const char *type, const cJSON *body, int depth);
 
@@ -820,6 +838,12 @@ static void walk_node(struct walk *w, const char *type, const cJSON *body, int d
         w->nscope = saved;
         return;
     }
+    if (!strcmp(type, "CreateForeignTableStmt") || !strcmp(type, "AlterTableStmt") ||
+        !strcmp(type, "CreateForeignServerStmt") || !strcmp(type, "AlterForeignServerStmt") ||
+        !strcmp(type, "CreateUserMappingStmt") || !strcmp(type, "AlterUserMappingStmt") ||
+        !strcmp(type, "ImportForeignSchemaStmt") || !strcmp(type, "CreateFdwStmt") ||
+        !strcmp(type, "AlterFdwStmt"))
+        flag_foreign_options(w, body, 0);
     if (!strcmp(type, "CopyStmt")) {
         const cJSON *rel = cJSON_GetObjectItemCaseSensitive(body, "relation");
         if (rel) record_rangevar(w, rel, bool_field(body, "is_from"));
