@@ -48,6 +48,10 @@ enum col_op {
     OP_SCAN_BINARY, /* binary array of text: detected values starred in place (same length) */
     OP_STAR_ARRAY,  /* binary array sensitive by its name: every element starred in place */
     OP_SCAN_HEX,    /* bytea in text format: hex runs decoded, scanned, re-encoded in place */
+    OP_DIGITS,      /* a number sensitive by its name, text format: the number its last 4
+                       digits make (still a valid number of its type) */
+    OP_ONES,        /* a date or time sensitive by its name (a birth date), text format: every
+                       digit made 1 (still valid in every DateStyle: 1111-11-11) */
 };
 
 struct mask_col {
@@ -140,6 +144,18 @@ static enum type_kind type_kind(uint32_t oid)
     default:
         return TY_OTHER;
     }
+}
+
+/* Numbers and dates: types that cannot hold text, but a card number, SSN, phone number or
+ * birth date stored as one. */
+static bool type_numeric(uint32_t oid)
+{
+    return oid == 20 || oid == 21 || oid == 23 || oid == 1700;
+}
+
+static bool type_datetime(uint32_t oid)
+{
+    return oid == 1082 || oid == 1114 || oid == 1184;
 }
 
 /* ---- names ---------------------------------------------------------------------------- */
@@ -362,9 +378,23 @@ static void classify_column(const struct mask_db *db, const struct cfg_masking *
         for (unsigned i = 0; i < cfg->n_exempt; i++)
             if (glob_any_catalog(cfg->exempt[i], cn)) return;
     }
-    if (k == TY_SKIP) return;
+    enum mask_name_class c = MASK_NAME_NONE;
+    if (k == TY_SKIP) {
+        /* a number or date sensitive by its name is replaced by one of its type */
+        bool num = type_numeric(type_oid), date = type_datetime(type_oid);
+        if (!num && !date) return;
+        c = mask_classify_name(cn->field);
+        if (c == MASK_NAME_NONE && cn->column) c = mask_classify_name(cn->column);
+        if (c == MASK_NAME_NONE || (date && c != MASK_NAME_DOB) || (num && c == MASK_NAME_DOB))
+            return;
+        int d = mask_db_detector_index(db, mask_name_class_detector(c));
+        if (d < 0) d = mask_db_column_detector(db);
+        col->op = (uint8_t)(binary ? OP_ZERO : num ? OP_DIGITS : OP_ONES);
+        col->detector = (int16_t)d;
+        return;
+    }
 
-    enum mask_name_class c = mask_classify_name(cn->field);
+    c = mask_classify_name(cn->field);
     if (c == MASK_NAME_NONE && cn->column) c = mask_classify_name(cn->column);
     if (c != MASK_NAME_NONE) {
         const char *dname = mask_name_class_detector(c);
@@ -424,7 +454,9 @@ int mask_plan_build(const struct mask_db *db, const uint8_t *body, size_t len,
 
         /* A column that cannot hold text and that no column rule could name is skipped
          * without asking the catalog (pgbench -S stays cheap). */
-        if (type_kind(type_oid) == TY_SKIP && (!cfg || cfg->n_columns == 0)) {
+        if (type_kind(type_oid) == TY_SKIP && (!cfg || cfg->n_columns == 0) &&
+            !((type_numeric(type_oid) || type_datetime(type_oid)) &&
+              mask_classify_name(field) != MASK_NAME_NONE)) {
             p->cols[i] = (struct mask_col){.op = OP_SKIP, .detector = -1};
             continue;
         }
@@ -726,18 +758,46 @@ static void row_replace(struct row_out *w, const struct mask_db *db, const struc
     w->emitted = (size_t)(v - w->body) + n;
 }
 
-/* Replace a value with bytes of the same length (the framing inside them is kept). */
-static void row_replace_raw(struct row_out *w, size_t h, const uint8_t *v, const uint8_t *nv,
-                            size_t n)
+/* Replace a value (n bytes at v, header at h) with nn bytes. */
+static void row_replace_sized(struct row_out *w, size_t h, const uint8_t *v, size_t n,
+                              const uint8_t *nv, size_t nn)
 {
     struct buf *out = w->out;
     if (!w->started)
         row_start(w, h);
     else
         row_flush(w, h);
-    mask_put_u32(out, (uint32_t)n);
-    mask_put(out, nv, n);
+    mask_put_u32(out, (uint32_t)nn);
+    mask_put(out, nv, nn);
     w->emitted = (size_t)(v - w->body) + n;
+}
+
+/* Replace a value with bytes of the same length (the framing inside them is kept). */
+static void row_replace_raw(struct row_out *w, size_t h, const uint8_t *v, const uint8_t *nv,
+                            size_t n)
+{
+    row_replace_sized(w, h, v, n, nv, n);
+}
+
+/* The masked form of a number sensitive by its name, in text format: the last 4 digits of its
+ * integer part, as the number they make (4111111111111111 -> 1111; 0 when none), so that every
+ * client still parses it as its type (no leading zeros, no fraction). */
+static size_t digits_masked(const uint8_t *v, size_t n, uint8_t out[5])
+{
+    size_t end = 0;
+    while (end < n && v[end] != '.')
+        end++;
+    size_t start = end, kept = 0;
+    while (start > 0 && kept < 4 && v[start - 1] >= '0' && v[start - 1] <= '9')
+        start--, kept++;
+    while (start < end && v[start] == '0' && end - start > 1)
+        start++;
+    if (start == end) {
+        out[0] = '0';
+        return 1;
+    }
+    memcpy(out, v + start, end - start);
+    return end - start;
 }
 
 /* A binary value (header at h, bytes v; an array of text or another binary) with its
@@ -839,6 +899,25 @@ int mask_row_rewrite_ahead(const struct mask_db *db, const struct mask_plan *pla
         case OP_SCAN_BINARY:
             if (n > 0) r = row_scan_inplace(&w, db, h, v, n, true, counts);
             break;
+        case OP_DIGITS: {
+            if (n == 0) break;
+            uint8_t num[5];
+            row_replace_sized(&w, h, v, n, num, digits_masked(v, n, num));
+            if (counts && c->detector >= 0 && c->detector < MASK_MAX_DETECTORS)
+                counts->n[c->detector]++;
+            break;
+        }
+        case OP_ONES: {
+            if (n == 0) break;
+            uint8_t *copy = xmalloc(n);
+            for (size_t k = 0; k < n; k++)
+                copy[k] = v[k] >= '0' && v[k] <= '9' ? '1' : v[k];
+            row_replace_raw(&w, h, v, copy, n);
+            if (counts && c->detector >= 0 && c->detector < MASK_MAX_DETECTORS)
+                counts->n[c->detector]++;
+            free(copy);
+            break;
+        }
         case OP_SCAN_HEX: {
             size_t pre;
             if (scan_slice(op, v, n, &pre)) {

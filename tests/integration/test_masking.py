@@ -257,6 +257,35 @@ def test_bytea_casts_masked(pii):
         assert_no_secret(repr(rows), "bytea binary")
 
 
+def test_numbers_and_dates_masked_by_name(pii):
+    """A card number, SSN or phone stored as a number, a birth date as a date: masked by the
+    column's name with values of their types (the client still parses them), text and binary;
+    other numbers and dates as they are."""
+    import datetime
+    import decimal
+    a = psycopg2.connect(**pii.params(user=ALICE))
+    a.autocommit = True
+    a.cursor().execute(
+        "DROP TABLE IF EXISTS mask_num; CREATE TABLE mask_num (id int, card_number numeric(19), "
+        "ssn integer, phone_number bigint, date_of_birth date, amount numeric, created date); "
+        "INSERT INTO mask_num VALUES (1, 4111111111111111, 123456789, 4155551234, "
+        "'1980-04-12', 12.5, '2024-01-02')")
+    a.close()
+    sql = ("SELECT id, card_number, ssn, phone_number, date_of_birth, amount, created "
+           "FROM mask_num")
+    c = psycopg2.connect(**pii.params(user=BOB))
+    cur = c.cursor()
+    cur.execute(sql)
+    row = cur.fetchone()
+    c.close()
+    assert row == (1, decimal.Decimal("1111"), 6789, 1234, datetime.date(1111, 11, 11),
+                   decimal.Decimal("12.5"), datetime.date(2024, 1, 2)), row
+    with psycopg3_connect(pii, BOB) as c3:
+        row = c3.cursor(binary=True).execute(sql).fetchone()
+    assert row[1] == 0 and row[2] == 0 and row[3] == 0 and row[4] == datetime.date(2000, 1, 1)
+    assert row[5] == decimal.Decimal("12.5") and row[6] == datetime.date(2024, 1, 2), row
+
+
 def test_copilot_masked_too(pii):
     """An agent (kind agent, row limit 5) gets the same masked values."""
     assert fetch_psycopg2(pii, "copilot") == as_text(MASKED)

@@ -554,6 +554,34 @@ static void test_row_bytea(void **state)
     mask_plan_free(p);
 }
 
+/* Numbers and dates sensitive by their names (card_number numeric, ssn int4, date_of_birth
+ * date): replaced by values of their types (a number by what its last 4 digits make, a date by
+ * 1111-11-11); binary ones
+ * zeroed; other numbers and dates untouched. */
+static void test_row_numbers_by_name(void **state)
+{
+    struct fx *f = *state;
+    struct field fl[] = {{"card_number", 0, 0, T_NUMERIC, 0}, {"ssn", 0, 0, T_INT4, 0},
+                         {"date_of_birth", 0, 0, 1082u, 0},   {"amount", 0, 0, T_NUMERIC, 0},
+                         {"created", 0, 0, 1082u, 0},         {"phone", 0, 0, T_INT8, 1}};
+    struct mask_plan *p;
+    assert_int_equal(plan_of(f, fl, 6, NULL, NULL, &p), 0);
+    struct val v[] = {V("4111111111111111"), V("123456789"),
+                      V("1980-04-12"),       V("12.50"),
+                      V("2024-01-02"),       V("\x00\x00\x00\x00\xf7\xaa\x35\x42")};
+    v[5].len = 8;
+    assert_int_equal(rewrite(f, p, v, 6, NULL), 1);
+    struct row r;
+    parse_row_msg(bdata(f->out), buf_avail(f->out), &r);
+    assert_true(col_is(&r, 0, "1111", 4));
+    assert_true(col_is(&r, 1, "6789", 4));
+    assert_true(col_is(&r, 2, "1111-11-11", 10));
+    assert_true(col_is(&r, 3, "12.50", 5));
+    assert_true(col_is(&r, 4, "2024-01-02", 10));
+    assert_true(col_is(&r, 5, "\0\0\0\0\0\0\0\0", 8));
+    mask_plan_free(p);
+}
+
 /* Rows rewritten with the rows after them in memory (mask_row_rewrite_ahead: their values
  * scanned in one batch) give, value for value, what mask_text() gives for that value alone,
  * also when rows are skipped, another result's rows come between, or values do not fit one
@@ -1172,6 +1200,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_row_by_field_name, setup, teardown),
         cmocka_unit_test_setup_teardown(test_row_scan_by_value, setup, teardown),
         cmocka_unit_test_setup_teardown(test_row_bytea, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_row_numbers_by_name, setup, teardown),
         cmocka_unit_test_setup_teardown(test_row_ahead_batch, setup, teardown),
         cmocka_unit_test_setup_teardown(test_row_output_compaction, setup, teardown),
         cmocka_unit_test_setup_teardown(test_row_malformed, setup, teardown),
