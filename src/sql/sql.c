@@ -196,6 +196,13 @@ static void flag_foreign_options(struct walk *w, const cJSON *node, int depth)
     }
 }
 
+/* LOCK TABLE in a mode above ACCESS SHARE (1; the default, ACCESS EXCLUSIVE, is 8). */
+static bool lock_writes(const cJSON *lock)
+{
+    const cJSON *mode = cJSON_GetObjectItemCaseSensitive(lock, "mode");
+    return !cJSON_IsNumber(mode) || mode->valueint > 1;
+}
+
 static void walk_any(struct walk *w, const cJSON *item, int depth);
 static void walk_node(struct walk *w, const char *type, const cJSON *body, int depth);
 
@@ -244,12 +251,36 @@ static void walk_any(struct walk *w, const cJSON *item, int depth)
     }
 }
 
+/* Does a FROM item (of a subquery) define name, by an alias or an unaliased table's name?
+ * Then name means that item inside the subquery, not the statement's target. */
+static bool from_item_defines(const cJSON *item, const char *name, int depth)
+{
+    const char *t;
+    const cJSON *b = sql_node_body(item, &t);
+    if (!b || depth > WALK_MAX_DEPTH) return false;
+    const cJSON *alias = cJSON_GetObjectItemCaseSensitive(b, "alias");
+    const char *a = alias ? sql_str_field(alias, "aliasname") : NULL;
+    if (a) return !strcmp(a, name);
+    if (!strcmp(t, "RangeVar")) {
+        const char *rel = sql_str_field(b, "relname");
+        return rel && !strcmp(rel, name);
+    }
+    if (!strcmp(t, "RangeTableSample"))
+        return from_item_defines(cJSON_GetObjectItemCaseSensitive(b, "relation"), name, depth + 1);
+    if (!strcmp(t, "JoinExpr"))
+        return from_item_defines(cJSON_GetObjectItemCaseSensitive(b, "larg"), name, depth + 1) ||
+               from_item_defines(cJSON_GetObjectItemCaseSensitive(b, "rarg"), name, depth + 1);
+    return false;
+}
+
 /* Does node mention a column of the row being changed? A column qualified with a table
  * counts when that table is the target (by its alias, or its name when it has none:
  * `s.flag` of UPDATE ... FROM s does not); an unqualified one counts, in a subquery too,
  * where it may be the target's (a correlated subquery: `c.id = customer_id`). So
  * `WHERE EXISTS (SELECT 1 FROM pg_class c WHERE c.relname = 'x')` does not depend on the
- * row, while `WHERE EXISTS (SELECT relname FROM pg_class)` is taken as if it might. */
+ * row, while `WHERE EXISTS (SELECT relname FROM pg_class)` is taken as if it might. Inside a
+ * subquery whose FROM reuses the target's name (`EXISTS (SELECT 1 FROM t o WHERE o.id > 0)`
+ * under `DELETE FROM t AS o`), that name is the subquery's own. */
 static bool row_dependent(const cJSON *node, const char *target, int depth)
 {
     if (!node || depth > WALK_MAX_DEPTH) return false;
@@ -260,6 +291,16 @@ static bool row_dependent(const cJSON *node, const char *target, int depth)
         if (n < 2) return true;
         const char *table = sql_string_node(cJSON_GetArrayItem(f, n - 2));
         return table && target && !strcmp(table, target);
+    }
+    if (target && cJSON_IsObject(node)) {
+        const cJSON *from = cJSON_GetObjectItemCaseSensitive(node, "fromClause");
+        const cJSON *it;
+        cJSON_ArrayForEach(it, from)
+        {
+            if (!from_item_defines(it, target, depth)) continue;
+            target = NULL;
+            break;
+        }
     }
     for (const cJSON *c = node->child; c; c = c->next)
         if (row_dependent(c, target, depth + 1)) return true;
@@ -288,6 +329,14 @@ static bool restricts_rows(const cJSON *expr, const char *target, int depth)
     return or ;
 }
 
+/* The name a statement's target goes by: its alias, or its table's name. */
+static const char *target_name(const cJSON *body)
+{
+    const cJSON *rel = cJSON_GetObjectItemCaseSensitive(body, "relation");
+    const cJSON *alias = rel ? cJSON_GetObjectItemCaseSensitive(rel, "alias") : NULL;
+    return alias ? sql_str_field(alias, "aliasname") : rel ? sql_str_field(rel, "relname") : NULL;
+}
+
 /* UPDATE/DELETE: no WHERE, a WHERE that is always true, or one that does not narrow the rows
  * (WHERE $1, WHERE $1 = $2, WHERE EXISTS (SELECT 1 FROM t), WHERE id = $1 OR $2): such a
  * predicate selects every row or none, decided by values sluice does not see (Bind
@@ -299,21 +348,29 @@ static void check_where(struct walk *w, const cJSON *body)
         w->flags |= SQL_F_NO_WHERE;
         return;
     }
-    const cJSON *rel = cJSON_GetObjectItemCaseSensitive(body, "relation");
-    const cJSON *alias = rel ? cJSON_GetObjectItemCaseSensitive(rel, "alias") : NULL;
-    const char *target = alias ? sql_str_field(alias, "aliasname")
-                         : rel ? sql_str_field(rel, "relname")
-                               : NULL;
+    const char *target = target_name(body);
     enum sql_tv tv = sql_const_truth(where, w->src);
     if (tv == SQL_TV_TRUE || (tv == SQL_TV_UNKNOWN && !restricts_rows(where, target, 0)))
         w->flags |= SQL_F_NO_WHERE | SQL_F_TAUTOLOGY;
 }
 
-/* MERGE ... ON <always true> WHEN MATCHED [AND <always true>] THEN UPDATE/DELETE. */
+/* Does the condition (NULL: none) narrow the target's rows? Always false narrows them to
+ * none; always true, or anything that does not depend on the target's row, does not. */
+static bool narrows(const cJSON *cond, const char *target, const char *src)
+{
+    if (!cond) return false;
+    enum sql_tv tv = sql_const_truth(cond, src);
+    if (tv != SQL_TV_UNKNOWN) return tv == SQL_TV_FALSE;
+    return restricts_rows(cond, target, 0);
+}
+
+/* MERGE ... WHEN MATCHED THEN UPDATE/DELETE where neither the ON condition nor the clause's
+ * own AND narrows the target's rows: `ON true`, `ON s.x = 1` (every target row matches every
+ * source row with x = 1), `ON 1=1 WHEN MATCHED AND s.flag`. */
 static void check_merge(struct walk *w, const cJSON *body)
 {
-    const cJSON *on = cJSON_GetObjectItemCaseSensitive(body, "joinCondition");
-    if (!on || sql_const_truth(on, w->src) != SQL_TV_TRUE) return;
+    const char *target = target_name(body);
+    if (narrows(cJSON_GetObjectItemCaseSensitive(body, "joinCondition"), target, w->src)) return;
     const cJSON *c;
     cJSON_ArrayForEach(c, cJSON_GetObjectItemCaseSensitive(body, "mergeWhenClauses"))
     {
@@ -321,10 +378,54 @@ static void check_merge(struct walk *w, const cJSON *body)
         if (!mw || !bool_field(mw, "matched")) continue;
         const char *cmd = sql_str_field(mw, "commandType");
         if (!cmd || (strcmp(cmd, "CMD_UPDATE") && strcmp(cmd, "CMD_DELETE"))) continue;
-        const cJSON *cond = cJSON_GetObjectItemCaseSensitive(mw, "condition");
-        if (!cond || sql_const_truth(cond, w->src) == SQL_TV_TRUE)
+        if (!narrows(cJSON_GetObjectItemCaseSensitive(mw, "condition"), target, w->src))
             w->flags |= SQL_F_NO_WHERE | SQL_F_TAUTOLOGY;
     }
+}
+
+/* Does a FROM item read the table rv names (same schema and name), joins included? */
+static bool from_item_reads(const cJSON *item, const cJSON *rv, int depth)
+{
+    const char *t;
+    const cJSON *b = sql_node_body(item, &t);
+    if (!b || depth > WALK_MAX_DEPTH) return false;
+    if (!strcmp(t, "RangeVar")) {
+        const char *rel = sql_str_field(rv, "relname"), *schema = sql_str_field(rv, "schemaname");
+        const char *r = sql_str_field(b, "relname"), *sc = sql_str_field(b, "schemaname");
+        return rel && r && !strcmp(r, rel) && (!sc || !schema || !strcmp(sc, schema));
+    }
+    if (!strcmp(t, "RangeTableSample"))
+        return from_item_reads(cJSON_GetObjectItemCaseSensitive(b, "relation"), rv, depth + 1);
+    if (!strcmp(t, "JoinExpr"))
+        return from_item_reads(cJSON_GetObjectItemCaseSensitive(b, "larg"), rv, depth + 1) ||
+               from_item_reads(cJSON_GetObjectItemCaseSensitive(b, "rarg"), rv, depth + 1);
+    return false;
+}
+
+/* INSERT INTO t SELECT ... FROM t ... ON CONFLICT DO UPDATE: the source reads the target
+ * itself, so every row it yields conflicts and is rewritten. Flagged as an UPDATE without
+ * WHERE unless the source SELECT has a WHERE or a LIMIT, or DO UPDATE's WHERE narrows the
+ * rows. */
+static void check_upsert(struct walk *w, const cJSON *body)
+{
+    const cJSON *oc = cJSON_GetObjectItemCaseSensitive(body, "onConflictClause");
+    const char *action = oc ? sql_str_field(oc, "action") : NULL;
+    if (!action || strcmp(action, "ONCONFLICT_UPDATE") != 0) return;
+    const cJSON *rel = cJSON_GetObjectItemCaseSensitive(body, "relation");
+    const cJSON *sel = sql_node_body(cJSON_GetObjectItemCaseSensitive(body, "selectStmt"), NULL);
+    if (!rel || !sel) return;
+    const cJSON *it;
+    bool reads = false;
+    cJSON_ArrayForEach(it, cJSON_GetObjectItemCaseSensitive(sel, "fromClause")) reads =
+        reads || from_item_reads(it, rel, 0);
+    if (!reads) return;
+    const cJSON *where = cJSON_GetObjectItemCaseSensitive(sel, "whereClause");
+    if (cJSON_GetObjectItemCaseSensitive(sel, "limitCount") ||
+        (where && sql_const_truth(where, w->src) != SQL_TV_TRUE))
+        return;
+    if (narrows(cJSON_GetObjectItemCaseSensitive(oc, "whereClause"), target_name(body), w->src))
+        return;
+    w->flags |= SQL_F_NO_WHERE | SQL_F_TAUTOLOGY;
 }
 
 /* WITH: each CTE body is walked with the names visible to it (earlier siblings; all of them
@@ -832,6 +933,7 @@ static void walk_node(struct walk *w, const char *type, const cJSON *body, int d
             if (rel) record_rangevar(w, rel, true);
             if (type[0] == 'U' || type[0] == 'D') check_where(w, body);
             if (type[0] == 'M') check_merge(w, body);
+            if (type[0] == 'I') check_upsert(w, body);
             static const char *const skip[] = {"withClause", "relation", NULL};
             walk_fields(w, body, skip, depth);
         }
@@ -855,6 +957,18 @@ static void walk_node(struct walk *w, const char *type, const cJSON *body, int d
             w->copy_out = body;
         static const char *const skip[] = {"relation", NULL};
         walk_fields(w, body, skip, depth);
+        return;
+    }
+    if (!strcmp(type, "LockStmt")) {
+        /* every mode above ACCESS SHARE needs a write privilege on the table, and blocks its
+         * writers (EXCLUSIVE, ACCESS EXCLUSIVE: its readers too): a write */
+        bool writes = lock_writes(body);
+        const cJSON *c;
+        cJSON_ArrayForEach(c, cJSON_GetObjectItemCaseSensitive(body, "relations"))
+        {
+            const cJSON *rv = sql_node_body(c, NULL);
+            if (rv) record_rangevar(w, rv, writes);
+        }
         return;
     }
     if (!strcmp(type, "TruncateStmt")) {
@@ -1220,6 +1334,8 @@ static void classify(struct walk *w, const char *type, const cJSON *body, const 
         *cls = SQL_DDL;
     } else if (!strcmp(type, "CopyStmt")) {
         *cls = bool_field(body, "is_from") ? SQL_WRITE : SQL_READ;
+    } else if (!strcmp(type, "LockStmt")) {
+        if (lock_writes(body)) *cls = SQL_WRITE;
     } else if (!strcmp(type, "GrantStmt") || !strcmp(type, "GrantRoleStmt")) {
         *command = bool_field(body, "is_grant") ? "GRANT" : "REVOKE";
     } else if (!strcmp(type, "TransactionStmt")) {

@@ -52,6 +52,15 @@ def _count(conn, sql):
     ("UPDATE pg_settings SET setting = 'postgres' WHERE name = 'role'", "role_escalation"),
     ("ALTER ROLE CURRENT_USER SET role = 'postgres'", "role_escalation"),
     ("SELECT 1; DROP TABLE orders", "drop"),
+    # every target row matches each customer with id 1: no row of orders is narrowed
+    ("MERGE INTO orders o USING customers c ON c.id = 1 WHEN MATCHED THEN DELETE",
+     "delete_without_where"),
+    # the subquery's own o, not the target
+    ("DELETE FROM orders AS o WHERE EXISTS (SELECT 1 FROM orders o WHERE o.id > 0)",
+     "delete_without_where"),
+    # every row conflicts with itself and is rewritten
+    ("INSERT INTO orders SELECT * FROM orders ON CONFLICT (id) DO UPDATE SET status = 'x'",
+     "delete_without_where"),
 ])
 def test_guardrails_refuse_and_session_survives(sluice, sluice_only, sql, rule):
     conn = sluice.connect(user=BOB)
@@ -142,6 +151,16 @@ def test_agent_rules_and_unjudgeable(sluice, scratch):
         agent.cursor().execute("INSERT INTO policy_scratch VALUES (1, 'agent')")
     assert e.value.pgcode == "42501" and 'rule "agents-read-only"' in e.value.pgerror
     assert "agents may only read" in e.value.pgerror
+    # an exclusive lock stops every other session's reads and writes: a write, as PostgreSQL's
+    # privileges have it; ACCESS SHARE (what a SELECT takes) is not
+    agent.autocommit = False
+    with pytest.raises(psycopg2.Error) as e:
+        agent.cursor().execute("LOCK TABLE orders IN ACCESS EXCLUSIVE MODE")
+    assert e.value.pgcode == "42501" and 'rule "agents-read-only"' in e.value.pgerror
+    agent.rollback()
+    agent.cursor().execute("LOCK TABLE orders IN ACCESS SHARE MODE")
+    agent.rollback()
+    agent.autocommit = True
     with pytest.raises(psycopg2.Error) as e:
         agent.cursor().execute("DO $$ BEGIN PERFORM 1; END $$")
     assert 'rule "unjudgeable"' in e.value.pgerror
