@@ -511,6 +511,32 @@ static int hash_typmods(EVP_MD_CTX *md, const char *p, const char *end)
     return EVP_DigestUpdate(md, run, (size_t)(end - run)) == 1 ? 0 : -1;
 }
 
+/* Is the TypeCast object at j (its text up to end) a cast to a type that only reads a value
+ * (pg_catalog's numbers, strings, times, bool, uuid, json, bytea, and arrays of them)? Such a
+ * cast of a constant or parameter is left out of the approval key with it: `id <= 1` and
+ * `id <= $1::int4` are one statement. A cast to anything else (regclass, regproc, a type of
+ * the database's own) is part of what the statement does, and its type is part of the key. */
+static bool cast_is_plain(const char *j, const char *end)
+{
+    static const char *const plain[] = {
+        "bool",        "int2",     "int4",   "int8", "float4", "float8", "numeric",
+        "text",        "varchar",  "bpchar", "date", "time",   "timetz", "timestamp",
+        "timestamptz", "interval", "uuid",   "json", "jsonb",  "bytea",  NULL};
+    cJSON *o = cJSON_ParseWithLength(j, (size_t)(end - j));
+    const cJSON *tc = o ? cJSON_GetObjectItemCaseSensitive(o, "TypeCast") : NULL;
+    const cJSON *tn = tc ? cJSON_GetObjectItemCaseSensitive(tc, "typeName") : NULL;
+    const cJSON *names = tn ? cJSON_GetObjectItemCaseSensitive(tn, "names") : NULL;
+    int n = cJSON_GetArraySize(names);
+    const char *type = n >= 1 ? sql_string_node(cJSON_GetArrayItem(names, n - 1)) : NULL;
+    const char *schema = n == 2 ? sql_string_node(cJSON_GetArrayItem(names, 0)) : NULL;
+    bool ok = type && (n == 1 || (n == 2 && schema && !strcmp(schema, "pg_catalog")));
+    bool found = false;
+    for (const char *const *p = plain; ok && *p && !found; p++)
+        found = !strcmp(type, *p);
+    cJSON_Delete(o);
+    return found;
+}
+
 int sql_approval_key(const char *sql, uint64_t fingerprint, char out[SQL_KEY_LEN])
 {
     PgQueryParseResult r = pg_query_parse(sql);
@@ -520,7 +546,8 @@ int sql_approval_key(const char *sql, uint64_t fingerprint, char out[SQL_KEY_LEN
     }
     /* What the fingerprint leaves out is in the tree's words: every string value (names,
      * operators, kinds) and boolean, in order, but those of constants and parameters (an
-     * A_Const, a ParamRef, or one cast: $1::int4), whose subtrees are skipped. Numbers
+     * A_Const, a ParamRef, or one cast to a plain type: $1::int4), whose subtrees are
+     * skipped (of a cast to another type, `'t'::regclass`, only the constant is). Numbers
      * (positions, lengths) and keys are not hashed, nor is the punctuation, so lists of
      * constants of any length have the same words, as they have the same fingerprint. A quote
      * inside a JSON string is escaped, so a pattern never starts inside one. */
@@ -534,7 +561,11 @@ int sql_approval_key(const char *sql, uint64_t fingerprint, char out[SQL_KEY_LEN
         bool skipped = false;
         for (const char *const *p = constant; *p && !skipped; p++)
             if (*j == '{' && !strncmp(j, *p, strlen(*p))) {
-                j = json_skip(j);
+                const char *end = json_skip(j);
+                if (p - constant >= 2 && !cast_is_plain(j, end))
+                    j += strlen("{\"TypeCast\":{\"arg\":"); /* to the constant */
+                else
+                    j = end;
                 skipped = true;
             }
         if (skipped) continue;

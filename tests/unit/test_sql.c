@@ -543,6 +543,22 @@ static void test_approval_key(void **state)
     key_of("ALTER TABLE t ALTER c TYPE varchar(1000)", a);
     key_of("ALTER TABLE t ALTER c TYPE varchar(1)", b);
     assert_string_not_equal(a, b);
+    /* a cast to a plain type goes with its constant; a cast to another type is part of what
+     * the statement does */
+    key_of("SELECT pg_relation_size('orders'::regclass)", a);
+    key_of("SELECT pg_relation_size('orders'::text)", b);
+    assert_string_not_equal(a, b);
+    key_of("SELECT pg_relation_size($1::regclass)", b);
+    assert_string_equal(a, b);
+    key_of("SELECT f('a'::text)", a);
+    key_of("SELECT f('a'::pg_catalog.text)", b);
+    assert_string_equal(a, b);
+    key_of("SELECT f('a')", b);
+    assert_string_equal(a, b);
+    key_of("SELECT f('a'::myschema.text)", b);
+    assert_string_not_equal(a, b);
+    key_of("SELECT f('a'::text::regtype)", b);
+    assert_string_not_equal(a, b);
     assert_int_equal(sql_approval_key("SELECT FROM WHERE", 1, a), -1);
 }
 
