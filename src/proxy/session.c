@@ -2359,7 +2359,21 @@ static void ahead_resume(struct session *s, bool stalled)
     relay_run(s, true, false);
 }
 
-/* Decide framing for the bytes of src->in not yet decided. Returns false on a framing error. */
+/* The client broke the protocol with the message at pos of b: as PostgreSQL, which runs the
+ * messages before such a message and answers them before it reads it, sluice forwards what
+ * came before and drops the rest; client_bad_end() then ends the session with the error once
+ * those are answered. */
+static void client_fault_at(struct session *s, struct buf *b, size_t pos, const char *code,
+                            const char *why)
+{
+    s->client_bad = why;
+    s->client_bad_code = code;
+    s->client_eof = true;
+    b->len = pos;
+}
+
+/* Decide framing for the bytes of src->in not yet decided. Returns false on a framing error
+ * (from the server: a client's ends the session later, client_fault_at). */
 static bool relay_scan(struct session *s, struct side *src, bool from_client, const char **why)
 {
     struct buf *b = src->in;
@@ -2389,10 +2403,12 @@ static bool relay_scan(struct session *s, struct side *src, bool from_client, co
         struct pg_hdr h;
         int r = pg_hdr_parse(b->data + pos, b->len - pos, PG_MAX_MESSAGE, &h);
         if (r == PG_NEED_MORE) break;
+        if (r == PG_BAD && from_client) {
+            client_fault_at(s, b, pos, "08P01", "invalid message length from client");
+            break;
+        }
         if (r == PG_BAD) {
-            *why = from_client ? "invalid message length from client"
-                               : "invalid message length from server";
-            if (from_client) s->client_fault = "08P01";
+            *why = "invalid message length from server";
             return false;
         }
         size_t total = 1 + (size_t)h.len;
@@ -2439,9 +2455,8 @@ static bool relay_scan(struct session *s, struct side *src, bool from_client, co
         }
         if (hold) {
             if (from_client && h.len > max) {
-                *why = "message larger than server.max_message_size";
-                s->client_fault = "54000";
-                return false;
+                client_fault_at(s, b, pos, "54000", "message larger than server.max_message_size");
+                break;
             }
             if (b->len - pos < total) {
                 size_t off_before = b->off;
@@ -2453,10 +2468,10 @@ static bool relay_scan(struct session *s, struct side *src, bool from_client, co
             if (from_client && s->unsynced && (h.type == 'Q' || h.type == 'F')) {
                 /* whether the server runs it depends on errors sluice has not seen yet (it
                  * skips everything to the Sync after one): the groups could not be counted */
-                *why = "a simple Query or FunctionCall inside an unfinished extended-protocol "
-                       "group (send Sync first)";
-                s->client_fault = "08P01";
-                return false;
+                client_fault_at(s, b, pos, "08P01",
+                                "a simple Query or FunctionCall inside an unfinished "
+                                "extended-protocol group (send Sync first)");
+                break;
             }
             if (from_client && client_ahead(s, h.type)) break; /* it stays in the buffer */
             enum hold_action act =
@@ -2654,23 +2669,30 @@ static void relay_update_interest(struct session *s)
     }
 }
 
+/* A framing error from the client (client_bad): once everything sent before it is answered
+ * and relayed, say why and end the session. Returns true when it ended. */
+static bool client_bad_end(struct session *s)
+{
+    if (!s->client_bad || s->c2s_blocked || (s->pending_sync > 0 && !s->copy_in) ||
+        s->sv.msg_left || s->sv.fwd || (s->cl_out && s->cl_out->off < s->cl_out->len))
+        return false;
+    char msg[160];
+    snprintf(msg, sizeof msg, "sluice: %s", s->client_bad);
+    session_fail(s, s->client_bad_code, msg, NULL, s->client_bad);
+    return true;
+}
+
 static void relay_run(struct session *s, bool c2s, bool s2c)
 {
     const char *why = NULL;
     if (c2s) {
         enum pump_result r = relay_pump(s, &s->cl, &s->sv, true, &why);
-        if (r == PUMP_CLOSE && s->client_fault && s->sv.msg_left == 0 && !s->sv.fwd) {
-            /* The client broke the protocol: say why, as PostgreSQL does, then close. */
-            char msg[160];
-            snprintf(msg, sizeof msg, "sluice: %s", why);
-            session_fail(s, s->client_fault, msg, NULL, why);
-            return;
-        }
         if (r == PUMP_CLOSE) {
             session_close(s, why);
             return;
         }
         s->c2s_blocked = r == PUMP_BLOCKED;
+        if (client_bad_end(s)) return;
         /* A statement just parked may have left a NOTICE for the client: send it now. */
         if (s->parked && s->cl_out && s->cl_out->off < s->cl_out->len) s2c = true;
     }
@@ -2692,6 +2714,7 @@ static void relay_run(struct session *s, bool c2s, bool s2c)
             return;
         }
         s->s2c_blocked = r == PUMP_BLOCKED;
+        if (r == PUMP_IDLE && client_bad_end(s)) return;
         if (s->client_eof && r == PUMP_IDLE && (s->pending_sync == 0 || s->copy_in)) {
             /* All answered (a COPY FROM STDIN gets no data now). The backend is not pooled:
              * PostgreSQL's would exit at the end it reads next. */

@@ -172,6 +172,9 @@ struct session {
     bool client_left; /* the client ended the session (Terminate or close) */
     bool client_eof;  /* the client shut down its sending side with statements unanswered: they
                        * are answered (the client may still read), then the session ends */
+    /* with client_eof: the client broke the protocol (why, and the SQLSTATE to say it with);
+     * what it sent before is answered, then this error ends the session (client_fault_at) */
+    const char *client_bad, *client_bad_code;
     bool login_state_changed;      /* an SQL_F_LOGIN_STATE statement went upstream in this
                                     * transaction: pool_epoch_bump() when it ends */
     uint64_t c2s_group, s2c_group; /* Query/Sync/FunctionCall sent; ReadyForQuery received */
@@ -198,7 +201,6 @@ struct session {
     struct name_map changers; /* statements whose text changes names when they run */
     struct name_map bound;    /* named portals made by a Bind, until they end */
     bool sql_prepared;        /* a SQL PREPARE was sent in this session */
-    const char *client_fault; /* SQLSTATE of a client protocol error that ends the session */
     const char *server_fault; /* SQLSTATE of a server message sluice cannot relay safely */
     bool lingering;           /* S_CLOSING: error sent, reading until the client closes */
     struct blocked *blocked, *blocked_tail;

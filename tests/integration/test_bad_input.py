@@ -256,6 +256,37 @@ def test_bad_message_length_after_login(sluice):
     sluice.assert_alive()
 
 
+def _messages(data):
+    """(type, payload) of each whole message in data; the rest is left out."""
+    out = []
+    while len(data) >= 5:
+        (ln,) = struct.unpack("!I", data[1:5])
+        if ln < 4 or len(data) < 1 + ln:
+            break
+        out.append((data[:1], data[5 : 1 + ln]))
+        data = data[1 + ln :]
+    return out
+
+
+@pytest.mark.parametrize("bad", [struct.pack("!I", 2), struct.pack("!I", 0x7FFFFFFF) + b"x"])
+def test_messages_before_a_bad_length_are_answered(sluice, bad):
+    """PostgreSQL runs what came before a message it cannot frame and answers it, then ends
+    the session (without an error: it cannot trust the stream to write one). sluice does the
+    same, and says why in an 08P01 error."""
+    with sluice.raw_login(user="etl") as r:
+        r.send(pgwire.message(b"Q", b"SELECT 41 + 1\0") + pgwire.message(b"Q", b"SELECT 7\0") +
+               b"Q" + bad)
+        data = drain(r)
+    msgs = _messages(data)
+    types = [t for t, _ in msgs]
+    assert types[:8] == [b"T", b"D", b"C", b"Z", b"T", b"D", b"C", b"Z"], types
+    assert msgs[1][1].endswith(b"42") and msgs[5][1].endswith(b"7")
+    assert len(msgs) <= 9 and sum(len(m) + 5 for _, m in msgs) == len(data)
+    if len(msgs) == 9:
+        assert msgs[8][0] == b"E" and pgwire.parse_fields(msgs[8][1])["C"] == "08P01"
+    sluice.assert_alive()
+
+
 def backends_with_app(sluice, app):
     c = sluice.pg.admin()
     try:
