@@ -509,8 +509,9 @@ static enum MHD_Result route_api(struct MHD_Connection *c, const char *url, cons
     if (strcmp(url, "/api/v1/events") == 0) {
         if (!get) return admin_reply_error(c, 405, "use GET");
         if (authorize(c, ROLE_READ, true, &who, &ret)) return ret;
+        uint64_t expires = who.expires;
         admin_caller_clear(&who);
-        return sse_serve(c);
+        return sse_serve(c, expires);
     }
 
     /* everything else: the read role at least, checked before the route is even looked at so

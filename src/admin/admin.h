@@ -49,8 +49,10 @@ struct admin_caller {
     char *name;    /* identity name, shown in logs and passed to approval_decide */
     char **groups; /* malloc'd array of malloc'd strings */
     unsigned n_groups;
-    bool admin;    /* may end sessions, revoke grants, read everything */
-    bool approver; /* may approve and deny requests, revoke grants, read everything */
+    bool admin;       /* may end sessions, revoke grants, read everything */
+    bool approver;    /* may approve and deny requests, revoke grants, read everything */
+    uint64_t expires; /* seconds since the epoch when its credential ends a live event stream
+                       * (an OIDC token's exp and leeway); 0: never */
 };
 void admin_caller_clear(struct admin_caller *c);
 

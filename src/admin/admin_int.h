@@ -27,7 +27,8 @@ void sse_close(void); /* wakes every stream so it ends; the daemon stop then joi
 void sse_reset(void); /* frees the ring's events (after the daemon stopped) */
 
 /* Answer GET /api/v1/events (already authenticated). */
-enum MHD_Result sse_serve(struct MHD_Connection *c);
+/* expires: when the caller's credential ends the stream (seconds since the epoch; 0: never) */
+enum MHD_Result sse_serve(struct MHD_Connection *c, uint64_t expires);
 
 /* Does the event (one JSON object) pass the stream filters? NULL filter = any; a filter may
  * list several values separated by commas. Exposed for the unit test. */

@@ -202,6 +202,8 @@ struct sse_client {
     char *out; /* formatted bytes not yet handed to libmicrohttpd */
     size_t len, off, cap;
     struct timespec last_write;
+    uint64_t expires; /* the caller's token ends the stream then (epoch seconds; 0: never) */
+    bool ended;       /* the expiry was written: end the stream */
 };
 
 static void out_append(struct sse_client *s, const char *p, size_t n)
@@ -256,6 +258,7 @@ static ssize_t sse_read(void *cls, uint64_t pos, char *buf, size_t max)
     (void)pos;
     struct sse_client *s = cls;
     if (s->off < s->len) return out_take(s, buf, max);
+    if (s->ended) return MHD_CONTENT_READER_END_OF_STREAM;
 
     char *batch[SSE_BATCH];
     uint64_t seqs[SSE_BATCH];
@@ -263,6 +266,20 @@ static ssize_t sse_read(void *cls, uint64_t pos, char *buf, size_t max)
         unsigned n = 0;
         uint64_t dropped = 0;
         struct timespec due = deadline_after(&s->last_write, atomic_load(&keepalive_ms));
+        if (s->expires) { /* wake at the token's end too */
+            uint64_t now = (uint64_t)time(NULL);
+            if (now >= s->expires) {
+                out_append(s, ": token expired\n\n", 17);
+                s->ended = true;
+                return out_take(s, buf, max);
+            }
+            struct timespec mono;
+            clock_gettime(CLOCK_MONOTONIC, &mono);
+            struct timespec end = mono;
+            end.tv_sec += (time_t)(s->expires - now);
+            if (end.tv_sec < due.tv_sec || (end.tv_sec == due.tv_sec && end.tv_nsec < due.tv_nsec))
+                due = end;
+        }
         pthread_mutex_lock(&ring_lock);
         while (!stopping && s->cursor >= next_seq && !past(&due))
             if (pthread_cond_timedwait(&ring_cond, &ring_lock, &due) == ETIMEDOUT) break;
@@ -333,7 +350,7 @@ static char *arg_dup(struct MHD_Connection *c, const char *key)
     return v && *v ? xstrdup(v) : NULL;
 }
 
-enum MHD_Result sse_serve(struct MHD_Connection *c)
+enum MHD_Result sse_serve(struct MHD_Connection *c, uint64_t expires)
 {
     if (atomic_fetch_add(&n_clients, 1) >= SSE_MAX_CLIENTS) {
         atomic_fetch_sub(&n_clients, 1);
@@ -346,6 +363,7 @@ enum MHD_Result sse_serve(struct MHD_Connection *c)
     s->target = arg_dup(c, "target");
     s->decision = arg_dup(c, "decision");
     clock_gettime(CLOCK_MONOTONIC, &s->last_write);
+    s->expires = expires;
 
     pthread_mutex_lock(&ring_lock);
     s->cursor = next_seq;

@@ -320,8 +320,9 @@ struct cfg_oidc {
     char *kind_claim;   /* default "sluice_kind"; absent claim: human */
     char **algorithms;  /* pinned; default RS256 */
     unsigned n_algorithms;
-    unsigned leeway;       /* seconds of clock skew allowed for exp/nbf; default 60 */
-    char **require_groups; /* a token must name one of them (none: any token of the issuer) */
+    unsigned leeway;             /* seconds of clock skew allowed for exp/nbf; default 60 */
+    bool end_sessions_at_expiry; /* end a token's sessions when it expires; default true */
+    char **require_groups;       /* a token must name one of them (none: any token of the issuer) */
     unsigned n_require_groups;
 };
 

@@ -71,6 +71,7 @@ struct raw_oidc {
     char **algorithms;
     unsigned algorithms_count;
     char *leeway;
+    char *end_sessions_at_expiry;
     char **require_groups;
     unsigned require_groups_count;
 };

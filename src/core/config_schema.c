@@ -187,6 +187,7 @@ static const cyaml_schema_field_t oidc_fields[] = {
     CYAML_FIELD_SEQUENCE("algorithms", OPT | CYAML_FLAG_POINTER_NULL, struct raw_oidc, algorithms,
                          &group_schema, 0, CYAML_UNLIMITED),
     STR_OPT("leeway", struct raw_oidc, leeway),
+    STR_OPT("end_sessions_at_expiry", struct raw_oidc, end_sessions_at_expiry),
     CYAML_FIELD_SEQUENCE("require_groups", OPT | CYAML_FLAG_POINTER_NULL, struct raw_oidc,
                          require_groups, &group_schema, 0, CYAML_UNLIMITED),
     CYAML_FIELD_END,

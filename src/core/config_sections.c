@@ -453,6 +453,10 @@ static int convert_oidc(struct loader *ld, const struct raw_oidc *ro, struct slu
         o->algorithms = xcalloc(1, sizeof(char *));
         o->algorithms[o->n_algorithms++] = xstrdup("RS256");
     }
+    o->end_sessions_at_expiry = true;
+    if (bool_key(ld, "identities.oidc.end_sessions_at_expiry", ro->end_sessions_at_expiry,
+                 &o->end_sessions_at_expiry) < 0)
+        return -1;
     o->leeway = 60;
     return duration_key(ld, "identities.oidc.leeway", ro->leeway, &o->leeway);
 }

@@ -66,6 +66,7 @@ static int glue_authenticate(void *ctx, const char *token, struct admin_caller *
             oidc_identity_free(&id);
         } else {
             caller_fill(caller, cfg, id.name, id.groups, id.n_groups);
+            if (cfg->oidc.end_sessions_at_expiry) caller->expires = id.exp + cfg->oidc.leeway;
             oidc_identity_free(&id);
             rc = 0;
         }

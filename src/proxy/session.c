@@ -443,6 +443,11 @@ static bool session_login_oidc(struct session *s, const char *token)
     for (unsigned g = 0; g < id.n_groups; g++)
         ci->groups[ci->n_groups++] = xstrdup(id.groups[g]);
     ci->is_token = true;
+    const struct cfg_oidc *oc = &s->rt->cfg->oidc;
+    if (oc->end_sessions_at_expiry) {
+        uint64_t now_s = (uint64_t)time(NULL), end_s = id.exp + oc->leeway;
+        s->expires_ms = clock_ms() + (end_s > now_s ? (end_s - now_s) * 1000 : 0);
+    }
     oidc_identity_free(&id);
     s->oidc_ident = ci;
     s->ident = ci;
@@ -2555,6 +2560,20 @@ static bool relay_scan(struct session *s, struct side *src, bool from_client, co
 
 #define DRAIN_PARKED "sluice is shutting down; the statement waiting for approval did not run."
 
+/* A draining session with nothing running ends: sluice shuts down, or its token expired. */
+static void session_end_drained(struct session *s)
+{
+    if (s->expired)
+        session_fail(s, "28000", "sluice: the session's OIDC token expired",
+                     s->parked ? "The statement waiting for approval did not run. Log in again "
+                                 "with a new token."
+                               : "Log in again with a new token.",
+                     "token expired");
+    else
+        session_fail(s, "57P01", "terminating connection due to administrator command",
+                     s->parked ? DRAIN_PARKED : "sluice is shutting down.", "shutting down");
+}
+
 /* Does the session only wait for an approval? Its statement has not run; when every group
  * before it is answered and nothing of its own group went upstream, nothing runs. */
 static bool park_idle(const struct session *s)
@@ -2709,8 +2728,7 @@ static void relay_run(struct session *s, bool c2s, bool s2c)
             return;
         }
         if (r == PUMP_DRAINED) {
-            session_fail(s, "57P01", "terminating connection due to administrator command",
-                         s->parked ? DRAIN_PARKED : "sluice is shutting down.", "shutting down");
+            session_end_drained(s);
             return;
         }
         s->s2c_blocked = r == PUMP_BLOCKED;
@@ -2826,8 +2844,28 @@ void session_on_event(struct ev_handler *h, uint32_t events)
     }
 }
 
+static void session_drain(struct session *s);
+
+/* Its OIDC token expired (identities.oidc.end_sessions_at_expiry): the session drains as at a
+ * shutdown, ending now when nothing runs, else at its next ReadyForQuery, or after
+ * server.shutdown_timeout. */
+static void session_expire(struct session *s)
+{
+    s->expires_ms = 0;
+    s->expired = true;
+    log_info("session %llu: the OIDC token of \"%s\" expired: ending the session",
+             (unsigned long long)s->id, s->user);
+    session_drain(s);
+    if (s->state == S_RELAY && !s->deadline_ms)
+        s->deadline_ms = clock_ms() + (uint64_t)s->rt->cfg->server.shutdown_timeout * 1000;
+}
+
 static void session_on_tick(struct session *s, uint64_t now_ms)
 {
+    if (s->expires_ms && now_ms >= s->expires_ms && s->state == S_RELAY) {
+        session_expire(s);
+        return;
+    }
     if (s->ahead_paused && s->state == S_RELAY && now_ms - s->ahead_since_ms >= AHEAD_STALL_MS) {
         ahead_resume(s, true);
         return;
@@ -2863,7 +2901,9 @@ static void session_on_tick(struct session *s, uint64_t now_ms)
         session_close(s, "client did not read the final error");
         return;
     case S_RELAY:
-        session_close(s, "shutdown timeout");
+        session_close(s, s->expired ? "token expired (its statement outlasted "
+                                      "server.shutdown_timeout)"
+                                    : "shutdown timeout");
         return;
     case S_DEAD:
         return;
@@ -2886,8 +2926,7 @@ static void session_drain(struct session *s)
         return;
     }
     if (s->state == S_RELAY && park_idle(s)) {
-        session_fail(s, "57P01", "terminating connection due to administrator command",
-                     DRAIN_PARKED, "shutting down");
+        session_end_drained(s);
         return;
     }
     if (s->state == S_RELAY) {
@@ -2895,8 +2934,7 @@ static void session_drain(struct session *s)
                     (s->cl.in && s->cl.in->len > s->cl.in->off) ||
                     (s->sv.in && s->sv.in->len > s->sv.in->off);
         if (!busy) {
-            session_fail(s, "57P01", "terminating connection due to administrator command",
-                         "sluice is shutting down.", "shutting down");
+            session_end_drained(s);
             return;
         }
         s->deadline_ms = s->w->drain_deadline_ms;

@@ -153,6 +153,8 @@ struct session {
     bool c2s_blocked, s2c_blocked;
     bool client_terminated; /* client sent Terminate: close once it is forwarded */
     bool drain;             /* close at the next ReadyForQuery with nothing pending */
+    bool expired;           /* ... because its OIDC token expired (else: shutting down) */
+    uint64_t expires_ms;    /* clock_ms() when its OIDC token expires and it drains (0: never) */
     uint8_t tx;             /* transaction status of the last ReadyForQuery */
     uint32_t pending_sync;  /* Query/Sync/FunctionCall forwarded, ReadyForQuery not yet back */
     bool copy_in;           /* the server is in COPY FROM STDIN (CopyInResponse seen) */

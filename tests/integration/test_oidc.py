@@ -368,3 +368,50 @@ def test_jwt_bearer_on_admin_api(oidc):
     cur = c.cursor()
     cur.execute("UPDATE orders SET note = note WHERE id = 3")
     assert cur.rowcount == 1
+
+
+# ---------------------------------------------------------------- token lifetime
+
+
+def _ending_in(idp, name, seconds, **claims):
+    """A token whose exp plus the default 60 s leeway passes `seconds` from now."""
+    return idp.token(idp.claims(name, exp=int(time.time()) - 60 + seconds, **claims))
+
+
+def test_session_ends_when_its_token_expires(oidc):
+    c = oidc.connect("tess@corp.com", _ending_in(oidc.idp, "tess@corp.com", 3))
+    c.autocommit = True
+    cur = c.cursor()
+    cur.execute("SELECT 1")
+    # a statement running at the expiry is answered; the session ends after it
+    cur.execute("SELECT pg_sleep(4), 2")
+    assert cur.fetchone()[1] == 2
+    with pytest.raises(psycopg2.OperationalError) as ei:
+        cur.execute("SELECT 3")
+        cur.fetchone()
+    # libpq takes an error that comes while it waits for nothing for a notice, or misses it
+    # when it sees the end first, as with PostgreSQL's own FATAL to an idle session
+    # (pg_terminate_backend); the raw client below reads it
+    said = str(ei.value) + "".join(c.notices)
+    assert "token expired" in said or "closed the connection" in said, said
+
+    # an idle session ends at the expiry, with the error waiting for the client
+    r = pgwire.RawConn("127.0.0.1", oidc.sp.config.port, 15)
+    r.startup(user="tess@corp.com", database="shop",
+              password=_ending_in(oidc.idp, "tess@corp.com", 2))
+    time.sleep(4)
+    mtype, payload = r.read_msg()
+    f = pgwire.parse_fields(payload)
+    assert mtype == b"E" and f["S"] == "FATAL" and f["C"] == "28000" and "expired" in f["M"], f
+    assert r.read_msg() is None  # then the end
+    r.close()
+
+
+def test_event_stream_ends_when_its_token_expires(oidc):
+    tok = _ending_in(oidc.idp, "dana@corp.com", 3, groups=["dba"])
+    req = urllib.request.Request(f"http://127.0.0.1:{oidc.sp.config.admin_port}/api/v1/events")
+    req.add_header("Authorization", "Bearer " + tok)
+    t0 = time.time()
+    with urllib.request.urlopen(req, timeout=30) as r:
+        body = r.read().decode()  # returns when sluice ends the stream
+    assert ": token expired" in body and time.time() - t0 < 20, body

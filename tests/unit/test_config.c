@@ -237,6 +237,7 @@ static void test_full_values(void **state)
     assert_true(cfg->oidc.enabled);
     assert_int_equal(cfg->oidc.n_algorithms, 2);
     assert_int_equal(cfg->oidc.leeway, 30);
+    assert_false(cfg->oidc.end_sessions_at_expiry);
     assert_string_equal(cfg->oidc.name_claim, "email");
     assert_int_equal(cfg->oidc.n_require_groups, 2);
     assert_string_equal(cfg->oidc.require_groups[1], "dba");
