@@ -16,7 +16,8 @@
  *
  * Threads: a mask_db is read-only after mask_db_build and shared. Each thread keeps one
  * vectorscan scratch, grown with hs_alloc_scratch() for every db it scans with, and a span
- * array; mask_thread_release() frees both. Masked forms are form.c's.
+ * array; mask_thread_release() frees them and the plan cache (plan_cache.c). Masked forms are
+ * form.c's.
  */
 #include "mask/mask.h"
 
@@ -172,6 +173,12 @@ void mask_thread_release(void)
     tl_sp = NULL;
     tl_sp_cap = 0;
     batch_free();
+    mask_plan_cache_release();
+}
+
+uint64_t mask_db_id(const struct mask_db *db)
+{
+    return db->id;
 }
 
 static int scratch_for(const struct mask_db *db)

@@ -14,9 +14,11 @@
  * before it is masked. Detection by column: RowDescription field names (and, when a resolver
  * is given, the catalog's schema.table.column) classified by name; type OIDs that cannot hold
  * text PII (integers, numeric, boolean, dates and times, uuid, ...) are skipped unless a column
- * rule names them.
+ * rule names them or, for numbers and dates, one of those names says card number, SSN, phone
+ * or birth date. Plans of RowDescriptions seen before come from a per-thread cache.
  *
- * Ownership: mask_db_build() and mask_plan_build() return objects freed with their _free().
+ * Ownership: mask_db_build() and mask_plan_build() (and its _cached() and mask_plan_copy())
+ * return objects the caller owns and frees with their _free().
  * Functions that write append to a caller-owned struct buf and never consume it.
  */
 #ifndef SLUICE_MASK_MASK_H
@@ -147,6 +149,24 @@ struct mask_plan;
 int mask_plan_build(const struct mask_db *db, const uint8_t *body, size_t len,
                     mask_resolve_fn resolve, void *ctx, struct mask_plan **out);
 void mask_plan_free(struct mask_plan *p);
+/* A copy of p (NULL for NULL). */
+struct mask_plan *mask_plan_copy(const struct mask_plan *p);
+
+/*
+ * mask_plan_build() through this thread's cache of recent plans (plan_cache.c): a
+ * RowDescription this thread built a plan for before, with the same body bytes, db, resolve,
+ * scope and epoch, costs a comparison and a copy of the plan. scope and epoch stand for all
+ * that resolve's answers depend on besides (table OID, attribute number); read them before
+ * the call (the relay: the target and its catalog_generation()). A plan built while resolve
+ * answered false for a column is not kept (that column went by its field name only).
+ * Bodies over MASK_PLAN_CACHE_BODY bytes are built every time. *out is the caller's, as from
+ * mask_plan_build().
+ */
+#define MASK_PLAN_CACHE_SLOTS 32
+#define MASK_PLAN_CACHE_BODY 2048
+int mask_plan_build_cached(const struct mask_db *db, const uint8_t *body, size_t len,
+                           mask_resolve_fn resolve, void *ctx, uint64_t scope, uint64_t epoch,
+                           struct mask_plan **out);
 
 /*
  * Rewrite one DataRow (body after type and length) under plan (NULL: no RowDescription was
@@ -207,6 +227,16 @@ int mask_notice_rewrite(const struct mask_db *db, uint8_t type, const uint8_t *b
                         struct buf *out, struct mask_counts *counts);
 
 /* ---- internal, for rows.c (not for callers outside src/mask/) ------------------------ */
+
+/* mask_plan_build(), also saying whether resolve answered false for a column it was asked
+ * about (*unresolved: the plan judged that column by its field name only). */
+int mask_plan_build_report(const struct mask_db *db, const uint8_t *body, size_t len,
+                           mask_resolve_fn resolve, void *ctx, struct mask_plan **out,
+                           bool *unresolved);
+/* db's id: unique in the process, never reused (the plan cache's key for db). */
+uint64_t mask_db_id(const struct mask_db *db);
+/* Free this thread's plan cache (part of mask_thread_release()). */
+void mask_plan_cache_release(void);
 
 /* buf_append() and pg_get_u32() inlined: the row rewriter calls them several times per value,
  * where a function call each costs as much as the copy. */

@@ -354,6 +354,15 @@ static enum col_op scan_op(enum type_kind k, bool binary)
     }
 }
 
+/* What a column's names say: its field name, else its catalog name (when it differs). */
+static enum mask_name_class classify_names(const struct col_names *cn)
+{
+    enum mask_name_class c = mask_classify_name(cn->field);
+    if (c == MASK_NAME_NONE && cn->column && strcmp(cn->column, cn->field) != 0)
+        c = mask_classify_name(cn->column);
+    return c;
+}
+
 static void classify_column(const struct mask_db *db, const struct cfg_masking *cfg,
                             const struct col_names *cn, uint32_t type_oid, bool binary,
                             struct mask_col *col)
@@ -383,8 +392,7 @@ static void classify_column(const struct mask_db *db, const struct cfg_masking *
         /* a number or date sensitive by its name is replaced by one of its type */
         bool num = type_numeric(type_oid), date = type_datetime(type_oid);
         if (!num && !date) return;
-        c = mask_classify_name(cn->field);
-        if (c == MASK_NAME_NONE && cn->column) c = mask_classify_name(cn->column);
+        c = classify_names(cn);
         if (c == MASK_NAME_NONE || (date && c != MASK_NAME_DOB) || (num && c == MASK_NAME_DOB))
             return;
         int d = mask_db_detector_index(db, mask_name_class_detector(c));
@@ -394,8 +402,7 @@ static void classify_column(const struct mask_db *db, const struct cfg_masking *
         return;
     }
 
-    c = mask_classify_name(cn->field);
-    if (c == MASK_NAME_NONE && cn->column) c = mask_classify_name(cn->column);
+    c = classify_names(cn);
     if (c != MASK_NAME_NONE) {
         const char *dname = mask_name_class_detector(c);
         int d = mask_db_detector_index(db, dname);
@@ -429,7 +436,16 @@ int mask_column_by_name(const struct mask_db *db, const char *schema, const char
 int mask_plan_build(const struct mask_db *db, const uint8_t *body, size_t len,
                     mask_resolve_fn resolve, void *ctx, struct mask_plan **out)
 {
+    bool unresolved;
+    return mask_plan_build_report(db, body, len, resolve, ctx, out, &unresolved);
+}
+
+int mask_plan_build_report(const struct mask_db *db, const uint8_t *body, size_t len,
+                           mask_resolve_fn resolve, void *ctx, struct mask_plan **out,
+                           bool *unresolved)
+{
     *out = NULL;
+    *unresolved = false;
     if (len < 2) return -1;
     int16_t nf = (int16_t)pg_get_u16(body);
     if (nf < 0) return -1;
@@ -453,16 +469,25 @@ int mask_plan_build(const struct mask_db *db, const uint8_t *body, size_t len,
         if (format > 1) goto fail;
 
         /* A column that cannot hold text and that no column rule could name is skipped
-         * without asking the catalog (pgbench -S stays cheap). */
+         * without asking the catalog, unless it is a number or a date: a card number or a
+         * birth date stored as one is masked by its field name or, for a table's column, by
+         * its catalog name, whatever the query calls it (SELECT card_number AS n). pgbench
+         * -S's `abalance` so costs a lookup per build: the relay builds through the plan
+         * cache (plan_cache.c). */
+        bool by_catalog = resolve && table_oid != 0 && attnum > 0;
         if (type_kind(type_oid) == TY_SKIP && (!cfg || cfg->n_columns == 0) &&
-            !((type_numeric(type_oid) || type_datetime(type_oid)) &&
-              mask_classify_name(field) != MASK_NAME_NONE)) {
+            (!cfg || !(type_numeric(type_oid) || type_datetime(type_oid)) ||
+             (!by_catalog && mask_classify_name(field) == MASK_NAME_NONE))) {
             p->cols[i] = (struct mask_col){.op = OP_SKIP, .detector = -1};
             continue;
         }
         struct mask_colref ref = {0}, *refp = NULL;
-        if (resolve && table_oid != 0 && attnum > 0 && resolve(ctx, table_oid, attnum, &ref))
-            refp = &ref;
+        if (by_catalog) {
+            if (resolve(ctx, table_oid, attnum, &ref))
+                refp = &ref;
+            else
+                *unresolved = true;
+        }
         struct col_names cn;
         col_names_fill(&cn, field, refp);
         if (db) {
@@ -491,6 +516,15 @@ fail:
 void mask_plan_free(struct mask_plan *p)
 {
     free(p);
+}
+
+struct mask_plan *mask_plan_copy(const struct mask_plan *p)
+{
+    if (!p) return NULL;
+    size_t size = sizeof *p + (size_t)p->n * sizeof p->cols[0];
+    struct mask_plan *c = xmalloc(size);
+    memcpy(c, p, size);
+    return c;
 }
 
 /* ---- DataRow -------------------------------------------------------------------------- */

@@ -7,7 +7,9 @@
  * connection): only the first result of a table in this process pays it. While a target's
  * catalog cannot be reached, lookups do not wait and columns are judged by their field names
  * and values (and none is exempt: exemptions go by the catalog's names). DDL seen through
- * sluice empties the target's cache.
+ * sluice empties the target's cache. Each emptying moves the target's generation on, so that
+ * what was built from the names before (the plan cache, src/mask/plan_cache.c) is not used
+ * after.
  */
 #include <libpq-fe.h>
 #include <pthread.h>
@@ -26,6 +28,7 @@
 #define CAT_MAX_ENTRIES 200000
 #define CAT_WAIT_MS 200
 #define CAT_DOWN_MS 10000
+#define CAT_GEN_SLOTS 64
 
 struct cat_entry {
     struct cat_entry *next;
@@ -56,6 +59,12 @@ static bool q_stop, started;
 static pthread_t cat_thread;
 static struct sluice_config *cat_cfg; /* the snapshot whose targets the side connections use */
 
+/* Times the cache was emptied: of every target, and of the targets of each slot (target %
+ * CAT_GEN_SLOTS). Changed under cat_lock; never reset (not even by catalog_stop), so that a
+ * generation is never seen twice for different names. */
+static uint64_t gen_all;
+static uint64_t gen_slot[CAT_GEN_SLOTS];
+
 static unsigned cat_hash(unsigned target, uint32_t table, int16_t attnum)
 {
     uint64_t h =
@@ -67,6 +76,10 @@ static unsigned cat_hash(unsigned target, uint32_t table, int16_t attnum)
 
 static void cat_clear_locked(int target) /* -1: every target */
 {
+    if (target < 0)
+        __atomic_add_fetch(&gen_all, 1, __ATOMIC_RELEASE);
+    else
+        __atomic_add_fetch(&gen_slot[(unsigned)target % CAT_GEN_SLOTS], 1, __ATOMIC_RELEASE);
     for (unsigned b = 0; b < CAT_BUCKETS; b++) {
         struct cat_entry **pp = &cat_map[b];
         while (*pp) {
@@ -83,6 +96,13 @@ static void cat_clear_locked(int target) /* -1: every target */
             cat_entries--;
         }
     }
+}
+
+uint64_t catalog_generation(unsigned target)
+{
+    /* a sum of counters that only grow: it grows whenever either does */
+    return __atomic_load_n(&gen_all, __ATOMIC_ACQUIRE) +
+           __atomic_load_n(&gen_slot[target % CAT_GEN_SLOTS], __ATOMIC_ACQUIRE);
 }
 
 bool catalog_lookup(unsigned target, uint32_t table, int16_t attnum, char *schema, size_t sl,

@@ -177,6 +177,10 @@ void catalog_request(unsigned target, uint32_t table);
 bool catalog_resolve(unsigned target, uint32_t table, int16_t attnum, char *schema, size_t sl,
                      char *rel, size_t rl, char *col, size_t cl);
 void catalog_invalidate(unsigned target);
+/* Changes whenever target's cached names may have (its cache emptied: DDL through sluice, a
+ * restart of the resolver, the cache's bound); read it before the lookups it vouches for.
+ * Targets may share a value: key on (target, generation). */
+uint64_t catalog_generation(unsigned target);
 const struct sluice_config *catalog_config(void); /* the snapshot the indexes refer to */
 
 /* The admin listener with its hooks into sluice (admin_glue.c). */

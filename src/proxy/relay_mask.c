@@ -319,7 +319,9 @@ enum hold_action relay_mask_server(struct session *s, uint8_t type, const uint8_
     case 'T':
         relay_mask_result_end(s);
         if (!mask_on(s)) return HOLD_FORWARD;
-        if (mask_plan_build(db, body, len, resolve_column, s, &s->plan) < 0) {
+        /* (the catalog's generation read before the lookups the plan is built from) */
+        if (mask_plan_build_cached(db, body, len, resolve_column, s, s->target_idx,
+                                   catalog_generation(s->target_idx), &s->plan) < 0) {
             log_warn("session %llu: malformed RowDescription from the server; values are "
                      "scanned by value",
                      (unsigned long long)s->id);

@@ -15,6 +15,9 @@
  * grows it makes the buffer compact mid-message. Bodies are copied into exactly sized heap
  * blocks so AddressSanitizer sees any read past them.
  *
+ * Plans are built through the plan cache (mask_plan_build_cached), so a RowDescription seen
+ * again gets a copy of the cached plan.
+ *
  * Invariants: nothing crashes; a plan is built (0) or refused (-1, no plan); a rewrite that
  * returns 0 or -1 appends nothing; one that returns 1 appends exactly one well-formed message
  * of the same type: a DataRow with the same column count, NULLs in the same places and empty
@@ -141,7 +144,8 @@ static void do_rowdesc(const uint8_t *body, size_t len)
     if (len) memcpy(copy, body, len);
     mask_plan_free(plan);
     plan = (struct mask_plan *)&plan_cols; /* must be overwritten */
-    int rc = mask_plan_build(db, copy, len, resolve, NULL, &plan);
+    /* through the plan cache (resolve always answers alike), as the relay builds plans */
+    int rc = mask_plan_build_cached(db, copy, len, resolve, NULL, 0, 0, &plan);
     CHECK(rc == 0 || rc == -1);
     if (rc < 0) {
         CHECK(plan == NULL);

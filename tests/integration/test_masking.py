@@ -286,6 +286,52 @@ def test_numbers_and_dates_masked_by_name(pii):
     assert row[5] == decimal.Decimal("12.5") and row[6] == datetime.date(2024, 1, 2), row
 
 
+def test_aliased_numbers_and_dates_masked_by_catalog_name(pii):
+    """SELECT card_number AS n: a number or date column renamed to an innocuous name is masked
+    by the catalog's name of its column (in a subquery too), text and binary; innocuous number
+    columns (the id) stay as they are. The plan of a result seen before is reused only until
+    DDL through sluice changes the catalog: renaming a column to ssn masks it from the next
+    result of the same RowDescription on."""
+    import datetime
+    import decimal
+    as_alice(pii, "DROP TABLE IF EXISTS mask_alias",
+             "CREATE TABLE mask_alias (id int, card_number numeric(19), date_of_birth date, "
+             "amount numeric, acct integer)",
+             "INSERT INTO mask_alias VALUES (1, 4111111111111111, '1980-04-12', 12.5, 123456789)")
+    sql = ("SELECT id AS k, card_number AS n, date_of_birth AS d, amount AS a, acct AS b "
+           "FROM mask_alias")
+    masked = (1, decimal.Decimal("1111"), datetime.date(1111, 11, 11), decimal.Decimal("12.5"),
+              123456789)
+    c = psycopg2.connect(**pii.params(user=BOB))
+    c.autocommit = True
+    try:
+        cur = c.cursor()
+        for _ in range(2):  # the second time from the plan cache
+            cur.execute(sql)
+            assert cur.fetchall() == [masked]
+        cur.execute("SELECT n FROM (SELECT card_number AS n FROM mask_alias) s")
+        assert cur.fetchall() == [(decimal.Decimal("1111"),)]
+        # The same RowDescription (the field is still "b", attribute 5), another catalog name.
+        as_alice(pii, "ALTER TABLE mask_alias RENAME COLUMN acct TO ssn")
+        sql = sql.replace("acct AS b", "ssn AS b")
+        cur.execute(sql)
+        assert cur.fetchall() == [masked[:4] + (6789,)]
+    finally:
+        c.close()
+    with psycopg3_connect(pii, BOB) as c3:
+        row = c3.cursor(binary=True).execute(sql).fetchone()
+    assert row == (1, 0, datetime.date(2000, 1, 1), decimal.Decimal("12.5"), 0), row
+    a = psycopg2.connect(**pii.params(user=ALICE))
+    try:
+        cur = a.cursor()
+        cur.execute(sql)
+        assert cur.fetchall() == [(1, decimal.Decimal("4111111111111111"),
+                                   datetime.date(1980, 4, 12), decimal.Decimal("12.5"),
+                                   123456789)]
+    finally:
+        a.close()
+
+
 def test_copilot_masked_too(pii):
     """An agent (kind agent, row limit 5) gets the same masked values."""
     assert fetch_psycopg2(pii, "copilot") == as_text(MASKED)

@@ -976,6 +976,241 @@ static void test_detectors_in_use(void **state)
     mask_db_free(db);
 }
 
+/* ---- numbers and dates by their catalog names; the plan cache ---- */
+
+/* A table "cards" (OID 7000): card_number numeric, id int4, date_of_birth date, amount
+ * numeric. `renamed` makes the catalog say column 1 is "amount" (as after DDL). Table 7100 is
+ * unknown (a catalog miss). */
+struct cards_ctx {
+    unsigned calls;
+    bool renamed;
+};
+
+static bool resolve_cards(void *ctx, uint32_t table_oid, int16_t attnum, struct mask_colref *out)
+{
+    struct cards_ctx *cc = ctx;
+    cc->calls++;
+    static const char *const cols[] = {NULL, "card_number", "id", "date_of_birth", "amount"};
+    if (table_oid != 7000 || attnum < 1 || attnum > 4) return false;
+    const char *col = attnum == 1 && cc->renamed ? "amount" : cols[attnum];
+    *out = (struct mask_colref){"public", "cards", col};
+    return true;
+}
+
+/* A db as the default config makes it: no column rules, so a column of a type that cannot
+ * hold text is judged without a rule's help. */
+static struct fx *plain_fx(void)
+{
+    struct fx *f = calloc(1, sizeof *f);
+    f->cfg.enabled = true;
+    char err[256] = "";
+    f->db = mask_db_build(&f->cfg, err, sizeof err);
+    assert_non_null(f->db);
+    f->out = buf_get();
+    return f;
+}
+
+static void plain_fx_free(struct fx *f)
+{
+    buf_put(f->out);
+    mask_db_free(f->db);
+    free(f);
+}
+
+/* SELECT card_number AS n, id AS i, date_of_birth AS d, card_number + 0 AS x FROM cards: the
+ * catalog's names of n and d mask them whatever their aliases; i stays; x is computed (no
+ * table OID): the catalog is not asked and its field name says nothing. */
+static const struct field cards_aliased[] = {{"n", 7000, 1, T_NUMERIC, 0},
+                                             {"i", 7000, 2, T_INT4, 0},
+                                             {"d", 7000, 3, 1082u, 0},
+                                             {"x", 0, 0, T_NUMERIC, 0}};
+static const struct val cards_row[] = {V("4111111111111111"), V("42"), V("1980-04-12"),
+                                       V("4111111111111111")};
+
+static void check_cards_masked(struct fx *f, const struct mask_plan *p)
+{
+    assert_int_equal(rewrite(f, p, cards_row, 4, NULL), 1);
+    struct row r;
+    parse_row_msg(bdata(f->out), buf_avail(f->out), &r);
+    assert_true(col_is(&r, 0, "1111", 4));
+    assert_true(col_is(&r, 1, "42", 2));
+    assert_true(col_is(&r, 2, "1111-11-11", 10));
+    assert_true(col_is(&r, 3, "4111111111111111", 16));
+}
+
+static void test_numbers_by_catalog_name(void **state)
+{
+    (void)state;
+    struct fx *f = plain_fx();
+    struct cards_ctx cc = {0};
+    struct mask_plan *p;
+    assert_int_equal(plan_of(f, cards_aliased, 4, resolve_cards, &cc, &p), 0);
+    assert_int_equal(cc.calls, 3); /* not for the computed column */
+    assert_non_null(p);
+    check_cards_masked(f, p);
+    mask_plan_free(p);
+
+    /* Binary: zeros of the type. */
+    struct field bin[] = {{"n", 7000, 1, T_INT8, 1}, {"i", 7000, 2, T_INT4, 1}};
+    assert_int_equal(plan_of(f, bin, 2, resolve_cards, &cc, &p), 0);
+    struct val bv[] = {{"\x00\x0e\x96\x0c\x2a\x8f\x6b\xc7", 8}, {"\x00\x00\x00\x2a", 4}};
+    assert_int_equal(rewrite(f, p, bv, 2, NULL), 1);
+    struct row r;
+    parse_row_msg(bdata(f->out), buf_avail(f->out), &r);
+    assert_true(col_is(&r, 0, "\0\0\0\0\0\0\0\0", 8));
+    assert_true(col_is(&r, 1, "\0\0\0\x2a", 4));
+    mask_plan_free(p);
+
+    /* An innocuous catalog name (pgbench's abalance, here id and amount): nothing to look at. */
+    struct field plain[] = {{"i", 7000, 2, T_INT4, 0}, {"amount", 7000, 4, T_NUMERIC, 0}};
+    assert_int_equal(plan_of(f, plain, 2, resolve_cards, &cc, &p), 0);
+    assert_null(p);
+
+    /* Without a resolver (or when it does not know the column) only field names count. */
+    assert_int_equal(plan_of(f, cards_aliased, 4, NULL, NULL, &p), 0);
+    assert_null(p);
+    struct field unknown[] = {{"n", 7100, 1, T_NUMERIC, 0}, {"ssn", 7100, 2, T_INT4, 0}};
+    assert_int_equal(plan_of(f, unknown, 2, resolve_cards, &cc, &p), 0);
+    assert_non_null(p); /* ssn by its field name */
+    struct val uv[] = {V("4111111111111111"), V("123456789")};
+    assert_int_equal(rewrite(f, p, uv, 2, NULL), 1);
+    parse_row_msg(bdata(f->out), buf_avail(f->out), &r);
+    assert_true(col_is(&r, 0, "4111111111111111", 16));
+    assert_true(col_is(&r, 1, "6789", 4));
+    mask_plan_free(p);
+    plain_fx_free(f);
+    mask_thread_release();
+}
+
+/* mask_plan_build_cached of a RowDescription body (copied to an exact heap block). */
+static int cached_of(const struct mask_db *db, const struct field *fl, unsigned n,
+                     struct cards_ctx *cc, uint64_t scope, uint64_t epoch, struct mask_plan **p)
+{
+    struct buf *rd = rowdesc(fl, n);
+    uint8_t *body = dup_exact(bdata(rd), buf_avail(rd));
+    int rc = mask_plan_build_cached(db, body, buf_avail(rd), resolve_cards, cc, scope, epoch, p);
+    free(body);
+    buf_put(rd);
+    return rc;
+}
+
+static void test_plan_cache(void **state)
+{
+    (void)state;
+    struct fx *f = plain_fx();
+    struct cards_ctx cc = {0};
+    struct mask_plan *p1, *p2;
+
+    /* A hit does not ask the resolver and gives the same decisions, in a plan of its own. */
+    assert_int_equal(cached_of(f->db, cards_aliased, 4, &cc, 1, 10, &p1), 0);
+    assert_int_equal(cc.calls, 3);
+    assert_int_equal(cached_of(f->db, cards_aliased, 4, &cc, 1, 10, &p2), 0);
+    assert_int_equal(cc.calls, 3);
+    assert_non_null(p2);
+    assert_ptr_not_equal(p1, p2);
+    mask_plan_free(p1);
+    check_cards_masked(f, p2);
+    mask_plan_free(p2);
+
+    /* "Nothing to look at" is kept too (pgbench -S: one int column of a table). */
+    struct field abal[] = {{"abalance", 7000, 4, T_INT4, 0}};
+    p1 = (struct mask_plan *)1;
+    assert_int_equal(cached_of(f->db, abal, 1, &cc, 1, 10, &p1), 0);
+    assert_null(p1);
+    unsigned calls = cc.calls;
+    p1 = (struct mask_plan *)1;
+    assert_int_equal(cached_of(f->db, abal, 1, &cc, 1, 10, &p1), 0);
+    assert_null(p1);
+    assert_int_equal(cc.calls, calls);
+
+    /* A new catalog generation rebuilds, with what the catalog says now; the old
+     * generation's plan is no longer asked for by the relay. */
+    cc.renamed = true;
+    calls = cc.calls;
+    assert_int_equal(cached_of(f->db, cards_aliased, 4, &cc, 1, 11, &p1), 0);
+    assert_int_equal(cc.calls, calls + 3);
+    assert_int_equal(rewrite(f, p1, cards_row, 4, NULL), 1);
+    struct row r;
+    parse_row_msg(bdata(f->out), buf_avail(f->out), &r);
+    assert_true(col_is(&r, 0, "4111111111111111", 16)); /* now "amount" */
+    assert_true(col_is(&r, 2, "1111-11-11", 10));
+    mask_plan_free(p1);
+    cc.renamed = false;
+
+    /* Another scope (target) rebuilds. */
+    calls = cc.calls;
+    assert_int_equal(cached_of(f->db, cards_aliased, 4, &cc, 2, 10, &p1), 0);
+    assert_int_equal(cc.calls, calls + 3);
+    mask_plan_free(p1);
+
+    /* Another db (a reloaded config; here one with a rule naming the id column) rebuilds. */
+    struct cfg_mask_column rule = {.match = "cards.id", .form = CFG_FORM_DEFAULT};
+    struct cfg_masking cfg2 = {.enabled = true, .columns = &rule, .n_columns = 1};
+    char err[256] = "";
+    struct mask_db *db2 = mask_db_build(&cfg2, err, sizeof err);
+    assert_non_null(db2);
+    calls = cc.calls;
+    assert_int_equal(cached_of(db2, cards_aliased, 4, &cc, 1, 10, &p1), 0);
+    assert_int_equal(cc.calls, calls + 3);
+    struct buf *dr = datarow(cards_row, 4);
+    f->out->off = f->out->len = 0;
+    assert_int_equal(mask_row_rewrite(db2, p1, bdata(dr), buf_avail(dr), f->out, NULL), 1);
+    buf_put(dr);
+    parse_row_msg(bdata(f->out), buf_avail(f->out), &r);
+    assert_false(col_is(&r, 1, "42", 2)); /* the rule masks id */
+    mask_plan_free(p1);
+    mask_db_free(db2);
+
+    /* A plan built while the resolver did not know a column is not kept. */
+    struct field miss[] = {{"n", 7100, 1, T_NUMERIC, 0}};
+    calls = cc.calls;
+    assert_int_equal(cached_of(f->db, miss, 1, &cc, 1, 10, &p1), 0);
+    assert_int_equal(cached_of(f->db, miss, 1, &cc, 1, 10, &p1), 0);
+    assert_int_equal(cc.calls, calls + 2);
+    assert_null(p1);
+
+    /* A malformed message is never answered from the cache. */
+    uint8_t bad[] = {0, 1, 'n', 0};
+    assert_int_equal(mask_plan_build_cached(f->db, bad, sizeof bad, resolve_cards, &cc, 1, 10, &p1),
+                     -1);
+    assert_int_equal(mask_plan_build_cached(f->db, bad, sizeof bad, resolve_cards, &cc, 1, 10, &p1),
+                     -1);
+
+    /* Bounded: after MASK_PLAN_CACHE_SLOTS other RowDescriptions, the first is built again;
+     * the most recent one is still there. */
+    char names[MASK_PLAN_CACHE_SLOTS][16];
+    for (unsigned i = 0; i < MASK_PLAN_CACHE_SLOTS; i++) {
+        snprintf(names[i], sizeof names[i], "c%u", i);
+        struct field one[] = {{names[i], 7000, 1, T_NUMERIC, 0}};
+        assert_int_equal(cached_of(f->db, one, 1, &cc, 1, 10, &p1), 0);
+        mask_plan_free(p1);
+    }
+    calls = cc.calls;
+    struct field last[] = {{names[MASK_PLAN_CACHE_SLOTS - 1], 7000, 1, T_NUMERIC, 0}};
+    assert_int_equal(cached_of(f->db, last, 1, &cc, 1, 10, &p1), 0);
+    mask_plan_free(p1);
+    assert_int_equal(cc.calls, calls);
+    assert_int_equal(cached_of(f->db, cards_aliased, 4, &cc, 1, 10, &p1), 0);
+    assert_int_equal(cc.calls, calls + 3);
+    mask_plan_free(p1);
+
+    /* A RowDescription larger than MASK_PLAN_CACHE_BODY is built every time. */
+    enum { WIDE = MASK_PLAN_CACHE_BODY / 19 + 1 };
+    struct field *wide = calloc(WIDE, sizeof *wide);
+    for (unsigned i = 0; i < WIDE; i++)
+        wide[i] = (struct field){"n", 7000, 1, T_NUMERIC, 0};
+    calls = cc.calls;
+    assert_int_equal(cached_of(f->db, wide, WIDE, &cc, 1, 10, &p1), 0);
+    mask_plan_free(p1);
+    assert_int_equal(cached_of(f->db, wide, WIDE, &cc, 1, 10, &p1), 0);
+    mask_plan_free(p1);
+    assert_int_equal(cc.calls, calls + 2 * WIDE);
+    free(wide);
+
+    plain_fx_free(f);
+    mask_thread_release(); /* frees the cache */
+}
+
 /* ---- CopyData ---- */
 
 static void test_copy(void **state)
@@ -1209,6 +1444,8 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_resolver, setup, teardown),
         cmocka_unit_test_setup_teardown(test_exempt_and_rules, setup, teardown),
         cmocka_unit_test(test_detectors_in_use),
+        cmocka_unit_test(test_numbers_by_catalog_name),
+        cmocka_unit_test(test_plan_cache),
         cmocka_unit_test_setup_teardown(test_copy, setup, teardown),
         cmocka_unit_test_setup_teardown(test_copy_by_name, setup, teardown),
         cmocka_unit_test_setup_teardown(test_notice, setup, teardown),
