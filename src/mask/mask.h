@@ -151,6 +151,12 @@ int mask_plan_build(const struct mask_db *db, const uint8_t *body, size_t len,
 void mask_plan_free(struct mask_plan *p);
 /* A copy of p (NULL for NULL). */
 struct mask_plan *mask_plan_copy(const struct mask_plan *p);
+/* The RowDescription (body after type and length) plan was built from, with every field name
+ * that holds a detected value masked: 1 when a whole new 'T' message was appended to out, 0
+ * when no name needs it (nothing appended), -1 when the message is malformed (nothing
+ * appended). */
+int mask_rowdesc_rewrite(const struct mask_db *db, const struct mask_plan *plan,
+                         const uint8_t *body, size_t len, struct buf *out);
 
 /*
  * mask_plan_build() through this thread's cache of recent plans (plan_cache.c): a

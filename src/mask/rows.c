@@ -63,6 +63,7 @@ struct mask_col {
 struct mask_plan {
     unsigned n;
     bool scans; /* some column is scanned by value as text (batched, see scan_slice) */
+    bool names; /* a field name holds a detected value (mask_rowdesc_rewrite) */
     struct mask_col cols[];
 };
 
@@ -452,7 +453,7 @@ int mask_plan_build_report(const struct mask_db *db, const uint8_t *body, size_t
     const struct cfg_masking *cfg = db ? mask_db_config(db) : NULL;
     struct mask_plan *p = xmalloc(sizeof *p + (size_t)nf * sizeof p->cols[0]);
     p->n = (unsigned)nf;
-    p->scans = false;
+    p->scans = p->names = false;
     bool any = false;
     size_t pos = 2;
     for (unsigned i = 0; i < p->n; i++) {
@@ -467,6 +468,14 @@ int mask_plan_build_report(const struct mask_db *db, const uint8_t *body, size_t
         uint16_t format = pg_get_u16(body + pos + 16);
         pos += 18;
         if (format > 1) goto fail;
+        /* The server may name a column after data (a view made with EXECUTE format('... AS
+         * %I', email)): a name holding a detected value is masked too. A failed scan counts as
+         * one (fail closed). */
+        if (db && !p->names && field[0]) {
+            char *m = mask_string_try(db, field);
+            p->names = !m || strcmp(m, field) != 0;
+            free(m);
+        }
 
         /* A column that cannot hold text and that no column rule could name is skipped
          * without asking the catalog, unless it is a number or a date: a card number or a
@@ -502,7 +511,7 @@ int mask_plan_build_report(const struct mask_db *db, const uint8_t *body, size_t
             p->scans = true;
     }
     if (pos != len) goto fail;
-    if (!any) {
+    if (!any && !p->names) {
         mask_plan_free(p);
         return 0;
     }
@@ -516,6 +525,31 @@ fail:
 void mask_plan_free(struct mask_plan *p)
 {
     free(p);
+}
+
+int mask_rowdesc_rewrite(const struct mask_db *db, const struct mask_plan *plan,
+                         const uint8_t *body, size_t len, struct buf *out)
+{
+    if (!plan || !plan->names || len < 2) return 0;
+    size_t start = out->len;
+    size_t m = pg_msg_begin(out, 'T');
+    buf_append(out, body, 2);
+    size_t pos = 2;
+    for (unsigned i = 0; i < plan->n; i++) {
+        const uint8_t *nul = pos < len ? memchr(body + pos, 0, len - pos) : NULL;
+        if (!nul || (size_t)(len - (size_t)(nul + 1 - body)) < 18) {
+            out->len = start;
+            return -1;
+        }
+        char *name = mask_string(db, (const char *)body + pos);
+        buf_append_str(out, name);
+        free(name);
+        pos = (size_t)(nul - body) + 1;
+        buf_append(out, body + pos, 18);
+        pos += 18;
+    }
+    pg_msg_end(out, m);
+    return 1;
 }
 
 struct mask_plan *mask_plan_copy(const struct mask_plan *p)

@@ -329,6 +329,9 @@ enum hold_action relay_mask_server(struct session *s, uint8_t type, const uint8_
             return HOLD_FORWARD; /* plan_known stays false: every value is scanned */
         }
         s->plan_known = true;
+        /* a column named after a sensitive value gets its name masked */
+        if (mask_rowdesc_rewrite(db, s->plan, body, len, session_out_buf(&s->cl_out)) == 1)
+            return HOLD_REPLACE;
         return HOLD_FORWARD;
     case 'D': {
         if (!db || !mask_on(s)) return HOLD_FORWARD;

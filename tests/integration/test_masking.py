@@ -789,6 +789,32 @@ def test_error_message_field_masked(pii):
         c.close()
 
 
+def test_column_named_after_a_value_masked(pii):
+    """A view whose column names were made from data (DO ... EXECUTE format('... AS %I', email))
+    names a raw value in every RowDescription: bob gets the name masked, alice as it is."""
+    a = psycopg2.connect(**pii.params(user=ALICE))
+    a.autocommit = True
+    a.cursor().execute(
+        "DO $$ BEGIN EXECUTE format('CREATE OR REPLACE VIEW mask_named AS SELECT 1 AS id, "
+        "2 AS %I', (SELECT email FROM mask_pii WHERE id = 1)); END $$")
+    try:
+        for user, name in ((BOB, "a***@example.org"), (ALICE, "alice.smith@example.org")):
+            c = psycopg2.connect(**pii.params(user=user))
+            try:
+                cur = c.cursor()
+                cur.execute("SELECT * FROM mask_named")
+                assert [d.name for d in cur.description] == ["id", name]
+                assert cur.fetchall() == [(1, 2)]
+            finally:
+                c.close()
+        with psycopg3_connect(pii, BOB) as c:  # the extended protocol's Describe too
+            cur = c.execute("SELECT * FROM mask_named WHERE id = %s", (1,))
+            assert [d.name for d in cur.description] == ["id", "a***@example.org"]
+    finally:
+        a.cursor().execute("DROP VIEW IF EXISTS mask_named")
+        a.close()
+
+
 def test_returning_and_cursor_fetch_masked(pii):
     c = psycopg2.connect(**pii.params(user=BOB))
     try:

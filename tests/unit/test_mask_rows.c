@@ -1327,6 +1327,52 @@ static struct buf *notice_body(const char *const *kv)
     return b;
 }
 
+/* A column named after a sensitive value: the name is masked in the RowDescription, the rest
+ * of each field kept; innocuous names leave the message alone. */
+static void test_rowdesc_names(void **state)
+{
+    struct fx *f = *state;
+    const struct field named[] = {{"id", 0, 0, T_INT4, 0},
+                                  {"jane.doe@example.com", 0, 0, T_INT4, 0}};
+    struct buf *rd = rowdesc(named, 2);
+    uint8_t *body = dup_exact(bdata(rd), buf_avail(rd));
+    size_t len = buf_avail(rd);
+    struct mask_plan *p = NULL;
+    assert_int_equal(mask_plan_build(f->db, body, len, NULL, NULL, &p), 0);
+    assert_non_null(p); /* kept for its names, though no value needs looking at */
+    f->out->off = f->out->len = 0;
+    assert_int_equal(mask_rowdesc_rewrite(f->db, p, body, len, f->out), 1);
+    const uint8_t *m = bdata(f->out);
+    assert_int_equal(m[0], 'T');
+    assert_int_equal(pg_get_u32(m + 1), buf_avail(f->out) - 1);
+    assert_null(memmem(m, buf_avail(f->out), "jane.doe@example.com", 20));
+    struct buf *masked = want_text(f, "jane.doe@example.com");
+    assert_non_null(masked);
+    /* count, "id" and its 18 bytes as they were, the masked name, the last 18 bytes */
+    size_t first = 2 + 3 + 18;
+    assert_memory_equal(m + 5, body, first);
+    assert_memory_equal(m + 5 + first, bdata(masked), buf_avail(masked));
+    assert_int_equal(m[5 + first + buf_avail(masked)], 0);
+    assert_memory_equal(m + 5 + first + buf_avail(masked) + 1, body + len - 18, 18);
+    assert_int_equal(buf_avail(f->out), 5 + first + buf_avail(masked) + 1 + 18);
+    buf_put(masked);
+    /* rows still go through untouched */
+    const struct val v[] = {{"1", 1}, {"2", 1}};
+    assert_int_equal(rewrite(f, p, v, 2, NULL), 0);
+    mask_plan_free(p);
+    free(body);
+    buf_put(rd);
+
+    const struct field plain[] = {{"id", 0, 0, T_INT4, 0}, {"amount", 0, 0, T_INT4, 0}};
+    rd = rowdesc(plain, 2);
+    body = dup_exact(bdata(rd), buf_avail(rd));
+    assert_int_equal(mask_plan_build(f->db, body, buf_avail(rd), NULL, NULL, &p), 0);
+    assert_null(p);
+    assert_int_equal(mask_rowdesc_rewrite(f->db, p, body, buf_avail(rd), f->out), 0);
+    free(body);
+    buf_put(rd);
+}
+
 static void test_notice(void **state)
 {
     struct fx *f = *state;
@@ -1449,6 +1495,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_copy, setup, teardown),
         cmocka_unit_test_setup_teardown(test_copy_by_name, setup, teardown),
         cmocka_unit_test_setup_teardown(test_notice, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_rowdesc_names, setup, teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
