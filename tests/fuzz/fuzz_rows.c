@@ -23,7 +23,8 @@
  * of the same type: a DataRow with the same column count, NULLs in the same places and empty
  * values still empty, and the same row scanned in a batch with the rows after it
  * (mask_row_rewrite_ahead) gives the same bytes; a notice with the same field codes in the same
- * order and the same S, V and C values.
+ * order and the same S, V and C values; a RowDescription whose names are rewritten keeps its
+ * field count.
  */
 #include <stdint.h>
 #include <stdio.h>
@@ -152,6 +153,18 @@ static void do_rowdesc(const uint8_t *body, size_t len)
         plan_cols = -1;
     } else {
         plan_cols = (int)pg_get_u16(body);
+        /* names holding a value: one well-formed 'T' with as many fields, or nothing */
+        struct buf *out = buf_get();
+        int r = mask_rowdesc_rewrite(db, plan, copy, len, out);
+        CHECK(r == 0 || r == 1);
+        CHECK(r == 1 || out->len == out->off);
+        if (r == 1) {
+            const uint8_t *m = out->data + out->off;
+            CHECK(out->len - out->off >= 7 && m[0] == 'T');
+            CHECK(pg_get_u32(m + 1) == out->len - out->off - 1);
+            CHECK(pg_get_u16(m + 5) == pg_get_u16(copy));
+        }
+        buf_put(out);
     }
     free(copy);
 }
