@@ -249,6 +249,23 @@ static void install_keys(struct oidc_verifier *v, struct jwks_keyset *ks)
     jwks_keyset_unref(old);
 }
 
+void oidc_verifier_adopt_keys(struct oidc_verifier *v, struct oidc_verifier *from)
+{
+    if (!v || !from || v == from || !v->jwks_url || !from->jwks_url ||
+        strcmp(v->jwks_url, from->jwks_url) != 0)
+        return;
+    struct jwks_keyset *ks = jwks_verifier_keys(from);
+    if (!ks) return;
+    pthread_mutex_lock(&v->lock);
+    if (!v->keys) { /* (the new verifier's own first fetch may have landed already) */
+        v->keys = ks;
+        ks = NULL;
+        pthread_cond_broadcast(&v->changed);
+    }
+    pthread_mutex_unlock(&v->lock);
+    if (ks) jwks_keyset_unref(ks);
+}
+
 bool oidc_verifier_wait_keys(struct oidc_verifier *v, unsigned timeout_ms)
 {
     struct timespec ts;

@@ -75,6 +75,12 @@ bool oidc_looks_like_jwt(const char *s);
 /* Free what oidc_verify put in id and zero it. NULL ok. */
 void oidc_identity_free(struct oidc_identity *id);
 
+/* A reload: v (new, with jwks_url) starts with from's keys when from fetched from the same
+ * URL, so that logins do not wait for v's first fetch (nor fail while the issuer cannot be
+ * reached); v's fetch replaces them as usual. No-op when v has keys already, or the URLs
+ * differ, or either uses jwks_file (read at load). */
+void oidc_verifier_adopt_keys(struct oidc_verifier *v, struct oidc_verifier *from);
+
 /* Wait up to timeout_ms for a usable key set (immediate with jwks_file). True when one is
  * loaded. For startup logs and tests; never call it on a worker's loop. */
 bool oidc_verifier_wait_keys(struct oidc_verifier *v, unsigned timeout_ms);

@@ -58,6 +58,9 @@ int runtime_install(struct sluice_config *cfg, char *err, size_t errlen)
     if (cfg->oidc.enabled) {
         rt->oidc = oidc_verifier_new(&cfg->oidc, err, errlen);
         if (!rt->oidc) goto fail;
+        struct runtime *prev = runtime_acquire(); /* a reload: keep the keys it fetched */
+        if (prev && prev->oidc) oidc_verifier_adopt_keys(rt->oidc, prev->oidc);
+        runtime_release(prev);
     }
     if (cfg->tls.cert) {
         rt->server_tls = tls_server_ctx(&cfg->tls, err, errlen);

@@ -1013,6 +1013,43 @@ static void test_jwks_url(void **state)
     server_stop(&s);
 }
 
+/* A reload while the issuer cannot be reached: the new verifier starts with the keys the old
+ * one fetched from the same URL, and logins go on; another URL gets none of them. */
+static void test_jwks_adopted_on_reload(void **state)
+{
+    (void)state;
+    struct jwks_server s;
+    server_start(&s, jwks_of(rsa1, "r1", NULL, NULL));
+    char url[128], other[160];
+    snprintf(url, sizeof url, "http://127.0.0.1:%d/keys", s.port);
+    snprintf(other, sizeof other, "http://127.0.0.1:%d/other-keys", s.port);
+    struct cfg_oidc cfg = base_cfg();
+    cfg.jwks_file = NULL;
+    cfg.jwks_url = url;
+    struct oidc_verifier *old = verifier(cfg);
+    assert_true(oidc_verifier_wait_keys(old, 5000));
+    server_set(&s, NULL); /* the issuer is down from now on */
+
+    char *c = claims_std("\"sub\":\"u\"");
+    char *tok = make_token(rsa1, "RS256", "r1", c);
+    struct oidc_identity id;
+    struct oidc_verifier *v = verifier(cfg);
+    oidc_verifier_adopt_keys(v, old);
+    oidc_verifier_free(old); /* the adopted set outlives its first verifier */
+    assert_true(oidc_verifier_wait_keys(v, 0));
+    assert_int_equal(verify_expect(v, tok, NOW, &id, NULL), 0);
+    oidc_identity_free(&id);
+
+    cfg.jwks_url = other;
+    struct oidc_verifier *w = verifier(cfg);
+    oidc_verifier_adopt_keys(w, v);
+    assert_int_equal(verify_expect(w, tok, NOW, &id, "no JWKS keys"), -1);
+    oidc_verifier_free(w);
+    oidc_verifier_free(v);
+    free(c), free(tok);
+    server_stop(&s);
+}
+
 static void test_jwks_url_unreachable(void **state)
 {
     (void)state;
@@ -1051,6 +1088,7 @@ int main(void)
         cmocka_unit_test(test_config_errors),
         cmocka_unit_test(test_jwks_url),
         cmocka_unit_test(test_jwks_url_unreachable),
+        cmocka_unit_test(test_jwks_adopted_on_reload),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
 }
