@@ -9,12 +9,16 @@
  * limit): the same fingerprint within those bounds runs without asking again.
  *
  * The module is one process-wide instance started by approve_start(). It runs two threads of
- * its own, never a worker's: a timer thread that expires pending requests and polls the file
- * for decisions other processes made (seen within about 0.2 s), and a notifier thread that
- * posts to Slack and webhooks with retries (src/approve/notify.c). Decisions, expiries and
- * cancels wake every subscribed eventfd; the relay then asks approve_state() for its parked
- * requests. The calls below are thread-safe; they take a mutex around one SQLite connection
- * and touch the file only on the review path (not for statements policy allows outright).
+ * its own, never a worker's: a timer thread that writes to the file what the calls below
+ * changed in memory, expires pending requests and polls the file for decisions other
+ * processes made (seen within about 0.2 s), and a notifier thread that posts to Slack and
+ * webhooks with retries (src/approve/notify.c). Decisions, expiries and cancels wake every
+ * subscribed eventfd; the relay then asks approve_state() for its parked requests. The calls below
+ * are thread-safe. Those the statement path makes (requests, states, cancels, grants found, used
+ * and checked) never wait for the state file, whoever holds it locked: they work in memory,
+ * and read the file only where another process may have changed it (a grant made or revoked
+ * by the CLI), with reads that never wait. Decisions, revocations and listings may wait for
+ * the file (approve.c says how).
  *
  * What it leaves to others: deciding that a statement needs review (src/policy), parking and
  * resuming connections (src/proxy/session.c), authenticating approvers (src/admin, the CLI
@@ -129,8 +133,9 @@ void approve_reload(const struct sluice_config *cfg);
 
 /* ---- requests */
 
-/* Store a pending request (expires now + approvals.timeout), queue its notifications, emit
- * APPROVE_EV_REQUESTED. id_out gets the new id. 0, or -1 with err set. */
+/* Make a pending request (expires now + approvals.timeout; written to the file by the timer
+ * thread), queue its notifications, emit APPROVE_EV_REQUESTED. id_out gets the new id. 0, or
+ * -1 with err set. */
 int approve_request(const struct approve_ask *ask, char id_out[APPROVE_ID_LEN], char *err,
                     size_t errlen) APPROVE_WARN_UNUSED;
 
@@ -166,7 +171,9 @@ int approve_decide_ex(const char *id, const struct approve_decision *d,
                       char grant_id_out[APPROVE_ID_LEN], char *err,
                       size_t errlen) APPROVE_WARN_UNUSED;
 
-/* State of a request, from the file (so decisions by the CLI are seen). 0, or -1 unknown id. */
+/* State of a request this process made or found pending at its start (decisions by the CLI
+ * are seen within about 0.2 s; a decided request is forgotten a minute after its decision).
+ * 0, or -1 unknown id. */
 int approve_state(const char *id, struct approve_status *out);
 
 /* The session that waits for it ended (the client left, sluice shuts down, ...; reason says

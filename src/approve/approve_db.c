@@ -3,9 +3,11 @@
  *
  * Our own connection and our own tables (approval_requests, grants, approve_schema_version) in
  * the file the audit store also uses; WAL mode so the server and the `sluice approvals` CLI can
- * read and write it at the same time. Every state change is a single conditional UPDATE
- * (state = 'pending', uses_left > 0, ...), so two processes deciding at once cannot both win.
- * Times are unix milliseconds. The caller serializes use of the handle.
+ * read and write it at the same time. Every change of a request's state is a single conditional
+ * UPDATE (state = 'pending'), so two processes deciding at once cannot both win. A grant's uses
+ * are counted in the server's memory (approve.c), which alone spends them; the file records
+ * each use after the fact. Times are unix milliseconds. The caller serializes use of a handle
+ * (approve.c's locks): the writer's, and a reader's that never waits (adb_open_reader).
  */
 #include <errno.h>
 #include <stdio.h>
@@ -98,6 +100,22 @@ fail:
     return NULL;
 }
 
+sqlite3 *adb_open_reader(const char *path, char *err, size_t errlen)
+{
+    sqlite3 *db = NULL;
+    /* no busy timeout: a WAL reader does not wait for a writer, and whatever else would make
+     * it wait (a recovery after a crash) is answered at once with SQLITE_BUSY */
+    int rc = sqlite3_open_v2(path, &db, SQLITE_OPEN_READWRITE | SQLITE_OPEN_FULLMUTEX, NULL);
+    if (rc != SQLITE_OK) {
+        if (err && errlen)
+            snprintf(err, errlen, "cannot open state file %s: %s", path,
+                     db ? sqlite3_errmsg(db) : sqlite3_errstr(rc));
+        sqlite3_close(db);
+        return NULL;
+    }
+    return db;
+}
+
 void adb_close(sqlite3 *db)
 {
     sqlite3_close(db);
@@ -118,14 +136,39 @@ void adb_rollback(sqlite3 *db)
     sqlite3_exec(db, "ROLLBACK", NULL, NULL, NULL);
 }
 
+bool adb_busy(sqlite3 *db)
+{
+    int rc = sqlite3_errcode(db);
+    return rc == SQLITE_BUSY || rc == SQLITE_LOCKED;
+}
+
+int64_t adb_data_version(sqlite3 *db)
+{
+    sqlite3_stmt *st = NULL;
+    int64_t v = -1;
+    if (sqlite3_prepare_v2(db, "PRAGMA data_version", -1, &st, NULL) != SQLITE_OK) return -1;
+    if (sqlite3_step(st) == SQLITE_ROW) v = sqlite3_column_int64(st, 0);
+    sqlite3_finalize(st);
+    return v;
+}
+
+#define AREQ_STRINGS(r)                                                                            \
+    &(r)->id, &(r)->identity, &(r)->kind, &(r)->groups_json, &(r)->target, &(r)->statement,        \
+        &(r)->fingerprint, &(r)->command, &(r)->class_name, &(r)->tables, &(r)->rule,              \
+        &(r)->reason, &(r)->client_addr, &(r)->approver, &(r)->decision_reason, &(r)->grant_id
+
+void areq_copy(struct areq *dst, const struct areq *src)
+{
+    *dst = *src;
+    char **to[] = {AREQ_STRINGS(dst)};
+    for (size_t i = 0; i < sizeof to / sizeof to[0]; i++)
+        *to[i] = xstrdup(*to[i]);
+}
+
 void areq_free(struct areq *r)
 {
     if (!r) return;
-    char **fields[] = {
-        &r->id,        &r->identity,    &r->kind,        &r->groups_json, &r->target,
-        &r->statement, &r->fingerprint, &r->command,     &r->class_name,  &r->tables,
-        &r->rule,      &r->reason,      &r->client_addr, &r->approver,    &r->decision_reason,
-        &r->grant_id};
+    char **fields[] = {AREQ_STRINGS(r)};
     for (size_t i = 0; i < sizeof fields / sizeof fields[0]; i++) {
         free(*fields[i]);
         *fields[i] = NULL;
@@ -251,7 +294,7 @@ int adb_set_decision(sqlite3 *db, const char *id, enum approve_state state, cons
                      const char *reason, const char *grant_id, int64_t now)
 {
     sqlite3_stmt *st = NULL;
-    /* Cancels are taken even at the deadline; decisions only before it. */
+    /* Ends (a cancel, an expiry) are taken at or past the deadline; decisions only before it. */
     const char *sql = "UPDATE approval_requests SET state = ?2, approver = ?3,"
                       " decision_reason = ?4, grant_id = ?5, decided_at = ?6"
                       " WHERE id = ?1 AND state = 'pending' AND (?7 OR expires_at > ?6)";
@@ -262,7 +305,7 @@ int adb_set_decision(sqlite3 *db, const char *id, enum approve_state state, cons
     bind_text(st, 4, reason);
     bind_text(st, 5, grant_id);
     sqlite3_bind_int64(st, 6, now);
-    sqlite3_bind_int(st, 7, state == APPROVE_CANCELLED);
+    sqlite3_bind_int(st, 7, state == APPROVE_CANCELLED || state == APPROVE_EXPIRED);
     int rc = sqlite3_step(st);
     sqlite3_finalize(st);
     if (rc != SQLITE_DONE) return -1;
@@ -316,79 +359,54 @@ static void grant_from_row(sqlite3_stmt *st, int base, struct approve_grant *g)
     col_copy(st, base + 10, g->request_id, sizeof g->request_id);
 }
 
-int adb_find_grant(sqlite3 *db, const char *identity, const char *const *groups, unsigned n,
-                   const char *target, const char *fingerprint, int64_t now,
-                   struct approve_grant *out)
+int adb_live_grants(sqlite3 *db, const char *id, const char *target, const char *fingerprint,
+                    int64_t now, struct approve_grant **out, unsigned *n)
 {
-    cJSON *arr = cJSON_CreateArray();
-    for (unsigned i = 0; i < n; i++)
-        if (groups[i]) cJSON_AddItemToArray(arr, cJSON_CreateString(groups[i]));
-    char *groups_json = cJSON_PrintUnformatted(arr);
-    cJSON_Delete(arr);
-    if (!groups_json) return -1;
-
-    /* An identity grant first (it is the narrower one), then the one expiring last; never
-     * one its user approved (a group grant covers the group's members, not its approver) */
-    const char *sql = "SELECT " GRANT_COLUMNS " FROM grants WHERE fingerprint = ?1 AND target = ?2"
-                      " AND revoked_at IS NULL AND expires_at > ?3 AND uses_left > 0 AND"
-                      " ((scope = 'identity' AND identity = ?4) OR"
-                      "  (scope = 'group' AND grp IN (SELECT value FROM json_each(?5))))"
-                      " ORDER BY scope = 'identity' DESC, expires_at DESC";
+    const char *sql = "SELECT " GRANT_COLUMNS " FROM grants WHERE"
+                      " (?1 IS NULL OR id = ?1) AND (?2 IS NULL OR target = ?2)"
+                      " AND (?3 IS NULL OR fingerprint = ?3) AND revoked_at IS NULL"
+                      " AND expires_at > ?4 AND uses_left > 0";
     sqlite3_stmt *st = NULL;
-    int ret = -1;
-    if (sqlite3_prepare_v2(db, sql, -1, &st, NULL) != SQLITE_OK) goto out;
-    bind_text(st, 1, fingerprint);
-    bind_text(st, 2, target);
-    sqlite3_bind_int64(st, 3, now);
-    bind_text(st, 4, identity);
-    bind_text(st, 5, groups_json);
-    int rc;
-    while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
-        grant_from_row(st, 0, out);
-        if (!approve_same_person(out->approver, identity)) break;
-    }
-    ret = rc == SQLITE_ROW ? 0 : rc == SQLITE_DONE ? 1 : -1;
-out:
-    sqlite3_finalize(st);
-    free(groups_json);
-    return ret;
-}
-
-int adb_get_live_grant(sqlite3 *db, const char *id, int64_t now, struct approve_grant *out)
-{
-    const char *sql = "SELECT " GRANT_COLUMNS " FROM grants WHERE id = ?1 AND revoked_at IS NULL"
-                      " AND expires_at > ?2 AND uses_left > 0";
-    sqlite3_stmt *st = NULL;
+    *out = NULL;
+    *n = 0;
     if (sqlite3_prepare_v2(db, sql, -1, &st, NULL) != SQLITE_OK) return -1;
     bind_text(st, 1, id);
-    sqlite3_bind_int64(st, 2, now);
-    int rc = sqlite3_step(st), ret = rc == SQLITE_DONE ? 1 : -1;
-    if (rc == SQLITE_ROW) {
-        grant_from_row(st, 0, out);
-        ret = 0;
+    bind_text(st, 2, target);
+    bind_text(st, 3, fingerprint);
+    sqlite3_bind_int64(st, 4, now);
+    int rc;
+    while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
+        *out = xrealloc(*out, sizeof **out * (*n + 1));
+        grant_from_row(st, 0, &(*out)[(*n)++]);
     }
+    sqlite3_finalize(st);
+    return rc == SQLITE_DONE ? 0 : -1;
+}
+
+int adb_grant_revoked(sqlite3 *db, const char *id)
+{
+    sqlite3_stmt *st = NULL;
+    if (sqlite3_prepare_v2(db, "SELECT revoked_at IS NOT NULL FROM grants WHERE id = ?1", -1, &st,
+                           NULL) != SQLITE_OK)
+        return -1;
+    bind_text(st, 1, id);
+    int rc = sqlite3_step(st), ret = rc == SQLITE_DONE ? 0 : -1;
+    if (rc == SQLITE_ROW) ret = sqlite3_column_int(st, 0) ? 1 : 0;
     sqlite3_finalize(st);
     return ret;
 }
 
-int adb_use_grant(sqlite3 *db, const char *id, uint64_t rows, int64_t now, struct approve_grant *g)
+int adb_record_use(sqlite3 *db, const char *id, uint64_t rows)
 {
-    const char *sql = "UPDATE grants SET uses_left = uses_left - 1, uses = uses + 1,"
-                      " rows_total = rows_total + ?2 WHERE id = ?1 AND revoked_at IS NULL"
-                      " AND expires_at > ?3 AND uses_left > 0 RETURNING " GRANT_COLUMNS;
+    const char *sql = "UPDATE grants SET uses_left = max(uses_left - 1, 0), uses = uses + 1,"
+                      " rows_total = rows_total + ?2 WHERE id = ?1";
     sqlite3_stmt *st = NULL;
     if (sqlite3_prepare_v2(db, sql, -1, &st, NULL) != SQLITE_OK) return -1;
     bind_text(st, 1, id);
     sqlite3_bind_int64(st, 2, rows > INT64_MAX ? INT64_MAX : (sqlite3_int64)rows);
-    sqlite3_bind_int64(st, 3, now);
-    int ret = -1;
-    if (sqlite3_step(st) == SQLITE_ROW) {
-        struct approve_grant tmp;
-        grant_from_row(st, 0, g ? g : &tmp);
-        ret = (int)(g ? g->uses_left : tmp.uses_left);
-    }
+    int rc = sqlite3_step(st);
     sqlite3_finalize(st);
-    return ret;
+    return rc == SQLITE_DONE ? 0 : -1;
 }
 
 int adb_revoke_grant(sqlite3 *db, const char *id, const char *by, int64_t now)
@@ -408,58 +426,22 @@ int adb_revoke_grant(sqlite3 *db, const char *id, const char *by, int64_t now)
     return sqlite3_changes(db) > 0 ? 0 : -1;
 }
 
-int adb_expire(sqlite3 *db, int64_t now, void (*fn)(const struct areq *r, void *arg), void *arg)
+int adb_pending_requests(sqlite3 *db, struct areq **out, unsigned *n)
 {
     sqlite3_stmt *st = NULL;
-    const char *sql = "UPDATE approval_requests SET state = 'expired', decided_at = ?1"
-                      " WHERE state = 'pending' AND expires_at <= ?1 RETURNING " REQ_COLUMNS;
-    if (sqlite3_prepare_v2(db, sql, -1, &st, NULL) != SQLITE_OK) return -1;
-    sqlite3_bind_int64(st, 1, now);
-    int n = 0, rc;
-    struct areq *rows = NULL;
-    while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
-        rows = xrealloc(rows, sizeof *rows * (size_t)(n + 1));
-        req_from_row(st, &rows[n++]);
-    }
-    sqlite3_finalize(st);
-    /* The callbacks run after the statement has finished (RETURNING rows come before the
-     * UPDATE is complete). */
-    for (int i = 0; i < n; i++) {
-        if (rc == SQLITE_DONE && fn) fn(&rows[i], arg);
-        areq_free(&rows[i]);
-    }
-    free(rows);
-    return rc == SQLITE_DONE ? n : -1;
-}
-
-int adb_pending_ids(sqlite3 *db, char (**ids)[APPROVE_ID_LEN], unsigned *n)
-{
-    sqlite3_stmt *st = NULL;
-    *ids = NULL;
+    *out = NULL;
     *n = 0;
-    if (sqlite3_prepare_v2(db, "SELECT id FROM approval_requests WHERE state = 'pending'", -1, &st,
-                           NULL) != SQLITE_OK)
+    if (sqlite3_prepare_v2(db,
+                           "SELECT " REQ_COLUMNS " FROM approval_requests WHERE state = 'pending'",
+                           -1, &st, NULL) != SQLITE_OK)
         return -1;
     int rc;
     while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
-        *ids = xrealloc(*ids, sizeof **ids * (*n + 1));
-        col_copy(st, 0, (*ids)[*n], APPROVE_ID_LEN);
-        (*n)++;
+        *out = xrealloc(*out, sizeof **out * (*n + 1));
+        req_from_row(st, &(*out)[(*n)++]);
     }
     sqlite3_finalize(st);
     return rc == SQLITE_DONE ? 0 : -1;
-}
-
-int64_t adb_count_pending(sqlite3 *db)
-{
-    sqlite3_stmt *st = NULL;
-    int64_t n = -1;
-    if (sqlite3_prepare_v2(db, "SELECT count(*) FROM approval_requests WHERE state = 'pending'", -1,
-                           &st, NULL) != SQLITE_OK)
-        return -1;
-    if (sqlite3_step(st) == SQLITE_ROW) n = sqlite3_column_int64(st, 0);
-    sqlite3_finalize(st);
-    return n;
 }
 
 /* ---- JSON */

@@ -3,7 +3,8 @@
  * fingerprint lets the statement run at once (and counts a use); otherwise an approval
  * request is made (src/approve/) and, by mode, the client is told to re-run after approval
  * (defer: 42501 now) or the statement is parked until a human decides (wait: a NOTICE now,
- * then the statement runs, or 42501 naming the approver or the expiry).
+ * then the statement runs, or 42501 naming the approver or the expiry). None of these calls
+ * waits for the state file (src/approve/approve.c keeps what they need in memory).
  *
  * A parked session reads nothing from its client; its upstream session and transaction stay
  * as they are. The approvals thread wakes the worker (eventfd); the worker asks for the

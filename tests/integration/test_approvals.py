@@ -1720,3 +1720,81 @@ def test_cancel_request_cancels_a_parked_statement(appr):
     cur.execute("SELECT 1")
     assert cur.fetchone() == (1,)
     c.close()
+
+
+# ---------------------------------------------------------------- a busy state file
+
+
+def _timed_together(fns):
+    """Run the functions at once, each in a thread; their durations in seconds."""
+    secs = [None] * len(fns)
+
+    def run(i):
+        t0 = time.monotonic()
+        fns[i]()
+        secs[i] = time.monotonic() - t0
+
+    ths = [threading.Thread(target=run, args=(i,), daemon=True) for i in range(len(fns))]
+    for th in ths:
+        th.start()
+    for th in ths:
+        th.join(15)
+    return secs
+
+
+def test_locked_state_file_stalls_no_other_session(appr):
+    """While another process holds the state file's write lock (the audit writer does so for
+    each of its commits; here the test holds it for 2 s), a statement that needs a new
+    approval request does not stall the other sessions: a plain SELECT and a statement an
+    existing grant covers (it takes a use) still answer at once on every session, and the
+    statement under review gets its refusal with the request id at once too. Its request and
+    the grant's use reach the file once the lock is released."""
+    import sqlite3
+    t = "ap_locked"
+    make_table(appr.pg, t)
+    g = appr.ep.connect(user="copilot2")
+    g.autocommit = True
+    rid = refused_for_approval(g, f"UPDATE {t} SET v = 500 WHERE id = 1")
+    gid = appr.decide(rid)["grant_id"]
+    readers = [appr.ep.connect(user=BOB) for _ in range(4)]  # on both workers
+    for r in readers:
+        r.autocommit = True
+        assert runs(r, "SELECT 1") == 1
+    a = appr.ep.connect(user="copilot")
+    a.autocommit = True
+    lock = sqlite3.connect(os.path.join(appr.sp.config.state_dir, "sluice.db"), timeout=10,
+                           isolation_level=None, check_same_thread=False)
+    lock.execute("BEGIN IMMEDIATE")
+    release = threading.Timer(2.0, lambda: (lock.execute("ROLLBACK"), lock.close()))
+    release.start()
+    out = {}
+
+    def review():
+        t0 = time.monotonic()
+        try:
+            out["rid"] = refused_for_approval(a, f"UPDATE {t} SET v = 600 WHERE id = 2")
+        except BaseException as e:  # noqa: BLE001
+            out["err"] = e
+        out["secs"] = time.monotonic() - t0
+
+    th = threading.Thread(target=review, daemon=True)
+    try:
+        th.start()
+        time.sleep(0.3)  # its request is being made while the file is locked
+        secs = _timed_together([lambda r=r: runs(r, "SELECT 1") for r in readers]
+                               + [lambda: runs(g, f"UPDATE {t} SET v = 501 WHERE id = 3")])
+        selects, granted = secs[:-1], secs[-1]
+    finally:
+        release.join()
+    th.join(10)
+    waited = {"plain SELECTs": selects, "under a grant": granted, "under review": out}
+    assert None not in secs and max(secs) < 0.5, f"sessions waited for the state file: {waited}"
+    assert "err" not in out and out["secs"] < 0.8, f"a review waited for the state file: {waited}"
+    assert value_of(appr.pg, t, 3)[0] == 501 and value_of(appr.pg, t, 2)[0] == 2
+    # once the lock is gone, the request and the use are in the file (the API lists them)
+    assert appr.request(out["rid"])["state"] == "pending"
+    st, js, text = appr.api("GET", "/api/v1/grants", appr.bearer(DBA))
+    assert [x["uses_left"] for x in js["grants"] if x["id"] == gid] == [99], js
+    appr.decide(out["rid"], approve=False)
+    for c in readers + [a, g]:
+        c.close()

@@ -4,7 +4,9 @@
  *
  * Each test gets a fresh state file in a temporary directory and a config built from structs.
  * Expiry runs on the test-only clock (approve_test_set_clock). The "second process" test
- * re-executes this binary with --cli, which runs approvals_cli_main() on the same file.
+ * re-executes this binary with --cli, which runs approvals_cli_main() on the same file. The
+ * "locked file" test holds the file's write lock from a second SQLite connection, as the
+ * audit writer does while it commits.
  */
 #include <setjmp.h>
 #include <stdarg.h>
@@ -27,6 +29,7 @@
 
 #include <cmocka.h>
 #include <cjson/cJSON.h>
+#include <sqlite3.h>
 #include <openssl/evp.h>
 #include <openssl/hmac.h>
 
@@ -502,6 +505,7 @@ static void test_second_process(void **state)
     char id[APPROVE_ID_LEN], id2[APPROVE_ID_LEN], out[8192];
     request("alice@corp.com", "fp0200", id);
     request("alice@corp.com", "fp0201", id2);
+    approve_test_tick(); /* (written to the file by the timer thread; now, for certain) */
 
     /* The CLI lists the pending request as JSON. */
     const char *list[] = {"--db", dbpath, "list", "--json", NULL};
@@ -551,6 +555,135 @@ static void test_second_process(void **state)
     assert_false(approve_grant_find("alice@corp.com", NULL, 0, "shop", "fp0200", &g));
     approve_unsubscribe(efd);
     close(efd);
+}
+
+/* ---- the state file locked by another connection */
+
+static int64_t mono_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+static int count_rows(sqlite3 *db, const char *sql, const char *arg)
+{
+    sqlite3_stmt *st = NULL;
+    assert_int_equal(sqlite3_prepare_v2(db, sql, -1, &st, NULL), SQLITE_OK);
+    sqlite3_bind_text(st, 1, arg, -1, SQLITE_TRANSIENT);
+    int n = sqlite3_step(st) == SQLITE_ROW ? sqlite3_column_int(st, 0) : -1;
+    sqlite3_finalize(st);
+    return n;
+}
+
+/* While another connection holds the file's write lock (for longer than SQLite's 5 s busy
+ * wait would allow, before), every call of the statement path answers at once: a request, its
+ * state, a grant found and used, a cancel. The file gets them once the lock is gone. */
+static void test_locked_file_does_not_stall(void **state)
+{
+    (void)state;
+    char id[APPROVE_ID_LEN], id2[APPROVE_ID_LEN], id3[APPROVE_ID_LEN], err[256] = "";
+    request("alice@corp.com", "fp0500", id);
+    assert_int_equal(approve_decide(id, true, "bob@corp.com", dba, 1, NULL, APPROVE_SCOPE_IDENTITY,
+                                    err, sizeof err),
+                     0);
+    struct approve_grant g;
+    assert_true(approve_grant_find("alice@corp.com", alice_groups, 2, "shop", "fp0500", &g));
+    approve_test_tick();
+
+    sqlite3 *lock = NULL;
+    assert_int_equal(sqlite3_open(dbpath, &lock), SQLITE_OK);
+    assert_int_equal(sqlite3_exec(lock, "BEGIN IMMEDIATE", NULL, NULL, NULL), SQLITE_OK);
+    int64_t t0 = mono_ms();
+    request("alice@corp.com", "fp0501", id2); /* the timer thread now waits for the file */
+    usleep(300 * 1000);
+    int64_t t1 = mono_ms();
+    struct approve_status st;
+    assert_int_equal(approve_state(id2, &st), 0);
+    assert_int_equal(st.state, APPROVE_PENDING);
+    assert_true(approve_grant_find("alice@corp.com", alice_groups, 2, "shop", "fp0500", &g));
+    assert_int_equal(approve_grant_use(g.id, 0, NULL), 1);
+    request("alice@corp.com", "fp0502", id3);
+    approve_cancel(id2, "client disconnected");
+    assert_int_equal(approve_state(id2, &st), 0);
+    assert_int_equal(st.state, APPROVE_CANCELLED);
+    int64_t t2 = mono_ms();
+    assert_true(t1 - t0 < 400);
+    assert_true(t2 - t1 < 100);
+    /* none of it is in the file yet */
+    assert_int_equal(count_rows(lock, "SELECT count(*) FROM approval_requests WHERE id = ?1", id2),
+                     0);
+    assert_int_equal(sqlite3_exec(lock, "ROLLBACK", NULL, NULL, NULL), SQLITE_OK);
+    sqlite3_close(lock);
+
+    approve_test_tick(); /* (waits for the timer thread, which writes the queue as it can) */
+    sqlite3 *rd = NULL;
+    assert_int_equal(sqlite3_open(dbpath, &rd), SQLITE_OK);
+    assert_int_equal(count_rows(rd,
+                                "SELECT count(*) FROM approval_requests WHERE id = ?1 AND"
+                                " state = 'cancelled'",
+                                id2),
+                     1);
+    assert_int_equal(count_rows(rd,
+                                "SELECT count(*) FROM approval_requests WHERE id = ?1 AND"
+                                " state = 'pending'",
+                                id3),
+                     1);
+    assert_int_equal(count_rows(rd,
+                                "SELECT count(*) FROM grants WHERE id = ?1 AND uses_left = 1"
+                                " AND uses = 1",
+                                g.id),
+                     1);
+    sqlite3_close(rd);
+}
+
+/* ---- two sessions racing for a grant's uses */
+
+struct racer {
+    const char *grant;
+    int won;
+};
+
+static void *race_uses(void *arg)
+{
+    struct racer *r = arg;
+    for (int i = 0; i < 40; i++)
+        if (approve_grant_use(r->grant, 0, NULL) >= 0) r->won++;
+    return NULL;
+}
+
+static void test_grant_uses_race(void **state)
+{
+    (void)state;
+    cfg.approvals.grant_max_uses = 50;
+    char id[APPROVE_ID_LEN], grant[APPROVE_ID_LEN], err[256] = "";
+    request("alice@corp.com", "fp0600", id);
+    struct approve_decision d = {.approve = true,
+                                 .approver = "bob@corp.com",
+                                 .approver_groups = dba,
+                                 .n_approver_groups = 1};
+    assert_int_equal(approve_decide_ex(id, &d, grant, err, sizeof err), 0);
+    pthread_t th[4];
+    struct racer r[4];
+    for (int i = 0; i < 4; i++) {
+        r[i] = (struct racer){grant, 0};
+        assert_int_equal(pthread_create(&th[i], NULL, race_uses, &r[i]), 0);
+    }
+    int won = 0;
+    for (int i = 0; i < 4; i++) {
+        pthread_join(th[i], NULL);
+        won += r[i].won;
+    }
+    assert_int_equal(won, 50);
+    assert_int_equal(events(APPROVE_EV_GRANT_USED), 50);
+    assert_int_equal(events(APPROVE_EV_GRANT_EXHAUSTED), 1);
+    char *js = approve_grants_json_all(true);
+    cJSON *arr = cJSON_Parse(js);
+    cJSON *g0 = cJSON_GetArrayItem(arr, 0);
+    assert_int_equal((int)cJSON_GetNumberValue(cJSON_GetObjectItem(g0, "uses")), 50);
+    assert_int_equal((int)cJSON_GetNumberValue(cJSON_GetObjectItem(g0, "uses_left")), 0);
+    cJSON_Delete(arr);
+    free(js);
 }
 
 /* ---- Slack */
@@ -1005,6 +1138,8 @@ int main(int argc, char **argv)
         cmocka_unit_test_setup_teardown(test_cancel_and_wakeup, setup, teardown),
         cmocka_unit_test_setup_teardown(test_expiry, setup, teardown),
         cmocka_unit_test_setup_teardown(test_second_process, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_locked_file_does_not_stall, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_grant_uses_race, setup, teardown),
         cmocka_unit_test(test_slack_signature),
         cmocka_unit_test(test_slack_parse),
         cmocka_unit_test_setup_teardown(test_notify, setup_notify, teardown_notify),
