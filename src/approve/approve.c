@@ -44,6 +44,9 @@
  * A change still queued when the process dies does not reach the file (it is written within
  * about a millisecond unless the file is locked); its audit event does.
  *
+ * Each identity may have approvals.max_pending_per_identity requests pending (0: no limit);
+ * approve_request() refuses another with APPROVE_ERR_LIMIT, counted under `mu` with the others.
+ *
  * Notifications are queued to the notifier thread (notify.c); nothing here does network I/O.
  *
  * What it leaves to others: the relay parks and resumes connections and decides wait vs defer
@@ -526,6 +529,18 @@ int approve_request(const struct approve_ask *ask, char id_out[APPROVE_ID_LEN], 
                                             : CFG_MODE_DEFER;
     r.created_at = approve_now_ms();
     r.expires_at = r.created_at + (int64_t)(ac->timeout ? ac->timeout : DEFAULT_TIMEOUT) * 1000;
+    /* one identity (an agent in a loop) cannot flood the approvers */
+    unsigned limit = ac->max_pending_per_identity;
+    unsigned have = limit ? amem_pending_count(&A->mem, r.identity, r.created_at) : 0;
+    if (limit && have >= limit) {
+        pthread_mutex_unlock(&A->mu);
+        approve_fail(
+            err, errlen,
+            "%s has %u approval requests pending; approvals.max_pending_per_identity allows %u",
+            r.identity, have, limit);
+        ret = APPROVE_ERR_LIMIT;
+        goto out;
+    }
     struct aop *op = xcalloc(1, sizeof *op);
     op->kind = AOP_INSERT;
     areq_copy(&op->r, &r);

@@ -135,7 +135,8 @@ void approve_reload(const struct sluice_config *cfg);
 
 /* Make a pending request (expires now + approvals.timeout; written to the file by the timer
  * thread), queue its notifications, emit APPROVE_EV_REQUESTED. id_out gets the new id. 0, or
- * -1 with err set. */
+ * APPROVE_ERR_LIMIT (err names the limit) when the identity already has
+ * approvals.max_pending_per_identity requests pending (0: no limit), or -1 with err set. */
 int approve_request(const struct approve_ask *ask, char id_out[APPROVE_ID_LEN], char *err,
                     size_t errlen) APPROVE_WARN_UNUSED;
 
@@ -144,6 +145,7 @@ int approve_request(const struct approve_ask *ask, char id_out[APPROVE_ID_LEN], 
 #define APPROVE_ERR_NOT_FOUND -2 /* no such request */
 #define APPROVE_ERR_CONFLICT -3  /* not pending any more, or past its deadline */
 #define APPROVE_ERR_FORBIDDEN -4 /* own request, not an approver, group not the requester's */
+#define APPROVE_ERR_LIMIT -5     /* approve_request: approvals.max_pending_per_identity reached */
 
 /* Decide a pending request. Refused (an APPROVE_ERR_* code, err set) when: the request is unknown,
  * not pending or past its expiry; the approver is the requester; the approver is in none of the

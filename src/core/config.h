@@ -302,6 +302,8 @@ struct cfg_approvals {
     unsigned grant_ttl;          /* seconds; default 86400 */
     unsigned grant_max_uses;     /* default 100 */
     uint64_t grant_max_rows;     /* default 1000; 0 = none */
+    /* requests one identity may have pending; default 10; 0 = no limit */
+    unsigned max_pending_per_identity;
     struct cfg_notify *notify;
     unsigned n_notify;
     char *public_url; /* where approvers reach the admin listener (links in messages) */

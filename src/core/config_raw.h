@@ -214,6 +214,7 @@ struct raw_approvals {
     struct raw_groups *approvers;
     int mode;
     char *timeout;
+    char *max_pending_per_identity;
     struct raw_grant *grant;
     struct raw_notify *notify;
     unsigned notify_count;

@@ -29,6 +29,7 @@ void cfgld_set_section_defaults(struct sluice_config *cfg)
     cfg->approvals.grant_ttl = 86400;
     cfg->approvals.grant_max_uses = 100;
     cfg->approvals.grant_max_rows = 1000;
+    cfg->approvals.max_pending_per_identity = 10;
 }
 
 static void free_list(char **v, unsigned n)
@@ -377,6 +378,15 @@ static int convert_approvals(struct loader *ld, const struct raw_approvals *ra,
     if (duration_key(ld, "approvals.timeout", ra->timeout, &a->timeout) < 0) return -1;
     if (ra->timeout && a->timeout == 0)
         return cfgld_fail(ld, "approvals.timeout", AT_VALUE, "approvals.timeout must be positive");
+    if (ra->max_pending_per_identity) {
+        unsigned long long v;
+        if (cfgld_parse_uint(ra->max_pending_per_identity, 1000000, &v) < 0)
+            return cfgld_fail(ld, "approvals.max_pending_per_identity", AT_VALUE,
+                              "invalid value \"%s\" for approvals.max_pending_per_identity "
+                              "(expected 0 to 1000000; 0 for no limit)",
+                              ra->max_pending_per_identity);
+        a->max_pending_per_identity = (unsigned)v;
+    }
     if (ra->grant) {
         unsigned long long v;
         if (duration_key(ld, "approvals.grant.ttl", ra->grant->ttl, &a->grant_ttl) < 0) return -1;

@@ -3,8 +3,10 @@
  * fingerprint lets the statement run at once (and counts a use); otherwise an approval
  * request is made (src/approve/) and, by mode, the client is told to re-run after approval
  * (defer: 42501 now) or the statement is parked until a human decides (wait: a NOTICE now,
- * then the statement runs, or 42501 naming the approver or the expiry). None of these calls
- * waits for the state file (src/approve/approve.c keeps what they need in memory).
+ * then the statement runs, or 42501 naming the approver or the expiry). An identity that
+ * already has approvals.max_pending_per_identity requests pending gets 53400 instead of a new
+ * request (its approvers are not asked again). None of these calls waits for the state file
+ * (src/approve/approve.c keeps what they need in memory).
  *
  * A parked session reads nothing from its client; its upstream session and transaction stay
  * as they are. The approvals thread wakes the worker (eventfd); the worker asks for the
@@ -45,6 +47,7 @@ enum review_outcome relay_approve_review(struct session *s, const char *sql,
                                          const struct sql_facts *f, const struct policy_decision *d,
                                          bool query)
 {
+    s->review_refusal = NULL;
     /* grants match on the approval key: the fingerprint alone takes orders_2024 for
      * orders_1999 (sql_approval_key); on the exact text when the values are what is judged */
     bool exact = review_of_values(f);
@@ -134,6 +137,17 @@ enum review_outcome relay_approve_review(struct session *s, const char *sql,
     int rc = approve_request(&ask, id, err, sizeof err);
     free(text);
     free(tables);
+    if (rc == APPROVE_ERR_LIMIT) { /* the approvers are not asked again: no request */
+        char msg[512];
+        snprintf(msg, sizeof msg, "sluice: no approval request was made: %s", err);
+        log_info("session %llu: %s", (unsigned long long)s->id, msg);
+        blocked_push_raw(s, "53400", msg,
+                         "wait until an approver decides one of the pending requests, or it "
+                         "expires (approvals.timeout), then re-run the statement");
+        s->review_refusal = "refused: its identity has approvals.max_pending_per_identity "
+                            "approval requests pending";
+        return REVIEW_REFUSED;
+    }
     if (rc < 0) {
         log_warn("session %llu: approval request failed: %s", (unsigned long long)s->id, err);
         blocked_push_text(s, "42501", d->rule, "an approval request could not be made",

@@ -551,6 +551,18 @@ int relay_audit_query(struct session *s, const char *sql, const struct sql_facts
     return r;
 }
 
+int relay_audit_query_refused(struct session *s, const char *sql, const struct sql_facts *f,
+                              const char *decision, const char *rule, const char *detail)
+{
+    if (!relay_audit_on(s)) return 0;
+    struct stmt_info *i = info_new(s, sql, f);
+    struct stmt_rec *r = rec_new(s, i, true, true, decision, rule, NULL);
+    r->detail = detail;
+    int rc = rec_start(s, r);
+    info_put(i);
+    return rc;
+}
+
 /* name -> info (a reference it takes over), decision and approval (ids: NULL for none) in a
  * map of struct prep (prepared statements, portals); info NULL: the name is forgotten. */
 static void prep_set(struct name_map *map, const char *name, struct stmt_info *info,

@@ -1734,7 +1734,7 @@ static void statement_judge_facts(struct session *s, const char *sql, bool query
             }
             return;
         }
-        if (audit) relay_audit_query(s, sql, facts, "review", d.rule, true);
+        if (audit) relay_audit_query_refused(s, sql, facts, "review", d.rule, s->review_refusal);
         return;
     }
     log_info("session %llu: %s by \"%s\" for user \"%s\": %s", (unsigned long long)s->id,

@@ -270,6 +270,8 @@ struct session {
     char park_fp[SQL_KEY_LEN]; /* the reviewed statement's approval key (sql_approval_key) */
     bool park_guardable;       /* ... is one write statement (max_rows can be enforced) */
     bool park_parse;           /* ... is a Parse: its grant's uses are taken by its Binds */
+    /* why review refused it, for its event (static text); NULL: its error says it all */
+    const char *review_refusal;
 };
 
 /* The buffer in *slot, taken from the pool when there is none. */
@@ -436,6 +438,9 @@ bool relay_audit_on(const struct session *s);
 void relay_audit_session(struct session *s, enum audit_kind kind, const char *detail);
 int relay_audit_query(struct session *s, const char *sql, const struct sql_facts *f,
                       const char *decision, const char *rule, bool refused);
+/* The same for a statement refused as it was judged, with why (static text; NULL: none). */
+int relay_audit_query_refused(struct session *s, const char *sql, const struct sql_facts *f,
+                              const char *decision, const char *rule, const char *detail);
 /* A Parse policy refused: its name keeps its meaning, and its group's Executes (which the
  * server skips) record nothing. */
 void relay_audit_parse_refused(struct session *s, const char *name);

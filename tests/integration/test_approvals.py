@@ -1722,7 +1722,7 @@ def test_cancel_request_cancels_a_parked_statement(appr):
     c.close()
 
 
-# ---------------------------------------------------------------- a busy state file
+# ---------------------------------------------------------------- a busy state file, a limit
 
 
 def _timed_together(fns):
@@ -1798,3 +1798,64 @@ def test_locked_state_file_stalls_no_other_session(appr):
     appr.decide(out["rid"], approve=False)
     for c in readers + [a, g]:
         c.close()
+
+
+def test_pending_requests_per_identity_are_limited(workdir, certs, pg, sluice_bin):
+    """approvals.max_pending_per_identity: an identity with that many requests pending gets
+    53400 naming the limit instead of a new request (no request, no notification), audited as
+    a refusal; another identity is not affected, nor is a statement a grant covers; once one
+    of its requests is decided, the identity may ask again."""
+    yaml = ("approvals:\n  approvers: { groups: [dba] }\n  timeout: 30s\n"
+            "  max_pending_per_identity: 3\nadmin: { groups: [admins] }\n")
+    inst = start_instance(workdir, certs, pg, "limited", RULES, yaml)
+    t = "ap_limited"
+    make_table(pg, t)
+    c = inst.ep.connect(user="copilot")
+    c.autocommit = True
+    rids = [refused_for_approval(c, f"UPDATE {t} SET v = 10{k} WHERE id = {k}")
+            for k in (1, 2, 3)]
+
+    def refused_by_limit(sql):
+        with pytest.raises(psycopg2.Error) as ei:
+            c.cursor().execute(sql)
+        e = ei.value
+        assert e.pgcode == "53400", f"{sql}: {e.pgcode} {e}"
+        msg = e.diag.message_primary
+        assert "approvals.max_pending_per_identity" in msg and "3" in msg, msg
+        assert "copilot" in msg, msg
+        assert e.diag.message_hint, e
+        return msg
+
+    refused_by_limit(f"DELETE FROM {t} WHERE id = 4")
+    pending = [r for r in inst.approvals("pending") if r["identity"] == "copilot"]
+    assert sorted(r["id"] for r in pending) == sorted(rids), pending
+    assert upstream(pg, f"SELECT count(*) FROM {t}")[0][0] == 10
+    # another identity asks as usual
+    o = inst.ep.connect(user="copilot2")
+    o.autocommit = True
+    refused_for_approval(o, f"DELETE FROM {t} WHERE id = 4")
+    # one decided: a slot is free; its grant covers its statement even at the limit
+    inst.decide(rids[0])
+    assert runs(c, f"UPDATE {t} SET v = 107 WHERE id = 7") == 1
+    rid4 = refused_for_approval(c, f"DELETE FROM {t} WHERE id = 4")
+    assert rid4 not in rids
+    refused_by_limit(f"DELETE FROM {t} WHERE id = 5")
+    assert runs(c, f"UPDATE {t} SET v = 108 WHERE id = 8") == 1
+    assert [value_of(pg, t, i)[0] for i in (4, 5, 7, 8)] == [4, 5, 107, 108]
+    # a denial frees a slot too
+    inst.decide(rids[1], approve=False)
+    refused_for_approval(c, f"DELETE FROM {t} WHERE id = 6")
+    # the refusals are audited, with why
+    evs = []
+    deadline = time.time() + 10
+    while time.time() < deadline:
+        evs = [e for e in export_events(inst.sp) if e["kind"] == "statement"
+               and f"DELETE FROM {t}" in (e.get("statement") or "")
+               and "max_pending_per_identity" in (e.get("detail") or "")]
+        if len(evs) == 2:
+            break
+        time.sleep(0.2)
+    assert len(evs) == 2, evs
+    assert all(e["decision"] == "review" and not e.get("request_id") for e in evs), evs
+    inst.ep.close_all()
+    inst.sp.assert_clean_exit()

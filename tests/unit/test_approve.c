@@ -557,6 +557,65 @@ static void test_second_process(void **state)
     close(efd);
 }
 
+/* ---- approvals.max_pending_per_identity */
+
+static int ask(const char *identity, const char *fp, char id[APPROVE_ID_LEN], char *err,
+               size_t errlen)
+{
+    struct approve_ask a;
+    ask_for(&a, identity, fp);
+    return approve_request(&a, id, err, errlen);
+}
+
+static void test_pending_limit(void **state)
+{
+    (void)state;
+    fake_now_ms = 1700000000000LL;
+    approve_test_set_clock(fake_clock);
+    cfg.approvals.max_pending_per_identity = 2;
+    struct approve_counters c;
+    approve_get_counters(&c); /* (the counters are the process's: they count from here) */
+    uint64_t requested_before = c.requested;
+    char a1[APPROVE_ID_LEN], a2[APPROVE_ID_LEN], a3[APPROVE_ID_LEN], b1[APPROVE_ID_LEN];
+    char err[256] = "";
+    request("alice@corp.com", "fp0400", a1);
+    request("alice@corp.com", "fp0401", a2);
+    /* a third is refused, with no request, no event, no notification */
+    assert_int_equal(ask("alice@corp.com", "fp0402", a3, err, sizeof err), APPROVE_ERR_LIMIT);
+    assert_non_null(strstr(err, "alice@corp.com has 2 approval requests pending"));
+    assert_non_null(strstr(err, "approvals.max_pending_per_identity allows 2"));
+    assert_int_equal(events(APPROVE_EV_REQUESTED), 2);
+    approve_get_counters(&c);
+    assert_int_equal(c.pending, 2);
+    assert_int_equal(c.requested - requested_before, 2);
+    /* per identity: another one asks as usual */
+    request("bob@corp.com", "fp0402", b1);
+    /* a decision frees a slot, and so does a cancel */
+    assert_int_equal(approve_decide(a1, false, "bob@corp.com", dba, 1, NULL, APPROVE_SCOPE_IDENTITY,
+                                    err, sizeof err),
+                     0);
+    request("alice@corp.com", "fp0403", a3);
+    assert_int_equal(ask("alice@corp.com", "fp0404", a1, err, sizeof err), APPROVE_ERR_LIMIT);
+    approve_cancel(a3, "client disconnected");
+    request("alice@corp.com", "fp0404", a3);
+    assert_int_equal(ask("alice@corp.com", "fp0405", a1, err, sizeof err), APPROVE_ERR_LIMIT);
+    /* requests past their deadline do not count, even before the timer marks them */
+    fake_now_ms += 601 * 1000;
+    request("alice@corp.com", "fp0405", a1);
+    request("alice@corp.com", "fp0406", a2);
+    assert_int_equal(ask("alice@corp.com", "fp0407", a3, err, sizeof err), APPROVE_ERR_LIMIT);
+    /* 0: no limit */
+    cfg.approvals.max_pending_per_identity = 0;
+    for (int i = 0; i < 5; i++)
+        request("alice@corp.com", "fp0408", a3);
+    approve_test_tick();
+    char *js = approve_list_json("pending");
+    cJSON *arr = cJSON_Parse(js);
+    assert_int_equal(cJSON_GetArraySize(arr), 7); /* alice 2 + 5 (the older ones expired) */
+    cJSON_Delete(arr);
+    free(js);
+}
+
 /* ---- the state file locked by another connection */
 
 static int64_t mono_ms(void)
@@ -1138,6 +1197,7 @@ int main(int argc, char **argv)
         cmocka_unit_test_setup_teardown(test_cancel_and_wakeup, setup, teardown),
         cmocka_unit_test_setup_teardown(test_expiry, setup, teardown),
         cmocka_unit_test_setup_teardown(test_second_process, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_pending_limit, setup, teardown),
         cmocka_unit_test_setup_teardown(test_locked_file_does_not_stall, setup, teardown),
         cmocka_unit_test_setup_teardown(test_grant_uses_race, setup, teardown),
         cmocka_unit_test(test_slack_signature),
