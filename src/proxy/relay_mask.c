@@ -204,6 +204,8 @@ bool relay_mask_describes_pending(const struct session *s)
     return s->mdesc && s->mdesc->n;
 }
 
+static void result_plan(struct session *s, const uint8_t *body, size_t len);
+
 int relay_mask_describe_reply(struct session *s, uint8_t type, const uint8_t *body, size_t len)
 {
     struct mask_desc *d = s->mdesc;
@@ -214,7 +216,7 @@ int relay_mask_describe_reply(struct session *s, uint8_t type, const uint8_t *bo
     d->n--;
     if (!own) return 0;
     if (type == 'T')
-        (void)relay_mask_server(s, type, body, len); /* the plan of the rows to come */
+        result_plan(s, body, len); /* the plan of the rows to come (the client sees none) */
     else
         relay_mask_result_end(s); /* NoData */
     return 1;
@@ -312,25 +314,32 @@ void relay_mask_result_end(struct session *s)
     s->copy_out = false;
 }
 
+/* The plan of the rows a RowDescription announces (s->plan, s->plan_known). */
+static void result_plan(struct session *s, const uint8_t *body, size_t len)
+{
+    relay_mask_result_end(s);
+    if (!mask_on(s)) return;
+    /* (the catalog's generation read before the lookups the plan is built from) */
+    if (mask_plan_build_cached(s->rt->mask, body, len, resolve_column, s, s->target_idx,
+                               catalog_generation(s->target_idx), &s->plan) < 0) {
+        log_warn("session %llu: malformed RowDescription from the server; values are "
+                 "scanned by value",
+                 (unsigned long long)s->id);
+        s->plan = NULL;
+        return; /* plan_known stays false: every value is scanned */
+    }
+    s->plan_known = true;
+}
+
 enum hold_action relay_mask_server(struct session *s, uint8_t type, const uint8_t *body, size_t len)
 {
     const struct mask_db *db = s->rt->mask;
     switch (type) {
     case 'T':
-        relay_mask_result_end(s);
-        if (!mask_on(s)) return HOLD_FORWARD;
-        /* (the catalog's generation read before the lookups the plan is built from) */
-        if (mask_plan_build_cached(db, body, len, resolve_column, s, s->target_idx,
-                                   catalog_generation(s->target_idx), &s->plan) < 0) {
-            log_warn("session %llu: malformed RowDescription from the server; values are "
-                     "scanned by value",
-                     (unsigned long long)s->id);
-            s->plan = NULL;
-            return HOLD_FORWARD; /* plan_known stays false: every value is scanned */
-        }
-        s->plan_known = true;
+        result_plan(s, body, len);
         /* a column named after a sensitive value gets its name masked */
-        if (mask_rowdesc_rewrite(db, s->plan, body, len, session_out_buf(&s->cl_out)) == 1)
+        if (s->plan_known &&
+            mask_rowdesc_rewrite(db, s->plan, body, len, session_out_buf(&s->cl_out)) == 1)
             return HOLD_REPLACE;
         return HOLD_FORWARD;
     case 'D': {

@@ -2405,6 +2405,8 @@ static bool relay_scan(struct session *s, struct side *src, bool from_client, co
             src->msg_left -= (uint32_t)take;
             continue;
         }
+        /* its token expired: what it sends now does not run (left unread; it ends) */
+        if (from_client && s->expired) break;
         struct pg_hdr h;
         int r = pg_hdr_parse(b->data + pos, b->len - pos, PG_MAX_MESSAGE, &h);
         if (r == PG_NEED_MORE) break;
@@ -2612,8 +2614,8 @@ static enum pump_result relay_pump(struct session *s, struct side *src, struct s
             return PUMP_CLOSE;
         }
         if (r == 1) return PUMP_BLOCKED;
-        if (from_client && (s->parked || s->ahead_paused || (s->gg && !s->gg_open)))
-            return PUMP_IDLE; /* resumed later */
+        if (from_client && (s->parked || s->ahead_paused || (s->gg && !s->gg_open) || s->expired))
+            return PUMP_IDLE; /* resumed later (or never: expired) */
         if (from_client && s->client_terminated) {
             *why = "client terminated";
             s->client_left = true;
@@ -2673,9 +2675,9 @@ static void relay_update_interest(struct session *s)
 {
     if (s->state == S_RELAY) {
         side_watch(s, &s->cl,
-                   (s->c2s_blocked || s->ahead_paused || s->client_eof ? 0
-                    : s->parked || (s->gg && !s->gg_open)              ? EPOLLRDHUP
-                                                                       : EPOLLIN) |
+                   (s->c2s_blocked || s->ahead_paused || s->client_eof || s->expired ? 0
+                    : s->parked || (s->gg && !s->gg_open)                            ? EPOLLRDHUP
+                                                                                     : EPOLLIN) |
                        (s->s2c_blocked || s->cl.sk.want_write ? EPOLLOUT : 0));
         side_watch(s, &s->sv,
                    (s->s2c_blocked ? 0 : EPOLLIN) |
@@ -2755,6 +2757,8 @@ static void relay_run(struct session *s, bool c2s, bool s2c)
             s->c2s_blocked = r == PUMP_BLOCKED;
         }
     }
+    /* (a framing error found by the re-pump above, the grant guard's or a caught-up one) */
+    if (client_bad_end(s)) return;
     relay_update_interest(s);
 }
 
@@ -2931,7 +2935,7 @@ static void session_drain(struct session *s)
     }
     if (s->state == S_RELAY) {
         bool busy = s->pending_sync || s->cl.msg_left || s->sv.msg_left ||
-                    (s->cl.in && s->cl.in->len > s->cl.in->off) ||
+                    (s->cl.in && s->cl.in->len > s->cl.in->off && !s->expired) ||
                     (s->sv.in && s->sv.in->len > s->sv.in->off);
         if (!busy) {
             session_end_drained(s);

@@ -721,6 +721,21 @@ def test_grant_bound_holds_for_pipelined_and_malformed_groups(appr):
     assert value_of(appr.pg, t, 1)[0] == 1
 
 
+def test_bad_length_after_a_bounded_write_ends_the_session(appr):
+    """A framing error behind a write the grant guard runs: the write is answered, then the
+    session ends with 08P01 (it used to wait forever, holding its upstream connection)."""
+    t = "appr_rows_badlen"
+    _bounded_grant(appr, t)
+    with appr.ep.raw_login(user="copilot") as r:
+        r.send(pgwire.message(b"Q", f"UPDATE {t} SET v = v + 100 WHERE id <= 1\0".encode()) +
+               b"Q" + struct.pack("!I", 2))
+        got = []
+        while (m := r.read_msg()) is not None:  # within the read timeout: no hang
+            got.append((m[0], pgwire.parse_fields(m[1]).get("C") if m[0] == b"E" else m[1][:20]))
+    assert (b"C", b"UPDATE 1\0") in got and got[-1] == (b"E", "08P01"), got
+    assert value_of(appr.pg, t, 1)[0] == 101
+
+
 def test_refusals_under_a_bounded_grant_are_audited(appr):
     """Each statement refused for the sake of a grant's max_rows gets an event saying so: a
     bounded simple Query pipelined behind another one, a bounded Bind behind other messages of

@@ -23,6 +23,7 @@ import psycopg2
 import pytest
 
 import conftest
+import pgwire
 from conftest import ALICE, SluiceConfig
 
 BOB = "bob@corp.com"
@@ -810,6 +811,19 @@ def test_column_named_after_a_value_masked(pii):
         with psycopg3_connect(pii, BOB) as c:  # the extended protocol's Describe too
             cur = c.execute("SELECT * FROM mask_named WHERE id = %s", (1,))
             assert [d.name for d in cur.description] == ["id", "a***@example.org"]
+        # an Execute with no Describe: sluice describes it for itself, and the client gets
+        # no RowDescription it did not ask for
+        with pii.raw_login(user=BOB) as r:
+            r.send(pgwire.message(b"P", b"\0SELECT * FROM mask_named\0\0\0") +
+                   pgwire.message(b"B", b"\0\0\0\0\0\0\0\0") +
+                   pgwire.message(b"E", b"\0\0\0\0\0") + pgwire.message(b"S"))
+            types = []
+            while True:
+                t, _ = r.read_msg()
+                types.append(t)
+                if t == b"Z":
+                    break
+            assert types == [b"1", b"2", b"D", b"C", b"Z"], types
     finally:
         a.cursor().execute("DROP VIEW IF EXISTS mask_named")
         a.close()

@@ -406,6 +406,21 @@ def test_session_ends_when_its_token_expires(oidc):
     assert r.read_msg() is None  # then the end
     r.close()
 
+    # what the client sends after the expiry, while a statement runs, does not run
+    r = pgwire.RawConn("127.0.0.1", oidc.sp.config.port, 15)
+    r.startup(user="tess@corp.com", database="shop",
+              password=_ending_in(oidc.idp, "tess@corp.com", 1))
+    r.send(pgwire.message(b"Q", b"SELECT pg_sleep(3)\0"))
+    time.sleep(2)
+    r.send(pgwire.message(b"Q", b"SELECT 'sent after expiry'\0"))
+    got = []
+    while (m := r.read_msg()) is not None:
+        got.append(m)
+    r.close()
+    types = [t for t, _ in got]
+    assert types == [b"T", b"D", b"C", b"Z", b"E"], types
+    assert not any(b"sent after expiry" in body for _, body in got)
+
 
 def test_event_stream_ends_when_its_token_expires(oidc):
     tok = _ending_in(oidc.idp, "dana@corp.com", 3, groups=["dba"])
