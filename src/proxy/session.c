@@ -1697,7 +1697,10 @@ static void statement_judge_facts(struct session *s, const char *sql, bool query
                                             : METRICS_DENY,
                 facts->n_stmts ? (unsigned)facts->stmts[0].cls : (unsigned)CFG_CLASS_UTILITY);
     for (unsigned k = 0; k < facts->n_stmts; k++) {
-        if (facts->stmts[k].cls == SQL_DDL) catalog_invalidate(s->target_idx); /* column names */
+        if (facts->stmts[k].cls == SQL_DDL) { /* column names: again when it has committed */
+            catalog_invalidate(s->target_idx);
+            s->ddl_in_tx = true;
+        }
         /* pool.c: backends logged in before it commits are not reused (bumped at the
          * ReadyForQuery that ends its transaction; a refused one bumps nothing) */
         if ((facts->stmts[k].flags & SQL_F_LOGIN_STATE) && d.action != POLICY_DENY)
@@ -2150,6 +2153,10 @@ static enum hold_action on_server_message(struct session *s, uint8_t type, const
                 prepared_portals_drop(s);
                 if (s->login_state_changed) pool_epoch_bump(); /* committed (or rolled back) */
                 s->login_state_changed = false;
+                /* names read from the catalog while the DDL ran or waited for its locks were
+                 * the old ones */
+                if (s->ddl_in_tx) catalog_invalidate(s->target_idx);
+                s->ddl_in_tx = false;
             }
             if (s->audit_ops) relay_audit_ready(s);
             relay_mask_group_end(s);

@@ -177,8 +177,9 @@ struct session {
     /* with client_eof: the client broke the protocol (why, and the SQLSTATE to say it with);
      * what it sent before is answered, then this error ends the session (client_fault_at) */
     const char *client_bad, *client_bad_code;
-    bool login_state_changed;      /* an SQL_F_LOGIN_STATE statement went upstream in this
-                                    * transaction: pool_epoch_bump() when it ends */
+    bool login_state_changed; /* an SQL_F_LOGIN_STATE statement went upstream in this
+                               * transaction: pool_epoch_bump() when it ends */
+    bool ddl_in_tx; /* DDL went upstream in this transaction: catalog_invalidate() when it ends */
     uint64_t c2s_group, s2c_group; /* Query/Sync/FunctionCall sent; ReadyForQuery received */
     /* limit_rows per Query/Sync group, oldest first: DataRows beyond it are not sent. */
     struct limit_entry *limits, *limits_tail;

@@ -273,6 +273,48 @@ static bool from_item_defines(const cJSON *item, const char *name, int depth)
     return false;
 }
 
+/* The table of a FROM item, looking through TABLESAMPLE (a RangeVar body), or NULL. */
+static const cJSON *item_table(const cJSON *item)
+{
+    const char *t;
+    const cJSON *b = sql_node_body(item, &t);
+    if (b && !strcmp(t, "RangeTableSample"))
+        b = sql_node_body(cJSON_GetObjectItemCaseSensitive(b, "relation"), &t);
+    return b && !strcmp(t, "RangeVar") ? b : NULL;
+}
+
+/* Do two RangeVars name the same table: the same name, and the same schema or neither names
+ * one? (An unqualified name may be any schema's: it is not taken for a qualified one.) */
+static bool same_table(const cJSON *a, const cJSON *b)
+{
+    const char *ra = sql_str_field(a, "relname"), *rb = sql_str_field(b, "relname");
+    const char *sa = sql_str_field(a, "schemaname"), *sb = sql_str_field(b, "schemaname");
+    return ra && rb && !strcmp(ra, rb) && (sa ? sb && !strcmp(sa, sb) : !sb);
+}
+
+/* Does a FROM item read the target's table, joins included? */
+static bool from_item_has_table(const cJSON *item, const cJSON *rv, int depth)
+{
+    const char *t;
+    const cJSON *b = sql_node_body(item, &t);
+    if (!b || depth > WALK_MAX_DEPTH) return false;
+    const cJSON *tb = item_table(item);
+    if (tb) return same_table(tb, rv);
+    if (!strcmp(t, "JoinExpr"))
+        return from_item_has_table(cJSON_GetObjectItemCaseSensitive(b, "larg"), rv, depth + 1) ||
+               from_item_has_table(cJSON_GetObjectItemCaseSensitive(b, "rarg"), rv, depth + 1);
+    return false;
+}
+
+/* The row a predicate is judged against: the target's name in the statement (its alias, or
+ * its table's name), its RangeVar, and whether unqualified columns here are a subquery's own
+ * (its FROM reads the target's table, so every column name of the target resolves there). */
+struct row_ref {
+    const char *name;
+    const cJSON *rv;
+    bool inner;
+};
+
 /* Does node mention a column of the row being changed? A column qualified with a table
  * counts when that table is the target (by its alias, or its name when it has none:
  * `s.flag` of UPDATE ... FROM s does not); an unqualified one counts, in a subquery too,
@@ -280,61 +322,69 @@ static bool from_item_defines(const cJSON *item, const char *name, int depth)
  * `WHERE EXISTS (SELECT 1 FROM pg_class c WHERE c.relname = 'x')` does not depend on the
  * row, while `WHERE EXISTS (SELECT relname FROM pg_class)` is taken as if it might. Inside a
  * subquery whose FROM reuses the target's name (`EXISTS (SELECT 1 FROM t o WHERE o.id > 0)`
- * under `DELETE FROM t AS o`), that name is the subquery's own. */
-static bool row_dependent(const cJSON *node, const char *target, int depth)
+ * under `DELETE FROM t AS o`), that name is the subquery's own; inside one that reads the
+ * target's table, so are unqualified columns (`EXISTS (SELECT 1 FROM t WHERE id > 0)`). An
+ * unqualified `*` is never an outer row's. */
+static bool row_dependent(const cJSON *node, struct row_ref r, int depth)
 {
     if (!node || depth > WALK_MAX_DEPTH) return false;
     if (node->string && !strcmp(node->string, "CurrentOfExpr")) return true;
     if (node->string && !strcmp(node->string, "ColumnRef")) {
         const cJSON *f = cJSON_GetObjectItemCaseSensitive(node, "fields");
         int n = cJSON_GetArraySize(f);
-        if (n < 2) return true;
+        if (n < 2) {
+            const cJSON *one = cJSON_GetArrayItem(f, 0);
+            return !r.inner && !(one && cJSON_GetObjectItemCaseSensitive(one, "A_Star"));
+        }
         const char *table = sql_string_node(cJSON_GetArrayItem(f, n - 2));
-        return table && target && !strcmp(table, target);
+        return table && r.name && !strcmp(table, r.name);
     }
-    if (target && cJSON_IsObject(node)) {
-        const cJSON *from = cJSON_GetObjectItemCaseSensitive(node, "fromClause");
+    if (cJSON_IsObject(node)) {
         const cJSON *it;
-        cJSON_ArrayForEach(it, from)
+        cJSON_ArrayForEach(it, cJSON_GetObjectItemCaseSensitive(node, "fromClause"))
         {
-            if (!from_item_defines(it, target, depth)) continue;
-            target = NULL;
-            break;
+            if (r.name && from_item_defines(it, r.name, depth)) r.name = NULL;
+            if (r.rv && from_item_has_table(it, r.rv, depth)) r.inner = true;
         }
     }
     for (const cJSON *c = node->child; c; c = c->next)
-        if (row_dependent(c, target, depth + 1)) return true;
+        if (row_dependent(c, r, depth + 1)) return true;
     return false;
 }
 
 /* Does the predicate narrow the rows? AND: when any part does; OR: only when every branch
  * does (`id = $1 OR $2` is every row when $2 is true); NOT: when its argument does; anything
  * else when it depends on the row. */
-static bool restricts_rows(const cJSON *expr, const char *target, int depth)
+static bool restricts_rows(const cJSON *expr, struct row_ref r, int depth)
 {
     const char *t;
     const cJSON *b = sql_node_body(expr, &t);
     if (!b || depth > WALK_MAX_DEPTH) return false;
-    if (strcmp(t, "BoolExpr") != 0) return row_dependent(expr, target, depth);
+    if (strcmp(t, "BoolExpr") != 0) return row_dependent(expr, r, depth);
     const char *op = sql_str_field(b, "boolop");
     bool and = op && !strcmp(op, "AND_EXPR"), or = op && !strcmp(op, "OR_EXPR");
     const cJSON *a;
     cJSON_ArrayForEach(a, cJSON_GetObjectItemCaseSensitive(b, "args"))
     {
-        bool r = restricts_rows(a, target, depth + 1);
-        if (and&&r) return true;
-        if (or &&!r) return false;
-        if (!and&&! or) return r; /* NOT: its one argument */
+        bool x = restricts_rows(a, r, depth + 1);
+        if (and&&x) return true;
+        if (or &&!x) return false;
+        if (!and&&! or) return x; /* NOT: its one argument */
     }
     return or ;
 }
 
-/* The name a statement's target goes by: its alias, or its table's name. */
-static const char *target_name(const cJSON *body)
+/* The row of a statement's target (INSERT, UPDATE, DELETE, MERGE: its "relation"). */
+static struct row_ref target_row(const cJSON *body)
 {
     const cJSON *rel = cJSON_GetObjectItemCaseSensitive(body, "relation");
     const cJSON *alias = rel ? cJSON_GetObjectItemCaseSensitive(rel, "alias") : NULL;
-    return alias ? sql_str_field(alias, "aliasname") : rel ? sql_str_field(rel, "relname") : NULL;
+    return (struct row_ref){
+        .name = alias ? sql_str_field(alias, "aliasname")
+                : rel ? sql_str_field(rel, "relname")
+                      : NULL,
+        .rv = rel,
+    };
 }
 
 /* UPDATE/DELETE: no WHERE, a WHERE that is always true, or one that does not narrow the rows
@@ -348,20 +398,19 @@ static void check_where(struct walk *w, const cJSON *body)
         w->flags |= SQL_F_NO_WHERE;
         return;
     }
-    const char *target = target_name(body);
     enum sql_tv tv = sql_const_truth(where, w->src);
-    if (tv == SQL_TV_TRUE || (tv == SQL_TV_UNKNOWN && !restricts_rows(where, target, 0)))
+    if (tv == SQL_TV_TRUE || (tv == SQL_TV_UNKNOWN && !restricts_rows(where, target_row(body), 0)))
         w->flags |= SQL_F_NO_WHERE | SQL_F_TAUTOLOGY;
 }
 
-/* Does the condition (NULL: none) narrow the target's rows? Always false narrows them to
- * none; always true, or anything that does not depend on the target's row, does not. */
-static bool narrows(const cJSON *cond, const char *target, const char *src)
+/* Does the condition (NULL: none) narrow the rows of r? Always false narrows them to none;
+ * always true, or anything that does not depend on the row, does not. */
+static bool narrows(const cJSON *cond, struct row_ref r, const char *src)
 {
     if (!cond) return false;
     enum sql_tv tv = sql_const_truth(cond, src);
     if (tv != SQL_TV_UNKNOWN) return tv == SQL_TV_FALSE;
-    return restricts_rows(cond, target, 0);
+    return restricts_rows(cond, r, 0);
 }
 
 /* MERGE ... WHEN MATCHED THEN UPDATE/DELETE where neither the ON condition nor the clause's
@@ -369,8 +418,8 @@ static bool narrows(const cJSON *cond, const char *target, const char *src)
  * source row with x = 1), `ON 1=1 WHEN MATCHED AND s.flag`. */
 static void check_merge(struct walk *w, const cJSON *body)
 {
-    const char *target = target_name(body);
-    if (narrows(cJSON_GetObjectItemCaseSensitive(body, "joinCondition"), target, w->src)) return;
+    struct row_ref r = target_row(body);
+    if (narrows(cJSON_GetObjectItemCaseSensitive(body, "joinCondition"), r, w->src)) return;
     const cJSON *c;
     cJSON_ArrayForEach(c, cJSON_GetObjectItemCaseSensitive(body, "mergeWhenClauses"))
     {
@@ -378,53 +427,39 @@ static void check_merge(struct walk *w, const cJSON *body)
         if (!mw || !bool_field(mw, "matched")) continue;
         const char *cmd = sql_str_field(mw, "commandType");
         if (!cmd || (strcmp(cmd, "CMD_UPDATE") && strcmp(cmd, "CMD_DELETE"))) continue;
-        if (!narrows(cJSON_GetObjectItemCaseSensitive(mw, "condition"), target, w->src))
+        if (!narrows(cJSON_GetObjectItemCaseSensitive(mw, "condition"), r, w->src))
             w->flags |= SQL_F_NO_WHERE | SQL_F_TAUTOLOGY;
     }
 }
 
-/* Does a FROM item read the table rv names (same schema and name), joins included? */
-static bool from_item_reads(const cJSON *item, const cJSON *rv, int depth)
-{
-    const char *t;
-    const cJSON *b = sql_node_body(item, &t);
-    if (!b || depth > WALK_MAX_DEPTH) return false;
-    if (!strcmp(t, "RangeVar")) {
-        const char *rel = sql_str_field(rv, "relname"), *schema = sql_str_field(rv, "schemaname");
-        const char *r = sql_str_field(b, "relname"), *sc = sql_str_field(b, "schemaname");
-        return rel && r && !strcmp(r, rel) && (!sc || !schema || !strcmp(sc, schema));
-    }
-    if (!strcmp(t, "RangeTableSample"))
-        return from_item_reads(cJSON_GetObjectItemCaseSensitive(b, "relation"), rv, depth + 1);
-    if (!strcmp(t, "JoinExpr"))
-        return from_item_reads(cJSON_GetObjectItemCaseSensitive(b, "larg"), rv, depth + 1) ||
-               from_item_reads(cJSON_GetObjectItemCaseSensitive(b, "rarg"), rv, depth + 1);
-    return false;
-}
-
 /* INSERT INTO t SELECT ... FROM t ... ON CONFLICT DO UPDATE: the source reads the target
- * itself, so every row it yields conflicts and is rewritten. Flagged as an UPDATE without
- * WHERE unless the source SELECT has a WHERE or a LIMIT, or DO UPDATE's WHERE narrows the
- * rows. */
+ * itself (an item of its FROM list, not through a join, a subquery or a CTE), so every row it
+ * yields conflicts and is rewritten. Flagged as an UPDATE without WHERE unless the source's
+ * WHERE narrows its rows of t, it has a LIMIT (but ALL or NULL), or DO UPDATE's WHERE narrows
+ * the target's rows. */
 static void check_upsert(struct walk *w, const cJSON *body)
 {
     const cJSON *oc = cJSON_GetObjectItemCaseSensitive(body, "onConflictClause");
     const char *action = oc ? sql_str_field(oc, "action") : NULL;
     if (!action || strcmp(action, "ONCONFLICT_UPDATE") != 0) return;
-    const cJSON *rel = cJSON_GetObjectItemCaseSensitive(body, "relation");
+    struct row_ref target = target_row(body);
     const cJSON *sel = sql_node_body(cJSON_GetObjectItemCaseSensitive(body, "selectStmt"), NULL);
-    if (!rel || !sel) return;
+    if (!target.rv || !sel) return;
+    struct row_ref source = {.rv = target.rv};
     const cJSON *it;
-    bool reads = false;
-    cJSON_ArrayForEach(it, cJSON_GetObjectItemCaseSensitive(sel, "fromClause")) reads =
-        reads || from_item_reads(it, rel, 0);
-    if (!reads) return;
-    const cJSON *where = cJSON_GetObjectItemCaseSensitive(sel, "whereClause");
-    if (cJSON_GetObjectItemCaseSensitive(sel, "limitCount") ||
-        (where && sql_const_truth(where, w->src) != SQL_TV_TRUE))
-        return;
-    if (narrows(cJSON_GetObjectItemCaseSensitive(oc, "whereClause"), target_name(body), w->src))
-        return;
+    cJSON_ArrayForEach(it, cJSON_GetObjectItemCaseSensitive(sel, "fromClause"))
+    {
+        const cJSON *tb = item_table(it);
+        if (source.name || !tb || !same_table(tb, target.rv)) continue;
+        const cJSON *alias = cJSON_GetObjectItemCaseSensitive(tb, "alias");
+        source.name = alias ? sql_str_field(alias, "aliasname") : sql_str_field(tb, "relname");
+    }
+    if (!source.name) return;
+    const char *lt;
+    const cJSON *lim = sql_node_body(cJSON_GetObjectItemCaseSensitive(sel, "limitCount"), &lt);
+    if (lim && !(!strcmp(lt, "A_Const") && bool_field(lim, "isnull"))) return;
+    if (narrows(cJSON_GetObjectItemCaseSensitive(sel, "whereClause"), source, w->src)) return;
+    if (narrows(cJSON_GetObjectItemCaseSensitive(oc, "whereClause"), target, w->src)) return;
     w->flags |= SQL_F_NO_WHERE | SQL_F_TAUTOLOGY;
 }
 

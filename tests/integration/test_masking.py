@@ -333,6 +333,33 @@ def test_aliased_numbers_and_dates_masked_by_catalog_name(pii):
         a.close()
 
 
+def test_rename_that_waited_for_a_lock_is_seen(pii):
+    """A rename waits for bob's transaction; meanwhile bob's query reads the old names from the
+    catalog. Once the rename has committed, the new name masks the column."""
+    import threading
+    as_alice(pii, "DROP TABLE IF EXISTS mask_wait",
+             "CREATE TABLE mask_wait (id int, acct integer)",
+             "INSERT INTO mask_wait VALUES (1, 123456789)")
+    c = psycopg2.connect(**pii.params(user=BOB))
+    try:
+        cur = c.cursor()  # a transaction: its lock holds the rename back
+        cur.execute("SELECT 1 FROM mask_wait")
+        t = threading.Thread(target=as_alice,
+                             args=(pii, "ALTER TABLE mask_wait RENAME COLUMN acct TO ssn"))
+        t.start()
+        time.sleep(1.0)  # the rename was judged and waits for bob's lock
+        cur.execute("SELECT acct AS b FROM mask_wait")
+        assert cur.fetchall() == [(123456789,)]
+        c.commit()
+        t.join(15)
+        assert not t.is_alive()
+        cur.execute("SELECT ssn AS b FROM mask_wait")
+        assert cur.fetchall() == [(6789,)]
+        c.commit()
+    finally:
+        c.close()
+
+
 def test_copilot_masked_too(pii):
     """An agent (kind agent, row limit 5) gets the same masked values."""
     assert fetch_psycopg2(pii, "copilot") == as_text(MASKED)
