@@ -17,19 +17,30 @@
  *   request cancelled or expired, a grant's use) is made in memory and queued in memory's
  *   order; whoever holds `dbmu` writes the queue to the file before anything else: the
  *   timer thread (approve_sync.c), woken by each change, or an admin or CLI call that needs
- *   the file up to date (decisions, revocations, listings). While the file stays locked the
- *   queue is kept and tried again; memory is right meanwhile. Workers never take `dbmu`.
+ *   the file up to date (decisions, revocations, listings). While the file stays locked, or
+ *   refuses a write otherwise (a full disk, an I/O error, a read-only file), the queue is kept
+ *   and tried again; memory is right meanwhile. Only a write that can never succeed (a
+ *   constraint the row breaks) is dropped, as an error in the log. Workers never take `dbmu`.
  * - `rdmu`, a second connection with no busy timeout, for what another process may change
  *   under a grant: it is held for one indexed read, which never waits (WAL readers do not
- *   wait for writers; a read that could not be made at once leaves the answer to memory).
- * Lock order: dbmu, then mu; rdmu, tmu (the timer's sleep) and smu (subscribers) alone.
+ *   wait for writers); a grant whose revocation could not be read at once is not used.
+ * Lock order: (the timer's cycle, approve_sync.c) dbmu, then mu; rdmu, tmu (the timer's sleep)
+ * and smu (subscribers) alone.
+ *
+ * One server per state file: approve_start() takes an exclusive flock on
+ * STATE_PATH.approvals-lock (whatever the audit's settings), held until approve_stop() has
+ * written the queue, since each server would count grant uses and pending requests in its own
+ * memory. The CLI (approve_open) takes none: it decides and revokes, and never uses grants.
  *
  * What holds without the file on the statement path:
  * - A grant's uses are spent under `mu`: two sessions racing for its last use cannot both
- *   have it; the file records each use after the fact. One server process uses a state file
- *   (its audit chain needs that too); the CLI decides and revokes but never uses grants. A
- *   grant memory holds stays there, used up or revoked, until it expires, so the file's older
- *   count (a use not yet written) never brings it back.
+ *   have it; the file records each use after the fact. A grant memory holds stays there, used
+ *   up or revoked, until it expires, so the file's older count (a use not yet written) never
+ *   brings it back while the process runs.
+ * - Fail closed: no grant is used and no request made while the file is behind, that is while
+ *   a change has waited in the queue longer than SQLite's busy wait (5 s) or the last write
+ *   failed otherwise than on the lock; as before, when the statement path wrote the file
+ *   itself and a use or a request the file did not take was refused (file_behind_locked).
  * - Revocation: each check or use of a grant first reads whether the file says it is revoked
  *   (by the admin API here or by the CLI), and a grant memory does not hold is read from the
  *   file (one the CLI made): both take effect at once, as when the file was read directly.
@@ -38,11 +49,19 @@
  *   the requester and an approver: the two-person rule) and writes the grant, so another
  *   process deciding at the same time cannot also win (approve_decide.c).
  * - A cancel or an expiry is written conditionally (state = 'pending'): a decision another
- *   process wrote first stays, and is reported when the write finds it. Decisions by another
- *   process on requests pending here are read every 100 ms when PRAGMA data_version says
- *   another connection committed, and wake the parked sessions (approve_sync.c).
- * A change still queued when the process dies does not reach the file (it is written within
- * about a millisecond unless the file is locked); its audit event does.
+ *   process wrote first stays; memory takes it and it is reported when the write finds it (an
+ *   expiry is audited only once written, so an expiry that lost is never audited; a cancel is
+ *   audited when made, before its session's end, and the decision says it came first).
+ *   Decisions by another process on requests pending here are read every 100 ms when PRAGMA
+ *   data_version says another connection committed, and wake the parked sessions
+ *   (approve_sync.c).
+ * What the file can miss: the changes still queued when the process dies (kill -9, a crash),
+ * normally written within a millisecond, and at most those of the last 5 s while another
+ * connection held the file locked: a grant's use (the grant has it again after a restart; its
+ * grant.used event was emitted), a new request (notified and audited, then unknown to the
+ * file), a cancel (audited; the request is pending again after a restart and expires). A stop
+ * (approve_stop) waits up to server.shutdown_timeout for the file to take the queue, and says
+ * what it lost if it did not.
  *
  * Each identity may have approvals.max_pending_per_identity requests pending (0: no limit);
  * approve_request() refuses another with APPROVE_ERR_LIMIT, counted under `mu` with the others.
@@ -53,6 +72,7 @@
  * from the returned status; src/admin authenticates approvers before calling approve_decide().
  */
 #include <errno.h>
+#include <fcntl.h>
 #include <pthread.h>
 #include <stdarg.h>
 #include <stdatomic.h>
@@ -60,6 +80,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <sys/file.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -79,6 +100,7 @@ struct approve_module approve_m = {
     .tmu = PTHREAD_MUTEX_INITIALIZER,
     .tcond = PTHREAD_COND_INITIALIZER,
     .smu = PTHREAD_MUTEX_INITIALIZER,
+    .lock_fd = -1,
 };
 static struct approve_module *const A = &approve_m;
 
@@ -129,6 +151,13 @@ int64_t approve_now_ms(void)
     if (fn) return fn();
     struct timespec ts;
     clock_gettime(CLOCK_REALTIME, &ts);
+    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+int64_t approve_mono_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
     return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
 }
 
@@ -308,7 +337,7 @@ void approve_report_one(enum approve_event type, const struct areq *r, const cha
 /* Report and free them, and wake the subscribers when there were any. */
 void approve_outcomes_report(struct approve_outcomes *o)
 {
-    if (!o->n) return;
+    if (!o->n && !o->wake) return;
     struct sluice_config *cfg = A->threads ? approve_cfg_ref() : NULL;
     for (unsigned i = 0; i < o->n; i++) {
         approve_report_one(o->v[i].ev, &o->v[i].r, o->v[i].detail, cfg);
@@ -318,6 +347,7 @@ void approve_outcomes_report(struct approve_outcomes *o)
     free(o->v);
     o->v = NULL;
     o->n = 0;
+    o->wake = false;
     wake_subscribers();
 }
 
@@ -328,7 +358,18 @@ void approve_count_pending_locked(void)
     atomic_store(&C.pending, amem_pending_count(&A->mem, NULL, 0));
 }
 
-/* A pending request ends here (cancelled, expired): in memory now, queued for the file. */
+/* mu held: a change for the file, behind the others. */
+static void queue_locked(struct aop *op)
+{
+    op->queued_ms = approve_mono_ms();
+    amem_op_push(&A->mem, op);
+}
+
+/* A pending request ends here (cancelled, expired): in memory now, and the sessions are woken
+ * to read it; queued for the file. A cancel is reported at once: its session ended, and its
+ * audit event comes before the session's end. An expiry is reported once the file has it:
+ * another process may have decided the request there just before its deadline, and then that
+ * decision is the request's outcome (approve_sync.c). */
 void approve_end_locked(struct mreq *q, enum approve_state st, const char *reason, int64_t now,
                         struct approve_outcomes *out)
 {
@@ -338,29 +379,108 @@ void approve_end_locked(struct mreq *q, enum approve_state st, const char *reaso
     q->r.decision_reason = xstrdup(reason);
     struct aop *op = xcalloc(1, sizeof *op);
     op->kind = AOP_END;
-    op->r.id = xstrdup(q->r.id);
-    op->r.state = st;
-    op->r.decision_reason = xstrdup(reason);
-    op->r.decided_at = now;
-    amem_op_push(&A->mem, op);
-    approve_outcome_add(out, approve_event_of_state(st), &q->r, NULL);
+    areq_copy(&op->r, &q->r);
+    queue_locked(op);
+    out->wake = true;
+    if (st == APPROVE_CANCELLED) approve_outcome_add(out, APPROVE_EV_CANCELLED, &q->r, NULL);
+}
+
+/* ---- how far behind the file may fall
+ *
+ * Memory spends a grant's use at once and the file records it after; should the process die
+ * before, the file still has that use, and a restart would give it again. So the statement path
+ * lets the file fall behind only so far: while a change has waited in the queue for longer than
+ * the bound (the file locked by another connection all that time), or while the last write
+ * failed otherwise (a full disk, an I/O error, a read-only file), it uses no grant and makes no
+ * request. That is what the statement path did when it wrote the file itself: SQLite's busy
+ * wait (5 s) ran out, or the write failed, and the use or the request was refused. */
+static _Atomic unsigned write_lag_ms = ADB_BUSY_TIMEOUT_MS;
+
+void approve_test_set_write_lag_ms(unsigned ms)
+{
+    atomic_store(&write_lag_ms, ms ? ms : ADB_BUSY_TIMEOUT_MS);
+}
+
+/* mu held: whether the file is too far behind (why says how), or false. */
+static bool file_behind_locked(char *why, size_t whylen)
+{
+    if (A->write_error) {
+        snprintf(why, whylen, "the state file refuses writes (%s)", A->write_errmsg);
+        return true;
+    }
+    const struct aop *first = amem_op_first(&A->mem);
+    int64_t age = first ? approve_mono_ms() - first->queued_ms : 0;
+    if (age <= (int64_t)atomic_load(&write_lag_ms)) return false;
+    snprintf(why, whylen,
+             "the state file has not taken the changes queued %lld ms ago (another connection "
+             "holds its write lock)",
+             (long long)age);
+    return true;
+}
+
+/* Refusals are logged at most every 10 s: each refused statement is logged by the relay. */
+static void log_refusal(const char *what, const char *id, const char *why)
+{
+    static _Atomic int64_t last;
+    int64_t now = approve_mono_ms(), then = atomic_load(&last);
+    if (then && now - then < 10000) return;
+    if (!atomic_compare_exchange_strong(&last, &then, now)) return;
+    log_warn("approvals: %s%s not made: %s", what, id, why);
 }
 
 /* ---- lifecycle */
 
-/* dbmu held. */
-static int open_common(const struct sluice_config *cfg, char *err, size_t errlen)
+static const char *state_path(const struct sluice_config *cfg)
+{
+    return cfg->state.path && *cfg->state.path ? cfg->state.path : "sluice.db";
+}
+
+/* The server's lock on its state file, STATE_PATH.approvals-lock (dbmu held): one server per
+ * file, since each counts grant uses and pending requests in its own memory. Held until
+ * approve_stop() has written the queue; the CLI takes none. */
+static int lock_state(const char *path, char *err, size_t errlen)
+{
+    char lock_path[4200];
+    if ((size_t)snprintf(lock_path, sizeof lock_path, "%s.approvals-lock", path) >=
+        sizeof lock_path) {
+        approve_fail(err, errlen, "approvals: the state path %s is too long", path);
+        return -1;
+    }
+    int fd = open(lock_path, O_RDWR | O_CREAT | O_CLOEXEC, 0600);
+    if (fd < 0) {
+        approve_fail(err, errlen, "approvals: cannot open the lock file %s: %s", lock_path,
+                     strerror(errno));
+        return -1;
+    }
+    if (flock(fd, LOCK_EX | LOCK_NB) != 0) {
+        if (errno == EWOULDBLOCK)
+            approve_fail(err, errlen,
+                         "approvals: another sluice server uses the state file %s (it holds %s); "
+                         "give each server a state.path of its own",
+                         path, lock_path);
+        else
+            approve_fail(err, errlen, "approvals: cannot lock %s: %s", lock_path, strerror(errno));
+        close(fd);
+        return -1;
+    }
+    A->lock_fd = fd;
+    return 0;
+}
+
+/* dbmu held. server: take the server's lock on the file first. */
+static int open_common(const struct sluice_config *cfg, bool server, char *err, size_t errlen)
 {
     if (A->db) {
         approve_fail(err, errlen, "approvals already started");
         return -1;
     }
-    const char *path = cfg->state.path && *cfg->state.path ? cfg->state.path : "sluice.db";
+    const char *path = state_path(cfg);
     if (cfg->state.driver != CFG_STATE_SQLITE) {
         approve_fail(err, errlen,
                      "approvals: state.driver postgres is not supported yet (use sqlite)");
         return -1;
     }
+    if (server && lock_state(path, err, errlen) < 0) return -1;
     A->db = adb_open(path, err, errlen);
     if (!A->db) return -1;
     A->data_version = adb_data_version(A->db);
@@ -374,7 +494,7 @@ static int open_common(const struct sluice_config *cfg, char *err, size_t errlen
 int approve_open(const struct sluice_config *cfg, char *err, size_t errlen)
 {
     pthread_mutex_lock(&A->dbmu);
-    int rc = open_common(cfg, err, errlen);
+    int rc = open_common(cfg, false, err, errlen);
     pthread_mutex_unlock(&A->dbmu);
     return rc;
 }
@@ -401,13 +521,12 @@ static int load_requests(char *err, size_t errlen)
 int approve_start(const struct sluice_config *cfg, char *err, size_t errlen)
 {
     pthread_mutex_lock(&A->dbmu);
-    int rc = open_common(cfg, err, errlen);
+    int rc = open_common(cfg, true, err, errlen);
     if (rc == 0) rc = load_requests(err, errlen);
     pthread_mutex_unlock(&A->dbmu);
     if (rc < 0) goto fail;
-    const char *path = cfg->state.path && *cfg->state.path ? cfg->state.path : "sluice.db";
     pthread_mutex_lock(&A->rdmu);
-    A->rd = adb_open_reader(path, err, errlen);
+    A->rd = adb_open_reader(state_path(cfg), err, errlen);
     pthread_mutex_unlock(&A->rdmu);
     if (!A->rd) goto fail;
     if (notify_start(err, errlen) < 0) goto fail;
@@ -422,6 +541,45 @@ int approve_start(const struct sluice_config *cfg, char *err, size_t errlen)
 fail:
     approve_stop();
     return -1;
+}
+
+/* The queue is written before the file is closed, tried again while the file stays locked or
+ * refuses it, for up to server.shutdown_timeout (at least one busy wait, 5 s, as before). What
+ * is still queued then is lost: said, with what it holds. */
+static void flush_at_stop(struct approve_outcomes *out)
+{
+    pthread_mutex_lock(&A->mu);
+    int64_t budget = A->cfg ? (int64_t)A->cfg->server.shutdown_timeout * 1000 : 0;
+    pthread_mutex_unlock(&A->mu);
+    if (budget < ADB_BUSY_TIMEOUT_MS) budget = ADB_BUSY_TIMEOUT_MS;
+    int64_t t0 = approve_mono_ms(), deadline = t0 + budget;
+    char msg[200] = "";
+    for (;;) {
+        pthread_mutex_lock(&A->dbmu);
+        int rc = 0;
+        if (A->db) {
+            int64_t left = deadline - approve_mono_ms();
+            sqlite3_busy_timeout(A->db, (int)(left < 1                     ? 1
+                                              : left > ADB_BUSY_TIMEOUT_MS ? ADB_BUSY_TIMEOUT_MS
+                                                                           : left));
+            rc = approve_flush(out);
+            if (rc < 0) snprintf(msg, sizeof msg, "%s", sqlite3_errmsg(A->db));
+        }
+        pthread_mutex_unlock(&A->dbmu);
+        if (rc == 0) return;
+        if (approve_mono_ms() >= deadline) break;
+        usleep(100 * 1000);
+    }
+    unsigned n[3] = {0, 0, 0};
+    pthread_mutex_lock(&A->mu);
+    for (const struct aop *op = amem_op_first(&A->mem); op; op = op->next)
+        n[op->kind]++;
+    pthread_mutex_unlock(&A->mu);
+    log_error("approvals: the state file did not take the last changes in %lld s (%s); lost: %u "
+              "grant uses (after a restart these grants have them again), %u new requests, %u "
+              "ends of requests (pending again after a restart)",
+              (long long)(approve_mono_ms() - t0) / 1000, msg, n[AOP_USE], n[AOP_INSERT],
+              n[AOP_END]);
 }
 
 void approve_stop(void)
@@ -442,24 +600,21 @@ void approve_stop(void)
     if (A->rd) adb_close(A->rd);
     A->rd = NULL;
     pthread_mutex_unlock(&A->rdmu);
+    struct approve_outcomes out = {0};
+    flush_at_stop(&out);
     pthread_mutex_lock(&A->dbmu);
-    if (A->db && approve_flush() < 0) {
-        unsigned n = 0;
-        pthread_mutex_lock(&A->mu);
-        for (const struct aop *op = A->mem.ops; op; op = op->next)
-            n++;
-        pthread_mutex_unlock(&A->mu);
-        log_warn("approvals: %u changes were not written to the state file: it stayed locked (%s)",
-                 n, sqlite3_errmsg(A->db));
-    }
     if (A->db) adb_close(A->db);
     A->db = NULL;
+    if (A->lock_fd >= 0) close(A->lock_fd); /* once the file has what it will get */
+    A->lock_fd = -1;
     pthread_mutex_lock(&A->mu);
     amem_clear(&A->mem);
     if (A->cfg) config_unref(A->cfg);
     A->cfg = NULL;
+    A->write_error = 0;
     pthread_mutex_unlock(&A->mu);
     pthread_mutex_unlock(&A->dbmu);
+    approve_outcomes_report(&out);
 }
 
 void approve_reload(const struct sluice_config *cfg)
@@ -522,6 +677,12 @@ int approve_request(const struct approve_ask *ask, char id_out[APPROVE_ID_LEN], 
         approve_fail(err, errlen, "approvals are not started");
         goto out;
     }
+    char why[256];
+    if (file_behind_locked(why, sizeof why)) {
+        pthread_mutex_unlock(&A->mu);
+        approve_fail(err, errlen, "approvals: no request is made while %s", why);
+        goto out;
+    }
     const struct cfg_approvals *ac = &A->cfg->approvals;
     r.mode = ask->mode != CFG_MODE_DEFAULT  ? ask->mode
              : ac->mode != CFG_MODE_DEFAULT ? ac->mode
@@ -544,7 +705,7 @@ int approve_request(const struct approve_ask *ask, char id_out[APPROVE_ID_LEN], 
     struct aop *op = xcalloc(1, sizeof *op);
     op->kind = AOP_INSERT;
     areq_copy(&op->r, &r);
-    amem_op_push(&A->mem, op);
+    queue_locked(op);
     struct areq mine;
     areq_copy(&mine, &r);
     amem_req_add_take(&A->mem, &mine);
@@ -614,7 +775,7 @@ int approve_state(const char *id, struct approve_status *out)
 void approve_cancel(const char *id, const char *reason)
 {
     if (!id) return;
-    struct approve_outcomes out = {NULL, 0};
+    struct approve_outcomes out = {0};
     pthread_mutex_lock(&A->mu);
     struct mreq *q = A->started ? amem_req_get(&A->mem, id) : NULL;
     if (q && q->r.state == APPROVE_PENDING) {
@@ -627,7 +788,7 @@ void approve_cancel(const char *id, const char *reason)
         }
     }
     pthread_mutex_unlock(&A->mu);
-    if (!out.n) return;
+    if (!out.wake) return;
     approve_kick();
     approve_outcomes_report(&out);
 }
@@ -636,8 +797,10 @@ void approve_cancel(const char *id, const char *reason)
  *
  * Another process (the CLI) adds grants and revokes them in the file: the statement path reads
  * that through the reader's connection, one indexed read under rdmu that never waits (WAL
- * readers do not wait for writers; its busy timeout is 0). A read that cannot be made at once
- * leaves the decision to memory. */
+ * readers do not wait for writers; its busy timeout is 0). A grant whose revocation cannot be
+ * read at once (an error, or the rare wait: a recovery after a crash) is not used: a
+ * revocation is never missed. A grant another process made that cannot be read is not found
+ * (the statement asks for approval again). */
 
 /* The file's live grants for this id, or this target and fingerprint, into memory. */
 static void file_load_grants(const char *id, const char *target, const char *fingerprint)
@@ -657,30 +820,39 @@ static void file_load_grants(const char *id, const char *target, const char *fin
     free(gs);
 }
 
-/* Whether the file says grant id is revoked (then memory knows it too from now on). */
-static bool file_revoked(const char *id)
+/* Whether the file says grant id is revoked: 1 (then memory knows it too from now on), 0 not,
+ * -1 the file could not be read (logged): the caller does not use the grant. */
+static int file_revoked(const char *id)
 {
+    char msg[160] = "";
     pthread_mutex_lock(&A->rdmu);
     int rc = A->rd ? adb_grant_revoked(A->rd, id) : -1;
+    if (rc < 0) snprintf(msg, sizeof msg, "%s", A->rd ? sqlite3_errmsg(A->rd) : "not open");
     pthread_mutex_unlock(&A->rdmu);
-    if (rc != 1) return false;
-    pthread_mutex_lock(&A->mu);
-    amem_grant_revoke(&A->mem, id);
-    pthread_mutex_unlock(&A->mu);
-    return true;
+    if (rc < 0) {
+        log_warn("approvals: grant %s is not used: cannot read whether it was revoked: %s", id,
+                 msg);
+        return -1;
+    }
+    if (rc == 1) {
+        pthread_mutex_lock(&A->mu);
+        amem_grant_revoke(&A->mem, id);
+        pthread_mutex_unlock(&A->mu);
+    }
+    return rc;
 }
 
 /* Before a grant is used or checked: memory holds it as the file has it (loaded when memory
- * does not hold it; marked revoked when the file says so). */
-static void grant_refresh(const char *id)
+ * does not hold it; marked revoked when the file says so). -1 when the file could not say
+ * whether a grant memory holds was revoked: not to be used. */
+static int grant_refresh(const char *id)
 {
     pthread_mutex_lock(&A->mu);
     bool held = A->started && amem_grant_get(&A->mem, id);
     pthread_mutex_unlock(&A->mu);
-    if (held)
-        (void)file_revoked(id);
-    else
-        file_load_grants(id, NULL, NULL);
+    if (held) return file_revoked(id) < 0 ? -1 : 0;
+    file_load_grants(id, NULL, NULL);
+    return 0;
 }
 
 bool approve_grant_find(const char *identity, const char **groups, unsigned n, const char *target,
@@ -698,15 +870,17 @@ bool approve_grant_find(const char *identity, const char **groups, unsigned n, c
             loaded = true;
             continue;
         }
-        if (!found || !file_revoked(out->id)) return found;
+        if (!found) return false;
+        int revoked = file_revoked(out->id);
+        if (revoked < 0) return false; /* unknown: not used */
+        if (!revoked) return true;
         /* revoked by another process: look again (each grant is marked once) */
     }
 }
 
 bool approve_grant_live(const char *grant_id, struct approve_grant *out)
 {
-    if (!grant_id) return false;
-    grant_refresh(grant_id);
+    if (!grant_id || grant_refresh(grant_id) < 0) return false;
     pthread_mutex_lock(&A->mu);
     const struct mgrant *e = A->started ? amem_grant_get(&A->mem, grant_id) : NULL;
     bool live = e && amem_grant_live(e, approve_now_ms());
@@ -717,22 +891,23 @@ bool approve_grant_live(const char *grant_id, struct approve_grant *out)
 
 int approve_grant_use(const char *grant_id, uint64_t rows, struct approve_grant *out)
 {
-    if (!grant_id) return -1;
+    if (!grant_id || grant_refresh(grant_id) < 0) return -1;
     struct approve_grant g;
     int left = -1;
-    grant_refresh(grant_id);
+    char why[256] = "";
     pthread_mutex_lock(&A->mu);
     struct mgrant *e = A->started ? amem_grant_get(&A->mem, grant_id) : NULL;
-    if (e && amem_grant_live(e, approve_now_ms())) { /* spent here, recorded after */
-        left = (int)--e->g.uses_left;
+    if (e && amem_grant_live(e, approve_now_ms()) && !file_behind_locked(why, sizeof why)) {
+        left = (int)--e->g.uses_left; /* spent here, recorded after */
         g = e->g;
         struct aop *op = xcalloc(1, sizeof *op);
         op->kind = AOP_USE;
         snprintf(op->grant_id, sizeof op->grant_id, "%s", grant_id);
         op->rows = rows;
-        amem_op_push(&A->mem, op);
+        queue_locked(op);
     }
     pthread_mutex_unlock(&A->mu);
+    if (why[0]) log_refusal("a use of grant ", grant_id, why);
     if (left < 0) return -1;
     approve_kick();
     atomic_fetch_add(&C.grant_uses, 1);
@@ -761,9 +936,10 @@ int approve_grant_revoke(const char *grant_id, const char *by)
 {
     if (!grant_id) return -1;
     int rc = -1;
+    struct approve_outcomes out = {0};
     pthread_mutex_lock(&A->dbmu);
     if (A->db) {
-        (void)approve_flush();
+        (void)approve_flush(&out);
         rc = adb_revoke_grant(A->db, grant_id, by, approve_now_ms());
         if (rc == 0) {
             pthread_mutex_lock(&A->mu);
@@ -772,6 +948,7 @@ int approve_grant_revoke(const char *grant_id, const char *by)
         }
     }
     pthread_mutex_unlock(&A->dbmu);
+    approve_outcomes_report(&out);
     if (rc < 0) return -1;
     struct approve_audit ev;
     memset(&ev, 0, sizeof ev);
@@ -792,19 +969,23 @@ char *approve_list_json(const char *state_filter)
         st = approve_state_from_name(state_filter);
         if (st < 0) return NULL;
     }
+    struct approve_outcomes out = {0};
     pthread_mutex_lock(&A->dbmu);
-    if (A->db) (void)approve_flush();
+    if (A->db) (void)approve_flush(&out);
     char *s = A->db ? adb_requests_json(A->db, st) : NULL;
     pthread_mutex_unlock(&A->dbmu);
+    approve_outcomes_report(&out);
     return s;
 }
 
 char *approve_grants_json_all(bool all)
 {
+    struct approve_outcomes out = {0};
     pthread_mutex_lock(&A->dbmu);
-    if (A->db) (void)approve_flush();
+    if (A->db) (void)approve_flush(&out);
     char *s = A->db ? adb_grants_json(A->db, all, approve_now_ms()) : NULL;
     pthread_mutex_unlock(&A->dbmu);
+    approve_outcomes_report(&out);
     return s;
 }
 
@@ -816,9 +997,11 @@ char *approve_grants_json(void)
 char *approve_request_json(const char *id)
 {
     if (!id) return NULL;
+    struct approve_outcomes out = {0};
     pthread_mutex_lock(&A->dbmu);
-    if (A->db) (void)approve_flush();
+    if (A->db) (void)approve_flush(&out);
     char *s = A->db ? adb_request_json(A->db, id) : NULL;
     pthread_mutex_unlock(&A->dbmu);
+    approve_outcomes_report(&out);
     return s;
 }

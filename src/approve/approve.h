@@ -3,8 +3,9 @@
  *
  * A statement the policy sends to `review` becomes an approval request: who asked, for which
  * target, the normalized statement, its fingerprint, facts, rule and reason. Requests live in
- * the state file (SQLite, our own tables next to the audit's), so a restart loses nothing and
- * the `sluice approvals` CLI, a separate process, sees and decides the same requests. An
+ * the state file (SQLite, our own tables next to the audit's), so that they outlive a restart
+ * (approve.c says what a crash can lose) and the `sluice approvals` CLI, a separate process,
+ * sees and decides the same requests. One server uses a state file (approve_start locks it). An
  * approval creates a grant (identity or group, target, fingerprint, expiry, uses left, row
  * limit): the same fingerprint within those bounds runs without asking again.
  *
@@ -120,12 +121,17 @@ struct approve_grant {
 
 /* ---- lifecycle */
 
-/* Open (creating) the state file cfg->state.path ("sluice.db" when unset), create our tables,
- * load pending requests and start the timer and notifier threads. 0, or -1 with err set. */
+/* Lock the state file cfg->state.path ("sluice.db" when unset) for this server (an exclusive
+ * flock on STATE_PATH.approvals-lock: refused, naming it, while another server holds it), open
+ * it (creating it), create our tables, load pending requests and start the timer and notifier
+ * threads. 0, or -1 with err set. */
 int approve_start(const struct sluice_config *cfg, char *err, size_t errlen) APPROVE_WARN_UNUSED;
-/* Open the state file without threads or notifications (the CLI). */
+/* Open the state file without threads or notifications, and without the server's lock (the
+ * CLI). */
 int approve_open(const struct sluice_config *cfg, char *err, size_t errlen) APPROVE_WARN_UNUSED;
-/* Stop the threads (pending notifications are dropped) and close the file. Idempotent. */
+/* Stop the threads (pending notifications are dropped), write what is still queued for the
+ * file (trying again for up to server.shutdown_timeout while the file is locked or refuses it),
+ * close the file and let go of its lock. Idempotent. */
 void approve_stop(void);
 /* Take approvers, timeout, grant defaults and notifiers from a new snapshot. The module keeps
  * its own reference to cfg (config_ref) until the next reload or stop. */
@@ -136,7 +142,9 @@ void approve_reload(const struct sluice_config *cfg);
 /* Make a pending request (expires now + approvals.timeout; written to the file by the timer
  * thread), queue its notifications, emit APPROVE_EV_REQUESTED. id_out gets the new id. 0, or
  * APPROVE_ERR_LIMIT (err names the limit) when the identity already has
- * approvals.max_pending_per_identity requests pending (0: no limit), or -1 with err set. */
+ * approvals.max_pending_per_identity requests pending (0: no limit), or -1 with err set (also
+ * while the state file is behind: a change queued for longer than 5 s, or a write it
+ * refused). */
 int approve_request(const struct approve_ask *ask, char id_out[APPROVE_ID_LEN], char *err,
                     size_t errlen) APPROVE_WARN_UNUSED;
 
@@ -190,8 +198,9 @@ bool approve_grant_find(const char *identity, const char **groups, unsigned n, c
                         const char *fingerprint, struct approve_grant *out);
 /* Take one use of a grant; rows = rows the statement touched or returned (kept as a total).
  * Returns the uses left after this one (0: that was the last; APPROVE_EV_GRANT_EXHAUSTED), or
- * -1 when the grant could not be used (unknown, revoked, expired or already exhausted). The
- * grant as it is after the use goes to out when not NULL. */
+ * -1 when the grant could not be used (unknown, revoked, expired or already exhausted; or, to
+ * fail closed, whether it was revoked could not be read, or the state file is behind as for
+ * approve_request: logged). The grant as it is after the use goes to out when not NULL. */
 int approve_grant_use(const char *grant_id, uint64_t rows, struct approve_grant *out);
 /* The grant grant_id when it is live (not expired, not revoked, uses left): true, into out. */
 bool approve_grant_live(const char *grant_id, struct approve_grant *out);
@@ -308,6 +317,9 @@ int approvals_cli_main(int argc, char **argv);
 /* ---- tests only: a clock (unix milliseconds) and the retry backoff base. NULL restores. */
 void approve_test_set_clock(int64_t (*now_ms)(void));
 void approve_test_set_backoff_ms(unsigned base_ms);
+/* How long a change may wait in the queue before grant uses and requests are refused (0: the
+ * default, 5 s). */
+void approve_test_set_write_lag_ms(unsigned ms);
 /* Run one timer-thread cycle now (expiry + poll for foreign decisions). */
 void approve_test_tick(void);
 

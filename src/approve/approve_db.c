@@ -62,7 +62,7 @@ sqlite3 *adb_open(const char *path, char *err, size_t errlen)
                      db ? sqlite3_errmsg(db) : sqlite3_errstr(rc));
         goto fail;
     }
-    sqlite3_busy_timeout(db, 5000);
+    sqlite3_busy_timeout(db, ADB_BUSY_TIMEOUT_MS);
     char *msg = NULL;
     if (sqlite3_exec(db, "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;", NULL, NULL, &msg) !=
             SQLITE_OK ||
@@ -140,6 +140,13 @@ bool adb_busy(sqlite3 *db)
 {
     int rc = sqlite3_errcode(db);
     return rc == SQLITE_BUSY || rc == SQLITE_LOCKED;
+}
+
+bool adb_permanent(sqlite3 *db)
+{
+    int ext = sqlite3_extended_errcode(db), rc = ext & 0xff;
+    return (rc == SQLITE_CONSTRAINT && ext != SQLITE_CONSTRAINT_TRIGGER) || rc == SQLITE_TOOBIG ||
+           rc == SQLITE_MISMATCH || rc == SQLITE_RANGE;
 }
 
 int64_t adb_data_version(sqlite3 *db)

@@ -196,7 +196,7 @@ int approve_decide_ex(const char *id, const struct approve_decision *d,
     struct areq r;
     memset(&r, 0, sizeof r);
     struct approve_grant made;
-    struct approve_outcomes out = {NULL, 0};
+    struct approve_outcomes out = {0};
     int ret = APPROVE_ERR;
     bool marked = false, cancelled = false;
 
@@ -235,8 +235,8 @@ int approve_decide_ex(const char *id, const struct approve_decision *d,
     pthread_mutex_lock(&A->dbmu);
     if (!A->db) {
         approve_fail(err, errlen, "approvals are not started");
-    } else if (approve_flush() < 0) { /* the request itself may still be queued */
-        approve_fail(err, errlen, "approvals: the state file is busy (%s); try again",
+    } else if (approve_flush(&out) < 0) { /* the request itself may still be queued */
+        approve_fail(err, errlen, "approvals: the state file does not take writes (%s); try again",
                      sqlite3_errmsg(A->db));
     } else {
         ret = decide_in_file(id, d, &cfg->approvals, &r, &made, err, errlen);

@@ -56,6 +56,7 @@ struct agrant {
 };
 
 /* ---- approve_db.c */
+#define ADB_BUSY_TIMEOUT_MS 5000 /* how long the writer's connection waits for the file's lock */
 sqlite3 *adb_open(const char *path, char *err, size_t errlen);
 /* A second connection to a file adb_open() prepared, for reads that must not wait: no busy
  * timeout (SQLITE_BUSY at once in the rare case a WAL read would have to wait). */
@@ -67,6 +68,10 @@ void adb_rollback(sqlite3 *db);
 /* Whether the last failure on db was the file being locked by another connection (after the
  * busy timeout): worth trying again later. */
 bool adb_busy(sqlite3 *db);
+/* Whether the last failure on db can never succeed however often it is tried: the row breaks
+ * a constraint (a trigger's RAISE excepted: it may be dropped), is too big, or a value has the
+ * wrong type. A full disk, an I/O error, a read-only file: worth trying again. */
+bool adb_permanent(sqlite3 *db);
 /* PRAGMA data_version: changes when another connection (any process) commits. -1 on error. */
 int64_t adb_data_version(sqlite3 *db);
 int adb_insert_request(sqlite3 *db, const struct areq *r);
@@ -121,13 +126,14 @@ struct mgrant {
 /* A change memory made that the file has yet to get, in the order memory made them. */
 enum aop_kind {
     AOP_INSERT, /* a new request: r */
-    AOP_END,    /* a request cancelled or expired here: r.id, r.state, r.decision_reason,
-                 * r.decided_at */
+    AOP_END,    /* a request cancelled or expired here: r, as memory ended it (an expiry is
+                 * reported once the file has it, approve_sync.c) */
     AOP_USE,    /* a use of grant_id, with rows */
 };
 struct aop {
     struct aop *next;
     enum aop_kind kind;
+    int64_t queued_ms; /* when it was queued (approve_mono_ms) */
     struct areq r;
     char grant_id[APPROVE_ID_LEN];
     uint64_t rows;
@@ -164,24 +170,32 @@ bool amem_grant_find(struct amem *m, const char *identity, const char *const *gr
                      struct approve_grant *out);
 
 void amem_op_push(struct amem *m, struct aop *op);
-/* The whole queue, oldest first; the queue is left empty. */
-struct aop *amem_ops_take(struct amem *m);
-/* Put back a list taken and not written, before whatever was queued since. */
-void amem_ops_putback(struct amem *m, struct aop *list);
+/* The oldest op, left queued (NULL: none). It stays the oldest until amem_op_pop(): only the
+ * writer (holding the file lock) pops, others only push behind it. */
+struct aop *amem_op_first(struct amem *m);
+/* Take the oldest op off the queue: the caller frees it (aop_free). */
+struct aop *amem_op_pop(struct amem *m);
 void amem_clear(struct amem *m);
 
 /* ---- approve.c: the module's one instance, shared by approve.c, approve_sync.c and
  * approve_decide.c. What each lock guards, and why the statement path never waits for the
  * file: approve.c's header. Lock order: dbmu, then mu; rdmu, tmu and smu are taken alone. */
 struct approve_module {
-    pthread_mutex_t mu; /* memory: mem, cfg, started */
+    pthread_mutex_t mu; /* memory: mem, cfg, started, write_error */
     struct amem mem;
     struct sluice_config *cfg;
     bool started;
+    /* The last write of the queue failed, and not because the file was locked (the disk is
+     * full, an I/O error, the file is read-only): its SQLite error code (0: the last write
+     * went through), and its message. */
+    int write_error;
+    char write_errmsg[160];
 
-    pthread_mutex_t dbmu; /* the file: the writer's connection */
+    pthread_mutex_t dbmu; /* the file: the writer's connection, the server's lock */
     sqlite3 *db;
-    int64_t data_version; /* PRAGMA data_version at the last watch */
+    int64_t data_version;       /* PRAGMA data_version at the last watch */
+    int lock_fd;                /* STATE_PATH.approvals-lock, flock'ed by the server (-1: none) */
+    int64_t write_error_logged; /* approve_mono_ms() when a failed write was last logged */
 
     pthread_mutex_t rdmu; /* the reader's connection: held for one read, which never waits */
     sqlite3 *rd;
@@ -213,6 +227,7 @@ struct approve_outcome {
 struct approve_outcomes {
     struct approve_outcome *v;
     unsigned n;
+    bool wake; /* memory changed a request's state: wake the subscribers even with no v */
 };
 enum approve_event approve_event_of_state(enum approve_state s);
 void approve_outcome_add(struct approve_outcomes *o, enum approve_event ev, const struct areq *r,
@@ -223,21 +238,27 @@ void approve_outcomes_report(struct approve_outcomes *o);
 void approve_report_one(enum approve_event type, const struct areq *r, const char *detail,
                         const struct sluice_config *cfg);
 /* mu held: the pending count for the metrics; a pending request ends here (cancelled,
- * expired): in memory now, queued for the file, its outcome added to out. */
+ * expired): in memory now (out->wake set), queued for the file; a cancel's outcome goes to
+ * out, an expiry's is reported once the file has it (approve_sync.c). */
 void approve_count_pending_locked(void);
 void approve_end_locked(struct mreq *q, enum approve_state st, const char *reason, int64_t now,
                         struct approve_outcomes *out);
 
 int64_t approve_now_ms(void);
+int64_t approve_mono_ms(void); /* CLOCK_MONOTONIC, milliseconds */
 void approve_emit(const struct approve_audit *ev);
 void approve_count_notify(int sent, int retries, int failures);
 /* A fresh id: prefix + 10 base32 characters. */
 void approve_make_id(const char *prefix, char out[APPROVE_ID_LEN]);
 
 /* ---- approve_sync.c */
-/* dbmu held: write the queue to the file, in order. 0 when it is empty, -1 when the file stayed
- * locked (what is left stays queued, first). */
-int approve_flush(void);
+/* dbmu held: write the queue to the file, in order. 0 when it is empty, -1 when a write failed
+ * (the file stayed locked, or refused it: disk full, I/O error, read-only): it and what follows
+ * stay queued, first, to be tried again. Only a write that can never succeed (a constraint the
+ * row breaks) is dropped, and logged as an error. The outcomes of the ends written (or of the
+ * decisions another process made first) go to out, for the caller to report once it has let
+ * go of dbmu. */
+int approve_flush(struct approve_outcomes *out);
 /* Something was queued: the timer thread writes it now (without threads, the CLI: this one). */
 void approve_kick(void);
 void *approve_timer_main(void *arg);

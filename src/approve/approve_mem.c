@@ -8,8 +8,8 @@
  * Nothing here touches the file, a clock or a lock: approve.c holds its memory lock around
  * every call, and that lock is only ever held for steps like these.
  *
- * Ownership: the tables own their entries, the queue its ops until amem_ops_take() hands them
- * to the caller (who frees them with aop_free, or puts them back).
+ * Ownership: the tables own their entries, the queue its ops until amem_op_pop() hands the
+ * oldest to the caller (who frees it with aop_free).
  */
 #include <stdlib.h>
 #include <string.h>
@@ -190,22 +190,19 @@ void amem_op_push(struct amem *m, struct aop *op)
     m->ops_last = op;
 }
 
-struct aop *amem_ops_take(struct amem *m)
+struct aop *amem_op_first(struct amem *m)
 {
-    struct aop *list = m->ops;
-    m->ops = m->ops_last = NULL;
-    return list;
+    return m->ops;
 }
 
-void amem_ops_putback(struct amem *m, struct aop *list)
+struct aop *amem_op_pop(struct amem *m)
 {
-    if (!list) return;
-    struct aop *last = list;
-    while (last->next)
-        last = last->next;
-    last->next = m->ops;
-    if (!m->ops) m->ops_last = last;
-    m->ops = list;
+    struct aop *op = m->ops;
+    if (!op) return NULL;
+    m->ops = op->next;
+    if (!m->ops) m->ops_last = NULL;
+    op->next = NULL;
+    return op;
 }
 
 static bool drop_req(struct mreq *q, void *ctx)
@@ -226,10 +223,7 @@ void amem_clear(struct amem *m)
 {
     amem_req_each(m, drop_req, NULL);
     name_map_sweep(&m->grants, drop_grant, NULL);
-    struct aop *op = amem_ops_take(m);
-    while (op) {
-        struct aop *next = op->next;
+    struct aop *op;
+    while ((op = amem_op_pop(m)))
         aop_free(op);
-        op = next;
-    }
 }

@@ -3,14 +3,16 @@
  *
  * It writes the queue of changes memory made (a new request, a request cancelled or expired,
  * a grant's use) to the file in order, as soon as it is woken (approve_kick) or as the file
- * allows: a write the file refuses because another connection holds its lock is kept, first,
- * and tried again. Every 100 ms it also expires the requests past their deadline and, when
+ * allows: a write the file refuses (another connection holds its lock, the disk is full, an
+ * I/O error, the file is read-only) is kept, first, and tried again; only one that can never
+ * succeed is dropped. Every 100 ms it also expires the requests past their deadline and, when
  * the file says another connection committed (PRAGMA data_version), reads the requests still
  * pending here that another process (the CLI) decided. It holds the file lock (dbmu) while it
  * works and the memory lock (mu) only for each step of memory work; approve.c says why.
  *
- * What it leaves to others: approve.c makes the changes and reports the outcomes; decisions
- * are written by approve_decide.c, which writes the queue first too.
+ * What it leaves to others: approve.c makes the changes and reports the outcomes (those the
+ * writes find, too: an expiry once written, a decision another process made first);
+ * decisions are written by approve_decide.c, which writes the queue first too.
  */
 #include <pthread.h>
 #include <stdio.h>
@@ -29,73 +31,150 @@ static struct approve_module *const A = &approve_m;
 
 /* ---- the file: queued writes (dbmu held) */
 
-/* The END of a request found it not pending in the file: another process decided it first
- * (the CLI, just before it expired or its session ended here). Its decision stands. */
-static void end_lost(const struct aop *op)
+/* mu held: a request memory holds takes the decision another process wrote to the file. */
+static void take_decision_locked(struct mreq *q, const struct areq *f, int64_t now)
 {
-    struct areq f;
-    if (adb_get_request(A->db, op->r.id, &f) != 0) {
-        log_warn("approvals: request %s is not in the state file; it was %s here", op->r.id,
-                 approve_state_name(op->r.state));
-        return;
+    q->r.state = f->state;
+    q->r.decided_at = f->decided_at ? f->decided_at : now;
+    char **mine[] = {&q->r.approver, &q->r.decision_reason, &q->r.grant_id};
+    const char *theirs[] = {f->approver, f->decision_reason, f->grant_id};
+    for (int k = 0; k < 3; k++) {
+        free(*mine[k]);
+        *mine[k] = xstrdup(theirs[k]);
     }
-    if (f.state != APPROVE_PENDING && f.state != op->r.state) {
-        log_warn("approvals: request %s was %s by %s in the state file before it was %s here", f.id,
-                 approve_state_name(f.state), f.approver ? f.approver : "another process",
-                 approve_state_name(op->r.state));
-        struct sluice_config *cfg = A->threads ? approve_cfg_ref() : NULL;
-        approve_report_one(approve_event_of_state(f.state), &f, "decided by another process", cfg);
-        if (cfg) config_unref(cfg);
-    }
-    areq_free(&f);
 }
 
-/* 0 done (or failed for good: logged), -1 the file stayed locked: try again later. */
-static int apply_op(const struct aop *op)
+/* An expiry is reported here, once the file has it: a cancel was reported when it was made
+ * (approve_end_locked). */
+static void report_end(const struct aop *op, struct approve_outcomes *out, const char *detail)
+{
+    if (op->r.state == APPROVE_EXPIRED)
+        approve_outcome_add(out, APPROVE_EV_EXPIRED, &op->r, detail);
+}
+
+/* An end (a cancel, an expiry) reached the file. changed: the request was pending there and
+ * now has ended. Not changed: it was no longer pending in the file; another process (the CLI)
+ * decided it first, before its deadline or before its session ended here. That decision
+ * stands: memory takes it, and it is reported; an expiry that did not happen is not (nor
+ * counted), a cancel (already reported: the session did end) is superseded, as the decision's
+ * detail says. -1 when the file could not be read (the end is tried again). */
+static int end_written(const struct aop *op, bool changed, struct approve_outcomes *out)
+{
+    if (changed) {
+        report_end(op, out, NULL);
+        return 0;
+    }
+    struct areq f;
+    int rc = adb_get_request(A->db, op->r.id, &f);
+    if (rc < 0) return -1;
+    if (rc > 0) { /* its insert was refused for good (logged then) */
+        log_warn("approvals: request %s is not in the state file; it was %s here", op->r.id,
+                 approve_state_name(op->r.state));
+        report_end(op, out, "not in the state file");
+        return 0;
+    }
+    if (f.state == APPROVE_PENDING || f.state == op->r.state) {
+        report_end(op, out, NULL);
+    } else {
+        log_warn("approvals: request %s was %s by %s in the state file before it was %s here; "
+                 "that decision stands",
+                 f.id, approve_state_name(f.state), f.approver ? f.approver : "another process",
+                 approve_state_name(op->r.state));
+        pthread_mutex_lock(&A->mu);
+        struct mreq *q = amem_req_get(&A->mem, f.id);
+        if (q && q->r.state == op->r.state) take_decision_locked(q, &f, approve_now_ms());
+        approve_count_pending_locked();
+        pthread_mutex_unlock(&A->mu);
+        approve_outcome_add(out, approve_event_of_state(f.state), &f,
+                            op->r.state == APPROVE_CANCELLED
+                                ? "decided by another process before its cancel here"
+                                : "decided by another process");
+    }
+    areq_free(&f);
+    return 0;
+}
+
+/* 0 written (or dropped for good, logged as an error), -1 not written: it stays queued and is
+ * tried again (the file locked, full, read-only, an I/O error). what names it for the log. */
+static int apply_op(const struct aop *op, struct approve_outcomes *out, const char **what)
 {
     int rc = -1;
-    const char *what = "a new request";
     switch (op->kind) {
     case AOP_INSERT:
+        *what = "a new request";
         rc = adb_insert_request(A->db, &op->r);
         break;
     case AOP_END:
-        what = "a request's end";
+        *what = "a request's end";
         rc = adb_set_decision(A->db, op->r.id, op->r.state, NULL, op->r.decision_reason, NULL,
                               op->r.decided_at);
-        if (rc == 0) end_lost(op);
+        if (rc >= 0) rc = end_written(op, rc == 1, out);
         break;
     case AOP_USE:
-        what = "a grant's use";
+        *what = "a grant's use";
         rc = adb_record_use(A->db, op->grant_id, op->rows);
         break;
     }
     if (rc >= 0) return 0;
-    if (adb_busy(A->db)) return -1;
-    log_warn("approvals: cannot write %s to the state file: %s", what, sqlite3_errmsg(A->db));
+    if (!adb_permanent(A->db)) return -1;
+    log_error("approvals: the state file refuses %s (%s) for good: %s; it is dropped, and the file "
+              "will not have it",
+              *what, op->kind == AOP_USE ? op->grant_id : op->r.id, sqlite3_errmsg(A->db));
+    if (op->kind == AOP_END) report_end(op, out, "not written to the state file");
     return 0;
 }
 
-/* Write the queue to the file, in order: 0 when it is empty, -1 when the file stayed locked
- * (the rest stays queued, first). */
-int approve_flush(void)
+#define WRITE_ERROR_LOG_MS 60000 /* a write the file keeps refusing is logged once a minute */
+
+/* A write failed. The file stayed locked (past the busy wait): it is tried again, nothing to
+ * say (the statement path refuses uses once it waits too long). Anything else (a full disk,
+ * an I/O error, a read-only file) is remembered until a write goes through: meanwhile the
+ * statement path uses no grant and makes no request (approve.c). Logged as an error when it
+ * starts, then once a minute. */
+static void write_failed(const char *what)
+{
+    if (adb_busy(A->db)) return;
+    int code = sqlite3_errcode(A->db);
+    char msg[sizeof A->write_errmsg];
+    snprintf(msg, sizeof msg, "%s", sqlite3_errmsg(A->db));
+    pthread_mutex_lock(&A->mu);
+    bool first = !A->write_error;
+    A->write_error = code ? code : SQLITE_ERROR;
+    memcpy(A->write_errmsg, msg, sizeof msg);
+    pthread_mutex_unlock(&A->mu);
+    int64_t now = approve_mono_ms();
+    if (first || now - A->write_error_logged >= WRITE_ERROR_LOG_MS) {
+        A->write_error_logged = now;
+        log_error("approvals: cannot write %s to the state file: %s. It stays queued and is "
+                  "tried again; until the file takes it, no grant is used and no approval "
+                  "request is made",
+                  what, msg);
+    }
+}
+
+/* Write the queue to the file, in order (approve_int.h). Each op stays first in the queue
+ * while it is written, so that the statement path sees how long the file has been behind. */
+int approve_flush(struct approve_outcomes *out)
 {
     if (!A->db) return -1;
-    pthread_mutex_lock(&A->mu);
-    struct aop *list = amem_ops_take(&A->mem);
-    pthread_mutex_unlock(&A->mu);
-    while (list) {
-        if (apply_op(list) < 0) {
-            pthread_mutex_lock(&A->mu);
-            amem_ops_putback(&A->mem, list);
-            pthread_mutex_unlock(&A->mu);
+    for (;;) {
+        pthread_mutex_lock(&A->mu);
+        struct aop *op = amem_op_first(&A->mem);
+        pthread_mutex_unlock(&A->mu);
+        if (!op) return 0;
+        const char *what = "";
+        if (apply_op(op, out, &what) < 0) {
+            write_failed(what);
             return -1;
         }
-        struct aop *next = list->next;
-        aop_free(list);
-        list = next;
+        pthread_mutex_lock(&A->mu);
+        struct aop *done = amem_op_pop(&A->mem); /* op: only the writer pops */
+        bool recovered = A->write_error != 0;
+        A->write_error = 0;
+        pthread_mutex_unlock(&A->mu);
+        if (recovered) log_info("approvals: the state file takes writes again");
+        aop_free(done);
     }
-    return 0;
 }
 
 /* Something was queued: the timer thread writes it now (without it, the CLI: this thread). */
@@ -108,9 +187,11 @@ void approve_kick(void)
         pthread_mutex_unlock(&A->tmu);
         return;
     }
+    struct approve_outcomes out = {0};
     pthread_mutex_lock(&A->dbmu);
-    (void)approve_flush();
+    (void)approve_flush(&out);
     pthread_mutex_unlock(&A->dbmu);
+    approve_outcomes_report(&out);
 }
 
 /* ---- the file: decisions another process made (dbmu held) */
@@ -147,14 +228,7 @@ static bool watch_requests(int64_t now, struct approve_outcomes *out)
         pthread_mutex_lock(&A->mu);
         struct mreq *q = amem_req_get(&A->mem, ids.v[i]);
         if (f.state != APPROVE_PENDING && q && q->r.state == APPROVE_PENDING && !q->deciding) {
-            q->r.state = f.state;
-            q->r.decided_at = f.decided_at ? f.decided_at : now;
-            char **mine[] = {&q->r.approver, &q->r.decision_reason, &q->r.grant_id};
-            const char *theirs[] = {f.approver, f.decision_reason, f.grant_id};
-            for (int k = 0; k < 3; k++) {
-                free(*mine[k]);
-                *mine[k] = xstrdup(theirs[k]);
-            }
+            take_decision_locked(q, &f, now);
             approve_outcome_add(out, approve_event_of_state(f.state), &f,
                                 "decided by another process");
             approve_count_pending_locked();
@@ -193,36 +267,35 @@ static void expire_due(int64_t now, struct approve_outcomes *out)
 
 /* ---- the timer thread */
 
+/* One cycle at a time (the timer's, a test's tick): a tick returns once what was queued
+ * before it is written and reported, whichever cycle wrote it. */
+static pthread_mutex_t cycle_mu = PTHREAD_MUTEX_INITIALIZER;
+
 /* Write the queue; on a tick also watch the file, expire, and write what that queued. */
 static void cycle(bool tick)
 {
-    struct approve_outcomes out = {NULL, 0};
+    struct approve_outcomes out = {0};
+    pthread_mutex_lock(&cycle_mu);
     pthread_mutex_lock(&A->dbmu);
     if (A->db) {
-        bool flushed = approve_flush() == 0;
+        bool flushed = approve_flush(&out) == 0;
         if (tick) {
             int64_t now = approve_now_ms();
             int64_t v = adb_data_version(A->db);
             if (v < 0 || v != A->data_version) /* another connection committed */
                 A->data_version = watch_requests(now, &out) ? v : -1;
             expire_due(now, &out);
-            if (flushed) (void)approve_flush();
+            if (flushed) (void)approve_flush(&out);
         }
     }
     pthread_mutex_unlock(&A->dbmu);
     approve_outcomes_report(&out);
+    pthread_mutex_unlock(&cycle_mu);
 }
 
 void approve_test_tick(void)
 {
     cycle(true);
-}
-
-static int64_t mono_ms(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
 }
 
 void *approve_timer_main(void *arg)
@@ -234,7 +307,7 @@ void *approve_timer_main(void *arg)
     while (!A->stop) {
         A->kicked = false;
         pthread_mutex_unlock(&A->tmu);
-        int64_t now = mono_ms();
+        int64_t now = approve_mono_ms();
         bool tick = now - last >= TICK_MS;
         if (tick) last = now;
         cycle(tick);

@@ -1874,3 +1874,99 @@ def test_pending_requests_per_identity_are_limited(workdir, certs, pg, sluice_bi
     assert all(e["decision"] == "review" and not e.get("request_id") for e in evs), evs
     inst.ep.close_all()
     inst.sp.assert_clean_exit()
+
+
+def test_state_file_locked_too_long_fails_closed(workdir, certs, pg, sluice_bin):
+    """Another connection holds the state file's write lock for longer than SQLite's busy wait
+    (5 s). At first the changes wait in memory (a statement under a grant runs at once and its
+    use is queued); then sluice uses no grant and makes no request, as when each statement
+    wrote the file itself: the statement the grant covers asks for approval, and that is
+    refused (`an approval request could not be made`). Once the lock is gone the queue reaches
+    the file and the grant serves again; the file counts exactly the uses spent. (The audit is
+    off here: its writer would wait for the same lock.)"""
+    import sqlite3
+    yaml = "approvals:\n  approvers: { groups: [dba] }\n  timeout: 30s\naudit: { enabled: false }\n"
+    inst = start_instance(workdir, certs, pg, "approvals_locked_long", RULES, yaml)
+    t = "ap_locked_long"
+    make_table(pg, t)
+    g = inst.ep.connect(user="copilot2")
+    g.autocommit = True
+    rid = refused_for_approval(g, f"UPDATE {t} SET v = 500 WHERE id = 1")
+    gid = inst.decide(rid)["grant_id"]
+    lock = sqlite3.connect(os.path.join(inst.sp.config.state_dir, "sluice.db"), timeout=10,
+                           isolation_level=None)
+    lock.execute("BEGIN IMMEDIATE")
+    try:
+        t0 = time.monotonic()
+        assert runs(g, f"UPDATE {t} SET v = 501 WHERE id = 2") == 1
+        assert time.monotonic() - t0 < 1
+        time.sleep(5.5)
+        with pytest.raises(psycopg2.Error) as ei:
+            g.cursor().execute(f"UPDATE {t} SET v = 502 WHERE id = 3")
+        e = ei.value
+        assert e.pgcode == "42501", e
+        assert "an approval request could not be made" in e.diag.message_primary, e
+        assert e.diag.message_hint == "try again later", e
+    finally:
+        lock.execute("ROLLBACK")
+        lock.close()
+    assert value_of(pg, t, 3)[0] == 3
+    deadline = time.time() + 10
+    while True:
+        try:
+            assert runs(g, f"UPDATE {t} SET v = 503 WHERE id = 3") == 1
+            break
+        except psycopg2.Error:
+            if time.time() > deadline:
+                raise
+            time.sleep(0.2)
+    assert value_of(pg, t, 3)[0] == 503
+    st, js, text = inst.api("GET", "/api/v1/grants", inst.bearer(DBA))
+    assert st == 200, text
+    assert [(x["uses"], x["uses_left"]) for x in js["grants"] if x["id"] == gid] == [(2, 98)], js
+    with open(inst.sp.log, errors="replace") as f:
+        log = f.read()
+    assert "has not taken the changes queued" in log, log[-2000:]
+    g.close()
+    inst.ep.close_all()
+    inst.sp.assert_clean_exit()
+
+
+def test_one_server_per_state_file(workdir, certs, pg, sluice_bin):
+    """Two servers on one state file would each count a grant's uses and the pending requests
+    in their own memory. With the audit off (no audit journal to lock either), the second
+    server finds the first one's lock on STATE_PATH.approvals-lock: it starts with approvals
+    off, says why, and refuses statements sent to review; the first one goes on, and the CLI
+    runs next to it."""
+    yaml = "approvals:\n  approvers: { groups: [dba] }\n  timeout: 30s\naudit: { enabled: false }\n"
+    first = start_instance(workdir, certs, pg, "approvals_state_a", RULES, yaml)
+    ids, secrets = make_identities(EXTRA_IDS)
+    cls = type("Rules_approvals_state_b", (RulesConfig,), {"extra_rules": RULES})
+    cfg = cls(pg, certs, ids, extra_yaml=yaml, state_dir=first.sp.config.state_dir)
+    sp = SluiceProcess(workdir, "approvals_state_b", cfg)
+    sp.secrets = secrets
+    _state["extra"].append(sp)
+    sp.start()
+    second = Inst(sp, Endpoint(pg, secrets, cfg.port, certs, config=cfg, process=sp), pg)
+    t = "ap_one_state"
+    make_table(pg, t)
+    lock = os.path.join(first.sp.config.state_dir, "sluice.db.approvals-lock")
+    with open(second.sp.log, errors="replace") as f:
+        log = f.read()
+    assert "another sluice server uses the state file" in log and lock in log, log
+    b = second.ep.connect(user="copilot")
+    b.autocommit = True
+    with pytest.raises(psycopg2.Error) as ei:
+        b.cursor().execute(f"UPDATE {t} SET v = 100 WHERE id = 1")
+    assert ei.value.pgcode == "42501", ei.value
+    assert "approvals are not configured" in ei.value.diag.message_primary, ei.value
+    a = first.ep.connect(user="copilot")
+    a.autocommit = True
+    rid = refused_for_approval(a, f"UPDATE {t} SET v = 200 WHERE id = 2")
+    r = first.cli("list", "--json")
+    assert r.returncode == 0 and rid in r.stdout, (r.stdout, r.stderr)
+    assert value_of(pg, t, 1)[0] == 1 and value_of(pg, t, 2)[0] == 2
+    second.ep.close_all()
+    second.sp.assert_clean_exit()
+    first.ep.close_all()
+    first.sp.assert_clean_exit()

@@ -6,7 +6,9 @@
  * Expiry runs on the test-only clock (approve_test_set_clock). The "second process" test
  * re-executes this binary with --cli, which runs approvals_cli_main() on the same file. The
  * "locked file" test holds the file's write lock from a second SQLite connection, as the
- * audit writer does while it commits.
+ * audit writer does while it commits. The fail-closed tests reach the module's connections
+ * through approve_int.h (a read-only writer, a reader that cannot read); the "second server"
+ * test re-executes this binary with --second-server, which calls approve_start() on the file.
  */
 #include <setjmp.h>
 #include <stdarg.h>
@@ -34,6 +36,7 @@
 #include <openssl/hmac.h>
 
 #include "approve/approve.h"
+#include "approve/approve_int.h"
 
 /* ---- fixtures: config, state file, audit hook, clock */
 
@@ -97,6 +100,7 @@ static int setup_common(unsigned n_notify)
     approve_set_audit_hook(hook);
     approve_test_set_clock(NULL);
     approve_test_set_backoff_ms(20);
+    approve_test_set_write_lag_ms(0);
     char err[256];
     if (approve_start(&cfg, err, sizeof err) < 0) {
         fprintf(stderr, "approve_start: %s\n", err);
@@ -466,7 +470,9 @@ static void test_expiry(void **state)
 
 static char self_exe[512];
 
-static int run_cli(const char *const *args, char *out, size_t outlen)
+/* This binary again, with args (its mode first: --cli, --second-server); its stdout into out,
+ * its exit code returned. */
+static int run_self(const char *const *args, char *out, size_t outlen)
 {
     int pfd[2];
     if (pipe(pfd) < 0) return -1;
@@ -478,7 +484,6 @@ static int run_cli(const char *const *args, char *out, size_t outlen)
         char *argv[32];
         int n = 0;
         argv[n++] = self_exe;
-        argv[n++] = "--cli";
         for (int i = 0; args[i] && n < 31; i++)
             argv[n++] = (char *)args[i];
         argv[n] = NULL;
@@ -495,6 +500,16 @@ static int run_cli(const char *const *args, char *out, size_t outlen)
     int status = 0;
     waitpid(pid, &status, 0);
     return WIFEXITED(status) ? WEXITSTATUS(status) : -1;
+}
+
+static int run_cli(const char *const *args, char *out, size_t outlen)
+{
+    const char *argv[32] = {"--cli"};
+    int n = 1;
+    for (int i = 0; args[i] && n < 31; i++)
+        argv[n++] = args[i];
+    argv[n] = NULL;
+    return run_self(argv, out, outlen);
 }
 
 static void test_second_process(void **state)
@@ -743,6 +758,332 @@ static void test_grant_uses_race(void **state)
     assert_int_equal((int)cJSON_GetNumberValue(cJSON_GetObjectItem(g0, "uses_left")), 0);
     cJSON_Delete(arr);
     free(js);
+}
+
+/* ---- the state file refusing writes, a second server, a revocation that cannot be read
+ *
+ * These reach into the module's instance (approve_int.h) for its two connections: the writer's
+ * is made read-only (PRAGMA query_only: every write gets SQLITE_READONLY, as a file on a
+ * read-only or full disk would), the reader's refuses every read (an authorizer). */
+
+/* The writer's connection refuses writes (SQLITE_READONLY) or takes them again. false when
+ * it is not open. */
+static bool set_file_writable(bool on)
+{
+    pthread_mutex_lock(&approve_m.dbmu);
+    bool ok = approve_m.db &&
+              sqlite3_exec(approve_m.db, on ? "PRAGMA query_only=0" : "PRAGMA query_only=1", NULL,
+                           NULL, NULL) == SQLITE_OK;
+    pthread_mutex_unlock(&approve_m.dbmu);
+    return ok;
+}
+
+static void file_writable(bool on)
+{
+    assert_true(set_file_writable(on));
+}
+
+static int file_int(const char *sql, const char *arg)
+{
+    sqlite3 *rd = NULL;
+    assert_int_equal(sqlite3_open(dbpath, &rd), SQLITE_OK);
+    int n = count_rows(rd, sql, arg);
+    sqlite3_close(rd);
+    return n;
+}
+
+static void approve_with_uses(const char *id, unsigned uses, char grant[APPROVE_ID_LEN])
+{
+    struct approve_bounds b = {0, uses, 0};
+    struct approve_decision d = {.approve = true,
+                                 .approver = "bob@corp.com",
+                                 .approver_groups = dba,
+                                 .n_approver_groups = 1,
+                                 .bounds = &b};
+    char err[256] = "";
+    assert_int_equal(approve_decide_ex(id, &d, grant, err, sizeof err), 0);
+}
+
+static void restart(void)
+{
+    approve_stop();
+    char err[256];
+    if (approve_start(&cfg, err, sizeof err) < 0) fail_msg("approve_start: %s", err);
+}
+
+/* A write the file refuses (not because it is locked) stays queued and is written once the
+ * file takes it again; meanwhile no grant is used and no request made (fail closed): a
+ * restart then finds every use counted. (Before: the write was dropped for good, and the
+ * grant could be used again after a restart; a new request never reached the file.) */
+static void test_refused_write_kept_and_fails_closed(void **state)
+{
+    (void)state;
+    char id[APPROVE_ID_LEN], id0[APPROVE_ID_LEN], id2[APPROVE_ID_LEN], id3[APPROVE_ID_LEN];
+    char grant[APPROVE_ID_LEN], err[256] = "";
+    request("alice@corp.com", "fp0700", id);
+    approve_with_uses(id, 2, grant);
+    request("alice@corp.com", "fp0701", id0);
+    approve_test_tick();
+
+    /* the file refuses writes: a use and a request made before the writer learns it */
+    pthread_mutex_lock(&approve_m.dbmu); /* (the timer thread waits meanwhile) */
+    assert_int_equal(sqlite3_exec(approve_m.db, "PRAGMA query_only=1", NULL, NULL, NULL),
+                     SQLITE_OK);
+    assert_int_equal(approve_grant_use(grant, 0, NULL), 1);
+    request("alice@corp.com", "fp0702", id2);
+    pthread_mutex_unlock(&approve_m.dbmu);
+    approve_test_tick(); /* the writer fails: the changes stay queued */
+    approve_test_tick();
+
+    /* fail closed: the grant's last use is refused, no request is made */
+    assert_int_equal(approve_grant_use(grant, 0, NULL), -1);
+    assert_int_equal(events(APPROVE_EV_GRANT_USED), 1);
+    assert_int_equal(ask("alice@corp.com", "fp0703", id3, err, sizeof err), APPROVE_ERR);
+    assert_non_null(strstr(err, "the state file refuses writes"));
+    assert_int_equal(events(APPROVE_EV_REQUESTED), 3);
+    /* a decision needs the file: refused, try again */
+    assert_int_equal(approve_decide(id2, true, "bob@corp.com", dba, 1, NULL, APPROVE_SCOPE_IDENTITY,
+                                    err, sizeof err),
+                     APPROVE_ERR);
+    assert_non_null(strstr(err, "does not take writes"));
+    /* a cancel is made in memory (and audited: its session ended); queued for the file */
+    approve_cancel(id0, "client disconnected");
+    struct approve_status st;
+    assert_int_equal(approve_state(id0, &st), 0);
+    assert_int_equal(st.state, APPROVE_CANCELLED);
+    assert_int_equal(events(APPROVE_EV_CANCELLED), 1);
+
+    /* the file takes writes again: everything queued reaches it, in order */
+    file_writable(true);
+    approve_test_tick();
+    assert_int_equal(file_int("SELECT count(*) FROM grants WHERE id = ?1 AND uses = 1 AND"
+                              " uses_left = 1",
+                              grant),
+                     1);
+    assert_int_equal(file_int("SELECT count(*) FROM approval_requests WHERE id = ?1 AND"
+                              " state = 'pending'",
+                              id2),
+                     1);
+    assert_int_equal(file_int("SELECT count(*) FROM approval_requests WHERE id = ?1 AND"
+                              " state = 'cancelled'",
+                              id0),
+                     1);
+    assert_int_equal(events(APPROVE_EV_CANCELLED), 1);
+    assert_int_equal(approve_decide(id2, false, "bob@corp.com", dba, 1, NULL,
+                                    APPROVE_SCOPE_IDENTITY, err, sizeof err),
+                     0);
+    assert_int_equal(approve_grant_use(grant, 0, NULL), 0);
+    approve_test_tick();
+
+    /* after a restart the file's count holds: the grant is used up */
+    restart();
+    struct approve_grant g;
+    assert_false(approve_grant_find("alice@corp.com", alice_groups, 2, "shop", "fp0700", &g));
+    assert_int_equal(approve_grant_use(grant, 0, NULL), -1);
+}
+
+/* While another connection holds the file's write lock for longer than the bound, the queue
+ * waits and the statement path stops spending uses and making requests; it goes on once the
+ * file has the queue. */
+static void test_locked_too_long_fails_closed(void **state)
+{
+    (void)state;
+    approve_test_set_write_lag_ms(200);
+    char id[APPROVE_ID_LEN], id2[APPROVE_ID_LEN], grant[APPROVE_ID_LEN], err[256] = "";
+    request("alice@corp.com", "fp0710", id);
+    approve_with_uses(id, 2, grant);
+    approve_test_tick();
+    sqlite3 *lock = NULL;
+    assert_int_equal(sqlite3_open(dbpath, &lock), SQLITE_OK);
+    assert_int_equal(sqlite3_exec(lock, "BEGIN IMMEDIATE", NULL, NULL, NULL), SQLITE_OK);
+    assert_int_equal(approve_grant_use(grant, 0, NULL), 1); /* at once, queued */
+    usleep(300 * 1000);
+    assert_int_equal(approve_grant_use(grant, 0, NULL), -1);
+    assert_int_equal(ask("alice@corp.com", "fp0711", id2, err, sizeof err), APPROVE_ERR);
+    assert_non_null(strstr(err, "has not taken the changes queued"));
+    assert_int_equal(sqlite3_exec(lock, "ROLLBACK", NULL, NULL, NULL), SQLITE_OK);
+    sqlite3_close(lock);
+    approve_test_tick();
+    assert_int_equal(approve_grant_use(grant, 0, NULL), 0);
+    approve_test_set_write_lag_ms(0);
+}
+
+/* A write that can never succeed (here: a request whose id the file already has) is dropped,
+ * and the queue behind it goes on; nothing is refused for it. */
+static void test_impossible_write_dropped(void **state)
+{
+    (void)state;
+    char id[APPROVE_ID_LEN], id2[APPROVE_ID_LEN], grant[APPROVE_ID_LEN], sql[400];
+    request("alice@corp.com", "fp0720", id);
+    approve_with_uses(id, 2, grant);
+    approve_test_tick();
+    sqlite3 *x = NULL;
+    assert_int_equal(sqlite3_open(dbpath, &x), SQLITE_OK);
+    assert_int_equal(sqlite3_exec(x, "BEGIN IMMEDIATE", NULL, NULL, NULL), SQLITE_OK);
+    request("alice@corp.com", "fp0721", id2); /* queued: the file is locked */
+    assert_int_equal(approve_grant_use(grant, 0, NULL), 1);
+    snprintf(sql, sizeof sql,
+             "INSERT INTO approval_requests (id, state, identity, target, statement, fingerprint,"
+             " created_at, expires_at) VALUES ('%s', 'denied', 'x', 'shop', 'x', 'x', 1, 2);"
+             " COMMIT",
+             id2);
+    assert_int_equal(sqlite3_exec(x, sql, NULL, NULL, NULL), SQLITE_OK);
+    sqlite3_close(x);
+    approve_test_tick();
+    assert_int_equal(file_int("SELECT count(*) FROM grants WHERE id = ?1 AND uses = 1", grant), 1);
+    assert_int_equal(approve_grant_use(grant, 0, NULL), 0);
+}
+
+static pthread_t writable_later_th;
+
+static void *writable_later(void *arg)
+{
+    (void)arg;
+    usleep(500 * 1000);
+    (void)set_file_writable(true); /* (false: stop closed the file without waiting) */
+    return NULL;
+}
+
+/* Stopping writes what is still queued, trying again while the file refuses it (for up to
+ * server.shutdown_timeout), before it closes the file. */
+static void test_stop_waits_for_the_file(void **state)
+{
+    (void)state;
+    cfg.server.shutdown_timeout = 10;
+    char id[APPROVE_ID_LEN], grant[APPROVE_ID_LEN];
+    request("alice@corp.com", "fp0730", id);
+    approve_with_uses(id, 1, grant);
+    approve_test_tick();
+    file_writable(false);
+    assert_int_equal(approve_grant_use(grant, 0, NULL), 0);
+    approve_test_tick(); /* refused: queued */
+    assert_int_equal(pthread_create(&writable_later_th, NULL, writable_later, NULL), 0);
+    int64_t t0 = mono_ms();
+    approve_stop();
+    pthread_join(writable_later_th, NULL);
+    assert_true(mono_ms() - t0 < 5000);
+    assert_int_equal(file_int("SELECT count(*) FROM grants WHERE id = ?1 AND uses = 1 AND"
+                              " uses_left = 0",
+                              grant),
+                     1);
+    char err[256];
+    assert_int_equal(approve_start(&cfg, err, sizeof err), 0);
+    struct approve_grant g;
+    assert_false(approve_grant_find("alice@corp.com", alice_groups, 2, "shop", "fp0730", &g));
+}
+
+/* `--second-server DB` (below): approve_start on DB in another process; prints the error. */
+static int second_server_main(const char *db)
+{
+    snprintf(dbpath, sizeof dbpath, "%s", db);
+    config_fill(0);
+    char err[512];
+    if (approve_start(&cfg, err, sizeof err) < 0) {
+        printf("%s\n", err);
+        return 3;
+    }
+    approve_stop();
+    return 0;
+}
+
+/* One server per state file: a second one is refused while the first runs; the CLI is not. */
+static void test_second_server_refused(void **state)
+{
+    (void)state;
+    char out[2048], lock_path[400];
+    const char *second[] = {"--second-server", dbpath, NULL};
+    assert_int_equal(run_self(second, out, sizeof out), 3);
+    snprintf(lock_path, sizeof lock_path, "%s.approvals-lock", dbpath);
+    assert_non_null(strstr(out, "another sluice server uses the state file"));
+    assert_non_null(strstr(out, lock_path));
+    const char *list[] = {"--cli", "--db", dbpath, "list", "--json", NULL};
+    assert_int_equal(run_self(list, out, sizeof out), 0);
+    approve_stop(); /* the lock goes with the server */
+    assert_int_equal(run_self(second, out, sizeof out), 0);
+    char err[256];
+    assert_int_equal(approve_start(&cfg, err, sizeof err), 0);
+}
+
+static int deny_reads(void *arg, int action, const char *a, const char *b, const char *c,
+                      const char *d)
+{
+    (void)arg, (void)action, (void)a, (void)b, (void)c, (void)d;
+    return SQLITE_DENY;
+}
+
+static void reader_fails(bool on)
+{
+    pthread_mutex_lock(&approve_m.rdmu);
+    sqlite3_set_authorizer(approve_m.rd, on ? deny_reads : NULL, NULL);
+    pthread_mutex_unlock(&approve_m.rdmu);
+}
+
+/* Whether a grant was revoked cannot be read: the grant is not used (a revocation is never
+ * missed). Once it can be read again, it is. */
+static void test_unreadable_revocation_fails_closed(void **state)
+{
+    (void)state;
+    char id[APPROVE_ID_LEN], grant[APPROVE_ID_LEN];
+    request("alice@corp.com", "fp0740", id);
+    approve_with_uses(id, 2, grant);
+    struct approve_grant g;
+    assert_true(approve_grant_find("alice@corp.com", alice_groups, 2, "shop", "fp0740", &g));
+    reader_fails(true);
+    assert_int_equal(approve_grant_use(grant, 0, NULL), -1);
+    assert_false(approve_grant_live(grant, &g));
+    assert_false(approve_grant_find("alice@corp.com", alice_groups, 2, "shop", "fp0740", &g));
+    reader_fails(false);
+    assert_true(approve_grant_find("alice@corp.com", alice_groups, 2, "shop", "fp0740", &g));
+    assert_int_equal(approve_grant_use(grant, 0, NULL), 1);
+    assert_int_equal(events(APPROVE_EV_GRANT_USED), 1);
+}
+
+static sqlite3 *cli_tx;
+
+static void *commit_later(void *arg)
+{
+    (void)arg;
+    usleep(300 * 1000);
+    assert_int_equal(sqlite3_exec(cli_tx, "COMMIT", NULL, NULL, NULL), SQLITE_OK);
+    return NULL;
+}
+
+/* The CLI approves a request just before its deadline; its transaction commits after the
+ * deadline passed here, while this process's expiry waits for the file. The approval stands:
+ * memory takes it, and it alone is audited (no approval.expired for the expiry that did not
+ * happen). */
+static void test_expiry_loses_to_file_decision(void **state)
+{
+    (void)state;
+    fake_now_ms = 1700000000000LL;
+    approve_test_set_clock(fake_clock);
+    char id[APPROVE_ID_LEN], sql[400];
+    request("alice@corp.com", "fp0750", id);
+    approve_test_tick();
+    struct approve_counters c0, c1;
+    approve_get_counters(&c0);
+    assert_int_equal(sqlite3_open(dbpath, &cli_tx), SQLITE_OK);
+    snprintf(sql, sizeof sql,
+             "BEGIN IMMEDIATE; UPDATE approval_requests SET state = 'approved', approver ="
+             " 'cli:dana', decided_at = %lld WHERE id = '%s' AND state = 'pending'",
+             (long long)(fake_now_ms + 599999), id);
+    assert_int_equal(sqlite3_exec(cli_tx, sql, NULL, NULL, NULL), SQLITE_OK);
+    pthread_t th;
+    assert_int_equal(pthread_create(&th, NULL, commit_later, NULL), 0);
+    fake_now_ms += 600 * 1000; /* the deadline passes here */
+    approve_test_tick();       /* expired in memory; its write waits for the lock, then loses */
+    pthread_join(th, NULL);
+    approve_test_tick();
+    sqlite3_close(cli_tx);
+    struct approve_status st;
+    assert_int_equal(approve_state(id, &st), 0);
+    assert_int_equal(st.state, APPROVE_APPROVED);
+    assert_string_equal(st.approver, "cli:dana");
+    assert_int_equal(events(APPROVE_EV_EXPIRED), 0);
+    assert_int_equal(events(APPROVE_EV_APPROVED), 1);
+    approve_get_counters(&c1);
+    assert_int_equal(c1.expired, c0.expired);
+    assert_int_equal(c1.approved, c0.approved + 1);
 }
 
 /* ---- Slack */
@@ -1186,6 +1527,7 @@ static void test_slack_callback(void **state)
 int main(int argc, char **argv)
 {
     if (argc >= 2 && !strcmp(argv[1], "--cli")) return approvals_cli_main(argc - 1, argv + 1);
+    if (argc >= 3 && !strcmp(argv[1], "--second-server")) return second_server_main(argv[2]);
     ssize_t n = readlink("/proc/self/exe", self_exe, sizeof self_exe - 1);
     if (n <= 0) return 1;
     self_exe[n] = '\0';
@@ -1200,6 +1542,13 @@ int main(int argc, char **argv)
         cmocka_unit_test_setup_teardown(test_pending_limit, setup, teardown),
         cmocka_unit_test_setup_teardown(test_locked_file_does_not_stall, setup, teardown),
         cmocka_unit_test_setup_teardown(test_grant_uses_race, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_refused_write_kept_and_fails_closed, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_locked_too_long_fails_closed, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_impossible_write_dropped, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_stop_waits_for_the_file, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_second_server_refused, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_unreadable_revocation_fails_closed, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_expiry_loses_to_file_decision, setup, teardown),
         cmocka_unit_test(test_slack_signature),
         cmocka_unit_test(test_slack_parse),
         cmocka_unit_test_setup_teardown(test_notify, setup_notify, teardown_notify),
