@@ -962,6 +962,21 @@ int approve_grant_revoke(const char *grant_id, const char *by)
 
 /* ---- listings: from the file, once the queue is written to it */
 
+/* Take the file with the queue written to it (a listing's read follows); true when it is open.
+ * listing_end() releases it and reports what the flush ended. */
+static bool listing_begin(struct approve_outcomes *out)
+{
+    pthread_mutex_lock(&A->dbmu);
+    if (A->db) (void)approve_flush(out);
+    return A->db != NULL;
+}
+
+static void listing_end(struct approve_outcomes *out)
+{
+    pthread_mutex_unlock(&A->dbmu);
+    approve_outcomes_report(out);
+}
+
 char *approve_list_json(const char *state_filter)
 {
     int st = -1;
@@ -970,22 +985,16 @@ char *approve_list_json(const char *state_filter)
         if (st < 0) return NULL;
     }
     struct approve_outcomes out = {0};
-    pthread_mutex_lock(&A->dbmu);
-    if (A->db) (void)approve_flush(&out);
-    char *s = A->db ? adb_requests_json(A->db, st) : NULL;
-    pthread_mutex_unlock(&A->dbmu);
-    approve_outcomes_report(&out);
+    char *s = listing_begin(&out) ? adb_requests_json(A->db, st) : NULL;
+    listing_end(&out);
     return s;
 }
 
 char *approve_grants_json_all(bool all)
 {
     struct approve_outcomes out = {0};
-    pthread_mutex_lock(&A->dbmu);
-    if (A->db) (void)approve_flush(&out);
-    char *s = A->db ? adb_grants_json(A->db, all, approve_now_ms()) : NULL;
-    pthread_mutex_unlock(&A->dbmu);
-    approve_outcomes_report(&out);
+    char *s = listing_begin(&out) ? adb_grants_json(A->db, all, approve_now_ms()) : NULL;
+    listing_end(&out);
     return s;
 }
 
@@ -998,10 +1007,7 @@ char *approve_request_json(const char *id)
 {
     if (!id) return NULL;
     struct approve_outcomes out = {0};
-    pthread_mutex_lock(&A->dbmu);
-    if (A->db) (void)approve_flush(&out);
-    char *s = A->db ? adb_request_json(A->db, id) : NULL;
-    pthread_mutex_unlock(&A->dbmu);
-    approve_outcomes_report(&out);
+    char *s = listing_begin(&out) ? adb_request_json(A->db, id) : NULL;
+    listing_end(&out);
     return s;
 }
