@@ -1,7 +1,8 @@
 /*
  * copy.c: masking the lines of COPY ... TO STDOUT by column. CopyData carries no column
  * names; the statement does (sql_copy.c reads them from its column list or its query's
- * output names), so the relay builds a plan from them when it forwards the COPY, and each
+ * output names), or for a whole table the catalog (src/proxy/catalog.c), so the relay
+ * builds a plan from them when it forwards the COPY, and each
  * line is cut into its fields (text format: delimiter, backslash escapes; CSV: delimiter,
  * quote, escape) to mask the fields of columns sensitive by name whole, as DataRow values
  * are. Other fields are scanned by value. No I/O.
@@ -49,8 +50,9 @@ struct mask_copy_plan *mask_copy_plan_build(const struct mask_db *db, const char
                       ? mask_column_by_name(db, schema[0] ? schema : NULL, rel[0] ? rel : NULL,
                                             columns[i], sources[i], &form)
                       : MASK_COLUMN_SCAN;
-        /* Names from the statement's text (aliases, CTE names) are the client's to choose:
-         * they may add masking, never take it away (no exemption). */
+        /* Names from the statement's text (aliases, CTE names) are the client's to choose,
+         * and which table a name meant is the relay's reading: they may add masking, never
+         * take it away (no exemption). */
         if (how == MASK_COLUMN_SKIP) how = MASK_COLUMN_SCAN;
         p->cols[i] = (struct copy_col){.how = (int16_t)how, .form = (uint8_t)form};
         if (how != MASK_COLUMN_SCAN) by_name = true;

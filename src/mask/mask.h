@@ -219,9 +219,9 @@ void mask_copy_plan_free(struct mask_copy_plan *p);
 unsigned mask_copy_plan_columns(const struct mask_copy_plan *p);
 /* One CopyData line under plan: the fields of columns masked by name are replaced whole (a
  * NULL stays NULL), the others are scanned by value (a plan never exempts: the names come
- * from the client's text). 0 unchanged, 1 a whole new 'd' message appended, -1 the line does
- * not split into the plan's columns, is the header line, or the scanner failed (nothing
- * appended: the caller masks the line by value). */
+ * from the client's text, or from the catalog by the relay's reading of it). 0 unchanged, 1 a whole
+ * new 'd' message appended, -1 the line does not split into the plan's columns, is the header line,
+ * or the scanner failed (nothing appended: the caller masks the line by value). */
 int mask_copy_rewrite_plan(const struct mask_db *db, struct mask_copy_plan *plan,
                            const uint8_t *body, size_t len, struct buf *out,
                            struct mask_counts *counts);

@@ -10,6 +10,13 @@
  * sluice empties the target's cache. Each emptying moves the target's generation on, so that
  * what was built from the names before (the plan cache, src/mask/plan_cache.c) is not used
  * after.
+ *
+ * It also names the columns of a relation by its name, for a COPY that names no column
+ * (`COPY t TO STDOUT`, `COPY (SELECT * FROM t) TO STDOUT`): a schema-qualified name exactly;
+ * an unqualified one only when one relation of that name exists in the whole database (the
+ * session's search_path is the server's, not the side connection's). Those answers (none
+ * included) are kept per target like the others, emptied with them, and asked again in the
+ * background once older than CAT_REL_TTL_MS (DDL that did not go through sluice).
  */
 #include <libpq-fe.h>
 #include <pthread.h>
@@ -29,6 +36,10 @@
 #define CAT_WAIT_MS 200
 #define CAT_DOWN_MS 10000
 #define CAT_GEN_SLOTS 64
+#define CAT_REL_BUCKETS 256
+#define CAT_REL_MAX 4096
+#define CAT_REL_TTL_MS 30000
+#define CAT_NAME_MAX 64 /* NAMEDATALEN: longer names are not looked up */
 
 struct cat_entry {
     struct cat_entry *next;
@@ -38,14 +49,26 @@ struct cat_entry {
     char *schema, *relname, *column;
 };
 
+/* A relation looked up by name: its columns, or none (not found, ambiguous, failed). */
+struct cat_rel_entry {
+    struct cat_rel_entry *next;
+    unsigned target;
+    char schema[CAT_NAME_MAX], name[CAT_NAME_MAX]; /* as asked; schema "": unqualified */
+    uint64_t fetched_ms;
+    struct catalog_rel *rel; /* NULL: none */
+};
+
 struct cat_req {
     unsigned target;
-    uint32_t table;
+    uint32_t table;                                /* 0: a lookup by name */
+    char schema[CAT_NAME_MAX], name[CAT_NAME_MAX]; /* (by name) */
 };
 
 static pthread_rwlock_t cat_lock = PTHREAD_RWLOCK_INITIALIZER;
 static struct cat_entry *cat_map[CAT_BUCKETS];
 static unsigned cat_entries;
+static struct cat_rel_entry *rel_map[CAT_REL_BUCKETS];
+static unsigned rel_entries;
 
 static pthread_mutex_t q_lock = PTHREAD_MUTEX_INITIALIZER;
 static pthread_cond_t q_cond = PTHREAD_COND_INITIALIZER;
@@ -74,8 +97,74 @@ static unsigned cat_hash(unsigned target, uint32_t table, int16_t attnum)
     return (unsigned)(h >> 40) % CAT_BUCKETS;
 }
 
+void catalog_rel_free(struct catalog_rel *r)
+{
+    if (!r) return;
+    for (unsigned i = 0; i < r->n; i++)
+        free(r->columns[i]);
+    free(r->columns);
+    free(r->generated);
+    free(r->schema);
+    free(r->relname);
+    free(r);
+}
+
+static struct catalog_rel *rel_copy(const struct catalog_rel *r)
+{
+    struct catalog_rel *c = xcalloc(1, sizeof *c);
+    c->schema = xstrdup(r->schema);
+    c->relname = xstrdup(r->relname);
+    c->n = r->n;
+    c->columns = xcalloc(r->n ? r->n : 1, sizeof *c->columns);
+    c->generated = xcalloc(r->n ? r->n : 1, sizeof *c->generated);
+    for (unsigned i = 0; i < r->n; i++) {
+        c->columns[i] = xstrdup(r->columns[i]);
+        c->generated[i] = r->generated[i];
+    }
+    return c;
+}
+
+static unsigned rel_hash(unsigned target, const char *schema, const char *name)
+{
+    uint64_t h = 1469598103934665603ull ^ target;
+    for (const char *p = schema; *p; p++)
+        h = (h ^ (uint8_t)*p) * 1099511628211ull;
+    h = (h ^ '.') * 1099511628211ull;
+    for (const char *p = name; *p; p++)
+        h = (h ^ (uint8_t)*p) * 1099511628211ull;
+    return (unsigned)(h >> 32) % CAT_REL_BUCKETS;
+}
+
+static struct cat_rel_entry **rel_find_locked(unsigned target, const char *schema, const char *name)
+{
+    struct cat_rel_entry **pp = &rel_map[rel_hash(target, schema, name)];
+    for (; *pp; pp = &(*pp)->next)
+        if ((*pp)->target == target && !strcmp((*pp)->schema, schema) && !strcmp((*pp)->name, name))
+            break;
+    return pp;
+}
+
+static void rel_clear_locked(int target) /* -1: every target */
+{
+    for (unsigned b = 0; b < CAT_REL_BUCKETS; b++) {
+        struct cat_rel_entry **pp = &rel_map[b];
+        while (*pp) {
+            struct cat_rel_entry *e = *pp;
+            if (target >= 0 && e->target != (unsigned)target) {
+                pp = &e->next;
+                continue;
+            }
+            *pp = e->next;
+            catalog_rel_free(e->rel);
+            free(e);
+            rel_entries--;
+        }
+    }
+}
+
 static void cat_clear_locked(int target) /* -1: every target */
 {
+    rel_clear_locked(target);
     if (target < 0)
         __atomic_add_fetch(&gen_all, 1, __ATOMIC_RELEASE);
     else
@@ -123,23 +212,38 @@ bool catalog_lookup(unsigned target, uint32_t table, int16_t attnum, char *schem
 }
 
 /* Queue a lookup of table; returns the sequence number it will be answered by (0: none). */
-static uint64_t request_locked(unsigned target, uint32_t table)
+static uint64_t request_locked(const struct cat_req *req)
 {
     for (unsigned i = 0; i < q_len; i++) {
         const struct cat_req *r = &q[(q_head + i) % CAT_QUEUE];
-        if (r->target == target && r->table == table) return asked_seq - q_len + i + 1;
+        if (r->target == req->target && r->table == req->table &&
+            (req->table || (!strcmp(r->schema, req->schema) && !strcmp(r->name, req->name))))
+            return asked_seq - q_len + i + 1;
     }
     if (q_len >= CAT_QUEUE) return 0;
-    q[(q_head + q_len++) % CAT_QUEUE] = (struct cat_req){target, table};
+    q[(q_head + q_len++) % CAT_QUEUE] = *req;
     pthread_cond_signal(&q_cond);
     return ++asked_seq;
+}
+
+/* Wait (q_lock held) until ticket is answered, at most CAT_WAIT_MS. */
+static void wait_locked(uint64_t ticket)
+{
+    struct timespec until;
+    clock_gettime(CLOCK_REALTIME, &until);
+    until.tv_nsec += CAT_WAIT_MS * 1000000L;
+    until.tv_sec += until.tv_nsec / 1000000000L;
+    until.tv_nsec %= 1000000000L;
+    while (ticket && done_seq < ticket && !q_stop)
+        if (pthread_cond_timedwait(&done_cond, &q_lock, &until) != 0) break;
 }
 
 void catalog_request(unsigned target, uint32_t table)
 {
     if (!started || !table) return;
+    struct cat_req req = {.target = target, .table = table};
     pthread_mutex_lock(&q_lock);
-    request_locked(target, table);
+    request_locked(&req);
     pthread_mutex_unlock(&q_lock);
 }
 
@@ -149,17 +253,57 @@ bool catalog_resolve(unsigned target, uint32_t table, int16_t attnum, char *sche
     if (catalog_lookup(target, table, attnum, schema, sl, rel, rl, col, cl)) return true;
     if (!started || !table || clock_ms() < __atomic_load_n(&down_until_ms, __ATOMIC_RELAXED))
         return false;
+    struct cat_req req = {.target = target, .table = table};
     pthread_mutex_lock(&q_lock);
-    uint64_t ticket = request_locked(target, table);
-    struct timespec until;
-    clock_gettime(CLOCK_REALTIME, &until);
-    until.tv_nsec += CAT_WAIT_MS * 1000000L;
-    until.tv_sec += until.tv_nsec / 1000000000L;
-    until.tv_nsec %= 1000000000L;
-    while (ticket && done_seq < ticket && !q_stop)
-        if (pthread_cond_timedwait(&done_cond, &q_lock, &until) != 0) break;
+    wait_locked(request_locked(&req));
     pthread_mutex_unlock(&q_lock);
     return catalog_lookup(target, table, attnum, schema, sl, rel, rl, col, cl);
+}
+
+/* The cached answer for (target, schema, name): 1 with *out (a copy, or NULL for none), 0 when
+ * none is cached; *stale when it is older than CAT_REL_TTL_MS. */
+static int rel_cached(unsigned target, const char *schema, const char *name,
+                      struct catalog_rel **out, bool *stale)
+{
+    int found = 0;
+    pthread_rwlock_rdlock(&cat_lock);
+    struct cat_rel_entry *e = *rel_find_locked(target, schema, name);
+    if (e) {
+        *out = e->rel ? rel_copy(e->rel) : NULL;
+        *stale = clock_ms() >= e->fetched_ms + CAT_REL_TTL_MS;
+        found = 1;
+    }
+    pthread_rwlock_unlock(&cat_lock);
+    return found;
+}
+
+struct catalog_rel *catalog_resolve_relation(unsigned target, const char *schema, const char *name)
+{
+    if (!started || !name || !name[0] || strlen(name) >= CAT_NAME_MAX ||
+        (schema && (!schema[0] || strlen(schema) >= CAT_NAME_MAX)))
+        return NULL;
+    /* pg_temp is the session's own temporary schema: the side connection has another one */
+    if (schema && !strcmp(schema, "pg_temp")) return NULL;
+    struct cat_req req = {.target = target};
+    snprintf(req.schema, sizeof req.schema, "%s", schema ? schema : "");
+    snprintf(req.name, sizeof req.name, "%s", name);
+    struct catalog_rel *r = NULL;
+    bool stale = false;
+    bool down = clock_ms() < __atomic_load_n(&down_until_ms, __ATOMIC_RELAXED);
+    if (rel_cached(target, req.schema, req.name, &r, &stale)) {
+        if (stale && !down) { /* this answer now, a fresh one for the next COPY */
+            pthread_mutex_lock(&q_lock);
+            request_locked(&req);
+            pthread_mutex_unlock(&q_lock);
+        }
+        return r;
+    }
+    if (down) return NULL;
+    pthread_mutex_lock(&q_lock);
+    wait_locked(request_locked(&req));
+    pthread_mutex_unlock(&q_lock);
+    if (!rel_cached(target, req.schema, req.name, &r, &stale)) return NULL;
+    return r;
 }
 
 void catalog_invalidate(unsigned target)
@@ -249,6 +393,70 @@ static void cat_fetch(PGconn *c, unsigned target, uint32_t table)
     PQclear(r);
 }
 
+/* The columns of relation (schema or "", name): exactly that one when qualified, else the
+ * only relation of that name in any schema (several: none, whichever the session's
+ * search_path would find). Kept, none included, unless the cache was emptied meanwhile. */
+static void cat_fetch_rel(PGconn *c, const struct cat_req *q)
+{
+    uint64_t gen = catalog_generation(q->target);
+    const char *params[] = {q->schema[0] ? q->schema : NULL, q->name};
+    /* (relkinds a FROM or a COPY can name: tables, views, materialized views, partitioned and
+     * foreign tables, sequences) */
+    PGresult *r =
+        PQexecParams(c,
+                     "WITH r AS (SELECT c.oid, n.nspname, c.relname FROM pg_catalog.pg_class c "
+                     "JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace "
+                     "WHERE c.relname = $2::name AND ($1::name IS NULL OR n.nspname = $1::name) "
+                     "AND c.relkind IN ('r', 'v', 'm', 'p', 'f', 'S')) "
+                     "SELECT r.nspname, r.relname, a.attname, a.attgenerated <> '' "
+                     "FROM r JOIN pg_catalog.pg_attribute a ON a.attrelid = r.oid "
+                     "WHERE (SELECT count(*) FROM r) = 1 AND a.attnum > 0 AND NOT a.attisdropped "
+                     "ORDER BY a.attnum",
+                     2, NULL, params, NULL, NULL, 0);
+    struct catalog_rel *rel = NULL;
+    if (PQresultStatus(r) != PGRES_TUPLES_OK) {
+        log_warn("catalog: lookup of the columns of relation \"%s\" failed: %s", q->name,
+                 PQresultErrorMessage(r));
+    } else if (PQntuples(r) > 0) {
+        unsigned n = (unsigned)PQntuples(r);
+        rel = xcalloc(1, sizeof *rel);
+        rel->schema = xstrdup(PQgetvalue(r, 0, 0));
+        rel->relname = xstrdup(PQgetvalue(r, 0, 1));
+        rel->n = n;
+        rel->columns = xcalloc(n, sizeof *rel->columns);
+        rel->generated = xcalloc(n, sizeof *rel->generated);
+        for (unsigned i = 0; i < n; i++) {
+            rel->columns[i] = xstrdup(PQgetvalue(r, (int)i, 2));
+            rel->generated[i] = PQgetvalue(r, (int)i, 3)[0] == 't';
+        }
+    }
+    PQclear(r);
+    pthread_rwlock_wrlock(&cat_lock);
+    if (catalog_generation(q->target) != gen) { /* emptied meanwhile: the answer may be old */
+        pthread_rwlock_unlock(&cat_lock);
+        catalog_rel_free(rel);
+        return;
+    }
+    struct cat_rel_entry **pp = rel_find_locked(q->target, q->schema, q->name);
+    if (!*pp) {
+        if (rel_entries >= CAT_REL_MAX) {
+            rel_clear_locked(-1);
+            pp = rel_find_locked(q->target, q->schema, q->name);
+        }
+        struct cat_rel_entry *e = xcalloc(1, sizeof *e);
+        e->target = q->target;
+        snprintf(e->schema, sizeof e->schema, "%s", q->schema);
+        snprintf(e->name, sizeof e->name, "%s", q->name);
+        e->next = *pp;
+        *pp = e;
+        rel_entries++;
+    }
+    catalog_rel_free((*pp)->rel);
+    (*pp)->rel = rel;
+    (*pp)->fetched_ms = clock_ms();
+    pthread_rwlock_unlock(&cat_lock);
+}
+
 static void *cat_main(void *arg)
 {
     (void)arg;
@@ -270,8 +478,10 @@ static void *cat_main(void *arg)
                 conns[r.target] = NULL;
             }
             if (!conns[r.target]) conns[r.target] = cat_connect(&cat_cfg->targets[r.target]);
-            if (conns[r.target])
+            if (conns[r.target] && r.table)
                 cat_fetch(conns[r.target], r.target, r.table);
+            else if (conns[r.target])
+                cat_fetch_rel(conns[r.target], &r);
             else
                 __atomic_store_n(&down_until_ms, clock_ms() + CAT_DOWN_MS, __ATOMIC_RELAXED);
         }

@@ -182,6 +182,19 @@ void catalog_invalidate(unsigned target);
  * Targets may share a value: key on (target, generation). */
 uint64_t catalog_generation(unsigned target);
 const struct sluice_config *catalog_config(void); /* the snapshot the indexes refer to */
+/* The columns of one relation, by its name (catalog_resolve_relation). */
+struct catalog_rel {
+    char *schema, *relname; /* the relation's names in its catalog */
+    unsigned n;
+    char **columns;  /* its attributes (attnum > 0, not dropped), in attnum order */
+    bool *generated; /* generated columns (COPY without a column list leaves them out) */
+};
+/* The columns of relation schema.name (schema NULL: unqualified, found only when it is the
+ * one relation of that name in the database; "pg_temp" is never found) on target, from the
+ * cache, else asked and waited for briefly as catalog_resolve() does. The caller's, freed with
+ * catalog_rel_free(); NULL when unknown, ambiguous, or the catalog does not answer in time. */
+struct catalog_rel *catalog_resolve_relation(unsigned target, const char *schema, const char *name);
+void catalog_rel_free(struct catalog_rel *r);
 
 /* The admin listener with its hooks into sluice (admin_glue.c). */
 int admin_glue_start(const struct sluice_config *cfg, char *err, size_t errlen);

@@ -55,9 +55,38 @@ struct copy_expect {
     struct mask_copy_plan *plan;
 };
 
+/* The plan of a COPY of a whole table (`COPY t`, `COPY (SELECT * FROM t)`): its columns
+ * named by the catalog, as a column list would name them. NULL (lines masked by value) when
+ * the catalog cannot say which relation the name is, or does not answer in time, and while
+ * this transaction has run DDL the side connection cannot see yet. */
+static struct mask_copy_plan *copy_plan_whole(struct session *s, const struct sql_copy_out *c,
+                                              const struct mask_copy_layout *lay)
+{
+    if (c->whole == SQL_COPY_NAMED || !c->rel_name || s->ddl_in_tx ||
+        s->rt->cfg != catalog_config()) /* reloaded: indexes may differ */
+        return NULL;
+    struct catalog_rel *rel = catalog_resolve_relation(s->target_idx, c->rel_schema, c->rel_name);
+    if (!rel) return NULL;
+    const char **names = xcalloc(rel->n ? rel->n : 1, sizeof *names);
+    unsigned n = 0;
+    for (unsigned i = 0; i < rel->n; i++)
+        if (c->whole == SQL_COPY_STAR || !rel->generated[i]) /* COPY t leaves them out */
+            names[n++] = rel->columns[i];
+    size_t tl = strlen(rel->schema) + strlen(rel->relname) + 2;
+    char *table = xmalloc(tl);
+    snprintf(table, tl, "%s.%s", rel->schema, rel->relname);
+    /* (names from the catalog, but which relation the statement's name meant is sluice's
+     * reading of it: they add masking as a column list's names do, never exempt) */
+    struct mask_copy_plan *p = mask_copy_plan_build(s->rt->mask, table, names, names, n, lay);
+    free(table);
+    free(names);
+    catalog_rel_free(rel);
+    return p;
+}
+
 void relay_mask_copy_expect(struct session *s, uint64_t group, const struct sql_copy_out *c)
 {
-    if (!s->rt->mask || !c->known) return;
+    if (!s->rt->mask || (!c->known && c->whole == SQL_COPY_NAMED)) return;
     struct mask_copy_layout lay = {.csv = c->format == 'c',
                                    .header = c->header,
                                    .delimiter = c->delimiter,
@@ -65,8 +94,9 @@ void relay_mask_copy_expect(struct session *s, uint64_t group, const struct sql_
                                    .escape = c->escape,
                                    .null_str = c->null_str};
     struct mask_copy_plan *p =
-        mask_copy_plan_build(s->rt->mask, c->table, (const char *const *)c->columns,
-                             (const char *const *)c->sources, c->n_columns, &lay);
+        c->known ? mask_copy_plan_build(s->rt->mask, c->table, (const char *const *)c->columns,
+                                        (const char *const *)c->sources, c->n_columns, &lay)
+                 : copy_plan_whole(s, c, &lay);
     if (!p) return;
     struct copy_expect *e = xcalloc(1, sizeof *e);
     e->group = group;

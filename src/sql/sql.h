@@ -104,7 +104,14 @@ struct sql_copy_out {
     char **sources; /* the column each one reads when it is a plain column reference */
     unsigned n_columns;
     char *table; /* "schema.table" or "table" as written; NULL when not one table */
-    char format; /* 't' text, 'c' csv, 'b' binary */
+    /* Not known, but the lines hold every column of one table (rel_schema, rel_name), which
+     * only its catalog can name, in attribute order: SQL_COPY_TABLE for `COPY t TO STDOUT`
+     * (generated columns left out, as COPY leaves them), SQL_COPY_STAR for `COPY (SELECT *
+     * FROM t) TO STDOUT` (with them). Set only when the layout is understood (text or CSV). */
+    enum sql_copy_whole { SQL_COPY_NAMED, SQL_COPY_TABLE, SQL_COPY_STAR } whole;
+    char *rel_schema; /* as the server reads it; NULL when unqualified */
+    char *rel_name;
+    char format;                   /* 't' text, 'c' csv, 'b' binary */
     char delimiter, quote, escape; /* (quote and escape: CSV) */
     bool header;                   /* the first line holds the column names */
     char *null_str;                /* how a NULL is written */

@@ -2,7 +2,9 @@
  * sql_copy.c: what the lines of a COPY ... TO STDOUT hold, from its parse tree: the columns in
  * order (its column list, or the output names of its query), the table they come from, and
  * the text layout its options ask for (format, delimiter, quote, escape, NULL marker,
- * header). Masking uses it to mask COPY lines by column name (src/mask/copy.c). No I/O.
+ * header). A COPY of a whole table (`COPY t`, `COPY (SELECT * FROM t)`) names no column:
+ * then it says which table, whose columns the relay asks the catalog for. Masking uses it to
+ * mask COPY lines by column name (src/mask/copy.c). No I/O.
  */
 #include <stdio.h>
 #include <stdlib.h>
@@ -37,6 +39,29 @@ static char *rangevar_name(const cJSON *rv)
     return out;
 }
 
+/* The RangeVar's schema and name, as the server reads them, into c (false when unnamed). */
+static bool rangevar_parts(const cJSON *rv, struct sql_copy_out *c)
+{
+    const cJSON *rel = child(rv, "relname"), *sch = child(rv, "schemaname");
+    if (!cJSON_IsString(rel)) return false;
+    free(c->rel_schema);
+    free(c->rel_name);
+    c->rel_schema = cJSON_IsString(sch) ? xstrdup(sch->valuestring) : NULL;
+    c->rel_name = xstrdup(rel->valuestring);
+    return true;
+}
+
+/* Is the target list one bare `*` (SELECT * FROM ..., not t.* nor *, x)? */
+static bool target_list_star(const cJSON *tl)
+{
+    if (cJSON_GetArraySize(tl) != 1) return false;
+    const cJSON *rt = node_of(cJSON_GetArrayItem(tl, 0), "ResTarget");
+    const cJSON *ref = node_of(child(rt, "val"), "ColumnRef");
+    const cJSON *fields = child(ref, "fields");
+    return !child(rt, "name") && cJSON_GetArraySize(fields) == 1 &&
+           node_of(cJSON_GetArrayItem(fields, 0), "A_Star");
+}
+
 /* A SELECT output column: the column it reads when it is a plain column reference (the last
  * field of it; NULL for an expression; *star for `*`, whose columns are unknown), and the
  * name it gets: its alias, else that column's name. */
@@ -53,13 +78,25 @@ static const char *target_source(const cJSON *restarget, bool *star, const char 
 }
 
 /* A query's output columns (SELECT only, not UNION or VALUES), and its table when it reads
- * one RangeVar. false when a `*` leaves their number unknown. */
+ * one RangeVar. false when a `*` leaves their number unknown (for SELECT * FROM one table,
+ * not a CTE's name, c->whole says the catalog can name them). */
 static bool query_columns(const cJSON *query, struct sql_copy_out *c)
 {
     const cJSON *sel = node_of(query, "SelectStmt");
     const cJSON *tl = child(sel, "targetList");
     const char *op = cJSON_GetStringValue(child(sel, "op"));
     if (!sel || !cJSON_IsArray(tl) || (op && strcmp(op, "SETOP_NONE") != 0)) return false;
+    const cJSON *from = child(sel, "fromClause");
+    const cJSON *rv =
+        cJSON_GetArraySize(from) == 1 ? node_of(cJSON_GetArrayItem(from, 0), "RangeVar") : NULL;
+    if (target_list_star(tl)) {
+        /* SELECT * FROM t: every column of t, when t cannot be a CTE's name */
+        if (rv && !child(sel, "withClause") && rangevar_parts(rv, c)) {
+            c->table = rangevar_name(rv);
+            c->whole = SQL_COPY_STAR;
+        }
+        return false;
+    }
     unsigned n = (unsigned)cJSON_GetArraySize(tl);
     c->columns = xcalloc(n ? n : 1, sizeof *c->columns);
     c->sources = xcalloc(n ? n : 1, sizeof *c->sources);
@@ -73,11 +110,7 @@ static bool query_columns(const cJSON *query, struct sql_copy_out *c)
         c->columns[c->n_columns] = name ? xstrdup(name) : NULL;
         c->sources[c->n_columns++] = source ? xstrdup(source) : NULL;
     }
-    const cJSON *from = child(sel, "fromClause");
-    if (cJSON_GetArraySize(from) == 1) {
-        const cJSON *rv = node_of(cJSON_GetArrayItem(from, 0), "RangeVar");
-        if (rv) c->table = rangevar_name(rv);
-    }
+    if (rv) c->table = rangevar_name(rv);
     return true;
 }
 
@@ -178,12 +211,14 @@ struct sql_copy_out *sql_copy_out_make(const cJSON *copy)
         }
     } else if (rel) {
         c->table = rangevar_name(rel); /* every column, in an order only the catalog knows */
+        if (rangevar_parts(rel, c)) c->whole = SQL_COPY_TABLE;
     } else if (query) {
         known = query_columns(query, c);
     }
-    if (!read_options(child(copy, "options"), c)) known = false;
+    bool layout = read_options(child(copy, "options"), c);
     if (!c->escape) c->escape = c->quote;
-    c->known = known && c->format != 'b';
+    c->known = known && layout && c->format != 'b';
+    if (known || !layout || c->format == 'b') c->whole = SQL_COPY_NAMED;
     return c;
 }
 
@@ -197,6 +232,8 @@ void sql_copy_out_free(struct sql_copy_out *c)
     free(c->columns);
     free(c->sources);
     free(c->table);
+    free(c->rel_schema);
+    free(c->rel_name);
     free(c->null_str);
     free(c);
 }

@@ -616,6 +616,60 @@ static void test_threads(void **state)
     }
 }
 
+/* ---- COPY ... TO STDOUT: which columns its lines hold ---- */
+
+/* One COPY per line: its SQL, whether columns[] are known, what c->whole says (N named, T
+ * table, S star, - no copy_out at all), and the relation's schema and name when whole. */
+static const struct {
+    const char *sql;
+    bool known;
+    char whole;
+    const char *schema, *name;
+} copy_cases[] = {
+    {"COPY t TO STDOUT", false, 'T', NULL, "t"},
+    {"COPY Public.T TO STDOUT (FORMAT csv, HEADER)", false, 'T', "public", "t"},
+    {"COPY s.\"Mixed\" TO STDOUT", false, 'T', "s", "Mixed"},
+    {"COPY t TO STDOUT (FORMAT binary)", false, 'N', NULL, NULL},
+    {"COPY t TO STDOUT (ENCODING 'SJIS')", false, 'N', NULL, NULL},
+    {"COPY t (a, b) TO STDOUT", true, 'N', NULL, NULL},
+    {"COPY (SELECT * FROM s.t WHERE x > 1 ORDER BY 1) TO STDOUT", false, 'S', "s", "t"},
+    {"COPY (SELECT * FROM ONLY t) TO STDOUT (FORMAT csv)", false, 'S', NULL, "t"},
+    {"COPY (SELECT a, b FROM t) TO STDOUT", true, 'N', NULL, NULL},
+    {"COPY (WITH t AS (SELECT 1 AS ssn) SELECT * FROM t) TO STDOUT", false, 'N', NULL, NULL},
+    {"COPY (SELECT *, 1 FROM t) TO STDOUT", false, 'N', NULL, NULL},
+    {"COPY (SELECT t.* FROM t) TO STDOUT", false, 'N', NULL, NULL},
+    {"COPY (SELECT * FROM t, u) TO STDOUT", false, 'N', NULL, NULL},
+    {"COPY (SELECT * FROM t JOIN u USING (id)) TO STDOUT", false, 'N', NULL, NULL},
+    {"COPY (SELECT * FROM t UNION ALL SELECT * FROM u) TO STDOUT", false, 'N', NULL, NULL},
+    {"COPY (SELECT * FROM f()) TO STDOUT", false, 'N', NULL, NULL},
+    {"COPY t FROM STDIN", false, '-', NULL, NULL},
+};
+
+static void test_copy_out(void **state)
+{
+    (void)state;
+    for (size_t i = 0; i < sizeof copy_cases / sizeof copy_cases[0]; i++) {
+        struct sql_facts f;
+        const char *sql = copy_cases[i].sql;
+        assert_int_equal(sql_analyze(sql, &f), 0);
+        assert_int_equal(f.n_stmts, 1);
+        const struct sql_copy_out *c = f.stmts[0].copy_out;
+        char whole = !c                           ? '-'
+                     : c->whole == SQL_COPY_TABLE ? 'T'
+                     : c->whole == SQL_COPY_STAR  ? 'S'
+                                                  : 'N';
+        if (whole != copy_cases[i].whole || (c && c->known != copy_cases[i].known))
+            fail_msg("%s: whole %c known %d", sql, whole, c ? c->known : 0);
+        if (whole == 'T' || whole == 'S') {
+            const char *want = copy_cases[i].schema;
+            if (want ? !c->rel_schema || strcmp(c->rel_schema, want) : c->rel_schema != NULL)
+                fail_msg("%s: schema %s", sql, c->rel_schema ? c->rel_schema : "(none)");
+            assert_string_equal(c->rel_name, copy_cases[i].name);
+        }
+        sql_facts_free(&f);
+    }
+}
+
 /* ---- timing (printed) ---- */
 
 static double clock_us(clockid_t id)
@@ -661,6 +715,7 @@ int main(void)
         cmocka_unit_test(test_deep_nesting), cmocka_unit_test(test_threads),
         cmocka_unit_test(test_timing),       cmocka_unit_test(test_savepoint_names),
         cmocka_unit_test(test_approval_key), cmocka_unit_test(test_blank_literals),
+        cmocka_unit_test(test_copy_out),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
