@@ -17,9 +17,10 @@
  *   request cancelled or expired, a grant's use) is made in memory and queued in memory's
  *   order; whoever holds `dbmu` writes the queue to the file before anything else: the
  *   timer thread (approve_sync.c), woken by each change, or an admin or CLI call that needs
- *   the file up to date (decisions, revocations, listings). While the file stays locked, or
- *   refuses a write otherwise (a full disk, an I/O error, a read-only file), the queue is kept
- *   and tried again; memory is right meanwhile. Only a write that can never succeed (a
+ *   the file up to date (decisions, revocations, listings), in one transaction per batch.
+ *   While the file stays locked, or refuses a write otherwise (a full disk, an I/O error, a
+ *   read-only file), the batch is rolled back, the queue kept and tried again; memory is right
+ *   meanwhile. Only a write that can never succeed (a
  *   constraint the row breaks) is dropped, as an error in the log. Workers never take `dbmu`.
  * - `rdmu`, a second connection with no busy timeout, for what another process may change
  *   under a grant: it is held for one indexed read, which never waits (WAL readers do not
@@ -38,9 +39,10 @@
  *   up or revoked, until it expires, so the file's older count (a use not yet written) never
  *   brings it back while the process runs.
  * - Fail closed: no grant is used and no request made while the file is behind, that is while
- *   a change has waited in the queue longer than SQLite's busy wait (5 s) or the last write
- *   failed otherwise than on the lock; as before, when the statement path wrote the file
- *   itself and a use or a request the file did not take was refused (file_behind_locked).
+ *   a change has waited in the queue longer than SQLite's busy wait (5 s), while the queue
+ *   holds approvals.max_queued_writes changes, or while the last write failed otherwise than
+ *   on the lock; as before, when the statement path wrote the file itself and a use or a
+ *   request the file did not take was refused (file_behind_locked).
  * - Revocation: each check or use of a grant first reads whether the file says it is revoked
  *   (by the admin API here or by the CLI), and a grant memory does not hold is read from the
  *   file (one the CLI made): both take effect at once, as when the file was read directly.
@@ -56,8 +58,10 @@
  *   data_version says another connection committed, and wake the parked sessions
  *   (approve_sync.c).
  * What the file can miss: the changes still queued when the process dies (kill -9, a crash),
- * normally written within a millisecond, and at most those of the last 5 s while another
- * connection held the file locked: a grant's use (the grant has it again after a restart; its
+ * normally written within a millisecond (the queue goes to the file in one transaction per
+ * batch of up to 1000, approve_sync.c), and at most those of the last 5 s while another
+ * connection held the file locked, no more than approvals.max_queued_writes uses and requests
+ * (and the ends of those seconds): a grant's use (the grant has it again after a restart; its
  * grant.used event was emitted), a new request (notified and audited, then unknown to the
  * file), a cancel (audited; the request is pending again after a restart and expires). A stop
  * (approve_stop) waits up to server.shutdown_timeout for the file to take the queue, and says
@@ -390,10 +394,14 @@ void approve_end_locked(struct mreq *q, enum approve_state st, const char *reaso
  * Memory spends a grant's use at once and the file records it after; should the process die
  * before, the file still has that use, and a restart would give it again. So the statement path
  * lets the file fall behind only so far: while a change has waited in the queue for longer than
- * the bound (the file locked by another connection all that time), or while the last write
- * failed otherwise (a full disk, an I/O error, a read-only file), it uses no grant and makes no
- * request. That is what the statement path did when it wrote the file itself: SQLite's busy
- * wait (5 s) ran out, or the write failed, and the use or the request was refused. */
+ * the bound (the file locked by another connection all that time), while the last write failed
+ * otherwise (a full disk, an I/O error, a read-only file), or while the queue holds
+ * approvals.max_queued_writes changes (heavy grant traffic while the file is locked: memory
+ * and what a crash loses stay bounded), it uses no grant and makes no request. That is what the
+ * statement path did when it wrote the file itself: SQLite's busy wait (5 s) ran out, or the
+ * write failed, and the use or the request was refused. A request's end (a cancel, an expiry)
+ * is queued past the bound: it cannot be refused, and there are no more of them than pending
+ * requests, which the bound limits too. */
 static _Atomic unsigned write_lag_ms = ADB_BUSY_TIMEOUT_MS;
 
 void approve_test_set_write_lag_ms(unsigned ms)
@@ -410,11 +418,22 @@ static bool file_behind_locked(char *why, size_t whylen)
     }
     const struct aop *first = amem_op_first(&A->mem);
     int64_t age = first ? approve_mono_ms() - first->queued_ms : 0;
-    if (age <= (int64_t)atomic_load(&write_lag_ms)) return false;
+    if (age > (int64_t)atomic_load(&write_lag_ms)) {
+        snprintf(why, whylen,
+                 "the state file has not taken the changes queued %lld ms ago (another "
+                 "connection holds its write lock)",
+                 (long long)age);
+        return true;
+    }
+    unsigned max = A->cfg && A->cfg->approvals.max_queued_writes
+                       ? A->cfg->approvals.max_queued_writes
+                       : CFG_APPROVALS_MAX_QUEUED_WRITES;
+    unsigned n = amem_op_count(&A->mem);
+    if (n < max) return false;
     snprintf(why, whylen,
-             "the state file has not taken the changes queued %lld ms ago (another connection "
-             "holds its write lock)",
-             (long long)age);
+             "the state file has not taken the %u changes queued, as many as "
+             "approvals.max_queued_writes allows (another connection holds its write lock)",
+             n);
     return true;
 }
 

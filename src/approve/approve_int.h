@@ -144,6 +144,7 @@ struct amem {
     struct name_map reqs;   /* struct mreq */
     struct name_map grants; /* struct mgrant */
     struct aop *ops, *ops_last;
+    unsigned n_ops; /* how many are queued */
 };
 
 struct mreq *amem_req_get(struct amem *m, const char *id);
@@ -171,8 +172,10 @@ bool amem_grant_find(struct amem *m, const char *identity, const char *const *gr
 
 void amem_op_push(struct amem *m, struct aop *op);
 /* The oldest op, left queued (NULL: none). It stays the oldest until amem_op_pop(): only the
- * writer (holding the file lock) pops, others only push behind it. */
+ * writer (holding the file lock) pops, others only push behind it; so the writer may walk
+ * from it along next (reading each next under the memory lock: a push sets the last one's). */
 struct aop *amem_op_first(struct amem *m);
+unsigned amem_op_count(const struct amem *m);
 /* Take the oldest op off the queue: the caller frees it (aop_free). */
 struct aop *amem_op_pop(struct amem *m);
 void amem_clear(struct amem *m);
@@ -252,10 +255,11 @@ void approve_count_notify(int sent, int retries, int failures);
 void approve_make_id(const char *prefix, char out[APPROVE_ID_LEN]);
 
 /* ---- approve_sync.c */
-/* dbmu held: write the queue to the file, in order. 0 when it is empty, -1 when a write failed
- * (the file stayed locked, or refused it: disk full, I/O error, read-only): it and what follows
- * stay queued, first, to be tried again. Only a write that can never succeed (a constraint the
- * row breaks) is dropped, and logged as an error. The outcomes of the ends written (or of the
+/* dbmu held: write the queue to the file, in order, in batches of up to 1000 changes, each in
+ * one transaction. 0 when it is empty, -1 when a batch failed (the file stayed locked, or
+ * refused it: disk full, I/O error, read-only): it is rolled back, and it and what follows stay
+ * queued, first, to be tried again. Only a change that can never succeed (a constraint the row
+ * breaks) is dropped, alone, and logged as an error. The outcomes of the ends written (or of the
  * decisions another process made first) go to out, for the caller to report once it has let
  * go of dbmu. */
 int approve_flush(struct approve_outcomes *out);

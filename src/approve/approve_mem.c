@@ -188,11 +188,17 @@ void amem_op_push(struct amem *m, struct aop *op)
     else
         m->ops = op;
     m->ops_last = op;
+    m->n_ops++;
 }
 
 struct aop *amem_op_first(struct amem *m)
 {
     return m->ops;
+}
+
+unsigned amem_op_count(const struct amem *m)
+{
+    return m->n_ops;
 }
 
 struct aop *amem_op_pop(struct amem *m)
@@ -202,6 +208,7 @@ struct aop *amem_op_pop(struct amem *m)
     m->ops = op->next;
     if (!m->ops) m->ops_last = NULL;
     op->next = NULL;
+    m->n_ops--;
     return op;
 }
 

@@ -3,12 +3,14 @@
  *
  * It writes the queue of changes memory made (a new request, a request cancelled or expired,
  * a grant's use) to the file in order, as soon as it is woken (approve_kick) or as the file
- * allows: a write the file refuses (another connection holds its lock, the disk is full, an
- * I/O error, the file is read-only) is kept, first, and tried again; only one that can never
- * succeed is dropped. Every 100 ms it also expires the requests past their deadline and, when
- * the file says another connection committed (PRAGMA data_version), reads the requests still
- * pending here that another process (the CLI) decided. It holds the file lock (dbmu) while it
- * works and the memory lock (mu) only for each step of memory work; approve.c says why.
+ * allows, up to FLUSH_BATCH_MAX of them in one transaction: a batch the file refuses (another
+ * connection holds its lock, the disk is full, an I/O error, the file is read-only) is rolled
+ * back and kept, first, and tried again; only a change that can never succeed is dropped (that
+ * one alone: the rest of its batch is written). Every 100 ms it also expires the requests past
+ * their deadline and, when the file says another connection committed (PRAGMA data_version),
+ * reads the requests still pending here that another process (the CLI) decided. It holds the
+ * file lock (dbmu) while it works and the memory lock (mu) only for each step of memory work;
+ * approve.c says why.
  *
  * What it leaves to others: approve.c makes the changes and reports the outcomes (those the
  * writes find, too: an expiry once written, a decision another process made first);
@@ -26,6 +28,9 @@
 
 #define TICK_MS 100
 #define KEEP_DECIDED_MS 60000 /* a decided request stays in memory for its session to read */
+/* Ops written in one transaction: one commit (one WAL append) for many changes, and the file's
+ * write lock held for a few milliseconds at most, which the audit writer may be waiting for. */
+#define FLUSH_BATCH_MAX 1000
 
 static struct approve_module *const A = &approve_m;
 
@@ -94,32 +99,40 @@ static int end_written(const struct aop *op, bool changed, struct approve_outcom
     return 0;
 }
 
-/* 0 written (or dropped for good, logged as an error), -1 not written: it stays queued and is
- * tried again (the file locked, full, read-only, an I/O error). what names it for the log. */
-static int apply_op(const struct aop *op, struct approve_outcomes *out, const char **what)
+static const char *op_what(const struct aop *op)
+{
+    return op->kind == AOP_INSERT ? "a new request"
+           : op->kind == AOP_END  ? "a request's end"
+                                  : "a grant's use";
+}
+
+/* Inside the batch's transaction: 0 written (or dropped for good, logged as an error), -1 not
+ * written: the batch is rolled back and it stays queued, to be tried again (the file locked,
+ * full, read-only, an I/O error). */
+static int apply_op(const struct aop *op, struct approve_outcomes *out)
 {
     int rc = -1;
     switch (op->kind) {
     case AOP_INSERT:
-        *what = "a new request";
         rc = adb_insert_request(A->db, &op->r);
         break;
     case AOP_END:
-        *what = "a request's end";
         rc = adb_set_decision(A->db, op->r.id, op->r.state, NULL, op->r.decision_reason, NULL,
                               op->r.decided_at);
         if (rc >= 0) rc = end_written(op, rc == 1, out);
         break;
     case AOP_USE:
-        *what = "a grant's use";
         rc = adb_record_use(A->db, op->grant_id, op->rows);
         break;
     }
     if (rc >= 0) return 0;
-    if (!adb_permanent(A->db)) return -1;
+    /* A statement that breaks a constraint is undone alone (the transaction goes on); should
+     * SQLite have ended the transaction with it (no ON CONFLICT ROLLBACK in our schema, and
+     * a trigger's RAISE is not taken as permanent), the batch is tried again instead. */
+    if (!adb_permanent(A->db) || sqlite3_get_autocommit(A->db)) return -1;
     log_error("approvals: the state file refuses %s (%s) for good: %s; it is dropped, and the file "
               "will not have it",
-              *what, op->kind == AOP_USE ? op->grant_id : op->r.id, sqlite3_errmsg(A->db));
+              op_what(op), op->kind == AOP_USE ? op->grant_id : op->r.id, sqlite3_errmsg(A->db));
     if (op->kind == AOP_END) report_end(op, out, "not written to the state file");
     return 0;
 }
@@ -152,29 +165,93 @@ static void write_failed(const char *what)
     }
 }
 
-/* Write the queue to the file, in order (approve_int.h). Each op stays first in the queue
- * while it is written, so that the statement path sees how long the file has been behind. */
+/* The outcomes a batch found move to out once it is committed; a batch rolled back drops them
+ * (its ops are written again, and find them again). */
+static void outcomes_move(struct approve_outcomes *to, struct approve_outcomes *from)
+{
+    if (from->n) {
+        to->v = xrealloc(to->v, sizeof *to->v * (to->n + from->n));
+        memcpy(to->v + to->n, from->v, sizeof *from->v * from->n);
+        to->n += from->n;
+    }
+    to->wake |= from->wake;
+    free(from->v);
+    *from = (struct approve_outcomes){0};
+}
+
+static void outcomes_drop(struct approve_outcomes *o)
+{
+    for (unsigned i = 0; i < o->n; i++)
+        areq_free(&o->v[i].r);
+    free(o->v);
+    *o = (struct approve_outcomes){0};
+}
+
+/* One batch: the oldest FLUSH_BATCH_MAX ops (or fewer) in one transaction. 1 committed (the
+ * ops leave the queue, their outcomes go to out), 0 the queue is empty, -1 not written: the
+ * transaction is rolled back whole, and every op of it stays queued, in order, the first one
+ * still first, to be tried again whole. Not the part written before the refusal: SQLite ends
+ * the transaction itself on a full disk or an I/O error, and trying the whole batch again
+ * keeps one rule, none of its ops is in the file until all are. */
+static int flush_batch(struct approve_outcomes *out)
+{
+    pthread_mutex_lock(&A->mu);
+    struct aop *op = amem_op_first(&A->mem);
+    pthread_mutex_unlock(&A->mu);
+    if (!op) return 0;
+    const char *what = op_what(op);
+    if (adb_begin(A->db) < 0) { /* the lock (after the busy wait), or a read-only file */
+        write_failed(what);
+        return -1;
+    }
+    struct approve_outcomes found = {0};
+    unsigned n = 0;
+    while (op && n < FLUSH_BATCH_MAX) {
+        if (apply_op(op, &found) < 0) {
+            what = op_what(op);
+            goto fail;
+        }
+        n++;
+        pthread_mutex_lock(&A->mu); /* a push behind it sets its next */
+        op = op->next;
+        pthread_mutex_unlock(&A->mu);
+    }
+    if (adb_commit(A->db) < 0) goto fail;
+    pthread_mutex_lock(&A->mu);
+    struct aop *done = NULL;
+    for (unsigned i = 0; i < n; i++) { /* only the writer pops: these are the n written */
+        struct aop *d = amem_op_pop(&A->mem);
+        d->next = done;
+        done = d;
+    }
+    bool recovered = A->write_error != 0;
+    A->write_error = 0;
+    pthread_mutex_unlock(&A->mu);
+    if (recovered) log_info("approvals: the state file takes writes again");
+    while (done) {
+        struct aop *next = done->next;
+        aop_free(done);
+        done = next;
+    }
+    outcomes_move(out, &found);
+    return 1;
+fail:
+    write_failed(what); /* (reads the error before the rollback replaces it) */
+    adb_rollback(A->db);
+    outcomes_drop(&found);
+    return -1;
+}
+
+/* Write the queue to the file, in order, a batch at a time (approve_int.h). Each op stays in
+ * the queue until its batch is committed, so that the statement path sees how long the file
+ * has been behind, and how much it holds. */
 int approve_flush(struct approve_outcomes *out)
 {
     if (!A->db) return -1;
-    for (;;) {
-        pthread_mutex_lock(&A->mu);
-        struct aop *op = amem_op_first(&A->mem);
-        pthread_mutex_unlock(&A->mu);
-        if (!op) return 0;
-        const char *what = "";
-        if (apply_op(op, out, &what) < 0) {
-            write_failed(what);
-            return -1;
-        }
-        pthread_mutex_lock(&A->mu);
-        struct aop *done = amem_op_pop(&A->mem); /* op: only the writer pops */
-        bool recovered = A->write_error != 0;
-        A->write_error = 0;
-        pthread_mutex_unlock(&A->mu);
-        if (recovered) log_info("approvals: the state file takes writes again");
-        aop_free(done);
-    }
+    int rc;
+    while ((rc = flush_batch(out)) > 0)
+        ;
+    return rc;
 }
 
 /* Something was queued: the timer thread writes it now (without it, the CLI: this thread). */

@@ -294,6 +294,8 @@ struct cfg_notify {
     unsigned n_users;
 };
 
+#define CFG_APPROVALS_MAX_QUEUED_WRITES 10000 /* approvals.max_queued_writes' default */
+
 struct cfg_approvals {
     char **approvers; /* approvals.approvers.groups */
     unsigned n_approvers;
@@ -304,6 +306,9 @@ struct cfg_approvals {
     uint64_t grant_max_rows;     /* default 1000; 0 = none */
     /* requests one identity may have pending; default 10; 0 = no limit */
     unsigned max_pending_per_identity;
+    /* changes (grant uses, new requests, ends) queued in memory for the state file; past it no
+     * grant is used and no request made until the file takes them (src/approve/approve.c) */
+    unsigned max_queued_writes;
     struct cfg_notify *notify;
     unsigned n_notify;
     char *public_url; /* where approvers reach the admin listener (links in messages) */

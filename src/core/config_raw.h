@@ -215,6 +215,7 @@ struct raw_approvals {
     int mode;
     char *timeout;
     char *max_pending_per_identity;
+    char *max_queued_writes;
     struct raw_grant *grant;
     struct raw_notify *notify;
     unsigned notify_count;

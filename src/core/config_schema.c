@@ -368,6 +368,7 @@ static const cyaml_schema_field_t approvals_fields[] = {
     ENUM_OPT("mode", struct raw_approvals, mode, mode_strings),
     STR_OPT("timeout", struct raw_approvals, timeout),
     STR_OPT("max_pending_per_identity", struct raw_approvals, max_pending_per_identity),
+    STR_OPT("max_queued_writes", struct raw_approvals, max_queued_writes),
     MAP_OPT("grant", struct raw_approvals, grant, grant_fields),
     CYAML_FIELD_SEQUENCE("notify", OPT | CYAML_FLAG_POINTER_NULL, struct raw_approvals, notify,
                          &notify_schema, 0, CYAML_UNLIMITED),

@@ -30,6 +30,7 @@ void cfgld_set_section_defaults(struct sluice_config *cfg)
     cfg->approvals.grant_max_uses = 100;
     cfg->approvals.grant_max_rows = 1000;
     cfg->approvals.max_pending_per_identity = 10;
+    cfg->approvals.max_queued_writes = CFG_APPROVALS_MAX_QUEUED_WRITES;
 }
 
 static void free_list(char **v, unsigned n)
@@ -386,6 +387,12 @@ static int convert_approvals(struct loader *ld, const struct raw_approvals *ra,
                               "(expected 0 to 1000000; 0 for no limit)",
                               ra->max_pending_per_identity);
         a->max_pending_per_identity = (unsigned)v;
+    }
+    if (ra->max_queued_writes) {
+        unsigned long long v;
+        if (count_key(ld, "approvals.max_queued_writes", ra->max_queued_writes, 1000000, &v) < 0)
+            return -1;
+        a->max_queued_writes = (unsigned)v;
     }
     if (ra->grant) {
         unsigned long long v;

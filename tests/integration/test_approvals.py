@@ -1932,6 +1932,84 @@ def test_state_file_locked_too_long_fails_closed(workdir, certs, pg, sluice_bin)
     inst.sp.assert_clean_exit()
 
 
+def test_queue_bound_refuses_grant_uses_while_locked(workdir, certs, pg, sluice_bin):
+    """While another connection holds the state file's write lock, the changes waiting for it
+    are bounded by approvals.max_queued_writes (5 here), long before the 5 s of the busy wait:
+    five statements under a grant run (their uses queued), the next ones are refused as when
+    the file is behind (42501 `an approval request could not be made`, HINT `try again later`)
+    and audited as refused reviews, without a request or a grant. Once the lock is gone the
+    queue reaches the file and the grant serves again; after a stop the file counts exactly the
+    uses spent. (The lock is held for less than the audit writer's busy wait: the audit is on.)"""
+    import sqlite3
+    yaml = ("approvals:\n  approvers: { groups: [dba] }\n  timeout: 30s\n"
+            "  max_queued_writes: 5\nadmin: { groups: [admins] }\n")
+    inst = start_instance(workdir, certs, pg, "approvals_queue_bound", RULES, yaml)
+    t = "ap_queue_bound"
+    make_table(pg, t, n=20)
+    g = inst.ep.connect(user="copilot2")
+    g.autocommit = True
+    rid = refused_for_approval(g, f"UPDATE {t} SET v = 500 WHERE id = 1")
+    gid = inst.decide(rid)["grant_id"]
+    db = os.path.join(inst.sp.config.state_dir, "sluice.db")
+    lock = sqlite3.connect(db, timeout=10, isolation_level=None)
+    lock.execute("BEGIN IMMEDIATE")
+    try:
+        t0 = time.monotonic()
+        for k in range(2, 7):
+            assert runs(g, f"UPDATE {t} SET v = 600 WHERE id = {k}") == 1
+        for k in (7, 8):
+            with pytest.raises(psycopg2.Error) as ei:
+                g.cursor().execute(f"UPDATE {t} SET v = 600 WHERE id = {k}")
+            e = ei.value
+            assert e.pgcode == "42501", e
+            assert "an approval request could not be made" in e.diag.message_primary, e
+            assert e.diag.message_hint == "try again later", e
+        assert time.monotonic() - t0 < 3, "refused by the 5 s bound, not by the queue's"
+    finally:
+        lock.execute("ROLLBACK")
+        lock.close()
+    assert [value_of(pg, t, k)[0] for k in range(2, 9)] == [600] * 5 + [7, 8]
+    deadline = time.time() + 10
+    while True:
+        try:
+            assert runs(g, f"UPDATE {t} SET v = 600 WHERE id = 9") == 1
+            break
+        except psycopg2.Error:
+            if time.time() > deadline:
+                raise
+            time.sleep(0.2)
+    with open(inst.sp.log, errors="replace") as f:
+        log = f.read()
+    assert "approvals.max_queued_writes" in log, log[-2000:]
+    # audited, in order (ids 1 to 9): the request, the uses with the grant, the refusals as
+    # reviews without request or grant
+    deadline = time.time() + 10
+    while True:
+        evs = export_events(inst.sp)
+        stmts = sorted((e for e in evs if e["kind"] == "statement"
+                        and f"UPDATE {t}" in (e.get("statement") or "")), key=lambda e: e["seq"])
+        used = [e for e in evs if e["kind"] == "grant_used" and e.get("grant_id") == gid]
+        if len(stmts) == 9 and len(used) == 6 or time.time() > deadline:
+            break
+        time.sleep(0.2)
+    assert len(stmts) == 9 and len(used) == 6, (stmts, used)
+    assert stmts[0].get("request_id") == rid, stmts[0]
+    for e in stmts[1:6] + stmts[8:]:
+        assert e.get("grant_id") == gid and e["decision"] == "review", e
+    for e in stmts[6:8]:
+        assert e["decision"] == "review" and not e.get("grant_id") and not e.get("request_id"), e
+    g.close()
+    inst.ep.close_all()
+    inst.sp.assert_clean_exit()
+    # the file has every use spent (the server wrote its queue before it exited)
+    c = sqlite3.connect(db)
+    try:
+        assert c.execute("SELECT uses, uses_left FROM grants WHERE id = ?", (gid,)).fetchall() \
+            == [(6, 94)]
+    finally:
+        c.close()
+
+
 def test_one_server_per_state_file(workdir, certs, pg, sluice_bin):
     """Two servers on one state file would each count a grant's uses and the pending requests
     in their own memory. With the audit off (no audit journal to lock either), the second

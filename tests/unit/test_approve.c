@@ -972,6 +972,184 @@ static void test_stop_waits_for_the_file(void **state)
     assert_false(approve_grant_find("alice@corp.com", alice_groups, 2, "shop", "fp0730", &g));
 }
 
+/* ---- the queue's bound, and its batches */
+
+/* While another connection holds the file's write lock, the queue takes at most
+ * approvals.max_queued_writes changes: past them a grant's use and a new request are refused
+ * as when the file is behind (fail closed), long before the busy wait (5 s) runs out; a cancel
+ * is still made. Once the lock is gone the file has every use spent, and a restart finds them.
+ * (Before: the queue grew without a bound until the 5 s had passed.) */
+static void test_queue_bound_fails_closed(void **state)
+{
+    (void)state;
+    cfg.approvals.max_queued_writes = 3;
+    cfg.approvals.grant_max_uses = 10;
+    char id[APPROVE_ID_LEN], id0[APPROVE_ID_LEN], id2[APPROVE_ID_LEN], grant[APPROVE_ID_LEN];
+    char err[256] = "";
+    request("alice@corp.com", "fp0760", id);
+    approve_with_uses(id, 10, grant);
+    request("alice@corp.com", "fp0761", id0);
+    approve_test_tick();
+    sqlite3 *lock = NULL;
+    assert_int_equal(sqlite3_open(dbpath, &lock), SQLITE_OK);
+    assert_int_equal(sqlite3_exec(lock, "BEGIN IMMEDIATE", NULL, NULL, NULL), SQLITE_OK);
+    int64_t t0 = mono_ms();
+    for (int i = 0; i < 3; i++)
+        assert_int_equal(approve_grant_use(grant, 0, NULL), 9 - i);
+    assert_int_equal(approve_grant_use(grant, 0, NULL), -1); /* the 4th: the queue is full */
+    assert_int_equal(ask("alice@corp.com", "fp0762", id2, err, sizeof err), APPROVE_ERR);
+    assert_non_null(strstr(err, "approvals.max_queued_writes"));
+    assert_true(mono_ms() - t0 < 2000); /* (not the 5 s bound) */
+    assert_int_equal(events(APPROVE_EV_GRANT_USED), 3);
+    approve_cancel(id0, "client disconnected"); /* queued past the bound */
+    struct approve_status st;
+    assert_int_equal(approve_state(id0, &st), 0);
+    assert_int_equal(st.state, APPROVE_CANCELLED);
+    assert_int_equal(sqlite3_exec(lock, "ROLLBACK", NULL, NULL, NULL), SQLITE_OK);
+    sqlite3_close(lock);
+    approve_test_tick();
+    assert_int_equal(file_int("SELECT count(*) FROM grants WHERE id = ?1 AND uses = 3 AND"
+                              " uses_left = 7",
+                              grant),
+                     1);
+    assert_int_equal(file_int("SELECT count(*) FROM approval_requests WHERE id = ?1 AND"
+                              " state = 'cancelled'",
+                              id0),
+                     1);
+    assert_int_equal(approve_grant_use(grant, 0, NULL), 6); /* the file has them: goes on */
+    restart();
+    assert_int_equal(approve_grant_use(grant, 0, NULL), 5);
+}
+
+static int commits;
+static int count_commit(void *arg)
+{
+    (void)arg;
+    __atomic_add_fetch(&commits, 1, __ATOMIC_SEQ_CST);
+    return 0;
+}
+
+/* The writer's connection counts its commits (dbmu held while the hook is set). */
+static void writer_counts_commits(bool on)
+{
+    pthread_mutex_lock(&approve_m.dbmu);
+    sqlite3_commit_hook(approve_m.db, on ? count_commit : NULL, NULL);
+    __atomic_store_n(&commits, 0, __ATOMIC_SEQ_CST);
+    pthread_mutex_unlock(&approve_m.dbmu);
+}
+
+/* What waited while the file was locked (uses, new requests, a cancel) reaches it in one
+ * transaction, in order: one commit of the writer's connection. (Before: one each.) */
+static void test_queue_written_in_one_transaction(void **state)
+{
+    (void)state;
+    cfg.approvals.grant_max_uses = 100;
+    char id[APPROVE_ID_LEN], ids[3][APPROVE_ID_LEN], grant[APPROVE_ID_LEN];
+    request("alice@corp.com", "fp0770", id);
+    approve_with_uses(id, 100, grant);
+    approve_test_tick();
+    writer_counts_commits(true);
+    sqlite3 *lock = NULL;
+    assert_int_equal(sqlite3_open(dbpath, &lock), SQLITE_OK);
+    assert_int_equal(sqlite3_exec(lock, "BEGIN IMMEDIATE", NULL, NULL, NULL), SQLITE_OK);
+    for (int i = 0; i < 40; i++)
+        assert_int_equal(approve_grant_use(grant, 1, NULL), 99 - i);
+    char fp[16];
+    for (int i = 0; i < 3; i++) {
+        snprintf(fp, sizeof fp, "fp077%d", i + 1);
+        request("alice@corp.com", fp, ids[i]);
+    }
+    approve_cancel(ids[1], "client disconnected"); /* after its insert, in the same batch */
+    assert_int_equal(sqlite3_exec(lock, "ROLLBACK", NULL, NULL, NULL), SQLITE_OK);
+    sqlite3_close(lock);
+    approve_test_tick();
+    assert_int_equal(__atomic_load_n(&commits, __ATOMIC_SEQ_CST), 1);
+    writer_counts_commits(false);
+    assert_int_equal(file_int("SELECT count(*) FROM grants WHERE id = ?1 AND uses = 40 AND"
+                              " uses_left = 60 AND rows_total = 40",
+                              grant),
+                     1);
+    for (int i = 0; i < 3; i++)
+        assert_int_equal(file_int("SELECT count(*) FROM approval_requests WHERE id = ?1", ids[i]),
+                         1);
+    assert_int_equal(file_int("SELECT count(*) FROM approval_requests WHERE id = ?1 AND"
+                              " state = 'cancelled'",
+                              ids[1]),
+                     1);
+    assert_int_equal(events(APPROVE_EV_CANCELLED), 1);
+}
+
+static int deny_request_updates(void *arg, int action, const char *a, const char *b, const char *c,
+                                const char *d)
+{
+    (void)arg, (void)b, (void)c, (void)d;
+    return action == SQLITE_UPDATE && a && !strcmp(a, "approval_requests") ? SQLITE_DENY
+                                                                           : SQLITE_OK;
+}
+
+static void writer_refuses_request_updates(bool on)
+{
+    pthread_mutex_lock(&approve_m.dbmu);
+    sqlite3_set_authorizer(approve_m.db, on ? deny_request_updates : NULL, NULL);
+    pthread_mutex_unlock(&approve_m.dbmu);
+}
+
+/* A batch the file refuses part-way (here the writer's connection refuses the expiry behind a
+ * grant's use) is rolled back whole and kept: the file has neither the use nor the expiry, the
+ * expiry is not reported, and the statement path fails closed. Once the file takes writes
+ * again both reach it, in order, and the expiry is reported once. (Before: the use was
+ * committed on its own.) */
+static void test_refused_batch_rolled_back_whole(void **state)
+{
+    (void)state;
+    fake_now_ms = 1700000000000LL;
+    approve_test_set_clock(fake_clock);
+    cfg.approvals.grant_max_uses = 10;
+    char id[APPROVE_ID_LEN], id3[APPROVE_ID_LEN], grant[APPROVE_ID_LEN];
+    request("alice@corp.com", "fp0780", id);
+    approve_with_uses(id, 5, grant);
+    request("alice@corp.com", "fp0781", id3);
+    approve_test_tick();
+    /* the file locked: a use, then (past id3's deadline) its expiry, wait in the queue */
+    pthread_mutex_lock(&approve_m.dbmu);
+    sqlite3_busy_timeout(approve_m.db, 20);
+    pthread_mutex_unlock(&approve_m.dbmu);
+    sqlite3 *lock = NULL;
+    assert_int_equal(sqlite3_open(dbpath, &lock), SQLITE_OK);
+    assert_int_equal(sqlite3_exec(lock, "BEGIN IMMEDIATE", NULL, NULL, NULL), SQLITE_OK);
+    assert_int_equal(approve_grant_use(grant, 0, NULL), 4);
+    fake_now_ms += 601 * 1000;
+    approve_test_tick();
+    struct approve_status st;
+    assert_int_equal(approve_state(id3, &st), 0);
+    assert_int_equal(st.state, APPROVE_EXPIRED);
+    writer_refuses_request_updates(true);
+    assert_int_equal(sqlite3_exec(lock, "ROLLBACK", NULL, NULL, NULL), SQLITE_OK);
+    sqlite3_close(lock);
+    approve_test_tick(); /* the use is written, the expiry refused: both rolled back */
+    assert_int_equal(file_int("SELECT uses FROM grants WHERE id = ?1", grant), 0);
+    assert_int_equal(file_int("SELECT count(*) FROM approval_requests WHERE id = ?1 AND"
+                              " state = 'pending'",
+                              id3),
+                     1);
+    assert_int_equal(events(APPROVE_EV_EXPIRED), 0);
+    assert_int_equal(approve_grant_use(grant, 0, NULL), -1); /* fail closed meanwhile */
+    writer_refuses_request_updates(false);
+    approve_test_tick();
+    assert_int_equal(file_int("SELECT uses FROM grants WHERE id = ?1", grant), 1);
+    assert_int_equal(file_int("SELECT count(*) FROM approval_requests WHERE id = ?1 AND"
+                              " state = 'expired'",
+                              id3),
+                     1);
+    assert_int_equal(events(APPROVE_EV_EXPIRED), 1);
+    approve_test_tick();
+    assert_int_equal(events(APPROVE_EV_EXPIRED), 1);
+    assert_int_equal(approve_grant_use(grant, 0, NULL), 3);
+    pthread_mutex_lock(&approve_m.dbmu);
+    sqlite3_busy_timeout(approve_m.db, ADB_BUSY_TIMEOUT_MS);
+    pthread_mutex_unlock(&approve_m.dbmu);
+}
+
 /* `--second-server DB` (below): approve_start on DB in another process; prints the error. */
 static int second_server_main(const char *db)
 {
@@ -1546,6 +1724,9 @@ int main(int argc, char **argv)
         cmocka_unit_test_setup_teardown(test_locked_too_long_fails_closed, setup, teardown),
         cmocka_unit_test_setup_teardown(test_impossible_write_dropped, setup, teardown),
         cmocka_unit_test_setup_teardown(test_stop_waits_for_the_file, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_queue_bound_fails_closed, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_queue_written_in_one_transaction, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_refused_batch_rolled_back_whole, setup, teardown),
         cmocka_unit_test_setup_teardown(test_second_server_refused, setup, teardown),
         cmocka_unit_test_setup_teardown(test_unreadable_revocation_fails_closed, setup, teardown),
         cmocka_unit_test_setup_teardown(test_expiry_loses_to_file_decision, setup, teardown),

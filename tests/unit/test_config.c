@@ -106,6 +106,7 @@ static void test_defaults(void **state)
     assert_int_equal(cfg->server.max_connections, 10000);
     assert_int_equal(cfg->server.max_message_size, 1073741824u);
     assert_int_equal(cfg->approvals.max_pending_per_identity, 10);
+    assert_int_equal(cfg->approvals.max_queued_writes, 10000);
     assert_null(config_find_target(cfg, "shop"));
     config_unref(cfg);
 }
@@ -231,6 +232,7 @@ static void test_full_values(void **state)
     assert_int_equal(cfg->approvals.grant_ttl, 86400);
     assert_int_equal(cfg->approvals.grant_max_rows, 1000);
     assert_int_equal(cfg->approvals.max_pending_per_identity, 25);
+    assert_int_equal(cfg->approvals.max_queued_writes, 5000);
     assert_int_equal(cfg->approvals.n_notify, 2);
     assert_int_equal(cfg->approvals.notify[0].kind, CFG_NOTIFY_SLACK);
     assert_string_equal(cfg->approvals.notify[0].secret, "slack-signing-secret");
