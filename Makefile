@@ -51,15 +51,21 @@ npm-test-deps:
 	@set -e; for d in $(NPM_TEST_DIRS); do [ -d $$d/node_modules ] || \
 	  (cd $$d && npm install --no-audit --no-fund --silent); done
 
+# The integration suite runs on JOBS pytest-xdist workers (one per CPU), a test file per worker
+# at a time: each worker starts its own PostgreSQL and sluice. JOBS=1 runs it in one process.
+JOBS ?= $(shell nproc)
+PYTEST_JOBS = $(if $(filter-out 1,$(JOBS)),-n $(JOBS) --dist loadfile)
+
 integration: $(BUILD)/sluice npm-test-deps
-	SLUICE_BIN=$(abspath $(BUILD)/sluice) $(PYTHON) -m pytest -q -x tests/integration $(PYTEST_ARGS)
+	SLUICE_BIN=$(abspath $(BUILD)/sluice) $(PYTHON) -m pytest -q -x $(PYTEST_JOBS) tests/integration \
+	  $(PYTEST_ARGS)
 
 ASAN_VARS = BUILD=build-asan CC=clang OPT=-O1 \
 	  EXTRA_CFLAGS="-fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=undefined" \
 	  EXTRA_LDFLAGS="-fsanitize=address,undefined"
 
 asan:
-	$(MAKE) $(ASAN_VARS) all unit
+	$(MAKE) -j$(JOBS) $(ASAN_VARS) all unit
 	ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
 	  $(MAKE) $(ASAN_VARS) integration
 
@@ -77,7 +83,10 @@ mask-corpus: $(BUILD)/tests/mask/corpus_eval
 	node tests/mask/gen_corpus.js $(BUILD)/tests/mask/corpus.tsv
 	$(BUILD)/tests/mask/corpus_eval $(BUILD)/tests/mask/corpus.tsv
 
-check: deps all unit mask-corpus integration asan fuzz format-check
+check:
+	$(MAKE) deps
+	$(MAKE) -j$(JOBS) all $(UNIT)
+	$(MAKE) unit mask-corpus integration asan fuzz format-check
 
 demo: deps all
 	./scripts/demo.sh

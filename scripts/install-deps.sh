@@ -9,7 +9,7 @@ pkgs=(
   libpg-query-dev libprotobuf-c-dev libvectorscan-dev libsqlite3-dev libzstd-dev libpq-dev
   libmicrohttpd-dev libcurl4-openssl-dev libcjose-dev libcmocka-dev
   postgresql-15 postgresql-client-15 pgbouncer
-  python3 python3-pytest python3-psycopg python3-psycopg2 python3-zstandard
+  python3 python3-pytest python3-pytest-xdist python3-psycopg python3-psycopg2 python3-zstandard
   libpostgresql-jdbc-java default-jdk-headless golang-go golang-github-lib-pq-dev
   golang-github-jackc-pgconn-dev golang-github-jackc-pgx-v4-dev golang-github-jackc-pgmock-dev
   golang-github-stretchr-testify-dev golang-github-jmoiron-sqlx-dev golang-github-jinzhu-gorm-dev

@@ -74,6 +74,12 @@ def free_port():
     low = _ephemeral_low()
     top = low - 1 if low > 20000 else 65535
     base = 15000 if low > 20000 else low
+    # Under pytest-xdist each worker process takes ports from a slice of its own, so that two
+    # workers never pick the same free port before either has bound it.
+    workers = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
+    worker = int(os.environ.get("PYTEST_XDIST_WORKER", "gw0")[2:] or 0)
+    span = (top - base + 1) // max(workers, 1)
+    base, top = base + worker * span, base + (worker + 1) * span - 1
     rng = random.Random()
     for _ in range(10000):
         port = rng.randint(base, top)

@@ -286,8 +286,10 @@ static void test_override_and_strictness(void **state)
 static void test_guardrail_config(void **state)
 {
     (void)state;
-    const char *path = "build/tests/unit/policy_guardrails.yaml";
-    FILE *f = fopen(path, "w");
+    char path[] = "/tmp/sluice-policy-guardrails-XXXXXX";
+    int fd = mkstemp(path);
+    assert_true(fd >= 0);
+    FILE *f = fdopen(fd, "w");
     assert_non_null(f);
     fputs("guardrails:\n  truncate: allow\n  unjudgeable: deny\n  drop: review\n"
           "policy:\n  default: deny\n",

@@ -1,5 +1,7 @@
-"""test_driver_suites.py: drivers' own test suites, run through sluice and directly against
-PostgreSQL in the same test; a client must not be able to tell sluice from the server.
+"""driver_suites.py: drivers' own test suites, run through sluice and directly against
+PostgreSQL in the same test; a client must not be able to tell sluice from the server. The
+tests are in test_driver_suites_pq.py (lib/pq, sqlx, GORM) and test_driver_suites_pgx.py
+(pgconn, pgx): two files, so that pytest-xdist can run them on two workers at once.
 
 Debian ships the sources and tests of three Go drivers and two libraries on top of them, and
 each suite runs both ways:
@@ -33,7 +35,6 @@ import subprocess
 import pytest
 
 import conftest
-from conftest import ALICE
 
 GOPATH = "/usr/share/gocode"
 LIBPQ = f"{GOPATH}/src/github.com/lib/pq"
@@ -176,50 +177,22 @@ def direct_params(pg, certs, sp, user):
     return p
 
 
-def run_both_ways(spawn_sluice, pg, certs, tmp_path, name, run, user, least):
+# Go's build cache, kept between runs (make check runs the suites twice: normally and under
+# ASan): the suites and their dependencies compile once, about 90 s of a run's two CPUs.
+# The cache is content-addressed and safe to share between processes; -count=1 keeps test
+# results out of it.
+GOCACHE = os.environ.get("SLUICE_GOCACHE") or os.path.join(
+    os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))), "build",
+    "gocache")
+
+
+def run_both_ways(spawn_sluice, pg, certs, name, run, user, least):
     """The suite run(params, cache) directly and through a sluice of its own, as user."""
-    cache = str(tmp_path / "gocache")
+    cache = GOCACHE
     sp, ep = suite_sluice(spawn_sluice, pg, name)
     assert_same(run(direct_params(pg, certs, sp, user), cache), run(ep.params("shop", user), cache),
                 least)
     ep.assert_alive()
-
-
-def test_lib_pq_suite_passes_through_sluice_as_directly(spawn_sluice, pg, certs, tmp_path):
-    need_go(LIBPQ)
-    run_both_ways(spawn_sluice, pg, certs, tmp_path, "libpq", run_libpq, ALICE, 150)
-
-
-def test_pgconn_suite_passes_through_sluice_as_directly(spawn_sluice, pg, certs, tmp_path):
-    need_go(PGCONN)
-    run_both_ways(spawn_sluice, pg, certs, tmp_path, "pgconn", run_pgconn, ALICE, 80)
-
-
-def test_pgx_suite_passes_through_sluice_as_directly(spawn_sluice, pg, certs, tmp_path):
-    need_go(PGX)
-    c = pg.admin(dbname="shop")
-    c.autocommit = True
-    cur = c.cursor()
-    # pgx's TestDomainType and TestUnregisteredTypeUsableAsStringArgumentAndBaseResult use the
-    # domain its own CI creates; its TestLargeObjectsMultipleTransactions leaves a large
-    # object behind (its CI's database is thrown away): both go again after the suite, so
-    # that the tests after this one (pg_dump's) see the shop database as it was
-    cur.execute("SELECT oid FROM pg_largeobject_metadata")
-    objects_before = {r[0] for r in cur.fetchall()}
-    cur.execute("SELECT 1 FROM pg_type WHERE typname = 'uint64'")
-    made_domain = not cur.fetchall()
-    if made_domain:
-        cur.execute("SET ROLE app_scram; CREATE DOMAIN uint64 AS numeric(20,0); RESET ROLE")
-    try:
-        run_both_ways(spawn_sluice, pg, certs, tmp_path, "pgx", run_pgx, ROLE, 190)
-    finally:
-        cur.execute("SELECT oid FROM pg_largeobject_metadata")
-        for (oid,) in cur.fetchall():
-            if oid not in objects_before:
-                cur.execute("SELECT lo_unlink(%s)", (oid,))
-        if made_domain:
-            cur.execute("DROP DOMAIN IF EXISTS uint64")
-        c.close()
 
 
 def in_own_schema(pg, schema, run):
@@ -234,15 +207,3 @@ def in_own_schema(pg, schema, run):
     finally:
         cur.execute(f"DROP SCHEMA IF EXISTS {schema} CASCADE")
         c.close()
-
-
-def test_sqlx_suite_passes_through_sluice_as_directly(spawn_sluice, pg, certs, tmp_path):
-    need_go(SQLX)
-    in_own_schema(pg, "sqlx_suite", lambda: run_both_ways(
-        spawn_sluice, pg, certs, tmp_path, "sqlx", run_sqlx, ALICE, 30))
-
-
-def test_gorm_suite_passes_through_sluice_as_directly(spawn_sluice, pg, certs, tmp_path):
-    need_go(GORM)
-    in_own_schema(pg, "gorm_suite", lambda: run_both_ways(
-        spawn_sluice, pg, certs, tmp_path, "gorm", run_gorm, ALICE, 180))
