@@ -582,7 +582,7 @@ static void flush_at_stop(struct approve_outcomes *out)
                                               : left > ADB_BUSY_TIMEOUT_MS ? ADB_BUSY_TIMEOUT_MS
                                                                            : left));
             rc = approve_flush(out);
-            if (rc < 0) snprintf(msg, sizeof msg, "%s", sqlite3_errmsg(A->db));
+            if (rc < 0) snprintf(msg, sizeof msg, "%s", A->flush_errmsg);
         }
         pthread_mutex_unlock(&A->dbmu);
         if (rc == 0) return;

@@ -237,7 +237,7 @@ int approve_decide_ex(const char *id, const struct approve_decision *d,
         approve_fail(err, errlen, "approvals are not started");
     } else if (approve_flush(&out) < 0) { /* the request itself may still be queued */
         approve_fail(err, errlen, "approvals: the state file does not take writes (%s); try again",
-                     sqlite3_errmsg(A->db));
+                     A->flush_errmsg);
     } else {
         ret = decide_in_file(id, d, &cfg->approvals, &r, &made, err, errlen);
     }

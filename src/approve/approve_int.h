@@ -199,6 +199,9 @@ struct approve_module {
     int64_t data_version;       /* PRAGMA data_version at the last watch */
     int lock_fd;                /* STATE_PATH.approvals-lock, flock'ed by the server (-1: none) */
     int64_t write_error_logged; /* approve_mono_ms() when a failed write was last logged */
+    /* Why the last approve_flush() failed (the file locked included): the failing statement's
+     * message, kept before the rollback replaces the connection's (dbmu). */
+    char flush_errmsg[160];
 
     pthread_mutex_t rdmu; /* the reader's connection: held for one read, which never waits */
     sqlite3 *rd;
@@ -258,7 +261,8 @@ void approve_make_id(const char *prefix, char out[APPROVE_ID_LEN]);
 /* dbmu held: write the queue to the file, in order, in batches of up to 1000 changes, each in
  * one transaction. 0 when it is empty, -1 when a batch failed (the file stayed locked, or
  * refused it: disk full, I/O error, read-only): it is rolled back, and it and what follows stay
- * queued, first, to be tried again. Only a change that can never succeed (a constraint the row
+ * queued, first, to be tried again (why: flush_errmsg, not the connection's message, which the
+ * rollback replaced). Only a change that can never succeed (a constraint the row
  * breaks) is dropped, alone, and logged as an error. The outcomes of the ends written (or of the
  * decisions another process made first) go to out, for the caller to report once it has let
  * go of dbmu. */

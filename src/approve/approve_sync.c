@@ -139,17 +139,19 @@ static int apply_op(const struct aop *op, struct approve_outcomes *out)
 
 #define WRITE_ERROR_LOG_MS 60000 /* a write the file keeps refusing is logged once a minute */
 
-/* A write failed. The file stayed locked (past the busy wait): it is tried again, nothing to
- * say (the statement path refuses uses once it waits too long). Anything else (a full disk,
- * an I/O error, a read-only file) is remembered until a write goes through: meanwhile the
- * statement path uses no grant and makes no request (approve.c). Logged as an error when it
- * starts, then once a minute. */
+/* A write failed: its message is kept in flush_errmsg either way, for approve_flush's callers.
+ * The file stayed locked (past the busy wait): it is tried again, nothing to say (the statement
+ * path refuses uses once it waits too long). Anything else (a full disk, an I/O error, a
+ * read-only file) is remembered until a write goes through: meanwhile the statement path uses
+ * no grant and makes no request (approve.c). Logged as an error when it starts, then once a
+ * minute. */
 static void write_failed(const char *what)
 {
-    if (adb_busy(A->db)) return;
-    int code = sqlite3_errcode(A->db);
     char msg[sizeof A->write_errmsg];
     snprintf(msg, sizeof msg, "%s", sqlite3_errmsg(A->db));
+    snprintf(A->flush_errmsg, sizeof A->flush_errmsg, "%s", msg);
+    if (adb_busy(A->db)) return;
+    int code = sqlite3_errcode(A->db);
     pthread_mutex_lock(&A->mu);
     bool first = !A->write_error;
     A->write_error = code ? code : SQLITE_ERROR;

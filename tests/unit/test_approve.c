@@ -882,6 +882,40 @@ static void test_refused_write_kept_and_fails_closed(void **state)
     assert_int_equal(approve_grant_use(grant, 0, NULL), -1);
 }
 
+/* A decision refused because the file refuses a queued write says why: the failing
+ * statement's error, not what the rollback after it left in the connection ("not an error",
+ * "cannot rollback - no transaction is active"). */
+static int deny_grant_updates(void *arg, int action, const char *a, const char *b, const char *c,
+                              const char *d)
+{
+    (void)arg, (void)b, (void)c, (void)d;
+    return action == SQLITE_UPDATE && a && !strcmp(a, "grants") ? SQLITE_DENY : SQLITE_OK;
+}
+
+static void test_refused_write_reason_in_decision(void **state)
+{
+    (void)state;
+    char id[APPROVE_ID_LEN], id2[APPROVE_ID_LEN], grant[APPROVE_ID_LEN], err[256] = "";
+    request("alice@corp.com", "fp0900", id);
+    approve_with_uses(id, 5, grant);
+    request("alice@corp.com", "fp0901", id2);
+    approve_test_tick();
+    pthread_mutex_lock(&approve_m.dbmu); /* (the timer thread waits meanwhile) */
+    sqlite3_set_authorizer(approve_m.db, deny_grant_updates, NULL);
+    pthread_mutex_unlock(&approve_m.dbmu);
+    assert_int_equal(approve_grant_use(grant, 0, NULL), 1); /* queued; the file refuses it */
+    approve_test_tick();
+    assert_int_equal(approve_decide(id2, true, "bob@corp.com", dba, 1, NULL, APPROVE_SCOPE_IDENTITY,
+                                    err, sizeof err),
+                     APPROVE_ERR);
+    assert_non_null(strstr(err, "does not take writes (not authorized)"));
+    pthread_mutex_lock(&approve_m.dbmu);
+    sqlite3_set_authorizer(approve_m.db, NULL, NULL);
+    pthread_mutex_unlock(&approve_m.dbmu);
+    approve_test_tick();
+    assert_int_equal(file_int("SELECT count(*) FROM grants WHERE id = ?1 AND uses = 1", grant), 1);
+}
+
 /* While another connection holds the file's write lock for longer than the bound, the queue
  * waits and the statement path stops spending uses and making requests; it goes on once the
  * file has the queue. */
@@ -1721,6 +1755,7 @@ int main(int argc, char **argv)
         cmocka_unit_test_setup_teardown(test_locked_file_does_not_stall, setup, teardown),
         cmocka_unit_test_setup_teardown(test_grant_uses_race, setup, teardown),
         cmocka_unit_test_setup_teardown(test_refused_write_kept_and_fails_closed, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_refused_write_reason_in_decision, setup, teardown),
         cmocka_unit_test_setup_teardown(test_locked_too_long_fails_closed, setup, teardown),
         cmocka_unit_test_setup_teardown(test_impossible_write_dropped, setup, teardown),
         cmocka_unit_test_setup_teardown(test_stop_waits_for_the_file, setup, teardown),
