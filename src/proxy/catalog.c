@@ -277,33 +277,35 @@ static int rel_cached(unsigned target, const char *schema, const char *name,
     return found;
 }
 
-struct catalog_rel *catalog_resolve_relation(unsigned target, const char *schema, const char *name)
+int catalog_resolve_relation(unsigned target, const char *schema, const char *name, bool wait,
+                             struct catalog_rel **out)
 {
-    if (!started || !name || !name[0] || strlen(name) >= CAT_NAME_MAX ||
+    *out = NULL;
+    if (!started) return 0;
+    if (!name || !name[0] || strlen(name) >= CAT_NAME_MAX ||
         (schema && (!schema[0] || strlen(schema) >= CAT_NAME_MAX)))
-        return NULL;
+        return 1; /* never looked up */
     /* pg_temp is the session's own temporary schema: the side connection has another one */
-    if (schema && !strcmp(schema, "pg_temp")) return NULL;
+    if (schema && !strcmp(schema, "pg_temp")) return 1;
     struct cat_req req = {.target = target};
     snprintf(req.schema, sizeof req.schema, "%s", schema ? schema : "");
     snprintf(req.name, sizeof req.name, "%s", name);
-    struct catalog_rel *r = NULL;
     bool stale = false;
     bool down = clock_ms() < __atomic_load_n(&down_until_ms, __ATOMIC_RELAXED);
-    if (rel_cached(target, req.schema, req.name, &r, &stale)) {
+    if (rel_cached(target, req.schema, req.name, out, &stale)) {
         if (stale && !down) { /* this answer now, a fresh one for the next COPY */
             pthread_mutex_lock(&q_lock);
             request_locked(&req);
             pthread_mutex_unlock(&q_lock);
         }
-        return r;
+        return 1;
     }
-    if (down) return NULL;
+    if (down) return 0;
     pthread_mutex_lock(&q_lock);
-    wait_locked(request_locked(&req));
+    uint64_t ticket = request_locked(&req);
+    if (wait) wait_locked(ticket);
     pthread_mutex_unlock(&q_lock);
-    if (!rel_cached(target, req.schema, req.name, &r, &stale)) return NULL;
-    return r;
+    return wait ? rel_cached(target, req.schema, req.name, out, &stale) : 0;
 }
 
 void catalog_invalidate(unsigned target)

@@ -191,9 +191,12 @@ struct catalog_rel {
 };
 /* The columns of relation schema.name (schema NULL: unqualified, found only when it is the
  * one relation of that name in the database; "pg_temp" is never found) on target, from the
- * cache, else asked and waited for briefly as catalog_resolve() does. The caller's, freed with
- * catalog_rel_free(); NULL when unknown, ambiguous, or the catalog does not answer in time. */
-struct catalog_rel *catalog_resolve_relation(unsigned target, const char *schema, const char *name);
+ * cache, else asked and, when wait, waited for briefly as catalog_resolve() does. 1 when
+ * answered: *out the columns (the caller's, freed with catalog_rel_free()), or NULL when
+ * unknown or ambiguous; 0 when not (*out NULL): not cached and not answered in time, not
+ * waited for (asked in the background), or the catalog cannot be reached. */
+int catalog_resolve_relation(unsigned target, const char *schema, const char *name, bool wait,
+                             struct catalog_rel **out);
 void catalog_rel_free(struct catalog_rel *r);
 
 /* The admin listener with its hooks into sluice (admin_glue.c). */

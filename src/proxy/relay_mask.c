@@ -58,14 +58,27 @@ struct copy_expect {
 /* The plan of a COPY of a whole table (`COPY t`, `COPY (SELECT * FROM t)`): its columns
  * named by the catalog, as a column list would name them. NULL (lines masked by value) when
  * the catalog cannot say which relation the name is, or does not answer in time, and while
- * this transaction has run DDL the side connection cannot see yet. */
+ * this transaction has run DDL the side connection cannot see yet. A target whose catalog
+ * did not answer a wait of this thread is not waited for again for a second (this thread's
+ * other sessions wait meanwhile; a pipeline of COPYs of many names would stall them each
+ * time): its names are asked in the background, and those COPYs masked by value. */
 static struct mask_copy_plan *copy_plan_whole(struct session *s, const struct sql_copy_out *c,
                                               const struct mask_copy_layout *lay)
 {
     if (c->whole == SQL_COPY_NAMED || !c->rel_name || s->ddl_in_tx ||
         s->rt->cfg != catalog_config()) /* reloaded: indexes may differ */
         return NULL;
-    struct catalog_rel *rel = catalog_resolve_relation(s->target_idx, c->rel_schema, c->rel_name);
+    static __thread unsigned miss_target;
+    static __thread uint64_t miss_until;
+    bool wait = !(miss_target == s->target_idx && clock_ms() < miss_until);
+    struct catalog_rel *rel = NULL;
+    if (!catalog_resolve_relation(s->target_idx, c->rel_schema, c->rel_name, wait, &rel)) {
+        if (wait) {
+            miss_target = s->target_idx;
+            miss_until = clock_ms() + 1000;
+        }
+        return NULL;
+    }
     if (!rel) return NULL;
     const char **names = xcalloc(rel->n ? rel->n : 1, sizeof *names);
     unsigned n = 0;
@@ -84,9 +97,18 @@ static struct mask_copy_plan *copy_plan_whole(struct session *s, const struct sq
     return p;
 }
 
-void relay_mask_copy_expect(struct session *s, uint64_t group, const struct sql_copy_out *c)
+/* Are the results of a group masked, when its rules said mask (1 masked, -1 raw, 0 nothing:
+ * the session's own)? */
+static bool mask_group_on(const struct session *s, int mask)
 {
-    if (!s->rt->mask || (!c->known && c->whole == SQL_COPY_NAMED)) return;
+    return s->rt->mask && (mask ? mask > 0 : s->mask_base);
+}
+
+void relay_mask_copy_expect(struct session *s, uint64_t group, const struct sql_copy_out *c,
+                            int mask)
+{
+    /* (never masked: no plan, and no catalog round trip) */
+    if (!mask_group_on(s, mask) || (!c->known && c->whole == SQL_COPY_NAMED)) return;
     struct mask_copy_layout lay = {.csv = c->format == 'c',
                                    .header = c->header,
                                    .delimiter = c->delimiter,
@@ -300,8 +322,7 @@ static bool mask_on(struct session *s)
 {
     if (!s->rt->mask) return false;
     const struct limit_entry *e = s->limits ? relay_group_current(s) : NULL;
-    if (e && e->mask) return e->mask > 0;
-    return s->mask_base;
+    return mask_group_on(s, e ? e->mask : 0);
 }
 
 bool relay_mask_holds(const struct session *s, uint8_t type)

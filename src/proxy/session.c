@@ -1674,14 +1674,16 @@ static void statement_judge_inner(struct session *s, const char *sql, bool query
     free(stmts);
 }
 
-/* A simple Query that is one COPY ... TO STDOUT: its lines are masked by the names of its
- * columns (relay_mask.c); not while the server may read the text otherwise than sluice does
- * (a client_encoding such as SJIS, whose characters may hold a backslash byte). */
-static void copy_lines_expect(struct session *s, bool query, const struct sql_facts *facts)
+/* A simple Query that is one COPY ... TO STDOUT, masked (mask: its rule's say): its lines are
+ * masked by the names of its columns (relay_mask.c); not while the server may read the text
+ * otherwise than sluice does (a client_encoding such as SJIS, whose characters may hold a backslash
+ * byte). */
+static void copy_lines_expect(struct session *s, bool query, const struct sql_facts *facts,
+                              int mask)
 {
     if (query && facts->n_stmts == 1 && facts->stmts[0].copy_out &&
         !(facts->stmts[0].flags & SQL_F_TEXT_DOUBT)) /* (set while s->text_doubt) */
-        relay_mask_copy_expect(s, s->c2s_group, facts->stmts[0].copy_out);
+        relay_mask_copy_expect(s, s->c2s_group, facts->stmts[0].copy_out, mask);
 }
 
 static void statement_judge_facts(struct session *s, const char *sql, bool query, const char *name,
@@ -1711,7 +1713,7 @@ static void statement_judge_facts(struct session *s, const char *sql, bool query
         v->limit = d.limit_rows;
         v->rule = d.rule;
         v->mask = d.mask;
-        copy_lines_expect(s, query, facts);
+        copy_lines_expect(s, query, facts, d.mask);
         if (audit && !query) relay_audit_parse(s, name, sql, facts, "allow", d.rule);
         if (audit && query && relay_audit_query(s, sql, facts, "allow", d.rule, false) < 0) {
             v->ok = false;
@@ -1728,7 +1730,7 @@ static void statement_judge_facts(struct session *s, const char *sql, bool query
             v->rule = d.rule;
             v->mask = d.mask;
             v->approval = r == REVIEW_WAIT;
-            copy_lines_expect(s, query, facts);
+            copy_lines_expect(s, query, facts, d.mask);
             if (audit && !query) relay_audit_parse(s, name, sql, facts, "review", d.rule);
             if (audit && query && relay_audit_query(s, sql, facts, "review", d.rule, false) < 0) {
                 v->ok = v->approval = false;

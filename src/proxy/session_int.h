@@ -292,8 +292,11 @@ enum hold_action relay_mask_server(struct session *s, uint8_t type, const uint8_
                                    size_t len);
 void relay_mask_result_end(struct session *s);
 /* The Query of group `group` is one COPY ... TO STDOUT (c): its lines are masked by the names
- * of its columns when it runs (its CopyOutResponse in that group). */
-void relay_mask_copy_expect(struct session *s, uint64_t group, const struct sql_copy_out *c);
+ * of its columns when it runs (its CopyOutResponse in that group), if the group's results are
+ * masked (mask: what its rule said, 1 mask, -1 raw, 0 the session's default); else nothing is
+ * planned or asked of the catalog. */
+void relay_mask_copy_expect(struct session *s, uint64_t group, const struct sql_copy_out *c,
+                            int mask);
 /* Row plans for Executes: every Describe the client sends is noted (relay_mask_describe); an
  * Execute whose rows masking would look at, unless the client's message just before it
  * described that portal, gets sluice's own Describe of the portal in front of it

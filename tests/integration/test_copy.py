@@ -291,3 +291,38 @@ def test_copy_whole_table_after_ddl_in_session(sluice):
     finally:
         c.close()
         _alice(sluice, "DROP TABLE IF EXISTS copy_late")
+
+
+def _catalog_queries(ep):
+    """(pid, query_start) of the catalog resolver's side connections: changes with each lookup."""
+    c = ep.connect()
+    c.autocommit = True
+    try:
+        cur = c.cursor()
+        cur.execute("SELECT pid, query_start FROM pg_stat_activity "
+                    "WHERE application_name = 'sluice catalog' ORDER BY pid")
+        return cur.fetchall()
+    finally:
+        c.close()
+
+
+def test_copy_whole_table_unmasked_identity_asks_no_catalog(sluice):
+    """A session whose results are never masked (alice: masking.unmask.identities) makes no
+    catalog round trip for COPY t TO STDOUT, and gets its lines raw; bob's, masked, does."""
+    _masking_only(sluice)
+    _alice(sluice, "DROP TABLE IF EXISTS copy_unm", "DROP TABLE IF EXISTS copy_unm_bob",
+           "CREATE TABLE copy_unm (id int, ssn text)",
+           "CREATE TABLE copy_unm_bob (id int, ssn text)",
+           "INSERT INTO copy_unm VALUES (1, '078051120')",
+           "INSERT INTO copy_unm_bob VALUES (1, '078051120')")
+    try:
+        before = _catalog_queries(sluice)
+        data = _copy(sluice, BOB, "COPY copy_unm_bob TO STDOUT")  # asked: the probe works
+        assert _lines(data) == [["1", "***-**-1120"]], data
+        asked = _catalog_queries(sluice)
+        assert asked and asked != before, (before, asked)
+        data = _copy(sluice, ALICE_ID, "COPY copy_unm TO STDOUT")
+        assert _lines(data) == [["1", "078051120"]], data
+        assert _catalog_queries(sluice) == asked
+    finally:
+        _alice(sluice, "DROP TABLE IF EXISTS copy_unm", "DROP TABLE IF EXISTS copy_unm_bob")
