@@ -17,6 +17,12 @@
  * session's search_path is the server's, not the side connection's). Those answers (none
  * included) are kept per target like the others, emptied with them, and asked again in the
  * background once older than CAT_REL_TTL_MS (DDL that did not go through sluice).
+ *
+ * Lookups by name wait in a queue of their own, small, and are answered only when no lookup
+ * by table waits: a client cannot crowd out the lookups masking waits for by naming many
+ * relations in COPYs. At most CAT_REL_REFRESH of them are refreshes (past that, a stale
+ * answer is used as it is); a first lookup that finds the queue full is not answered (its
+ * COPY is masked by value).
  */
 #include <libpq-fe.h>
 #include <pthread.h>
@@ -31,7 +37,9 @@
 #include "proxy/proxy.h"
 
 #define CAT_BUCKETS 4096
-#define CAT_QUEUE 256
+#define CAT_QUEUE 256     /* lookups by table OID */
+#define CAT_REL_QUEUE 16  /* lookups by relation name */
+#define CAT_REL_REFRESH 4 /* a refresh is queued while fewer by name are */
 #define CAT_MAX_ENTRIES 200000
 #define CAT_WAIT_MS 200
 #define CAT_DOWN_MS 10000
@@ -70,15 +78,22 @@ static unsigned cat_entries;
 static struct cat_rel_entry *rel_map[CAT_REL_BUCKETS];
 static unsigned rel_entries;
 
+/* A queue of requests, answered in order (q_lock). */
+struct cat_queue {
+    struct cat_req *v;
+    unsigned cap, head, len;
+    uint64_t asked, done; /* requests queued, answered: a request's ticket is its number */
+};
+
 static pthread_mutex_t q_lock = PTHREAD_MUTEX_INITIALIZER;
 static pthread_cond_t q_cond = PTHREAD_COND_INITIALIZER;
 static pthread_cond_t done_cond = PTHREAD_COND_INITIALIZER; /* a request was answered */
-static uint64_t done_seq;                                   /* requests answered */
-static uint64_t asked_seq;                                  /* requests queued */
 static uint64_t down_until_ms;                              /* catalog unreachable until */
-static struct cat_req q[CAT_QUEUE];
-static unsigned q_head, q_len;
+static struct cat_req oid_v[CAT_QUEUE], rel_v[CAT_REL_QUEUE];
+static struct cat_queue oid_q = {oid_v, CAT_QUEUE, 0, 0, 0, 0};     /* by table: first */
+static struct cat_queue rel_q = {rel_v, CAT_REL_QUEUE, 0, 0, 0, 0}; /* by name */
 static bool q_stop, started;
+static bool threaded; /* cat_thread runs (not in catalog_test_start_paused()) */
 static pthread_t cat_thread;
 static struct sluice_config *cat_cfg; /* the snapshot whose targets the side connections use */
 
@@ -211,31 +226,51 @@ bool catalog_lookup(unsigned target, uint32_t table, int16_t attnum, char *schem
     return found;
 }
 
-/* Queue a lookup of table; returns the sequence number it will be answered by (0: none). */
-static uint64_t request_locked(const struct cat_req *req)
+static struct cat_queue *queue_of(const struct cat_req *req)
 {
-    for (unsigned i = 0; i < q_len; i++) {
-        const struct cat_req *r = &q[(q_head + i) % CAT_QUEUE];
-        if (r->target == req->target && r->table == req->table &&
-            (req->table || (!strcmp(r->schema, req->schema) && !strcmp(r->name, req->name))))
-            return asked_seq - q_len + i + 1;
-    }
-    if (q_len >= CAT_QUEUE) return 0;
-    q[(q_head + q_len++) % CAT_QUEUE] = *req;
-    pthread_cond_signal(&q_cond);
-    return ++asked_seq;
+    return req->table ? &oid_q : &rel_q;
 }
 
-/* Wait (q_lock held) until ticket is answered, at most CAT_WAIT_MS. */
-static void wait_locked(uint64_t ticket)
+/* Queue a lookup, unless the same one is queued already, or its queue holds max (at most its
+ * capacity); returns the ticket it will be answered by (0: none). */
+static uint64_t request_locked(const struct cat_req *req, unsigned max)
 {
+    struct cat_queue *qu = queue_of(req);
+    for (unsigned i = 0; i < qu->len; i++) {
+        const struct cat_req *r = &qu->v[(qu->head + i) % qu->cap];
+        if (r->target == req->target && r->table == req->table &&
+            (req->table || (!strcmp(r->schema, req->schema) && !strcmp(r->name, req->name))))
+            return qu->asked - qu->len + i + 1;
+    }
+    if (qu->len >= max || qu->len >= qu->cap) return 0;
+    qu->v[(qu->head + qu->len++) % qu->cap] = *req;
+    pthread_cond_signal(&q_cond);
+    return ++qu->asked;
+}
+
+/* Wait (q_lock held) until ticket of req's queue is answered, at most CAT_WAIT_MS. */
+static void wait_locked(const struct cat_req *req, uint64_t ticket)
+{
+    const struct cat_queue *qu = queue_of(req);
     struct timespec until;
     clock_gettime(CLOCK_REALTIME, &until);
     until.tv_nsec += CAT_WAIT_MS * 1000000L;
     until.tv_sec += until.tv_nsec / 1000000000L;
     until.tv_nsec %= 1000000000L;
-    while (ticket && done_seq < ticket && !q_stop)
+    while (ticket && qu->done < ticket && !q_stop)
         if (pthread_cond_timedwait(&done_cond, &q_lock, &until) != 0) break;
+}
+
+/* The request to answer next (q_lock held): by table first. NULL: none. Its queue's `done`
+ * moves on once it is answered. */
+static struct cat_queue *take_locked(struct cat_req *out)
+{
+    struct cat_queue *qu = oid_q.len ? &oid_q : rel_q.len ? &rel_q : NULL;
+    if (!qu) return NULL;
+    *out = qu->v[qu->head];
+    qu->head = (qu->head + 1) % qu->cap;
+    qu->len--;
+    return qu;
 }
 
 void catalog_request(unsigned target, uint32_t table)
@@ -243,7 +278,7 @@ void catalog_request(unsigned target, uint32_t table)
     if (!started || !table) return;
     struct cat_req req = {.target = target, .table = table};
     pthread_mutex_lock(&q_lock);
-    request_locked(&req);
+    request_locked(&req, CAT_QUEUE);
     pthread_mutex_unlock(&q_lock);
 }
 
@@ -255,7 +290,7 @@ bool catalog_resolve(unsigned target, uint32_t table, int16_t attnum, char *sche
         return false;
     struct cat_req req = {.target = target, .table = table};
     pthread_mutex_lock(&q_lock);
-    wait_locked(request_locked(&req));
+    wait_locked(&req, request_locked(&req, CAT_QUEUE));
     pthread_mutex_unlock(&q_lock);
     return catalog_lookup(target, table, attnum, schema, sl, rel, rl, col, cl);
 }
@@ -293,17 +328,17 @@ int catalog_resolve_relation(unsigned target, const char *schema, const char *na
     bool stale = false;
     bool down = clock_ms() < __atomic_load_n(&down_until_ms, __ATOMIC_RELAXED);
     if (rel_cached(target, req.schema, req.name, out, &stale)) {
-        if (stale && !down) { /* this answer now, a fresh one for the next COPY */
+        if (stale && !down) { /* this answer now, a fresh one for the next COPY (if room) */
             pthread_mutex_lock(&q_lock);
-            request_locked(&req);
+            request_locked(&req, CAT_REL_REFRESH);
             pthread_mutex_unlock(&q_lock);
         }
         return 1;
     }
     if (down) return 0;
     pthread_mutex_lock(&q_lock);
-    uint64_t ticket = request_locked(&req);
-    if (wait) wait_locked(ticket);
+    uint64_t ticket = request_locked(&req, CAT_REL_QUEUE); /* (full: not answered) */
+    if (wait) wait_locked(&req, ticket);
     pthread_mutex_unlock(&q_lock);
     return wait ? rel_cached(target, req.schema, req.name, out, &stale) : 0;
 }
@@ -467,12 +502,11 @@ static void *cat_main(void *arg)
     PGconn **conns = xcalloc(n ? n : 1, sizeof *conns);
     pthread_mutex_lock(&q_lock);
     for (;;) {
-        while (!q_len && !q_stop)
+        struct cat_req r;
+        struct cat_queue *qu;
+        while (!(qu = take_locked(&r)) && !q_stop)
             pthread_cond_wait(&q_cond, &q_lock);
         if (q_stop) break;
-        struct cat_req r = q[q_head];
-        q_head = (q_head + 1) % CAT_QUEUE;
-        q_len--;
         pthread_mutex_unlock(&q_lock);
         if (r.target < n) {
             if (conns[r.target] && PQstatus(conns[r.target]) != CONNECTION_OK) {
@@ -488,7 +522,7 @@ static void *cat_main(void *arg)
                 __atomic_store_n(&down_until_ms, clock_ms() + CAT_DOWN_MS, __ATOMIC_RELAXED);
         }
         pthread_mutex_lock(&q_lock);
-        done_seq++;
+        qu->done++;
         pthread_cond_broadcast(&done_cond);
     }
     pthread_mutex_unlock(&q_lock);
@@ -511,7 +545,7 @@ int catalog_start(struct sluice_config *cfg)
         config_unref(cat_cfg);
         return -1;
     }
-    started = true;
+    started = threaded = true;
     return 0;
 }
 
@@ -523,13 +557,56 @@ void catalog_stop(void)
     pthread_cond_signal(&q_cond);
     pthread_cond_broadcast(&done_cond);
     pthread_mutex_unlock(&q_lock);
-    pthread_join(cat_thread, NULL);
-    started = false;
-    q_len = 0;
-    done_seq = asked_seq = 0;
+    if (threaded) pthread_join(cat_thread, NULL);
+    started = threaded = false;
+    oid_q.head = oid_q.len = rel_q.head = rel_q.len = 0;
+    oid_q.asked = oid_q.done = rel_q.asked = rel_q.done = 0;
     pthread_rwlock_wrlock(&cat_lock);
     cat_clear_locked(-1);
     pthread_rwlock_unlock(&cat_lock);
     config_unref(cat_cfg);
     cat_cfg = NULL;
+}
+
+/* ---- tests (tests/unit/test_catalog.c) */
+
+void catalog_test_start_paused(void)
+{
+    q_stop = false;
+    started = true; /* no resolver thread: requests stay queued, waits time out */
+}
+
+void catalog_test_cache_stale(unsigned target, const char *schema, const char *name)
+{
+    pthread_rwlock_wrlock(&cat_lock);
+    struct cat_rel_entry **pp = rel_find_locked(target, schema ? schema : "", name);
+    if (!*pp) {
+        struct cat_rel_entry *e = xcalloc(1, sizeof *e);
+        e->target = target;
+        snprintf(e->schema, sizeof e->schema, "%s", schema ? schema : "");
+        snprintf(e->name, sizeof e->name, "%s", name);
+        *pp = e;
+        rel_entries++;
+    }
+    uint64_t now = clock_ms();
+    (*pp)->fetched_ms = now > CAT_REL_TTL_MS ? now - CAT_REL_TTL_MS : 0;
+    pthread_rwlock_unlock(&cat_lock);
+}
+
+unsigned catalog_test_queued(bool by_name)
+{
+    pthread_mutex_lock(&q_lock);
+    unsigned n = by_name ? rel_q.len : oid_q.len;
+    pthread_mutex_unlock(&q_lock);
+    return n;
+}
+
+uint32_t catalog_test_take(void)
+{
+    struct cat_req r;
+    pthread_mutex_lock(&q_lock);
+    struct cat_queue *qu = take_locked(&r);
+    if (qu) qu->done++;
+    pthread_mutex_unlock(&q_lock);
+    return qu ? r.table : UINT32_MAX;
 }

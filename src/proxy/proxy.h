@@ -198,6 +198,14 @@ struct catalog_rel {
 int catalog_resolve_relation(unsigned target, const char *schema, const char *name, bool wait,
                              struct catalog_rel **out);
 void catalog_rel_free(struct catalog_rel *r);
+/* Tests only: start without the resolver thread (requests stay queued; catalog_stop() ends
+ * it); cache "none" for a relation, as old as a refresh is asked for; count the queued
+ * requests (by name, or by table); take the request the resolver would take next (its table,
+ * 0 by name; UINT32_MAX none), as answered. */
+void catalog_test_start_paused(void);
+void catalog_test_cache_stale(unsigned target, const char *schema, const char *name);
+unsigned catalog_test_queued(bool by_name);
+uint32_t catalog_test_take(void);
 
 /* The admin listener with its hooks into sluice (admin_glue.c). */
 int admin_glue_start(const struct sluice_config *cfg, char *err, size_t errlen);
