@@ -16,7 +16,7 @@ OBJ     := $(SRC:%.c=$(BUILD)/%.o) $(BUILD)/gen/web_assets.o
 WEB     := $(wildcard web/*)
 UNIT    := $(patsubst tests/unit/%.c,$(BUILD)/tests/unit/%,$(wildcard tests/unit/test_*.c))
 
-.PHONY: all deps unit integration npm-test-deps asan fuzz mask-corpus check demo bench format format-check clean
+.PHONY: all deps unit unit-bins integration npm-test-deps asan fuzz mask-corpus check demo bench format format-check clean
 
 all: $(BUILD)/sluice
 
@@ -42,6 +42,8 @@ $(BUILD)/tests/unit/%: tests/unit/%.c $(OBJ)
 deps:
 	./scripts/install-deps.sh
 
+unit-bins: $(UNIT)
+
 unit: $(UNIT)
 	@set -e; for t in $(UNIT); do echo "== $$t"; $$t; done
 
@@ -65,7 +67,8 @@ ASAN_VARS = BUILD=build-asan CC=clang OPT=-O1 \
 	  EXTRA_LDFLAGS="-fsanitize=address,undefined"
 
 asan:
-	$(MAKE) -j$(JOBS) $(ASAN_VARS) all unit
+	$(MAKE) -j$(JOBS) $(ASAN_VARS) all unit-bins
+	$(MAKE) $(ASAN_VARS) unit
 	ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
 	  $(MAKE) $(ASAN_VARS) integration
 
@@ -85,7 +88,7 @@ mask-corpus: $(BUILD)/tests/mask/corpus_eval
 
 check:
 	$(MAKE) deps
-	$(MAKE) -j$(JOBS) all $(UNIT)
+	$(MAKE) -j$(JOBS) all unit-bins
 	$(MAKE) unit mask-corpus integration asan fuzz format-check
 
 demo: deps all
