@@ -431,8 +431,8 @@ static bool file_behind_locked(char *why, size_t whylen)
     unsigned n = amem_op_count(&A->mem);
     if (n < max) return false;
     snprintf(why, whylen,
-             "the state file has not taken the %u changes queued, as many as "
-             "approvals.max_queued_writes allows (another connection holds its write lock)",
+             "the state file has not yet taken the %u changes queued, as many as "
+             "approvals.max_queued_writes allows",
              n);
     return true;
 }
