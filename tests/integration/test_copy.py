@@ -6,6 +6,8 @@ import hashlib
 import io
 import time
 
+from test_masking import as_alice
+
 TARGET_BYTES = 100 * 1024 * 1024
 BASE = "".join(chr(ord("a") + (i * 7) % 26) for i in range(89)) + "\\\\tab\\tnl"  # escapes
 
@@ -157,17 +159,6 @@ def _lines(data, csv_format=False):
     return [line.split("\t") for line in text.rstrip("\n").split("\n")]
 
 
-def _alice(ep, *sql):
-    c = ep.connect()
-    c.autocommit = True
-    try:
-        cur = c.cursor()
-        for q in sql:
-            cur.execute(q)
-    finally:
-        c.close()
-
-
 def _leaked(blob, raw):
     return [v for v in raw if v.encode() in blob]
 
@@ -184,7 +175,7 @@ def test_copy_whole_table_masked_by_catalog_names(sluice):
     api_token are masked by their catalog names; the note's email and SSN by value. A stored
     generated column sits between them: COPY t leaves it out, SELECT * does not."""
     _masking_only(sluice)
-    _alice(sluice, "DROP TABLE IF EXISTS copy_cat",
+    as_alice(sluice, "DROP TABLE IF EXISTS copy_cat",
            "CREATE TABLE copy_cat (id int, ssn text, n int GENERATED ALWAYS AS (id * 2) STORED, "
            "api_token text, note text)",
            "INSERT INTO copy_cat (id, ssn, api_token, note) VALUES "
@@ -212,14 +203,14 @@ def test_copy_whole_table_masked_by_catalog_names(sluice):
         assert sorted(_lines(raw))[0] == ["1", "078051120", "plainsecretvalue42",
                                           "mail alice.smith@example.org 123-45-6789"]
     finally:
-        _alice(sluice, "DROP TABLE IF EXISTS copy_cat")
+        as_alice(sluice, "DROP TABLE IF EXISTS copy_cat")
 
 
 def test_copy_whole_table_schema_qualified(sluice):
     """COPY s.t resolves exactly, even where the unqualified name is ambiguous; a quoted
     mixed-case name too."""
     _masking_only(sluice)
-    _alice(sluice, "DROP SCHEMA IF EXISTS copy_s1 CASCADE", "CREATE SCHEMA copy_s1",
+    as_alice(sluice, "DROP SCHEMA IF EXISTS copy_s1 CASCADE", "CREATE SCHEMA copy_s1",
            "DROP TABLE IF EXISTS public.copy_q",
            "CREATE TABLE public.copy_q (id int, word text)",
            "INSERT INTO public.copy_q VALUES (1, 'hello')",
@@ -235,7 +226,7 @@ def test_copy_whole_table_schema_qualified(sluice):
         data = _copy(sluice, BOB, "COPY copy_s1.copy_q TO STDOUT (FORMAT csv)")
         assert _lines(data, csv_format=True) == [["1", "***-**-1120", "[REDACTED:secret]"]]
     finally:
-        _alice(sluice, "DROP SCHEMA IF EXISTS copy_s1 CASCADE", "DROP TABLE IF EXISTS copy_q")
+        as_alice(sluice, "DROP SCHEMA IF EXISTS copy_s1 CASCADE", "DROP TABLE IF EXISTS copy_q")
 
 
 def test_copy_whole_table_ambiguous_name_by_value(sluice):
@@ -243,7 +234,7 @@ def test_copy_whole_table_ambiguous_name_by_value(sluice):
     falls back to masking by value: what the detectors see is still masked, the rest is as
     before this feature (raw), and the COPY works."""
     _masking_only(sluice)
-    _alice(sluice, "DROP SCHEMA IF EXISTS copy_s2 CASCADE", "CREATE SCHEMA copy_s2",
+    as_alice(sluice, "DROP SCHEMA IF EXISTS copy_s2 CASCADE", "CREATE SCHEMA copy_s2",
            "DROP TABLE IF EXISTS public.copy_amb",
            "CREATE TABLE public.copy_amb (id int, ssn text, note text)",
            "CREATE TABLE copy_s2.copy_amb (id int, ssn text, note text)",
@@ -257,7 +248,7 @@ def test_copy_whole_table_ambiguous_name_by_value(sluice):
         data = _copy(sluice, BOB, "COPY public.copy_amb TO STDOUT")
         assert _lines(data) == [["1", "***-**-1120", "ssn ***-**-6789"]], data
     finally:
-        _alice(sluice, "DROP SCHEMA IF EXISTS copy_s2 CASCADE", "DROP TABLE IF EXISTS copy_amb")
+        as_alice(sluice, "DROP SCHEMA IF EXISTS copy_s2 CASCADE", "DROP TABLE IF EXISTS copy_amb")
 
 
 def test_copy_whole_table_after_ddl_in_session(sluice):
@@ -269,7 +260,7 @@ def test_copy_whole_table_after_ddl_in_session(sluice):
     import psycopg2
     import pytest
 
-    _alice(sluice, "DROP TABLE IF EXISTS copy_late")
+    as_alice(sluice, "DROP TABLE IF EXISTS copy_late")
     c = sluice.connect(user=BOB)
     c.autocommit = True
     try:
@@ -290,7 +281,7 @@ def test_copy_whole_table_after_ddl_in_session(sluice):
                                                 "***-**-1120"]], sql
     finally:
         c.close()
-        _alice(sluice, "DROP TABLE IF EXISTS copy_late")
+        as_alice(sluice, "DROP TABLE IF EXISTS copy_late")
 
 
 def _catalog_queries(ep):
@@ -310,7 +301,7 @@ def test_copy_whole_table_unmasked_identity_asks_no_catalog(sluice):
     """A session whose results are never masked (alice: masking.unmask.identities) makes no
     catalog round trip for COPY t TO STDOUT, and gets its lines raw; bob's, masked, does."""
     _masking_only(sluice)
-    _alice(sluice, "DROP TABLE IF EXISTS copy_unm", "DROP TABLE IF EXISTS copy_unm_bob",
+    as_alice(sluice, "DROP TABLE IF EXISTS copy_unm", "DROP TABLE IF EXISTS copy_unm_bob",
            "CREATE TABLE copy_unm (id int, ssn text)",
            "CREATE TABLE copy_unm_bob (id int, ssn text)",
            "INSERT INTO copy_unm VALUES (1, '078051120')",
@@ -325,4 +316,4 @@ def test_copy_whole_table_unmasked_identity_asks_no_catalog(sluice):
         assert _lines(data) == [["1", "078051120"]], data
         assert _catalog_queries(sluice) == asked
     finally:
-        _alice(sluice, "DROP TABLE IF EXISTS copy_unm", "DROP TABLE IF EXISTS copy_unm_bob")
+        as_alice(sluice, "DROP TABLE IF EXISTS copy_unm", "DROP TABLE IF EXISTS copy_unm_bob")
