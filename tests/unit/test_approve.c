@@ -89,7 +89,10 @@ static void config_fill(unsigned n_notify)
     cfg.approvals.public_url = "https://sluice.example.com";
 }
 
-static int setup_common(unsigned n_notify)
+/* clock: the test clock to start with (NULL: the real one). A test that runs on the fake
+ * clock must have it before approve_start(): a timer cycle that read the real clock before a
+ * switch to a clock in the past expires the requests made meanwhile. */
+static int setup_common(unsigned n_notify, int64_t (*clock)(void))
 {
     snprintf(tmpdir, sizeof tmpdir, "/tmp/sluice-approve-XXXXXX");
     if (!mkdtemp(tmpdir)) return -1;
@@ -98,7 +101,7 @@ static int setup_common(unsigned n_notify)
     memset(ev_count, 0, sizeof ev_count);
     ev_last_approver[0] = '\0';
     approve_set_audit_hook(hook);
-    approve_test_set_clock(NULL);
+    approve_test_set_clock(clock);
     approve_test_set_backoff_ms(20);
     approve_test_set_write_lag_ms(0);
     char err[256];
@@ -112,7 +115,14 @@ static int setup_common(unsigned n_notify)
 static int setup(void **state)
 {
     (void)state;
-    return setup_common(0);
+    return setup_common(0, NULL);
+}
+
+static int setup_fake_clock(void **state)
+{
+    (void)state;
+    fake_now_ms = 1700000000000LL;
+    return setup_common(0, fake_clock);
 }
 
 static int teardown(void **state)
@@ -416,8 +426,6 @@ static void test_cancel_and_wakeup(void **state)
 static void test_expiry(void **state)
 {
     (void)state;
-    fake_now_ms = 1700000000000LL;
-    approve_test_set_clock(fake_clock);
     int efd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
     approve_subscribe(efd);
     char id[APPROVE_ID_LEN], id2[APPROVE_ID_LEN], err[256];
@@ -585,8 +593,6 @@ static int ask(const char *identity, const char *fp, char id[APPROVE_ID_LEN], ch
 static void test_pending_limit(void **state)
 {
     (void)state;
-    fake_now_ms = 1700000000000LL;
-    approve_test_set_clock(fake_clock);
     cfg.approvals.max_pending_per_identity = 2;
     struct approve_counters c;
     approve_get_counters(&c); /* (the counters are the process's: they count from here) */
@@ -1136,8 +1142,6 @@ static void writer_refuses_request_updates(bool on)
 static void test_refused_batch_rolled_back_whole(void **state)
 {
     (void)state;
-    fake_now_ms = 1700000000000LL;
-    approve_test_set_clock(fake_clock);
     cfg.approvals.grant_max_uses = 10;
     char id[APPROVE_ID_LEN], id3[APPROVE_ID_LEN], grant[APPROVE_ID_LEN];
     request("alice@corp.com", "fp0780", id);
@@ -1267,8 +1271,6 @@ static void *commit_later(void *arg)
 static void test_expiry_loses_to_file_decision(void **state)
 {
     (void)state;
-    fake_now_ms = 1700000000000LL;
-    approve_test_set_clock(fake_clock);
     char id[APPROVE_ID_LEN], sql[400];
     request("alice@corp.com", "fp0750", id);
     approve_test_tick();
@@ -1563,7 +1565,7 @@ static int setup_notify(void **state)
         notifiers[i].secret = i == 0 ? "slack-signing-secret" : "hook-secret";
     }
     srv.fail_left = 2;
-    return setup_common(4);
+    return setup_common(4, NULL);
 }
 
 static int teardown_notify(void **state)
@@ -1749,9 +1751,9 @@ int main(int argc, char **argv)
         cmocka_unit_test_setup_teardown(test_bounds, setup, teardown),
         cmocka_unit_test_setup_teardown(test_refusals_and_deny, setup, teardown),
         cmocka_unit_test_setup_teardown(test_cancel_and_wakeup, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_expiry, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_expiry, setup_fake_clock, teardown),
         cmocka_unit_test_setup_teardown(test_second_process, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_pending_limit, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_pending_limit, setup_fake_clock, teardown),
         cmocka_unit_test_setup_teardown(test_locked_file_does_not_stall, setup, teardown),
         cmocka_unit_test_setup_teardown(test_grant_uses_race, setup, teardown),
         cmocka_unit_test_setup_teardown(test_refused_write_kept_and_fails_closed, setup, teardown),
@@ -1761,10 +1763,12 @@ int main(int argc, char **argv)
         cmocka_unit_test_setup_teardown(test_stop_waits_for_the_file, setup, teardown),
         cmocka_unit_test_setup_teardown(test_queue_bound_fails_closed, setup, teardown),
         cmocka_unit_test_setup_teardown(test_queue_written_in_one_transaction, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_refused_batch_rolled_back_whole, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_refused_batch_rolled_back_whole, setup_fake_clock,
+                                        teardown),
         cmocka_unit_test_setup_teardown(test_second_server_refused, setup, teardown),
         cmocka_unit_test_setup_teardown(test_unreadable_revocation_fails_closed, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_expiry_loses_to_file_decision, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_expiry_loses_to_file_decision, setup_fake_clock,
+                                        teardown),
         cmocka_unit_test(test_slack_signature),
         cmocka_unit_test(test_slack_parse),
         cmocka_unit_test_setup_teardown(test_notify, setup_notify, teardown_notify),
