@@ -47,10 +47,9 @@ void sbuf_free(struct sbuf *b);
  */
 struct audit_rec {
     uint64_t seq;
-    atomic_bool ready;      /* false while its emitter still writes it (writer.c) */
-    struct audit_event ev;  /* strings point into this allocation */
-    size_t room;            /* bytes for strings (and body) after the struct */
-    struct audit_rec *next; /* in the writer's list of spare records */
+    atomic_bool ready;     /* false while its emitter still writes it (writer.c) */
+    struct audit_event ev; /* strings point into this allocation */
+    size_t room;           /* bytes for strings (and body) after the struct */
     /* The body from its start up to the value of prev_hash (room for the rest follows), and
      * the SHA-256 state after those bytes; body_len 0: none (the writer serializes ev). */
     char *body;

@@ -220,7 +220,6 @@ static struct audit_rec *rec_with_room(struct audit_rec *spare, size_t total, si
         r = xmalloc(sizeof *r + room);
         r->room = room;
     }
-    r->next = NULL;
     r->seq = 0;
     atomic_init(&r->ready, true);
     r->body = NULL;

@@ -60,8 +60,15 @@
 /* Event records go back from the writer to the emitters through a list of spares instead of
  * to free(): a block freed by another thread than the one that allocated it never returns to
  * that thread's malloc cache, so each emit took malloc's slow path and each free an arena
- * lock (about 5 µs of the workers' CPU per TPC-B transaction). */
-#define SPARE_MAX 2048       /* records kept (a batch's worth) */
+ * lock (about 5 µs of the workers' CPU per TPC-B transaction). The spares are stacks of
+ * pointers, not a list linked through the records (taking one read its link from a record
+ * the writer had last touched on the other core). Each emitting thread keeps a few spares of
+ * its own, taken from the shared stack SPARE_CHUNK at a time, and keeps there the records it
+ * is done with itself (a folded event's first record): the shared stack's lock is taken once
+ * per chunk instead of once or twice per event. */
+#define SPARE_MAX 2048       /* records kept in the shared stack (a batch's worth) */
+#define SPARE_CHUNK 16       /* records a thread takes from it at a time */
+#define SPARE_LOCAL_MAX 64   /* records a thread keeps */
 #define SPARE_ROOM 1024      /* bytes a new record has room for, at least (a body) */
 #define SPARE_KEEP_ROOM 8192 /* records with more room are freed */
 
@@ -109,8 +116,8 @@ static struct writer {
 
     pthread_mutex_t sub_mu;
 
-    pthread_mutex_t spare_mu; /* guards spare and n_spare */
-    struct audit_rec *spare;
+    pthread_mutex_t spare_mu;           /* guards spare and n_spare */
+    struct audit_rec *spare[SPARE_MAX]; /* a stack */
     unsigned n_spare;
 
     struct audit_feed feeds[MAX_FEEDS];
@@ -150,59 +157,72 @@ struct emit_local {
     struct sbuf buf; /* the head, then the fields */
     size_t head_len;
     struct head_slot slots[HEAD_SLOTS];
+    struct sbuf jrec;                         /* a durable event's journal record */
+    struct audit_rec *spare[SPARE_LOCAL_MAX]; /* this thread's spare records */
+    unsigned n_spare;
 };
 
 /* ---- spare records */
 
-/* A record for ev, a spare if any: with room for the body its emitter writes from fields
- * (audit_rec_reserve), or with fields NULL a copy of ev whose body the writer serializes. */
-static struct audit_rec *rec_take(const struct audit_event *ev, const struct emit_local *fields)
+/* A spare record for an emitter: from l's own, refilled from the shared stack a chunk at a
+ * time; NULL when there is none (a new one is made). */
+static struct audit_rec *spare_pop(struct emit_local *l)
 {
-    pthread_mutex_lock(&W.spare_mu);
-    struct audit_rec *r = W.spare;
-    if (r) {
-        W.spare = r->next;
-        W.n_spare--;
+    if (!l->n_spare) {
+        pthread_mutex_lock(&W.spare_mu);
+        unsigned n = W.n_spare < SPARE_CHUNK ? W.n_spare : SPARE_CHUNK;
+        W.n_spare -= n;
+        memcpy(l->spare, W.spare + W.n_spare, n * sizeof *l->spare);
+        pthread_mutex_unlock(&W.spare_mu);
+        l->n_spare = n;
     }
-    pthread_mutex_unlock(&W.spare_mu);
-    if (!fields) return audit_rec_reuse(r, ev, SPARE_ROOM);
-    return audit_rec_reserve(
-        r, ev, audit_rec_body_room(fields->head_len, fields->buf.len - fields->head_len),
-        SPARE_ROOM);
+    return l->n_spare ? l->spare[--l->n_spare] : NULL;
 }
 
-static void rec_list_free(struct audit_rec *r)
+/* A record for ev (a spare if any): with room for the body its emitter writes from l's fields
+ * (audit_rec_reserve), or with with_body false a copy of ev whose body the writer serializes. */
+static struct audit_rec *rec_take(const struct audit_event *ev, struct emit_local *l,
+                                  bool with_body)
 {
-    for (struct audit_rec *nx; r; r = nx) {
-        nx = r->next;
+    struct audit_rec *r = spare_pop(l);
+    if (!with_body) return audit_rec_reuse(r, ev, SPARE_ROOM);
+    return audit_rec_reserve(r, ev, audit_rec_body_room(l->head_len, l->buf.len - l->head_len),
+                             SPARE_ROOM);
+}
+
+/* An emitter is done with r: kept among its own spares, or freed. */
+static void rec_keep(struct emit_local *l, struct audit_rec *r)
+{
+    if (l->n_spare < SPARE_LOCAL_MAX && r->room <= SPARE_KEEP_ROOM)
+        l->spare[l->n_spare++] = r;
+    else
         free(r);
-    }
 }
 
-/* Done with recs[0..n): kept as spares up to SPARE_MAX, the rest freed. */
+/* The writer is done with recs[0..n): kept as spares up to SPARE_MAX, the rest freed (recs is
+ * the writer's own array: overwritten with those). */
 static void rec_give(struct audit_rec **recs, unsigned n)
 {
-    struct audit_rec *drop = NULL;
+    unsigned n_drop = 0;
     pthread_mutex_lock(&W.spare_mu);
     for (unsigned i = 0; i < n; i++) {
-        struct audit_rec *r = recs[i];
-        bool keep = W.n_spare < SPARE_MAX && r->room <= SPARE_KEEP_ROOM;
-        r->next = keep ? W.spare : drop;
-        *(keep ? &W.spare : &drop) = r;
-        W.n_spare += keep;
+        if (W.n_spare < SPARE_MAX && recs[i]->room <= SPARE_KEEP_ROOM)
+            W.spare[W.n_spare++] = recs[i];
+        else
+            recs[n_drop++] = recs[i];
     }
     pthread_mutex_unlock(&W.spare_mu);
-    rec_list_free(drop);
+    for (unsigned i = 0; i < n_drop; i++)
+        free(recs[i]);
 }
 
 static void spares_free(void)
 {
     pthread_mutex_lock(&W.spare_mu);
-    struct audit_rec *r = W.spare;
-    W.spare = NULL;
+    for (unsigned i = 0; i < W.n_spare; i++)
+        free(W.spare[i]);
     W.n_spare = 0;
     pthread_mutex_unlock(&W.spare_mu);
-    rec_list_free(r);
 }
 
 /* ---- emit side */
@@ -214,8 +234,11 @@ static void local_free(void *p)
 {
     struct emit_local *l = p;
     sbuf_free(&l->buf);
+    sbuf_free(&l->jrec);
     for (unsigned i = 0; i < HEAD_SLOTS; i++)
         free(l->slots[i].p);
+    for (unsigned i = 0; i < l->n_spare; i++)
+        free(l->spare[i]);
     free(l);
 }
 
@@ -224,8 +247,8 @@ static void local_key_create(void)
     if (pthread_key_create(&local_key, local_free) != 0) abort();
 }
 
-/* ev's head and fields, serialized into this thread's buffer. */
-static struct emit_local *fields_of(const struct audit_event *ev)
+/* What this thread keeps. */
+static struct emit_local *local_get(void)
 {
     pthread_once(&local_once, local_key_create);
     struct emit_local *l = pthread_getspecific(local_key);
@@ -233,11 +256,16 @@ static struct emit_local *fields_of(const struct audit_event *ev)
         l = xcalloc(1, sizeof *l);
         if (pthread_setspecific(local_key, l) != 0) abort();
     }
+    return l;
+}
+
+/* ev's head and fields, serialized into l's buffer. */
+static void fields_write(struct emit_local *l, const struct audit_event *ev)
+{
     l->buf.len = 0;
     audit_event_head(ev, W.instance, &l->buf);
     l->head_len = l->buf.len;
     audit_event_fields(ev, &l->buf);
-    return l;
 }
 
 /* The hash state after the head in l's buffer, kept when ev's head is one that repeats;
@@ -299,19 +327,23 @@ uint64_t audit_emit(const struct audit_event *ev)
      * serializes the body again; the writer serializes what was not. */
     struct audit_event e = *ev;
     if (!e.time_us) e.time_us = audit_now_us();
-    struct emit_local *fields = e.durable ? NULL : fields_of(&e);
-    struct audit_rec *rec = rec_take(&e, fields);
-    struct sbuf jrec = {0};
+    struct emit_local *l = local_get();
+    bool fields = !e.durable;
+    if (fields) fields_write(l, &e);
+    struct audit_rec *rec = rec_take(&e, l, fields);
+    struct sbuf *jrec = NULL;
     if (e.durable && W.journal) {
         struct audit_event named = e; /* a replayed event keeps this instance's name */
         if (!named.instance) named.instance = W.instance;
-        audit_rec_encode(&named, &jrec);
+        jrec = &l->jrec;
+        jrec->len = 0;
+        audit_rec_encode(&named, jrec);
     }
     struct audit_journal_slot slot = {0};
     pthread_mutex_lock(&W.mu);
     if (!W.running || W.stopping || W.count >= W.cap) goto lost;
     uint64_t seq = W.next_seq;
-    if (jrec.p && audit_journal_reserve(W.journal, seq, jrec.len, &slot) != 0) {
+    if (jrec && audit_journal_reserve(W.journal, seq, jrec->len, &slot) != 0) {
         char msg[200];
         snprintf(msg, sizeof msg, "writing the audit journal: %s", strerror(errno));
         atomic_fetch_add(&W.errors, 1);
@@ -333,16 +365,14 @@ uint64_t audit_emit(const struct audit_event *ev)
     }
     pthread_mutex_unlock(&W.mu);
     /* outside the lock: emitters do not wait for one another's bodies or copies */
-    if (fields) body_begin(rec, fields, &e);
-    if (slot.at) audit_journal_fill(W.journal, &slot, jrec.p);
+    if (fields) body_begin(rec, l, &e);
+    if (slot.at) audit_journal_fill(W.journal, &slot, jrec->p);
     if (fields || slot.at)
         atomic_store_explicit(&rec->ready, true, memory_order_release); /* the writer's now */
-    sbuf_free(&jrec);
     return seq;
 lost:
     pthread_mutex_unlock(&W.mu);
-    sbuf_free(&jrec);
-    rec_give(&rec, 1);
+    rec_keep(l, rec);
     atomic_fetch_add(&W.lost, 1);
     return 0;
 }
@@ -352,10 +382,11 @@ bool audit_fold(uint64_t seq, const struct audit_event *ev)
     if (atomic_load_explicit(&W.disabled, memory_order_relaxed)) return false;
     struct audit_event e = *ev;
     e.durable = false;
-    struct emit_local *fields = fields_of(&e);
-    struct audit_rec *rec = rec_take(&e, fields), *old = NULL;
+    struct emit_local *l = local_get();
+    fields_write(l, &e);
+    struct audit_rec *rec = rec_take(&e, l, true), *old = NULL;
     rec->seq = seq;
-    body_begin(rec, fields, &e);
+    body_begin(rec, l, &e);
     pthread_mutex_lock(&W.mu);
     if (W.running && W.count) {
         /* the ring holds consecutive seqs from its head on */
@@ -372,8 +403,7 @@ bool audit_fold(uint64_t seq, const struct audit_event *ev)
         }
     }
     pthread_mutex_unlock(&W.mu);
-    struct audit_rec *done = old ? old : rec;
-    rec_give(&done, 1);
+    rec_keep(l, old ? old : rec);
     return old != NULL;
 }
 
