@@ -58,8 +58,16 @@ npm-test-deps:
 JOBS ?= $(shell nproc)
 PYTEST_JOBS = $(if $(filter-out 1,$(JOBS)),-n $(JOBS) --dist loadfile)
 
+# The driver suites' direct results (tests/integration/driver_suites.py) are written to
+# DRIVER_DIRECT by a run of the integration suite and taken from there by the ASan run
+# (DRIVER_REUSE=1): a suite run directly against PostgreSQL does not need a second run.
+DRIVER_DIRECT = $(abspath build/driver-direct)
+DRIVER_REUSE ?=
+
 integration: $(BUILD)/sluice npm-test-deps
-	SLUICE_BIN=$(abspath $(BUILD)/sluice) $(PYTHON) -m pytest -q -x $(PYTEST_JOBS) tests/integration \
+	$(if $(DRIVER_REUSE),,rm -rf $(DRIVER_DIRECT))
+	SLUICE_DRIVER_DIRECT=$(DRIVER_DIRECT) SLUICE_DRIVER_DIRECT_REUSE=$(DRIVER_REUSE) \
+	  SLUICE_BIN=$(abspath $(BUILD)/sluice) $(PYTHON) -m pytest -q -x $(PYTEST_JOBS) tests/integration \
 	  $(PYTEST_ARGS)
 
 ASAN_VARS = BUILD=build-asan CC=clang OPT=-O1 \
@@ -70,7 +78,7 @@ asan:
 	$(MAKE) -j$(JOBS) $(ASAN_VARS) all unit-bins
 	$(MAKE) $(ASAN_VARS) unit
 	ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
-	  $(MAKE) $(ASAN_VARS) integration
+	  $(MAKE) $(ASAN_VARS) DRIVER_REUSE=1 integration
 
 fuzz:
 	./tests/fuzz/run.sh

@@ -1,10 +1,10 @@
 #!/usr/bin/env bash
 # run.sh: builds every libFuzzer target tests/fuzz/fuzz_*.c and runs each for FUZZ_SECONDS
 # (default: FUZZ_TOTAL_SECONDS, 45, shared among the targets, at least 5 s each; 15 s each for
-# three). Exits non-zero when a target fails to build or any run finds a crash, sanitizer
-# report, leak or invariant failure; the reproducer is left in build-fuzz/artifacts/. Targets
-# run with stdin from /dev/null (fuzz_config may be pointed at /dev/stdin by its input and must
-# not wait on a terminal).
+# three), FUZZ_JOBS targets at a time. Exits non-zero when a target fails to build or any run
+# finds a crash, sanitizer report, leak or invariant failure; the reproducer is left in
+# build-fuzz/artifacts/. Targets run with stdin from /dev/null (fuzz_config may be pointed at
+# /dev/stdin by its input and must not wait on a terminal).
 #
 # The src objects (all of src/**/*.c but src/main.c) are compiled once with coverage and
 # sanitizers and put in an archive, so each target links only the objects it uses. A src
@@ -16,7 +16,7 @@
 #
 # Environment: FUZZ_SECONDS, FUZZ_TOTAL_SECONDS, FUZZ_TARGETS (space-separated names, default
 # all), FUZZ_CC (default clang), FUZZ_LDLIBS, FUZZ_ARGS (extra libFuzzer flags), FUZZ_JOBS
-# (compile jobs).
+# (compile jobs, and targets run at a time; default: the CPUs).
 set -euo pipefail
 
 cd "$(dirname "$0")/../.."
@@ -92,30 +92,44 @@ fi
 export ASAN_OPTIONS=${ASAN_OPTIONS:-abort_on_error=1:detect_leaks=1}
 export UBSAN_OPTIONS=${UBSAN_OPTIONS:-halt_on_error=1:print_stacktrace=1}
 
+# One target: build it and run it for FUZZ_SECONDS; its report goes to OUT/t.report, and
+# OUT/t.failed says why it failed. Targets run JOBS at a time (each its own core).
+fuzz_one() {
+    local t=$1 rep=$OUT/$1.report
+    rm -f "$OUT/$t.failed"
+    {
+        echo "== fuzz: building $t"
+        # shellcheck disable=SC2086 # flag lists
+        if ! $CC $CFLAGS $SAN_BIN "tests/fuzz/$t.c" "$OUT/libsluice.a" -o "$OUT/$t" $LDLIBS 2>&1; then
+            echo "fuzz: $t: build failed"
+            echo "$t (build)" >"$OUT/$t.failed"
+            return 0
+        fi
+        mkdir -p "$OUT/corpus/$t" "$OUT/artifacts"
+        local corpora=("$OUT/corpus/$t")
+        [[ -d tests/fuzz/corpus/$t ]] && corpora+=("tests/fuzz/corpus/$t")
+        local args=(-max_total_time="$FUZZ_SECONDS" -print_final_stats=1 -artifact_prefix="$OUT/artifacts/$t-")
+        [[ -f tests/fuzz/$t.dict ]] && args+=(-dict="tests/fuzz/$t.dict")
+        echo "== fuzz: running $t for ${FUZZ_SECONDS}s"
+        # shellcheck disable=SC2086 # FUZZ_ARGS is a list of flags
+        if ! "$OUT/$t" "${args[@]}" ${FUZZ_ARGS:-} "${corpora[@]}" </dev/null >"$OUT/$t.log" 2>&1; then
+            echo "fuzz: $t FAILED; last lines of $OUT/$t.log:"
+            tail -n 60 "$OUT/$t.log"
+            echo "$t" >"$OUT/$t.failed"
+            return 0
+        fi
+        grep -E '^stat::(number_of_executed_units|peak_rss_mb)|^#[0-9]+.*DONE' "$OUT/$t.log" | sed 's/^/    /' || true
+        echo "== fuzz: $t ok"
+    } >"$rep"
+}
+export -f fuzz_one
+export SAN_BIN LDLIBS FUZZ_SECONDS
+
+printf '%s\n' "${TARGETS[@]}" | xargs -P "$JOBS" -I{} bash -c 'fuzz_one "$@"' _ {}
 failed=()
 for t in "${TARGETS[@]}"; do
-    echo "== fuzz: building $t"
-    # shellcheck disable=SC2086 # flag lists
-    if ! $CC $CFLAGS $SAN_BIN "tests/fuzz/$t.c" "$OUT/libsluice.a" -o "$OUT/$t" $LDLIBS; then
-        echo "fuzz: $t: build failed" >&2
-        failed+=("$t (build)")
-        continue
-    fi
-    mkdir -p "$OUT/corpus/$t" "$OUT/artifacts"
-    corpora=("$OUT/corpus/$t")
-    [[ -d tests/fuzz/corpus/$t ]] && corpora+=("tests/fuzz/corpus/$t")
-    args=(-max_total_time="$FUZZ_SECONDS" -print_final_stats=1 -artifact_prefix="$OUT/artifacts/$t-")
-    [[ -f tests/fuzz/$t.dict ]] && args+=(-dict="tests/fuzz/$t.dict")
-    echo "== fuzz: running $t for ${FUZZ_SECONDS}s"
-    # shellcheck disable=SC2086 # FUZZ_ARGS is a list of flags
-    if ! "$OUT/$t" "${args[@]}" ${FUZZ_ARGS:-} "${corpora[@]}" </dev/null >"$OUT/$t.log" 2>&1; then
-        echo "fuzz: $t FAILED; last lines of $OUT/$t.log:" >&2
-        tail -n 60 "$OUT/$t.log" >&2
-        failed+=("$t")
-        continue
-    fi
-    grep -E '^stat::(number_of_executed_units|peak_rss_mb)|^#[0-9]+.*DONE' "$OUT/$t.log" | sed 's/^/    /' || true
-    echo "== fuzz: $t ok"
+    cat "$OUT/$t.report"
+    [[ -f $OUT/$t.failed ]] && failed+=("$(cat "$OUT/$t.failed")")
 done
 
 if ((${#failed[@]})); then
