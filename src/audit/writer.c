@@ -153,6 +153,8 @@ struct head_slot {
     struct audit_digest hash;
 };
 
+#define JREC_KEEP 65536 /* a thread's journal record buffer larger than this is not kept */
+
 struct emit_local {
     struct sbuf buf; /* the head, then the fields */
     size_t head_len;
@@ -336,6 +338,7 @@ uint64_t audit_emit(const struct audit_event *ev)
         struct audit_event named = e; /* a replayed event keeps this instance's name */
         if (!named.instance) named.instance = W.instance;
         jrec = &l->jrec;
+        if (jrec->cap > JREC_KEEP) sbuf_free(jrec); /* a large statement's, left by the last */
         jrec->len = 0;
         audit_rec_encode(&named, jrec);
     }
