@@ -59,6 +59,7 @@ int audit_kind_from_name(const char *name);        /* -1 when unknown */
 struct audit_json {
     char *p; /* NULL: none */
     size_t len;
+    uint64_t id; /* names these bytes in this process (never reused); 0: unnamed */
 };
 
 struct audit_event {

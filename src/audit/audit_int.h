@@ -74,9 +74,15 @@ struct audit_rec *audit_rec_reserve(struct audit_rec *spare, const struct audit_
 size_t audit_rec_body_room(size_t head_len, size_t fields_len);
 /* The SHA-256 state after a body's head: an emitter keeps it for a head it repeats. */
 void audit_head_hash(const char *head, size_t head_len, struct audit_digest *out);
+/* The length of ev's head made from its serialized parts (session_json and statement_json
+ * both set), and that head written at the start of r's body (room reserved): the same bytes
+ * as audit_event_head(). */
+size_t audit_head_parts_len(const struct audit_event *ev);
+void audit_rec_head_parts(struct audit_rec *r, const struct audit_event *ev);
 /* Write r's body from its start up to the value of prev_hash (head, seq and fields) and hash
  * it so far, from head_hash (audit_head_hash of this head) when not NULL: the costly part of
- * the chain, done by the emitter, off the writer's thread. */
+ * the chain, done by the emitter, off the writer's thread. head NULL: the head is already at
+ * the start of r's body (audit_rec_head_parts). */
 void audit_rec_body_begin(struct audit_rec *r, const char *head, size_t head_len,
                           const struct audit_digest *head_hash, const char *fields,
                           size_t fields_len);

@@ -667,6 +667,27 @@ void audit_head_hash(const char *head, size_t head_len, struct audit_digest *out
     audit_digest_update(out, head, head_len);
 }
 
+size_t audit_head_parts_len(const struct audit_event *ev)
+{
+    return sizeof BODY_OPEN - 1 + strlen(audit_kind_name(ev->kind)) + 1 + ev->session_json.len +
+           ev->statement_json.len;
+}
+
+void audit_rec_head_parts(struct audit_rec *r, const struct audit_event *ev)
+{
+    const char *kind = audit_kind_name(ev->kind);
+    size_t kl = strlen(kind);
+    char *p = r->body;
+    memcpy(p, BODY_OPEN, sizeof BODY_OPEN - 1);
+    p += sizeof BODY_OPEN - 1;
+    memcpy(p, kind, kl);
+    p += kl;
+    *p++ = '"';
+    memcpy(p, ev->session_json.p, ev->session_json.len);
+    p += ev->session_json.len;
+    memcpy(p, ev->statement_json.p, ev->statement_json.len);
+}
+
 void audit_rec_body_begin(struct audit_rec *r, const char *head, size_t head_len,
                           const struct audit_digest *head_hash, const char *fields,
                           size_t fields_len)
@@ -674,7 +695,8 @@ void audit_rec_body_begin(struct audit_rec *r, const char *head, size_t head_len
     char digits[24];
     size_t d = u64_decimal(r->seq, digits);
     char *p = r->body;
-    memcpy(p, head, head_len);
+    if (head) memcpy(p, head, head_len);
+    if (!head) head = r->body;
     p += head_len;
     char *tail = p;
     memcpy(p, BODY_SEQ, sizeof BODY_SEQ - 1);

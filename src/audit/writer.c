@@ -76,9 +76,15 @@
 #define RETENTION_EVERY_US (60LL * 1000000)
 #define STOP_GIVE_UP_US (5LL * 1000000)
 
+/* W's parts that different threads write are on cache lines of their own: the queue (every
+ * emit and batch), the writer's own state, the flags the emitters read on every event, the
+ * counters and the spare stack. A line one thread writes while others read it costs every
+ * reader a cache miss (before this, the emitters' read of local_once shared W.mu's line). */
+#define CACHE_LINE 64
+
 static struct writer {
     /* mu guards the ring, next_seq and the flags below it */
-    pthread_mutex_t mu;
+    _Alignas(CACHE_LINE) pthread_mutex_t mu;
     pthread_cond_t cv;      /* writer waits for events (and for stop) */
     pthread_cond_t done_cv; /* prune_now waits for the writer */
     struct audit_rec **ring;
@@ -92,7 +98,7 @@ static struct writer {
     pthread_t thread;
 
     /* writer-thread state (set before the thread starts) */
-    struct store *st;
+    _Alignas(CACHE_LINE) struct store *st;
     struct audit_jsonl *jsonl;
     struct audit_journal *journal;
     EVP_PKEY *key;
@@ -106,21 +112,21 @@ static struct writer {
     int64_t give_up_at; /* while stopping with a failing store */
     bool gave_up;       /* a batch was given up: the journal must keep what it holds */
 
-    atomic_bool disabled;
+    _Alignas(CACHE_LINE) atomic_bool disabled;
     atomic_bool fail_open;
-    atomic_bool healthy;
-    atomic_uint_least64_t committed, written, lost, errors, fake_seq;
+    atomic_bool healthy; /* stored only when it changes */
+    _Alignas(CACHE_LINE) atomic_uint_least64_t committed, written, lost, errors, fake_seq;
 
-    pthread_mutex_t err_mu;
+    _Alignas(CACHE_LINE) pthread_mutex_t err_mu;
     char last_error[256];
 
     pthread_mutex_t sub_mu;
 
-    pthread_mutex_t spare_mu;           /* guards spare and n_spare */
-    struct audit_rec *spare[SPARE_MAX]; /* a stack */
+    _Alignas(CACHE_LINE) pthread_mutex_t spare_mu; /* guards spare and n_spare */
+    struct audit_rec *spare[SPARE_MAX];            /* a stack */
     unsigned n_spare;
 
-    struct audit_feed feeds[MAX_FEEDS];
+    _Alignas(CACHE_LINE) struct audit_feed feeds[MAX_FEEDS];
     unsigned n_feeds;
 } W = {
     .mu = PTHREAD_MUTEX_INITIALIZER,
@@ -138,31 +144,41 @@ static void set_error(const char *msg)
     pthread_mutex_unlock(&W.err_mu);
 }
 
-/* What an emitting thread keeps (thread-specific data): its buffer for a body's head and
- * fields, and the hash states of the heads it repeats. A statement event's head (kind, the
+/* What an emitting thread keeps (thread-specific data): its buffer for a body's fields (and
+ * head), and the hash states of the heads it repeats. A statement event's head (kind, the
  * session's fields, the statement's: audit_event_head) is the same for every run of that
- * statement in that session, so the SHA-256 state after it is kept, in a slot chosen by the
- * addresses of the session's and the statement's JSON and checked byte for byte (an address
- * may be reused for other JSON), and each event hashes only the rest of its body. */
+ * statement in that session. An event that carries both parts serialized ahead has its head
+ * written straight into its record from them, and the SHA-256 state after it is kept in a
+ * slot named by the kind and the parts' ids (audit_json.id: never reused), so each such event
+ * hashes only the rest of its body. Any other head is serialized into the buffer, copied and
+ * hashed each time. */
 #define HEAD_SLOTS 64
-#define HEAD_KEEP_MAX 4096 /* longer heads are hashed every time */
 
 struct head_slot {
-    char *p;
-    size_t len, cap;
+    uint64_t session_id, statement_id; /* the parts' ids; 0: empty */
+    enum audit_kind kind;
     struct audit_digest hash;
 };
 
 #define JREC_KEEP 65536 /* a thread's journal record buffer larger than this is not kept */
 
 struct emit_local {
-    struct sbuf buf; /* the head, then the fields */
+    struct sbuf buf; /* the fields, after the head unless head_parts */
     size_t head_len;
+    bool head_parts; /* the head is made from the event's parts, not in buf */
     struct head_slot slots[HEAD_SLOTS];
     struct sbuf jrec;                         /* a durable event's journal record */
     struct audit_rec *spare[SPARE_LOCAL_MAX]; /* this thread's spare records */
     unsigned n_spare;
 };
+
+/* The event's own fields in l's buffer. */
+static const char *fields_of(const struct emit_local *l, size_t *len)
+{
+    size_t at = l->head_parts ? 0 : l->head_len;
+    *len = l->buf.len - at;
+    return l->buf.p + at;
+}
 
 /* ---- spare records */
 
@@ -188,8 +204,9 @@ static struct audit_rec *rec_take(const struct audit_event *ev, struct emit_loca
 {
     struct audit_rec *r = spare_pop(l);
     if (!with_body) return audit_rec_reuse(r, ev, SPARE_ROOM);
-    return audit_rec_reserve(r, ev, audit_rec_body_room(l->head_len, l->buf.len - l->head_len),
-                             SPARE_ROOM);
+    size_t fl;
+    (void)fields_of(l, &fl);
+    return audit_rec_reserve(r, ev, audit_rec_body_room(l->head_len, fl), SPARE_ROOM);
 }
 
 /* An emitter is done with r: kept among its own spares, or freed. */
@@ -232,13 +249,15 @@ static void spares_free(void)
 static pthread_key_t local_key;
 static pthread_once_t local_once = PTHREAD_ONCE_INIT;
 
+/* this thread's, also held by local_key so that it is freed when the thread exits */
+static _Thread_local struct emit_local *local_this;
+
 static void local_free(void *p)
 {
     struct emit_local *l = p;
+    local_this = NULL; /* (the exiting thread's) */
     sbuf_free(&l->buf);
     sbuf_free(&l->jrec);
-    for (unsigned i = 0; i < HEAD_SLOTS; i++)
-        free(l->slots[i].p);
     for (unsigned i = 0; i < l->n_spare; i++)
         free(l->spare[i]);
     free(l);
@@ -252,12 +271,12 @@ static void local_key_create(void)
 /* What this thread keeps. */
 static struct emit_local *local_get(void)
 {
+    struct emit_local *l = local_this;
+    if (__builtin_expect(l != NULL, 1)) return l;
     pthread_once(&local_once, local_key_create);
-    struct emit_local *l = pthread_getspecific(local_key);
-    if (!l) {
-        l = xcalloc(1, sizeof *l);
-        if (pthread_setspecific(local_key, l) != 0) abort();
-    }
+    l = xcalloc(1, sizeof *l);
+    if (pthread_setspecific(local_key, l) != 0) abort();
+    local_this = l;
     return l;
 }
 
@@ -265,52 +284,66 @@ static struct emit_local *local_get(void)
 static void fields_write(struct emit_local *l, const struct audit_event *ev)
 {
     l->buf.len = 0;
-    audit_event_head(ev, W.instance, &l->buf);
-    l->head_len = l->buf.len;
+    l->head_parts = ev->session_json.p && ev->statement_json.p;
+    if (l->head_parts) {
+        l->head_len = audit_head_parts_len(ev);
+    } else {
+        audit_event_head(ev, W.instance, &l->buf);
+        l->head_len = l->buf.len;
+    }
     audit_event_fields(ev, &l->buf);
 }
 
-/* The hash state after the head in l's buffer, kept when ev's head is one that repeats;
- * NULL: hash it with the body. */
-static const struct audit_digest *head_hash_of(struct emit_local *l, const struct audit_event *ev)
+/* The hash state after rec's head (made from ev's parts, at the start of its body), kept per
+ * kind and parts; NULL: hash it with the body (parts without ids). */
+static const struct audit_digest *head_hash_of(struct emit_local *l, const struct audit_rec *rec,
+                                               const struct audit_event *ev)
 {
-    if (!ev->session_json.p || !ev->statement_json.p || l->head_len > HEAD_KEEP_MAX) return NULL;
-    uint64_t k = ((uint64_t)(uintptr_t)ev->session_json.p >> 4) * 0x9e3779b97f4a7c15u ^
-                 ((uint64_t)(uintptr_t)ev->statement_json.p >> 4);
-    k *= 0x9e3779b97f4a7c15u;
+    uint64_t sid = ev->session_json.id, tid = ev->statement_json.id;
+    if (!sid || !tid) return NULL;
+    uint64_t k = (sid * 0x9e3779b97f4a7c15u ^ tid) * 0x9e3779b97f4a7c15u ^ (uint64_t)ev->kind;
     struct head_slot *h = &l->slots[(k >> 32) % HEAD_SLOTS];
-    if (h->len != l->head_len || memcmp(h->p, l->buf.p, l->head_len) != 0) {
-        if (h->cap < l->head_len) {
-            free(h->p);
-            h->p = xmalloc(l->head_len);
-            h->cap = l->head_len;
-        }
-        memcpy(h->p, l->buf.p, l->head_len);
-        h->len = l->head_len;
-        audit_head_hash(l->buf.p, l->head_len, &h->hash);
+    if (h->session_id != sid || h->statement_id != tid || h->kind != ev->kind) {
+        audit_head_hash(rec->body, l->head_len, &h->hash);
+        h->session_id = sid;
+        h->statement_id = tid;
+        h->kind = ev->kind;
     }
     return &h->hash;
 }
 
-/* Begin rec's body (its seq is set) from l's head and fields. */
+/* Begin rec's body (its seq is set) from ev's parts or l's head, and l's fields. */
 static void body_begin(struct audit_rec *rec, struct emit_local *l, const struct audit_event *ev)
 {
-    audit_rec_body_begin(rec, l->buf.p, l->head_len, head_hash_of(l, ev), l->buf.p + l->head_len,
-                         l->buf.len - l->head_len);
+    size_t fl;
+    const char *fields = fields_of(l, &fl);
+    if (l->head_parts) {
+        audit_rec_head_parts(rec, ev);
+        audit_rec_body_begin(rec, NULL, l->head_len, head_hash_of(l, rec, ev), fields, fl);
+    } else {
+        audit_rec_body_begin(rec, l->buf.p, l->head_len, NULL, fields, fl);
+    }
+}
+
+/* A name for serialized parts (audit_json.id), never reused in this process. */
+static uint64_t json_id_next(void)
+{
+    static atomic_uint_least64_t last;
+    return atomic_fetch_add_explicit(&last, 1, memory_order_relaxed) + 1;
 }
 
 void audit_json_session(const struct audit_event *ev, struct audit_json *out)
 {
     struct sbuf b = {0};
     audit_fields_session(ev, W.instance, &b);
-    *out = (struct audit_json){b.p, b.len};
+    *out = (struct audit_json){b.p, b.len, json_id_next()};
 }
 
 void audit_json_statement(const struct audit_event *ev, struct audit_json *out)
 {
     struct sbuf b = {0};
     audit_fields_statement(ev, &b);
-    *out = (struct audit_json){b.p, b.len};
+    *out = (struct audit_json){b.p, b.len, json_id_next()};
 }
 
 void audit_json_free(struct audit_json *j)
@@ -392,8 +425,9 @@ bool audit_fold(uint64_t seq, const struct audit_event *ev)
     body_begin(rec, l, &e);
     pthread_mutex_lock(&W.mu);
     if (W.running && W.count) {
-        /* the ring holds consecutive seqs from its head on */
-        uint64_t head = W.ring[W.head]->seq;
+        /* the ring holds the consecutive seqs below next_seq (not read from the head's
+         * record: the other worker's, it would be a cache miss) */
+        uint64_t head = W.next_seq - W.count;
         if (seq >= head && seq - head < W.count) {
             unsigned slot = (unsigned)((W.head + (seq - head)) % W.cap);
             struct audit_rec *q = W.ring[slot];
@@ -651,7 +685,7 @@ static bool write_batch(struct batch *b, bool once)
                   n);
     atomic_store_explicit(&W.committed, b->recs[n - 1]->seq, memory_order_release);
     atomic_fetch_add(&W.written, n);
-    atomic_store(&W.healthy, true);
+    if (!atomic_load_explicit(&W.healthy, memory_order_relaxed)) atomic_store(&W.healthy, true);
     /* Recovery (once) empties the journal itself, after its last batch; after a given-up
      * batch the journal keeps everything for the next start. */
     if (W.journal && !once && !W.gave_up) audit_journal_committed(W.journal, b->recs[n - 1]->seq);

@@ -5,6 +5,7 @@
 #include "core/names.h"
 
 #include <pthread.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -28,7 +29,11 @@ static void key_init(void)
 
 static uint64_t name_hash(const char *name)
 {
-    pthread_once(&key_once, key_init);
+    static _Thread_local bool key_seen; /* pthread_once is a call, and this runs per lookup */
+    if (!key_seen) {
+        pthread_once(&key_once, key_init);
+        key_seen = true;
+    }
     uint64_t h = 1469598103934665603ull ^ key;
     for (const unsigned char *p = (const unsigned char *)name; *p; p++)
         h = (h ^ *p) * 1099511628211ull;

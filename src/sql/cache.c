@@ -172,7 +172,11 @@ static long cache_key(const char *sql, char *out, size_t cap, bool *literals_com
     enum tok prev = TOK_NONE, prev2 = TOK_NONE, prev3 = TOK_NONE;
     bool compared = true;
     const unsigned char *p = (const unsigned char *)sql;
-    pthread_once(&kw_once, kw_build);
+    static _Thread_local bool kw_seen; /* pthread_once is a call, and this runs per statement */
+    if (!kw_seen) {
+        pthread_once(&kw_once, kw_build);
+        kw_seen = true;
+    }
 #define EMIT(ptr, n)                                                                               \
     do {                                                                                           \
         if (o + (n) >= cap) return -1;                                                             \

@@ -1602,9 +1602,10 @@ static void test_fold(void **state)
     env_free(e);
 }
 
-/* The emitter keeps the hash state of a repeated head by the addresses of the session's and
- * the statement's JSON: JSON changed at the same address (a freed part whose memory holds
- * another's) must be hashed as it is now. Every body stays in the chain verify recomputes. */
+/* The emitter keeps the hash state of a repeated head by its kind and the ids of the session's
+ * and the statement's JSON (the same memory holds other JSON under another id, as a freed
+ * part's would); parts without ids are hashed every time. Every body stays in the chain that
+ * verify recomputes. */
 static void test_head_hash_kept(void **state)
 {
     (void)state;
@@ -1622,12 +1623,14 @@ static void test_head_hash_kept(void **state)
     for (int i = 0; i < 12; i++) {
         snprintf(sess, sizeof sess, "%s", sessions[i % 3]);
         snprintf(stmt, sizeof stmt, "%s", stmts[i / 3 % 2]);
-        struct audit_event ev = {.kind = AUDIT_STATEMENT,
+        /* ids name the bytes; the last three statements' have none */
+        uint64_t sid = (uint64_t)(i % 3) + 1, tid = i < 9 ? (uint64_t)(i / 3 % 2) + 1 : 0;
+        struct audit_event ev = {.kind = i % 4 == 3 ? AUDIT_STATEMENT_END : AUDIT_STATEMENT,
                                  .identity = "alice",
                                  .decision = "allow",
                                  .rows = (uint64_t)i,
-                                 .session_json = {sess, strlen(sess)},
-                                 .statement_json = {stmt, strlen(stmt)}};
+                                 .session_json = {sess, strlen(sess), sid},
+                                 .statement_json = {stmt, strlen(stmt), tid}};
         last = audit_emit(&ev);
         assert_true(last > 0);
     }
@@ -1817,11 +1820,18 @@ static void test_json_parts(void **state)
     assert_null(strstr(sess.p, "statement"));
     assert_non_null(strstr(stmt.p, "\"tables\":[\"public.t\",\"public.u\"]"));
     struct audit_event with = ev;
-    with.session_json = (struct audit_json){sess.p, sess.len};
-    with.statement_json = (struct audit_json){stmt.p, stmt.len};
+    with.session_json = (struct audit_json){sess.p, sess.len, 1};
+    with.statement_json = (struct audit_json){stmt.p, stmt.len, 2};
     audit_event_head(&with, "host:1", &got);
     assert_int_equal(got.len, want.len);
     assert_memory_equal(got.p, want.p, want.len);
+
+    /* the head an emitter writes straight into a record from the parts */
+    assert_int_equal(audit_head_parts_len(&with), want.len);
+    struct audit_rec *direct = audit_rec_reserve(NULL, &with, want.len, 0);
+    audit_rec_head_parts(direct, &with);
+    assert_memory_equal(direct->body, want.p, want.len);
+    free(direct);
 
     struct audit_rec *r = audit_rec_new(&with);
     assert_null(r->ev.session_json.p);
