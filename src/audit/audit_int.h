@@ -40,21 +40,27 @@ void sbuf_free(struct sbuf *b);
 /* ---- event.c */
 
 /*
- * A queued event, in one allocation (strings follow the struct). Either a copy of the caller's
- * event (audit_rec_new, audit_rec_reuse), whose body the writer serializes; or, from
- * audit_emit() and audit_fold(), the body its emitter serialized and began hashing
- * (audit_rec_reserve, audit_rec_body_begin) with only the fields the writer still reads.
+ * A queued event, in one allocation (what it points to follows the struct). Either a copy of
+ * the caller's event (audit_rec_new, audit_rec_reuse), whose body the writer serializes; or,
+ * from audit_emit() and audit_fold(), the body its emitter serialized and began hashing
+ * (audit_rec_reserve, audit_rec_body_begin) with only the fields the writer still reads: such
+ * a record has no copy of the event (ev NULL), so that its emitter writes as few cache lines
+ * as it can (the writer last held them, on another core).
  */
 struct audit_rec {
     uint64_t seq;
-    atomic_bool ready;     /* false while its emitter still writes it (writer.c) */
-    struct audit_event ev; /* strings point into this allocation */
-    size_t room;           /* bytes for strings (and body) after the struct */
+    atomic_bool ready; /* false while its emitter still writes it (writer.c) */
+    /* what the writer reads of every record (identity and decision: NULL for none) */
+    enum audit_kind kind;
+    int64_t time_us;
+    const char *identity, *decision;
+    size_t room; /* bytes after the struct */
     /* The body from its start up to the value of prev_hash (room for the rest follows), and
      * the SHA-256 state after those bytes; body_len 0: none (the writer serializes ev). */
     char *body;
     size_t body_len;
     struct audit_digest body_hash;
+    struct audit_event *ev; /* the copy (strings follow it), or NULL */
 };
 /* Copy ev; fills time_us when 0. Free with free(). */
 struct audit_rec *audit_rec_new(const struct audit_event *ev);
@@ -65,8 +71,8 @@ struct audit_rec *audit_rec_reuse(struct audit_rec *spare, const struct audit_ev
 
 /* A record for an event whose body its emitter serializes (audit_event_head and
  * audit_event_fields, then audit_rec_body_begin once seq is set): ev's kind, time (now when 0),
- * identity and decision are copied, its other fields are not; body_room bytes (audit_rec_body_room)
- * follow them. Reuses spare as audit_rec_reuse() does. */
+ * identity and decision are copied, its other fields are not (the record's ev is NULL);
+ * body_room bytes (audit_rec_body_room) follow them. Reuses spare as audit_rec_reuse() does. */
 struct audit_rec *audit_rec_reserve(struct audit_rec *spare, const struct audit_event *ev,
                                     size_t body_room, size_t min_room);
 /* Room for a body whose head (audit_event_head) and fields (audit_event_fields) take head_len

@@ -224,25 +224,36 @@ static struct audit_rec *rec_with_room(struct audit_rec *spare, size_t total, si
     atomic_init(&r->ready, true);
     r->body = NULL;
     r->body_len = 0;
+    r->ev = NULL;
     return r;
 }
+
+/* The event's time, now when it has none. */
+static int64_t time_of(const struct audit_event *ev)
+{
+    return ev->time_us ? ev->time_us : audit_now_us();
+}
+
+_Static_assert(sizeof(struct audit_rec) % _Alignof(struct audit_event) == 0,
+               "the copy of an event follows its record");
 
 struct audit_rec *audit_rec_reuse(struct audit_rec *spare, const struct audit_event *ev,
                                   size_t min_room)
 {
-    size_t lens[N_STR_FIELDS], total = 0;
+    size_t lens[N_STR_FIELDS], total = sizeof *ev;
     for (size_t i = 0; i < N_STR_FIELDS; i++) {
         const char *s = *field_at((struct audit_event *)ev, str_fields[i]);
         lens[i] = s && *s ? strlen(s) + 1 : 0;
         total += lens[i];
     }
     struct audit_rec *r = rec_with_room(spare, total, min_room);
-    r->ev = *ev;
-    if (!r->ev.time_us) r->ev.time_us = audit_now_us();
-    r->ev.session_json = r->ev.statement_json = (struct audit_json){0}; /* the caller's memory */
-    char *p = (char *)(r + 1);
+    struct audit_event *c = r->ev = (struct audit_event *)(r + 1);
+    *c = *ev;
+    c->time_us = time_of(ev);
+    c->session_json = c->statement_json = (struct audit_json){0}; /* the caller's memory */
+    char *p = (char *)(c + 1);
     for (size_t i = 0; i < N_STR_FIELDS; i++) {
-        const char **dst = field_at(&r->ev, str_fields[i]);
+        const char **dst = field_at(c, str_fields[i]);
         if (!lens[i]) {
             *dst = NULL;
             continue;
@@ -251,6 +262,10 @@ struct audit_rec *audit_rec_reuse(struct audit_rec *spare, const struct audit_ev
         *dst = p;
         p += lens[i];
     }
+    r->kind = c->kind;
+    r->time_us = c->time_us;
+    r->identity = c->identity;
+    r->decision = c->decision;
     return r;
 }
 
@@ -261,18 +276,14 @@ struct audit_rec *audit_rec_reserve(struct audit_rec *spare, const struct audit_
     size_t dl = ev->decision && *ev->decision ? strlen(ev->decision) + 1 : 0;
     size_t total = il + dl + body_room;
     struct audit_rec *r = rec_with_room(spare, total, min_room);
-    /* only what the writer reads besides the body: numbers, kind, identity, decision */
-    r->ev = (struct audit_event){.kind = ev->kind, .time_us = ev->time_us, .durable = ev->durable};
-    if (!r->ev.time_us) r->ev.time_us = audit_now_us();
+    /* only what the writer reads besides the body: kind, time, identity, decision */
+    r->kind = ev->kind;
+    r->time_us = time_of(ev);
     char *p = (char *)(r + 1);
-    if (il) {
-        r->ev.identity = memcpy(p, ev->identity, il);
-        p += il;
-    }
-    if (dl) {
-        r->ev.decision = memcpy(p, ev->decision, dl);
-        p += dl;
-    }
+    r->identity = il ? memcpy(p, ev->identity, il) : NULL;
+    p += il;
+    r->decision = dl ? memcpy(p, ev->decision, dl) : NULL;
+    p += dl;
     r->body = p;
     return r;
 }

@@ -433,7 +433,7 @@ bool audit_fold(uint64_t seq, const struct audit_event *ev)
             struct audit_rec *q = W.ring[slot];
             /* the body carries the time: it must be the queued event's */
             if (q->seq == seq && atomic_load_explicit(&q->ready, memory_order_acquire) &&
-                q->ev.time_us == rec->ev.time_us) {
+                q->time_us == rec->time_us) {
                 W.ring[slot] = rec;
                 old = q;
             }
@@ -610,7 +610,7 @@ static bool write_batch(struct batch *b, bool once)
             b->len[i] = audit_rec_body_close(r, prev, b->hash[i]);
         } else { /* durable (nothing folded into it), replayed, or events_lost */
             b->off[i] = b->bodies.len;
-            audit_event_body(&r->ev, r->seq, W.instance, prev, &b->bodies);
+            audit_event_body(r->ev, r->seq, W.instance, prev, &b->bodies);
             b->len[i] = b->bodies.len - b->off[i];
             audit_sha256_hex(b->bodies.p + b->off[i], b->len[i], b->hash[i]);
         }
@@ -627,10 +627,10 @@ static bool write_batch(struct batch *b, bool once)
         const char *body = b->off[i] == SIZE_MAX ? r->body : b->bodies.p + b->off[i];
         b->sev[i] = (struct store_event){
             .seq = r->seq,
-            .time_us = r->ev.time_us,
-            .kind = audit_kind_name(r->ev.kind),
-            .identity = r->ev.identity,
-            .decision = r->ev.decision,
+            .time_us = r->time_us,
+            .kind = audit_kind_name(r->kind),
+            .identity = r->identity,
+            .decision = r->decision,
             .body = body,
             .body_len = b->len[i],
             .hash = b->hash[i],
@@ -642,8 +642,8 @@ static bool write_batch(struct batch *b, bool once)
         }
         if (W.checkpoint && r->seq % W.checkpoint == 0) {
             struct store_checkpoint *cp = &b->cps[b->ncp];
-            *cp = (struct store_checkpoint){
-                .seq = r->seq, .time_us = r->ev.time_us, .hash = b->hash[i]};
+            *cp =
+                (struct store_checkpoint){.seq = r->seq, .time_us = r->time_us, .hash = b->hash[i]};
             if (W.key) {
                 if (audit_checkpoint_sign(W.key, r->seq, b->hash[i], b->sigs[b->ncp]) == 0) {
                     cp->signature = b->sigs[b->ncp];
@@ -905,11 +905,11 @@ struct recovery {
 static void recovered_one(void *ctx, uint64_t seq, struct audit_rec *rec)
 {
     struct recovery *r = ctx;
-    if (seq <= r->through && rec->ev.time_us < r->marker_us) {
+    if (seq <= r->through && rec->time_us < r->marker_us) {
         free(rec);
         return;
     }
-    if (!rec->ev.detail) rec->ev.detail = "recovered from the audit journal";
+    if (!rec->ev->detail) rec->ev->detail = "recovered from the audit journal";
     if (r->n + 1 >= r->cap) {
         r->cap = r->cap ? r->cap * 2 : 64;
         r->recs = xrealloc(r->recs, r->cap * sizeof *r->recs);

@@ -56,14 +56,14 @@ static void check_replayed(void *ctx, uint64_t seq, struct audit_rec *rec)
     struct replayed *got = ctx;
     got->count++;
     struct sbuf a = {0}, b = {0}, enc = {0};
-    audit_event_body(&rec->ev, seq, "fuzz", AUDIT_GENESIS, &a);
+    audit_event_body(rec->ev, seq, "fuzz", AUDIT_GENESIS, &a);
     cJSON *o = cJSON_ParseWithLength(a.p, a.len);
     if (!o) fail("a replayed event's body is not JSON");
     cJSON_Delete(o);
-    audit_rec_encode(&rec->ev, &enc);
+    audit_rec_encode(rec->ev, &enc);
     struct audit_rec *again = audit_rec_decode(enc.p, enc.len);
     if (!again) fail("a replayed event does not decode after encoding it again");
-    audit_event_body(&again->ev, seq, "fuzz", AUDIT_GENESIS, &b);
+    audit_event_body(again->ev, seq, "fuzz", AUDIT_GENESIS, &b);
     if (a.len != b.len || memcmp(a.p, b.p, a.len) != 0) fail("a second trip changed the body");
     free(again);
     free(rec);

@@ -513,9 +513,9 @@ static void test_event_json(void **state)
         .masked = "{\"email\":3,\"card\":1}",
     };
     struct audit_rec *rec = audit_rec_new(&ev);
-    assert_ptr_not_equal(rec->ev.statement, ev.statement); /* copied */
+    assert_ptr_not_equal(rec->ev->statement, ev.statement); /* copied */
     struct sbuf b = {0};
-    audit_event_body(&rec->ev, 5, "host:1", AUDIT_GENESIS, &b);
+    audit_event_body(rec->ev, 5, "host:1", AUDIT_GENESIS, &b);
     free(rec);
     cJSON *o = cJSON_Parse(b.p);
     assert_non_null(o);
@@ -1091,7 +1091,7 @@ static void replay_cb(void *ctx, uint64_t seq, struct audit_rec *rec)
     struct replay_seen *r = ctx;
     if (r->n < 8) {
         r->seq[r->n] = seq;
-        snprintf(r->stmt[r->n], sizeof r->stmt[0], "%s", rec->ev.statement);
+        snprintf(r->stmt[r->n], sizeof r->stmt[0], "%s", rec->ev->statement);
     }
     r->n++;
     free(rec);
@@ -1707,14 +1707,17 @@ static void test_rec_reuse(void **state)
     struct audit_event ev = {.kind = AUDIT_STATEMENT, .identity = "alice", .statement = "SELECT 1"};
     struct audit_rec *r = audit_rec_reuse(NULL, &ev, 64);
     assert_true(r->room >= 64);
-    assert_string_equal(r->ev.identity, "alice");
+    assert_string_equal(r->ev->identity, "alice");
+    assert_ptr_equal(r->identity, r->ev->identity); /* what the writer reads of every record */
+    assert_int_equal(r->kind, AUDIT_STATEMENT);
+    assert_true(r->time_us > 0); /* now, the event having no time */
     /* room enough: the same record, its strings replaced */
     ev.identity = "bob";
     struct audit_rec *same = audit_rec_reuse(r, &ev, 64);
     assert_ptr_equal(same, r);
-    assert_string_equal(r->ev.identity, "bob");
-    assert_string_equal(r->ev.statement, "SELECT 1");
-    assert_ptr_not_equal(r->ev.statement, ev.statement); /* a copy */
+    assert_string_equal(r->ev->identity, "bob");
+    assert_string_equal(r->ev->statement, "SELECT 1");
+    assert_ptr_not_equal(r->ev->statement, ev.statement); /* a copy */
     /* too little room: a new record (the spare is freed; ASan checks) */
     char big[3000];
     memset(big, 'x', sizeof big - 1);
@@ -1722,9 +1725,9 @@ static void test_rec_reuse(void **state)
     ev.statement = big;
     struct audit_rec *grown = audit_rec_reuse(r, &ev, 64);
     assert_true(grown->room >= sizeof big);
-    assert_string_equal(grown->ev.statement, big);
-    assert_string_equal(grown->ev.identity, "bob");
-    assert_null(grown->ev.detail);
+    assert_string_equal(grown->ev->statement, big);
+    assert_string_equal(grown->ev->identity, "bob");
+    assert_null(grown->ev->detail);
     free(grown);
 }
 
@@ -1775,10 +1778,10 @@ static void test_rec_body(void **state)
         audit_event_fields(&ev, &fields);
         size_t room = audit_rec_body_room(head.len, fields.len);
         struct audit_rec *r = audit_rec_reserve(NULL, &ev, room, 0);
-        assert_string_equal(r->ev.identity, "alice@corp.com");
-        assert_string_equal(r->ev.decision, "allow");
-        assert_null(r->ev.statement); /* in the body only */
-        assert_int_equal(r->ev.time_us, ev.time_us);
+        assert_string_equal(r->identity, "alice@corp.com");
+        assert_string_equal(r->decision, "allow");
+        assert_null(r->ev); /* the rest is in the body only */
+        assert_int_equal(r->time_us, ev.time_us);
         r->seq = seqs[k];
         /* the head hashed with the body, or its hash state kept from before (the emitter's
          * cache of repeated heads): the same body and hash */
@@ -1834,10 +1837,10 @@ static void test_json_parts(void **state)
     free(direct);
 
     struct audit_rec *r = audit_rec_new(&with);
-    assert_null(r->ev.session_json.p);
-    assert_null(r->ev.statement_json.p);
+    assert_null(r->ev->session_json.p);
+    assert_null(r->ev->statement_json.p);
     got.len = 0;
-    audit_event_head(&r->ev, "host:1", &got);
+    audit_event_head(r->ev, "host:1", &got);
     assert_memory_equal(got.p, want.p, want.len);
     free(r);
     sbuf_free(&want);
