@@ -1,6 +1,7 @@
 /*
  * audit_bench.c: sustained throughput of the audit path: worker threads call audit_emit()
- * with statement events shaped like the relay's (about 450 bytes of JSON each), one writer
+ * with statement events shaped like the relay's (about 450 bytes of JSON each, carrying their
+ * session's and statement shape's JSON made ahead, as the relay's do), one writer
  * thread commits them to a fresh SQLite store in batches. Reports events/s from the first
  * emit to the last commit, and how often a full queue made a producer retry.
  *
@@ -25,16 +26,20 @@ struct prod {
     uint64_t last;
 };
 
-static void *producer(void *p)
+#define SESSIONS 64
+#define SHAPES 1000
+
+/* The JSON of each session's and each statement shape's fields, made once as the relay does
+ * (audit_json_session, audit_json_statement) and carried by every event. */
+static struct audit_json sess_json[SESSIONS], stmt_json[SHAPES];
+
+static struct audit_event event_of(long i, char stmt[160])
 {
-    struct prod *a = p;
-    char stmt[160];
-    for (long i = 0; i < a->n; i++) {
-        snprintf(stmt, sizeof stmt,
-                 "SELECT abalance FROM pgbench_accounts WHERE aid = $1 /* %ld */", i % 1000);
-        struct audit_event ev = {
+    snprintf(stmt, 160, "SELECT abalance FROM pgbench_accounts WHERE aid = $1 /* %ld */",
+             i % SHAPES);
+    return (struct audit_event){
             .kind = AUDIT_STATEMENT,
-            .session_id = 1000 + (uint64_t)(i % 64),
+            .session_id = 1000 + (uint64_t)(i % SESSIONS),
             .identity = "alice@corp.com",
             .identity_kind = "human",
             .groups = "engineers,dba",
@@ -52,7 +57,30 @@ static void *producer(void *p)
             .rows = 1,
             .bytes = 64,
             .digest = "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855",
-        };
+    };
+}
+
+static void json_make(void)
+{
+    char stmt[160];
+    for (long i = 0; i < SESSIONS; i++) {
+        struct audit_event ev = event_of(i, stmt);
+        audit_json_session(&ev, &sess_json[i]);
+    }
+    for (long i = 0; i < SHAPES; i++) {
+        struct audit_event ev = event_of(i, stmt);
+        audit_json_statement(&ev, &stmt_json[i]);
+    }
+}
+
+static void *producer(void *p)
+{
+    struct prod *a = p;
+    char stmt[160];
+    for (long i = 0; i < a->n; i++) {
+        struct audit_event ev = event_of(i, stmt);
+        ev.session_json = sess_json[i % SESSIONS];
+        ev.statement_json = stmt_json[i % SHAPES];
         uint64_t s;
         while ((s = audit_emit(&ev)) == 0) {
             a->retries++;
@@ -114,6 +142,7 @@ int main(int argc, char **argv)
         fprintf(stderr, "audit_bench: %s\n", err);
         return 1;
     }
+    json_make();
     pthread_t th[64];
     struct prod p[64] = {{0}};
     struct timespec t0, t1;
@@ -134,6 +163,10 @@ int main(int argc, char **argv)
     clock_gettime(CLOCK_MONOTONIC, &t1);
     double wcpu = writer_cpu_seconds();
     audit_stop();
+    for (int i = 0; i < SESSIONS; i++)
+        audit_json_free(&sess_json[i]);
+    for (int i = 0; i < SHAPES; i++)
+        audit_json_free(&stmt_json[i]);
     double secs = (double)(t1.tv_sec - t0.tv_sec) + (double)(t1.tv_nsec - t0.tv_nsec) / 1e9;
     long n = total / threads * threads;
     printf("audit_bench: %ld events, %d producer threads, %.3f s: %.0f events/s sustained "

@@ -27,15 +27,18 @@ Output on stdout:
 Ratios are of the medians; "rounds" gives the lowest and highest ratio of the same round's
 two runs (the modes alternate inside a round), a view of the noise; "pairs" (audit) is the
 median of those per-round ratios. The verdicts use the ratio of the medians, but for the
-audit's: a round's two runs are back to back (in alternating order), so their ratio cancels
+audit's: a round's two runs are back to back (in alternating order; bench/run.sh runs
+sluice between nomask and noaudit), so their ratio cancels
 what moves the whole machine between rounds (on the 2-core test machine a round's TPS can
 differ from the next one's by 40%), which the ratio of the medians mixes into its interval.
-The audit's verdict is on the pairs: a 90% interval for their median (a bootstrap over the
-rounds, with replacement), "met" only when the whole interval is at or above the target,
-"NOT met" when it is all below, and "undecided" when it straddles the target (more rounds
-narrow it). The table also gives the ratio of the medians with its own 90% interval (each
-resample drawing whole rounds, both modes of a round together), the verdict before
-2026-11-28.
+The audit's verdict is on the pairs: an interval that holds their median with probability at
+least 90% whatever the ratios' distribution (two of the sorted ratios, picked by the binomial
+distribution: with 12 rounds the 3rd smallest and 3rd largest, 96%; none below 5 rounds),
+"met" only when the whole interval is at or above the target, "NOT met" when it is all
+below, and "undecided" when it straddles the target (more rounds narrow it). The table also
+gives the ratio of the medians with a 90% bootstrap interval (each resample drawing whole
+rounds, both modes of a round together), the verdict before 2026-11-28 (a percentile
+bootstrap of a median covers less than it says with few rounds).
 """
 import math
 import random
@@ -112,16 +115,20 @@ class Runs:
         tail = (1 - level) / 2
         return (rs[int(tail * (resamples - 1))], rs[int((1 - tail) * (resamples - 1))])
 
-    def pair_ci(self, w, a, b, level=0.90, resamples=2000):
-        """A bootstrap interval for the median of the per-round ratios a/b (each round's two
-        runs are back to back): rounds drawn with replacement. (nan, nan) with fewer than 3."""
-        rs = self.round_ratios(w, a, b)
-        if len(rs) < 3:
+    def pair_ci(self, w, a, b, level=0.90):
+        """An interval for the median of the per-round ratios a/b (each round's two runs are
+        back to back) that holds it with probability at least `level` whatever their
+        distribution: the k-th smallest and k-th largest ratio, k the largest with
+        P(Binomial(n, 1/2) < k) <= (1 - level) / 2 (12 rounds: the 3rd of each end, 96%).
+        (nan, nan) when no such k exists (fewer than 5 rounds at 90%)."""
+        rs = sorted(self.round_ratios(w, a, b))
+        n, tail, below, k = len(rs), (1 - level) / 2, 0.0, 0
+        while k < n and below + math.comb(n, k) / 2 ** n <= tail:
+            below += math.comb(n, k) / 2 ** n
+            k += 1
+        if k == 0:
             return (float("nan"), float("nan"))
-        rnd = random.Random(1)  # the same raw data gives the same interval
-        ms = sorted(statistics.median(rnd.choice(rs) for _ in rs) for _ in range(resamples))
-        tail = (1 - level) / 2
-        return (ms[int(tail * (resamples - 1))], ms[int((1 - tail) * (resamples - 1))])
+        return (rs[k - 1], rs[n - k])
 
     def round_range(self, w, a, b):
         """Lowest and highest per-round ratio a/b."""

@@ -23,8 +23,8 @@
 # mode, the modes alternating inside each round (in reverse order every other round); the
 # tables show median TPS and median average latency. Workloads (pgbench, -c 8 -j 2,
 # pgbench -i -s 10) and the modes they run:
-#   select-simple     -S -M simple                   direct pgbouncer sluice nomask noaudit
-#   select-prepared   -S -M prepared                 direct pgbouncer sluice nomask noaudit
+#   select-simple     -S -M simple                   direct pgbouncer nomask sluice noaudit
+#   select-prepared   -S -M prepared                 direct pgbouncer nomask sluice noaudit
 #   tpcb              the default TPC-B-like script  direct pgbouncer sluice noaudit
 #   select-connect    -S -C (a new connection, with SCRAM authentication, per transaction)
 #                                                    direct pgbouncer sluice
@@ -375,7 +375,8 @@ workload_args() {
 workload_modes() {
   local all m out=()
   case $1 in
-    select-simple | select-prepared) all="direct pgbouncer sluice nomask noaudit" ;;
+    # sluice next to both of the builds it is compared with (masking off, audit off)
+    select-simple | select-prepared) all="direct pgbouncer nomask sluice noaudit" ;;
     tpcb | write-latency) all="direct pgbouncer sluice noaudit" ;;
     large-pii) all="direct pgbouncer sluice-raw sluice" ;;
     *) all="direct pgbouncer sluice" ;;

@@ -44,8 +44,8 @@ def test_audit_verdict_follows_the_interval(tmp_path):
     assert got["two-rounds"][-1] == "n/a", got  # too few rounds for an interval
     lo, hi = (float(x) for x in got["steady-met"][7].split(".."))
     assert 0.90 <= lo <= 0.95 <= hi <= 0.97, got
-    # the verdict is on the per-round pairs (0.915..0.948 here), not on the ratio of the
+    # the verdict is on the per-round pairs (0.906..0.956 here), not on the ratio of the
     # medians, whose interval (0.867..0.948) the drift between rounds widens
     assert got["drifting"][-1] == "met", got
-    assert got["drifting"][7] == "0.915..0.948", got
+    assert got["drifting"][7] == "0.906..0.956", got
     assert got["drifting"][5] == "0.867..0.948", got

@@ -1758,10 +1758,10 @@ static struct audit_event sample_statement(void)
         .digest = "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855"};
 }
 
-/* A body its emitter began (audit_rec_reserve, audit_rec_body_begin) and the writer closed
- * in place (audit_rec_body_close) is byte for byte the body the writer serializes itself, with
- * the same chain hash, for the shortest and the longest seq; closing it twice (a retried batch)
- * gives the same again. */
+/* A body its emitter began (audit_rec_reserve, audit_rec_body_begin, its head copied or made
+ * from the event's serialized parts) and the writer closed in place (audit_rec_body_close) is
+ * byte for byte the body the writer serializes itself, with the same chain hash, for the
+ * shortest and the longest seq; closing it twice (a retried batch) gives the same again. */
 static void test_rec_body(void **state)
 {
     (void)state;
@@ -1798,6 +1798,29 @@ static void test_rec_body(void **state)
                 assert_string_equal(hash, want_hash);
             }
         }
+        /* the head written straight from the event's serialized parts (audit_rec_head_parts,
+         * body_begin with head NULL), hashed with the body or from a kept state: the same */
+        struct sbuf sess = {0}, stmt = {0};
+        audit_fields_session(&ev, "host:1", &sess);
+        audit_fields_statement(&ev, &stmt);
+        struct audit_event with = ev;
+        with.session_json = (struct audit_json){sess.p, sess.len, 1};
+        with.statement_json = (struct audit_json){stmt.p, stmt.len, 2};
+        assert_int_equal(audit_head_parts_len(&with), head.len);
+        struct audit_rec *pr = audit_rec_reserve(NULL, &with, room, 0);
+        pr->seq = seqs[k];
+        for (int from_kept = 0; from_kept < 2; from_kept++) {
+            audit_rec_head_parts(pr, &with);
+            audit_rec_body_begin(pr, NULL, head.len, from_kept ? &kept : NULL, fields.p,
+                                 fields.len);
+            size_t len = audit_rec_body_close(pr, prev, hash);
+            assert_int_equal(len, want.len);
+            assert_memory_equal(pr->body, want.p, want.len);
+            assert_string_equal(hash, want_hash);
+        }
+        free(pr);
+        sbuf_free(&sess);
+        sbuf_free(&stmt);
         /* reused with room enough: the same record */
         struct audit_rec *same = audit_rec_reserve(r, &ev, room, 0);
         assert_ptr_equal(same, r);
