@@ -707,7 +707,6 @@ void audit_rec_body_begin(struct audit_rec *r, const char *head, size_t head_len
     size_t d = u64_decimal(r->seq, digits);
     char *p = r->body;
     if (head) memcpy(p, head, head_len);
-    if (!head) head = r->body;
     p += head_len;
     char *tail = p;
     memcpy(p, BODY_SEQ, sizeof BODY_SEQ - 1);
@@ -722,7 +721,7 @@ void audit_rec_body_begin(struct audit_rec *r, const char *head, size_t head_len
     if (head_hash)
         r->body_hash = *head_hash;
     else
-        audit_head_hash(head, head_len, &r->body_hash);
+        audit_head_hash(r->body, head_len, &r->body_hash);
     audit_digest_update(&r->body_hash, tail, (size_t)(p - tail));
 }
 
